@@ -1,0 +1,1 @@
+"""chctl: the command-line client. Standard library only, so it starts fast."""

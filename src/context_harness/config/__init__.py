@@ -1,0 +1,1 @@
+"""Agent config files: JSONC parsing and surgical edits, opencode's format."""

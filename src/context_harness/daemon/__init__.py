@@ -1,0 +1,1 @@
+"""The daemon: settings, logging, RPC server, refresher, startup and shutdown."""

@@ -1,0 +1,77 @@
+"""Daemon settings from the environment (prefix `CH_`), with the defaults DESIGN.md lists."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+# Refresh with a quarter of the lifetime left: a 1 h token is renewed 15 min early.
+REFRESH_AT_FRACTION = 0.75
+# A few percent of the lifetime, so tokens issued together do not all refresh in the same second.
+REFRESH_JITTER_FRACTION = 0.05
+
+
+def default_home() -> Path:
+    return Path.home() / ".context-harness"
+
+
+def default_socket(home: Path) -> Path:
+    runtime = os.environ.get("XDG_RUNTIME_DIR")
+    if runtime:
+        return Path(runtime) / "context-harness" / "chd.sock"
+    return home / "run" / "chd.sock"
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="CH_", extra="ignore")
+
+    home: Path = Field(default_factory=default_home)
+    socket: Path | None = None
+    log_level: Literal["debug", "info", "warning", "error"] = "info"
+    log_format: Literal["auto", "json", "console"] = "auto"
+
+    # Token lifecycle
+    refresh_fraction: float = Field(default=REFRESH_AT_FRACTION, gt=0, lt=1)
+    refresh_jitter: float = Field(default=REFRESH_JITTER_FRACTION, ge=0, lt=0.5)
+    max_concurrent_refreshes: int = Field(default=16, ge=1)
+    # The scheduler's sleeps are capped so a laptop that slept past a refresh time catches up on wake.
+    wallclock_check_s: float = Field(default=30.0, gt=0)
+    http_timeout_s: float = Field(default=30.0, gt=0)
+    notify_command: list[str] | None = None
+    event_command: list[str] | None = None
+
+    @property
+    def socket_path(self) -> Path:
+        return self.socket if self.socket is not None else default_socket(self.home)
+
+    @property
+    def tokens_dir(self) -> Path:
+        return self.home / "tokens"
+
+    @property
+    def clients_dir(self) -> Path:
+        return self.home / "clients"
+
+    @property
+    def secrets_dir(self) -> Path:
+        return self.home / "secrets"
+
+    @property
+    def locks_dir(self) -> Path:
+        return self.home / "locks"
+
+    @property
+    def bindings_file(self) -> Path:
+        return self.home / "bindings.json"
+
+    @property
+    def user_registry_file(self) -> Path:
+        return self.home / "registry.json"
+
+    @property
+    def lock_file(self) -> Path:
+        return self.home / "daemon.lock"

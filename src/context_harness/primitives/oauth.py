@@ -1,0 +1,74 @@
+"""Tokens and credentials as we keep them on disk and report them."""
+
+from __future__ import annotations
+
+import time
+from enum import StrEnum
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict
+
+from context_harness.primitives.mcp import SecretMode
+
+# A token response without `expires_in` is treated as a 1-hour token (DESIGN.md, token lifecycle).
+DEFAULT_TOKEN_LIFETIME_S = 3600
+
+
+class TokenState(StrEnum):
+    """Where a server's credential is in its lifecycle."""
+
+    API_KEY = "api_key"  # a static key: nothing to refresh
+    PENDING_AUTH = "pending_auth"  # added, no login yet
+    ACTIVE = "active"  # valid token, refresh scheduled
+    REFRESHING = "refreshing"  # a refresh request is in flight
+    RETRYING = "retrying"  # the last refresh failed transiently; backing off
+    NEEDS_REAUTH = "needs_reauth"  # only a person can fix this: run `chctl auth NAME`
+
+
+class OAuthTokens(BaseModel):
+    """What a token endpoint gave us, with an absolute expiry (wall clock, Unix seconds)."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    access_token: str
+    token_type: str = "Bearer"
+    refresh_token: str | None = None
+    expires_at: float | None = None
+    issued_at: float = 0.0
+    scope: str | None = None
+
+    def is_expired(self, buffer_seconds: float = 60, now: float | None = None) -> bool:
+        if self.expires_at is None:
+            return False
+        return (time.time() if now is None else now) > self.expires_at - buffer_seconds
+
+
+class Credential(BaseModel):
+    """Everything needed to present and renew one server's credential: `tokens/<name>.json`."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    name: str
+    kind: Literal["api_key", "oauth"]
+    state: TokenState
+    # The header we write: `<header_name>: <header_scheme> <secret>` (no scheme: the bare secret).
+    header_name: str = "Authorization"
+    header_scheme: str | None = "Bearer"
+    secret_mode: SecretMode = SecretMode.INLINE
+    api_key: str | None = None
+    tokens: OAuthTokens | None = None
+    # OAuth: what a refresh needs, learned during `chctl auth`.
+    issuer: str | None = None
+    token_endpoint: str | None = None
+    revocation_endpoint: str | None = None
+    client_id: str | None = None
+    client_secret: str | None = None
+    resource: str | None = None
+    last_error: str | None = None
+
+    @property
+    def secret(self) -> str | None:
+        """The value that goes in the header after the scheme: the API key or the access token."""
+        if self.kind == "api_key":
+            return self.api_key
+        return self.tokens.access_token if self.tokens else None

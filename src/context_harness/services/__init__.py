@@ -1,0 +1,1 @@
+"""Services: the product's operations, each returning a `Result`."""

@@ -1,0 +1,1 @@
+"""Files we own under CH_HOME: tokens, client registrations, bindings, secrets."""
