@@ -1,0 +1,443 @@
+"""Finding who issues tokens for an MCP server: RFC 9728, RFC 8414 / OIDC discovery, MCP 2026-07-28.
+
+Pure functions parse headers, build well-known URLs and validate documents; `discover` is the thin
+I/O layer that strings them together.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import urlsplit, urlunsplit
+
+import aiohttp
+import structlog
+
+from context_harness.oauth import http
+from context_harness.primitives.result import ErrorCode, Failure, Result, Success
+
+log = structlog.get_logger(__name__)
+
+PROTECTED_RESOURCE_WELL_KNOWN = "/.well-known/oauth-protected-resource"
+OAUTH_AS_WELL_KNOWN = "/.well-known/oauth-authorization-server"
+OIDC_WELL_KNOWN = "/.well-known/openid-configuration"
+OFFLINE_ACCESS = "offline_access"
+MCP_PROTOCOL_VERSION = "2025-11-25"
+LOOPBACK_HOSTS = frozenset({"127.0.0.1", "localhost", "::1", "[::1]"})
+
+
+# --- WWW-Authenticate (RFC 9110 §11.6.1, RFC 6750 §3, RFC 9728 §5.1) -------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class BearerChallenge:
+    """The parameters of a `Bearer` challenge that discovery uses."""
+
+    resource_metadata: str | None = None
+    scope: str | None = None
+    error: str | None = None
+
+
+_TOKEN = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
+# token68 (RFC 9110 §11.2) only counts when it runs to the end of the challenge.
+_TOKEN68 = re.compile(r"[A-Za-z0-9\-._~+/]+=*(?=\s*(?:,|$))")
+
+
+def parse_www_authenticate(value: str | None) -> BearerChallenge | None:
+    """The Bearer challenge in a WWW-Authenticate value, or None when there is none.
+
+    Handles several schemes in one header (`Basic realm="x", Bearer ...`), quoted strings with
+    escapes and commas inside, unquoted values, token68 credentials and stray whitespace.
+    """
+    if not value:
+        return None
+    schemes: dict[str, dict[str, str]] = {}
+    current: dict[str, str] | None = None
+    pos, end = 0, len(value)
+    while pos < end:
+        while pos < end and value[pos] in " \t,":
+            pos += 1
+        match = _TOKEN.match(value, pos)
+        if match is None:
+            pos += 1  # garbage: skip a character and resynchronise
+            continue
+        name, pos = match.group(0), match.end()
+        after = pos
+        while after < end and value[after] in " \t":
+            after += 1
+        if after < end and value[after] == "=":
+            param_value, pos = _read_param_value(value, after + 1)
+            if current is not None:
+                current.setdefault(name.lower(), param_value)
+            continue
+        current = schemes.setdefault(name.lower(), {})
+        pos = after
+        token68 = _TOKEN68.match(value, pos)
+        if token68 is not None:
+            pos = token68.end()
+    bearer = schemes.get("bearer")
+    if bearer is None:
+        return None
+    return BearerChallenge(
+        resource_metadata=bearer.get("resource_metadata") or None,
+        scope=bearer.get("scope") or None,
+        error=bearer.get("error") or None,
+    )
+
+
+def _read_param_value(value: str, pos: int) -> tuple[str, int]:
+    end = len(value)
+    while pos < end and value[pos] in " \t":
+        pos += 1
+    if pos < end and value[pos] == '"':
+        out: list[str] = []
+        pos += 1
+        while pos < end and value[pos] != '"':
+            if value[pos] == "\\" and pos + 1 < end:
+                pos += 1
+            out.append(value[pos])
+            pos += 1
+        return "".join(out), pos + 1
+    start = pos
+    while pos < end and value[pos] not in " \t,":
+        pos += 1
+    return value[start:pos], pos
+
+
+# --- URLs ------------------------------------------------------------------------------------------
+
+
+def canonical_resource(server_url: str) -> str:
+    """The server's canonical URI (MCP authorization spec, RFC 8707 §2).
+
+    Lowercase scheme and host, no fragment, no trailing slash (the spec's preferred form: a bare
+    origin is `https://host`, `/mcp/` is `/mcp`); the path, port and query are kept.
+    """
+    parts = urlsplit(server_url.strip())
+    return urlunsplit((parts.scheme.lower(), parts.netloc.lower(), parts.path.rstrip("/"), parts.query, ""))
+
+
+def resource_matches(document_resource: str, server_url: str) -> bool:
+    """Whether a protected-resource document may speak for `server_url`.
+
+    Equal canonical URIs match; so does a document for a parent path on the same origin (the MCP
+    SDKs accept `https://host` for `https://host/mcp`). Anything else is a mix-up or an attack.
+    """
+    ours, theirs = urlsplit(canonical_resource(server_url)), urlsplit(canonical_resource(document_resource))
+    if (ours.scheme, ours.netloc) != (theirs.scheme, theirs.netloc):
+        return False
+    if theirs.query and theirs.query != ours.query:
+        return False
+    return (ours.path + "/").startswith(theirs.path + "/")
+
+
+def protected_resource_metadata_urls(server_url: str) -> list[str]:
+    """RFC 9728 §3.1 well-known URLs in the MCP spec's order: path-inserted first, then the root."""
+    parts = urlsplit(canonical_resource(server_url))
+    root = urlunsplit((parts.scheme, parts.netloc, PROTECTED_RESOURCE_WELL_KNOWN, "", ""))
+    if not parts.path and not parts.query:
+        return [root]
+    inserted = urlunsplit((parts.scheme, parts.netloc, PROTECTED_RESOURCE_WELL_KNOWN + parts.path, parts.query, ""))
+    return [inserted, root]
+
+
+def authorization_server_metadata_urls(issuer: str) -> list[str]:
+    """RFC 8414 §3.1 and OIDC Discovery URLs, in the MCP spec's order.
+
+    Issuer with a path: OAuth path-inserted, OIDC path-inserted, OIDC path-appended.
+    Issuer without: OAuth, then OIDC.
+    """
+    parts = urlsplit(issuer)
+    path = parts.path.rstrip("/")
+
+    def at(p: str) -> str:
+        return urlunsplit((parts.scheme, parts.netloc, p, "", ""))
+
+    if not path:
+        return [at(OAUTH_AS_WELL_KNOWN), at(OIDC_WELL_KNOWN)]
+    return [at(OAUTH_AS_WELL_KNOWN + path), at(OIDC_WELL_KNOWN + path), at(path + OIDC_WELL_KNOWN)]
+
+
+def issuers_match(a: str, b: str) -> bool:
+    """RFC 8414 §3.3 simple string comparison, except that `https://host` and `https://host/` are one
+    issuer (the MCP Python SDK's servers list their authorization server with the slash)."""
+    if a == b:
+        return True
+    shorter, longer = sorted((a, b), key=len)
+    parts = urlsplit(shorter)
+    return longer == shorter + "/" and shorter == f"{parts.scheme}://{parts.netloc}"
+
+
+def is_secure_endpoint(url: str) -> bool:
+    """OAuth 2.1 requires TLS for every endpoint; plain http is accepted only on loopback."""
+    parts = urlsplit(url)
+    if parts.scheme == "https" and parts.netloc:
+        return True
+    return parts.scheme == "http" and (parts.hostname or "") in LOOPBACK_HOSTS
+
+
+# --- documents -------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class ResourceMetadata:
+    """The fields of an RFC 9728 protected-resource document that we use."""
+
+    resource: str
+    authorization_servers: tuple[str, ...]
+    scopes_supported: tuple[str, ...] | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class AuthServerMetadata:
+    """The fields of an RFC 8414 / OIDC discovery document that we use."""
+
+    issuer: str
+    authorization_endpoint: str
+    token_endpoint: str
+    registration_endpoint: str | None = None
+    revocation_endpoint: str | None = None
+    introspection_endpoint: str | None = None
+    scopes_supported: tuple[str, ...] | None = None
+    token_endpoint_auth_methods_supported: tuple[str, ...] | None = None
+    authorization_response_iss_parameter_supported: bool = False
+    client_id_metadata_document_supported: bool = False
+
+
+def _string_list(doc: dict[str, Any], key: str) -> tuple[str, ...] | None:
+    value = doc.get(key)
+    if not isinstance(value, list):
+        return None
+    return tuple(item for item in value if isinstance(item, str))
+
+
+def _optional_url(doc: dict[str, Any], key: str) -> str | None:
+    value = doc.get(key)
+    return value if isinstance(value, str) and is_secure_endpoint(value) else None
+
+
+def validate_resource_metadata(doc: Any, server_url: str) -> Result[ResourceMetadata]:
+    """Check a protected-resource document: it must name this server and an authorization server."""
+    if not isinstance(doc, dict):
+        return Failure("protected resource metadata is not a JSON object", ErrorCode.OAUTH_ERROR)
+    resource = doc.get("resource")
+    if not isinstance(resource, str) or not resource:
+        return Failure("protected resource metadata has no `resource`", ErrorCode.OAUTH_ERROR)
+    if not resource_matches(resource, server_url):
+        return Failure(
+            f"protected resource metadata is for {resource!r}, not {canonical_resource(server_url)!r}",
+            ErrorCode.OAUTH_ERROR,
+            "check the server URL; the server may be misconfigured or impersonated",
+        )
+    servers = _string_list(doc, "authorization_servers") or ()
+    servers = tuple(s for s in servers if is_secure_endpoint(s))
+    if not servers:
+        return Failure(
+            "protected resource metadata lists no usable authorization server",
+            ErrorCode.OAUTH_ERROR,
+            "the server does not say where to log in; it may need an API key instead",
+        )
+    return Success(ResourceMetadata(resource, servers, _string_list(doc, "scopes_supported")))
+
+
+def validate_authorization_server_metadata(doc: Any, issuer: str) -> Result[AuthServerMetadata]:
+    """Check an authorization-server document against the issuer we derived its URL from."""
+    if not isinstance(doc, dict):
+        return Failure("authorization server metadata is not a JSON object", ErrorCode.OAUTH_ERROR)
+    doc_issuer = doc.get("issuer")
+    if not isinstance(doc_issuer, str) or not issuers_match(doc_issuer, issuer):
+        return Failure(
+            f"authorization server metadata names issuer {doc_issuer!r}, expected {issuer!r}",
+            ErrorCode.OAUTH_ERROR,
+            "the authorization server is misconfigured or impersonated; not continuing",
+        )
+    endpoints: dict[str, str] = {}
+    for key in ("authorization_endpoint", "token_endpoint"):
+        value = doc.get(key)
+        if not isinstance(value, str) or not is_secure_endpoint(value):
+            return Failure(
+                f"authorization server metadata has no usable {key} (https, or http on loopback)",
+                ErrorCode.OAUTH_ERROR,
+            )
+        endpoints[key] = value
+    methods = _string_list(doc, "code_challenge_methods_supported") or ()
+    if "S256" not in methods:
+        return Failure(
+            f"authorization server {doc_issuer} does not advertise PKCE S256",
+            ErrorCode.OAUTH_ERROR,
+            "the MCP spec requires PKCE with S256; ask the server's operators to enable it",
+        )
+    return Success(
+        AuthServerMetadata(
+            issuer=doc_issuer,
+            authorization_endpoint=endpoints["authorization_endpoint"],
+            token_endpoint=endpoints["token_endpoint"],
+            registration_endpoint=_optional_url(doc, "registration_endpoint"),
+            revocation_endpoint=_optional_url(doc, "revocation_endpoint"),
+            introspection_endpoint=_optional_url(doc, "introspection_endpoint"),
+            scopes_supported=_string_list(doc, "scopes_supported"),
+            token_endpoint_auth_methods_supported=_string_list(doc, "token_endpoint_auth_methods_supported"),
+            authorization_response_iss_parameter_supported=(
+                doc.get("authorization_response_iss_parameter_supported") is True
+            ),
+            client_id_metadata_document_supported=doc.get("client_id_metadata_document_supported") is True,
+        )
+    )
+
+
+def choose_scopes(
+    challenge_scope: str | None,
+    resource_scopes_supported: Sequence[str] | None,
+    as_scopes_supported: Sequence[str] | None,
+    requested: Sequence[str] | None = None,
+) -> list[str]:
+    """Scopes to ask for: the caller's, else the 401 challenge's, else the resource's `scopes_supported`.
+
+    `offline_access` is added when the authorization server lists it, since without a refresh token
+    there is nothing for the daemon to keep fresh. No scopes at all stays empty (the server's default).
+    """
+    if requested:
+        chosen = list(requested)
+    elif challenge_scope and challenge_scope.split():
+        chosen = challenge_scope.split()
+    elif resource_scopes_supported:
+        chosen = list(resource_scopes_supported)
+    else:
+        return []
+    if as_scopes_supported and OFFLINE_ACCESS in as_scopes_supported and OFFLINE_ACCESS not in chosen:
+        chosen.append(OFFLINE_ACCESS)
+    return list(dict.fromkeys(chosen))
+
+
+# --- I/O -------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Discovery:
+    """Everything discovery learned about one MCP server."""
+
+    server_url: str
+    # The RFC 8707 `resource` for authorization and token requests: the document's own spelling
+    # (it is what the resource server checks the audience against).
+    resource: str
+    resource_metadata: ResourceMetadata
+    auth_server: AuthServerMetadata
+    challenge: BearerChallenge | None = None
+
+    def scopes(self, requested: Sequence[str] | None = None) -> list[str]:
+        return choose_scopes(
+            self.challenge.scope if self.challenge else None,
+            self.resource_metadata.scopes_supported,
+            self.auth_server.scopes_supported,
+            requested,
+        )
+
+
+def initialize_request() -> dict[str, Any]:
+    """An MCP `initialize` call: what any client sends first, so a protected server answers 401."""
+    return {
+        "jsonrpc": "2.0",
+        "id": 1,
+        "method": "initialize",
+        "params": {
+            "protocolVersion": MCP_PROTOCOL_VERSION,
+            "capabilities": {},
+            "clientInfo": {"name": "context-harness", "version": "0.1.0"},
+        },
+    }
+
+
+async def probe_challenge(
+    session: aiohttp.ClientSession, server_url: str, timeout_s: float = http.DEFAULT_TIMEOUT_S
+) -> Result[BearerChallenge | None]:
+    """Call the server without credentials; the Bearer challenge of a 401/403, or None."""
+    sent = await http.request(
+        session,
+        "POST",
+        server_url,
+        headers={"Accept": "application/json, text/event-stream", "MCP-Protocol-Version": MCP_PROTOCOL_VERSION},
+        json_body=initialize_request(),
+        timeout_s=timeout_s,
+    )
+    if isinstance(sent, Failure):
+        return sent
+    if sent.value.status not in (401, 403):
+        log.info("probe_not_challenged", url=http.describe_url(server_url), status=sent.value.status)
+        return Success(None)
+    return Success(parse_www_authenticate(sent.value.headers.get("WWW-Authenticate")))
+
+
+async def fetch_resource_metadata(
+    session: aiohttp.ClientSession,
+    server_url: str,
+    challenge: BearerChallenge | None,
+    timeout_s: float = http.DEFAULT_TIMEOUT_S,
+) -> Result[ResourceMetadata]:
+    """The challenge's `resource_metadata` URL first, then the well-known URLs; a 4xx means try the next."""
+    urls = protected_resource_metadata_urls(server_url)
+    if challenge and challenge.resource_metadata and is_secure_endpoint(challenge.resource_metadata):
+        urls.insert(0, challenge.resource_metadata)
+    for url in dict.fromkeys(urls):
+        got = await http.request(session, "GET", url, headers=http.JSON_ACCEPT, timeout_s=timeout_s)
+        if isinstance(got, Failure):
+            return got
+        if got.value.status != 200:
+            log.info("resource_metadata_missed", url=http.describe_url(url), status=got.value.status)
+            continue
+        return validate_resource_metadata(got.value.json(), server_url)
+    return Failure(
+        f"{http.describe_url(server_url)} publishes no OAuth protected resource metadata",
+        ErrorCode.OAUTH_ERROR,
+        "the server may not use OAuth; add it with an API key, or check the URL",
+    )
+
+
+async def fetch_authorization_server_metadata(
+    session: aiohttp.ClientSession, issuer: str, timeout_s: float = http.DEFAULT_TIMEOUT_S
+) -> Result[AuthServerMetadata]:
+    for url in authorization_server_metadata_urls(issuer):
+        got = await http.request(session, "GET", url, headers=http.JSON_ACCEPT, timeout_s=timeout_s)
+        if isinstance(got, Failure):
+            return got
+        if got.value.status != 200:
+            log.info("auth_server_metadata_missed", url=http.describe_url(url), status=got.value.status)
+            continue
+        return validate_authorization_server_metadata(got.value.json(), issuer)
+    return Failure(
+        f"no authorization server metadata found for issuer {issuer}",
+        ErrorCode.OAUTH_ERROR,
+        "the authorization server publishes neither RFC 8414 nor OpenID discovery metadata",
+    )
+
+
+async def discover(
+    session: aiohttp.ClientSession, server_url: str, timeout_s: float = http.DEFAULT_TIMEOUT_S
+) -> Result[Discovery]:
+    """Steps 1–2 of DESIGN.md's OAuth client: resource metadata, then authorization-server metadata."""
+    challenge = await probe_challenge(session, server_url, timeout_s)
+    if isinstance(challenge, Failure):
+        return challenge
+    resource = await fetch_resource_metadata(session, server_url, challenge.value, timeout_s)
+    if isinstance(resource, Failure):
+        return resource
+    issuer = resource.value.authorization_servers[0]
+    auth_server = await fetch_authorization_server_metadata(session, issuer, timeout_s)
+    if isinstance(auth_server, Failure):
+        return auth_server
+    log.info(
+        "discovery_completed",
+        url=http.describe_url(server_url),
+        issuer=auth_server.value.issuer,
+        registration=auth_server.value.registration_endpoint is not None,
+    )
+    return Success(
+        Discovery(
+            server_url=server_url,
+            resource=resource.value.resource,
+            resource_metadata=resource.value,
+            auth_server=auth_server.value,
+            challenge=challenge.value,
+        )
+    )

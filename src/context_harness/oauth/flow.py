@@ -1,0 +1,306 @@
+"""One complete OAuth login for one MCP server: DESIGN.md "OAuth client" steps 1–5, tokens in hand.
+
+The flow writes nothing but a successful client registration; storing the tokens (step 6) and
+writing headers is the caller's job, so a failure anywhere leaves no half-written state.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import inspect
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass, field
+
+import aiohttp
+import structlog
+
+from context_harness.oauth import http
+from context_harness.oauth.callback_server import CallbackServer, query_from_pasted_url
+from context_harness.oauth.discovery import AuthServerMetadata, Discovery, discover
+from context_harness.oauth.pkce import generate_pkce, new_state
+from context_harness.oauth.registration import (
+    ClientRegistration,
+    build_registration_request,
+    redirect_fits,
+    register_client,
+    registered_loopback_port,
+)
+from context_harness.oauth.token_client import build_authorization_url, exchange_code, parse_callback
+from context_harness.primitives.oauth import OAuthTokens
+from context_harness.primitives.result import ErrorCode, Failure, Result, Success
+from context_harness.stores.client_store import ClientStore
+
+log = structlog.get_logger(__name__)
+
+DEFAULT_FLOW_TIMEOUT_S = 300.0
+
+AuthorizationUrlHandler = Callable[[str], Awaitable[None] | None]
+
+
+@dataclass(frozen=True, slots=True)
+class AuthorizationGrant:
+    """What a finished login yields: the tokens and everything a later refresh or logout needs."""
+
+    tokens: OAuthTokens = field(repr=False)
+    issuer: str
+    token_endpoint: str
+    revocation_endpoint: str | None
+    client_id: str
+    client_secret: str | None = field(repr=False)
+    # How the client authenticates at the token endpoint ("none", "client_secret_basic", ...).
+    token_endpoint_auth_method: str | None
+    resource: str
+    scopes: list[str]
+    redirect_uri: str
+
+
+@dataclass(frozen=True, slots=True)
+class _Client:
+    client_id: str
+    client_secret: str | None
+    auth_method: str | None
+
+
+def _explicit_auth_method(secret: str | None, auth_server: AuthServerMetadata) -> str | None:
+    """For a client id the user brought: Basic unless the server only takes the secret in the form."""
+    if not secret:
+        return "none"
+    methods = auth_server.token_endpoint_auth_methods_supported
+    if methods and "client_secret_basic" not in methods and "client_secret_post" in methods:
+        return "client_secret_post"
+    return "client_secret_basic"
+
+
+async def _open_listener(port: int, stored: ClientRegistration | None) -> Result[CallbackServer]:
+    """A listener on `port`; with no fixed port, first the port our stored registration names, so
+    servers that match redirect URIs exactly still accept it."""
+    if port == 0 and stored is not None:
+        preferred = registered_loopback_port(stored)
+        if preferred:
+            server = CallbackServer(preferred)
+            if isinstance(await server.start(), Success):
+                return Success(server)
+    server = CallbackServer(port)
+    started = await server.start()
+    if isinstance(started, Failure):
+        return started
+    return Success(server)
+
+
+async def _resolve_client(
+    session: aiohttp.ClientSession,
+    discovery: Discovery,
+    store: ClientStore,
+    server_name: str,
+    stored: ClientRegistration | None,
+    redirect_uri: str,
+    fixed_port: bool,
+    scopes: Sequence[str],
+    timeout_s: float,
+) -> Result[_Client]:
+    """Step 3 after an explicit client id: the stored registration if it fits, else DCR."""
+    auth_server = discovery.auth_server
+    if stored is not None and redirect_fits(stored, redirect_uri, exact=fixed_port):
+        return Success(_Client(stored.client_id, stored.client_secret, stored.token_endpoint_auth_method))
+    # Client ID Metadata Documents need a URL we host; we have none, so the next step is DCR.
+    if auth_server.registration_endpoint is None:
+        return Failure(
+            f"{auth_server.issuer} offers no dynamic client registration and no client id was given",
+            ErrorCode.AUTH_REQUIRED,
+            "register an OAuth app with the provider and pass --client-id (and --client-secret if issued)",
+        )
+    request = build_registration_request([redirect_uri], scopes)
+    registered = await register_client(
+        session, auth_server.registration_endpoint, request, auth_server.issuer, timeout_s
+    )
+    if isinstance(registered, Failure):
+        return registered
+    try:
+        store.save(server_name, registered.value)
+    except OSError as exc:
+        return Failure(
+            f"cannot save the client registration ({type(exc).__name__})",
+            ErrorCode.PERMISSION_DENIED,
+            f"check permissions of {store.directory}",
+        )
+    reg = registered.value
+    return Success(_Client(reg.client_id, reg.client_secret, reg.token_endpoint_auth_method))
+
+
+async def _feed_pastes(paste: asyncio.Queue[str], listener: CallbackServer) -> None:
+    while True:
+        text = await paste.get()
+        parsed = query_from_pasted_url(text)
+        if isinstance(parsed, Failure):
+            log.info("pasted_redirect_ignored", reason=parsed.error)
+            continue
+        listener.deliver(parsed.value)
+        return
+
+
+async def run_authorization_flow(
+    session: aiohttp.ClientSession,
+    *,
+    server_url: str,
+    client_store: ClientStore,
+    server_name: str,
+    on_authorization_url: AuthorizationUrlHandler,
+    client_id: str | None = None,
+    client_secret: str | None = None,
+    scopes: Sequence[str] | None = None,
+    port: int = 0,
+    timeout_s: float = DEFAULT_FLOW_TIMEOUT_S,
+    paste: asyncio.Queue[str] | None = None,
+    http_timeout_s: float = http.DEFAULT_TIMEOUT_S,
+) -> Result[AuthorizationGrant]:
+    """Log in to `server_url` and return the tokens; never raises for an expected failure.
+
+    `client_id`/`client_secret`: a pre-registered client, already resolved by the caller from
+    flags, env vars or the registry; without one a stored registration for this issuer is reused,
+    else one is made by Dynamic Client Registration. `scopes`: override the discovered ones.
+    `port`: 0 for any free port, or a fixed one. `on_authorization_url` is called once with the URL
+    the user must open. `paste`: strings put on this queue are read as pasted redirect URLs
+    (headless login); the first of browser callback and paste wins. `timeout_s` bounds the wait
+    for the user.
+    """
+    found = await discover(session, server_url, http_timeout_s)
+    if isinstance(found, Failure):
+        return _failed(server_name, found)
+    discovery = found.value
+    auth_server = discovery.auth_server
+    chosen_scopes = discovery.scopes(scopes)
+
+    stored = None if client_id else client_store.get(server_name, auth_server.issuer)
+    if client_id is None and stored is None and auth_server.registration_endpoint is None:
+        return _failed(
+            server_name,
+            Failure(
+                f"{auth_server.issuer} offers no dynamic client registration and no client id was given",
+                ErrorCode.AUTH_REQUIRED,
+                "register an OAuth app with the provider and pass --client-id (and --client-secret if issued)",
+            ),
+        )
+
+    opened = await _open_listener(port, stored)
+    if isinstance(opened, Failure):
+        return _failed(server_name, opened)
+    listener = opened.value
+    paste_task = asyncio.create_task(_feed_pastes(paste, listener)) if paste is not None else None
+    try:
+        result = await _authorize(
+            session,
+            discovery,
+            client_store,
+            server_name,
+            stored,
+            listener,
+            _Client(client_id, client_secret, _explicit_auth_method(client_secret, auth_server))
+            if client_id
+            else None,
+            chosen_scopes,
+            port != 0,
+            on_authorization_url,
+            timeout_s,
+            http_timeout_s,
+        )
+    finally:
+        if paste_task is not None:
+            paste_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await paste_task
+        await listener.close()
+    if isinstance(result, Failure):
+        return _failed(server_name, result)
+    log.info("authorization_flow_completed", server=server_name, issuer=auth_server.issuer, scopes=chosen_scopes)
+    return result
+
+
+async def _authorize(
+    session: aiohttp.ClientSession,
+    discovery: Discovery,
+    client_store: ClientStore,
+    server_name: str,
+    stored: ClientRegistration | None,
+    listener: CallbackServer,
+    explicit: _Client | None,
+    scopes: list[str],
+    fixed_port: bool,
+    on_authorization_url: AuthorizationUrlHandler,
+    timeout_s: float,
+    http_timeout_s: float,
+) -> Result[AuthorizationGrant]:
+    auth_server = discovery.auth_server
+    redirect_uri = listener.redirect_uri
+    if explicit is not None:
+        client = explicit
+    else:
+        resolved = await _resolve_client(
+            session, discovery, client_store, server_name, stored, redirect_uri, fixed_port, scopes, http_timeout_s
+        )
+        if isinstance(resolved, Failure):
+            return resolved
+        client = resolved.value
+
+    pkce, state = generate_pkce(), new_state()
+    url = build_authorization_url(
+        auth_server.authorization_endpoint,
+        client.client_id,
+        redirect_uri,
+        scopes,
+        state,
+        pkce.challenge,
+        discovery.resource,
+    )
+    log.info("authorization_started", server=server_name, issuer=auth_server.issuer, port=listener.port)
+    shown = on_authorization_url(url)
+    if inspect.isawaitable(shown):
+        await shown
+
+    answered = await listener.wait(timeout_s)
+    if isinstance(answered, Failure):
+        return answered
+    code = parse_callback(
+        answered.value,
+        state,
+        auth_server.issuer,
+        auth_server.authorization_response_iss_parameter_supported,
+    )
+    if isinstance(code, Failure):
+        listener.finish("Sign-in failed", code.error)
+        return code
+    tokens = await exchange_code(
+        session,
+        auth_server.token_endpoint,
+        code=code.value,
+        verifier=pkce.verifier,
+        redirect_uri=redirect_uri,
+        client_id=client.client_id,
+        client_secret=client.client_secret,
+        auth_method=client.auth_method,
+        resource=discovery.resource,
+        timeout_s=http_timeout_s,
+    )
+    if isinstance(tokens, Failure):
+        listener.finish("Sign-in failed", tokens.error)
+        return tokens
+    listener.finish("Signed in", f"context-harness is connected to {server_name}. You can close this tab.")
+    return Success(
+        AuthorizationGrant(
+            tokens=tokens.value,
+            issuer=auth_server.issuer,
+            token_endpoint=auth_server.token_endpoint,
+            revocation_endpoint=auth_server.revocation_endpoint,
+            client_id=client.client_id,
+            client_secret=client.client_secret,
+            token_endpoint_auth_method=client.auth_method,
+            resource=discovery.resource,
+            scopes=scopes,
+            redirect_uri=redirect_uri,
+        )
+    )
+
+
+def _failed(server_name: str, failure: Failure) -> Failure:
+    log.warning("authorization_flow_failed", server=server_name, code=failure.code.value, error=failure.error)
+    return failure

@@ -1,0 +1,159 @@
+"""Dynamic Client Registration (RFC 7591) for a native public client, and whether a stored one still fits."""
+
+from __future__ import annotations
+
+import re
+import time
+from collections.abc import Sequence
+from typing import Any
+from urllib.parse import urlsplit
+
+import aiohttp
+import structlog
+from pydantic import BaseModel, ConfigDict, Field
+
+from context_harness.oauth import http
+from context_harness.primitives.result import ErrorCode, Failure, Result, Success
+
+log = structlog.get_logger(__name__)
+
+CLIENT_NAME = "context-harness"
+LOOPBACK_IPS = frozenset({"127.0.0.1", "::1"})
+
+
+class ClientRegistration(BaseModel):
+    """A client we registered (or were given) at one authorization server: `clients/<server>.json`."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    issuer: str
+    client_id: str
+    client_secret: str | None = Field(default=None, repr=False)
+    # "none" for a public client; "client_secret_basic" / "client_secret_post" when a secret was issued.
+    token_endpoint_auth_method: str = "none"
+    redirect_uris: list[str] = Field(default_factory=list)
+    registered_at: float = 0.0
+    # Unix seconds; 0 or None: the secret does not expire (RFC 7591 §3.2.1).
+    client_secret_expires_at: float | None = None
+
+    def secret_expired(self, now: float | None = None) -> bool:
+        if not self.client_secret or not self.client_secret_expires_at:
+            return False
+        return (time.time() if now is None else now) >= self.client_secret_expires_at
+
+
+def build_registration_request(
+    redirect_uris: Sequence[str], scopes: Sequence[str] | None = None, client_name: str = CLIENT_NAME
+) -> dict[str, Any]:
+    """RFC 7591 client metadata for a native app that has no secret and wants refresh tokens."""
+    request: dict[str, Any] = {
+        "client_name": client_name,
+        "application_type": "native",
+        "redirect_uris": list(redirect_uris),
+        "token_endpoint_auth_method": "none",
+        "grant_types": ["authorization_code", "refresh_token"],
+        "response_types": ["code"],
+    }
+    if scopes:
+        request["scope"] = " ".join(scopes)
+    return request
+
+
+def _printable(text: object, limit: int = 200) -> str:
+    """Server-supplied text, made safe to show: printable ASCII, bounded length."""
+    return re.sub(r"[^\x20-\x7e]", "", str(text))[:limit]
+
+
+def parse_registration_response(
+    status: int, doc: Any, issuer: str, redirect_uris: Sequence[str], now: float
+) -> Result[ClientRegistration]:
+    if status not in (200, 201):
+        reason = ""
+        if isinstance(doc, dict) and isinstance(doc.get("error"), str):
+            reason = f": {_printable(doc['error'])}"
+            if isinstance(doc.get("error_description"), str):
+                reason += f" ({_printable(doc['error_description'])})"
+        return Failure(
+            f"the authorization server refused to register a client (HTTP {status}{reason})",
+            ErrorCode.OAUTH_ERROR,
+            "register a client with the provider yourself and pass --client-id (and --client-secret)",
+        )
+    if not isinstance(doc, dict) or not isinstance(doc.get("client_id"), str) or not doc["client_id"]:
+        return Failure("client registration response has no client_id", ErrorCode.OAUTH_ERROR)
+    secret = doc.get("client_secret") if isinstance(doc.get("client_secret"), str) else None
+    method = doc.get("token_endpoint_auth_method")
+    if not isinstance(method, str):
+        method = "client_secret_basic" if secret else "none"
+    expires = doc.get("client_secret_expires_at")
+    registered = doc.get("redirect_uris")
+    return Success(
+        ClientRegistration(
+            issuer=issuer,
+            client_id=doc["client_id"],
+            client_secret=secret,
+            token_endpoint_auth_method=method,
+            redirect_uris=[u for u in registered if isinstance(u, str)]
+            if isinstance(registered, list)
+            else list(redirect_uris),
+            registered_at=now,
+            client_secret_expires_at=float(expires) if isinstance(expires, int | float) and expires else None,
+        )
+    )
+
+
+async def register_client(
+    session: aiohttp.ClientSession,
+    endpoint: str,
+    request: dict[str, Any],
+    issuer: str,
+    timeout_s: float = http.DEFAULT_TIMEOUT_S,
+) -> Result[ClientRegistration]:
+    sent = await http.request(
+        session, "POST", endpoint, headers=http.JSON_ACCEPT, json_body=request, timeout_s=timeout_s
+    )
+    if isinstance(sent, Failure):
+        return sent
+    result = parse_registration_response(
+        sent.value.status, sent.value.json(), issuer, request["redirect_uris"], time.time()
+    )
+    if isinstance(result, Success):
+        log.info("client_registered", issuer=issuer, auth_method=result.value.token_endpoint_auth_method)
+    else:
+        log.warning("client_registration_refused", issuer=issuer, status=sent.value.status)
+    return result
+
+
+def is_loopback_redirect(uri: str) -> bool:
+    parts = urlsplit(uri)
+    return parts.scheme == "http" and (parts.hostname or "") in LOOPBACK_IPS
+
+
+def _without_port(uri: str) -> tuple[str, str | None, str, str]:
+    parts = urlsplit(uri)
+    return parts.scheme, parts.hostname, parts.path, parts.query
+
+
+def redirect_fits(registration: ClientRegistration, redirect_uri: str, exact: bool) -> bool:
+    """Whether `registration` can be used with `redirect_uri`.
+
+    An exact match always fits. Otherwise, when `exact` is False, a loopback IP redirect that
+    differs only in its port fits: RFC 8252 §7.3 says the server must allow any port there (and we
+    register as a native app, which servers such as oidc-provider need before they do). A fixed
+    `--port` exists for servers that do not, so then only an exact match fits.
+    """
+    if redirect_uri in registration.redirect_uris:
+        return True
+    if exact or not is_loopback_redirect(redirect_uri):
+        return False
+    wanted = _without_port(redirect_uri)
+    return any(is_loopback_redirect(u) and _without_port(u) == wanted for u in registration.redirect_uris)
+
+
+def registered_loopback_port(registration: ClientRegistration) -> int | None:
+    """The port of the first loopback redirect we registered: trying it first keeps exact matching."""
+    for uri in registration.redirect_uris:
+        if is_loopback_redirect(uri):
+            port = urlsplit(uri).port
+            if port:
+                return port
+    return None

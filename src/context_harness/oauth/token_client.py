@@ -1,0 +1,378 @@
+"""The authorization request, the callback's answer, and the token endpoint (OAuth 2.1, RFC 7009/8707/9207).
+
+Pure builders and parsers first; the aiohttp calls (`exchange_code`, `refresh_access_token`,
+`revoke_token`) are thin wrappers around them.
+"""
+
+from __future__ import annotations
+
+import base64
+import email.utils
+import json
+import re
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, TypeAlias
+from urllib.parse import parse_qsl, quote, urlencode, urlsplit, urlunsplit
+
+import aiohttp
+import structlog
+
+from context_harness.oauth import http
+from context_harness.oauth.discovery import OFFLINE_ACCESS
+from context_harness.oauth.pkce import states_match
+from context_harness.primitives.oauth import OAuthTokens
+from context_harness.primitives.result import ErrorCode, Failure, Result, Success
+
+log = structlog.get_logger(__name__)
+
+FORM_HEADERS = {"Accept": "application/json"}
+# Errors that mean this grant or client will never work again: only a new login helps.
+PERMANENT_GRANT_ERRORS = frozenset({"invalid_grant", "invalid_client", "unauthorized_client"})
+# Statuses that say "not now" rather than "no" (RFC 9110; 5xx are added by range).
+TRANSIENT_STATUSES = frozenset({408, 425, 429})
+
+
+def _printable(text: object, limit: int = 200) -> str:
+    """Server-supplied text, made safe to show: printable ASCII only, bounded length."""
+    return re.sub(r"[^\x20-\x7e]", "", str(text))[:limit]
+
+
+# --- authorization request and response ------------------------------------------------------------
+
+
+def build_authorization_url(
+    endpoint: str,
+    client_id: str,
+    redirect_uri: str,
+    scopes: Sequence[str],
+    state: str,
+    challenge: str,
+    resource: str | None,
+) -> str:
+    """The authorization URL (OAuth 2.1 §4.1.1), keeping any query the endpoint already has.
+
+    With `offline_access` we also send `prompt=consent`: OpenID Connect servers issue a refresh
+    token for it only then (OIDC Core §11).
+    """
+    params: list[tuple[str, str]] = [
+        ("response_type", "code"),
+        ("client_id", client_id),
+        ("redirect_uri", redirect_uri),
+        ("state", state),
+        ("code_challenge", challenge),
+        ("code_challenge_method", "S256"),
+    ]
+    if scopes:
+        params.append(("scope", " ".join(scopes)))
+    if resource:
+        params.append(("resource", resource))
+    if OFFLINE_ACCESS in scopes:
+        params.append(("prompt", "consent"))
+    parts = urlsplit(endpoint)
+    existing = parse_qsl(parts.query, keep_blank_values=True)
+    ours = {name for name, _ in params}
+    query = urlencode([(k, v) for k, v in existing if k not in ours] + params, quote_via=quote)
+    return urlunsplit((parts.scheme, parts.netloc, parts.path, query, ""))
+
+
+def parse_callback(
+    query: Mapping[str, str], expected_state: str, expected_issuer: str, iss_required: bool
+) -> Result[str]:
+    """The authorization code from the redirect's query, after the checks that must come first.
+
+    Order: `state` (else anyone could feed us a code or an error), then `iss` (RFC 9207: present and
+    different, or absent although the server promised it → a mix-up), then `error`, then `code`.
+    """
+    if not states_match(query.get("state"), expected_state):
+        return Failure(
+            "the authorization response does not belong to this login (state mismatch)",
+            ErrorCode.STATE_MISMATCH,
+            "start the login again from `chctl auth`; do not reuse old login links",
+        )
+    iss = query.get("iss")
+    if iss is not None and iss != expected_issuer:
+        return Failure(
+            f"the authorization response came from issuer {_printable(iss)!r}, expected {expected_issuer!r}",
+            ErrorCode.STATE_MISMATCH,
+            "possible authorization server mix-up; not redeeming the code",
+        )
+    if iss is None and iss_required:
+        return Failure(
+            "the authorization response lacks the `iss` its server promised (RFC 9207)",
+            ErrorCode.STATE_MISMATCH,
+            "possible authorization server mix-up; not redeeming the code",
+        )
+    error = query.get("error")
+    if error is not None:
+        description = query.get("error_description")
+        detail = f": {_printable(description)}" if description else ""
+        if error == "access_denied":
+            return Failure(
+                f"authorization was declined{detail}",
+                ErrorCode.ACCESS_DENIED,
+                "run `chctl auth` again and approve the request to connect",
+            )
+        return Failure(f"the authorization server answered {_printable(error, 64)}{detail}", ErrorCode.OAUTH_ERROR)
+    code = query.get("code")
+    if not code:
+        return Failure("the authorization response has no code", ErrorCode.OAUTH_ERROR)
+    return Success(code)
+
+
+# --- token endpoint: pure ---------------------------------------------------------------------------
+
+
+def client_authentication(
+    client_id: str, client_secret: str | None, auth_method: str | None
+) -> tuple[dict[str, str], str | None]:
+    """Form fields and an Authorization header value that authenticate the client (RFC 6749 §2.3.1).
+
+    No secret: a public client sends `client_id` in the form. With a secret: HTTP Basic (the
+    default for a confidential client) unless the registration says `client_secret_post`.
+    """
+    if not client_secret or auth_method == "none":
+        return {"client_id": client_id}, None
+    if auth_method == "client_secret_post":
+        return {"client_id": client_id, "client_secret": client_secret}, None
+    pair = f"{quote(client_id, safe='')}:{quote(client_secret, safe='')}"
+    return {}, "Basic " + base64.b64encode(pair.encode()).decode("ascii")
+
+
+def _oauth_error(doc: Any) -> tuple[str | None, str]:
+    """(`error`, printable message) from an error response body."""
+    if not isinstance(doc, dict) or not isinstance(doc.get("error"), str):
+        return None, ""
+    error = _printable(doc["error"], 64)
+    description = doc.get("error_description")
+    return error, error + (f" ({_printable(description)})" if isinstance(description, str) else "")
+
+
+def parse_token_response(status: int, body: bytes | Any, now: float) -> Result[OAuthTokens]:
+    """A token endpoint's answer as tokens with an absolute expiry, or a Failure.
+
+    `expires_at = now + expires_in`; without `expires_in` it stays None and the caller treats the
+    token as a 1-hour one. A response without `refresh_token` keeps it None: the caller decides
+    whether to keep the old one (on refresh it must).
+    """
+    doc = _json(body)
+    if status != 200:
+        error, message = _oauth_error(doc)
+        if error in PERMANENT_GRANT_ERRORS:
+            return Failure(
+                f"the authorization server rejected the grant: {message}",
+                ErrorCode.INVALID_GRANT,
+                "log in again with `chctl auth`",
+            )
+        if status >= 500 or status in TRANSIENT_STATUSES:
+            return Failure(f"the token endpoint failed (HTTP {status})", ErrorCode.NETWORK, "try again shortly")
+        return Failure(
+            f"the token endpoint refused the request (HTTP {status}{': ' + message if message else ''})",
+            ErrorCode.OAUTH_ERROR,
+        )
+    if not isinstance(doc, dict):
+        return Failure("the token endpoint's answer is not a JSON object", ErrorCode.OAUTH_ERROR)
+    access_token = doc.get("access_token")
+    if not isinstance(access_token, str) or not access_token:
+        return Failure("the token endpoint's answer has no access_token", ErrorCode.OAUTH_ERROR)
+    token_type = doc.get("token_type", "Bearer")
+    if not isinstance(token_type, str) or token_type.lower() != "bearer":
+        return Failure(f"unsupported token type {_printable(token_type, 32)!r}", ErrorCode.OAUTH_ERROR)
+    expires_at: float | None = None
+    expires_in = doc.get("expires_in")
+    if isinstance(expires_in, str) and expires_in.strip().isdigit():
+        expires_in = int(expires_in)
+    if isinstance(expires_in, int | float) and not isinstance(expires_in, bool) and expires_in > 0:
+        expires_at = now + float(expires_in)
+    refresh_token = doc.get("refresh_token")
+    scope = doc.get("scope")
+    return Success(
+        OAuthTokens(
+            access_token=access_token,
+            token_type="Bearer",
+            refresh_token=refresh_token if isinstance(refresh_token, str) and refresh_token else None,
+            expires_at=expires_at,
+            issued_at=now,
+            scope=scope if isinstance(scope, str) else None,
+        )
+    )
+
+
+def _json(body: bytes | Any) -> Any:
+    if not isinstance(body, bytes | str):
+        return body
+    try:
+        return json.loads(body)
+    except ValueError:
+        return None
+
+
+def parse_retry_after(value: str | None, now: float) -> float | None:
+    """Seconds to wait from a Retry-After header: delay-seconds or an HTTP-date (RFC 9110 §10.2.3)."""
+    if not value:
+        return None
+    value = value.strip()
+    if value.isdigit():
+        return float(value)
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    return max(0.0, when.timestamp() - now)
+
+
+# --- refresh outcomes -------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Refreshed:
+    """The server issued new tokens. `tokens.refresh_token` is None when it did not rotate it: the
+    caller must then keep using the refresh token it sent."""
+
+    tokens: OAuthTokens
+
+
+@dataclass(frozen=True, slots=True)
+class TransientError:
+    """Not now, maybe later: network error, timeout, 408/425/429, 5xx, a connection closed mid-answer.
+    Keep the current token while it is valid and retry with backoff, waiting at least `retry_after`
+    seconds when the server said so."""
+
+    reason: str
+    retry_after: float | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class PermanentError:
+    """The server said no for good (invalid_grant, invalid_client, unauthorized_client, another 4xx,
+    or an unusable answer): retrying will not help; a person must log in again."""
+
+    code: ErrorCode
+    reason: str
+
+
+RefreshOutcome: TypeAlias = Refreshed | TransientError | PermanentError
+
+
+def classify_refresh_response(
+    status: int, headers: Mapping[str, str], body: bytes, now: float
+) -> RefreshOutcome:
+    if status >= 500 or status in TRANSIENT_STATUSES:
+        retry_after = parse_retry_after(headers.get("Retry-After"), now)
+        return TransientError(f"the token endpoint answered HTTP {status}", retry_after)
+    parsed = parse_token_response(status, body, now)
+    if isinstance(parsed, Success):
+        return Refreshed(parsed.value)
+    code = ErrorCode.INVALID_GRANT if parsed.code is ErrorCode.INVALID_GRANT else ErrorCode.OAUTH_ERROR
+    return PermanentError(code, parsed.error)
+
+
+# --- token endpoint: I/O ------------------------------------------------------------------------------
+
+
+async def _post_form(
+    session: aiohttp.ClientSession,
+    endpoint: str,
+    form: dict[str, str],
+    client_id: str,
+    client_secret: str | None,
+    auth_method: str | None,
+    timeout_s: float,
+) -> Result[http.HttpResponse]:
+    auth_form, auth_header = client_authentication(client_id, client_secret, auth_method)
+    return await http.request(
+        session,
+        "POST",
+        endpoint,
+        headers=FORM_HEADERS,
+        form={**form, **auth_form},
+        auth_header=auth_header,
+        timeout_s=timeout_s,
+    )
+
+
+async def exchange_code(
+    session: aiohttp.ClientSession,
+    token_endpoint: str,
+    *,
+    code: str,
+    verifier: str,
+    redirect_uri: str,
+    client_id: str,
+    client_secret: str | None = None,
+    auth_method: str | None = None,
+    resource: str | None = None,
+    timeout_s: float = http.DEFAULT_TIMEOUT_S,
+) -> Result[OAuthTokens]:
+    """Redeem an authorization code (once) for tokens."""
+    form = {"grant_type": "authorization_code", "code": code, "code_verifier": verifier, "redirect_uri": redirect_uri}
+    if resource:
+        form["resource"] = resource
+    sent = await _post_form(session, token_endpoint, form, client_id, client_secret, auth_method, timeout_s)
+    if isinstance(sent, Failure):
+        return sent
+    result = parse_token_response(sent.value.status, sent.value.body, time.time())
+    if isinstance(result, Failure):
+        log.warning("code_exchange_failed", status=sent.value.status, code=result.code.value)
+    return result
+
+
+async def refresh_access_token(
+    session: aiohttp.ClientSession,
+    token_endpoint: str,
+    refresh_token: str,
+    client_id: str,
+    client_secret: str | None = None,
+    resource: str | None = None,
+    scope: str | None = None,
+    timeout_s: float = http.DEFAULT_TIMEOUT_S,
+    auth_method: str | None = None,
+) -> RefreshOutcome:
+    """One `grant_type=refresh_token` request, classified for the scheduler. Never raises."""
+    form = {"grant_type": "refresh_token", "refresh_token": refresh_token}
+    if resource:
+        form["resource"] = resource
+    if scope:
+        form["scope"] = scope
+    sent = await _post_form(session, token_endpoint, form, client_id, client_secret, auth_method, timeout_s)
+    if isinstance(sent, Failure):
+        if sent.code is ErrorCode.INVALID_PARAMS:
+            return PermanentError(sent.code, sent.error)
+        return TransientError(sent.error)
+    outcome = classify_refresh_response(sent.value.status, sent.value.headers, sent.value.body, time.time())
+    log.info("token_refresh_answered", status=sent.value.status, outcome=type(outcome).__name__)
+    return outcome
+
+
+async def revoke_token(
+    session: aiohttp.ClientSession,
+    endpoint: str,
+    token: str,
+    token_type_hint: str | None,
+    client_id: str,
+    client_secret: str | None = None,
+    auth_method: str | None = None,
+    timeout_s: float = http.DEFAULT_TIMEOUT_S,
+) -> Result[bool]:
+    """RFC 7009 revocation. Success(True): revoked (or already invalid — the server says 200 either
+    way); Success(False): the server does not revoke this token type."""
+    form = {"token": token}
+    if token_type_hint:
+        form["token_type_hint"] = token_type_hint
+    sent = await _post_form(session, endpoint, form, client_id, client_secret, auth_method, timeout_s)
+    if isinstance(sent, Failure):
+        return sent
+    status = sent.value.status
+    if status == 200:
+        log.info("token_revoked", hint=token_type_hint)
+        return Success(True)
+    error, message = _oauth_error(sent.value.json())
+    if error == "unsupported_token_type":
+        return Success(False)
+    if status >= 500 or status in TRANSIENT_STATUSES:
+        return Failure(f"the revocation endpoint failed (HTTP {status})", ErrorCode.NETWORK, "try again shortly")
+    return Failure(
+        f"the revocation endpoint refused the request (HTTP {status}{': ' + message if message else ''})",
+        ErrorCode.OAUTH_ERROR,
+    )

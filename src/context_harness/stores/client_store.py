@@ -1,0 +1,59 @@
+"""OAuth client registrations on disk: `clients/<server>.json`, 0600 in a 0700 directory.
+
+A registration is bound to the issuer that made it: `get` never hands one to another issuer.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import re
+from pathlib import Path
+
+import structlog
+from pydantic import ValidationError
+
+from context_harness.oauth.registration import ClientRegistration
+from context_harness.stores.atomic import PRIVATE_FILE_MODE, atomic_write_bytes, ensure_private_dir
+
+log = structlog.get_logger(__name__)
+
+# Server names become file names: refuse anything that could leave the directory.
+_SAFE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
+
+
+class ClientStore:
+    def __init__(self, directory: Path) -> None:
+        self.directory = directory
+
+    def _path(self, server: str) -> Path:
+        if not _SAFE_NAME.match(server) or ".." in server:
+            raise ValueError(f"unsafe server name {server!r}")
+        return self.directory / f"{server}.json"
+
+    def get(self, server: str, issuer: str) -> ClientRegistration | None:
+        """The registration for `server` made at `issuer`; None if absent, unreadable or for another issuer."""
+        try:
+            raw = self._path(server).read_bytes()
+        except FileNotFoundError:
+            return None
+        try:
+            registration = ClientRegistration.model_validate_json(raw)
+        except ValidationError:
+            log.warning("client_registration_unreadable", server=server)
+            return None
+        if registration.issuer != issuer:
+            log.info("client_registration_issuer_changed", server=server, issuer=issuer)
+            return None
+        if registration.secret_expired():
+            log.info("client_registration_secret_expired", server=server)
+            return None
+        return registration
+
+    def save(self, server: str, registration: ClientRegistration) -> None:
+        path = self._path(server)
+        ensure_private_dir(self.directory)
+        atomic_write_bytes(path, registration.model_dump_json(indent=2).encode(), mode=PRIVATE_FILE_MODE)
+
+    def delete(self, server: str) -> None:
+        with contextlib.suppress(FileNotFoundError):
+            self._path(server).unlink()
