@@ -8,8 +8,6 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict
 
-from context_harness.primitives.mcp import SecretMode
-
 # A token response without `expires_in` is treated as a 1-hour token (DESIGN.md, token lifecycle).
 DEFAULT_TOKEN_LIFETIME_S = 3600
 
@@ -54,7 +52,6 @@ class Credential(BaseModel):
     # The header we write: `<header_name>: <header_scheme> <secret>` (no scheme: the bare secret).
     header_name: str = "Authorization"
     header_scheme: str | None = "Bearer"
-    secret_mode: SecretMode = SecretMode.INLINE
     api_key: str | None = None
     tokens: OAuthTokens | None = None
     # OAuth: what a refresh needs, learned during `chctl auth`.

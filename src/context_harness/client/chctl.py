@@ -1,0 +1,351 @@
+"""chctl: the context-harness command line. Talks to context-harnessd over its Unix socket.
+
+Standard library only (argparse, socket, json, getpass, shlex), so it starts about as fast as `python3`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import getpass
+import json
+import os
+import shlex
+import sys
+import time
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from context_harness.client import rpc_client
+from context_harness.client.rpc_client import RpcError, call
+
+Handler = Callable[[argparse.Namespace], int]
+
+
+# --- output ---------------------------------------------------------------------------------------------
+
+
+def print_error(code: str, message: str, hint: str | None = None) -> int:
+    print(f"error[{code}]: {message}", file=sys.stderr)
+    if hint:
+        print(f"  hint: {hint}", file=sys.stderr)
+    return 1
+
+
+def print_json(value: Any) -> None:
+    print(json.dumps(value, indent=2, sort_keys=False))
+
+
+def when(ts: float | None, now: float | None = None) -> str:
+    """A Unix time as a short relative duration: 'in 14m', '3s ago', '-'."""
+    if ts is None:
+        return "-"
+    delta = ts - (time.time() if now is None else now)
+    span = abs(delta)
+    if span < 90:
+        text = f"{span:.0f}s"
+    elif span < 90 * 60:
+        text = f"{span / 60:.0f}m"
+    elif span < 36 * 3600:
+        text = f"{span / 3600:.1f}h"
+    else:
+        text = f"{span / 86400:.1f}d"
+    return f"in {text}" if delta >= 0 else f"{text} ago"
+
+
+def table(rows: list[list[str]]) -> str:
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+    return "\n".join("  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip() for row in rows)
+
+
+# --- argument helpers -----------------------------------------------------------------------------------
+
+
+def add_target(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_mutually_exclusive_group()
+    group.add_argument("--project", metavar="DIR", help="DIR's opencode.jsonc or opencode.json")
+    group.add_argument("--global", dest="global_", action="store_true", help="the global opencode config")
+
+
+def target(args: argparse.Namespace) -> dict[str, Any]:
+    params: dict[str, Any] = {"cwd": os.getcwd()}
+    if args.project:
+        params["project"] = os.path.abspath(args.project)
+    if args.global_:
+        params["global"] = True
+    return params
+
+
+def key_values(items: Sequence[str] | None, flag: str) -> dict[str, str]:
+    result: dict[str, str] = {}
+    for item in items or []:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise RpcError("INVALID_PARAMS", f"{flag} expects K=V, got {item!r}", f"e.g. {flag} NAME=value")
+        result[key] = value
+    return result
+
+
+# --- commands -------------------------------------------------------------------------------------------
+
+
+def cmd_init(args: argparse.Namespace) -> int:
+    result = call("config.init", target(args))
+    print(f"created {result['path']}" if result["created"] else f"{result['path']} already exists; left as it is")
+    return 0
+
+
+def cmd_registry(args: argparse.Namespace) -> int:
+    result = call("registry.list")
+    if args.json:
+        print_json(result)
+        return 0
+    rows = [["NAME", "AUTH", "URL", "DESCRIPTION"]]
+    for server in result["servers"]:
+        auth = server.get("auth_type", "none")
+        if server.get("needs_preregistered_client"):
+            auth += " (client id)"
+        rows.append([server["name"], auth, server.get("url") or " ".join(server.get("command") or []),
+                     server.get("description", "")])
+    print(table(rows))
+    for warning in result["warnings"]:
+        print(f"warning: {warning}", file=sys.stderr)
+    return 0
+
+
+def cmd_list(args: argparse.Namespace) -> int:
+    result = call("mcp.list", target(args))
+    if args.json:
+        print_json(result)
+        return 0
+    print(result["path"])
+    if not result["servers"]:
+        print("  (no MCP servers configured; see `chctl registry` and `chctl add NAME`)")
+        return 0
+    rows = [["NAME", "TYPE", "TARGET", "MANAGED"]]
+    for name, entry in result["servers"].items():
+        entry = entry if isinstance(entry, dict) else {}
+        where = entry.get("url") or " ".join(entry.get("command") or [])
+        rows.append([name, str(entry.get("type", "?")), where, "yes" if name in result["managed"] else ""])
+    print(table(rows))
+    return 0
+
+
+def read_api_key(args: argparse.Namespace) -> str | None:
+    if args.api_key is not None:
+        return str(args.api_key)
+    if args.api_key_env:
+        value = os.environ.get(args.api_key_env)
+        if not value:
+            raise RpcError("AUTH_REQUIRED", f"environment variable {args.api_key_env} is not set or empty",
+                           f"export {args.api_key_env}=... first, or pass -k KEY")
+        return value
+    return None
+
+
+def cmd_add(args: argparse.Namespace) -> int:
+    params = target(args)
+    params.update(name=args.name, secret_mode=args.secret_mode)
+    if args.url:
+        params["url"] = args.url
+    if args.header:
+        params["headers"] = key_values(args.header, "--header")
+    if args.command:
+        params["command"] = shlex.split(args.command)
+    if args.env:
+        params["environment"] = key_values(args.env, "--env")
+    if args.key_header:
+        params["key_header"] = args.key_header
+    key = read_api_key(args)
+    if key is not None:
+        params["api_key"] = key
+    try:
+        result = call("mcp.add", params)
+    except RpcError as exc:
+        if exc.code != "AUTH_REQUIRED" or key is not None or not sys.stdin.isatty():
+            raise
+        params["api_key"] = getpass.getpass(f"API key for {args.name} (hidden): ").strip()
+        if not params["api_key"]:
+            raise
+        result = call("mcp.add", params)
+    if args.json:
+        print_json(result)
+        return 0
+    print(f"added {result['name']} to {result['path']}")
+    if result["needs_auth"]:
+        print(f"next: run `chctl auth {result['name']}` to log in; the token is written here automatically")
+    return 0
+
+
+def cmd_remove(args: argparse.Namespace) -> int:
+    params = target(args)
+    params["name"] = args.name
+    call("mcp.remove", params)
+    print(f"removed {args.name}")
+    return 0
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    result = call("status")
+    if args.json:
+        print_json(result)
+        return 0
+    daemon = result["daemon"]
+    print(f"daemon: pid {daemon['pid']}, up {daemon['uptime_s']:.0f}s, version {daemon['version']}, "
+          f"socket {daemon['socket']}")
+    servers = result["servers"]
+    if not servers:
+        print("no servers yet: `chctl registry` lists known ones, `chctl add NAME` adds one")
+        return 0
+    now = time.time()
+    rows = [["NAME", "AUTH", "STATE", "EXPIRES", "NEXT REFRESH", "CONFIGS", "LAST ERROR"]]
+    for s in servers:
+        rows.append([s["name"], s["auth_type"], s["state"], when(s["expires_at"], now),
+                     when(s["next_refresh_at"], now), str(len(s["configs"])), s["last_error"] or ""])
+    print(table(rows))
+    return 0
+
+
+def cmd_doctor(args: argparse.Namespace) -> int:
+    try:
+        result = call("doctor", {"cwd": os.getcwd()})
+    except RpcError as exc:
+        print(f"✗ daemon reachable: {exc.message}")
+        if exc.hint:
+            print(f"    → {exc.hint}")
+        return 1
+    checks = [{"name": "daemon", "level": "ok", "message": f"daemon reachable on {rpc_client.socket_path()}",
+               "hint": None}, *result["checks"]]
+    if args.json:
+        print_json(checks)
+    else:
+        marks = {"ok": "✓", "warn": "!", "error": "✗"}
+        for check in checks:
+            print(f"{marks[check['level']]} {check['message']}")
+            if check["level"] != "ok" and check.get("hint"):
+                print(f"    → {check['hint']}")
+    return 1 if any(c["level"] == "error" for c in checks) else 0
+
+
+def cmd_daemon(args: argparse.Namespace) -> int:
+    if args.action == "run":
+        os.execv(sys.executable, [sys.executable, "-m", "context_harness.daemon"])
+    if args.action == "status":
+        status = call("daemon.status", autostart=False)
+        if args.json:
+            print_json(status)
+        else:
+            print(f"running: pid {status['pid']}, up {status['uptime_s']:.0f}s, socket {status['socket']}, "
+                  f"home {status['home']}")
+        return 0
+    if args.action == "start":
+        status = call("daemon.status", autostart=True)
+        print(f"running: pid {status['pid']}, socket {status['socket']}")
+        return 0
+    # stop
+    try:
+        status = call("daemon.status", autostart=False)
+    except RpcError:
+        print("not running")
+        return 0
+    call("daemon.shutdown", autostart=False)
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        try:
+            os.kill(int(status["pid"]), 0)
+        except ProcessLookupError:
+            print("stopped")
+            return 0
+        except PermissionError:
+            break
+        time.sleep(0.05)
+    return print_error("TIMEOUT", "the daemon did not stop within 10 s", f"kill {status['pid']}")
+
+
+# --- parser ---------------------------------------------------------------------------------------------
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="chctl", description="Keep MCP server credentials valid and written into opencode's config."
+    )
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    p = sub.add_parser("init", help="create an opencode config with an empty mcp section")
+    add_target(p)
+    p.set_defaults(func=cmd_init)
+
+    p = sub.add_parser("registry", help="list the servers chctl knows how to add")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_registry)
+
+    p = sub.add_parser("list", help="list the MCP servers in an opencode config")
+    add_target(p)
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_list)
+
+    p = sub.add_parser("add", help="add a server to an opencode config")
+    p.add_argument("name")
+    add_target(p)
+    p.add_argument("--url", help="remote server URL (for a server not in the registry, or to override it)")
+    p.add_argument("--header", action="append", metavar="K=V", help="an extra static header (repeatable)")
+    keys = p.add_mutually_exclusive_group()
+    keys.add_argument("-k", "--api-key", metavar="KEY", help="API key (visible in `ps`; prefer --api-key-env)")
+    keys.add_argument("--api-key-env", metavar="VAR", help="read the API key from this environment variable")
+    p.add_argument("--key-header", metavar="NAME",
+                   help="header that carries the key for a custom --url (default: Authorization: Bearer)")
+    p.add_argument("--command", metavar='"CMD ARGS..."', help="a local (stdio) server's command line")
+    p.add_argument("--env", action="append", metavar="K=V", help="environment for a local server (repeatable)")
+    p.add_argument("--secret-mode", choices=["inline", "file"], default="inline",
+                   help="inline: the header holds the secret; file: a {file:} reference to a 0600 file")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_add)
+
+    p = sub.add_parser("remove", help="remove a server from an opencode config")
+    p.add_argument("name")
+    add_target(p)
+    p.set_defaults(func=cmd_remove)
+
+    p = sub.add_parser("status", help="every server's credential state, expiry and next refresh")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_status)
+
+    p = sub.add_parser("doctor", help="check the daemon, permissions and configs")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_doctor)
+
+    p = sub.add_parser("daemon", help="run, start, stop or query the daemon")
+    p.add_argument("action", choices=["run", "start", "stop", "status"])
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_daemon)
+
+    for extend in _extensions():
+        extend(sub)
+    return parser
+
+
+def _extensions() -> list[Callable[[Any], None]]:
+    from context_harness.client import service
+
+    def add_service(sub: Any) -> None:
+        service.add_service_parser(sub)
+
+    return [add_service]
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args_list = list(sys.argv[1:] if argv is None else argv)
+    if args_list[:1] == ["mcp"]:  # the seed's spelling: `context-harness mcp add|list|remove|auth ...`
+        args_list = args_list[1:]
+    args = build_parser().parse_args(args_list)
+    try:
+        return int(args.func(args))
+    except RpcError as exc:
+        return print_error(exc.code, exc.message, exc.hint)
+    except KeyboardInterrupt:
+        return 130
+    except BrokenPipeError:
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

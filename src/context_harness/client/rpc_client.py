@@ -1,0 +1,118 @@
+"""chctl's side of the socket: find it, start the daemon if nobody answers, send one request, read one reply.
+
+Standard library only: chctl must start about as fast as a bare `python3`.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+AUTOSTART_WAIT_S = 5.0
+_PROTOCOL_CODES = {-32602: "INVALID_PARAMS", -32601: "NOT_FOUND", -32600: "INVALID_PARAMS", -32700: "INVALID_PARAMS"}
+POLL_INTERVAL_S = 0.05
+
+
+class RpcError(Exception):
+    """A JSON-RPC error reply, or no daemon at all. `code` is an ErrorCode name."""
+
+    def __init__(self, code: str, message: str, hint: str | None = None) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+        self.hint = hint
+
+
+def state_home() -> Path:
+    return Path(os.environ.get("CH_HOME") or Path.home() / ".context-harness")
+
+
+def socket_path() -> Path:
+    """Same rule as the daemon's settings: CH_SOCKET, else $XDG_RUNTIME_DIR/context-harness, else CH_HOME/run."""
+    if os.environ.get("CH_SOCKET"):
+        return Path(os.environ["CH_SOCKET"])
+    runtime = os.environ.get("XDG_RUNTIME_DIR")
+    if runtime:
+        return Path(runtime) / "context-harness" / "chd.sock"
+    return state_home() / "run" / "chd.sock"
+
+
+def _connect(path: Path) -> socket.socket | None:
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        sock.connect(str(path))
+    except OSError:
+        sock.close()
+        return None
+    return sock
+
+
+def start_daemon() -> None:
+    """Start context-harnessd in the background, detached from this terminal; its log goes to CH_HOME/daemon.log."""
+    home = state_home()
+    home.mkdir(mode=0o700, parents=True, exist_ok=True)
+    log_fd = os.open(home / "daemon.log", os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+    try:
+        subprocess.Popen(
+            [sys.executable, "-m", "context_harness.daemon"],
+            stdin=subprocess.DEVNULL,
+            stdout=log_fd,
+            stderr=log_fd,
+            start_new_session=True,
+            close_fds=True,
+        )
+    finally:
+        os.close(log_fd)
+
+
+def connect(autostart: bool = True) -> socket.socket:
+    path = socket_path()
+    sock = _connect(path)
+    if sock is not None:
+        return sock
+    if not autostart or os.environ.get("CH_NO_AUTOSTART") == "1":
+        raise RpcError(
+            "DAEMON_UNAVAILABLE",
+            f"the daemon is not answering on {path}",
+            "start it with `chctl daemon start` (or `context-harnessd` in a terminal)",
+        )
+    start_daemon()
+    deadline = time.monotonic() + AUTOSTART_WAIT_S
+    while time.monotonic() < deadline:
+        sock = _connect(path)
+        if sock is not None:
+            return sock
+        time.sleep(POLL_INTERVAL_S)
+    raise RpcError(
+        "DAEMON_UNAVAILABLE",
+        f"started context-harnessd but it did not answer on {path} within {AUTOSTART_WAIT_S:.0f} s",
+        f"see {state_home() / 'daemon.log'}, or run `chctl daemon run` to watch it start",
+    )
+
+
+def call(method: str, params: dict[str, Any] | None = None, *, autostart: bool = True) -> Any:
+    with connect(autostart) as sock:
+        request = {"jsonrpc": "2.0", "id": 1, "method": method, "params": params or {}}
+        sock.sendall(json.dumps(request).encode() + b"\n")
+        with sock.makefile("rb") as reader:
+            line = reader.readline()
+    if not line:
+        raise RpcError("DAEMON_UNAVAILABLE", "the daemon closed the connection without answering",
+                       f"see {state_home() / 'daemon.log'}")
+    reply = json.loads(line)
+    if "error" in reply:
+        error = reply["error"]
+        data = error.get("data") or {}
+        code = data.get("code") or _PROTOCOL_CODES.get(error.get("code"), "INTERNAL")
+        return _raise(code, error.get("message", "unknown error"), data.get("hint"))
+    return reply.get("result")
+
+
+def _raise(code: str, message: str, hint: str | None) -> Any:
+    raise RpcError(code, message, hint)

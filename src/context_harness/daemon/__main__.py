@@ -1,0 +1,5 @@
+import sys
+
+from context_harness.daemon.app import main
+
+sys.exit(main())

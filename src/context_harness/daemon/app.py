@@ -1,0 +1,137 @@
+"""context-harnessd: start-up, the serving loop, reload and shutdown."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import signal
+import socket
+import sys
+import time
+
+import structlog
+
+from context_harness.daemon import sd_notify
+from context_harness.daemon.logging import configure_logging
+from context_harness.daemon.rpc_methods import build_methods
+from context_harness.daemon.rpc_server import Method, RpcServer
+from context_harness.daemon.settings import Settings
+from context_harness.daemon.single_instance import (
+    AlreadyRunning,
+    acquire_lock,
+    bind_listener,
+    remove_socket,
+    socket_inode,
+)
+from context_harness.daemon.socket_activation import inherited_listener
+from context_harness.services.config_service import ConfigService
+from context_harness.services.doctor import Check
+from context_harness.services.mcp_service import MCPService
+from context_harness.stores.atomic import ensure_private_dir
+from context_harness.stores.bindings import BindingStore
+from context_harness.stores.token_store import TokenStore
+
+log = structlog.get_logger(__name__)
+
+
+class Daemon:
+    """The daemon's state and services; one per process."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.started_monotonic = time.monotonic()
+        self.config = ConfigService()
+        self.tokens = TokenStore(settings.tokens_dir, settings.secrets_dir)
+        self.bindings = BindingStore(settings.bindings_file)
+        self.mcp = MCPService(self.config, self.tokens, self.bindings, settings.user_registry_file)
+        # Per server: bound config paths whose last write failed, and why (shown by `chctl status`).
+        self.config_errors: dict[str, dict[str, str]] = {}
+        self._stop = asyncio.Event()
+
+    # --- hooks for later parts (OAuth flows, refresher) ---------------------------------------------
+
+    def extra_methods(self) -> dict[str, Method]:
+        return {}
+
+    def on_credential_changed(self, name: str) -> None:
+        """A credential was stored or bound to a new config: (re)schedule its refresh."""
+
+    def next_refresh_at(self, name: str) -> float | None:
+        return None
+
+    async def unauthenticated_server_checks(self) -> list[Check]:
+        return []
+
+    # --- lifecycle ---------------------------------------------------------------------------------
+
+    def request_stop(self) -> None:
+        self._stop.set()
+
+    def reload(self) -> None:
+        """SIGHUP: re-read the registry and settings; tokens stay where they are."""
+        self.settings = Settings()
+        self.mcp.reload_registry()
+        log.info("daemon_reloaded", registry_servers=len(self.mcp.registry))
+
+    async def run(self, listener: socket.socket) -> None:
+        server = RpcServer(build_methods(self))
+        await server.start(listener)
+        loop = asyncio.get_running_loop()
+        loop.add_signal_handler(signal.SIGTERM, self.request_stop)
+        loop.add_signal_handler(signal.SIGINT, self.request_stop)
+        loop.add_signal_handler(signal.SIGHUP, self.reload)
+        log.info("daemon_started", pid=os.getpid(), socket=str(self.settings.socket_path),
+                 home=str(self.settings.home))
+        sd_notify.notify("READY=1")
+        await self._stop.wait()
+        sd_notify.notify("STOPPING=1")
+        log.info("daemon_stopping")
+        await server.stop()
+
+
+def prepare_listener(settings: Settings) -> tuple[socket.socket, bool]:
+    """The listening socket, and whether we bound it ourselves (then we remove it on exit)."""
+    inherited = inherited_listener()
+    if inherited is not None:
+        return inherited, False
+    return bind_listener(settings.socket_path), True
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = sys.argv[1:] if argv is None else argv
+    if args and args[0] in ("-h", "--help"):
+        print("usage: context-harnessd\n\nRuns the context-harness daemon in the foreground. Settings come from "
+              "CH_* environment variables (CH_HOME, CH_SOCKET, CH_LOG_LEVEL, CH_LOG_FORMAT); see README.md.")
+        return 0
+    settings = Settings()
+    configure_logging(settings.log_level, settings.log_format)
+    os.umask(0o077)  # every file we create is private unless we say otherwise (configs keep their own mode)
+    try:
+        ensure_private_dir(settings.home)
+        lock_fd = acquire_lock(settings.lock_file)
+        listener, bound_here = prepare_listener(settings)
+    except AlreadyRunning as exc:
+        print(f"context-harnessd: {exc}", file=sys.stderr)
+        return 1
+    except OSError as exc:
+        print(f"context-harnessd: cannot start: {exc.strerror} ({exc.filename or settings.socket_path})",
+              file=sys.stderr)
+        return 1
+    inode = socket_inode(settings.socket_path) if bound_here else None
+    try:
+        asyncio.run(Daemon(settings).run(listener))
+    finally:
+        if bound_here:
+            remove_socket(settings.socket_path, inode)
+        listener.close()
+        with contextlib.suppress(OSError):
+            os.close(lock_fd)
+    log.info("daemon_stopped")
+    return 0
+
+
+
+
+if __name__ == "__main__":
+    sys.exit(main())

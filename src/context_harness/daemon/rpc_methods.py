@@ -1,0 +1,196 @@
+"""The RPC methods: parameter models, and thin handlers that call the services. Documented in docs/protocol.md."""
+
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from context_harness import __version__
+from context_harness.daemon.rpc_server import Method
+from context_harness.primitives.mcp import MCPAuthType, SecretMode
+from context_harness.primitives.oauth import TokenState
+from context_harness.primitives.result import Failure, Result, Success
+from context_harness.services import doctor
+from context_harness.services.config_service import ConfigTarget
+from context_harness.services.mcp_service import AddRequest
+
+if TYPE_CHECKING:
+    from context_harness.daemon.app import Daemon
+
+
+class Params(BaseModel):
+    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+
+
+class NoParams(Params):
+    pass
+
+
+class TargetParams(Params):
+    cwd: str
+    project: str | None = None
+    global_: bool = Field(default=False, alias="global")
+
+    def target(self) -> ConfigTarget:
+        return ConfigTarget(cwd=Path(self.cwd), project=Path(self.project) if self.project else None,
+                            global_=self.global_)
+
+
+class AddParams(TargetParams):
+    name: str
+    url: str | None = None
+    headers: dict[str, str] = {}
+    api_key: str | None = None
+    key_header: str | None = None
+    command: list[str] | None = Field(default=None, min_length=1)
+    environment: dict[str, str] = {}
+    secret_mode: SecretMode = SecretMode.INLINE
+
+
+class NameTargetParams(TargetParams):
+    name: str
+
+
+class DoctorParams(Params):
+    cwd: str | None = None
+
+
+def masked_headers(entry: dict[str, Any]) -> dict[str, Any]:
+    """An entry fit to print: header values hidden unless they are `{file:}`/`{env:}` references."""
+    headers = entry.get("headers")
+    if not isinstance(headers, dict):
+        return entry
+    shown = {k: v if isinstance(v, str) and ("{file:" in v or "{env:" in v) else "***" for k, v in headers.items()}
+    return {**entry, "headers": shown}
+
+
+def build_methods(daemon: Daemon) -> dict[str, Method]:
+    mcp = daemon.mcp
+
+    async def status_daemon(_: NoParams) -> Result[dict[str, Any]]:
+        return Success(daemon_status(daemon))
+
+    async def shutdown(_: NoParams) -> Result[dict[str, Any]]:
+        daemon.request_stop()
+        return Success({"stopping": True})
+
+    async def registry_list(_: NoParams) -> Result[dict[str, Any]]:
+        servers = mcp.list_available()
+        assert isinstance(servers, Success)
+        return Success({
+            "servers": [s.model_dump(mode="json", exclude_none=True) for s in servers.value],
+            "warnings": mcp.registry_warnings,
+        })
+
+    async def config_init(p: TargetParams) -> Result[dict[str, Any]]:
+        created = daemon.config.init(p.target())
+        if isinstance(created, Failure):
+            return created
+        path, is_new = created.value
+        return Success({"path": str(path), "created": is_new})
+
+    async def mcp_list(p: TargetParams) -> Result[dict[str, Any]]:
+        configured = mcp.list_configured(p.target())
+        if isinstance(configured, Failure):
+            return configured
+        path, entries = configured.value
+        bound = daemon.bindings.load()
+        servers = {name: masked_headers(entry) if isinstance(entry, dict) else entry for name, entry in entries.items()}
+        managed = sorted(n for n, items in bound.items() if any(b.path == str(path.resolve()) for b in items))
+        return Success({"path": str(path), "servers": servers, "managed": managed})
+
+    async def mcp_add(p: AddParams) -> Result[dict[str, Any]]:
+        added = mcp.add(AddRequest(
+            name=p.name, target=p.target(), url=p.url, headers=p.headers, api_key=p.api_key, key_header=p.key_header,
+            command=p.command, environment=p.environment, secret_mode=p.secret_mode,
+        ))
+        if isinstance(added, Failure):
+            return added
+        outcome = added.value
+        daemon.on_credential_changed(outcome.name)
+        return Success({
+            "name": outcome.name, "path": str(outcome.path), "entry": masked_headers(outcome.entry),
+            "auth_type": outcome.auth_type.value, "needs_auth": outcome.needs_auth,
+        })
+
+    async def mcp_remove(p: NameTargetParams) -> Result[dict[str, Any]]:
+        removed = mcp.remove(p.name, p.target())
+        return removed if isinstance(removed, Failure) else Success({"removed": True, "name": p.name})
+
+    async def mcp_validate(p: NameTargetParams) -> Result[dict[str, Any]]:
+        valid = mcp.validate_config(p.name, p.target())
+        return valid if isinstance(valid, Failure) else Success({"valid": True})
+
+    async def status(_: NoParams) -> Result[dict[str, Any]]:
+        return Success({"daemon": daemon_status(daemon), "servers": server_statuses(daemon)})
+
+    async def run_doctor(p: DoctorParams) -> Result[dict[str, Any]]:
+        checks = doctor.permission_checks(daemon.settings.home, daemon.tokens)
+        extra: list[Path] = []
+        if p.cwd:
+            nearest = daemon.config.resolve(ConfigTarget(cwd=Path(p.cwd)))
+            if isinstance(nearest, Success):
+                extra.append(nearest.value)
+        checks += doctor.config_checks(daemon.config, daemon.bindings, daemon.tokens, extra)
+        checks += await daemon.unauthenticated_server_checks()
+        checks += [doctor.Check("registry", "warn", w, "fix or remove the entry") for w in mcp.registry_warnings]
+        return Success({"checks": [c.as_dict() for c in checks]})
+
+    methods = {
+        "daemon.status": Method(NoParams, status_daemon),
+        "daemon.shutdown": Method(NoParams, shutdown),
+        "registry.list": Method(NoParams, registry_list),
+        "config.init": Method(TargetParams, config_init),
+        "mcp.list": Method(TargetParams, mcp_list),
+        "mcp.add": Method(AddParams, mcp_add),
+        "mcp.remove": Method(NameTargetParams, mcp_remove),
+        "mcp.validate": Method(NameTargetParams, mcp_validate),
+        "status": Method(NoParams, status),
+        "doctor": Method(DoctorParams, run_doctor),
+    }
+    methods.update(daemon.extra_methods())
+    return methods
+
+
+def daemon_status(daemon: Daemon) -> dict[str, Any]:
+    return {
+        "version": __version__,
+        "pid": os.getpid(),
+        "uptime_s": round(time.monotonic() - daemon.started_monotonic, 3),
+        "socket": str(daemon.settings.socket_path),
+        "home": str(daemon.settings.home),
+    }
+
+
+def server_statuses(daemon: Daemon) -> list[dict[str, Any]]:
+    bindings = daemon.bindings.load()
+    names = sorted(set(bindings) | set(daemon.tokens.names()))
+    rows = []
+    for name in names:
+        credential = daemon.tokens.load(name)
+        known = daemon.mcp.registry.get(name)
+        if credential is not None:
+            auth_type = MCPAuthType.API_KEY if credential.kind == "api_key" else MCPAuthType.OAUTH
+            state: str = credential.state.value
+        else:
+            auth_type = known.auth_type if known else MCPAuthType.NONE
+            state = TokenState.PENDING_AUTH.value if auth_type is MCPAuthType.OAUTH else "no_auth"
+        tokens = credential.tokens if credential else None
+        errors = daemon.config_errors.get(name, {})
+        last_error = credential.last_error if credential and credential.last_error else None
+        if errors and last_error is None:
+            last_error = "; ".join(errors.values())
+        rows.append({
+            "name": name,
+            "auth_type": auth_type.value,
+            "state": state,
+            "expires_at": tokens.expires_at if tokens else None,
+            "next_refresh_at": daemon.next_refresh_at(name),
+            "configs": [b.path for b in bindings.get(name, [])],
+            "last_error": last_error,
+        })
+    return rows

@@ -1,0 +1,173 @@
+"""JSON-RPC 2.0 over a Unix stream socket, one JSON object per line.
+
+Each connection is served on its own task; a bad peer (wrong uid, an over-long line, idle mid-message, garbage)
+gets an error or a closed connection and nobody else notices.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import socket
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any
+
+import structlog
+from pydantic import BaseModel, ValidationError
+
+from context_harness.daemon.peercred import peer_uid
+from context_harness.primitives.result import ErrorCode, Failure, Result, Success
+
+log = structlog.get_logger(__name__)
+
+MAX_LINE_BYTES = 1024 * 1024  # a request larger than 1 MiB is refused; ours are a few hundred bytes
+IDLE_TIMEOUT_S = 30.0  # a connection that sends nothing (or half a message) for this long is closed
+
+PARSE_ERROR = -32700
+INVALID_REQUEST = -32600
+METHOD_NOT_FOUND = -32601
+INVALID_PARAMS = -32602
+INTERNAL_ERROR = -32603
+APPLICATION_ERROR = -32000  # a service `Failure`; `data.code` holds the ErrorCode name
+
+
+@dataclass(frozen=True, slots=True)
+class Method:
+    params: type[BaseModel]
+    handler: Callable[[Any], Awaitable[Result[Any]]]
+    doc: str = ""
+
+
+class RpcServer:
+    def __init__(self, methods: dict[str, Method], *, idle_timeout: float = IDLE_TIMEOUT_S) -> None:
+        self.methods = methods
+        self.idle_timeout = idle_timeout
+        self._server: asyncio.AbstractServer | None = None
+        self._connections: set[asyncio.Task[None]] = set()
+
+    async def start(self, listener: socket.socket) -> None:
+        self._server = await asyncio.start_unix_server(self._serve_connection, sock=listener, limit=MAX_LINE_BYTES)
+
+    async def stop(self, grace_s: float = 5.0) -> None:
+        """Stop accepting; let requests in flight finish (up to `grace_s`), then drop the rest."""
+        if self._server is not None:
+            self._server.close()
+        pending = {t for t in self._connections if not t.done()}
+        if pending:
+            _done, still = await asyncio.wait(pending, timeout=grace_s)
+            for task in still:
+                task.cancel()
+
+    async def _serve_connection(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        task = asyncio.current_task()
+        if task is not None:
+            self._connections.add(task)
+        try:
+            sock = writer.get_extra_info("socket")
+            uid = peer_uid(sock) if sock is not None else None
+            if uid != os.getuid():
+                log.warning("peer_refused", peer_uid=uid)
+                return
+            await self._serve_lines(reader, writer)
+        except (ConnectionError, asyncio.IncompleteReadError):
+            pass
+        finally:
+            if task is not None:
+                self._connections.discard(task)
+            writer.close()
+            try:
+                await writer.wait_closed()
+            except (ConnectionError, OSError):
+                pass
+
+    async def _serve_lines(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        while True:
+            try:
+                async with asyncio.timeout(self.idle_timeout):
+                    line = await reader.readuntil(b"\n")
+            except TimeoutError:
+                log.info("connection_idle_closed")
+                return
+            except asyncio.LimitOverrunError:
+                await _send(writer, _error(None, INVALID_REQUEST, f"request line over {MAX_LINE_BYTES} bytes"))
+                log.warning("request_too_large")
+                return
+            except asyncio.IncompleteReadError as exc:
+                if exc.partial.strip():
+                    log.info("connection_closed_mid_message")
+                return
+            if not line.strip():
+                continue
+            response = await self.handle_line(line)
+            if response is not None:
+                await _send(writer, response)
+
+    async def handle_line(self, line: bytes) -> dict[str, Any] | list[dict[str, Any]] | None:
+        try:
+            message = json.loads(line)
+        except (UnicodeDecodeError, json.JSONDecodeError):
+            return _error(None, PARSE_ERROR, "parse error: not valid JSON")
+        if isinstance(message, list):
+            if not message:
+                return _error(None, INVALID_REQUEST, "empty batch")
+            replies = [r for r in [await self._handle_message(m) for m in message] if r is not None]
+            return replies or None
+        return await self._handle_message(message)
+
+    async def _handle_message(self, message: Any) -> dict[str, Any] | None:
+        if not isinstance(message, dict) or message.get("jsonrpc") != "2.0" or not isinstance(
+            message.get("method"), str
+        ):
+            request_id = message.get("id") if isinstance(message, dict) else None
+            return _error(request_id, INVALID_REQUEST, 'invalid request: need {"jsonrpc": "2.0", "method": ...}')
+        request_id = message.get("id")
+        is_notification = "id" not in message
+        reply = await self._dispatch(request_id, message["method"], message.get("params", {}))
+        return None if is_notification else reply
+
+    async def _dispatch(self, request_id: Any, name: str, raw_params: Any) -> dict[str, Any]:
+        method = self.methods.get(name)
+        if method is None:
+            return _error(request_id, METHOD_NOT_FOUND, f"method not found: {name}")
+        if raw_params is None:
+            raw_params = {}
+        if not isinstance(raw_params, dict):
+            return _error(request_id, INVALID_PARAMS, "params must be an object")
+        try:
+            params = method.params.model_validate(raw_params)
+        except ValidationError as exc:
+            problems = "; ".join(
+                f"{'.'.join(str(p) for p in e['loc']) or 'params'}: {e['msg']}" for e in exc.errors(include_input=False)
+            )
+            return _error(request_id, INVALID_PARAMS, f"invalid params: {problems}")
+        try:
+            result = await method.handler(params)
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            # No exception text in the reply: it could carry a token. The log has the type and traceback frames.
+            log.exception("rpc_method_crashed", method=name)
+            return _error(
+                request_id, APPLICATION_ERROR, f"internal error in {name}", {"code": ErrorCode.INTERNAL.value}
+            )
+        if isinstance(result, Failure):
+            data: dict[str, Any] = {"code": result.code.value}
+            if result.hint:
+                data["hint"] = result.hint
+            return _error(request_id, APPLICATION_ERROR, result.error, data)
+        assert isinstance(result, Success)
+        return {"jsonrpc": "2.0", "id": request_id, "result": result.value}
+
+
+def _error(request_id: Any, code: int, message: str, data: dict[str, Any] | None = None) -> dict[str, Any]:
+    error: dict[str, Any] = {"code": code, "message": message}
+    if data is not None:
+        error["data"] = data
+    return {"jsonrpc": "2.0", "id": request_id, "error": error}
+
+
+async def _send(writer: asyncio.StreamWriter, message: Any) -> None:
+    writer.write(json.dumps(message, separators=(",", ":")).encode() + b"\n")
+    await writer.drain()

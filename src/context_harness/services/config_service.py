@@ -1,0 +1,177 @@
+"""ConfigService: find, create, read and surgically edit opencode config files. Returns `Result`."""
+
+from __future__ import annotations
+
+import errno
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import structlog
+
+from context_harness.config import opencode
+from context_harness.config.jsonc import JsoncError, parse_jsonc, remove_member, set_member
+from context_harness.primitives.result import ErrorCode, Failure, Result, Success
+from context_harness.stores.atomic import atomic_write_bytes
+
+log = structlog.get_logger(__name__)
+
+# A file that keeps changing under us (an editor saving in a loop) is not worth more tries than this.
+MAX_EDIT_ATTEMPTS = 5
+
+
+@dataclass(frozen=True, slots=True)
+class ConfigTarget:
+    """Which config a command means: `--project DIR`, `--global`, or the nearest one to `cwd`."""
+
+    cwd: Path
+    project: Path | None = None
+    global_: bool = False
+
+
+def _missing(path: Path) -> Failure:
+    return Failure(f"no opencode config at {path}", ErrorCode.CONFIG_MISSING, "run `chctl init` to create one")
+
+
+def _os_failure(path: Path, exc: OSError) -> Failure:
+    if exc.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
+        return Failure(
+            f"cannot write {path}: {exc.strerror}",
+            ErrorCode.PERMISSION_DENIED,
+            "check the file's and its directory's permissions; nothing was changed",
+        )
+    return Failure(f"cannot access {path}: {exc.strerror}", ErrorCode.INTERNAL)
+
+
+def _invalid(path: Path, exc: JsoncError | UnicodeDecodeError) -> Failure:
+    return Failure(
+        f"{path} does not parse: {exc}",
+        ErrorCode.CONFIG_INVALID,
+        "fix the file by hand (nothing was written), then run the command again",
+    )
+
+
+class ConfigService:
+    def resolve(self, target: ConfigTarget, *, for_create: bool = False) -> Result[Path]:
+        if target.project is not None:
+            directory = (target.cwd / target.project).resolve()
+            if not directory.is_dir():
+                return Failure(f"{directory} is not a directory", ErrorCode.INVALID_PARAMS)
+            path = opencode.project_config_path(directory)
+        elif target.global_:
+            path = opencode.global_config_path()
+        else:
+            found = opencode.find_nearest_config(target.cwd)
+            if found is None:
+                if for_create:
+                    return Success(opencode.project_config_path(target.cwd.resolve()))
+                return Failure(
+                    f"no opencode.json or opencode.jsonc in {target.cwd} or its parents up to the git root",
+                    ErrorCode.CONFIG_MISSING,
+                    "run `chctl init` here (or pass --project DIR / --global)",
+                )
+            path = found
+        if not for_create and not path.exists():
+            return _missing(path)
+        return Success(path)
+
+    def init(self, target: ConfigTarget) -> Result[tuple[Path, bool]]:
+        """Create the config with `$schema` and an empty `mcp`, or leave an existing one alone."""
+        resolved = self.resolve(target, for_create=True)
+        if isinstance(resolved, Failure):
+            return resolved
+        path = resolved.value
+        if path.exists():
+            return Success((path, False))
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            atomic_write_bytes(path, opencode.NEW_CONFIG_TEXT.encode(), mode=opencode.NEW_CONFIG_MODE)
+        except OSError as exc:
+            return _os_failure(path, exc)
+        log.info("config_created", path=str(path))
+        return Success((path, True))
+
+    def read(self, path: Path) -> Result[Any]:
+        try:
+            return Success(parse_jsonc(path.read_bytes().decode("utf-8")))
+        except FileNotFoundError:
+            return _missing(path)
+        except (JsoncError, UnicodeDecodeError) as exc:
+            return _invalid(path, exc)
+        except OSError as exc:
+            return _os_failure(path, exc)
+
+    def entries(self, path: Path) -> Result[dict[str, Any]]:
+        document = self.read(path)
+        if isinstance(document, Failure):
+            return document
+        return Success(opencode.mcp_entries(document.value))
+
+    def edit(self, path: Path, change: Callable[[str], str]) -> Result[None]:
+        """Apply `change` to the file's text and replace it atomically, keeping its mode.
+
+        If the file changed between our read and our write, read it again and re-apply, so an edit made by a
+        person (or another writer) in between is never lost. A file that does not parse is never written.
+        """
+        real = path.resolve()  # write through symlinks (dotfile managers) instead of replacing them
+        for _ in range(MAX_EDIT_ATTEMPTS):
+            try:
+                before = real.read_bytes()
+                text = before.decode("utf-8")
+                new_text = change(text)
+                parse_jsonc(new_text)  # never write what we could not read back
+            except FileNotFoundError:
+                return _missing(path)
+            except (JsoncError, UnicodeDecodeError) as exc:
+                return _invalid(path, exc)
+            except OSError as exc:
+                return _os_failure(path, exc)
+            if new_text == text:
+                return Success(None)
+            try:
+                if real.read_bytes() != before:
+                    log.info("config_changed_during_edit", path=str(path))
+                    continue
+                atomic_write_bytes(real, new_text.encode())
+            except OSError as exc:
+                return _os_failure(path, exc)
+            return Success(None)
+        return Failure(f"{path} kept changing while we edited it", ErrorCode.CONFIG_INVALID, "try again")
+
+    def put_entry(self, path: Path, name: str, entry: dict[str, Any]) -> Result[None]:
+        return self.edit(path, lambda text: set_member(text, opencode.entry_path(name), entry))
+
+    def remove_entry(self, path: Path, name: str) -> Result[bool]:
+        entries = self.entries(path)
+        if isinstance(entries, Failure):
+            return entries
+        if name not in entries.value:
+            return Success(False)
+        edited = self.edit(path, lambda text: remove_member(text, opencode.entry_path(name)))
+        return edited if isinstance(edited, Failure) else Success(True)
+
+    def set_header(self, path: Path, name: str, header: str, value: str) -> Result[None]:
+        """Write one header of an existing entry, plus `"oauth": false` so opencode does not start its own flow."""
+
+        def change(text: str) -> str:
+            entry = opencode.mcp_entries(parse_jsonc(text)).get(name)
+            if not isinstance(entry, dict):
+                raise _EntryGone(name)
+            text = set_member(text, opencode.header_path(name, header), value)
+            if entry.get("oauth") is not False:
+                text = set_member(text, opencode.oauth_path(name), False)
+            return text
+
+        try:
+            return self.edit(path, change)
+        except _EntryGone:
+            return Failure(
+                f"{path} no longer has an mcp.{name} entry",
+                ErrorCode.NOT_FOUND,
+                f"run `chctl add {name}` again to restore it",
+            )
+
+
+class _EntryGone(Exception):
+    pass

@@ -1,0 +1,255 @@
+"""MCPService: the seed's server operations — registry, add/remove in opencode's config, auth headers."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import structlog
+
+from context_harness.config import opencode
+from context_harness.primitives.mcp import MCPAuthType, MCPServer, MCPServerConfig, SecretMode, ServerType
+from context_harness.primitives.oauth import Credential, TokenState
+from context_harness.primitives.result import ErrorCode, Failure, Result, Success
+from context_harness.services.config_service import ConfigService, ConfigTarget
+from context_harness.services.registry import close_names, load_registry
+from context_harness.stores.bindings import Binding, BindingStore
+from context_harness.stores.token_store import TokenStore, valid_server_name
+
+log = structlog.get_logger(__name__)
+
+BEARER = "Bearer"
+
+
+@dataclass(frozen=True, slots=True)
+class AddRequest:
+    name: str
+    target: ConfigTarget
+    url: str | None = None
+    headers: dict[str, str] = field(default_factory=dict)
+    api_key: str | None = None
+    key_header: str | None = None  # where a key for a custom --url goes; default `Authorization: Bearer`
+    command: list[str] | None = None
+    environment: dict[str, str] = field(default_factory=dict)
+    secret_mode: SecretMode = SecretMode.INLINE
+
+
+@dataclass(frozen=True, slots=True)
+class AddOutcome:
+    name: str
+    path: Path
+    entry: dict[str, Any]
+    auth_type: MCPAuthType
+    needs_auth: bool  # an OAuth server with no token yet: run `chctl auth NAME`
+
+
+@dataclass(slots=True)
+class PublishReport:
+    """Which bound configs got the current header, and why the others did not."""
+
+    written: list[str] = field(default_factory=list)
+    failed: dict[str, str] = field(default_factory=dict)
+
+
+def header_for(key_header: str | None) -> tuple[str, str | None]:
+    """(header name, scheme) for an API key: `Authorization` means `Authorization: Bearer KEY`."""
+    if key_header is None or key_header.lower() == "authorization":
+        return "Authorization", BEARER
+    return key_header, None
+
+
+class MCPService:
+    def __init__(
+        self, config: ConfigService, tokens: TokenStore, bindings: BindingStore, user_registry: Path
+    ) -> None:
+        self.config = config
+        self.tokens = tokens
+        self.bindings = bindings
+        self.user_registry = user_registry
+        self.registry: dict[str, MCPServer] = {}
+        self.registry_warnings: list[str] = []
+        self.reload_registry()
+
+    def reload_registry(self) -> None:
+        self.registry, self.registry_warnings = load_registry(self.user_registry)
+        for warning in self.registry_warnings:
+            log.warning("registry_entry_skipped", problem=warning)
+
+    # --- the seed's API --------------------------------------------------------------------------------
+
+    def list_available(self) -> Result[list[MCPServer]]:
+        return Success(sorted(self.registry.values(), key=lambda s: s.name))
+
+    def get_server_info(self, name: str) -> Result[MCPServer]:
+        server = self.registry.get(name)
+        if server is None:
+            return self._unknown(name)
+        return Success(server)
+
+    def requires_auth(self, name: str) -> Result[MCPAuthType]:
+        info = self.get_server_info(name)
+        return info if isinstance(info, Failure) else Success(info.value.auth_type)
+
+    def list_configured(self, target: ConfigTarget) -> Result[tuple[Path, dict[str, Any]]]:
+        path = self.config.resolve(target)
+        if isinstance(path, Failure):
+            return path
+        entries = self.config.entries(path.value)
+        return entries if isinstance(entries, Failure) else Success((path.value, entries.value))
+
+    def add(self, request: AddRequest) -> Result[AddOutcome]:
+        name = request.name
+        if not valid_server_name(name):
+            return Failure(
+                f"invalid server name {name!r}",
+                ErrorCode.INVALID_PARAMS,
+                "use letters, digits, '.', '_' and '-' (at most 64)",
+            )
+        planned = self._plan_entry(request)
+        if isinstance(planned, Failure):
+            return planned
+        entry, auth_type, credential = planned.value
+
+        path = self.config.resolve(request.target, for_create=True)
+        if isinstance(path, Failure):
+            return path
+        if not path.value.exists():
+            return Failure(
+                f"no opencode config at {path.value}", ErrorCode.CONFIG_MISSING, "run `chctl init` to create one"
+            )
+        config_path = path.value.resolve()
+
+        # The key is stored before any config mentions it: a config never points at a secret we do not have.
+        if credential is not None:
+            self.tokens.save(credential)
+        else:
+            credential = self.tokens.load(name) if auth_type is MCPAuthType.OAUTH else None
+        binding = Binding(path=str(config_path), secret_mode=request.secret_mode)
+        if credential is not None and credential.secret:
+            entry.setdefault("headers", {})[credential.header_name] = self._header_value(credential, binding)
+            if request.secret_mode is SecretMode.FILE:
+                self.tokens.write_secret_file(name, credential.secret)
+        if "oauth" in entry:  # keep opencode's usual order: headers, then oauth
+            entry["oauth"] = entry.pop("oauth")
+
+        written = self.config.put_entry(config_path, name, entry)
+        if isinstance(written, Failure):
+            return written
+        self.bindings.bind(name, config_path, request.secret_mode)
+        log.info("server_added", server=name, path=str(config_path), auth_type=auth_type.value)
+        needs_auth = auth_type is MCPAuthType.OAUTH and (credential is None or not credential.secret)
+        return Success(AddOutcome(name, config_path, entry, auth_type, needs_auth))
+
+    def remove(self, name: str, target: ConfigTarget) -> Result[bool]:
+        path = self.config.resolve(target)
+        if isinstance(path, Failure):
+            return path
+        removed = self.config.remove_entry(path.value, name)
+        if isinstance(removed, Failure):
+            return removed
+        self.bindings.unbind(name, path.value.resolve())
+        if not removed.value:
+            return Failure(
+                f"{path.value} has no mcp.{name} entry", ErrorCode.NOT_FOUND, "see `chctl list` for configured servers"
+            )
+        log.info("server_removed", server=name, path=str(path.value))
+        return Success(True)
+
+    def update_auth(self, name: str) -> Result[PublishReport]:
+        """Write the stored credential's current header into every config bound to `name`."""
+        credential = self.tokens.load(name)
+        if credential is None or not credential.secret:
+            return Failure(f"no credential stored for {name}", ErrorCode.AUTH_REQUIRED, f"run `chctl auth {name}`")
+        report = PublishReport()
+        bindings = self.bindings.for_server(name)
+        if any(b.secret_mode is SecretMode.FILE for b in bindings):
+            self.tokens.write_secret_file(name, credential.secret)
+        for binding in bindings:
+            written = self.config.set_header(
+                Path(binding.path), name, credential.header_name, self._header_value(credential, binding)
+            )
+            if isinstance(written, Failure):
+                report.failed[binding.path] = written.error
+                log.warning("config_write_failed", server=name, path=binding.path, code=written.code.value)
+            else:
+                report.written.append(binding.path)
+        return Success(report)
+
+    def validate_config(self, name: str, target: ConfigTarget) -> Result[bool]:
+        configured = self.list_configured(target)
+        if isinstance(configured, Failure):
+            return configured
+        path, entries = configured.value
+        if name not in entries:
+            return Failure(f"{path} has no mcp.{name} entry", ErrorCode.NOT_FOUND, f"run `chctl add {name}`")
+        problems = opencode.schema_problems(name, entries[name])
+        if problems:
+            return Failure("; ".join(problems), ErrorCode.CONFIG_INVALID, f"run `chctl add {name}` to rewrite it")
+        return Success(True)
+
+    # --- helpers --------------------------------------------------------------------------------------
+
+    def _unknown(self, name: str) -> Failure:
+        suggestions = close_names(name, self.registry)
+        hint = f"did you mean: {', '.join(suggestions)}?" if suggestions else "see `chctl registry`"
+        return Failure(
+            f"unknown server {name!r}: not in the registry", ErrorCode.NOT_FOUND, hint + " (or pass --url / --command)"
+        )
+
+    def _plan_entry(self, request: AddRequest) -> Result[tuple[dict[str, Any], MCPAuthType, Credential | None]]:
+        """The opencode entry to write, the server's auth type, and a new API-key credential if one was given."""
+        known = self.registry.get(request.name)
+        if known is None and request.url is None and request.command is None:
+            return self._unknown(request.name)
+
+        if request.command is not None or (known is not None and known.server_type is ServerType.LOCAL
+                                           and request.url is None):
+            command = request.command or (known.command if known else None)
+            if not command:
+                return Failure("a local server needs a command", ErrorCode.INVALID_PARAMS, 'pass --command "CMD ARGS"')
+            local = MCPServerConfig(
+                type=ServerType.LOCAL, command=command, environment=request.environment or None
+            )
+            return Success((local.to_opencode(), MCPAuthType.NONE, None))
+
+        url = request.url or (known.url if known else None)
+        if not url or not url.startswith(("http://", "https://")):
+            return Failure(f"invalid url {url!r}", ErrorCode.INVALID_PARAMS, "pass --url http(s)://host/path")
+        auth_type = known.auth_type if known is not None and request.url is None else MCPAuthType.NONE
+        if request.api_key is not None:
+            auth_type = MCPAuthType.API_KEY
+        entry = MCPServerConfig(type=ServerType.REMOTE, url=url, headers=dict(request.headers) or None).to_opencode()
+
+        credential = None
+        if auth_type is MCPAuthType.API_KEY:
+            key = request.api_key
+            if key is None:
+                stored = self.tokens.load(request.name)
+                key = stored.api_key if stored is not None and stored.kind == "api_key" else None
+            if not key:
+                return Failure(
+                    f"{request.name} needs an API key",
+                    ErrorCode.AUTH_REQUIRED,
+                    f"pass -k KEY or --api-key-env VAR (e.g. `chctl add {request.name} --api-key-env "
+                    f"{request.name.upper().replace('-', '_')}_API_KEY`)",
+                )
+            header_name, scheme = header_for(request.key_header or (known.api_key_header if known else None))
+            credential = Credential(
+                name=request.name,
+                kind="api_key",
+                state=TokenState.API_KEY,
+                header_name=header_name,
+                header_scheme=scheme,
+                api_key=key,
+            )
+        if auth_type in (MCPAuthType.API_KEY, MCPAuthType.OAUTH):
+            entry["oauth"] = False  # we manage this header: opencode must not start its own flow on a 401
+        return Success((entry, auth_type, credential))
+
+    def _header_value(self, credential: Credential, binding: Binding) -> str:
+        if binding.secret_mode is SecretMode.FILE:
+            secret = self.tokens.secret_reference(credential.name)
+        else:
+            secret = credential.secret or ""
+        return f"{credential.header_scheme} {secret}" if credential.header_scheme else secret

@@ -1,0 +1,59 @@
+"""Which config files carry which server, so a new token can be written into all of them."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import structlog
+from pydantic import BaseModel, TypeAdapter, ValidationError
+
+from context_harness.primitives.mcp import SecretMode
+from context_harness.stores.atomic import PRIVATE_FILE_MODE, atomic_write_bytes, ensure_private_dir
+
+log = structlog.get_logger(__name__)
+
+
+class Binding(BaseModel):
+    path: str  # absolute, resolved path of an opencode config file
+    secret_mode: SecretMode = SecretMode.INLINE
+
+
+_Bindings = TypeAdapter(dict[str, list[Binding]])
+
+
+class BindingStore:
+    def __init__(self, file: Path) -> None:
+        self.file = file
+
+    def load(self) -> dict[str, list[Binding]]:
+        try:
+            return _Bindings.validate_json(self.file.read_bytes())
+        except FileNotFoundError:
+            return {}
+        except (ValidationError, ValueError):
+            log.error("bindings_unreadable", path=str(self.file))
+            return {}
+
+    def _save(self, bindings: dict[str, list[Binding]]) -> None:
+        ensure_private_dir(self.file.parent)
+        data = {name: [b.model_dump(mode="json") for b in items] for name, items in sorted(bindings.items()) if items}
+        atomic_write_bytes(self.file, json.dumps(data, indent=2).encode(), mode=PRIVATE_FILE_MODE)
+
+    def for_server(self, name: str) -> list[Binding]:
+        return self.load().get(name, [])
+
+    def bind(self, name: str, path: Path, secret_mode: SecretMode) -> None:
+        bindings = self.load()
+        items = [b for b in bindings.get(name, []) if b.path != str(path)]
+        items.append(Binding(path=str(path), secret_mode=secret_mode))
+        bindings[name] = items
+        self._save(bindings)
+
+    def unbind(self, name: str, path: Path) -> None:
+        bindings = self.load()
+        bindings[name] = [b for b in bindings.get(name, []) if b.path != str(path)]
+        self._save(bindings)
+
+    def all_paths(self) -> set[str]:
+        return {b.path for items in self.load().values() for b in items}
