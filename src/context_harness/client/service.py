@@ -1,0 +1,438 @@
+"""`chctl service install | uninstall | status [--dry-run]`: run the daemon from login.
+
+Linux: systemd user units (a socket unit plus a `Type=notify` service) in
+`$XDG_CONFIG_HOME/systemd/user/`. macOS: a launchd agent in `~/Library/LaunchAgents/`.
+Standard library only: chctl imports this and must start fast.
+
+Each command is a list of actions (write, remove, run) built first and then either printed
+(`--dry-run`) or carried out in order, so a dry run shows exactly what a real run does.
+The machine and the command runner are parameters so tests can stand in for either.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shlex
+import shutil
+import subprocess
+import sys
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TextIO
+
+from context_harness import units
+from context_harness.primitives.result import ErrorCode, Failure
+from context_harness.stores.atomic import atomic_write_bytes
+
+DAEMON_EXECUTABLE = "context-harnessd"
+UNIT_FILE_MODE = 0o644  # unit files hold no secret; systemd and launchd expect them readable
+# A service manager that has not answered in this long is not going to.
+COMMAND_TIMEOUT_S = 60.0
+NO_SERVICE_MANAGER_HINT = "run the daemon without a service manager: chctl daemon start"
+
+
+# --- running commands ---------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Completed:
+    """What a finished command left behind."""
+
+    returncode: int
+    stdout: str = ""
+    stderr: str = ""
+
+
+Runner = Callable[[Sequence[str]], Completed]
+
+
+def run_command(argv: Sequence[str]) -> Completed:
+    """The real runner: an argv list, no shell; a missing program is exit 127, not an exception."""
+    try:
+        proc = subprocess.run(list(argv), capture_output=True, text=True, check=False, timeout=COMMAND_TIMEOUT_S)
+    except FileNotFoundError:
+        return Completed(127, "", f"{argv[0]}: command not found")
+    except subprocess.TimeoutExpired:
+        return Completed(124, "", f"{shlex.join(argv)}: no answer after {COMMAND_TIMEOUT_S:.0f}s")
+    return Completed(proc.returncode, proc.stdout, proc.stderr)
+
+
+# --- the machine ----------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Machine:
+    """What install, uninstall and status need to know about the machine they run on."""
+
+    platform: str  # "linux", "darwin", or another sys.platform value (unsupported)
+    home: Path
+    config_home: Path  # $XDG_CONFIG_HOME, else ~/.config
+    tmpdir: str  # macOS: the per-user $TMPDIR
+    uid: int
+    daemon: Path | None  # absolute path of context-harnessd, None when not found
+
+    @classmethod
+    def current(cls) -> Machine:
+        home = Path.home()
+        xdg = os.environ.get("XDG_CONFIG_HOME", "")
+        # The XDG spec says a relative value is invalid and must be ignored.
+        config_home = Path(xdg) if xdg and Path(xdg).is_absolute() else home / ".config"
+        platform = "linux" if sys.platform.startswith("linux") else sys.platform
+        return cls(
+            platform=platform,
+            home=home,
+            config_home=config_home,
+            tmpdir=os.environ.get("TMPDIR") or "/tmp/",
+            uid=os.getuid(),
+            daemon=find_daemon(),
+        )
+
+
+def find_daemon() -> Path | None:
+    """context-harnessd from the same installation as this chctl first, then from PATH.
+
+    The sibling of sys.executable comes first so that a chctl run from one virtualenv (or pipx)
+    installs that environment's daemon, not an older one that happens to be on PATH.
+    """
+    sibling = Path(sys.executable).parent / DAEMON_EXECUTABLE
+    if sibling.is_file() and os.access(sibling, os.X_OK):
+        return sibling.absolute()
+    found = shutil.which(DAEMON_EXECUTABLE)
+    return Path(found).absolute() if found else None
+
+
+# --- plans ----------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Write:
+    path: Path
+    content: str
+
+
+@dataclass(frozen=True)
+class MakeDir:
+    path: Path
+
+
+@dataclass(frozen=True)
+class Remove:
+    path: Path
+
+
+@dataclass(frozen=True)
+class Run:
+    argv: tuple[str, ...]
+    may_fail: bool = False  # e.g. stopping what is not running: worth a warning, not an abort
+
+
+Action = Write | MakeDir | Remove | Run
+
+
+class ServiceError(Exception):
+    """An expected failure, carried to the CLI edge as `error[CODE]` plus a hint."""
+
+    def __init__(self, failure: Failure) -> None:
+        super().__init__(failure.error)
+        self.failure = failure
+
+
+def _no_daemon() -> ServiceError:
+    return ServiceError(
+        Failure(
+            f"{DAEMON_EXECUTABLE} not found next to {sys.executable} or on PATH",
+            ErrorCode.NOT_FOUND,
+            "install context-harness (e.g. `pipx install context-harness`) so context-harnessd exists",
+        )
+    )
+
+
+class Systemd:
+    """systemd user units. The socket unit is enabled so the socket exists from login, and the
+    service too, so the refresher runs from login rather than on the first chctl connection."""
+
+    def __init__(self, machine: Machine, runner: Runner) -> None:
+        self.machine = machine
+        self.runner = runner
+        self.unit_dir = machine.config_home / "systemd" / "user"
+        self.socket_file = self.unit_dir / units.SYSTEMD_SOCKET
+        self.service_file = self.unit_dir / units.SYSTEMD_SERVICE
+
+    def _systemctl(self, *args: str, may_fail: bool = False) -> Run:
+        return Run(("systemctl", "--user", *args), may_fail)
+
+    def check_available(self) -> None:
+        # `show-environment` needs nothing but a reachable user manager: it fails with "Failed to
+        # connect to bus" in containers and WSL without systemd, and is 127 when systemctl is absent.
+        if self.runner(("systemctl", "--user", "show-environment")).returncode != 0:
+            raise ServiceError(
+                Failure("systemd user session not available", ErrorCode.UNSUPPORTED, NO_SERVICE_MANAGER_HINT)
+            )
+
+    def install_plan(self) -> list[Action]:
+        if self.machine.daemon is None:
+            raise _no_daemon()
+        return [
+            MakeDir(self.unit_dir),
+            Write(self.socket_file, units.render_systemd_socket()),
+            Write(self.service_file, units.render_systemd_service(self.machine.daemon)),
+            self._systemctl("daemon-reload"),
+            self._systemctl("enable", "--now", units.SYSTEMD_SOCKET, units.SYSTEMD_SERVICE),
+        ]
+
+    def installed_files(self) -> list[Path]:
+        return [p for p in (self.socket_file, self.service_file) if p.exists()]
+
+    def uninstall_plan(self) -> list[Action]:
+        return [
+            self._systemctl("disable", "--now", units.SYSTEMD_SERVICE, units.SYSTEMD_SOCKET, may_fail=True),
+            *(Remove(p) for p in self.installed_files()),
+            self._systemctl("daemon-reload"),
+        ]
+
+    def status_queries(self) -> list[Run]:
+        return [
+            self._systemctl(verb, unit)
+            for verb in ("is-enabled", "is-active")
+            for unit in (units.SYSTEMD_SOCKET, units.SYSTEMD_SERVICE)
+        ]
+
+    def status_lines(self) -> list[str]:
+        def state(verb: str, unit: str) -> str:
+            # is-enabled / is-active print the state on stdout and exit non-zero for "disabled",
+            # "inactive" and the like; nothing on stdout means systemd does not know the unit.
+            answer = self.runner(("systemctl", "--user", verb, unit)).stdout.strip()
+            return answer.splitlines()[0] if answer else "unknown"
+
+        files = self.installed_files()
+        installed = "yes" if len(files) == 2 else ("partly" if files else "no")
+        where = f" ({self.unit_dir})" if files else ""
+        return [
+            f"installed: {installed}{where}",
+            "enabled:   "
+            f"socket {state('is-enabled', units.SYSTEMD_SOCKET)}, "
+            f"service {state('is-enabled', units.SYSTEMD_SERVICE)}",
+            "running:   "
+            f"socket {state('is-active', units.SYSTEMD_SOCKET)}, "
+            f"service {state('is-active', units.SYSTEMD_SERVICE)}",
+        ]
+
+
+class Launchd:
+    """A launchd agent in the user's GUI domain; the daemon binds CH_SOCKET itself."""
+
+    def __init__(self, machine: Machine, runner: Runner) -> None:
+        self.machine = machine
+        self.runner = runner
+        self.plist_file = machine.home / "Library" / "LaunchAgents" / units.LAUNCHD_PLIST
+        self.log_dir = machine.home / "Library" / "Logs" / "context-harness"
+        self.domain = f"gui/{machine.uid}"
+        self.service_target = f"{self.domain}/{units.LAUNCHD_LABEL}"
+
+    def check_available(self) -> None:
+        """launchd is always there on macOS; its errors surface from the commands themselves."""
+
+    def install_plan(self) -> list[Action]:
+        if self.machine.daemon is None:
+            raise _no_daemon()
+        plist = units.render_launchd_plist(self.machine.daemon, self.machine.home, self.machine.tmpdir)
+        return [
+            MakeDir(self.plist_file.parent),
+            MakeDir(self.log_dir),  # launchd opens the log file but does not create its directory
+            Write(self.plist_file, plist),
+            # bootstrap refuses a label that is already loaded: unload an earlier install first.
+            Run(("launchctl", "bootout", self.service_target), may_fail=True),
+            Run(("launchctl", "bootstrap", self.domain, str(self.plist_file))),
+        ]
+
+    def installed_files(self) -> list[Path]:
+        return [self.plist_file] if self.plist_file.exists() else []
+
+    def uninstall_plan(self) -> list[Action]:
+        return [
+            Run(("launchctl", "bootout", self.service_target), may_fail=True),
+            *(Remove(p) for p in self.installed_files()),
+        ]
+
+    def status_queries(self) -> list[Run]:
+        return [Run(("launchctl", "print", self.service_target))]
+
+    def status_lines(self) -> list[str]:
+        printed = self.runner(("launchctl", "print", self.service_target))
+        fields = _launchctl_fields(printed.stdout) if printed.returncode == 0 else {}
+        running = fields.get("state") == "running"
+        pid = f" (pid {fields['pid']})" if running and "pid" in fields else ""
+        return [
+            f"installed: {'yes (' + str(self.plist_file) + ')' if self.installed_files() else 'no'}",
+            f"enabled:   {'yes (loaded in ' + self.domain + ')' if printed.returncode == 0 else 'no'}",
+            f"running:   {'yes' + pid if running else 'no'}",
+        ]
+
+
+def _launchctl_fields(printed: str) -> dict[str, str]:
+    """The top-level `key = value` lines of `launchctl print` (nested blocks are indented deeper)."""
+    fields: dict[str, str] = {}
+    for line in printed.splitlines():
+        if line.startswith("\t") and not line.startswith("\t\t") and " = " in line:
+            key, _, value = line.strip().partition(" = ")
+            fields.setdefault(key, value)
+    return fields
+
+
+ServiceManager = Systemd | Launchd
+
+
+def service_manager(machine: Machine, runner: Runner) -> ServiceManager:
+    if machine.platform == "linux":
+        return Systemd(machine, runner)
+    if machine.platform == "darwin":
+        return Launchd(machine, runner)
+    raise ServiceError(
+        Failure(
+            f"no supported service manager on {machine.platform}",
+            ErrorCode.UNSUPPORTED,
+            NO_SERVICE_MANAGER_HINT,
+        )
+    )
+
+
+# --- carrying plans out -----------------------------------------------------------------------------
+
+
+def describe(actions: Sequence[Action]) -> str:
+    """The dry-run text: each path with the full content to be written, each command as typed."""
+    parts: list[str] = []
+    for action in actions:
+        match action:
+            case Write(path, content):
+                parts.append(f"would write {path}:\n{content}")
+            case MakeDir(path):
+                parts.append(f"would create directory {path}\n")
+            case Remove(path):
+                parts.append(f"would remove {path}\n")
+            case Run(argv, _):
+                parts.append(f"would run: {shlex.join(argv)}\n")
+    return "".join(parts)
+
+
+def execute(actions: Sequence[Action], runner: Runner, out: TextIO, err: TextIO) -> None:
+    for action in actions:
+        match action:
+            case Write(path, content):
+                try:
+                    atomic_write_bytes(path, content.encode(), mode=UNIT_FILE_MODE)
+                except OSError as exc:
+                    raise _cannot_write(path, exc) from exc
+                print(f"wrote {path}", file=out)
+            case MakeDir(path):
+                try:
+                    path.mkdir(parents=True, exist_ok=True)
+                except OSError as exc:
+                    raise _cannot_write(path, exc) from exc
+            case Remove(path):
+                try:
+                    path.unlink(missing_ok=True)
+                except OSError as exc:
+                    raise _cannot_write(path, exc) from exc
+                print(f"removed {path}", file=out)
+            case Run(argv, may_fail):
+                done = runner(argv)
+                if done.returncode == 0:
+                    print(f"ran: {shlex.join(argv)}", file=out)
+                elif may_fail:
+                    print(f"warning: {shlex.join(argv)} exited {done.returncode} (ignored)", file=err)
+                else:
+                    detail = _first_line(done.stderr) or _first_line(done.stdout)
+                    raise ServiceError(
+                        Failure(
+                            f"{shlex.join(argv)} failed with exit {done.returncode}"
+                            + (f": {detail}" if detail else ""),
+                            ErrorCode.INTERNAL,
+                            "fix the cause above and run `chctl service install` again",
+                        )
+                    )
+
+
+def _cannot_write(path: Path, exc: OSError) -> ServiceError:
+    return ServiceError(
+        Failure(
+            f"cannot change {path}: {exc.strerror or exc}",
+            ErrorCode.PERMISSION_DENIED,
+            "check the directory's owner and permissions",
+        )
+    )
+
+
+def _first_line(text: str) -> str:
+    stripped = text.strip()
+    return stripped.splitlines()[0] if stripped else ""
+
+
+# --- the CLI ------------------------------------------------------------------------------------------
+
+
+def add_service_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """Register `service install|uninstall|status [--dry-run]`; sets `func=run_service`."""
+    service = subparsers.add_parser("service", help="start the daemon at login (systemd or launchd)")
+    actions = service.add_subparsers(dest="service_action", required=True, metavar="ACTION")
+    for name, help_text in (
+        ("install", "write the units for this platform and enable them"),
+        ("uninstall", "stop and disable the daemon and remove its units"),
+        ("status", "say whether the units are installed, enabled and running"),
+    ):
+        action = actions.add_parser(name, help=help_text)
+        action.add_argument(
+            "--dry-run", action="store_true", help="print what would be written and run; change nothing"
+        )
+    service.set_defaults(func=run_service)
+
+
+def run_service(
+    args: argparse.Namespace,
+    *,
+    machine: Machine | None = None,
+    runner: Runner | None = None,
+    out: TextIO | None = None,
+    err: TextIO | None = None,
+) -> int:
+    """Carry out `args.service_action`; returns the exit status (0 = done)."""
+    out = out if out is not None else sys.stdout
+    err = err if err is not None else sys.stderr
+    runner = runner if runner is not None else run_command
+    try:
+        manager = service_manager(machine if machine is not None else Machine.current(), runner)
+        _dispatch(manager, args.service_action, bool(args.dry_run), runner, out, err)
+    except ServiceError as exc:
+        print(f"error[{exc.failure.code}]: {exc.failure.error}", file=err)
+        if exc.failure.hint:
+            print(f"hint: {exc.failure.hint}", file=err)
+        return 1
+    return 0
+
+
+def _dispatch(manager: ServiceManager, action: str, dry_run: bool, runner: Runner, out: TextIO, err: TextIO) -> None:
+    if action == "status":
+        if dry_run:
+            out.write(describe(manager.status_queries()))
+            return
+        manager.check_available()
+        print("\n".join(manager.status_lines()), file=out)
+        return
+
+    if action == "install":
+        plan = manager.install_plan()
+    elif action == "uninstall":
+        if not manager.installed_files():
+            print("context-harness service is not installed", file=out)
+            return
+        plan = manager.uninstall_plan()
+    else:
+        raise ServiceError(Failure(f"unknown service action {action!r}", ErrorCode.INVALID_PARAMS))
+
+    if dry_run:
+        out.write(describe(plan))
+        return
+    manager.check_available()
+    execute(plan, runner, out, err)
