@@ -75,7 +75,7 @@ class Daemon:
         log.info("daemon_reloaded", registry_servers=len(self.mcp.registry))
 
     async def run(self, listener: socket.socket) -> None:
-        server = RpcServer(build_methods(self))
+        server = RpcServer(build_methods(self), idle_timeout=self.settings.rpc_idle_timeout_s)
         await server.start(listener)
         loop = asyncio.get_running_loop()
         loop.add_signal_handler(signal.SIGTERM, self.request_stop)

@@ -33,6 +33,8 @@ class Settings(BaseSettings):
     socket: Path | None = None
     log_level: Literal["debug", "info", "warning", "error"] = "info"
     log_format: Literal["auto", "json", "console"] = "auto"
+    # A connection that sends nothing (or half a message) for this long is closed.
+    rpc_idle_timeout_s: float = Field(default=30.0, gt=0)
 
     # Token lifecycle
     refresh_fraction: float = Field(default=REFRESH_AT_FRACTION, gt=0, lt=1)

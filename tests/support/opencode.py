@@ -1,0 +1,54 @@
+"""The real opencode binary (npm opencode-ai, pinned in tests/peers), run offline in the test's user env."""
+
+from __future__ import annotations
+
+import json
+import re
+import subprocess
+from pathlib import Path
+from typing import Any
+
+from tests.support.env import UserEnv
+
+PEERS = Path(__file__).resolve().parents[1] / "peers"
+OPENCODE_BIN = PEERS / "node_modules" / "opencode-linux-x64" / "bin" / "opencode"
+OFFLINE = {
+    "OPENCODE_DISABLE_AUTOUPDATE": "1",
+    "OPENCODE_DISABLE_MODELS_FETCH": "1",
+    "OPENCODE_DISABLE_SHARE": "1",
+    "OPENCODE_DISABLE_LSP_DOWNLOAD": "1",
+}
+_ANSI = re.compile(r"\x1b\[[0-9;]*m")
+
+
+def run_opencode(env: UserEnv, *args: str, cwd: Path | None = None, timeout: float = 60) -> subprocess.CompletedProcess[str]:
+    done = subprocess.run(
+        [str(OPENCODE_BIN), *args],
+        env={**env.vars(), **OFFLINE},
+        cwd=cwd or env.project,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+    )
+    done.stdout = _ANSI.sub("", done.stdout)
+    done.stderr = _ANSI.sub("", done.stderr)
+    return done
+
+
+def debug_config(env: UserEnv, cwd: Path | None = None) -> dict[str, Any]:
+    done = run_opencode(env, "debug", "config", cwd=cwd)
+    assert done.returncode == 0, f"opencode debug config failed:\n{done.stdout}\n{done.stderr}"
+    return json.loads(done.stdout)
+
+
+def mcp_list(env: UserEnv, cwd: Path | None = None) -> dict[str, str]:
+    """`opencode mcp list` as {server: "connected" | "failed" | ...}."""
+    done = run_opencode(env, "mcp", "list", cwd=cwd)
+    text = done.stdout + done.stderr
+    status: dict[str, str] = {}
+    for match in re.finditer(r"([✓✗○●])\s+(\S+)\s+(\w[\w ]*)", text):
+        mark, name, word = match.groups()
+        if mark in "✓✗":
+            status[name] = word.strip().split()[0]
+    return status
