@@ -1,0 +1,205 @@
+"""A real MCP server (the `mcp` SDK's MCPServer over streamable HTTP) guarded by an API key or OAuth.
+
+Run:  python tests/peers/mcp_server_app.py [--port 0] MODE
+  API key:  --api-key-header X-API-Key      (key in $MCP_PEER_API_KEY, or --api-key KEY)
+            A header named Authorization means "Authorization: Bearer KEY".
+            A missing or wrong key is answered 401 with no OAuth challenge.
+  OAuth:    --introspect ISSUER --client-id ID   (secret in $MCP_PEER_CLIENT_SECRET, or --client-secret)
+            [--scopes "mcp:read mcp:write"] [--resource URL]
+            A resource server per the MCP authorization spec, built from the SDK's own AuthSettings:
+            401 + `WWW-Authenticate: Bearer ... resource_metadata="<url>"` without a valid token, and
+            RFC 9728 metadata at /.well-known/oauth-protected-resource/mcp naming ISSUER and the scopes.
+            Every request introspects the token at ISSUER (no cache: revocation and expiry show at once)
+            and accepts it only when active and its `aud` is this server's resource URL.
+
+The process binds 127.0.0.1:PORT itself before it builds the app, so the resource URL carries the
+real port (no bind-close-rebind race); --resource overrides it (to test a resource mismatch).
+When serving it prints one line: {"url": ".../mcp", "port": N, "resource": ... | null}.
+It exits when stdin closes, or on SIGTERM/SIGINT.
+
+Tools: echo(text) -> text; whoami() -> the token's subject ("api-key" in API-key mode).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import hmac
+import json
+import os
+import socket
+import sys
+import threading
+from typing import Any
+
+import aiohttp
+import uvicorn
+from mcp.server.auth.middleware.auth_context import get_access_token
+from mcp.server.auth.provider import AccessToken
+from mcp.server.auth.settings import AuthSettings
+from mcp.server.mcpserver import MCPServer
+from pydantic import AnyHttpUrl
+from starlette.types import ASGIApp, Receive, Scope, Send
+
+MCP_PATH = "/mcp"
+INTROSPECTION_TIMEOUT = aiohttp.ClientTimeout(total=10)
+
+
+class IntrospectionTokenVerifier:
+    """The SDK's TokenVerifier, backed by RFC 7662 introspection at the authorization server."""
+
+    def __init__(self, issuer: str, client_id: str, client_secret: str, resource: str) -> None:
+        self._issuer = issuer.rstrip("/")
+        self._auth = {"Authorization": aiohttp.encode_basic_auth(client_id, client_secret)}
+        self._resource = resource
+        self._endpoint: str | None = None
+
+    async def _introspection_endpoint(self, http: aiohttp.ClientSession) -> str:
+        if self._endpoint is None:
+            url = f"{self._issuer}/.well-known/oauth-authorization-server"
+            async with http.get(url) as response:
+                response.raise_for_status()
+                self._endpoint = str((await response.json())["introspection_endpoint"])
+        return self._endpoint
+
+    async def verify_token(self, token: str) -> AccessToken | None:
+        # force_close: the Node server drops idle keep-alive connections after 5 s.
+        connector = aiohttp.TCPConnector(force_close=True)
+        async with aiohttp.ClientSession(connector=connector, timeout=INTROSPECTION_TIMEOUT) as http:
+            endpoint = await self._introspection_endpoint(http)
+            async with http.post(endpoint, data={"token": token}, headers=self._auth) as response:
+                if response.status != 200:
+                    return None
+                claims: dict[str, Any] = await response.json()
+        if not claims.get("active") or claims.get("token_type") not in (None, "Bearer"):
+            return None
+        audiences = claims.get("aud")
+        audiences = audiences if isinstance(audiences, list) else [audiences]
+        if self._resource not in audiences:
+            return None
+        return AccessToken(
+            token=token,
+            client_id=str(claims.get("client_id", "")),
+            scopes=str(claims.get("scope", "")).split(),
+            expires_at=claims.get("exp"),
+            resource=self._resource,
+            subject=claims.get("sub"),
+            claims={"iss": claims.get("iss")},
+        )
+
+
+class ApiKeyMiddleware:
+    """Answers 401 unless the request carries the key in the configured header."""
+
+    def __init__(self, app: ASGIApp, header: str, key: str) -> None:
+        self._app = app
+        self._header = header.lower().encode()
+        bearer = header.lower() == "authorization"
+        self._expected = (f"Bearer {key}" if bearer else key).encode()
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http":
+            presented = next((value for name, value in scope["headers"] if name == self._header), b"")
+            if not hmac.compare_digest(presented, self._expected):
+                body = b'{"error": "unauthorized", "error_description": "missing or wrong API key"}'
+                await send(
+                    {
+                        "type": "http.response.start",
+                        "status": 401,
+                        "headers": [(b"content-type", b"application/json"), (b"content-length", b"%d" % len(body))],
+                    }
+                )
+                await send({"type": "http.response.body", "body": body})
+                return
+        await self._app(scope, receive, send)
+
+
+def build_server(auth: AuthSettings | None, verifier: IntrospectionTokenVerifier | None) -> MCPServer:
+    server = MCPServer(name="context-harness-test-peer", auth=auth, token_verifier=verifier)
+
+    @server.tool()
+    def echo(text: str) -> str:
+        """Return the text unchanged."""
+        return text
+
+    @server.tool()
+    def whoami() -> str:
+        """The subject of the access token this call was made with."""
+        token = get_access_token()
+        return (token.subject or token.client_id) if token is not None else "api-key"
+
+    return server
+
+
+def parse_args(argv: list[str]) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--port", type=int, default=0)
+    parser.add_argument("--api-key-header")
+    parser.add_argument("--api-key", default=os.environ.get("MCP_PEER_API_KEY"))
+    parser.add_argument("--introspect", metavar="ISSUER")
+    parser.add_argument("--client-id")
+    parser.add_argument("--client-secret", default=os.environ.get("MCP_PEER_CLIENT_SECRET"))
+    parser.add_argument("--scopes", default="mcp:read mcp:write", help="required scopes, also scopes_supported")
+    parser.add_argument("--resource", help="resource URL to advertise and require (default: this /mcp URL)")
+    args = parser.parse_args(argv)
+    if bool(args.api_key_header) == bool(args.introspect):
+        parser.error("give exactly one of --api-key-header or --introspect")
+    if args.api_key_header and not args.api_key:
+        parser.error("--api-key-header needs a key ($MCP_PEER_API_KEY or --api-key)")
+    if args.introspect and not (args.client_id and args.client_secret):
+        parser.error("--introspect needs --client-id and a secret ($MCP_PEER_CLIENT_SECRET or --client-secret)")
+    return args
+
+
+def build_app(args: argparse.Namespace, url: str) -> tuple[ASGIApp, str | None]:
+    if args.api_key_header:
+        app = build_server(None, None).streamable_http_app(streamable_http_path=MCP_PATH)
+        return ApiKeyMiddleware(app, args.api_key_header, args.api_key), None
+    resource = args.resource or url
+    scopes = args.scopes.split()
+    auth = AuthSettings(
+        issuer_url=args.introspect,
+        resource_server_url=AnyHttpUrl(resource),
+        required_scopes=scopes,
+        validate_token_resource=True,
+    )
+    verifier = IntrospectionTokenVerifier(args.introspect, args.client_id, args.client_secret, resource)
+    return build_server(auth, verifier).streamable_http_app(streamable_http_path=MCP_PATH), resource
+
+
+def _exit_when_stdin_closes(server: uvicorn.Server, loop: asyncio.AbstractEventLoop) -> None:
+    def watch() -> None:
+        while sys.stdin.buffer.read(4096):
+            pass
+        loop.call_soon_threadsafe(setattr, server, "should_exit", True)
+
+    threading.Thread(target=watch, daemon=True).start()
+
+
+async def serve(args: argparse.Namespace) -> None:
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind(("127.0.0.1", args.port))
+    sock.listen(128)
+    port = sock.getsockname()[1]
+    url = f"http://127.0.0.1:{port}{MCP_PATH}"
+    app, resource = build_app(args, url)
+    config = uvicorn.Config(app, log_level="warning", timeout_graceful_shutdown=2, lifespan="on")
+    server = uvicorn.Server(config)
+    _exit_when_stdin_closes(server, asyncio.get_running_loop())
+    serving = asyncio.create_task(server.serve(sockets=[sock]))
+    while not server.started:
+        if serving.done():
+            await serving  # startup failed: raise its error
+            return
+        await asyncio.sleep(0.02)  # inside the peer, not test synchronisation: uvicorn has no started event
+    print(json.dumps({"url": url, "port": port, "resource": resource}), flush=True)
+    await serving
+
+
+def main() -> None:
+    asyncio.run(serve(parse_args(sys.argv[1:])))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,203 @@
+// A real OAuth 2.1 / OIDC authorization server for the test suite: oidc-provider 9.13,
+// configured the way an MCP deployment would configure it.
+//
+// Usage:  node tests/peers/oidc_server.mjs ['<config JSON>']
+//         (or the same JSON in the OIDC_PEER_CONFIG environment variable; argv wins).
+// Secrets (the confidential client's secret) belong in the environment variable, not argv,
+// so they do not show in process listings.
+//
+// When listening it prints exactly one line to stdout:
+//     {"issuer": "http://127.0.0.1:<port>", "port": <port>}
+// It exits when stdin closes (so it never outlives the test process that started it) or on
+// SIGTERM/SIGINT.
+//
+// Config keys (all optional):
+//   port                  0 = random free port (default 0)
+//   accessTokenTTL        seconds (default 3600)
+//   refreshTokenTTL       seconds (default 14 days)
+//   rotateRefreshToken    true: every refresh consumes the presented refresh token and issues a new
+//                         one; presenting a consumed one again is invalid_grant AND revokes the whole
+//                         grant (reuse detection, RFC 9700). false: the same refresh token is kept.
+//                         (default true)
+//   alwaysIssueRefreshToken  true: a refresh token for every code grant of a client allowed the
+//                         refresh_token grant, offline_access or not. false: only when offline_access
+//                         was requested and granted (default false).
+//   offlineAccessNeedsPromptConsent
+//                         stock oidc-provider drops offline_access from any authorization request
+//                         without prompt=consent (so no refresh token). false (default): a request
+//                         with offline_access and no prompt gets prompt=consent added, so clients get
+//                         refresh tokens for offline_access alone, as from most MCP servers.
+//                         true: the stock behaviour.
+//   resourcePrefix        a resource indicator (RFC 8707) is accepted when it starts with this
+//                         (default "http://127.0.0.1:"), so MCP servers on random ports need no
+//                         registration here. The access token's audience is the resource itself.
+//   resources             optional exact list; when given, only these resources are accepted.
+//   resourceScopes        scopes an MCP resource accepts (default ["mcp:read", "mcp:write"])
+//   scopes                scopes the server knows (default openid offline_access + resourceScopes);
+//                         registration rejects any other scope.
+//   publicClientId        the pre-registered public native client (default "ch-native-client"):
+//                         token_endpoint_auth_method none, redirect http://127.0.0.1/callback at any port.
+//   introspectionClientId / introspectionClientSecret
+//                         the confidential client MCP resource servers introspect with
+//                         (default "mcp-resource-server" / a random secret, then useless: pass one).
+//   extraClients          more client metadata objects to pre-register.
+//   registration          open dynamic client registration (default true, no initial access token).
+//
+// Access tokens are opaque (resource servers must introspect). PKCE is required for every client,
+// S256 only. Authorization responses carry `iss` (RFC 9207; oidc-provider adds it to every query/
+// fragment response without an id_token). Login and consent are oidc-provider's dev interaction
+// pages: any login name and password are accepted.
+
+import * as crypto from 'node:crypto';
+import * as http from 'node:http';
+
+import Provider, { errors } from 'oidc-provider';
+
+function readConfig() {
+  const raw = process.argv[2] ?? process.env.OIDC_PEER_CONFIG ?? '{}';
+  return JSON.parse(raw);
+}
+
+const config = readConfig();
+const resourceScopes = config.resourceScopes ?? ['mcp:read', 'mcp:write'];
+const settings = {
+  port: config.port ?? 0,
+  accessTokenTTL: config.accessTokenTTL ?? 3600,
+  refreshTokenTTL: config.refreshTokenTTL ?? 14 * 24 * 60 * 60,
+  rotateRefreshToken: config.rotateRefreshToken ?? true,
+  alwaysIssueRefreshToken: config.alwaysIssueRefreshToken ?? false,
+  resourcePrefix: config.resourcePrefix ?? 'http://127.0.0.1:',
+  resources: config.resources ?? null,
+  scopes: config.scopes ?? ['openid', 'offline_access', ...resourceScopes],
+  publicClientId: config.publicClientId ?? 'ch-native-client',
+  introspectionClientId: config.introspectionClientId ?? 'mcp-resource-server',
+  introspectionClientSecret: config.introspectionClientSecret ?? crypto.randomBytes(32).toString('base64url'),
+  extraClients: config.extraClients ?? [],
+  registration: config.registration ?? true,
+  offlineAccessNeedsPromptConsent: config.offlineAccessNeedsPromptConsent ?? false,
+};
+
+function resourceAccepted(indicator) {
+  if (settings.resources) return settings.resources.includes(indicator);
+  return typeof indicator === 'string' && indicator.startsWith(settings.resourcePrefix);
+}
+
+function signingKeys() {
+  // A fresh RS256 key per process instead of oidc-provider's shared development keys.
+  const { privateKey } = crypto.generateKeyPairSync('rsa', { modulusLength: 2048 });
+  return { keys: [{ ...privateKey.export({ format: 'jwk' }), use: 'sig', alg: 'RS256', kid: 'peer-rs256' }] };
+}
+
+function providerConfiguration() {
+  return {
+    clients: [
+      {
+        client_id: settings.publicClientId,
+        application_type: 'native',
+        token_endpoint_auth_method: 'none',
+        redirect_uris: ['http://127.0.0.1/callback'],
+        grant_types: ['authorization_code', 'refresh_token'],
+        response_types: ['code'],
+      },
+      {
+        client_id: settings.introspectionClientId,
+        client_secret: settings.introspectionClientSecret,
+        token_endpoint_auth_method: 'client_secret_basic',
+        redirect_uris: [],
+        grant_types: [],
+        response_types: [],
+      },
+      ...settings.extraClients,
+    ],
+    scopes: settings.scopes,
+    claims: { openid: ['sub'] },
+    jwks: signingKeys(),
+    cookies: { keys: [crypto.randomBytes(32).toString('base64url')] },
+    pkce: { required: () => true },
+    features: {
+      devInteractions: { enabled: true },
+      registration: { enabled: settings.registration, initialAccessToken: false },
+      introspection: {
+        enabled: true,
+        // Confidential clients (resource servers) may introspect any token; public clients only their own.
+        allowedPolicy: (ctx, client, token) => client.clientAuthMethod !== 'none' || token.clientId === client.clientId,
+      },
+      revocation: {
+        enabled: true,
+        allowedPolicy: (ctx, client, token) => client.clientAuthMethod !== 'none' || token.clientId === client.clientId,
+      },
+      resourceIndicators: {
+        enabled: true,
+        defaultResource: (ctx, client, oneOf) => oneOf,
+        // A refresh without `resource` keeps the audience the grant was made for, as MCP clients expect.
+        useGrantedResource: () => true,
+        getResourceServerInfo: (ctx, indicator) => {
+          if (!resourceAccepted(indicator)) {
+            throw new errors.InvalidTarget();
+          }
+          return {
+            scope: resourceScopes.join(' '),
+            audience: indicator,
+            accessTokenTTL: settings.accessTokenTTL,
+            accessTokenFormat: 'opaque',
+          };
+        },
+      },
+    },
+    issueRefreshToken: (ctx, client, code) => client.grantTypeAllowed('refresh_token')
+      && (settings.alwaysIssueRefreshToken || code.scopes.has('offline_access')),
+    rotateRefreshToken: settings.rotateRefreshToken,
+    ttl: {
+      AccessToken: () => settings.accessTokenTTL,
+      RefreshToken: () => settings.refreshTokenTTL,
+      Grant: () => Math.max(settings.refreshTokenTTL, 14 * 24 * 60 * 60),
+      Session: () => 14 * 24 * 60 * 60,
+      Interaction: () => 60 * 60,
+    },
+  };
+}
+
+function listen(server, port) {
+  return new Promise((resolve, reject) => {
+    server.once('error', reject);
+    server.listen(port, '127.0.0.1', () => resolve(server.address().port));
+  });
+}
+
+// Bind first: the issuer must carry the real port, and port 0 is only resolved by binding.
+const server = http.createServer();
+const port = await listen(server, settings.port);
+const issuer = `http://127.0.0.1:${port}`;
+const provider = new Provider(issuer, providerConfiguration());
+if (!settings.offlineAccessNeedsPromptConsent) {
+  provider.use(async (ctx, next) => {
+    // The user is shown the consent page either way (a fresh grant always needs consent); this
+    // only stops oidc-provider from silently dropping offline_access when prompt is absent.
+    const { query } = ctx;
+    if (ctx.path === '/auth' && ctx.method === 'GET' && !query.prompt
+        && typeof query.scope === 'string' && query.scope.split(' ').includes('offline_access')) {
+      ctx.query = { ...query, prompt: 'consent' };
+    }
+    await next();
+  });
+}
+// Outcomes go to stderr (the fixture's log file) for debugging; error codes only, never token values.
+provider.on('server_error', (ctx, error) => console.error('server_error', ctx.path, error));
+for (const event of ['authorization.error', 'grant.error', 'introspection.error', 'revocation.error',
+  'registration_create.error']) {
+  provider.on(event, (ctx, error) => console.error(event, error.error, error.error_description ?? ''));
+}
+server.on('request', provider.callback());
+
+function stop() {
+  server.close();
+  server.closeAllConnections();
+  process.exit(0);
+}
+process.on('SIGTERM', stop);
+process.on('SIGINT', stop);
+process.stdin.on('end', stop);
+process.stdin.on('error', stop);
+process.stdin.resume();
+
+process.stdout.write(`${JSON.stringify({ issuer, port })}\n`);
