@@ -42,6 +42,7 @@ def socket_answers(path: Path) -> bool:
 class DaemonProcess:
     env: UserEnv
     extra_env: dict[str, str] = field(default_factory=dict)
+    wrapper: list[str] = field(default_factory=list)  # e.g. an `unshare` prefix
     proc: subprocess.Popen[bytes] | None = None
     log_path: Path | None = None
 
@@ -49,7 +50,7 @@ class DaemonProcess:
         self.log_path = self.env.root / f"daemon-{time.monotonic_ns()}.log"
         with open(self.log_path, "wb") as log:
             self.proc = subprocess.Popen(
-                [sys.executable, "-m", "context_harness.daemon"],
+                [*self.wrapper, sys.executable, "-m", "context_harness.daemon"],
                 env={**self.env.vars(), **self.extra_env},
                 stdout=log,
                 stderr=log,
