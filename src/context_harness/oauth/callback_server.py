@@ -179,9 +179,7 @@ class CallbackServer:
             return self._page(400, "Not an authorization response", "This address only accepts login redirects.")
         if self._result is None or self._result.done():
             log.info("callback_repeated")
-            return self._page(
-                409, "Link already used", "This login link was already used. Return to the terminal."
-            )
+            return self._page(409, "Link already used", "This login link was already used. Return to the terminal.")
         self._result.set_result(query)
         log.info("callback_received", source="browser", error=query.get("error"))
         # Hold the browser until the flow has checked the response and redeemed the code, so the
@@ -196,6 +194,4 @@ class CallbackServer:
 
     @staticmethod
     def _page(status: int, title: str, message: str) -> web.Response:
-        return web.Response(
-            status=status, text=page(title, message), content_type="text/html", headers=PAGE_HEADERS
-        )
+        return web.Response(status=status, text=page(title, message), content_type="text/html", headers=PAGE_HEADERS)

@@ -260,6 +260,7 @@ def validate_authorization_server_metadata(doc: Any, issuer: str) -> Result[Auth
             return Failure(
                 f"authorization server metadata has no usable {key} (https, or http on loopback)",
                 ErrorCode.OAUTH_ERROR,
+                "the authorization server's metadata is incomplete or insecure; not continuing",
             )
         endpoints[key] = value
     methods = _string_list(doc, "code_challenge_methods_supported") or ()

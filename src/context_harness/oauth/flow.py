@@ -195,9 +195,7 @@ async def run_authorization_flow(
             server_name,
             stored,
             listener,
-            _Client(client_id, client_secret, _explicit_auth_method(client_secret, auth_server))
-            if client_id
-            else None,
+            _Client(client_id, client_secret, _explicit_auth_method(client_secret, auth_server)) if client_id else None,
             chosen_scopes,
             port != 0,
             on_authorization_url,

@@ -113,10 +113,13 @@ async def _attempt(
             allow_redirects=False,
             timeout=aiohttp.ClientTimeout(total=timeout_s),
         ) as resp:
-            body = await resp.content.read(MAX_BODY_BYTES + 1)
-            if len(body) > MAX_BODY_BYTES:
-                return Failure(f"{where} sent an oversized response", ErrorCode.OAUTH_ERROR)
-            return Success(HttpResponse(resp.status, dict(resp.headers), body))
+            body = bytearray()
+            # Read to the end: a body cut short raises ClientPayloadError only at its last read.
+            while chunk := await resp.content.read(64 * 1024):
+                body += chunk
+                if len(body) > MAX_BODY_BYTES:
+                    return Failure(f"{where} sent an oversized response", ErrorCode.OAUTH_ERROR)
+            return Success(HttpResponse(resp.status, dict(resp.headers), bytes(body)))
     except (aiohttp.ServerDisconnectedError, aiohttp.ClientPayloadError):
         return "disconnected"
     except TimeoutError:

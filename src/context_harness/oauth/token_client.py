@@ -255,9 +255,7 @@ class PermanentError:
 RefreshOutcome: TypeAlias = Refreshed | TransientError | PermanentError
 
 
-def classify_refresh_response(
-    status: int, headers: Mapping[str, str], body: bytes, now: float
-) -> RefreshOutcome:
+def classify_refresh_response(status: int, headers: Mapping[str, str], body: bytes, now: float) -> RefreshOutcome:
     if status >= 500 or status in TRANSIENT_STATUSES:
         retry_after = parse_retry_after(headers.get("Retry-After"), now)
         return TransientError(f"the token endpoint answered HTTP {status}", retry_after)

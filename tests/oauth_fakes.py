@@ -1,0 +1,340 @@
+"""Fault-injecting OAuth peers for tests: an MCP resource server plus authorization server in one
+aiohttp app, a scripted token endpoint for refresh outcomes, and a raw socket server that closes the
+connection mid-response. All listen on 127.0.0.1 port 0 and remember every secret they hand out, so
+tests can assert none of them leaks.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import contextlib
+import hashlib
+import json
+import secrets
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any
+from urllib.parse import parse_qsl, urlencode, urlsplit
+
+import aiohttp
+from aiohttp import web
+
+
+def _s256(verifier: str) -> str:
+    return base64.urlsafe_b64encode(hashlib.sha256(verifier.encode()).digest()).rstrip(b"=").decode()
+
+
+@dataclass
+class FakeWorld:
+    """Knobs that make the fake servers misbehave in one specific way each."""
+
+    issuer_override: str | None = None  # metadata names another issuer
+    challenge_methods: list[str] = field(default_factory=lambda: ["S256"])
+    advertise_iss: bool = True  # authorization_response_iss_parameter_supported
+    send_iss: bool = True
+    wrong_iss: bool = False
+    tamper_state: bool = False
+    deny: bool = False
+    registration_status: int = 201
+    registration_endpoint: bool = True
+    token_status: int = 200
+    token_delay_s: float = 0.0
+    challenge_header: bool = True
+    resource_override: str | None = None
+    access_token_lifetime: int | None = 3600
+
+    # What happened (secrets included, so tests can look for them in logs).
+    base: str = ""
+    issued_codes: list[str] = field(default_factory=list)
+    redeemed_codes: list[str] = field(default_factory=list)
+    verifiers: list[str] = field(default_factory=list)
+    token_forms: list[dict[str, str]] = field(default_factory=list)
+    authorize_params: list[dict[str, str]] = field(default_factory=list)
+    registrations: list[dict[str, Any]] = field(default_factory=list)
+    issued_tokens: list[str] = field(default_factory=list)
+    client_secrets: list[str] = field(default_factory=list)
+    release: asyncio.Event = field(default_factory=asyncio.Event)
+
+    @property
+    def issuer(self) -> str:
+        return self.base + "/as"
+
+    @property
+    def server_url(self) -> str:
+        return self.base + "/mcp"
+
+    def secrets(self) -> list[str]:
+        return [*self.issued_codes, *self.verifiers, *self.issued_tokens, *self.client_secrets]
+
+
+def build_world_app(world: FakeWorld) -> web.Application:
+    challenges: dict[str, str] = {}  # code -> S256 challenge
+
+    async def mcp(request: web.Request) -> web.Response:
+        headers = {}
+        if world.challenge_header:
+            headers["WWW-Authenticate"] = (
+                f'Bearer realm="fake", error="invalid_token", '
+                f'resource_metadata="{world.base}/.well-known/oauth-protected-resource/mcp", scope="mcp:read"'
+            )
+        return web.json_response({"error": "unauthorized"}, status=401, headers=headers)
+
+    async def resource_metadata(request: web.Request) -> web.Response:
+        return web.json_response(
+            {
+                "resource": world.resource_override or world.server_url,
+                "authorization_servers": [world.issuer],
+                "scopes_supported": ["mcp:read", "mcp:write"],
+            }
+        )
+
+    async def as_metadata(request: web.Request) -> web.Response:
+        doc: dict[str, Any] = {
+            "issuer": world.issuer_override or world.issuer,
+            "authorization_endpoint": world.issuer + "/authorize",
+            "token_endpoint": world.issuer + "/token",
+            "revocation_endpoint": world.issuer + "/revoke",
+            "scopes_supported": ["openid", "mcp:read", "mcp:write", "offline_access"],
+            "code_challenge_methods_supported": world.challenge_methods,
+            "authorization_response_iss_parameter_supported": world.advertise_iss,
+        }
+        if world.registration_endpoint:
+            doc["registration_endpoint"] = world.issuer + "/register"
+        return web.json_response(doc)
+
+    async def register(request: web.Request) -> web.Response:
+        body = await request.json()
+        world.registrations.append(body)
+        if world.registration_status >= 400:
+            return web.json_response(
+                {"error": "invalid_redirect_uri", "error_description": "redirect not allowed"},
+                status=world.registration_status,
+            )
+        return web.json_response(
+            {**body, "client_id": f"client-{len(world.registrations)}", "client_id_issued_at": 0}, status=201
+        )
+
+    async def authorize(request: web.Request) -> web.Response:
+        params = dict(request.query)
+        world.authorize_params.append(params)
+        back: dict[str, str] = {"state": params["state"] + ("x" if world.tamper_state else "")}
+        if world.deny:
+            back.update(error="access_denied", error_description="The user said no")
+        else:
+            code = secrets.token_urlsafe(24)
+            world.issued_codes.append(code)
+            challenges[code] = params["code_challenge"]
+            back["code"] = code
+        if world.send_iss:
+            back["iss"] = world.issuer + ("/evil" if world.wrong_iss else "")
+        raise web.HTTPFound(params["redirect_uri"] + "?" + urlencode(back))
+
+    async def token(request: web.Request) -> web.Response:
+        form = dict(await request.post())
+        world.token_forms.append(form)
+        if world.token_delay_s:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(world.release.wait(), world.token_delay_s)
+        if world.token_status != 200:
+            return web.json_response({"error": "server_error"}, status=world.token_status)
+        code = form.get("code", "")
+        verifier = form.get("code_verifier", "")
+        world.verifiers.append(verifier)
+        if code not in challenges or code in world.redeemed_codes or _s256(verifier) != challenges[code]:
+            return web.json_response({"error": "invalid_grant"}, status=400)
+        world.redeemed_codes.append(code)
+        access, refresh = secrets.token_urlsafe(24), secrets.token_urlsafe(24)
+        world.issued_tokens += [access, refresh]
+        doc: dict[str, Any] = {"access_token": access, "token_type": "Bearer", "refresh_token": refresh}
+        if world.access_token_lifetime is not None:
+            doc["expires_in"] = world.access_token_lifetime
+        return web.json_response(doc)
+
+    app = web.Application()
+    app.router.add_post("/mcp", mcp)
+    app.router.add_get("/.well-known/oauth-protected-resource/mcp", resource_metadata)
+    app.router.add_get("/.well-known/oauth-authorization-server/as", as_metadata)
+    app.router.add_post("/as/register", register)
+    app.router.add_get("/as/authorize", authorize)
+    app.router.add_post("/as/token", token)
+    return app
+
+
+@contextlib.asynccontextmanager
+async def serve(app: web.Application) -> AsyncIterator[str]:
+    """Run `app` on 127.0.0.1:0; yields its base URL; stops it on exit."""
+    runner = web.AppRunner(app, access_log=None, shutdown_timeout=1.0)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    port = runner.addresses[0][1]
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        await runner.cleanup()
+
+
+@contextlib.asynccontextmanager
+async def running_world(world: FakeWorld) -> AsyncIterator[FakeWorld]:
+    async with serve(build_world_app(world)) as base:
+        world.base = base
+        try:
+            yield world
+        finally:
+            world.release.set()
+
+
+@dataclass
+class BrowserVisit:
+    """What the fake browser saw at the callback listener."""
+
+    status: int
+    text: str
+
+
+def browser(times: int = 1) -> tuple[Callable[[str], None], asyncio.Future[list[BrowserVisit]]]:
+    """An `on_authorization_url` that plays the user: follow the AS's redirect to our callback
+    (`times` times: 2 = the user reloads the callback page). Returns the handler and a future with
+    the visits."""
+    loop = asyncio.get_running_loop()
+    visits: asyncio.Future[list[BrowserVisit]] = loop.create_future()
+
+    async def visit(url: str) -> None:
+        try:
+            async with aiohttp.ClientSession() as session:
+                async with session.get(url, allow_redirects=False) as resp:
+                    location = resp.headers["Location"]
+                seen = []
+                for _ in range(times):
+                    async with session.get(location, allow_redirects=False) as resp:
+                        seen.append(BrowserVisit(resp.status, await resp.text()))
+            visits.set_result(seen)
+        except Exception as exc:  # surfaced to the test through the future
+            visits.set_exception(exc)
+
+    tasks: set[asyncio.Task[None]] = set()
+
+    def on_url(url: str) -> None:
+        task = loop.create_task(visit(url))
+        tasks.add(task)
+        task.add_done_callback(tasks.discard)
+
+    return on_url, visits
+
+
+# --- refresh endpoint --------------------------------------------------------------------------------
+
+Behaviour = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+@dataclass
+class ScriptedTokenEndpoint:
+    """A token endpoint that answers the n-th request with `script[n]` (the last one repeats)."""
+
+    script: list[Behaviour]
+    forms: list[dict[str, str]] = field(default_factory=list)
+    auth_headers: list[str | None] = field(default_factory=list)
+    release: asyncio.Event = field(default_factory=asyncio.Event)
+
+    def app(self) -> web.Application:
+        async def handle(request: web.Request) -> web.StreamResponse:
+            self.forms.append({k: str(v) for k, v in (await request.post()).items()})
+            self.auth_headers.append(request.headers.get("Authorization"))
+            behaviour = self.script[min(len(self.forms) - 1, len(self.script) - 1)]
+            return await behaviour(request)
+
+        app = web.Application()
+        app.router.add_post("/token", handle)
+        app.router.add_post("/revoke", handle)
+        return app
+
+
+def respond(status: int, body: dict[str, Any] | None = None, headers: dict[str, str] | None = None) -> Behaviour:
+    async def behaviour(request: web.Request) -> web.StreamResponse:
+        return web.json_response(body or {}, status=status, headers=headers)
+
+    return behaviour
+
+
+def hang(endpoint: ScriptedTokenEndpoint, seconds: float = 10.0) -> Behaviour:
+    async def behaviour(request: web.Request) -> web.StreamResponse:
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(endpoint.release.wait(), seconds)
+        return web.json_response({}, status=503)
+
+    return behaviour
+
+
+@contextlib.asynccontextmanager
+async def half_response_server() -> AsyncIterator[tuple[str, list[int]]]:
+    """A raw HTTP server that sends headers and part of a JSON body, then closes the connection.
+    Yields its base URL and a one-element list counting requests."""
+    count = [0]
+
+    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        head = await reader.readuntil(b"\r\n\r\n")
+        length = 0
+        for line in head.decode("latin-1").split("\r\n"):
+            if line.lower().startswith("content-length:"):
+                length = int(line.split(":", 1)[1])
+        if length:
+            await reader.readexactly(length)
+        count[0] += 1
+        writer.write(b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 200\r\n\r\n")
+        writer.write(json.dumps({"access_token": "partial"}).encode()[:10])
+        await writer.drain()
+        writer.close()
+
+    server = await asyncio.start_server(handle, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    try:
+        yield f"http://127.0.0.1:{port}", count
+    finally:
+        server.close()
+        await server.wait_closed()
+
+
+@contextlib.asynccontextmanager
+async def keepalive_dropping_server(body: bytes) -> AsyncIterator[tuple[str, list[int]]]:
+    """Answers the first request on each connection with keep-alive, then closes the connection
+    when a second request arrives on it, unanswered: what a client sees when it reuses a pooled
+    connection that a Node server has just closed for idleness. Yields base URL and request count."""
+    count = [0]
+
+    async def read_request(reader: asyncio.StreamReader) -> bool:
+        try:
+            head = await reader.readuntil(b"\r\n\r\n")
+        except (asyncio.IncompleteReadError, ConnectionError):
+            return False
+        length = 0
+        for line in head.decode("latin-1").split("\r\n"):
+            if line.lower().startswith("content-length:"):
+                length = int(line.split(":", 1)[1])
+        if length:
+            await reader.readexactly(length)
+        count[0] += 1
+        return True
+
+    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        if await read_request(reader):
+            writer.write(
+                b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nConnection: keep-alive\r\n"
+                + f"Content-Length: {len(body)}\r\n\r\n".encode()
+                + body
+            )
+            await writer.drain()
+            await read_request(reader)
+        writer.close()
+
+    server = await asyncio.start_server(handle, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    try:
+        yield f"http://127.0.0.1:{port}", count
+    finally:
+        server.close()
+        await server.wait_closed()
+
+
+def query_of(url: str) -> dict[str, str]:
+    return dict(parse_qsl(urlsplit(url).query))

@@ -1,0 +1,301 @@
+"""run_authorization_flow against fault-injecting fake servers (tests/oauth_fakes.py)."""
+
+import asyncio
+import socket
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import pytest
+from structlog.testing import capture_logs
+
+from context_harness.oauth.flow import AuthorizationGrant, run_authorization_flow
+from context_harness.oauth.registration import ClientRegistration
+from context_harness.primitives.result import ErrorCode, Failure, Result, Success
+from context_harness.stores.client_store import ClientStore
+from tests.oauth_fakes import FakeWorld, browser, query_of, running_world
+
+
+@pytest.fixture
+async def session() -> AsyncIterator[aiohttp.ClientSession]:
+    async with aiohttp.ClientSession() as s:
+        yield s
+
+
+@pytest.fixture
+def store(tmp_path: Path) -> ClientStore:
+    return ClientStore(tmp_path / "clients")
+
+
+async def run(
+    world: FakeWorld, session: aiohttp.ClientSession, store: ClientStore, *, times: int = 1, **kw: Any
+) -> tuple[Result[AuthorizationGrant], list[Any], list[Any]]:
+    on_url, visits = browser(times)
+    kw.setdefault("on_authorization_url", on_url)
+    with capture_logs() as logs:
+        result = await run_authorization_flow(
+            session, server_url=world.server_url, client_store=store, server_name="fake", **kw
+        )
+    seen = await asyncio.wait_for(visits, 5) if kw["on_authorization_url"] is on_url and world.authorize_params else []
+    return result, seen, logs
+
+
+def assert_no_secret(world: FakeWorld, *texts: object) -> None:
+    blob = "\n".join(repr(t) for t in texts)
+    for secret in world.secrets():
+        assert secret not in blob
+
+
+async def test_full_flow_registers_a_native_client_and_returns_tokens(
+    session: aiohttp.ClientSession, store: ClientStore
+) -> None:
+    async with running_world(FakeWorld()) as world:
+        result, visits, logs = await run(world, session, store)
+        assert isinstance(result, Success), result
+        grant = result.value
+        assert grant.tokens.access_token == world.issued_tokens[0]
+        assert grant.tokens.refresh_token == world.issued_tokens[1]
+        assert grant.tokens.expires_at is not None
+        assert (grant.issuer, grant.token_endpoint, grant.client_id) == (
+            world.issuer,
+            world.issuer + "/token",
+            "client-1",
+        )
+        assert grant.resource == world.server_url
+        assert grant.scopes == ["mcp:read", "offline_access"]  # the challenge's scope, plus offline_access
+        # DCR as DESIGN.md step 3 says.
+        registration = world.registrations[0]
+        assert registration["application_type"] == "native"
+        assert registration["token_endpoint_auth_method"] == "none"
+        assert registration["grant_types"] == ["authorization_code", "refresh_token"]
+        assert registration["redirect_uris"] == [grant.redirect_uri]
+        # PKCE S256 and resource on both requests.
+        params = world.authorize_params[0]
+        assert params["code_challenge_method"] == "S256" and params["resource"] == world.server_url
+        assert world.token_forms[0]["resource"] == world.server_url
+        assert world.token_forms[0]["redirect_uri"] == grant.redirect_uri
+        assert world.redeemed_codes == world.issued_codes  # one code, redeemed once
+        # Registration kept for next time, bound to the issuer.
+        stored = store.get("fake", world.issuer)
+        assert stored is not None and stored.client_id == "client-1"
+        assert visits[0].status == 200 and "Signed in" in visits[0].text
+        assert_no_secret(world, logs, visits, grant)
+
+
+async def test_second_login_reuses_the_registration_and_its_port(
+    session: aiohttp.ClientSession, store: ClientStore
+) -> None:
+    async with running_world(FakeWorld()) as world:
+        first, _, _ = await run(world, session, store)
+        second, _, _ = await run(world, session, store)
+        assert isinstance(first, Success) and isinstance(second, Success)
+        assert len(world.registrations) == 1
+        assert second.value.client_id == first.value.client_id
+        assert second.value.redirect_uri == first.value.redirect_uri  # the registered port, tried first
+
+
+async def test_registration_for_another_issuer_is_not_reused(
+    session: aiohttp.ClientSession, store: ClientStore
+) -> None:
+    store.save(
+        "fake",
+        ClientRegistration(
+            issuer="https://old.example", client_id="old", redirect_uris=["http://127.0.0.1:1/callback"]
+        ),
+    )
+    async with running_world(FakeWorld()) as world:
+        result, _, _ = await run(world, session, store)
+        assert isinstance(result, Success) and result.value.client_id == "client-1"
+        assert len(world.registrations) == 1
+
+
+async def test_fixed_port_with_a_different_registered_redirect_registers_again(
+    session: aiohttp.ClientSession, store: ClientStore
+) -> None:
+    async with running_world(FakeWorld()) as world:
+        store.save(
+            "fake",
+            ClientRegistration(issuer=world.issuer, client_id="old", redirect_uris=["http://127.0.0.1:1/callback"]),
+        )
+        result, _, _ = await run(world, session, store, port=free_port())
+        assert isinstance(result, Success) and result.value.client_id == "client-1"
+        reg = store.get("fake", world.issuer)
+        assert reg is not None and reg.redirect_uris == [result.value.redirect_uri]
+
+
+async def test_explicit_client_id_skips_registration(session: aiohttp.ClientSession, store: ClientStore) -> None:
+    async with running_world(FakeWorld(registration_endpoint=False)) as world:
+        result, _, _ = await run(world, session, store, client_id="preregistered", scopes=["mcp:write"])
+        assert isinstance(result, Success)
+        assert world.registrations == [] and store.get("fake", world.issuer) is None
+        assert world.authorize_params[0]["client_id"] == "preregistered"
+        assert world.authorize_params[0]["scope"] == "mcp:write offline_access"
+
+
+async def test_no_registration_endpoint_and_no_client_id_asks_for_one(
+    session: aiohttp.ClientSession, store: ClientStore
+) -> None:
+    async with running_world(FakeWorld(registration_endpoint=False)) as world:
+        result, _, _ = await run(world, session, store)
+        assert isinstance(result, Failure) and result.code is ErrorCode.AUTH_REQUIRED
+        assert "--client-id" in (result.hint or "")
+        assert world.authorize_params == []
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@pytest.mark.parametrize(
+    ("knobs", "code"),
+    [
+        ({"tamper_state": True}, ErrorCode.STATE_MISMATCH),
+        ({"send_iss": False}, ErrorCode.STATE_MISMATCH),  # advertised but missing
+        ({"wrong_iss": True}, ErrorCode.STATE_MISMATCH),
+        ({"deny": True}, ErrorCode.ACCESS_DENIED),
+        ({"token_status": 500}, ErrorCode.NETWORK),
+    ],
+)
+async def test_callback_and_token_faults_end_the_flow_with_a_clear_code(
+    session: aiohttp.ClientSession, store: ClientStore, knobs: dict[str, Any], code: ErrorCode
+) -> None:
+    async with running_world(FakeWorld(**knobs)) as world:
+        result, visits, logs = await run(world, session, store, timeout_s=10)
+        assert isinstance(result, Failure) and result.code is code, result
+        assert visits[0].status == 200 and "Signed in" not in visits[0].text
+        if code is not ErrorCode.NETWORK:
+            assert world.token_forms == []  # the code is never redeemed after a failed check
+        assert_no_secret(world, logs, visits, result)
+
+
+async def test_missing_iss_is_accepted_when_not_advertised(session: aiohttp.ClientSession, store: ClientStore) -> None:
+    async with running_world(FakeWorld(send_iss=False, advertise_iss=False)) as world:
+        result, _, _ = await run(world, session, store)
+        assert isinstance(result, Success)
+
+
+@pytest.mark.parametrize(
+    ("knobs", "needle"),
+    [
+        ({"issuer_override": "http://127.0.0.1:1/evil"}, "issuer"),
+        ({"challenge_methods": ["plain"]}, "S256"),
+        ({"resource_override": "http://127.0.0.1:1/other"}, "protected resource"),
+        ({"registration_status": 400}, "refused to register"),
+    ],
+)
+async def test_metadata_and_registration_faults_stop_before_the_browser(
+    session: aiohttp.ClientSession, store: ClientStore, knobs: dict[str, Any], needle: str
+) -> None:
+    async with running_world(FakeWorld(**knobs)) as world:
+        result, _, _ = await run(world, session, store)
+        assert isinstance(result, Failure) and result.code is ErrorCode.OAUTH_ERROR
+        assert needle in result.error and result.hint
+        assert world.authorize_params == []
+        assert store.get("fake", world.issuer) is None  # nothing written
+
+
+async def test_discovery_works_without_a_challenge_header(session: aiohttp.ClientSession, store: ClientStore) -> None:
+    async with running_world(FakeWorld(challenge_header=False)) as world:
+        result, _, _ = await run(world, session, store)
+        assert isinstance(result, Success)
+        assert result.value.scopes == ["mcp:read", "mcp:write", "offline_access"]  # scopes_supported
+
+
+async def test_token_endpoint_timeout_is_timeout(session: aiohttp.ClientSession, store: ClientStore) -> None:
+    async with running_world(FakeWorld(token_delay_s=10)) as world:
+        result, _, _ = await run(world, session, store, http_timeout_s=0.3)
+        assert isinstance(result, Failure) and result.code is ErrorCode.TIMEOUT
+
+
+async def test_flow_timeout_when_the_user_never_returns(session: aiohttp.ClientSession, store: ClientStore) -> None:
+    async with running_world(FakeWorld()) as world:
+        urls: list[str] = []
+        result, _, logs = await run(world, session, store, on_authorization_url=urls.append, timeout_s=0.2)
+        assert isinstance(result, Failure) and result.code is ErrorCode.TIMEOUT
+        assert len(urls) == 1
+        # The listener is closed: the late browser finds nobody.
+        redirect = query_of(urls[0])["redirect_uri"]
+        with pytest.raises(aiohttp.ClientConnectionError):
+            async with session.get(redirect + "?code=x&state=y"):
+                pass
+
+
+async def test_callback_hit_twice_redeems_once(session: aiohttp.ClientSession, store: ClientStore) -> None:
+    async with running_world(FakeWorld(token_delay_s=10)) as world:
+        pages: list[tuple[int, str]] = []
+        tasks: list[asyncio.Task[None]] = []
+
+        async def hit(url: str) -> None:
+            async with aiohttp.ClientSession() as s, s.get(url) as resp:
+                pages.append((resp.status, await resp.text()))
+
+        async def user(url: str) -> None:
+            async with aiohttp.ClientSession() as s, s.get(url, allow_redirects=False) as resp:
+                location = resp.headers["Location"]
+            first = asyncio.create_task(hit(location))
+            await until(lambda: bool(world.token_forms))  # the flow is redeeming the first code
+            await hit(location)  # the user reloads the tab meanwhile
+            world.release.set()
+            await first
+
+        result, _, _ = await run(
+            world, session, store, on_authorization_url=lambda url: tasks.append(asyncio.create_task(user(url)))
+        )
+        await asyncio.wait_for(tasks[0], 5)
+        assert isinstance(result, Success)
+        assert len(world.token_forms) == 1
+        assert pages[0][0] == 409 and "already used" in pages[0][1]
+        assert pages[1][0] == 200 and "Signed in" in pages[1][1]
+
+
+async def until(condition: Any, deadline_s: float = 5.0) -> None:
+    loop = asyncio.get_running_loop()
+    end = loop.time() + deadline_s
+    while not condition():
+        assert loop.time() < end, "condition not met in time"
+        await asyncio.sleep(0.01)
+
+
+async def test_busy_fixed_port_fails_before_anything_is_registered(
+    session: aiohttp.ClientSession, store: ClientStore
+) -> None:
+    holder = socket.socket()
+    holder.bind(("127.0.0.1", 0))
+    holder.listen()
+    try:
+        async with running_world(FakeWorld()) as world:
+            result, _, _ = await run(world, session, store, port=holder.getsockname()[1])
+            assert isinstance(result, Failure) and result.code is ErrorCode.INVALID_PARAMS
+            assert world.registrations == [] and store.get("fake", world.issuer) is None
+    finally:
+        holder.close()
+
+
+async def test_pasted_redirect_completes_a_headless_login(session: aiohttp.ClientSession, store: ClientStore) -> None:
+    async with running_world(FakeWorld()) as world:
+        paste: asyncio.Queue[str] = asyncio.Queue()
+
+        async def user_pastes(url: str) -> None:
+            async with aiohttp.ClientSession() as s, s.get(url, allow_redirects=False) as resp:
+                location = resp.headers["Location"]
+            await paste.put("not a redirect")
+            await paste.put(location)  # e.g. copied from a browser on another machine
+
+        result, _, logs = await run(world, session, store, on_authorization_url=user_pastes, paste=paste)
+        assert isinstance(result, Success)
+        assert_no_secret(world, logs)
+
+
+async def test_network_failure_on_probe_is_network(session: aiohttp.ClientSession, store: ClientStore) -> None:
+    with capture_logs():
+        result = await run_authorization_flow(
+            session,
+            server_url=f"http://127.0.0.1:{free_port()}/mcp",
+            client_store=store,
+            server_name="fake",
+            on_authorization_url=lambda url: None,
+        )
+    assert isinstance(result, Failure) and result.code is ErrorCode.NETWORK
