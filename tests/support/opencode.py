@@ -47,8 +47,7 @@ def mcp_list(env: UserEnv, cwd: Path | None = None) -> dict[str, str]:
     done = run_opencode(env, "mcp", "list", cwd=cwd)
     text = done.stdout + done.stderr
     status: dict[str, str] = {}
-    for match in re.finditer(r"([✓✗○●])\s+(\S+)\s+(\w[\w ]*)", text):
-        mark, name, word = match.groups()
-        if mark in "✓✗":
-            status[name] = word.strip().split()[0]
+    for match in re.finditer(r"[✓✗]\s+(\S+)\s+(\w+)", text):
+        name, word = match.groups()
+        status[name] = word
     return status
