@@ -13,16 +13,20 @@ import sys
 import time
 from pathlib import Path
 from typing import Any
+from urllib.parse import parse_qs, urlencode, urlsplit
 
 import aiohttp
 import pytest
 from mcp.client import Client
+from mcp.client.auth import OAuthClientProvider
 from mcp.client.streamable_http import streamable_http_client
 from mcp.shared._httpx_utils import create_mcp_http_client
+from mcp.shared.auth import AuthorizationCodeResult, OAuthClientInformationFull, OAuthClientMetadata, OAuthToken
 from mcp.types import TextContent
+from pydantic import AnyUrl
 
 from tests.peers import manual_oauth
-from tests.peers.fake_browser import browser_command
+from tests.peers.fake_browser import browser_command, complete_consent
 from tests.peers.mcp_servers import McpApiKeyServerFactory, McpOAuthServer, McpOAuthServerFactory
 from tests.peers.oidc import OidcProvider, OidcProviderFactory
 
@@ -209,6 +213,55 @@ async def test_denied_consent_redirects_with_access_denied(
     assert "code" not in authorization.params
 
 
+class _MemoryTokenStorage:
+    def __init__(self) -> None:
+        self.tokens: OAuthToken | None = None
+        self.client: OAuthClientInformationFull | None = None
+
+    async def get_tokens(self) -> OAuthToken | None:
+        return self.tokens
+
+    async def set_tokens(self, tokens: OAuthToken) -> None:
+        self.tokens = tokens
+
+    async def get_client_info(self) -> OAuthClientInformationFull | None:
+        return self.client
+
+    async def set_client_info(self, client_info: OAuthClientInformationFull) -> None:
+        self.client = client_info
+
+
+async def test_the_sdk_reference_oauth_client_completes_the_flow_against_the_peers(
+    mcp_oauth_server: McpOAuthServer,
+) -> None:
+    """The bench compares our flow with this one, so it must work against these peers as they are."""
+    redirects: list[str] = []
+
+    async def open_browser(authorization_url: str) -> None:
+        redirects.append(await complete_consent(authorization_url))
+
+    async def read_callback() -> AuthorizationCodeResult:
+        params = {key: values[0] for key, values in parse_qs(urlsplit(redirects[-1]).query).items()}
+        return AuthorizationCodeResult(code=params["code"], state=params.get("state"), iss=params.get("iss"))
+
+    storage = _MemoryTokenStorage()
+    metadata = OAuthClientMetadata(
+        redirect_uris=[AnyUrl("http://127.0.0.1:53999/callback")],
+        grant_types=["authorization_code", "refresh_token"],
+        token_endpoint_auth_method="none",
+        client_name="mcp-sdk",
+    )
+    auth = OAuthClientProvider(mcp_oauth_server.url, metadata, storage, open_browser, read_callback)
+    async with (
+        create_mcp_http_client(auth=auth) as http,
+        Client(streamable_http_client(mcp_oauth_server.url, http_client=http)) as client,
+    ):
+        result = await client.call_tool("whoami", {})
+    assert isinstance(result.content[0], TextContent) and result.content[0].text == "alice"
+    assert storage.client is not None  # registered dynamically
+    assert storage.tokens is not None and storage.tokens.refresh_token is not None
+
+
 # --- refresh, rotation, expiry, revocation ------------------------------------------------------
 
 
@@ -352,8 +405,6 @@ def _running(pid: int) -> bool:
 
 
 def _authorization_url(provider: OidcProvider, redirect_uri: str) -> str:
-    from urllib.parse import urlencode
-
     _, challenge = manual_oauth.pkce_pair()
     query = {
         "response_type": "code",
