@@ -228,7 +228,7 @@ def cmd_doctor(args: argparse.Namespace) -> int:
 
 def cmd_daemon(args: argparse.Namespace) -> int:
     if args.action == "run":
-        os.execv(sys.executable, [sys.executable, "-m", "context_harness.daemon"])
+        os.execv(sys.executable, [sys.executable, "-m", "context_harness.daemon"])  # noqa: S606 (argv, no shell)
     if args.action == "status":
         status = call("daemon.status", autostart=False)
         if args.json:
@@ -324,12 +324,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _extensions() -> list[Callable[[Any], None]]:
-    from context_harness.client import service
+    from context_harness.client import auth_cmd, service
 
-    def add_service(sub: Any) -> None:
-        service.add_service_parser(sub)
-
-    return [add_service]
+    return [auth_cmd.add_auth_parsers, service.add_service_parser]
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -9,11 +9,17 @@ import signal
 import socket
 import sys
 import time
+from collections.abc import Callable
 
+import aiohttp
 import structlog
 
 from context_harness.daemon import sd_notify
+from context_harness.daemon.auth_flows import AuthFlows
 from context_harness.daemon.logging import configure_logging
+from context_harness.daemon.notifier import Notifier
+from context_harness.daemon.refresher import Refresher
+from context_harness.daemon.rpc_auth_methods import auth_methods
 from context_harness.daemon.rpc_methods import build_methods
 from context_harness.daemon.rpc_server import Method, RpcServer
 from context_harness.daemon.settings import Settings
@@ -25,11 +31,15 @@ from context_harness.daemon.single_instance import (
     socket_inode,
 )
 from context_harness.daemon.socket_activation import inherited_listener
+from context_harness.oauth.http import new_session
+from context_harness.services import doctor
 from context_harness.services.config_service import ConfigService
 from context_harness.services.doctor import Check
 from context_harness.services.mcp_service import MCPService
+from context_harness.services.oauth_service import OAuthService
 from context_harness.stores.atomic import ensure_private_dir
 from context_harness.stores.bindings import BindingStore
+from context_harness.stores.client_store import ClientStore
 from context_harness.stores.token_store import TokenStore
 
 log = structlog.get_logger(__name__)
@@ -38,30 +48,44 @@ log = structlog.get_logger(__name__)
 class Daemon:
     """The daemon's state and services; one per process."""
 
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, clock: Callable[[], float] = time.time) -> None:
         self.settings = settings
         self.started_monotonic = time.monotonic()
         self.config = ConfigService()
         self.tokens = TokenStore(settings.tokens_dir, settings.secrets_dir)
         self.bindings = BindingStore(settings.bindings_file)
         self.mcp = MCPService(self.config, self.tokens, self.bindings, settings.user_registry_file)
-        # Per server: bound config paths whose last write failed, and why (shown by `chctl status`).
-        self.config_errors: dict[str, dict[str, str]] = {}
+        self.notifier = Notifier(settings.notify_command, settings.event_command)
+        self._http: aiohttp.ClientSession | None = None
+        self.oauth = OAuthService(settings, self.tokens, ClientStore(settings.clients_dir), self.mcp, self.http,
+                                  events=self.notifier, on_new_credential=self.on_credential_changed)
+        self.flows = AuthFlows(self.oauth)
+        self.refresher = Refresher(settings, self.oauth, self.tokens, clock=clock)
         self._stop = asyncio.Event()
 
-    # --- hooks for later parts (OAuth flows, refresher) ---------------------------------------------
+    def http(self) -> aiohttp.ClientSession:
+        """One client session for the daemon's outgoing requests, made inside the running loop."""
+        if self._http is None or self._http.closed:
+            self._http = new_session()
+        return self._http
 
     def extra_methods(self) -> dict[str, Method]:
-        return {}
+        return auth_methods(self)
 
     def on_credential_changed(self, name: str) -> None:
-        """A credential was stored or bound to a new config: (re)schedule its refresh."""
+        """A credential was stored, refreshed elsewhere or forgotten: (re)plan its refresh."""
+        if self.scheduler_running:
+            self.refresher.schedule(name)
+
+    @property
+    def scheduler_running(self) -> bool:
+        return bool(self.refresher.scheduler.running)
 
     def next_refresh_at(self, name: str) -> float | None:
-        return None
+        return self.refresher.next_refresh_at(name)
 
     async def unauthenticated_server_checks(self) -> list[Check]:
-        return []
+        return await doctor.unauthenticated_servers(self.http(), self.config, self.bindings, self.tokens)
 
     # --- lifecycle ---------------------------------------------------------------------------------
 
@@ -69,10 +93,14 @@ class Daemon:
         self._stop.set()
 
     def reload(self) -> None:
-        """SIGHUP: re-read the registry and settings; tokens stay where they are."""
-        self.settings = Settings()
+        """SIGHUP: re-read the registry and the notify/event commands; tokens stay where they are."""
+        sd_notify.notify("RELOADING=1")
+        fresh = Settings()
+        self.notifier.notify_command = fresh.notify_command or self.notifier.notify_command
+        self.notifier.event_command = fresh.event_command
         self.mcp.reload_registry()
         log.info("daemon_reloaded", registry_servers=len(self.mcp.registry))
+        sd_notify.notify("READY=1")
 
     async def run(self, listener: socket.socket) -> None:
         server = RpcServer(build_methods(self), idle_timeout=self.settings.rpc_idle_timeout_s)
@@ -83,11 +111,17 @@ class Daemon:
         loop.add_signal_handler(signal.SIGHUP, self.reload)
         log.info("daemon_started", pid=os.getpid(), socket=str(self.settings.socket_path),
                  home=str(self.settings.home))
+        self.refresher.start()
         sd_notify.notify("READY=1")
         await self._stop.wait()
         sd_notify.notify("STOPPING=1")
         log.info("daemon_stopping")
+        await self.flows.cancel_all()
+        await self.refresher.stop()  # refreshes in flight finish their writes first
         await server.stop()
+        await self.notifier.drain()
+        if self._http is not None:
+            await self._http.close()
 
 
 def prepare_listener(settings: Settings) -> tuple[socket.socket, bool]:

@@ -175,13 +175,13 @@ def server_statuses(daemon: Daemon) -> list[dict[str, Any]]:
         known = daemon.mcp.registry.get(name)
         if credential is not None:
             auth_type = MCPAuthType.API_KEY if credential.kind == "api_key" else MCPAuthType.OAUTH
-            state: str = credential.state.value
+            state: str = daemon.oauth.state_of(credential).value
         else:
             auth_type = known.auth_type if known else MCPAuthType.NONE
             state = TokenState.PENDING_AUTH.value if auth_type is MCPAuthType.OAUTH else "no_auth"
         tokens = credential.tokens if credential else None
-        errors = daemon.config_errors.get(name, {})
-        last_error = credential.last_error if credential and credential.last_error else None
+        errors = daemon.mcp.publish_errors.get(name, {})
+        last_error = daemon.oauth.last_error_of(credential) if credential else None
         if errors and last_error is None:
             last_error = "; ".join(errors.values())
         rows.append({

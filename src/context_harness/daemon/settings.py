@@ -43,6 +43,9 @@ class Settings(BaseSettings):
     # The scheduler's sleeps are capped so a laptop that slept past a refresh time catches up on wake.
     wallclock_check_s: float = Field(default=30.0, gt=0)
     http_timeout_s: float = Field(default=30.0, gt=0)
+    # Transient refresh failures: exponential backoff with full jitter from 5 s up to 5 min.
+    backoff_base_s: float = Field(default=5.0, gt=0)
+    backoff_max_s: float = Field(default=300.0, gt=0)
     notify_command: list[str] | None = None
     event_command: list[str] | None = None
 

@@ -60,7 +60,9 @@ class Credential(BaseModel):
     revocation_endpoint: str | None = None
     client_id: str | None = None
     client_secret: str | None = None
+    token_endpoint_auth_method: str | None = None
     resource: str | None = None
+    scopes: list[str] | None = None
     last_error: str | None = None
 
     @property

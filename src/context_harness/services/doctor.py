@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
+import asyncio
 import subprocess
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Literal
 
+import aiohttp
+
 from context_harness.config import opencode
+from context_harness.oauth import http
+from context_harness.oauth.discovery import initialize_request
 from context_harness.primitives.mcp import SecretMode
 from context_harness.primitives.result import Failure
 from context_harness.services.config_service import ConfigService
@@ -95,3 +100,43 @@ def config_checks(config: ConfigService, bindings: BindingStore, tokens: TokenSt
 def _has_secret(tokens: TokenStore, name: str) -> bool:
     credential = tokens.load(name)
     return credential is not None and bool(credential.secret)
+
+
+# --- servers added without auth that turn out to need it --------------------------------------------------
+
+PROBE_TIMEOUT_S = 5.0
+
+
+async def unauthenticated_servers(
+    session: aiohttp.ClientSession, config: ConfigService, bindings: BindingStore, tokens: TokenStore
+) -> list[Check]:
+    """Bound remote servers we hold no credential for: call each once; a 401 means `chctl auth NAME` is due."""
+    targets: dict[str, tuple[str, dict[str, str]]] = {}
+    for name, items in bindings.load().items():
+        if tokens.load(name) is not None:
+            continue
+        for binding in items:
+            entries = config.entries(Path(binding.path))
+            entry = entries.value.get(name) if not isinstance(entries, Failure) else None
+            if isinstance(entry, dict) and entry.get("type") == "remote" and isinstance(entry.get("url"), str):
+                raw = entry.get("headers")
+                headers: dict[str, Any] = raw if isinstance(raw, dict) else {}
+                # Headers with substitutions cannot be sent as written; such entries are managed elsewhere.
+                if not any("{" in str(v) for v in headers.values()):
+                    targets[name] = (entry["url"], {str(k): str(v) for k, v in headers.items()})
+                break
+    statuses = await asyncio.gather(*(_probe(session, url, headers) for url, headers in targets.values()))
+    return [
+        Check("server_needs_auth", "warn", f"{name} answers 401 Unauthorized without credentials",
+              f"run `chctl auth {name}` (OAuth) or `chctl add {name} -k KEY` (API key)")
+        for name, status in zip(targets, statuses, strict=True) if status == 401
+    ]
+
+
+async def _probe(session: aiohttp.ClientSession, url: str, headers: dict[str, str]) -> int | None:
+    sent = await http.request(
+        session, "POST", url,
+        headers={"Accept": "application/json, text/event-stream", **headers},
+        json_body=initialize_request(), timeout_s=PROBE_TIMEOUT_S,
+    )
+    return None if isinstance(sent, Failure) else sent.value.status

@@ -68,6 +68,8 @@ class MCPService:
         self.bindings = bindings
         self.user_registry = user_registry
         self.registry: dict[str, MCPServer] = {}
+        # Per server: bound configs whose last header write failed, and why (shown by `chctl status`).
+        self.publish_errors: dict[str, dict[str, str]] = {}
         self.registry_warnings: list[str] = []
         self.reload_registry()
 
@@ -175,6 +177,12 @@ class MCPService:
             else:
                 report.written.append(binding.path)
         return Success(report)
+
+    def record_publish(self, name: str, report: PublishReport) -> None:
+        if report.failed:
+            self.publish_errors[name] = dict(report.failed)
+        else:
+            self.publish_errors.pop(name, None)
 
     def validate_config(self, name: str, target: ConfigTarget) -> Result[bool]:
         configured = self.list_configured(target)

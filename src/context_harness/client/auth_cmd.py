@@ -1,0 +1,171 @@
+"""`chctl auth NAME` and `chctl refresh NAME`: start a login in the daemon, show the URL, wait for the end.
+
+Standard library only. The URL is printed alone on one line of stdout (scripts and people copy it from there)
+and opened with `webbrowser` (argv, never a shell; http/https only). Without a browser — `--no-browser`, SSH,
+no display — a redirect URL pasted on stdin finishes the login instead of the callback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import threading
+import time
+import webbrowser
+from typing import Any
+
+from context_harness.client.rpc_client import RpcError, call
+
+CANCEL_ON = (KeyboardInterrupt,)
+
+
+def env_prefix(name: str) -> str:
+    return "".join(c if c.isalnum() else "_" for c in name).upper()
+
+
+def add_auth_parsers(sub: Any) -> None:
+    p = sub.add_parser("auth", help="log in to an OAuth MCP server (or --status, --logout)")
+    p.add_argument("name")
+    p.add_argument("--client-id", help="a pre-registered OAuth client id (else $NAME_CLIENT_ID, the registry, DCR)")
+    p.add_argument("--client-secret", help="its secret, if the provider issued one (else $NAME_CLIENT_SECRET)")
+    p.add_argument("--scope", action="append", metavar="S", help="scope to ask for (repeatable)")
+    p.add_argument("--port", type=int, default=0, help="fixed callback port (exact redirect matching, ssh -L)")
+    p.add_argument("--no-browser", action="store_true", help="print the URL; accept the pasted redirect URL")
+    p.add_argument("--timeout", type=float, default=300.0, metavar="SECONDS", help="how long to wait (300)")
+    mode = p.add_mutually_exclusive_group()
+    mode.add_argument("--status", action="store_true", help="state, expiry, scopes, issuer; exit 0 if usable")
+    mode.add_argument("--logout", action="store_true", help="revoke at the server, then forget the tokens")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_auth)
+
+    p = sub.add_parser("refresh", help="refresh a server's OAuth token now")
+    p.add_argument("name")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_refresh)
+
+
+def _print_json(value: Any) -> None:
+    import json
+
+    print(json.dumps(value, indent=2))
+
+
+def _expiry(ts: float | None) -> str:
+    if ts is None:
+        return "no expiry given"
+    left = ts - time.time()
+    stamp = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(ts))
+    return f"expires {stamp} ({'in ' + str(round(left)) + 's' if left >= 0 else 'expired'})"
+
+
+def cmd_auth(args: argparse.Namespace) -> int:
+    if args.status:
+        return auth_status(args)
+    if args.logout:
+        result = call("auth.logout", {"name": args.name})
+        print(f"logged out of {args.name}" + (" (revoked at the server)" if result["revoked"] else ""))
+        return 0
+    return auth_login(args)
+
+
+def auth_status(args: argparse.Namespace) -> int:
+    status = call("auth.status", {"name": args.name})
+    if args.json:
+        _print_json(status)
+    else:
+        print(f"{status['name']}: {status['state']}, {_expiry(status['expires_at'])}")
+        if status.get("issuer"):
+            print(f"  issuer: {status['issuer']}")
+        if status.get("scopes"):
+            print(f"  scopes: {' '.join(status['scopes'])}")
+        if status.get("last_error"):
+            print(f"  last error: {status['last_error']}")
+        if not status["usable"]:
+            print(f"  → run `chctl auth {args.name}` to log in", file=sys.stderr)
+    return 0 if status["usable"] else 1
+
+
+def _browser_available() -> bool:
+    # On Linux without a display, webbrowser would fall back to a text browser in this terminal.
+    if os.environ.get("BROWSER"):
+        return True
+    if sys.platform.startswith("linux"):
+        return bool(os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY"))
+    return True
+
+
+def open_browser(url: str) -> bool:
+    if not url.startswith(("https://", "http://")) or not _browser_available():
+        return False
+    try:
+        return bool(webbrowser.open(url))
+    except webbrowser.Error:
+        return False
+
+
+def auth_login(args: argparse.Namespace) -> int:
+    prefix = env_prefix(args.name)
+    params: dict[str, Any] = {"name": args.name, "port": args.port, "timeout_s": args.timeout}
+    client_id = args.client_id or os.environ.get(f"{prefix}_CLIENT_ID")
+    client_secret = args.client_secret or os.environ.get(f"{prefix}_CLIENT_SECRET")
+    if client_id:
+        params["client_id"] = client_id
+        if client_secret:
+            params["client_secret"] = client_secret
+    if args.scope:
+        params["scopes"] = args.scope
+    started = call("auth.start", params)
+    flow_id, url = started["flow_id"], started["authorization_url"]
+    print(url, flush=True)
+    opened = False if args.no_browser else open_browser(url)
+    if opened:
+        print("opened the login page in your browser; waiting for it to finish…", file=sys.stderr)
+    else:
+        print("open the URL above in a browser. If its redirect cannot reach this machine, paste the URL the "
+              "browser ends on here and press Enter.", file=sys.stderr)
+        threading.Thread(target=_forward_pastes, args=(flow_id,), daemon=True).start()
+    try:
+        result = call("auth.wait", {"flow_id": flow_id})
+    except CANCEL_ON:
+        try:
+            call("auth.cancel", {"flow_id": flow_id})
+        except RpcError:
+            pass
+        raise
+    if args.json:
+        _print_json(result)
+        return 0
+    print(f"logged in to {args.name}: {_expiry(result['expires_at'])}"
+          + ("" if result["has_refresh_token"] else "; no refresh token was issued, so a new login is due then"))
+    for path in result["configs"]:
+        print(f"  header written to {path}")
+    for path, error in result.get("config_errors", {}).items():
+        print(f"  could not write {path}: {error}", file=sys.stderr)
+    if not result["configs"]:
+        print(f"  next: `chctl add {args.name}` writes it into an opencode config")
+    return 0
+
+
+def _forward_pastes(flow_id: str) -> None:
+    """Read pasted redirect URLs from stdin; at EOF just keep waiting for the browser's callback."""
+    for line in sys.stdin:
+        text = line.strip()
+        if not text:
+            continue
+        try:
+            call("auth.paste", {"flow_id": flow_id, "redirect_url": text})
+        except RpcError:
+            return
+        return
+
+
+def cmd_refresh(args: argparse.Namespace) -> int:
+    result = call("token.refresh", {"name": args.name})
+    if args.json:
+        _print_json(result)
+        return 0
+    print(f"refreshed {args.name}: {_expiry(result['expires_at'])}")
+    for path, error in result.get("config_errors", {}).items():
+        print(f"  could not write {path}: {error}", file=sys.stderr)
+    return 0

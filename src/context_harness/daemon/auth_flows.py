@@ -1,0 +1,87 @@
+"""Logins in progress: `auth.start` begins one and returns the URL, `auth.wait` waits for its end.
+
+The flow runs in the daemon (it owns the tokens); `chctl` only shows the URL, opens the browser,
+forwards a pasted redirect URL, and waits.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import secrets
+from dataclasses import dataclass, field
+from typing import Any
+
+import structlog
+
+from context_harness.primitives.oauth import Credential
+from context_harness.primitives.result import ErrorCode, Failure, Result, Success
+from context_harness.services.oauth_service import AuthOptions, OAuthService
+
+log = structlog.get_logger(__name__)
+
+
+@dataclass
+class _Flow:
+    name: str
+    task: asyncio.Task[Result[Credential]]
+    paste: asyncio.Queue[str] = field(default_factory=asyncio.Queue)
+
+
+class AuthFlows:
+    def __init__(self, oauth: OAuthService) -> None:
+        self.oauth = oauth
+        self._flows: dict[str, _Flow] = {}
+
+    async def start(self, name: str, options: AuthOptions) -> Result[dict[str, str]]:
+        url_ready: asyncio.Future[str] = asyncio.get_running_loop().create_future()
+
+        def show(url: str) -> None:
+            if not url_ready.done():
+                url_ready.set_result(url)
+
+        paste: asyncio.Queue[str] = asyncio.Queue()
+        task = asyncio.create_task(self.oauth.authenticate(name, options, show, paste))
+        waiting: set[asyncio.Future[Any]] = {task, url_ready}
+        await asyncio.wait(waiting, return_when=asyncio.FIRST_COMPLETED)
+        if not url_ready.done():  # the flow ended before there was anything to open: discovery failed, ...
+            result = task.result()
+            return result if isinstance(result, Failure) else Failure("login ended early", ErrorCode.INTERNAL)
+        flow_id = secrets.token_urlsafe(12)
+        self._flows[flow_id] = _Flow(name, task, paste)
+        return Success({"flow_id": flow_id, "authorization_url": url_ready.result()})
+
+    async def wait(self, flow_id: str) -> Result[Credential]:
+        flow = self._flows.get(flow_id)
+        if flow is None:
+            return Failure("no such login in progress", ErrorCode.NOT_FOUND, "start one with `chctl auth NAME`")
+        try:
+            result = await asyncio.shield(flow.task)
+        except asyncio.CancelledError:
+            if flow.task.cancelled():
+                self._flows.pop(flow_id, None)
+                return Failure("the login was cancelled", ErrorCode.TIMEOUT, "run `chctl auth` again")
+            raise  # our caller went away; the flow goes on until it ends or times out
+        self._flows.pop(flow_id, None)
+        return result
+
+    def paste(self, flow_id: str, redirect_url: str) -> Result[bool]:
+        flow = self._flows.get(flow_id)
+        if flow is None:
+            return Failure("no such login in progress", ErrorCode.NOT_FOUND)
+        flow.paste.put_nowait(redirect_url)
+        return Success(True)
+
+    def cancel(self, flow_id: str) -> Result[bool]:
+        flow = self._flows.pop(flow_id, None)
+        if flow is None:
+            return Success(False)
+        flow.task.cancel()
+        log.info("authorization_flow_cancelled", server=flow.name)
+        return Success(True)
+
+    async def cancel_all(self) -> None:
+        tasks = [f.task for f in self._flows.values()]
+        self._flows.clear()
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)

@@ -1,0 +1,187 @@
+"""Refresh every OAuth token well before it expires; back off on transient failures; stop and tell a
+person when only a new login helps.
+
+One APScheduler job per server, replaced whenever its token changes. APScheduler's timers run on the
+monotonic clock, which stops while a laptop sleeps; a periodic wall-clock check (every
+`wallclock_check_s`) runs any job whose wall-clock time has passed, so a suspend never makes us late by
+more than one check interval after wake.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+import structlog
+from apscheduler.jobstores.base import JobLookupError
+from apscheduler.schedulers.asyncio import AsyncIOScheduler
+
+from context_harness.daemon.settings import Settings
+from context_harness.primitives.oauth import DEFAULT_TOKEN_LIFETIME_S, Credential, TokenState
+from context_harness.services.oauth_service import (
+    OAuthService,
+    RefreshDone,
+    RefreshNeedsReauth,
+    RefreshNotNeeded,
+    RefreshRetry,
+)
+from context_harness.stores.token_store import TokenStore
+
+log = structlog.get_logger(__name__)
+
+# Never schedule closer to expiry than this: the refresh request itself needs a moment.
+EXPIRY_SAFETY_MARGIN_S = 2.0
+# A token without a refresh token is re-examined shortly before it expires, to flag it needs_reauth.
+WALLCLOCK_JOB_ID = "__wallclock_check__"
+
+
+def refresh_time(credential: Credential, fraction: float, jitter: float, rng: random.Random, now: float) -> float:
+    """When to refresh: at `fraction` of the token's lifetime, ± `jitter` of it; a token without
+    `expires_in` counts as a 1-hour token."""
+    tokens = credential.tokens
+    assert tokens is not None
+    issued = tokens.issued_at or now
+    expires = tokens.expires_at if tokens.expires_at is not None else issued + DEFAULT_TOKEN_LIFETIME_S
+    lifetime = max(expires - issued, 0.0)
+    planned = issued + lifetime * fraction + lifetime * jitter * rng.uniform(-1.0, 1.0)
+    return min(planned, expires - min(EXPIRY_SAFETY_MARGIN_S, lifetime * (1 - fraction)))
+
+
+def backoff_delay(attempt: int, base_s: float, cap_s: float, rng: random.Random) -> float:
+    """Exponential backoff with full jitter (AWS's formula), never below a tenth of the base."""
+    ceiling = min(cap_s, base_s * 2 ** max(attempt - 1, 0))
+    return max(rng.uniform(0, ceiling), base_s / 10)
+
+
+@dataclass(slots=True)
+class _Plan:
+    due: float  # wall clock
+    attempt: int = 0
+
+
+class Refresher:
+    def __init__(
+        self,
+        settings: Settings,
+        oauth: OAuthService,
+        tokens: TokenStore,
+        clock: Callable[[], float] = time.time,
+        rng: random.Random | None = None,
+    ) -> None:
+        self.settings = settings
+        self.oauth = oauth
+        self.tokens = tokens
+        self.clock = clock
+        self.rng = rng or random.Random()
+        self.scheduler = AsyncIOScheduler(timezone=UTC)
+        self._plans: dict[str, _Plan] = {}
+        self._running: dict[str, asyncio.Task[None]] = {}
+        self._limit = asyncio.Semaphore(settings.max_concurrent_refreshes)
+        self._stopping = False
+
+    # --- lifecycle -----------------------------------------------------------------------------------
+
+    def start(self) -> None:
+        self.scheduler.start()
+        self.scheduler.add_job(self._check_wall_clock, "interval", seconds=self.settings.wallclock_check_s,
+                               id=WALLCLOCK_JOB_ID, coalesce=True, max_instances=1)
+        for credential in self.tokens.all():
+            self.schedule(credential.name, credential)
+        log.info("refresher_started", servers=len(self._plans))
+
+    async def stop(self, grace_s: float = 20.0) -> None:
+        """Stop scheduling; let refreshes in flight finish their writes (bounded by `grace_s`)."""
+        self._stopping = True
+        self.scheduler.shutdown(wait=False)
+        running = [t for t in self._running.values() if not t.done()]
+        if running:
+            log.info("refresher_finishing_in_flight", count=len(running))
+            await asyncio.wait(running, timeout=grace_s)
+
+    # --- planning ------------------------------------------------------------------------------------
+
+    def next_refresh_at(self, name: str) -> float | None:
+        plan = self._plans.get(name)
+        return plan.due if plan else None
+
+    def schedule(self, name: str, credential: Credential | None = None) -> None:
+        """(Re)plan `name` from its stored token: called at start and whenever its credential changes."""
+        credential = credential or self.tokens.load(name)
+        if (credential is None or credential.kind != "oauth" or credential.tokens is None
+                or credential.state is TokenState.NEEDS_REAUTH):
+            self._unplan(name)
+            return
+        due = refresh_time(credential, self.settings.refresh_fraction, self.settings.refresh_jitter, self.rng,
+                           self.clock())
+        self._plan(name, _Plan(due))
+
+    def _plan(self, name: str, plan: _Plan) -> None:
+        if self._stopping:
+            return
+        self._plans[name] = plan
+        # The scheduler's own clock is real time; translate our (maybe injected) clock's due time into it.
+        delay = max(plan.due - self.clock(), 0.0)
+        run_date = datetime.fromtimestamp(time.time() + delay, UTC)
+        self.scheduler.add_job(self._run, "date", run_date=run_date, args=[name], id=name, replace_existing=True,
+                               misfire_grace_time=None, coalesce=True, max_instances=1)
+
+    def _unplan(self, name: str) -> None:
+        self._plans.pop(name, None)
+        try:
+            self.scheduler.remove_job(name)
+        except JobLookupError:
+            pass
+
+    # --- running -------------------------------------------------------------------------------------
+
+    async def _check_wall_clock(self) -> None:
+        now = self.clock()
+        for name, plan in list(self._plans.items()):
+            if plan.due <= now and name not in self._running:
+                log.info("refresh_caught_up", server=name, late_s=round(now - plan.due, 1))
+                self.trigger(name)
+
+    def trigger(self, name: str) -> asyncio.Task[None] | None:
+        """Run `name`'s refresh now (unless one is already running)."""
+        if name in self._running:
+            return self._running[name]
+        if self._stopping:
+            return None
+        task = asyncio.get_running_loop().create_task(self._run(name))
+        return task
+
+    async def _run(self, name: str) -> None:
+        current = asyncio.current_task()
+        if name in self._running and self._running[name] is not current:
+            return  # the wall-clock check started it already
+        assert current is not None
+        self._running[name] = current
+        try:
+            plan = self._plans.get(name)
+            async with self._limit:
+                attempt = await self.oauth.refresh_once(name, force=False,
+                                                        due_before=plan.due + 1 if plan else None)
+            self._after(name, attempt, plan)
+        except Exception:
+            log.exception("refresh_job_crashed", server=name)
+            self._plan(name, _Plan(self.clock() + self.settings.backoff_base_s))
+        finally:
+            self._running.pop(name, None)
+
+    def _after(self, name: str, attempt: object, plan: _Plan | None) -> None:
+        match attempt:
+            case RefreshDone(credential) | RefreshNotNeeded(credential):
+                self.schedule(name, credential)
+            case RefreshRetry(_reason, retry_after):
+                tries = (plan.attempt if plan else 0) + 1
+                delay = backoff_delay(tries, self.settings.backoff_base_s, self.settings.backoff_max_s, self.rng)
+                if retry_after is not None:
+                    delay = max(delay, retry_after)
+                self._plan(name, _Plan(self.clock() + delay, tries))
+                log.info("refresh_retry_planned", server=name, attempt=tries, delay_s=round(delay, 2))
+            case RefreshNeedsReauth():
+                self._unplan(name)
