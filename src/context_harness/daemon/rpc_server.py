@@ -10,6 +10,7 @@ import asyncio
 import json
 import os
 import socket
+import sys
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
@@ -48,7 +49,13 @@ class RpcServer:
         self._connections: set[asyncio.Task[None]] = set()
 
     async def start(self, listener: socket.socket) -> None:
-        self._server = await asyncio.start_unix_server(self._serve_connection, sock=listener, limit=MAX_LINE_BYTES)
+        # Python 3.13+ unlinks a Unix server's socket file on close by default. The file is not ours to
+        # remove when systemd passed the socket in (a restart would find no path), and when we bound it
+        # ourselves `main` removes it, checking it is still ours; so asyncio must leave it alone.
+        keep_file: dict[str, Any] = {"cleanup_socket": False} if sys.version_info >= (3, 13) else {}
+        self._server = await asyncio.start_unix_server(
+            self._serve_connection, sock=listener, limit=MAX_LINE_BYTES, **keep_file
+        )
 
     async def stop(self, grace_s: float = 5.0) -> None:
         """Stop accepting; let requests in flight finish (up to `grace_s`), then drop the rest."""
