@@ -92,11 +92,23 @@ def test_api_key_server_without_a_key_needs_auth_and_writes_nothing(daemon: Daem
 def test_remote_local_and_api_key_entries_are_what_opencode_reads(daemon: DaemonProcess, user_env: UserEnv) -> None:
     chctl(user_env, "init")
     assert chctl(user_env, "add", "exa").returncode == 0
-    assert chctl(user_env, "add", "files", "--command", "npx -y @modelcontextprotocol/server-filesystem '/srv/my docs'",
-                 "--env", "LOG=debug").returncode == 0
+    assert (
+        chctl(
+            user_env,
+            "add",
+            "files",
+            "--command",
+            "npx -y @modelcontextprotocol/server-filesystem '/srv/my docs'",
+            "--env",
+            "LOG=debug",
+        ).returncode
+        == 0
+    )
     done = chctl(user_env, "add", "context7", "--api-key-env", "C7", extra_env={"C7": "ctx7-key-not-real"})
     assert done.returncode == 0, done.stderr
-    assert chctl(user_env, "add", "custom", "--url", "http://127.0.0.1:9/mcp", "--header", "X-Team=core").returncode == 0
+    assert (
+        chctl(user_env, "add", "custom", "--url", "http://127.0.0.1:9/mcp", "--header", "X-Team=core").returncode == 0
+    )
 
     mcp = debug_config(user_env)["mcp"]
     assert mcp["exa"] == {"type": "remote", "url": "https://mcp.exa.ai/mcp"}
@@ -119,7 +131,7 @@ def test_edits_keep_comments_order_and_trailing_commas(daemon: DaemonProcess, us
     write(path, COMMENTED)
     assert chctl(user_env, "add", "exa").returncode == 0
     text = path.read_text()
-    head, _, _ = COMMENTED.partition("  },\n  \"theme\"")
+    head, _, _ = COMMENTED.partition('  },\n  "theme"')
     assert text.startswith(head)  # everything before the end of "mcp" is byte-for-byte the same
     assert text.endswith('  },\n  "theme": "dark", // trailing comment\n}\n')
     assert debug_config(user_env)["mcp"]["docs"]["enabled"] is False
@@ -158,9 +170,15 @@ def test_a_config_directory_that_is_not_writable_is_reported(user_env: UserEnv) 
     """The daemon sees the project through a read-only bind mount (root ignores permission bits, not EROFS)."""
     path = user_env.project / "opencode.json"
     write(path, '{"mcp": {}}\n')
-    read_only = ["unshare", "-m", "sh", "-c",
-                 'mount --bind "$1" "$1" && mount -o remount,bind,ro "$1" && shift && exec "$@"',
-                 "sh", str(user_env.project)]
+    read_only = [
+        "unshare",
+        "-m",
+        "sh",
+        "-c",
+        'mount --bind "$1" "$1" && mount -o remount,bind,ro "$1" && shift && exec "$@"',
+        "sh",
+        str(user_env.project),
+    ]
     process = DaemonProcess(user_env, wrapper=read_only).start()
     try:
         done = chctl(user_env, "add", "exa")
@@ -193,8 +211,13 @@ def test_status_json_lists_servers_with_bound_configs(daemon: DaemonProcess, use
     assert status["daemon"]["pid"] == daemon.proc.pid
     [row] = status["servers"]
     assert row == {
-        "name": "context7", "auth_type": "api-key", "state": "api_key", "expires_at": None,
-        "next_refresh_at": None, "configs": [str((user_env.project / "opencode.json").resolve())], "last_error": None,
+        "name": "context7",
+        "auth_type": "api-key",
+        "state": "api_key",
+        "expires_at": None,
+        "next_refresh_at": None,
+        "configs": [str((user_env.project / "opencode.json").resolve())],
+        "last_error": None,
     }
     table = chctl(user_env, "status").stdout
     assert "context7" in table and "api_key" in table

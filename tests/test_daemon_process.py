@@ -33,11 +33,18 @@ def test_socket_is_0600_in_a_0700_directory(daemon: DaemonProcess, user_env: Use
 
 
 def test_second_daemon_for_same_home_exits_1_with_a_clear_message(daemon: DaemonProcess, user_env: UserEnv) -> None:
-    second = subprocess.run([sys.executable, "-m", "context_harness.daemon"], env=user_env.vars(),
-                            capture_output=True, text=True, timeout=30)
+    second = subprocess.run(
+        [sys.executable, "-m", "context_harness.daemon"],
+        env=user_env.vars(),
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
     assert second.returncode == 1
     assert "already running" in second.stderr
-    assert rpc(user_env.socket, {"jsonrpc": "2.0", "id": 1, "method": "daemon.status"})["result"]["pid"] == daemon.proc.pid
+    assert (
+        rpc(user_env.socket, {"jsonrpc": "2.0", "id": 1, "method": "daemon.status"})["result"]["pid"] == daemon.proc.pid
+    )
 
 
 def test_stale_socket_left_by_a_crash_is_replaced(user_env: UserEnv) -> None:
@@ -125,12 +132,13 @@ def _connect_as_nobody_and_expect_silence(daemon: DaemonProcess, user_env: UserE
         "import os,socket,sys\n"
         "os.setgid(65534); os.setuid(65534)\n"  # drop to nobody after start: the venv's python is under /root
         "s=socket.socket(socket.AF_UNIX); s.connect(sys.argv[1])\n"
-        "s.sendall(b'{\"jsonrpc\":\"2.0\",\"id\":1,\"method\":\"daemon.status\"}\\n')\n"
+        's.sendall(b\'{"jsonrpc":"2.0","id":1,"method":"daemon.status"}\\n\')\n'
         "try:\n    print(repr(s.recv(4096)))\n"
         "except ConnectionResetError:\n    print(repr(b''))\n"
     )
-    done = subprocess.run([sys.executable, "-c", probe, str(user_env.socket)],
-                          capture_output=True, text=True, timeout=20)
+    done = subprocess.run(
+        [sys.executable, "-c", probe, str(user_env.socket)], capture_output=True, text=True, timeout=20
+    )
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip() == "b''"  # connected, then closed without an answer
     assert any(e.get("event") == "peer_refused" for e in daemon.log_events())

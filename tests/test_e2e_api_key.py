@@ -20,8 +20,20 @@ def test_opencode_connects_with_the_key_we_wrote(
 ) -> None:
     server = mcp_api_key_server(header=header)
     chctl(user_env, "init")
-    done = chctl(user_env, "add", "srv", "--url", server.url, "--api-key-env", "SRV_KEY", "--key-header", header,
-                 "--secret-mode", mode, extra_env={"SRV_KEY": server.key})
+    done = chctl(
+        user_env,
+        "add",
+        "srv",
+        "--url",
+        server.url,
+        "--api-key-env",
+        "SRV_KEY",
+        "--key-header",
+        header,
+        "--secret-mode",
+        mode,
+        extra_env={"SRV_KEY": server.key},
+    )
     assert done.returncode == 0, done.stderr
     config_text = (user_env.project / "opencode.json").read_text()
     if mode == "file":

@@ -185,8 +185,12 @@ def test_headless_login_accepts_a_pasted_redirect_url(
 ) -> None:
     proc = subprocess.Popen(
         [sys.executable, "-m", "context_harness.client.chctl", "auth", "srv", "--no-browser"],
-        env={**user_env.vars(), "CH_NO_AUTOSTART": "1"}, cwd=user_env.project,
-        stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        env={**user_env.vars(), "CH_NO_AUTOSTART": "1"},
+        cwd=user_env.project,
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
     )
     try:
         assert proc.stdout is not None and proc.stdin is not None
@@ -204,7 +208,9 @@ def test_headless_login_accepts_a_pasted_redirect_url(
     assert header_of(user_env).startswith("Bearer ")
 
 
-def test_doctor_flags_a_server_that_answers_401(daemon: DaemonProcess, user_env: UserEnv, added: McpOAuthServer) -> None:
+def test_doctor_flags_a_server_that_answers_401(
+    daemon: DaemonProcess, user_env: UserEnv, added: McpOAuthServer
+) -> None:
     done = chctl(user_env, "doctor")
     assert "srv answers 401" in done.stdout and "chctl auth srv" in done.stdout
     assert chctl(user_env, "auth", "srv", extra_env=browser_env()).returncode == 0

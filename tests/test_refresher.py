@@ -37,8 +37,12 @@ OLD_REFRESH = "old-refresh-token-value-0001"
 
 
 def issued(n: int) -> dict[str, Any]:
-    return {"access_token": f"new-access-{n}", "refresh_token": f"new-refresh-{n}", "token_type": "Bearer",
-            "expires_in": 3600}
+    return {
+        "access_token": f"new-access-{n}",
+        "refresh_token": f"new-refresh-{n}",
+        "token_type": "Bearer",
+        "expires_in": 3600,
+    }
 
 
 async def eventually(predicate: Callable[[], Any], timeout_s: float = 10.0, what: str = "condition") -> Any:
@@ -81,28 +85,56 @@ def notify_log(tmp_path: Path) -> Path:
 async def make_harness(tmp_path: Path, notify_log: Path) -> AsyncIterator[Callable[..., Any]]:
     made: list[tuple[Refresher, Notifier, list[aiohttp.ClientSession]]] = []
 
-    async def factory(token_endpoint: str, *, issued_ago: float = 100, expires_in: float = 30,
-                      clock: Callable[[], float] = time.time, refresh_token: str | None = OLD_REFRESH,
-                      **overrides: Any) -> Harness:
-        recorder = [sys.executable, "-c",
-                    "import json,os,sys; open(sys.argv[1],'a').write(json.dumps({k: os.environ.get(k) for k in "
-                    "('CH_SERVER','CH_STATE','CH_MESSAGE')})+'\\n')", str(notify_log)]
-        knobs: dict[str, Any] = {"backoff_base_s": 0.2, "backoff_max_s": 1.0, "wallclock_check_s": 0.1,
-                                 "http_timeout_s": 0.5, **overrides}
+    async def factory(
+        token_endpoint: str,
+        *,
+        issued_ago: float = 100,
+        expires_in: float = 30,
+        clock: Callable[[], float] = time.time,
+        refresh_token: str | None = OLD_REFRESH,
+        **overrides: Any,
+    ) -> Harness:
+        recorder = [
+            sys.executable,
+            "-c",
+            "import json,os,sys; open(sys.argv[1],'a').write(json.dumps({k: os.environ.get(k) for k in "
+            "('CH_SERVER','CH_STATE','CH_MESSAGE')})+'\\n')",
+            str(notify_log),
+        ]
+        knobs: dict[str, Any] = {
+            "backoff_base_s": 0.2,
+            "backoff_max_s": 1.0,
+            "wallclock_check_s": 0.1,
+            "http_timeout_s": 0.5,
+            **overrides,
+        }
         settings = Settings(home=tmp_path / "ch", notify_command=recorder, **knobs)
         tokens = TokenStore(settings.tokens_dir, settings.secrets_dir)
         bindings = BindingStore(settings.bindings_file)
         config = ConfigService()
         config_path = tmp_path / "opencode.json"
-        config_path.write_text('{\n  // ours\n  "mcp": {"srv": {"type": "remote", "url": "http://127.0.0.1:9/mcp"}}\n}\n')
+        config_path.write_text(
+            '{\n  // ours\n  "mcp": {"srv": {"type": "remote", "url": "http://127.0.0.1:9/mcp"}}\n}\n'
+        )
         bindings.bind("srv", config_path, SecretMode.INLINE)
         now = clock()
-        tokens.save(Credential(
-            name="srv", kind="oauth", state=TokenState.ACTIVE, token_endpoint=token_endpoint, client_id="client-1",
-            resource="http://127.0.0.1:9/mcp", issuer="http://127.0.0.1:9",
-            tokens=OAuthTokens(access_token=OLD_ACCESS, refresh_token=refresh_token, issued_at=now - issued_ago,
-                               expires_at=now - issued_ago + issued_ago + expires_in),
-        ))
+        tokens.save(
+            Credential(
+                name="srv",
+                kind="oauth",
+                state=TokenState.ACTIVE,
+                token_endpoint=token_endpoint,
+                client_id="client-1",
+                resource="http://127.0.0.1:9/mcp",
+                issuer="http://127.0.0.1:9",
+                tokens=OAuthTokens(
+                    access_token=OLD_ACCESS,
+                    refresh_token=refresh_token,
+                    issued_at=now - issued_ago,
+                    expires_at=now - issued_ago + issued_ago + expires_in,
+                ),
+            )
+        )
         mcp = MCPService(config, tokens, bindings, tmp_path / "no-registry.json")
         sessions: list[aiohttp.ClientSession] = []
 
@@ -234,7 +266,7 @@ async def test_a_timeout_is_transient(make_harness: Callable[..., Any], endpoint
 
 
 async def test_connection_closed_mid_response_is_transient_and_the_token_file_stays_whole(
-    make_harness: Callable[..., Any]
+    make_harness: Callable[..., Any],
 ) -> None:
     async with half_response_server() as (base, count):
         h = await make_harness(f"{base}/token")

@@ -24,7 +24,7 @@ def still_serving(user_env: UserEnv) -> None:
     [
         (b"this is not json\n", -32700),
         (b'{"jsonrpc": "1.0", "id": 1, "method": "daemon.status"}\n', -32600),
-        (b'[1, 2]\n', -32600),
+        (b"[1, 2]\n", -32600),
         (b'{"jsonrpc": "2.0", "id": 1, "method": "no.such.method"}\n', -32601),
         (b'{"jsonrpc": "2.0", "id": 1, "method": "mcp.add", "params": {"name": 5}}\n', -32602),
         (b'{"jsonrpc": "2.0", "id": 1, "method": "mcp.add", "params": [1]}\n', -32602),
@@ -41,8 +41,9 @@ def test_garbage_gets_a_jsonrpc_error_and_the_daemon_keeps_serving(
 
 
 def test_a_service_failure_carries_its_error_code_name_and_a_hint(daemon: DaemonProcess, user_env: UserEnv) -> None:
-    reply = rpc(user_env.socket, {"jsonrpc": "2.0", "id": 7, "method": "mcp.list",
-                                  "params": {"cwd": str(user_env.project)}})
+    reply = rpc(
+        user_env.socket, {"jsonrpc": "2.0", "id": 7, "method": "mcp.list", "params": {"cwd": str(user_env.project)}}
+    )
     assert reply["id"] == 7
     assert reply["error"]["data"]["code"] == "CONFIG_MISSING"
     assert "chctl init" in reply["error"]["data"]["hint"]

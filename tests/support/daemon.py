@@ -56,8 +56,11 @@ class DaemonProcess:
                 stderr=log,
                 stdin=subprocess.DEVNULL,
             )
-        wait_for(lambda: socket_answers(self.env.socket) or self.proc.poll() is not None, START_DEADLINE_S,
-                 what="daemon socket")
+        wait_for(
+            lambda: socket_answers(self.env.socket) or self.proc.poll() is not None,
+            START_DEADLINE_S,
+            what="daemon socket",
+        )
         assert self.proc.poll() is None, f"daemon exited early: {self.log()}"
         return self
 
@@ -85,8 +88,14 @@ class DaemonProcess:
         return self.proc.returncode
 
 
-def chctl(env: UserEnv, *args: str, cwd: Path | None = None, input: str | None = None,
-          extra_env: dict[str, str] | None = None, timeout: float = 60) -> subprocess.CompletedProcess[str]:
+def chctl(
+    env: UserEnv,
+    *args: str,
+    cwd: Path | None = None,
+    input: str | None = None,
+    extra_env: dict[str, str] | None = None,
+    timeout: float = 60,
+) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [sys.executable, "-m", "context_harness.client.chctl", *args],
         env={**env.vars(), "CH_NO_AUTOSTART": "1", **(extra_env or {})},

@@ -47,8 +47,14 @@ class UserEnv:
 def make_user_env(root: Path) -> UserEnv:
     # Short root: Unix socket paths must stay under ~107 bytes.
     home = root / "h"
-    env = UserEnv(root=root, home=home, ch_home=home / ".context-harness", runtime=root / "r",
-                  config_home=home / ".config", project=home / "proj")
+    env = UserEnv(
+        root=root,
+        home=home,
+        ch_home=home / ".context-harness",
+        runtime=root / "r",
+        config_home=home / ".config",
+        project=home / "proj",
+    )
     for directory in (home, env.config_home, env.project):
         directory.mkdir(parents=True, exist_ok=True)
     env.runtime.mkdir(mode=0o700, parents=True, exist_ok=True)

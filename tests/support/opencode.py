@@ -21,7 +21,9 @@ OFFLINE = {
 _ANSI = re.compile(r"\x1b\[[0-9;]*m")
 
 
-def run_opencode(env: UserEnv, *args: str, cwd: Path | None = None, timeout: float = 60) -> subprocess.CompletedProcess[str]:
+def run_opencode(
+    env: UserEnv, *args: str, cwd: Path | None = None, timeout: float = 60
+) -> subprocess.CompletedProcess[str]:
     done = subprocess.run(
         [str(OPENCODE_BIN), *args],
         env={**env.vars(), **OFFLINE},

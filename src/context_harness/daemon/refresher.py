@@ -94,7 +94,11 @@ class Refresher:
         log.info("refresher_started", servers=len(self._plans))
 
     async def stop(self, grace_s: float = 20.0) -> None:
-        """Stop scheduling; let refreshes in flight finish their writes (bounded by `grace_s`)."""
+        """Stop scheduling; let refreshes in flight finish their writes (bounded by `grace_s`).
+
+        A refresh is never cancelled: cancelling after the server rotated the refresh token but before we
+        saved the new one would burn the grant.
+        """
         self._stopping = True
         self.scheduler.shutdown(wait=False)
         running = [t for t in self._running.values() if not t.done()]
@@ -126,7 +130,7 @@ class Refresher:
         # The scheduler's own clock is real time; translate our (maybe injected) clock's due time into it.
         delay = max(plan.due - self.clock(), 0.0)
         run_date = datetime.fromtimestamp(time.time() + delay, UTC)
-        self.scheduler.add_job(self._run, "date", run_date=run_date, args=[name], id=name, replace_existing=True,
+        self.scheduler.add_job(self._fire, "date", run_date=run_date, args=[name], id=name, replace_existing=True,
                                misfire_grace_time=None, coalesce=True, max_instances=1)
 
     def _unplan(self, name: str) -> None:
@@ -145,21 +149,23 @@ class Refresher:
                 log.info("refresh_caught_up", server=name, late_s=round(now - plan.due, 1))
                 self.trigger(name)
 
+    async def _fire(self, name: str) -> None:
+        # The scheduler's job only starts our own task: APScheduler cancels the jobs it runs when it shuts
+        # down, and a refresh must never be cancelled halfway.
+        self.trigger(name)
+
     def trigger(self, name: str) -> asyncio.Task[None] | None:
-        """Run `name`'s refresh now (unless one is already running)."""
+        """Run `name`'s refresh now, unless one is already running (then that one)."""
         if name in self._running:
             return self._running[name]
         if self._stopping:
             return None
         task = asyncio.get_running_loop().create_task(self._run(name))
+        self._running[name] = task
+        task.add_done_callback(lambda _t: self._running.pop(name, None))
         return task
 
     async def _run(self, name: str) -> None:
-        current = asyncio.current_task()
-        if name in self._running and self._running[name] is not current:
-            return  # the wall-clock check started it already
-        assert current is not None
-        self._running[name] = current
         try:
             plan = self._plans.get(name)
             async with self._limit:
@@ -169,8 +175,6 @@ class Refresher:
         except Exception:
             log.exception("refresh_job_crashed", server=name)
             self._plan(name, _Plan(self.clock() + self.settings.backoff_base_s))
-        finally:
-            self._running.pop(name, None)
 
     def _after(self, name: str, attempt: object, plan: _Plan | None) -> None:
         match attempt:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from typing import TYPE_CHECKING, Any
 
 from pydantic import Field
@@ -78,7 +79,8 @@ def auth_methods(daemon: Daemon) -> dict[str, Method]:
         return await daemon.oauth.logout(p.name)
 
     async def refresh(p: NameParams) -> Result[dict[str, Any]]:
-        refreshed = await daemon.oauth.refresh_tokens(p.name)
+        # Shielded: a client that hangs up must not cancel a refresh between rotation and save.
+        refreshed = await asyncio.shield(daemon.oauth.refresh_tokens(p.name))
         if isinstance(refreshed, Failure):
             return refreshed
         daemon.on_credential_changed(p.name)
