@@ -221,3 +221,41 @@ def test_status_json_lists_servers_with_bound_configs(daemon: DaemonProcess, use
     }
     table = chctl(user_env, "status").stdout
     assert "context7" in table and "api_key" in table
+
+
+def test_a_missing_key_is_asked_for_with_a_hidden_prompt_on_a_terminal(
+    daemon: DaemonProcess, user_env: UserEnv
+) -> None:
+    import pty
+    import select
+    import sys
+    import time
+
+    chctl(user_env, "init")
+    pid, master = pty.fork()
+    if pid == 0:  # the child: chctl on a real terminal
+        os.chdir(user_env.project)
+        env = {**user_env.vars(), "CH_NO_AUTOSTART": "1"}
+        os.execve(sys.executable, [sys.executable, "-m", "context_harness.client.chctl", "add", "context7"], env)
+    output = b""
+    deadline = time.monotonic() + 30
+    while b"API key for context7" not in output and time.monotonic() < deadline:
+        if select.select([master], [], [], 0.5)[0]:
+            output += os.read(master, 1024)
+    assert b"API key for context7" in output
+    os.write(master, b"typed-key-not-real\n")
+    while time.monotonic() < deadline:
+        if select.select([master], [], [], 0.5)[0]:
+            try:
+                chunk = os.read(master, 1024)
+            except OSError:
+                break
+            if not chunk:
+                break
+            output += chunk
+    _, status = os.waitpid(pid, 0)
+    os.close(master)
+    assert os.waitstatus_to_exitcode(status) == 0, output
+    assert b"typed-key-not-real" not in output  # not echoed
+    written = json.loads((user_env.project / "opencode.json").read_text())
+    assert written["mcp"]["context7"]["headers"] == {"CONTEXT7_API_KEY": "typed-key-not-real"}

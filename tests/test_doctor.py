@@ -1,0 +1,59 @@
+"""`chctl doctor`: what it checks and how it says so."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+
+from tests.support.daemon import DaemonProcess, chctl
+from tests.support.env import UserEnv
+
+
+def checks(user_env: UserEnv) -> tuple[int, list[dict[str, str]]]:
+    done = chctl(user_env, "doctor", "--json")
+    return done.returncode, json.loads(done.stdout)
+
+
+def test_a_healthy_setup_passes(daemon: DaemonProcess, user_env: UserEnv) -> None:
+    chctl(user_env, "init")
+    chctl(user_env, "add", "context7", "-k", "ctx7-key-not-real", "--secret-mode", "file")
+    code, found = checks(user_env)
+    assert code == 0
+    assert all(c["level"] == "ok" for c in found), found
+    assert any("daemon reachable" in c["message"] for c in found)
+
+
+def test_an_inline_secret_in_a_git_tracked_config_is_flagged(daemon: DaemonProcess, user_env: UserEnv) -> None:
+    chctl(user_env, "init")
+    chctl(user_env, "add", "context7", "-k", "ctx7-key-not-real")
+    subprocess.run(["git", "init", "-q", str(user_env.project)], check=True)
+    subprocess.run(["git", "-C", str(user_env.project), "add", "opencode.json"], check=True)
+    code, found = checks(user_env)
+    [warning] = [c for c in found if c["name"] == "inline_secret_in_git"]
+    assert "context7" in warning["message"] and "--secret-mode file" in warning["hint"]
+    assert "ctx7-key-not-real" not in json.dumps(found)
+
+
+def test_loose_permissions_a_broken_config_and_a_bad_entry_are_errors(daemon: DaemonProcess, user_env: UserEnv) -> None:
+    chctl(user_env, "init")
+    chctl(user_env, "add", "context7", "-k", "ctx7-key-not-real")
+    (user_env.ch_home / "tokens" / "context7.json").chmod(0o644)
+    code, found = checks(user_env)
+    assert code == 1
+    assert any(c["name"] == "secret_file_mode" and c["level"] == "error" for c in found)
+
+    config = user_env.project / "opencode.json"
+    text = config.read_text().replace('"type": "remote"', '"type": "remote", "args": ["x"]')
+    config.write_text(text)
+    _, found = checks(user_env)
+    assert any(c["name"] == "entry_schema" and "args" in c["message"] for c in found)
+
+    config.write_text("{ broken")
+    _, found = checks(user_env)
+    assert any(c["name"] == "config_parses" and c["level"] == "error" for c in found)
+
+
+def test_without_a_daemon_doctor_says_so(user_env: UserEnv) -> None:
+    done = chctl(user_env, "doctor")
+    assert done.returncode == 1
+    assert "daemon" in done.stdout and "chctl daemon start" in done.stdout
