@@ -143,7 +143,7 @@ async def make_harness(tmp_path: Path, notify_log: Path) -> AsyncIterator[Callab
                 sessions.append(new_session())
             return sessions[0]
 
-        notifier = Notifier(settings.notify_command, None)
+        notifier = Notifier(settings.notify_command, [*recorder[:-1], str(notify_log) + ".events"])
         oauth = OAuthService(settings, tokens, ClientStore(settings.clients_dir), mcp, session, events=notifier)
         refresher = Refresher(settings, oauth, tokens, clock=clock, rng=random.Random(7))
         oauth.on_new_credential = refresher.schedule
@@ -337,3 +337,16 @@ async def test_a_failing_config_write_keeps_the_new_token_and_reports_it(
     assert h.credential().tokens.access_token == "new-access-1"  # stored whatever the config says
     assert h.config_path.read_text() == broken  # never overwritten
     assert str(h.config_path) in h.oauth.mcp.publish_errors["srv"]
+
+
+async def test_the_event_hook_gets_every_token_event(
+    make_harness: Callable[..., Any], endpoint: Callable[..., Any], notify_log: Path
+) -> None:
+    url, _ = await endpoint(respond(503), respond(200, issued(1)))
+    h = await make_harness(url)
+    events_log = Path(str(notify_log) + ".events")
+    await eventually(lambda: h.credential().tokens.access_token == "new-access-1", what="refreshed")
+    await eventually(lambda: len(notifications(events_log)) >= 2, what="two events")
+    assert [e["CH_STATE"] for e in notifications(events_log)] == ["retrying", "refreshed"]
+    assert all(e["CH_SERVER"] == "srv" for e in notifications(events_log))
+    assert not notifications(notify_log)  # nobody needs to act: no notification
