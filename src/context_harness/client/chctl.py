@@ -1,24 +1,29 @@
 """chctl: the context-harness command line. Talks to context-harnessd over its Unix socket.
 
-Standard library only (argparse, socket, json, getpass, shlex), so it starts about as fast as `python3`.
+Standard library only (argparse, socket, json, getpass, shlex), so it starts about as fast as `python3`:
+modules only some commands need (getpass, shlex, and those behind `auth` and `service`) are imported by them,
+and `chctl status` skips argparse (see `parse_fast`).
 """
 
 from __future__ import annotations
 
-import argparse
-import getpass
 import json
 import os
-import shlex
 import sys
 import time
-from collections.abc import Callable, Sequence
-from typing import Any
+from types import SimpleNamespace
 
 from context_harness.client import rpc_client
 from context_harness.client.rpc_client import RpcError, call
 
-Handler = Callable[[argparse.Namespace], int]
+TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (~2 ms of start-up)
+
+if TYPE_CHECKING:
+    import argparse
+    from collections.abc import Callable, Sequence
+    from typing import Any
+
+    Handler = Callable[[argparse.Namespace], int]
 
 
 # --- output ---------------------------------------------------------------------------------------------
@@ -143,6 +148,9 @@ def read_api_key(args: argparse.Namespace) -> str | None:
 
 
 def cmd_add(args: argparse.Namespace) -> int:
+    import getpass
+    import shlex
+
     params = target(args)
     params.update(name=args.name, secret_mode=args.secret_mode)
     if args.url:
@@ -265,6 +273,8 @@ def cmd_daemon(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    import argparse
+
     parser = argparse.ArgumentParser(
         prog="chctl", description="Keep MCP server credentials valid and written into opencode's config."
     )
@@ -324,16 +334,31 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _extensions() -> list[Callable[[Any], None]]:
-    from context_harness.client import auth_cmd, service
+    from context_harness.client import auth_cmd, service_args
 
-    return [auth_cmd.add_auth_parsers, service.add_service_parser]
+    return [auth_cmd.add_auth_parsers,
+            lambda sub: service_args.add_service_arguments(sub, service_args.run_service_lazily)]
+
+
+# `chctl status` is what people and status bars run most often. Building the argparse parser for every
+# command costs more than the rest of chctl's start-up together, so these exact spellings skip it; any
+# other spelling (`--help`, a typo, options in another order) goes through argparse as usual.
+FAST_SPELLINGS = {("status",): False, ("status", "--json"): True}
+
+
+def parse_fast(args_list: Sequence[str]) -> SimpleNamespace | None:
+    """What argparse would make of `args_list`, for the spellings in FAST_SPELLINGS; else None."""
+    as_json = FAST_SPELLINGS.get(tuple(args_list))
+    if as_json is None:
+        return None
+    return SimpleNamespace(command="status", json=as_json, func=cmd_status)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args_list = list(sys.argv[1:] if argv is None else argv)
     if args_list[:1] == ["mcp"]:  # the seed's spelling: `context-harness mcp add|list|remove|auth ...`
         args_list = args_list[1:]
-    args = build_parser().parse_args(args_list)
+    args = parse_fast(args_list) or build_parser().parse_args(args_list)
     try:
         return int(args.func(args))
     except RpcError as exc:

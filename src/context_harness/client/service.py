@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import TextIO
 
 from context_harness import units
+from context_harness.client.service_args import add_service_arguments
 from context_harness.primitives.result import ErrorCode, Failure
 from context_harness.stores.atomic import atomic_write_bytes
 
@@ -375,18 +376,7 @@ def _first_line(text: str) -> str:
 
 def add_service_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     """Register `service install|uninstall|status [--dry-run]`; sets `func=run_service`."""
-    service = subparsers.add_parser("service", help="start the daemon at login (systemd or launchd)")
-    actions = service.add_subparsers(dest="service_action", required=True, metavar="ACTION")
-    for name, help_text in (
-        ("install", "write the units for this platform and enable them"),
-        ("uninstall", "stop and disable the daemon and remove its units"),
-        ("status", "say whether the units are installed, enabled and running"),
-    ):
-        action = actions.add_parser(name, help=help_text)
-        action.add_argument(
-            "--dry-run", action="store_true", help="print what would be written and run; change nothing"
-        )
-    service.set_defaults(func=run_service)
+    add_service_arguments(subparsers, run_service)
 
 
 def run_service(
