@@ -43,6 +43,7 @@ class DaemonProcess:
     env: UserEnv
     extra_env: dict[str, str] = field(default_factory=dict)
     wrapper: list[str] = field(default_factory=list)  # e.g. an `unshare` prefix
+    drop_env: tuple[str, ...] = ()  # variables the daemon must not inherit
     proc: subprocess.Popen[bytes] | None = None
     log_path: Path | None = None
 
@@ -51,7 +52,7 @@ class DaemonProcess:
         with open(self.log_path, "wb") as log:
             self.proc = subprocess.Popen(
                 [*self.wrapper, sys.executable, "-m", "context_harness.daemon"],
-                env={**self.env.vars(), **self.extra_env},
+                env={k: v for k, v in {**self.env.vars(), **self.extra_env}.items() if k not in self.drop_env},
                 stdout=log,
                 stderr=log,
                 stdin=subprocess.DEVNULL,

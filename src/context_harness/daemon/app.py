@@ -22,7 +22,7 @@ from context_harness.daemon.refresher import Refresher
 from context_harness.daemon.rpc_auth_methods import auth_methods
 from context_harness.daemon.rpc_methods import build_methods
 from context_harness.daemon.rpc_server import Method, RpcServer
-from context_harness.daemon.settings import Settings
+from context_harness.daemon.settings import Settings, load_settings
 from context_harness.daemon.single_instance import (
     AlreadyRunning,
     acquire_lock,
@@ -93,11 +93,16 @@ class Daemon:
         self._stop.set()
 
     def reload(self) -> None:
-        """SIGHUP: re-read the registry and the notify/event commands; tokens stay where they are."""
+        """SIGHUP: re-read the registry and the settings (CH_HOME/daemon.env); tokens stay where they are."""
         sd_notify.notify("RELOADING=1")
-        fresh = Settings()
+        fresh = load_settings()
+        if (fresh.home, fresh.socket_path) != (self.settings.home, self.settings.socket_path):
+            log.warning("reload_ignored_paths", hint="CH_HOME and CH_SOCKET change only with a restart")
+            fresh = fresh.model_copy(update={"home": self.settings.home, "socket": self.settings.socket})
+        self.settings = self.oauth.settings = self.refresher.settings = fresh
         self.notifier.notify_command = fresh.notify_command or self.notifier.notify_command
         self.notifier.event_command = fresh.event_command
+        configure_logging(fresh.log_level, fresh.log_format)
         self.mcp.reload_registry()
         log.info("daemon_reloaded", registry_servers=len(self.mcp.registry))
         sd_notify.notify("READY=1")
@@ -138,7 +143,7 @@ def main(argv: list[str] | None = None) -> int:
         print("usage: context-harnessd\n\nRuns the context-harness daemon in the foreground. Settings come from "
               "CH_* environment variables (CH_HOME, CH_SOCKET, CH_LOG_LEVEL, CH_LOG_FORMAT); see README.md.")
         return 0
-    settings = Settings()
+    settings = load_settings()
     configure_logging(settings.log_level, settings.log_format)
     os.umask(0o077)  # every file we create is private unless we say otherwise (configs keep their own mode)
     try:

@@ -80,3 +80,15 @@ class Settings(BaseSettings):
     @property
     def lock_file(self) -> Path:
         return self.home / "daemon.lock"
+
+
+def settings_file(home: Path) -> Path:
+    """Optional `KEY=value` lines (CH_NOTIFY_COMMAND=..., CH_LOG_LEVEL=...) re-read on SIGHUP."""
+    return home / "daemon.env"
+
+
+def load_settings() -> Settings:
+    """The environment, then CH_HOME/daemon.env for anything the environment does not set."""
+    from_env = Settings()
+    extra = settings_file(from_env.home)
+    return Settings(_env_file=extra) if extra.is_file() else from_env  # type: ignore[call-arg]
