@@ -13,6 +13,7 @@ from collections.abc import Callable
 
 import aiohttp
 import structlog
+from pydantic import ValidationError
 
 from context_harness.daemon import sd_notify
 from context_harness.daemon.auth_flows import AuthFlows
@@ -95,7 +96,12 @@ class Daemon:
     def reload(self) -> None:
         """SIGHUP: re-read the registry and the settings (CH_HOME/daemon.env); tokens stay where they are."""
         sd_notify.notify("RELOADING=1")
-        fresh = load_settings()
+        try:
+            fresh = load_settings()
+        except ValidationError as exc:
+            # A typo in daemon.env must not leave systemd waiting for READY=1 or skip the registry reload.
+            log.error("reload_settings_invalid", problems=_settings_problems(exc))
+            fresh = self.settings
         if (fresh.home, fresh.socket_path) != (self.settings.home, self.settings.socket_path):
             log.warning("reload_ignored_paths", hint="CH_HOME and CH_SOCKET change only with a restart")
             fresh = fresh.model_copy(update={"home": self.settings.home, "socket": self.settings.socket})
@@ -137,13 +143,23 @@ def prepare_listener(settings: Settings) -> tuple[socket.socket, bool]:
     return bind_listener(settings.socket_path), True
 
 
+def _settings_problems(exc: ValidationError) -> str:
+    """Which settings are wrong and why, without their values (a notify command may hold a secret)."""
+    return "; ".join(f"CH_{'.'.join(str(p) for p in e['loc']).upper()}: {e['msg']}"
+                     for e in exc.errors(include_input=False))
+
+
 def main(argv: list[str] | None = None) -> int:
     args = sys.argv[1:] if argv is None else argv
     if args and args[0] in ("-h", "--help"):
         print("usage: context-harnessd\n\nRuns the context-harness daemon in the foreground. Settings come from "
               "CH_* environment variables (CH_HOME, CH_SOCKET, CH_LOG_LEVEL, CH_LOG_FORMAT); see README.md.")
         return 0
-    settings = load_settings()
+    try:
+        settings = load_settings()
+    except ValidationError as exc:
+        print(f"context-harnessd: invalid settings: {_settings_problems(exc)}", file=sys.stderr)
+        return 1
     configure_logging(settings.log_level, settings.log_format)
     os.umask(0o077)  # every file we create is private unless we say otherwise (configs keep their own mode)
     try:
