@@ -316,6 +316,25 @@ def test_sighup_reloads_the_registry_and_keeps_tokens(managed_daemon: ManagedDae
     assert after["next_refresh_at"] == before["next_refresh_at"]
 
 
+def test_sighup_with_a_broken_daemon_env_keeps_serving_reloads_the_registry_and_says_ready(
+    managed_daemon: ManagedDaemon, user_env: UserEnv
+) -> None:
+    managed_daemon.start()
+    (user_env.ch_home / "daemon.env").write_text("CH_REFRESH_FRACTION=7.25\n")
+    (user_env.ch_home / "registry.json").write_text(json.dumps([
+        {"name": "still-reloaded", "url": "https://docs.example.invalid/mcp"},
+    ]))
+
+    managed_daemon.proc.send_signal(signal.SIGHUP)
+
+    managed_daemon.notify.expect("RELOADING=1")
+    managed_daemon.notify.expect("READY=1")
+    assert "still-reloaded" in _registry_names(user_env)
+    assert "reload_settings_invalid" in managed_daemon.log_events()
+    assert "7.25" not in managed_daemon.log()  # the problem is named, the value is not repeated
+    assert managed_daemon.stop() == 0
+
+
 # --- 4. chctl service on this machine -------------------------------------------------------------------
 
 
