@@ -235,3 +235,12 @@ def test_refresh_now_rotates_and_rewrites_the_header(
     assert header_of(user_env) == "Bearer " + after["access_token"]
     assert not asyncio.run(oidc_provider.introspect(before["refresh_token"]))["active"]
     assert asyncio.run(oidc_provider.is_active(after["access_token"]))
+
+
+def test_refresh_of_an_unknown_or_api_key_server_is_a_clear_error(daemon: DaemonProcess, user_env: UserEnv) -> None:
+    assert "error[NOT_FOUND]" in chctl(user_env, "refresh", "nosuch").stderr
+    chctl(user_env, "init")
+    chctl(user_env, "add", "context7", "-k", "ctx7-key-not-real")
+    assert "error[INVALID_PARAMS]" in chctl(user_env, "refresh", "context7").stderr
+    row = json.loads(chctl(user_env, "status", "--json").stdout)["servers"][0]
+    assert row["state"] == "api_key"

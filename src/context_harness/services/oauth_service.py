@@ -214,6 +214,11 @@ class OAuthService:
 
     async def refresh_tokens(self, name: str) -> Result[Credential]:
         """Refresh now (`chctl refresh`), whatever the expiry."""
+        credential = self.tokens.load(name)
+        if credential is None:
+            return Failure(f"no credential stored for {name}", ErrorCode.NOT_FOUND, "see `chctl status`")
+        if credential.kind != "oauth":
+            return Failure(f"{name} uses an API key: there is nothing to refresh", ErrorCode.INVALID_PARAMS)
         attempt = await self.refresh_once(name, force=True)
         match attempt:
             case RefreshDone(credential) | RefreshNotNeeded(credential):
@@ -270,7 +275,9 @@ class OAuthService:
         try:
             async with self._lock(name):
                 credential = self.tokens.load(name)
-                if credential is None or credential.kind != "oauth" or credential.tokens is None:
+                if credential is None or credential.kind != "oauth":
+                    return RefreshNeedsReauth("no OAuth credential is stored")  # forgotten meanwhile: nothing to do
+                if credential.tokens is None:
                     return self._needs_reauth(name, credential, "no OAuth token is stored")
                 if not force and planned is not None and _changed(planned, credential) and not _due(
                     credential, due_before
