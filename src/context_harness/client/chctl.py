@@ -7,7 +7,6 @@ and `chctl status` skips argparse (see `parse_fast`).
 
 from __future__ import annotations
 
-import json
 import os
 import sys
 import time
@@ -37,6 +36,8 @@ def print_error(code: str, message: str, hint: str | None = None) -> int:
 
 
 def print_json(value: Any) -> None:
+    import json  # only for --json output: json costs ~5 ms of start-up
+
     print(json.dumps(value, indent=2, sort_keys=False))
 
 
