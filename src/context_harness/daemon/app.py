@@ -45,6 +45,10 @@ from context_harness.stores.token_store import TokenStore
 
 log = structlog.get_logger(__name__)
 
+# Held back from process start until the loop's handlers are in place, so a SIGTERM that arrives while the
+# socket is already listening but the handlers are not yet installed is not fatal: it is handled, late.
+HANDLED_SIGNALS = {signal.SIGTERM, signal.SIGINT, signal.SIGHUP}
+
 
 class Daemon:
     """The daemon's state and services; one per process."""
@@ -120,6 +124,7 @@ class Daemon:
         loop.add_signal_handler(signal.SIGTERM, self.request_stop)
         loop.add_signal_handler(signal.SIGINT, self.request_stop)
         loop.add_signal_handler(signal.SIGHUP, self.reload)
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, HANDLED_SIGNALS)  # what arrived during start-up runs now
         log.info("daemon_started", pid=os.getpid(), socket=str(self.settings.socket_path),
                  home=str(self.settings.home))
         self.refresher.start()
@@ -155,6 +160,7 @@ def main(argv: list[str] | None = None) -> int:
         print("usage: context-harnessd\n\nRuns the context-harness daemon in the foreground. Settings come from "
               "CH_* environment variables (CH_HOME, CH_SOCKET, CH_LOG_LEVEL, CH_LOG_FORMAT); see README.md.")
         return 0
+    signal.pthread_sigmask(signal.SIG_BLOCK, HANDLED_SIGNALS)
     try:
         settings = load_settings()
     except ValidationError as exc:
@@ -184,8 +190,6 @@ def main(argv: list[str] | None = None) -> int:
             os.close(lock_fd)
     log.info("daemon_stopped")
     return 0
-
-
 
 
 if __name__ == "__main__":
