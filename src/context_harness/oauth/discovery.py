@@ -380,14 +380,11 @@ async def fetch_resource_metadata(
     urls = protected_resource_metadata_urls(server_url)
     if challenge and challenge.resource_metadata and is_secure_endpoint(challenge.resource_metadata):
         urls.insert(0, challenge.resource_metadata)
-    for url in dict.fromkeys(urls):
-        got = await http.request(session, "GET", url, headers=http.JSON_ACCEPT, timeout_s=timeout_s)
-        if isinstance(got, Failure):
-            return got
-        if got.value.status != 200:
-            log.info("resource_metadata_missed", url=http.describe_url(url), status=got.value.status)
-            continue
-        return validate_resource_metadata(got.value.json(), server_url)
+    found = await _first_document(session, list(dict.fromkeys(urls)), timeout_s, "resource_metadata_missed")
+    if isinstance(found, Failure):
+        return found
+    if found.value is not None:
+        return validate_resource_metadata(found.value.json(), server_url)
     return Failure(
         f"{http.describe_url(server_url)} publishes no OAuth protected resource metadata",
         ErrorCode.OAUTH_ERROR,
@@ -395,17 +392,29 @@ async def fetch_resource_metadata(
     )
 
 
-async def fetch_authorization_server_metadata(
-    session: aiohttp.ClientSession, issuer: str, timeout_s: float = http.DEFAULT_TIMEOUT_S
-) -> Result[AuthServerMetadata]:
-    for url in authorization_server_metadata_urls(issuer):
+async def _first_document(
+    session: aiohttp.ClientSession, urls: list[str], timeout_s: float, missed_event: str
+) -> Result[http.HttpResponse | None]:
+    """The first response with status 200 (URLs in order), None if none; a transport failure stops the search."""
+    for url in urls:
         got = await http.request(session, "GET", url, headers=http.JSON_ACCEPT, timeout_s=timeout_s)
         if isinstance(got, Failure):
             return got
-        if got.value.status != 200:
-            log.info("auth_server_metadata_missed", url=http.describe_url(url), status=got.value.status)
-            continue
-        return validate_authorization_server_metadata(got.value.json(), issuer)
+        if got.value.status == 200:
+            return Success(got.value)
+        log.info(missed_event, url=http.describe_url(url), status=got.value.status)
+    return Success(None)
+
+
+async def fetch_authorization_server_metadata(
+    session: aiohttp.ClientSession, issuer: str, timeout_s: float = http.DEFAULT_TIMEOUT_S
+) -> Result[AuthServerMetadata]:
+    urls = authorization_server_metadata_urls(issuer)
+    found = await _first_document(session, urls, timeout_s, "auth_server_metadata_missed")
+    if isinstance(found, Failure):
+        return found
+    if found.value is not None:
+        return validate_authorization_server_metadata(found.value.json(), issuer)
     return Failure(
         f"no authorization server metadata found for issuer {issuer}",
         ErrorCode.OAUTH_ERROR,
