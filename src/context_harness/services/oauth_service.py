@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
@@ -357,9 +358,12 @@ class OAuthService:
             return Failure(unknown.error, unknown.code, f"add it first: `chctl add {name} --url URL`")
         return Failure(f"{name} is not a remote server", ErrorCode.INVALID_PARAMS)
 
-    def _lock(self, name: str) -> _ServerLock:
-        return _ServerLock(self._locks.setdefault(name, asyncio.Lock()),
-                           self.settings.locks_dir / f"{name}.lock")
+    @asynccontextmanager
+    async def _lock(self, name: str) -> AsyncIterator[None]:
+        """The in-process lock, then the lock file: one refresh per server, across processes too."""
+        async with self._locks.setdefault(name, asyncio.Lock()):
+            async with file_lock(self.settings.locks_dir / f"{name}.lock", LOCK_TIMEOUT_S):
+                yield
 
     def _publish(self, name: str) -> None:
         published = self.mcp.update_auth(name)
@@ -391,30 +395,6 @@ class OAuthService:
                 continue
             self.mcp.config.edit(Path(binding.path),
                                  lambda text: remove_member(text, opencode.header_path(name, header)))
-
-
-class _ServerLock:
-    """The in-process lock, then the lock file: one refresh per server, across processes too."""
-
-    def __init__(self, lock: asyncio.Lock, path: Path) -> None:
-        self._lock = lock
-        self._path = path
-        self._file: Any = None
-
-    async def __aenter__(self) -> None:
-        await self._lock.acquire()
-        try:
-            self._file = file_lock(self._path, LOCK_TIMEOUT_S)
-            await self._file.__aenter__()
-        except BaseException:
-            self._lock.release()
-            raise
-
-    async def __aexit__(self, *exc: object) -> None:
-        try:
-            await self._file.__aexit__(None, None, None)
-        finally:
-            self._lock.release()
 
 
 def _changed(planned: Credential, current: Credential) -> bool:
