@@ -337,6 +337,10 @@ async def test_a_failing_config_write_keeps_the_new_token_and_reports_it(
     assert h.credential().tokens.access_token == "new-access-1"  # stored whatever the config says
     assert h.config_path.read_text() == broken  # never overwritten
     assert str(h.config_path) in h.oauth.mcp.publish_errors["srv"]
+    h.config_path.write_text('{"mcp": {"srv": {"type": "remote", "url": "http://127.0.0.1:9/mcp"}}}')  # fixed
+    await eventually(lambda: "new-access-1" in h.config_path.read_text(), timeout_s=5, what="the write retried")
+    assert h.header() == "Bearer new-access-1"
+    assert "srv" not in h.oauth.mcp.publish_errors
 
 
 async def test_the_event_hook_gets_every_token_event(

@@ -143,6 +143,7 @@ class Refresher:
     # --- running -------------------------------------------------------------------------------------
 
     async def _check_wall_clock(self) -> None:
+        self.oauth.republish_failed()  # a config that could not be written gets the current token once it can
         now = self.clock()
         for name, plan in list(self._plans.items()):
             if plan.due <= now and name not in self._running:

@@ -173,7 +173,11 @@ class MCPService:
             )
             if isinstance(written, Failure):
                 report.failed[binding.path] = written.error
-                log.warning("config_write_failed", server=name, path=binding.path, code=written.code.value)
+                # Retried every wall-clock check: say it once, not every 30 s.
+                again = self.publish_errors.get(name, {}).get(binding.path) == written.error
+                (log.debug if again else log.warning)(
+                    "config_write_failed", server=name, path=binding.path, code=written.code.value
+                )
             else:
                 report.written.append(binding.path)
         return Success(report)

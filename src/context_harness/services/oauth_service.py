@@ -365,6 +365,11 @@ class OAuthService:
             async with file_lock(self.settings.locks_dir / f"{name}.lock", LOCK_TIMEOUT_S):
                 yield
 
+    def republish_failed(self) -> None:
+        """Write the current header again into configs whose last write failed (fixed by hand, remounted)."""
+        for name in list(self.mcp.publish_errors):
+            self._publish(name)
+
     def _publish(self, name: str) -> None:
         published = self.mcp.update_auth(name)
         if isinstance(published, Success):
