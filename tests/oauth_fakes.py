@@ -43,6 +43,7 @@ class FakeWorld:
     challenge_header: bool = True
     resource_override: str | None = None
     access_token_lifetime: int | None = 3600
+    client_id_metadata_documents: bool = False  # advertise client_id_metadata_document_supported
 
     # What happened (secrets included, so tests can look for them in logs).
     base: str = ""
@@ -101,6 +102,8 @@ def build_world_app(world: FakeWorld) -> web.Application:
         }
         if world.registration_endpoint:
             doc["registration_endpoint"] = world.issuer + "/register"
+        if world.client_id_metadata_documents:
+            doc["client_id_metadata_document_supported"] = True
         return web.json_response(doc)
 
     async def register(request: web.Request) -> web.Response:

@@ -133,6 +133,27 @@ async def test_explicit_client_id_skips_registration(session: aiohttp.ClientSess
         assert world.authorize_params[0]["scope"] == "mcp:write offline_access"
 
 
+CIMD_URL = "https://context-harness.example/client-metadata.json"
+
+
+async def test_a_configured_client_metadata_document_is_the_client_id_where_advertised(
+    session: aiohttp.ClientSession, store: ClientStore
+) -> None:
+    async with running_world(FakeWorld(client_id_metadata_documents=True)) as world:
+        result, _, _ = await run(world, session, store, client_metadata_url=CIMD_URL)
+        assert isinstance(result, Success) and result.value.client_id == CIMD_URL
+        assert world.registrations == [] and world.authorize_params[0]["client_id"] == CIMD_URL
+
+
+async def test_a_client_metadata_document_is_not_used_where_not_advertised(
+    session: aiohttp.ClientSession, store: ClientStore
+) -> None:
+    async with running_world(FakeWorld()) as world:
+        result, _, _ = await run(world, session, store, client_metadata_url=CIMD_URL)
+        assert isinstance(result, Success) and result.value.client_id == "client-1"  # registered instead
+        assert len(world.registrations) == 1
+
+
 async def test_no_registration_endpoint_and_no_client_id_asks_for_one(
     session: aiohttp.ClientSession, store: ClientStore
 ) -> None:

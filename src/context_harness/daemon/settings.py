@@ -46,6 +46,9 @@ class Settings(BaseSettings):
     # Transient refresh failures: exponential backoff with full jitter from 5 s up to 5 min.
     backoff_base_s: float = Field(default=5.0, gt=0)
     backoff_max_s: float = Field(default=300.0, gt=0)
+    # The https URL where you host a Client ID Metadata Document for context-harness; used as the client id
+    # with authorization servers that advertise support, before Dynamic Client Registration.
+    client_metadata_url: str | None = None
     notify_command: list[str] | None = None
     event_command: list[str] | None = None
 

@@ -153,6 +153,7 @@ async def run_authorization_flow(
     timeout_s: float = DEFAULT_FLOW_TIMEOUT_S,
     paste: asyncio.Queue[str] | None = None,
     http_timeout_s: float = http.DEFAULT_TIMEOUT_S,
+    client_metadata_url: str | None = None,
 ) -> Result[AuthorizationGrant]:
     """Log in to `server_url` and return the tokens; never raises for an expected failure.
 
@@ -160,7 +161,9 @@ async def run_authorization_flow(
     flags, env vars or the registry; without one a stored registration for this issuer is reused,
     else one is made by Dynamic Client Registration. `scopes`: override the discovered ones.
     `port`: 0 for any free port, or a fixed one. `on_authorization_url` is called once with the URL
-    the user must open. `paste`: strings put on this queue are read as pasted redirect URLs
+    the user must open. `client_metadata_url`: the https URL of our Client ID Metadata Document, used as
+    the client id where the server advertises support (before any registration). `paste`: strings put
+    on this queue are read as pasted redirect URLs
     (headless login); the first of browser callback and paste wins. `timeout_s` bounds the wait
     for the user.
     """
@@ -170,6 +173,9 @@ async def run_authorization_flow(
     discovery = found.value
     auth_server = discovery.auth_server
     chosen_scopes = discovery.scopes(scopes)
+    if client_id is None and client_metadata_url and auth_server.client_id_metadata_document_supported:
+        client_id, client_secret = client_metadata_url, None  # the URL is the client id: nothing to register
+        log.info("client_id_metadata_document_used", server=server_name, issuer=auth_server.issuer)
 
     stored = None if client_id else client_store.get(server_name, auth_server.issuer)
     if client_id is None and stored is None and auth_server.registration_endpoint is None:

@@ -188,6 +188,7 @@ class OAuthService:
             timeout_s=options.timeout_s,
             paste=paste,
             http_timeout_s=self.settings.http_timeout_s,
+            client_metadata_url=self.settings.client_metadata_url,
         )
         if isinstance(grant, Failure):
             if known is not None and known.needs_preregistered_client and grant.code is ErrorCode.AUTH_REQUIRED:
