@@ -11,6 +11,7 @@ import os
 import sys
 import time
 
+from context_harness.client.output import print_json
 from context_harness.client.rpc_client import RpcError, call
 
 TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (~2 ms of start-up)
@@ -47,12 +48,6 @@ def add_auth_parsers(sub: Any) -> None:
     p.set_defaults(func=cmd_refresh)
 
 
-def _print_json(value: Any) -> None:
-    import json
-
-    print(json.dumps(value, indent=2))
-
-
 def _expiry(ts: float | None) -> str:
     if ts is None:
         return "no expiry given"
@@ -74,7 +69,7 @@ def cmd_auth(args: argparse.Namespace) -> int:
 def auth_status(args: argparse.Namespace) -> int:
     status = call("auth.status", {"name": args.name})
     if args.json:
-        _print_json(status)
+        print_json(status)
     else:
         print(f"{status['name']}: {status['state']}, {_expiry(status['expires_at'])}")
         if status.get("issuer"):
@@ -140,7 +135,7 @@ def auth_login(args: argparse.Namespace) -> int:
             pass
         raise
     if args.json:
-        _print_json(result)
+        print_json(result)
         return 0
     print(f"logged in to {args.name}: {_expiry(result['expires_at'])}"
           + ("" if result["has_refresh_token"] else "; no refresh token was issued, so a new login is due then"))
@@ -169,7 +164,7 @@ def _forward_pastes(flow_id: str) -> None:
 def cmd_refresh(args: argparse.Namespace) -> int:
     result = call("token.refresh", {"name": args.name})
     if args.json:
-        _print_json(result)
+        print_json(result)
         return 0
     print(f"refreshed {args.name}: {_expiry(result['expires_at'])}")
     for path, error in result.get("config_errors", {}).items():
