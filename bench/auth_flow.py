@@ -42,8 +42,12 @@ from tests.peers.oidc import OidcConfig, OidcProvider, start_oidc_provider
 from tests.peers.peer_process import start_peer
 
 TARGET_RATIO = 1.0
-INITIALIZE = {"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": {
-    "protocolVersion": "2025-06-18", "capabilities": {}, "clientInfo": {"name": "bench", "version": "0"}}}
+INITIALIZE = {
+    "jsonrpc": "2.0",
+    "id": 1,
+    "method": "initialize",
+    "params": {"protocolVersion": "2025-06-18", "capabilities": {}, "clientInfo": {"name": "bench", "version": "0"}},
+}
 MCP_HEADERS = {"Accept": "application/json, text/event-stream", "Content-Type": "application/json"}
 
 
@@ -61,10 +65,17 @@ def start_mcp_oauth_server(provider: OidcProvider, log_path: Path) -> McpOAuthSe
     """The resource server of tests/peers/mcp_servers.py's fixture, started outside pytest."""
     client_id, client_secret = provider.introspection_client
     args = ["--introspect", provider.issuer, "--client-id", client_id, "--scopes", "mcp:read mcp:write"]
-    peer = start_peer([sys.executable, str(APP_SCRIPT), *args], log_path=log_path,
-                      env={"MCP_PEER_CLIENT_SECRET": client_secret})
-    return McpOAuthServer(url=str(peer.ready["url"]), resource=str(peer.ready["resource"]), issuer=provider.issuer,
-                          scopes=("mcp:read", "mcp:write"), log_path=log_path, _peer=peer)
+    peer = start_peer(
+        [sys.executable, str(APP_SCRIPT), *args], log_path=log_path, env={"MCP_PEER_CLIENT_SECRET": client_secret}
+    )
+    return McpOAuthServer(
+        url=str(peer.ready["url"]),
+        resource=str(peer.ready["resource"]),
+        issuer=provider.issuer,
+        scopes=("mcp:read", "mcp:write"),
+        log_path=log_path,
+        _peer=peer,
+    )
 
 
 async def rpc(socket_path: Path, method: str, params: dict[str, Any]) -> Any:
@@ -201,22 +212,39 @@ def main() -> None:
         finally:
             provider.stop()
 
-    figures = {who: {"total_ms": median_ms(t, "total_s"), "consent_ms": median_ms(t, "consent_s"),
-                     "without_consent_ms": median_ms(t, "without_consent_s")} for who, t in timings.items()}
+    figures = {
+        who: {
+            "total_ms": median_ms(t, "total_s"),
+            "consent_ms": median_ms(t, "consent_s"),
+            "without_consent_ms": median_ms(t, "without_consent_s"),
+        }
+        for who, t in timings.items()
+    }
     ratio = round(figures["ours"]["total_ms"] / figures["sdk"]["total_ms"], 3)
     ratio_without_consent = round(figures["ours"]["without_consent_ms"] / figures["sdk"]["without_consent_ms"], 3)
     bench_env.report(
         f"OAuth login, discovery -> registration -> consent -> tokens, median of {args.runs} each "
         f"(target ours/SDK <= {TARGET_RATIO})",
         [
-            *((f"{who} (config write: {'yes' if who == 'ours' else 'no'})",
-               f"{f['total_ms']:7.1f} ms   consent {f['consent_ms']:6.1f} ms   without consent "
-               f"{f['without_consent_ms']:6.1f} ms") for who, f in figures.items()),
+            *(
+                (
+                    f"{who} (config write: {'yes' if who == 'ours' else 'no'})",
+                    f"{f['total_ms']:7.1f} ms   consent {f['consent_ms']:6.1f} ms   without consent "
+                    f"{f['without_consent_ms']:6.1f} ms",
+                )
+                for who, f in figures.items()
+            ),
             ("ratio ours / SDK", f"{ratio:.2f}   without consent {ratio_without_consent:.2f}"),
         ],
-        {"runs": args.runs, "registration": "fresh every run (new server name / new SDK storage)",
-         "ours": figures["ours"], "sdk": figures["sdk"], "ratio": ratio,
-         "ratio_without_consent": ratio_without_consent, "target_ratio": TARGET_RATIO},
+        {
+            "runs": args.runs,
+            "registration": "fresh every run (new server name / new SDK storage)",
+            "ours": figures["ours"],
+            "sdk": figures["sdk"],
+            "ratio": ratio,
+            "ratio_without_consent": ratio_without_consent,
+            "target_ratio": TARGET_RATIO,
+        },
     )
 
 

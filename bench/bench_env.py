@@ -24,8 +24,16 @@ if str(REPO) not in sys.path:
 from tests.support.daemon import DaemonProcess  # noqa: E402
 from tests.support.env import UserEnv, make_user_env  # noqa: E402
 
-__all__ = ["DaemonProcess", "UserEnv", "cpu_seconds", "median_ms", "proc_status", "report", "running_daemon",
-           "user_env"]
+__all__ = [
+    "DaemonProcess",
+    "UserEnv",
+    "cpu_seconds",
+    "median_ms",
+    "proc_status",
+    "report",
+    "running_daemon",
+    "user_env",
+]
 
 # The daemon as a user runs it: info-level logs (the test env asks for debug).
 QUIET_DAEMON = {"CH_LOG_LEVEL": "info", "CH_LOG_FORMAT": "json"}

@@ -68,8 +68,15 @@ def main() -> None:
             ("chctl status", f"{chctl_ms:.1f} ms"),
             ("ratio chctl / python", f"{ratio:.2f}  (target <= {TARGET_RATIO})"),
         ],
-        {"runs": args.runs, "python_ms": python_ms, "json_socket_floor_ms": floor_ms, "chctl_status_ms": chctl_ms,
-         "ratio": ratio, "floor_ratio": floor_ratio, "target_ratio": TARGET_RATIO},
+        {
+            "runs": args.runs,
+            "python_ms": python_ms,
+            "json_socket_floor_ms": floor_ms,
+            "chctl_status_ms": chctl_ms,
+            "ratio": ratio,
+            "floor_ratio": floor_ratio,
+            "target_ratio": TARGET_RATIO,
+        },
     )
 
 

@@ -48,8 +48,16 @@ def main() -> None:
             cwd = str(env.project)
             call(env.socket, "config.init", {"cwd": cwd})
             for i in range(args.servers):
-                call(env.socket, "mcp.add", {"cwd": cwd, "name": f"srv{i:03d}", "url": f"http://127.0.0.1:9/mcp/{i}",
-                                             "api_key": secrets.token_urlsafe(24)})
+                call(
+                    env.socket,
+                    "mcp.add",
+                    {
+                        "cwd": cwd,
+                        "name": f"srv{i:03d}",
+                        "url": f"http://127.0.0.1:9/mcp/{i}",
+                        "api_key": secrets.token_urlsafe(24),
+                    },
+                )
             time.sleep(SETTLE_S)
             figures[f"idle, {args.servers} servers added"] = mib(daemon.proc.pid)
             listed = call(env.socket, "status")["servers"]
@@ -67,8 +75,13 @@ def main() -> None:
         f"daemon memory, {args.servers} API-key servers in one opencode.json, {token_files} token files "
         f"(target <= {TARGET_MIB} MiB)",
         [(label, f"RSS {f['rss_mib']:5.1f} MiB   peak {f['hwm_mib']:5.1f} MiB") for label, f in figures.items()],
-        {"servers": args.servers, "token_files": token_files, "target_mib": TARGET_MIB, "peak_mib": peak,
-         "stages": figures},
+        {
+            "servers": args.servers,
+            "token_files": token_files,
+            "target_mib": TARGET_MIB,
+            "peak_mib": peak,
+            "stages": figures,
+        },
     )
 
 

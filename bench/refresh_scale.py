@@ -78,8 +78,14 @@ class TokenEndpoint:
             self.refreshed_at.setdefault(server, []).append(arrived)
             if len(self.refreshed_at) == self.servers:
                 self.all_refreshed.set()
-            return web.json_response({"access_token": self.answered[server], "token_type": "Bearer",
-                                      "expires_in": NEW_TOKEN_LIFETIME_S, "refresh_token": rotated})
+            return web.json_response(
+                {
+                    "access_token": self.answered[server],
+                    "token_type": "Bearer",
+                    "expires_in": NEW_TOKEN_LIFETIME_S,
+                    "refresh_token": rotated,
+                }
+            )
         finally:
             self.in_flight -= 1
 
@@ -93,17 +99,42 @@ def prepare_state(env: bench_env.UserEnv, token_url: str, args: argparse.Namespa
         name = f"srv{i:04d}"
         expires_at = now + args.lead + args.window * i / max(args.servers - 1, 1)
         expiries[name] = expires_at
-        tokens.save(Credential(
-            name=name, kind="oauth", state=TokenState.ACTIVE, token_endpoint=token_url, client_id=CLIENT_ID,
-            issuer=token_url.rsplit("/", 1)[0], resource=f"http://127.0.0.1:9/mcp/{i}",
-            tokens=OAuthTokens(access_token=secrets.token_urlsafe(32), refresh_token=f"rt-{name}-0",
-                               expires_at=expires_at, issued_at=expires_at - args.lifetime),
-        ))
+        tokens.save(
+            Credential(
+                name=name,
+                kind="oauth",
+                state=TokenState.ACTIVE,
+                token_endpoint=token_url,
+                client_id=CLIENT_ID,
+                issuer=token_url.rsplit("/", 1)[0],
+                resource=f"http://127.0.0.1:9/mcp/{i}",
+                tokens=OAuthTokens(
+                    access_token=secrets.token_urlsafe(32),
+                    refresh_token=f"rt-{name}-0",
+                    expires_at=expires_at,
+                    issued_at=expires_at - args.lifetime,
+                ),
+            )
+        )
     config = env.project / "opencode.json"
     bound = sorted(expiries)[: args.bound]
-    config.write_text(json.dumps({"$schema": "https://opencode.ai/config.json", "mcp": {
-        name: {"type": "remote", "url": f"http://127.0.0.1:9/mcp/{name}", "oauth": False,
-               "headers": {"Authorization": "Bearer old"}} for name in bound}}, indent=2))
+    config.write_text(
+        json.dumps(
+            {
+                "$schema": "https://opencode.ai/config.json",
+                "mcp": {
+                    name: {
+                        "type": "remote",
+                        "url": f"http://127.0.0.1:9/mcp/{name}",
+                        "oauth": False,
+                        "headers": {"Authorization": "Bearer old"},
+                    }
+                    for name in bound
+                },
+            },
+            indent=2,
+        )
+    )
     bindings = BindingStore(env.ch_home / "bindings.json")
     for name in bound:
         bindings.bind(name, config.resolve(), SecretMode.INLINE)
@@ -139,11 +170,17 @@ async def run(env: bench_env.UserEnv, args: argparse.Namespace) -> dict[str, Any
         await runner.cleanup()
 
     stored = TokenStore(env.ch_home / "tokens", env.ch_home / "secrets")
-    saved = sum(1 for name, token in endpoint.answered.items()
-                if (c := stored.load(name)) is not None and c.tokens is not None and c.tokens.access_token == token)
+    saved = sum(
+        1
+        for name, token in endpoint.answered.items()
+        if (c := stored.load(name)) is not None and c.tokens is not None and c.tokens.access_token == token
+    )
     config_text = (env.project / "opencode.json").read_text()
-    published = sum(1 for name in sorted(expiries)[: args.bound]
-                    if name in endpoint.answered and endpoint.answered[name] in config_text)
+    published = sum(
+        1
+        for name in sorted(expiries)[: args.bound]
+        if name in endpoint.answered and endpoint.answered[name] in config_text
+    )
     lead_s = [expiries[name] - times[0] for name, times in endpoint.refreshed_at.items()]
     return {
         "servers": args.servers,
@@ -154,8 +191,13 @@ async def run(env: bench_env.UserEnv, args: argparse.Namespace) -> dict[str, Any
         "refreshed_twice": sum(1 for times in endpoint.refreshed_at.values() if len(times) > 1),
         "refresh_token_reused": sum(1 for n in endpoint.uses.values() if n > 1),
         "rejected_requests": endpoint.rejected,
-        "seconds_before_expiry": {"min": round(min(lead_s), 2), "median": round(statistics.median(lead_s), 2),
-                                  "max": round(max(lead_s), 2)} if lead_s else None,
+        "seconds_before_expiry": {
+            "min": round(min(lead_s), 2),
+            "median": round(statistics.median(lead_s), 2),
+            "max": round(max(lead_s), 2),
+        }
+        if lead_s
+        else None,
         "peak_concurrent_requests": endpoint.peak_in_flight,
         "daemon_cpu_s": round(cpu, 2),
         "daemon_cpu_s_start_up": round(cpu_after_start, 2),

@@ -64,11 +64,14 @@ def main() -> None:
 
     bench_env.report(
         f"daemon.status over the Unix socket, {args.seconds:g} s per row (target >= {TARGET_RPS:,} req/s)",
-        [(f"{n} connection{'s' if n > 1 else ''}",
-          f"{r['rps']:>7,.0f} req/s  ({r['requests']:,} requests, daemon CPU {r['daemon_cpu_s']} s)")
-         for n, r in results.items()],
-        {"seconds": args.seconds, "target_rps": TARGET_RPS,
-         "results": {str(n): r for n, r in results.items()}},
+        [
+            (
+                f"{n} connection{'s' if n > 1 else ''}",
+                f"{r['rps']:>7,.0f} req/s  ({r['requests']:,} requests, daemon CPU {r['daemon_cpu_s']} s)",
+            )
+            for n, r in results.items()
+        ],
+        {"seconds": args.seconds, "target_rps": TARGET_RPS, "results": {str(n): r for n, r in results.items()}},
     )
 
 

@@ -27,7 +27,7 @@ def documented_sections() -> dict[str, str]:
     text = PROTOCOL_DOC.read_text(encoding="utf-8")
     sections: dict[str, str] = {}
     for match in METHOD_HEADING.finditer(text):
-        rest = text[match.end():]
+        rest = text[match.end() :]
         end = re.search(r"^#{1,3} ", rest, re.MULTILINE)
         assert match.group(1) not in sections, f"{match.group(1)} is documented twice"
         sections[match.group(1)] = rest[: end.start() if end else len(rest)]

@@ -186,9 +186,7 @@ def test_unusable_entries_are_reported_by_field(tmp_path: Path, entry: dict[str,
 
 def test_a_value_pasted_into_the_wrong_field_is_not_echoed(tmp_path: Path) -> None:
     secret = "sk_live_do_not_print_me"
-    user_file = write_json(
-        tmp_path / "registry.json", [{"name": "s", "url": "https://s.example", "auth_type": secret}]
-    )
+    user_file = write_json(tmp_path / "registry.json", [{"name": "s", "url": "https://s.example", "auth_type": secret}])
     _, warnings = load_registry(user_file)
     assert warnings and secret not in " ".join(warnings)
 

@@ -120,8 +120,7 @@ class ManagedDaemon:
             argv = [sys.executable, "-m", "context_harness.daemon"]
             pass_fds = ()
         with open(self.log_path, "wb") as log:
-            proc = subprocess.Popen(argv, env=env, stdout=log, stderr=log, stdin=subprocess.DEVNULL,
-                                    pass_fds=pass_fds)
+            proc = subprocess.Popen(argv, env=env, stdout=log, stderr=log, stdin=subprocess.DEVNULL, pass_fds=pass_fds)
         self.procs.append(proc)
         return proc
 
@@ -174,16 +173,18 @@ def activation_socket(user_env: UserEnv) -> Iterator[socket.socket]:
 
 
 @pytest.fixture
-def activated_daemon(user_env: UserEnv, notify_socket: NotifySocket,
-                     activation_socket: socket.socket) -> Iterator[ManagedDaemon]:
+def activated_daemon(
+    user_env: UserEnv, notify_socket: NotifySocket, activation_socket: socket.socket
+) -> Iterator[ManagedDaemon]:
     daemon = ManagedDaemon(user_env, notify_socket, activation_socket)
     yield daemon
     daemon.kill_all()
 
 
 @pytest.fixture(params=["socket-activated", "self-bound"])
-def managed_daemon(request: pytest.FixtureRequest, user_env: UserEnv,
-                   notify_socket: NotifySocket) -> Iterator[ManagedDaemon]:
+def managed_daemon(
+    request: pytest.FixtureRequest, user_env: UserEnv, notify_socket: NotifySocket
+) -> Iterator[ManagedDaemon]:
     activated = listen_like_a_socket_unit(user_env.socket) if request.param == "socket-activated" else None
     daemon = ManagedDaemon(user_env, notify_socket, activated)
     yield daemon
@@ -271,12 +272,22 @@ def test_ready_comes_only_once_the_socket_serves_and_stopping_on_sigterm(
 def _store_oauth_token(user_env: UserEnv) -> Path:
     now = time.time()
     tokens = TokenStore(user_env.ch_home / "tokens", user_env.ch_home / "secrets")
-    tokens.save(Credential(
-        name="kept", kind="oauth", state=TokenState.ACTIVE, issuer="https://issuer.invalid",
-        token_endpoint="https://issuer.invalid/token", client_id="client-kept",
-        tokens=OAuthTokens(access_token="fake-access-not-a-secret", refresh_token="fake-refresh-not-a-secret",
-                           issued_at=now, expires_at=now + 3600),
-    ))
+    tokens.save(
+        Credential(
+            name="kept",
+            kind="oauth",
+            state=TokenState.ACTIVE,
+            issuer="https://issuer.invalid",
+            token_endpoint="https://issuer.invalid/token",
+            client_id="client-kept",
+            tokens=OAuthTokens(
+                access_token="fake-access-not-a-secret",
+                refresh_token="fake-refresh-not-a-secret",
+                issued_at=now,
+                expires_at=now + 3600,
+            ),
+        )
+    )
     return user_env.ch_home / "tokens" / "kept.json"
 
 
@@ -299,9 +310,19 @@ def test_sighup_reloads_the_registry_and_keeps_tokens(managed_daemon: ManagedDae
     before = _server_row(user_env, "kept")
     assert "reloaded-docs" not in _registry_names(user_env)
 
-    (user_env.ch_home / "registry.json").write_text(json.dumps({"servers": [
-        {"name": "reloaded-docs", "url": "https://docs.example.invalid/mcp", "description": "added while running"},
-    ]}))
+    (user_env.ch_home / "registry.json").write_text(
+        json.dumps(
+            {
+                "servers": [
+                    {
+                        "name": "reloaded-docs",
+                        "url": "https://docs.example.invalid/mcp",
+                        "description": "added while running",
+                    },
+                ]
+            }
+        )
+    )
     managed_daemon.proc.send_signal(signal.SIGHUP)
 
     managed_daemon.notify.expect("RELOADING=1")
@@ -321,9 +342,13 @@ def test_sighup_with_a_broken_daemon_env_keeps_serving_reloads_the_registry_and_
 ) -> None:
     managed_daemon.start()
     (user_env.ch_home / "daemon.env").write_text("CH_REFRESH_FRACTION=7.25\n")
-    (user_env.ch_home / "registry.json").write_text(json.dumps([
-        {"name": "still-reloaded", "url": "https://docs.example.invalid/mcp"},
-    ]))
+    (user_env.ch_home / "registry.json").write_text(
+        json.dumps(
+            [
+                {"name": "still-reloaded", "url": "https://docs.example.invalid/mcp"},
+            ]
+        )
+    )
 
     managed_daemon.proc.send_signal(signal.SIGHUP)
 
@@ -340,8 +365,7 @@ def test_sighup_with_a_broken_daemon_env_keeps_serving_reloads_the_registry_and_
 
 def _systemd_user_session() -> bool:
     try:
-        done = subprocess.run(["systemctl", "--user", "show-environment"], capture_output=True, timeout=30,
-                              check=False)
+        done = subprocess.run(["systemctl", "--user", "show-environment"], capture_output=True, timeout=30, check=False)
     except (OSError, subprocess.TimeoutExpired):
         return False
     return done.returncode == 0

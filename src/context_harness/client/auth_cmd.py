@@ -123,8 +123,11 @@ def auth_login(args: argparse.Namespace) -> int:
     else:
         import threading
 
-        print("open the URL above in a browser. If its redirect cannot reach this machine, paste the URL the "
-              "browser ends on here and press Enter.", file=sys.stderr)
+        print(
+            "open the URL above in a browser. If its redirect cannot reach this machine, paste the URL the "
+            "browser ends on here and press Enter.",
+            file=sys.stderr,
+        )
         threading.Thread(target=_forward_pastes, args=(flow_id,), daemon=True).start()
     try:
         result = call("auth.wait", {"flow_id": flow_id})
@@ -137,8 +140,10 @@ def auth_login(args: argparse.Namespace) -> int:
     if args.json:
         print_json(result)
         return 0
-    print(f"logged in to {args.name}: {_expiry(result['expires_at'])}"
-          + ("" if result["has_refresh_token"] else "; no refresh token was issued, so a new login is due then"))
+    print(
+        f"logged in to {args.name}: {_expiry(result['expires_at'])}"
+        + ("" if result["has_refresh_token"] else "; no refresh token was issued, so a new login is due then")
+    )
     for path in result["configs"]:
         print(f"  header written to {path}")
     for path, error in result.get("config_errors", {}).items():

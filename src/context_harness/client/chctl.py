@@ -73,8 +73,14 @@ def cmd_registry(args: argparse.Namespace) -> int:
         auth = server.get("auth_type", "none")
         if server.get("needs_preregistered_client"):
             auth += " (client id)"
-        rows.append([server["name"], auth, server.get("url") or " ".join(server.get("command") or []),
-                     server.get("description", "")])
+        rows.append(
+            [
+                server["name"],
+                auth,
+                server.get("url") or " ".join(server.get("command") or []),
+                server.get("description", ""),
+            ]
+        )
     print(table(rows))
     for warning in result["warnings"]:
         print(f"warning: {warning}", file=sys.stderr)
@@ -105,8 +111,11 @@ def read_api_key(args: argparse.Namespace) -> str | None:
     if args.api_key_env:
         value = os.environ.get(args.api_key_env)
         if not value:
-            raise RpcError("AUTH_REQUIRED", f"environment variable {args.api_key_env} is not set or empty",
-                           f"export {args.api_key_env}=... first, or pass -k KEY")
+            raise RpcError(
+                "AUTH_REQUIRED",
+                f"environment variable {args.api_key_env} is not set or empty",
+                f"export {args.api_key_env}=... first, or pass -k KEY",
+            )
         return value
     return None
 
@@ -162,8 +171,10 @@ def cmd_status(args: argparse.Namespace) -> int:
         print_json(result)
         return 0
     daemon = result["daemon"]
-    print(f"daemon: pid {daemon['pid']}, up {daemon['uptime_s']:.0f}s, version {daemon['version']}, "
-          f"socket {daemon['socket']}")
+    print(
+        f"daemon: pid {daemon['pid']}, up {daemon['uptime_s']:.0f}s, version {daemon['version']}, "
+        f"socket {daemon['socket']}"
+    )
     servers = result["servers"]
     if not servers:
         print("no servers yet: `chctl registry` lists known ones, `chctl add NAME` adds one")
@@ -171,8 +182,17 @@ def cmd_status(args: argparse.Namespace) -> int:
     now = time.time()
     rows = [["NAME", "AUTH", "STATE", "EXPIRES", "NEXT REFRESH", "CONFIGS", "LAST ERROR"]]
     for s in servers:
-        rows.append([s["name"], s["auth_type"], s["state"], when(s["expires_at"], now),
-                     when(s["next_refresh_at"], now), str(len(s["configs"])), s["last_error"] or ""])
+        rows.append(
+            [
+                s["name"],
+                s["auth_type"],
+                s["state"],
+                when(s["expires_at"], now),
+                when(s["next_refresh_at"], now),
+                str(len(s["configs"])),
+                s["last_error"] or "",
+            ]
+        )
     print(table(rows))
     return 0
 
@@ -185,8 +205,10 @@ def cmd_doctor(args: argparse.Namespace) -> int:
         if exc.hint:
             print(f"    → {exc.hint}")
         return 1
-    checks = [{"name": "daemon", "level": "ok", "message": f"daemon reachable on {rpc_client.socket_path()}",
-               "hint": None}, *result["checks"]]
+    checks = [
+        {"name": "daemon", "level": "ok", "message": f"daemon reachable on {rpc_client.socket_path()}", "hint": None},
+        *result["checks"],
+    ]
     if args.json:
         print_json(checks)
     else:
@@ -206,8 +228,10 @@ def cmd_daemon(args: argparse.Namespace) -> int:
         if args.json:
             print_json(status)
         else:
-            print(f"running: pid {status['pid']}, up {status['uptime_s']:.0f}s, socket {status['socket']}, "
-                  f"home {status['home']}")
+            print(
+                f"running: pid {status['pid']}, up {status['uptime_s']:.0f}s, socket {status['socket']}, "
+                f"home {status['home']}"
+            )
         return 0
     if args.action == "start":
         status = call("daemon.status", autostart=True)
@@ -265,12 +289,19 @@ def build_parser() -> argparse.ArgumentParser:
     keys = p.add_mutually_exclusive_group()
     keys.add_argument("-k", "--api-key", metavar="KEY", help="API key (visible in `ps`; prefer --api-key-env)")
     keys.add_argument("--api-key-env", metavar="VAR", help="read the API key from this environment variable")
-    p.add_argument("--key-header", metavar="NAME",
-                   help="header that carries the key for a custom --url (default: Authorization: Bearer)")
+    p.add_argument(
+        "--key-header",
+        metavar="NAME",
+        help="header that carries the key for a custom --url (default: Authorization: Bearer)",
+    )
     p.add_argument("--command", metavar='"CMD ARGS..."', help="a local (stdio) server's command line")
     p.add_argument("--env", action="append", metavar="K=V", help="environment for a local server (repeatable)")
-    p.add_argument("--secret-mode", choices=["inline", "file"], default="inline",
-                   help="inline: the header holds the secret; file: a {file:} reference to a 0600 file")
+    p.add_argument(
+        "--secret-mode",
+        choices=["inline", "file"],
+        default="inline",
+        help="inline: the header holds the secret; file: a {file:} reference to a 0600 file",
+    )
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_add)
 
@@ -300,8 +331,10 @@ def build_parser() -> argparse.ArgumentParser:
 def _extensions() -> list[Callable[[Any], None]]:
     from context_harness.client import auth_cmd, service_args
 
-    return [auth_cmd.add_auth_parsers,
-            lambda sub: service_args.add_service_arguments(sub, service_args.run_service_lazily)]
+    return [
+        auth_cmd.add_auth_parsers,
+        lambda sub: service_args.add_service_arguments(sub, service_args.run_service_lazily),
+    ]
 
 
 # `chctl status` is what people and status bars run most often. Building the argparse parser for every

@@ -127,8 +127,9 @@ def call(method: str, params: dict[str, Any] | None = None, *, autostart: bool =
     finally:
         sock.close()
     if not line:
-        raise RpcError("DAEMON_UNAVAILABLE", "the daemon closed the connection without answering",
-                       f"see {daemon_log()}")
+        raise RpcError(
+            "DAEMON_UNAVAILABLE", "the daemon closed the connection without answering", f"see {daemon_log()}"
+        )
     reply = wire.loads(line.decode())
     if "error" in reply:
         error = reply["error"]

@@ -43,9 +43,7 @@ def loads(text: str) -> Any:
 
 def dumps(value: Any) -> str:
     """Compact JSON, ASCII only (what `json.dumps(value, separators=(",", ":"))` writes)."""
-    encode = _json.make_encoder(
-        {}, _unserialisable, _json.encode_basestring_ascii, None, ":", ",", False, False, True
-    )
+    encode = _json.make_encoder({}, _unserialisable, _json.encode_basestring_ascii, None, ":", ",", False, False, True)
     return "".join(encode(value, 0))
 
 

@@ -62,8 +62,15 @@ class Daemon:
         self.mcp = MCPService(self.config, self.tokens, self.bindings, settings.user_registry_file)
         self.notifier = Notifier(settings.notify_command, settings.event_command)
         self._http: aiohttp.ClientSession | None = None
-        self.oauth = OAuthService(settings, self.tokens, ClientStore(settings.clients_dir), self.mcp, self.http,
-                                  events=self.notifier, on_new_credential=self.on_credential_changed)
+        self.oauth = OAuthService(
+            settings,
+            self.tokens,
+            ClientStore(settings.clients_dir),
+            self.mcp,
+            self.http,
+            events=self.notifier,
+            on_new_credential=self.on_credential_changed,
+        )
         self.flows = AuthFlows(self.oauth)
         self.refresher = Refresher(settings, self.oauth, self.tokens, clock=clock)
         self._stop = asyncio.Event()
@@ -125,8 +132,7 @@ class Daemon:
         loop.add_signal_handler(signal.SIGINT, self.request_stop)
         loop.add_signal_handler(signal.SIGHUP, self.reload)
         signal.pthread_sigmask(signal.SIG_UNBLOCK, HANDLED_SIGNALS)  # what arrived during start-up runs now
-        log.info("daemon_started", pid=os.getpid(), socket=str(self.settings.socket_path),
-                 home=str(self.settings.home))
+        log.info("daemon_started", pid=os.getpid(), socket=str(self.settings.socket_path), home=str(self.settings.home))
         self.refresher.start()
         sd_notify.notify("READY=1")
         await self._stop.wait()
@@ -150,15 +156,18 @@ def prepare_listener(settings: Settings) -> tuple[socket.socket, bool]:
 
 def _settings_problems(exc: ValidationError) -> str:
     """Which settings are wrong and why, without their values (a notify command may hold a secret)."""
-    return "; ".join(f"CH_{'.'.join(str(p) for p in e['loc']).upper()}: {e['msg']}"
-                     for e in exc.errors(include_input=False))
+    return "; ".join(
+        f"CH_{'.'.join(str(p) for p in e['loc']).upper()}: {e['msg']}" for e in exc.errors(include_input=False)
+    )
 
 
 def main(argv: list[str] | None = None) -> int:
     args = sys.argv[1:] if argv is None else argv
     if args and args[0] in ("-h", "--help"):
-        print("usage: context-harnessd\n\nRuns the context-harness daemon in the foreground. Settings come from "
-              "CH_* environment variables (CH_HOME, CH_SOCKET, CH_LOG_LEVEL, CH_LOG_FORMAT); see README.md.")
+        print(
+            "usage: context-harnessd\n\nRuns the context-harness daemon in the foreground. Settings come from "
+            "CH_* environment variables (CH_HOME, CH_SOCKET, CH_LOG_LEVEL, CH_LOG_FORMAT); see README.md."
+        )
         return 0
     signal.pthread_sigmask(signal.SIG_BLOCK, HANDLED_SIGNALS)
     try:
@@ -176,8 +185,9 @@ def main(argv: list[str] | None = None) -> int:
         print(f"context-harnessd: {exc}", file=sys.stderr)
         return 1
     except OSError as exc:
-        print(f"context-harnessd: cannot start: {exc.strerror} ({exc.filename or settings.socket_path})",
-              file=sys.stderr)
+        print(
+            f"context-harnessd: cannot start: {exc.strerror} ({exc.filename or settings.socket_path})", file=sys.stderr
+        )
         return 1
     inode = socket_inode(settings.socket_path) if bound_here else None
     try:

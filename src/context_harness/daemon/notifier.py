@@ -84,7 +84,10 @@ async def _run(argv: list[str], server: str, event: str, message: str) -> None:
     env = {**os.environ, "CH_SERVER": server, "CH_STATE": event, "CH_MESSAGE": message}
     try:
         proc = await asyncio.create_subprocess_exec(
-            *argv, env=env, stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.DEVNULL,
+            *argv,
+            env=env,
+            stdin=asyncio.subprocess.DEVNULL,
+            stdout=asyncio.subprocess.DEVNULL,
             stderr=asyncio.subprocess.DEVNULL,
         )
     except OSError as exc:

@@ -87,8 +87,14 @@ class Refresher:
 
     def start(self) -> None:
         self.scheduler.start()
-        self.scheduler.add_job(self._check_wall_clock, "interval", seconds=self.settings.wallclock_check_s,
-                               id=WALLCLOCK_JOB_ID, coalesce=True, max_instances=1)
+        self.scheduler.add_job(
+            self._check_wall_clock,
+            "interval",
+            seconds=self.settings.wallclock_check_s,
+            id=WALLCLOCK_JOB_ID,
+            coalesce=True,
+            max_instances=1,
+        )
         for credential in self.tokens.all():
             self.schedule(credential.name, credential)
         log.info("refresher_started", servers=len(self._plans))
@@ -115,12 +121,17 @@ class Refresher:
     def schedule(self, name: str, credential: Credential | None = None) -> None:
         """(Re)plan `name` from its stored token: called at start and whenever its credential changes."""
         credential = credential or self.tokens.load(name)
-        if (credential is None or credential.kind != "oauth" or credential.tokens is None
-                or credential.state is TokenState.NEEDS_REAUTH):
+        if (
+            credential is None
+            or credential.kind != "oauth"
+            or credential.tokens is None
+            or credential.state is TokenState.NEEDS_REAUTH
+        ):
             self._unplan(name)
             return
-        due = refresh_time(credential, self.settings.refresh_fraction, self.settings.refresh_jitter, self.rng,
-                           self.clock())
+        due = refresh_time(
+            credential, self.settings.refresh_fraction, self.settings.refresh_jitter, self.rng, self.clock()
+        )
         self._plan(name, _Plan(due))
 
     def _plan(self, name: str, plan: _Plan) -> None:
@@ -130,8 +141,17 @@ class Refresher:
         # The scheduler's own clock is real time; translate our (maybe injected) clock's due time into it.
         delay = max(plan.due - self.clock(), 0.0)
         run_date = datetime.fromtimestamp(time.time() + delay, UTC)
-        self.scheduler.add_job(self._fire, "date", run_date=run_date, args=[name], id=name, replace_existing=True,
-                               misfire_grace_time=None, coalesce=True, max_instances=1)
+        self.scheduler.add_job(
+            self._fire,
+            "date",
+            run_date=run_date,
+            args=[name],
+            id=name,
+            replace_existing=True,
+            misfire_grace_time=None,
+            coalesce=True,
+            max_instances=1,
+        )
 
     def _unplan(self, name: str) -> None:
         self._plans.pop(name, None)
@@ -170,8 +190,7 @@ class Refresher:
         try:
             plan = self._plans.get(name)
             async with self._limit:
-                attempt = await self.oauth.refresh_once(name, force=False,
-                                                        due_before=plan.due + 1 if plan else None)
+                attempt = await self.oauth.refresh_once(name, force=False, due_before=plan.due + 1 if plan else None)
             self._after(name, attempt, plan)
         except Exception:
             log.exception("refresh_job_crashed", server=name)

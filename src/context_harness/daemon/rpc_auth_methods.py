@@ -55,8 +55,9 @@ def credential_summary(daemon: Daemon, credential: Credential) -> dict[str, Any]
 
 def auth_methods(daemon: Daemon) -> dict[str, Method]:
     async def start(p: AuthStartParams) -> Result[dict[str, str]]:
-        options = AuthOptions(client_id=p.client_id, client_secret=p.client_secret, scopes=p.scopes, port=p.port,
-                              timeout_s=p.timeout_s)
+        options = AuthOptions(
+            client_id=p.client_id, client_secret=p.client_secret, scopes=p.scopes, port=p.port, timeout_s=p.timeout_s
+        )
         return await daemon.flows.start(p.name, options)
 
     async def wait(p: FlowParams) -> Result[dict[str, Any]]:

@@ -36,8 +36,9 @@ class TargetParams(Params):
     global_: bool = Field(default=False, alias="global")
 
     def target(self) -> ConfigTarget:
-        return ConfigTarget(cwd=Path(self.cwd), project=Path(self.project) if self.project else None,
-                            global_=self.global_)
+        return ConfigTarget(
+            cwd=Path(self.cwd), project=Path(self.project) if self.project else None, global_=self.global_
+        )
 
 
 class AddParams(TargetParams):
@@ -81,10 +82,12 @@ def build_methods(daemon: Daemon) -> dict[str, Method]:
     async def registry_list(_: NoParams) -> Result[dict[str, Any]]:
         servers = mcp.list_available()
         assert isinstance(servers, Success)
-        return Success({
-            "servers": [s.model_dump(mode="json", exclude_none=True) for s in servers.value],
-            "warnings": mcp.registry_warnings,
-        })
+        return Success(
+            {
+                "servers": [s.model_dump(mode="json", exclude_none=True) for s in servers.value],
+                "warnings": mcp.registry_warnings,
+            }
+        )
 
     async def config_init(p: TargetParams) -> Result[dict[str, Any]]:
         created = daemon.config.init(p.target())
@@ -104,18 +107,32 @@ def build_methods(daemon: Daemon) -> dict[str, Method]:
         return Success({"path": str(path), "servers": servers, "managed": managed})
 
     async def mcp_add(p: AddParams) -> Result[dict[str, Any]]:
-        added = mcp.add(AddRequest(
-            name=p.name, target=p.target(), url=p.url, headers=p.headers, api_key=p.api_key, key_header=p.key_header,
-            command=p.command, environment=p.environment, secret_mode=p.secret_mode,
-        ))
+        added = mcp.add(
+            AddRequest(
+                name=p.name,
+                target=p.target(),
+                url=p.url,
+                headers=p.headers,
+                api_key=p.api_key,
+                key_header=p.key_header,
+                command=p.command,
+                environment=p.environment,
+                secret_mode=p.secret_mode,
+            )
+        )
         if isinstance(added, Failure):
             return added
         outcome = added.value
         daemon.on_credential_changed(outcome.name)
-        return Success({
-            "name": outcome.name, "path": str(outcome.path), "entry": masked_headers(outcome.entry),
-            "auth_type": outcome.auth_type.value, "needs_auth": outcome.needs_auth,
-        })
+        return Success(
+            {
+                "name": outcome.name,
+                "path": str(outcome.path),
+                "entry": masked_headers(outcome.entry),
+                "auth_type": outcome.auth_type.value,
+                "needs_auth": outcome.needs_auth,
+            }
+        )
 
     async def mcp_remove(p: NameTargetParams) -> Result[dict[str, Any]]:
         removed = mcp.remove(p.name, p.target())
@@ -184,13 +201,15 @@ def server_statuses(daemon: Daemon) -> list[dict[str, Any]]:
         last_error = daemon.oauth.last_error_of(credential) if credential else None
         if errors and last_error is None:
             last_error = "; ".join(errors.values())
-        rows.append({
-            "name": name,
-            "auth_type": auth_type.value,
-            "state": state,
-            "expires_at": tokens.expires_at if tokens else None,
-            "next_refresh_at": daemon.next_refresh_at(name),
-            "configs": [b.path for b in bindings.get(name, [])],
-            "last_error": last_error,
-        })
+        rows.append(
+            {
+                "name": name,
+                "auth_type": auth_type.value,
+                "state": state,
+                "expires_at": tokens.expires_at if tokens else None,
+                "next_refresh_at": daemon.next_refresh_at(name),
+                "configs": [b.path for b in bindings.get(name, [])],
+                "last_error": last_error,
+            }
+        )
     return rows

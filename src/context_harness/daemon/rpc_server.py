@@ -124,8 +124,10 @@ class RpcServer:
         return await self._handle_message(message)
 
     async def _handle_message(self, message: Any) -> dict[str, Any] | None:
-        if not isinstance(message, dict) or message.get("jsonrpc") != "2.0" or not isinstance(
-            message.get("method"), str
+        if (
+            not isinstance(message, dict)
+            or message.get("jsonrpc") != "2.0"
+            or not isinstance(message.get("method"), str)
         ):
             request_id = message.get("id") if isinstance(message, dict) else None
             return _error(request_id, INVALID_REQUEST, 'invalid request: need {"jsonrpc": "2.0", "method": ...}')

@@ -79,5 +79,3 @@ def remove_socket(path: Path, inode: int | None) -> None:
     if inode is not None and socket_inode(path) == inode:
         with contextlib.suppress(OSError):
             path.unlink()
-
-

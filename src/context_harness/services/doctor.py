@@ -43,8 +43,11 @@ def _mode_check(name: str, path: Path, expected: int) -> Check | None:
 
 
 def permission_checks(home: Path, tokens: TokenStore) -> list[Check]:
-    checks = [_mode_check("state_dir_mode", home, 0o700), _mode_check("tokens_dir_mode", tokens.tokens_dir, 0o700),
-              _mode_check("secrets_dir_mode", tokens.secrets_dir, 0o700)]
+    checks = [
+        _mode_check("state_dir_mode", home, 0o700),
+        _mode_check("tokens_dir_mode", tokens.tokens_dir, 0o700),
+        _mode_check("secrets_dir_mode", tokens.secrets_dir, 0o700),
+    ]
     for directory in (tokens.tokens_dir, tokens.secrets_dir):
         if directory.is_dir():
             checks += [_mode_check("secret_file_mode", p, 0o600) for p in sorted(directory.iterdir()) if p.is_file()]
@@ -85,15 +88,24 @@ def config_checks(config: ConfigService, bindings: BindingStore, tokens: TokenSt
                 checks.append(Check("entry_schema", "error", "; ".join(problems), f"run `chctl add {name}` again"))
         for name, _mode in servers:
             if name not in entries.value:
-                checks.append(Check("entry_present", "warn", f"{path} no longer has mcp.{name}",
-                                    f"run `chctl add {name}` to restore it"))
+                checks.append(
+                    Check(
+                        "entry_present",
+                        "warn",
+                        f"{path} no longer has mcp.{name}",
+                        f"run `chctl add {name}` to restore it",
+                    )
+                )
         inline = [name for name, mode in servers if mode is SecretMode.INLINE and _has_secret(tokens, name)]
         if inline and is_tracked_by_git(path):
-            checks.append(Check(
-                "inline_secret_in_git", "warn",
-                f"{path} is tracked by git and holds inline secrets for: {', '.join(sorted(inline))}",
-                "re-add them with `--secret-mode file` (or use --global) so no secret gets committed",
-            ))
+            checks.append(
+                Check(
+                    "inline_secret_in_git",
+                    "warn",
+                    f"{path} is tracked by git and holds inline secrets for: {', '.join(sorted(inline))}",
+                    "re-add them with `--secret-mode file` (or use --global) so no secret gets committed",
+                )
+            )
     return checks
 
 
@@ -127,16 +139,24 @@ async def unauthenticated_servers(
                 break
     statuses = await asyncio.gather(*(_probe(session, url, headers) for url, headers in targets.values()))
     return [
-        Check("server_needs_auth", "warn", f"{name} answers 401 Unauthorized without credentials",
-              f"run `chctl auth {name}` (OAuth) or `chctl add {name} -k KEY` (API key)")
-        for name, status in zip(targets, statuses, strict=True) if status == 401
+        Check(
+            "server_needs_auth",
+            "warn",
+            f"{name} answers 401 Unauthorized without credentials",
+            f"run `chctl auth {name}` (OAuth) or `chctl add {name} -k KEY` (API key)",
+        )
+        for name, status in zip(targets, statuses, strict=True)
+        if status == 401
     ]
 
 
 async def _probe(session: aiohttp.ClientSession, url: str, headers: dict[str, str]) -> int | None:
     sent = await http.request(
-        session, "POST", url,
+        session,
+        "POST",
+        url,
         headers={"Accept": "application/json, text/event-stream", **headers},
-        json_body=initialize_request(), timeout_s=PROBE_TIMEOUT_S,
+        json_body=initialize_request(),
+        timeout_s=PROBE_TIMEOUT_S,
     )
     return None if isinstance(sent, Failure) else sent.value.status

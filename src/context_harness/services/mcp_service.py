@@ -60,9 +60,7 @@ def header_for(key_header: str | None) -> tuple[str, str | None]:
 
 
 class MCPService:
-    def __init__(
-        self, config: ConfigService, tokens: TokenStore, bindings: BindingStore, user_registry: Path
-    ) -> None:
+    def __init__(self, config: ConfigService, tokens: TokenStore, bindings: BindingStore, user_registry: Path) -> None:
         self.config = config
         self.tokens = tokens
         self.bindings = bindings
@@ -215,14 +213,13 @@ class MCPService:
         if known is None and request.url is None and request.command is None:
             return self._unknown(request.name)
 
-        if request.command is not None or (known is not None and known.server_type is ServerType.LOCAL
-                                           and request.url is None):
+        if request.command is not None or (
+            known is not None and known.server_type is ServerType.LOCAL and request.url is None
+        ):
             command = request.command or (known.command if known else None)
             if not command:
                 return Failure("a local server needs a command", ErrorCode.INVALID_PARAMS, 'pass --command "CMD ARGS"')
-            local = MCPServerConfig(
-                type=ServerType.LOCAL, command=command, environment=request.environment or None
-            )
+            local = MCPServerConfig(type=ServerType.LOCAL, command=command, environment=request.environment or None)
             return Success((local.to_opencode(), MCPAuthType.NONE, None))
 
         url = request.url or (known.url if known else None)

@@ -132,8 +132,9 @@ class OAuthService:
     # --- the seed's API --------------------------------------------------------------------------------
 
     def list_providers(self) -> Result[list[MCPServer]]:
-        return Success(sorted((s for s in self.mcp.registry.values() if s.auth_type is MCPAuthType.OAUTH),
-                              key=lambda s: s.name))
+        return Success(
+            sorted((s for s in self.mcp.registry.values() if s.auth_type is MCPAuthType.OAUTH), key=lambda s: s.name)
+        )
 
     def get_status(self, name: str) -> Result[dict[str, Any]]:
         credential = self.tokens.load(name)
@@ -143,23 +144,36 @@ class OAuthService:
                 unknown = self.mcp.get_server_info(name)  # NOT_FOUND with suggestions
                 assert isinstance(unknown, Failure)
                 return unknown
-            return Success({"name": name, "state": TokenState.PENDING_AUTH.value, "usable": False,
-                            "expires_at": None, "scopes": None, "issuer": None, "has_refresh_token": False})
+            return Success(
+                {
+                    "name": name,
+                    "state": TokenState.PENDING_AUTH.value,
+                    "usable": False,
+                    "expires_at": None,
+                    "scopes": None,
+                    "issuer": None,
+                    "has_refresh_token": False,
+                }
+            )
         state = self.state_of(credential)
         tokens = credential.tokens
-        usable = bool(credential.secret) and state not in (TokenState.NEEDS_REAUTH, TokenState.PENDING_AUTH) and not (
-            tokens is not None and tokens.is_expired(buffer_seconds=0)
+        usable = (
+            bool(credential.secret)
+            and state not in (TokenState.NEEDS_REAUTH, TokenState.PENDING_AUTH)
+            and not (tokens is not None and tokens.is_expired(buffer_seconds=0))
         )
-        return Success({
-            "name": name,
-            "state": state.value,
-            "usable": usable,
-            "expires_at": tokens.expires_at if tokens else None,
-            "scopes": (tokens.scope.split() if tokens and tokens.scope else credential.scopes),
-            "issuer": credential.issuer,
-            "has_refresh_token": bool(tokens and tokens.refresh_token),
-            "last_error": self.last_error_of(credential),
-        })
+        return Success(
+            {
+                "name": name,
+                "state": state.value,
+                "usable": usable,
+                "expires_at": tokens.expires_at if tokens else None,
+                "scopes": (tokens.scope.split() if tokens and tokens.scope else credential.scopes),
+                "issuer": credential.issuer,
+                "has_refresh_token": bool(tokens and tokens.refresh_token),
+                "last_error": self.last_error_of(credential),
+            }
+        )
 
     async def authenticate(
         self,
@@ -192,24 +206,38 @@ class OAuthService:
         )
         if isinstance(grant, Failure):
             if known is not None and known.needs_preregistered_client and grant.code is ErrorCode.AUTH_REQUIRED:
-                return Failure(grant.error, grant.code,
-                               f"{name} needs an OAuth app you register yourself; pass --client-id "
-                               f"(or set {env_prefix(name)}_CLIENT_ID)" + (f", see {known.docs_url}" if known.docs_url
-                                                                           else ""))
+                return Failure(
+                    grant.error,
+                    grant.code,
+                    f"{name} needs an OAuth app you register yourself; pass --client-id "
+                    f"(or set {env_prefix(name)}_CLIENT_ID)" + (f", see {known.docs_url}" if known.docs_url else ""),
+                )
             return grant
         g = grant.value
         credential = Credential(
-            name=name, kind="oauth", state=TokenState.ACTIVE, tokens=g.tokens, issuer=g.issuer,
-            token_endpoint=g.token_endpoint, revocation_endpoint=g.revocation_endpoint, client_id=g.client_id,
-            client_secret=g.client_secret, token_endpoint_auth_method=g.token_endpoint_auth_method,
-            resource=g.resource, scopes=g.scopes,
+            name=name,
+            kind="oauth",
+            state=TokenState.ACTIVE,
+            tokens=g.tokens,
+            issuer=g.issuer,
+            token_endpoint=g.token_endpoint,
+            revocation_endpoint=g.revocation_endpoint,
+            client_id=g.client_id,
+            client_secret=g.client_secret,
+            token_endpoint_auth_method=g.token_endpoint_auth_method,
+            resource=g.resource,
+            scopes=g.scopes,
         )
         async with self._lock(name):
             self.tokens.save(credential)
             self.runtime[name] = Runtime()
             self._publish(name)
-        log.info("token_stored", server=name, expires_at=g.tokens.expires_at,
-                 has_refresh_token=g.tokens.refresh_token is not None)
+        log.info(
+            "token_stored",
+            server=name,
+            expires_at=g.tokens.expires_at,
+            has_refresh_token=g.tokens.refresh_token is not None,
+        )
         self.events.token_event(name, "new", f"{name}: logged in")
         self.on_new_credential(name)
         return Success(credential)
@@ -226,11 +254,15 @@ class OAuthService:
             case RefreshDone(credential) | RefreshNotNeeded(credential):
                 return Success(credential)
             case RefreshRetry(reason, _):
-                return Failure(f"refresh of {name} failed for now: {reason}", ErrorCode.NETWORK,
-                               "the daemon keeps retrying in the background; see `chctl status`")
+                return Failure(
+                    f"refresh of {name} failed for now: {reason}",
+                    ErrorCode.NETWORK,
+                    "the daemon keeps retrying in the background; see `chctl status`",
+                )
             case RefreshNeedsReauth(reason):
-                return Failure(f"{name} needs a new login: {reason}", ErrorCode.INVALID_GRANT,
-                               f"run `chctl auth {name}`")
+                return Failure(
+                    f"{name} needs a new login: {reason}", ErrorCode.INVALID_GRANT, f"run `chctl auth {name}`"
+                )
 
     async def ensure_valid_token(self, name: str) -> Result[OAuthTokens]:
         """A token with at least a minute to live, refreshed first if need be. The proxy will await this."""
@@ -247,8 +279,11 @@ class OAuthService:
                 return Failure(f"{name}: {reason}", ErrorCode.TOKEN_EXPIRED, f"run `chctl auth {name}`")
         if not credential.tokens.is_expired(0):
             return Success(credential.tokens)
-        return Failure(f"{name}'s token expired and the refresh failed", ErrorCode.TOKEN_EXPIRED,
-                       "the daemon keeps retrying; see `chctl status`")
+        return Failure(
+            f"{name}'s token expired and the refresh failed",
+            ErrorCode.TOKEN_EXPIRED,
+            "the daemon keeps retrying; see `chctl status`",
+        )
 
     async def get_bearer_token(self, name: str) -> Result[str]:
         tokens = await self.ensure_valid_token(name)
@@ -281,8 +316,11 @@ class OAuthService:
                     return RefreshNeedsReauth("no OAuth credential is stored")  # forgotten meanwhile: nothing to do
                 if credential.tokens is None:
                     return self._needs_reauth(name, credential, "no OAuth token is stored")
-                if not force and planned is not None and _changed(planned, credential) and not _due(
-                    credential, due_before
+                if (
+                    not force
+                    and planned is not None
+                    and _changed(planned, credential)
+                    and not _due(credential, due_before)
                 ):
                     return RefreshNotNeeded(credential)
                 return await self._refresh_locked(credential)
@@ -300,16 +338,23 @@ class OAuthService:
             return RefreshRetry("no refresh token was issued; the token is used until it expires", left)
         self.runtime.setdefault(name, Runtime()).state = TokenState.REFRESHING
         outcome = await refresh_access_token(
-            self._session(), credential.token_endpoint, tokens.refresh_token, credential.client_id,
-            credential.client_secret, credential.resource, None, self.settings.http_timeout_s,
+            self._session(),
+            credential.token_endpoint,
+            tokens.refresh_token,
+            credential.client_id,
+            credential.client_secret,
+            credential.resource,
+            None,
+            self.settings.http_timeout_s,
             credential.token_endpoint_auth_method,
         )
         match outcome:
             case Refreshed(new_tokens):
                 if new_tokens.refresh_token is None:  # not rotated: keep using the one we have
                     new_tokens = new_tokens.model_copy(update={"refresh_token": tokens.refresh_token})
-                fresh = credential.model_copy(update={"tokens": new_tokens, "state": TokenState.ACTIVE,
-                                                      "last_error": None})
+                fresh = credential.model_copy(
+                    update={"tokens": new_tokens, "state": TokenState.ACTIVE, "last_error": None}
+                )
                 self.tokens.save(fresh)  # the rotated refresh token is on disk before anything uses the new token
                 self.runtime[name] = Runtime()
                 self._publish(name)
@@ -385,8 +430,14 @@ class OAuthService:
             if not token:
                 continue
             result = await revoke_token(
-                self._session(), credential.revocation_endpoint, token, hint, credential.client_id,
-                credential.client_secret, credential.token_endpoint_auth_method, self.settings.http_timeout_s,
+                self._session(),
+                credential.revocation_endpoint,
+                token,
+                hint,
+                credential.client_id,
+                credential.client_secret,
+                credential.token_endpoint_auth_method,
+                self.settings.http_timeout_s,
             )
             if isinstance(result, Failure):
                 log.warning("token_revocation_failed", server=credential.name, code=result.code.value)
@@ -399,13 +450,15 @@ class OAuthService:
             if binding.secret_mode is SecretMode.FILE:
                 self.tokens.ensure_secret_file(name)  # a `{file:}` target must exist or opencode stops working
                 continue
-            self.mcp.config.edit(Path(binding.path),
-                                 lambda text: remove_member(text, opencode.header_path(name, header)))
+            self.mcp.config.edit(
+                Path(binding.path), lambda text: remove_member(text, opencode.header_path(name, header))
+            )
 
 
 def _changed(planned: Credential, current: Credential) -> bool:
     return (planned.tokens.access_token if planned.tokens else None) != (
-        current.tokens.access_token if current.tokens else None)
+        current.tokens.access_token if current.tokens else None
+    )
 
 
 def _due(credential: Credential, due_before: float | None) -> bool:
