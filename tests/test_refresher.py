@@ -26,9 +26,10 @@ from context_harness.primitives.mcp import SecretMode
 from context_harness.primitives.oauth import Credential, OAuthTokens, TokenState
 from context_harness.services.config_service import ConfigService
 from context_harness.services.mcp_service import MCPService
-from context_harness.services.oauth_service import OAuthService
+from context_harness.services.oauth_service import OAuthService, RefreshNotNeeded
 from context_harness.stores.bindings import BindingStore
 from context_harness.stores.client_store import ClientStore
+from context_harness.stores.lock_file import file_lock
 from context_harness.stores.token_store import TokenStore
 from tests.oauth_fakes import ScriptedTokenEndpoint, half_response_server, hang, respond, serve
 
@@ -354,3 +355,30 @@ async def test_the_event_hook_gets_every_token_event(
     assert [e["CH_STATE"] for e in notifications(events_log)] == ["retrying", "refreshed"]
     assert all(e["CH_SERVER"] == "srv" for e in notifications(events_log))
     assert not notifications(notify_log)  # nobody needs to act: no notification
+
+
+async def test_a_refresh_waits_for_another_process_holding_the_lock_and_skips_if_it_refreshed(
+    make_harness: Callable[..., Any], endpoint: Callable[..., Any]
+) -> None:
+    url, scripted = await endpoint(respond(200, issued(1)))
+    h = await make_harness(url, issued_ago=0, expires_in=3600)
+    lock_path = h.settings.locks_dir / "srv.lock"
+    async with file_lock(lock_path, timeout_s=5):  # "another daemon" is refreshing srv
+        attempt = asyncio.create_task(h.oauth.refresh_once("srv", force=False, due_before=time.time() + 60))
+        await asyncio.sleep(0.3)
+        assert not attempt.done() and scripted.forms == []  # waiting for the lock, no request sent
+        other = h.credential().model_copy(
+            update={
+                "tokens": OAuthTokens(
+                    access_token="from-the-other-process",
+                    refresh_token="other-refresh",
+                    issued_at=time.time(),
+                    expires_at=time.time() + 3600,
+                )
+            }
+        )
+        h.tokens.save(other)  # ...which rotated the refresh token and saved the result
+    outcome = await asyncio.wait_for(attempt, 5)
+    assert isinstance(outcome, RefreshNotNeeded)
+    assert scripted.forms == []  # the rotated-away refresh token was never presented
+    assert h.credential().tokens.refresh_token == "other-refresh"
