@@ -52,6 +52,18 @@ def _invalid(path: Path, exc: JsoncError | UnicodeDecodeError) -> Failure:
     )
 
 
+# What reading (and parsing) a config can raise; `_read_failure` names each for the user.
+READ_ERRORS = (OSError, JsoncError, UnicodeDecodeError)
+
+
+def _read_failure(path: Path, exc: OSError | JsoncError | UnicodeDecodeError) -> Failure:
+    if isinstance(exc, FileNotFoundError):
+        return _missing(path)
+    if isinstance(exc, JsoncError | UnicodeDecodeError):
+        return _invalid(path, exc)
+    return _os_failure(path, exc)
+
+
 class ConfigService:
     def resolve(self, target: ConfigTarget, *, for_create: bool = False) -> Result[Path]:
         if target.project is not None:
@@ -95,12 +107,8 @@ class ConfigService:
     def read(self, path: Path) -> Result[Any]:
         try:
             return Success(parse_jsonc(path.read_bytes().decode("utf-8")))
-        except FileNotFoundError:
-            return _missing(path)
-        except (JsoncError, UnicodeDecodeError) as exc:
-            return _invalid(path, exc)
-        except OSError as exc:
-            return _os_failure(path, exc)
+        except READ_ERRORS as exc:
+            return _read_failure(path, exc)
 
     def entries(self, path: Path) -> Result[dict[str, Any]]:
         document = self.read(path)
@@ -121,12 +129,8 @@ class ConfigService:
                 text = before.decode("utf-8")
                 new_text = change(text)
                 parse_jsonc(new_text)  # never write what we could not read back
-            except FileNotFoundError:
-                return _missing(path)
-            except (JsoncError, UnicodeDecodeError) as exc:
-                return _invalid(path, exc)
-            except OSError as exc:
-                return _os_failure(path, exc)
+            except READ_ERRORS as exc:
+                return _read_failure(path, exc)
             if new_text == text:
                 return Success(None)
             try:
