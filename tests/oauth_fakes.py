@@ -269,6 +269,21 @@ def hang(endpoint: ScriptedTokenEndpoint, seconds: float = 10.0) -> Behaviour:
     return behaviour
 
 
+async def _read_request(reader: asyncio.StreamReader) -> bool:
+    """Read one HTTP request (head and body); False when the client went away first."""
+    try:
+        head = await reader.readuntil(b"\r\n\r\n")
+    except (asyncio.IncompleteReadError, ConnectionError):
+        return False
+    length = 0
+    for line in head.decode("latin-1").split("\r\n"):
+        if line.lower().startswith("content-length:"):
+            length = int(line.split(":", 1)[1])
+    if length:
+        await reader.readexactly(length)
+    return True
+
+
 @contextlib.asynccontextmanager
 async def half_response_server() -> AsyncIterator[tuple[str, list[int]]]:
     """A raw HTTP server that sends headers and part of a JSON body, then closes the connection.
@@ -276,13 +291,9 @@ async def half_response_server() -> AsyncIterator[tuple[str, list[int]]]:
     count = [0]
 
     async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        head = await reader.readuntil(b"\r\n\r\n")
-        length = 0
-        for line in head.decode("latin-1").split("\r\n"):
-            if line.lower().startswith("content-length:"):
-                length = int(line.split(":", 1)[1])
-        if length:
-            await reader.readexactly(length)
+        if not await _read_request(reader):
+            writer.close()
+            return
         count[0] += 1
         writer.write(b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 200\r\n\r\n")
         writer.write(json.dumps({"access_token": "partial"}).encode()[:10])
@@ -306,16 +317,8 @@ async def keepalive_dropping_server(body: bytes) -> AsyncIterator[tuple[str, lis
     count = [0]
 
     async def read_request(reader: asyncio.StreamReader) -> bool:
-        try:
-            head = await reader.readuntil(b"\r\n\r\n")
-        except (asyncio.IncompleteReadError, ConnectionError):
+        if not await _read_request(reader):
             return False
-        length = 0
-        for line in head.decode("latin-1").split("\r\n"):
-            if line.lower().startswith("content-length:"):
-                length = int(line.split(":", 1)[1])
-        if length:
-            await reader.readexactly(length)
         count[0] += 1
         return True
 
