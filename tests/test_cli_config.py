@@ -217,6 +217,8 @@ def test_status_json_lists_servers_with_bound_configs(daemon: DaemonProcess, use
         "expires_at": None,
         "next_refresh_at": None,
         "configs": [str((user_env.project / "opencode.json").resolve())],
+        "mode": "header",
+        "bridges": [],
         "last_error": None,
     }
     table = chctl(user_env, "status").stdout

@@ -10,9 +10,8 @@ import time
 from aiohttp import web
 
 from context_harness.config.jsonc import parse_jsonc
-from context_harness.primitives.mcp import SecretMode
 from context_harness.primitives.oauth import Credential, OAuthTokens, TokenState
-from context_harness.stores.bindings import BindingStore
+from context_harness.stores.bindings import Binding, BindingStore
 from context_harness.stores.token_store import TokenStore
 from tests.oauth_fakes import serve
 from tests.support.daemon import DaemonProcess
@@ -35,7 +34,7 @@ async def test_sigterm_mid_refresh_lets_the_write_finish(user_env: UserEnv) -> N
         config = user_env.project / "opencode.json"
         entry = '{"type": "remote", "url": "http://127.0.0.1:9/mcp", "oauth": false}'
         config.write_text('{\n  "mcp": {"srv": ' + entry + "}\n}\n")
-        BindingStore(user_env.ch_home / "bindings.json").bind("srv", config, SecretMode.INLINE)
+        BindingStore(user_env.ch_home / "bindings.json").bind("srv", Binding(path=str(config)))
         now = time.time()
         TokenStore(user_env.ch_home / "tokens", user_env.ch_home / "secrets").save(
             Credential(

@@ -126,6 +126,8 @@ def cmd_add(args: argparse.Namespace) -> int:
 
     params = target(args)
     params.update(name=args.name, secret_mode=args.secret_mode)
+    if args.bridge:
+        params["bridge"] = True
     if args.url:
         params["url"] = args.url
     if args.header:
@@ -151,7 +153,7 @@ def cmd_add(args: argparse.Namespace) -> int:
     if args.json:
         print_json(result)
         return 0
-    print(f"added {result['name']} to {result['path']}")
+    print(f"added {result['name']} to {result['path']}" + (" (through `chctl bridge`)" if args.bridge else ""))
     if result["needs_auth"]:
         print(f"next: run `chctl auth {result['name']}` to log in; the token is written here automatically")
     return 0
@@ -180,7 +182,7 @@ def cmd_status(args: argparse.Namespace) -> int:
         print("no servers yet: `chctl registry` lists known ones, `chctl add NAME` adds one")
         return 0
     now = time.time()
-    rows = [["NAME", "AUTH", "STATE", "EXPIRES", "NEXT REFRESH", "CONFIGS", "LAST ERROR"]]
+    rows = [["NAME", "AUTH", "STATE", "EXPIRES", "NEXT REFRESH", "MODE", "CONFIGS", "BRIDGES", "LAST ERROR"]]
     for s in servers:
         rows.append(
             [
@@ -189,12 +191,20 @@ def cmd_status(args: argparse.Namespace) -> int:
                 s["state"],
                 when(s["expires_at"], now),
                 when(s["next_refresh_at"], now),
+                s.get("mode") or "-",
                 str(len(s["configs"])),
+                str(len(s.get("bridges") or [])),
                 s["last_error"] or "",
             ]
         )
     print(table(rows))
     return 0
+
+
+def cmd_bridge(args: argparse.Namespace) -> int:
+    from context_harness.client import bridge
+
+    return bridge.run(args.name)
 
 
 def cmd_doctor(args: argparse.Namespace) -> int:
@@ -302,6 +312,12 @@ def build_parser() -> argparse.ArgumentParser:
         default="inline",
         help="inline: the header holds the secret; file: a {file:} reference to a 0600 file",
     )
+    p.add_argument(
+        "--bridge",
+        action="store_true",
+        help="run `chctl bridge NAME` from the config instead of writing a header: a running session always "
+        "uses the current token, and no secret is in the file",
+    )
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_add)
 
@@ -309,6 +325,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("name")
     add_target(p)
     p.set_defaults(func=cmd_remove)
+
+    p = sub.add_parser(
+        "bridge",
+        help="relay an MCP session on stdio through the daemon (what a --bridge entry runs)",
+        description="Speak MCP on stdin/stdout; the daemon carries the traffic to NAME's server with the "
+        "current credential. Agents start this; it exits when stdin closes.",
+    )
+    p.add_argument("name")
+    p.set_defaults(func=cmd_bridge)
 
     p = sub.add_parser("status", help="every server's credential state, expiry and next refresh")
     p.add_argument("--json", action="store_true")
@@ -345,6 +370,8 @@ FAST_SPELLINGS = {("status",): False, ("status", "--json"): True}
 
 def parse_fast(args_list: Sequence[str]) -> SimpleNamespace | None:
     """What argparse would make of `args_list`, for the spellings in FAST_SPELLINGS; else None."""
+    if len(args_list) == 2 and args_list[0] == "bridge" and not args_list[1].startswith("-"):
+        return SimpleNamespace(command="bridge", name=args_list[1], func=cmd_bridge)  # agents spawn it per session
     as_json = FAST_SPELLINGS.get(tuple(args_list))
     if as_json is None:
         return None

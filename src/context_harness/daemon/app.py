@@ -17,11 +17,12 @@ from pydantic import ValidationError
 
 from context_harness.daemon import sd_notify
 from context_harness.daemon.auth_flows import AuthFlows
+from context_harness.daemon.bridge import Bridges
 from context_harness.daemon.logging import configure_logging
 from context_harness.daemon.notifier import Notifier
 from context_harness.daemon.refresher import Refresher
 from context_harness.daemon.rpc_auth_methods import auth_methods
-from context_harness.daemon.rpc_methods import build_methods
+from context_harness.daemon.rpc_methods import build_methods, stream_methods
 from context_harness.daemon.rpc_server import Method, RpcServer
 from context_harness.daemon.settings import Settings, load_settings
 from context_harness.daemon.single_instance import (
@@ -72,6 +73,7 @@ class Daemon:
             on_new_credential=self.on_credential_changed,
         )
         self.flows = AuthFlows(self.oauth)
+        self.bridges = Bridges(self.tokens, self.oauth, self.http, on_refreshed=self.on_credential_changed)
         self.refresher = Refresher(settings, self.oauth, self.tokens, clock=clock)
         self._stop = asyncio.Event()
 
@@ -125,7 +127,9 @@ class Daemon:
         sd_notify.notify("READY=1")
 
     async def run(self, listener: socket.socket) -> None:
-        server = RpcServer(build_methods(self), idle_timeout=self.settings.rpc_idle_timeout_s)
+        server = RpcServer(
+            build_methods(self), streams=stream_methods(self), idle_timeout=self.settings.rpc_idle_timeout_s
+        )
         await server.start(listener)
         loop = asyncio.get_running_loop()
         loop.add_signal_handler(signal.SIGTERM, self.request_stop)

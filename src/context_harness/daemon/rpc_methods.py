@@ -17,6 +17,7 @@ from context_harness.primitives.result import Failure, Result, Success
 from context_harness.services import doctor
 from context_harness.services.config_service import ConfigTarget
 from context_harness.services.mcp_service import AddRequest
+from context_harness.stores.bindings import Binding
 
 if TYPE_CHECKING:
     from context_harness.daemon.app import Daemon
@@ -50,6 +51,14 @@ class AddParams(TargetParams):
     command: list[str] | None = Field(default=None, min_length=1)
     environment: dict[str, str] = {}
     secret_mode: SecretMode = SecretMode.INLINE
+    bridge: bool = False
+
+
+class BridgeOpenParams(Params):
+    name: str
+    # After a daemon restart: the client's own `initialize` and `notifications/initialized`, to set up a new
+    # upstream session without the client noticing.
+    replay: list[dict[str, Any]] = Field(default_factory=list, max_length=2)
 
 
 class NameTargetParams(TargetParams):
@@ -118,6 +127,7 @@ def build_methods(daemon: Daemon) -> dict[str, Method]:
                 command=p.command,
                 environment=p.environment,
                 secret_mode=p.secret_mode,
+                bridge=p.bridge,
             )
         )
         if isinstance(added, Failure):
@@ -173,6 +183,15 @@ def build_methods(daemon: Daemon) -> dict[str, Method]:
     return methods
 
 
+def stream_methods(daemon: Daemon) -> dict[str, Method]:
+    """Methods that turn the connection into something else; see `RpcServer.streams`."""
+
+    async def bridge_open(p: BridgeOpenParams) -> Result[Any]:
+        return await daemon.bridges.open(p.name, p.replay)
+
+    return {"bridge.open": Method(BridgeOpenParams, bridge_open)}
+
+
 def daemon_status(daemon: Daemon) -> dict[str, Any]:
     return {
         "version": __version__,
@@ -209,7 +228,15 @@ def server_statuses(daemon: Daemon) -> list[dict[str, Any]]:
                 "expires_at": tokens.expires_at if tokens else None,
                 "next_refresh_at": daemon.next_refresh_at(name),
                 "configs": [b.path for b in bindings.get(name, [])],
+                "mode": _mode(bindings.get(name, [])),
+                "bridges": daemon.bridges.for_server(name),
                 "last_error": last_error,
             }
         )
     return rows
+
+
+def _mode(bindings: list[Binding]) -> str | None:
+    """`bridge`, `header`, `bridge+header` (some configs each way), or None when no config carries it."""
+    modes = sorted({b.mode for b in bindings})
+    return "+".join(modes) if modes else None

@@ -13,7 +13,7 @@ import socket
 import sys
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 import structlog
 from pydantic import BaseModel, ValidationError
@@ -41,12 +41,30 @@ class Method:
     doc: str = ""
 
 
+class Takeover(Protocol):
+    """What a stream method's handler returns on success: `reply` is sent as the JSON-RPC result, then
+    `run` owns the connection (no idle timeout, no line limit of its own) until it returns."""
+
+    @property
+    def reply(self) -> dict[str, Any]: ...
+
+    async def run(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None: ...
+
+
 class RpcServer:
-    def __init__(self, methods: dict[str, Method], *, idle_timeout: float = IDLE_TIMEOUT_S) -> None:
+    def __init__(
+        self,
+        methods: dict[str, Method],
+        *,
+        streams: dict[str, Method] | None = None,
+        idle_timeout: float = IDLE_TIMEOUT_S,
+    ) -> None:
         self.methods = methods
+        self.streams = streams or {}  # methods that turn the connection into something else (the bridge relay)
         self.idle_timeout = idle_timeout
         self._server: asyncio.AbstractServer | None = None
         self._connections: set[asyncio.Task[None]] = set()
+        self._takeovers: set[asyncio.Task[None]] = set()
 
     async def start(self, listener: socket.socket) -> None:
         # Python 3.13+ unlinks a Unix server's socket file on close by default. The file is not ours to
@@ -61,6 +79,8 @@ class RpcServer:
         """Stop accepting; let requests in flight finish (up to `grace_s`), then drop the rest."""
         if self._server is not None:
             self._server.close()
+        for task in self._takeovers:  # a bridge reconnects by itself; it must not hold up the shutdown
+            task.cancel()
         pending = {t for t in self._connections if not t.done()}
         if pending:
             _done, still = await asyncio.wait(pending, timeout=grace_s)
@@ -107,9 +127,56 @@ class RpcServer:
                 return
             if not line.strip():
                 continue
+            stream = self._stream_request(line)
+            if stream is not None:
+                await self._take_over(stream, reader, writer)
+                return
             response = await self.handle_line(line)
             if response is not None:
                 await _send(writer, response)
+
+    def _stream_request(self, line: bytes) -> dict[str, Any] | None:
+        """The request, when `line` calls a stream method (cheap test first: most lines do not)."""
+        if not self.streams or not any(name.encode() in line for name in self.streams):
+            return None
+        try:
+            message = json.loads(line)
+        except (UnicodeDecodeError, ValueError, RecursionError):
+            return None
+        if isinstance(message, dict) and message.get("method") in self.streams and "id" in message:
+            return message
+        return None
+
+    async def _take_over(
+        self, request: dict[str, Any], reader: asyncio.StreamReader, writer: asyncio.StreamWriter
+    ) -> None:
+        request_id = request.get("id")
+        method = self.streams[request["method"]]
+        raw_params = request.get("params")
+        try:
+            params = method.params.model_validate({} if raw_params is None else raw_params)
+            opened = await method.handler(params)
+        except ValidationError as exc:
+            await _send(writer, _error(request_id, INVALID_PARAMS, f"invalid params: {_problems(exc)}"))
+            return
+        except Exception:
+            log.exception("rpc_method_crashed", method=request["method"])
+            data = {"code": ErrorCode.INTERNAL.value}
+            await _send(writer, _error(request_id, APPLICATION_ERROR, f"internal error in {request['method']}", data))
+            return
+        if isinstance(opened, Failure):
+            await _send(writer, _failure(request_id, opened))
+            return
+        takeover: Takeover = opened.value
+        await _send(writer, {"jsonrpc": "2.0", "id": request_id, "result": takeover.reply})
+        task = asyncio.current_task()
+        if task is not None:
+            self._takeovers.add(task)
+        try:
+            await takeover.run(reader, writer)
+        finally:
+            if task is not None:
+                self._takeovers.discard(task)
 
     async def handle_line(self, line: bytes) -> dict[str, Any] | list[dict[str, Any]] | None:
         try:
@@ -147,10 +214,7 @@ class RpcServer:
         try:
             params = method.params.model_validate(raw_params)
         except ValidationError as exc:
-            problems = "; ".join(
-                f"{'.'.join(str(p) for p in e['loc']) or 'params'}: {e['msg']}" for e in exc.errors(include_input=False)
-            )
-            return _error(request_id, INVALID_PARAMS, f"invalid params: {problems}")
+            return _error(request_id, INVALID_PARAMS, f"invalid params: {_problems(exc)}")
         try:
             result = await method.handler(params)
         except asyncio.CancelledError:
@@ -162,12 +226,22 @@ class RpcServer:
                 request_id, APPLICATION_ERROR, f"internal error in {name}", {"code": ErrorCode.INTERNAL.value}
             )
         if isinstance(result, Failure):
-            data: dict[str, Any] = {"code": result.code.value}
-            if result.hint:
-                data["hint"] = result.hint
-            return _error(request_id, APPLICATION_ERROR, result.error, data)
+            return _failure(request_id, result)
         assert isinstance(result, Success)
         return {"jsonrpc": "2.0", "id": request_id, "result": result.value}
+
+
+def _problems(exc: ValidationError) -> str:
+    return "; ".join(
+        f"{'.'.join(str(p) for p in e['loc']) or 'params'}: {e['msg']}" for e in exc.errors(include_input=False)
+    )
+
+
+def _failure(request_id: Any, failure: Failure) -> dict[str, Any]:
+    data: dict[str, Any] = {"code": failure.code.value}
+    if failure.hint:
+        data["hint"] = failure.hint
+    return _error(request_id, APPLICATION_ERROR, failure.error, data)
 
 
 def _error(request_id: Any, code: int, message: str, data: dict[str, Any] | None = None) -> dict[str, Any]:

@@ -72,7 +72,9 @@ def config_checks(config: ConfigService, bindings: BindingStore, tokens: TokenSt
     by_path: dict[str, list[tuple[str, SecretMode]]] = {}
     for name, items in bindings.load().items():
         for binding in items:
-            by_path.setdefault(binding.path, []).append((name, binding.secret_mode))
+            # A bridged entry holds no secret: count it as a `{file:}` one for the inline-secret check.
+            mode = binding.secret_mode if binding.mode == "header" else SecretMode.FILE
+            by_path.setdefault(binding.path, []).append((name, mode))
     for path in extra:
         by_path.setdefault(str(path.resolve()), [])
     for path_str, servers in sorted(by_path.items()):

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -33,6 +35,7 @@ class AddRequest:
     command: list[str] | None = None
     environment: dict[str, str] = field(default_factory=dict)
     secret_mode: SecretMode = SecretMode.INLINE
+    bridge: bool = False  # the entry runs `chctl bridge NAME`; the daemon carries the traffic
 
 
 @dataclass(frozen=True, slots=True)
@@ -50,6 +53,16 @@ class PublishReport:
 
     written: list[str] = field(default_factory=list)
     failed: dict[str, str] = field(default_factory=dict)
+
+
+def bridge_command(name: str) -> list[str]:
+    """The command a bridged entry runs: this installation's `chctl`, by absolute path, so it works whatever
+    the agent's PATH is. Without a `chctl` script beside our interpreter, the interpreter runs the module
+    (with -P: the agent's working directory must not shadow our modules)."""
+    chctl = Path(sys.executable).parent / "chctl"
+    if chctl.is_file() and os.access(chctl, os.X_OK):
+        return [str(chctl), "bridge", name]
+    return [sys.executable, "-P", "-m", "context_harness.client.chctl", "bridge", name]
 
 
 def header_for(key_header: str | None) -> tuple[str, str | None]:
@@ -110,6 +123,17 @@ class MCPService:
         if isinstance(planned, Failure):
             return planned
         entry, auth_type, credential = planned.value
+        url = entry.get("url")
+        if request.bridge:
+            if url is None:
+                return Failure(
+                    f"{name} is a local server: it needs no bridge", ErrorCode.INVALID_PARAMS, "add it without --bridge"
+                )
+            if request.headers:
+                return Failure(
+                    "--header cannot be combined with --bridge yet", ErrorCode.INVALID_PARAMS, "drop --header"
+                )
+            entry = MCPServerConfig(type=ServerType.LOCAL, command=bridge_command(name)).to_opencode()
 
         path = self.config.resolve(request.target, for_create=True)
         if isinstance(path, Failure):
@@ -125,8 +149,13 @@ class MCPService:
             self.tokens.save(credential)
         else:
             credential = self.tokens.load(name) if auth_type is MCPAuthType.OAUTH else None
-        binding = Binding(path=str(config_path), secret_mode=request.secret_mode)
-        if credential is not None and credential.secret:
+        binding = Binding(
+            path=str(config_path),
+            secret_mode=request.secret_mode,
+            mode="bridge" if request.bridge else "header",
+            url=url if request.bridge else None,
+        )
+        if credential is not None and credential.secret and not request.bridge:
             entry.setdefault("headers", {})[credential.header_name] = self._header_value(credential, binding)
             if request.secret_mode is SecretMode.FILE:
                 self.tokens.write_secret_file(name, credential.secret)
@@ -136,7 +165,7 @@ class MCPService:
         written = self.config.put_entry(config_path, name, entry)
         if isinstance(written, Failure):
             return written
-        self.bindings.bind(name, config_path, request.secret_mode)
+        self.bindings.bind(name, binding)
         log.info("server_added", server=name, path=str(config_path), auth_type=auth_type.value)
         needs_auth = auth_type is MCPAuthType.OAUTH and (credential is None or not credential.secret)
         return Success(AddOutcome(name, config_path, entry, auth_type, needs_auth))
@@ -162,7 +191,7 @@ class MCPService:
         if credential is None or not credential.secret:
             return Failure(f"no credential stored for {name}", ErrorCode.AUTH_REQUIRED, f"run `chctl auth {name}`")
         report = PublishReport()
-        bindings = self.bindings.for_server(name)
+        bindings = [b for b in self.bindings.for_server(name) if b.mode == "header"]  # a bridge needs no rewrite
         if any(b.secret_mode is SecretMode.FILE for b in bindings):
             self.tokens.write_secret_file(name, credential.secret)
         for binding in bindings:

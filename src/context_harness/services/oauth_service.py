@@ -304,6 +304,22 @@ class OAuthService:
         self.on_new_credential(name)
         return Success({"name": name, "revoked": revoked})
 
+    async def refresh_rejected(self, name: str, rejected: str | None) -> RefreshAttempt:
+        """A server refused the access token `rejected` (a 401 to the bridge): refresh, unless someone
+        already did — the same lock as the refresher's, so a rotating refresh token is never sent twice."""
+        try:
+            async with self._lock(name):
+                credential = self.tokens.load(name)
+                if credential is None or credential.kind != "oauth" or credential.tokens is None:
+                    return RefreshNeedsReauth("no login is stored")
+                if credential.tokens.access_token != rejected:
+                    return RefreshNotNeeded(credential)
+                if credential.state is TokenState.NEEDS_REAUTH:
+                    return RefreshNeedsReauth(credential.last_error or "the last refresh was refused")
+                return await self._refresh_locked(credential)
+        except LockTimeout:
+            return RefreshRetry("another process holds the refresh lock", None)
+
     # --- one refresh, safely -------------------------------------------------------------------------
 
     async def refresh_once(self, name: str, *, force: bool, due_before: float | None = None) -> RefreshAttempt:
@@ -390,6 +406,8 @@ class OAuthService:
     def server_url(self, name: str) -> Result[str]:
         """The URL opencode uses for `name` (a bound config's entry), else the registry's."""
         for binding in self.mcp.bindings.for_server(name):
+            if binding.url:  # a bridged entry: the URL lives in the binding
+                return Success(binding.url)
             entries = self.mcp.config.entries(Path(binding.path))
             if isinstance(entries, Success):
                 entry = entries.value.get(name)
@@ -447,6 +465,8 @@ class OAuthService:
 
     def _forget_headers(self, name: str, header: str) -> None:
         for binding in self.mcp.bindings.for_server(name):
+            if binding.mode == "bridge":
+                continue  # no header in the entry
             if binding.secret_mode is SecretMode.FILE:
                 self.tokens.ensure_secret_file(name)  # a `{file:}` target must exist or opencode stops working
                 continue

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Literal
 
 import structlog
 from pydantic import BaseModel, TypeAdapter, ValidationError
@@ -17,6 +18,11 @@ log = structlog.get_logger(__name__)
 class Binding(BaseModel):
     path: str  # absolute, resolved path of an opencode config file
     secret_mode: SecretMode = SecretMode.INLINE
+    # header: the entry holds the credential (inline or `{file:}`) and we rewrite it on every refresh;
+    # bridge: the entry runs `chctl bridge NAME` and the daemon carries the traffic to `url`, adding the
+    # credential itself (nothing secret in the file, nothing to rewrite).
+    mode: Literal["header", "bridge"] = "header"
+    url: str | None = None  # bridge mode: the server's URL (the entry itself holds only a command)
 
 
 _Bindings = TypeAdapter(dict[str, list[Binding]])
@@ -43,10 +49,10 @@ class BindingStore:
     def for_server(self, name: str) -> list[Binding]:
         return self.load().get(name, [])
 
-    def bind(self, name: str, path: Path, secret_mode: SecretMode) -> None:
+    def bind(self, name: str, binding: Binding) -> None:
         bindings = self.load()
-        items = [b for b in bindings.get(name, []) if b.path != str(path)]
-        items.append(Binding(path=str(path), secret_mode=secret_mode))
+        items = [b for b in bindings.get(name, []) if b.path != binding.path]
+        items.append(binding)
         bindings[name] = items
         self._save(bindings)
 

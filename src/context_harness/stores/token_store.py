@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import re
 from pathlib import Path
 
@@ -44,8 +45,9 @@ class TokenStore:
 
     def save(self, credential: Credential) -> None:
         ensure_private_dir(self.tokens_dir)
-        data = credential.model_dump_json(indent=2, exclude_none=True).encode()
-        atomic_write_bytes(self._path(credential.name), data, mode=PRIVATE_FILE_MODE)
+        data = credential.model_dump(mode="json", exclude_none=True)
+        data["header_scheme"] = credential.header_scheme  # None (a bare key) must survive the round trip
+        atomic_write_bytes(self._path(credential.name), json.dumps(data, indent=2).encode(), mode=PRIVATE_FILE_MODE)
 
     def delete(self, name: str) -> bool:
         removed = False

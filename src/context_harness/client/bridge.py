@@ -1,0 +1,271 @@
+"""`chctl bridge NAME`: the MCP server an agent starts, relaying stdio to the daemon, which carries the traffic.
+
+The agent writes newline-delimited JSON-RPC on our stdin and reads the daemon's on our stdout. Nothing here
+knows about tokens: after `bridge.open` the daemon's connection is a plain relay for one server.
+
+What this process guarantees the agent:
+- it never exits while stdin is open (an agent marks a local server failed for good once it exits), and it
+  exits at once when stdin closes;
+- when the daemon goes away (restart, crash) it reconnects — starting the daemon as other commands do — and
+  re-opens the session with the client's own `initialize`, so the agent does not notice; a request that was
+  in flight at that moment gets an error (it may have run: sending it again is the client's call);
+- nothing on stderr: the daemon's log says what happened.
+
+Standard library only, and little of it: this process lives as long as the agent's session.
+"""
+
+from __future__ import annotations
+
+import _socket
+import os
+import select
+import time
+
+from context_harness.client import rpc_client, wire
+
+TYPE_CHECKING = False
+
+if TYPE_CHECKING:
+    from typing import Any
+
+RETRY_INTERVAL_S = 0.1  # how often a lost daemon is looked for
+OPEN_TIMEOUT_S = 10.0  # a daemon that accepts the connection but does not answer `bridge.open` in this time is hung
+GIVE_UP_S = 15.0  # a request waiting this long for a daemon is answered with an error (it keeps looking)
+AUTOSTART_EVERY_S = 30.0  # start the daemon at most this often while none answers
+READ_BYTES = 256 * 1024
+RELAY_ERROR = -32001  # the daemon's relay uses the same code for its own failures
+OPEN_ID = "chctl-bridge-open"
+
+STDIN, STDOUT = 0, 1
+
+
+def write_all(fd: int, data: bytes) -> None:
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view) :]
+
+
+def error_reply(request_id: Any, message: str, code: str, hint: str | None = None) -> bytes:
+    data: dict[str, Any] = {"code": code}
+    if hint:
+        data["hint"] = hint
+    text = f"{message} ({hint})" if hint else message
+    reply = {"jsonrpc": "2.0", "id": request_id, "error": {"code": RELAY_ERROR, "message": text, "data": data}}
+    return wire.dumps(reply).encode() + b"\n"
+
+
+def parse(line: bytes) -> dict[str, Any] | None:
+    try:
+        message = wire.loads(line.decode())
+    except (ValueError, UnicodeDecodeError, RecursionError):
+        return None
+    return message if isinstance(message, dict) else None
+
+
+class Bridge:
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self.sock: _socket.socket | None = None
+        self.state = "down"  # down → opening → open → (lost) down
+        self.poller = select.poll()
+        self.poller.register(STDIN, select.POLLIN)
+        self.next_attempt = 0.0
+        self.opening_since = 0.0
+        self.autostarted_at = -AUTOSTART_EVERY_S
+        self.autostart = os.environ.get("CH_NO_AUTOSTART") != "1"
+        # The client's handshake, replayed to the daemon after a reconnect once the session is established.
+        self.initialize: dict[str, Any] | None = None
+        self.initialized: dict[str, Any] | None = None
+        self.established = False
+        self.in_flight: dict[str, Any] = {}  # requests the daemon has and has not answered, by their id's JSON
+        self.queue: list[tuple[float, bytes, Any]] = []  # (since, line, request id or None) while no daemon
+        self.client_partial: list[bytes] = []
+        self.daemon_partial: list[bytes] = []
+
+    # --- the loop ---------------------------------------------------------------------------------------
+
+    def run(self) -> int:
+        while True:
+            now = time.monotonic()
+            if self.state == "down" and now >= self.next_attempt:
+                self.try_connect(now)
+            if self.state == "opening" and now - self.opening_since > OPEN_TIMEOUT_S:
+                self.lost()
+            self.expire_queue(now)
+            for fd, _events in self.poller.poll(self.poll_timeout_ms()):
+                if fd == STDIN:
+                    data = os.read(STDIN, READ_BYTES)
+                    if not data:
+                        self.close()
+                        return 0
+                    self.from_client(data)
+                elif self.sock is not None and fd == self.sock.fileno():
+                    self.from_daemon()
+
+    def poll_timeout_ms(self) -> int | None:
+        if self.state == "open":
+            return None
+        return int(RETRY_INTERVAL_S * 1000)
+
+    # --- the daemon connection --------------------------------------------------------------------------
+
+    def try_connect(self, now: float) -> None:
+        sock = rpc_client._connect(rpc_client.socket_path())
+        if sock is None:
+            self.next_attempt = now + RETRY_INTERVAL_S
+            if self.autostart and now - self.autostarted_at >= AUTOSTART_EVERY_S:
+                self.autostarted_at = now
+                rpc_client.start_daemon()
+            return
+        params: dict[str, Any] = {"name": self.name}
+        if self.established and self.initialize is not None:
+            params["replay"] = [m for m in (self.initialize, self.initialized) if m is not None]
+        request = {"jsonrpc": "2.0", "id": OPEN_ID, "method": "bridge.open", "params": params}
+        try:
+            sock.sendall(wire.dumps(request).encode() + b"\n")
+        except OSError:
+            sock.close()
+            self.next_attempt = now + RETRY_INTERVAL_S
+            return
+        self.sock = sock
+        self.state = "opening"
+        self.opening_since = now
+        self.daemon_partial = []
+        self.poller.register(sock.fileno(), select.POLLIN)
+
+    def from_daemon(self) -> None:
+        assert self.sock is not None
+        try:
+            data = self.sock.recv(READ_BYTES)
+        except OSError:
+            data = b""
+        if not data:
+            self.lost()
+            return
+        for line in split_lines(data, self.daemon_partial):
+            if self.state == "opening":
+                self.opened(line)
+            else:
+                self.to_client(line)
+
+    def opened(self, line: bytes) -> None:
+        reply = parse(line) or {}
+        error = reply.get("error")
+        if error is None and "result" in reply:
+            self.state = "open"
+            queued, self.queue = self.queue, []
+            for _since, queued_line, request_id in queued:
+                self.to_daemon(queued_line, request_id)
+            return
+        # The daemon cannot bridge this server (unknown, not remote...): every waiting request learns why.
+        data = error.get("data") if isinstance(error, dict) else None
+        data = data if isinstance(data, dict) else {}
+        message = str(error.get("message")) if isinstance(error, dict) else "the daemon refused the bridge"
+        self.drop_connection()
+        self.next_attempt = time.monotonic() + 1.0
+        for _since, _line, request_id in self.queue:
+            if request_id is not None:
+                write_all(STDOUT, error_reply(request_id, message, str(data.get("code", "INTERNAL")), data.get("hint")))
+        self.queue = []
+
+    def lost(self) -> None:
+        """The daemon went away: answer what it had, then look for it again."""
+        self.drop_connection()
+        self.next_attempt = time.monotonic()
+        for request_id in self.in_flight.values():
+            write_all(
+                STDOUT,
+                error_reply(
+                    request_id,
+                    "context-harnessd went away while this request was in flight",
+                    "DAEMON_UNAVAILABLE",
+                    "send it again: the bridge has reconnected or is reconnecting",
+                ),
+            )
+        self.in_flight = {}
+
+    def drop_connection(self) -> None:
+        if self.sock is not None:
+            self.poller.unregister(self.sock.fileno())
+            self.sock.close()
+        self.sock = None
+        self.state = "down"
+
+    def close(self) -> None:
+        if self.sock is not None:
+            self.sock.close()  # the daemon ends the upstream session
+
+    # --- messages ---------------------------------------------------------------------------------------
+
+    def from_client(self, data: bytes) -> None:
+        for line in split_lines(data, self.client_partial):
+            if not line.strip():
+                continue
+            message = parse(line) or {}
+            method = message.get("method")
+            request_id = message.get("id") if method is not None else None
+            if method == "initialize":
+                self.initialize, self.initialized, self.established = message, None, False
+            elif method == "notifications/initialized":
+                self.initialized = message
+            if self.state == "open":
+                self.to_daemon(line, request_id)
+            else:
+                self.queue.append((time.monotonic(), line, request_id))
+                self.next_attempt = min(self.next_attempt, time.monotonic())
+
+    def to_daemon(self, line: bytes, request_id: Any) -> None:
+        assert self.sock is not None
+        if request_id is not None:
+            self.in_flight[wire.dumps(request_id)] = request_id
+        try:
+            self.sock.sendall(line + b"\n")
+        except OSError:
+            self.lost()
+
+    def to_client(self, line: bytes) -> None:
+        message = parse(line)
+        if message is not None and "method" not in message and "id" in message:
+            request_id = message["id"]
+            self.in_flight.pop(wire.dumps(request_id), None)
+            if self.initialize is not None and request_id == self.initialize.get("id") and "result" in message:
+                self.established = True
+        write_all(STDOUT, line + b"\n")
+
+    def expire_queue(self, now: float) -> None:
+        if self.state == "open" or not self.queue or now - self.queue[0][0] < GIVE_UP_S:
+            return
+        keep = []
+        for since, line, request_id in self.queue:
+            if now - since < GIVE_UP_S:
+                keep.append((since, line, request_id))
+            elif request_id is not None:
+                write_all(
+                    STDOUT,
+                    error_reply(
+                        request_id,
+                        f"context-harnessd is not answering on {rpc_client.socket_path()}",
+                        "DAEMON_UNAVAILABLE",
+                        "start it with `chctl daemon start`; see `chctl doctor`",
+                    ),
+                )
+        self.queue = keep
+
+
+def split_lines(data: bytes, partial: list[bytes]) -> list[bytes]:
+    """The complete lines in `data`, with what `partial` held before; the unfinished rest goes back there."""
+    lines = []
+    while (end := data.find(b"\n")) != -1:
+        lines.append(b"".join([*partial, data[:end]]))
+        partial.clear()
+        data = data[end + 1 :]
+    if data:
+        partial.append(data)
+    return lines
+
+
+def run(name: str) -> int:
+    try:
+        return Bridge(name).run()
+    except (BrokenPipeError, KeyboardInterrupt):
+        return 0

@@ -1,0 +1,192 @@
+"""The daemon's half of `chctl bridge NAME`: a socket connection turned into an MCP relay for one server.
+
+`chctl bridge` is a dumb stdio relay; here each bridge gets its own upstream session (`upstream.session`),
+with the server's current credential on every request. The live bridges are listed by `chctl status`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import json
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import aiohttp
+import structlog
+
+from context_harness.primitives.result import ErrorCode, Failure, Result, Success
+from context_harness.services.oauth_service import (
+    OAuthService,
+    RefreshDone,
+    RefreshNeedsReauth,
+    RefreshNotNeeded,
+    RefreshRetry,
+)
+from context_harness.stores.token_store import TokenStore
+from context_harness.upstream import messages
+from context_harness.upstream.session import Upstream
+
+log = structlog.get_logger(__name__)
+
+# MCP messages can be large (a tool returning a file): a relay line may be this long, far beyond an RPC request.
+MAX_MESSAGE_BYTES = 64 * 1024 * 1024
+READ_CHUNK_BYTES = 256 * 1024
+
+
+class ServerCredentials:
+    """`Credentials` for one server, read from the token store at every request."""
+
+    def __init__(self, name: str, tokens: TokenStore, oauth: OAuthService, on_refreshed: Callable[[str], None]):
+        self.name = name
+        self.tokens = tokens
+        self.oauth = oauth
+        self.on_refreshed = on_refreshed
+
+    def header(self) -> tuple[str, str] | None:
+        credential = self.tokens.load(self.name)
+        if credential is None or not credential.secret:
+            return None
+        value = f"{credential.header_scheme} {credential.secret}" if credential.header_scheme else credential.secret
+        return credential.header_name, value
+
+    async def renew(self, rejected: str | None) -> Result[None]:
+        name = self.name
+        credential = self.tokens.load(name)
+        login = f"run `chctl auth {name}`"
+        if credential is None or not credential.secret:
+            return Failure(f"{name} needs a login before it can be used", ErrorCode.AUTH_REQUIRED, login)
+        if credential.kind == "api_key":
+            hint = f"set a new one: `chctl add {name} --bridge -k KEY`"
+            return Failure(f"{name} refused the API key", ErrorCode.AUTH_REQUIRED, hint)
+        rejected_token = rejected.split(" ", 1)[-1] if rejected else None
+        attempt = await self.oauth.refresh_rejected(name, rejected_token)
+        match attempt:
+            case RefreshDone() | RefreshNotNeeded():
+                self.on_refreshed(name)
+                return Success(None)
+            case RefreshRetry(reason, _):
+                return Failure(
+                    f"{name}'s token was refused and a refresh failed for now: {reason}",
+                    ErrorCode.TOKEN_EXPIRED,
+                    "the daemon keeps retrying; try again shortly",
+                )
+            case RefreshNeedsReauth(reason):
+                return Failure(f"{name} needs a new login: {reason}", ErrorCode.INVALID_GRANT, login)
+
+
+@dataclass(frozen=True, slots=True)
+class LiveBridge:
+    id: int
+    name: str
+    upstream: Upstream
+
+    def summary(self) -> dict[str, Any]:
+        counters = self.upstream.counters
+        return {
+            "id": self.id,
+            "transport": self.upstream.transport,
+            "started_at": counters.started_at,
+            "requests": counters.requests,
+            "renewals": counters.renewals,
+            "reinitializations": counters.reinitializations,
+            "last_error": counters.last_error,
+        }
+
+
+class Bridges:
+    """Every live bridge in this daemon."""
+
+    def __init__(
+        self,
+        tokens: TokenStore,
+        oauth: OAuthService,
+        http: Callable[[], aiohttp.ClientSession],
+        on_refreshed: Callable[[str], None],
+    ) -> None:
+        self.tokens = tokens
+        self.oauth = oauth
+        self.http = http
+        self.on_refreshed = on_refreshed
+        self.live: dict[int, LiveBridge] = {}
+        self._ids = itertools.count(1)
+
+    def for_server(self, name: str) -> list[dict[str, Any]]:
+        return [b.summary() for b in self.live.values() if b.name == name]
+
+    async def open(self, name: str, replay: list[dict[str, Any]]) -> Result[Relay]:
+        """Check the server can be bridged; the returned relay then owns the connection."""
+        url = self.oauth.server_url(name)
+        if isinstance(url, Failure):
+            return url
+        credentials = ServerCredentials(name, self.tokens, self.oauth, self.on_refreshed)
+        bridge_id = next(self._ids)
+        relay = Relay(self, bridge_id, name)
+        upstream = Upstream(name, url.value, self.http(), credentials, relay.deliver)
+        relay.upstream = upstream
+        self.live[bridge_id] = LiveBridge(bridge_id, name, upstream)
+        if replay:
+            await upstream.restore(replay)  # before the bridge sends anything else
+        log.info("bridge_opened", server=name, bridge=bridge_id, restored=bool(replay))
+        return Success(relay)
+
+
+class Relay:
+    """One bridge connection: client lines go upstream, upstream messages come back as lines."""
+
+    def __init__(self, bridges: Bridges, bridge_id: int, name: str) -> None:
+        self.bridges = bridges
+        self.id = bridge_id
+        self.name = name
+        self.upstream: Upstream | None = None
+        self._writer: asyncio.StreamWriter | None = None
+        self._write_lock = asyncio.Lock()
+
+    @property
+    def reply(self) -> dict[str, Any]:
+        return {"bridge": self.id, "server": self.name}
+
+    async def deliver(self, message: dict[str, Any]) -> None:
+        if self._writer is None or self._writer.is_closing():
+            return
+        async with self._write_lock:
+            self._writer.write(json.dumps(message, separators=(",", ":")).encode() + b"\n")
+            await self._writer.drain()
+
+    async def run(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        assert self.upstream is not None
+        self._writer = writer
+        pending: list[bytes] = []  # the start of a line still being received
+        size = 0
+        try:
+            while chunk := await reader.read(READ_CHUNK_BYTES):
+                while (end := chunk.find(b"\n")) != -1:
+                    await self._from_client(b"".join([*pending, chunk[:end]]))
+                    pending, size, chunk = [], 0, chunk[end + 1 :]
+                pending.append(chunk)
+                size += len(chunk)
+                if size > MAX_MESSAGE_BYTES:
+                    log.warning("bridge_message_too_large", server=self.name, bridge=self.id)
+                    return
+        except (ConnectionError, OSError):
+            pass
+        finally:
+            self.bridges.live.pop(self.id, None)
+            await self.upstream.close()
+            log.info("bridge_closed", server=self.name, bridge=self.id)
+
+    async def _from_client(self, line: bytes) -> None:
+        if not line.strip():
+            return
+        assert self.upstream is not None
+        try:
+            message = json.loads(line)
+        except (UnicodeDecodeError, ValueError, RecursionError):
+            await self.deliver({"jsonrpc": "2.0", "id": None, "error": {"code": -32700, "message": "parse error"}})
+            return
+        if not isinstance(message, dict) or message.get("jsonrpc") != "2.0":
+            reply = messages.error_response(None, "not a JSON-RPC 2.0 message", ErrorCode.INVALID_PARAMS.value)
+            await self.deliver(reply)
+            return
+        self.upstream.submit(message)

@@ -1,0 +1,61 @@
+"""JSON-RPC messages as the relay sees them: what kind a message is, the HTTP headers that route it, and the
+errors the relay answers with. Pure functions, no I/O."""
+
+from __future__ import annotations
+
+from typing import Any
+
+# JSON-RPC leaves -32000..-32099 to the implementation; the relay's own failures (a login is needed, the
+# server is unreachable) use this one, with our ErrorCode name in `data.code`.
+RELAY_ERROR = -32001
+
+# Protocol revisions negotiated by `initialize`; a later revision carries its version in every request's
+# `_meta` and wants it, the method and the name mirrored in headers.
+PROTOCOL_VERSION_META_KEY = "io.modelcontextprotocol/protocolVersion"
+NAME_BEARING_METHODS = {"tools/call": "name", "prompts/get": "name", "resources/read": "uri"}
+
+
+def is_request(message: dict[str, Any]) -> bool:
+    return isinstance(message.get("method"), str) and "id" in message
+
+
+def is_notification(message: dict[str, Any]) -> bool:
+    return isinstance(message.get("method"), str) and "id" not in message
+
+
+def is_response(message: dict[str, Any]) -> bool:
+    return "method" not in message and "id" in message and ("result" in message or "error" in message)
+
+
+def routing_headers(message: dict[str, Any], negotiated_version: str | None) -> dict[str, str]:
+    """`MCP-Protocol-Version` (and, for per-request versions, `Mcp-Method` / `Mcp-Name`) for one POST."""
+    params = message.get("params")
+    meta = params.get("_meta") if isinstance(params, dict) else None
+    version = meta.get(PROTOCOL_VERSION_META_KEY) if isinstance(meta, dict) else None
+    if not isinstance(version, str):
+        return {"MCP-Protocol-Version": negotiated_version} if negotiated_version else {}
+    headers = {"MCP-Protocol-Version": version}
+    method = message.get("method")
+    if isinstance(method, str):
+        headers["Mcp-Method"] = method
+        name_key = NAME_BEARING_METHODS.get(method)
+        name = params.get(name_key) if name_key and isinstance(params, dict) else None
+        if isinstance(name, str) and name.isascii() and name.isprintable() and name == name.strip():
+            headers["Mcp-Name"] = name
+    return headers
+
+
+def error_response(request_id: Any, message: str, code: str, *, hint: str | None = None) -> dict[str, Any]:
+    """The relay's answer to a request it could not deliver: readable by a person and by the model."""
+    data: dict[str, Any] = {"code": code}
+    if hint:
+        data["hint"] = hint
+    text = f"{message} ({hint})" if hint else message
+    return {"jsonrpc": "2.0", "id": request_id, "error": {"code": RELAY_ERROR, "message": text, "data": data}}
+
+
+def protocol_version_of(result_message: dict[str, Any]) -> str | None:
+    """The version an `initialize` result settled on."""
+    result = result_message.get("result")
+    version = result.get("protocolVersion") if isinstance(result, dict) else None
+    return version if isinstance(version, str) else None
