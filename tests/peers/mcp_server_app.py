@@ -17,13 +17,21 @@ real port (no bind-close-rebind race); --resource overrides it (to test a resour
 When serving it prints one line: {"url": ".../mcp", "port": N, "resource": ... | null}.
 It exits when stdin closes, or on SIGTERM/SIGINT.
 
-Tools: echo(text) -> text; whoami() -> the token's subject ("api-key" in API-key mode).
+  --transport sse   the legacy HTTP+SSE transport (the SDK's sse_app: GET /sse, POST /messages/) instead
+                    of Streamable HTTP at /mcp; the ready line's url is then the /sse URL.
+
+Tools: echo(text) -> text; whoami() -> the token's subject ("api-key" in API-key mode);
+token_id() -> a short hash of the credential this call carried (tells tokens apart without showing them);
+progress_then_wait(key) -> sends a progress notification, then waits (up to 60 s) for release(key);
+ask_name() -> elicits {"name"} from the client and greets it; sample(prompt) -> asks the client's model
+(sampling) and returns its text; live_sessions() -> how many Streamable HTTP sessions the server holds.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import hashlib
 import hmac
 import json
 import os
@@ -37,11 +45,20 @@ import uvicorn
 from mcp.server.auth.middleware.auth_context import get_access_token
 from mcp.server.auth.provider import AccessToken
 from mcp.server.auth.settings import AuthSettings
-from mcp.server.mcpserver import MCPServer
-from pydantic import AnyHttpUrl
+from mcp.server.mcpserver import Context, MCPServer
+from mcp_types import SamplingMessage, TextContent
+from pydantic import AnyHttpUrl, BaseModel
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 MCP_PATH = "/mcp"
+SSE_PATH = "/sse"
+RELEASES: dict[str, asyncio.Event] = {}  # progress_then_wait(key) waits for release(key)
+
+
+class Name(BaseModel):
+    name: str
+
+
 INTROSPECTION_TIMEOUT = aiohttp.ClientTimeout(total=10)
 
 
@@ -128,6 +145,45 @@ def build_server(auth: AuthSettings | None, verifier: IntrospectionTokenVerifier
         token = get_access_token()
         return (token.subject or token.client_id) if token is not None else "api-key"
 
+    @server.tool()
+    def token_id() -> str:
+        """A short hash of the access token this call carried ("api-key" in API-key mode)."""
+        token = get_access_token()
+        return hashlib.sha256(token.token.encode()).hexdigest()[:12] if token is not None else "api-key"
+
+    @server.tool()
+    async def progress_then_wait(key: str, ctx: Context) -> str:
+        """Report progress, then wait until release(key) is called."""
+        released = RELEASES.setdefault(key, asyncio.Event())
+        await ctx.report_progress(1, 2, "waiting for release")
+        await asyncio.wait_for(released.wait(), 60)
+        return "released"
+
+    @server.tool()
+    def release(key: str) -> str:
+        """Let progress_then_wait(key) finish."""
+        RELEASES.setdefault(key, asyncio.Event()).set()
+        return "ok"
+
+    @server.tool()
+    async def ask_name(ctx: Context) -> str:
+        """Ask the client for a name (elicitation)."""
+        answer = await ctx.elicit("What is your name?", Name)
+        return f"hello {answer.data.name}" if answer.action == "accept" else answer.action
+
+    @server.tool()
+    async def sample(prompt: str, ctx: Context) -> str:
+        """Ask the client's model (sampling)."""
+        message = SamplingMessage(role="user", content=TextContent(type="text", text=prompt))
+        result = await ctx.session.create_message([message], max_tokens=20, related_request_id=ctx.request_id)
+        content = result.content
+        return content.text if isinstance(content, TextContent) else "?"
+
+    @server.tool()
+    def live_sessions() -> int:
+        """How many Streamable HTTP sessions this server holds."""
+        return len(server.session_manager._server_instances)
+
     return server
 
 
@@ -141,6 +197,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--client-secret", default=os.environ.get("MCP_PEER_CLIENT_SECRET"))
     parser.add_argument("--scopes", default="mcp:read mcp:write", help="required scopes, also scopes_supported")
     parser.add_argument("--resource", help="resource URL to advertise and require (default: this /mcp URL)")
+    parser.add_argument("--transport", choices=["streamable", "sse"], default="streamable")
     args = parser.parse_args(argv)
     if bool(args.api_key_header) == bool(args.introspect):
         parser.error("give exactly one of --api-key-header or --introspect")
@@ -153,7 +210,11 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
 
 def build_app(args: argparse.Namespace, url: str) -> tuple[ASGIApp, str | None]:
     if args.api_key_header:
-        app = build_server(None, None).streamable_http_app(streamable_http_path=MCP_PATH)
+        server = build_server(None, None)
+        if args.transport == "sse":
+            app = server.sse_app(sse_path=SSE_PATH)
+        else:
+            app = server.streamable_http_app(streamable_http_path=MCP_PATH)
         return ApiKeyMiddleware(app, args.api_key_header, args.api_key), None
     resource = args.resource or url
     scopes = args.scopes.split()
@@ -182,7 +243,7 @@ async def serve(args: argparse.Namespace) -> None:
     sock.bind(("127.0.0.1", args.port))
     sock.listen(128)
     port = sock.getsockname()[1]
-    url = f"http://127.0.0.1:{port}{MCP_PATH}"
+    url = f"http://127.0.0.1:{port}{SSE_PATH if args.transport == 'sse' else MCP_PATH}"
     app, resource = build_app(args, url)
     config = uvicorn.Config(app, log_level="warning", timeout_graceful_shutdown=2, lifespan="on")
     server = uvicorn.Server(config)

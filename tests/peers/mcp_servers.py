@@ -79,19 +79,21 @@ McpOAuthServerFactory = Callable[..., McpOAuthServer]
 
 @pytest.fixture(scope="session")
 def mcp_api_key_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[McpApiKeyServerFactory]:
-    """`mcp_api_key_server(header="X-API-Key", key=None)`: a running API-key MCP server, reused per
-    (header, key). A None key gets a random one, reused for the same header."""
-    running: dict[tuple[str, str | None], McpApiKeyServer] = {}
+    """`mcp_api_key_server(header="X-API-Key", key=None, transport="streamable")`: a running API-key MCP
+    server, reused per (header, key, transport). A None key gets a random one, reused for the same header.
+    transport="sse" serves the legacy HTTP+SSE transport (url ends in /sse)."""
+    running: dict[tuple[str, str | None, str], McpApiKeyServer] = {}
 
-    def factory(header: str = "X-API-Key", key: str | None = None) -> McpApiKeyServer:
-        if (header, key) not in running:
+    def factory(header: str = "X-API-Key", key: str | None = None, transport: str = "streamable") -> McpApiKeyServer:
+        if (header, key, transport) not in running:
             actual_key = key or secrets.token_urlsafe(24)
             log_path = tmp_path_factory.mktemp("mcp-api-key") / "mcp-server.log"
-            peer = _start_app(["--api-key-header", header], {"MCP_PEER_API_KEY": actual_key}, log_path)
-            running[(header, key)] = McpApiKeyServer(
+            args = ["--api-key-header", header, "--transport", transport]
+            peer = _start_app(args, {"MCP_PEER_API_KEY": actual_key}, log_path)
+            running[(header, key, transport)] = McpApiKeyServer(
                 url=str(peer.ready["url"]), header=header, key=actual_key, log_path=log_path, _peer=peer
             )
-        return running[(header, key)]
+        return running[(header, key, transport)]
 
     yield factory
     for server in running.values():
