@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 import json
+import os
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -43,13 +44,28 @@ class ServerCredentials:
         self.tokens = tokens
         self.oauth = oauth
         self.on_refreshed = on_refreshed
+        # The header as of the token file's last version: a request costs one stat(), not a read and a parse.
+        # Every save is an atomic rename, so a new token always means a new inode.
+        self._cached: tuple[tuple[int, int, int], tuple[str, str] | None] | None = None
 
     def header(self) -> tuple[str, str] | None:
-        credential = self.tokens.load(self.name)
-        if credential is None or not credential.secret:
+        try:
+            info = os.stat(self.tokens.path(self.name))
+        except OSError:
             return None
-        value = f"{credential.header_scheme} {credential.secret}" if credential.header_scheme else credential.secret
-        return credential.header_name, value
+        version = (info.st_ino, info.st_mtime_ns, info.st_size)
+        if self._cached is not None and self._cached[0] == version:
+            return self._cached[1]
+        credential = self.tokens.load(self.name)
+        header = None
+        if credential is not None and credential.secret:
+            secret = credential.secret
+            header = (
+                credential.header_name,
+                f"{credential.header_scheme} {secret}" if credential.header_scheme else secret,
+            )
+        self._cached = (version, header)
+        return header
 
     async def renew(self, rejected: str | None) -> Result[None]:
         name = self.name
@@ -189,4 +205,4 @@ class Relay:
             reply = messages.error_response(None, "not a JSON-RPC 2.0 message", ErrorCode.INVALID_PARAMS.value)
             await self.deliver(reply)
             return
-        self.upstream.submit(message)
+        self.upstream.submit(message, line)

@@ -27,13 +27,14 @@ class TokenStore:
         self.tokens_dir = tokens_dir
         self.secrets_dir = secrets_dir
 
-    def _path(self, name: str) -> Path:
+    def path(self, name: str) -> Path:
+        """The token file of `name` (ValueError for a name that is not one)."""
         if not valid_server_name(name):
             raise ValueError(f"invalid server name: {name!r}")
         return self.tokens_dir / f"{name}.json"
 
     def load(self, name: str) -> Credential | None:
-        path = self._path(name)
+        path = self.path(name)
         try:
             return Credential.model_validate_json(path.read_bytes())
         except FileNotFoundError:
@@ -47,11 +48,11 @@ class TokenStore:
         ensure_private_dir(self.tokens_dir)
         data = credential.model_dump(mode="json", exclude_none=True)
         data["header_scheme"] = credential.header_scheme  # None (a bare key) must survive the round trip
-        atomic_write_bytes(self._path(credential.name), json.dumps(data, indent=2).encode(), mode=PRIVATE_FILE_MODE)
+        atomic_write_bytes(self.path(credential.name), json.dumps(data, indent=2).encode(), mode=PRIVATE_FILE_MODE)
 
     def delete(self, name: str) -> bool:
         removed = False
-        for path in (self._path(name), self.secret_file(name)):
+        for path in (self.path(name), self.secret_file(name)):
             try:
                 path.unlink()
                 removed = True

@@ -20,7 +20,7 @@ import contextlib
 import itertools
 import json
 import time
-from collections.abc import Callable, Coroutine
+from collections.abc import AsyncIterator, Callable, Coroutine
 from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol
 from urllib.parse import urljoin, urlsplit
@@ -103,15 +103,16 @@ class Upstream:
 
     # --- the bridge's side -----------------------------------------------------------------------------
 
-    def submit(self, message: dict[str, Any]) -> None:
-        """Carry one client message upstream, concurrently with the others (a long tool call blocks nothing)."""
+    def submit(self, message: dict[str, Any], raw: bytes | None = None) -> None:
+        """Carry one client message upstream, concurrently with the others (a long tool call blocks nothing).
+        `raw` is the message as the client wrote it: sent as it is."""
         if messages.is_request(message):
             self.counters.requests += 1
             if message.get("method") == "initialize":
                 self._init_request = message
         elif message.get("method") == "notifications/initialized":
             self._initialized_note = message
-        task = asyncio.get_running_loop().create_task(self._carry(message))
+        task = asyncio.get_running_loop().create_task(self._carry(message, raw))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
@@ -153,9 +154,9 @@ class Upstream:
 
     # --- carrying one message --------------------------------------------------------------------------
 
-    async def _carry(self, message: dict[str, Any]) -> None:
+    async def _carry(self, message: dict[str, Any], raw: bytes | None) -> None:
         try:
-            await self._send(message)
+            await self._send(message, raw=raw)
         except RelayFailure as exc:
             self._fail(message, exc.failure)
         except (aiohttp.ClientError, TimeoutError) as exc:
@@ -178,18 +179,19 @@ class Upstream:
             self._tasks.add(task)
             task.add_done_callback(self._tasks.discard)
 
-    async def _send(self, message: dict[str, Any], *, internal: bool = False) -> None:
+    async def _send(self, message: dict[str, Any], *, raw: bytes | None = None, internal: bool = False) -> None:
         if not internal:
             await self._ready.wait()
             if self.transport is None and self._init_request not in (None, message):
                 # A session restored after a daemon restart that could not be initialized then: now.
                 await self._reinitialize(self._generation)
+        body = raw if raw is not None else json.dumps(message, separators=(",", ":")).encode()
         if self.transport == "sse":
-            await self._post_legacy(message)
+            await self._post_legacy(message, body)
             return
-        if await self._post_streamable(message):
+        if await self._post_streamable(message, body):
             await self._switch_to_legacy()
-            await self._post_legacy(message)
+            await self._post_legacy(message, body)
         elif message.get("method") == "notifications/initialized":
             self._start_listening()
 
@@ -224,9 +226,8 @@ class Upstream:
 
     # --- Streamable HTTP -------------------------------------------------------------------------------
 
-    async def _post_streamable(self, message: dict[str, Any]) -> bool:
+    async def _post_streamable(self, message: dict[str, Any], body: bytes) -> bool:
         """POST one message and relay what comes back. True: the server wants the legacy transport."""
-        body = json.dumps(message, separators=(",", ":")).encode()
         is_initialize = message.get("method") == "initialize"
         renewed = reinitialized = False
         while True:
@@ -234,7 +235,7 @@ class Upstream:
             extra = {"Accept": ACCEPT_BOTH, "Content-Type": "application/json"}
             extra.update(messages.routing_headers(message, None if is_initialize else self.protocol_version))
             headers, used = self._headers(extra, with_session=not is_initialize)
-            async with self.http.post(self.url, data=body, headers=headers, timeout=STREAM_TIMEOUT) as response:
+            async with _post(self.http, self.url, body, headers) as response:
                 status = response.status
                 if status == 401 and not renewed:
                     renewed = True
@@ -416,7 +417,7 @@ class Upstream:
             log.info("upstream_legacy_stream_ended", server=self.name)
             self._reinitialize_soon(generation)
 
-    async def _post_legacy(self, message: dict[str, Any]) -> None:
+    async def _post_legacy(self, message: dict[str, Any], body: bytes) -> None:
         renewed = reinitialized = False
         while True:
             generation = self._generation
@@ -424,7 +425,6 @@ class Upstream:
                 await self._reinitialize(generation)
                 continue
             headers, used = self._headers({"Content-Type": "application/json"}, with_session=False)
-            body = json.dumps(message, separators=(",", ":")).encode()
             async with self.http.post(self._sse_endpoint, data=body, headers=headers, timeout=STREAM_TIMEOUT) as r:
                 status = r.status
             if status == 401 and not renewed:
@@ -512,6 +512,21 @@ class Upstream:
 
     def _unusable(self, status: int) -> Failure:
         return Failure(f"{self.name} answered HTTP {status} to the MCP transport", ErrorCode.NETWORK)
+
+
+@contextlib.asynccontextmanager
+async def _post(
+    http: aiohttp.ClientSession, url: str, body: bytes, headers: dict[str, str]
+) -> AsyncIterator[aiohttp.ClientResponse]:
+    """POST, once more if the server had closed the pooled connection before it read our request."""
+    try:
+        response = await http.post(url, data=body, headers=headers, timeout=STREAM_TIMEOUT)
+    except aiohttp.ServerDisconnectedError:
+        response = await http.post(url, data=body, headers=headers, timeout=STREAM_TIMEOUT)
+    try:
+        yield response
+    finally:
+        response.release()
 
 
 def _same_origin(a: str, b: str) -> bool:
