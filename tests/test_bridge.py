@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any, TextIO
 
 import pytest
+from aiohttp import web
 from mcp.client.session import ClientSession
 from mcp.client.stdio import StdioServerParameters, stdio_client
 from mcp.shared.exceptions import MCPError
@@ -33,6 +34,8 @@ from tests.support.env import UserEnv
 from tests.support.opencode import debug_config, mcp_list
 
 APP_SCRIPT = Path(__file__).resolve().parent / "peers" / "mcp_server_app.py"
+SERVER_INFO = {"name": "fault", "version": "0"}
+CALL_TIMEOUT_S = 60  # a call that gets no answer fails the test instead of hanging it
 
 
 def add_bridged(user_env: UserEnv, name: str, *args: str) -> None:
@@ -90,7 +93,7 @@ def messages_of(error: BaseException) -> str:
 
 
 async def call(session: ClientSession, tool: str, **arguments: Any) -> str:
-    result = await session.call_tool(tool, arguments)
+    result = await asyncio.wait_for(session.call_tool(tool, arguments), CALL_TIMEOUT_S)
     assert not result.is_error, result
     content = result.content[0]
     assert isinstance(content, TextContent)
@@ -400,3 +403,122 @@ def test_closing_stdin_ends_the_bridge_within_a_second_and_deletes_the_upstream_
 
     # The observer's own session counts: ours is gone when the count is back where it was.
     wait_for(lambda: asyncio.run(live_sessions()) == sessions_with_ours, 20, 0.2, "the upstream DELETE")
+
+
+# --- fault injection: our own Streamable HTTP server --------------------------------------------------------
+
+
+class ResumableServer:
+    """A Streamable HTTP server that drops a tool call's SSE stream after its first event and serves the rest
+    only to a GET that names that event in Last-Event-ID (resumability, as servers with an event store do)."""
+
+    def __init__(self) -> None:
+        self.resume_requests: list[str | None] = []
+        self.runner: web.AppRunner | None = None
+        self.url = ""
+
+    async def start(self) -> None:
+        app = web.Application()
+        app.router.add_post("/mcp", self.post)
+        app.router.add_get("/mcp", self.get)
+        self.runner = web.AppRunner(app)
+        await self.runner.setup()
+        site = web.TCPSite(self.runner, "127.0.0.1", 0)
+        await site.start()
+        port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+        self.url = f"http://127.0.0.1:{port}/mcp"
+
+    async def stop(self) -> None:
+        if self.runner is not None:
+            await self.runner.cleanup()
+
+    async def post(self, request: web.Request) -> web.StreamResponse:
+        message = await request.json()
+        if message.get("method") == "initialize":
+            result = {"protocolVersion": "2025-11-25", "capabilities": {"tools": {}}, "serverInfo": SERVER_INFO}
+            return web.json_response(
+                {"jsonrpc": "2.0", "id": message["id"], "result": result}, headers={"Mcp-Session-Id": "s-1"}
+            )
+        if "id" not in message:
+            return web.Response(status=202)
+        if message.get("method") == "tools/list":
+            tool = {"name": "anything", "inputSchema": {"type": "object"}}
+            return web.json_response({"jsonrpc": "2.0", "id": message["id"], "result": {"tools": [tool]}})
+        stream = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
+        await stream.prepare(request)
+        note = {"jsonrpc": "2.0", "method": "notifications/message", "params": {"level": "info", "data": "working"}}
+        await stream.write(f"id: e1\ndata: {json.dumps(note)}\n\n".encode())
+        self.pending_id = message["id"]
+        assert request.transport is not None
+        request.transport.close()  # the stream breaks before the response
+        return stream
+
+    async def get(self, request: web.Request) -> web.StreamResponse:
+        last = request.headers.get("Last-Event-ID")
+        if last is None:
+            return web.Response(status=405)  # no stream of its own
+        self.resume_requests.append(last)
+        stream = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
+        await stream.prepare(request)
+        reply = {"jsonrpc": "2.0", "id": self.pending_id, "result": {"content": [{"type": "text", "text": "resumed"}]}}
+        await stream.write(f"id: e2\ndata: {json.dumps(reply)}\n\n".encode())
+        return stream
+
+
+def test_a_dropped_response_stream_is_resumed_with_last_event_id(daemon: DaemonProcess, user_env: UserEnv) -> None:
+    async def scenario() -> None:
+        server = ResumableServer()
+        await server.start()
+        try:
+            add_bridged(user_env, "resumable", "--url", server.url)
+            async with bridged_session(user_env, "resumable") as client:
+                assert await call(client, "anything") == "resumed"
+            assert server.resume_requests == ["e1"]
+        finally:
+            await server.stop()
+
+    asyncio.run(scenario())
+
+
+def test_a_bearer_never_goes_to_a_cleartext_remote_server(
+    daemon: DaemonProcess, user_env: UserEnv, mcp_api_key_server: McpApiKeyServerFactory
+) -> None:
+    # Refused before any connection is made: nothing leaves this machine.
+    add_bridged(user_env, "plain", "--url", "http://mcp.example.invalid/mcp", "-k", "a-key-for-nobody")
+
+    async def scenario() -> None:
+        async with bridged_session(user_env, "plain"):
+            pass
+
+    with pytest.raises(BaseException) as raised:
+        asyncio.run(scenario())
+    assert "cleartext" in messages_of(raised.value)
+    assert "a-key-for-nobody" not in daemon.log()
+
+
+def test_the_bridge_starts_the_daemon_when_none_answers(
+    user_env: UserEnv, mcp_api_key_server: McpApiKeyServerFactory
+) -> None:
+    server = mcp_api_key_server()
+    first = DaemonProcess(user_env).start()
+    try:
+        add_api_key_server(user_env, server)
+    finally:
+        first.stop()
+    command = entry(user_env, "keyed")["command"]
+
+    async def scenario() -> None:
+        params = StdioServerParameters(command=command[0], args=command[1:], env=user_env.vars(), cwd=user_env.project)
+        async with stdio_client(params) as (read, write), ClientSession(read, write) as client:
+            await client.initialize()
+            assert await call(client, "echo", text="autostarted") == "autostarted"
+            status = json.loads(chctl(user_env, "status", "--json").stdout)
+            [row] = status["servers"]
+            [live] = row["bridges"]
+            assert live["transport"] == "streamable-http" and live["requests"] >= 2
+
+    try:
+        asyncio.run(scenario())
+    finally:
+        stopped = chctl(user_env, "daemon", "stop")
+        assert stopped.returncode == 0 and "stopped" in stopped.stdout

@@ -265,8 +265,13 @@ class Upstream:
         if content_type.startswith("text/event-stream"):
             parser = SseParser()
             answered = await self._relay_stream(response, parser, request)
-            if not answered and messages.is_request(request) and parser.last_event_id:
-                await self._resume(request, parser.last_event_id)
+            if answered or not messages.is_request(request):
+                return
+            if parser.last_event_id is None:
+                raise RelayFailure(
+                    Failure(f"{self.name} closed the response stream before answering", ErrorCode.NETWORK, "try again")
+                )
+            await self._resume(request, parser.last_event_id)
             return
         raw = await response.read()
         if not raw.strip():
