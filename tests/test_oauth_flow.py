@@ -64,7 +64,7 @@ async def test_full_flow_registers_a_native_client_and_returns_tokens(
         )
         assert grant.resource == world.server_url
         assert grant.scopes == ["mcp:read", "offline_access"]  # the challenge's scope, plus offline_access
-        # DCR as DESIGN.md step 3 says.
+        # DCR, as docs/design.md ("Logging in") says.
         registration = world.registrations[0]
         assert registration["application_type"] == "native"
         assert registration["token_endpoint_auth_method"] == "none"

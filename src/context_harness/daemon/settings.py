@@ -1,4 +1,4 @@
-"""Daemon settings from the environment (prefix `CH_`), with the defaults DESIGN.md lists."""
+"""Daemon settings from the environment (prefix `CH_`), with the defaults README.md lists."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""One complete OAuth login for one MCP server: DESIGN.md "OAuth client" steps 1–5, tokens in hand.
+"""One complete OAuth login for one MCP server (docs/design.md, "Logging in"), tokens in hand.
 
 The flow writes nothing but a successful client registration; storing the tokens (step 6) and
 writing headers is the caller's job, so a failure anywhere leaves no half-written state.

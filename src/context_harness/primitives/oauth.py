@@ -8,7 +8,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict
 
-# A token response without `expires_in` is treated as a 1-hour token (DESIGN.md, token lifecycle).
+# A token response without `expires_in` is treated as a 1-hour token (docs/design.md, "Token lifecycle").
 DEFAULT_TOKEN_LIFETIME_S = 3600
 
 
