@@ -425,7 +425,7 @@ async def fetch_authorization_server_metadata(
 async def discover(
     session: aiohttp.ClientSession, server_url: str, timeout_s: float = http.DEFAULT_TIMEOUT_S
 ) -> Result[Discovery]:
-    """Steps 1–2 of an OAuth login (docs/design.md, "Logging in"): resource metadata, then authorization-server metadata."""
+    """Resource metadata, then authorization-server metadata: the first steps of a login (docs/design.md)."""
     challenge = await probe_challenge(session, server_url, timeout_s)
     if isinstance(challenge, Failure):
         return challenge
