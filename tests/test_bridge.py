@@ -320,8 +320,17 @@ def test_the_session_survives_a_daemon_killed_and_restarted(
 
 
 def test_invalid_grant_names_chctl_auth_and_the_session_recovers_after_login(
-    daemon: DaemonProcess, user_env: UserEnv, oidc_provider: OidcProvider, mcp_oauth_server: McpOAuthServer
+    daemon: DaemonProcess,
+    user_env: UserEnv,
+    oidc_provider: OidcProvider,
+    mcp_oauth_server: McpOAuthServer,
+    tmp_path: Path,
 ) -> None:
+    notified = tmp_path / "notified"
+    record = f"import os; open({str(notified)!r}, 'a').write(os.environ['CH_SERVER'] + ' ' + os.environ['CH_STATE'])"
+    daemon.stop()
+    daemon.extra_env["CH_NOTIFY_COMMAND"] = json.dumps([sys.executable, "-c", record])
+    daemon.start()
     add_bridged(user_env, "srv", "--url", mcp_oauth_server.url)
     log_in(user_env)
 
@@ -335,6 +344,7 @@ def test_invalid_grant_names_chctl_auth_and_the_session_recovers_after_login(
                 await client.call_tool("whoami", {})
             state = json.loads(chctl(user_env, "status", "--json").stdout)["servers"][0]["state"]
             assert state == "needs_reauth"
+            wait_for(lambda: notified.exists() and notified.read_text() == "srv needs_reauth", 20, what="notify")
             log_in(user_env)
             assert await call(client, "whoami")  # the same session, without a restart
 
