@@ -22,12 +22,11 @@ from context_harness.daemon.notifier import Notifier
 from context_harness.daemon.refresher import Refresher, backoff_delay, refresh_time
 from context_harness.daemon.settings import Settings
 from context_harness.oauth.http import new_session
-from context_harness.primitives.mcp import SecretMode
 from context_harness.primitives.oauth import Credential, OAuthTokens, TokenState
 from context_harness.services.config_service import ConfigService
 from context_harness.services.mcp_service import MCPService
 from context_harness.services.oauth_service import OAuthService, RefreshNotNeeded
-from context_harness.stores.bindings import BindingStore
+from context_harness.stores.bindings import Binding, BindingStore
 from context_harness.stores.client_store import ClientStore
 from context_harness.stores.lock_file import file_lock
 from context_harness.stores.token_store import TokenStore
@@ -117,7 +116,7 @@ async def make_harness(tmp_path: Path, notify_log: Path) -> AsyncIterator[Callab
         config_path.write_text(
             '{\n  // ours\n  "mcp": {"srv": {"type": "remote", "url": "http://127.0.0.1:9/mcp"}}\n}\n'
         )
-        bindings.bind("srv", config_path, SecretMode.INLINE)
+        bindings.bind("srv", Binding(path=str(config_path)))
         now = clock()
         tokens.save(
             Credential(
