@@ -10,12 +10,13 @@ import structlog
 
 from context_harness.config import opencode
 from context_harness.primitives.mcp import MCPAuthType, MCPServer, MCPServerConfig, SecretMode, ServerType
+from context_harness.primitives.names import SERVER_NAME_HINT, valid_server_name
 from context_harness.primitives.oauth import Credential, TokenState
 from context_harness.primitives.result import ErrorCode, Failure, Result, Success
 from context_harness.services.config_service import ConfigService, ConfigTarget
 from context_harness.services.registry import close_names, load_registry
 from context_harness.stores.bindings import Binding, BindingStore
-from context_harness.stores.token_store import TokenStore, valid_server_name
+from context_harness.stores.token_store import TokenStore
 
 log = structlog.get_logger(__name__)
 
@@ -104,7 +105,7 @@ class MCPService:
             return Failure(
                 f"invalid server name {name!r}",
                 ErrorCode.INVALID_PARAMS,
-                "use letters, digits, '.', '_' and '-' (at most 64)",
+                SERVER_NAME_HINT,
             )
         planned = self._plan_entry(request)
         if isinstance(planned, Failure):
