@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import math
 import os
 import socket
 import sys
@@ -113,8 +114,8 @@ class RpcServer:
 
     async def handle_line(self, line: bytes) -> dict[str, Any] | list[dict[str, Any]] | None:
         try:
-            message = json.loads(line)
-        except (UnicodeDecodeError, json.JSONDecodeError):
+            message = parse_json(line)
+        except (ValueError, RecursionError):  # bad JSON, NaN/Infinity, a 5,000-digit number, nesting too deep
             return _error(None, PARSE_ERROR, "parse error: not valid JSON")
         if isinstance(message, list):
             if not message:
@@ -130,8 +131,14 @@ class RpcServer:
             or not isinstance(message.get("method"), str)
         ):
             request_id = message.get("id") if isinstance(message, dict) else None
-            return _error(request_id, INVALID_REQUEST, 'invalid request: need {"jsonrpc": "2.0", "method": ...}')
+            return _error(
+                request_id if _valid_id(request_id) else None,
+                INVALID_REQUEST,
+                'invalid request: need {"jsonrpc": "2.0", "method": ...}',
+            )
         request_id = message.get("id")
+        if not _valid_id(request_id):
+            return _error(None, INVALID_REQUEST, "invalid request: the id must be a string, a number or null")
         is_notification = "id" not in message
         reply = await self._dispatch(request_id, message["method"], message.get("params", {}))
         return None if is_notification else reply
@@ -168,6 +175,27 @@ class RpcServer:
             return _error(request_id, APPLICATION_ERROR, result.error, data)
         assert isinstance(result, Success)
         return {"jsonrpc": "2.0", "id": request_id, "result": result.value}
+
+
+def _finite_float(text: str) -> float:
+    value = float(text)
+    if not math.isfinite(value):  # 1e999: we could not send it back as JSON
+        raise ValueError("number out of range")
+    return value
+
+
+def _refuse_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not JSON")
+
+
+def parse_json(line: bytes) -> Any:
+    """Strict JSON: no NaN/Infinity, no float that overflows (Python's own limits refuse huge integers)."""
+    return json.loads(line, parse_float=_finite_float, parse_constant=_refuse_constant)
+
+
+def _valid_id(request_id: Any) -> bool:
+    """JSON-RPC 2.0 §4: a string, a number or null; anything else is not echoed back."""
+    return request_id is None or (isinstance(request_id, str | int | float) and not isinstance(request_id, bool))
 
 
 def _error(request_id: Any, code: int, message: str, data: dict[str, Any] | None = None) -> dict[str, Any]:
