@@ -42,7 +42,8 @@ class FakeWorld:
     token_delay_s: float = 0.0
     challenge_header: bool = True
     resource_override: str | None = None
-    access_token_lifetime: int | None = 3600
+    access_token_lifetime: float | None = 3600
+    access_token_value: str | None = None  # issue this (hostile) access token instead of a random one
     client_id_metadata_documents: bool = False  # advertise client_id_metadata_document_supported
 
     # What happened (secrets included, so tests can look for them in logs).
@@ -141,13 +142,20 @@ def build_world_app(world: FakeWorld) -> web.Application:
                 await asyncio.wait_for(world.release.wait(), world.token_delay_s)
         if world.token_status != 200:
             return web.json_response({"error": "server_error"}, status=world.token_status)
+        if form.get("grant_type") == "refresh_token":
+            if form.get("refresh_token") not in world.issued_tokens:
+                return web.json_response({"error": "invalid_grant"}, status=400)
+            return issue_tokens()
         code = form.get("code", "")
         verifier = form.get("code_verifier", "")
         world.verifiers.append(verifier)
         if code not in challenges or code in world.redeemed_codes or _s256(verifier) != challenges[code]:
             return web.json_response({"error": "invalid_grant"}, status=400)
         world.redeemed_codes.append(code)
-        access, refresh = secrets.token_urlsafe(24), secrets.token_urlsafe(24)
+        return issue_tokens()
+
+    def issue_tokens() -> web.Response:
+        access, refresh = world.access_token_value or secrets.token_urlsafe(24), secrets.token_urlsafe(24)
         world.issued_tokens += [access, refresh]
         doc: dict[str, Any] = {"access_token": access, "token_type": "Bearer", "refresh_token": refresh}
         if world.access_token_lifetime is not None:

@@ -22,6 +22,7 @@ import structlog
 from context_harness.oauth import http
 from context_harness.oauth.discovery import OFFLINE_ACCESS
 from context_harness.oauth.pkce import states_match
+from context_harness.primitives.header_text import is_bearer_token
 from context_harness.primitives.oauth import OAuthTokens
 from context_harness.primitives.result import ErrorCode, Failure, Result, Success
 
@@ -176,6 +177,12 @@ def parse_token_response(status: int, body: bytes | Any, now: float) -> Result[O
     access_token = doc.get("access_token")
     if not isinstance(access_token, str) or not access_token:
         return Failure("the token endpoint's answer has no access_token", ErrorCode.OAUTH_ERROR)
+    if not is_bearer_token(access_token):  # it goes into opencode's config: it must be data, not config syntax
+        return Failure(
+            "the token endpoint issued an access token with characters a Bearer token cannot have (RFC 6750)",
+            ErrorCode.OAUTH_ERROR,
+            "the token was not used or stored; report this to the server's operator",
+        )
     token_type = doc.get("token_type", "Bearer")
     if not isinstance(token_type, str) or token_type.lower() != "bearer":
         return Failure(f"unsupported token type {_printable(token_type, 32)!r}", ErrorCode.OAUTH_ERROR)

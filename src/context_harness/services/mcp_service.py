@@ -9,6 +9,7 @@ from typing import Any
 import structlog
 
 from context_harness.config import opencode
+from context_harness.primitives.header_text import header_name_problem, header_value_problem
 from context_harness.primitives.mcp import MCPAuthType, MCPServer, MCPServerConfig, SecretMode, ServerType
 from context_harness.primitives.names import SERVER_NAME_HINT, valid_server_name
 from context_harness.primitives.oauth import Credential, TokenState
@@ -223,6 +224,9 @@ class MCPService:
             local = MCPServerConfig(type=ServerType.LOCAL, command=command, environment=request.environment or None)
             return Success((local.to_opencode(), MCPAuthType.NONE, None))
 
+        bad_header = _header_problem(request)
+        if bad_header is not None:
+            return bad_header
         url = request.url or (known.url if known else None)
         if not url or not url.startswith(("http://", "https://")):
             return Failure(f"invalid url {url!r}", ErrorCode.INVALID_PARAMS, "pass --url http(s)://host/path")
@@ -263,3 +267,19 @@ class MCPService:
         else:
             secret = credential.secret or ""
         return f"{credential.header_scheme} {secret}" if credential.header_scheme else secret
+
+
+def _header_problem(request: AddRequest) -> Failure | None:
+    """An API key or `--header` that opencode would read as config syntax or that would break its request."""
+    named = [(f"header {k!r}", v) for k, v in request.headers.items()]
+    if request.api_key is not None:
+        named.append(("the API key", request.api_key))
+    for label, value in named:
+        problem = header_value_problem(value)
+        if problem is not None:
+            return Failure(f"{label} {problem}", ErrorCode.INVALID_PARAMS, "nothing was written; check the value")
+    for name in [*request.headers, *([request.key_header] if request.key_header else [])]:
+        problem = header_name_problem(name)
+        if problem is not None:
+            return Failure(f"{name!r} {problem}", ErrorCode.INVALID_PARAMS, "nothing was written")
+    return None

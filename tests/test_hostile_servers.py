@@ -1,0 +1,112 @@
+"""Attacks from a hostile or broken authorization server, against the real daemon.
+
+A fake authorization server (tests/oauth_fakes.py) issues what it likes; the daemon logs in and refreshes
+through its RPC, exactly as `chctl auth` and the refresher do. After each attack: nothing hostile is
+written, no secret is sent, and the daemon still serves.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from typing import Any
+
+import aiohttp
+
+from tests.oauth_fakes import FakeWorld, running_world
+from tests.support.daemon import DaemonProcess, rpc
+from tests.support.env import UserEnv
+
+OTHER_SECRET = "sk-ant-the-users-other-secret"
+
+
+async def call(user_env: UserEnv, method: str, **params: Any) -> dict[str, Any]:
+    request = {"jsonrpc": "2.0", "id": 1, "method": method, "params": params}
+    reply = await asyncio.to_thread(rpc, user_env.socket, request, None, 60)
+    assert reply is not None, f"{method}: the daemon dropped the connection"
+    return reply
+
+
+async def login(user_env: UserEnv, world: FakeWorld, name: str = "srv") -> dict[str, Any]:
+    """`chctl add` + `chctl auth` through the daemon, with a browser that approves at once."""
+    config = user_env.project / "opencode.json"
+    if not config.exists():
+        config.write_text('{"mcp": {}}\n')
+    added = await call(user_env, "mcp.add", cwd=str(user_env.project), name=name, url=world.server_url)
+    assert "result" in added, added
+    started = await call(user_env, "auth.start", name=name, timeout_s=30)
+    assert "result" in started, started
+    async with aiohttp.ClientSession() as browser:
+        async with browser.get(started["result"]["authorization_url"], allow_redirects=False) as resp:
+            callback = resp.headers["Location"]
+        async with browser.get(callback) as resp:
+            await resp.read()
+    return await call(user_env, "auth.wait", flow_id=started["result"]["flow_id"])
+
+
+def header_of(user_env: UserEnv, name: str = "srv") -> str | None:
+    entry = json.loads((user_env.project / "opencode.json").read_text())["mcp"][name]
+    return entry.get("headers", {}).get("Authorization")
+
+
+def stored_text(user_env: UserEnv, name: str = "srv") -> str:
+    path = user_env.ch_home / "tokens" / f"{name}.json"
+    return path.read_text() if path.exists() else ""
+
+
+async def still_serving(user_env: UserEnv) -> None:
+    assert (await call(user_env, "daemon.status"))["result"]["pid"] > 0
+
+
+HOSTILE_TOKENS = ["{env:ANTHROPIC_API_KEY}", "{file:~/.context-harness/secrets/other.token}", "abc\r\nX-Evil: 1"]
+
+
+async def test_a_login_token_that_is_config_syntax_is_refused_and_never_written(
+    daemon: DaemonProcess, user_env: UserEnv
+) -> None:
+    for hostile in HOSTILE_TOKENS:
+        async with running_world(FakeWorld(access_token_value=hostile)) as world:
+            reply = await login(user_env, world)
+        assert reply["error"]["data"]["code"] == "OAUTH_ERROR", reply
+        assert header_of(user_env) is None
+        assert hostile not in stored_text(user_env)
+        assert hostile not in (user_env.project / "opencode.json").read_text()
+        assert hostile not in daemon.log()
+    await still_serving(user_env)
+
+
+async def test_a_refreshed_token_that_is_config_syntax_is_refused_and_the_old_header_stays(
+    daemon: DaemonProcess, user_env: UserEnv
+) -> None:
+    async with running_world(FakeWorld()) as world:
+        assert "result" in await login(user_env, world)
+        good = header_of(user_env)
+        assert good is not None and good.startswith("Bearer ")
+        for hostile in HOSTILE_TOKENS:
+            world.access_token_value = hostile
+            reply = await call(user_env, "token.refresh", name="srv")
+            assert "error" in reply, reply
+            assert header_of(user_env) == good
+            assert hostile not in stored_text(user_env)
+            assert hostile not in daemon.log()
+    await still_serving(user_env)
+
+
+async def test_an_api_key_or_header_that_is_config_syntax_is_refused(daemon: DaemonProcess, user_env: UserEnv) -> None:
+    config = user_env.project / "opencode.json"
+    config.write_text('{"mcp": {}}\n')
+    base = {"cwd": str(user_env.project), "name": "docs", "url": "https://mcp.example/mcp"}
+    for extra in (
+        {"api_key": "{env:ANTHROPIC_API_KEY}"},
+        {"api_key": "{file:~/.ssh/id_ed25519}"},
+        {"api_key": "k-1\r\nX-Evil: 1"},
+        {"headers": {"X-Team": "{env:" + "AWS_SECRET_ACCESS_KEY}"}},
+        {"headers": {"X-Team": "a\nb"}},
+        {"headers": {"X-Team\r\nEvil": "v"}},
+        {"api_key": "k-1", "key_header": "X-Key\n"},
+    ):
+        reply = await call(user_env, "mcp.add", **base, **extra)
+        assert reply["error"]["data"]["code"] == "INVALID_PARAMS", (extra, reply)
+    assert config.read_text() == '{"mcp": {}}\n'
+    assert stored_text(user_env, "docs") == ""
+    await still_serving(user_env)
