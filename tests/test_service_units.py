@@ -20,6 +20,7 @@ from context_harness.client.service import (
     Completed,
     Machine,
     add_service_parser,
+    find_daemon,
     run_command,
     run_service,
 )
@@ -455,3 +456,18 @@ def test_macos_status_when_not_loaded(tmp_path: Path) -> None:
 
 def test_run_command_reports_a_missing_program_as_127() -> None:
     assert run_command(["context-harness-no-such-program"]).returncode == 127
+
+
+def test_a_context_harnessd_planted_in_the_current_directory_is_never_installed(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    planted = tmp_path / "downloads"
+    planted.mkdir()
+    fake = planted / "context-harnessd"
+    fake.write_text("#!/bin/sh\necho pwned\n")
+    fake.chmod(0o755)
+    monkeypatch.chdir(planted)
+    monkeypatch.setattr(sys, "executable", str(tmp_path / "elsewhere" / "python3"))  # no sibling daemon
+    for path in ("", ".", "bin:."):
+        monkeypatch.setenv("PATH", path + os.pathsep + "/nonexistent")
+        assert find_daemon() is None

@@ -222,7 +222,9 @@ def cmd_doctor(args: argparse.Namespace) -> int:
 
 def cmd_daemon(args: argparse.Namespace) -> int:
     if args.action == "run":
-        os.execv(sys.executable, [sys.executable, "-m", "context_harness.daemon"])  # noqa: S606 (argv, no shell)
+        argv, env = rpc_client.daemon_command()
+        os.chdir(rpc_client.DAEMON_CWD)
+        os.execve(argv[0], argv, env)  # noqa: S606 (argv, no shell)
     if args.action == "status":
         status = call("daemon.status", autostart=False)
         if args.json:
