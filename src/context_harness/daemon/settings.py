@@ -9,6 +9,8 @@ from typing import Literal
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from context_harness.daemon.home_trust import check_home
+
 # Refresh with a quarter of the lifetime left: a 1 h token is renewed 15 min early.
 REFRESH_AT_FRACTION = 0.75
 # A few percent of the lifetime, so tokens issued together do not all refresh in the same second.
@@ -91,7 +93,11 @@ def settings_file(home: Path) -> Path:
 
 
 def load_settings() -> Settings:
-    """The environment, then CH_HOME/daemon.env for anything the environment does not set."""
+    """The environment, then CH_HOME/daemon.env for anything the environment does not set.
+
+    Raises UntrustedHome before reading anything from a CH_HOME that is not the user's own.
+    """
     from_env = Settings()
+    check_home(from_env.home)
     extra = settings_file(from_env.home)
     return Settings(_env_file=extra) if extra.is_file() else from_env  # type: ignore[call-arg]
