@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import time
 from typing import Any
 
 import aiohttp
@@ -110,3 +111,75 @@ async def test_an_api_key_or_header_that_is_config_syntax_is_refused(daemon: Dae
     assert config.read_text() == '{"mcp": {}}\n'
     assert stored_text(user_env, "docs") == ""
     await still_serving(user_env)
+
+
+# --- numbers from servers are clamped ---------------------------------------------------------------------
+
+YEAR_S = 365 * 24 * 3600
+
+
+async def test_an_absurd_lifetime_is_clamped_and_every_later_start_still_serves(user_env: UserEnv) -> None:
+    process = DaemonProcess(user_env).start()
+    try:
+        async with running_world(FakeWorld(access_token_lifetime=1e300)) as world:
+            reply = await login(user_env, world)
+        assert "result" in reply, reply
+        assert reply["result"]["expires_at"] <= time.time() + YEAR_S
+    finally:
+        process.stop()
+    restarted = DaemonProcess(user_env).start()  # today: the scheduler crashed here on every start
+    try:
+        row = (await call(user_env, "status"))["result"]["servers"][0]
+        assert row["name"] == "srv" and row["next_refresh_at"] is not None
+    finally:
+        restarted.stop()
+
+
+def _token_file(user_env: UserEnv, name: str, expires_at: float) -> None:
+    tokens = user_env.ch_home / "tokens"
+    tokens.mkdir(parents=True, mode=0o700, exist_ok=True)
+    credential = {
+        "name": name,
+        "kind": "oauth",
+        "state": "active",
+        "tokens": {
+            "access_token": f"at-{name}",
+            "refresh_token": f"rt-{name}",
+            "expires_at": expires_at,
+            "issued_at": time.time(),
+        },
+        "token_endpoint": "http://127.0.0.1:9/token",
+        "client_id": "c",
+    }
+    (tokens / f"{name}.json").write_text(json.dumps(credential))
+    (tokens / f"{name}.json").chmod(0o600)
+
+
+async def test_a_token_file_with_an_absurd_expiry_does_not_stop_the_daemon_or_the_other_servers(
+    user_env: UserEnv,
+) -> None:
+    user_env.ch_home.mkdir(mode=0o700)
+    _token_file(user_env, "aaa-old", 1e300)  # written by a version that did not clamp
+    _token_file(user_env, "zzz-good", time.time() + 3600)
+    process = DaemonProcess(user_env).start()
+    try:
+        rows = {r["name"]: r for r in (await call(user_env, "status"))["result"]["servers"]}
+        assert rows["zzz-good"]["next_refresh_at"] is not None
+        assert rows["aaa-old"]["next_refresh_at"] is not None
+        assert rows["aaa-old"]["next_refresh_at"] <= time.time() + YEAR_S
+    finally:
+        process.stop()
+
+
+async def test_a_one_second_lifetime_does_not_make_the_daemon_hammer_the_server(user_env: UserEnv) -> None:
+    process = DaemonProcess(user_env, extra_env={"CH_MIN_REFRESH_SPACING_S": "10"}).start()  # the default
+    try:
+        async with running_world(FakeWorld(access_token_lifetime=1)) as world:
+            before = time.time()
+            reply = await login(user_env, world)
+            assert "result" in reply, reply
+            assert reply["result"]["next_refresh_at"] >= before + 10
+            assert [f["grant_type"] for f in world.token_forms] == ["authorization_code"]
+        await still_serving(user_env)
+    finally:
+        process.stop()

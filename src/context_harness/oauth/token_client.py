@@ -9,6 +9,7 @@ from __future__ import annotations
 import base64
 import email.utils
 import json
+import math
 import re
 import time
 from collections.abc import Mapping, Sequence
@@ -23,7 +24,7 @@ from context_harness.oauth import http
 from context_harness.oauth.discovery import OFFLINE_ACCESS
 from context_harness.oauth.pkce import states_match
 from context_harness.primitives.header_text import is_bearer_token
-from context_harness.primitives.oauth import OAuthTokens
+from context_harness.primitives.oauth import MAX_TOKEN_LIFETIME_S, OAuthTokens
 from context_harness.primitives.result import ErrorCode, Failure, Result, Success
 
 log = structlog.get_logger(__name__)
@@ -191,7 +192,8 @@ def parse_token_response(status: int, body: bytes | Any, now: float) -> Result[O
     if isinstance(expires_in, str) and expires_in.strip().isdigit():
         expires_in = int(expires_in)
     if isinstance(expires_in, int | float) and not isinstance(expires_in, bool) and expires_in > 0:
-        expires_at = now + float(expires_in)
+        expires_at = now + (float(expires_in) if math.isfinite(expires_in) else MAX_TOKEN_LIFETIME_S)
+        expires_at = min(expires_at, now + MAX_TOKEN_LIFETIME_S)
     refresh_token = doc.get("refresh_token")
     scope = doc.get("scope")
     return Success(
