@@ -12,6 +12,7 @@ import contextlib
 import hashlib
 import json
 import secrets
+import ssl
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -45,6 +46,9 @@ class FakeWorld:
     access_token_lifetime: float | None = 3600
     access_token_value: str | None = None  # issue this (hostile) access token instead of a random one
     client_id_metadata_documents: bool = False  # advertise client_id_metadata_document_supported
+    challenge_resource_metadata: str | None = None  # the 401 challenge points here instead
+    resource_overrides: dict[str, Any] = field(default_factory=dict)  # merged into the resource metadata
+    metadata_overrides: dict[str, Any] = field(default_factory=dict)  # merged into the AS metadata
 
     # What happened (secrets included, so tests can look for them in logs).
     base: str = ""
@@ -76,9 +80,9 @@ def build_world_app(world: FakeWorld) -> web.Application:
     async def mcp(request: web.Request) -> web.Response:
         headers = {}
         if world.challenge_header:
+            metadata_url = world.challenge_resource_metadata or f"{world.base}/.well-known/oauth-protected-resource/mcp"
             headers["WWW-Authenticate"] = (
-                f'Bearer realm="fake", error="invalid_token", '
-                f'resource_metadata="{world.base}/.well-known/oauth-protected-resource/mcp", scope="mcp:read"'
+                f'Bearer realm="fake", error="invalid_token", resource_metadata="{metadata_url}", scope="mcp:read"'
             )
         return web.json_response({"error": "unauthorized"}, status=401, headers=headers)
 
@@ -88,6 +92,7 @@ def build_world_app(world: FakeWorld) -> web.Application:
                 "resource": world.resource_override or world.server_url,
                 "authorization_servers": [world.issuer],
                 "scopes_supported": ["mcp:read", "mcp:write"],
+                **world.resource_overrides,
             }
         )
 
@@ -105,7 +110,7 @@ def build_world_app(world: FakeWorld) -> web.Application:
             doc["registration_endpoint"] = world.issuer + "/register"
         if world.client_id_metadata_documents:
             doc["client_id_metadata_document_supported"] = True
-        return web.json_response(doc)
+        return web.json_response({**doc, **world.metadata_overrides})
 
     async def register(request: web.Request) -> web.Response:
         body = await request.json()
@@ -173,22 +178,26 @@ def build_world_app(world: FakeWorld) -> web.Application:
 
 
 @contextlib.asynccontextmanager
-async def serve(app: web.Application) -> AsyncIterator[str]:
-    """Run `app` on 127.0.0.1:0; yields its base URL; stops it on exit."""
+async def serve(
+    app: web.Application, ssl_context: ssl.SSLContext | None = None, host: str = "127.0.0.1"
+) -> AsyncIterator[str]:
+    """Run `app` on 127.0.0.1:0 (TLS with `ssl_context`); yields its base URL, naming `host`; stops it on exit."""
     runner = web.AppRunner(app, access_log=None, shutdown_timeout=1.0)
     await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
+    site = web.TCPSite(runner, "127.0.0.1", 0, ssl_context=ssl_context)
     await site.start()
     port = runner.addresses[0][1]
     try:
-        yield f"http://127.0.0.1:{port}"
+        yield f"{'https' if ssl_context else 'http'}://{host}:{port}"
     finally:
         await runner.cleanup()
 
 
 @contextlib.asynccontextmanager
-async def running_world(world: FakeWorld) -> AsyncIterator[FakeWorld]:
-    async with serve(build_world_app(world)) as base:
+async def running_world(
+    world: FakeWorld, ssl_context: ssl.SSLContext | None = None, host: str = "127.0.0.1"
+) -> AsyncIterator[FakeWorld]:
+    async with serve(build_world_app(world), ssl_context, host) as base:
         world.base = base
         try:
             yield world

@@ -183,3 +183,14 @@ async def test_a_one_second_lifetime_does_not_make_the_daemon_hammer_the_server(
         await still_serving(user_env)
     finally:
         process.stop()
+
+
+async def test_an_api_key_for_a_remote_plain_http_server_is_refused(daemon: DaemonProcess, user_env: UserEnv) -> None:
+    config = user_env.project / "opencode.json"
+    config.write_text('{"mcp": {}}\n')
+    reply = await call(
+        user_env, "mcp.add", cwd=str(user_env.project), name="docs", url="http://mcp.example/mcp", api_key="k-1"
+    )
+    assert reply["error"]["data"]["code"] == "INVALID_PARAMS", reply
+    assert "clear text" in reply["error"]["message"] and "k-1" not in json.dumps(reply)
+    assert config.read_text() == '{"mcp": {}}\n' and stored_text(user_env, "docs") == ""

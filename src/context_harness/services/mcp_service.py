@@ -9,6 +9,8 @@ from typing import Any
 import structlog
 
 from context_harness.config import opencode
+from context_harness.oauth.discovery import is_secure_endpoint
+from context_harness.oauth.http import describe_url
 from context_harness.primitives.header_text import header_name_problem, header_value_problem
 from context_harness.primitives.mcp import MCPAuthType, MCPServer, MCPServerConfig, SecretMode, ServerType
 from context_harness.primitives.names import SERVER_NAME_HINT, valid_server_name
@@ -247,6 +249,12 @@ class MCPService:
                     ErrorCode.AUTH_REQUIRED,
                     f"pass -k KEY or --api-key-env VAR (e.g. `chctl add {request.name} --api-key-env "
                     f"{request.name.upper().replace('-', '_')}_API_KEY`)",
+                )
+            if not is_secure_endpoint(url):
+                return Failure(
+                    f"refusing to send an API key to {describe_url(url)} in clear text",
+                    ErrorCode.INVALID_PARAMS,
+                    "use the server's https:// URL (plain http is accepted on loopback only)",
                 )
             header_name, scheme = header_for(request.key_header or (known.api_key_header if known else None))
             credential = Credential(
