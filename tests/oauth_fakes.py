@@ -45,6 +45,7 @@ class FakeWorld:
     resource_override: str | None = None
     access_token_lifetime: float | None = 3600
     access_token_value: str | None = None  # issue this (hostile) access token instead of a random one
+    token_scope: str | None = None  # the token response's `scope`
     client_id_metadata_documents: bool = False  # advertise client_id_metadata_document_supported
     challenge_resource_metadata: str | None = None  # the 401 challenge points here instead
     resource_overrides: dict[str, Any] = field(default_factory=dict)  # merged into the resource metadata
@@ -165,6 +166,8 @@ def build_world_app(world: FakeWorld) -> web.Application:
         doc: dict[str, Any] = {"access_token": access, "token_type": "Bearer", "refresh_token": refresh}
         if world.access_token_lifetime is not None:
             doc["expires_in"] = world.access_token_lifetime
+        if world.token_scope is not None:
+            doc["scope"] = world.token_scope
         return web.json_response(doc)
 
     app = web.Application()

@@ -54,10 +54,20 @@ def permission_checks(home: Path, tokens: TokenStore) -> list[Check]:
     return [c for c in checks if c is not None]
 
 
+# A repository's own config must not run commands in the daemon: `git ls-files` runs core.fsmonitor, and
+# hooks or a pager could be next. Options given with -c override the repository's config.
+GIT_SAFE_OPTIONS = (
+    "-c", "core.fsmonitor=false",
+    "-c", "core.hooksPath=/dev/null",
+    "-c", "core.pager=cat",
+    "-c", "core.untrackedCache=false",
+)  # fmt: skip
+
+
 def is_tracked_by_git(path: Path) -> bool:
     try:
         done = subprocess.run(
-            ["git", "-C", str(path.parent), "ls-files", "--error-unmatch", path.name],
+            ["git", *GIT_SAFE_OPTIONS, "-C", str(path.parent), "ls-files", "--error-unmatch", path.name],
             capture_output=True,
             timeout=GIT_TIMEOUT_S,
             check=False,
