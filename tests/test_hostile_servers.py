@@ -83,6 +83,7 @@ async def test_a_refreshed_token_that_is_config_syntax_is_refused_and_the_old_he
         assert "result" in await login(user_env, world)
         good = header_of(user_env)
         assert good is not None and good.startswith("Bearer ")
+        assert (user_env.project / "opencode.json").stat().st_mode & 0o777 == 0o600  # it holds a token now
         for hostile in HOSTILE_TOKENS:
             world.access_token_value = hostile
             reply = await call(user_env, "token.refresh", name="srv")

@@ -107,6 +107,17 @@ def config_checks(config: ConfigService, bindings: BindingStore, tokens: TokenSt
                     )
                 )
         inline = [name for name, mode in servers if mode is SecretMode.INLINE and _has_secret(tokens, name)]
+        readable = _group_or_other_readable(path)
+        if inline and readable:
+            checks.append(
+                Check(
+                    "inline_secret_readable",
+                    "warn",
+                    f"{path} is readable by others ({readable}) and holds inline secrets for: "
+                    f"{', '.join(sorted(inline))}",
+                    f"chmod 600 {path}, or re-add them with `--secret-mode file`",
+                )
+            )
         if inline and is_tracked_by_git(path):
             checks.append(
                 Check(
@@ -117,6 +128,14 @@ def config_checks(config: ConfigService, bindings: BindingStore, tokens: TokenSt
                 )
             )
     return checks
+
+
+def _group_or_other_readable(path: Path) -> str | None:
+    try:
+        mode = path.stat().st_mode & 0o777
+    except OSError:
+        return None
+    return f"mode {mode:o}" if mode & 0o044 else None
 
 
 def _has_secret(tokens: TokenStore, name: str) -> bool:

@@ -137,7 +137,8 @@ class MCPService:
         if "oauth" in entry:  # keep opencode's usual order: headers, then oauth
             entry["oauth"] = entry.pop("oauth")
 
-        written = self.config.put_entry(config_path, name, entry)
+        inline_secret = request.secret_mode is SecretMode.INLINE and bool(credential is not None and credential.secret)
+        written = self.config.put_entry(config_path, name, entry, private=inline_secret)
         if isinstance(written, Failure):
             return written
         self.bindings.bind(name, config_path, request.secret_mode)
@@ -171,7 +172,11 @@ class MCPService:
             self.tokens.write_secret_file(name, credential.secret)
         for binding in bindings:
             written = self.config.set_header(
-                Path(binding.path), name, credential.header_name, self._header_value(credential, binding)
+                Path(binding.path),
+                name,
+                credential.header_name,
+                self._header_value(credential, binding),
+                private=binding.secret_mode is SecretMode.INLINE,
             )
             if isinstance(written, Failure):
                 report.failed[binding.path] = written.error
