@@ -4,6 +4,7 @@ start, never silently chmod-ed; a CH_SOCKET in a shared directory leaves that di
 from __future__ import annotations
 
 import os
+import signal
 import stat
 import subprocess
 import sys
@@ -129,3 +130,18 @@ def test_a_socket_in_a_shared_directory_leaves_that_directory_shared(user_env: U
     finally:
         proc.terminate()
         proc.wait(10)
+
+
+def test_a_settings_file_opened_up_while_running_is_not_reloaded(user_env: UserEnv) -> None:
+    process = DaemonProcess(user_env).start()
+    try:
+        marker = plant_event_command(user_env)
+        (user_env.ch_home / "daemon.env").chmod(0o666)  # someone else could have written it
+        process.proc.send_signal(signal.SIGHUP)
+        wait_for(
+            lambda: any(e.get("event") == "reload_refused" for e in process.log_events()), 10, what="reload refusal"
+        )
+        assert "daemon.env" in next(e["problem"] for e in process.log_events() if e.get("event") == "reload_refused")
+        assert socket_answers(user_env.socket) and not marker.exists()
+    finally:
+        process.stop()
