@@ -9,7 +9,7 @@ import subprocess
 from tests.oauth_fakes import FakeWorld, running_world
 from tests.support.daemon import DaemonProcess, chctl, rpc
 from tests.support.env import UserEnv
-from tests.test_hostile_servers import call, login
+from tests.support.login import call, login
 
 ESCAPES = "\x1b]0;pwned\x07\x1b[2J\x9b31m"
 

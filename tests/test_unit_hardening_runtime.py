@@ -13,7 +13,7 @@ import pytest
 from tests.oauth_fakes import FakeWorld, running_world
 from tests.support.daemon import DaemonProcess
 from tests.support.env import UserEnv
-from tests.test_hostile_servers import call, login
+from tests.support.login import call, login
 
 PR_SET_MDWE, PR_MDWE_REFUSE_EXEC_GAIN = 65, 1
 # Sets MDWE on itself (kept across execve and by children), then becomes the daemon.
