@@ -192,6 +192,19 @@ def test_refresh_is_planned_at_three_quarters_of_the_lifetime_with_a_few_percent
     assert max(times) - min(times) > 200  # really jittered, not one instant for every token
 
 
+def test_a_one_second_token_is_refreshed_no_sooner_than_the_minimum_spacing() -> None:
+    tokens = OAuthTokens(access_token="a", issued_at=1000.0, expires_at=1001.0)
+    credential = Credential(name="s", kind="oauth", state=TokenState.ACTIVE, tokens=tokens)
+    assert refresh_time(credential, 0.75, 0.05, random.Random(1), now=1000.0, min_spacing_s=10.0) == 1010.0
+
+
+def test_an_absurd_expiry_counts_as_a_one_year_lifetime() -> None:
+    tokens = OAuthTokens(access_token="a", issued_at=1000.0, expires_at=1e300)
+    credential = Credential(name="s", kind="oauth", state=TokenState.ACTIVE, tokens=tokens)
+    due = refresh_time(credential, 0.75, 0.0, random.Random(1), now=1000.0)
+    assert due == 1000.0 + 0.75 * 365 * 24 * 3600
+
+
 def test_a_token_without_expiry_is_treated_as_a_one_hour_token() -> None:
     tokens = OAuthTokens(access_token="a", issued_at=500.0, expires_at=None)
     credential = Credential(name="s", kind="oauth", state=TokenState.ACTIVE, tokens=tokens)

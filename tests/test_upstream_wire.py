@@ -1,11 +1,10 @@
-"""The bridge's pure pieces: the SSE parser, the routing headers, the cleartext rule."""
+"""The bridge's pure pieces: the SSE parser, the routing headers, the relay's errors."""
 
 from __future__ import annotations
 
 from hypothesis import given
 from hypothesis import strategies as st
 
-from context_harness.daemon.bridge import is_cleartext_remote
 from context_harness.upstream.messages import error_response, routing_headers
 from context_harness.upstream.sse import Event, SseParser
 
@@ -71,11 +70,3 @@ def test_relay_errors_say_what_to_do() -> None:
     assert reply["id"] == 4
     assert reply["error"]["message"] == "srv needs a new login (run `chctl auth srv`)"
     assert reply["error"]["data"] == {"code": "INVALID_GRANT", "hint": "run `chctl auth srv`"}
-
-
-def test_cleartext_means_http_to_another_machine() -> None:
-    assert is_cleartext_remote("http://mcp.example.com/mcp")
-    assert is_cleartext_remote("http://10.0.0.1:8080/mcp")
-    assert not is_cleartext_remote("https://mcp.example.com/mcp")
-    for local in ("http://127.0.0.1:9/mcp", "http://127.8.0.1/mcp", "http://localhost:3000/mcp", "http://[::1]:9/"):
-        assert not is_cleartext_remote(local)

@@ -116,11 +116,13 @@ class ConfigService:
             return document
         return Success(opencode.mcp_entries(document.value))
 
-    def edit(self, path: Path, change: Callable[[str], str]) -> Result[None]:
+    def edit(self, path: Path, change: Callable[[str], str], *, private: bool = False) -> Result[None]:
         """Apply `change` to the file's text and replace it atomically, keeping its mode.
 
         If the file changed between our read and our write, read it again and re-apply, so an edit made by a
         person (or another writer) in between is never lost. A file that does not parse is never written.
+        `private`: the new text holds a secret, so group and others lose their access (0644 → 0600) in the
+        same atomic replacement.
         """
         real = path.resolve()  # write through symlinks (dotfile managers) instead of replacing them
         for _ in range(MAX_EDIT_ATTEMPTS):
@@ -137,14 +139,14 @@ class ConfigService:
                 if real.read_bytes() != before:
                     log.info("config_changed_during_edit", path=str(path))
                     continue
-                atomic_write_bytes(real, new_text.encode())
+                atomic_write_bytes(real, new_text.encode(), mode=_private_mode(real) if private else None)
             except OSError as exc:
                 return _os_failure(path, exc)
             return Success(None)
         return Failure(f"{path} kept changing while we edited it", ErrorCode.CONFIG_INVALID, "try again")
 
-    def put_entry(self, path: Path, name: str, entry: dict[str, Any]) -> Result[None]:
-        return self.edit(path, lambda text: set_member(text, opencode.entry_path(name), entry))
+    def put_entry(self, path: Path, name: str, entry: dict[str, Any], *, private: bool = False) -> Result[None]:
+        return self.edit(path, lambda text: set_member(text, opencode.entry_path(name), entry), private=private)
 
     def remove_entry(self, path: Path, name: str) -> Result[bool]:
         entries = self.entries(path)
@@ -155,7 +157,7 @@ class ConfigService:
         edited = self.edit(path, lambda text: remove_member(text, opencode.entry_path(name)))
         return edited if isinstance(edited, Failure) else Success(True)
 
-    def set_header(self, path: Path, name: str, header: str, value: str) -> Result[None]:
+    def set_header(self, path: Path, name: str, header: str, value: str, *, private: bool = False) -> Result[None]:
         """Write one header of an existing entry, plus `"oauth": false` so opencode does not start its own flow."""
 
         def change(text: str) -> str:
@@ -168,13 +170,21 @@ class ConfigService:
             return text
 
         try:
-            return self.edit(path, change)
+            return self.edit(path, change, private=private)
         except _EntryGone:
             return Failure(
                 f"{path} no longer has an mcp.{name} entry",
                 ErrorCode.NOT_FOUND,
                 f"run `chctl add {name}` again to restore it",
             )
+
+
+def _private_mode(path: Path) -> int:
+    current = path.stat().st_mode & 0o7777
+    private = current & ~0o077
+    if private != current:
+        log.info("config_made_private", path=str(path), mode=f"{private:o}")
+    return private
 
 
 class _EntryGone(Exception):

@@ -11,13 +11,17 @@ from typing import Any
 import structlog
 
 from context_harness.config import opencode
+from context_harness.oauth.discovery import is_secure_endpoint
+from context_harness.oauth.http import describe_url
+from context_harness.primitives.header_text import header_name_problem, header_value_problem
 from context_harness.primitives.mcp import MCPAuthType, MCPServer, MCPServerConfig, SecretMode, ServerType
+from context_harness.primitives.names import SERVER_NAME_HINT, valid_server_name
 from context_harness.primitives.oauth import Credential, TokenState
 from context_harness.primitives.result import ErrorCode, Failure, Result, Success
 from context_harness.services.config_service import ConfigService, ConfigTarget
 from context_harness.services.registry import close_names, load_registry
 from context_harness.stores.bindings import Binding, BindingStore
-from context_harness.stores.token_store import TokenStore, valid_server_name
+from context_harness.stores.token_store import TokenStore
 
 log = structlog.get_logger(__name__)
 
@@ -117,7 +121,7 @@ class MCPService:
             return Failure(
                 f"invalid server name {name!r}",
                 ErrorCode.INVALID_PARAMS,
-                "use letters, digits, '.', '_' and '-' (at most 64)",
+                SERVER_NAME_HINT,
             )
         planned = self._plan_entry(request)
         if isinstance(planned, Failure):
@@ -162,7 +166,8 @@ class MCPService:
         if "oauth" in entry:  # keep opencode's usual order: headers, then oauth
             entry["oauth"] = entry.pop("oauth")
 
-        written = self.config.put_entry(config_path, name, entry)
+        inline_secret = request.secret_mode is SecretMode.INLINE and bool(credential is not None and credential.secret)
+        written = self.config.put_entry(config_path, name, entry, private=inline_secret)
         if isinstance(written, Failure):
             return written
         self.bindings.bind(name, binding)
@@ -196,7 +201,11 @@ class MCPService:
             self.tokens.write_secret_file(name, credential.secret)
         for binding in bindings:
             written = self.config.set_header(
-                Path(binding.path), name, credential.header_name, self._header_value(credential, binding)
+                Path(binding.path),
+                name,
+                credential.header_name,
+                self._header_value(credential, binding),
+                private=binding.secret_mode is SecretMode.INLINE,
             )
             if isinstance(written, Failure):
                 report.failed[binding.path] = written.error
@@ -251,6 +260,9 @@ class MCPService:
             local = MCPServerConfig(type=ServerType.LOCAL, command=command, environment=request.environment or None)
             return Success((local.to_opencode(), MCPAuthType.NONE, None))
 
+        bad_header = _header_problem(request)
+        if bad_header is not None:
+            return bad_header
         url = request.url or (known.url if known else None)
         if not url or not url.startswith(("http://", "https://")):
             return Failure(f"invalid url {url!r}", ErrorCode.INVALID_PARAMS, "pass --url http(s)://host/path")
@@ -272,6 +284,12 @@ class MCPService:
                     f"pass -k KEY or --api-key-env VAR (e.g. `chctl add {request.name} --api-key-env "
                     f"{request.name.upper().replace('-', '_')}_API_KEY`)",
                 )
+            if not is_secure_endpoint(url):
+                return Failure(
+                    f"refusing to send an API key to {describe_url(url)} in clear text",
+                    ErrorCode.INVALID_PARAMS,
+                    "use the server's https:// URL (plain http is accepted on loopback only)",
+                )
             header_name, scheme = header_for(request.key_header or (known.api_key_header if known else None))
             credential = Credential(
                 name=request.name,
@@ -291,3 +309,19 @@ class MCPService:
         else:
             secret = credential.secret or ""
         return f"{credential.header_scheme} {secret}" if credential.header_scheme else secret
+
+
+def _header_problem(request: AddRequest) -> Failure | None:
+    """An API key or `--header` that opencode would read as config syntax or that would break its request."""
+    named = [(f"header {k!r}", v) for k, v in request.headers.items()]
+    if request.api_key is not None:
+        named.append(("the API key", request.api_key))
+    for label, value in named:
+        problem = header_value_problem(value)
+        if problem is not None:
+            return Failure(f"{label} {problem}", ErrorCode.INVALID_PARAMS, "nothing was written; check the value")
+    for name in [*request.headers, *([request.key_header] if request.key_header else [])]:
+        problem = header_name_problem(name)
+        if problem is not None:
+            return Failure(f"{name!r} {problem}", ErrorCode.INVALID_PARAMS, "nothing was written")
+    return None
