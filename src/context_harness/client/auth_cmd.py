@@ -29,7 +29,7 @@ def env_prefix(name: str) -> str:
 
 def add_auth_parsers(sub: Any) -> None:
     p = sub.add_parser("auth", help="log in to an OAuth MCP server (or --status, --logout)")
-    p.add_argument("name")
+    p.add_argument("name", help="the server to log in to (added with `chctl add NAME` first)")
     p.add_argument("--client-id", help="a pre-registered OAuth client id (else $NAME_CLIENT_ID, the registry, DCR)")
     p.add_argument("--client-secret", help="its secret, if the provider issued one (else $NAME_CLIENT_SECRET)")
     p.add_argument("--scope", action="append", metavar="S", help="scope to ask for (repeatable)")
@@ -39,12 +39,12 @@ def add_auth_parsers(sub: Any) -> None:
     mode = p.add_mutually_exclusive_group()
     mode.add_argument("--status", action="store_true", help="state, expiry, scopes, issuer; exit 0 if usable")
     mode.add_argument("--logout", action="store_true", help="revoke at the server, then forget the tokens")
-    p.add_argument("--json", action="store_true")
+    p.add_argument("--json", action="store_true", help="print JSON instead of text")
     p.set_defaults(func=cmd_auth)
 
     p = sub.add_parser("refresh", help="refresh a server's OAuth token now")
-    p.add_argument("name")
-    p.add_argument("--json", action="store_true")
+    p.add_argument("name", help="the server whose token to refresh")
+    p.add_argument("--json", action="store_true", help="print JSON instead of text")
     p.set_defaults(func=cmd_refresh)
 
 

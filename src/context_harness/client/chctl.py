@@ -12,6 +12,7 @@ import sys
 import time
 from types import SimpleNamespace
 
+from context_harness import __version__
 from context_harness.client import rpc_client
 from context_harness.client.output import print_error, print_json, table, when
 from context_harness.client.rpc_client import RpcError, call
@@ -24,6 +25,29 @@ if TYPE_CHECKING:
     from typing import Any
 
     Handler = Callable[[argparse.Namespace], int]
+
+
+JSON_HELP = "print JSON instead of text"
+NAME_HELP = "a server from `chctl registry`, or a name of your choice with --url or --command"
+EXAMPLES = """\
+examples:
+  chctl init                                        # opencode.json with an empty "mcp" here
+  chctl add context7 --api-key-env CONTEXT7_API_KEY # an API-key server
+  chctl add linear && chctl auth linear             # an OAuth server: add, then log in once
+  chctl status                                      # every server's state at a glance
+
+`chctl registry` lists the servers chctl knows; `chctl COMMAND --help` tells more about one command.
+"""
+ADD_EXAMPLES = """\
+examples:
+  chctl add context7 --api-key-env CONTEXT7_API_KEY   # key from the environment (not visible in `ps`)
+  chctl add linear --global                           # OAuth: then `chctl auth linear`
+  chctl add docs --url https://mcp.example.com/mcp -k KEY --key-header X-Api-Key
+  chctl add files --command "npx -y @modelcontextprotocol/server-filesystem ~/docs"
+  chctl add                                           # on a terminal: pick from the registry
+
+`chctl registry` lists the servers you can add by name.
+"""
 
 
 # --- argument helpers -----------------------------------------------------------------------------------
@@ -264,8 +288,12 @@ def build_parser() -> argparse.ArgumentParser:
     import argparse
 
     parser = argparse.ArgumentParser(
-        prog="chctl", description="Keep MCP server credentials valid and written into opencode's config."
+        prog="chctl",
+        description="Keep MCP server credentials valid and written into opencode's config.",
+        epilog=EXAMPLES,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
+    parser.add_argument("--version", action="version", version=f"chctl {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     p = sub.add_parser("init", help="create an opencode config with an empty mcp section")
@@ -273,16 +301,22 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_init)
 
     p = sub.add_parser("registry", help="list the servers chctl knows how to add")
-    p.add_argument("--json", action="store_true")
+    p.add_argument("--json", action="store_true", help=JSON_HELP)
     p.set_defaults(func=cmd_registry)
 
     p = sub.add_parser("list", help="list the MCP servers in an opencode config")
     add_target(p)
-    p.add_argument("--json", action="store_true")
+    p.add_argument("--json", action="store_true", help=JSON_HELP)
     p.set_defaults(func=cmd_list)
 
-    p = sub.add_parser("add", help="add a server to an opencode config")
-    p.add_argument("name")
+    p = sub.add_parser(
+        "add",
+        help="add a server to an opencode config",
+        description="Add a server to an opencode config: one from `chctl registry` by name, or any with --url.",
+        epilog=ADD_EXAMPLES,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("name", help=NAME_HELP)
     add_target(p)
     p.add_argument("--url", help="remote server URL (for a server not in the registry, or to override it)")
     p.add_argument("--header", action="append", metavar="K=V", help="an extra static header (repeatable)")
@@ -302,25 +336,29 @@ def build_parser() -> argparse.ArgumentParser:
         default="inline",
         help="inline: the header holds the secret; file: a {file:} reference to a 0600 file",
     )
-    p.add_argument("--json", action="store_true")
+    p.add_argument("--json", action="store_true", help=JSON_HELP)
     p.set_defaults(func=cmd_add)
 
     p = sub.add_parser("remove", help="remove a server from an opencode config")
-    p.add_argument("name")
+    p.add_argument("name", help="the server's name in the config")
     add_target(p)
     p.set_defaults(func=cmd_remove)
 
     p = sub.add_parser("status", help="every server's credential state, expiry and next refresh")
-    p.add_argument("--json", action="store_true")
+    p.add_argument("--json", action="store_true", help=JSON_HELP)
     p.set_defaults(func=cmd_status)
 
     p = sub.add_parser("doctor", help="check the daemon, permissions and configs")
-    p.add_argument("--json", action="store_true")
+    p.add_argument("--json", action="store_true", help=JSON_HELP)
     p.set_defaults(func=cmd_doctor)
 
     p = sub.add_parser("daemon", help="run, start, stop or query the daemon")
-    p.add_argument("action", choices=["run", "start", "stop", "status"])
-    p.add_argument("--json", action="store_true")
+    p.add_argument(
+        "action",
+        choices=["run", "start", "stop", "status"],
+        help="run: in this terminal; start: in the background; stop; status: pid, uptime, socket",
+    )
+    p.add_argument("--json", action="store_true", help=JSON_HELP)
     p.set_defaults(func=cmd_daemon)
 
     for extend in _extensions():
@@ -355,6 +393,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     args_list = list(sys.argv[1:] if argv is None else argv)
     if args_list[:1] == ["mcp"]:  # the seed's spelling: `context-harness mcp add|list|remove|auth ...`
         args_list = args_list[1:]
+    if not args_list:  # `chctl` alone: the help, not argparse's "the following arguments are required"
+        build_parser().print_help()
+        return 0
     args = parse_fast(args_list) or build_parser().parse_args(args_list)
     try:
         return int(args.func(args))
