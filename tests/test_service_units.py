@@ -270,7 +270,7 @@ def test_without_systemd_user_session_says_unsupported_and_suggests_daemon_start
     assert code != 0
     assert err.splitlines() == [
         "error[UNSUPPORTED]: systemd user session not available",
-        "hint: run the daemon without a service manager: chctl daemon start",
+        "  hint: run the daemon without a service manager: chctl daemon start",
     ]
     assert runner.calls == [("systemctl", "--user", "show-environment")]
     assert not (tmp_path / "home/.config/systemd/user/context-harness.service").exists()
@@ -299,7 +299,7 @@ def test_a_failing_systemctl_command_is_reported_with_its_reason(tmp_path: Path)
     first, hint = err.splitlines()
     assert first.startswith("error[INTERNAL]: systemctl --user enable --now context-harness.socket")
     assert first.endswith("failed with exit 1: Failed to enable unit: Access denied")
-    assert hint.startswith("hint: ")
+    assert hint.startswith("  hint: ")
 
 
 def test_install_without_context_harnessd_is_not_found(tmp_path: Path) -> None:

@@ -11,7 +11,7 @@ import os
 import sys
 import time
 
-from context_harness.client.output import print_json
+from context_harness.client.output import HINT_PREFIX, print_json
 from context_harness.client.rpc_client import RpcError, call
 
 TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (~2 ms of start-up)
@@ -79,7 +79,7 @@ def auth_status(args: argparse.Namespace) -> int:
         if status.get("last_error"):
             print(f"  last error: {status['last_error']}")
         if not status["usable"]:
-            print(f"  → run `chctl auth {args.name}` to log in", file=sys.stderr)
+            print(f"{HINT_PREFIX}run `chctl auth {args.name}` to log in", file=sys.stderr)
     return 0 if status["usable"] else 1
 
 

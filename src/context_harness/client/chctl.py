@@ -14,7 +14,7 @@ from types import SimpleNamespace
 
 from context_harness import __version__
 from context_harness.client import rpc_client
-from context_harness.client.output import print_error, print_json, table, when
+from context_harness.client.output import HINT_PREFIX, print_error, print_json, table, when
 from context_harness.client.rpc_client import RpcError, call
 
 TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (~2 ms of start-up)
@@ -227,7 +227,7 @@ def cmd_doctor(args: argparse.Namespace) -> int:
     except RpcError as exc:
         print(f"✗ daemon reachable: {exc.message}")
         if exc.hint:
-            print(f"    → {exc.hint}")
+            print(HINT_PREFIX + exc.hint)
         return 1
     checks = [
         {"name": "daemon", "level": "ok", "message": f"daemon reachable on {rpc_client.socket_path()}", "hint": None},
@@ -240,7 +240,7 @@ def cmd_doctor(args: argparse.Namespace) -> int:
         for check in checks:
             print(f"{marks[check['level']]} {check['message']}")
             if check["level"] != "ok" and check.get("hint"):
-                print(f"    → {check['hint']}")
+                print(HINT_PREFIX + check["hint"])
     return 1 if any(c["level"] == "error" for c in checks) else 0
 
 

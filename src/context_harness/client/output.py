@@ -8,13 +8,23 @@ import time
 TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing
 
 if TYPE_CHECKING:
-    from typing import Any
+    from typing import Any, TextIO
+
+# Every error says what to do next. The daemon's own hints name the server and the flags; these are for
+# the errors that come without one (a low-level network failure, a bug).
+FALLBACK_HINTS = {
+    "NETWORK": "check the network (proxy, VPN, DNS) and try again; `chctl logs` has the details",
+    "TIMEOUT": "try again; `chctl logs` has the details",
+    "INTERNAL": "this is a bug: `chctl logs` shows what happened; please report it with that",
+}
+DEFAULT_HINT = "`chctl status` shows every server's state; `chctl doctor` checks the setup"
+HINT_PREFIX = "  hint: "  # the one indentation for hints, in errors and in `chctl doctor` alike
 
 
-def print_error(code: str, message: str, hint: str | None = None) -> int:
-    print(f"error[{code}]: {message}", file=sys.stderr)
-    if hint:
-        print(f"  hint: {hint}", file=sys.stderr)
+def print_error(code: str, message: str, hint: str | None = None, file: TextIO | None = None) -> int:
+    out = sys.stderr if file is None else file
+    print(f"error[{code}]: {message}", file=out)
+    print(HINT_PREFIX + (hint or FALLBACK_HINTS.get(code, DEFAULT_HINT)), file=out)
     return 1
 
 

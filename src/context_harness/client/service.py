@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import TextIO
 
 from context_harness import units
+from context_harness.client.output import print_error
 from context_harness.client.service_args import add_service_arguments
 from context_harness.primitives.result import ErrorCode, Failure
 from context_harness.stores.atomic import atomic_write_bytes
@@ -395,10 +396,7 @@ def run_service(
         manager = service_manager(machine if machine is not None else Machine.current(), runner)
         _dispatch(manager, args.service_action, bool(args.dry_run), runner, out, err)
     except ServiceError as exc:
-        print(f"error[{exc.failure.code}]: {exc.failure.error}", file=err)
-        if exc.failure.hint:
-            print(f"hint: {exc.failure.hint}", file=err)
-        return 1
+        return print_error(exc.failure.code, exc.failure.error, exc.failure.hint, file=err)
     return 0
 
 

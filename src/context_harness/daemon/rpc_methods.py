@@ -199,6 +199,7 @@ def server_statuses(daemon: Daemon) -> list[dict[str, Any]]:
         tokens = credential.tokens if credential else None
         errors = daemon.mcp.publish_errors.get(name, {})
         last_error = daemon.oauth.last_error_of(credential) if credential else None
+        last_error = last_error or daemon.flows.failed_logins.get(name)
         if errors and last_error is None:
             last_error = "; ".join(errors.values())
         rows.append(
