@@ -52,9 +52,13 @@ def no_login_needed(
 
 
 def login_failure_hint(name: str, failure: Failure) -> Failure:
-    """A failed login with a hint that names the server and the flags that help, where it has none."""
-    if failure.hint:
-        return failure
+    """A failed login with a hint that names the server and the flags that help.
+
+    Network failures and timeouts always get this one (theirs cannot name the server); others keep theirs.
+    """
+    if failure.hint and failure.code not in (ErrorCode.NETWORK, ErrorCode.TIMEOUT):
+        # The OAuth layer does not know the server's name: "run `chctl auth` again" gets it here.
+        return replace(failure, hint=failure.hint.replace("`chctl auth`", f"`chctl auth {name}`"))
     hints = {
         ErrorCode.NETWORK: f"check that {name}'s server and its login server are reachable (proxy, VPN), "
         f"then `chctl auth {name}` again",
