@@ -228,7 +228,22 @@ def test_install_dry_run_prints_exactly_the_files_and_commands_and_changes_nothi
         "would run: systemctl --user daemon-reload\n"
         "would run: systemctl --user enable --now context-harness.socket context-harness.service\n"
     )
-    assert runner.calls == []
+    assert runner.calls == [("systemctl", "--user", "show-environment")]  # the read-only availability probe
+    assert not (tmp_path / "home").exists()
+
+
+@pytest.mark.parametrize("action", ["install", "status"])
+def test_a_dry_run_without_a_systemd_user_session_says_so_up_front_with_what_to_run_instead(
+    tmp_path: Path, action: str
+) -> None:
+    runner = FakeRunner({("systemctl", "--user", "show-environment"): NO_BUS})
+    code, out, err = _run(action, _machine(tmp_path), runner, dry_run=True)
+    assert code == 0
+    assert err.splitlines() == [
+        f"note: systemd user session not available: `chctl service {action}` would stop with error[UNSUPPORTED]",
+        "  hint: run the daemon without a service manager: chctl daemon start",
+    ]
+    assert out.startswith("would ")
     assert not (tmp_path / "home").exists()
 
 
