@@ -13,8 +13,17 @@ import time
 from types import SimpleNamespace
 
 from context_harness import __version__
-from context_harness.client import rpc_client
-from context_harness.client.output import HINT_PREFIX, print_error, print_json, table, when
+from context_harness.client import rpc_client, states
+from context_harness.client.output import (
+    HINT_PREFIX,
+    paint,
+    print_error,
+    print_json,
+    table,
+    terminal_width,
+    use_colour,
+    when,
+)
 from context_harness.client.rpc_client import RpcError, call
 
 TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (~2 ms of start-up)
@@ -28,6 +37,7 @@ if TYPE_CHECKING:
 
 
 JSON_HELP = "print JSON instead of text"
+MIN_DESCRIPTION = 30  # `chctl registry` on a terminal narrower than URLs plus this leaves the URLs out
 NAME_HELP = "a server from `chctl registry`, or a name of your choice with --url or --command"
 EXAMPLES = """\
 examples:
@@ -48,6 +58,10 @@ examples:
 
 `chctl registry` lists the servers you can add by name.
 """
+
+
+# `chctl doctor` exits with the worst level it found (documented in README).
+DOCTOR_EXIT = {"ok": 0, "warn": 1, "error": 2}
 
 
 # --- argument helpers -----------------------------------------------------------------------------------
@@ -105,7 +119,10 @@ def cmd_registry(args: argparse.Namespace) -> int:
                 server.get("description", ""),
             ]
         )
-    print(table(rows))
+    width = terminal_width()
+    if width is not None and sum(max(len(row[i]) for row in rows) + 2 for i in range(3)) + MIN_DESCRIPTION > width:
+        rows = [[row[0], row[1], row[3]] for row in rows]  # too narrow for URLs: `--json` has them
+    print(table(rows, width=width, cut=len(rows[0]) - 1))
     for warning in result["warnings"]:
         print(f"warning: {warning}", file=sys.stderr)
     return 0
@@ -204,20 +221,23 @@ def cmd_status(args: argparse.Namespace) -> int:
         print("no servers yet: `chctl registry` lists known ones, `chctl add NAME` adds one")
         return 0
     now = time.time()
-    rows = [["NAME", "AUTH", "STATE", "EXPIRES", "NEXT REFRESH", "CONFIGS", "LAST ERROR"]]
+    rows = [["NAME", "STATE", "AUTH", "EXPIRES", "NEXT REFRESH", "CONFIGS", "LAST ERROR"]]
+    colours: list[str | None] = []
     for s in servers:
+        words, colour = states.describe(s, now)
+        colours.append(colour)
         rows.append(
             [
                 s["name"],
+                words,
                 s["auth_type"],
-                s["state"],
                 when(s["expires_at"], now),
                 when(s["next_refresh_at"], now),
                 str(len(s["configs"])),
-                s["last_error"] or "",
+                "" if s["state"] == "retrying" else s["last_error"] or "",  # retrying says it in STATE
             ]
         )
-    print(table(rows))
+    print(table(rows, colours if use_colour() else None, colour_column=1, width=terminal_width(), cut=6))
     return 0
 
 
@@ -228,7 +248,7 @@ def cmd_doctor(args: argparse.Namespace) -> int:
         print(f"✗ daemon reachable: {exc.message}")
         if exc.hint:
             print(HINT_PREFIX + exc.hint)
-        return 1
+        return DOCTOR_EXIT["error"]
     checks = [
         {"name": "daemon", "level": "ok", "message": f"daemon reachable on {rpc_client.socket_path()}", "hint": None},
         *result["checks"],
@@ -236,12 +256,14 @@ def cmd_doctor(args: argparse.Namespace) -> int:
     if args.json:
         print_json(checks)
     else:
-        marks = {"ok": "✓", "warn": "!", "error": "✗"}
+        marks = {"ok": ("✓", "green"), "warn": ("!", "yellow"), "error": ("✗", "red")}
+        colour = use_colour()
         for check in checks:
-            print(f"{marks[check['level']]} {check['message']}")
+            mark, name = marks[check["level"]]
+            print(f"{paint(mark, name) if colour else mark} {check['message']}")
             if check["level"] != "ok" and check.get("hint"):
                 print(HINT_PREFIX + check["hint"])
-    return 1 if any(c["level"] == "error" for c in checks) else 0
+    return max(DOCTOR_EXIT[c["level"]] for c in checks)
 
 
 def cmd_daemon(args: argparse.Namespace) -> int:
@@ -348,7 +370,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help=JSON_HELP)
     p.set_defaults(func=cmd_status)
 
-    p = sub.add_parser("doctor", help="check the daemon, permissions and configs")
+    p = sub.add_parser(
+        "doctor",
+        help="check the daemon, permissions, configs and every server's login",
+        description="Check the daemon, permissions, configs and every server's login. "
+        "Exit status: 0 when all is well, 1 on warnings, 2 on errors.",
+    )
     p.add_argument("--json", action="store_true", help=JSON_HELP)
     p.set_defaults(func=cmd_doctor)
 

@@ -154,6 +154,7 @@ def build_methods(daemon: Daemon) -> dict[str, Method]:
                 extra.append(nearest.value)
         checks += doctor.config_checks(daemon.config, daemon.bindings, daemon.tokens, extra)
         checks += await daemon.unauthenticated_server_checks()
+        checks += doctor.server_checks(server_statuses(daemon))
         checks += [doctor.Check("registry", "warn", w, "fix or remove the entry") for w in mcp.registry_warnings]
         return Success({"checks": [c.as_dict() for c in checks]})
 
@@ -208,6 +209,7 @@ def server_statuses(daemon: Daemon) -> list[dict[str, Any]]:
                 "auth_type": auth_type.value,
                 "state": state,
                 "expires_at": tokens.expires_at if tokens else None,
+                "has_refresh_token": bool(tokens and tokens.refresh_token),
                 "next_refresh_at": daemon.next_refresh_at(name),
                 "configs": [b.path for b in bindings.get(name, [])],
                 "last_error": last_error,
