@@ -165,6 +165,16 @@ def cmd_add(args: argparse.Namespace) -> int:
     import getpass
     import shlex
 
+    picked = args.name is None  # `chctl add` alone: pick from the registry, on a terminal only
+    if picked:
+        from context_harness.client import picker
+
+        if not picker.interactive():
+            args.usage_error("NAME is required (on a terminal, `chctl add` alone lets you pick from the registry)")
+        args.name = picker.pick_server()
+        if args.name is None:
+            print("nothing added")
+            return 1
     params = target(args)
     params.update(name=args.name, secret_mode=args.secret_mode)
     if args.url:
@@ -194,6 +204,10 @@ def cmd_add(args: argparse.Namespace) -> int:
         return 0
     print(f"added {result['name']} to {result['path']}")
     if result["needs_auth"]:
+        if picked and picker.ask_yes(f"log in to {result['name']} now?"):
+            from context_harness.client.auth_cmd import auth_login
+
+            return auth_login(build_parser().parse_args(["auth", result["name"]]))
         print(f"next: run `chctl auth {result['name']}` to log in; the token is written here automatically")
     return 0
 
@@ -338,7 +352,7 @@ def build_parser() -> argparse.ArgumentParser:
         epilog=ADD_EXAMPLES,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    p.add_argument("name", help=NAME_HELP)
+    p.add_argument("name", nargs="?", help=NAME_HELP + "; on a terminal, leave it out to pick from a list")
     add_target(p)
     p.add_argument("--url", help="remote server URL (for a server not in the registry, or to override it)")
     p.add_argument("--header", action="append", metavar="K=V", help="an extra static header (repeatable)")
@@ -359,7 +373,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="inline: the header holds the secret; file: a {file:} reference to a 0600 file",
     )
     p.add_argument("--json", action="store_true", help=JSON_HELP)
-    p.set_defaults(func=cmd_add)
+    p.set_defaults(func=cmd_add, usage_error=p.error)
 
     p = sub.add_parser("remove", help="remove a server from an opencode config")
     p.add_argument("name", help="the server's name in the config")
