@@ -5,8 +5,6 @@ from __future__ import annotations
 import re
 import shutil
 import socket
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -76,17 +74,8 @@ def test_an_autostart_that_takes_more_than_half_a_second_says_so(user_env: UserE
     (slow / "sitecustomize.py").write_text(
         "import sys, time\nif 'context_harness.daemon' in sys.orig_argv:\n    time.sleep(1.5)\n"
     )
-    variables = {k: v for k, v in user_env.vars().items() if k != "CH_NO_AUTOSTART"}
-    variables["PYTHONPATH"] = str(slow)
     try:
-        done = subprocess.run(
-            [sys.executable, "-m", "context_harness.client.chctl", "status"],
-            env=variables,
-            capture_output=True,
-            text=True,
-            timeout=60,
-            check=False,
-        )
+        done = chctl(user_env, "status", autostart=True, extra_env={"PYTHONPATH": str(slow)})
         assert done.returncode == 0, done.stderr
         assert done.stderr.splitlines()[0] == "starting the daemon…"
         again = chctl(user_env, "status")  # running now: nothing to say
