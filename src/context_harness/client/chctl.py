@@ -408,10 +408,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _extensions() -> list[Callable[[Any], None]]:
-    from context_harness.client import auth_cmd, completion, logs, service_args
+    from context_harness.client import auth_cmd, completion, import_cmd, logs, service_args
 
     return [
         auth_cmd.add_auth_parsers,
+        import_cmd.add_import_parser,
         logs.add_logs_parser,
         completion.add_completion_parser,
         lambda sub: service_args.add_service_arguments(sub, service_args.run_service_lazily),

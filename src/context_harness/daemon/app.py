@@ -36,6 +36,7 @@ from context_harness.oauth.http import new_session
 from context_harness.services import doctor
 from context_harness.services.config_service import ConfigService
 from context_harness.services.doctor import Check
+from context_harness.services.import_service import ImportService
 from context_harness.services.mcp_service import MCPService
 from context_harness.services.oauth_service import OAuthService
 from context_harness.stores.atomic import ensure_private_dir
@@ -72,6 +73,7 @@ class Daemon:
             on_new_credential=self.on_credential_changed,
         )
         self.flows = AuthFlows(self.oauth)
+        self.imports = ImportService(self.mcp, self.oauth, self.oauth.clients, self.http, settings.http_timeout_s)
         self.refresher = Refresher(settings, self.oauth, self.tokens, clock=clock)
         self._stop = asyncio.Event()
 

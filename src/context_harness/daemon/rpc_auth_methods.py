@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import asyncio
-from typing import TYPE_CHECKING, Any
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import Field
 
-from context_harness.daemon.rpc_methods import Params
+from context_harness.daemon.rpc_methods import Params, TargetParams
 from context_harness.daemon.rpc_server import Method
 from context_harness.primitives.oauth import Credential
 from context_harness.primitives.result import Failure, Result, Success
@@ -37,6 +38,12 @@ class PasteParams(FlowParams):
 
 class NameParams(Params):
     name: str
+
+
+class ImportParams(TargetParams):
+    source: Literal["opencode", "mcp-remote"]
+    path: str  # opencode's mcp-auth.json, or mcp-remote's config dir (~/.mcp-auth)
+    dry_run: bool = False
 
 
 def credential_summary(daemon: Daemon, credential: Credential) -> dict[str, Any]:
@@ -100,7 +107,11 @@ def auth_methods(daemon: Daemon) -> dict[str, Method]:
         daemon.on_credential_changed(p.name)
         return Success(credential_summary(daemon, refreshed.value))
 
+    async def import_logins(p: ImportParams) -> Result[dict[str, Any]]:
+        return await daemon.imports.import_logins(p.source, Path(p.path), p.target(), p.dry_run)
+
     return {
+        "auth.import": Method(ImportParams, import_logins),
         "auth.start": Method(AuthStartParams, start),
         "auth.wait": Method(FlowParams, wait),
         "auth.paste": Method(PasteParams, paste),
