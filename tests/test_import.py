@@ -4,7 +4,6 @@ become credentials chctl keeps fresh, without a new login; the source files stay
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import json
 import time
 from pathlib import Path
@@ -16,6 +15,7 @@ from tests.peers.mcp_servers import McpOAuthServer
 from tests.peers.oidc import OidcProvider
 from tests.support.daemon import DaemonProcess, chctl
 from tests.support.env import UserEnv
+from tests.support.mcp_remote import mcp_remote_login
 from tests.support.opencode import mcp_auth, mcp_list
 
 SCHEMA = "https://opencode.ai/config.json"
@@ -104,55 +104,30 @@ def test_an_expired_login_is_refreshed_at_once_and_one_that_cannot_be_is_needs_r
     assert mcp_list(user_env)["srv"] == "connected"
 
 
-def test_mcp_remote_logins_are_matched_to_their_entry_by_url_hash_and_the_entry_becomes_remote(
-    daemon: DaemonProcess, user_env: UserEnv, opencode_login: Path, mcp_oauth_server: McpOAuthServer
+def test_a_login_made_by_mcp_remote_is_matched_by_url_hash_and_its_entry_becomes_remote(
+    daemon: DaemonProcess, user_env: UserEnv, mcp_oauth_server: McpOAuthServer, oidc_provider: OidcProvider
 ) -> None:
-    # A real login (made by opencode against the same server), written as mcp-remote 0.15 writes its files.
-    held = json.loads(opencode_login.read_text())["srv"]
     url = mcp_oauth_server.url
-    url_hash = hashlib.md5(url.encode()).hexdigest()
-    store = user_env.home / ".mcp-auth" / "mcp-remote-v1"
-    store.mkdir(parents=True)
-    (store / f"{url_hash}_tokens.json").write_text(
-        json.dumps(
-            {
-                "access_token": held["tokens"]["accessToken"],
-                "token_type": "Bearer",
-                "expires_in": 3600,
-                "refresh_token": held["tokens"]["refreshToken"],
-                "scope": held["tokens"]["scope"],
-                "issuer": mcp_oauth_server.issuer,
-                "expires_at": int(held["tokens"]["expiresAt"] * 1000),
-                "requested_scope": held["tokens"]["scope"],
-            },
-            indent=2,
-        )
-    )
-    (store / f"{url_hash}_client_info.json").write_text(
-        json.dumps(
-            {
-                "redirect_uris": ["http://localhost:3334/oauth/callback"],
-                "token_endpoint_auth_method": "none",
-                "grant_types": ["authorization_code", "refresh_token"],
-                "response_types": ["code"],
-                "client_name": "MCP CLI Proxy",
-                "client_id": held["clientInfo"]["clientId"],
-                "issuer": mcp_oauth_server.issuer,
-            },
-            indent=2,
-        )
-    )
     write_config(user_env, {"srv": {"type": "local", "command": ["npx", "-y", "mcp-remote@0.15.1", url]}})
+    store = mcp_remote_login(user_env, url)
+    [tokens_file] = store.glob("*_tokens.json")
+    held = json.loads(tokens_file.read_text())
+    before = {p.name: p.read_bytes() for p in store.iterdir()}
 
     done = chctl(user_env, "import", "mcp-remote", "--json")
     assert done.returncode == 0, done.stderr
     [row] = json.loads(done.stdout)["servers"]
-    assert (row["name"], row["outcome"]) == ("srv", "adopted")
+    assert (row["name"], row["outcome"], row["server_url"]) == ("srv", "adopted", url)
     entry = config_entry(user_env, "srv")
     assert entry["type"] == "remote" and entry["url"] == url and entry["oauth"] is False
-    assert entry["headers"]["Authorization"] == f"Bearer {held['tokens']['accessToken']}"
+    assert entry["headers"] == {"Authorization": f"Bearer {held['access_token']}"}
+    client = json.loads((user_env.ch_home / "clients" / "srv.json").read_text())
+    assert client["issuer"] == oidc_provider.issuer
+    assert {p.name: p.read_bytes() for p in store.iterdir()} == before, "the source is only read"
+
     assert mcp_list(user_env)["srv"] == "connected"
     assert chctl(user_env, "refresh", "srv").returncode == 0
+    assert config_entry(user_env, "srv")["headers"] != {"Authorization": f"Bearer {held['access_token']}"}
 
 
 def test_the_readers_take_the_exact_formats_and_name_what_they_cannot_use() -> None:

@@ -55,43 +55,10 @@ def mcp_list(env: UserEnv, cwd: Path | None = None) -> dict[str, str]:
     return status
 
 
-def mcp_auth(env: UserEnv, name: str, deadline_s: float = 60) -> Path:
-    """`opencode mcp auth NAME` as a person does it, headless: opencode prints the authorization URL, the
-    fake browser consents at oidc-provider, and the redirect goes to opencode's own callback listener.
-    Returns the mcp-auth.json opencode wrote."""
-    import asyncio
-    import os
-    import select
-    import time
-    import urllib.request
+def mcp_auth(env: UserEnv, name: str) -> Path:
+    """`opencode mcp auth NAME`, headless (its callback is 127.0.0.1:19876). Returns the mcp-auth.json it wrote."""
+    from tests.support.headless_login import log_in_headless
 
-    from tests.peers.fake_browser import complete_consent
-
-    proc = subprocess.Popen(
-        [str(OPENCODE_BIN), "mcp", "auth", name],
-        env={**env.vars(), **OFFLINE},
-        cwd=env.project,
-        stdin=subprocess.DEVNULL,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-    )
-    assert proc.stdout is not None
-    try:
-        output = b""
-        deadline = time.monotonic() + deadline_s
-        found = None
-        while found is None:
-            assert time.monotonic() < deadline, f"opencode printed no authorization URL:\n{output.decode()}"
-            if select.select([proc.stdout], [], [], 0.2)[0]:
-                output += os.read(proc.stdout.fileno(), 65536)
-            found = re.search(rb"(https?://\S+/auth\?\S+)", output)
-        redirect = asyncio.run(complete_consent(found.group(1).decode()))
-        with urllib.request.urlopen(redirect, timeout=10) as answer:  # opencode's callback on 127.0.0.1:19876
-            assert answer.status == 200
-        assert proc.wait(deadline_s) == 0
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
-        proc.stdout.close()
+    argv = [str(OPENCODE_BIN), "mcp", "auth", name]
+    log_in_headless(argv, {**env.vars(), **OFFLINE}, env.project, rb"(https?://\S+/auth\?\S+)")
     return env.home / ".local/share/opencode/mcp-auth.json"
