@@ -32,7 +32,7 @@ def add_import_parser(sub: Any) -> None:
 
     p = sub.add_parser(
         "import",
-        help="adopt the logins opencode or mcp-remote already hold (no new login)",
+        help="adopt the logins opencode or mcp-remote hold (no new login)",
         description="Adopt the OAuth logins another tool holds: opencode's mcp-auth.json, or mcp-remote's "
         "~/.mcp-auth. Each becomes a credential chctl keeps fresh, and the config entry gets our header and "
         '"oauth": false. The source files are only read.',

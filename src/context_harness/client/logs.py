@@ -33,7 +33,7 @@ LEVEL_COLOURS = {"warning": "yellow", "error": "red", "critical": "red"}
 def add_logs_parser(sub: Any) -> None:
     p = sub.add_parser(
         "logs",
-        help="show the daemon's log (the journal under systemd, else its log file)",
+        help="show the daemon's log (-f to follow)",
         description="Show the daemon's log: `journalctl --user -u context-harness` when the systemd unit is "
         "installed, the launchd log on macOS, else ~/.context-harness/daemon.log (chctl-started daemon).",
     )
