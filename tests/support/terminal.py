@@ -32,6 +32,9 @@ class Terminal:
         pid, fd = pty.fork()
         if pid == 0:  # the child: its controlling terminal is the pty
             try:
+                # A shell gives its foreground job the default Ctrl-C; a test runner started in the
+                # background (no job control) has SIGINT ignored, and that would be inherited.
+                signal.signal(signal.SIGINT, signal.SIG_DFL)
                 fcntl.ioctl(0, termios.TIOCSWINSZ, struct.pack("HHHH", 40, columns, 0, 0))
                 os.chdir(cwd or env.project)
                 os.execve(argv[0], argv, variables)
@@ -88,6 +91,8 @@ class Terminal:
             pass
 
     def close(self) -> None:
+        if self.fd < 0:
+            return
         if self.returncode is None:
             try:
                 os.kill(self.pid, signal.SIGKILL)
@@ -96,3 +101,4 @@ class Terminal:
                 pass
             self.returncode = -9
         os.close(self.fd)
+        self.fd = -1
