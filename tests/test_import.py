@@ -82,6 +82,11 @@ def test_a_login_made_by_opencode_is_adopted_connects_and_refreshes(
     assert header != f"Bearer {held['tokens']['accessToken']}"
     assert asyncio.run(oidc_provider.is_active(header.removeprefix("Bearer ")))
 
+    again = chctl(user_env, "import", "opencode", "--json")  # opencode's copy is older now: never put back
+    [row] = json.loads(again.stdout)["servers"]
+    assert row["outcome"] == "skipped" and "already holds" in row["reason"]
+    assert config_entry(user_env, "srv")["headers"]["Authorization"] == header
+
 
 def test_an_expired_login_is_refreshed_at_once_and_one_that_cannot_be_is_needs_reauth(
     daemon: DaemonProcess, user_env: UserEnv, opencode_login: Path, mcp_oauth_server: McpOAuthServer

@@ -38,6 +38,9 @@ class AuthFlows:
     def _record(self, name: str, task: asyncio.Task[Result[Credential]]) -> None:
         if task.cancelled():
             return
+        if task.exception() is not None:  # a bug; the flow's waiter reports it
+            self.failed_logins[name] = "login failed: internal error (see `chctl logs`)"
+            return
         result = task.result()
         if isinstance(result, Failure):
             self.failed_logins[name] = f"login failed: {result.error}"

@@ -122,6 +122,9 @@ class ImportService:
             placed = _place(login, entries)
             if isinstance(placed, Adoption):
                 results.append(placed)
+            elif self._holds_usable_login(placed[0]):
+                reason = f"chctl already holds a login for {placed[0]}; left as it is"
+                results.append(_adoption(placed[0], placed[1], login, "skipped", reason))
             elif dry_run:
                 results.append(_adoption(placed[0], placed[1], login, "would_adopt"))
             else:
@@ -131,8 +134,6 @@ class ImportService:
     async def _adopt(
         self, name: str, url: str, login: HeldLogin, config_path: Path, entries: dict[str, Any]
     ) -> Adoption:
-        if self.mcp.tokens.load(name) is not None:
-            return _adoption(name, url, login, "skipped", f"chctl already holds a login for {name}; left as it is")
         found = await discover(self._session(), url, self.http_timeout_s)
         if isinstance(found, Failure):
             return _adoption(name, url, login, "skipped", f"{found.error} (run the import again later)")
@@ -188,6 +189,11 @@ class ImportService:
                 outcome = _adoption(name, url, login, "retrying", reason)
         self.oauth.on_new_credential(name)
         return outcome
+
+    def _holds_usable_login(self, name: str) -> bool:
+        """An API key, or an OAuth login that still works: an import must not replace it."""
+        held = self.mcp.tokens.load(name)
+        return held is not None and (held.kind == "api_key" or self.oauth.state_of(held) is not TokenState.NEEDS_REAUTH)
 
     def _write_entry(self, name: str, url: str, config_path: Path, entries: dict[str, Any]) -> Result[None]:
         """Bind a remote entry that has this URL; write one (replacing an mcp-remote entry) otherwise."""
