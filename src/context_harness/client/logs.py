@@ -81,16 +81,24 @@ def cmd_logs(args: argparse.Namespace) -> int:
 def _file(path: str, count: int, follow: bool) -> Iterator[str]:
     from collections import deque
 
-    with open(path, encoding="utf-8", errors="replace") as log:
-        yield from (line.rstrip("\n") for line in deque(log, maxlen=max(0, count)))
+    with open(path, "rb") as log:  # bytes: a line the daemon is still writing is kept until it ends
+        yield from (_line(raw) for raw in deque(log, maxlen=max(0, count)))
+        pending = b""
         while follow:
-            line = log.readline()
-            if line.endswith("\n"):
-                yield line.rstrip("\n")
+            chunk = log.readline()
+            if chunk.endswith(b"\n"):
+                yield _line(pending + chunk)
+                pending = b""
                 continue
-            if line:  # half a line: let the daemon finish writing it
-                log.seek(log.tell() - len(line.encode()))
+            pending += chunk
+            if os.fstat(log.fileno()).st_size < log.tell():  # truncated: start again from the top
+                log.seek(0)
+                pending = b""
             time.sleep(FOLLOW_POLL_S)
+
+
+def _line(raw: bytes) -> str:
+    return raw.decode("utf-8", errors="replace").rstrip("\n")
 
 
 def _journal(argv: list[str], count: int, follow: bool) -> Iterable[str]:
