@@ -175,7 +175,7 @@ def wait_for_login(flow_id: str, deadline: float, what: str, live: bool) -> Any:
     def wait() -> None:
         try:
             outcome["result"] = call("auth.wait", {"flow_id": flow_id})
-        except RpcError as exc:
+        except Exception as exc:  # raised again in the main thread, as if it had called auth.wait itself
             outcome["error"] = exc
 
     waiter = threading.Thread(target=wait, daemon=True)
