@@ -4,17 +4,11 @@ from __future__ import annotations
 
 import io
 import json
-import socket
 
 from context_harness.client.output import print_error
 from tests.support.daemon import DaemonProcess, chctl
 from tests.support.env import UserEnv
-
-
-def closed_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
+from tests.support.ports import closed_port
 
 
 def hint_of(stderr: str) -> str:

@@ -12,8 +12,9 @@ import pytest
 
 from context_harness.client import states
 from context_harness.services.doctor import server_checks
-from tests.support.daemon import DaemonProcess, chctl
+from tests.support.daemon import DaemonProcess, chctl, wait_for
 from tests.support.env import UserEnv
+from tests.support.ports import closed_port
 from tests.support.terminal import Terminal
 
 GREEN, RED, RESET = "\x1b[32m", "\x1b[31m", "\x1b[0m"
@@ -105,18 +106,48 @@ def test_doctor_has_a_verdict_for_every_server_state() -> None:
     assert "expires in 10 min" in found["d"].message
 
 
-def write_needs_reauth(user_env: UserEnv, name: str) -> None:
+def write_credential(user_env: UserEnv, name: str, **fields: object) -> None:
+    """A stored OAuth credential as the daemon keeps it (tokens/<name>.json, 0600)."""
     tokens = user_env.ch_home / "tokens"
-    credential = {
-        "name": name,
-        "kind": "oauth",
-        "state": "needs_reauth",
-        "tokens": {"access_token": "expired-token-not-real", "expires_at": time.time() - 60},
-        "last_error": "invalid_grant",
-    }
+    tokens.mkdir(mode=0o700, parents=True, exist_ok=True)
     path = tokens / f"{name}.json"
-    path.write_text(json.dumps(credential))
+    path.write_text(json.dumps({"name": name, "kind": "oauth", "state": "active", **fields}))
     os.chmod(path, 0o600)
+
+
+def write_needs_reauth(user_env: UserEnv, name: str) -> None:
+    expired = {"access_token": "expired-token-not-real", "expires_at": time.time() - 60}
+    write_credential(user_env, name, state="needs_reauth", tokens=expired, last_error="invalid_grant")
+
+
+def test_status_and_doctor_say_retrying_and_no_refresh_token_in_words(user_env: UserEnv) -> None:
+    # Written before the daemon starts: it refreshes what is due at once, and the token endpoint is closed.
+    now = time.time()
+    write_credential(
+        user_env,
+        "flaky",
+        tokens={
+            "access_token": "at-not-real",
+            "refresh_token": "rt-not-real",
+            "issued_at": now - 3600,  # an hour-long token with half a minute left: due for a refresh
+            "expires_at": now + 30,
+        },
+        token_endpoint=f"http://127.0.0.1:{closed_port()}/token",
+        client_id="client-not-real",
+    )
+    write_credential(user_env, "short", tokens={"access_token": "at2-not-real", "expires_at": now + 725})
+    daemon = DaemonProcess(user_env, extra_env={"CH_BACKOFF_BASE_S": "60"}).start()
+    try:
+        wait_for(lambda: "retrying" in chctl(user_env, "status").stdout, 20, what="the refresh to fail and be retried")
+        shown = chctl(user_env, "status").stdout
+        assert re.search(r"retrying \(next try in \d+s\): cannot reach 127\.0\.0\.1:\d+/token", shown), shown
+        assert re.search(r"expires in 1[12]m, no refresh token", shown), shown
+        doctor = chctl(user_env, "doctor")
+        assert doctor.returncode == 1
+        assert "! flaky: refresh failing, retrying (cannot reach" in doctor.stdout
+        assert "! short: no refresh token was issued; the token expires in 12 min" in doctor.stdout
+    finally:
+        daemon.stop()
 
 
 def test_doctor_exits_0_when_well_1_on_warnings_2_on_errors(daemon: DaemonProcess, user_env: UserEnv) -> None:
