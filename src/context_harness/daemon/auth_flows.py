@@ -15,6 +15,7 @@ import structlog
 
 from context_harness.primitives.oauth import Credential
 from context_harness.primitives.result import ErrorCode, Failure, Result, Success
+from context_harness.services.auth_guidance import login_failure_hint
 from context_harness.services.oauth_service import AuthOptions, OAuthService
 
 log = structlog.get_logger(__name__)
@@ -31,6 +32,20 @@ class AuthFlows:
     def __init__(self, oauth: OAuthService) -> None:
         self.oauth = oauth
         self._flows: dict[str, _Flow] = {}
+        # The last failed login per server, until one succeeds: `chctl status` shows it as LAST ERROR.
+        self.failed_logins: dict[str, str] = {}
+
+    def _record(self, name: str, task: asyncio.Task[Result[Credential]]) -> None:
+        if task.cancelled():
+            return
+        if task.exception() is not None:  # a bug; the flow's waiter reports it
+            self.failed_logins[name] = "login failed: internal error (see `chctl logs`)"
+            return
+        result = task.result()
+        if isinstance(result, Failure):
+            self.failed_logins[name] = f"login failed: {result.error}"
+        else:
+            self.failed_logins.pop(name, None)
 
     async def start(self, name: str, options: AuthOptions) -> Result[dict[str, str]]:
         url_ready: asyncio.Future[str] = asyncio.get_running_loop().create_future()
@@ -41,11 +56,13 @@ class AuthFlows:
 
         paste: asyncio.Queue[str] = asyncio.Queue()
         task = asyncio.create_task(self.oauth.authenticate(name, options, show, paste))
+        task.add_done_callback(lambda done: self._record(name, done))
         waiting: set[asyncio.Future[Any]] = {task, url_ready}
         await asyncio.wait(waiting, return_when=asyncio.FIRST_COMPLETED)
         if not url_ready.done():  # the flow ended before there was anything to open: discovery failed, ...
             result = task.result()
-            return result if isinstance(result, Failure) else Failure("login ended early", ErrorCode.INTERNAL)
+            failure = result if isinstance(result, Failure) else Failure("login ended early", ErrorCode.INTERNAL)
+            return login_failure_hint(name, failure)
         flow_id = secrets.token_urlsafe(12)
         self._flows[flow_id] = _Flow(name, task, paste)
         return Success({"flow_id": flow_id, "authorization_url": url_ready.result()})
@@ -62,7 +79,7 @@ class AuthFlows:
                 return Failure("the login was cancelled", ErrorCode.TIMEOUT, "run `chctl auth` again")
             raise  # our caller went away; the flow goes on until it ends or times out
         self._flows.pop(flow_id, None)
-        return result
+        return login_failure_hint(flow.name, result) if isinstance(result, Failure) else result
 
     def paste(self, flow_id: str, redirect_url: str) -> Result[bool]:
         flow = self._flows.get(flow_id)

@@ -181,6 +181,7 @@ def build_methods(daemon: Daemon) -> dict[str, Method]:
                 extra.append(nearest.value)
         checks += doctor.config_checks(daemon.config, daemon.bindings, daemon.tokens, extra)
         checks += await daemon.unauthenticated_server_checks()
+        checks += doctor.server_checks(server_statuses(daemon))
         checks += [doctor.Check("registry", "warn", w, "fix or remove the entry") for w in mcp.registry_warnings]
         return Success({"checks": [c.as_dict() for c in checks]})
 
@@ -235,6 +236,7 @@ def server_statuses(daemon: Daemon) -> list[dict[str, Any]]:
         tokens = credential.tokens if credential else None
         errors = daemon.mcp.publish_errors.get(name, {})
         last_error = daemon.oauth.last_error_of(credential) if credential else None
+        last_error = last_error or daemon.flows.failed_logins.get(name)
         if errors and last_error is None:
             last_error = "; ".join(errors.values())
         rows.append(
@@ -243,6 +245,7 @@ def server_statuses(daemon: Daemon) -> list[dict[str, Any]]:
                 "auth_type": auth_type.value,
                 "state": state,
                 "expires_at": tokens.expires_at if tokens else None,
+                "has_refresh_token": bool(tokens and tokens.refresh_token),
                 "next_refresh_at": daemon.next_refresh_at(name),
                 "configs": [b.path for b in bindings.get(name, [])],
                 "mode": _mode(bindings.get(name, [])),

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import errno
+import shlex
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -30,8 +31,15 @@ class ConfigTarget:
     global_: bool = False
 
 
-def _missing(path: Path) -> Failure:
-    return Failure(f"no opencode config at {path}", ErrorCode.CONFIG_MISSING, "run `chctl init` to create one")
+def _missing(path: Path, init_command: str = "chctl init") -> Failure:
+    return Failure(f"no opencode config at {path}", ErrorCode.CONFIG_MISSING, f"run `{init_command}` to create one")
+
+
+def _init_command(target: ConfigTarget) -> str:
+    """The `chctl init` that creates the config `target` names (the hint after `list --global` and the like)."""
+    if target.project is not None:
+        return f"chctl init --project {shlex.quote(str(target.project))}"
+    return "chctl init --global" if target.global_ else "chctl init"
 
 
 def _os_failure(path: Path, exc: OSError) -> Failure:
@@ -85,7 +93,7 @@ class ConfigService:
                 )
             path = found
         if not for_create and not path.exists():
-            return _missing(path)
+            return _missing(path, _init_command(target))
         return Success(path)
 
     def init(self, target: ConfigTarget) -> Result[tuple[Path, bool]]:
