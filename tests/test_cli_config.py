@@ -218,6 +218,7 @@ def test_status_json_lists_servers_with_bound_configs(daemon: DaemonProcess, use
         "next_refresh_at": None,
         "configs": [str((user_env.project / "opencode.json").resolve())],
         "last_error": None,
+        "note": None,
     }
     table = chctl(user_env, "status").stdout
     assert "context7" in table and "api_key" in table

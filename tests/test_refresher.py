@@ -22,8 +22,10 @@ from context_harness.daemon.notifier import Notifier
 from context_harness.daemon.refresher import Refresher, backoff_delay, refresh_time
 from context_harness.daemon.settings import Settings
 from context_harness.oauth.http import new_session
+from context_harness.oauth.registration import ClientRegistration
 from context_harness.primitives.mcp import SecretMode
 from context_harness.primitives.oauth import Credential, OAuthTokens, TokenState
+from context_harness.primitives.result import ErrorCode, Failure
 from context_harness.services.config_service import ConfigService
 from context_harness.services.mcp_service import MCPService
 from context_harness.services.oauth_service import OAuthService, RefreshNotNeeded
@@ -382,3 +384,139 @@ async def test_a_refresh_waits_for_another_process_holding_the_lock_and_skips_if
     assert isinstance(outcome, RefreshNotNeeded)
     assert scripted.forms == []  # the rotated-away refresh token was never presented
     assert h.credential().tokens.refresh_token == "other-refresh"
+
+
+# --- recovery: only three OAuth errors need a person ----------------------------------------------------
+
+
+def html(status: int, headers: dict[str, str] | None = None) -> Any:
+    async def behaviour(request: web.Request) -> web.StreamResponse:
+        return web.Response(
+            status=status, text="<html><body>Not here</body></html>", content_type="text/html", headers=headers
+        )
+
+    return behaviour
+
+
+def empty(status: int, headers: dict[str, str] | None = None) -> Any:
+    async def behaviour(request: web.Request) -> web.StreamResponse:
+        return web.Response(status=status, headers=headers)
+
+    return behaviour
+
+
+@pytest.mark.parametrize(
+    "fault",
+    [
+        pytest.param(lambda: html(404), id="404-html"),
+        pytest.param(lambda: empty(302, {"Location": "https://login.example/sso?x=1"}), id="302-redirect"),
+        pytest.param(lambda: empty(401, {"WWW-Authenticate": "Basic"}), id="401-no-body"),
+        pytest.param(lambda: html(200), id="200-html-page"),
+        pytest.param(lambda: respond(400, {"error": "invalid_request"}), id="400-invalid_request"),
+    ],
+)
+async def test_an_answer_that_is_not_a_grant_error_keeps_the_refresh_token_and_retries(
+    make_harness: Callable[..., Any], endpoint: Callable[..., Any], notify_log: Path, fault: Callable[[], Any]
+) -> None:
+    url, scripted = await endpoint(fault(), respond(200, issued(1)))
+    h = await make_harness(url)
+    await eventually(lambda: h.credential().tokens.access_token == "new-access-1", what="refreshed after the fault")
+    assert len(scripted.forms) == 2
+    assert scripted.forms[1]["refresh_token"] == OLD_REFRESH  # the refresh token survived the fault
+    assert h.state() is TokenState.ACTIVE
+    assert not notifications(notify_log)  # nobody was asked to log in
+
+
+async def test_a_refresh_that_crashes_in_our_code_backs_off_exponentially(
+    make_harness: Callable[..., Any], endpoint: Callable[..., Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    url, _ = await endpoint(respond(200, issued(1)))
+    crashes: list[float] = []
+
+    async def crash(*args: Any, **kwargs: Any) -> Any:
+        crashes.append(time.monotonic())
+        raise RuntimeError("a bug of ours")
+
+    h = await make_harness(url, issued_ago=0, expires_in=3600)
+    monkeypatch.setattr(h.oauth, "refresh_once", crash)
+    h.refresher.trigger("srv")
+    await eventually(lambda: len(crashes) >= 4, what="four crashed attempts")
+    plan = h.refresher._plans["srv"]
+    assert plan.attempt >= 4  # the backoff grows with each crash instead of restarting at the base every time
+    assert plan.due - time.time() <= h.settings.backoff_max_s + 0.1
+
+
+async def test_a_manual_refresh_ending_in_needs_reauth_stops_the_background_job(
+    make_harness: Callable[..., Any], endpoint: Callable[..., Any]
+) -> None:
+    url, scripted = await endpoint(respond(400, {"error": "invalid_grant"}))
+    h = await make_harness(url, issued_ago=0, expires_in=3600)
+    assert h.refresher.next_refresh_at("srv") is not None
+    result = await h.oauth.refresh_tokens("srv")
+    assert isinstance(result, Failure) and result.code is ErrorCode.INVALID_GRANT
+    assert h.refresher.next_refresh_at("srv") is None
+    await h.refresher.trigger("srv")  # even when something fires it, the dead refresh token is not sent again
+    assert (await h.oauth.refresh_tokens("srv")).code is ErrorCode.INVALID_GRANT  # type: ignore[union-attr]
+    assert len(scripted.forms) == 1
+
+
+async def test_a_manual_refresh_that_fails_for_now_is_retried_soon_in_the_background(
+    make_harness: Callable[..., Any], endpoint: Callable[..., Any]
+) -> None:
+    url, scripted = await endpoint(respond(503), respond(200, issued(1)))
+    h = await make_harness(url, issued_ago=0, expires_in=3600)  # the planned refresh is 45 minutes away
+    result = await h.oauth.refresh_tokens("srv")
+    assert isinstance(result, Failure) and result.code is ErrorCode.NETWORK
+    assert h.state() is TokenState.RETRYING
+    due = h.refresher.next_refresh_at("srv")
+    assert due is not None and due - time.time() <= h.settings.backoff_max_s + 0.1  # not 45 minutes
+    await eventually(lambda: h.credential().tokens.access_token == "new-access-1", what="the retry happened")
+    assert len(scripted.forms) == 2
+
+
+# --- a token without refresh token is a state, not a failure ------------------------------------------
+
+
+async def test_without_refresh_token_there_is_no_next_refresh_and_a_manual_refresh_says_why(
+    make_harness: Callable[..., Any], endpoint: Callable[..., Any]
+) -> None:
+    url, scripted = await endpoint(respond(200, issued(1)))
+    h = await make_harness(url, issued_ago=0, expires_in=3600, refresh_token=None)
+    assert h.refresher.next_refresh_at("srv") is None
+    result = await h.oauth.refresh_tokens("srv")
+    assert isinstance(result, Failure) and result.code is ErrorCode.AUTH_REQUIRED
+    assert "expires in 60m, no refresh token: run `chctl auth srv` before then" in result.error
+    assert h.state() is TokenState.ACTIVE and h.refresher.next_refresh_at("srv") is None
+    assert scripted.forms == []
+
+
+async def test_without_refresh_token_the_person_is_told_once_before_expiry(
+    make_harness: Callable[..., Any], endpoint: Callable[..., Any], notify_log: Path
+) -> None:
+    url, scripted = await endpoint(respond(200, issued(1)))
+    h = await make_harness(url, issued_ago=0, expires_in=3, refresh_token=None)
+    expires_at = h.credential().tokens.expires_at
+    note = await eventually(lambda: notifications(notify_log), what="the reminder")
+    told_at = time.time()
+    assert told_at < expires_at  # before it expired, while logging in again still avoids an outage
+    assert note[0]["CH_STATE"] == "expiring" and "no refresh token" in note[0]["CH_MESSAGE"]
+    await eventually(lambda: h.state() is TokenState.NEEDS_REAUTH, what="needs_reauth after expiry")
+    assert isinstance(h.oauth.events, Notifier)
+    await h.oauth.events.drain()
+    assert len(notifications(notify_log)) == 1  # once, not again at expiry
+    assert scripted.forms == []
+
+
+async def test_a_token_endpoint_that_forgot_the_client_drops_its_registration(
+    make_harness: Callable[..., Any], endpoint: Callable[..., Any]
+) -> None:
+    url, scripted = await endpoint(respond(401, {"error": "invalid_client", "error_description": "unknown client"}))
+    h = await make_harness(url, issued_ago=0, expires_in=3600)
+    clients = ClientStore(h.settings.clients_dir)
+    clients.save("srv", ClientRegistration(issuer="http://127.0.0.1:9", client_id="client-1"))
+    result = await h.oauth.refresh_tokens("srv")
+    assert isinstance(result, Failure) and result.code is ErrorCode.INVALID_CLIENT
+    assert "chctl auth srv" in (result.hint or "")
+    assert clients.get("srv", "http://127.0.0.1:9") is None  # the next `chctl auth` registers a new client
+    assert h.state() is TokenState.NEEDS_REAUTH and h.refresher.next_refresh_at("srv") is None
+    assert len(scripted.forms) == 1

@@ -180,7 +180,7 @@ def cmd_status(args: argparse.Namespace) -> int:
         print("no servers yet: `chctl registry` lists known ones, `chctl add NAME` adds one")
         return 0
     now = time.time()
-    rows = [["NAME", "AUTH", "STATE", "EXPIRES", "NEXT REFRESH", "CONFIGS", "LAST ERROR"]]
+    rows = [["NAME", "AUTH", "STATE", "EXPIRES", "NEXT REFRESH", "CONFIGS", "LAST ERROR / NOTE"]]
     for s in servers:
         rows.append(
             [
@@ -190,7 +190,7 @@ def cmd_status(args: argparse.Namespace) -> int:
                 when(s["expires_at"], now),
                 when(s["next_refresh_at"], now),
                 str(len(s["configs"])),
-                s["last_error"] or "",
+                s["last_error"] or s.get("note") or "",
             ]
         )
     print(table(rows))

@@ -17,6 +17,7 @@ from context_harness.primitives.result import Failure, Result, Success
 from context_harness.services import doctor
 from context_harness.services.config_service import ConfigTarget
 from context_harness.services.mcp_service import AddRequest
+from context_harness.services.oauth_service import no_refresh_token_note
 
 if TYPE_CHECKING:
     from context_harness.daemon.app import Daemon
@@ -201,6 +202,9 @@ def server_statuses(daemon: Daemon) -> list[dict[str, Any]]:
         last_error = daemon.oauth.last_error_of(credential) if credential else None
         if errors and last_error is None:
             last_error = "; ".join(errors.values())
+        row_note = None
+        if credential is not None and tokens is not None and not tokens.refresh_token and state != "needs_reauth":
+            row_note = no_refresh_token_note(credential)
         rows.append(
             {
                 "name": name,
@@ -210,6 +214,7 @@ def server_statuses(daemon: Daemon) -> list[dict[str, Any]]:
                 "next_refresh_at": daemon.next_refresh_at(name),
                 "configs": [b.path for b in bindings.get(name, [])],
                 "last_error": last_error,
+                "note": row_note,
             }
         )
     return rows

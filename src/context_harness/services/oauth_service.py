@@ -92,12 +92,22 @@ class RefreshRetry:
 
 @dataclass(frozen=True, slots=True)
 class RefreshNeedsReauth:
-    """Only a person can fix this (invalid_grant, no refresh token, no credential): `chctl auth NAME`."""
+    """Only a person can fix this (invalid_grant, no refresh token, no credential): `chctl auth NAME`.
+    `code` is INVALID_CLIENT when the server forgot our client (its registration is dropped already)."""
 
     reason: str
+    code: ErrorCode = ErrorCode.INVALID_GRANT
 
 
-RefreshAttempt = RefreshDone | RefreshNotNeeded | RefreshRetry | RefreshNeedsReauth
+@dataclass(frozen=True, slots=True)
+class RefreshImpossible:
+    """No refresh token was issued: the token is used until it expires, then only a new login helps.
+    Not an error and not worth retrying: look again when it has expired."""
+
+    credential: Credential
+
+
+RefreshAttempt = RefreshDone | RefreshNotNeeded | RefreshRetry | RefreshNeedsReauth | RefreshImpossible
 
 
 @dataclass(slots=True)
@@ -126,6 +136,8 @@ class OAuthService:
         self._session = session
         self.events: TokenEvents = events or _NoEvents()
         self.on_new_credential = on_new_credential or (lambda _name: None)
+        # Told the outcome of a refresh someone asked for (`chctl refresh`), so the background plan follows it.
+        self.on_refresh_attempt: Callable[[str, RefreshAttempt], None] = lambda _name, _attempt: None
         self.runtime: dict[str, Runtime] = {}
         self._locks: dict[str, asyncio.Lock] = {}
 
@@ -250,6 +262,7 @@ class OAuthService:
         if credential.kind != "oauth":
             return Failure(f"{name} uses an API key: there is nothing to refresh", ErrorCode.INVALID_PARAMS)
         attempt = await self.refresh_once(name, force=True)
+        self.on_refresh_attempt(name, attempt)
         match attempt:
             case RefreshDone(credential) | RefreshNotNeeded(credential):
                 return Success(credential)
@@ -259,9 +272,16 @@ class OAuthService:
                     ErrorCode.NETWORK,
                     "the daemon keeps retrying in the background; see `chctl status`",
                 )
-            case RefreshNeedsReauth(reason):
+            case RefreshNeedsReauth(reason, code):
+                hint = f"run `chctl auth {name}`"
+                if code is ErrorCode.INVALID_CLIENT:
+                    hint += " (it registers a new client; pass --client-id if you registered yours by hand)"
+                return Failure(f"{name} needs a new login: {reason}", code, hint)
+            case RefreshImpossible(credential):
                 return Failure(
-                    f"{name} needs a new login: {reason}", ErrorCode.INVALID_GRANT, f"run `chctl auth {name}`"
+                    f"{name}: {no_refresh_token_note(credential)}",
+                    ErrorCode.AUTH_REQUIRED,
+                    f"run `chctl auth {name}` before the token expires",
                 )
 
     async def ensure_valid_token(self, name: str) -> Result[OAuthTokens]:
@@ -275,7 +295,7 @@ class OAuthService:
         match attempt:
             case RefreshDone(fresh) | RefreshNotNeeded(fresh) if fresh.tokens is not None:
                 return Success(fresh.tokens)
-            case RefreshNeedsReauth(reason):
+            case RefreshNeedsReauth(reason, _):
                 return Failure(f"{name}: {reason}", ErrorCode.TOKEN_EXPIRED, f"run `chctl auth {name}`")
         if not credential.tokens.is_expired(0):
             return Success(credential.tokens)
@@ -316,6 +336,9 @@ class OAuthService:
                     return RefreshNeedsReauth("no OAuth credential is stored")  # forgotten meanwhile: nothing to do
                 if credential.tokens is None:
                     return self._needs_reauth(name, credential, "no OAuth token is stored")
+                if credential.state is TokenState.NEEDS_REAUTH:
+                    # Never send a rejected refresh token again: servers with reuse detection see a replay.
+                    return RefreshNeedsReauth(credential.last_error or "a new login is needed")
                 if (
                     not force
                     and planned is not None
@@ -323,19 +346,21 @@ class OAuthService:
                     and not _due(credential, due_before)
                 ):
                     return RefreshNotNeeded(credential)
-                return await self._refresh_locked(credential)
+                return await self._refresh_locked(credential, force)
         except LockTimeout:
             return RefreshRetry("another process holds the refresh lock", None)
 
-    async def _refresh_locked(self, credential: Credential) -> RefreshAttempt:
+    async def _refresh_locked(self, credential: Credential, force: bool) -> RefreshAttempt:
         name, tokens = credential.name, credential.tokens
         assert tokens is not None
         if not tokens.refresh_token or not credential.token_endpoint or not credential.client_id:
             if tokens.is_expired(0):
                 return self._needs_reauth(name, credential, "the token expired and no refresh token was issued")
-            # Nothing to refresh with: look again when it expires, then it needs a new login.
-            left = (tokens.expires_at - time.time()) if tokens.expires_at is not None else None
-            return RefreshRetry("no refresh token was issued; the token is used until it expires", left)
+            if not force:  # the refresher's reminder, shortly before expiry: tell the person now
+                note = no_refresh_token_note(credential)
+                log.info("token_expiring_without_refresh_token", server=name, expires_at=tokens.expires_at)
+                self.events.token_event(name, "expiring", f"{name}: {note}")
+            return RefreshImpossible(credential)
         self.runtime.setdefault(name, Runtime()).state = TokenState.REFRESHING
         outcome = await refresh_access_token(
             self._session(),
@@ -366,16 +391,26 @@ class OAuthService:
                 log.warning("token_refresh_failed_transient", server=name, reason=reason, retry_after=retry_after)
                 self.events.token_event(name, "retrying", f"{name}: refresh failed, retrying ({reason})")
                 return RefreshRetry(reason, retry_after)
-            case PermanentError(_code, reason):
-                return self._needs_reauth(name, credential, reason)
+            case PermanentError(code, reason):
+                if code is ErrorCode.INVALID_CLIENT:
+                    self.forget_client(name, credential.client_id)
+                return self._needs_reauth(name, credential, reason, code)
 
-    def _needs_reauth(self, name: str, credential: Credential | None, reason: str) -> RefreshNeedsReauth:
+    def _needs_reauth(
+        self, name: str, credential: Credential | None, reason: str, code: ErrorCode = ErrorCode.INVALID_GRANT
+    ) -> RefreshNeedsReauth:
         if credential is not None and credential.kind == "oauth":
             self.tokens.save(credential.model_copy(update={"state": TokenState.NEEDS_REAUTH, "last_error": reason}))
         self.runtime[name] = Runtime(TokenState.NEEDS_REAUTH, reason)
         log.warning("token_needs_reauth", server=name, reason=reason)
         self.events.token_event(name, "needs_reauth", f"{name} needs a new login: run `chctl auth {name}` ({reason})")
-        return RefreshNeedsReauth(reason)
+        return RefreshNeedsReauth(reason, code)
+
+    def forget_client(self, name: str, client_id: str | None) -> None:
+        """The server no longer knows `client_id`: drop its stored registration, so the next
+        `chctl auth` registers a new client instead of looping on the dead one."""
+        if client_id is not None and self.clients.forget(name, client_id):
+            log.warning("client_registration_dropped", server=name, reason="the server does not know the client")
 
     # --- helpers -------------------------------------------------------------------------------------
 
@@ -453,6 +488,23 @@ class OAuthService:
             self.mcp.config.edit(
                 Path(binding.path), lambda text: remove_member(text, opencode.header_path(name, header))
             )
+
+
+def no_refresh_token_note(credential: Credential, now: float | None = None) -> str:
+    """`expires in 42m, no refresh token: run chctl auth NAME before then`."""
+    tokens = credential.tokens
+    expires_at = tokens.expires_at if tokens is not None else None
+    left = "at an unknown time" if expires_at is None else "in " + _duration(expires_at - (now or time.time()))
+    return f"expires {left}, no refresh token: run `chctl auth {credential.name}` before then"
+
+
+def _duration(seconds: float) -> str:
+    seconds = max(seconds, 0.0)
+    if seconds < 90:
+        return f"{seconds:.0f}s"
+    if seconds < 90 * 60:
+        return f"{seconds / 60:.0f}m"
+    return f"{seconds / 3600:.1f}h"
 
 
 def _changed(planned: Credential, current: Credential) -> bool:
