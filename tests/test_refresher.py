@@ -25,8 +25,8 @@ from context_harness.oauth.http import new_session
 from context_harness.oauth.registration import ClientRegistration
 from context_harness.primitives.mcp import SecretMode
 from context_harness.primitives.oauth import Credential, OAuthTokens, TokenState
-from context_harness.primitives.result import ErrorCode, Failure
-from context_harness.services.config_service import ConfigService
+from context_harness.primitives.result import ErrorCode, Failure, Success
+from context_harness.services.config_service import ConfigService, ConfigTarget
 from context_harness.services.mcp_service import MCPService
 from context_harness.services.oauth_service import OAuthService, RefreshNotNeeded
 from context_harness.stores.bindings import BindingStore
@@ -220,7 +220,7 @@ async def test_503_then_200_keeps_the_old_token_while_retrying_then_publishes_th
     await eventually(lambda: h.oauth.runtime.get("srv") and h.state() is TokenState.RETRYING, what="retrying")
     assert len(scripted.forms) == 1
     assert h.credential().tokens.access_token == OLD_ACCESS  # old token kept while valid
-    assert "Authorization" not in h.config_path.read_text()  # nothing new was published
+    assert OLD_ACCESS in h.config_path.read_text() and "new-access" not in h.config_path.read_text()
     await eventually(lambda: h.credential().tokens.access_token == "new-access-1", what="refreshed")
     assert h.state() is TokenState.ACTIVE
     assert h.header() == "Bearer new-access-1"
@@ -273,8 +273,10 @@ async def test_connection_closed_mid_response_is_transient_and_the_token_file_st
 ) -> None:
     async with half_response_server() as (base, count):
         h = await make_harness(f"{base}/token")
-        await eventually(lambda: count[0] >= 3, what="retries after broken responses")
-        assert h.state() is TokenState.RETRYING
+        # Checked together: right after a request is counted, its refresh is still in flight (REFRESHING).
+        await eventually(
+            lambda: count[0] >= 3 and h.state() is TokenState.RETRYING, what="retrying after broken responses"
+        )
         assert h.credential().tokens.access_token == OLD_ACCESS
         assert h.credential().tokens.refresh_token == OLD_REFRESH
 
@@ -520,3 +522,60 @@ async def test_a_token_endpoint_that_forgot_the_client_drops_its_registration(
     assert clients.get("srv", "http://127.0.0.1:9") is None  # the next `chctl auth` registers a new client
     assert h.state() is TokenState.NEEDS_REAUTH and h.refresher.next_refresh_at("srv") is None
     assert len(scripted.forms) == 1
+
+
+# --- configs repaired from what is on disk; stale state cleaned up ---------------------------------------
+
+
+async def test_a_config_a_crash_left_without_the_stored_token_is_repaired_at_start(
+    make_harness: Callable[..., Any], endpoint: Callable[..., Any]
+) -> None:
+    url, scripted = await endpoint(respond(200, issued(1)))
+    # The token was saved, then the daemon died before writing the config: the config has no header.
+    h = await make_harness(url, issued_ago=0, expires_in=3600, wallclock_check_s=3600)
+    await eventually(lambda: "Authorization" in h.config_path.read_text(), timeout_s=5, what="repair at start")
+    assert h.header() == f"Bearer {OLD_ACCESS}"
+    assert "// ours" in h.config_path.read_text()
+    assert scripted.forms == []  # repaired from the stored token, no refresh needed
+
+
+async def test_a_config_holding_an_older_token_is_repaired_at_the_next_check(
+    make_harness: Callable[..., Any], endpoint: Callable[..., Any]
+) -> None:
+    url, _ = await endpoint(respond(200, issued(1)))
+    h = await make_harness(url, issued_ago=0, expires_in=3600)
+    await eventually(lambda: "Authorization" in h.config_path.read_text(), what="first write")
+    h.config_path.write_text(h.config_path.read_text().replace(OLD_ACCESS, "an-older-token"))
+    await eventually(lambda: h.header() == f"Bearer {OLD_ACCESS}", timeout_s=5, what="repair at a check")
+    before = h.config_path.stat().st_mtime_ns
+    await asyncio.sleep(0.5)  # five more checks: a config that is right is only read, never rewritten
+    assert h.config_path.stat().st_mtime_ns == before
+
+
+async def test_a_removed_server_keeps_its_credential_but_stops_refreshing_until_added_again(
+    make_harness: Callable[..., Any], endpoint: Callable[..., Any]
+) -> None:
+    url, scripted = await endpoint(respond(200, issued(1)))
+    h = await make_harness(url, issued_ago=0, expires_in=3600)
+    assert h.refresher.next_refresh_at("srv") is not None
+    removed = h.oauth.mcp.remove("srv", ConfigTarget(cwd=h.config_path.parent, project=h.config_path.parent))
+    assert isinstance(removed, Success)
+    h.refresher.schedule("srv")  # what the daemon does after `mcp.remove`
+    assert h.refresher.next_refresh_at("srv") is None
+    assert h.credential().tokens.access_token == OLD_ACCESS  # kept: adding it back needs no new login
+    h.oauth.mcp.bindings.bind("srv", h.config_path, SecretMode.INLINE)
+    h.refresher.schedule("srv")
+    assert h.refresher.next_refresh_at("srv") is not None
+    assert scripted.forms == []
+
+
+async def test_a_binding_whose_entry_is_gone_is_dropped_and_its_refresh_stops(
+    make_harness: Callable[..., Any], endpoint: Callable[..., Any], tmp_path: Path
+) -> None:
+    url, _ = await endpoint(respond(200, issued(1)))
+    h = await make_harness(url, issued_ago=0, expires_in=3600)
+    h.config_path.write_text('{"mcp": {}}\n')  # the entry was removed by hand (or `add` crashed before writing it)
+    await eventually(lambda: not h.oauth.mcp.bindings.for_server("srv"), timeout_s=5, what="binding dropped")
+    await eventually(lambda: h.refresher.next_refresh_at("srv") is None, timeout_s=5, what="refresh stopped")
+    assert h.config_path.read_text() == '{"mcp": {}}\n'
+    assert "srv" not in h.oauth.mcp.publish_errors

@@ -110,6 +110,7 @@ class Refresher:
             id=WALLCLOCK_JOB_ID,
             coalesce=True,
             max_instances=1,
+            next_run_time=datetime.now(UTC),  # at start too: configs are repaired before anything else
         )
         for credential in self.tokens.all():
             self.schedule(credential.name, credential)
@@ -143,6 +144,12 @@ class Refresher:
             or credential.tokens is None
             or credential.state is TokenState.NEEDS_REAUTH
         ):
+            self._unplan(name)
+            return
+        if not self.oauth.mcp.bindings.for_server(name):
+            # No config carries it (removed): keep the credential, stop refreshing; `chctl add` resumes it.
+            if name in self._plans:
+                log.info("refresh_paused", server=name, reason="no config carries the server")
             self._unplan(name)
             return
         if credential.tokens.refresh_token is None:
@@ -182,9 +189,12 @@ class Refresher:
     # --- running -------------------------------------------------------------------------------------
 
     async def _check_wall_clock(self) -> None:
-        self.oauth.republish_failed()  # a config that could not be written gets the current token once it can
+        await self.oauth.repair_configs()  # a crash or a failed write left a config behind the stored token
         now = self.clock()
         for name, plan in list(self._plans.items()):
+            if not self.oauth.mcp.bindings.for_server(name):  # its last binding went with its entry
+                self.schedule(name)
+                continue
             if plan.due <= now and name not in self._running:
                 log.info("refresh_caught_up", server=name, late_s=round(now - plan.due, 1))
                 self.trigger(name)

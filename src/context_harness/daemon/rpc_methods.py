@@ -137,6 +137,7 @@ def build_methods(daemon: Daemon) -> dict[str, Method]:
 
     async def mcp_remove(p: NameTargetParams) -> Result[dict[str, Any]]:
         removed = mcp.remove(p.name, p.target())
+        daemon.on_credential_changed(p.name)  # no config left carrying it: its refresh stops
         return removed if isinstance(removed, Failure) else Success({"removed": True, "name": p.name})
 
     async def mcp_validate(p: NameTargetParams) -> Result[dict[str, Any]]:

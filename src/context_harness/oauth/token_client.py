@@ -291,7 +291,7 @@ def _describe_body(headers: Mapping[str, str], body: bytes) -> str:
     if not body:
         return "no body"
     content_type = headers.get("Content-Type", "").split(";")[0].strip()
-    return f"a {content_type} body" if content_type else "a body that is not an OAuth error"
+    return f"a body of type {content_type}" if content_type else "a body that is not an OAuth error"
 
 
 # --- token endpoint: I/O ------------------------------------------------------------------------------

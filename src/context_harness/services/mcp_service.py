@@ -15,6 +15,7 @@ from context_harness.primitives.result import ErrorCode, Failure, Result, Succes
 from context_harness.services.config_service import ConfigService, ConfigTarget
 from context_harness.services.registry import close_names, load_registry
 from context_harness.stores.bindings import Binding, BindingStore
+from context_harness.stores.crash_points import AFTER_BINDING_WRITE, BETWEEN_CONFIG_WRITES, crash_point
 from context_harness.stores.token_store import TokenStore, valid_server_name
 
 log = structlog.get_logger(__name__)
@@ -133,10 +134,15 @@ class MCPService:
         if "oauth" in entry:  # keep opencode's usual order: headers, then oauth
             entry["oauth"] = entry.pop("oauth")
 
+        # Binding first: a crash before the entry is written leaves a binding without an entry, which the
+        # next header write (at start at the latest) drops; the other order would leave an entry whose
+        # header nobody keeps current.
+        self.bindings.bind(name, config_path, request.secret_mode)
+        crash_point(AFTER_BINDING_WRITE)
         written = self.config.put_entry(config_path, name, entry)
         if isinstance(written, Failure):
+            self.bindings.unbind(name, config_path)
             return written
-        self.bindings.bind(name, config_path, request.secret_mode)
         log.info("server_added", server=name, path=str(config_path), auth_type=auth_type.value)
         needs_auth = auth_type is MCPAuthType.OAUTH and (credential is None or not credential.secret)
         return Success(AddOutcome(name, config_path, entry, auth_type, needs_auth))
@@ -163,12 +169,22 @@ class MCPService:
             return Failure(f"no credential stored for {name}", ErrorCode.AUTH_REQUIRED, f"run `chctl auth {name}`")
         report = PublishReport()
         bindings = self.bindings.for_server(name)
-        if any(b.secret_mode is SecretMode.FILE for b in bindings):
+        if (
+            any(b.secret_mode is SecretMode.FILE for b in bindings)
+            and self.tokens.read_secret_file(name) != credential.secret
+        ):
             self.tokens.write_secret_file(name, credential.secret)
-        for binding in bindings:
+        for index, binding in enumerate(bindings):
+            if index:
+                crash_point(BETWEEN_CONFIG_WRITES)
             written = self.config.set_header(
                 Path(binding.path), name, credential.header_name, self._header_value(credential, binding)
             )
+            if isinstance(written, Failure) and written.code is ErrorCode.NOT_FOUND:
+                # The entry is gone (removed by hand, or `chctl add` crashed before writing it): so is the binding.
+                self.bindings.unbind(name, Path(binding.path))
+                log.info("binding_dropped", server=name, path=binding.path, reason="the config has no entry for it")
+                continue
             if isinstance(written, Failure):
                 report.failed[binding.path] = written.error
                 # Retried every wall-clock check: say it once, not every 30 s.
@@ -179,6 +195,9 @@ class MCPService:
             else:
                 report.written.append(binding.path)
         return Success(report)
+
+    def bound_servers(self) -> list[str]:
+        return sorted(name for name, items in self.bindings.load().items() if items)
 
     def record_publish(self, name: str, report: PublishReport) -> None:
         if report.failed:

@@ -34,6 +34,7 @@ from context_harness.primitives.oauth import Credential, OAuthTokens, TokenState
 from context_harness.primitives.result import ErrorCode, Failure, Result, Success
 from context_harness.services.mcp_service import MCPService
 from context_harness.stores.client_store import ClientStore
+from context_harness.stores.crash_points import AFTER_TOKEN_SAVE, crash_point
 from context_harness.stores.lock_file import LockTimeout, file_lock
 from context_harness.stores.token_store import TokenStore
 
@@ -381,6 +382,7 @@ class OAuthService:
                     update={"tokens": new_tokens, "state": TokenState.ACTIVE, "last_error": None}
                 )
                 self.tokens.save(fresh)  # the rotated refresh token is on disk before anything uses the new token
+                crash_point(AFTER_TOKEN_SAVE)
                 self.runtime[name] = Runtime()
                 self._publish(name)
                 log.info("token_refreshed", server=name, expires_at=new_tokens.expires_at)
@@ -446,10 +448,23 @@ class OAuthService:
             async with file_lock(self.settings.locks_dir / f"{name}.lock", LOCK_TIMEOUT_S):
                 yield
 
-    def republish_failed(self) -> None:
-        """Write the current header again into configs whose last write failed (fixed by hand, remounted)."""
-        for name in list(self.mcp.publish_errors):
-            self._publish(name)
+    async def repair_configs(self) -> None:
+        """Make every bound config's managed header equal the stored credential (from disk, not memory).
+
+        Run at start and at every wall-clock check: it mends what a crash between saving a token and
+        writing the configs left behind, and a write that failed earlier (a file fixed by hand, a mount
+        back). A config already right is only read. A server being refreshed right now is skipped: its
+        refresh writes the headers itself.
+        """
+        for name in self.mcp.bound_servers():
+            lock = self._locks.setdefault(name, asyncio.Lock())
+            if lock.locked() or self.tokens.load(name) is None:
+                continue
+            try:
+                async with self._lock(name):
+                    self._publish(name)
+            except LockTimeout:
+                continue
 
     def _publish(self, name: str) -> None:
         published = self.mcp.update_auth(name)
