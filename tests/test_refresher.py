@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import json
 import random
+import socket
 import sys
 import time
 from collections.abc import AsyncIterator, Callable
@@ -18,6 +19,7 @@ import pytest
 from aiohttp import web
 
 from context_harness.config.jsonc import parse_jsonc
+from context_harness.daemon.auth_flows import AuthFlows
 from context_harness.daemon.notifier import Notifier
 from context_harness.daemon.refresher import Refresher, backoff_delay, refresh_time
 from context_harness.daemon.settings import Settings
@@ -28,12 +30,21 @@ from context_harness.primitives.oauth import Credential, OAuthTokens, TokenState
 from context_harness.primitives.result import ErrorCode, Failure, Success
 from context_harness.services.config_service import ConfigService, ConfigTarget
 from context_harness.services.mcp_service import MCPService
-from context_harness.services.oauth_service import OAuthService, RefreshNotNeeded
+from context_harness.services.oauth_service import AuthOptions, OAuthService, RefreshNotNeeded
 from context_harness.stores.bindings import BindingStore
 from context_harness.stores.client_store import ClientStore
 from context_harness.stores.lock_file import file_lock
 from context_harness.stores.token_store import TokenStore
-from tests.oauth_fakes import ScriptedTokenEndpoint, half_response_server, hang, respond, serve
+from tests.oauth_fakes import (
+    FakeWorld,
+    ScriptedTokenEndpoint,
+    half_response_server,
+    hang,
+    query_of,
+    respond,
+    running_world,
+    serve,
+)
 
 OLD_ACCESS = "old-access-token-value-0001"
 OLD_REFRESH = "old-refresh-token-value-0001"
@@ -581,3 +592,26 @@ async def test_a_binding_whose_entry_is_gone_is_dropped_and_its_refresh_stops(
     await eventually(lambda: h.refresher.next_refresh_at("srv") is None, timeout_s=5, what="refresh stopped")
     assert h.config_path.read_text() == '{"mcp": {}}\n'
     assert "srv" not in h.oauth.mcp.publish_errors
+
+
+async def test_a_login_nobody_waits_for_is_cancelled_and_frees_its_port(
+    make_harness: Callable[..., Any], endpoint: Callable[..., Any]
+) -> None:
+    url, _ = await endpoint(respond(200, issued(1)))
+    h = await make_harness(url, issued_ago=0, expires_in=3600)
+    async with running_world(FakeWorld()) as world:
+        h.config_path.write_text(f'{{"mcp": {{"srv": {{"type": "remote", "url": "{world.server_url}"}}}}}}')
+        flows = AuthFlows(h.oauth, abandoned_after_s=0.3)
+        started = await flows.start("srv", AuthOptions(timeout_s=600))
+        assert isinstance(started, Success)
+        port = int(query_of(started.value["authorization_url"])["redirect_uri"].split(":")[2].split("/")[0])
+        # The `chctl auth` that started it was killed: nobody calls auth.wait.
+        await eventually(lambda: not flows._flows, timeout_s=5, what="the abandoned login dropped")
+        wait = await flows.wait(started.value["flow_id"])
+        assert isinstance(wait, Failure) and wait.code is ErrorCode.NOT_FOUND
+
+        def port_closed() -> bool:
+            with socket.socket() as probe:
+                return probe.connect_ex(("127.0.0.1", port)) != 0
+
+        await eventually(port_closed, timeout_s=5, what="the callback port closed")
