@@ -17,6 +17,7 @@ from typing import Any
 import aiohttp
 import pytest
 from aiohttp import web
+from structlog.testing import capture_logs
 
 from context_harness.config.jsonc import parse_jsonc
 from context_harness.daemon.auth_flows import AuthFlows
@@ -615,3 +616,42 @@ async def test_a_login_nobody_waits_for_is_cancelled_and_frees_its_port(
                 return probe.connect_ex(("127.0.0.1", port)) != 0
 
         await eventually(port_closed, timeout_s=5, what="the callback port closed")
+
+
+# --- logout tells the truth --------------------------------------------------------------------------
+
+
+async def test_logout_says_which_tokens_a_server_refusing_public_clients_did_not_revoke(
+    make_harness: Callable[..., Any], endpoint: Callable[..., Any]
+) -> None:
+    refuse = respond(401, {"error": "invalid_client", "error_description": "client_secret is required"})
+    url, scripted = await endpoint(refuse)
+    h = await make_harness(url, issued_ago=0, expires_in=3600)
+    revocation = url.removesuffix("/token") + "/revoke"
+    h.tokens.save(h.credential().model_copy(update={"revocation_endpoint": revocation}))
+    await eventually(lambda: "Authorization" in h.config_path.read_text(), what="header written")
+    expires_at = h.credential().tokens.expires_at
+    with capture_logs() as logs:
+        result = await h.oauth.logout("srv")
+    assert isinstance(result, Success)
+    assert result.value["revoked"] is False  # not "logged out (revoked)" when the server said no
+    refresh, access = result.value["tokens"]
+    assert (refresh["token"], refresh["revoked"]) == ("refresh_token", False)
+    assert "invalid_client" in refresh["reason"] and "client_secret is required" in refresh["reason"]
+    assert (access["token"], access["revoked"], access["valid_until"]) == ("access_token", False, expires_at)
+    assert len(scripted.forms) == 2  # both were tried
+    assert [e["reason"] for e in logs if e["event"] == "token_not_revoked"] == [refresh["reason"], access["reason"]]
+    entry = parse_jsonc(h.config_path.read_text())["mcp"]["srv"]
+    assert "headers" not in entry  # no empty "headers": {} left behind
+    assert OLD_ACCESS not in json.dumps(result.value) and OLD_REFRESH not in json.dumps(logs)
+
+
+async def test_logout_without_a_revocation_endpoint_says_so(
+    make_harness: Callable[..., Any], endpoint: Callable[..., Any]
+) -> None:
+    url, scripted = await endpoint(respond(200, {}))
+    h = await make_harness(url, issued_ago=0, expires_in=3600)
+    result = await h.oauth.logout("srv")
+    assert isinstance(result, Success) and result.value["revoked"] is False
+    assert all("no revocation endpoint" in t["reason"] for t in result.value["tokens"])
+    assert scripted.forms == []

@@ -62,6 +62,13 @@ def cmd_auth(args: argparse.Namespace) -> int:
     if args.logout:
         result = call("auth.logout", {"name": args.name})
         print(f"logged out of {args.name}" + (" (revoked at the server)" if result["revoked"] else ""))
+        for outcome in result.get("tokens", []):
+            if outcome["revoked"]:
+                continue
+            kind = outcome["token"].replace("_", " ")
+            valid_until = outcome["valid_until"]
+            until = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(valid_until)) if valid_until else "it expires"
+            print(f"  {kind} NOT revoked: {outcome['reason']}; it stays valid {until}", file=sys.stderr)
         return 0
     return auth_login(args)
 

@@ -196,7 +196,9 @@ def server_statuses(daemon: Daemon) -> list[dict[str, Any]]:
             auth_type = MCPAuthType.API_KEY if credential.kind == "api_key" else MCPAuthType.OAUTH
             state: str = daemon.oauth.state_of(credential).value
         else:
-            auth_type = known.auth_type if known else MCPAuthType.NONE
+            auth_type = MCPAuthType.OAUTH if daemon.mcp.expects_login(name) else MCPAuthType.NONE
+            if known is not None and known.auth_type is MCPAuthType.API_KEY:
+                auth_type = MCPAuthType.API_KEY
             state = TokenState.PENDING_AUTH.value if auth_type is MCPAuthType.OAUTH else "no_auth"
         tokens = credential.tokens if credential else None
         errors = daemon.mcp.publish_errors.get(name, {})

@@ -198,6 +198,20 @@ class MCPService:
                 report.written.append(binding.path)
         return Success(report)
 
+    def expects_login(self, name: str) -> bool:
+        """Whether `name` uses OAuth: the registry says so, or a bound entry hands its header to us
+        (`"oauth": false`, written at login) although no API key is stored for it."""
+        known = self.registry.get(name)
+        if known is not None and known.auth_type is MCPAuthType.OAUTH:
+            return True
+        for binding in self.bindings.for_server(name):
+            entries = self.config.entries(Path(binding.path))
+            entry = entries.value.get(name) if isinstance(entries, Success) else None
+            if isinstance(entry, dict) and entry.get("oauth") is False:
+                stored = self.tokens.load(name)
+                return stored is None or stored.kind == "oauth"
+        return False
+
     def bound_servers(self) -> list[str]:
         return sorted(name for name, items in self.bindings.load().items() if items)
 

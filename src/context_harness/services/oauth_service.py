@@ -19,7 +19,7 @@ import aiohttp
 import structlog
 
 from context_harness.config import opencode
-from context_harness.config.jsonc import remove_member
+from context_harness.config.jsonc import parse_jsonc, remove_member
 from context_harness.daemon.settings import Settings
 from context_harness.oauth.flow import AuthorizationUrlHandler, run_authorization_flow
 from context_harness.oauth.token_client import (
@@ -157,10 +157,12 @@ class OAuthService:
                 unknown = self.mcp.get_server_info(name)  # NOT_FOUND with suggestions
                 assert isinstance(unknown, Failure)
                 return unknown
+            # The same state `status` shows for it.
+            state = TokenState.PENDING_AUTH.value if self.mcp.expects_login(name) else "no_auth"
             return Success(
                 {
                     "name": name,
-                    "state": TokenState.PENDING_AUTH.value,
+                    "state": state,
                     "usable": False,
                     "expires_at": None,
                     "scopes": None,
@@ -316,14 +318,15 @@ class OAuthService:
             credential = self.tokens.load(name)
             if credential is None:
                 return Failure(f"no credential stored for {name}", ErrorCode.NOT_FOUND, "nothing to log out of")
-            revoked = await self._revoke(credential)
+            outcomes = await self._revoke(credential)
             self.tokens.delete(name)
             self.runtime.pop(name, None)
             self._forget_headers(name, credential.header_name)
+        revoked = bool(outcomes) and all(o["revoked"] for o in outcomes)
         log.info("credential_forgotten", server=name, revoked=revoked)
         self.events.token_event(name, "revoked", f"{name}: logged out")
         self.on_new_credential(name)
-        return Success({"name": name, "revoked": revoked})
+        return Success({"name": name, "revoked": revoked, "tokens": outcomes})
 
     # --- one refresh, safely -------------------------------------------------------------------------
 
@@ -471,38 +474,64 @@ class OAuthService:
         if isinstance(published, Success):
             self.mcp.record_publish(name, published.value)
 
-    async def _revoke(self, credential: Credential) -> bool:
+    async def _revoke(self, credential: Credential) -> list[dict[str, Any]]:
+        """Revoke each token (refresh token first: it revokes the grant). Per token: whether the server
+        revoked it, and if not, why and until when it stays valid (null: unknown or not at all)."""
         tokens = credential.tokens
-        if not credential.revocation_endpoint or tokens is None or not credential.client_id:
-            return False
-        revoked = False
+        if tokens is None:
+            return []
+        outcomes: list[dict[str, Any]] = []
         for token, hint in ((tokens.refresh_token, "refresh_token"), (tokens.access_token, "access_token")):
             if not token:
                 continue
-            result = await revoke_token(
-                self._session(),
-                credential.revocation_endpoint,
-                token,
-                hint,
-                credential.client_id,
-                credential.client_secret,
-                credential.token_endpoint_auth_method,
-                self.settings.http_timeout_s,
-            )
-            if isinstance(result, Failure):
-                log.warning("token_revocation_failed", server=credential.name, code=result.code.value)
+            valid_until = tokens.expires_at if hint == "access_token" else None
+            reason: str | None = None
+            if not credential.revocation_endpoint:
+                reason = "the authorization server has no revocation endpoint"
+            elif not credential.client_id:
+                reason = "no client id is stored to revoke with"
             else:
-                revoked = revoked or result.value
-        return revoked
+                result = await revoke_token(
+                    self._session(),
+                    credential.revocation_endpoint,
+                    token,
+                    hint,
+                    credential.client_id,
+                    credential.client_secret,
+                    credential.token_endpoint_auth_method,
+                    self.settings.http_timeout_s,
+                )
+                if isinstance(result, Failure):
+                    reason = result.error
+                elif not result.value:
+                    reason = "the server does not revoke this kind of token"
+            if reason is not None:
+                log.warning("token_not_revoked", server=credential.name, token=hint, reason=reason)
+            outcomes.append(
+                {
+                    "token": hint,
+                    "revoked": reason is None,
+                    "reason": reason,
+                    "valid_until": valid_until if reason is not None else None,
+                }
+            )
+        return outcomes
 
     def _forget_headers(self, name: str, header: str) -> None:
         for binding in self.mcp.bindings.for_server(name):
             if binding.secret_mode is SecretMode.FILE:
                 self.tokens.ensure_secret_file(name)  # a `{file:}` target must exist or opencode stops working
                 continue
-            self.mcp.config.edit(
-                Path(binding.path), lambda text: remove_member(text, opencode.header_path(name, header))
-            )
+            self.mcp.config.edit(Path(binding.path), lambda text: _without_header(text, name, header))
+
+
+def _without_header(text: str, name: str, header: str) -> str:
+    """The entry without our header, and without a `headers` object that only held it."""
+    text = remove_member(text, opencode.header_path(name, header))
+    entry = opencode.mcp_entries(parse_jsonc(text)).get(name)
+    if isinstance(entry, dict) and entry.get("headers") == {}:
+        text = remove_member(text, opencode.header_path(name, header)[:-1])
+    return text
 
 
 def no_refresh_token_note(credential: Credential, now: float | None = None) -> str:
