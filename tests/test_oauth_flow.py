@@ -434,3 +434,21 @@ async def test_a_busy_registered_port_means_a_new_registration_not_a_mismatched_
         assert isinstance(second, Success), second
         assert second.value.client_id == "client-2"
         assert second.value.redirect_uri != first.value.redirect_uri
+
+
+async def test_the_chosen_token_auth_method_is_used_and_remembered(
+    session: aiohttp.ClientSession, store: ClientStore
+) -> None:
+    async with running_world(FakeWorld(registration_endpoint=False)) as world:
+        result, _, _ = await run(
+            world,
+            session,
+            store,
+            client_id="my-app",
+            client_secret="my-app-secret",
+            token_auth_method="client_secret_post",
+        )
+        assert isinstance(result, Success) and result.value.token_endpoint_auth_method == "client_secret_post"
+        assert world.token_forms[0]["client_secret"] == "my-app-secret"  # in the form, as chosen: not Basic
+        remembered = store.get("fake", world.issuer)
+        assert remembered is not None and remembered.token_endpoint_auth_method == "client_secret_post"

@@ -159,8 +159,8 @@ def test_token_error_never_echoes_the_body() -> None:
         (None, None, {"client_id": "id"}, None),
         ("s", "none", {"client_id": "id"}, None),
         ("s", "client_secret_post", {"client_id": "id", "client_secret": "s"}, None),
-        ("s:/", "client_secret_basic", {}, "Basic " + base64.b64encode(b"id:s%3A%2F").decode()),
-        ("s", None, {}, "Basic " + base64.b64encode(b"id:s").decode()),
+        ("s:/", "client_secret_basic", {"client_id": "id"}, "Basic " + base64.b64encode(b"id:s%3A%2F").decode()),
+        ("s", None, {"client_id": "id"}, "Basic " + base64.b64encode(b"id:s").decode()),
     ],
 )
 def test_client_authentication(

@@ -655,3 +655,29 @@ async def test_logout_without_a_revocation_endpoint_says_so(
     assert isinstance(result, Success) and result.value["revoked"] is False
     assert all("no revocation endpoint" in t["reason"] for t in result.value["tokens"])
     assert scripted.forms == []
+
+
+# --- client authentication that real servers accept -----------------------------------------------------
+
+
+async def test_basic_authentication_also_sends_client_id_in_the_body(
+    make_harness: Callable[..., Any], endpoint: Callable[..., Any]
+) -> None:
+    async def requires_client_id_in_body(request: web.Request) -> web.StreamResponse:
+        # Like the MCP Python SDK's token handler: it reads client_id from the form, whatever the header says.
+        form = await request.post()
+        if not request.headers.get("Authorization", "").startswith("Basic ") or form.get("client_id") != "client-1":
+            return web.json_response({"error": "invalid_client", "error_description": "Missing client_id"}, status=401)
+        return web.json_response(issued(1))
+
+    url, scripted = await endpoint(requires_client_id_in_body)
+    h = await make_harness(url, issued_ago=0, expires_in=3600)
+    h.tokens.save(
+        h.credential().model_copy(
+            update={"client_secret": "client-secret-value", "token_endpoint_auth_method": "client_secret_basic"}
+        )
+    )
+    result = await h.oauth.refresh_tokens("srv")
+    assert isinstance(result, Success), result
+    assert scripted.forms[0]["client_id"] == "client-1" and "client_secret" not in scripted.forms[0]
+    assert h.header() == "Bearer new-access-1"

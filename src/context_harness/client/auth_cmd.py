@@ -32,6 +32,11 @@ def add_auth_parsers(sub: Any) -> None:
     p.add_argument("name")
     p.add_argument("--client-id", help="a pre-registered OAuth client id (else $NAME_CLIENT_ID, the registry, DCR)")
     p.add_argument("--client-secret", help="its secret, if the provider issued one (else $NAME_CLIENT_SECRET)")
+    p.add_argument(
+        "--token-auth-method",
+        choices=["client_secret_basic", "client_secret_post", "none"],
+        help="how the client authenticates at the token endpoint (else what the server and registration say)",
+    )
     p.add_argument("--scope", action="append", metavar="S", help="scope to ask for (repeatable)")
     p.add_argument("--port", type=int, default=0, help="fixed callback port (exact redirect matching, ssh -L)")
     p.add_argument("--no-browser", action="store_true", help="print the URL; accept the pasted redirect URL")
@@ -121,6 +126,8 @@ def auth_login(args: argparse.Namespace) -> int:
             params["client_secret"] = client_secret
     if args.scope:
         params["scopes"] = args.scope
+    if args.token_auth_method:
+        params["token_auth_method"] = args.token_auth_method
     started = call("auth.start", params)
     flow_id, url = started["flow_id"], started["authorization_url"]
     print(url, flush=True)

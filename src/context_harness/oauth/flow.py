@@ -68,8 +68,11 @@ class _Client:
     preregistered: bool = False
 
 
-def _explicit_auth_method(secret: str | None, auth_server: AuthServerMetadata) -> str | None:
-    """For a client id the user brought: Basic unless the server only takes the secret in the form."""
+def _explicit_auth_method(secret: str | None, auth_server: AuthServerMetadata, chosen: str | None = None) -> str | None:
+    """For a client id the user brought: the method they chose, else Basic unless the server only takes
+    the secret in the form."""
+    if chosen:
+        return chosen
     if not secret:
         return "none"
     methods = auth_server.token_endpoint_auth_methods_supported
@@ -205,6 +208,7 @@ async def run_authorization_flow(
     paste: asyncio.Queue[str] | None = None,
     http_timeout_s: float = http.DEFAULT_TIMEOUT_S,
     client_metadata_url: str | None = None,
+    token_auth_method: str | None = None,
 ) -> Result[AuthorizationGrant]:
     """Log in to `server_url` and return the tokens; never raises for an expected failure.
 
@@ -254,7 +258,9 @@ async def run_authorization_flow(
             server_name,
             stored,
             listener,
-            _Client(client_id, client_secret, _explicit_auth_method(client_secret, auth_server)) if client_id else None,
+            _Client(client_id, client_secret, _explicit_auth_method(client_secret, auth_server, token_auth_method))
+            if client_id
+            else None,
             chosen_scopes,
             port != 0,
             on_authorization_url,

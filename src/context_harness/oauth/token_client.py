@@ -130,14 +130,15 @@ def client_authentication(
     """Form fields and an Authorization header value that authenticate the client (RFC 6749 §2.3.1).
 
     No secret: a public client sends `client_id` in the form. With a secret: HTTP Basic (the
-    default for a confidential client) unless the registration says `client_secret_post`.
+    default for a confidential client) unless the registration says `client_secret_post`. With Basic,
+    `client_id` goes in the form too: several servers (the MCP Python SDK's among them) look for it there.
     """
     if not client_secret or auth_method == "none":
         return {"client_id": client_id}, None
     if auth_method == "client_secret_post":
         return {"client_id": client_id, "client_secret": client_secret}, None
     pair = f"{quote(client_id, safe='')}:{quote(client_secret, safe='')}"
-    return {}, "Basic " + base64.b64encode(pair.encode()).decode("ascii")
+    return {"client_id": client_id}, "Basic " + base64.b64encode(pair.encode()).decode("ascii")
 
 
 def _oauth_error(doc: Any) -> tuple[str | None, str]:

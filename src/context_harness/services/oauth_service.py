@@ -64,6 +64,9 @@ class AuthOptions:
     scopes: list[str] | None = None
     port: int = 0
     timeout_s: float = 300.0
+    # How a client with a secret authenticates: "client_secret_basic", "client_secret_post" or "none";
+    # None: what the registry entry, the registration or the server's metadata says.
+    token_auth_method: str | None = None
 
 
 # --- the outcomes of one refresh attempt (what the refresher schedules on) ------------------------------
@@ -202,8 +205,10 @@ class OAuthService:
             return server_url
         client_id, client_secret = options.client_id, options.client_secret
         known = self.mcp.registry.get(name)
+        token_auth_method = options.token_auth_method
         if client_id is None and known is not None and known.client_id:
             client_id = known.client_id
+            token_auth_method = token_auth_method or known.token_endpoint_auth_method
         grant = await run_authorization_flow(
             self._session(),
             server_url=server_url.value,
@@ -218,6 +223,7 @@ class OAuthService:
             paste=paste,
             http_timeout_s=self.settings.http_timeout_s,
             client_metadata_url=self.settings.client_metadata_url,
+            token_auth_method=token_auth_method,
         )
         if isinstance(grant, Failure):
             if known is not None and known.needs_preregistered_client and grant.code is ErrorCode.AUTH_REQUIRED:
