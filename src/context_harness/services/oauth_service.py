@@ -512,7 +512,7 @@ class OAuthService:
                 elif not result.value:
                     reason = "the server does not revoke this kind of token"
             if reason is not None:
-                log.warning("token_not_revoked", server=credential.name, token=hint, reason=reason)
+                log.warning("token_not_revoked", server=credential.name, token_kind=hint, reason=reason)
             outcomes.append(
                 {
                     "token": hint,
