@@ -11,7 +11,7 @@ from typing import Any
 import structlog
 
 from context_harness.config import opencode
-from context_harness.config.jsonc import JsoncError, parse_jsonc, remove_member, set_member
+from context_harness.config.jsonc import JsoncEditError, JsoncError, parse_jsonc, remove_member, set_member
 from context_harness.primitives.result import ErrorCode, Failure, Result, Success
 from context_harness.stores.atomic import atomic_write_bytes
 from context_harness.stores.crash_points import AFTER_CONFIG_WRITE, crash_point
@@ -50,6 +50,14 @@ def _invalid(path: Path, exc: JsoncError | UnicodeDecodeError) -> Failure:
         f"{path} does not parse: {exc}",
         ErrorCode.CONFIG_INVALID,
         "fix the file by hand (nothing was written), then run the command again",
+    )
+
+
+def _misshapen(path: Path, problem: str) -> Failure:
+    return Failure(
+        f"{path}: {problem}",
+        ErrorCode.CONFIG_INVALID,
+        'opencode expects {"mcp": {...}}: fix the file by hand (nothing was written), then run the command again',
     )
 
 
@@ -115,6 +123,9 @@ class ConfigService:
         document = self.read(path)
         if isinstance(document, Failure):
             return document
+        problem = opencode.shape_problem(document.value)
+        if problem is not None:
+            return _misshapen(path, problem)
         return Success(opencode.mcp_entries(document.value))
 
     def edit(self, path: Path, change: Callable[[str], str]) -> Result[None]:
@@ -132,6 +143,8 @@ class ConfigService:
                 parse_jsonc(new_text)  # never write what we could not read back
             except READ_ERRORS as exc:
                 return _read_failure(path, exc)
+            except JsoncEditError as exc:  # valid JSON, but no object where the member goes
+                return _misshapen(path, str(exc))
             if new_text == text:
                 return Success(None)
             try:
@@ -161,7 +174,11 @@ class ConfigService:
         """Write one header of an existing entry, plus `"oauth": false` so opencode does not start its own flow."""
 
         def change(text: str) -> str:
-            entry = opencode.mcp_entries(parse_jsonc(text)).get(name)
+            document = parse_jsonc(text)
+            problem = opencode.shape_problem(document)
+            if problem is not None:  # not "the entry is gone": that would drop the binding
+                raise JsoncEditError(problem)
+            entry = opencode.mcp_entries(document).get(name)
             if not isinstance(entry, dict):
                 raise _EntryGone(name)
             text = set_member(text, opencode.header_path(name, header), value)
