@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import random
 import socket
 import sys
@@ -233,9 +234,9 @@ async def test_503_then_200_keeps_the_old_token_while_retrying_then_publishes_th
     assert len(scripted.forms) == 1
     assert h.credential().tokens.access_token == OLD_ACCESS  # old token kept while valid
     assert OLD_ACCESS in h.config_path.read_text() and "new-access" not in h.config_path.read_text()
-    await eventually(lambda: h.credential().tokens.access_token == "new-access-1", what="refreshed")
+    # Saved first, then published: wait for both.
+    await eventually(lambda: h.header() == "Bearer new-access-1", what="refreshed and published")
     assert h.state() is TokenState.ACTIVE
-    assert h.header() == "Bearer new-access-1"
     assert h.credential().tokens.refresh_token == "new-refresh-1"
     assert len(scripted.forms) == 2
     assert all(f["refresh_token"] == OLD_REFRESH and f["grant_type"] == "refresh_token" for f in scripted.forms)
@@ -357,9 +358,12 @@ async def test_a_failing_config_write_keeps_the_new_token_and_reports_it(
     assert h.config_path.read_text() == broken  # never overwritten
     assert str(h.config_path) in h.oauth.mcp.publish_errors["srv"]
     h.config_path.write_text('{"mcp": {"srv": {"type": "remote", "url": "http://127.0.0.1:9/mcp"}}}')  # fixed
-    await eventually(lambda: "new-access-1" in h.config_path.read_text(), timeout_s=5, what="the write retried")
+    await eventually(
+        lambda: "new-access-1" in h.config_path.read_text() and "srv" not in h.oauth.mcp.publish_errors,
+        timeout_s=5,
+        what="the write retried",
+    )
     assert h.header() == "Bearer new-access-1"
-    assert "srv" not in h.oauth.mcp.publish_errors
 
 
 async def test_the_event_hook_gets_every_token_event(
@@ -681,3 +685,36 @@ async def test_basic_authentication_also_sends_client_id_in_the_body(
     assert isinstance(result, Success), result
     assert scripted.forms[0]["client_id"] == "client-1" and "client_secret" not in scripted.forms[0]
     assert h.header() == "Bearer new-access-1"
+
+
+# --- one slow file cannot freeze the daemon ----------------------------------------------------------
+
+
+async def test_a_config_on_a_hung_mount_fails_alone_and_the_loop_keeps_running(
+    make_harness: Callable[..., Any], endpoint: Callable[..., Any], tmp_path: Path
+) -> None:
+    url, _ = await endpoint(respond(200, issued(1)))
+    h = await make_harness(url, issued_ago=0, expires_in=3600, config_io_timeout_s=0.5, wallclock_check_s=3600)
+    hung = tmp_path / "hung" / "opencode.json"
+    hung.parent.mkdir()
+    os.mkfifo(hung)  # opening it blocks until someone writes: what a read on a dead NFS mount does
+    h.oauth.mcp.bindings.bind("srv", hung, SecretMode.INLINE)
+    ticks = 0
+
+    async def heartbeat() -> None:
+        nonlocal ticks
+        while True:
+            ticks += 1
+            await asyncio.sleep(0.01)
+
+    beating = asyncio.create_task(heartbeat())
+    try:
+        result = await h.oauth.refresh_tokens("srv")
+    finally:
+        beating.cancel()
+    assert isinstance(result, Success)
+    assert h.header() == "Bearer new-access-1"  # the healthy config got the new token
+    assert "did not answer" in h.oauth.mcp.publish_errors["srv"][str(hung)]
+    assert ticks >= 20  # the event loop kept running for the whole half second the write hung
+    fd = os.open(hung, os.O_WRONLY | os.O_NONBLOCK)  # let the stuck thread finish: it leaves nothing blocked
+    os.close(fd)

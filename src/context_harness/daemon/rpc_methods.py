@@ -15,12 +15,17 @@ from context_harness.primitives.mcp import MCPAuthType, SecretMode
 from context_harness.primitives.oauth import TokenState
 from context_harness.primitives.result import Failure, Result, Success
 from context_harness.services import doctor
+from context_harness.services.blocking_io import StillRunning, run_blocking
 from context_harness.services.config_service import ConfigTarget
 from context_harness.services.mcp_service import AddRequest
 from context_harness.services.oauth_service import no_refresh_token_note
 
 if TYPE_CHECKING:
     from context_harness.daemon.app import Daemon
+
+
+# Reading every bound config and asking `git` about each: a hung one must not keep doctor from answering.
+DOCTOR_CONFIG_CHECKS_TIMEOUT_S = 20.0
 
 
 class Params(BaseModel):
@@ -154,7 +159,21 @@ def build_methods(daemon: Daemon) -> dict[str, Method]:
             nearest = daemon.config.resolve(ConfigTarget(cwd=Path(p.cwd)))
             if isinstance(nearest, Success):
                 extra.append(nearest.value)
-        checks += doctor.config_checks(daemon.config, daemon.bindings, daemon.tokens, extra)
+        try:  # reads every bound config and runs `git`: in a thread, so a hung file or repository stalls only this
+            checks += await run_blocking(
+                lambda: doctor.config_checks(daemon.config, daemon.bindings, daemon.tokens, extra),
+                DOCTOR_CONFIG_CHECKS_TIMEOUT_S,
+                name="doctor",
+            )
+        except StillRunning:
+            checks.append(
+                doctor.Check(
+                    "configs",
+                    "warn",
+                    f"checking the bound configs took over {DOCTOR_CONFIG_CHECKS_TIMEOUT_S:g} s",
+                    "a config may be on a hung mount; see `chctl status`",
+                )
+            )
         checks += await daemon.unauthenticated_server_checks()
         checks += [doctor.Check("registry", "warn", w, "fix or remove the entry") for w in mcp.registry_warnings]
         return Success({"checks": [c.as_dict() for c in checks]})

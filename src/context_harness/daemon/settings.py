@@ -43,6 +43,8 @@ class Settings(BaseSettings):
     # The scheduler's sleeps are capped so a laptop that slept past a refresh time catches up on wake.
     wallclock_check_s: float = Field(default=30.0, gt=0)
     http_timeout_s: float = Field(default=30.0, gt=0)
+    # A config that takes longer to read and write is on a hung mount (or is a FIFO): that write fails for now.
+    config_io_timeout_s: float = Field(default=10.0, gt=0)
     # Transient refresh failures: exponential backoff with full jitter from 5 s up to 5 min.
     backoff_base_s: float = Field(default=5.0, gt=0)
     backoff_max_s: float = Field(default=300.0, gt=0)

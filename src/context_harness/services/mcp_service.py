@@ -172,31 +172,47 @@ class MCPService:
         if credential is None or not credential.secret:
             return Failure(f"no credential stored for {name}", ErrorCode.AUTH_REQUIRED, f"run `chctl auth {name}`")
         report = PublishReport()
-        bindings = self.bindings.for_server(name)
+        bindings = self.prepare_publish(credential)
+        for binding in bindings:
+            self.add_to_report(report, name, binding.path, self.write_header(credential, binding))
+        return Success(report)
+
+    def prepare_publish(self, credential: Credential) -> list[Binding]:
+        """The bindings to write `credential`'s header into; the `{file:}` secret file is brought up to date."""
+        bindings = self.bindings.for_server(credential.name)
+        secret = credential.secret or ""
         if (
             any(b.secret_mode is SecretMode.FILE for b in bindings)
-            and self.tokens.read_secret_file(name) != credential.secret
+            and self.tokens.read_secret_file(credential.name) != secret
         ):
-            self.tokens.write_secret_file(name, credential.secret)
-        for binding in bindings:
-            written = self.config.set_header(
-                Path(binding.path), name, credential.header_name, self._header_value(credential, binding)
-            )
-            if isinstance(written, Failure) and written.code is ErrorCode.NOT_FOUND:
-                # The entry is gone (removed by hand, or `chctl add` crashed before writing it): so is the binding.
-                self.bindings.unbind(name, Path(binding.path))
-                log.info("binding_dropped", server=name, path=binding.path, reason="the config has no entry for it")
-                continue
-            if isinstance(written, Failure):
-                report.failed[binding.path] = written.error
-                # Retried every wall-clock check: say it once, not every 30 s.
-                again = self.publish_errors.get(name, {}).get(binding.path) == written.error
-                (log.debug if again else log.warning)(
-                    "config_write_failed", server=name, path=binding.path, code=written.code.value
-                )
-            else:
-                report.written.append(binding.path)
-        return Success(report)
+            self.tokens.write_secret_file(credential.name, secret)
+        return bindings
+
+    def write_header(self, credential: Credential, binding: Binding) -> Result[bool]:
+        """Write the header into one bound config: True when written (or already right), False when the
+        binding was dropped because the config no longer has the entry."""
+        name = credential.name
+        written = self.config.set_header(
+            Path(binding.path), name, credential.header_name, self._header_value(credential, binding)
+        )
+        if isinstance(written, Failure) and written.code is ErrorCode.NOT_FOUND:
+            # The entry is gone (removed by hand, or `chctl add` crashed before writing it): so is the binding.
+            self.bindings.unbind(name, Path(binding.path))
+            log.info("binding_dropped", server=name, path=binding.path, reason="the config has no entry for it")
+            return Success(False)
+        return written if isinstance(written, Failure) else Success(True)
+
+    def add_to_report(self, report: PublishReport, name: str, path: str, outcome: Result[bool]) -> None:
+        if isinstance(outcome, Success):
+            if outcome.value:
+                report.written.append(path)
+            return
+        report.failed[path] = outcome.error
+        # Retried every wall-clock check: say it once, not every 30 s.
+        again = self.publish_errors.get(name, {}).get(path) == outcome.error
+        (log.debug if again else log.warning)(
+            "config_write_failed", server=name, path=path, code=outcome.code.value, error=outcome.error
+        )
 
     def expects_login(self, name: str) -> bool:
         """Whether `name` uses OAuth: the registry says so, or a bound entry hands its header to us

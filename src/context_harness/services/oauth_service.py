@@ -32,7 +32,9 @@ from context_harness.oauth.token_client import (
 from context_harness.primitives.mcp import MCPAuthType, MCPServer, SecretMode
 from context_harness.primitives.oauth import Credential, OAuthTokens, TokenState
 from context_harness.primitives.result import ErrorCode, Failure, Result, Success
-from context_harness.services.mcp_service import MCPService
+from context_harness.services.blocking_io import StillRunning, run_blocking
+from context_harness.services.mcp_service import MCPService, PublishReport
+from context_harness.stores.bindings import Binding
 from context_harness.stores.client_store import ClientStore
 from context_harness.stores.crash_points import AFTER_TOKEN_SAVE, crash_point
 from context_harness.stores.lock_file import LockTimeout, file_lock
@@ -143,6 +145,7 @@ class OAuthService:
         # Told the outcome of a refresh someone asked for (`chctl refresh`), so the background plan follows it.
         self.on_refresh_attempt: Callable[[str, RefreshAttempt], None] = lambda _name, _attempt: None
         self.runtime: dict[str, Runtime] = {}
+        self._blocked: set[str] = set()  # config paths whose header write is stuck in its thread
         self._locks: dict[str, asyncio.Lock] = {}
 
     # --- the seed's API --------------------------------------------------------------------------------
@@ -252,7 +255,7 @@ class OAuthService:
         async with self._lock(name):
             self.tokens.save(credential)
             self.runtime[name] = Runtime()
-            self._publish(name)
+            await self._publish(name)
         log.info(
             "token_stored",
             server=name,
@@ -393,7 +396,7 @@ class OAuthService:
                 self.tokens.save(fresh)  # the rotated refresh token is on disk before anything uses the new token
                 crash_point(AFTER_TOKEN_SAVE)
                 self.runtime[name] = Runtime()
-                self._publish(name)
+                await self._publish(name)
                 log.info("token_refreshed", server=name, expires_at=new_tokens.expires_at)
                 self.events.token_event(name, "refreshed", f"{name}: token refreshed")
                 return RefreshDone(fresh)
@@ -471,14 +474,43 @@ class OAuthService:
                 continue
             try:
                 async with self._lock(name):
-                    self._publish(name)
+                    await self._publish(name)
             except LockTimeout:
                 continue
 
-    def _publish(self, name: str) -> None:
-        published = self.mcp.update_auth(name)
-        if isinstance(published, Success):
-            self.mcp.record_publish(name, published.value)
+    async def _publish(self, name: str) -> None:
+        """Write the stored credential's header into every bound config, each in a thread with a deadline:
+        a config on a hung mount fails (and is retried at the next check), the others are written."""
+        credential = self.tokens.load(name)
+        if credential is None or not credential.secret:
+            return
+        report = PublishReport()
+        for binding in self.mcp.prepare_publish(credential):
+            path = binding.path
+            if path in self._blocked:
+                outcome: Result[bool] = Failure(f"{path}: an earlier write is still blocked", ErrorCode.TIMEOUT)
+            else:
+                outcome = await self._write_header_off_loop(credential, binding)
+            self.mcp.add_to_report(report, name, path, outcome)
+        self.mcp.record_publish(name, report)
+
+    async def _write_header_off_loop(self, credential: Credential, binding: Binding) -> Result[bool]:
+        path = binding.path
+
+        def write() -> Result[bool]:
+            try:
+                return self.mcp.write_header(credential, binding)
+            finally:
+                self._blocked.discard(path)  # it came back, even if late
+
+        self._blocked.add(path)
+        try:
+            return await run_blocking(write, self.settings.config_io_timeout_s, name=f"config-write {credential.name}")
+        except StillRunning:
+            return Failure(
+                f"{path} did not answer within {self.settings.config_io_timeout_s:g} s (a hung mount?); retried later",
+                ErrorCode.TIMEOUT,
+            )
 
     async def _revoke(self, credential: Credential) -> list[dict[str, Any]]:
         """Revoke each token (refresh token first: it revokes the grant). Per token: whether the server
