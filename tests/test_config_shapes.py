@@ -38,6 +38,9 @@ def test_list_and_add_say_what_is_wrong_instead_of_no_servers(daemon: DaemonProc
         and "error[CONFIG_INVALID]" in listed.stderr
         and "`mcp` is not an object" in listed.stderr
     )
+    # The daemon's log says why, with the error code readable (not masked as if it were an authorization code).
+    failed = [e for e in daemon.log_events() if e.get("event") == "rpc_method_failed" and e["method"] == "mcp.list"]
+    assert failed and failed[0]["code"] == "CONFIG_INVALID" and "not an object" in failed[0]["error"]
     added = chctl(user_env, "add", "srv", "--url", "https://example.com/mcp")
     assert added.returncode != 0 and "error[CONFIG_INVALID]" in added.stderr and "error[INTERNAL]" not in added.stderr
     assert config.read_text() == '{"mcp": ["context7"]}\n'

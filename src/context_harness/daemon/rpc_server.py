@@ -162,6 +162,8 @@ class RpcServer:
                 request_id, APPLICATION_ERROR, f"internal error in {name}", {"code": ErrorCode.INTERNAL.value}
             )
         if isinstance(result, Failure):
+            # Every failure leaves its reason in the log too (a Failure's text never holds a secret).
+            log.info("rpc_method_failed", method=name, code=result.code.value, error=result.error)
             data: dict[str, Any] = {"code": result.code.value}
             if result.hint:
                 data["hint"] = result.hint
