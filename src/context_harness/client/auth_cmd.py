@@ -38,6 +38,11 @@ def add_auth_parsers(sub: Any) -> None:
         help="its secret, if the provider issued one: `-` asks for it without echo (better: $NAME_CLIENT_SECRET; "
         "a value here is visible to other users in `ps`)",
     )
+    p.add_argument(
+        "--token-auth-method",
+        choices=["client_secret_basic", "client_secret_post", "none"],
+        help="how the client authenticates at the token endpoint (else what the server and registration say)",
+    )
     p.add_argument("--scope", action="append", metavar="S", help="scope to ask for (repeatable)")
     p.add_argument("--port", type=int, default=0, help="fixed callback port (exact redirect matching, ssh -L)")
     p.add_argument("--no-browser", action="store_true", help="print the URL; accept the pasted redirect URL")
@@ -68,6 +73,13 @@ def cmd_auth(args: argparse.Namespace) -> int:
     if args.logout:
         result = call("auth.logout", {"name": args.name})
         print(f"logged out of {args.name}" + (" (revoked at the server)" if result["revoked"] else ""))
+        for outcome in result.get("tokens", []):
+            if outcome["revoked"]:
+                continue
+            kind = outcome["token"].replace("_", " ")
+            valid_until = outcome["valid_until"]
+            until = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(valid_until)) if valid_until else "it expires"
+            print(f"  {kind} NOT revoked: {outcome['reason']}; it stays valid {until}", file=sys.stderr)
         return 0
     return auth_login(args)
 
@@ -136,6 +148,8 @@ def auth_login(args: argparse.Namespace) -> int:
             params["client_secret"] = client_secret
     if args.scope:
         params["scopes"] = args.scope
+    if args.token_auth_method:
+        params["token_auth_method"] = args.token_auth_method
     deadline = time.monotonic() + args.timeout  # the daemon's clock starts during auth.start
     started = call("auth.start", params)
     flow_id, url = started["flow_id"], started["authorization_url"]

@@ -238,7 +238,7 @@ def cmd_status(args: argparse.Namespace) -> int:
         print("no servers yet: `chctl registry` lists known ones, `chctl add NAME` adds one")
         return 0
     now = time.time()
-    rows = [["NAME", "STATE", "AUTH", "EXPIRES", "NEXT REFRESH", "MODE", "CONFIGS", "BRIDGES", "LAST ERROR"]]
+    rows = [["NAME", "STATE", "AUTH", "EXPIRES", "NEXT REFRESH", "MODE", "CONFIGS", "BRIDGES", "LAST ERROR / NOTE"]]
     colours: list[str | None] = []
     for s in servers:
         words, colour = states.describe(s, now)
@@ -253,7 +253,7 @@ def cmd_status(args: argparse.Namespace) -> int:
                 s.get("mode") or "-",
                 str(len(s["configs"])),
                 str(len(s.get("bridges") or [])),
-                "" if s["state"] == "retrying" else s["last_error"] or "",  # retrying says it in STATE
+                "" if s["state"] == "retrying" else s["last_error"] or s.get("note") or "",  # retrying: in STATE
             ]
         )
     print(table(rows, colours if use_colour() else None, colour_column=1, width=terminal_width(), cut=8))

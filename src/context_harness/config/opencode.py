@@ -76,6 +76,15 @@ def mcp_entries(document: Any) -> dict[str, Any]:
     return section if isinstance(section, dict) else {}
 
 
+def shape_problem(document: Any) -> str | None:
+    """Why a parsed config cannot hold MCP servers: its root, or its `mcp`, is not an object."""
+    if not isinstance(document, dict):
+        return "the document's root is not an object"
+    if "mcp" in document and not isinstance(document["mcp"], dict):
+        return "`mcp` is not an object"
+    return None
+
+
 def schema_problems(name: str, entry: Any) -> list[str]:
     """Why opencode 1.18 would reject (or silently ignore part of) this entry; [] when it fits."""
     try:

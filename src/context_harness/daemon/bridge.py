@@ -23,6 +23,7 @@ from context_harness.primitives.result import ErrorCode, Failure, Result, Succes
 from context_harness.services.oauth_service import (
     OAuthService,
     RefreshDone,
+    RefreshImpossible,
     RefreshNeedsReauth,
     RefreshNotNeeded,
     RefreshRetry,
@@ -90,8 +91,12 @@ class ServerCredentials:
                     ErrorCode.TOKEN_EXPIRED,
                     "the daemon keeps retrying; try again shortly",
                 )
-            case RefreshNeedsReauth(reason):
-                return Failure(f"{name} needs a new login: {reason}", ErrorCode.INVALID_GRANT, login)
+            case RefreshNeedsReauth(reason, code):
+                return Failure(f"{name} needs a new login: {reason}", code, login)
+            case RefreshImpossible():
+                return Failure(
+                    f"{name} refused its token and no refresh token was issued", ErrorCode.AUTH_REQUIRED, login
+                )
 
 
 @dataclass(frozen=True, slots=True)

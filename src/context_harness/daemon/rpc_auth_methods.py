@@ -25,6 +25,7 @@ class AuthStartParams(Params):
     client_id: str | None = None
     client_secret: str | None = None
     scopes: list[str] | None = None
+    token_auth_method: Literal["client_secret_basic", "client_secret_post", "none"] | None = None
     port: int = Field(default=0, ge=0, le=65535)
     timeout_s: float = Field(default=300.0, gt=0, le=3600)
 
@@ -74,7 +75,12 @@ def auth_methods(daemon: Daemon) -> dict[str, Method]:
         if refused is not None:
             return refused
         options = AuthOptions(
-            client_id=p.client_id, client_secret=p.client_secret, scopes=p.scopes, port=p.port, timeout_s=p.timeout_s
+            client_id=p.client_id,
+            client_secret=p.client_secret,
+            scopes=p.scopes,
+            port=p.port,
+            timeout_s=p.timeout_s,
+            token_auth_method=p.token_auth_method,
         )
         return await daemon.flows.start(p.name, options)
 

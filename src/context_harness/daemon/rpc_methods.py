@@ -16,8 +16,10 @@ from context_harness.primitives.names import ServerName
 from context_harness.primitives.oauth import TokenState
 from context_harness.primitives.result import Failure, Result, Success
 from context_harness.services import doctor
+from context_harness.services.blocking_io import StillRunning, run_blocking
 from context_harness.services.config_service import ConfigTarget
 from context_harness.services.mcp_service import AddRequest
+from context_harness.services.oauth_service import no_refresh_token_note
 from context_harness.stores.bindings import Binding
 
 if TYPE_CHECKING:
@@ -38,6 +40,9 @@ def _absolute_path_text(value: str) -> str:
 
 PathText = Annotated[str, AfterValidator(_path_text)]
 AbsolutePathText = Annotated[str, AfterValidator(_absolute_path_text)]
+
+# Reading every bound config and asking `git` about each: a hung one must not keep doctor from answering.
+DOCTOR_CONFIG_CHECKS_TIMEOUT_S = 20.0
 
 
 class Params(BaseModel):
@@ -163,6 +168,7 @@ def build_methods(daemon: Daemon) -> dict[str, Method]:
 
     async def mcp_remove(p: NameTargetParams) -> Result[dict[str, Any]]:
         removed = mcp.remove(p.name, p.target())
+        daemon.on_credential_changed(p.name)  # no config left carrying it: its refresh stops
         return removed if isinstance(removed, Failure) else Success({"removed": True, "name": p.name})
 
     async def mcp_validate(p: NameTargetParams) -> Result[dict[str, Any]]:
@@ -179,7 +185,21 @@ def build_methods(daemon: Daemon) -> dict[str, Method]:
             nearest = daemon.config.resolve(ConfigTarget(cwd=Path(p.cwd)))
             if isinstance(nearest, Success):
                 extra.append(nearest.value)
-        checks += doctor.config_checks(daemon.config, daemon.bindings, daemon.tokens, extra)
+        try:  # reads every bound config and runs `git`: in a thread, so a hung file or repository stalls only this
+            checks += await run_blocking(
+                lambda: doctor.config_checks(daemon.config, daemon.bindings, daemon.tokens, extra),
+                DOCTOR_CONFIG_CHECKS_TIMEOUT_S,
+                name="doctor",
+            )
+        except StillRunning:
+            checks.append(
+                doctor.Check(
+                    "configs",
+                    "warn",
+                    f"checking the bound configs took over {DOCTOR_CONFIG_CHECKS_TIMEOUT_S:g} s",
+                    "a config may be on a hung mount; see `chctl status`",
+                )
+            )
         checks += await daemon.unauthenticated_server_checks()
         checks += doctor.server_checks(server_statuses(daemon))
         checks += [doctor.Check("registry", "warn", w, "fix or remove the entry") for w in mcp.registry_warnings]
@@ -231,7 +251,9 @@ def server_statuses(daemon: Daemon) -> list[dict[str, Any]]:
             auth_type = MCPAuthType.API_KEY if credential.kind == "api_key" else MCPAuthType.OAUTH
             state: str = daemon.oauth.state_of(credential).value
         else:
-            auth_type = known.auth_type if known else MCPAuthType.NONE
+            auth_type = MCPAuthType.OAUTH if daemon.mcp.expects_login(name) else MCPAuthType.NONE
+            if known is not None and known.auth_type is MCPAuthType.API_KEY:
+                auth_type = MCPAuthType.API_KEY
             state = TokenState.PENDING_AUTH.value if auth_type is MCPAuthType.OAUTH else "no_auth"
         tokens = credential.tokens if credential else None
         errors = daemon.mcp.publish_errors.get(name, {})
@@ -239,6 +261,9 @@ def server_statuses(daemon: Daemon) -> list[dict[str, Any]]:
         last_error = last_error or daemon.flows.failed_logins.get(name)
         if errors and last_error is None:
             last_error = "; ".join(errors.values())
+        row_note = None
+        if credential is not None and tokens is not None and not tokens.refresh_token and state != "needs_reauth":
+            row_note = no_refresh_token_note(credential)
         rows.append(
             {
                 "name": name,
@@ -251,6 +276,7 @@ def server_statuses(daemon: Daemon) -> list[dict[str, Any]]:
                 "mode": _mode(bindings.get(name, [])),
                 "bridges": daemon.bridges.for_server(name),
                 "last_error": last_error,
+                "note": row_note,
             }
         )
     return rows

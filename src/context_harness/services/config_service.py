@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import errno
+import os
 import shlex
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -12,9 +13,10 @@ from typing import Any
 import structlog
 
 from context_harness.config import opencode
-from context_harness.config.jsonc import JsoncError, parse_jsonc, remove_member, set_member
+from context_harness.config.jsonc import JsoncEditError, JsoncError, parse_jsonc, remove_member, set_member
 from context_harness.primitives.result import ErrorCode, Failure, Result, Success
-from context_harness.stores.atomic import atomic_write_bytes
+from context_harness.stores.atomic import ChangedBeforeRename, atomic_write_bytes
+from context_harness.stores.crash_points import AFTER_CONFIG_WRITE, crash_point
 
 log = structlog.get_logger(__name__)
 
@@ -57,6 +59,14 @@ def _invalid(path: Path, exc: JsoncError | UnicodeDecodeError) -> Failure:
         f"{path} does not parse: {exc}",
         ErrorCode.CONFIG_INVALID,
         "fix the file by hand (nothing was written), then run the command again",
+    )
+
+
+def _misshapen(path: Path, problem: str) -> Failure:
+    return Failure(
+        f"{path}: {problem}",
+        ErrorCode.CONFIG_INVALID,
+        'opencode expects {"mcp": {...}}: fix the file by hand (nothing was written), then run the command again',
     )
 
 
@@ -122,34 +132,51 @@ class ConfigService:
         document = self.read(path)
         if isinstance(document, Failure):
             return document
+        problem = opencode.shape_problem(document.value)
+        if problem is not None:
+            return _misshapen(path, problem)
         return Success(opencode.mcp_entries(document.value))
 
     def edit(self, path: Path, change: Callable[[str], str], *, private: bool = False) -> Result[None]:
         """Apply `change` to the file's text and replace it atomically, keeping its mode.
 
-        If the file changed between our read and our write, read it again and re-apply, so an edit made by a
-        person (or another writer) in between is never lost. A file that does not parse is never written.
+        If the file changed between our read and our rename, read it again and re-apply, so an edit made by a
+        person (or another writer) in between is not lost. The check (inode, size, mtime and content) runs
+        after the temp file is written and fsynced, right before the rename: what remains is the instant
+        between that check and the rename itself — microseconds, where it used to be the whole fsync. A
+        file that does not parse is never written.
         `private`: the new text holds a secret, so group and others lose their access (0644 → 0600) in the
         same atomic replacement.
         """
         real = path.resolve()  # write through symlinks (dotfile managers) instead of replacing them
         for _ in range(MAX_EDIT_ATTEMPTS):
             try:
+                seen = real.stat()
                 before = real.read_bytes()
                 text = before.decode("utf-8")
                 new_text = change(text)
                 parse_jsonc(new_text)  # never write what we could not read back
             except READ_ERRORS as exc:
                 return _read_failure(path, exc)
+            except JsoncEditError as exc:  # valid JSON, but no object where the member goes
+                return _misshapen(path, str(exc))
             if new_text == text:
                 return Success(None)
+
+            def unchanged(seen: os.stat_result = seen, before: bytes = before) -> bool:
+                now = real.stat()
+                same = (now.st_ino, now.st_size, now.st_mtime_ns) == (seen.st_ino, seen.st_size, seen.st_mtime_ns)
+                return same and real.read_bytes() == before
+
             try:
-                if real.read_bytes() != before:
-                    log.info("config_changed_during_edit", path=str(path))
-                    continue
-                atomic_write_bytes(real, new_text.encode(), mode=_private_mode(real) if private else None)
+                mode = _private_mode(real) if private else None
+                atomic_write_bytes(real, new_text.encode(), mode=mode, unchanged=unchanged)
+            except ChangedBeforeRename:
+                log.info("config_changed_during_edit", path=str(path))
+                continue
             except OSError as exc:
                 return _os_failure(path, exc)
+            crash_point(AFTER_CONFIG_WRITE)
             return Success(None)
         return Failure(f"{path} kept changing while we edited it", ErrorCode.CONFIG_INVALID, "try again")
 
@@ -169,7 +196,11 @@ class ConfigService:
         """Write one header of an existing entry, plus `"oauth": false` so opencode does not start its own flow."""
 
         def change(text: str) -> str:
-            entry = opencode.mcp_entries(parse_jsonc(text)).get(name)
+            document = parse_jsonc(text)
+            problem = opencode.shape_problem(document)
+            if problem is not None:  # not "the entry is gone": that would drop the binding
+                raise JsoncEditError(problem)
+            entry = opencode.mcp_entries(document).get(name)
             if not isinstance(entry, dict):
                 raise _EntryGone(name)
             text = set_member(text, opencode.header_path(name, header), value)
