@@ -41,6 +41,12 @@ def test_a_hung_config_does_not_freeze_the_daemon(user_env: UserEnv) -> None:
 
         assert "did not answer" in wait_for(reported, 15, interval_s=0.2, what="the hung write reported")
         assert str(hung.resolve()) in reported()
+        # Requests that read or write the hung config fail alone, with TIMEOUT; the rest keep working.
+        for args in (["list"], ["add", "exa"], ["remove", "context7"]):
+            done = chctl(user_env, *args, "--project", str(other), timeout=20)
+            assert done.returncode != 0 and "error[TIMEOUT]" in done.stderr, (args, done.stderr)
+            assert chctl(user_env, "list", timeout=20).returncode == 0  # the other config answers at once
+        assert chctl(user_env, "status", timeout=20).returncode == 0
         assert process.stop(signal.SIGTERM, timeout=15) == 0  # a thread stuck on the file does not hold it up
     finally:
         process.stop(signal.SIGKILL)

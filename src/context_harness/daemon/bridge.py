@@ -140,7 +140,7 @@ class Bridges:
 
     async def open(self, name: str, replay: list[dict[str, Any]]) -> Result[Relay]:
         """Check the server can be bridged; the returned relay then owns the connection."""
-        url = self.oauth.server_url(name)
+        url = await self.oauth.server_url_off_loop(name)
         if isinstance(url, Failure):
             return url
         if not is_secure_endpoint(url.value) and self.tokens.load(name) is not None:

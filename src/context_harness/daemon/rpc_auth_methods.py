@@ -65,7 +65,7 @@ def credential_summary(daemon: Daemon, credential: Credential) -> dict[str, Any]
 
 def auth_methods(daemon: Daemon) -> dict[str, Method]:
     async def start(p: AuthStartParams) -> Result[dict[str, str]]:
-        config_url = daemon.oauth.server_url(p.name)
+        config_url = await daemon.oauth.server_url_off_loop(p.name)
         refused = auth_guidance.no_login_needed(
             p.name,
             daemon.tokens.load(p.name),
@@ -95,7 +95,7 @@ def auth_methods(daemon: Daemon) -> dict[str, Method]:
         return daemon.flows.cancel(p.flow_id)
 
     async def status(p: NameParams) -> Result[dict[str, Any]]:
-        found = daemon.oauth.get_status(p.name)
+        found = await daemon.oauth.get_status_off_loop(p.name)
         if isinstance(found, Failure):
             return found
         return Success({**found.value, "next_refresh_at": daemon.next_refresh_at(p.name)})

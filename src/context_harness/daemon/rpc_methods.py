@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import os
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any, TypeVar
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 
@@ -16,7 +17,7 @@ from context_harness.primitives.names import ServerName
 from context_harness.primitives.oauth import TokenState
 from context_harness.primitives.result import Failure, Result, Success
 from context_harness.services import doctor
-from context_harness.services.blocking_io import StillRunning, run_blocking
+from context_harness.services.blocking_io import StillRunning, run_blocking, run_config_io
 from context_harness.services.config_service import ConfigTarget
 from context_harness.services.mcp_service import AddRequest
 from context_harness.services.oauth_service import no_refresh_token_note
@@ -43,6 +44,9 @@ AbsolutePathText = Annotated[str, AfterValidator(_absolute_path_text)]
 
 # Reading every bound config and asking `git` about each: a hung one must not keep doctor from answering.
 DOCTOR_CONFIG_CHECKS_TIMEOUT_S = 20.0
+
+
+T = TypeVar("T")
 
 
 class Params(BaseModel):
@@ -100,6 +104,10 @@ def masked_headers(entry: dict[str, Any]) -> dict[str, Any]:
     return {**entry, "headers": shown}
 
 
+async def off_the_loop(daemon: Daemon, what: str, work: Callable[[], Result[T]]) -> Result[T]:
+    return await run_config_io(work, daemon.settings.config_io_timeout_s, what)
+
+
 def build_methods(daemon: Daemon) -> dict[str, Method]:
     mcp = daemon.mcp
 
@@ -121,14 +129,14 @@ def build_methods(daemon: Daemon) -> dict[str, Method]:
         )
 
     async def config_init(p: TargetParams) -> Result[dict[str, Any]]:
-        created = daemon.config.init(p.target())
+        created = await off_the_loop(daemon, "config.init", lambda: daemon.config.init(p.target()))
         if isinstance(created, Failure):
             return created
         path, is_new = created.value
         return Success({"path": str(path), "created": is_new})
 
     async def mcp_list(p: TargetParams) -> Result[dict[str, Any]]:
-        configured = mcp.list_configured(p.target())
+        configured = await off_the_loop(daemon, "mcp.list", lambda: mcp.list_configured(p.target()))
         if isinstance(configured, Failure):
             return configured
         path, entries = configured.value
@@ -138,20 +146,19 @@ def build_methods(daemon: Daemon) -> dict[str, Method]:
         return Success({"path": str(path), "servers": servers, "managed": managed})
 
     async def mcp_add(p: AddParams) -> Result[dict[str, Any]]:
-        added = mcp.add(
-            AddRequest(
-                name=p.name,
-                target=p.target(),
-                url=p.url,
-                headers=p.headers,
-                api_key=p.api_key,
-                key_header=p.key_header,
-                command=p.command,
-                environment=p.environment,
-                secret_mode=p.secret_mode,
-                bridge=p.bridge,
-            )
+        request = AddRequest(
+            name=p.name,
+            target=p.target(),
+            url=p.url,
+            headers=p.headers,
+            api_key=p.api_key,
+            key_header=p.key_header,
+            command=p.command,
+            environment=p.environment,
+            secret_mode=p.secret_mode,
+            bridge=p.bridge,
         )
+        added = await off_the_loop(daemon, "mcp.add", lambda: mcp.add(request))
         if isinstance(added, Failure):
             return added
         outcome = added.value
@@ -167,16 +174,17 @@ def build_methods(daemon: Daemon) -> dict[str, Method]:
         )
 
     async def mcp_remove(p: NameTargetParams) -> Result[dict[str, Any]]:
-        removed = mcp.remove(p.name, p.target())
+        removed = await off_the_loop(daemon, "mcp.remove", lambda: mcp.remove(p.name, p.target()))
         daemon.on_credential_changed(p.name)  # no config left carrying it: its refresh stops
         return removed if isinstance(removed, Failure) else Success({"removed": True, "name": p.name})
 
     async def mcp_validate(p: NameTargetParams) -> Result[dict[str, Any]]:
-        valid = mcp.validate_config(p.name, p.target())
+        valid = await off_the_loop(daemon, "mcp.validate", lambda: mcp.validate_config(p.name, p.target()))
         return valid if isinstance(valid, Failure) else Success({"valid": True})
 
     async def status(_: NoParams) -> Result[dict[str, Any]]:
-        return Success({"daemon": daemon_status(daemon), "servers": server_statuses(daemon)})
+        rows = server_statuses(daemon, await logins_expected(daemon))
+        return Success({"daemon": daemon_status(daemon), "servers": rows})
 
     async def run_doctor(p: DoctorParams) -> Result[dict[str, Any]]:
         checks = doctor.permission_checks(daemon.settings.home, daemon.tokens)
@@ -201,7 +209,7 @@ def build_methods(daemon: Daemon) -> dict[str, Method]:
                 )
             )
         checks += await daemon.unauthenticated_server_checks()
-        checks += doctor.server_checks(server_statuses(daemon))
+        checks += doctor.server_checks(server_statuses(daemon, await logins_expected(daemon)))
         checks += [doctor.Check("registry", "warn", w, "fix or remove the entry") for w in mcp.registry_warnings]
         return Success({"checks": [c.as_dict() for c in checks]})
 
@@ -240,7 +248,18 @@ def daemon_status(daemon: Daemon) -> dict[str, Any]:
     }
 
 
-def server_statuses(daemon: Daemon) -> list[dict[str, Any]]:
+async def logins_expected(daemon: Daemon) -> dict[str, bool]:
+    """For each bound server without a credential: does it await an OAuth login? Read from its configs, in a
+    thread; a config that does not answer leaves its server out (shown as needing no login)."""
+    pending = [n for n in daemon.bindings.load() if not daemon.tokens.path(n).exists()]
+    if not pending:
+        return {}
+    found = await off_the_loop(daemon, "status", lambda: Success({n: daemon.mcp.expects_login(n) for n in pending}))
+    return found.value if isinstance(found, Success) else {}
+
+
+def server_statuses(daemon: Daemon, expects_login: dict[str, bool]) -> list[dict[str, Any]]:
+    """Every server's row; `expects_login` (from `logins_expected`) for servers without a credential."""
     bindings = daemon.bindings.load()
     names = sorted(set(bindings) | set(daemon.tokens.names()))
     rows = []
@@ -251,7 +270,7 @@ def server_statuses(daemon: Daemon) -> list[dict[str, Any]]:
             auth_type = MCPAuthType.API_KEY if credential.kind == "api_key" else MCPAuthType.OAUTH
             state: str = daemon.oauth.state_of(credential).value
         else:
-            auth_type = MCPAuthType.OAUTH if daemon.mcp.expects_login(name) else MCPAuthType.NONE
+            auth_type = MCPAuthType.OAUTH if expects_login.get(name, False) else MCPAuthType.NONE
             if known is not None and known.auth_type is MCPAuthType.API_KEY:
                 auth_type = MCPAuthType.API_KEY
             state = TokenState.PENDING_AUTH.value if auth_type is MCPAuthType.OAUTH else "no_auth"

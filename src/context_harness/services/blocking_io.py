@@ -14,6 +14,8 @@ import threading
 from collections.abc import Callable
 from typing import TypeVar
 
+from context_harness.primitives.result import ErrorCode, Failure, Result
+
 T = TypeVar("T")
 
 
@@ -53,3 +55,16 @@ def _call_soon(loop: asyncio.AbstractEventLoop, callback: Callable[..., None], *
         loop.call_soon_threadsafe(callback, *args)
     except RuntimeError:  # the loop closed while the thread was blocked: nobody is waiting any more
         pass
+
+
+async def run_config_io(work: Callable[[], Result[T]], timeout_s: float, what: str) -> Result[T]:
+    """A service call that reads or writes config files, in a thread with a deadline: a config on a hung
+    mount fails this one call with TIMEOUT, and the event loop goes on serving everyone else."""
+    try:
+        return await run_blocking(work, timeout_s, name=what)
+    except StillRunning:
+        return Failure(
+            f"{what} did not finish within {timeout_s:g} s: a config it reads may be on a hung mount",
+            ErrorCode.TIMEOUT,
+            "check the file (e.g. `ls -l` it); `chctl doctor` lists every config in use",
+        )

@@ -32,7 +32,7 @@ from context_harness.oauth.token_client import (
 from context_harness.primitives.mcp import MCPAuthType, MCPServer, SecretMode
 from context_harness.primitives.oauth import Credential, OAuthTokens, TokenState
 from context_harness.primitives.result import ErrorCode, Failure, Result, Success
-from context_harness.services.blocking_io import StillRunning, run_blocking
+from context_harness.services.blocking_io import StillRunning, run_blocking, run_config_io
 from context_harness.services.mcp_service import MCPService, PublishReport
 from context_harness.stores.bindings import Binding
 from context_harness.stores.client_store import ClientStore
@@ -203,7 +203,7 @@ class OAuthService:
         on_authorization_url: AuthorizationUrlHandler,
         paste: asyncio.Queue[str] | None = None,
     ) -> Result[Credential]:
-        server_url = self.server_url(name)
+        server_url = await self.server_url_off_loop(name)
         if isinstance(server_url, Failure):
             return server_url
         client_id, client_secret = options.client_id, options.client_secret
@@ -330,7 +330,14 @@ class OAuthService:
             outcomes = await self._revoke(credential)
             self.tokens.delete(name)
             self.runtime.pop(name, None)
-            self._forget_headers(name, credential.header_name)
+            header = credential.header_name
+            forgotten = await run_config_io(
+                lambda: self._forget_headers(name, header),
+                self.settings.config_io_timeout_s,
+                f"removing {name}'s header",
+            )
+            if isinstance(forgotten, Failure):
+                log.warning("header_not_removed", server=name, reason=forgotten.error)
         revoked = bool(outcomes) and all(o["revoked"] for o in outcomes)
         log.info("credential_forgotten", server=name, revoked=revoked)
         self.events.token_event(name, "revoked", f"{name}: logged out")
@@ -451,6 +458,15 @@ class OAuthService:
     def last_error_of(self, credential: Credential) -> str | None:
         live = self.runtime.get(credential.name)
         return live.last_error if live is not None and live.last_error else credential.last_error
+
+    async def server_url_off_loop(self, name: str) -> Result[str]:
+        """`server_url`, read in a thread: a config on a hung mount fails this call only."""
+        return await run_config_io(
+            lambda: self.server_url(name), self.settings.config_io_timeout_s, f"reading {name}'s configs"
+        )
+
+    async def get_status_off_loop(self, name: str) -> Result[dict[str, Any]]:
+        return await run_config_io(lambda: self.get_status(name), self.settings.config_io_timeout_s, "auth.status")
 
     def server_url(self, name: str) -> Result[str]:
         """The URL opencode uses for `name` (a bound config's entry), else the registry's."""
@@ -573,14 +589,17 @@ class OAuthService:
             )
         return outcomes
 
-    def _forget_headers(self, name: str, header: str) -> None:
+    def _forget_headers(self, name: str, header: str) -> Result[None]:
         for binding in self.mcp.bindings.for_server(name):
             if binding.mode == "bridge":
                 continue  # no header in the entry
             if binding.secret_mode is SecretMode.FILE:
                 self.tokens.ensure_secret_file(name)  # a `{file:}` target must exist or opencode stops working
                 continue
-            self.mcp.config.edit(Path(binding.path), lambda text: _without_header(text, name, header))
+            edited = self.mcp.config.edit(Path(binding.path), lambda text: _without_header(text, name, header))
+            if isinstance(edited, Failure):
+                return edited
+        return Success(None)
 
 
 def _without_header(text: str, name: str, header: str) -> str:
