@@ -16,7 +16,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import IO, Any
 
-READY_TIMEOUT_S = 30.0  # node + oidc-provider start in ~0.5 s, python + mcp in ~1.5 s; 2 busy cores are slow
+READY_TIMEOUT_S = 60.0  # node + oidc-provider start in ~0.5 s, python + mcp in ~1.5 s; 2 overloaded cores are slow
 STOP_TIMEOUT_S = 5.0
 
 
