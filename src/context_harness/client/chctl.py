@@ -29,10 +29,22 @@ if TYPE_CHECKING:
 # --- argument helpers -----------------------------------------------------------------------------------
 
 
-def add_target(parser: argparse.ArgumentParser) -> None:
+# What `--client` accepts; the daemon's config.format.CLIENTS (not imported: chctl must start fast).
+CLIENTS = ("opencode", "claude-code", "codex", "gemini", "cursor", "vscode")
+
+
+def add_target(parser: argparse.ArgumentParser, many_clients: bool = False) -> None:
     group = parser.add_mutually_exclusive_group()
-    group.add_argument("--project", metavar="DIR", help="DIR's opencode.jsonc or opencode.json")
-    group.add_argument("--global", dest="global_", action="store_true", help="the global opencode config")
+    group.add_argument("--project", metavar="DIR", help="DIR's config (opencode.json[c], .mcp.json, ...)")
+    group.add_argument("--global", dest="global_", action="store_true", help="the client's user-level config")
+    parser.add_argument(
+        "--client",
+        dest="clients",
+        action="append" if many_clients else "store",
+        choices=CLIENTS,
+        help="whose config: opencode (default), claude-code, codex, gemini, cursor, vscode"
+        + (" (repeatable)" if many_clients else ""),
+    )
 
 
 def target(args: argparse.Namespace) -> dict[str, Any]:
@@ -41,7 +53,14 @@ def target(args: argparse.Namespace) -> dict[str, Any]:
         params["project"] = os.path.abspath(args.project)
     if args.global_:
         params["global"] = True
+    client = getattr(args, "clients", None)
+    if isinstance(client, str):
+        params["client"] = client
     return params
+
+
+def clients_of(args: argparse.Namespace) -> list[str]:
+    return list(dict.fromkeys(args.clients or ["opencode"]))
 
 
 def key_values(items: Sequence[str] | None, flag: str) -> dict[str, str]:
@@ -97,10 +116,9 @@ def cmd_list(args: argparse.Namespace) -> int:
         print("  (no MCP servers configured; see `chctl registry` and `chctl add NAME`)")
         return 0
     rows = [["NAME", "TYPE", "TARGET", "MANAGED"]]
-    for name, entry in result["servers"].items():
-        entry = entry if isinstance(entry, dict) else {}
-        where = entry.get("url") or " ".join(entry.get("command") or [])
-        rows.append([name, str(entry.get("type", "?")), where, "yes" if name in result["managed"] else ""])
+    for name in result["servers"]:
+        summary = result.get("summaries", {}).get(name) or {"kind": "?", "target": ""}
+        rows.append([name, summary["kind"], summary["target"], "yes" if name in result["managed"] else ""])
     print(table(rows))
     return 0
 
@@ -126,8 +144,12 @@ def cmd_add(args: argparse.Namespace) -> int:
 
     params = target(args)
     params.update(name=args.name, secret_mode=args.secret_mode)
+    if args.clients:
+        params["clients"] = clients_of(args)
     if args.bridge:
         params["bridge"] = True
+    if args.mode:
+        params["mode"] = args.mode
     if args.url:
         params["url"] = args.url
     if args.header:
@@ -153,7 +175,9 @@ def cmd_add(args: argparse.Namespace) -> int:
     if args.json:
         print_json(result)
         return 0
-    print(f"added {result['name']} to {result['path']}" + (" (through `chctl bridge`)" if args.bridge else ""))
+    for config in result.get("configs") or [{"path": result["path"], "mode": "bridge" if args.bridge else "header"}]:
+        through = " (through `chctl bridge`)" if config["mode"] == "bridge" else ""
+        print(f"added {result['name']} to {config['path']}{through}")
     if result["needs_auth"]:
         print(f"next: run `chctl auth {result['name']}` to log in; the token is written here automatically")
     return 0
@@ -162,8 +186,28 @@ def cmd_add(args: argparse.Namespace) -> int:
 def cmd_remove(args: argparse.Namespace) -> int:
     params = target(args)
     params["name"] = args.name
-    call("mcp.remove", params)
-    print(f"removed {args.name}")
+    for client in clients_of(args):
+        result = call("mcp.remove", {**params, "client": client})
+        print(f"removed {args.name}" + (f" from {result['path']}" if result.get("path") else ""))
+    return 0
+
+
+def cmd_clients(args: argparse.Namespace) -> int:
+    result = call("clients.list")
+    if args.json:
+        print_json(result)
+        return 0
+    rows = [["CLIENT", "FOUND", "USER CONFIG", "SERVERS"]]
+    for row in result["clients"]:
+        servers = [
+            name + (f" ({info['mode']})" if info["managed"] else " (not managed)")
+            for name, info in row["servers"].items()
+        ]
+        rows.append([row["client"], "yes" if row["found"] else "no", row["user_config"], ", ".join(servers) or "-"])
+    print(table(rows))
+    for row in result["clients"]:
+        if row.get("user_config_error"):
+            print(f"warning: {row['user_config_error']}", file=sys.stderr)
     return 0
 
 
@@ -278,7 +322,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    p = sub.add_parser("init", help="create an opencode config with an empty mcp section")
+    p = sub.add_parser("init", help="create an agent's config (opencode's: $schema and an empty mcp section)")
     add_target(p)
     p.set_defaults(func=cmd_init)
 
@@ -291,9 +335,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_list)
 
-    p = sub.add_parser("add", help="add a server to an opencode config")
+    p = sub.add_parser("add", help="add a server to an agent's config (opencode's by default)")
     p.add_argument("name")
-    add_target(p)
+    add_target(p, many_clients=True)
     p.add_argument("--url", help="remote server URL (for a server not in the registry, or to override it)")
     p.add_argument("--header", action="append", metavar="K=V", help="an extra static header (repeatable)")
     keys = p.add_mutually_exclusive_group()
@@ -318,13 +362,22 @@ def build_parser() -> argparse.ArgumentParser:
         help="run `chctl bridge NAME` from the config instead of writing a header: a running session always "
         "uses the current token, and no secret is in the file",
     )
+    p.add_argument(
+        "--mode",
+        choices=["bridge", "header"],
+        help="bridge or header, for every --client (default: header for opencode, bridge for the others)",
+    )
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_add)
 
-    p = sub.add_parser("remove", help="remove a server from an opencode config")
+    p = sub.add_parser("remove", help="remove a server from an agent's config")
     p.add_argument("name")
-    add_target(p)
+    add_target(p, many_clients=True)
     p.set_defaults(func=cmd_remove)
+
+    p = sub.add_parser("clients", help="the agent clients on this machine and the servers each carries")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_clients)
 
     p = sub.add_parser(
         "bridge",

@@ -1,4 +1,8 @@
-"""ConfigService: find, create, read and surgically edit opencode config files. Returns `Result`."""
+"""ConfigService: find, create, read and surgically edit agent config files. Returns `Result`.
+
+Client-neutral: what differs between clients (paths, syntax, entry shapes) comes from a `ConfigFormat`;
+every method takes one and defaults to opencode's.
+"""
 
 from __future__ import annotations
 
@@ -11,7 +15,9 @@ from typing import Any
 import structlog
 
 from context_harness.config import opencode
-from context_harness.config.jsonc import JsoncError, parse_jsonc, remove_member, set_member
+from context_harness.config.format import ConfigFormat
+from context_harness.config.jsonc import JsoncError
+from context_harness.config.toml_edit import TomlError
 from context_harness.primitives.result import ErrorCode, Failure, Result, Success
 from context_harness.stores.atomic import atomic_write_bytes
 
@@ -30,8 +36,11 @@ class ConfigTarget:
     global_: bool = False
 
 
-def _missing(path: Path) -> Failure:
-    return Failure(f"no opencode config at {path}", ErrorCode.CONFIG_MISSING, "run `chctl init` to create one")
+OPENCODE = opencode.FORMAT
+
+
+def _missing(path: Path, fmt: ConfigFormat = OPENCODE) -> Failure:
+    return Failure(f"no {fmt.label} config at {path}", ErrorCode.CONFIG_MISSING, "run `chctl init` to create one")
 
 
 def _os_failure(path: Path, exc: OSError) -> Failure:
@@ -44,7 +53,7 @@ def _os_failure(path: Path, exc: OSError) -> Failure:
     return Failure(f"cannot access {path}: {exc.strerror}", ErrorCode.INTERNAL)
 
 
-def _invalid(path: Path, exc: JsoncError | UnicodeDecodeError) -> Failure:
+def _invalid(path: Path, exc: JsoncError | TomlError | UnicodeDecodeError) -> Failure:
     return Failure(
         f"{path} does not parse: {exc}",
         ErrorCode.CONFIG_INVALID,
@@ -53,26 +62,30 @@ def _invalid(path: Path, exc: JsoncError | UnicodeDecodeError) -> Failure:
 
 
 # What reading (and parsing) a config can raise; `_read_failure` names each for the user.
-READ_ERRORS = (OSError, JsoncError, UnicodeDecodeError)
+READ_ERRORS = (OSError, JsoncError, TomlError, UnicodeDecodeError)
 
 
-def _read_failure(path: Path, exc: OSError | JsoncError | UnicodeDecodeError) -> Failure:
+def _read_failure(
+    path: Path, exc: OSError | JsoncError | TomlError | UnicodeDecodeError, fmt: ConfigFormat = OPENCODE
+) -> Failure:
     if isinstance(exc, FileNotFoundError):
-        return _missing(path)
-    if isinstance(exc, JsoncError | UnicodeDecodeError):
+        return _missing(path, fmt)
+    if isinstance(exc, JsoncError | TomlError | UnicodeDecodeError):
         return _invalid(path, exc)
     return _os_failure(path, exc)
 
 
 class ConfigService:
-    def resolve(self, target: ConfigTarget, *, for_create: bool = False) -> Result[Path]:
+    def resolve(self, target: ConfigTarget, *, for_create: bool = False, fmt: ConfigFormat = OPENCODE) -> Result[Path]:
         if target.project is not None:
             directory = (target.cwd / target.project).resolve()
             if not directory.is_dir():
                 return Failure(f"{directory} is not a directory", ErrorCode.INVALID_PARAMS)
-            path = opencode.project_config_path(directory)
+            path = fmt.project_path(directory)
         elif target.global_:
-            path = opencode.global_config_path()
+            path = fmt.global_path()
+        elif fmt is not OPENCODE:
+            path = fmt.default_path(target.cwd)
         else:
             found = opencode.find_nearest_config(target.cwd)
             if found is None:
@@ -85,38 +98,42 @@ class ConfigService:
                 )
             path = found
         if not for_create and not path.exists():
-            return _missing(path)
+            return _missing(path, fmt)
         return Success(path)
 
-    def init(self, target: ConfigTarget) -> Result[tuple[Path, bool]]:
-        """Create the config with `$schema` and an empty `mcp`, or leave an existing one alone."""
-        resolved = self.resolve(target, for_create=True)
+    def init(self, target: ConfigTarget, fmt: ConfigFormat = OPENCODE) -> Result[tuple[Path, bool]]:
+        """Create the config (opencode's with `$schema` and an empty `mcp`), or leave an existing one alone."""
+        resolved = self.resolve(target, for_create=True, fmt=fmt)
         if isinstance(resolved, Failure):
             return resolved
-        path = resolved.value
+        return self.create(resolved.value, fmt)
+
+    def create(self, path: Path, fmt: ConfigFormat) -> Result[tuple[Path, bool]]:
         if path.exists():
             return Success((path, False))
+        # A new file of another client may soon hold a header: only its owner reads it.
+        mode = opencode.NEW_CONFIG_MODE if fmt is OPENCODE else 0o600
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
-            atomic_write_bytes(path, opencode.NEW_CONFIG_TEXT.encode(), mode=opencode.NEW_CONFIG_MODE)
+            atomic_write_bytes(path, fmt.new_file_text.encode(), mode=mode)
         except OSError as exc:
             return _os_failure(path, exc)
-        log.info("config_created", path=str(path))
+        log.info("config_created", path=str(path), client=fmt.name)
         return Success((path, True))
 
-    def read(self, path: Path) -> Result[Any]:
+    def read(self, path: Path, fmt: ConfigFormat = OPENCODE) -> Result[Any]:
         try:
-            return Success(parse_jsonc(path.read_bytes().decode("utf-8")))
+            return Success(fmt.syntax.parse(path.read_bytes().decode("utf-8")))
         except READ_ERRORS as exc:
-            return _read_failure(path, exc)
+            return _read_failure(path, exc, fmt)
 
-    def entries(self, path: Path) -> Result[dict[str, Any]]:
-        document = self.read(path)
+    def entries(self, path: Path, fmt: ConfigFormat = OPENCODE) -> Result[dict[str, Any]]:
+        document = self.read(path, fmt)
         if isinstance(document, Failure):
             return document
-        return Success(opencode.mcp_entries(document.value))
+        return Success(fmt.entries(document.value))
 
-    def edit(self, path: Path, change: Callable[[str], str]) -> Result[None]:
+    def edit(self, path: Path, change: Callable[[str], str], fmt: ConfigFormat = OPENCODE) -> Result[None]:
         """Apply `change` to the file's text and replace it atomically, keeping its mode.
 
         If the file changed between our read and our write, read it again and re-apply, so an edit made by a
@@ -128,9 +145,9 @@ class ConfigService:
                 before = real.read_bytes()
                 text = before.decode("utf-8")
                 new_text = change(text)
-                parse_jsonc(new_text)  # never write what we could not read back
+                fmt.syntax.parse(new_text)  # never write what we could not read back
             except READ_ERRORS as exc:
-                return _read_failure(path, exc)
+                return _read_failure(path, exc, fmt)
             if new_text == text:
                 return Success(None)
             try:
@@ -143,38 +160,37 @@ class ConfigService:
             return Success(None)
         return Failure(f"{path} kept changing while we edited it", ErrorCode.CONFIG_INVALID, "try again")
 
-    def put_entry(self, path: Path, name: str, entry: dict[str, Any]) -> Result[None]:
-        return self.edit(path, lambda text: set_member(text, opencode.entry_path(name), entry))
+    def put_entry(self, path: Path, name: str, entry: dict[str, Any], fmt: ConfigFormat = OPENCODE) -> Result[None]:
+        return self.edit(path, lambda text: fmt.syntax.set(text, fmt.entry_path(name), entry), fmt)
 
-    def remove_entry(self, path: Path, name: str) -> Result[bool]:
-        entries = self.entries(path)
+    def remove_entry(self, path: Path, name: str, fmt: ConfigFormat = OPENCODE) -> Result[bool]:
+        entries = self.entries(path, fmt)
         if isinstance(entries, Failure):
             return entries
         if name not in entries.value:
             return Success(False)
-        edited = self.edit(path, lambda text: remove_member(text, opencode.entry_path(name)))
+        edited = self.edit(path, lambda text: fmt.syntax.remove(text, fmt.entry_path(name)), fmt)
         return edited if isinstance(edited, Failure) else Success(True)
 
-    def set_header(self, path: Path, name: str, header: str, value: str) -> Result[None]:
-        """Write one header of an existing entry, plus `"oauth": false` so opencode does not start its own flow."""
+    def set_header(self, path: Path, name: str, header: str, value: str, fmt: ConfigFormat = OPENCODE) -> Result[None]:
+        """Write one header of an existing entry (and whatever else the format needs beside it)."""
 
         def change(text: str) -> str:
-            entry = opencode.mcp_entries(parse_jsonc(text)).get(name)
-            if not isinstance(entry, dict):
+            if not isinstance(fmt.entries(fmt.syntax.parse(text)).get(name), dict):
                 raise _EntryGone(name)
-            text = set_member(text, opencode.header_path(name, header), value)
-            if entry.get("oauth") is not False:
-                text = set_member(text, opencode.oauth_path(name), False)
-            return text
+            return fmt.set_header(text, name, header, value)
 
         try:
-            return self.edit(path, change)
+            return self.edit(path, change, fmt)
         except _EntryGone:
             return Failure(
-                f"{path} no longer has an mcp.{name} entry",
+                f"{path} no longer has an {fmt.where(name)} entry",
                 ErrorCode.NOT_FOUND,
                 f"run `chctl add {name}` again to restore it",
             )
+
+    def remove_header(self, path: Path, name: str, header: str, fmt: ConfigFormat = OPENCODE) -> Result[None]:
+        return self.edit(path, lambda text: fmt.remove_header(text, name, header), fmt)
 
 
 class _EntryGone(Exception):

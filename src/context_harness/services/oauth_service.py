@@ -18,8 +18,7 @@ from typing import Any, Protocol
 import aiohttp
 import structlog
 
-from context_harness.config import opencode
-from context_harness.config.jsonc import remove_member
+from context_harness.config.format import get_format
 from context_harness.daemon.settings import Settings
 from context_harness.oauth.flow import AuthorizationUrlHandler, run_authorization_flow
 from context_harness.oauth.token_client import (
@@ -404,15 +403,17 @@ class OAuthService:
         return live.last_error if live is not None and live.last_error else credential.last_error
 
     def server_url(self, name: str) -> Result[str]:
-        """The URL opencode uses for `name` (a bound config's entry), else the registry's."""
+        """The URL an agent uses for `name` (a bound config's entry), else the registry's."""
         for binding in self.mcp.bindings.for_server(name):
             if binding.url:  # a bridged entry: the URL lives in the binding
                 return Success(binding.url)
-            entries = self.mcp.config.entries(Path(binding.path))
+            fmt = get_format(binding.client)
+            entries = self.mcp.config.entries(Path(binding.path), fmt)
             if isinstance(entries, Success):
                 entry = entries.value.get(name)
-                if isinstance(entry, dict) and isinstance(entry.get("url"), str):
-                    return Success(entry["url"])
+                url = fmt.entry_url(entry) if isinstance(entry, dict) else None
+                if url:
+                    return Success(url)
         known = self.mcp.registry.get(name)
         if known is not None and known.url:
             return Success(known.url)
@@ -470,9 +471,7 @@ class OAuthService:
             if binding.secret_mode is SecretMode.FILE:
                 self.tokens.ensure_secret_file(name)  # a `{file:}` target must exist or opencode stops working
                 continue
-            self.mcp.config.edit(
-                Path(binding.path), lambda text: remove_member(text, opencode.header_path(name, header))
-            )
+            self.mcp.config.remove_header(Path(binding.path), name, header, get_format(binding.client))
 
 
 def _changed(planned: Credential, current: Credential) -> bool:

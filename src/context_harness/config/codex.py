@@ -1,0 +1,68 @@
+"""Codex CLI's MCP config (checked against Codex 0.171.0: codex-rs/config mcp_types.rs, docs/config.md).
+
+`~/.codex/config.toml` (`$CODEX_HOME/config.toml` when set) and a trusted project's `DIR/.codex/config.toml`,
+`[mcp_servers.NAME]`. Remote: `url` + `http_headers` (literal headers; `bearer_token_env_var` and
+`env_http_headers` name variables read once at start-up, which a refreshed token can never reach); stdio:
+`command`, `args`, `env`. Codex ignores unknown keys silently, so doctor reports them. Edited with tomlkit.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+from context_harness.config.format import TOML, ConfigFormat, field_problems
+
+STDIO_FIELDS: dict[str, Any] = {"command": str, "args": list, "env": dict, "env_vars": list, "cwd": str}
+HTTP_FIELDS: dict[str, Any] = {
+    "url": str,
+    "bearer_token_env_var": str,
+    "http_headers": dict,
+    "env_http_headers": dict,
+    "oauth": dict,
+    "scopes": list,
+}
+COMMON_FIELDS: dict[str, Any] = {
+    "enabled": bool,
+    "required": bool,
+    "startup_timeout_sec": (int, float),
+    "startup_timeout_ms": int,
+    "tool_timeout_sec": (int, float),
+    "enabled_tools": list,
+    "disabled_tools": list,
+    "tools": dict,
+}
+
+
+class CodexFormat(ConfigFormat):
+    name = "codex"
+    label = "Codex"
+    checked_version = "0.171.0"
+    syntax = TOML
+    section = ("mcp_servers",)
+    executable = "codex"
+    new_file_text = ""
+    headers_key = "http_headers"
+
+    def project_path(self, directory: Path) -> Path:
+        return directory / ".codex" / "config.toml"
+
+    def global_path(self) -> Path:
+        base = os.environ.get("CODEX_HOME")
+        return (Path(base) if base else Path.home() / ".codex") / "config.toml"
+
+    def schema_problems(self, name: str, entry: Any) -> list[str]:
+        where = self.where(name)
+        if not isinstance(entry, dict):
+            return [f"{where}: an entry must be a table"]
+        if "command" in entry and "url" in entry:
+            return [f"{where}: has both command and url (Codex refuses it)"]
+        if "url" in entry:
+            return field_problems(where, entry, {"url": str}, {**HTTP_FIELDS, **COMMON_FIELDS}, strict=True)
+        if "command" in entry:
+            return field_problems(where, entry, {"command": str}, {**STDIO_FIELDS, **COMMON_FIELDS}, strict=True)
+        return [f"{where}: needs a command or a url"]
+
+
+FORMAT = CodexFormat()
