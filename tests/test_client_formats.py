@@ -120,7 +120,7 @@ def test_codex_an_edit_that_would_not_parse_is_refused(tmp_path: Path) -> None:
         ("claude-code", {"type": "htp", "url": "https://h"}, "type"),
         ("claude-code", {"type": "http"}, "url: required"),
         ("claude-code", {"type": "stdio", "command": ["a", "b"]}, "command: expected a string"),
-        ("codex", {"url": "https://h", "headers": {"A": "b"}}, "headers: unknown key"),  # Codex drops it silently
+        ("codex", {"url": "https://h", "headers": {"A": "b"}}, "Codex ignores it"),  # and says nothing
         ("codex", {"url": "https://h", "command": "x"}, "both command and url"),
         ("gemini", {"headers": {}}, "needs a command, an httpUrl or a url"),
         ("gemini", {"command": "x", "args": "a b"}, "args: expected an array of strings"),

@@ -40,9 +40,9 @@ class ClaudeCodeFormat(ConfigFormat):
         where = self.where(name)
         kind = entry.get("type", "stdio") if isinstance(entry, dict) else None
         if kind in ("http", "sse"):
-            return field_problems(where, entry, {"url": str}, HTTP_FIELDS, strict=False)
+            return field_problems(where, entry, {"url": str}, HTTP_FIELDS)
         if kind == "stdio":
-            return field_problems(where, entry, {"command": str}, STDIO_FIELDS, strict=False)
+            return field_problems(where, entry, {"command": str}, STDIO_FIELDS)
         if not isinstance(entry, dict):
             return [f"{where}: an entry must be an object"]
         return [f'{where}.type: expected "stdio", "http" or "sse"']

@@ -3,7 +3,8 @@
 `~/.codex/config.toml` (`$CODEX_HOME/config.toml` when set) and a trusted project's `DIR/.codex/config.toml`,
 `[mcp_servers.NAME]`. Remote: `url` + `http_headers` (literal headers; `bearer_token_env_var` and
 `env_http_headers` name variables read once at start-up, which a refreshed token can never reach); stdio:
-`command`, `args`, `env`. Codex ignores unknown keys silently, so doctor reports them. Edited with tomlkit.
+`command`, `args`, `env`. Codex ignores unknown keys silently (checked: `codex mcp get --json` drops them),
+so doctor names the one people get wrong, `headers`. Edited with tomlkit.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ HTTP_FIELDS: dict[str, Any] = {
     "http_headers": dict,
     "env_http_headers": dict,
     "oauth": dict,
+    "oauth_resource": str,
     "scopes": list,
 }
 COMMON_FIELDS: dict[str, Any] = {
@@ -32,6 +34,7 @@ COMMON_FIELDS: dict[str, Any] = {
     "enabled_tools": list,
     "disabled_tools": list,
     "tools": dict,
+    "default_tools_approval_mode": str,
 }
 
 
@@ -58,10 +61,11 @@ class CodexFormat(ConfigFormat):
             return [f"{where}: an entry must be a table"]
         if "command" in entry and "url" in entry:
             return [f"{where}: has both command and url (Codex refuses it)"]
+        ignored = [f"{where}.headers: Codex ignores it (literal headers go in http_headers)"] * ("headers" in entry)
         if "url" in entry:
-            return field_problems(where, entry, {"url": str}, {**HTTP_FIELDS, **COMMON_FIELDS}, strict=True)
+            return ignored + field_problems(where, entry, {"url": str}, {**HTTP_FIELDS, **COMMON_FIELDS})
         if "command" in entry:
-            return field_problems(where, entry, {"command": str}, {**STDIO_FIELDS, **COMMON_FIELDS}, strict=True)
+            return ignored + field_problems(where, entry, {"command": str}, {**STDIO_FIELDS, **COMMON_FIELDS})
         return [f"{where}: needs a command or a url"]
 
 

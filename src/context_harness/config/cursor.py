@@ -39,7 +39,7 @@ class CursorFormat(ConfigFormat):
 
     def schema_problems(self, name: str, entry: Any) -> list[str]:
         where = self.where(name)
-        problems = field_problems(where, entry, {}, FIELDS, strict=True)
+        problems = field_problems(where, entry, {}, FIELDS)
         if isinstance(entry, dict) and ("command" in entry) == ("url" in entry):
             problems.append(f"{where}: needs exactly one of command and url")
         return problems

@@ -54,7 +54,7 @@ class GeminiFormat(ConfigFormat):
 
     def schema_problems(self, name: str, entry: Any) -> list[str]:
         where = self.where(name)
-        problems = field_problems(where, entry, {}, FIELDS, strict=False)
+        problems = field_problems(where, entry, {}, FIELDS)
         if isinstance(entry, dict) and not any(k in entry for k in ("command", "url", "httpUrl")):
             problems.append(f"{where}: needs a command, an httpUrl or a url")
         return problems

@@ -52,9 +52,9 @@ class VSCodeFormat(ConfigFormat):
         where = self.where(name)
         kind = entry.get("type") if isinstance(entry, dict) else None
         if kind in ("http", "sse"):
-            return field_problems(where, entry, {"type": str, "url": str}, HTTP_FIELDS, strict=True)
+            return field_problems(where, entry, {"type": str, "url": str}, HTTP_FIELDS)
         if kind == "stdio" or (isinstance(entry, dict) and kind is None and "command" in entry):
-            return field_problems(where, entry, {"command": str}, STDIO_FIELDS, strict=True)
+            return field_problems(where, entry, {"command": str}, STDIO_FIELDS)
         if not isinstance(entry, dict):
             return [f"{where}: an entry must be an object"]
         return [f'{where}.type: expected "stdio", "http" or "sse"']
