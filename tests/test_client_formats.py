@@ -145,3 +145,12 @@ def test_masking_hides_secrets_and_shows_references(client: str) -> None:
     assert "s3cret" not in str(masked)
     if client != "codex":  # Codex's literal headers have no reference syntax: nothing there is safe to show
         assert reference in str(masked)
+
+
+def test_codex_removing_the_last_server_leaves_no_empty_table(tmp_path: Path) -> None:
+    fmt, config = get_format("codex"), ConfigService()
+    path = tmp_path / "config.toml"
+    path.write_text('model = "o3"\n\n[mcp_servers.srv]\ncommand = "x"\n')
+    removed = config.remove_entry(path, "srv", fmt)
+    assert isinstance(removed, Success) and removed.value is True
+    assert path.read_text() == 'model = "o3"\n\n'

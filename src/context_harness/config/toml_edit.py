@@ -84,20 +84,27 @@ def set_member(text: str, path: Sequence[str], value: Any) -> str:
 
 
 def remove_member(text: str, path: Sequence[str]) -> str:
-    """Remove the member at `path`; a missing member leaves `text` unchanged."""
+    """Remove the member at `path`; a missing member leaves `text` unchanged. A parent that only existed as the
+    prefix of `[a.b]` headers (a super table) goes too once empty: tomlkit would not write it anyway."""
     keys = _check_path(path)
     document = _document(text)
-    node: Any = document
+    nodes: list[Any] = [document]
     for key in keys[:-1]:
-        node = node.get(key) if hasattr(node, "get") else None
-    if node is None or not hasattr(node, "get") or keys[-1] not in node:
+        node = nodes[-1].get(key) if hasattr(nodes[-1], "get") else None
+        nodes.append(node)
+    if not hasattr(nodes[-1], "get") or keys[-1] not in nodes[-1]:
         return text
     expected = copy.deepcopy(parse_toml(text))
-    parent = expected
+    parents = [expected]
     for key in keys[:-1]:
-        parent = parent[key]
-    del parent[keys[-1]]
-    del node[keys[-1]]
+        parents.append(parents[-1][key])
+    del nodes[-1][keys[-1]]
+    del parents[-1][keys[-1]]
+    for depth in range(len(keys) - 1, 0, -1):
+        emptied = nodes[depth]
+        if isinstance(emptied, Table) and emptied.is_super_table() and not emptied:
+            del nodes[depth - 1][keys[depth - 1]]
+            del parents[depth - 1][keys[depth - 1]]
     return _verified(tomlkit.dumps(document), expected)
 
 

@@ -1,0 +1,246 @@
+"""One token keeper for every agent: the real daemon and chctl writing each client's file, and the real Claude
+Code and Gemini CLI binaries (npm, pinned in tests/peers) connecting through it — offline, HOME a temp dir,
+loopback only — to oidc-provider + an MCP SDK resource server and to an API-key server, in both modes."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import re
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from context_harness.config.format import get_format
+from tests.peers.fake_browser import browser_command
+from tests.peers.mcp_servers import McpApiKeyServer, McpApiKeyServerFactory, McpOAuthServer, McpOAuthServerFactory
+from tests.peers.oidc import OidcProvider, OidcProviderFactory
+from tests.support.agents import run_agent
+from tests.support.daemon import DaemonProcess, chctl, wait_for
+from tests.support.env import UserEnv
+
+AGENTS = ("claude-code", "gemini")
+OTHER_CLIENTS = ("claude-code", "codex", "gemini", "cursor", "vscode")
+
+
+def add(user_env: UserEnv, name: str, *args: str) -> None:
+    done = chctl(user_env, "add", name, *args)
+    assert done.returncode == 0, done.stderr
+
+
+def add_key(user_env: UserEnv, name: str, server: McpApiKeyServer, *args: str) -> None:
+    add(user_env, name, "--url", server.url, "--key-header", server.header, "-k", server.key, *args)
+
+
+def log_in(user_env: UserEnv, name: str) -> None:
+    done = chctl(user_env, "auth", name, extra_env={"BROWSER": browser_command()})
+    assert done.returncode == 0, done.stderr
+
+
+def stored_tokens(user_env: UserEnv, name: str) -> dict[str, Any]:
+    tokens: dict[str, Any] = json.loads((user_env.ch_home / "tokens" / f"{name}.json").read_text())["tokens"]
+    return tokens
+
+
+def user_file(user_env: UserEnv, client: str) -> Path:
+    return {
+        "claude-code": user_env.home / ".claude.json",
+        "codex": user_env.home / ".codex" / "config.toml",
+        "gemini": user_env.home / ".gemini" / "settings.json",
+        "cursor": user_env.home / ".cursor" / "mcp.json",
+        "vscode": user_env.config_home / "Code" / "User" / "mcp.json",
+    }[client]
+
+
+def entry_in(path: Path, client: str, name: str) -> dict[str, Any]:
+    fmt = get_format(client)
+    found: dict[str, Any] = fmt.entries(fmt.syntax.parse(path.read_text()))[name]
+    return found
+
+
+def statuses(user_env: UserEnv, client: str, cwd: Path | None = None) -> dict[str, str]:
+    """`claude mcp list` / `gemini mcp list` as {server: "connected" | "failed"}: both exit 0 either way."""
+    done = run_agent(user_env, client, "mcp", "list", cwd=cwd)
+    text = done.stdout + done.stderr
+    found: dict[str, str] = {}
+    for line in text.splitlines():
+        # claude: `name: URL (HTTP) - ✔ Connected` (or `✘ Failed to connect`, `! Needs authentication`);
+        # gemini: `✓ name: URL (http) - Connected` (or `✗ ... - Disconnected`).
+        match = re.match(r"^\s*(?:[✓✗]\s+)?([\w.-]+): .* - \W*(\w[\w ]*?)\s*$", line)
+        if match:
+            found[match.group(1)] = "connected" if match.group(2) == "Connected" else "failed"
+    assert found, f"no servers in the output of {client} mcp list:\n{text}"
+    return found
+
+
+# --- both modes, both kinds of server, each real client ---------------------------------------------------
+
+
+@pytest.mark.parametrize("client", AGENTS)
+def test_the_client_connects_in_both_modes_to_oauth_and_api_key_servers(
+    daemon: DaemonProcess,
+    user_env: UserEnv,
+    mcp_api_key_server: McpApiKeyServerFactory,
+    mcp_oauth_server: McpOAuthServer,
+    client: str,
+) -> None:
+    server = mcp_api_key_server()
+    add_key(user_env, "key-bridge", server, "--client", client)  # bridge: these clients' default
+    add_key(user_env, "key-header", server, "--client", client, "--mode", "header")
+    add(user_env, "oauth-bridge", "--url", mcp_oauth_server.url, "--client", client)
+    add(user_env, "oauth-header", "--url", mcp_oauth_server.url, "--client", client, "--mode", "header")
+    assert statuses(user_env, client)["oauth-header"] == "failed"  # no login yet: a real 401
+    log_in(user_env, "oauth-bridge")
+    log_in(user_env, "oauth-header")
+
+    assert statuses(user_env, client) == dict.fromkeys(
+        ("key-bridge", "key-header", "oauth-bridge", "oauth-header"), "connected"
+    )
+    text = user_file(user_env, client).read_text()
+    assert server.key in text  # header mode writes the value itself: no reference the client could refresh
+    bridged = entry_in(user_file(user_env, client), client, "key-bridge")
+    assert bridged["args"] == ["bridge", "key-bridge"] and "headers" not in bridged
+    for name in ("oauth-bridge",):
+        assert stored_tokens(user_env, name)["access_token"] not in text  # the bridge keeps secrets out
+
+
+@pytest.fixture(scope="module")
+def ten_second_tokens(
+    oidc_provider_factory: OidcProviderFactory, mcp_oauth_server_factory: McpOAuthServerFactory
+) -> tuple[OidcProvider, McpOAuthServer]:
+    provider = oidc_provider_factory(access_token_ttl=10)
+    return provider, mcp_oauth_server_factory(provider)
+
+
+@pytest.mark.parametrize("client", AGENTS)
+def test_the_daemons_refresh_writes_the_new_header_into_the_clients_file(
+    daemon: DaemonProcess, user_env: UserEnv, ten_second_tokens: tuple[OidcProvider, McpOAuthServer], client: str
+) -> None:
+    provider, server = ten_second_tokens
+    add(user_env, "srv", "--url", server.url, "--client", client, "--mode", "header")
+    log_in(user_env, "srv")
+    assert statuses(user_env, client) == {"srv": "connected"}  # the client has read (and may rewrite) its file
+    first = stored_tokens(user_env, "srv")["access_token"]
+
+    def header() -> str:
+        value: str = entry_in(user_file(user_env, client), client, "srv")["headers"]["Authorization"]
+        return value
+
+    # No `chctl refresh`: the daemon's own schedule refreshes before expiry and rewrites the file.
+    wait_for(lambda: header() != f"Bearer {first}", 20, what="a refreshed header in the file")
+    assert header() == f"Bearer {stored_tokens(user_env, 'srv')['access_token']}"
+    wait_for(lambda: not asyncio.run(provider.is_active(first)), 20, interval_s=0.5, what="the first token to expire")
+    assert statuses(user_env, client) == {"srv": "connected"}  # with the header as it is in the file now
+
+
+def test_claude_code_project_servers_connect_once_the_project_is_trusted(
+    daemon: DaemonProcess, user_env: UserEnv, mcp_api_key_server: McpApiKeyServerFactory
+) -> None:
+    server = mcp_api_key_server()
+    add_key(user_env, "keyed", server, "--client", "claude-code", "--project", ".")
+    project_file = user_env.project / ".mcp.json"
+    assert entry_in(project_file, "claude-code", "keyed")["type"] == "stdio"
+    assert server.key not in project_file.read_text()  # a file meant for git holds no secret
+    # What Claude records when a person trusts the folder and approves its servers (we never do this for them).
+    claude_json = user_env.home / ".claude.json"
+    claude_json.write_text(
+        json.dumps(
+            {"projects": {str(user_env.project): {"hasTrustDialogAccepted": True, "enabledMcpjsonServers": ["keyed"]}}}
+        )
+    )
+    assert statuses(user_env, "claude-code") == {"keyed": "connected"}
+
+
+def test_claude_json_keeps_claudes_own_keys_across_our_edits(
+    daemon: DaemonProcess, user_env: UserEnv, mcp_api_key_server: McpApiKeyServerFactory
+) -> None:
+    server = mcp_api_key_server()
+    add_key(user_env, "one", server, "--client", "claude-code")
+    statuses(user_env, "claude-code")  # Claude rewrites ~/.claude.json with its own state
+    claude_json = user_env.home / ".claude.json"
+    claudes = {k: v for k, v in json.loads(claude_json.read_text()).items() if k != "mcpServers"}
+    assert claudes, "Claude wrote nothing of its own: the test would prove nothing"
+    add_key(user_env, "two", server, "--client", "claude-code", "--mode", "header")
+    after = json.loads(claude_json.read_text())
+    assert {k: v for k, v in after.items() if k != "mcpServers"} == claudes
+    assert set(after["mcpServers"]) == {"one", "two"}
+    assert statuses(user_env, "claude-code") == {"one": "connected", "two": "connected"}
+
+
+# --- several clients at once, chctl clients, remove, doctor -----------------------------------------------
+
+
+def test_one_add_writes_every_client_and_chctl_clients_lists_them(
+    daemon: DaemonProcess, user_env: UserEnv, mcp_api_key_server: McpApiKeyServerFactory
+) -> None:
+    server = mcp_api_key_server()
+    add_key(user_env, "keyed", server, *(arg for client in OTHER_CLIENTS for arg in ("--client", client)))
+    for client in OTHER_CLIENTS:
+        path = user_file(user_env, client)
+        assert server.key not in path.read_text()
+        assert get_format(client).entry_command(entry_in(path, client, "keyed"))[1:] == ["bridge", "keyed"]
+        assert path.stat().st_mode & 0o777 == 0o600  # files we create are the user's alone
+
+    listed = {row["client"]: row for row in json.loads(chctl(user_env, "clients", "--json").stdout)["clients"]}
+    assert list(listed) == ["opencode", *OTHER_CLIENTS]
+    for client in OTHER_CLIENTS:
+        assert listed[client]["servers"]["keyed"]["managed"] is True
+        assert listed[client]["servers"]["keyed"]["mode"] == "bridge"
+        assert listed[client]["found"]  # its user file exists now
+    assert listed["opencode"]["servers"] == {}
+    assert "keyed (bridge)" in chctl(user_env, "clients").stdout
+
+    done = chctl(user_env, "remove", "keyed", "--client", "codex", "--client", "cursor")
+    assert done.returncode == 0, done.stderr
+    assert "[mcp_servers.keyed]" not in user_file(user_env, "codex").read_text()
+    assert "keyed" not in json.loads(user_file(user_env, "cursor").read_text())["mcpServers"]
+    assert "keyed" in json.loads(user_file(user_env, "gemini").read_text())["mcpServers"]
+    bindings = json.loads((user_env.ch_home / "bindings.json").read_text())["keyed"]
+    assert sorted(b["client"] for b in bindings) == ["claude-code", "gemini", "vscode"]
+
+
+def test_one_unusable_target_changes_no_file(
+    daemon: DaemonProcess, user_env: UserEnv, mcp_api_key_server: McpApiKeyServerFactory
+) -> None:
+    server = mcp_api_key_server()
+    codex = user_file(user_env, "codex")
+    codex.parent.mkdir()
+    codex.write_text("[mcp_servers.x\n")  # does not parse
+    done = chctl(
+        user_env, "add", "keyed", "--url", server.url, "-k", server.key, "--client", "claude-code", "--client", "codex"
+    )
+    assert done.returncode != 0 and "error[CONFIG_INVALID]" in done.stderr
+    assert codex.read_text() == "[mcp_servers.x\n"
+    assert not user_file(user_env, "claude-code").exists()
+
+
+def test_a_file_reference_is_opencodes_alone(
+    daemon: DaemonProcess, user_env: UserEnv, mcp_api_key_server: McpApiKeyServerFactory
+) -> None:
+    server = mcp_api_key_server()
+    done = chctl(
+        user_env,
+        *("add", "keyed", "--url", server.url, "-k", server.key, "--client", "gemini"),
+        *("--mode", "header", "--secret-mode", "file"),
+    )
+    assert "error[INVALID_PARAMS]" in done.stderr and "--bridge" in done.stderr
+    assert not user_file(user_env, "gemini").exists()
+
+
+def test_doctor_checks_each_bound_file_against_its_clients_schema(
+    daemon: DaemonProcess, user_env: UserEnv, mcp_api_key_server: McpApiKeyServerFactory
+) -> None:
+    server = mcp_api_key_server()
+    add_key(user_env, "keyed", server, "--client", "claude-code", "--client", "codex", "--mode", "header")
+    assert chctl(user_env, "doctor").returncode == 0
+    claude_json = user_env.home / ".claude.json"
+    claude_json.write_text(claude_json.read_text().replace('"type": "http"', '"type": "htp"'))
+    codex = user_file(user_env, "codex")
+    codex.write_text(codex.read_text().replace("http_headers", "headers"))
+
+    done = chctl(user_env, "doctor")
+    assert done.returncode == 1
+    assert "Claude Code: mcpServers.keyed.type" in done.stdout
+    assert "Codex: mcp_servers.keyed.headers: Codex ignores it" in done.stdout
+    assert server.key not in done.stdout + done.stderr
