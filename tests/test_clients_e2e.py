@@ -1,32 +1,62 @@
 """One token keeper for every agent: the real daemon and chctl writing each client's file, and the real Claude
-Code and Gemini CLI binaries (npm, pinned in tests/peers) connecting through it — offline, HOME a temp dir,
-loopback only — to oidc-provider + an MCP SDK resource server and to an API-key server, in both modes."""
+Code, Gemini CLI and Codex binaries (npm, pinned in tests/peers) connecting through it — offline, HOME a temp
+dir, loopback only — to oidc-provider + an MCP SDK resource server and to an API-key server, in both modes.
+
+Claude and Gemini report each server's connection (`mcp list`); Codex's `mcp list` does not connect, so
+`codex exec` runs a real turn against a fake Responses API on 127.0.0.1 whose model calls `whoami` on every
+server, each marked `required = true` (a server that fails to start fails the run)."""
 
 from __future__ import annotations
 
 import asyncio
 import json
 import re
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from context_harness.config import toml_edit
 from context_harness.config.format import get_format
 from tests.peers.fake_browser import browser_command
+from tests.peers.fake_models import FakeResponsesApi
 from tests.peers.mcp_servers import McpApiKeyServer, McpApiKeyServerFactory, McpOAuthServer, McpOAuthServerFactory
 from tests.peers.oidc import OidcProvider, OidcProviderFactory
 from tests.support.agents import run_agent
 from tests.support.daemon import DaemonProcess, chctl, wait_for
 from tests.support.env import UserEnv
 
-AGENTS = ("claude-code", "gemini")
+AGENTS = ("claude-code", "gemini", "codex")
 OTHER_CLIENTS = ("claude-code", "codex", "gemini", "cursor", "vscode")
+
+
+@pytest.fixture(scope="module")
+def responses_api() -> Iterator[FakeResponsesApi]:
+    api = FakeResponsesApi(tool="whoami").start()
+    yield api
+    api.stop()
+
+
+def use_fake_model(user_env: UserEnv, client: str, api: FakeResponsesApi) -> None:
+    """Codex's model: the fake Responses API, written before any server is added (chctl keeps these lines)."""
+    if client != "codex":
+        return
+    config = user_file(user_env, "codex")
+    config.parent.mkdir(exist_ok=True)
+    config.write_text(
+        '# the fake model\nmodel = "fake"\nmodel_provider = "fake"\n\n[model_providers.fake]\nname = "fake"\n'
+        f'base_url = "{api.base_url}"\nwire_api = "responses"\n'
+    )
 
 
 def add(user_env: UserEnv, name: str, *args: str) -> None:
     done = chctl(user_env, "add", name, *args)
     assert done.returncode == 0, done.stderr
+    if "codex" in args:  # once, before the daemon starts rewriting headers: a run fails if this server fails
+        config = user_file(user_env, "codex")
+        for key, value in (("required", True), ("default_tools_approval_mode", "approve")):
+            config.write_text(toml_edit.set_member(config.read_text(), ("mcp_servers", name, key), value))
 
 
 def add_key(user_env: UserEnv, name: str, server: McpApiKeyServer, *args: str) -> None:
@@ -59,8 +89,28 @@ def entry_in(path: Path, client: str, name: str) -> dict[str, Any]:
     return found
 
 
+def codex_statuses(user_env: UserEnv) -> dict[str, str]:
+    """One `codex exec` turn calling `whoami` on every server: {server: "connected" | "failed"}."""
+    names = list(get_format("codex").entries(toml_edit.parse_toml(user_file(user_env, "codex").read_text())))
+    done = run_agent(
+        user_env,
+        "codex",
+        *("exec", "--json", "--skip-git-repo-check", "-c", "analytics.enabled=false", "--disable", "plugins"),
+        "call whoami on every server",
+    )
+    if done.returncode != 0:  # `required MCP servers failed to initialize: NAME: ...`
+        failed = re.search(r"required MCP servers failed to initialize: (.*)", done.stderr)
+        assert failed, done.stderr[-2000:]
+        return {name: "failed" if f"{name}:" in failed.group(1) else "connected" for name in names}
+    calls = [json.loads(line)["item"] for line in done.stdout.splitlines() if '"mcp_tool_call"' in line]
+    answered = {c["server"] for c in calls if c["status"] == "completed" and c["error"] is None and c["result"]}
+    return {name: "connected" if name in answered else "failed" for name in names}
+
+
 def statuses(user_env: UserEnv, client: str, cwd: Path | None = None) -> dict[str, str]:
     """`claude mcp list` / `gemini mcp list` as {server: "connected" | "failed"}: both exit 0 either way."""
+    if client == "codex":
+        return codex_statuses(user_env)
     done = run_agent(user_env, client, "mcp", "list", cwd=cwd)
     text = done.stdout + done.stderr
     found: dict[str, str] = {}
@@ -83,8 +133,10 @@ def test_the_client_connects_in_both_modes_to_oauth_and_api_key_servers(
     user_env: UserEnv,
     mcp_api_key_server: McpApiKeyServerFactory,
     mcp_oauth_server: McpOAuthServer,
+    responses_api: FakeResponsesApi,
     client: str,
 ) -> None:
+    use_fake_model(user_env, client, responses_api)
     server = mcp_api_key_server()
     add_key(user_env, "key-bridge", server, "--client", client)  # bridge: these clients' default
     add_key(user_env, "key-header", server, "--client", client, "--mode", "header")
@@ -100,7 +152,7 @@ def test_the_client_connects_in_both_modes_to_oauth_and_api_key_servers(
     text = user_file(user_env, client).read_text()
     assert server.key in text  # header mode writes the value itself: no reference the client could refresh
     bridged = entry_in(user_file(user_env, client), client, "key-bridge")
-    assert bridged["args"] == ["bridge", "key-bridge"] and "headers" not in bridged
+    assert bridged["args"] == ["bridge", "key-bridge"] and not get_format(client).entry_headers(bridged)
     for name in ("oauth-bridge",):
         assert stored_tokens(user_env, name)["access_token"] not in text  # the bridge keeps secrets out
 
@@ -115,8 +167,13 @@ def ten_second_tokens(
 
 @pytest.mark.parametrize("client", AGENTS)
 def test_the_daemons_refresh_writes_the_new_header_into_the_clients_file(
-    daemon: DaemonProcess, user_env: UserEnv, ten_second_tokens: tuple[OidcProvider, McpOAuthServer], client: str
+    daemon: DaemonProcess,
+    user_env: UserEnv,
+    ten_second_tokens: tuple[OidcProvider, McpOAuthServer],
+    responses_api: FakeResponsesApi,
+    client: str,
 ) -> None:
+    use_fake_model(user_env, client, responses_api)
     provider, server = ten_second_tokens
     add(user_env, "srv", "--url", server.url, "--client", client, "--mode", "header")
     log_in(user_env, "srv")
@@ -124,7 +181,9 @@ def test_the_daemons_refresh_writes_the_new_header_into_the_clients_file(
     first = stored_tokens(user_env, "srv")["access_token"]
 
     def header() -> str:
-        value: str = entry_in(user_file(user_env, client), client, "srv")["headers"]["Authorization"]
+        value: str = get_format(client).entry_headers(entry_in(user_file(user_env, client), client, "srv"))[
+            "Authorization"
+        ]
         return value
 
     # No `chctl refresh`: the daemon's own schedule refreshes before expiry and rewrites the file.

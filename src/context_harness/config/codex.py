@@ -15,6 +15,7 @@ from typing import Any
 
 from context_harness.config.format import TOML, ConfigFormat, field_problems
 
+BRIDGE_ENV_VARS = ("CH_HOME", "CH_SOCKET", "XDG_RUNTIME_DIR")
 STDIO_FIELDS: dict[str, Any] = {"command": str, "args": list, "env": dict, "env_vars": list, "cwd": str}
 HTTP_FIELDS: dict[str, Any] = {
     "url": str,
@@ -54,6 +55,11 @@ class CodexFormat(ConfigFormat):
     def global_path(self) -> Path:
         base = os.environ.get("CODEX_HOME")
         return (Path(base) if base else Path.home() / ".codex") / "config.toml"
+
+    def bridge_entry(self, command: list[str]) -> dict[str, Any]:
+        """Codex starts stdio servers with a short list of environment variables (HOME, PATH, ...): forward the
+        ones `chctl bridge` finds the daemon's socket by (checked: without them it looks in the wrong place)."""
+        return {**self.local_entry(command, {}), "env_vars": list(BRIDGE_ENV_VARS)}
 
     def schema_problems(self, name: str, entry: Any) -> list[str]:
         where = self.where(name)

@@ -1,0 +1,135 @@
+"""Fake model APIs on 127.0.0.1 that drive a real agent to call an MCP tool: the OpenAI Responses API (for
+Codex). The "model" calls every offered tool named `tool` (one per MCP server), `rounds` times over (one call
+per turn, `pause_s` before each answer so a session can outlive short token lifetimes), then answers with
+every tool output it was given, so the test reads what the MCP servers returned in the agent's last message.
+
+Served from a thread with its own event loop, so synchronous tests can run the agent as a subprocess.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import threading
+from dataclasses import dataclass, field
+from typing import Any
+
+from aiohttp import web
+
+START_TIMEOUT_S = 10
+
+
+@dataclass
+class FakeResponsesApi:
+    tool: str
+    rounds: int = 1
+    pause_s: float = 0.0
+    requests: list[dict[str, Any]] = field(default_factory=list)
+    outputs: list[str] = field(default_factory=list)  # what each tool call returned, as the agent sent it
+    offered_tools: list[str] = field(default_factory=list)
+    base_url: str = ""
+    _loop: asyncio.AbstractEventLoop | None = None
+    _runner: web.AppRunner | None = None
+    _thread: threading.Thread | None = None
+
+    def start(self) -> FakeResponsesApi:
+        ready = threading.Event()
+        self._thread = threading.Thread(target=self._serve, args=(ready,), daemon=True)
+        self._thread.start()
+        if not ready.wait(START_TIMEOUT_S):
+            raise RuntimeError("the fake Responses API did not start")
+        return self
+
+    def stop(self) -> None:
+        if self._loop is not None and self._runner is not None:
+            asyncio.run_coroutine_threadsafe(self._runner.cleanup(), self._loop).result(START_TIMEOUT_S)
+            self._loop.call_soon_threadsafe(self._loop.stop)
+        if self._thread is not None:
+            self._thread.join(START_TIMEOUT_S)
+
+    def _serve(self, ready: threading.Event) -> None:
+        self._loop = asyncio.new_event_loop()
+        app = web.Application()
+        app.router.add_post("/v1/responses", self._responses)
+        self._runner = web.AppRunner(app, access_log=None)
+        self._loop.run_until_complete(self._runner.setup())
+        site = web.TCPSite(self._runner, "127.0.0.1", 0)
+        self._loop.run_until_complete(site.start())
+        port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+        self.base_url = f"http://127.0.0.1:{port}/v1"
+        ready.set()
+        self._loop.run_forever()
+        self._loop.close()
+
+    async def _responses(self, request: web.Request) -> web.StreamResponse:
+        body = await request.json()
+        self.requests.append(body)
+        offered = _functions(body.get("tools") or [])
+        self.offered_tools = [f"{namespace}/{name}" if namespace else name for namespace, name in offered]
+        items = [i for i in body.get("input") or [] if isinstance(i, dict)]
+        outputs = [i for i in items if i.get("type") == "function_call_output"]
+        self.outputs = [_text_of(i.get("output")) for i in outputs]
+        await asyncio.sleep(self.pause_s)
+        matching = [(namespace, name) for namespace, name in offered if name == self.tool]
+        if matching and len(outputs) < self.rounds * len(matching):
+            namespace, name = matching[len(outputs) % len(matching)]
+            item: dict[str, Any] = {
+                "type": "function_call",
+                "id": f"fc_{len(outputs)}",
+                "call_id": f"call_{len(outputs)}",
+                "name": name,
+                "arguments": "{}",
+                "status": "completed",
+            }
+            if namespace:
+                item["namespace"] = namespace  # Codex offers each MCP server's tools as a namespace
+        else:
+            text = "tool said: " + " | ".join(self.outputs) if matching else "no such tool offered"
+            item = {
+                "type": "message",
+                "id": f"msg_{len(outputs)}",
+                "role": "assistant",
+                "status": "completed",
+                "content": [{"type": "output_text", "text": text, "annotations": []}],
+            }
+        return await _stream(request, len(self.requests), item)
+
+
+def _functions(tools: list[Any]) -> list[tuple[str | None, str]]:
+    """(namespace, name) of every function offered, inside namespaces too."""
+    found: list[tuple[str | None, str]] = []
+    for tool in tools:
+        if not isinstance(tool, dict):
+            continue
+        if tool.get("type") == "namespace":
+            found += [(tool.get("name"), inner.get("name") or "") for inner in tool.get("tools") or []]
+        elif tool.get("name"):
+            found.append((None, tool["name"]))
+    return found
+
+
+def _text_of(output: Any) -> str:
+    if isinstance(output, str):
+        return output
+    return json.dumps(output)
+
+
+async def _stream(request: web.Request, number: int, item: dict[str, Any]) -> web.StreamResponse:
+    """One streamed response holding `item`, in the Responses API's server-sent events."""
+    response = {"id": f"resp_{number}", "object": "response", "status": "in_progress", "output": []}
+    usage = {"input_tokens": 1, "output_tokens": 1, "total_tokens": 2}
+    events = [
+        {"type": "response.created", "response": response},
+        {"type": "response.output_item.added", "output_index": 0, "item": item},
+        {"type": "response.output_item.done", "output_index": 0, "item": item},
+        {
+            "type": "response.completed",
+            "response": {**response, "status": "completed", "output": [item], "usage": usage},
+        },
+    ]
+    stream = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
+    await stream.prepare(request)
+    for event in events:
+        await stream.write(f"event: {event['type']}\ndata: {json.dumps(event)}\n\n".encode())
+    await stream.write_eof()
+    return stream
