@@ -10,12 +10,17 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import re
-from collections.abc import Iterator
+import time
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
 import pytest
+from mcp.client.session import ClientSession
+from mcp.client.stdio import StdioServerParameters, stdio_client
 
 from context_harness.config import toml_edit
 from context_harness.config.format import get_format
@@ -26,6 +31,7 @@ from tests.peers.oidc import OidcProvider, OidcProviderFactory
 from tests.support.agents import run_agent
 from tests.support.daemon import DaemonProcess, chctl, wait_for
 from tests.support.env import UserEnv
+from tests.test_bridge import call, open_for_writing, three_second_tokens  # noqa: F401 (a fixture)
 
 AGENTS = ("claude-code", "gemini", "codex")
 OTHER_CLIENTS = ("claude-code", "codex", "gemini", "cursor", "vscode")
@@ -303,3 +309,74 @@ def test_doctor_checks_each_bound_file_against_its_clients_schema(
     assert "Claude Code: mcpServers.keyed.type" in done.stdout
     assert "Codex: mcp_servers.keyed.headers: Codex ignores it" in done.stdout
     assert server.key not in done.stdout + done.stderr
+
+
+# --- a long session in bridge mode, per client --------------------------------------------------------------
+
+
+@asynccontextmanager
+async def session_as_run_by(user_env: UserEnv, client: str, name: str) -> AsyncIterator[ClientSession]:
+    """An MCP session over exactly the command and environment `client` would give `name`'s entry (Codex passes
+    only a few variables plus the entry's `env_vars`; the others, their whole environment)."""
+    entry = entry_in(user_file(user_env, client), client, name)
+    command = get_format(client).entry_command(entry)
+    base = user_env.vars()
+    if client == "codex":
+        base = {k: base[k] for k in ("HOME", "PATH", *entry.get("env_vars", [])) if k in base}
+    params = StdioServerParameters(command=command[0], args=command[1:], env={**base, "CH_NO_AUTOSTART": "1"})
+    with open_for_writing(Path(os.devnull)) as errlog:
+        async with stdio_client(params, errlog=errlog) as (read, write), ClientSession(read, write) as session:
+            await session.initialize()
+            yield session
+
+
+def test_a_bridged_session_of_every_client_outlives_several_token_lifetimes(
+    daemon: DaemonProcess, user_env: UserEnv, request: pytest.FixtureRequest
+) -> None:
+    provider, server = request.getfixturevalue("three_second_tokens")  # test_bridge's: rotating 3 s tokens
+    add(user_env, "srv", "--url", server.url, *(arg for client in OTHER_CLIENTS for arg in ("--client", client)))
+    log_in(user_env, "srv")
+
+    async def session(client: str) -> set[str]:
+        seen: set[str] = set()
+        async with session_as_run_by(user_env, client, "srv") as mcp:
+            deadline = time.monotonic() + 4 * 3 + 1
+            while time.monotonic() < deadline:
+                seen.add(await call(mcp, "token_id"))  # fails the test on any error
+                await asyncio.sleep(0.5)  # the pace of the calls, not synchronisation
+        return seen
+
+    async def all_clients() -> list[set[str]]:
+        return await asyncio.gather(*(session(client) for client in OTHER_CLIENTS))
+
+    for client, seen in zip(OTHER_CLIENTS, asyncio.run(all_clients()), strict=True):
+        assert len(seen) >= 3, f"{client}'s session saw only {len(seen)} tokens"
+    assert "invalid_grant" not in provider.log_path.read_text()  # five sessions, one refresh at a time
+
+
+def test_one_codex_session_through_the_bridge_outlives_several_token_lifetimes(
+    daemon: DaemonProcess, user_env: UserEnv, request: pytest.FixtureRequest
+) -> None:
+    """The real Codex, one `codex exec` whose model calls a tool 10 times over about 15 s of 3 s tokens."""
+    provider, server = request.getfixturevalue("three_second_tokens")
+    api = FakeResponsesApi(tool="token_id", rounds=10, pause_s=1.2).start()
+    try:
+        use_fake_model(user_env, "codex", api)
+        add(user_env, "srv", "--url", server.url, "--client", "codex")
+        log_in(user_env, "srv")
+        done = run_agent(
+            user_env,
+            "codex",
+            *("exec", "--json", "--skip-git-repo-check", "-c", "analytics.enabled=false", "--disable", "plugins"),
+            "call token_id ten times",
+            timeout=180,
+        )
+    finally:
+        api.stop()
+    assert done.returncode == 0, done.stderr[-2000:]
+    calls = [json.loads(line)["item"] for line in done.stdout.splitlines() if '"item.completed"' in line]
+    calls = [c for c in calls if c["type"] == "mcp_tool_call"]
+    assert len(calls) == 10 and all(c["status"] == "completed" and c["error"] is None for c in calls), calls
+    token_ids = {json.dumps(c["result"]["content"]) for c in calls}
+    assert len(token_ids) >= 3, f"the session saw only {len(token_ids)} tokens"
+    assert "invalid_grant" not in provider.log_path.read_text()
