@@ -12,6 +12,7 @@ import asyncio
 import json
 import os
 import re
+import subprocess
 import time
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
@@ -380,3 +381,15 @@ def test_one_codex_session_through_the_bridge_outlives_several_token_lifetimes(
     token_ids = {json.dumps(c["result"]["content"]) for c in calls}
     assert len(token_ids) >= 3, f"the session saw only {len(token_ids)} tokens"
     assert "invalid_grant" not in provider.log_path.read_text()
+
+
+def test_doctor_flags_a_header_in_a_git_tracked_project_file_and_names_the_bridge(
+    daemon: DaemonProcess, user_env: UserEnv, mcp_api_key_server: McpApiKeyServerFactory
+) -> None:
+    server = mcp_api_key_server()
+    add_key(user_env, "keyed", server, "--client", "claude-code", "--project", ".", "--mode", "header")
+    subprocess.run(["git", "init", "-q", str(user_env.project)], check=True)
+    subprocess.run(["git", "-C", str(user_env.project), "add", ".mcp.json"], check=True)
+    checks = json.loads(chctl(user_env, "doctor", "--json").stdout)
+    [warning] = [c for c in checks if c["name"] == "inline_secret_in_git"]
+    assert ".mcp.json" in warning["message"] and "--client claude-code --mode bridge" in warning["hint"]

@@ -115,7 +115,9 @@ def config_checks(config: ConfigService, bindings: BindingStore, tokens: TokenSt
                     "inline_secret_in_git",
                     "warn",
                     f"{path} is tracked by git and holds inline secrets for: {', '.join(sorted(inline))}",
-                    "re-add them with `--secret-mode file` (or use --global) so no secret gets committed",
+                    "re-add them with `--secret-mode file` (or use --global) so no secret gets committed"
+                    if fmt.name == DEFAULT_CLIENT
+                    else f"re-add them with `--client {fmt.name} --mode bridge` so no secret gets committed",
                 )
             )
     return checks
