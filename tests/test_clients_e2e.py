@@ -26,7 +26,7 @@ from mcp.client.stdio import StdioServerParameters, stdio_client
 from context_harness.config import toml_edit
 from context_harness.config.format import get_format
 from tests.peers.fake_browser import browser_command
-from tests.peers.fake_models import FakeResponsesApi
+from tests.peers.fake_models import FakeMessagesApi, FakeResponsesApi
 from tests.peers.mcp_servers import McpApiKeyServer, McpApiKeyServerFactory, McpOAuthServer, McpOAuthServerFactory
 from tests.peers.oidc import OidcProvider, OidcProviderFactory
 from tests.support.agents import run_agent
@@ -355,31 +355,44 @@ def test_a_bridged_session_of_every_client_outlives_several_token_lifetimes(
     assert "invalid_grant" not in provider.log_path.read_text()  # five sessions, one refresh at a time
 
 
-def test_one_codex_session_through_the_bridge_outlives_several_token_lifetimes(
-    daemon: DaemonProcess, user_env: UserEnv, request: pytest.FixtureRequest
+FakeModel = FakeResponsesApi | FakeMessagesApi
+
+
+def fake_model_for(client: str, calls: int, pause_s: float) -> tuple[FakeModel, list[str], dict[str, str]]:
+    """A started fake model whose model calls `token_id` `calls` times, `pause_s` apart, and the arguments and
+    environment that run one session of `client` against it."""
+    if client == "codex":
+        api: FakeModel = FakeResponsesApi(tool="token_id", rounds=calls, pause_s=pause_s)
+        args = ["exec", "--json", "--skip-git-repo-check", "-c", "analytics.enabled=false", "--disable", "plugins"]
+        return api.start(), args, {}
+    api = FakeMessagesApi(tool="token_id", rounds=calls, pause_s=pause_s).start()
+    args = ["-p", "--allowedTools", "mcp__srv__token_id", "--output-format", "stream-json", "--verbose"]
+    # The fake model, and MCP tools offered directly rather than behind Claude's tool search.
+    base = api.base_url.removesuffix("/v1")
+    return api, args, {"ANTHROPIC_BASE_URL": base, "ANTHROPIC_API_KEY": "sk-not-real", "ENABLE_TOOL_SEARCH": "false"}
+
+
+@pytest.mark.parametrize("client", ("claude-code", "codex"))
+def test_one_real_agent_session_through_the_bridge_outlives_several_token_lifetimes(
+    daemon: DaemonProcess, user_env: UserEnv, request: pytest.FixtureRequest, client: str
 ) -> None:
-    """The real Codex, one `codex exec` whose model calls a tool 10 times over about 15 s of 3 s tokens."""
+    """The real Claude Code (`claude -p`) and Codex (`codex exec`): one session whose model calls a tool 10
+    times over about 15 s of 3 s rotating tokens, every call answered."""
     provider, server = request.getfixturevalue("three_second_tokens")
-    api = FakeResponsesApi(tool="token_id", rounds=10, pause_s=1.2).start()
+    api, args, extra = fake_model_for(client, calls=10, pause_s=1.2)
     try:
-        use_fake_model(user_env, "codex", api)
-        add(user_env, "srv", "--url", server.url, "--client", "codex")
+        if isinstance(api, FakeResponsesApi):
+            use_fake_model(user_env, client, api)
+        add(user_env, "srv", "--url", server.url, "--client", client)  # bridge: the default for both
         log_in(user_env, "srv")
-        done = run_agent(
-            user_env,
-            "codex",
-            *("exec", "--json", "--skip-git-repo-check", "-c", "analytics.enabled=false", "--disable", "plugins"),
-            "call token_id ten times",
-            timeout=180,
-        )
+        done = run_agent(user_env, client, *args, "call token_id ten times", extra_env=extra, timeout=180)
     finally:
         api.stop()
     assert done.returncode == 0, done.stderr[-2000:]
-    calls = [json.loads(line)["item"] for line in done.stdout.splitlines() if '"item.completed"' in line]
-    calls = [c for c in calls if c["type"] == "mcp_tool_call"]
-    assert len(calls) == 10 and all(c["status"] == "completed" and c["error"] is None for c in calls), calls
-    token_ids = {json.dumps(c["result"]["content"]) for c in calls}
-    assert len(token_ids) >= 3, f"the session saw only {len(token_ids)} tokens"
+    outputs = api.outputs
+    assert len(outputs) == 10, outputs
+    token_ids = [json.loads(output.split("\n\n")[0].rsplit("Output:\n", 1)[-1])["result"] for output in outputs]
+    assert len(set(token_ids)) >= 3, f"the session saw only {len(set(token_ids))} tokens"
     assert "invalid_grant" not in provider.log_path.read_text()
 
 

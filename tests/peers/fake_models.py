@@ -1,7 +1,8 @@
 """Fake model APIs on 127.0.0.1 that drive a real agent to call an MCP tool: the OpenAI Responses API (for
-Codex). The "model" calls every offered tool named `tool` (one per MCP server), `rounds` times over (one call
-per turn, `pause_s` before each answer so a session can outlive short token lifetimes), then answers with
-every tool output it was given, so the test reads what the MCP servers returned in the agent's last message.
+Codex) and the Anthropic Messages API (for Claude Code). The "model" calls every offered tool named `tool`
+(one per MCP server; Claude names it `mcp__SERVER__tool`), `rounds` times over (one call per turn, `pause_s`
+before each answer so a session can outlive short token lifetimes), then answers with every tool output it
+was given, so the test reads what the MCP servers returned in the agent's last message.
 
 Served from a thread with its own event loop, so synchronous tests can run the agent as a subprocess.
 """
@@ -20,7 +21,7 @@ START_TIMEOUT_S = 10
 
 
 @dataclass
-class FakeResponsesApi:
+class _FakeApi:
     tool: str
     rounds: int = 1
     pause_s: float = 0.0
@@ -31,13 +32,14 @@ class FakeResponsesApi:
     _loop: asyncio.AbstractEventLoop | None = None
     _runner: web.AppRunner | None = None
     _thread: threading.Thread | None = None
+    path = "/v1/responses"
 
-    def start(self) -> FakeResponsesApi:
+    def start(self) -> Any:
         ready = threading.Event()
         self._thread = threading.Thread(target=self._serve, args=(ready,), daemon=True)
         self._thread.start()
         if not ready.wait(START_TIMEOUT_S):
-            raise RuntimeError("the fake Responses API did not start")
+            raise RuntimeError(f"{type(self).__name__} did not start")
         return self
 
     def stop(self) -> None:
@@ -50,18 +52,26 @@ class FakeResponsesApi:
     def _serve(self, ready: threading.Event) -> None:
         self._loop = asyncio.new_event_loop()
         app = web.Application()
-        app.router.add_post("/v1/responses", self._responses)
+        app.router.add_post(self.path, self._answer)
         self._runner = web.AppRunner(app, access_log=None)
         self._loop.run_until_complete(self._runner.setup())
         site = web.TCPSite(self._runner, "127.0.0.1", 0)
         self._loop.run_until_complete(site.start())
         port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
-        self.base_url = f"http://127.0.0.1:{port}/v1"
+        self.base_url = f"http://127.0.0.1:{port}{self.path.rsplit('/', 1)[0]}"
         ready.set()
         self._loop.run_forever()
         self._loop.close()
 
-    async def _responses(self, request: web.Request) -> web.StreamResponse:
+    async def _answer(self, request: web.Request) -> web.StreamResponse:
+        raise NotImplementedError
+
+
+@dataclass
+class FakeResponsesApi(_FakeApi):
+    """OpenAI's Responses API, streamed: `base_url` is Codex's `model_providers.X.base_url`."""
+
+    async def _answer(self, request: web.Request) -> web.StreamResponse:
         body = await request.json()
         self.requests.append(body)
         offered = _functions(body.get("tools") or [])
@@ -127,9 +137,66 @@ async def _stream(request: web.Request, number: int, item: dict[str, Any]) -> we
             "response": {**response, "status": "completed", "output": [item], "usage": usage},
         },
     ]
+    return await _send_events(request, events)
+
+
+async def _send_events(request: web.Request, events: list[dict[str, Any]]) -> web.StreamResponse:
     stream = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
     await stream.prepare(request)
     for event in events:
         await stream.write(f"event: {event['type']}\ndata: {json.dumps(event)}\n\n".encode())
     await stream.write_eof()
     return stream
+
+
+@dataclass
+class FakeMessagesApi(_FakeApi):
+    """Anthropic's Messages API, streamed: `base_url` is Claude Code's ANTHROPIC_BASE_URL. A request that
+    offers no such tool (Claude's own side requests) gets a short text answer."""
+
+    path = "/v1/messages"
+
+    async def _answer(self, request: web.Request) -> web.StreamResponse:
+        body = await request.json()
+        self.requests.append(body)
+        names = [t.get("name") or "" for t in body.get("tools") or [] if isinstance(t, dict)]
+        matching = [n for n in names if n.startswith("mcp__") and n.endswith(f"__{self.tool}")]
+        if matching:
+            self.offered_tools = names
+        results = [
+            block
+            for message in body.get("messages") or []
+            if isinstance(message.get("content"), list)
+            for block in message["content"]
+            if isinstance(block, dict) and block.get("type") == "tool_result"
+        ]
+        if matching:
+            self.outputs = [_text_of(r.get("content")) for r in results]
+            await asyncio.sleep(self.pause_s)
+        if matching and len(results) < self.rounds * len(matching):
+            name = matching[len(results) % len(matching)]
+            block: dict[str, Any] = {"type": "tool_use", "id": f"toolu_{len(results)}", "name": name, "input": {}}
+            delta: dict[str, Any] = {"type": "input_json_delta", "partial_json": "{}"}
+            stop = "tool_use"
+        else:
+            text = "tool said: " + " | ".join(self.outputs) if matching else "ok"
+            block, delta, stop = {"type": "text", "text": ""}, {"type": "text_delta", "text": text}, "end_turn"
+        message = {
+            "id": f"msg_{len(self.requests)}",
+            "type": "message",
+            "role": "assistant",
+            "model": body.get("model", "fake"),
+            "content": [],
+            "stop_reason": None,
+            "stop_sequence": None,
+            "usage": {"input_tokens": 1, "output_tokens": 1},
+        }
+        events = [
+            {"type": "message_start", "message": message},
+            {"type": "content_block_start", "index": 0, "content_block": block},
+            {"type": "content_block_delta", "index": 0, "delta": delta},
+            {"type": "content_block_stop", "index": 0},
+            {"type": "message_delta", "delta": {"stop_reason": stop}, "usage": {"output_tokens": 1}},
+            {"type": "message_stop"},
+        ]
+        return await _send_events(request, events)
