@@ -256,6 +256,10 @@ def test_one_add_writes_every_client_and_chctl_clients_lists_them(
         assert listed[client]["found"]  # its user file exists now
     assert listed["opencode"]["servers"] == {}
     assert "keyed (bridge)" in chctl(user_env, "clients").stdout
+    listing = json.loads(chctl(user_env, "list", "--client", "codex", "--json").stdout)
+    command = " ".join(get_format("codex").entry_command(entry_in(user_file(user_env, "codex"), "codex", "keyed")))
+    assert listing["summaries"]["keyed"] == {"kind": "local", "target": command}
+    assert command.endswith("chctl bridge keyed")
 
     done = chctl(user_env, "remove", "keyed", "--client", "codex", "--client", "cursor")
     assert done.returncode == 0, done.stderr

@@ -77,6 +77,7 @@ class ConfigFormat:
     # Bridge where a running client never re-reads its headers.
     default_mode: Mode = "bridge"
     new_file_text = "{}\n"
+    new_file_mode = 0o600  # a new file may soon hold a header: only its owner reads it
     # The shape of the entries we write: `{"type": remote_type, url_key: URL, headers_key: {...}}` and
     # `{"type": stdio_type, "command": argv[0], "args": argv[1:], "env": {...}}`, without a type when None.
     remote_type: str | None = None
@@ -92,9 +93,13 @@ class ConfigFormat:
     def global_path(self) -> Path:
         raise NotImplementedError
 
-    def default_path(self, cwd: Path) -> Path:
+    def default_path(self, cwd: Path) -> Path | None:
         """Neither --project nor --global: the user-level file (an agent's own servers follow the user)."""
         return self.global_path()
+
+    def no_default_path(self, cwd: Path) -> str:
+        """Why `default_path` found nothing (for formats whose default is looked for)."""
+        return f"no {self.label} config for {cwd}"
 
     def may_create(self) -> bool:
         """Whether `chctl add` creates a missing file (opencode's needs `chctl init` first)."""

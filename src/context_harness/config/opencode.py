@@ -107,6 +107,7 @@ class OpencodeFormat(ConfigFormat):
     # it stays the default (`--bridge` for long sessions).
     default_mode = "header"
     new_file_text = NEW_CONFIG_TEXT
+    new_file_mode = NEW_CONFIG_MODE
 
     def project_path(self, directory: Path) -> Path:
         return project_config_path(directory)
@@ -114,8 +115,11 @@ class OpencodeFormat(ConfigFormat):
     def global_path(self) -> Path:
         return global_config_path()
 
-    def default_path(self, cwd: Path) -> Path:
-        return find_nearest_config(cwd) or project_config_path(cwd.resolve())
+    def default_path(self, cwd: Path) -> Path | None:
+        return find_nearest_config(cwd)
+
+    def no_default_path(self, cwd: Path) -> str:
+        return f"no opencode.json or opencode.jsonc in {cwd} or its parents up to the git root"
 
     def may_create(self) -> bool:
         return False  # `chctl init` writes `$schema`, without which opencode rewrites the file itself

@@ -84,15 +84,13 @@ class ConfigService:
             path = fmt.project_path(directory)
         elif target.global_:
             path = fmt.global_path()
-        elif fmt is not OPENCODE:
-            path = fmt.default_path(target.cwd)
         else:
-            found = opencode.find_nearest_config(target.cwd)
+            found = fmt.default_path(target.cwd)
             if found is None:
                 if for_create:
-                    return Success(opencode.project_config_path(target.cwd.resolve()))
+                    return Success(fmt.project_path(target.cwd.resolve()))
                 return Failure(
-                    f"no opencode.json or opencode.jsonc in {target.cwd} or its parents up to the git root",
+                    fmt.no_default_path(target.cwd),
                     ErrorCode.CONFIG_MISSING,
                     "run `chctl init` here (or pass --project DIR / --global)",
                 )
@@ -111,11 +109,9 @@ class ConfigService:
     def create(self, path: Path, fmt: ConfigFormat) -> Result[tuple[Path, bool]]:
         if path.exists():
             return Success((path, False))
-        # A new file of another client may soon hold a header: only its owner reads it.
-        mode = opencode.NEW_CONFIG_MODE if fmt is OPENCODE else 0o600
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
-            atomic_write_bytes(path, fmt.new_file_text.encode(), mode=mode)
+            atomic_write_bytes(path, fmt.new_file_text.encode(), mode=fmt.new_file_mode)
         except OSError as exc:
             return _os_failure(path, exc)
         log.info("config_created", path=str(path), client=fmt.name)

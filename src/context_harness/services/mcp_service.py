@@ -177,6 +177,11 @@ class MCPService:
         managed = plan.auth_type in (MCPAuthType.API_KEY, MCPAuthType.OAUTH)
         written: list[Written] = []
         for fmt, config_path, mode in targets:
+            if fmt.may_create():
+                created = self.config.create(config_path, fmt)
+                if isinstance(created, Failure):
+                    return created
+                config_path = config_path.resolve()  # bindings hold resolved paths
             binding = Binding(
                 path=str(config_path),
                 client=fmt.name,
@@ -185,10 +190,6 @@ class MCPService:
                 url=plan.url if mode == "bridge" else None,
             )
             entry = self._entry(fmt, name, plan, credential, binding, managed)
-            if fmt.may_create():
-                created = self.config.create(config_path, fmt)
-                if isinstance(created, Failure):
-                    return created
             put = self.config.put_entry(config_path, name, entry, fmt)
             if isinstance(put, Failure):
                 return put
@@ -235,7 +236,7 @@ class MCPService:
             readable = self.config.read(path.value, fmt)  # a file we cannot parse is never written
             if isinstance(readable, Failure):
                 return readable
-        return Success((fmt, path.value.resolve() if path.value.exists() else path.value, mode))
+        return Success((fmt, path.value.resolve() if path.value.exists() else path.value, mode))  # not yet made
 
     def _entry(
         self,
