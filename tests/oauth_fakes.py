@@ -12,6 +12,7 @@ import contextlib
 import hashlib
 import json
 import secrets
+import ssl
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -42,8 +43,13 @@ class FakeWorld:
     token_delay_s: float = 0.0
     challenge_header: bool = True
     resource_override: str | None = None
-    access_token_lifetime: int | None = 3600
+    access_token_lifetime: float | None = 3600
+    access_token_value: str | None = None  # issue this (hostile) access token instead of a random one
+    token_scope: str | None = None  # the token response's `scope`
     client_id_metadata_documents: bool = False  # advertise client_id_metadata_document_supported
+    challenge_resource_metadata: str | None = None  # the 401 challenge points here instead
+    resource_overrides: dict[str, Any] = field(default_factory=dict)  # merged into the resource metadata
+    metadata_overrides: dict[str, Any] = field(default_factory=dict)  # merged into the AS metadata
 
     # What happened (secrets included, so tests can look for them in logs).
     base: str = ""
@@ -75,9 +81,9 @@ def build_world_app(world: FakeWorld) -> web.Application:
     async def mcp(request: web.Request) -> web.Response:
         headers = {}
         if world.challenge_header:
+            metadata_url = world.challenge_resource_metadata or f"{world.base}/.well-known/oauth-protected-resource/mcp"
             headers["WWW-Authenticate"] = (
-                f'Bearer realm="fake", error="invalid_token", '
-                f'resource_metadata="{world.base}/.well-known/oauth-protected-resource/mcp", scope="mcp:read"'
+                f'Bearer realm="fake", error="invalid_token", resource_metadata="{metadata_url}", scope="mcp:read"'
             )
         return web.json_response({"error": "unauthorized"}, status=401, headers=headers)
 
@@ -87,6 +93,7 @@ def build_world_app(world: FakeWorld) -> web.Application:
                 "resource": world.resource_override or world.server_url,
                 "authorization_servers": [world.issuer],
                 "scopes_supported": ["mcp:read", "mcp:write"],
+                **world.resource_overrides,
             }
         )
 
@@ -104,7 +111,7 @@ def build_world_app(world: FakeWorld) -> web.Application:
             doc["registration_endpoint"] = world.issuer + "/register"
         if world.client_id_metadata_documents:
             doc["client_id_metadata_document_supported"] = True
-        return web.json_response(doc)
+        return web.json_response({**doc, **world.metadata_overrides})
 
     async def register(request: web.Request) -> web.Response:
         body = await request.json()
@@ -141,17 +148,26 @@ def build_world_app(world: FakeWorld) -> web.Application:
                 await asyncio.wait_for(world.release.wait(), world.token_delay_s)
         if world.token_status != 200:
             return web.json_response({"error": "server_error"}, status=world.token_status)
+        if form.get("grant_type") == "refresh_token":
+            if form.get("refresh_token") not in world.issued_tokens:
+                return web.json_response({"error": "invalid_grant"}, status=400)
+            return issue_tokens()
         code = form.get("code", "")
         verifier = form.get("code_verifier", "")
         world.verifiers.append(verifier)
         if code not in challenges or code in world.redeemed_codes or _s256(verifier) != challenges[code]:
             return web.json_response({"error": "invalid_grant"}, status=400)
         world.redeemed_codes.append(code)
-        access, refresh = secrets.token_urlsafe(24), secrets.token_urlsafe(24)
+        return issue_tokens()
+
+    def issue_tokens() -> web.Response:
+        access, refresh = world.access_token_value or secrets.token_urlsafe(24), secrets.token_urlsafe(24)
         world.issued_tokens += [access, refresh]
         doc: dict[str, Any] = {"access_token": access, "token_type": "Bearer", "refresh_token": refresh}
         if world.access_token_lifetime is not None:
             doc["expires_in"] = world.access_token_lifetime
+        if world.token_scope is not None:
+            doc["scope"] = world.token_scope
         return web.json_response(doc)
 
     app = web.Application()
@@ -165,22 +181,26 @@ def build_world_app(world: FakeWorld) -> web.Application:
 
 
 @contextlib.asynccontextmanager
-async def serve(app: web.Application) -> AsyncIterator[str]:
-    """Run `app` on 127.0.0.1:0; yields its base URL; stops it on exit."""
+async def serve(
+    app: web.Application, ssl_context: ssl.SSLContext | None = None, host: str = "127.0.0.1"
+) -> AsyncIterator[str]:
+    """Run `app` on 127.0.0.1:0 (TLS with `ssl_context`); yields its base URL, naming `host`; stops it on exit."""
     runner = web.AppRunner(app, access_log=None, shutdown_timeout=1.0)
     await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
+    site = web.TCPSite(runner, "127.0.0.1", 0, ssl_context=ssl_context)
     await site.start()
     port = runner.addresses[0][1]
     try:
-        yield f"http://127.0.0.1:{port}"
+        yield f"{'https' if ssl_context else 'http'}://{host}:{port}"
     finally:
         await runner.cleanup()
 
 
 @contextlib.asynccontextmanager
-async def running_world(world: FakeWorld) -> AsyncIterator[FakeWorld]:
-    async with serve(build_world_app(world)) as base:
+async def running_world(
+    world: FakeWorld, ssl_context: ssl.SSLContext | None = None, host: str = "127.0.0.1"
+) -> AsyncIterator[FakeWorld]:
+    async with serve(build_world_app(world), ssl_context, host) as base:
         world.base = base
         try:
             yield world

@@ -25,6 +25,10 @@ from mcp.shared.exceptions import MCPError
 from mcp_types import CreateMessageResult, ElicitResult, TextContent
 
 from context_harness.config.jsonc import parse_jsonc
+from context_harness.primitives.oauth import Credential, TokenState
+from context_harness.services.mcp_service import bridge_command
+from context_harness.stores.bindings import Binding, BindingStore
+from context_harness.stores.token_store import TokenStore
 from tests.peers.fake_browser import browser_command
 from tests.peers.mcp_servers import McpApiKeyServer, McpApiKeyServerFactory, McpOAuthServer, McpOAuthServerFactory
 from tests.peers.oidc import OidcProvider, OidcProviderFactory
@@ -52,6 +56,11 @@ def add_api_key_server(user_env: UserEnv, server: McpApiKeyServer, name: str = "
 def log_in(user_env: UserEnv, name: str = "srv") -> None:
     done = chctl(user_env, "auth", name, extra_env={"BROWSER": browser_command()})
     assert done.returncode == 0, done.stderr
+
+
+def entry_command(user_env: UserEnv) -> list[str]:
+    """`chctl bridge` as a bridged entry runs it, without the server name."""
+    return bridge_command("x")[:-1]
 
 
 def entry(user_env: UserEnv, name: str) -> dict[str, Any]:
@@ -320,8 +329,17 @@ def test_the_session_survives_a_daemon_killed_and_restarted(
 
 
 def test_invalid_grant_names_chctl_auth_and_the_session_recovers_after_login(
-    daemon: DaemonProcess, user_env: UserEnv, oidc_provider: OidcProvider, mcp_oauth_server: McpOAuthServer
+    daemon: DaemonProcess,
+    user_env: UserEnv,
+    oidc_provider: OidcProvider,
+    mcp_oauth_server: McpOAuthServer,
+    tmp_path: Path,
 ) -> None:
+    notified = tmp_path / "notified"
+    record = f"import os; open({str(notified)!r}, 'a').write(os.environ['CH_SERVER'] + ' ' + os.environ['CH_STATE'])"
+    daemon.stop()
+    daemon.extra_env["CH_NOTIFY_COMMAND"] = json.dumps([sys.executable, "-c", record])
+    daemon.start()
     add_bridged(user_env, "srv", "--url", mcp_oauth_server.url)
     log_in(user_env)
 
@@ -335,6 +353,7 @@ def test_invalid_grant_names_chctl_auth_and_the_session_recovers_after_login(
                 await client.call_tool("whoami", {})
             state = json.loads(chctl(user_env, "status", "--json").stdout)["servers"][0]["state"]
             assert state == "needs_reauth"
+            wait_for(lambda: notified.exists() and notified.read_text() == "srv needs_reauth", 20, what="notify")
             log_in(user_env)
             assert await call(client, "whoami")  # the same session, without a restart
 
@@ -480,19 +499,32 @@ def test_a_dropped_response_stream_is_resumed_with_last_event_id(daemon: DaemonP
     asyncio.run(scenario())
 
 
-def test_a_bearer_never_goes_to_a_cleartext_remote_server(
-    daemon: DaemonProcess, user_env: UserEnv, mcp_api_key_server: McpApiKeyServerFactory
-) -> None:
-    # Refused before any connection is made: nothing leaves this machine.
-    add_bridged(user_env, "plain", "--url", "http://mcp.example.invalid/mcp", "-k", "a-key-for-nobody")
+def test_a_credential_never_goes_to_a_cleartext_remote_server(daemon: DaemonProcess, user_env: UserEnv) -> None:
+    url = "http://mcp.example.invalid/mcp"  # refused before any connection: nothing leaves this machine
+    assert chctl(user_env, "init").returncode == 0
+    refused = chctl(user_env, "add", "plain", "--bridge", "--url", url, "-k", "a-key-for-nobody")
+    assert refused.returncode != 0 and "clear text" in refused.stderr
+    assert not (user_env.ch_home / "tokens" / "plain.json").exists()
+
+    # A binding and a credential that got there some other way (an older version, a hand edit): the relay
+    # still refuses to carry the credential.
+    config = (user_env.project / "opencode.json").resolve()
+    BindingStore(user_env.ch_home / "bindings.json").bind("plain", Binding(path=str(config), mode="bridge", url=url))
+    TokenStore(user_env.ch_home / "tokens", user_env.ch_home / "secrets").save(
+        Credential(name="plain", kind="api_key", state=TokenState.API_KEY, api_key="a-key-for-nobody")
+    )
+    command = [*entry_command(user_env), "plain"]
 
     async def scenario() -> None:
-        async with bridged_session(user_env, "plain"):
-            pass
+        params = StdioServerParameters(
+            command=command[0], args=command[1:], env={**user_env.vars(), "CH_NO_AUTOSTART": "1"}
+        )
+        async with stdio_client(params) as (read, write), ClientSession(read, write) as client:
+            await client.initialize()
 
     with pytest.raises(BaseException) as raised:
         asyncio.run(scenario())
-    assert "cleartext" in messages_of(raised.value)
+    assert "clear text" in messages_of(raised.value)
     assert "a-key-for-nobody" not in daemon.log()
 
 

@@ -9,11 +9,12 @@ import socket
 import stat
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
 from tests.support.daemon import DaemonProcess, chctl, rpc, socket_answers, wait_for
-from tests.support.env import UserEnv
+from tests.support.env import VENV_BIN, UserEnv
 
 
 def test_status_reports_version_pid_uptime_socket_and_home(daemon: DaemonProcess, user_env: UserEnv) -> None:
@@ -166,3 +167,61 @@ def _level_applied(user_env: UserEnv, daemon: DaemonProcess) -> bool:
     before = sum(e.get("event") == "server_added" for e in daemon.log_events())
     assert chctl(user_env, "add", "linear").returncode == 0
     return sum(e.get("event") == "server_added" for e in daemon.log_events()) == before
+
+
+# --- starting the daemon never imports from the current directory -----------------------------------------
+
+PLANTED_MODULE = "import pathlib\npathlib.Path({marker!r}).write_text('ran inside ' + __name__)\n"
+
+
+def _planted_directory(user_env: UserEnv) -> tuple[Path, Path]:
+    """A directory holding a `structlog.py` (the daemon imports structlog) that leaves a marker if imported."""
+    planted = user_env.root / "downloads"
+    planted.mkdir()
+    marker = user_env.root / "pwned"
+    for module in ("structlog.py", "aiohttp.py", "pydantic.py"):
+        (planted / module).write_text(PLANTED_MODULE.format(marker=str(marker)))
+    return planted, marker
+
+
+def _installed_chctl(user_env: UserEnv, planted: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    """The `chctl` console script a user types, run in the planted directory, autostart on."""
+    return subprocess.run(
+        [str(VENV_BIN / "chctl"), *args],
+        env=user_env.vars(),
+        cwd=planted,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+
+
+def test_autostart_from_a_directory_with_a_planted_module_does_not_import_it(user_env: UserEnv) -> None:
+    planted, marker = _planted_directory(user_env)
+    done = _installed_chctl(user_env, planted, "status", "--json")
+    assert done.returncode == 0, done.stderr
+    pid = json.loads(done.stdout)["daemon"]["pid"]
+    try:
+        assert not marker.exists(), marker.read_text()
+        assert os.readlink(f"/proc/{pid}/cwd") == "/"
+    finally:
+        assert _installed_chctl(user_env, planted, "daemon", "stop").returncode == 0
+    wait_for(lambda: not _alive(pid), 10, what="autostarted daemon to exit")
+
+
+def test_daemon_run_from_a_directory_with_a_planted_module_does_not_import_it(user_env: UserEnv) -> None:
+    planted, marker = _planted_directory(user_env)
+    proc = subprocess.Popen(
+        [str(VENV_BIN / "chctl"), "daemon", "run"],
+        env=user_env.vars(),
+        cwd=planted,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        wait_for(lambda: socket_answers(user_env.socket) or proc.poll() is not None, 10, what="daemon socket")
+        assert proc.poll() is None and not marker.exists()
+    finally:
+        proc.terminate()
+        proc.wait(10)

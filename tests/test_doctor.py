@@ -57,3 +57,35 @@ def test_without_a_daemon_doctor_says_so(user_env: UserEnv) -> None:
     done = chctl(user_env, "doctor")
     assert done.returncode == 1
     assert "daemon" in done.stdout and "chctl daemon start" in done.stdout
+
+
+def test_the_first_inline_secret_makes_a_0644_config_private_and_file_mode_leaves_it_alone(
+    daemon: DaemonProcess, user_env: UserEnv
+) -> None:
+    config = user_env.project / "opencode.json"
+    chctl(user_env, "init")
+    assert config.stat().st_mode & 0o777 == 0o644
+    chctl(user_env, "add", "docs", "--url", "https://mcp.example/mcp", "--header", "X-Team=blue")
+    assert config.stat().st_mode & 0o777 == 0o644  # no secret in it yet
+    done = chctl(user_env, "add", "context7", "-k", "ctx7-key-not-real")
+    assert done.returncode == 0, done.stderr
+    assert "ctx7-key-not-real" in config.read_text()
+    assert config.stat().st_mode & 0o777 == 0o600
+
+    other = user_env.home / "other"
+    other.mkdir()
+    chctl(user_env, "init", cwd=other)
+    chctl(user_env, "add", "context7", "--secret-mode", "file", cwd=other)
+    assert (other / "opencode.json").stat().st_mode & 0o777 == 0o644  # only a {file:} reference in it
+
+
+def test_a_readable_config_with_inline_secrets_is_reported(daemon: DaemonProcess, user_env: UserEnv) -> None:
+    chctl(user_env, "init")
+    chctl(user_env, "add", "context7", "-k", "ctx7-key-not-real")
+    config = user_env.project / "opencode.json"
+    config.chmod(0o644)  # a person (or another tool) opened it up again
+    _, found = checks(user_env)
+    [warning] = [c for c in found if c["name"] == "inline_secret_readable"]
+    assert str(config) in warning["message"] and "644" in warning["message"] and "context7" in warning["message"]
+    assert "chmod 600" in warning["hint"] and "--secret-mode file" in warning["hint"]
+    assert "ctx7-key-not-real" not in json.dumps(found)

@@ -64,7 +64,7 @@ async def test_full_flow_registers_a_native_client_and_returns_tokens(
         )
         assert grant.resource == world.server_url
         assert grant.scopes == ["mcp:read", "offline_access"]  # the challenge's scope, plus offline_access
-        # DCR as DESIGN.md step 3 says.
+        # DCR, as docs/design.md ("Logging in") says.
         registration = world.registrations[0]
         assert registration["application_type"] == "native"
         assert registration["token_endpoint_auth_method"] == "none"
@@ -173,7 +173,6 @@ def free_port() -> int:
 @pytest.mark.parametrize(
     ("knobs", "code"),
     [
-        ({"tamper_state": True}, ErrorCode.STATE_MISMATCH),
         ({"send_iss": False}, ErrorCode.STATE_MISMATCH),  # advertised but missing
         ({"wrong_iss": True}, ErrorCode.STATE_MISMATCH),
         ({"deny": True}, ErrorCode.ACCESS_DENIED),
@@ -190,6 +189,41 @@ async def test_callback_and_token_faults_end_the_flow_with_a_clear_code(
         if code is not ErrorCode.NETWORK:
             assert world.token_forms == []  # the code is never redeemed after a failed check
         assert_no_secret(world, logs, visits, result)
+
+
+async def test_forged_callbacks_during_a_real_flow_get_400_and_the_real_answer_still_wins(
+    session: aiohttp.ClientSession, store: ClientStore
+) -> None:
+    forged_visits: list[tuple[int, str]] = []
+    real_on_url, visits = browser()
+
+    async def attacker_then_user(url: str) -> None:
+        redirect_uri = query_of(url)["redirect_uri"]
+        async with aiohttp.ClientSession() as attacker:
+            for query in ("code=EVILCODE&state=forged", "error=access_denied&state=forged", "code=EVILCODE"):
+                async with attacker.get(f"{redirect_uri}?{query}") as resp:
+                    forged_visits.append((resp.status, await resp.text()))
+        real_on_url(url)
+
+    async with running_world(FakeWorld()) as world:
+        result, seen, logs = await run(world, session, store, on_authorization_url=attacker_then_user, timeout_s=10)
+        seen = await asyncio.wait_for(visits, 5)
+        assert isinstance(result, Success), result
+        assert [status for status, _ in forged_visits] == [400, 400, 400]
+        assert all("EVILCODE" not in text for _, text in forged_visits)
+        assert [f["code"] for f in world.token_forms] == world.issued_codes  # only the real code was redeemed
+        assert seen[0].status == 200 and "Signed in" in seen[0].text
+        assert_no_secret(world, logs, seen, result)
+
+
+async def test_a_response_with_a_wrong_state_does_not_end_the_flow(
+    session: aiohttp.ClientSession, store: ClientStore
+) -> None:
+    async with running_world(FakeWorld(tamper_state=True)) as world:
+        result, visits, _ = await run(world, session, store, timeout_s=1)
+        assert isinstance(result, Failure) and result.code is ErrorCode.TIMEOUT, result
+        assert visits[0].status == 400
+        assert world.token_forms == []
 
 
 async def test_missing_iss_is_accepted_when_not_advertised(session: aiohttp.ClientSession, store: ClientStore) -> None:

@@ -22,12 +22,11 @@ from context_harness.daemon.notifier import Notifier
 from context_harness.daemon.refresher import Refresher, backoff_delay, refresh_time
 from context_harness.daemon.settings import Settings
 from context_harness.oauth.http import new_session
-from context_harness.primitives.mcp import SecretMode
 from context_harness.primitives.oauth import Credential, OAuthTokens, TokenState
 from context_harness.services.config_service import ConfigService
 from context_harness.services.mcp_service import MCPService
 from context_harness.services.oauth_service import OAuthService, RefreshNotNeeded
-from context_harness.stores.bindings import BindingStore
+from context_harness.stores.bindings import Binding, BindingStore
 from context_harness.stores.client_store import ClientStore
 from context_harness.stores.lock_file import file_lock
 from context_harness.stores.token_store import TokenStore
@@ -117,7 +116,7 @@ async def make_harness(tmp_path: Path, notify_log: Path) -> AsyncIterator[Callab
         config_path.write_text(
             '{\n  // ours\n  "mcp": {"srv": {"type": "remote", "url": "http://127.0.0.1:9/mcp"}}\n}\n'
         )
-        bindings.bind("srv", config_path, SecretMode.INLINE)
+        bindings.bind("srv", Binding(path=str(config_path)))
         now = clock()
         tokens.save(
             Credential(
@@ -191,6 +190,19 @@ def test_refresh_is_planned_at_three_quarters_of_the_lifetime_with_a_few_percent
     times = [refresh_time(credential, 0.75, 0.05, rng, now=1000.0) - 1000.0 for _ in range(500)]
     assert all(2700 - 180 <= t <= 2700 + 180 for t in times)
     assert max(times) - min(times) > 200  # really jittered, not one instant for every token
+
+
+def test_a_one_second_token_is_refreshed_no_sooner_than_the_minimum_spacing() -> None:
+    tokens = OAuthTokens(access_token="a", issued_at=1000.0, expires_at=1001.0)
+    credential = Credential(name="s", kind="oauth", state=TokenState.ACTIVE, tokens=tokens)
+    assert refresh_time(credential, 0.75, 0.05, random.Random(1), now=1000.0, min_spacing_s=10.0) == 1010.0
+
+
+def test_an_absurd_expiry_counts_as_a_one_year_lifetime() -> None:
+    tokens = OAuthTokens(access_token="a", issued_at=1000.0, expires_at=1e300)
+    credential = Credential(name="s", kind="oauth", state=TokenState.ACTIVE, tokens=tokens)
+    due = refresh_time(credential, 0.75, 0.0, random.Random(1), now=1000.0)
+    assert due == 1000.0 + 0.75 * 365 * 24 * 3600
 
 
 def test_a_token_without_expiry_is_treated_as_a_one_hour_token() -> None:

@@ -117,3 +117,67 @@ def test_many_connections_at_once_are_all_served(daemon: DaemonProcess, user_env
         for t in threads:
             t.join(30)
     assert sorted(r["id"] for r in replies) == list(range(32))
+
+
+# --- hostile input: every malformed request gets a JSON-RPC answer, never a dropped connection ------------
+
+
+def _request(method: str, params: object, request_id: object = 1) -> bytes:
+    return json.dumps({"jsonrpc": "2.0", "id": request_id, "method": method, "params": params}).encode() + b"\n"
+
+
+@pytest.mark.parametrize(
+    ("raw", "code"),
+    [
+        (b'{"jsonrpc": "2.0", "id": 1, "method": "daemon.status", "params": ' + b"[" * 100_000 + b"\n", -32700),
+        (
+            b'{"jsonrpc": "2.0", "id": 1, "method": "daemon.status", "params": {"x": '
+            + b"[" * 900
+            + b"]" * 900
+            + b"}}\n",
+            -32602,
+        ),
+        (b'{"jsonrpc": "2.0", "id": ' + b"7" * 5000 + b', "method": "daemon.status"}\n', -32700),
+        (b'{"jsonrpc": "2.0", "id": Infinity, "method": "daemon.status"}\n', -32700),
+        (b'{"jsonrpc": "2.0", "id": NaN, "method": "daemon.status"}\n', -32700),
+        (b'{"jsonrpc": "2.0", "id": 1e999, "method": "daemon.status"}\n', -32700),
+        (b'{"jsonrpc": "2.0", "id": {"a": [1]}, "method": "daemon.status"}\n', -32600),
+        (_request("mcp.list", {"cwd": "/tmp/a\u0000b"}), -32602),
+        (_request("mcp.list", {"cwd": "/tmp", "project": "x\u0000"}), -32602),
+        (_request("mcp.list", {"cwd": "relative/dir"}), -32602),
+        (_request("doctor", {"cwd": "/\u0000"}), -32602),
+        (_request("auth.start", {"name": "srv", "timeout_s": 1e308}), -32602),
+    ],
+)
+def test_hostile_requests_get_a_jsonrpc_error_not_a_dropped_connection(
+    daemon: DaemonProcess, user_env: UserEnv, raw: bytes, code: int
+) -> None:
+    reply = rpc(user_env.socket, None, raw=raw)
+    assert reply is not None, "the daemon dropped the connection"
+    assert reply["error"]["code"] == code, reply
+    assert reply["id"] in (None, 1)
+    assert "Traceback" not in daemon.log() and "rpc_method_crashed" not in daemon.log()
+    still_serving(user_env)
+
+
+@pytest.mark.parametrize("name", ["srv\n", "srv\r", "../srv", "srv/x", ".srv", "a..b", "x" * 65, "", "s rv"])
+def test_a_name_that_is_not_a_name_is_refused_and_nothing_is_written(
+    daemon: DaemonProcess, user_env: UserEnv, name: str
+) -> None:
+    config = user_env.project / "opencode.json"
+    config.write_text('{"mcp": {}}\n')
+    params = {"cwd": str(user_env.project), "name": name, "url": "https://mcp.example/mcp", "api_key": "k-1"}
+    for method, method_params in (
+        ("mcp.add", params),
+        ("auth.status", {"name": name}),
+        ("auth.logout", {"name": name}),
+        ("token.refresh", {"name": name}),
+        ("auth.start", {"name": name}),
+    ):
+        reply = rpc(user_env.socket, None, raw=_request(method, method_params))
+        assert reply["error"]["code"] == -32602, (method, reply)
+    assert config.read_text() == '{"mcp": {}}\n'
+    tokens = user_env.ch_home / "tokens"
+    assert not tokens.exists() or list(tokens.iterdir()) == []
+    assert "rpc_method_crashed" not in daemon.log()
+    still_serving(user_env)

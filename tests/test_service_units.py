@@ -20,6 +20,7 @@ from context_harness.client.service import (
     Completed,
     Machine,
     add_service_parser,
+    find_daemon,
     run_command,
     run_service,
 )
@@ -86,11 +87,52 @@ def test_service_unit_is_notify_restarting_hardened_and_writes_only_home() -> No
     assert d[("Install", "WantedBy")] == "default.target"
 
 
+SECCOMP_HARDENING = {
+    "SystemCallFilter": "@system-service",
+    "SystemCallErrorNumber": "EPERM",
+    "RestrictAddressFamilies": "AF_UNIX AF_INET AF_INET6",
+    "RestrictNamespaces": "yes",
+    "MemoryDenyWriteExecute": "yes",
+    "ProtectKernelTunables": "yes",
+    "ProtectKernelModules": "yes",
+    "ProtectKernelLogs": "yes",
+    "ProtectControlGroups": "yes",
+    "ProtectClock": "yes",
+    "ProtectHostname": "yes",
+    "PrivateDevices": "yes",
+}
+
+
+def test_service_unit_filters_system_calls_address_families_and_namespaces() -> None:
+    d = _directives(units.render_systemd_service(Path("/opt/ch/bin/context-harnessd")))
+    assert {key: d.get(("Service", key)) for key in SECCOMP_HARDENING} == SECCOMP_HARDENING
+
+
+def test_systemd_analyze_security_rates_the_service_ok(tmp_path: Path) -> None:
+    """8.8 EXPOSED before the seccomp settings; 4.3 OK with them (systemd 252, offline analysis)."""
+    if shutil.which("systemd-analyze") is None:
+        pytest.skip("systemd-analyze is not installed (Debian: apt-get install systemd)")
+    _write_units(tmp_path / "units", Path(sys.executable))
+    (tmp_path / "run").mkdir(mode=0o700)
+    done = subprocess.run(
+        ["systemd-analyze", "security", "--offline=true", "--user", str(tmp_path / "units" / units.SYSTEMD_SERVICE)],
+        env={**os.environ, "XDG_RUNTIME_DIR": str(tmp_path / "run")},
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    last = (done.stdout.strip().splitlines() or [""])[-1]
+    assert "Overall exposure level" in last, done.stdout + done.stderr
+    score = float(last.split(":")[1].split()[0])
+    assert score <= 5.0, last
+
+
 def test_rendering_leaves_no_placeholder() -> None:
     rendered = units.render_systemd_service(Path("/x")) + units.render_launchd_plist(
         Path("/x"), Path("/Users/u"), "/var/folders/ab/T"
     )
-    assert "@" not in rendered.replace("@ signs", "")
+    assert "@" not in rendered.replace("@ signs", "").replace("=@system-service", "")
 
 
 def _verify(unit_dir: Path, runtime_dir: Path) -> subprocess.CompletedProcess[str]:
@@ -455,3 +497,18 @@ def test_macos_status_when_not_loaded(tmp_path: Path) -> None:
 
 def test_run_command_reports_a_missing_program_as_127() -> None:
     assert run_command(["context-harness-no-such-program"]).returncode == 127
+
+
+def test_a_context_harnessd_planted_in_the_current_directory_is_never_installed(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    planted = tmp_path / "downloads"
+    planted.mkdir()
+    fake = planted / "context-harnessd"
+    fake.write_text("#!/bin/sh\necho pwned\n")
+    fake.chmod(0o755)
+    monkeypatch.chdir(planted)
+    monkeypatch.setattr(sys, "executable", str(tmp_path / "elsewhere" / "python3"))  # no sibling daemon
+    for path in ("", ".", "bin:."):
+        monkeypatch.setenv("PATH", path + os.pathsep + "/nonexistent")
+        assert find_daemon() is None

@@ -39,6 +39,8 @@ class UserEnv:
             XDG_STATE_HOME=str(self.home / ".local/state"),
             CH_LOG_LEVEL="debug",
             CH_LOG_FORMAT="json",
+            # The peers issue 2-4 s tokens on purpose; the default spacing (10 s) is tested on its own.
+            CH_MIN_REFRESH_SPACING_S="1",
             PATH=f"{VENV_BIN}{os.pathsep}{os.environ.get('PATH', '')}",
         )
         return env

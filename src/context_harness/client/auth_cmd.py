@@ -11,7 +11,7 @@ import os
 import sys
 import time
 
-from context_harness.client.output import print_json
+from context_harness.client.output import print_json, printable
 from context_harness.client.rpc_client import RpcError, call
 
 TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (~2 ms of start-up)
@@ -31,7 +31,11 @@ def add_auth_parsers(sub: Any) -> None:
     p = sub.add_parser("auth", help="log in to an OAuth MCP server (or --status, --logout)")
     p.add_argument("name")
     p.add_argument("--client-id", help="a pre-registered OAuth client id (else $NAME_CLIENT_ID, the registry, DCR)")
-    p.add_argument("--client-secret", help="its secret, if the provider issued one (else $NAME_CLIENT_SECRET)")
+    p.add_argument(
+        "--client-secret",
+        help="its secret, if the provider issued one: `-` asks for it without echo (better: $NAME_CLIENT_SECRET; "
+        "a value here is visible to other users in `ps`)",
+    )
     p.add_argument("--scope", action="append", metavar="S", help="scope to ask for (repeatable)")
     p.add_argument("--port", type=int, default=0, help="fixed callback port (exact redirect matching, ssh -L)")
     p.add_argument("--no-browser", action="store_true", help="print the URL; accept the pasted redirect URL")
@@ -73,11 +77,11 @@ def auth_status(args: argparse.Namespace) -> int:
     else:
         print(f"{status['name']}: {status['state']}, {_expiry(status['expires_at'])}")
         if status.get("issuer"):
-            print(f"  issuer: {status['issuer']}")
+            print(f"  issuer: {printable(status['issuer'])}")
         if status.get("scopes"):
-            print(f"  scopes: {' '.join(status['scopes'])}")
+            print(f"  scopes: {printable(' '.join(status['scopes']))}")
         if status.get("last_error"):
-            print(f"  last error: {status['last_error']}")
+            print(f"  last error: {printable(status['last_error'])}")
         if not status["usable"]:
             print(f"  → run `chctl auth {args.name}` to log in", file=sys.stderr)
     return 0 if status["usable"] else 1
@@ -103,11 +107,27 @@ def open_browser(url: str) -> bool:
         return False
 
 
+def _client_secret(flag: str | None, prefix: str) -> str | None:
+    """From `--client-secret -` (a hidden prompt), the env var, or the flag itself (with a warning: argv is public)."""
+    if flag == "-":
+        import getpass
+
+        return getpass.getpass("client secret: ") or None
+    if flag:
+        print(
+            f"warning: --client-secret is visible to other users in `ps`; set ${prefix}_CLIENT_SECRET or pass "
+            "`--client-secret -` to type it instead",
+            file=sys.stderr,
+        )
+        return flag
+    return os.environ.get(f"{prefix}_CLIENT_SECRET")
+
+
 def auth_login(args: argparse.Namespace) -> int:
     prefix = env_prefix(args.name)
     params: dict[str, Any] = {"name": args.name, "port": args.port, "timeout_s": args.timeout}
     client_id = args.client_id or os.environ.get(f"{prefix}_CLIENT_ID")
-    client_secret = args.client_secret or os.environ.get(f"{prefix}_CLIENT_SECRET")
+    client_secret = _client_secret(args.client_secret, prefix)
     if client_id:
         params["client_id"] = client_id
         if client_secret:
@@ -116,7 +136,7 @@ def auth_login(args: argparse.Namespace) -> int:
         params["scopes"] = args.scope
     started = call("auth.start", params)
     flow_id, url = started["flow_id"], started["authorization_url"]
-    print(url, flush=True)
+    print(printable(url), flush=True)
     opened = False if args.no_browser else open_browser(url)
     if opened:
         print("opened the login page in your browser; waiting for it to finish…", file=sys.stderr)
@@ -147,7 +167,7 @@ def auth_login(args: argparse.Namespace) -> int:
     for path in result["configs"]:
         print(f"  header written to {path}")
     for path, error in result.get("config_errors", {}).items():
-        print(f"  could not write {path}: {error}", file=sys.stderr)
+        print(f"  could not write {path}: {printable(error)}", file=sys.stderr)
     if not result["configs"]:
         print(f"  next: `chctl add {args.name}` writes it into an opencode config")
     return 0
@@ -173,5 +193,5 @@ def cmd_refresh(args: argparse.Namespace) -> int:
         return 0
     print(f"refreshed {args.name}: {_expiry(result['expires_at'])}")
     for path, error in result.get("config_errors", {}).items():
-        print(f"  could not write {path}: {error}", file=sys.stderr)
+        print(f"  could not write {path}: {printable(error)}", file=sys.stderr)
     return 0

@@ -13,7 +13,7 @@ import time
 from types import SimpleNamespace
 
 from context_harness.client import rpc_client
-from context_harness.client.output import print_error, print_json, table, when
+from context_harness.client.output import print_error, print_json, printable, table, when
 from context_harness.client.rpc_client import RpcError, call
 
 TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (~2 ms of start-up)
@@ -268,15 +268,17 @@ def cmd_doctor(args: argparse.Namespace) -> int:
     else:
         marks = {"ok": "✓", "warn": "!", "error": "✗"}
         for check in checks:
-            print(f"{marks[check['level']]} {check['message']}")
+            print(f"{marks[check['level']]} {printable(check['message'])}")
             if check["level"] != "ok" and check.get("hint"):
-                print(f"    → {check['hint']}")
+                print(f"    → {printable(check['hint'])}")
     return 1 if any(c["level"] == "error" for c in checks) else 0
 
 
 def cmd_daemon(args: argparse.Namespace) -> int:
     if args.action == "run":
-        os.execv(sys.executable, [sys.executable, "-m", "context_harness.daemon"])  # noqa: S606 (argv, no shell)
+        argv, env = rpc_client.daemon_command()
+        os.chdir(rpc_client.DAEMON_CWD)
+        os.execve(argv[0], argv, env)  # noqa: S606 (argv, no shell)
     if args.action == "status":
         status = call("daemon.status", autostart=False)
         if args.json:

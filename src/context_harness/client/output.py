@@ -11,10 +11,20 @@ if TYPE_CHECKING:
     from typing import Any
 
 
+# C0 and C1 control characters and DEL: an ESC sequence from a server must not reach the terminal (it can
+# retitle the window, rewrite what is shown, or on some terminals feed input back).
+_CONTROL = {c: None for c in (*range(0x20), 0x7F, *range(0x80, 0xA0))}
+
+
+def printable(text: object) -> str:
+    """Text a server (or anyone) sent, safe to print: control characters removed."""
+    return str(text).translate(_CONTROL)
+
+
 def print_error(code: str, message: str, hint: str | None = None) -> int:
-    print(f"error[{code}]: {message}", file=sys.stderr)
+    print(f"error[{printable(code)}]: {printable(message)}", file=sys.stderr)
     if hint:
-        print(f"  hint: {hint}", file=sys.stderr)
+        print(f"  hint: {printable(hint)}", file=sys.stderr)
     return 1
 
 
@@ -42,5 +52,6 @@ def when(ts: float | None, now: float | None = None) -> str:
 
 
 def table(rows: list[list[str]]) -> str:
+    rows = [[printable(cell) for cell in row] for row in rows]
     widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
     return "\n".join("  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip() for row in rows)

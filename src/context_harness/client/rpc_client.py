@@ -62,15 +62,34 @@ def _connect(path: str) -> _socket.socket | None:
     return sock
 
 
+# `-I`: the daemon never imports from the working directory, PYTHONPATH or user site-packages (a
+# `structlog.py` where the user typed `chctl status` must not run inside the daemon).
+DAEMON_ARGV = ("-I", "-m", "context_harness.daemon")
+# And it runs in `/`, so nothing it does depends on (or happens in) the directory chctl was started from.
+DAEMON_CWD = "/"
+
+
+def daemon_command() -> tuple[list[str], dict[str, str]]:
+    """argv and environment that start the daemon; relative CH_HOME/CH_SOCKET mean what they meant here."""
+    env = dict(os.environ)
+    for name in ("CH_HOME", "CH_SOCKET"):
+        if env.get(name):
+            env[name] = os.path.abspath(env[name])
+    return [sys.executable, *DAEMON_ARGV], env
+
+
 def start_daemon() -> None:
     """Start context-harnessd in the background, detached from this terminal; its log goes to CH_HOME/daemon.log."""
     import subprocess
 
     os.makedirs(state_home(), mode=0o700, exist_ok=True)
     log_fd = os.open(daemon_log(), os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+    argv, env = daemon_command()
     try:
         subprocess.Popen(
-            [sys.executable, "-m", "context_harness.daemon"],
+            argv,
+            env=env,
+            cwd=DAEMON_CWD,
             stdin=subprocess.DEVNULL,
             stdout=log_fd,
             stderr=log_fd,

@@ -52,7 +52,10 @@ Runner = Callable[[Sequence[str]], Completed]
 def run_command(argv: Sequence[str]) -> Completed:
     """The real runner: an argv list, no shell; a missing program is exit 127, not an exception."""
     try:
-        proc = subprocess.run(list(argv), capture_output=True, text=True, check=False, timeout=COMMAND_TIMEOUT_S)
+        # cwd "/": nothing the service manager runs may pick anything up from the user's current directory.
+        proc = subprocess.run(
+            list(argv), capture_output=True, text=True, check=False, timeout=COMMAND_TIMEOUT_S, cwd="/"
+        )
     except FileNotFoundError:
         return Completed(127, "", f"{argv[0]}: command not found")
     except subprocess.TimeoutExpired:
@@ -100,7 +103,10 @@ def find_daemon() -> Path | None:
     sibling = Path(sys.executable).parent / DAEMON_EXECUTABLE
     if sibling.is_file() and os.access(sibling, os.X_OK):
         return sibling.absolute()
-    found = shutil.which(DAEMON_EXECUTABLE)
+    # Only absolute PATH entries: an empty or `.` entry would install a `context-harnessd` planted in the
+    # current directory as the login service.
+    trusted = os.pathsep.join(p for p in os.environ.get("PATH", "").split(os.pathsep) if os.path.isabs(p))
+    found = shutil.which(DAEMON_EXECUTABLE, path=trusted)
     return Path(found).absolute() if found else None
 
 

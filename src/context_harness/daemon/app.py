@@ -18,6 +18,7 @@ from pydantic import ValidationError
 from context_harness.daemon import sd_notify
 from context_harness.daemon.auth_flows import AuthFlows
 from context_harness.daemon.bridge import Bridges
+from context_harness.daemon.home_trust import UntrustedHome
 from context_harness.daemon.logging import configure_logging
 from context_harness.daemon.notifier import Notifier
 from context_harness.daemon.refresher import Refresher
@@ -111,6 +112,9 @@ class Daemon:
         sd_notify.notify("RELOADING=1")
         try:
             fresh = load_settings()
+        except UntrustedHome as exc:
+            log.error("reload_refused", problem=str(exc))
+            fresh = self.settings
         except ValidationError as exc:
             # A typo in daemon.env must not leave systemd waiting for READY=1 or skip the registry reload.
             log.error("reload_settings_invalid", problems=_settings_problems(exc))
@@ -176,6 +180,9 @@ def main(argv: list[str] | None = None) -> int:
     signal.pthread_sigmask(signal.SIG_BLOCK, HANDLED_SIGNALS)
     try:
         settings = load_settings()
+    except UntrustedHome as exc:
+        print(f"context-harnessd: {exc}", file=sys.stderr)
+        return 1
     except ValidationError as exc:
         print(f"context-harnessd: invalid settings: {_settings_problems(exc)}", file=sys.stderr)
         return 1

@@ -7,18 +7,18 @@ with the server's current credential on every request. The live bridges are list
 from __future__ import annotations
 
 import asyncio
-import ipaddress
 import itertools
 import json
 import os
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
-from urllib.parse import urlsplit
 
 import aiohttp
 import structlog
 
+from context_harness.oauth.discovery import is_secure_endpoint
+from context_harness.oauth.http import describe_url
 from context_harness.primitives.result import ErrorCode, Failure, Result, Success
 from context_harness.services.oauth_service import (
     OAuthService,
@@ -36,21 +36,6 @@ log = structlog.get_logger(__name__)
 # MCP messages can be large (a tool returning a file): a relay line may be this long, far beyond an RPC request.
 MAX_MESSAGE_BYTES = 64 * 1024 * 1024
 READ_CHUNK_BYTES = 256 * 1024
-
-
-def is_cleartext_remote(url: str) -> bool:
-    """An http:// URL whose host is not a loopback address: a bearer sent there can be read on the way
-    (RFC 6750 §5.3)."""
-    parts = urlsplit(url)
-    if parts.scheme != "http":
-        return False
-    host = parts.hostname or ""
-    if host == "localhost":
-        return False
-    try:
-        return not ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return True
 
 
 class ServerCredentials:
@@ -153,9 +138,9 @@ class Bridges:
         url = self.oauth.server_url(name)
         if isinstance(url, Failure):
             return url
-        if is_cleartext_remote(url.value) and self.tokens.load(name) is not None:
+        if not is_secure_endpoint(url.value) and self.tokens.load(name) is not None:
             return Failure(
-                f"refusing to send {name}'s credential over cleartext http:// to a host that is not this machine",
+                f"refusing to send {name}'s credential in clear text to {describe_url(url.value)}",
                 ErrorCode.INVALID_PARAMS,
                 f"use the server's https:// URL: `chctl add {name} --bridge --url https://...`",
             )

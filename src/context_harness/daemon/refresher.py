@@ -21,7 +21,7 @@ from apscheduler.jobstores.base import JobLookupError
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
 
 from context_harness.daemon.settings import Settings
-from context_harness.primitives.oauth import DEFAULT_TOKEN_LIFETIME_S, Credential, TokenState
+from context_harness.primitives.oauth import DEFAULT_TOKEN_LIFETIME_S, MAX_TOKEN_LIFETIME_S, Credential, TokenState
 from context_harness.services.oauth_service import (
     OAuthService,
     RefreshDone,
@@ -39,16 +39,26 @@ EXPIRY_SAFETY_MARGIN_S = 2.0
 WALLCLOCK_JOB_ID = "__wallclock_check__"
 
 
-def refresh_time(credential: Credential, fraction: float, jitter: float, rng: random.Random, now: float) -> float:
+def refresh_time(
+    credential: Credential,
+    fraction: float,
+    jitter: float,
+    rng: random.Random,
+    now: float,
+    min_spacing_s: float = 0.0,
+) -> float:
     """When to refresh: at `fraction` of the token's lifetime, ± `jitter` of it; a token without
-    `expires_in` counts as a 1-hour token."""
+    `expires_in` counts as a 1-hour token. Never sooner than `min_spacing_s` after it was issued, and the
+    lifetime counts as at most a year (a token file written before lifetimes were clamped)."""
     tokens = credential.tokens
     assert tokens is not None
     issued = tokens.issued_at or now
     expires = tokens.expires_at if tokens.expires_at is not None else issued + DEFAULT_TOKEN_LIFETIME_S
-    lifetime = max(expires - issued, 0.0)
+    lifetime = min(max(expires - issued, 0.0), MAX_TOKEN_LIFETIME_S)
+    expires = issued + lifetime
     planned = issued + lifetime * fraction + lifetime * jitter * rng.uniform(-1.0, 1.0)
-    return min(planned, expires - min(EXPIRY_SAFETY_MARGIN_S, lifetime * (1 - fraction)))
+    planned = min(planned, expires - min(EXPIRY_SAFETY_MARGIN_S, lifetime * (1 - fraction)))
+    return max(planned, issued + min_spacing_s)
 
 
 def backoff_delay(attempt: int, base_s: float, cap_s: float, rng: random.Random) -> float:
@@ -130,7 +140,12 @@ class Refresher:
             self._unplan(name)
             return
         due = refresh_time(
-            credential, self.settings.refresh_fraction, self.settings.refresh_jitter, self.rng, self.clock()
+            credential,
+            self.settings.refresh_fraction,
+            self.settings.refresh_jitter,
+            self.rng,
+            self.clock(),
+            self.settings.min_refresh_spacing_s,
         )
         self._plan(name, _Plan(due))
 
@@ -139,19 +154,23 @@ class Refresher:
             return
         self._plans[name] = plan
         # The scheduler's own clock is real time; translate our (maybe injected) clock's due time into it.
-        delay = max(plan.due - self.clock(), 0.0)
-        run_date = datetime.fromtimestamp(time.time() + delay, UTC)
-        self.scheduler.add_job(
-            self._fire,
-            "date",
-            run_date=run_date,
-            args=[name],
-            id=name,
-            replace_existing=True,
-            misfire_grace_time=None,
-            coalesce=True,
-            max_instances=1,
-        )
+        # Capped: a far-off date is re-planned by the wall-clock check long before it matters.
+        delay = min(max(plan.due - self.clock(), 0.0), MAX_TOKEN_LIFETIME_S)
+        try:
+            run_date = datetime.fromtimestamp(time.time() + delay, UTC)
+            self.scheduler.add_job(
+                self._fire,
+                "date",
+                run_date=run_date,
+                args=[name],
+                id=name,
+                replace_existing=True,
+                misfire_grace_time=None,
+                coalesce=True,
+                max_instances=1,
+            )
+        except Exception:  # one server's bad numbers must never stop the daemon or the other servers
+            log.exception("refresh_schedule_failed", server=name)
 
     def _unplan(self, name: str) -> None:
         self._plans.pop(name, None)

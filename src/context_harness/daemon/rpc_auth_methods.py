@@ -9,6 +9,7 @@ from pydantic import Field
 
 from context_harness.daemon.rpc_methods import Params
 from context_harness.daemon.rpc_server import Method
+from context_harness.primitives.names import ServerName
 from context_harness.primitives.oauth import Credential
 from context_harness.primitives.result import Failure, Result, Success
 from context_harness.services.oauth_service import AuthOptions
@@ -18,7 +19,7 @@ if TYPE_CHECKING:
 
 
 class AuthStartParams(Params):
-    name: str
+    name: ServerName
     client_id: str | None = None
     client_secret: str | None = None
     scopes: list[str] | None = None
@@ -35,7 +36,7 @@ class PasteParams(FlowParams):
 
 
 class NameParams(Params):
-    name: str
+    name: ServerName
 
 
 def credential_summary(daemon: Daemon, credential: Credential) -> dict[str, Any]:

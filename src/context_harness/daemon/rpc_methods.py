@@ -5,14 +5,15 @@ from __future__ import annotations
 import os
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 
 from context_harness import __version__
 from context_harness.config.format import CLIENTS, DEFAULT_CLIENT, ConfigFormat, Mode, get_format
 from context_harness.daemon.rpc_server import Method
 from context_harness.primitives.mcp import MCPAuthType, SecretMode
+from context_harness.primitives.names import ServerName
 from context_harness.primitives.oauth import TokenState
 from context_harness.primitives.result import Failure, Result, Success
 from context_harness.services import doctor
@@ -24,6 +25,22 @@ if TYPE_CHECKING:
     from context_harness.daemon.app import Daemon
 
 
+def _path_text(value: str) -> str:
+    if "\0" in value:  # the OS refuses such a path; say so instead of failing deep inside a service
+        raise ValueError("a path cannot contain a NUL character")
+    return value
+
+
+def _absolute_path_text(value: str) -> str:
+    if not os.path.isabs(_path_text(value)):
+        raise ValueError("must be an absolute path")
+    return value
+
+
+PathText = Annotated[str, AfterValidator(_path_text)]
+AbsolutePathText = Annotated[str, AfterValidator(_absolute_path_text)]
+
+
 class Params(BaseModel):
     model_config = ConfigDict(extra="forbid", populate_by_name=True)
 
@@ -33,8 +50,8 @@ class NoParams(Params):
 
 
 class TargetParams(Params):
-    cwd: str
-    project: str | None = None
+    cwd: AbsolutePathText
+    project: PathText | None = None
     global_: bool = Field(default=False, alias="global")
     client: str = DEFAULT_CLIENT
 
@@ -45,7 +62,7 @@ class TargetParams(Params):
 
 
 class AddParams(TargetParams):
-    name: str
+    name: ServerName
     url: str | None = None
     headers: dict[str, str] = {}
     api_key: str | None = None
@@ -66,11 +83,11 @@ class BridgeOpenParams(Params):
 
 
 class NameTargetParams(TargetParams):
-    name: str
+    name: ServerName
 
 
 class DoctorParams(Params):
-    cwd: str | None = None
+    cwd: AbsolutePathText | None = None
 
 
 def entry_summary(fmt: ConfigFormat, entry: dict[str, Any]) -> dict[str, Any]:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import math
 import os
 import socket
 import sys
@@ -140,8 +141,8 @@ class RpcServer:
         if not self.streams or not any(name.encode() in line for name in self.streams):
             return None
         try:
-            message = json.loads(line)
-        except (UnicodeDecodeError, ValueError, RecursionError):
+            message = parse_json(line)
+        except (ValueError, RecursionError):
             return None
         if isinstance(message, dict) and message.get("method") in self.streams and "id" in message:
             return message
@@ -180,8 +181,8 @@ class RpcServer:
 
     async def handle_line(self, line: bytes) -> dict[str, Any] | list[dict[str, Any]] | None:
         try:
-            message = json.loads(line)
-        except (UnicodeDecodeError, json.JSONDecodeError):
+            message = parse_json(line)
+        except (ValueError, RecursionError):  # bad JSON, NaN/Infinity, a 5,000-digit number, nesting too deep
             return _error(None, PARSE_ERROR, "parse error: not valid JSON")
         if isinstance(message, list):
             if not message:
@@ -197,8 +198,14 @@ class RpcServer:
             or not isinstance(message.get("method"), str)
         ):
             request_id = message.get("id") if isinstance(message, dict) else None
-            return _error(request_id, INVALID_REQUEST, 'invalid request: need {"jsonrpc": "2.0", "method": ...}')
+            return _error(
+                request_id if _valid_id(request_id) else None,
+                INVALID_REQUEST,
+                'invalid request: need {"jsonrpc": "2.0", "method": ...}',
+            )
         request_id = message.get("id")
+        if not _valid_id(request_id):
+            return _error(None, INVALID_REQUEST, "invalid request: the id must be a string, a number or null")
         is_notification = "id" not in message
         reply = await self._dispatch(request_id, message["method"], message.get("params", {}))
         return None if is_notification else reply
@@ -242,6 +249,27 @@ def _failure(request_id: Any, failure: Failure) -> dict[str, Any]:
     if failure.hint:
         data["hint"] = failure.hint
     return _error(request_id, APPLICATION_ERROR, failure.error, data)
+
+
+def _finite_float(text: str) -> float:
+    value = float(text)
+    if not math.isfinite(value):  # 1e999: we could not send it back as JSON
+        raise ValueError("number out of range")
+    return value
+
+
+def _refuse_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not JSON")
+
+
+def parse_json(line: bytes) -> Any:
+    """Strict JSON: no NaN/Infinity, no float that overflows (Python's own limits refuse huge integers)."""
+    return json.loads(line, parse_float=_finite_float, parse_constant=_refuse_constant)
+
+
+def _valid_id(request_id: Any) -> bool:
+    """JSON-RPC 2.0 §4: a string, a number or null; anything else is not echoed back."""
+    return request_id is None or (isinstance(request_id, str | int | float) and not isinstance(request_id, bool))
 
 
 def _error(request_id: Any, code: int, message: str, data: dict[str, Any] | None = None) -> dict[str, Any]:

@@ -1,4 +1,4 @@
-"""Daemon settings from the environment (prefix `CH_`), with the defaults DESIGN.md lists."""
+"""Daemon settings from the environment (prefix `CH_`), with the defaults README.md lists."""
 
 from __future__ import annotations
 
@@ -9,10 +9,14 @@ from typing import Literal
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from context_harness.daemon.home_trust import check_home
+
 # Refresh with a quarter of the lifetime left: a 1 h token is renewed 15 min early.
 REFRESH_AT_FRACTION = 0.75
 # A few percent of the lifetime, so tokens issued together do not all refresh in the same second.
 REFRESH_JITTER_FRACTION = 0.05
+# `expires_in: 1` would otherwise mean a refresh every 0.75 s; real servers issue tokens of a minute or more.
+MIN_REFRESH_SPACING_S = 10.0
 
 
 def default_home() -> Path:
@@ -42,6 +46,8 @@ class Settings(BaseSettings):
     max_concurrent_refreshes: int = Field(default=16, ge=1)
     # The scheduler's sleeps are capped so a laptop that slept past a refresh time catches up on wake.
     wallclock_check_s: float = Field(default=30.0, gt=0)
+    # However short a server makes its tokens, refreshes of one server are at least this far apart.
+    min_refresh_spacing_s: float = Field(default=MIN_REFRESH_SPACING_S, ge=0)
     http_timeout_s: float = Field(default=30.0, gt=0)
     # Transient refresh failures: exponential backoff with full jitter from 5 s up to 5 min.
     backoff_base_s: float = Field(default=5.0, gt=0)
@@ -91,7 +97,11 @@ def settings_file(home: Path) -> Path:
 
 
 def load_settings() -> Settings:
-    """The environment, then CH_HOME/daemon.env for anything the environment does not set."""
+    """The environment, then CH_HOME/daemon.env for anything the environment does not set.
+
+    Raises UntrustedHome before reading anything from a CH_HOME that is not the user's own.
+    """
     from_env = Settings()
+    check_home(from_env.home)
     extra = settings_file(from_env.home)
     return Settings(_env_file=extra) if extra.is_file() else from_env  # type: ignore[call-arg]

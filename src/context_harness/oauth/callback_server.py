@@ -18,6 +18,7 @@ from urllib.parse import parse_qsl, urlsplit
 import structlog
 from aiohttp import web
 
+from context_harness.oauth.pkce import states_match
 from context_harness.primitives.result import ErrorCode, Failure, Result, Success
 
 log = structlog.get_logger(__name__)
@@ -88,6 +89,9 @@ class CallbackServer:
         self._runner: web.AppRunner | None = None
         self._result: asyncio.Future[dict[str, str]] | None = None
         self._verdict: asyncio.Future[tuple[str, str]] | None = None
+        # Once set, only a response carrying this `state` is taken: any local process or web page can send
+        # a request here, and a forged one must neither end the login nor feed it a code.
+        self.expected_state: str | None = None
 
     @property
     def redirect_uri(self) -> str:
@@ -128,7 +132,7 @@ class CallbackServer:
 
     def deliver(self, query: Mapping[str, str]) -> bool:
         """Hand in a response from elsewhere (a pasted URL). False if one was already taken."""
-        if self._result is None or self._result.done():
+        if self._result is None or self._result.done() or not self._is_ours(query):
             return False
         self._result.set_result(dict(query))
         log.info("callback_received", source="paste")
@@ -177,6 +181,9 @@ class CallbackServer:
         query = {k: v for k, v in request.query.items()}
         if "code" not in query and "error" not in query:
             return self._page(400, "Not an authorization response", "This address only accepts login redirects.")
+        if not self._is_ours(query):
+            log.warning("callback_state_mismatch")
+            return self._page(400, "Not this login's answer", "This response does not belong to the login in progress.")
         if self._result is None or self._result.done():
             log.info("callback_repeated")
             return self._page(409, "Link already used", "This login link was already used. Return to the terminal.")
@@ -191,6 +198,9 @@ class CallbackServer:
             except TimeoutError:
                 pass
         return self._page(200, title, message)
+
+    def _is_ours(self, query: Mapping[str, str]) -> bool:
+        return self.expected_state is None or states_match(query.get("state"), self.expected_state)
 
     @staticmethod
     def _page(status: int, title: str, message: str) -> web.Response:

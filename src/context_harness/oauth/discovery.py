@@ -6,7 +6,9 @@ I/O layer that strings them together.
 
 from __future__ import annotations
 
+import ipaddress
 import re
+import socket
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -176,6 +178,42 @@ def is_secure_endpoint(url: str) -> bool:
     if parts.scheme == "https" and parts.netloc:
         return True
     return parts.scheme == "http" and (parts.hostname or "") in LOOPBACK_HOSTS
+
+
+def is_local_host(url: str) -> bool:
+    """Whether `url` points at this machine or its link (loopback, link-local such as the cloud metadata
+    address 169.254.169.254, unspecified), also in the spellings getaddrinfo accepts (`127.1`, `0x7f.1`)."""
+    host = (urlsplit(url).hostname or "").rstrip(".").lower()
+    if host == "localhost" or host.endswith(".localhost"):
+        return True
+    try:
+        address: ipaddress.IPv4Address | ipaddress.IPv6Address = ipaddress.ip_address(host)
+    except ValueError:
+        try:
+            address = ipaddress.IPv4Address(socket.inet_aton(host))
+        except OSError:
+            return False
+    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
+        address = address.ipv4_mapped
+    return address.is_loopback or address.is_link_local or address.is_unspecified
+
+
+def endpoint_allowed(url: str, server_url: str) -> bool:
+    """A metadata URL the daemon may call for `server_url`: secure, and local only if the server is too
+    (else a remote server's metadata could make the daemon probe or post to the user's own machine)."""
+    return is_secure_endpoint(url) and (is_local_host(server_url) or not is_local_host(url))
+
+
+def local_endpoints(server_url: str, auth_server: AuthServerMetadata) -> list[str]:
+    """The names of the authorization server's endpoints that `endpoint_allowed` refuses."""
+    endpoints = {
+        "issuer": auth_server.issuer,
+        "token_endpoint": auth_server.token_endpoint,
+        "registration_endpoint": auth_server.registration_endpoint,
+        "revocation_endpoint": auth_server.revocation_endpoint,
+        "introspection_endpoint": auth_server.introspection_endpoint,
+    }
+    return [name for name, url in endpoints.items() if url is not None and not endpoint_allowed(url, server_url)]
 
 
 # --- documents -------------------------------------------------------------------------------------
@@ -378,7 +416,7 @@ async def fetch_resource_metadata(
 ) -> Result[ResourceMetadata]:
     """The challenge's `resource_metadata` URL first, then the well-known URLs; a 4xx means try the next."""
     urls = protected_resource_metadata_urls(server_url)
-    if challenge and challenge.resource_metadata and is_secure_endpoint(challenge.resource_metadata):
+    if challenge and challenge.resource_metadata and endpoint_allowed(challenge.resource_metadata, server_url):
         urls.insert(0, challenge.resource_metadata)
     found = await _first_document(session, list(dict.fromkeys(urls)), timeout_s, "resource_metadata_missed")
     if isinstance(found, Failure):
@@ -425,17 +463,37 @@ async def fetch_authorization_server_metadata(
 async def discover(
     session: aiohttp.ClientSession, server_url: str, timeout_s: float = http.DEFAULT_TIMEOUT_S
 ) -> Result[Discovery]:
-    """Steps 1–2 of DESIGN.md's OAuth client: resource metadata, then authorization-server metadata."""
+    """Resource metadata, then authorization-server metadata: the first steps of a login (docs/design.md)."""
+    if not is_secure_endpoint(server_url):
+        return Failure(
+            f"refusing OAuth for {http.describe_url(server_url)}: its bearer token would travel in clear text "
+            "(RFC 6750 §5.3)",
+            ErrorCode.OAUTH_ERROR,
+            "use the server's https:// URL (plain http is accepted on loopback only)",
+        )
     challenge = await probe_challenge(session, server_url, timeout_s)
     if isinstance(challenge, Failure):
         return challenge
     resource = await fetch_resource_metadata(session, server_url, challenge.value, timeout_s)
     if isinstance(resource, Failure):
         return resource
-    issuer = resource.value.authorization_servers[0]
-    auth_server = await fetch_authorization_server_metadata(session, issuer, timeout_s)
+    issuers = [s for s in resource.value.authorization_servers if endpoint_allowed(s, server_url)]
+    if not issuers:
+        return Failure(
+            "the remote server's metadata points at an authorization server on this machine or its link",
+            ErrorCode.OAUTH_ERROR,
+            "the server is misconfigured or hostile; not continuing",
+        )
+    auth_server = await fetch_authorization_server_metadata(session, issuers[0], timeout_s)
     if isinstance(auth_server, Failure):
         return auth_server
+    local = local_endpoints(server_url, auth_server.value)
+    if local:
+        return Failure(
+            f"the remote server's authorization metadata points {', '.join(local)} at this machine or its link",
+            ErrorCode.OAUTH_ERROR,
+            "the server is misconfigured or hostile; not continuing",
+        )
     log.info(
         "discovery_completed",
         url=http.describe_url(server_url),

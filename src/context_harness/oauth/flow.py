@@ -1,4 +1,4 @@
-"""One complete OAuth login for one MCP server: DESIGN.md "OAuth client" steps 1–5, tokens in hand.
+"""One complete OAuth login for one MCP server (docs/design.md, "Logging in"), tokens in hand.
 
 The flow writes nothing but a successful client registration; storing the tokens (step 6) and
 writing headers is the caller's job, so a failure anywhere leaves no half-written state.
@@ -135,8 +135,9 @@ async def _feed_pastes(paste: asyncio.Queue[str], listener: CallbackServer) -> N
         if isinstance(parsed, Failure):
             log.info("pasted_redirect_ignored", reason=parsed.error)
             continue
-        listener.deliver(parsed.value)
-        return
+        if listener.deliver(parsed.value):
+            return
+        log.info("pasted_redirect_ignored", reason="not this login's answer (state mismatch)")
 
 
 async def run_authorization_flow(
@@ -256,6 +257,7 @@ async def _authorize(
         pkce.challenge,
         discovery.resource,
     )
+    listener.expected_state = state
     log.info("authorization_started", server=server_name, issuer=auth_server.issuer, port=listener.port)
     shown = on_authorization_url(url)
     if inspect.isawaitable(shown):

@@ -9,6 +9,7 @@ from __future__ import annotations
 import base64
 import email.utils
 import json
+import math
 import re
 import time
 from collections.abc import Mapping, Sequence
@@ -22,7 +23,8 @@ import structlog
 from context_harness.oauth import http
 from context_harness.oauth.discovery import OFFLINE_ACCESS
 from context_harness.oauth.pkce import states_match
-from context_harness.primitives.oauth import OAuthTokens
+from context_harness.primitives.header_text import is_bearer_token
+from context_harness.primitives.oauth import MAX_TOKEN_LIFETIME_S, OAuthTokens
 from context_harness.primitives.result import ErrorCode, Failure, Result, Success
 
 log = structlog.get_logger(__name__)
@@ -176,6 +178,12 @@ def parse_token_response(status: int, body: bytes | Any, now: float) -> Result[O
     access_token = doc.get("access_token")
     if not isinstance(access_token, str) or not access_token:
         return Failure("the token endpoint's answer has no access_token", ErrorCode.OAUTH_ERROR)
+    if not is_bearer_token(access_token):  # it goes into opencode's config: it must be data, not config syntax
+        return Failure(
+            "the token endpoint issued an access token with characters a Bearer token cannot have (RFC 6750)",
+            ErrorCode.OAUTH_ERROR,
+            "the token was not used or stored; report this to the server's operator",
+        )
     token_type = doc.get("token_type", "Bearer")
     if not isinstance(token_type, str) or token_type.lower() != "bearer":
         return Failure(f"unsupported token type {_printable(token_type, 32)!r}", ErrorCode.OAUTH_ERROR)
@@ -184,7 +192,8 @@ def parse_token_response(status: int, body: bytes | Any, now: float) -> Result[O
     if isinstance(expires_in, str) and expires_in.strip().isdigit():
         expires_in = int(expires_in)
     if isinstance(expires_in, int | float) and not isinstance(expires_in, bool) and expires_in > 0:
-        expires_at = now + float(expires_in)
+        expires_at = now + (float(expires_in) if math.isfinite(expires_in) else MAX_TOKEN_LIFETIME_S)
+        expires_at = min(expires_at, now + MAX_TOKEN_LIFETIME_S)
     refresh_token = doc.get("refresh_token")
     scope = doc.get("scope")
     return Success(

@@ -7,6 +7,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from context_harness.primitives.names import ServerName
+
 
 class MCPAuthType(StrEnum):
     NONE = "none"
@@ -31,7 +33,7 @@ class MCPServer(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    name: str
+    name: ServerName
     description: str = ""
     server_type: ServerType = ServerType.REMOTE
     url: str | None = None

@@ -8,8 +8,10 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict
 
-# A token response without `expires_in` is treated as a 1-hour token (DESIGN.md, token lifecycle).
+# A token response without `expires_in` is treated as a 1-hour token (docs/design.md, "Token lifecycle").
 DEFAULT_TOKEN_LIFETIME_S = 3600
+# A server's `expires_in` is believed up to a year: `1e300` would overflow every date computed from it.
+MAX_TOKEN_LIFETIME_S = 365 * 24 * 3600
 
 
 class TokenState(StrEnum):

@@ -129,11 +129,15 @@ class ConfigService:
             return document
         return Success(fmt.entries(document.value))
 
-    def edit(self, path: Path, change: Callable[[str], str], fmt: ConfigFormat = OPENCODE) -> Result[None]:
+    def edit(
+        self, path: Path, change: Callable[[str], str], fmt: ConfigFormat = OPENCODE, *, private: bool = False
+    ) -> Result[None]:
         """Apply `change` to the file's text and replace it atomically, keeping its mode.
 
         If the file changed between our read and our write, read it again and re-apply, so an edit made by a
         person (or another writer) in between is never lost. A file that does not parse is never written.
+        `private`: the new text holds a secret, so group and others lose their access (0644 → 0600) in the
+        same atomic replacement.
         """
         real = path.resolve()  # write through symlinks (dotfile managers) instead of replacing them
         for _ in range(MAX_EDIT_ATTEMPTS):
@@ -150,14 +154,16 @@ class ConfigService:
                 if real.read_bytes() != before:
                     log.info("config_changed_during_edit", path=str(path))
                     continue
-                atomic_write_bytes(real, new_text.encode())
+                atomic_write_bytes(real, new_text.encode(), mode=_private_mode(real) if private else None)
             except OSError as exc:
                 return _os_failure(path, exc)
             return Success(None)
         return Failure(f"{path} kept changing while we edited it", ErrorCode.CONFIG_INVALID, "try again")
 
-    def put_entry(self, path: Path, name: str, entry: dict[str, Any], fmt: ConfigFormat = OPENCODE) -> Result[None]:
-        return self.edit(path, lambda text: fmt.syntax.set(text, fmt.entry_path(name), entry), fmt)
+    def put_entry(
+        self, path: Path, name: str, entry: dict[str, Any], fmt: ConfigFormat = OPENCODE, *, private: bool = False
+    ) -> Result[None]:
+        return self.edit(path, lambda text: fmt.syntax.set(text, fmt.entry_path(name), entry), fmt, private=private)
 
     def remove_entry(self, path: Path, name: str, fmt: ConfigFormat = OPENCODE) -> Result[bool]:
         entries = self.entries(path, fmt)
@@ -168,7 +174,9 @@ class ConfigService:
         edited = self.edit(path, lambda text: fmt.syntax.remove(text, fmt.entry_path(name)), fmt)
         return edited if isinstance(edited, Failure) else Success(True)
 
-    def set_header(self, path: Path, name: str, header: str, value: str, fmt: ConfigFormat = OPENCODE) -> Result[None]:
+    def set_header(
+        self, path: Path, name: str, header: str, value: str, fmt: ConfigFormat = OPENCODE, *, private: bool = False
+    ) -> Result[None]:
         """Write one header of an existing entry (and whatever else the format needs beside it)."""
 
         def change(text: str) -> str:
@@ -177,7 +185,7 @@ class ConfigService:
             return fmt.set_header(text, name, header, value)
 
         try:
-            return self.edit(path, change, fmt)
+            return self.edit(path, change, fmt, private=private)
         except _EntryGone:
             return Failure(
                 f"{path} no longer has an {fmt.where(name)} entry",
@@ -187,6 +195,14 @@ class ConfigService:
 
     def remove_header(self, path: Path, name: str, header: str, fmt: ConfigFormat = OPENCODE) -> Result[None]:
         return self.edit(path, lambda text: fmt.remove_header(text, name, header), fmt)
+
+
+def _private_mode(path: Path) -> int:
+    current = path.stat().st_mode & 0o7777
+    private = current & ~0o077
+    if private != current:
+        log.info("config_made_private", path=str(path), mode=f"{private:o}")
+    return private
 
 
 class _EntryGone(Exception):

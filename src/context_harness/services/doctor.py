@@ -54,10 +54,20 @@ def permission_checks(home: Path, tokens: TokenStore) -> list[Check]:
     return [c for c in checks if c is not None]
 
 
+# A repository's own config must not run commands in the daemon: `git ls-files` runs core.fsmonitor, and
+# hooks or a pager could be next. Options given with -c override the repository's config.
+GIT_SAFE_OPTIONS = (
+    "-c", "core.fsmonitor=false",
+    "-c", "core.hooksPath=/dev/null",
+    "-c", "core.pager=cat",
+    "-c", "core.untrackedCache=false",
+)  # fmt: skip
+
+
 def is_tracked_by_git(path: Path) -> bool:
     try:
         done = subprocess.run(
-            ["git", "-C", str(path.parent), "ls-files", "--error-unmatch", path.name],
+            ["git", *GIT_SAFE_OPTIONS, "-C", str(path.parent), "ls-files", "--error-unmatch", path.name],
             capture_output=True,
             timeout=GIT_TIMEOUT_S,
             check=False,
@@ -109,6 +119,17 @@ def config_checks(config: ConfigService, bindings: BindingStore, tokens: TokenSt
                     )
                 )
         inline = [name for name, mode in servers if mode is SecretMode.INLINE and _has_secret(tokens, name)]
+        readable = _group_or_other_readable(path)
+        if inline and readable:
+            checks.append(
+                Check(
+                    "inline_secret_readable",
+                    "warn",
+                    f"{path} is readable by others ({readable}) and holds inline secrets for: "
+                    f"{', '.join(sorted(inline))}",
+                    f"chmod 600 {path}, or re-add them with `--secret-mode file`",
+                )
+            )
         if inline and is_tracked_by_git(path):
             checks.append(
                 Check(
@@ -121,6 +142,14 @@ def config_checks(config: ConfigService, bindings: BindingStore, tokens: TokenSt
                 )
             )
     return checks
+
+
+def _group_or_other_readable(path: Path) -> str | None:
+    try:
+        mode = path.stat().st_mode & 0o777
+    except OSError:
+        return None
+    return f"mode {mode:o}" if mode & 0o044 else None
 
 
 def _has_secret(tokens: TokenStore, name: str) -> bool:

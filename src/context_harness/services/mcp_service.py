@@ -11,13 +11,17 @@ from typing import Any
 import structlog
 
 from context_harness.config.format import CLIENTS, DEFAULT_CLIENT, ConfigFormat, Mode, get_format
+from context_harness.oauth.discovery import is_secure_endpoint
+from context_harness.oauth.http import describe_url
+from context_harness.primitives.header_text import header_name_problem, header_value_problem
 from context_harness.primitives.mcp import MCPAuthType, MCPServer, SecretMode, ServerType
+from context_harness.primitives.names import SERVER_NAME_HINT, valid_server_name
 from context_harness.primitives.oauth import Credential, TokenState
 from context_harness.primitives.result import ErrorCode, Failure, Result, Success
 from context_harness.services.config_service import ConfigService, ConfigTarget
 from context_harness.services.registry import close_names, load_registry
 from context_harness.stores.bindings import Binding, BindingStore
-from context_harness.stores.token_store import TokenStore, valid_server_name
+from context_harness.stores.token_store import TokenStore
 
 log = structlog.get_logger(__name__)
 
@@ -153,7 +157,7 @@ class MCPService:
             return Failure(
                 f"invalid server name {name!r}",
                 ErrorCode.INVALID_PARAMS,
-                "use letters, digits, '.', '_' and '-' (at most 64)",
+                SERVER_NAME_HINT,
             )
         planned = self._plan_entry(request)
         if isinstance(planned, Failure):
@@ -190,7 +194,9 @@ class MCPService:
                 url=plan.url if mode == "bridge" else None,
             )
             entry = self._entry(fmt, name, plan, credential, binding, managed)
-            put = self.config.put_entry(config_path, name, entry, fmt)
+            inline_secret = mode == "header" and request.secret_mode is SecretMode.INLINE
+            private = inline_secret and credential is not None and bool(credential.secret)
+            put = self.config.put_entry(config_path, name, entry, fmt, private=private)
             if isinstance(put, Failure):
                 return put
             self.bindings.bind(name, binding)
@@ -295,6 +301,7 @@ class MCPService:
                 credential.header_name,
                 self._header_value(credential, binding),
                 get_format(binding.client),
+                private=binding.secret_mode is SecretMode.INLINE,
             )
             if isinstance(written, Failure):
                 report.failed[binding.path] = written.error
@@ -349,6 +356,9 @@ class MCPService:
                 return Failure("a local server needs a command", ErrorCode.INVALID_PARAMS, 'pass --command "CMD ARGS"')
             return Success(Planned(MCPAuthType.NONE, command=command, environment=dict(request.environment)))
 
+        bad_header = _header_problem(request)
+        if bad_header is not None:
+            return bad_header
         url = request.url or (known.url if known else None)
         if not url or not url.startswith(("http://", "https://")):
             return Failure(f"invalid url {url!r}", ErrorCode.INVALID_PARAMS, "pass --url http(s)://host/path")
@@ -369,6 +379,12 @@ class MCPService:
                     f"pass -k KEY or --api-key-env VAR (e.g. `chctl add {request.name} --api-key-env "
                     f"{request.name.upper().replace('-', '_')}_API_KEY`)",
                 )
+            if not is_secure_endpoint(url):
+                return Failure(
+                    f"refusing to send an API key to {describe_url(url)} in clear text",
+                    ErrorCode.INVALID_PARAMS,
+                    "use the server's https:// URL (plain http is accepted on loopback only)",
+                )
             header_name, scheme = header_for(request.key_header or (known.api_key_header if known else None))
             credential = Credential(
                 name=request.name,
@@ -387,3 +403,19 @@ class MCPService:
         else:
             secret = credential.secret or ""
         return f"{credential.header_scheme} {secret}" if credential.header_scheme else secret
+
+
+def _header_problem(request: AddRequest) -> Failure | None:
+    """An API key or `--header` that opencode would read as config syntax or that would break its request."""
+    named = [(f"header {k!r}", v) for k, v in request.headers.items()]
+    if request.api_key is not None:
+        named.append(("the API key", request.api_key))
+    for label, value in named:
+        problem = header_value_problem(value)
+        if problem is not None:
+            return Failure(f"{label} {problem}", ErrorCode.INVALID_PARAMS, "nothing was written; check the value")
+    for name in [*request.headers, *([request.key_header] if request.key_header else [])]:
+        problem = header_name_problem(name)
+        if problem is not None:
+            return Failure(f"{name!r} {problem}", ErrorCode.INVALID_PARAMS, "nothing was written")
+    return None

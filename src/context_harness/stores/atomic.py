@@ -12,10 +12,14 @@ PRIVATE_DIR_MODE = 0o700
 
 
 def ensure_private_dir(path: Path) -> Path:
-    """Create `path` (and parents) and make sure the leaf is 0700."""
-    path.mkdir(parents=True, exist_ok=True, mode=PRIVATE_DIR_MODE)
-    if (path.stat().st_mode & 0o777) != PRIVATE_DIR_MODE:
-        path.chmod(PRIVATE_DIR_MODE)
+    """Create `path` (and parents) with the leaf 0700. A directory that already exists is left as it is:
+    it may be shared (a CH_SOCKET in /tmp), and an unsafe CH_HOME is refused at start, never quietly fixed."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        path.mkdir(mode=PRIVATE_DIR_MODE)
+    except FileExistsError:
+        return path
+    path.chmod(PRIVATE_DIR_MODE)  # mkdir's mode passes through the umask
     return path
 
 

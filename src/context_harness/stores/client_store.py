@@ -6,19 +6,16 @@ A registration is bound to the issuer that made it: `get` never hands one to ano
 from __future__ import annotations
 
 import contextlib
-import re
 from pathlib import Path
 
 import structlog
 from pydantic import ValidationError
 
 from context_harness.oauth.registration import ClientRegistration
+from context_harness.primitives.names import valid_server_name
 from context_harness.stores.atomic import PRIVATE_FILE_MODE, atomic_write_bytes, ensure_private_dir
 
 log = structlog.get_logger(__name__)
-
-# Server names become file names: refuse anything that could leave the directory.
-_SAFE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
 
 
 class ClientStore:
@@ -26,7 +23,7 @@ class ClientStore:
         self.directory = directory
 
     def _path(self, server: str) -> Path:
-        if not _SAFE_NAME.match(server) or ".." in server:
+        if not valid_server_name(server):
             raise ValueError(f"unsafe server name {server!r}")
         return self.directory / f"{server}.json"
 

@@ -3,23 +3,16 @@
 from __future__ import annotations
 
 import json
-import re
 from pathlib import Path
 
 import structlog
 from pydantic import ValidationError
 
+from context_harness.primitives.names import valid_server_name
 from context_harness.primitives.oauth import Credential
 from context_harness.stores.atomic import PRIVATE_FILE_MODE, atomic_write_bytes, ensure_private_dir
 
 log = structlog.get_logger(__name__)
-
-# Server names become file names and opencode config keys: keep them boring.
-SERVER_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
-
-
-def valid_server_name(name: str) -> bool:
-    return bool(SERVER_NAME.match(name)) and ".." not in name
 
 
 class TokenStore:

@@ -345,6 +345,7 @@ class Upstream:
     async def _listen(self, generation: int) -> None:
         """The GET stream on which the server sends messages of its own; reconnects after a drop."""
         delay, cap = LISTEN_BACKOFF_S
+        renewed_once = False
         parser = SseParser()
         while not self._closing and generation == self._generation and self.transport == "streamable-http":
             extra = {"Accept": "text/event-stream"}
@@ -356,15 +357,15 @@ class Upstream:
                     if response.status == 405:
                         return  # this server has no stream of its own
                     if response.status == 401:
-                        renewed = await self.credentials.renew(used)
-                        if isinstance(renewed, Failure):
-                            return  # the next request says what to do
+                        if renewed_once or isinstance(await self.credentials.renew(used), Failure):
+                            return  # refused even after a renewal: the next request says what to do
+                        renewed_once = True
                         continue
                     if response.status == 404:
                         self._reinitialize_soon(generation)  # which starts a new listener
                         return
                     if response.status == 200:
-                        delay = LISTEN_BACKOFF_S[0]
+                        delay, renewed_once = LISTEN_BACKOFF_S[0], False
                         await self._relay_stream(response, parser, None)
                         continue
                     log.info("upstream_listen_refused", server=self.name, status=response.status)

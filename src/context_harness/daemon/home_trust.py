@@ -1,0 +1,47 @@
+"""CH_HOME is trusted only if it is the user's own, as ssh trusts ~/.ssh and gpg-agent ~/.gnupg.
+
+Whoever can write CH_HOME (or its settings, registry, bindings, tokens or client registrations) can make
+the daemon run a command (`CH_EVENT_COMMAND` in daemon.env), send tokens to a URL of their choosing, or
+write them into a file of their choosing. So the daemon refuses to start on such a home and says which
+path is wrong and how to fix it; it never chmods a directory it did not create (that would keep whatever
+was planted in it).
+"""
+
+from __future__ import annotations
+
+import os
+import stat
+from pathlib import Path
+
+# What in CH_HOME steers the daemon: settings, the registry (URLs), bindings (where tokens are written),
+# tokens, client registrations, secret files and lock files.
+STEERING_ENTRIES = ("daemon.env", "registry.json", "bindings.json", "tokens", "clients", "secrets", "locks")
+
+
+class UntrustedHome(Exception):
+    """CH_HOME, or something in it, belongs to someone else or can be written by others."""
+
+
+def path_problem(path: Path, uid: int) -> str | None:
+    """Why `path` (if it exists) cannot be trusted: another owner, or writable by group or others."""
+    try:
+        info = path.stat()
+    except FileNotFoundError:
+        return None
+    if info.st_uid != uid:
+        return f"{path} is owned by uid {info.st_uid}, not by you (uid {uid})"
+    if info.st_mode & (stat.S_IWGRP | stat.S_IWOTH):
+        return f"{path} can be written by others (mode {stat.S_IMODE(info.st_mode):o})"
+    return None
+
+
+def check_home(home: Path, uid: int | None = None) -> None:
+    """Raise UntrustedHome naming the first untrusted path, with the fix in the message."""
+    uid = os.getuid() if uid is None else uid
+    for path in (home, *(home / name for name in STEERING_ENTRIES)):
+        problem = path_problem(path, uid)
+        if problem is not None:
+            raise UntrustedHome(
+                f"refusing to start: {problem}; check its content (settings, URLs or tokens may have been "
+                f"planted), then `chown {uid} {path} && chmod go-w {path}`, or set CH_HOME elsewhere"
+            )
