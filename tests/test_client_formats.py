@@ -154,3 +154,21 @@ def test_codex_removing_the_last_server_leaves_no_empty_table(tmp_path: Path) ->
     removed = config.remove_entry(path, "srv", fmt)
     assert isinstance(removed, Success) and removed.value is True
     assert path.read_text() == 'model = "o3"\n\n'
+
+
+@pytest.mark.parametrize(
+    ("client", "value", "refused"),
+    [
+        ("claude-code", "k-${HOME}", True),
+        ("gemini", "k-$HOME", True),
+        ("cursor", "k-${env:HOME}", True),
+        ("vscode", "k-${input:x}", True),
+        ("opencode", "k-{env:HOME}", True),
+        ("codex", "k-${HOME}", False),  # Codex writes http_headers as they are
+        ("claude-code", "k-plain$", False),
+    ],
+)
+def test_a_value_the_client_would_substitute_is_named(client: str, value: str, refused: bool) -> None:
+    problem = get_format(client).value_problem(value)
+    assert (problem is not None) is refused
+    assert problem is None or value not in problem  # never echoes the value

@@ -410,3 +410,19 @@ def test_doctor_flags_a_header_in_a_git_tracked_project_file_and_names_the_bridg
     checks = json.loads(chctl(user_env, "doctor", "--json").stdout)
     [warning] = [c for c in checks if c["name"] == "inline_secret_in_git"]
     assert ".mcp.json" in warning["message"] and "--client claude-code --mode bridge" in warning["hint"]
+
+
+def test_a_key_the_client_would_substitute_is_refused_in_header_mode_and_fine_in_the_bridge(
+    daemon: DaemonProcess, user_env: UserEnv, mcp_api_key_server: McpApiKeyServerFactory
+) -> None:
+    server = mcp_api_key_server(key="k-${HOME}-not-real")
+    done = chctl(
+        user_env,
+        *("add", "keyed", "--url", server.url, "--key-header", server.header, "-k", server.key),
+        *("--client", "claude-code", "--mode", "header"),
+    )
+    assert "error[INVALID_PARAMS]" in done.stderr and "Claude Code would substitute" in done.stderr
+    assert server.key not in done.stderr
+    assert not user_file(user_env, "claude-code").exists()
+    add_key(user_env, "keyed", server, "--client", "claude-code")  # bridge: the key never goes into the file
+    assert statuses(user_env, "claude-code") == {"keyed": "connected"}

@@ -45,6 +45,7 @@ class CodexFormat(ConfigFormat):
     checked_version = "0.171.0"
     syntax = TOML
     section = ("mcp_servers",)
+    substitutions = ()
     executable = "codex"
     new_file_text = ""
     headers_key = "http_headers"

@@ -36,6 +36,7 @@ class GeminiFormat(ConfigFormat):
     name = "gemini"
     label = "Gemini CLI"
     checked_version = "0.61.0"
+    substitutions = ("$",)
     executable = "gemini"
     url_key = "httpUrl"
 

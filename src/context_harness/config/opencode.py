@@ -102,6 +102,7 @@ class OpencodeFormat(ConfigFormat):
     label = "opencode"
     checked_version = "1.18.33"
     section = ("mcp",)
+    substitutions = ("{env:", "{file:")
     executable = "opencode"
     # opencode re-reads nothing while it runs either, but a header entry is what people had before the bridge:
     # it stays the default (`--bridge` for long sessions).

@@ -231,6 +231,10 @@ class MCPService:
                 ErrorCode.INVALID_PARAMS,
                 f"use --bridge (no secret in the file) or --secret-mode inline for --client {client}",
             )
+        if mode == "header":
+            substituted = self._substituted_value(fmt, request, plan)
+            if substituted is not None:
+                return substituted
         path = self.config.resolve(request.target, for_create=True, fmt=fmt)
         if isinstance(path, Failure):
             return path
@@ -243,6 +247,20 @@ class MCPService:
             if isinstance(readable, Failure):
                 return readable
         return Success((fmt, path.value.resolve() if path.value.exists() else path.value, mode))  # not yet made
+
+    def _substituted_value(self, fmt: ConfigFormat, request: AddRequest, plan: Planned) -> Failure | None:
+        """A key or static header `fmt`'s client would read as a reference to substitute, not as data."""
+        key = plan.credential
+        if key is None and plan.auth_type is MCPAuthType.API_KEY:
+            key = self.tokens.load(request.name)  # the key stored earlier, re-added to another client
+        values = [(f"header {k!r}", v) for k, v in request.headers.items()]
+        if key is not None and key.api_key:
+            values.append(("the API key", key.api_key))
+        for label, value in values:
+            problem = fmt.value_problem(value)
+            if problem is not None:
+                return Failure(f"{label} {problem}", ErrorCode.INVALID_PARAMS, "nothing was written; use --bridge")
+        return None
 
     def _entry(
         self,
