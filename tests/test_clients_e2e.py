@@ -26,7 +26,7 @@ from mcp.client.stdio import StdioServerParameters, stdio_client
 from context_harness.config import toml_edit
 from context_harness.config.format import get_format
 from tests.peers.fake_browser import browser_command
-from tests.peers.fake_models import FakeMessagesApi, FakeResponsesApi
+from tests.peers.fake_models import FakeGeminiApi, FakeMessagesApi, FakeResponsesApi
 from tests.peers.mcp_servers import McpApiKeyServer, McpApiKeyServerFactory, McpOAuthServer, McpOAuthServerFactory
 from tests.peers.oidc import OidcProvider, OidcProviderFactory
 from tests.support.agents import run_agent
@@ -35,6 +35,7 @@ from tests.support.env import UserEnv
 from tests.test_bridge import call, open_for_writing, three_second_tokens  # noqa: F401 (a fixture)
 
 AGENTS = ("claude-code", "gemini", "codex")
+FakeModel = FakeResponsesApi | FakeMessagesApi | FakeGeminiApi
 OTHER_CLIENTS = ("claude-code", "codex", "gemini", "cursor", "vscode")
 
 
@@ -45,8 +46,17 @@ def responses_api() -> Iterator[FakeResponsesApi]:
     api.stop()
 
 
-def use_fake_model(user_env: UserEnv, client: str, api: FakeResponsesApi) -> None:
-    """Codex's model: the fake Responses API, written before any server is added (chctl keeps these lines)."""
+def use_fake_model(user_env: UserEnv, client: str, api: FakeModel) -> None:
+    """Codex's model provider (the fake Responses API) or Gemini's auth type (an API key for the fake Gemini
+    API), written before any server is added: chctl keeps these lines."""
+    if client == "gemini":
+        settings = user_file(user_env, "gemini")
+        settings.parent.mkdir(exist_ok=True)
+        # Gemini stops a session that repeats one tool call as a loop; the long session does so on purpose.
+        settings.write_text(
+            '{\n  "security": {"auth": {"selectedType": "gemini-api-key"}},\n'
+            '  "model": {"disableLoopDetection": true}\n}\n'
+        )
     if client != "codex":
         return
     config = user_file(user_env, "codex")
@@ -359,9 +369,6 @@ def test_a_bridged_session_of_every_client_outlives_several_token_lifetimes(
     assert "invalid_grant" not in provider.log_path.read_text()  # five sessions, one refresh at a time
 
 
-FakeModel = FakeResponsesApi | FakeMessagesApi
-
-
 def fake_model_for(client: str, calls: int, pause_s: float) -> tuple[FakeModel, list[str], dict[str, str]]:
     """A started fake model whose model calls `token_id` `calls` times, `pause_s` apart, and the arguments and
     environment that run one session of `client` against it."""
@@ -369,6 +376,10 @@ def fake_model_for(client: str, calls: int, pause_s: float) -> tuple[FakeModel, 
         api: FakeModel = FakeResponsesApi(tool="token_id", rounds=calls, pause_s=pause_s)
         args = ["exec", "--json", "--skip-git-repo-check", "-c", "analytics.enabled=false", "--disable", "plugins"]
         return api.start(), args, {}
+    if client == "gemini":
+        api = FakeGeminiApi(tool="token_id", rounds=calls, pause_s=pause_s).start()
+        base = api.base_url.split("/v1beta")[0]
+        return api, ["--yolo", "--output-format", "json", "-p"], {"GOOGLE_GEMINI_BASE_URL": base, "GEMINI_API_KEY": "x"}
     api = FakeMessagesApi(tool="token_id", rounds=calls, pause_s=pause_s).start()
     args = ["-p", "--allowedTools", "mcp__srv__token_id", "--output-format", "stream-json", "--verbose"]
     # The fake model, and MCP tools offered directly rather than behind Claude's tool search.
@@ -376,17 +387,16 @@ def fake_model_for(client: str, calls: int, pause_s: float) -> tuple[FakeModel, 
     return api, args, {"ANTHROPIC_BASE_URL": base, "ANTHROPIC_API_KEY": "sk-not-real", "ENABLE_TOOL_SEARCH": "false"}
 
 
-@pytest.mark.parametrize("client", ("claude-code", "codex"))
+@pytest.mark.parametrize("client", AGENTS)
 def test_one_real_agent_session_through_the_bridge_outlives_several_token_lifetimes(
     daemon: DaemonProcess, user_env: UserEnv, request: pytest.FixtureRequest, client: str
 ) -> None:
-    """The real Claude Code (`claude -p`) and Codex (`codex exec`): one session whose model calls a tool 10
-    times over about 15 s of 3 s rotating tokens, every call answered."""
+    """The real Claude Code (`claude -p`), Gemini CLI (`gemini -p`) and Codex (`codex exec`): one session whose
+    model calls a tool 10 times over about 15 s of 3 s rotating tokens, every call answered."""
     provider, server = request.getfixturevalue("three_second_tokens")
     api, args, extra = fake_model_for(client, calls=10, pause_s=1.2)
     try:
-        if isinstance(api, FakeResponsesApi):
-            use_fake_model(user_env, client, api)
+        use_fake_model(user_env, client, api)
         add(user_env, "srv", "--url", server.url, "--client", client)  # bridge: the default for both
         log_in(user_env, "srv")
         done = run_agent(user_env, client, *args, "call token_id ten times", extra_env=extra, timeout=180)
@@ -395,8 +405,9 @@ def test_one_real_agent_session_through_the_bridge_outlives_several_token_lifeti
     assert done.returncode == 0, done.stderr[-2000:]
     outputs = api.outputs
     assert len(outputs) == 10, outputs
-    token_ids = [json.loads(output.split("\n\n")[0].rsplit("Output:\n", 1)[-1])["result"] for output in outputs]
-    assert len(set(token_ids)) >= 3, f"the session saw only {len(set(token_ids))} tokens"
+    token_ids = [re.findall(r"\b[0-9a-f]{12}\b", output) for output in outputs]  # what token_id returns
+    assert all(len(found) == 1 for found in token_ids), outputs  # every call answered with a token's id
+    assert len({found[0] for found in token_ids}) >= 3, f"the session saw only {set(map(tuple, token_ids))}"
     assert "invalid_grant" not in provider.log_path.read_text()
 
 

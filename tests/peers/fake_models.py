@@ -1,8 +1,8 @@
 """Fake model APIs on 127.0.0.1 that drive a real agent to call an MCP tool: the OpenAI Responses API (for
-Codex) and the Anthropic Messages API (for Claude Code). The "model" calls every offered tool named `tool`
-(one per MCP server; Claude names it `mcp__SERVER__tool`), `rounds` times over (one call per turn, `pause_s`
-before each answer so a session can outlive short token lifetimes), then answers with every tool output it
-was given, so the test reads what the MCP servers returned in the agent's last message.
+Codex), the Anthropic Messages API (for Claude Code) and the Gemini API (for Gemini CLI). The "model" calls
+every offered tool named `tool` (one per MCP server; Claude names it `mcp__SERVER__tool`), `rounds` times over
+(one call per turn, `pause_s` before each answer so a session can outlive short token lifetimes), then answers
+with every tool output it was given, so the test reads what the MCP servers returned.
 
 Served from a thread with its own event loop, so synchronous tests can run the agent as a subprocess.
 """
@@ -200,3 +200,47 @@ class FakeMessagesApi(_FakeApi):
             {"type": "message_stop"},
         ]
         return await _send_events(request, events)
+
+
+@dataclass
+class FakeGeminiApi(_FakeApi):
+    """The Gemini API (`models/M:streamGenerateContent`, `:generateContent`, `:countTokens`): `base_url`
+    without `/v1beta` is Gemini CLI's GOOGLE_GEMINI_BASE_URL."""
+
+    path = "/v1beta/models/{call:.*}"
+
+    async def _answer(self, request: web.Request) -> web.StreamResponse:
+        call = request.match_info["call"]
+        body = await request.json()
+        self.requests.append(body)
+        if call.endswith(":countTokens"):
+            return web.json_response({"totalTokens": 1})
+        names = [d.get("name") or "" for t in body.get("tools") or [] for d in t.get("functionDeclarations") or []]
+        matching = [n for n in names if n.endswith(self.tool)]
+        if matching:
+            self.offered_tools = names
+        responses = [
+            part["functionResponse"]
+            for content in body.get("contents") or []
+            for part in content.get("parts") or []
+            if "functionResponse" in part
+        ]
+        if matching:
+            self.outputs = [_text_of((r.get("response") or {}).get("output", r.get("response"))) for r in responses]
+            await asyncio.sleep(self.pause_s)
+        part: dict[str, Any]
+        if matching and len(responses) < self.rounds * len(matching):
+            part = {"functionCall": {"name": matching[len(responses) % len(matching)], "args": {}}}
+        else:
+            part = {"text": "tool said: " + " | ".join(self.outputs) if matching else "ok"}
+        chunk = {
+            "candidates": [{"content": {"role": "model", "parts": [part]}, "finishReason": "STOP", "index": 0}],
+            "usageMetadata": {"promptTokenCount": 1, "candidatesTokenCount": 1, "totalTokenCount": 2},
+        }
+        if ":streamGenerateContent" not in call:
+            return web.json_response(chunk)
+        stream = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
+        await stream.prepare(request)
+        await stream.write(f"data: {json.dumps(chunk)}\r\n\r\n".encode())
+        await stream.write_eof()
+        return stream
