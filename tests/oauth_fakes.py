@@ -50,6 +50,13 @@ class FakeWorld:
     challenge_resource_metadata: str | None = None  # the 401 challenge points here instead
     resource_overrides: dict[str, Any] = field(default_factory=dict)  # merged into the resource metadata
     metadata_overrides: dict[str, Any] = field(default_factory=dict)  # merged into the AS metadata
+    # Real servers' client checks: unknown clients get an error page at /authorize (no redirect, as RFC 6749
+    # §4.1.2.1 demands) and `invalid_client` at /token.
+    strict_clients: bool = False
+    exact_redirects: bool = False  # /authorize refuses a redirect_uri the client did not register
+    token_forgets_clients: bool = False  # /token answers invalid_client although /authorize knew the client
+    preregistered: dict[str, list[str]] = field(default_factory=dict)  # client id -> its redirect URIs
+    forgotten: set[str] = field(default_factory=set)  # registered clients the server lost (a restart)
 
     # What happened (secrets included, so tests can look for them in logs).
     base: str = ""
@@ -70,6 +77,20 @@ class FakeWorld:
     @property
     def server_url(self) -> str:
         return self.base + "/mcp"
+
+    def forget_clients(self) -> None:
+        """The server restarts with an in-memory client store: every registered client is gone."""
+        self.forgotten.update(f"client-{n}" for n in range(1, len(self.registrations) + 1))
+
+    def redirect_uris_of(self, client_id: str) -> list[str] | None:
+        """The client's registered redirect URIs; None for a client this server does not know."""
+        if client_id in self.preregistered:
+            return self.preregistered[client_id]
+        if client_id.startswith("client-") and client_id not in self.forgotten:
+            n = int(client_id.removeprefix("client-"))
+            if 1 <= n <= len(self.registrations):
+                return list(self.registrations[n - 1].get("redirect_uris", []))
+        return None
 
     def secrets(self) -> list[str]:
         return [*self.issued_codes, *self.verifiers, *self.issued_tokens, *self.client_secrets]
@@ -128,6 +149,12 @@ def build_world_app(world: FakeWorld) -> web.Application:
     async def authorize(request: web.Request) -> web.Response:
         params = dict(request.query)
         world.authorize_params.append(params)
+        if world.strict_clients:
+            known = world.redirect_uris_of(params.get("client_id", ""))
+            if known is None:
+                return web.Response(status=400, text="<h1>Error</h1><p>Invalid client_id</p>", content_type="text/html")
+            if world.exact_redirects and known and params.get("redirect_uri") not in known:
+                return web.Response(status=400, text="<p>Unregistered redirect_uri</p>", content_type="text/html")
         back: dict[str, str] = {"state": params["state"] + ("x" if world.tamper_state else "")}
         if world.deny:
             back.update(error="access_denied", error_description="The user said no")
@@ -148,6 +175,10 @@ def build_world_app(world: FakeWorld) -> web.Application:
                 await asyncio.wait_for(world.release.wait(), world.token_delay_s)
         if world.token_status != 200:
             return web.json_response({"error": "server_error"}, status=world.token_status)
+        if world.token_forgets_clients or (
+            world.strict_clients and world.redirect_uris_of(form.get("client_id", "")) is None
+        ):
+            return web.json_response({"error": "invalid_client", "error_description": "Client not found"}, status=401)
         if form.get("grant_type") == "refresh_token":
             if form.get("refresh_token") not in world.issued_tokens:
                 return web.json_response({"error": "invalid_grant"}, status=400)

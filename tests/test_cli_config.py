@@ -215,14 +215,16 @@ def test_status_json_lists_servers_with_bound_configs(daemon: DaemonProcess, use
         "auth_type": "api-key",
         "state": "api_key",
         "expires_at": None,
+        "has_refresh_token": False,
         "next_refresh_at": None,
         "configs": [str((user_env.project / "opencode.json").resolve())],
         "mode": "header",
         "bridges": [],
         "last_error": None,
+        "note": None,
     }
     table = chctl(user_env, "status").stdout
-    assert "context7" in table and "api_key" in table
+    assert "context7" in table and "ok (API key)" in table
 
 
 def test_a_missing_key_is_asked_for_with_a_hidden_prompt_on_a_terminal(

@@ -39,7 +39,7 @@ def test_loose_permissions_a_broken_config_and_a_bad_entry_are_errors(daemon: Da
     chctl(user_env, "add", "context7", "-k", "ctx7-key-not-real")
     (user_env.ch_home / "tokens" / "context7.json").chmod(0o644)
     code, found = checks(user_env)
-    assert code == 1
+    assert code == 2
     assert any(c["name"] == "secret_file_mode" and c["level"] == "error" for c in found)
 
     config = user_env.project / "opencode.json"
@@ -55,7 +55,7 @@ def test_loose_permissions_a_broken_config_and_a_bad_entry_are_errors(daemon: Da
 
 def test_without_a_daemon_doctor_says_so(user_env: UserEnv) -> None:
     done = chctl(user_env, "doctor")
-    assert done.returncode == 1
+    assert done.returncode == 2
     assert "daemon" in done.stdout and "chctl daemon start" in done.stdout
 
 

@@ -142,9 +142,12 @@ def test_logout_revokes_forgets_and_removes_the_header(
     assert not asyncio.run(oidc_provider.is_active(tokens["access_token"]))
     assert not (user_env.ch_home / "tokens" / "srv.json").exists()
     config = json.loads((user_env.project / "opencode.json").read_text())
-    assert "Authorization" not in config["mcp"]["srv"].get("headers", {})
-    status = chctl(user_env, "auth", "srv", "--status")
-    assert status.returncode == 1 and "chctl auth srv" in status.stderr
+    assert "headers" not in config["mcp"]["srv"]  # the entry is left clean, no empty "headers": {}
+    status = chctl(user_env, "auth", "srv", "--status", "--json")
+    assert status.returncode == 1
+    [row] = json.loads(chctl(user_env, "status", "--json").stdout)["servers"]
+    assert row["state"] == json.loads(status.stdout)["state"] == "pending_auth"  # both say the same
+    assert "chctl auth srv" in chctl(user_env, "auth", "srv", "--status").stderr
 
 
 def test_user_denies_consent(daemon: DaemonProcess, user_env: UserEnv, added: McpOAuthServer) -> None:

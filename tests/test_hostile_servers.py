@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import time
 
+from context_harness.stores.bindings import Binding, BindingStore
 from tests.oauth_fakes import FakeWorld, running_world
 from tests.support.daemon import DaemonProcess
 from tests.support.env import UserEnv
@@ -135,6 +136,12 @@ async def test_a_token_file_with_an_absurd_expiry_does_not_stop_the_daemon_or_th
     user_env.ch_home.mkdir(mode=0o700)
     _token_file(user_env, "aaa-old", 1e300)  # written by a version that did not clamp
     _token_file(user_env, "zzz-good", time.time() + 3600)
+    # Both carried by a config: the daemon refreshes only servers some config still uses.
+    config = user_env.project / "opencode.json"
+    remote = {"type": "remote", "url": "http://127.0.0.1:9/mcp", "oauth": False}
+    config.write_text(json.dumps({"mcp": {"aaa-old": remote, "zzz-good": remote}}))
+    for name in ("aaa-old", "zzz-good"):
+        BindingStore(user_env.ch_home / "bindings.json").bind(name, Binding(path=str(config.resolve())))
     process = DaemonProcess(user_env).start()
     try:
         rows = {r["name"]: r for r in (await call(user_env, "status"))["result"]["servers"]}

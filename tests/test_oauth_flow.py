@@ -32,12 +32,18 @@ async def run(
     world: FakeWorld, session: aiohttp.ClientSession, store: ClientStore, *, times: int = 1, **kw: Any
 ) -> tuple[Result[AuthorizationGrant], list[Any], list[Any]]:
     on_url, visits = browser(times)
-    kw.setdefault("on_authorization_url", on_url)
+    shown: list[str] = []
+
+    def show(url: str) -> None:
+        shown.append(url)
+        on_url(url)
+
+    kw.setdefault("on_authorization_url", show)
     with capture_logs() as logs:
         result = await run_authorization_flow(
             session, server_url=world.server_url, client_store=store, server_name="fake", **kw
         )
-    seen = await asyncio.wait_for(visits, 5) if kw["on_authorization_url"] is on_url and world.authorize_params else []
+    seen = await asyncio.wait_for(visits, 5) if shown else []
     return result, seen, logs
 
 
@@ -128,7 +134,9 @@ async def test_explicit_client_id_skips_registration(session: aiohttp.ClientSess
     async with running_world(FakeWorld(registration_endpoint=False)) as world:
         result, _, _ = await run(world, session, store, client_id="preregistered", scopes=["mcp:write"])
         assert isinstance(result, Success)
-        assert world.registrations == [] and store.get("fake", world.issuer) is None
+        assert world.registrations == []
+        remembered = store.get("fake", world.issuer)  # so a plain `chctl auth fake` works next time
+        assert remembered is not None and remembered.preregistered and remembered.client_id == "preregistered"
         assert world.authorize_params[0]["client_id"] == "preregistered"
         assert world.authorize_params[0]["scope"] == "mcp:write offline_access"
 
@@ -354,3 +362,127 @@ async def test_network_failure_on_probe_is_network(session: aiohttp.ClientSessio
             on_authorization_url=lambda url: None,
         )
     assert isinstance(result, Failure) and result.code is ErrorCode.NETWORK
+
+
+# --- recovery: dead clients, pre-registered clients, busy ports ------------------------------------------
+
+
+async def test_a_client_the_server_forgot_is_registered_again_without_the_person_noticing(
+    session: aiohttp.ClientSession, store: ClientStore
+) -> None:
+    async with running_world(FakeWorld(strict_clients=True, exact_redirects=True)) as world:
+        first, _, _ = await run(world, session, store)
+        assert isinstance(first, Success) and first.value.client_id == "client-1"
+        world.forget_clients()  # the server restarted with an in-memory client store
+        second, visits, _ = await run(world, session, store, timeout_s=5)
+        assert isinstance(second, Success), second
+        assert second.value.client_id == "client-2" and len(world.registrations) == 2
+        stored = store.get("fake", world.issuer)
+        assert stored is not None and stored.client_id == "client-2"
+        assert len(visits) == 1  # the person saw one login page, not the server's error page
+
+
+async def test_a_token_endpoint_that_forgot_the_client_drops_it_so_the_next_login_registers_again(
+    session: aiohttp.ClientSession, store: ClientStore
+) -> None:
+    async with running_world(FakeWorld(strict_clients=True)) as world:
+        first, _, _ = await run(world, session, store)
+        assert isinstance(first, Success)
+        world.token_forgets_clients = True
+        failed, _, logs = await run(world, session, store, timeout_s=5)
+        assert isinstance(failed, Failure) and failed.code is ErrorCode.INVALID_CLIENT
+        assert "chctl auth fake" in (failed.hint or "") and "new client" in (failed.hint or "")
+        assert store.get("fake", world.issuer) is None
+        world.token_forgets_clients = False
+        again, _, _ = await run(world, session, store, timeout_s=5)
+        assert isinstance(again, Success) and again.value.client_id == "client-2"
+        assert_no_secret(world, logs, failed)
+
+
+async def test_a_redirect_uri_the_preregistered_app_does_not_allow_is_named_at_once(
+    session: aiohttp.ClientSession, store: ClientStore
+) -> None:
+    world_knobs = FakeWorld(strict_clients=True, exact_redirects=True, registration_endpoint=False)
+    world_knobs.preregistered = {"my-app": ["http://127.0.0.1:1/callback"]}
+    async with running_world(world_knobs) as world:
+        result, visits, _ = await run(world, session, store, client_id="my-app", timeout_s=30)
+        assert isinstance(result, Failure) and result.code is ErrorCode.INVALID_CLIENT
+        assert "redirect URI http://127.0.0.1:" in result.error and "my-app" in result.error
+        assert "http://127.0.0.1/callback" in (result.hint or "")
+        assert visits == []  # nobody was sent to the error page
+        assert store.get("fake", world.issuer) is None  # a refused client is not remembered
+
+
+async def test_a_preregistered_client_is_remembered_for_the_next_plain_login(
+    session: aiohttp.ClientSession, store: ClientStore
+) -> None:
+    world_knobs = FakeWorld(strict_clients=True, registration_endpoint=False)
+    world_knobs.preregistered = {"my-app": []}
+    async with running_world(world_knobs) as world:
+        first, _, _ = await run(world, session, store, client_id="my-app")
+        assert isinstance(first, Success)
+        second, _, _ = await run(world, session, store)  # no --client-id: what every hint says to run
+        assert isinstance(second, Success), second
+        assert second.value.client_id == "my-app" and world.registrations == []
+        assert second.value.redirect_uri == first.value.redirect_uri  # the port used before, tried first
+        path = store.directory / "fake.json"
+        assert path.stat().st_mode & 0o777 == 0o600
+
+
+def time_wait_port() -> int:
+    """A port with a connection in TIME_WAIT on the listening side, as a finished login leaves it (our
+    listener sets SO_REUSEADDR; Linux lets a new socket bind over TIME_WAIT only when both did)."""
+    listener = socket.socket()
+    listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    listener.bind(("127.0.0.1", 0))
+    listener.listen()
+    port = int(listener.getsockname()[1])
+    client = socket.create_connection(("127.0.0.1", port))
+    accepted, _ = listener.accept()
+    accepted.close()  # the server side closes first: its end goes to TIME_WAIT
+    client.recv(1)
+    client.close()
+    listener.close()
+    return port
+
+
+async def test_a_fixed_port_in_time_wait_is_usable_at_once(session: aiohttp.ClientSession, store: ClientStore) -> None:
+    port = time_wait_port()
+    async with running_world(FakeWorld()) as world:
+        result, _, _ = await run(world, session, store, port=port)
+        assert isinstance(result, Success), result
+        assert result.value.redirect_uri == f"http://127.0.0.1:{port}/callback"
+
+
+async def test_a_busy_registered_port_means_a_new_registration_not_a_mismatched_redirect(
+    session: aiohttp.ClientSession, store: ClientStore
+) -> None:
+    async with running_world(FakeWorld(strict_clients=True, exact_redirects=True)) as world:
+        first, _, _ = await run(world, session, store)
+        assert isinstance(first, Success)
+        registered_port = int(first.value.redirect_uri.split(":")[2].split("/")[0])
+        with socket.socket() as holder:
+            holder.bind(("127.0.0.1", registered_port))
+            holder.listen()
+            second, _, _ = await run(world, session, store, timeout_s=5)
+        assert isinstance(second, Success), second
+        assert second.value.client_id == "client-2"
+        assert second.value.redirect_uri != first.value.redirect_uri
+
+
+async def test_the_chosen_token_auth_method_is_used_and_remembered(
+    session: aiohttp.ClientSession, store: ClientStore
+) -> None:
+    async with running_world(FakeWorld(registration_endpoint=False)) as world:
+        result, _, _ = await run(
+            world,
+            session,
+            store,
+            client_id="my-app",
+            client_secret="my-app-secret",
+            token_auth_method="client_secret_post",
+        )
+        assert isinstance(result, Success) and result.value.token_endpoint_auth_method == "client_secret_post"
+        assert world.token_forms[0]["client_secret"] == "my-app-secret"  # in the form, as chosen: not Basic
+        remembered = store.get("fake", world.issuer)
+        assert remembered is not None and remembered.token_endpoint_auth_method == "client_secret_post"

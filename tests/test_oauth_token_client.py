@@ -133,7 +133,7 @@ def test_token_response_without_refresh_token_leaves_it_none() -> None:
     ("status", "payload", "code"),
     [
         (400, body(error="invalid_grant", error_description="expired"), ErrorCode.INVALID_GRANT),
-        (401, body(error="invalid_client"), ErrorCode.INVALID_GRANT),
+        (401, body(error="invalid_client"), ErrorCode.INVALID_CLIENT),
         (400, body(error="unauthorized_client"), ErrorCode.INVALID_GRANT),
         (400, body(error="invalid_scope"), ErrorCode.OAUTH_ERROR),
         (500, b"oops", ErrorCode.NETWORK),
@@ -159,8 +159,8 @@ def test_token_error_never_echoes_the_body() -> None:
         (None, None, {"client_id": "id"}, None),
         ("s", "none", {"client_id": "id"}, None),
         ("s", "client_secret_post", {"client_id": "id", "client_secret": "s"}, None),
-        ("s:/", "client_secret_basic", {}, "Basic " + base64.b64encode(b"id:s%3A%2F").decode()),
-        ("s", None, {}, "Basic " + base64.b64encode(b"id:s").decode()),
+        ("s:/", "client_secret_basic", {"client_id": "id"}, "Basic " + base64.b64encode(b"id:s%3A%2F").decode()),
+        ("s", None, {"client_id": "id"}, "Basic " + base64.b64encode(b"id:s").decode()),
     ],
 )
 def test_client_authentication(
@@ -195,8 +195,13 @@ def test_parse_retry_after(value: str | None, seconds: float | None) -> None:
         (408, {}, b"", TransientError, None),
         (400, {}, body(error="invalid_grant"), PermanentError, None),
         (401, {}, body(error="invalid_client"), PermanentError, None),
-        (400, {}, body(error="invalid_request"), PermanentError, None),
-        (200, {}, b"not json", PermanentError, None),
+        (400, {}, body(error="unauthorized_client"), PermanentError, None),
+        # Only the three grant/client errors need a person; anything else may be a passing fault.
+        (400, {}, body(error="invalid_request"), TransientError, None),
+        (200, {}, b"not json", TransientError, None),
+        (404, {"Content-Type": "text/html"}, b"<html>not found</html>", TransientError, None),
+        (302, {"Location": "https://sso.example/login"}, b"", TransientError, None),
+        (401, {}, b"", TransientError, None),
     ],
 )
 def test_classify_refresh_response(

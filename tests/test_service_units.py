@@ -270,7 +270,22 @@ def test_install_dry_run_prints_exactly_the_files_and_commands_and_changes_nothi
         "would run: systemctl --user daemon-reload\n"
         "would run: systemctl --user enable --now context-harness.socket context-harness.service\n"
     )
-    assert runner.calls == []
+    assert runner.calls == [("systemctl", "--user", "show-environment")]  # the read-only availability probe
+    assert not (tmp_path / "home").exists()
+
+
+@pytest.mark.parametrize("action", ["install", "status"])
+def test_a_dry_run_without_a_systemd_user_session_says_so_up_front_with_what_to_run_instead(
+    tmp_path: Path, action: str
+) -> None:
+    runner = FakeRunner({("systemctl", "--user", "show-environment"): NO_BUS})
+    code, out, err = _run(action, _machine(tmp_path), runner, dry_run=True)
+    assert code == 0
+    assert err.splitlines() == [
+        f"note: systemd user session not available: `chctl service {action}` would stop with error[UNSUPPORTED]",
+        "  hint: run the daemon without a service manager: chctl daemon start",
+    ]
+    assert out.startswith("would ")
     assert not (tmp_path / "home").exists()
 
 
@@ -312,7 +327,7 @@ def test_without_systemd_user_session_says_unsupported_and_suggests_daemon_start
     assert code != 0
     assert err.splitlines() == [
         "error[UNSUPPORTED]: systemd user session not available",
-        "hint: run the daemon without a service manager: chctl daemon start",
+        "  hint: run the daemon without a service manager: chctl daemon start",
     ]
     assert runner.calls == [("systemctl", "--user", "show-environment")]
     assert not (tmp_path / "home/.config/systemd/user/context-harness.service").exists()
@@ -341,7 +356,7 @@ def test_a_failing_systemctl_command_is_reported_with_its_reason(tmp_path: Path)
     first, hint = err.splitlines()
     assert first.startswith("error[INTERNAL]: systemctl --user enable --now context-harness.socket")
     assert first.endswith("failed with exit 1: Failed to enable unit: Access denied")
-    assert hint.startswith("hint: ")
+    assert hint.startswith("  hint: ")
 
 
 def test_install_without_context_harnessd_is_not_found(tmp_path: Path) -> None:

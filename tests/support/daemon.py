@@ -96,10 +96,13 @@ def chctl(
     input: str | None = None,
     extra_env: dict[str, str] | None = None,
     timeout: float = 60,
+    autostart: bool = False,
 ) -> subprocess.CompletedProcess[str]:
+    """chctl as a user runs it; it starts no daemon unless `autostart` (then stop it: `chctl daemon stop`)."""
+    no_autostart = {} if autostart else {"CH_NO_AUTOSTART": "1"}
     return subprocess.run(
         [sys.executable, "-m", "context_harness.client.chctl", *args],
-        env={**env.vars(), "CH_NO_AUTOSTART": "1", **(extra_env or {})},
+        env={**env.vars(), **no_autostart, **(extra_env or {})},
         cwd=cwd or env.project,
         input=input,
         capture_output=True,

@@ -53,3 +53,12 @@ def mcp_list(env: UserEnv, cwd: Path | None = None) -> dict[str, str]:
         name, word = match.groups()
         status[name] = word
     return status
+
+
+def mcp_auth(env: UserEnv, name: str) -> Path:
+    """`opencode mcp auth NAME`, headless (its callback is 127.0.0.1:19876). Returns the mcp-auth.json it wrote."""
+    from tests.support.headless_login import log_in_headless
+
+    argv = [str(OPENCODE_BIN), "mcp", "auth", name]
+    log_in_headless(argv, {**env.vars(), **OFFLINE}, env.project, rb"(https?://\S+/auth\?\S+)")
+    return env.home / ".local/share/opencode/mcp-auth.json"

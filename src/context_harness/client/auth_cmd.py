@@ -11,7 +11,7 @@ import os
 import sys
 import time
 
-from context_harness.client.output import print_json, printable
+from context_harness.client.output import HINT_PREFIX, print_json, printable
 from context_harness.client.rpc_client import RpcError, call
 
 TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (~2 ms of start-up)
@@ -21,6 +21,8 @@ if TYPE_CHECKING:  # chctl imports this module for every command: nothing heavy 
     from typing import Any
 
 CANCEL_ON = (KeyboardInterrupt,)
+LIVE_INTERVAL_S = 1.0  # the waiting line on a terminal shows seconds
+PLAIN_INTERVAL_S = 60.0  # ... elsewhere (a log, a pipe), one line a minute is enough
 
 
 def env_prefix(name: str) -> str:
@@ -29,12 +31,17 @@ def env_prefix(name: str) -> str:
 
 def add_auth_parsers(sub: Any) -> None:
     p = sub.add_parser("auth", help="log in to an OAuth MCP server (or --status, --logout)")
-    p.add_argument("name")
+    p.add_argument("name", help="the server to log in to (added with `chctl add NAME` first)")
     p.add_argument("--client-id", help="a pre-registered OAuth client id (else $NAME_CLIENT_ID, the registry, DCR)")
     p.add_argument(
         "--client-secret",
         help="its secret, if the provider issued one: `-` asks for it without echo (better: $NAME_CLIENT_SECRET; "
         "a value here is visible to other users in `ps`)",
+    )
+    p.add_argument(
+        "--token-auth-method",
+        choices=["client_secret_basic", "client_secret_post", "none"],
+        help="how the client authenticates at the token endpoint (else what the server and registration say)",
     )
     p.add_argument("--scope", action="append", metavar="S", help="scope to ask for (repeatable)")
     p.add_argument("--port", type=int, default=0, help="fixed callback port (exact redirect matching, ssh -L)")
@@ -43,12 +50,12 @@ def add_auth_parsers(sub: Any) -> None:
     mode = p.add_mutually_exclusive_group()
     mode.add_argument("--status", action="store_true", help="state, expiry, scopes, issuer; exit 0 if usable")
     mode.add_argument("--logout", action="store_true", help="revoke at the server, then forget the tokens")
-    p.add_argument("--json", action="store_true")
+    p.add_argument("--json", action="store_true", help="print JSON instead of text")
     p.set_defaults(func=cmd_auth)
 
     p = sub.add_parser("refresh", help="refresh a server's OAuth token now")
-    p.add_argument("name")
-    p.add_argument("--json", action="store_true")
+    p.add_argument("name", help="the server whose token to refresh")
+    p.add_argument("--json", action="store_true", help="print JSON instead of text")
     p.set_defaults(func=cmd_refresh)
 
 
@@ -66,6 +73,13 @@ def cmd_auth(args: argparse.Namespace) -> int:
     if args.logout:
         result = call("auth.logout", {"name": args.name})
         print(f"logged out of {args.name}" + (" (revoked at the server)" if result["revoked"] else ""))
+        for outcome in result.get("tokens", []):
+            if outcome["revoked"]:
+                continue
+            kind = outcome["token"].replace("_", " ")
+            valid_until = outcome["valid_until"]
+            until = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(valid_until)) if valid_until else "it expires"
+            print(f"  {kind} NOT revoked: {outcome['reason']}; it stays valid {until}", file=sys.stderr)
         return 0
     return auth_login(args)
 
@@ -83,7 +97,7 @@ def auth_status(args: argparse.Namespace) -> int:
         if status.get("last_error"):
             print(f"  last error: {printable(status['last_error'])}")
         if not status["usable"]:
-            print(f"  → run `chctl auth {args.name}` to log in", file=sys.stderr)
+            print(f"{HINT_PREFIX}run `chctl auth {args.name}` to log in", file=sys.stderr)
     return 0 if status["usable"] else 1
 
 
@@ -134,12 +148,15 @@ def auth_login(args: argparse.Namespace) -> int:
             params["client_secret"] = client_secret
     if args.scope:
         params["scopes"] = args.scope
+    if args.token_auth_method:
+        params["token_auth_method"] = args.token_auth_method
+    deadline = time.monotonic() + args.timeout  # the daemon's clock starts during auth.start
     started = call("auth.start", params)
     flow_id, url = started["flow_id"], started["authorization_url"]
     print(printable(url), flush=True)
     opened = False if args.no_browser else open_browser(url)
     if opened:
-        print("opened the login page in your browser; waiting for it to finish…", file=sys.stderr)
+        print("opened the login page in your browser", file=sys.stderr)
     else:
         import threading
 
@@ -149,13 +166,17 @@ def auth_login(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
         threading.Thread(target=_forward_pastes, args=(flow_id,), daemon=True).start()
+    what = "the browser" if opened else "the login"
+    # On a terminal the line is redrawn in place; not while a pasted URL is being typed on it.
+    live = opened and sys.stderr.isatty()
     try:
-        result = call("auth.wait", {"flow_id": flow_id})
+        result = wait_for_login(flow_id, deadline, what, live)
     except CANCEL_ON:
         try:
             call("auth.cancel", {"flow_id": flow_id})
         except RpcError:
             pass
+        print(("\n" if live else "") + f"cancelled the login to {args.name}", file=sys.stderr)
         raise
     if args.json:
         print_json(result)
@@ -171,6 +192,38 @@ def auth_login(args: argparse.Namespace) -> int:
     if not result["configs"]:
         print(f"  next: `chctl add {args.name}` writes it into an opencode config")
     return 0
+
+
+def _left(seconds: float) -> str:
+    whole = max(0, int(-(-seconds // 1)))  # rounded up: "0:01" until the very end
+    return f"{whole // 60}:{whole % 60:02d}"
+
+
+def wait_for_login(flow_id: str, deadline: float, what: str, live: bool) -> Any:
+    """`auth.wait` in a thread while this one shows the time left: redrawn every second on a terminal,
+    a plain line a minute otherwise. Ctrl-C reaches this thread (the caller cancels the flow)."""
+    import threading
+
+    outcome: dict[str, Any] = {}
+
+    def wait() -> None:
+        try:
+            outcome["result"] = call("auth.wait", {"flow_id": flow_id})
+        except Exception as exc:  # raised again in the main thread, as if it had called auth.wait itself
+            outcome["error"] = exc
+
+    waiter = threading.Thread(target=wait, daemon=True)
+    waiter.start()
+    interval = LIVE_INTERVAL_S if live else PLAIN_INTERVAL_S
+    while waiter.is_alive():
+        line = f"waiting for {what}… {_left(deadline - time.monotonic())} left, Ctrl-C cancels"
+        print("\r\x1b[K" + line if live else line, end="" if live else "\n", file=sys.stderr, flush=True)
+        waiter.join(interval)
+    if live:
+        print("\r\x1b[K", end="", file=sys.stderr, flush=True)
+    if "error" in outcome:
+        raise outcome["error"]
+    return outcome["result"]
 
 
 def _forward_pastes(flow_id: str) -> None:

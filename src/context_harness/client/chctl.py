@@ -12,8 +12,19 @@ import sys
 import time
 from types import SimpleNamespace
 
-from context_harness.client import rpc_client
-from context_harness.client.output import print_error, print_json, printable, table, when
+from context_harness import __version__
+from context_harness.client import rpc_client, states
+from context_harness.client.output import (
+    HINT_PREFIX,
+    paint,
+    print_error,
+    print_json,
+    printable,
+    table,
+    terminal_width,
+    use_colour,
+    when,
+)
 from context_harness.client.rpc_client import RpcError, call
 
 TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (~2 ms of start-up)
@@ -24,6 +35,36 @@ if TYPE_CHECKING:
     from typing import Any
 
     Handler = Callable[[argparse.Namespace], int]
+
+
+JSON_HELP = "print JSON instead of text"
+MIN_DESCRIPTION = 30  # `chctl registry` on a terminal narrower than URLs plus this leaves the URLs out
+NAME_HELP = "a server from `chctl registry`, or a name of your choice with --url or --command"
+EXAMPLES = """\
+examples:
+  chctl init                                        # opencode.json with an empty "mcp" here
+  chctl add context7 --api-key-env CONTEXT7_API_KEY # an API-key server
+  chctl add linear && chctl auth linear             # an OAuth server: add, then log in once
+  chctl status                                      # every server's state at a glance
+
+`chctl registry` lists the servers chctl knows; `chctl COMMAND --help` tells more about one command.
+"""
+ADD_EXAMPLES = """\
+examples:
+  chctl add context7 --api-key-env CONTEXT7_API_KEY   # key from the environment (not visible in `ps`)
+  chctl add linear --global                           # OAuth: then `chctl auth linear`
+  chctl add docs --url https://mcp.example.com/mcp -k KEY --key-header X-Api-Key
+  chctl add files --command "npx -y @modelcontextprotocol/server-filesystem ~/docs"
+  chctl add linear --client claude-code --client codex  # other agents' configs (through `chctl bridge`)
+  chctl add linear --client cursor --mode header      # the header in the file instead of the bridge
+  chctl add                                           # on a terminal: pick from the registry
+
+`chctl registry` lists the servers you can add by name.
+"""
+
+
+# `chctl doctor` exits with the worst level it found (documented in README).
+DOCTOR_EXIT = {"ok": 0, "warn": 1, "error": 2}
 
 
 # --- argument helpers -----------------------------------------------------------------------------------
@@ -100,7 +141,10 @@ def cmd_registry(args: argparse.Namespace) -> int:
                 server.get("description", ""),
             ]
         )
-    print(table(rows))
+    width = terminal_width()
+    if width is not None and sum(max(len(row[i]) for row in rows) + 2 for i in range(3)) + MIN_DESCRIPTION > width:
+        rows = [[row[0], row[1], row[3]] for row in rows]  # too narrow for URLs: `--json` has them
+    print(table(rows, width=width, cut=len(rows[0]) - 1))
     for warning in result["warnings"]:
         print(f"warning: {warning}", file=sys.stderr)
     return 0
@@ -142,6 +186,16 @@ def cmd_add(args: argparse.Namespace) -> int:
     import getpass
     import shlex
 
+    picked = args.name is None  # `chctl add` alone: pick from the registry, on a terminal only
+    if picked:
+        from context_harness.client import picker
+
+        if not picker.interactive():
+            args.usage_error("NAME is required (on a terminal, `chctl add` alone lets you pick from the registry)")
+        args.name = picker.pick_server()
+        if args.name is None:
+            print("nothing added")
+            return 1
     params = target(args)
     params.update(name=args.name, secret_mode=args.secret_mode)
     if args.clients:
@@ -179,6 +233,10 @@ def cmd_add(args: argparse.Namespace) -> int:
         through = " (through `chctl bridge`)" if config["mode"] == "bridge" else ""
         print(f"added {result['name']} to {config['path']}{through}")
     if result["needs_auth"]:
+        if picked and picker.ask_yes(f"log in to {result['name']} now?"):
+            from context_harness.client.auth_cmd import auth_login
+
+            return auth_login(build_parser().parse_args(["auth", result["name"]]))
         print(f"next: run `chctl auth {result['name']}` to log in; the token is written here automatically")
     return 0
 
@@ -226,22 +284,25 @@ def cmd_status(args: argparse.Namespace) -> int:
         print("no servers yet: `chctl registry` lists known ones, `chctl add NAME` adds one")
         return 0
     now = time.time()
-    rows = [["NAME", "AUTH", "STATE", "EXPIRES", "NEXT REFRESH", "MODE", "CONFIGS", "BRIDGES", "LAST ERROR"]]
+    rows = [["NAME", "STATE", "AUTH", "EXPIRES", "NEXT REFRESH", "MODE", "CONFIGS", "BRIDGES", "LAST ERROR / NOTE"]]
+    colours: list[str | None] = []
     for s in servers:
+        words, colour = states.describe(s, now)
+        colours.append(colour)
         rows.append(
             [
                 s["name"],
+                words,
                 s["auth_type"],
-                s["state"],
                 when(s["expires_at"], now),
                 when(s["next_refresh_at"], now),
                 s.get("mode") or "-",
                 str(len(s["configs"])),
                 str(len(s.get("bridges") or [])),
-                s["last_error"] or "",
+                "" if s["state"] == "retrying" else s["last_error"] or s.get("note") or "",  # retrying: in STATE
             ]
         )
-    print(table(rows))
+    print(table(rows, colours if use_colour() else None, colour_column=1, width=terminal_width(), cut=8))
     return 0
 
 
@@ -257,8 +318,8 @@ def cmd_doctor(args: argparse.Namespace) -> int:
     except RpcError as exc:
         print(f"✗ daemon reachable: {exc.message}")
         if exc.hint:
-            print(f"    → {exc.hint}")
-        return 1
+            print(HINT_PREFIX + exc.hint)
+        return DOCTOR_EXIT["error"]
     checks = [
         {"name": "daemon", "level": "ok", "message": f"daemon reachable on {rpc_client.socket_path()}", "hint": None},
         *result["checks"],
@@ -266,12 +327,14 @@ def cmd_doctor(args: argparse.Namespace) -> int:
     if args.json:
         print_json(checks)
     else:
-        marks = {"ok": "✓", "warn": "!", "error": "✗"}
+        marks = {"ok": ("✓", "green"), "warn": ("!", "yellow"), "error": ("✗", "red")}
+        colour = use_colour()
         for check in checks:
-            print(f"{marks[check['level']]} {printable(check['message'])}")
+            mark, name = marks[check["level"]]
+            print(f"{paint(mark, name) if colour else mark} {printable(check['message'])}")
             if check["level"] != "ok" and check.get("hint"):
-                print(f"    → {printable(check['hint'])}")
-    return 1 if any(c["level"] == "error" for c in checks) else 0
+                print(HINT_PREFIX + printable(check["hint"]))
+    return max(DOCTOR_EXIT[c["level"]] for c in checks)
 
 
 def cmd_daemon(args: argparse.Namespace) -> int:
@@ -320,8 +383,12 @@ def build_parser() -> argparse.ArgumentParser:
     import argparse
 
     parser = argparse.ArgumentParser(
-        prog="chctl", description="Keep MCP server credentials valid and written into opencode's config."
+        prog="chctl",
+        description="Keep MCP server credentials valid and written into opencode's config.",
+        epilog=EXAMPLES,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
+    parser.add_argument("--version", action="version", version=f"chctl {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     p = sub.add_parser("init", help="create an agent's config (opencode's: $schema and an empty mcp section)")
@@ -329,16 +396,23 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_init)
 
     p = sub.add_parser("registry", help="list the servers chctl knows how to add")
-    p.add_argument("--json", action="store_true")
+    p.add_argument("--json", action="store_true", help=JSON_HELP)
     p.set_defaults(func=cmd_registry)
 
     p = sub.add_parser("list", help="list the MCP servers in an opencode config")
     add_target(p)
-    p.add_argument("--json", action="store_true")
+    p.add_argument("--json", action="store_true", help=JSON_HELP)
     p.set_defaults(func=cmd_list)
 
-    p = sub.add_parser("add", help="add a server to an agent's config (opencode's by default)")
-    p.add_argument("name")
+    p = sub.add_parser(
+        "add",
+        help="add a server to an agent's config (opencode's by default)",
+        description="Add a server to an agent's config (opencode's by default): one from `chctl registry` by "
+        "name, or any with --url.",
+        epilog=ADD_EXAMPLES,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("name", nargs="?", help=NAME_HELP + "; on a terminal, leave it out to pick from a list")
     add_target(p, many_clients=True)
     p.add_argument("--url", help="remote server URL (for a server not in the registry, or to override it)")
     p.add_argument("--header", action="append", metavar="K=V", help="an extra static header (repeatable)")
@@ -369,16 +443,16 @@ def build_parser() -> argparse.ArgumentParser:
         choices=["bridge", "header"],
         help="bridge or header, for every --client (default: header for opencode, bridge for the others)",
     )
-    p.add_argument("--json", action="store_true")
-    p.set_defaults(func=cmd_add)
+    p.add_argument("--json", action="store_true", help=JSON_HELP)
+    p.set_defaults(func=cmd_add, usage_error=p.error)
 
     p = sub.add_parser("remove", help="remove a server from an agent's config")
-    p.add_argument("name")
+    p.add_argument("name", help="the server's name in the config")
     add_target(p, many_clients=True)
     p.set_defaults(func=cmd_remove)
 
     p = sub.add_parser("clients", help="the agent clients on this machine and the servers each carries")
-    p.add_argument("--json", action="store_true")
+    p.add_argument("--json", action="store_true", help=JSON_HELP)
     p.set_defaults(func=cmd_clients)
 
     p = sub.add_parser(
@@ -387,20 +461,29 @@ def build_parser() -> argparse.ArgumentParser:
         description="Speak MCP on stdin/stdout; the daemon carries the traffic to NAME's server with the "
         "current credential. Agents start this; it exits when stdin closes.",
     )
-    p.add_argument("name")
+    p.add_argument("name", help="the server to relay to (added with `chctl add NAME --bridge`)")
     p.set_defaults(func=cmd_bridge)
 
     p = sub.add_parser("status", help="every server's credential state, expiry and next refresh")
-    p.add_argument("--json", action="store_true")
+    p.add_argument("--json", action="store_true", help=JSON_HELP)
     p.set_defaults(func=cmd_status)
 
-    p = sub.add_parser("doctor", help="check the daemon, permissions and configs")
-    p.add_argument("--json", action="store_true")
+    p = sub.add_parser(
+        "doctor",
+        help="check the daemon, permissions, configs and every server's login",
+        description="Check the daemon, permissions, configs and every server's login. "
+        "Exit status: 0 when all is well, 1 on warnings, 2 on errors.",
+    )
+    p.add_argument("--json", action="store_true", help=JSON_HELP)
     p.set_defaults(func=cmd_doctor)
 
     p = sub.add_parser("daemon", help="run, start, stop or query the daemon")
-    p.add_argument("action", choices=["run", "start", "stop", "status"])
-    p.add_argument("--json", action="store_true")
+    p.add_argument(
+        "action",
+        choices=["run", "start", "stop", "status"],
+        help="run: in this terminal; start: in the background; stop; status: pid, uptime, socket",
+    )
+    p.add_argument("--json", action="store_true", help=JSON_HELP)
     p.set_defaults(func=cmd_daemon)
 
     for extend in _extensions():
@@ -409,10 +492,13 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _extensions() -> list[Callable[[Any], None]]:
-    from context_harness.client import auth_cmd, service_args
+    from context_harness.client import auth_cmd, completion, import_cmd, logs, service_args
 
     return [
         auth_cmd.add_auth_parsers,
+        import_cmd.add_import_parser,
+        logs.add_logs_parser,
+        completion.add_completion_parser,
         lambda sub: service_args.add_service_arguments(sub, service_args.run_service_lazily),
     ]
 
@@ -437,6 +523,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     args_list = list(sys.argv[1:] if argv is None else argv)
     if args_list[:1] == ["mcp"]:  # the seed's spelling: `context-harness mcp add|list|remove|auth ...`
         args_list = args_list[1:]
+    if not args_list:  # `chctl` alone: the help, not argparse's "the following arguments are required"
+        build_parser().print_help()
+        return 0
     args = parse_fast(args_list) or build_parser().parse_args(args_list)
     try:
         return int(args.func(args))

@@ -2,13 +2,24 @@
 
 from __future__ import annotations
 
+import os
 import sys
 import time
 
 TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing
 
 if TYPE_CHECKING:
-    from typing import Any
+    from typing import Any, TextIO
+
+# Every error says what to do next. The daemon's own hints name the server and the flags; these are for
+# the errors that come without one (a low-level network failure, a bug).
+FALLBACK_HINTS = {
+    "NETWORK": "check the network (proxy, VPN, DNS) and try again; `chctl logs` has the details",
+    "TIMEOUT": "try again; `chctl logs` has the details",
+    "INTERNAL": "this is a bug: `chctl logs` shows what happened; please report it with that",
+}
+DEFAULT_HINT = "`chctl status` shows every server's state; `chctl doctor` checks the setup"
+HINT_PREFIX = "  hint: "  # the one indentation for hints, in errors and in `chctl doctor` alike
 
 
 # C0 and C1 control characters and DEL: an ESC sequence from a server must not reach the terminal (it can
@@ -21,10 +32,10 @@ def printable(text: object) -> str:
     return str(text).translate(_CONTROL)
 
 
-def print_error(code: str, message: str, hint: str | None = None) -> int:
-    print(f"error[{printable(code)}]: {printable(message)}", file=sys.stderr)
-    if hint:
-        print(f"  hint: {printable(hint)}", file=sys.stderr)
+def print_error(code: str, message: str, hint: str | None = None, file: TextIO | None = None) -> int:
+    out = sys.stderr if file is None else file
+    print(f"error[{printable(code)}]: {printable(message)}", file=out)
+    print(HINT_PREFIX + printable(hint or FALLBACK_HINTS.get(code, DEFAULT_HINT)), file=out)
     return 1
 
 
@@ -51,7 +62,59 @@ def when(ts: float | None, now: float | None = None) -> str:
     return f"in {text}" if delta >= 0 else f"{text} ago"
 
 
-def table(rows: list[list[str]]) -> str:
+COLOURS = {"green": "\x1b[32m", "yellow": "\x1b[33m", "red": "\x1b[31m"}
+RESET = "\x1b[0m"
+MIN_CUT_WIDTH = 12  # a column cut to fit the terminal keeps at least this much
+
+
+def use_colour(stream: TextIO | None = None) -> bool:
+    """Colour only on a terminal, and never with NO_COLOR set (https://no-color.org)."""
+    return not os.environ.get("NO_COLOR") and (sys.stdout if stream is None else stream).isatty()
+
+
+def paint(text: str, colour: str) -> str:
+    return COLOURS[colour] + text + RESET
+
+
+def terminal_width() -> int | None:
+    """The terminal's width when stdout is one (COLUMNS wins); None when piped: then nothing is cut."""
+    if not sys.stdout.isatty():
+        return None
+    columns = os.environ.get("COLUMNS", "")
+    if columns.isdigit():
+        return int(columns)
+    try:
+        return os.get_terminal_size(sys.stdout.fileno()).columns
+    except OSError:
+        return None
+
+
+def table(
+    rows: list[list[str]],
+    colours: list[str | None] | None = None,
+    colour_column: int = 0,
+    width: int | None = None,
+    cut: int | None = None,
+) -> str:
+    """Aligned columns, two spaces apart. `colours` paints one cell per row but the header (a COLOURS name,
+    or None), in `colour_column`; column `cut` is shortened with '…' so that lines fit in `width`."""
     rows = [[printable(cell) for cell in row] for row in rows]
     widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
-    return "\n".join("  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip() for row in rows)
+    if width is not None and cut is not None:
+        excess = sum(widths) + 2 * (len(widths) - 1) - width
+        if excess > 0:
+            widths[cut] = max(MIN_CUT_WIDTH, widths[cut] - excess)
+            rows = [[_cut(c, widths[cut]) if i == cut else c for i, c in enumerate(row)] for row in rows]
+    lines = []
+    for index, row in enumerate(rows):
+        cells = [cell.ljust(w) for cell, w in zip(row, widths, strict=True)]
+        colour = colours[index - 1] if colours and index > 0 else None
+        if colour:
+            text = row[colour_column]
+            cells[colour_column] = paint(text, colour) + cells[colour_column][len(text) :]
+        lines.append("  ".join(cells).rstrip())
+    return "\n".join(lines)
+
+
+def _cut(text: str, width: int) -> str:
+    return text if len(text) <= width else text[: width - 1] + "…"

@@ -20,6 +20,7 @@ if TYPE_CHECKING:
     from typing import Any
 
 AUTOSTART_WAIT_S = 5.0
+AUTOSTART_NOTICE_S = 0.5  # a pause longer than this gets explained: "starting the daemon…"
 _PROTOCOL_CODES = {-32602: "INVALID_PARAMS", -32601: "NOT_FOUND", -32600: "INVALID_PARAMS", -32700: "INVALID_PARAMS"}
 POLL_INTERVAL_S = 0.05
 
@@ -112,11 +113,15 @@ def connect(autostart: bool = True) -> _socket.socket:
             "start it with `chctl daemon start` (or `context-harnessd` in a terminal)",
         )
     start_daemon()
-    deadline = time.monotonic() + AUTOSTART_WAIT_S
-    while time.monotonic() < deadline:
+    started = time.monotonic()
+    said = False
+    while time.monotonic() < started + AUTOSTART_WAIT_S:
         sock = _connect(path)
         if sock is not None:
             return sock
+        if not said and time.monotonic() > started + AUTOSTART_NOTICE_S:
+            print("starting the daemon…", file=sys.stderr, flush=True)
+            said = True
         time.sleep(POLL_INTERVAL_S)
     raise RpcError(
         "DAEMON_UNAVAILABLE",

@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import TextIO
 
 from context_harness import units
+from context_harness.client.output import HINT_PREFIX, print_error
 from context_harness.client.service_args import add_service_arguments
 from context_harness.primitives.result import ErrorCode, Failure
 from context_harness.stores.atomic import atomic_write_bytes
@@ -401,16 +402,25 @@ def run_service(
         manager = service_manager(machine if machine is not None else Machine.current(), runner)
         _dispatch(manager, args.service_action, bool(args.dry_run), runner, out, err)
     except ServiceError as exc:
-        print(f"error[{exc.failure.code}]: {exc.failure.error}", file=err)
-        if exc.failure.hint:
-            print(f"hint: {exc.failure.hint}", file=err)
-        return 1
+        return print_error(exc.failure.code, exc.failure.error, exc.failure.hint, file=err)
     return 0
+
+
+def _warn_if_unavailable(manager: ServiceManager, action: str, err: TextIO) -> None:
+    """A dry run says first when the real run would stop at the availability check, and what to do instead."""
+    try:
+        manager.check_available()
+    except ServiceError as exc:
+        stop = f"`chctl service {action}` would stop with error[{exc.failure.code}]"
+        print(f"note: {exc.failure.error}: {stop}", file=err)
+        if exc.failure.hint:
+            print(HINT_PREFIX + exc.failure.hint, file=err)
 
 
 def _dispatch(manager: ServiceManager, action: str, dry_run: bool, runner: Runner, out: TextIO, err: TextIO) -> None:
     if action == "status":
         if dry_run:
+            _warn_if_unavailable(manager, action, err)
             out.write(describe(manager.status_queries()))
             return
         manager.check_available()
@@ -428,6 +438,7 @@ def _dispatch(manager: ServiceManager, action: str, dry_run: bool, runner: Runne
         raise ServiceError(Failure(f"unknown service action {action!r}", ErrorCode.INVALID_PARAMS))
 
     if dry_run:
+        _warn_if_unavailable(manager, action, err)
         out.write(describe(plan))
         return
     manager.check_available()

@@ -122,6 +122,25 @@ class ConfigFormat:
             node = node.get(key) if isinstance(node, dict) else None
         return node if isinstance(node, dict) else {}
 
+    def shape_problem(self, document: Any) -> str | None:
+        """Why a parsed file cannot hold servers: its root, or a member on the way to them, is not an object."""
+        if not isinstance(document, dict):
+            return "the document's root is not an object"
+        node: dict[str, Any] = document
+        for depth, key in enumerate(self.section):
+            if key not in node:
+                return None
+            if not isinstance(node[key], dict):
+                return f"`{'.'.join(self.section[: depth + 1])}` is not an object"
+            node = node[key]
+        return None
+
+    def shape_example(self) -> str:
+        """What the file must look like around the servers, for the hint after `shape_problem`."""
+        if self.syntax is TOML:
+            return f"[{'.'.join(self.section)}.NAME] tables"
+        return "".join('{"' + key + '": ' for key in self.section) + "{...}" + "}" * len(self.section)
+
     def entry_path(self, name: str) -> tuple[str, ...]:
         return (*self.section, name)
 
@@ -162,8 +181,17 @@ class ConfigFormat:
     def set_header(self, text: str, name: str, header: str, value: str) -> str:
         return self.syntax.set(text, self.header_path(name, header), value)
 
+    def declines_own_oauth(self, entry: dict[str, Any]) -> bool:
+        """Whether the entry tells the client to leave its auth to us (opencode's `"oauth": false`)."""
+        return False
+
     def remove_header(self, text: str, name: str, header: str) -> str:
-        return self.syntax.remove(text, self.header_path(name, header))
+        """The entry without our header, and without a headers object that only held it."""
+        text = self.syntax.remove(text, self.header_path(name, header))
+        entry = self.entries(self.syntax.parse(text)).get(name)
+        if isinstance(entry, dict) and entry.get(self.headers_key) == {}:
+            text = self.syntax.remove(text, self.header_path(name, header)[:-1])
+        return text
 
     # --- secrets -----------------------------------------------------------------------------------------
 

@@ -75,6 +75,15 @@ def mcp_entries(document: Any) -> dict[str, Any]:
     return section if isinstance(section, dict) else {}
 
 
+def shape_problem(document: Any) -> str | None:
+    """Why a parsed config cannot hold MCP servers: its root, or its `mcp`, is not an object."""
+    if not isinstance(document, dict):
+        return "the document's root is not an object"
+    if "mcp" in document and not isinstance(document["mcp"], dict):
+        return "`mcp` is not an object"
+    return None
+
+
 def schema_problems(name: str, entry: Any) -> list[str]:
     """Why opencode 1.18 would reject (or silently ignore part of) this entry; [] when it fits."""
     try:
@@ -145,6 +154,9 @@ class OpencodeFormat(ConfigFormat):
         if isinstance(entry, dict) and entry.get("oauth") is not False:
             text = self.syntax.set(text, oauth_path(name), False)
         return text
+
+    def declines_own_oauth(self, entry: dict[str, Any]) -> bool:
+        return entry.get("oauth") is False
 
     def secret_file_reference(self, path: Path) -> str | None:
         """opencode substitutes `{file:PATH}`; `~/` keeps configs portable across users."""

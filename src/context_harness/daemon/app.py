@@ -38,6 +38,7 @@ from context_harness.oauth.http import new_session
 from context_harness.services import doctor
 from context_harness.services.config_service import ConfigService
 from context_harness.services.doctor import Check
+from context_harness.services.import_service import ImportService
 from context_harness.services.mcp_service import MCPService
 from context_harness.services.oauth_service import OAuthService
 from context_harness.stores.atomic import ensure_private_dir
@@ -75,6 +76,7 @@ class Daemon:
         )
         self.flows = AuthFlows(self.oauth)
         self.bridges = Bridges(self.tokens, self.oauth, self.http, on_refreshed=self.on_credential_changed)
+        self.imports = ImportService(self.mcp, self.oauth, self.oauth.clients, self.http, settings.http_timeout_s)
         self.refresher = Refresher(settings, self.oauth, self.tokens, clock=clock)
         self._stop = asyncio.Event()
 

@@ -1,7 +1,9 @@
 """Logins in progress: `auth.start` begins one and returns the URL, `auth.wait` waits for its end.
 
 The flow runs in the daemon (it owns the tokens); `chctl` only shows the URL, opens the browser,
-forwards a pasted redirect URL, and waits.
+forwards a pasted redirect URL, and waits. A flow nobody waits for (the `chctl` that started it was
+killed) is cancelled after a grace period, so it does not hold its callback port until its timeout; a
+result nobody collects is dropped after the same period.
 """
 
 from __future__ import annotations
@@ -15,9 +17,14 @@ import structlog
 
 from context_harness.primitives.oauth import Credential
 from context_harness.primitives.result import ErrorCode, Failure, Result, Success
+from context_harness.services.auth_guidance import login_failure_hint
 from context_harness.services.oauth_service import AuthOptions, OAuthService
 
 log = structlog.get_logger(__name__)
+
+# `chctl auth` calls auth.wait right after auth.start, and again at once if its connection drops: a flow
+# with no waiter for this long was abandoned.
+ABANDONED_AFTER_S = 30.0
 
 
 @dataclass
@@ -25,12 +32,46 @@ class _Flow:
     name: str
     task: asyncio.Task[Result[Credential]]
     paste: asyncio.Queue[str] = field(default_factory=asyncio.Queue)
+    waiters: int = 0
+    expiry: asyncio.TimerHandle | None = None
 
 
 class AuthFlows:
-    def __init__(self, oauth: OAuthService) -> None:
+    def __init__(self, oauth: OAuthService, abandoned_after_s: float = ABANDONED_AFTER_S) -> None:
         self.oauth = oauth
+        self.abandoned_after_s = abandoned_after_s
         self._flows: dict[str, _Flow] = {}
+        # The last failed login per server, until one succeeds: `chctl status` shows it as LAST ERROR.
+        self.failed_logins: dict[str, str] = {}
+
+    def _record(self, name: str, task: asyncio.Task[Result[Credential]]) -> None:
+        if task.cancelled():
+            return
+        if task.exception() is not None:  # a bug; the flow's waiter reports it
+            self.failed_logins[name] = "login failed: internal error (see `chctl logs`)"
+            return
+        result = task.result()
+        if isinstance(result, Failure):
+            self.failed_logins[name] = f"login failed: {result.error}"
+        else:
+            self.failed_logins.pop(name, None)
+
+    def _expire_later(self, flow_id: str) -> None:
+        flow = self._flows.get(flow_id)
+        if flow is None:
+            return
+        if flow.expiry is not None:
+            flow.expiry.cancel()
+        flow.expiry = asyncio.get_running_loop().call_later(self.abandoned_after_s, self._expire, flow_id)
+
+    def _expire(self, flow_id: str) -> None:
+        flow = self._flows.get(flow_id)
+        if flow is None or flow.waiters:
+            return
+        del self._flows[flow_id]
+        if not flow.task.done():
+            flow.task.cancel()  # closes its callback listener
+        log.info("authorization_flow_abandoned", server=flow.name, finished=flow.task.done())
 
     async def start(self, name: str, options: AuthOptions) -> Result[dict[str, str]]:
         url_ready: asyncio.Future[str] = asyncio.get_running_loop().create_future()
@@ -41,28 +82,37 @@ class AuthFlows:
 
         paste: asyncio.Queue[str] = asyncio.Queue()
         task = asyncio.create_task(self.oauth.authenticate(name, options, show, paste))
+        task.add_done_callback(lambda done: self._record(name, done))
         waiting: set[asyncio.Future[Any]] = {task, url_ready}
         await asyncio.wait(waiting, return_when=asyncio.FIRST_COMPLETED)
         if not url_ready.done():  # the flow ended before there was anything to open: discovery failed, ...
             result = task.result()
-            return result if isinstance(result, Failure) else Failure("login ended early", ErrorCode.INTERNAL)
+            failure = result if isinstance(result, Failure) else Failure("login ended early", ErrorCode.INTERNAL)
+            return login_failure_hint(name, failure)
         flow_id = secrets.token_urlsafe(12)
         self._flows[flow_id] = _Flow(name, task, paste)
+        self._expire_later(flow_id)
+        task.add_done_callback(lambda _t: self._expire_later(flow_id))  # a result nobody collects goes too
         return Success({"flow_id": flow_id, "authorization_url": url_ready.result()})
 
     async def wait(self, flow_id: str) -> Result[Credential]:
         flow = self._flows.get(flow_id)
         if flow is None:
             return Failure("no such login in progress", ErrorCode.NOT_FOUND, "start one with `chctl auth NAME`")
+        flow.waiters += 1
         try:
             result = await asyncio.shield(flow.task)
         except asyncio.CancelledError:
             if flow.task.cancelled():
                 self._flows.pop(flow_id, None)
                 return Failure("the login was cancelled", ErrorCode.TIMEOUT, "run `chctl auth` again")
-            raise  # our caller went away; the flow goes on until it ends or times out
+            raise  # our caller went away; the flow goes on until it ends, times out or is abandoned
+        finally:
+            flow.waiters -= 1
+            if not flow.waiters:
+                self._expire_later(flow_id)
         self._flows.pop(flow_id, None)
-        return result
+        return login_failure_hint(flow.name, result) if isinstance(result, Failure) else result
 
     def paste(self, flow_id: str, redirect_url: str) -> Result[bool]:
         flow = self._flows.get(flow_id)

@@ -23,6 +23,7 @@ from context_harness.primitives.result import ErrorCode, Failure, Result, Succes
 from context_harness.services.oauth_service import (
     OAuthService,
     RefreshDone,
+    RefreshImpossible,
     RefreshNeedsReauth,
     RefreshNotNeeded,
     RefreshRetry,
@@ -90,8 +91,12 @@ class ServerCredentials:
                     ErrorCode.TOKEN_EXPIRED,
                     "the daemon keeps retrying; try again shortly",
                 )
-            case RefreshNeedsReauth(reason):
-                return Failure(f"{name} needs a new login: {reason}", ErrorCode.INVALID_GRANT, login)
+            case RefreshNeedsReauth(reason, code):
+                return Failure(f"{name} needs a new login: {reason}", code, login)
+            case RefreshImpossible():
+                return Failure(
+                    f"{name} refused its token and no refresh token was issued", ErrorCode.AUTH_REQUIRED, login
+                )
 
 
 @dataclass(frozen=True, slots=True)
@@ -135,7 +140,7 @@ class Bridges:
 
     async def open(self, name: str, replay: list[dict[str, Any]]) -> Result[Relay]:
         """Check the server can be bridged; the returned relay then owns the connection."""
-        url = self.oauth.server_url(name)
+        url = await self.oauth.server_url_off_loop(name)
         if isinstance(url, Failure):
             return url
         if not is_secure_endpoint(url.value) and self.tokens.load(name) is not None:

@@ -12,10 +12,17 @@ import structlog
 
 MASK = "***"
 
-# Keys whose values are secret whatever they look like.
+# Keys whose values are secret whatever they look like...
 _SECRET_KEY = re.compile(
-    r"(token|secret|password|passwd|api[_-]?key|authorization|verifier|cookie|credential|^code$)", re.I
+    r"(token|secret|password|passwd|api[_-]?key|authorization|verifier|cookie|credential|(^|_)code$)", re.I
 )
+# ...unless the name says the value is about a secret, not the secret: `has_refresh_token`, `token_endpoint`,
+# `token_type`, `token_hint`, `auth_method`, `expires_at`, counts and states.
+_ABOUT_A_SECRET_KEY = re.compile(
+    r"(^(has|is|n|num)_|_(endpoint|type|hint|method|url|uri|at|in|s|count|state|kind|name|path|file|dir)$)", re.I
+)
+# A `code` that is an error code (`CONFIG_INVALID`) or a status (404, an exit code) is not an authorization code.
+_NOT_A_SECRET_CODE = re.compile(r"^[A-Z]+(_[A-Z]+)*$")
 # Values that look like secrets wherever they appear: bearer headers, JWTs, long opaque random strings.
 _SECRET_VALUE = re.compile(
     r"(?i:bearer)\s+\S+"
@@ -29,8 +36,16 @@ def redact_text(text: str) -> str:
     return _SECRET_VALUE.sub(lambda m: "Bearer " + MASK if m.group(0)[:6].lower() == "bearer" else MASK, text)
 
 
+def _secret_key(key: str, value: Any) -> bool:
+    if not key or not _SECRET_KEY.search(key) or _ABOUT_A_SECRET_KEY.search(key):
+        return False
+    if key.lower() == "code" and (isinstance(value, int) or _NOT_A_SECRET_CODE.match(str(value))):
+        return False
+    return value not in (None, "", False)
+
+
 def _redact(value: Any, key: str = "") -> Any:
-    if key and _SECRET_KEY.search(key) and value not in (None, "", False):
+    if _secret_key(key, value):
         return MASK
     if isinstance(value, str):
         return redact_text(value)

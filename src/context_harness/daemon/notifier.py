@@ -1,8 +1,9 @@
 """Tell people and scripts about token events.
 
 - The notify command (CH_NOTIFY_COMMAND, else notify-send / osascript when present) runs when a person must
-  act (`needs_reauth`), at most once per 15 minutes per server while that state lasts.
-- The event hook (CH_EVENT_COMMAND) gets every event: new, refreshed, retrying, needs_reauth, revoked.
+  act (`needs_reauth`, or `expiring`: a token without refresh token expires soon), at most once per 15
+  minutes per server while that state lasts.
+- The event hook (CH_EVENT_COMMAND) gets every event: new, refreshed, retrying, expiring, needs_reauth, revoked.
 Both get CH_SERVER, CH_STATE and CH_MESSAGE in their environment, run without a shell, and are killed after 10 s.
 """
 
@@ -23,7 +24,9 @@ log = structlog.get_logger(__name__)
 COMMAND_TIMEOUT_S = 10.0
 # A person told once needs no reminder every retry; one every 15 minutes while it lasts is plenty.
 NOTIFY_INTERVAL_S = 15 * 60
-EVENTS_NEEDING_A_PERSON = frozenset({"needs_reauth"})
+# `expiring`: a token without a refresh token is about to expire; the `needs_reauth` that follows within
+# the interval is not repeated.
+EVENTS_NEEDING_A_PERSON = frozenset({"needs_reauth", "expiring"})
 
 
 def default_notify_command() -> list[str] | None:

@@ -24,7 +24,9 @@ from context_harness.daemon.settings import Settings
 from context_harness.primitives.oauth import DEFAULT_TOKEN_LIFETIME_S, MAX_TOKEN_LIFETIME_S, Credential, TokenState
 from context_harness.services.oauth_service import (
     OAuthService,
+    RefreshAttempt,
     RefreshDone,
+    RefreshImpossible,
     RefreshNeedsReauth,
     RefreshNotNeeded,
     RefreshRetry,
@@ -35,7 +37,10 @@ log = structlog.get_logger(__name__)
 
 # Never schedule closer to expiry than this: the refresh request itself needs a moment.
 EXPIRY_SAFETY_MARGIN_S = 2.0
-# A token without a refresh token is re-examined shortly before it expires, to flag it needs_reauth.
+# A token without a refresh token: the person is reminded this long before it expires (sooner for a short
+# token: at the usual refresh time), and it is looked at again just after it expired, to flag needs_reauth.
+NO_REFRESH_REMINDER_S = 300.0
+EXPIRY_CHECK_DELAY_S = 1.0
 WALLCLOCK_JOB_ID = "__wallclock_check__"
 
 
@@ -61,6 +66,15 @@ def refresh_time(
     return max(planned, issued + min_spacing_s)
 
 
+def reminder_time(credential: Credential, fraction: float, now: float) -> float:
+    """When to remind a person that a token without refresh token expires: a few minutes before."""
+    tokens = credential.tokens
+    assert tokens is not None
+    issued = tokens.issued_at or now
+    expires = tokens.expires_at if tokens.expires_at is not None else issued + DEFAULT_TOKEN_LIFETIME_S
+    return max(issued + (expires - issued) * fraction, expires - NO_REFRESH_REMINDER_S)
+
+
 def backoff_delay(attempt: int, base_s: float, cap_s: float, rng: random.Random) -> float:
     """Exponential backoff with full jitter (AWS's formula), never below a tenth of the base."""
     ceiling = min(cap_s, base_s * 2 ** max(attempt - 1, 0))
@@ -70,7 +84,8 @@ def backoff_delay(attempt: int, base_s: float, cap_s: float, rng: random.Random)
 @dataclass(slots=True)
 class _Plan:
     due: float  # wall clock
-    attempt: int = 0
+    attempt: int = 0  # failed attempts in a row: the backoff grows with it
+    refresh: bool = True  # False: not a refresh, a look at a token that has no refresh token
 
 
 class Refresher:
@@ -96,6 +111,7 @@ class Refresher:
     # --- lifecycle -----------------------------------------------------------------------------------
 
     def start(self) -> None:
+        self.oauth.on_refresh_attempt = self.after_attempt  # a `chctl refresh` moves the plan too
         self.scheduler.start()
         self.scheduler.add_job(
             self._check_wall_clock,
@@ -104,6 +120,7 @@ class Refresher:
             id=WALLCLOCK_JOB_ID,
             coalesce=True,
             max_instances=1,
+            next_run_time=datetime.now(UTC),  # at start too: configs are repaired before anything else
         )
         for credential in self.tokens.all():
             self.schedule(credential.name, credential)
@@ -126,7 +143,7 @@ class Refresher:
 
     def next_refresh_at(self, name: str) -> float | None:
         plan = self._plans.get(name)
-        return plan.due if plan else None
+        return plan.due if plan and plan.refresh else None
 
     def schedule(self, name: str, credential: Credential | None = None) -> None:
         """(Re)plan `name` from its stored token: called at start and whenever its credential changes."""
@@ -138,6 +155,15 @@ class Refresher:
             or credential.state is TokenState.NEEDS_REAUTH
         ):
             self._unplan(name)
+            return
+        if not self.oauth.mcp.bindings.for_server(name):
+            # No config carries it (removed): keep the credential, stop refreshing; `chctl add` resumes it.
+            if name in self._plans:
+                log.info("refresh_paused", server=name, reason="no config carries the server")
+            self._unplan(name)
+            return
+        if credential.tokens.refresh_token is None:
+            self._plan(name, _Plan(reminder_time(credential, self.settings.refresh_fraction, self.clock()), 0, False))
             return
         due = refresh_time(
             credential,
@@ -182,9 +208,12 @@ class Refresher:
     # --- running -------------------------------------------------------------------------------------
 
     async def _check_wall_clock(self) -> None:
-        self.oauth.republish_failed()  # a config that could not be written gets the current token once it can
+        await self.oauth.repair_configs()  # a crash or a failed write left a config behind the stored token
         now = self.clock()
         for name, plan in list(self._plans.items()):
+            if not self.oauth.mcp.bindings.for_server(name):  # its last binding went with its entry
+                self.schedule(name)
+                continue
             if plan.due <= now and name not in self._running:
                 log.info("refresh_caught_up", server=name, late_s=round(now - plan.due, 1))
                 self.trigger(name)
@@ -206,16 +235,22 @@ class Refresher:
         return task
 
     async def _run(self, name: str) -> None:
+        plan = self._plans.get(name)
         try:
-            plan = self._plans.get(name)
             async with self._limit:
                 attempt = await self.oauth.refresh_once(name, force=False, due_before=plan.due + 1 if plan else None)
-            self._after(name, attempt, plan)
         except Exception:
-            log.exception("refresh_job_crashed", server=name)
-            self._plan(name, _Plan(self.clock() + self.settings.backoff_base_s))
+            # A bug of ours: back off like a transient failure instead of hammering the server every few seconds.
+            tries = (plan.attempt if plan else 0) + 1
+            delay = backoff_delay(tries, self.settings.backoff_base_s, self.settings.backoff_max_s, self.rng)
+            log.exception("refresh_job_crashed", server=name, attempt=tries, delay_s=round(delay, 2))
+            self._plan(name, _Plan(self.clock() + delay, tries))
+            return
+        self.after_attempt(name, attempt)
 
-    def _after(self, name: str, attempt: object, plan: _Plan | None) -> None:
+    def after_attempt(self, name: str, attempt: RefreshAttempt) -> None:
+        """Plan what follows a refresh attempt, the background's or one a person asked for."""
+        plan = self._plans.get(name)
         match attempt:
             case RefreshDone(credential) | RefreshNotNeeded(credential):
                 self.schedule(name, credential)
@@ -226,5 +261,12 @@ class Refresher:
                     delay = max(delay, retry_after)
                 self._plan(name, _Plan(self.clock() + delay, tries))
                 log.info("refresh_retry_planned", server=name, attempt=tries, delay_s=round(delay, 2))
+            case RefreshImpossible(credential):
+                tokens = credential.tokens
+                expires = tokens.expires_at if tokens is not None else None
+                if expires is None:  # never expires as far as we know: nothing to look at
+                    self._unplan(name)
+                else:
+                    self._plan(name, _Plan(max(expires, self.clock()) + EXPIRY_CHECK_DELAY_S, 0, False))
             case RefreshNeedsReauth():
                 self._unplan(name)

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import os
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any, TypeVar
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 
@@ -17,8 +18,10 @@ from context_harness.primitives.names import ServerName
 from context_harness.primitives.oauth import TokenState
 from context_harness.primitives.result import Failure, Result, Success
 from context_harness.services import doctor
+from context_harness.services.blocking_io import StillRunning, run_blocking, run_config_io
 from context_harness.services.config_service import ConfigTarget
 from context_harness.services.mcp_service import AddRequest, client_format
+from context_harness.services.oauth_service import no_refresh_token_note
 from context_harness.stores.bindings import Binding
 
 if TYPE_CHECKING:
@@ -39,6 +42,12 @@ def _absolute_path_text(value: str) -> str:
 
 PathText = Annotated[str, AfterValidator(_path_text)]
 AbsolutePathText = Annotated[str, AfterValidator(_absolute_path_text)]
+
+# Reading every bound config and asking `git` about each: a hung one must not keep doctor from answering.
+DOCTOR_CONFIG_CHECKS_TIMEOUT_S = 20.0
+
+
+T = TypeVar("T")
 
 
 class Params(BaseModel):
@@ -126,6 +135,10 @@ def client_rows(daemon: Daemon) -> list[dict[str, Any]]:
     return rows
 
 
+async def off_the_loop(daemon: Daemon, what: str, work: Callable[[], Result[T]]) -> Result[T]:
+    return await run_config_io(work, daemon.settings.config_io_timeout_s, what)
+
+
 def build_methods(daemon: Daemon) -> dict[str, Method]:
     mcp = daemon.mcp
 
@@ -147,17 +160,18 @@ def build_methods(daemon: Daemon) -> dict[str, Method]:
         )
 
     async def config_init(p: TargetParams) -> Result[dict[str, Any]]:
-        fmt = client_format(p.client)
-        if isinstance(fmt, Failure):
-            return fmt
-        created = daemon.config.init(p.target(), fmt.value)
+        found = client_format(p.client)
+        if isinstance(found, Failure):
+            return found
+        fmt = found.value
+        created = await off_the_loop(daemon, "config.init", lambda: daemon.config.init(p.target(), fmt))
         if isinstance(created, Failure):
             return created
         path, is_new = created.value
         return Success({"path": str(path), "created": is_new})
 
     async def mcp_list(p: TargetParams) -> Result[dict[str, Any]]:
-        configured = mcp.list_configured(p.target(), p.client)
+        configured = await off_the_loop(daemon, "mcp.list", lambda: mcp.list_configured(p.target(), p.client))
         if isinstance(configured, Failure):
             return configured
         path, entries = configured.value
@@ -171,22 +185,21 @@ def build_methods(daemon: Daemon) -> dict[str, Method]:
         )
 
     async def mcp_add(p: AddParams) -> Result[dict[str, Any]]:
-        added = mcp.add(
-            AddRequest(
-                name=p.name,
-                target=p.target(),
-                url=p.url,
-                headers=p.headers,
-                api_key=p.api_key,
-                key_header=p.key_header,
-                command=p.command,
-                environment=p.environment,
-                secret_mode=p.secret_mode,
-                bridge=p.bridge,
-                mode=p.mode,
-                clients=tuple(p.clients or [p.client]),
-            )
+        request = AddRequest(
+            name=p.name,
+            target=p.target(),
+            url=p.url,
+            headers=p.headers,
+            api_key=p.api_key,
+            key_header=p.key_header,
+            command=p.command,
+            environment=p.environment,
+            secret_mode=p.secret_mode,
+            bridge=p.bridge,
+            mode=p.mode,
+            clients=tuple(p.clients or [p.client]),
         )
+        added = await off_the_loop(daemon, "mcp.add", lambda: mcp.add(request))
         if isinstance(added, Failure):
             return added
         outcome = added.value
@@ -204,20 +217,22 @@ def build_methods(daemon: Daemon) -> dict[str, Method]:
         )
 
     async def mcp_remove(p: NameTargetParams) -> Result[dict[str, Any]]:
-        removed = mcp.remove(p.name, p.target(), p.client)
+        removed = await off_the_loop(daemon, "mcp.remove", lambda: mcp.remove(p.name, p.target(), p.client))
+        daemon.on_credential_changed(p.name)  # no config left carrying it: its refresh stops
         if isinstance(removed, Failure):
             return removed
         return Success({"removed": True, "name": p.name, "path": str(removed.value)})
 
     async def clients_list(_: NoParams) -> Result[dict[str, Any]]:
-        return Success({"clients": client_rows(daemon)})
+        return await off_the_loop(daemon, "clients.list", lambda: Success({"clients": client_rows(daemon)}))
 
     async def mcp_validate(p: NameTargetParams) -> Result[dict[str, Any]]:
-        valid = mcp.validate_config(p.name, p.target(), p.client)
+        valid = await off_the_loop(daemon, "mcp.validate", lambda: mcp.validate_config(p.name, p.target(), p.client))
         return valid if isinstance(valid, Failure) else Success({"valid": True})
 
     async def status(_: NoParams) -> Result[dict[str, Any]]:
-        return Success({"daemon": daemon_status(daemon), "servers": server_statuses(daemon)})
+        rows = server_statuses(daemon, await logins_expected(daemon))
+        return Success({"daemon": daemon_status(daemon), "servers": rows})
 
     async def run_doctor(p: DoctorParams) -> Result[dict[str, Any]]:
         checks = doctor.permission_checks(daemon.settings.home, daemon.tokens)
@@ -226,8 +241,23 @@ def build_methods(daemon: Daemon) -> dict[str, Method]:
             nearest = daemon.config.resolve(ConfigTarget(cwd=Path(p.cwd)))
             if isinstance(nearest, Success):
                 extra.append(nearest.value)
-        checks += doctor.config_checks(daemon.config, daemon.bindings, daemon.tokens, extra)
+        try:  # reads every bound config and runs `git`: in a thread, so a hung file or repository stalls only this
+            checks += await run_blocking(
+                lambda: doctor.config_checks(daemon.config, daemon.bindings, daemon.tokens, extra),
+                DOCTOR_CONFIG_CHECKS_TIMEOUT_S,
+                name="doctor",
+            )
+        except StillRunning:
+            checks.append(
+                doctor.Check(
+                    "configs",
+                    "warn",
+                    f"checking the bound configs took over {DOCTOR_CONFIG_CHECKS_TIMEOUT_S:g} s",
+                    "a config may be on a hung mount; see `chctl status`",
+                )
+            )
         checks += await daemon.unauthenticated_server_checks()
+        checks += doctor.server_checks(server_statuses(daemon, await logins_expected(daemon)))
         checks += [doctor.Check("registry", "warn", w, "fix or remove the entry") for w in mcp.registry_warnings]
         return Success({"checks": [c.as_dict() for c in checks]})
 
@@ -267,7 +297,18 @@ def daemon_status(daemon: Daemon) -> dict[str, Any]:
     }
 
 
-def server_statuses(daemon: Daemon) -> list[dict[str, Any]]:
+async def logins_expected(daemon: Daemon) -> dict[str, bool]:
+    """For each bound server without a credential: does it await an OAuth login? Read from its configs, in a
+    thread; a config that does not answer leaves its server out (shown as needing no login)."""
+    pending = [n for n in daemon.bindings.load() if not daemon.tokens.path(n).exists()]
+    if not pending:
+        return {}
+    found = await off_the_loop(daemon, "status", lambda: Success({n: daemon.mcp.expects_login(n) for n in pending}))
+    return found.value if isinstance(found, Success) else {}
+
+
+def server_statuses(daemon: Daemon, expects_login: dict[str, bool]) -> list[dict[str, Any]]:
+    """Every server's row; `expects_login` (from `logins_expected`) for servers without a credential."""
     bindings = daemon.bindings.load()
     names = sorted(set(bindings) | set(daemon.tokens.names()))
     rows = []
@@ -278,24 +319,32 @@ def server_statuses(daemon: Daemon) -> list[dict[str, Any]]:
             auth_type = MCPAuthType.API_KEY if credential.kind == "api_key" else MCPAuthType.OAUTH
             state: str = daemon.oauth.state_of(credential).value
         else:
-            auth_type = known.auth_type if known else MCPAuthType.NONE
+            auth_type = MCPAuthType.OAUTH if expects_login.get(name, False) else MCPAuthType.NONE
+            if known is not None and known.auth_type is MCPAuthType.API_KEY:
+                auth_type = MCPAuthType.API_KEY
             state = TokenState.PENDING_AUTH.value if auth_type is MCPAuthType.OAUTH else "no_auth"
         tokens = credential.tokens if credential else None
         errors = daemon.mcp.publish_errors.get(name, {})
         last_error = daemon.oauth.last_error_of(credential) if credential else None
+        last_error = last_error or daemon.flows.failed_logins.get(name)
         if errors and last_error is None:
             last_error = "; ".join(errors.values())
+        row_note = None
+        if credential is not None and tokens is not None and not tokens.refresh_token and state != "needs_reauth":
+            row_note = no_refresh_token_note(credential)
         rows.append(
             {
                 "name": name,
                 "auth_type": auth_type.value,
                 "state": state,
                 "expires_at": tokens.expires_at if tokens else None,
+                "has_refresh_token": bool(tokens and tokens.refresh_token),
                 "next_refresh_at": daemon.next_refresh_at(name),
                 "configs": [b.path for b in bindings.get(name, [])],
                 "mode": _mode(bindings.get(name, [])),
                 "bridges": daemon.bridges.for_server(name),
                 "last_error": last_error,
+                "note": row_note,
             }
         )
     return rows

@@ -233,6 +233,8 @@ class RpcServer:
                 request_id, APPLICATION_ERROR, f"internal error in {name}", {"code": ErrorCode.INTERNAL.value}
             )
         if isinstance(result, Failure):
+            # Every failure leaves its reason in the log too (a Failure's text never holds a secret).
+            log.info("rpc_method_failed", method=name, code=result.code.value, error=result.error)
             return _failure(request_id, result)
         assert isinstance(result, Success)
         return {"jsonrpc": "2.0", "id": request_id, "result": result.value}

@@ -49,6 +49,8 @@ class Settings(BaseSettings):
     # However short a server makes its tokens, refreshes of one server are at least this far apart.
     min_refresh_spacing_s: float = Field(default=MIN_REFRESH_SPACING_S, ge=0)
     http_timeout_s: float = Field(default=30.0, gt=0)
+    # A config that takes longer to read and write is on a hung mount (or is a FIFO): that write fails for now.
+    config_io_timeout_s: float = Field(default=10.0, gt=0)
     # Transient refresh failures: exponential backoff with full jitter from 5 s up to 5 min.
     backoff_base_s: float = Field(default=5.0, gt=0)
     backoff_max_s: float = Field(default=300.0, gt=0)

@@ -102,6 +102,9 @@ class CallbackServer:
     async def start(self) -> Result[str]:
         """Listen; the redirect URI on success. A busy fixed port is INVALID_PARAMS: the fix is another --port."""
         sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        # A port our previous login used sits in TIME_WAIT for a minute; without this a second `chctl auth`
+        # could not listen on it (another listener on it still makes bind fail: that is SO_REUSEPORT's job).
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             sock.bind((LOOPBACK_HOST, self.requested_port))
         except OSError as exc:

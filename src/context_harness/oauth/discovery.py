@@ -424,10 +424,15 @@ async def fetch_resource_metadata(
     if found.value is not None:
         return validate_resource_metadata(found.value.json(), server_url)
     return Failure(
-        f"{http.describe_url(server_url)} publishes no OAuth protected resource metadata",
+        f"{http.describe_url(server_url)} publishes no OAuth protected resource metadata (tried {_tried(urls)})",
         ErrorCode.OAUTH_ERROR,
         "the server may not use OAuth; add it with an API key, or check the URL",
     )
+
+
+def _tried(urls: list[str]) -> str:
+    """The URLs looked at, in order, for the error: a server publishing elsewhere is then easy to spot."""
+    return ", ".join(http.describe_url(u) for u in dict.fromkeys(urls))
 
 
 async def _first_document(
@@ -454,7 +459,7 @@ async def fetch_authorization_server_metadata(
     if found.value is not None:
         return validate_authorization_server_metadata(found.value.json(), issuer)
     return Failure(
-        f"no authorization server metadata found for issuer {issuer}",
+        f"no authorization server metadata found for issuer {issuer} (tried {_tried(urls)})",
         ErrorCode.OAUTH_ERROR,
         "the authorization server publishes neither RFC 8414 nor OpenID discovery metadata",
     )

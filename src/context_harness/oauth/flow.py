@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import inspect
+import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 
@@ -19,6 +20,7 @@ from context_harness.oauth import http
 from context_harness.oauth.callback_server import CallbackServer, query_from_pasted_url
 from context_harness.oauth.discovery import AuthServerMetadata, Discovery, discover
 from context_harness.oauth.pkce import generate_pkce, new_state
+from context_harness.oauth.preflight import CLIENT_ERRORS, check_authorization_request
 from context_harness.oauth.registration import (
     ClientRegistration,
     build_registration_request,
@@ -60,10 +62,17 @@ class _Client:
     client_id: str
     client_secret: str | None
     auth_method: str | None
+    # "given": --client-id, the registry or a metadata document; "stored": a registration on disk;
+    # "registered": registered just now.
+    source: str = "given"
+    preregistered: bool = False
 
 
-def _explicit_auth_method(secret: str | None, auth_server: AuthServerMetadata) -> str | None:
-    """For a client id the user brought: Basic unless the server only takes the secret in the form."""
+def _explicit_auth_method(secret: str | None, auth_server: AuthServerMetadata, chosen: str | None = None) -> str | None:
+    """For a client id the user brought: the method they chose, else Basic unless the server only takes
+    the secret in the form."""
+    if chosen:
+        return chosen
     if not secret:
         return "none"
     methods = auth_server.token_endpoint_auth_methods_supported
@@ -99,10 +108,23 @@ async def _resolve_client(
     scopes: Sequence[str],
     timeout_s: float,
 ) -> Result[_Client]:
-    """Step 3 after an explicit client id: the stored registration if it fits, else DCR."""
+    """Step 3 after an explicit client id: the stored registration if it fits, else DCR.
+
+    A client the user registered is used whatever the port (its app names the redirect URIs, not us); one
+    we registered is reused only with the exact redirect URI it was registered with, since many servers
+    match redirect URIs exactly: with another port we register again.
+    """
     auth_server = discovery.auth_server
-    if stored is not None and redirect_fits(stored, redirect_uri, exact=fixed_port):
-        return Success(_Client(stored.client_id, stored.client_secret, stored.token_endpoint_auth_method))
+    if stored is not None and (stored.preregistered or redirect_fits(stored, redirect_uri, exact=True)):
+        return Success(
+            _Client(
+                stored.client_id,
+                stored.client_secret,
+                stored.token_endpoint_auth_method,
+                "stored",
+                stored.preregistered,
+            )
+        )
     # Client ID Metadata Documents need a URL we host; we have none, so the next step is DCR.
     if auth_server.registration_endpoint is None:
         return Failure(
@@ -116,16 +138,48 @@ async def _resolve_client(
     )
     if isinstance(registered, Failure):
         return registered
+    saved = _save_client(store, server_name, registered.value)
+    if isinstance(saved, Failure):
+        return saved
+    reg = registered.value
+    return Success(_Client(reg.client_id, reg.client_secret, reg.token_endpoint_auth_method, "registered"))
+
+
+def _save_client(store: ClientStore, server_name: str, registration: ClientRegistration) -> Result[None]:
     try:
-        store.save(server_name, registered.value)
+        store.save(server_name, registration)
     except OSError as exc:
         return Failure(
             f"cannot save the client registration ({type(exc).__name__})",
             ErrorCode.PERMISSION_DENIED,
             f"check permissions of {store.directory}",
         )
-    reg = registered.value
-    return Success(_Client(reg.client_id, reg.client_secret, reg.token_endpoint_auth_method))
+    return Success(None)
+
+
+def _forget_client(store: ClientStore, server_name: str, client: _Client, why: str) -> None:
+    if client.source != "given" and store.forget(server_name, client.client_id):
+        log.warning("client_registration_dropped", server=server_name, reason=why)
+
+
+def _refused(server_name: str, issuer: str, client: _Client, redirect_uri: str, reason: str) -> Failure:
+    """The authorization server refused the login request: say which client and redirect URI, and what to do."""
+    about_redirect = "redirect" in reason.lower()
+    what = (
+        f"the redirect URI {redirect_uri} is not registered for client {client.client_id!r}"
+        if about_redirect
+        else f"{issuer} does not accept client {client.client_id!r}"
+    )
+    if client.source == "given" or client.preregistered:
+        hint = (
+            "check the client id, and that the app you registered with the provider allows the redirect URI "
+            "http://127.0.0.1/callback (any port), or the fixed one you pass with --port"
+        )
+        if client.preregistered:
+            hint = f"the stored client was forgotten: run `chctl auth {server_name} --client-id ID`; " + hint
+    else:
+        hint = "register a client with the provider yourself and pass --client-id (and --client-secret)"
+    return Failure(f"{what} ({reason})", ErrorCode.INVALID_CLIENT, hint)
 
 
 async def _feed_pastes(paste: asyncio.Queue[str], listener: CallbackServer) -> None:
@@ -155,6 +209,7 @@ async def run_authorization_flow(
     paste: asyncio.Queue[str] | None = None,
     http_timeout_s: float = http.DEFAULT_TIMEOUT_S,
     client_metadata_url: str | None = None,
+    token_auth_method: str | None = None,
 ) -> Result[AuthorizationGrant]:
     """Log in to `server_url` and return the tokens; never raises for an expected failure.
 
@@ -174,7 +229,9 @@ async def run_authorization_flow(
     discovery = found.value
     auth_server = discovery.auth_server
     chosen_scopes = discovery.scopes(scopes)
+    metadata_document = False
     if client_id is None and client_metadata_url and auth_server.client_id_metadata_document_supported:
+        metadata_document = True
         client_id, client_secret = client_metadata_url, None  # the URL is the client id: nothing to register
         log.info("client_id_metadata_document_used", server=server_name, issuer=auth_server.issuer)
 
@@ -202,12 +259,15 @@ async def run_authorization_flow(
             server_name,
             stored,
             listener,
-            _Client(client_id, client_secret, _explicit_auth_method(client_secret, auth_server)) if client_id else None,
+            _Client(client_id, client_secret, _explicit_auth_method(client_secret, auth_server, token_auth_method))
+            if client_id
+            else None,
             chosen_scopes,
             port != 0,
             on_authorization_url,
             timeout_s,
             http_timeout_s,
+            remember_client=not metadata_document,
         )
     finally:
         if paste_task is not None:
@@ -234,6 +294,7 @@ async def _authorize(
     on_authorization_url: AuthorizationUrlHandler,
     timeout_s: float,
     http_timeout_s: float,
+    remember_client: bool,
 ) -> Result[AuthorizationGrant]:
     auth_server = discovery.auth_server
     redirect_uri = listener.redirect_uri
@@ -248,15 +309,40 @@ async def _authorize(
         client = resolved.value
 
     pkce, state = generate_pkce(), new_state()
-    url = build_authorization_url(
-        auth_server.authorization_endpoint,
-        client.client_id,
-        redirect_uri,
-        scopes,
-        state,
-        pkce.challenge,
-        discovery.resource,
-    )
+
+    def authorization_url(client_id: str) -> str:
+        return build_authorization_url(
+            auth_server.authorization_endpoint,
+            client_id,
+            redirect_uri,
+            scopes,
+            state,
+            pkce.challenge,
+            discovery.resource,
+        )
+
+    url = authorization_url(client.client_id)
+    # A client registered a moment ago is known; any other may have been forgotten, or may not allow our
+    # redirect URI: ask before the person meets the server's error page.
+    refused = None
+    if client.source != "registered":
+        refused = await check_authorization_request(url, redirect_uri, http_timeout_s)
+    if refused is not None and client.source == "stored":
+        # The server forgot the client we registered (restart, expiry, deletion): forget it too.
+        _forget_client(client_store, server_name, client, "the authorization server refused it")
+        if not client.preregistered and auth_server.registration_endpoint is not None:
+            again = await _resolve_client(
+                session, discovery, client_store, server_name, None, redirect_uri, fixed_port, scopes, http_timeout_s
+            )
+            if isinstance(again, Failure):
+                return again
+            stale, client = client, again.value
+            url = authorization_url(client.client_id)
+            refused = await check_authorization_request(url, redirect_uri, http_timeout_s)
+            if refused is None:
+                log.info("client_registered_again", server=server_name, dropped_client=stale.client_id)
+    if refused is not None:
+        return _refused(server_name, auth_server.issuer, client, redirect_uri, refused)
     listener.expected_state = state
     log.info("authorization_started", server=server_name, issuer=auth_server.issuer, port=listener.port)
     shown = on_authorization_url(url)
@@ -274,6 +360,9 @@ async def _authorize(
     )
     if isinstance(code, Failure):
         listener.finish("Sign-in failed", code.error)
+        if answered.value.get("error") in CLIENT_ERRORS and code.code is ErrorCode.OAUTH_ERROR:
+            _forget_client(client_store, server_name, client, "the authorization server refused it")
+            return _refused(server_name, auth_server.issuer, client, redirect_uri, answered.value["error"])
         return code
     tokens = await exchange_code(
         session,
@@ -289,7 +378,30 @@ async def _authorize(
     )
     if isinstance(tokens, Failure):
         listener.finish("Sign-in failed", tokens.error)
+        if tokens.code is ErrorCode.INVALID_CLIENT:
+            _forget_client(client_store, server_name, client, "the token endpoint does not know it")
+            hint = (
+                "check --client-id and --client-secret"
+                if client.source == "given"
+                else f"run `chctl auth {server_name}` again: it registers a new client"
+            )
+            return Failure(tokens.error, tokens.code, hint)
         return tokens
+    if remember_client and client.source == "given":
+        # A client the user brought is remembered like a registered one, so a plain `chctl auth NAME` works next time.
+        _save_client(
+            client_store,
+            server_name,
+            ClientRegistration(
+                issuer=auth_server.issuer,
+                client_id=client.client_id,
+                client_secret=client.client_secret,
+                token_endpoint_auth_method=client.auth_method or "none",
+                redirect_uris=[redirect_uri],
+                registered_at=time.time(),
+                preregistered=True,
+            ),
+        )
     listener.finish("Signed in", f"context-harness is connected to {server_name}. You can close this tab.")
     return Success(
         AuthorizationGrant(

@@ -35,6 +35,9 @@ class ClientRegistration(BaseModel):
     registered_at: float = 0.0
     # Unix seconds; 0 or None: the secret does not expire (RFC 7591 §3.2.1).
     client_secret_expires_at: float | None = None
+    # A client the user registered with the provider and passed with --client-id: never registered
+    # again by us; its redirect URIs are whatever the user registered (`redirect_uris` are the ones used).
+    preregistered: bool = False
 
     def secret_expired(self, now: float | None = None) -> bool:
         if not self.client_secret or not self.client_secret_expires_at:

@@ -132,14 +132,15 @@ def client_authentication(
     """Form fields and an Authorization header value that authenticate the client (RFC 6749 §2.3.1).
 
     No secret: a public client sends `client_id` in the form. With a secret: HTTP Basic (the
-    default for a confidential client) unless the registration says `client_secret_post`.
+    default for a confidential client) unless the registration says `client_secret_post`. With Basic,
+    `client_id` goes in the form too: several servers (the MCP Python SDK's among them) look for it there.
     """
     if not client_secret or auth_method == "none":
         return {"client_id": client_id}, None
     if auth_method == "client_secret_post":
         return {"client_id": client_id, "client_secret": client_secret}, None
     pair = f"{quote(client_id, safe='')}:{quote(client_secret, safe='')}"
-    return {}, "Basic " + base64.b64encode(pair.encode()).decode("ascii")
+    return {"client_id": client_id}, "Basic " + base64.b64encode(pair.encode()).decode("ascii")
 
 
 def _oauth_error(doc: Any) -> tuple[str | None, str]:
@@ -161,6 +162,12 @@ def parse_token_response(status: int, body: bytes | Any, now: float) -> Result[O
     doc = _json(body)
     if status != 200:
         error, message = _oauth_error(doc)
+        if error == "invalid_client":
+            return Failure(
+                f"the authorization server does not know our client: {message}",
+                ErrorCode.INVALID_CLIENT,
+                "log in again with `chctl auth`",
+            )
         if error in PERMANENT_GRANT_ERRORS:
             return Failure(
                 f"the authorization server rejected the grant: {message}",
@@ -254,8 +261,10 @@ class TransientError:
 
 @dataclass(frozen=True, slots=True)
 class PermanentError:
-    """The server said no for good (invalid_grant, invalid_client, unauthorized_client, another 4xx,
-    or an unusable answer): retrying will not help; a person must log in again."""
+    """The server said no for good: `invalid_grant`, `invalid_client` or `unauthorized_client`.
+    Retrying will not help; a person must log in again. `code` is INVALID_CLIENT when the server no
+    longer knows our client (its registration must be dropped), else INVALID_GRANT (or INVALID_PARAMS
+    for a token endpoint URL we cannot even use)."""
 
     code: ErrorCode
     reason: str
@@ -265,14 +274,34 @@ RefreshOutcome: TypeAlias = Refreshed | TransientError | PermanentError
 
 
 def classify_refresh_response(status: int, headers: Mapping[str, str], body: bytes, now: float) -> RefreshOutcome:
-    if status >= 500 or status in TRANSIENT_STATUSES:
-        retry_after = parse_retry_after(headers.get("Retry-After"), now)
-        return TransientError(f"the token endpoint answered HTTP {status}", retry_after)
-    parsed = parse_token_response(status, body, now)
-    if isinstance(parsed, Success):
-        return Refreshed(parsed.value)
-    code = ErrorCode.INVALID_GRANT if parsed.code is ErrorCode.INVALID_GRANT else ErrorCode.OAUTH_ERROR
-    return PermanentError(code, parsed.error)
+    """Only the three OAuth errors that condemn the grant or the client are permanent. Anything else —
+    a 404, a redirect, a 401 without a body, an HTML page, another OAuth error, an unusable 200 — may be
+    a deployment or proxy hiccup: keep the refresh token and try again later."""
+    retry_after = parse_retry_after(headers.get("Retry-After"), now)
+    if status == 200:
+        parsed = parse_token_response(status, body, now)
+        if isinstance(parsed, Success):
+            return Refreshed(parsed.value)
+        return TransientError(parsed.error, retry_after)
+    error, message = _oauth_error(_json(body))
+    if error == "invalid_client":
+        reason = f"the authorization server no longer knows our client: {message}"
+        return PermanentError(ErrorCode.INVALID_CLIENT, reason)
+    if error in PERMANENT_GRANT_ERRORS:
+        return PermanentError(ErrorCode.INVALID_GRANT, f"the authorization server rejected the grant: {message}")
+    what = message or _describe_body(headers, body)
+    return TransientError(f"the token endpoint answered HTTP {status}{': ' + what if what else ''}", retry_after)
+
+
+def _describe_body(headers: Mapping[str, str], body: bytes) -> str:
+    """What a non-OAuth answer was, without echoing it: 'no body', 'an HTML page', 'a redirect to host/path'."""
+    location = headers.get("Location")
+    if location:
+        return f"a redirect to {http.describe_url(location)}"
+    if not body:
+        return "no body"
+    content_type = headers.get("Content-Type", "").split(";")[0].strip()
+    return f"a body of type {content_type}" if content_type else "a body that is not an OAuth error"
 
 
 # --- token endpoint: I/O ------------------------------------------------------------------------------

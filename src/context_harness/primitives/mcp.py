@@ -43,6 +43,8 @@ class MCPServer(BaseModel):
     api_key_header: str | None = None
     # For OAuth servers that do not support dynamic registration: a public client id to use, if one exists.
     client_id: str | None = None
+    # How that client authenticates at the token endpoint, when the provider insists on one.
+    token_endpoint_auth_method: Literal["client_secret_basic", "client_secret_post", "none"] | None = None
     needs_preregistered_client: bool = False
     docs_url: str | None = None
     source: Literal["builtin", "user"] = "builtin"

@@ -19,7 +19,8 @@ class ErrorCode(StrEnum):
     CONFIG_INVALID = "CONFIG_INVALID"  # a config (or registry) does not parse or fit the schema
     TIMEOUT = "TIMEOUT"  # a flow or a request took too long
     STATE_MISMATCH = "STATE_MISMATCH"  # OAuth `state` or `iss` did not match: possible CSRF / mix-up
-    INVALID_GRANT = "INVALID_GRANT"  # the authorization server rejected the grant or client
+    INVALID_GRANT = "INVALID_GRANT"  # the authorization server rejected the grant
+    INVALID_CLIENT = "INVALID_CLIENT"  # the authorization server no longer knows our client: it is forgotten
     ACCESS_DENIED = "ACCESS_DENIED"  # the user declined consent
     OAUTH_ERROR = "OAUTH_ERROR"  # the server breaks the spec (issuer mismatch, no S256, bad metadata)
     NETWORK = "NETWORK"  # connection refused, reset, DNS, 5xx

@@ -7,6 +7,8 @@ every method takes one and defaults to opencode's.
 from __future__ import annotations
 
 import errno
+import os
+import shlex
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -16,10 +18,11 @@ import structlog
 
 from context_harness.config import opencode
 from context_harness.config.format import ConfigFormat
-from context_harness.config.jsonc import JsoncError
-from context_harness.config.toml_edit import TomlError
+from context_harness.config.jsonc import JsoncEditError, JsoncError
+from context_harness.config.toml_edit import TomlEditError, TomlError
 from context_harness.primitives.result import ErrorCode, Failure, Result, Success
-from context_harness.stores.atomic import atomic_write_bytes
+from context_harness.stores.atomic import ChangedBeforeRename, atomic_write_bytes
+from context_harness.stores.crash_points import AFTER_CONFIG_WRITE, crash_point
 
 log = structlog.get_logger(__name__)
 
@@ -39,8 +42,16 @@ class ConfigTarget:
 OPENCODE = opencode.FORMAT
 
 
-def _missing(path: Path, fmt: ConfigFormat = OPENCODE) -> Failure:
-    return Failure(f"no {fmt.label} config at {path}", ErrorCode.CONFIG_MISSING, "run `chctl init` to create one")
+def _missing(path: Path, fmt: ConfigFormat = OPENCODE, init_command: str = "chctl init") -> Failure:
+    return Failure(f"no {fmt.label} config at {path}", ErrorCode.CONFIG_MISSING, f"run `{init_command}` to create one")
+
+
+def _init_command(target: ConfigTarget, fmt: ConfigFormat = OPENCODE) -> str:
+    """The `chctl init` that creates the config `target` names (the hint after `list --global` and the like)."""
+    client = "" if fmt is OPENCODE else f" --client {fmt.name}"
+    if target.project is not None:
+        return f"chctl init --project {shlex.quote(str(target.project))}{client}"
+    return ("chctl init --global" if target.global_ else "chctl init") + client
 
 
 def _os_failure(path: Path, exc: OSError) -> Failure:
@@ -58,6 +69,15 @@ def _invalid(path: Path, exc: JsoncError | TomlError | UnicodeDecodeError) -> Fa
         f"{path} does not parse: {exc}",
         ErrorCode.CONFIG_INVALID,
         "fix the file by hand (nothing was written), then run the command again",
+    )
+
+
+def _misshapen(path: Path, problem: str, fmt: ConfigFormat = OPENCODE) -> Failure:
+    return Failure(
+        f"{path}: {problem}",
+        ErrorCode.CONFIG_INVALID,
+        f"{fmt.label} expects {fmt.shape_example()}: fix the file by hand (nothing was written), "
+        "then run the command again",
     )
 
 
@@ -96,7 +116,7 @@ class ConfigService:
                 )
             path = found
         if not for_create and not path.exists():
-            return _missing(path, fmt)
+            return _missing(path, fmt, _init_command(target, fmt))
         return Success(path)
 
     def init(self, target: ConfigTarget, fmt: ConfigFormat = OPENCODE) -> Result[tuple[Path, bool]]:
@@ -127,6 +147,9 @@ class ConfigService:
         document = self.read(path, fmt)
         if isinstance(document, Failure):
             return document
+        problem = fmt.shape_problem(document.value)
+        if problem is not None:
+            return _misshapen(path, problem, fmt)
         return Success(fmt.entries(document.value))
 
     def edit(
@@ -134,29 +157,43 @@ class ConfigService:
     ) -> Result[None]:
         """Apply `change` to the file's text and replace it atomically, keeping its mode.
 
-        If the file changed between our read and our write, read it again and re-apply, so an edit made by a
-        person (or another writer) in between is never lost. A file that does not parse is never written.
+        If the file changed between our read and our rename, read it again and re-apply, so an edit made by a
+        person (or another writer) in between is not lost. The check (inode, size, mtime and content) runs
+        after the temp file is written and fsynced, right before the rename: what remains is the instant
+        between that check and the rename itself — microseconds, where it used to be the whole fsync. A
+        file that does not parse is never written.
         `private`: the new text holds a secret, so group and others lose their access (0644 → 0600) in the
         same atomic replacement.
         """
         real = path.resolve()  # write through symlinks (dotfile managers) instead of replacing them
         for _ in range(MAX_EDIT_ATTEMPTS):
             try:
+                seen = real.stat()
                 before = real.read_bytes()
                 text = before.decode("utf-8")
                 new_text = change(text)
                 fmt.syntax.parse(new_text)  # never write what we could not read back
             except READ_ERRORS as exc:
                 return _read_failure(path, exc, fmt)
+            except (JsoncEditError, TomlEditError) as exc:  # valid syntax, but no object where the member goes
+                return _misshapen(path, str(exc), fmt)
             if new_text == text:
                 return Success(None)
+
+            def unchanged(seen: os.stat_result = seen, before: bytes = before) -> bool:
+                now = real.stat()
+                same = (now.st_ino, now.st_size, now.st_mtime_ns) == (seen.st_ino, seen.st_size, seen.st_mtime_ns)
+                return same and real.read_bytes() == before
+
             try:
-                if real.read_bytes() != before:
-                    log.info("config_changed_during_edit", path=str(path))
-                    continue
-                atomic_write_bytes(real, new_text.encode(), mode=_private_mode(real) if private else None)
+                mode = _private_mode(real) if private else None
+                atomic_write_bytes(real, new_text.encode(), mode=mode, unchanged=unchanged)
+            except ChangedBeforeRename:
+                log.info("config_changed_during_edit", path=str(path))
+                continue
             except OSError as exc:
                 return _os_failure(path, exc)
+            crash_point(AFTER_CONFIG_WRITE)
             return Success(None)
         return Failure(f"{path} kept changing while we edited it", ErrorCode.CONFIG_INVALID, "try again")
 
@@ -180,7 +217,11 @@ class ConfigService:
         """Write one header of an existing entry (and whatever else the format needs beside it)."""
 
         def change(text: str) -> str:
-            if not isinstance(fmt.entries(fmt.syntax.parse(text)).get(name), dict):
+            document = fmt.syntax.parse(text)
+            problem = fmt.shape_problem(document)
+            if problem is not None:  # not "the entry is gone": that would drop the binding
+                raise JsoncEditError(problem)
+            if not isinstance(fmt.entries(document).get(name), dict):
                 raise _EntryGone(name)
             return fmt.set_header(text, name, header, value)
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import subprocess
+import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -204,3 +205,47 @@ async def _probe(session: aiohttp.ClientSession, url: str, headers: dict[str, st
         timeout_s=PROBE_TIMEOUT_S,
     )
     return None if isinstance(sent, Failure) else sent.value.status
+
+
+# --- every server's credential state ------------------------------------------------------------------------
+
+
+def server_checks(servers: list[dict[str, Any]], now: float | None = None) -> list[Check]:
+    """One check per row of the `status` RPC: each state a person may have to act on, and what to do."""
+    now = time.time() if now is None else now
+    return [_server_check(row, now) for row in servers]
+
+
+def _server_check(row: dict[str, Any], now: float) -> Check:
+    name, state, error = row["name"], row["state"], row.get("last_error")
+    login = f"run `chctl auth {name}`"
+    match state:
+        case "pending_auth":
+            return Check("server_state", "warn", f"{name}: not logged in yet" + _because(error), login)
+        case "needs_reauth":
+            return Check("server_state", "error", f"{name} needs a new login" + _because(error), login)
+        case "retrying":
+            return Check(
+                "server_state",
+                "warn",
+                f"{name}: refresh failing, retrying" + _because(error),
+                "the daemon keeps retrying with backoff; `chctl logs` has the details",
+            )
+        case "active" if row.get("expires_at") and not row.get("has_refresh_token"):
+            minutes = max(0, round((row["expires_at"] - now) / 60))
+            return Check(
+                "server_state",
+                "warn",
+                f"{name}: no refresh token was issued; the token expires in {minutes} min, then a new login is due",
+                f"{login} then (the daemon notifies you)",
+            )
+        case "api_key":
+            return Check("server_state", "ok", f"{name}: API key stored")
+        case "no_auth":
+            return Check("server_state", "ok", f"{name}: needs no credential")
+        case _:
+            return Check("server_state", "ok", f"{name}: logged in, refreshed ahead of expiry")
+
+
+def _because(error: str | None) -> str:
+    return f" ({error})" if error else ""

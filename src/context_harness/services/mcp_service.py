@@ -21,6 +21,7 @@ from context_harness.primitives.result import ErrorCode, Failure, Result, Succes
 from context_harness.services.config_service import ConfigService, ConfigTarget
 from context_harness.services.registry import close_names, load_registry
 from context_harness.stores.bindings import Binding, BindingStore
+from context_harness.stores.crash_points import AFTER_BINDING_WRITE, crash_point
 from context_harness.stores.token_store import TokenStore
 
 log = structlog.get_logger(__name__)
@@ -177,8 +178,13 @@ class MCPService:
         if credential is not None:
             self.tokens.save(credential)
         else:
-            credential = self.tokens.load(name) if plan.auth_type is MCPAuthType.OAUTH else None
-        managed = plan.auth_type in (MCPAuthType.API_KEY, MCPAuthType.OAUTH)
+            # A login already made (also for a custom --url server) goes into the new entry at once.
+            remote = plan.url is not None  # (a bridged entry is local, but its server is remote)
+            stored = self.tokens.load(name) if remote and plan.auth_type is not MCPAuthType.API_KEY else None
+            credential = stored if stored is not None and stored.kind == "oauth" else None
+        managed = plan.auth_type in (MCPAuthType.API_KEY, MCPAuthType.OAUTH) or bool(
+            credential is not None and credential.secret
+        )
         written: list[Written] = []
         for fmt, config_path, mode in targets:
             if fmt.may_create():
@@ -196,12 +202,24 @@ class MCPService:
             entry = self._entry(fmt, name, plan, credential, binding, managed)
             inline_secret = mode == "header" and request.secret_mode is SecretMode.INLINE
             private = inline_secret and credential is not None and bool(credential.secret)
+            # Binding first: a crash before the entry is written leaves a binding without an entry, which the
+            # next header write (at start at the latest) drops; the other order would leave an entry whose
+            # header nobody keeps current.
+            self.bindings.bind(name, binding)
+            crash_point(AFTER_BINDING_WRITE)
             put = self.config.put_entry(config_path, name, entry, fmt, private=private)
             if isinstance(put, Failure):
+                self.bindings.unbind(name, config_path)
                 return put
-            self.bindings.bind(name, binding)
             written.append(Written(fmt.name, config_path, entry, mode))
-            log.info("server_added", server=name, path=str(config_path), client=fmt.name, mode=mode)
+            log.info(
+                "server_added",
+                server=name,
+                path=str(config_path),
+                client=fmt.name,
+                mode=mode,
+                auth_type=plan.auth_type.value,
+            )
         needs_auth = plan.auth_type is MCPAuthType.OAUTH and (credential is None or not credential.secret)
         first = written[0]
         return Success(AddOutcome(name, first.path, first.entry, plan.auth_type, needs_auth, tuple(written)))
@@ -309,28 +327,70 @@ class MCPService:
         if credential is None or not credential.secret:
             return Failure(f"no credential stored for {name}", ErrorCode.AUTH_REQUIRED, f"run `chctl auth {name}`")
         report = PublishReport()
-        bindings = [b for b in self.bindings.for_server(name) if b.mode == "header"]  # a bridge needs no rewrite
-        if any(b.secret_mode is SecretMode.FILE for b in bindings):
-            self.tokens.write_secret_file(name, credential.secret)
+        bindings = self.prepare_publish(credential)
         for binding in bindings:
-            written = self.config.set_header(
-                Path(binding.path),
-                name,
-                credential.header_name,
-                self._header_value(credential, binding),
-                get_format(binding.client),
-                private=binding.secret_mode is SecretMode.INLINE,
-            )
-            if isinstance(written, Failure):
-                report.failed[binding.path] = written.error
-                # Retried every wall-clock check: say it once, not every 30 s.
-                again = self.publish_errors.get(name, {}).get(binding.path) == written.error
-                (log.debug if again else log.warning)(
-                    "config_write_failed", server=name, path=binding.path, code=written.code.value
-                )
-            else:
-                report.written.append(binding.path)
+            self.add_to_report(report, name, binding.path, self.write_header(credential, binding))
         return Success(report)
+
+    def prepare_publish(self, credential: Credential) -> list[Binding]:
+        """The bindings to write `credential`'s header into; the `{file:}` secret file is brought up to date."""
+        bindings = [b for b in self.bindings.for_server(credential.name) if b.mode == "header"]  # a bridge: none
+        secret = credential.secret or ""
+        if (
+            any(b.secret_mode is SecretMode.FILE for b in bindings)
+            and self.tokens.read_secret_file(credential.name) != secret
+        ):
+            self.tokens.write_secret_file(credential.name, secret)
+        return bindings
+
+    def write_header(self, credential: Credential, binding: Binding) -> Result[bool]:
+        """Write the header into one bound config: True when written (or already right), False when the
+        binding was dropped because the config no longer has the entry."""
+        name = credential.name
+        written = self.config.set_header(
+            Path(binding.path),
+            name,
+            credential.header_name,
+            self._header_value(credential, binding),
+            get_format(binding.client),
+            private=binding.secret_mode is SecretMode.INLINE,
+        )
+        if isinstance(written, Failure) and written.code is ErrorCode.NOT_FOUND:
+            # The entry is gone (removed by hand, or `chctl add` crashed before writing it): so is the binding.
+            self.bindings.unbind(name, Path(binding.path))
+            log.info("binding_dropped", server=name, path=binding.path, reason="the config has no entry for it")
+            return Success(False)
+        return written if isinstance(written, Failure) else Success(True)
+
+    def add_to_report(self, report: PublishReport, name: str, path: str, outcome: Result[bool]) -> None:
+        if isinstance(outcome, Success):
+            if outcome.value:
+                report.written.append(path)
+            return
+        report.failed[path] = outcome.error
+        # Retried every wall-clock check: say it once, not every 30 s.
+        again = self.publish_errors.get(name, {}).get(path) == outcome.error
+        (log.debug if again else log.warning)(
+            "config_write_failed", server=name, path=path, code=outcome.code.value, error=outcome.error
+        )
+
+    def expects_login(self, name: str) -> bool:
+        """Whether `name` uses OAuth: the registry says so, or a bound entry hands its header to us
+        (`"oauth": false`, written at login) although no API key is stored for it."""
+        known = self.registry.get(name)
+        if known is not None and known.auth_type is MCPAuthType.OAUTH:
+            return True
+        for binding in self.bindings.for_server(name):
+            fmt = get_format(binding.client)
+            entries = self.config.entries(Path(binding.path), fmt)
+            entry = entries.value.get(name) if isinstance(entries, Success) else None
+            if isinstance(entry, dict) and fmt.declines_own_oauth(entry):
+                stored = self.tokens.load(name)
+                return stored is None or stored.kind == "oauth"
+        return False
+
+    def bound_servers(self) -> list[str]:
+        return sorted(name for name, items in self.bindings.load().items() if items)
 
     def record_publish(self, name: str, report: PublishReport) -> None:
         if report.failed:

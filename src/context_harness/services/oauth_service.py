@@ -31,8 +31,11 @@ from context_harness.oauth.token_client import (
 from context_harness.primitives.mcp import MCPAuthType, MCPServer, SecretMode
 from context_harness.primitives.oauth import Credential, OAuthTokens, TokenState
 from context_harness.primitives.result import ErrorCode, Failure, Result, Success
-from context_harness.services.mcp_service import MCPService
+from context_harness.services.blocking_io import StillRunning, run_blocking, run_config_io
+from context_harness.services.mcp_service import MCPService, PublishReport
+from context_harness.stores.bindings import Binding
 from context_harness.stores.client_store import ClientStore
+from context_harness.stores.crash_points import AFTER_TOKEN_SAVE, crash_point
 from context_harness.stores.lock_file import LockTimeout, file_lock
 from context_harness.stores.token_store import TokenStore
 
@@ -62,6 +65,9 @@ class AuthOptions:
     scopes: list[str] | None = None
     port: int = 0
     timeout_s: float = 300.0
+    # How a client with a secret authenticates: "client_secret_basic", "client_secret_post" or "none";
+    # None: what the registry entry, the registration or the server's metadata says.
+    token_auth_method: str | None = None
 
 
 # --- the outcomes of one refresh attempt (what the refresher schedules on) ------------------------------
@@ -91,12 +97,22 @@ class RefreshRetry:
 
 @dataclass(frozen=True, slots=True)
 class RefreshNeedsReauth:
-    """Only a person can fix this (invalid_grant, no refresh token, no credential): `chctl auth NAME`."""
+    """Only a person can fix this (invalid_grant, no refresh token, no credential): `chctl auth NAME`.
+    `code` is INVALID_CLIENT when the server forgot our client (its registration is dropped already)."""
 
     reason: str
+    code: ErrorCode = ErrorCode.INVALID_GRANT
 
 
-RefreshAttempt = RefreshDone | RefreshNotNeeded | RefreshRetry | RefreshNeedsReauth
+@dataclass(frozen=True, slots=True)
+class RefreshImpossible:
+    """No refresh token was issued: the token is used until it expires, then only a new login helps.
+    Not an error and not worth retrying: look again when it has expired."""
+
+    credential: Credential
+
+
+RefreshAttempt = RefreshDone | RefreshNotNeeded | RefreshRetry | RefreshNeedsReauth | RefreshImpossible
 
 
 @dataclass(slots=True)
@@ -125,7 +141,10 @@ class OAuthService:
         self._session = session
         self.events: TokenEvents = events or _NoEvents()
         self.on_new_credential = on_new_credential or (lambda _name: None)
+        # Told the outcome of a refresh someone asked for (`chctl refresh`), so the background plan follows it.
+        self.on_refresh_attempt: Callable[[str, RefreshAttempt], None] = lambda _name, _attempt: None
         self.runtime: dict[str, Runtime] = {}
+        self._blocked: set[str] = set()  # config paths whose header write is stuck in its thread
         self._locks: dict[str, asyncio.Lock] = {}
 
     # --- the seed's API --------------------------------------------------------------------------------
@@ -143,10 +162,12 @@ class OAuthService:
                 unknown = self.mcp.get_server_info(name)  # NOT_FOUND with suggestions
                 assert isinstance(unknown, Failure)
                 return unknown
+            # The same state `status` shows for it.
+            state = TokenState.PENDING_AUTH.value if self.mcp.expects_login(name) else "no_auth"
             return Success(
                 {
                     "name": name,
-                    "state": TokenState.PENDING_AUTH.value,
+                    "state": state,
                     "usable": False,
                     "expires_at": None,
                     "scopes": None,
@@ -181,13 +202,15 @@ class OAuthService:
         on_authorization_url: AuthorizationUrlHandler,
         paste: asyncio.Queue[str] | None = None,
     ) -> Result[Credential]:
-        server_url = self.server_url(name)
+        server_url = await self.server_url_off_loop(name)
         if isinstance(server_url, Failure):
             return server_url
         client_id, client_secret = options.client_id, options.client_secret
         known = self.mcp.registry.get(name)
+        token_auth_method = options.token_auth_method
         if client_id is None and known is not None and known.client_id:
             client_id = known.client_id
+            token_auth_method = token_auth_method or known.token_endpoint_auth_method
         grant = await run_authorization_flow(
             self._session(),
             server_url=server_url.value,
@@ -202,6 +225,7 @@ class OAuthService:
             paste=paste,
             http_timeout_s=self.settings.http_timeout_s,
             client_metadata_url=self.settings.client_metadata_url,
+            token_auth_method=token_auth_method,
         )
         if isinstance(grant, Failure):
             if known is not None and known.needs_preregistered_client and grant.code is ErrorCode.AUTH_REQUIRED:
@@ -230,7 +254,7 @@ class OAuthService:
         async with self._lock(name):
             self.tokens.save(credential)
             self.runtime[name] = Runtime()
-            self._publish(name)
+            await self._publish(name)
         log.info(
             "token_stored",
             server=name,
@@ -249,6 +273,7 @@ class OAuthService:
         if credential.kind != "oauth":
             return Failure(f"{name} uses an API key: there is nothing to refresh", ErrorCode.INVALID_PARAMS)
         attempt = await self.refresh_once(name, force=True)
+        self.on_refresh_attempt(name, attempt)
         match attempt:
             case RefreshDone(credential) | RefreshNotNeeded(credential):
                 return Success(credential)
@@ -258,9 +283,16 @@ class OAuthService:
                     ErrorCode.NETWORK,
                     "the daemon keeps retrying in the background; see `chctl status`",
                 )
-            case RefreshNeedsReauth(reason):
+            case RefreshNeedsReauth(reason, code):
+                hint = f"run `chctl auth {name}`"
+                if code is ErrorCode.INVALID_CLIENT:
+                    hint += " (it registers a new client; pass --client-id if you registered yours by hand)"
+                return Failure(f"{name} needs a new login: {reason}", code, hint)
+            case RefreshImpossible(credential):
                 return Failure(
-                    f"{name} needs a new login: {reason}", ErrorCode.INVALID_GRANT, f"run `chctl auth {name}`"
+                    f"{name}: {no_refresh_token_note(credential)}",
+                    ErrorCode.AUTH_REQUIRED,
+                    f"run `chctl auth {name}` before the token expires",
                 )
 
     async def ensure_valid_token(self, name: str) -> Result[OAuthTokens]:
@@ -274,7 +306,7 @@ class OAuthService:
         match attempt:
             case RefreshDone(fresh) | RefreshNotNeeded(fresh) if fresh.tokens is not None:
                 return Success(fresh.tokens)
-            case RefreshNeedsReauth(reason):
+            case RefreshNeedsReauth(reason, _):
                 return Failure(f"{name}: {reason}", ErrorCode.TOKEN_EXPIRED, f"run `chctl auth {name}`")
         if not credential.tokens.is_expired(0):
             return Success(credential.tokens)
@@ -294,14 +326,22 @@ class OAuthService:
             credential = self.tokens.load(name)
             if credential is None:
                 return Failure(f"no credential stored for {name}", ErrorCode.NOT_FOUND, "nothing to log out of")
-            revoked = await self._revoke(credential)
+            outcomes = await self._revoke(credential)
             self.tokens.delete(name)
             self.runtime.pop(name, None)
-            self._forget_headers(name, credential.header_name)
+            header = credential.header_name
+            forgotten = await run_config_io(
+                lambda: self._forget_headers(name, header),
+                self.settings.config_io_timeout_s,
+                f"removing {name}'s header",
+            )
+            if isinstance(forgotten, Failure):
+                log.warning("header_not_removed", server=name, reason=forgotten.error)
+        revoked = bool(outcomes) and all(o["revoked"] for o in outcomes)
         log.info("credential_forgotten", server=name, revoked=revoked)
         self.events.token_event(name, "revoked", f"{name}: logged out")
         self.on_new_credential(name)
-        return Success({"name": name, "revoked": revoked})
+        return Success({"name": name, "revoked": revoked, "tokens": outcomes})
 
     async def refresh_rejected(self, name: str, rejected: str | None) -> RefreshAttempt:
         """A server refused the access token `rejected` (a 401 to the bridge): refresh, unless someone
@@ -315,7 +355,7 @@ class OAuthService:
                     return RefreshNotNeeded(credential)
                 if credential.state is TokenState.NEEDS_REAUTH:
                     return RefreshNeedsReauth(credential.last_error or "the last refresh was refused")
-                return await self._refresh_locked(credential)
+                return await self._refresh_locked(credential, force=True)
         except LockTimeout:
             return RefreshRetry("another process holds the refresh lock", None)
 
@@ -331,6 +371,9 @@ class OAuthService:
                     return RefreshNeedsReauth("no OAuth credential is stored")  # forgotten meanwhile: nothing to do
                 if credential.tokens is None:
                     return self._needs_reauth(name, credential, "no OAuth token is stored")
+                if credential.state is TokenState.NEEDS_REAUTH:
+                    # Never send a rejected refresh token again: servers with reuse detection see a replay.
+                    return RefreshNeedsReauth(credential.last_error or "a new login is needed")
                 if (
                     not force
                     and planned is not None
@@ -338,19 +381,21 @@ class OAuthService:
                     and not _due(credential, due_before)
                 ):
                     return RefreshNotNeeded(credential)
-                return await self._refresh_locked(credential)
+                return await self._refresh_locked(credential, force)
         except LockTimeout:
             return RefreshRetry("another process holds the refresh lock", None)
 
-    async def _refresh_locked(self, credential: Credential) -> RefreshAttempt:
+    async def _refresh_locked(self, credential: Credential, force: bool) -> RefreshAttempt:
         name, tokens = credential.name, credential.tokens
         assert tokens is not None
         if not tokens.refresh_token or not credential.token_endpoint or not credential.client_id:
             if tokens.is_expired(0):
                 return self._needs_reauth(name, credential, "the token expired and no refresh token was issued")
-            # Nothing to refresh with: look again when it expires, then it needs a new login.
-            left = (tokens.expires_at - time.time()) if tokens.expires_at is not None else None
-            return RefreshRetry("no refresh token was issued; the token is used until it expires", left)
+            if not force:  # the refresher's reminder, shortly before expiry: tell the person now
+                note = no_refresh_token_note(credential)
+                log.info("token_expiring_without_refresh_token", server=name, expires_at=tokens.expires_at)
+                self.events.token_event(name, "expiring", f"{name}: {note}")
+            return RefreshImpossible(credential)
         self.runtime.setdefault(name, Runtime()).state = TokenState.REFRESHING
         outcome = await refresh_access_token(
             self._session(),
@@ -371,8 +416,9 @@ class OAuthService:
                     update={"tokens": new_tokens, "state": TokenState.ACTIVE, "last_error": None}
                 )
                 self.tokens.save(fresh)  # the rotated refresh token is on disk before anything uses the new token
+                crash_point(AFTER_TOKEN_SAVE)
                 self.runtime[name] = Runtime()
-                self._publish(name)
+                await self._publish(name)
                 log.info("token_refreshed", server=name, expires_at=new_tokens.expires_at)
                 self.events.token_event(name, "refreshed", f"{name}: token refreshed")
                 return RefreshDone(fresh)
@@ -381,16 +427,26 @@ class OAuthService:
                 log.warning("token_refresh_failed_transient", server=name, reason=reason, retry_after=retry_after)
                 self.events.token_event(name, "retrying", f"{name}: refresh failed, retrying ({reason})")
                 return RefreshRetry(reason, retry_after)
-            case PermanentError(_code, reason):
-                return self._needs_reauth(name, credential, reason)
+            case PermanentError(code, reason):
+                if code is ErrorCode.INVALID_CLIENT:
+                    self.forget_client(name, credential.client_id)
+                return self._needs_reauth(name, credential, reason, code)
 
-    def _needs_reauth(self, name: str, credential: Credential | None, reason: str) -> RefreshNeedsReauth:
+    def _needs_reauth(
+        self, name: str, credential: Credential | None, reason: str, code: ErrorCode = ErrorCode.INVALID_GRANT
+    ) -> RefreshNeedsReauth:
         if credential is not None and credential.kind == "oauth":
             self.tokens.save(credential.model_copy(update={"state": TokenState.NEEDS_REAUTH, "last_error": reason}))
         self.runtime[name] = Runtime(TokenState.NEEDS_REAUTH, reason)
         log.warning("token_needs_reauth", server=name, reason=reason)
         self.events.token_event(name, "needs_reauth", f"{name} needs a new login: run `chctl auth {name}` ({reason})")
-        return RefreshNeedsReauth(reason)
+        return RefreshNeedsReauth(reason, code)
+
+    def forget_client(self, name: str, client_id: str | None) -> None:
+        """The server no longer knows `client_id`: drop its stored registration, so the next
+        `chctl auth` registers a new client instead of looping on the dead one."""
+        if client_id is not None and self.clients.forget(name, client_id):
+            log.warning("client_registration_dropped", server=name, reason="the server does not know the client")
 
     # --- helpers -------------------------------------------------------------------------------------
 
@@ -401,6 +457,15 @@ class OAuthService:
     def last_error_of(self, credential: Credential) -> str | None:
         live = self.runtime.get(credential.name)
         return live.last_error if live is not None and live.last_error else credential.last_error
+
+    async def server_url_off_loop(self, name: str) -> Result[str]:
+        """`server_url`, read in a thread: a config on a hung mount fails this call only."""
+        return await run_config_io(
+            lambda: self.server_url(name), self.settings.config_io_timeout_s, f"reading {name}'s configs"
+        )
+
+    async def get_status_off_loop(self, name: str) -> Result[dict[str, Any]]:
+        return await run_config_io(lambda: self.get_status(name), self.settings.config_io_timeout_s, "auth.status")
 
     def server_url(self, name: str) -> Result[str]:
         """The URL an agent uses for `name` (a bound config's entry), else the registry's."""
@@ -430,48 +495,129 @@ class OAuthService:
             async with file_lock(self.settings.locks_dir / f"{name}.lock", LOCK_TIMEOUT_S):
                 yield
 
-    def republish_failed(self) -> None:
-        """Write the current header again into configs whose last write failed (fixed by hand, remounted)."""
-        for name in list(self.mcp.publish_errors):
-            self._publish(name)
+    async def repair_configs(self) -> None:
+        """Make every bound config's managed header equal the stored credential (from disk, not memory).
 
-    def _publish(self, name: str) -> None:
-        published = self.mcp.update_auth(name)
-        if isinstance(published, Success):
-            self.mcp.record_publish(name, published.value)
+        Run at start and at every wall-clock check: it mends what a crash between saving a token and
+        writing the configs left behind, and a write that failed earlier (a file fixed by hand, a mount
+        back). A config already right is only read. A server being refreshed right now is skipped: its
+        refresh writes the headers itself.
+        """
+        for name in self.mcp.bound_servers():
+            lock = self._locks.setdefault(name, asyncio.Lock())
+            if lock.locked() or self.tokens.load(name) is None:
+                continue
+            try:
+                async with self._lock(name):
+                    await self._publish(name)
+            except LockTimeout:
+                continue
 
-    async def _revoke(self, credential: Credential) -> bool:
+    async def _publish(self, name: str) -> None:
+        """Write the stored credential's header into every bound config, each in a thread with a deadline:
+        a config on a hung mount fails (and is retried at the next check), the others are written."""
+        credential = self.tokens.load(name)
+        if credential is None or not credential.secret:
+            return
+        report = PublishReport()
+        for binding in self.mcp.prepare_publish(credential):
+            path = binding.path
+            if path in self._blocked:
+                outcome: Result[bool] = Failure(f"{path}: an earlier write is still blocked", ErrorCode.TIMEOUT)
+            else:
+                outcome = await self._write_header_off_loop(credential, binding)
+            self.mcp.add_to_report(report, name, path, outcome)
+        self.mcp.record_publish(name, report)
+
+    async def _write_header_off_loop(self, credential: Credential, binding: Binding) -> Result[bool]:
+        path = binding.path
+
+        def write() -> Result[bool]:
+            try:
+                return self.mcp.write_header(credential, binding)
+            finally:
+                self._blocked.discard(path)  # it came back, even if late
+
+        self._blocked.add(path)
+        try:
+            return await run_blocking(write, self.settings.config_io_timeout_s, name=f"config-write {credential.name}")
+        except StillRunning:
+            return Failure(
+                f"{path} did not answer within {self.settings.config_io_timeout_s:g} s (a hung mount?); retried later",
+                ErrorCode.TIMEOUT,
+            )
+
+    async def _revoke(self, credential: Credential) -> list[dict[str, Any]]:
+        """Revoke each token (refresh token first: it revokes the grant). Per token: whether the server
+        revoked it, and if not, why and until when it stays valid (null: unknown or not at all)."""
         tokens = credential.tokens
-        if not credential.revocation_endpoint or tokens is None or not credential.client_id:
-            return False
-        revoked = False
+        if tokens is None:
+            return []
+        outcomes: list[dict[str, Any]] = []
         for token, hint in ((tokens.refresh_token, "refresh_token"), (tokens.access_token, "access_token")):
             if not token:
                 continue
-            result = await revoke_token(
-                self._session(),
-                credential.revocation_endpoint,
-                token,
-                hint,
-                credential.client_id,
-                credential.client_secret,
-                credential.token_endpoint_auth_method,
-                self.settings.http_timeout_s,
-            )
-            if isinstance(result, Failure):
-                log.warning("token_revocation_failed", server=credential.name, code=result.code.value)
+            valid_until = tokens.expires_at if hint == "access_token" else None
+            reason: str | None = None
+            if not credential.revocation_endpoint:
+                reason = "the authorization server has no revocation endpoint"
+            elif not credential.client_id:
+                reason = "no client id is stored to revoke with"
             else:
-                revoked = revoked or result.value
-        return revoked
+                result = await revoke_token(
+                    self._session(),
+                    credential.revocation_endpoint,
+                    token,
+                    hint,
+                    credential.client_id,
+                    credential.client_secret,
+                    credential.token_endpoint_auth_method,
+                    self.settings.http_timeout_s,
+                )
+                if isinstance(result, Failure):
+                    reason = result.error
+                elif not result.value:
+                    reason = "the server does not revoke this kind of token"
+            if reason is not None:
+                log.warning("token_not_revoked", server=credential.name, token_kind=hint, reason=reason)
+            outcomes.append(
+                {
+                    "token": hint,
+                    "revoked": reason is None,
+                    "reason": reason,
+                    "valid_until": valid_until if reason is not None else None,
+                }
+            )
+        return outcomes
 
-    def _forget_headers(self, name: str, header: str) -> None:
+    def _forget_headers(self, name: str, header: str) -> Result[None]:
         for binding in self.mcp.bindings.for_server(name):
             if binding.mode == "bridge":
                 continue  # no header in the entry
             if binding.secret_mode is SecretMode.FILE:
                 self.tokens.ensure_secret_file(name)  # a `{file:}` target must exist or opencode stops working
                 continue
-            self.mcp.config.remove_header(Path(binding.path), name, header, get_format(binding.client))
+            edited = self.mcp.config.remove_header(Path(binding.path), name, header, get_format(binding.client))
+            if isinstance(edited, Failure):
+                return edited
+        return Success(None)
+
+
+def no_refresh_token_note(credential: Credential, now: float | None = None) -> str:
+    """`expires in 42m, no refresh token: run chctl auth NAME before then`."""
+    tokens = credential.tokens
+    expires_at = tokens.expires_at if tokens is not None else None
+    left = "at an unknown time" if expires_at is None else "in " + _duration(expires_at - (now or time.time()))
+    return f"expires {left}, no refresh token: run `chctl auth {credential.name}` before then"
+
+
+def _duration(seconds: float) -> str:
+    seconds = max(seconds, 0.0)
+    if seconds < 90:
+        return f"{seconds:.0f}s"
+    if seconds < 90 * 60:
+        return f"{seconds / 60:.0f}m"
+    return f"{seconds / 3600:.1f}h"
 
 
 def _changed(planned: Credential, current: Credential) -> bool:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import os
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
 
 PRIVATE_FILE_MODE = 0o600
@@ -23,11 +24,19 @@ def ensure_private_dir(path: Path) -> Path:
     return path
 
 
-def atomic_write_bytes(path: Path, data: bytes, mode: int | None = None) -> None:
+class ChangedBeforeRename(Exception):
+    """`unchanged` said the target changed while the temp file was written: nothing was replaced."""
+
+
+def atomic_write_bytes(
+    path: Path, data: bytes, mode: int | None = None, unchanged: Callable[[], bool] | None = None
+) -> None:
     """Write `data` to `path` via temp file + fsync + rename, then fsync the directory.
 
     `mode`: the new file's permission bits; None keeps the existing file's mode (0644 for a new one).
     The temp file is created 0600, so a secret is never readable by others, not even for an instant.
+    `unchanged`: checked after the (slow) write and fsync, right before the rename; False raises
+    ChangedBeforeRename and leaves `path` alone, so a save made meanwhile by someone else survives.
     """
     if mode is None:
         try:
@@ -41,6 +50,8 @@ def atomic_write_bytes(path: Path, data: bytes, mode: int | None = None) -> None
             tmp.flush()
             os.fchmod(tmp.fileno(), mode)
             os.fsync(tmp.fileno())
+        if unchanged is not None and not unchanged():
+            raise ChangedBeforeRename(str(path))
         os.replace(tmp_name, path)
     except BaseException:
         with contextlib.suppress(FileNotFoundError):

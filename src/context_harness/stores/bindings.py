@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import threading
 from pathlib import Path
 from typing import Literal
 
@@ -32,6 +33,8 @@ _Bindings = TypeAdapter(dict[str, list[Binding]])
 class BindingStore:
     def __init__(self, file: Path) -> None:
         self.file = file
+        # Config work runs in threads (a hung mount must not block the daemon): one read-modify-write at a time.
+        self._changing = threading.Lock()
 
     def load(self) -> dict[str, list[Binding]]:
         try:
@@ -51,16 +54,18 @@ class BindingStore:
         return self.load().get(name, [])
 
     def bind(self, name: str, binding: Binding) -> None:
-        bindings = self.load()
-        items = [b for b in bindings.get(name, []) if b.path != binding.path]
-        items.append(binding)
-        bindings[name] = items
-        self._save(bindings)
+        with self._changing:
+            bindings = self.load()
+            items = [b for b in bindings.get(name, []) if b.path != binding.path]
+            items.append(binding)
+            bindings[name] = items
+            self._save(bindings)
 
     def unbind(self, name: str, path: Path) -> None:
-        bindings = self.load()
-        bindings[name] = [b for b in bindings.get(name, []) if b.path != str(path)]
-        self._save(bindings)
+        with self._changing:
+            bindings = self.load()
+            bindings[name] = [b for b in bindings.get(name, []) if b.path != str(path)]
+            self._save(bindings)
 
     def all_paths(self) -> set[str]:
         return {b.path for items in self.load().values() for b in items}

@@ -51,6 +51,17 @@ class ClientStore:
         ensure_private_dir(self.directory)
         atomic_write_bytes(path, registration.model_dump_json(indent=2).encode(), mode=PRIVATE_FILE_MODE)
 
+    def forget(self, server: str, client_id: str) -> bool:
+        """Delete `server`'s registration if it is the one for `client_id`; whether one was deleted."""
+        try:
+            stored = ClientRegistration.model_validate_json(self._path(server).read_bytes())
+        except (FileNotFoundError, ValidationError):
+            return False
+        if stored.client_id != client_id:
+            return False
+        self.delete(server)
+        return True
+
     def delete(self, server: str) -> None:
         with contextlib.suppress(FileNotFoundError):
             self._path(server).unlink()

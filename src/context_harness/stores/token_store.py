@@ -75,6 +75,12 @@ class TokenStore:
         atomic_write_bytes(path, secret.encode(), mode=PRIVATE_FILE_MODE)
         return path
 
+    def read_secret_file(self, name: str) -> str | None:
+        try:
+            return self.secret_file(name).read_text()
+        except (OSError, UnicodeDecodeError):
+            return None
+
     def ensure_secret_file(self, name: str) -> Path:
         """opencode fails every command when a `{file:}` target is missing, so one always exists (maybe empty)."""
         path = self.secret_file(name)

@@ -1,0 +1,35 @@
+"""A server's state as `chctl status` says it: in words, with the next action, and a colour.
+
+Green: nothing to do. Yellow: the daemon is acting (refreshing, retrying) or a login will be due by itself.
+Red: it needs you. Standard library only, nothing imported: `chctl status` must start fast.
+"""
+
+from __future__ import annotations
+
+from context_harness.client.output import when
+
+TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing
+
+if TYPE_CHECKING:
+    from typing import Any
+
+
+def describe(server: dict[str, Any], now: float) -> tuple[str, str]:
+    """(words, colour) for one row of the `status` RPC."""
+    name, state = server["name"], server["state"]
+    if state in ("pending_auth", "needs_reauth"):
+        return f"needs login → chctl auth {name}", "red"
+    if state == "retrying":
+        error = server.get("last_error") or "refresh failed"
+        return f"retrying (next try {when(server.get('next_refresh_at'), now)}): {error}", "yellow"
+    if state == "refreshing":
+        return "refreshing…", "yellow"
+    if state == "api_key":
+        return "ok (API key)", "green"
+    if state == "no_auth":
+        return "ok (no auth)", "green"
+    if state == "active" and server.get("expires_at") and not server.get("has_refresh_token", True):
+        return f"expires {when(server['expires_at'], now)}, no refresh token", "yellow"
+    if state == "active":
+        return "ok", "green"
+    return state, "yellow"

@@ -1,0 +1,230 @@
+"""`chctl import opencode|mcp-remote`: adopt the logins another tool holds, so nobody logs in again.
+
+Each login becomes a stored credential whose client registration is bound to the issuer discovery finds
+for the server; the config entry gets our header and `"oauth": false` (an mcp-remote entry becomes a remote
+entry); an expired token is refreshed at once, and one that cannot be is `needs_reauth`. The source files
+are only read. A dry run reads and matches, and changes nothing.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+import aiohttp
+import structlog
+
+from context_harness.oauth.discovery import discover
+from context_harness.oauth.registration import ClientRegistration
+from context_harness.primitives.mcp import SecretMode
+from context_harness.primitives.oauth import Credential, TokenState
+from context_harness.primitives.result import ErrorCode, Failure, Result, Success
+from context_harness.services import login_sources
+from context_harness.services.config_service import ConfigTarget
+from context_harness.services.login_sources import HeldLogin
+from context_harness.services.mcp_service import AddRequest, MCPService
+from context_harness.services.oauth_service import (
+    VALIDITY_MARGIN_S,
+    OAuthService,
+    RefreshDone,
+    RefreshNeedsReauth,
+    RefreshNotNeeded,
+    RefreshRetry,
+)
+from context_harness.stores.bindings import Binding
+from context_harness.stores.client_store import ClientStore
+
+log = structlog.get_logger(__name__)
+
+Source = Literal["opencode", "mcp-remote"]
+
+
+@dataclass(frozen=True, slots=True)
+class Adoption:
+    """What became (or, in a dry run, would become) of one login."""
+
+    name: str
+    server_url: str | None
+    outcome: str  # adopted | refreshed | needs_reauth | retrying | would_adopt | skipped
+    reason: str | None = None
+    expires_at: float | None = None
+    has_refresh_token: bool = False
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "server_url": self.server_url,
+            "outcome": self.outcome,
+            "reason": self.reason,
+            "expires_at": self.expires_at,
+            "has_refresh_token": self.has_refresh_token,
+        }
+
+
+def read_source(source: Source, path: Path) -> Result[tuple[list[HeldLogin], list[login_sources.Unusable]]]:
+    """The logins in `path`: opencode's mcp-auth.json, or mcp-remote's config dir (`~/.mcp-auth`)."""
+    try:
+        if source == "opencode":
+            return Success(login_sources.opencode_logins(json.loads(path.read_bytes())))
+        store = path / login_sources.MCP_REMOTE_STORE
+        files: dict[str, Any] = {}
+        mtimes: dict[str, float] = {}
+        for file in sorted(store.glob("*.json")):
+            files[file.name] = json.loads(file.read_bytes())
+            mtimes[file.name] = file.stat().st_mtime
+        if not files and not store.is_dir():
+            raise FileNotFoundError(store)
+        return Success(login_sources.mcp_remote_logins(files, mtimes))
+    except FileNotFoundError:
+        return Failure(
+            f"no {source} logins at {path}",
+            ErrorCode.NOT_FOUND,
+            f"log in with {source} first, or pass --from PATH where its files are",
+        )
+    except (OSError, ValueError) as exc:
+        return Failure(
+            f"cannot read {path}: {type(exc).__name__}",
+            ErrorCode.CONFIG_INVALID,
+            "nothing was imported; the file was not changed",
+        )
+
+
+class ImportService:
+    def __init__(
+        self,
+        mcp: MCPService,
+        oauth: OAuthService,
+        clients: ClientStore,
+        session: Callable[[], aiohttp.ClientSession],
+        http_timeout_s: float,
+    ) -> None:
+        self.mcp = mcp
+        self.oauth = oauth
+        self.clients = clients
+        self._session = session
+        self.http_timeout_s = http_timeout_s
+
+    async def import_logins(
+        self, source: Source, path: Path, target: ConfigTarget, dry_run: bool
+    ) -> Result[dict[str, Any]]:
+        read = read_source(source, path)
+        if isinstance(read, Failure):
+            return read
+        held, unusable = read.value
+        configured = self.mcp.list_configured(target)
+        if isinstance(configured, Failure):
+            return configured
+        config_path, entries = configured.value
+        results = [Adoption(u.where, None, "skipped", u.reason) for u in unusable]
+        for login in held:
+            placed = _place(login, entries)
+            if isinstance(placed, Adoption):
+                results.append(placed)
+            elif self._holds_usable_login(placed[0]):
+                reason = f"chctl already holds a login for {placed[0]}; left as it is"
+                results.append(_adoption(placed[0], placed[1], login, "skipped", reason))
+            elif dry_run:
+                results.append(_adoption(placed[0], placed[1], login, "would_adopt"))
+            else:
+                results.append(await self._adopt(placed[0], placed[1], login, config_path, entries))
+        return Success({"path": str(config_path), "source": str(path), "servers": [r.as_dict() for r in results]})
+
+    async def _adopt(
+        self, name: str, url: str, login: HeldLogin, config_path: Path, entries: dict[str, Any]
+    ) -> Adoption:
+        found = await discover(self._session(), url, self.http_timeout_s)
+        if isinstance(found, Failure):
+            return _adoption(name, url, login, "skipped", f"{found.error} (run the import again later)")
+        auth_server = found.value.auth_server
+        if login.issuer and login.issuer.rstrip("/") != auth_server.issuer.rstrip("/"):
+            reason = f"the login is from {login.issuer}, but {url} now uses {auth_server.issuer}"
+            return _adoption(name, url, login, "skipped", reason)
+        method = login.token_endpoint_auth_method or ("client_secret_post" if login.client_secret else "none")
+        if login.client_id:
+            self.clients.save(
+                name,
+                ClientRegistration(
+                    issuer=auth_server.issuer,
+                    client_id=login.client_id,
+                    client_secret=login.client_secret,
+                    token_endpoint_auth_method=method,
+                    client_secret_expires_at=login.client_secret_expires_at,
+                ),
+            )
+        credential = Credential(
+            name=name,
+            kind="oauth",
+            state=TokenState.ACTIVE,
+            tokens=login.tokens,
+            issuer=auth_server.issuer,
+            token_endpoint=auth_server.token_endpoint,
+            revocation_endpoint=auth_server.revocation_endpoint,
+            client_id=login.client_id,
+            client_secret=login.client_secret,
+            token_endpoint_auth_method=method,
+            resource=found.value.resource,
+            scopes=login.tokens.scope.split() if login.tokens.scope else None,
+        )
+        self.mcp.tokens.save(credential)  # stored before any config mentions it
+        placed = self._write_entry(name, url, config_path, entries)
+        if isinstance(placed, Failure):
+            return _adoption(name, url, login, "skipped", placed.error)
+        log.info("login_imported", server=name, issuer=auth_server.issuer)
+        if not login.tokens.is_expired(VALIDITY_MARGIN_S):
+            published = self.mcp.update_auth(name)
+            if isinstance(published, Success):
+                self.mcp.record_publish(name, published.value)
+            self.oauth.on_new_credential(name)
+            return _adoption(name, url, login, "adopted")
+        match await self.oauth.refresh_once(name, force=True):
+            case RefreshDone(fresh) | RefreshNotNeeded(fresh):
+                tokens = fresh.tokens
+                expires_at = tokens.expires_at if tokens else None
+                outcome = Adoption(name, url, "refreshed", None, expires_at, bool(tokens and tokens.refresh_token))
+            case RefreshNeedsReauth(reason):
+                outcome = _adoption(name, url, login, "needs_reauth", f"{reason}: run `chctl auth {name}`")
+            case RefreshRetry(reason, _):
+                outcome = _adoption(name, url, login, "retrying", reason)
+        self.oauth.on_new_credential(name)
+        return outcome
+
+    def _holds_usable_login(self, name: str) -> bool:
+        """An API key, or an OAuth login that still works: an import must not replace it."""
+        held = self.mcp.tokens.load(name)
+        return held is not None and (held.kind == "api_key" or self.oauth.state_of(held) is not TokenState.NEEDS_REAUTH)
+
+    def _write_entry(self, name: str, url: str, config_path: Path, entries: dict[str, Any]) -> Result[None]:
+        """Bind a remote entry that has this URL; write one (replacing an mcp-remote entry) otherwise."""
+        entry = entries.get(name)
+        if isinstance(entry, dict) and entry.get("type") == "remote" and entry.get("url") == url:
+            self.mcp.bindings.bind(name, Binding(path=str(config_path), secret_mode=SecretMode.INLINE))
+            return Success(None)
+        target = ConfigTarget(cwd=config_path.parent, project=config_path.parent)
+        added = self.mcp.add(AddRequest(name=name, target=target, url=url))
+        return added if isinstance(added, Failure) else Success(None)
+
+
+def _adoption(name: str, url: str | None, login: HeldLogin, outcome: str, reason: str | None = None) -> Adoption:
+    return Adoption(name, url, outcome, reason, login.tokens.expires_at, login.tokens.refresh_token is not None)
+
+
+def _place(login: HeldLogin, entries: dict[str, Any]) -> tuple[str, str] | Adoption:
+    """(name, server URL) for a login, from its source and the config's entries; or why it cannot be placed."""
+    if login.name is not None:  # opencode: the name is the config's, the URL is recorded with it
+        entry_urls = login_sources.entry_urls(entries.get(login.name))
+        url = login.server_url or (entry_urls[0] if entry_urls else None)
+        if url is None:
+            return _adoption(login.name, None, login, "skipped", "no server URL recorded and no entry in the config")
+        if entry_urls and entry_urls[0] != url:
+            reason = f"the config's {login.name} points at {entry_urls[0]}, the login is for {url}"
+            return _adoption(login.name, url, login, "skipped", reason)
+        return login.name, url
+    for name, entry in entries.items():  # mcp-remote: find the entry whose URL hashes to the file's name
+        for url in login_sources.entry_urls(entry):
+            if login_sources.mcp_remote_hash(url) == login.url_hash:
+                return str(name), url
+    reason = "no entry in the config has the URL this login is for (mcp-remote stores only a hash of it)"
+    return _adoption(f"{login.url_hash}{login_sources.TOKENS_SUFFIX}", None, login, "skipped", reason)
