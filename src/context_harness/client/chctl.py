@@ -55,6 +55,8 @@ examples:
   chctl add linear --global                           # OAuth: then `chctl auth linear`
   chctl add docs --url https://mcp.example.com/mcp -k KEY --key-header X-Api-Key
   chctl add files --command "npx -y @modelcontextprotocol/server-filesystem ~/docs"
+  chctl add linear --client claude-code --client codex  # other agents' configs (through `chctl bridge`)
+  chctl add linear --client cursor --mode header      # the header in the file instead of the bridge
   chctl add                                           # on a terminal: pick from the registry
 
 `chctl registry` lists the servers you can add by name.
@@ -68,10 +70,22 @@ DOCTOR_EXIT = {"ok": 0, "warn": 1, "error": 2}
 # --- argument helpers -----------------------------------------------------------------------------------
 
 
-def add_target(parser: argparse.ArgumentParser) -> None:
+# What `--client` accepts; the daemon's config.format.CLIENTS (not imported: chctl must start fast).
+CLIENTS = ("opencode", "claude-code", "codex", "gemini", "cursor", "vscode")
+
+
+def add_target(parser: argparse.ArgumentParser, many_clients: bool = False) -> None:
     group = parser.add_mutually_exclusive_group()
-    group.add_argument("--project", metavar="DIR", help="DIR's opencode.jsonc or opencode.json")
-    group.add_argument("--global", dest="global_", action="store_true", help="the global opencode config")
+    group.add_argument("--project", metavar="DIR", help="DIR's config (opencode.json[c], .mcp.json, ...)")
+    group.add_argument("--global", dest="global_", action="store_true", help="the client's user-level config")
+    parser.add_argument(
+        "--client",
+        dest="clients",
+        action="append" if many_clients else "store",
+        choices=CLIENTS,
+        help="whose config: opencode (default), claude-code, codex, gemini, cursor, vscode"
+        + (" (repeatable)" if many_clients else ""),
+    )
 
 
 def target(args: argparse.Namespace) -> dict[str, Any]:
@@ -80,7 +94,14 @@ def target(args: argparse.Namespace) -> dict[str, Any]:
         params["project"] = os.path.abspath(args.project)
     if args.global_:
         params["global"] = True
+    client = getattr(args, "clients", None)
+    if isinstance(client, str):
+        params["client"] = client
     return params
+
+
+def clients_of(args: argparse.Namespace) -> list[str]:
+    return list(dict.fromkeys(args.clients or ["opencode"]))
 
 
 def key_values(items: Sequence[str] | None, flag: str) -> dict[str, str]:
@@ -139,10 +160,9 @@ def cmd_list(args: argparse.Namespace) -> int:
         print("  (no MCP servers configured; see `chctl registry` and `chctl add NAME`)")
         return 0
     rows = [["NAME", "TYPE", "TARGET", "MANAGED"]]
-    for name, entry in result["servers"].items():
-        entry = entry if isinstance(entry, dict) else {}
-        where = entry.get("url") or " ".join(entry.get("command") or [])
-        rows.append([name, str(entry.get("type", "?")), where, "yes" if name in result["managed"] else ""])
+    for name in result["servers"]:
+        summary = result.get("summaries", {}).get(name) or {"kind": "?", "target": ""}
+        rows.append([name, summary["kind"], summary["target"], "yes" if name in result["managed"] else ""])
     print(table(rows))
     return 0
 
@@ -178,8 +198,12 @@ def cmd_add(args: argparse.Namespace) -> int:
             return 1
     params = target(args)
     params.update(name=args.name, secret_mode=args.secret_mode)
+    if args.clients:
+        params["clients"] = clients_of(args)
     if args.bridge:
         params["bridge"] = True
+    if args.mode:
+        params["mode"] = args.mode
     if args.url:
         params["url"] = args.url
     if args.header:
@@ -205,7 +229,9 @@ def cmd_add(args: argparse.Namespace) -> int:
     if args.json:
         print_json(result)
         return 0
-    print(f"added {result['name']} to {result['path']}" + (" (through `chctl bridge`)" if args.bridge else ""))
+    for config in result.get("configs") or [{"path": result["path"], "mode": "bridge" if args.bridge else "header"}]:
+        through = " (through `chctl bridge`)" if config["mode"] == "bridge" else ""
+        print(f"added {result['name']} to {config['path']}{through}")
     if result["needs_auth"]:
         if picked and picker.ask_yes(f"log in to {result['name']} now?"):
             from context_harness.client.auth_cmd import auth_login
@@ -218,8 +244,28 @@ def cmd_add(args: argparse.Namespace) -> int:
 def cmd_remove(args: argparse.Namespace) -> int:
     params = target(args)
     params["name"] = args.name
-    call("mcp.remove", params)
-    print(f"removed {args.name}")
+    for client in clients_of(args):
+        result = call("mcp.remove", {**params, "client": client})
+        print(f"removed {args.name}" + (f" from {result['path']}" if result.get("path") else ""))
+    return 0
+
+
+def cmd_clients(args: argparse.Namespace) -> int:
+    result = call("clients.list")
+    if args.json:
+        print_json(result)
+        return 0
+    rows = [["CLIENT", "FOUND", "USER CONFIG", "SERVERS"]]
+    for row in result["clients"]:
+        servers = [
+            name + (f" ({info['mode']})" if info["managed"] else " (not managed)")
+            for name, info in row["servers"].items()
+        ]
+        rows.append([row["client"], "yes" if row["found"] else "no", row["user_config"], ", ".join(servers) or "-"])
+    print(table(rows))
+    for row in result["clients"]:
+        if row.get("user_config_error"):
+            print(f"warning: {row['user_config_error']}", file=sys.stderr)
     return 0
 
 
@@ -345,7 +391,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"chctl {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    p = sub.add_parser("init", help="create an opencode config with an empty mcp section")
+    p = sub.add_parser("init", help="create an agent's config (opencode's: $schema and an empty mcp section)")
     add_target(p)
     p.set_defaults(func=cmd_init)
 
@@ -360,13 +406,14 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser(
         "add",
-        help="add a server to an opencode config",
-        description="Add a server to an opencode config: one from `chctl registry` by name, or any with --url.",
+        help="add a server to an agent's config (opencode's by default)",
+        description="Add a server to an agent's config (opencode's by default): one from `chctl registry` by "
+        "name, or any with --url.",
         epilog=ADD_EXAMPLES,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument("name", nargs="?", help=NAME_HELP + "; on a terminal, leave it out to pick from a list")
-    add_target(p)
+    add_target(p, many_clients=True)
     p.add_argument("--url", help="remote server URL (for a server not in the registry, or to override it)")
     p.add_argument("--header", action="append", metavar="K=V", help="an extra static header (repeatable)")
     keys = p.add_mutually_exclusive_group()
@@ -391,13 +438,22 @@ def build_parser() -> argparse.ArgumentParser:
         help="run `chctl bridge NAME` from the config instead of writing a header: a running session always "
         "uses the current token, and no secret is in the file",
     )
+    p.add_argument(
+        "--mode",
+        choices=["bridge", "header"],
+        help="bridge or header, for every --client (default: header for opencode, bridge for the others)",
+    )
     p.add_argument("--json", action="store_true", help=JSON_HELP)
     p.set_defaults(func=cmd_add, usage_error=p.error)
 
-    p = sub.add_parser("remove", help="remove a server from an opencode config")
+    p = sub.add_parser("remove", help="remove a server from an agent's config")
     p.add_argument("name", help="the server's name in the config")
-    add_target(p)
+    add_target(p, many_clients=True)
     p.set_defaults(func=cmd_remove)
+
+    p = sub.add_parser("clients", help="the agent clients on this machine and the servers each carries")
+    p.add_argument("--json", action="store_true", help=JSON_HELP)
+    p.set_defaults(func=cmd_clients)
 
     p = sub.add_parser(
         "bridge",

@@ -1,7 +1,5 @@
-"""opencode's config format (1.18): where its files are and what an `mcp` entry looks like.
-
-Everything opencode-specific lives here, so another agent's format (Claude Code's `.mcp.json`, Cursor, VS Code)
-can be a sibling module with the same few functions.
+"""opencode's config format (checked against opencode 1.18.33): where its files are and what an `mcp` entry
+looks like. The only module that knows opencode; `FORMAT` is its `ConfigFormat` (see config/format.py).
 """
 
 from __future__ import annotations
@@ -12,7 +10,8 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from context_harness.primitives.mcp import MCPServerConfig
+from context_harness.config.format import ConfigFormat
+from context_harness.primitives.mcp import MCPServerConfig, ServerType
 
 SCHEMA_URL = "https://opencode.ai/config.json"
 # Innermost wins in opencode; within one directory we prefer .jsonc as the file people annotate.
@@ -105,3 +104,72 @@ def _plain(message: str, kind: str) -> str:
     if kind == "extra_forbidden":
         return "unknown key (opencode ignores it; local servers use `command` and `environment`)"
     return message
+
+
+class OpencodeFormat(ConfigFormat):
+    name = "opencode"
+    label = "opencode"
+    checked_version = "1.18.33"
+    section = ("mcp",)
+    substitutions = ("{env:", "{file:")
+    executable = "opencode"
+    # opencode re-reads nothing while it runs either, but a header entry is what people had before the bridge:
+    # it stays the default (`--bridge` for long sessions).
+    default_mode = "header"
+    new_file_text = NEW_CONFIG_TEXT
+    new_file_mode = NEW_CONFIG_MODE
+
+    def project_path(self, directory: Path) -> Path:
+        return project_config_path(directory)
+
+    def global_path(self) -> Path:
+        return global_config_path()
+
+    def default_path(self, cwd: Path) -> Path | None:
+        return find_nearest_config(cwd)
+
+    def no_default_path(self, cwd: Path) -> str:
+        return f"no opencode.json or opencode.jsonc in {cwd} or its parents up to the git root"
+
+    def may_create(self) -> bool:
+        return False  # `chctl init` writes `$schema`, without which opencode rewrites the file itself
+
+    def remote_entry(self, url: str, headers: dict[str, str], managed: bool) -> dict[str, Any]:
+        entry = MCPServerConfig(type=ServerType.REMOTE, url=url, headers=headers or None).to_opencode()
+        if managed:
+            entry["oauth"] = False  # we manage this header: opencode must not start its own flow on a 401
+        return entry
+
+    def local_entry(self, command: list[str], environment: dict[str, str]) -> dict[str, Any]:
+        return MCPServerConfig(type=ServerType.LOCAL, command=command, environment=environment or None).to_opencode()
+
+    def entry_command(self, entry: dict[str, Any]) -> list[str]:
+        command = entry.get("command")
+        return [str(c) for c in command] if isinstance(command, list) else []
+
+    def set_header(self, text: str, name: str, header: str, value: str) -> str:
+        """The header, plus `"oauth": false` so opencode does not start its own flow."""
+        entry = mcp_entries(self.syntax.parse(text)).get(name)
+        text = self.syntax.set(text, header_path(name, header), value)
+        if isinstance(entry, dict) and entry.get("oauth") is not False:
+            text = self.syntax.set(text, oauth_path(name), False)
+        return text
+
+    def declines_own_oauth(self, entry: dict[str, Any]) -> bool:
+        return entry.get("oauth") is False
+
+    def secret_file_reference(self, path: Path) -> str | None:
+        """opencode substitutes `{file:PATH}`; `~/` keeps configs portable across users."""
+        try:
+            return "{file:~/" + str(path.relative_to(Path.home())) + "}"
+        except ValueError:
+            return "{file:" + str(path) + "}"
+
+    def is_reference(self, value: str) -> bool:
+        return "{file:" in value or "{env:" in value
+
+    def schema_problems(self, name: str, entry: Any) -> list[str]:
+        return schema_problems(name, entry)
+
+
+FORMAT = OpencodeFormat()

@@ -43,6 +43,7 @@ class NameParams(Params):
 
 
 class ImportParams(TargetParams):
+    client: Literal["opencode"] = "opencode"  # the adopted logins are written into opencode entries
     source: Literal["opencode", "mcp-remote"]
     path: str  # opencode's mcp-auth.json, or mcp-remote's config dir (~/.mcp-auth)
     dry_run: bool = False

@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Annotated, Any, TypeVar
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 
 from context_harness import __version__
+from context_harness.config.format import CLIENTS, DEFAULT_CLIENT, ConfigFormat, Mode, get_format
 from context_harness.daemon.rpc_server import Method
 from context_harness.primitives.mcp import MCPAuthType, SecretMode
 from context_harness.primitives.names import ServerName
@@ -19,7 +20,7 @@ from context_harness.primitives.result import Failure, Result, Success
 from context_harness.services import doctor
 from context_harness.services.blocking_io import StillRunning, run_blocking, run_config_io
 from context_harness.services.config_service import ConfigTarget
-from context_harness.services.mcp_service import AddRequest
+from context_harness.services.mcp_service import AddRequest, client_format
 from context_harness.services.oauth_service import no_refresh_token_note
 from context_harness.stores.bindings import Binding
 
@@ -61,6 +62,7 @@ class TargetParams(Params):
     cwd: AbsolutePathText
     project: PathText | None = None
     global_: bool = Field(default=False, alias="global")
+    client: str = DEFAULT_CLIENT
 
     def target(self) -> ConfigTarget:
         return ConfigTarget(
@@ -78,6 +80,8 @@ class AddParams(TargetParams):
     environment: dict[str, str] = {}
     secret_mode: SecretMode = SecretMode.INLINE
     bridge: bool = False
+    mode: Mode | None = None
+    clients: list[str] | None = Field(default=None, min_length=1)  # several at once; else `client`
 
 
 class BridgeOpenParams(Params):
@@ -95,13 +99,40 @@ class DoctorParams(Params):
     cwd: AbsolutePathText | None = None
 
 
-def masked_headers(entry: dict[str, Any]) -> dict[str, Any]:
-    """An entry fit to print: header values hidden unless they are `{file:}`/`{env:}` references."""
-    headers = entry.get("headers")
-    if not isinstance(headers, dict):
-        return entry
-    shown = {k: v if isinstance(v, str) and ("{file:" in v or "{env:" in v) else "***" for k, v in headers.items()}
-    return {**entry, "headers": shown}
+def entry_summary(fmt: ConfigFormat, entry: dict[str, Any]) -> dict[str, Any]:
+    """What `chctl list` shows of an entry, whatever the client's shape: remote URL or local command."""
+    url = fmt.entry_url(entry)
+    return {"kind": "remote", "target": url} if url else {"kind": "local", "target": " ".join(fmt.entry_command(entry))}
+
+
+def client_rows(daemon: Daemon) -> list[dict[str, Any]]:
+    """Every client we can write for: is it on this machine, its user file, and the servers it carries."""
+    bound = daemon.bindings.load()
+    rows = []
+    for client in CLIENTS:
+        fmt = get_format(client)
+        servers: dict[str, dict[str, Any]] = {}
+        for name, items in bound.items():
+            for binding in items:
+                if binding.client == client:
+                    servers.setdefault(name, {"managed": True, "mode": binding.mode, "paths": []})["paths"].append(
+                        binding.path
+                    )
+        user_file = fmt.global_path()
+        entries = daemon.config.entries(user_file, fmt) if user_file.exists() else None
+        for name in entries.value if isinstance(entries, Success) else {}:
+            servers.setdefault(name, {"managed": False, "mode": None, "paths": [str(user_file)]})
+        rows.append(
+            {
+                "client": client,
+                "label": fmt.label,
+                "found": fmt.found(),
+                "user_config": str(user_file),
+                "user_config_error": entries.error if isinstance(entries, Failure) else None,
+                "servers": dict(sorted(servers.items())),
+            }
+        )
+    return rows
 
 
 async def off_the_loop(daemon: Daemon, what: str, work: Callable[[], Result[T]]) -> Result[T]:
@@ -129,21 +160,29 @@ def build_methods(daemon: Daemon) -> dict[str, Method]:
         )
 
     async def config_init(p: TargetParams) -> Result[dict[str, Any]]:
-        created = await off_the_loop(daemon, "config.init", lambda: daemon.config.init(p.target()))
+        found = client_format(p.client)
+        if isinstance(found, Failure):
+            return found
+        fmt = found.value
+        created = await off_the_loop(daemon, "config.init", lambda: daemon.config.init(p.target(), fmt))
         if isinstance(created, Failure):
             return created
         path, is_new = created.value
         return Success({"path": str(path), "created": is_new})
 
     async def mcp_list(p: TargetParams) -> Result[dict[str, Any]]:
-        configured = await off_the_loop(daemon, "mcp.list", lambda: mcp.list_configured(p.target()))
+        configured = await off_the_loop(daemon, "mcp.list", lambda: mcp.list_configured(p.target(), p.client))
         if isinstance(configured, Failure):
             return configured
         path, entries = configured.value
+        fmt = get_format(p.client)
         bound = daemon.bindings.load()
-        servers = {name: masked_headers(entry) if isinstance(entry, dict) else entry for name, entry in entries.items()}
+        servers = {name: fmt.mask(entry) if isinstance(entry, dict) else entry for name, entry in entries.items()}
+        summaries = {name: entry_summary(fmt, entry) for name, entry in entries.items() if isinstance(entry, dict)}
         managed = sorted(n for n, items in bound.items() if any(b.path == str(path.resolve()) for b in items))
-        return Success({"path": str(path), "servers": servers, "managed": managed})
+        return Success(
+            {"path": str(path), "client": p.client, "servers": servers, "summaries": summaries, "managed": managed}
+        )
 
     async def mcp_add(p: AddParams) -> Result[dict[str, Any]]:
         request = AddRequest(
@@ -157,29 +196,38 @@ def build_methods(daemon: Daemon) -> dict[str, Method]:
             environment=p.environment,
             secret_mode=p.secret_mode,
             bridge=p.bridge,
+            mode=p.mode,
+            clients=tuple(p.clients or [p.client]),
         )
         added = await off_the_loop(daemon, "mcp.add", lambda: mcp.add(request))
         if isinstance(added, Failure):
             return added
         outcome = added.value
         daemon.on_credential_changed(outcome.name)
+        first = get_format(outcome.written[0].client)
         return Success(
             {
                 "name": outcome.name,
                 "path": str(outcome.path),
-                "entry": masked_headers(outcome.entry),
+                "entry": first.mask(outcome.entry),
                 "auth_type": outcome.auth_type.value,
                 "needs_auth": outcome.needs_auth,
+                "configs": [{"client": w.client, "path": str(w.path), "mode": w.mode} for w in outcome.written],
             }
         )
 
     async def mcp_remove(p: NameTargetParams) -> Result[dict[str, Any]]:
-        removed = await off_the_loop(daemon, "mcp.remove", lambda: mcp.remove(p.name, p.target()))
+        removed = await off_the_loop(daemon, "mcp.remove", lambda: mcp.remove(p.name, p.target(), p.client))
         daemon.on_credential_changed(p.name)  # no config left carrying it: its refresh stops
-        return removed if isinstance(removed, Failure) else Success({"removed": True, "name": p.name})
+        if isinstance(removed, Failure):
+            return removed
+        return Success({"removed": True, "name": p.name, "path": str(removed.value)})
+
+    async def clients_list(_: NoParams) -> Result[dict[str, Any]]:
+        return await off_the_loop(daemon, "clients.list", lambda: Success({"clients": client_rows(daemon)}))
 
     async def mcp_validate(p: NameTargetParams) -> Result[dict[str, Any]]:
-        valid = await off_the_loop(daemon, "mcp.validate", lambda: mcp.validate_config(p.name, p.target()))
+        valid = await off_the_loop(daemon, "mcp.validate", lambda: mcp.validate_config(p.name, p.target(), p.client))
         return valid if isinstance(valid, Failure) else Success({"valid": True})
 
     async def status(_: NoParams) -> Result[dict[str, Any]]:
@@ -222,6 +270,7 @@ def build_methods(daemon: Daemon) -> dict[str, Method]:
         "mcp.add": Method(AddParams, mcp_add),
         "mcp.remove": Method(NameTargetParams, mcp_remove),
         "mcp.validate": Method(NameTargetParams, mcp_validate),
+        "clients.list": Method(NoParams, clients_list),
         "status": Method(NoParams, status),
         "doctor": Method(DoctorParams, run_doctor),
     }

@@ -1,4 +1,8 @@
-"""ConfigService: find, create, read and surgically edit opencode config files. Returns `Result`."""
+"""ConfigService: find, create, read and surgically edit agent config files. Returns `Result`.
+
+Client-neutral: what differs between clients (paths, syntax, entry shapes) comes from a `ConfigFormat`;
+every method takes one and defaults to opencode's.
+"""
 
 from __future__ import annotations
 
@@ -13,7 +17,9 @@ from typing import Any
 import structlog
 
 from context_harness.config import opencode
-from context_harness.config.jsonc import JsoncEditError, JsoncError, parse_jsonc, remove_member, set_member
+from context_harness.config.format import ConfigFormat
+from context_harness.config.jsonc import JsoncEditError, JsoncError
+from context_harness.config.toml_edit import TomlEditError, TomlError
 from context_harness.primitives.result import ErrorCode, Failure, Result, Success
 from context_harness.stores.atomic import ChangedBeforeRename, atomic_write_bytes
 from context_harness.stores.crash_points import AFTER_CONFIG_WRITE, crash_point
@@ -33,15 +39,19 @@ class ConfigTarget:
     global_: bool = False
 
 
-def _missing(path: Path, init_command: str = "chctl init") -> Failure:
-    return Failure(f"no opencode config at {path}", ErrorCode.CONFIG_MISSING, f"run `{init_command}` to create one")
+OPENCODE = opencode.FORMAT
 
 
-def _init_command(target: ConfigTarget) -> str:
+def _missing(path: Path, fmt: ConfigFormat = OPENCODE, init_command: str = "chctl init") -> Failure:
+    return Failure(f"no {fmt.label} config at {path}", ErrorCode.CONFIG_MISSING, f"run `{init_command}` to create one")
+
+
+def _init_command(target: ConfigTarget, fmt: ConfigFormat = OPENCODE) -> str:
     """The `chctl init` that creates the config `target` names (the hint after `list --global` and the like)."""
+    client = "" if fmt is OPENCODE else f" --client {fmt.name}"
     if target.project is not None:
-        return f"chctl init --project {shlex.quote(str(target.project))}"
-    return "chctl init --global" if target.global_ else "chctl init"
+        return f"chctl init --project {shlex.quote(str(target.project))}{client}"
+    return ("chctl init --global" if target.global_ else "chctl init") + client
 
 
 def _os_failure(path: Path, exc: OSError) -> Failure:
@@ -54,7 +64,7 @@ def _os_failure(path: Path, exc: OSError) -> Failure:
     return Failure(f"cannot access {path}: {exc.strerror}", ErrorCode.INTERNAL)
 
 
-def _invalid(path: Path, exc: JsoncError | UnicodeDecodeError) -> Failure:
+def _invalid(path: Path, exc: JsoncError | TomlError | UnicodeDecodeError) -> Failure:
     return Failure(
         f"{path} does not parse: {exc}",
         ErrorCode.CONFIG_INVALID,
@@ -62,82 +72,89 @@ def _invalid(path: Path, exc: JsoncError | UnicodeDecodeError) -> Failure:
     )
 
 
-def _misshapen(path: Path, problem: str) -> Failure:
+def _misshapen(path: Path, problem: str, fmt: ConfigFormat = OPENCODE) -> Failure:
     return Failure(
         f"{path}: {problem}",
         ErrorCode.CONFIG_INVALID,
-        'opencode expects {"mcp": {...}}: fix the file by hand (nothing was written), then run the command again',
+        f"{fmt.label} expects {fmt.shape_example()}: fix the file by hand (nothing was written), "
+        "then run the command again",
     )
 
 
 # What reading (and parsing) a config can raise; `_read_failure` names each for the user.
-READ_ERRORS = (OSError, JsoncError, UnicodeDecodeError)
+READ_ERRORS = (OSError, JsoncError, TomlError, UnicodeDecodeError)
 
 
-def _read_failure(path: Path, exc: OSError | JsoncError | UnicodeDecodeError) -> Failure:
+def _read_failure(
+    path: Path, exc: OSError | JsoncError | TomlError | UnicodeDecodeError, fmt: ConfigFormat = OPENCODE
+) -> Failure:
     if isinstance(exc, FileNotFoundError):
-        return _missing(path)
-    if isinstance(exc, JsoncError | UnicodeDecodeError):
+        return _missing(path, fmt)
+    if isinstance(exc, JsoncError | TomlError | UnicodeDecodeError):
         return _invalid(path, exc)
     return _os_failure(path, exc)
 
 
 class ConfigService:
-    def resolve(self, target: ConfigTarget, *, for_create: bool = False) -> Result[Path]:
+    def resolve(self, target: ConfigTarget, *, for_create: bool = False, fmt: ConfigFormat = OPENCODE) -> Result[Path]:
         if target.project is not None:
             directory = (target.cwd / target.project).resolve()
             if not directory.is_dir():
                 return Failure(f"{directory} is not a directory", ErrorCode.INVALID_PARAMS)
-            path = opencode.project_config_path(directory)
+            path = fmt.project_path(directory)
         elif target.global_:
-            path = opencode.global_config_path()
+            path = fmt.global_path()
         else:
-            found = opencode.find_nearest_config(target.cwd)
+            found = fmt.default_path(target.cwd)
             if found is None:
                 if for_create:
-                    return Success(opencode.project_config_path(target.cwd.resolve()))
+                    return Success(fmt.project_path(target.cwd.resolve()))
                 return Failure(
-                    f"no opencode.json or opencode.jsonc in {target.cwd} or its parents up to the git root",
+                    fmt.no_default_path(target.cwd),
                     ErrorCode.CONFIG_MISSING,
                     "run `chctl init` here (or pass --project DIR / --global)",
                 )
             path = found
         if not for_create and not path.exists():
-            return _missing(path, _init_command(target))
+            return _missing(path, fmt, _init_command(target, fmt))
         return Success(path)
 
-    def init(self, target: ConfigTarget) -> Result[tuple[Path, bool]]:
-        """Create the config with `$schema` and an empty `mcp`, or leave an existing one alone."""
-        resolved = self.resolve(target, for_create=True)
+    def init(self, target: ConfigTarget, fmt: ConfigFormat = OPENCODE) -> Result[tuple[Path, bool]]:
+        """Create the config (opencode's with `$schema` and an empty `mcp`), or leave an existing one alone."""
+        resolved = self.resolve(target, for_create=True, fmt=fmt)
         if isinstance(resolved, Failure):
             return resolved
-        path = resolved.value
+        return self.create(resolved.value, fmt)
+
+    def create(self, path: Path, fmt: ConfigFormat) -> Result[tuple[Path, bool]]:
         if path.exists():
             return Success((path, False))
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
-            atomic_write_bytes(path, opencode.NEW_CONFIG_TEXT.encode(), mode=opencode.NEW_CONFIG_MODE)
+            atomic_write_bytes(path, fmt.new_file_text.encode(), mode=fmt.new_file_mode)
         except OSError as exc:
             return _os_failure(path, exc)
-        log.info("config_created", path=str(path))
+        log.info("config_created", path=str(path), client=fmt.name)
         return Success((path, True))
 
-    def read(self, path: Path) -> Result[Any]:
+    def read(self, path: Path, fmt: ConfigFormat = OPENCODE) -> Result[Any]:
         try:
-            return Success(parse_jsonc(path.read_bytes().decode("utf-8")))
+            return Success(fmt.syntax.parse(path.read_bytes().decode("utf-8")))
         except READ_ERRORS as exc:
-            return _read_failure(path, exc)
+            return _read_failure(path, exc, fmt)
 
-    def entries(self, path: Path) -> Result[dict[str, Any]]:
-        document = self.read(path)
+    def entries(self, path: Path, fmt: ConfigFormat = OPENCODE) -> Result[dict[str, Any]]:
+        document = self.read(path, fmt)
         if isinstance(document, Failure):
             return document
-        problem = opencode.shape_problem(document.value)
+        problem = fmt.shape_problem(document.value)
         if problem is not None:
-            return _misshapen(path, problem)
-        return Success(opencode.mcp_entries(document.value))
+            return _misshapen(path, problem, fmt)
+        return Success(fmt.entries(document.value))
 
-    def edit(self, path: Path, change: Callable[[str], str], *, private: bool = False) -> Result[None]:
+    def edit(
+        self, path: Path, change: Callable[[str], str], fmt: ConfigFormat = OPENCODE, *, private: bool = False
+    ) -> Result[None]:
         """Apply `change` to the file's text and replace it atomically, keeping its mode.
 
         If the file changed between our read and our rename, read it again and re-apply, so an edit made by a
@@ -155,11 +172,11 @@ class ConfigService:
                 before = real.read_bytes()
                 text = before.decode("utf-8")
                 new_text = change(text)
-                parse_jsonc(new_text)  # never write what we could not read back
+                fmt.syntax.parse(new_text)  # never write what we could not read back
             except READ_ERRORS as exc:
-                return _read_failure(path, exc)
-            except JsoncEditError as exc:  # valid JSON, but no object where the member goes
-                return _misshapen(path, str(exc))
+                return _read_failure(path, exc, fmt)
+            except (JsoncEditError, TomlEditError) as exc:  # valid syntax, but no object where the member goes
+                return _misshapen(path, str(exc), fmt)
             if new_text == text:
                 return Success(None)
 
@@ -180,42 +197,45 @@ class ConfigService:
             return Success(None)
         return Failure(f"{path} kept changing while we edited it", ErrorCode.CONFIG_INVALID, "try again")
 
-    def put_entry(self, path: Path, name: str, entry: dict[str, Any], *, private: bool = False) -> Result[None]:
-        return self.edit(path, lambda text: set_member(text, opencode.entry_path(name), entry), private=private)
+    def put_entry(
+        self, path: Path, name: str, entry: dict[str, Any], fmt: ConfigFormat = OPENCODE, *, private: bool = False
+    ) -> Result[None]:
+        return self.edit(path, lambda text: fmt.syntax.set(text, fmt.entry_path(name), entry), fmt, private=private)
 
-    def remove_entry(self, path: Path, name: str) -> Result[bool]:
-        entries = self.entries(path)
+    def remove_entry(self, path: Path, name: str, fmt: ConfigFormat = OPENCODE) -> Result[bool]:
+        entries = self.entries(path, fmt)
         if isinstance(entries, Failure):
             return entries
         if name not in entries.value:
             return Success(False)
-        edited = self.edit(path, lambda text: remove_member(text, opencode.entry_path(name)))
+        edited = self.edit(path, lambda text: fmt.syntax.remove(text, fmt.entry_path(name)), fmt)
         return edited if isinstance(edited, Failure) else Success(True)
 
-    def set_header(self, path: Path, name: str, header: str, value: str, *, private: bool = False) -> Result[None]:
-        """Write one header of an existing entry, plus `"oauth": false` so opencode does not start its own flow."""
+    def set_header(
+        self, path: Path, name: str, header: str, value: str, fmt: ConfigFormat = OPENCODE, *, private: bool = False
+    ) -> Result[None]:
+        """Write one header of an existing entry (and whatever else the format needs beside it)."""
 
         def change(text: str) -> str:
-            document = parse_jsonc(text)
-            problem = opencode.shape_problem(document)
+            document = fmt.syntax.parse(text)
+            problem = fmt.shape_problem(document)
             if problem is not None:  # not "the entry is gone": that would drop the binding
                 raise JsoncEditError(problem)
-            entry = opencode.mcp_entries(document).get(name)
-            if not isinstance(entry, dict):
+            if not isinstance(fmt.entries(document).get(name), dict):
                 raise _EntryGone(name)
-            text = set_member(text, opencode.header_path(name, header), value)
-            if entry.get("oauth") is not False:
-                text = set_member(text, opencode.oauth_path(name), False)
-            return text
+            return fmt.set_header(text, name, header, value)
 
         try:
-            return self.edit(path, change, private=private)
+            return self.edit(path, change, fmt, private=private)
         except _EntryGone:
             return Failure(
-                f"{path} no longer has an mcp.{name} entry",
+                f"{path} no longer has an {fmt.where(name)} entry",
                 ErrorCode.NOT_FOUND,
                 f"run `chctl add {name}` again to restore it",
             )
+
+    def remove_header(self, path: Path, name: str, header: str, fmt: ConfigFormat = OPENCODE) -> Result[None]:
+        return self.edit(path, lambda text: fmt.remove_header(text, name, header), fmt)
 
 
 def _private_mode(path: Path) -> int:

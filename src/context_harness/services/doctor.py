@@ -11,7 +11,7 @@ from typing import Any, Literal
 
 import aiohttp
 
-from context_harness.config import opencode
+from context_harness.config.format import DEFAULT_CLIENT, get_format
 from context_harness.oauth import http
 from context_harness.oauth.discovery import initialize_request
 from context_harness.primitives.mcp import SecretMode
@@ -81,31 +81,41 @@ def is_tracked_by_git(path: Path) -> bool:
 def config_checks(config: ConfigService, bindings: BindingStore, tokens: TokenStore, extra: list[Path]) -> list[Check]:
     checks: list[Check] = []
     by_path: dict[str, list[tuple[str, SecretMode]]] = {}
+    clients: dict[str, str] = {}  # path -> the client whose format it is
     for name, items in bindings.load().items():
         for binding in items:
             # A bridged entry holds no secret: count it as a `{file:}` one for the inline-secret check.
             mode = binding.secret_mode if binding.mode == "header" else SecretMode.FILE
             by_path.setdefault(binding.path, []).append((name, mode))
+            clients[binding.path] = binding.client
     for path in extra:
         by_path.setdefault(str(path.resolve()), [])
     for path_str, servers in sorted(by_path.items()):
         path = Path(path_str)
-        entries = config.entries(path)
+        fmt = get_format(clients.get(path_str, DEFAULT_CLIENT))
+        entries = config.entries(path, fmt)
         if isinstance(entries, Failure):
             checks.append(Check("config_parses", "error", entries.error, entries.hint))
             continue
         checks.append(Check("config_parses", "ok", f"{path} parses"))
         for name, entry in sorted(entries.value.items()):
-            problems = opencode.schema_problems(name, entry)
+            problems = fmt.schema_problems(name, entry)
             if problems:
-                checks.append(Check("entry_schema", "error", "; ".join(problems), f"run `chctl add {name}` again"))
+                checks.append(
+                    Check(
+                        "entry_schema",
+                        "error",
+                        f"{fmt.label}: " + "; ".join(problems),
+                        f"run `chctl add {name} --client {fmt.name}` again",
+                    )
+                )
         for name, _mode in servers:
             if name not in entries.value:
                 checks.append(
                     Check(
                         "entry_present",
                         "warn",
-                        f"{path} no longer has mcp.{name}",
+                        f"{path} no longer has {fmt.where(name)}",
                         f"run `chctl add {name}` to restore it",
                     )
                 )
@@ -127,7 +137,9 @@ def config_checks(config: ConfigService, bindings: BindingStore, tokens: TokenSt
                     "inline_secret_in_git",
                     "warn",
                     f"{path} is tracked by git and holds inline secrets for: {', '.join(sorted(inline))}",
-                    "re-add them with `--secret-mode file` (or use --global) so no secret gets committed",
+                    "re-add them with `--secret-mode file` (or use --global) so no secret gets committed"
+                    if fmt.name == DEFAULT_CLIENT
+                    else f"re-add them with `--client {fmt.name} --mode bridge` so no secret gets committed",
                 )
             )
     return checks
@@ -160,14 +172,15 @@ async def unauthenticated_servers(
         if tokens.load(name) is not None:
             continue
         for binding in items:
-            entries = config.entries(Path(binding.path))
+            fmt = get_format(binding.client)
+            entries = config.entries(Path(binding.path), fmt)
             entry = entries.value.get(name) if not isinstance(entries, Failure) else None
-            if isinstance(entry, dict) and entry.get("type") == "remote" and isinstance(entry.get("url"), str):
-                raw = entry.get("headers")
-                headers: dict[str, Any] = raw if isinstance(raw, dict) else {}
+            url = fmt.entry_url(entry) if isinstance(entry, dict) and binding.mode == "header" else None
+            if isinstance(entry, dict) and url:
+                headers: dict[str, Any] = fmt.entry_headers(entry)
                 # Headers with substitutions cannot be sent as written; such entries are managed elsewhere.
-                if not any("{" in str(v) for v in headers.values()):
-                    targets[name] = (entry["url"], {str(k): str(v) for k, v in headers.items()})
+                if not any("{" in str(v) or "$" in str(v) for v in headers.values()):
+                    targets[name] = (url, {str(k): str(v) for k, v in headers.items()})
                 break
     statuses = await asyncio.gather(*(_probe(session, url, headers) for url, headers in targets.values()))
     return [

@@ -1,4 +1,4 @@
-"""MCPService: the seed's server operations — registry, add/remove in opencode's config, auth headers."""
+"""MCPService: the seed's server operations — registry, add/remove in agents' configs, auth headers."""
 
 from __future__ import annotations
 
@@ -10,11 +10,11 @@ from typing import Any
 
 import structlog
 
-from context_harness.config import opencode
+from context_harness.config.format import CLIENTS, DEFAULT_CLIENT, ConfigFormat, Mode, get_format
 from context_harness.oauth.discovery import is_secure_endpoint
 from context_harness.oauth.http import describe_url
 from context_harness.primitives.header_text import header_name_problem, header_value_problem
-from context_harness.primitives.mcp import MCPAuthType, MCPServer, MCPServerConfig, SecretMode, ServerType
+from context_harness.primitives.mcp import MCPAuthType, MCPServer, SecretMode, ServerType
 from context_harness.primitives.names import SERVER_NAME_HINT, valid_server_name
 from context_harness.primitives.oauth import Credential, TokenState
 from context_harness.primitives.result import ErrorCode, Failure, Result, Success
@@ -41,15 +41,40 @@ class AddRequest:
     environment: dict[str, str] = field(default_factory=dict)
     secret_mode: SecretMode = SecretMode.INLINE
     bridge: bool = False  # the entry runs `chctl bridge NAME`; the daemon carries the traffic
+    mode: Mode | None = None  # header or bridge; None: `bridge` if set, else each client's default
+    clients: tuple[str, ...] = (DEFAULT_CLIENT,)
+
+
+@dataclass(frozen=True, slots=True)
+class Written:
+    """One client's config that now carries the server."""
+
+    client: str
+    path: Path
+    entry: dict[str, Any]
+    mode: Mode
 
 
 @dataclass(frozen=True, slots=True)
 class AddOutcome:
     name: str
-    path: Path
+    path: Path  # the first client's (the only one, usually)
     entry: dict[str, Any]
     auth_type: MCPAuthType
     needs_auth: bool  # an OAuth server with no token yet: run `chctl auth NAME`
+    written: tuple[Written, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class Planned:
+    """What to add, before any client's shape: a remote URL (plus static headers) or a local command."""
+
+    auth_type: MCPAuthType
+    url: str | None = None
+    headers: dict[str, str] = field(default_factory=dict)
+    command: list[str] | None = None
+    environment: dict[str, str] = field(default_factory=dict)
+    credential: Credential | None = None  # a new API key to store
 
 
 @dataclass(slots=True)
@@ -68,6 +93,12 @@ def bridge_command(name: str) -> list[str]:
     if chctl.is_file() and os.access(chctl, os.X_OK):
         return [str(chctl), "bridge", name]
     return [sys.executable, "-P", "-m", "context_harness.client.chctl", "bridge", name]
+
+
+def client_format(client: str) -> Result[ConfigFormat]:
+    if client not in CLIENTS:
+        return Failure(f"unknown client {client!r}", ErrorCode.INVALID_PARAMS, f"choose one of: {', '.join(CLIENTS)}")
+    return Success(get_format(client))
 
 
 def header_for(key_header: str | None) -> tuple[str, str | None]:
@@ -109,11 +140,16 @@ class MCPService:
         info = self.get_server_info(name)
         return info if isinstance(info, Failure) else Success(info.value.auth_type)
 
-    def list_configured(self, target: ConfigTarget) -> Result[tuple[Path, dict[str, Any]]]:
-        path = self.config.resolve(target)
+    def list_configured(
+        self, target: ConfigTarget, client: str = DEFAULT_CLIENT
+    ) -> Result[tuple[Path, dict[str, Any]]]:
+        fmt = client_format(client)
+        if isinstance(fmt, Failure):
+            return fmt
+        path = self.config.resolve(target, fmt=fmt.value)
         if isinstance(path, Failure):
             return path
-        entries = self.config.entries(path.value)
+        entries = self.config.entries(path.value, fmt.value)
         return entries if isinstance(entries, Failure) else Success((path.value, entries.value))
 
     def add(self, request: AddRequest) -> Result[AddOutcome]:
@@ -127,82 +163,163 @@ class MCPService:
         planned = self._plan_entry(request)
         if isinstance(planned, Failure):
             return planned
-        entry, auth_type, credential = planned.value
-        url = entry.get("url")
-        if request.bridge:
-            if url is None:
-                return Failure(
-                    f"{name} is a local server: it needs no bridge", ErrorCode.INVALID_PARAMS, "add it without --bridge"
-                )
-            if request.headers:
-                return Failure(
-                    "--header cannot be combined with --bridge yet", ErrorCode.INVALID_PARAMS, "drop --header"
-                )
-            entry = MCPServerConfig(type=ServerType.LOCAL, command=bridge_command(name)).to_opencode()
+        plan = planned.value
 
-        path = self.config.resolve(request.target, for_create=True)
-        if isinstance(path, Failure):
-            return path
-        if not path.value.exists():
-            return Failure(
-                f"no opencode config at {path.value}", ErrorCode.CONFIG_MISSING, "run `chctl init` to create one"
-            )
-        config_path = path.value.resolve()
+        # Every client's file is found and checked before any is written: one bad target changes nothing.
+        targets: list[tuple[ConfigFormat, Path, Mode]] = []
+        for client in dict.fromkeys(request.clients):
+            target = self._add_target(request, plan, client)
+            if isinstance(target, Failure):
+                return target
+            targets.append(target.value)
 
         # The key is stored before any config mentions it: a config never points at a secret we do not have.
+        credential = plan.credential
         if credential is not None:
             self.tokens.save(credential)
         else:
             # A login already made (also for a custom --url server) goes into the new entry at once.
-            remote = url is not None  # (a bridged entry is local, but its server is remote)
-            stored = self.tokens.load(name) if remote and auth_type is not MCPAuthType.API_KEY else None
+            remote = plan.url is not None  # (a bridged entry is local, but its server is remote)
+            stored = self.tokens.load(name) if remote and plan.auth_type is not MCPAuthType.API_KEY else None
             credential = stored if stored is not None and stored.kind == "oauth" else None
-        binding = Binding(
-            path=str(config_path),
-            secret_mode=request.secret_mode,
-            mode="bridge" if request.bridge else "header",
-            url=url if request.bridge else None,
+        managed = plan.auth_type in (MCPAuthType.API_KEY, MCPAuthType.OAUTH) or bool(
+            credential is not None and credential.secret
         )
-        if credential is not None and credential.secret and not request.bridge:
-            entry.setdefault("headers", {})[credential.header_name] = self._header_value(credential, binding)
-            entry["oauth"] = False
-            if request.secret_mode is SecretMode.FILE:
-                self.tokens.write_secret_file(name, credential.secret)
-        if "oauth" in entry:  # keep opencode's usual order: headers, then oauth
-            entry["oauth"] = entry.pop("oauth")
+        written: list[Written] = []
+        for fmt, config_path, mode in targets:
+            if fmt.may_create():
+                created = self.config.create(config_path, fmt)
+                if isinstance(created, Failure):
+                    return created
+                config_path = config_path.resolve()  # bindings hold resolved paths
+            binding = Binding(
+                path=str(config_path),
+                client=fmt.name,
+                secret_mode=request.secret_mode,
+                mode=mode,
+                url=plan.url if mode == "bridge" else None,
+            )
+            entry = self._entry(fmt, name, plan, credential, binding, managed)
+            inline_secret = mode == "header" and request.secret_mode is SecretMode.INLINE
+            private = inline_secret and credential is not None and bool(credential.secret)
+            # Binding first: a crash before the entry is written leaves a binding without an entry, which the
+            # next header write (at start at the latest) drops; the other order would leave an entry whose
+            # header nobody keeps current.
+            self.bindings.bind(name, binding)
+            crash_point(AFTER_BINDING_WRITE)
+            put = self.config.put_entry(config_path, name, entry, fmt, private=private)
+            if isinstance(put, Failure):
+                self.bindings.unbind(name, config_path)
+                return put
+            written.append(Written(fmt.name, config_path, entry, mode))
+            log.info(
+                "server_added",
+                server=name,
+                path=str(config_path),
+                client=fmt.name,
+                mode=mode,
+                auth_type=plan.auth_type.value,
+            )
+        needs_auth = plan.auth_type is MCPAuthType.OAUTH and (credential is None or not credential.secret)
+        first = written[0]
+        return Success(AddOutcome(name, first.path, first.entry, plan.auth_type, needs_auth, tuple(written)))
 
-        # Binding first: a crash before the entry is written leaves a binding without an entry, which the
-        # next header write (at start at the latest) drops; the other order would leave an entry whose
-        # header nobody keeps current.
-        self.bindings.bind(name, binding)
-        crash_point(AFTER_BINDING_WRITE)
-        inline_secret = (
-            request.secret_mode is SecretMode.INLINE
-            and not request.bridge
-            and bool(credential is not None and credential.secret)
-        )
-        written = self.config.put_entry(config_path, name, entry, private=inline_secret)
-        if isinstance(written, Failure):
-            self.bindings.unbind(name, config_path)
-            return written
-        log.info("server_added", server=name, path=str(config_path), auth_type=auth_type.value)
-        needs_auth = auth_type is MCPAuthType.OAUTH and (credential is None or not credential.secret)
-        return Success(AddOutcome(name, config_path, entry, auth_type, needs_auth))
-
-    def remove(self, name: str, target: ConfigTarget) -> Result[bool]:
-        path = self.config.resolve(target)
+    def _add_target(self, request: AddRequest, plan: Planned, client: str) -> Result[tuple[ConfigFormat, Path, Mode]]:
+        """Where `client` keeps the server, and in which mode; a Failure says why it cannot."""
+        found = client_format(client)
+        if isinstance(found, Failure):
+            return found
+        fmt = found.value
+        mode: Mode = request.mode or ("bridge" if request.bridge else fmt.default_mode)
+        if plan.url is None:
+            if request.bridge or request.mode == "bridge":
+                return Failure(
+                    f"{request.name} is a local server: it needs no bridge",
+                    ErrorCode.INVALID_PARAMS,
+                    "add it without --bridge",
+                )
+            mode = "header"  # a local entry: nothing to carry, nothing to refresh
+        if mode == "bridge" and request.headers:
+            return Failure("--header cannot be combined with --bridge yet", ErrorCode.INVALID_PARAMS, "drop --header")
+        in_a_file = mode == "header" and request.secret_mode is SecretMode.FILE
+        reference = fmt.secret_file_reference(self.tokens.secret_file(request.name))
+        if in_a_file and plan.auth_type is not MCPAuthType.NONE and reference is None:
+            return Failure(
+                f"{fmt.label} cannot read a header from a file",
+                ErrorCode.INVALID_PARAMS,
+                f"use --bridge (no secret in the file) or --secret-mode inline for --client {client}",
+            )
+        if mode == "header":
+            substituted = self._substituted_value(fmt, request, plan)
+            if substituted is not None:
+                return substituted
+        path = self.config.resolve(request.target, for_create=True, fmt=fmt)
         if isinstance(path, Failure):
             return path
-        removed = self.config.remove_entry(path.value, name)
+        if not path.value.exists() and not fmt.may_create():
+            return Failure(
+                f"no {fmt.label} config at {path.value}", ErrorCode.CONFIG_MISSING, "run `chctl init` to create one"
+            )
+        if path.value.exists():
+            readable = self.config.read(path.value, fmt)  # a file we cannot parse is never written
+            if isinstance(readable, Failure):
+                return readable
+        return Success((fmt, path.value.resolve() if path.value.exists() else path.value, mode))  # not yet made
+
+    def _substituted_value(self, fmt: ConfigFormat, request: AddRequest, plan: Planned) -> Failure | None:
+        """A key or static header `fmt`'s client would read as a reference to substitute, not as data."""
+        key = plan.credential
+        if key is None and plan.auth_type is MCPAuthType.API_KEY:
+            key = self.tokens.load(request.name)  # the key stored earlier, re-added to another client
+        values = [(f"header {k!r}", v) for k, v in request.headers.items()]
+        if key is not None and key.api_key:
+            values.append(("the API key", key.api_key))
+        for label, value in values:
+            problem = fmt.value_problem(value)
+            if problem is not None:
+                return Failure(f"{label} {problem}", ErrorCode.INVALID_PARAMS, "nothing was written; use --bridge")
+        return None
+
+    def _entry(
+        self,
+        fmt: ConfigFormat,
+        name: str,
+        plan: Planned,
+        credential: Credential | None,
+        binding: Binding,
+        managed: bool,
+    ) -> dict[str, Any]:
+        if plan.url is None:
+            return fmt.local_entry(plan.command or [], plan.environment)
+        if binding.mode == "bridge":
+            return fmt.bridge_entry(bridge_command(name))
+        headers = dict(plan.headers)
+        if credential is not None and credential.secret:
+            headers[credential.header_name] = self._header_value(credential, binding)
+            if binding.secret_mode is SecretMode.FILE:
+                self.tokens.write_secret_file(name, credential.secret)
+        return fmt.remote_entry(plan.url, headers, managed)
+
+    def remove(self, name: str, target: ConfigTarget, client: str = DEFAULT_CLIENT) -> Result[Path]:
+        """Remove `name` from `client`'s config; the path it was removed from."""
+        fmt = client_format(client)
+        if isinstance(fmt, Failure):
+            return fmt
+        path = self.config.resolve(target, fmt=fmt.value)
+        if isinstance(path, Failure):
+            return path
+        removed = self.config.remove_entry(path.value, name, fmt.value)
         if isinstance(removed, Failure):
             return removed
         self.bindings.unbind(name, path.value.resolve())
         if not removed.value:
             return Failure(
-                f"{path.value} has no mcp.{name} entry", ErrorCode.NOT_FOUND, "see `chctl list` for configured servers"
+                f"{path.value} has no {fmt.value.where(name)} entry",
+                ErrorCode.NOT_FOUND,
+                "see `chctl list` for configured servers",
             )
-        log.info("server_removed", server=name, path=str(path.value))
-        return Success(True)
+        log.info("server_removed", server=name, path=str(path.value), client=client)
+        return Success(path.value)
 
     def update_auth(self, name: str) -> Result[PublishReport]:
         """Write the stored credential's current header into every config bound to `name`."""
@@ -235,6 +352,7 @@ class MCPService:
             name,
             credential.header_name,
             self._header_value(credential, binding),
+            get_format(binding.client),
             private=binding.secret_mode is SecretMode.INLINE,
         )
         if isinstance(written, Failure) and written.code is ErrorCode.NOT_FOUND:
@@ -263,9 +381,10 @@ class MCPService:
         if known is not None and known.auth_type is MCPAuthType.OAUTH:
             return True
         for binding in self.bindings.for_server(name):
-            entries = self.config.entries(Path(binding.path))
+            fmt = get_format(binding.client)
+            entries = self.config.entries(Path(binding.path), fmt)
             entry = entries.value.get(name) if isinstance(entries, Success) else None
-            if isinstance(entry, dict) and entry.get("oauth") is False:
+            if isinstance(entry, dict) and fmt.declines_own_oauth(entry):
                 stored = self.tokens.load(name)
                 return stored is None or stored.kind == "oauth"
         return False
@@ -279,14 +398,15 @@ class MCPService:
         else:
             self.publish_errors.pop(name, None)
 
-    def validate_config(self, name: str, target: ConfigTarget) -> Result[bool]:
-        configured = self.list_configured(target)
+    def validate_config(self, name: str, target: ConfigTarget, client: str = DEFAULT_CLIENT) -> Result[bool]:
+        configured = self.list_configured(target, client)
         if isinstance(configured, Failure):
             return configured
         path, entries = configured.value
+        fmt = get_format(client)
         if name not in entries:
-            return Failure(f"{path} has no mcp.{name} entry", ErrorCode.NOT_FOUND, f"run `chctl add {name}`")
-        problems = opencode.schema_problems(name, entries[name])
+            return Failure(f"{path} has no {fmt.where(name)} entry", ErrorCode.NOT_FOUND, f"run `chctl add {name}`")
+        problems = fmt.schema_problems(name, entries[name])
         if problems:
             return Failure("; ".join(problems), ErrorCode.CONFIG_INVALID, f"run `chctl add {name}` to rewrite it")
         return Success(True)
@@ -300,8 +420,8 @@ class MCPService:
             f"unknown server {name!r}: not in the registry", ErrorCode.NOT_FOUND, hint + " (or pass --url / --command)"
         )
 
-    def _plan_entry(self, request: AddRequest) -> Result[tuple[dict[str, Any], MCPAuthType, Credential | None]]:
-        """The opencode entry to write, the server's auth type, and a new API-key credential if one was given."""
+    def _plan_entry(self, request: AddRequest) -> Result[Planned]:
+        """The server to add (URL or command), its auth type, and a new API-key credential if one was given."""
         known = self.registry.get(request.name)
         if known is None and request.url is None and request.command is None:
             return self._unknown(request.name)
@@ -312,8 +432,7 @@ class MCPService:
             command = request.command or (known.command if known else None)
             if not command:
                 return Failure("a local server needs a command", ErrorCode.INVALID_PARAMS, 'pass --command "CMD ARGS"')
-            local = MCPServerConfig(type=ServerType.LOCAL, command=command, environment=request.environment or None)
-            return Success((local.to_opencode(), MCPAuthType.NONE, None))
+            return Success(Planned(MCPAuthType.NONE, command=command, environment=dict(request.environment)))
 
         bad_header = _header_problem(request)
         if bad_header is not None:
@@ -324,7 +443,6 @@ class MCPService:
         auth_type = known.auth_type if known is not None and request.url is None else MCPAuthType.NONE
         if request.api_key is not None:
             auth_type = MCPAuthType.API_KEY
-        entry = MCPServerConfig(type=ServerType.REMOTE, url=url, headers=dict(request.headers) or None).to_opencode()
 
         credential = None
         if auth_type is MCPAuthType.API_KEY:
@@ -354,13 +472,12 @@ class MCPService:
                 header_scheme=scheme,
                 api_key=key,
             )
-        if auth_type in (MCPAuthType.API_KEY, MCPAuthType.OAUTH):
-            entry["oauth"] = False  # we manage this header: opencode must not start its own flow on a 401
-        return Success((entry, auth_type, credential))
+        return Success(Planned(auth_type, url=url, headers=dict(request.headers), credential=credential))
 
     def _header_value(self, credential: Credential, binding: Binding) -> str:
         if binding.secret_mode is SecretMode.FILE:
-            secret = self.tokens.secret_reference(credential.name)
+            reference = get_format(binding.client).secret_file_reference(self.tokens.secret_file(credential.name))
+            secret = reference or credential.secret or ""
         else:
             secret = credential.secret or ""
         return f"{credential.header_scheme} {secret}" if credential.header_scheme else secret

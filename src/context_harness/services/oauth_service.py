@@ -18,8 +18,7 @@ from typing import Any, Protocol
 import aiohttp
 import structlog
 
-from context_harness.config import opencode
-from context_harness.config.jsonc import parse_jsonc, remove_member
+from context_harness.config.format import get_format
 from context_harness.daemon.settings import Settings
 from context_harness.oauth.flow import AuthorizationUrlHandler, run_authorization_flow
 from context_harness.oauth.token_client import (
@@ -469,15 +468,17 @@ class OAuthService:
         return await run_config_io(lambda: self.get_status(name), self.settings.config_io_timeout_s, "auth.status")
 
     def server_url(self, name: str) -> Result[str]:
-        """The URL opencode uses for `name` (a bound config's entry), else the registry's."""
+        """The URL an agent uses for `name` (a bound config's entry), else the registry's."""
         for binding in self.mcp.bindings.for_server(name):
             if binding.url:  # a bridged entry: the URL lives in the binding
                 return Success(binding.url)
-            entries = self.mcp.config.entries(Path(binding.path))
+            fmt = get_format(binding.client)
+            entries = self.mcp.config.entries(Path(binding.path), fmt)
             if isinstance(entries, Success):
                 entry = entries.value.get(name)
-                if isinstance(entry, dict) and isinstance(entry.get("url"), str):
-                    return Success(entry["url"])
+                url = fmt.entry_url(entry) if isinstance(entry, dict) else None
+                if url:
+                    return Success(url)
         known = self.mcp.registry.get(name)
         if known is not None and known.url:
             return Success(known.url)
@@ -596,19 +597,10 @@ class OAuthService:
             if binding.secret_mode is SecretMode.FILE:
                 self.tokens.ensure_secret_file(name)  # a `{file:}` target must exist or opencode stops working
                 continue
-            edited = self.mcp.config.edit(Path(binding.path), lambda text: _without_header(text, name, header))
+            edited = self.mcp.config.remove_header(Path(binding.path), name, header, get_format(binding.client))
             if isinstance(edited, Failure):
                 return edited
         return Success(None)
-
-
-def _without_header(text: str, name: str, header: str) -> str:
-    """The entry without our header, and without a `headers` object that only held it."""
-    text = remove_member(text, opencode.header_path(name, header))
-    entry = opencode.mcp_entries(parse_jsonc(text)).get(name)
-    if isinstance(entry, dict) and entry.get("headers") == {}:
-        text = remove_member(text, opencode.header_path(name, header)[:-1])
-    return text
 
 
 def no_refresh_token_note(credential: Credential, now: float | None = None) -> str:

@@ -17,7 +17,8 @@ log = structlog.get_logger(__name__)
 
 
 class Binding(BaseModel):
-    path: str  # absolute, resolved path of an opencode config file
+    path: str  # absolute, resolved path of an agent's config file
+    client: str = "opencode"  # whose format the file is in: a key of config.format.CLIENTS
     secret_mode: SecretMode = SecretMode.INLINE
     # header: the entry holds the credential (inline or `{file:}`) and we rewrite it on every refresh;
     # bridge: the entry runs `chctl bridge NAME` and the daemon carries the traffic to `url`, adding the

@@ -88,12 +88,3 @@ class TokenStore:
             ensure_private_dir(self.secrets_dir)
             atomic_write_bytes(path, b"", mode=PRIVATE_FILE_MODE)
         return path
-
-    def secret_reference(self, name: str) -> str:
-        """The `{file:...}` reference opencode substitutes; `~/` keeps configs portable across users."""
-        path = self.secret_file(name)
-        home = Path.home()
-        try:
-            return "{file:~/" + str(path.relative_to(home)) + "}"
-        except ValueError:
-            return "{file:" + str(path) + "}"
