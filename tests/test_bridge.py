@@ -198,6 +198,15 @@ def four_second_tokens(
     return provider, mcp_oauth_server_factory(provider)
 
 
+@pytest.fixture(scope="module")
+def three_second_tokens(
+    oidc_provider_factory: OidcProviderFactory, mcp_oauth_server_factory: McpOAuthServerFactory
+) -> tuple[OidcProvider, McpOAuthServer]:
+    """3 s rotating tokens: the other clients' long sessions (tests/test_clients_e2e.py) run on these."""
+    provider = oidc_provider_factory(access_token_ttl=3)
+    return provider, mcp_oauth_server_factory(provider)
+
+
 def test_one_session_outlives_eight_token_lifetimes_with_rotating_refresh_tokens(
     daemon: DaemonProcess, user_env: UserEnv, four_second_tokens: tuple[OidcProvider, McpOAuthServer], tmp_path: Path
 ) -> None:
