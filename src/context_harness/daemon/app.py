@@ -125,8 +125,7 @@ class Daemon:
             log.warning("reload_ignored_paths", hint="CH_HOME and CH_SOCKET change only with a restart")
             fresh = fresh.model_copy(update={"home": self.settings.home, "socket": self.settings.socket})
         self.settings = self.oauth.settings = self.refresher.settings = fresh
-        self.notifier.notify_command = fresh.notify_command or self.notifier.notify_command
-        self.notifier.event_command = fresh.event_command
+        self.notifier.configure(fresh.notify_command, fresh.event_command)
         configure_logging(fresh.log_level, fresh.log_format)
         self.mcp.reload_registry()
         log.info("daemon_reloaded", registry_servers=len(self.mcp.registry))

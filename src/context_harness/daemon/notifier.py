@@ -3,7 +3,8 @@
 - The notify command (CH_NOTIFY_COMMAND, else notify-send / osascript when present) runs when a person must
   act (`needs_reauth`, or `expiring`: a token without refresh token expires soon), at most once per 15
   minutes per server while that state lasts.
-- The event hook (CH_EVENT_COMMAND) gets every event: new, refreshed, retrying, expiring, needs_reauth, revoked.
+- The event hook (CH_EVENT_COMMAND) gets every event (`TokenEvent`): new, refreshed, retrying, expiring,
+  needs_reauth, revoked.
 Both get CH_SERVER, CH_STATE and CH_MESSAGE in their environment, run without a shell, and are killed after 10 s.
 """
 
@@ -19,14 +20,13 @@ from collections.abc import Callable
 
 import structlog
 
+from context_harness.primitives.oauth import TokenEvent
+
 log = structlog.get_logger(__name__)
 
 COMMAND_TIMEOUT_S = 10.0
 # A person told once needs no reminder every retry; one every 15 minutes while it lasts is plenty.
 NOTIFY_INTERVAL_S = 15 * 60
-# `expiring`: a token without a refresh token is about to expire; the `needs_reauth` that follows within
-# the interval is not repeated.
-EVENTS_NEEDING_A_PERSON = frozenset({"needs_reauth", "expiring"})
 
 
 def default_notify_command() -> list[str] | None:
@@ -50,10 +50,16 @@ class Notifier:
         self._last_notified: dict[str, float] = {}
         self._tasks: set[asyncio.Task[None]] = set()
 
-    def token_event(self, server: str, event: str, message: str) -> None:
+    def configure(self, notify_command: list[str] | None, event_command: list[str] | None) -> None:
+        """New commands (a reload); no notify command set keeps the desktop default."""
+        self.notify_command = notify_command or self.notify_command
+        self.event_command = event_command
+
+    def token_event(self, server: str, event: TokenEvent, message: str) -> None:
         if self.event_command:
             self._spawn(self.event_command, server, event, message)
-        if event not in EVENTS_NEEDING_A_PERSON:
+        # `expiring` then `needs_reauth` within the interval is one problem: the person is told once.
+        if not event.needs_a_person:
             self._last_notified.pop(server, None)  # the state ended: the next problem is news again
             return
         now = self.clock()

@@ -39,7 +39,6 @@ APPLICATION_ERROR = -32000  # a service `Failure`; `data.code` holds the ErrorCo
 class Method:
     params: type[BaseModel]
     handler: Callable[[Any], Awaitable[Result[Any]]]
-    doc: str = ""
 
 
 class Takeover(Protocol):

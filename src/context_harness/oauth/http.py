@@ -44,10 +44,6 @@ class HttpResponse:
         except ValueError:
             return None
 
-    def json_object(self) -> dict[str, Any] | None:
-        doc = self.json()
-        return doc if isinstance(doc, dict) else None
-
 
 def new_session() -> aiohttp.ClientSession:
     """A client session whose pooled connections are dropped before a Node server would drop them."""

@@ -25,6 +25,21 @@ class TokenState(StrEnum):
     NEEDS_REAUTH = "needs_reauth"  # only a person can fix this: run `chctl auth NAME`
 
 
+class TokenEvent(StrEnum):
+    """What happened to a server's credential: told to the event hook, and to a person when one must act."""
+
+    NEW = "new"  # a login (or an imported one) was stored
+    REFRESHED = "refreshed"
+    RETRYING = "retrying"  # a refresh failed for now; the daemon backs off and tries again
+    EXPIRING = "expiring"  # a token without refresh token expires soon: log in again before then
+    NEEDS_REAUTH = "needs_reauth"  # only `chctl auth NAME` helps
+    REVOKED = "revoked"  # logged out
+
+    @property
+    def needs_a_person(self) -> bool:
+        return self in (TokenEvent.NEEDS_REAUTH, TokenEvent.EXPIRING)
+
+
 class OAuthTokens(BaseModel):
     """What a token endpoint gave us, with an absolute expiry (wall clock, Unix seconds)."""
 

@@ -136,10 +136,6 @@ class MCPService:
             return self._unknown(name)
         return Success(server)
 
-    def requires_auth(self, name: str) -> Result[MCPAuthType]:
-        info = self.get_server_info(name)
-        return info if isinstance(info, Failure) else Success(info.value.auth_type)
-
     def list_configured(
         self, target: ConfigTarget, client: str = DEFAULT_CLIENT
     ) -> Result[tuple[Path, dict[str, Any]]]:

@@ -28,8 +28,8 @@ from context_harness.oauth.token_client import (
     refresh_access_token,
     revoke_token,
 )
-from context_harness.primitives.mcp import MCPAuthType, MCPServer, SecretMode
-from context_harness.primitives.oauth import Credential, OAuthTokens, TokenState
+from context_harness.primitives.mcp import SecretMode
+from context_harness.primitives.oauth import Credential, TokenEvent, TokenState
 from context_harness.primitives.result import ErrorCode, Failure, Result, Success
 from context_harness.services.blocking_io import StillRunning, run_blocking, run_config_io
 from context_harness.services.mcp_service import MCPService, PublishReport
@@ -43,18 +43,18 @@ log = structlog.get_logger(__name__)
 
 # Another process holding the server's lock file longer than this is stuck, not busy.
 LOCK_TIMEOUT_S = 60.0
-# `ensure_valid_token` refreshes a token with less than this left, so a caller never gets one that dies in flight.
+# A token with less than this left counts as due: a caller must never get one that dies in flight.
 VALIDITY_MARGIN_S = 60.0
 
 
 class TokenEvents(Protocol):
     """Where token events go: the notifier (people) and the event hook (scripts)."""
 
-    def token_event(self, server: str, event: str, message: str) -> None: ...
+    def token_event(self, server: str, event: TokenEvent, message: str) -> None: ...
 
 
 class _NoEvents:
-    def token_event(self, server: str, event: str, message: str) -> None:
+    def token_event(self, server: str, event: TokenEvent, message: str) -> None:
         pass
 
 
@@ -148,11 +148,6 @@ class OAuthService:
         self._locks: dict[str, asyncio.Lock] = {}
 
     # --- the seed's API --------------------------------------------------------------------------------
-
-    def list_providers(self) -> Result[list[MCPServer]]:
-        return Success(
-            sorted((s for s in self.mcp.registry.values() if s.auth_type is MCPAuthType.OAUTH), key=lambda s: s.name)
-        )
 
     def get_status(self, name: str) -> Result[dict[str, Any]]:
         credential = self.tokens.load(name)
@@ -261,7 +256,7 @@ class OAuthService:
             expires_at=g.tokens.expires_at,
             has_refresh_token=g.tokens.refresh_token is not None,
         )
-        self.events.token_event(name, "new", f"{name}: logged in")
+        self.events.token_event(name, TokenEvent.NEW, f"{name}: logged in")
         self.on_new_credential(name)
         return Success(credential)
 
@@ -295,31 +290,6 @@ class OAuthService:
                     f"run `chctl auth {name}` before the token expires",
                 )
 
-    async def ensure_valid_token(self, name: str) -> Result[OAuthTokens]:
-        """A token with at least a minute to live, refreshed first if need be. The proxy will await this."""
-        credential = self.tokens.load(name)
-        if credential is None or credential.tokens is None:
-            return Failure(f"{name} has no OAuth token", ErrorCode.AUTH_REQUIRED, f"run `chctl auth {name}`")
-        if not credential.tokens.is_expired(VALIDITY_MARGIN_S):
-            return Success(credential.tokens)
-        attempt = await self.refresh_once(name, force=False)
-        match attempt:
-            case RefreshDone(fresh) | RefreshNotNeeded(fresh) if fresh.tokens is not None:
-                return Success(fresh.tokens)
-            case RefreshNeedsReauth(reason, _):
-                return Failure(f"{name}: {reason}", ErrorCode.TOKEN_EXPIRED, f"run `chctl auth {name}`")
-        if not credential.tokens.is_expired(0):
-            return Success(credential.tokens)
-        return Failure(
-            f"{name}'s token expired and the refresh failed",
-            ErrorCode.TOKEN_EXPIRED,
-            "the daemon keeps retrying; see `chctl status`",
-        )
-
-    async def get_bearer_token(self, name: str) -> Result[str]:
-        tokens = await self.ensure_valid_token(name)
-        return tokens if isinstance(tokens, Failure) else Success(tokens.value.access_token)
-
     async def logout(self, name: str) -> Result[dict[str, Any]]:
         """Revoke at the server (RFC 7009) when it has an endpoint, then forget the tokens and headers."""
         async with self._lock(name):
@@ -339,7 +309,7 @@ class OAuthService:
                 log.warning("header_not_removed", server=name, reason=forgotten.error)
         revoked = bool(outcomes) and all(o["revoked"] for o in outcomes)
         log.info("credential_forgotten", server=name, revoked=revoked)
-        self.events.token_event(name, "revoked", f"{name}: logged out")
+        self.events.token_event(name, TokenEvent.REVOKED, f"{name}: logged out")
         self.on_new_credential(name)
         return Success({"name": name, "revoked": revoked, "tokens": outcomes})
 
@@ -394,7 +364,7 @@ class OAuthService:
             if not force:  # the refresher's reminder, shortly before expiry: tell the person now
                 note = no_refresh_token_note(credential)
                 log.info("token_expiring_without_refresh_token", server=name, expires_at=tokens.expires_at)
-                self.events.token_event(name, "expiring", f"{name}: {note}")
+                self.events.token_event(name, TokenEvent.EXPIRING, f"{name}: {note}")
             return RefreshImpossible(credential)
         self.runtime.setdefault(name, Runtime()).state = TokenState.REFRESHING
         outcome = await refresh_access_token(
@@ -420,12 +390,12 @@ class OAuthService:
                 self.runtime[name] = Runtime()
                 await self._publish(name)
                 log.info("token_refreshed", server=name, expires_at=new_tokens.expires_at)
-                self.events.token_event(name, "refreshed", f"{name}: token refreshed")
+                self.events.token_event(name, TokenEvent.REFRESHED, f"{name}: token refreshed")
                 return RefreshDone(fresh)
             case TransientError(reason, retry_after):
                 self.runtime[name] = Runtime(TokenState.RETRYING, reason)
                 log.warning("token_refresh_failed_transient", server=name, reason=reason, retry_after=retry_after)
-                self.events.token_event(name, "retrying", f"{name}: refresh failed, retrying ({reason})")
+                self.events.token_event(name, TokenEvent.RETRYING, f"{name}: refresh failed, retrying ({reason})")
                 return RefreshRetry(reason, retry_after)
             case PermanentError(code, reason):
                 if code is ErrorCode.INVALID_CLIENT:
@@ -439,7 +409,9 @@ class OAuthService:
             self.tokens.save(credential.model_copy(update={"state": TokenState.NEEDS_REAUTH, "last_error": reason}))
         self.runtime[name] = Runtime(TokenState.NEEDS_REAUTH, reason)
         log.warning("token_needs_reauth", server=name, reason=reason)
-        self.events.token_event(name, "needs_reauth", f"{name} needs a new login: run `chctl auth {name}` ({reason})")
+        self.events.token_event(
+            name, TokenEvent.NEEDS_REAUTH, f"{name} needs a new login: run `chctl auth {name}` ({reason})"
+        )
         return RefreshNeedsReauth(reason, code)
 
     def forget_client(self, name: str, client_id: str | None) -> None:

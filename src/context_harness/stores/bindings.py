@@ -66,6 +66,3 @@ class BindingStore:
             bindings = self.load()
             bindings[name] = [b for b in bindings.get(name, []) if b.path != str(path)]
             self._save(bindings)
-
-    def all_paths(self) -> set[str]:
-        return {b.path for items in self.load().values() for b in items}
