@@ -32,6 +32,7 @@ from context_harness.primitives.result import ErrorCode, Failure, Success
 from context_harness.services.config_service import ConfigService, ConfigTarget
 from context_harness.services.mcp_service import MCPService
 from context_harness.services.oauth_service import AuthOptions, OAuthService, RefreshNotNeeded
+from context_harness.services.publisher import Publisher
 from context_harness.stores.bindings import Binding, BindingStore
 from context_harness.stores.client_store import ClientStore
 from context_harness.stores.lock_file import file_lock
@@ -150,7 +151,8 @@ async def make_harness(tmp_path: Path, notify_log: Path) -> AsyncIterator[Callab
                 ),
             )
         )
-        mcp = MCPService(config, tokens, bindings, tmp_path / "no-registry.json")
+        publisher = Publisher(config, tokens, bindings)
+        mcp = MCPService(config, tokens, bindings, publisher, tmp_path / "no-registry.json")
         sessions: list[aiohttp.ClientSession] = []
 
         def session() -> aiohttp.ClientSession:
@@ -159,7 +161,9 @@ async def make_harness(tmp_path: Path, notify_log: Path) -> AsyncIterator[Callab
             return sessions[0]
 
         notifier = Notifier(settings.notify_command, [*recorder[:-1], str(notify_log) + ".events"])
-        oauth = OAuthService(settings, tokens, ClientStore(settings.clients_dir), mcp, session, events=notifier)
+        oauth = OAuthService(
+            settings, tokens, ClientStore(settings.clients_dir), mcp, publisher, session, events=notifier
+        )
         refresher = Refresher(settings, oauth, tokens, clock=clock, rng=random.Random(7))
         oauth.on_new_credential = refresher.schedule
         made.append((refresher, notifier, sessions))
@@ -368,10 +372,10 @@ async def test_a_failing_config_write_keeps_the_new_token_and_reports_it(
     assert result.__class__.__name__ == "Success"
     assert h.credential().tokens.access_token == "new-access-1"  # stored whatever the config says
     assert h.config_path.read_text() == broken  # never overwritten
-    assert str(h.config_path) in h.oauth.mcp.publish_errors["srv"]
+    assert str(h.config_path) in h.oauth.publisher.errors["srv"]
     h.config_path.write_text('{"mcp": {"srv": {"type": "remote", "url": "http://127.0.0.1:9/mcp"}}}')  # fixed
     await eventually(
-        lambda: "new-access-1" in h.config_path.read_text() and "srv" not in h.oauth.mcp.publish_errors,
+        lambda: "new-access-1" in h.config_path.read_text() and "srv" not in h.oauth.publisher.errors,
         timeout_s=5,
         what="the write retried",
     )
@@ -609,7 +613,7 @@ async def test_a_binding_whose_entry_is_gone_is_dropped_and_its_refresh_stops(
     await eventually(lambda: not h.oauth.mcp.bindings.for_server("srv"), timeout_s=5, what="binding dropped")
     await eventually(lambda: h.refresher.next_refresh_at("srv") is None, timeout_s=5, what="refresh stopped")
     assert h.config_path.read_text() == '{"mcp": {}}\n'
-    assert "srv" not in h.oauth.mcp.publish_errors
+    assert "srv" not in h.oauth.publisher.errors
 
 
 async def test_a_login_nobody_waits_for_is_cancelled_and_frees_its_port(
@@ -660,6 +664,7 @@ async def test_logout_says_which_tokens_a_server_refusing_public_clients_did_not
     assert [e["reason"] for e in logs if e["event"] == "token_not_revoked"] == [refresh["reason"], access["reason"]]
     entry = parse_jsonc(h.config_path.read_text())["mcp"]["srv"]
     assert "headers" not in entry  # no empty "headers": {} left behind
+    assert result.value["configs"] == {"written": [str(h.config_path)], "dropped": [], "failed": {}}
     assert OLD_ACCESS not in json.dumps(result.value) and OLD_REFRESH not in json.dumps(logs)
 
 
@@ -672,6 +677,22 @@ async def test_logout_without_a_revocation_endpoint_says_so(
     assert isinstance(result, Success) and result.value["revoked"] is False
     assert all("no revocation endpoint" in t["reason"] for t in result.value["tokens"])
     assert scripted.forms == []
+
+
+async def test_logout_reports_a_config_it_could_not_take_the_header_out_of(
+    make_harness: Callable[..., Any], endpoint: Callable[..., Any], tmp_path: Path
+) -> None:
+    url, _ = await endpoint(respond(200, {}))
+    h = await make_harness(url, issued_ago=0, expires_in=3600)
+    await eventually(lambda: OLD_ACCESS in h.config_path.read_text(), what="header written")
+    broken = h.config_path.read_text().replace('"mcp"', '"mcp" "oops"', 1)  # a hand edit gone wrong
+    h.config_path.write_text(broken)
+    result = await h.oauth.logout("srv")
+    assert isinstance(result, Success)
+    configs = result.value["configs"]
+    assert configs["written"] == [] and list(configs["failed"]) == [str(h.config_path)]
+    assert OLD_ACCESS not in json.dumps(result.value)  # the reason names the file, not its secret
+    assert h.config_path.read_text() == broken  # never written over
 
 
 # --- client authentication that real servers accept -----------------------------------------------------
@@ -727,7 +748,7 @@ async def test_a_config_on_a_hung_mount_fails_alone_and_the_loop_keeps_running(
         beating.cancel()
     assert isinstance(result, Success)
     assert h.header() == "Bearer new-access-1"  # the healthy config got the new token
-    assert "did not answer" in h.oauth.mcp.publish_errors["srv"][str(hung)]
+    assert "did not answer" in h.oauth.publisher.errors["srv"][str(hung)]
     assert ticks >= 20  # the event loop kept running for the whole half second the write hung
     fd = os.open(hung, os.O_WRONLY | os.O_NONBLOCK)  # let the stuck thread finish: it leaves nothing blocked
     os.close(fd)

@@ -80,7 +80,12 @@ def cmd_auth(args: argparse.Namespace) -> int:
             valid_until = outcome["valid_until"]
             until = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(valid_until)) if valid_until else "it expires"
             print(f"  {kind} NOT revoked: {outcome['reason']}; it stays valid {until}", file=sys.stderr)
-        return 0
+        stuck = result.get("configs", {}).get("failed", {})
+        for path, reason in stuck.items():
+            print(f"  header NOT removed from {printable(path)}: {printable(reason)}", file=sys.stderr)
+        if stuck:
+            print(f"{HINT_PREFIX}remove the {args.name} header from the file(s) above by hand", file=sys.stderr)
+        return 1 if stuck else 0
     return auth_login(args)
 
 

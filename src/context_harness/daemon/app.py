@@ -41,6 +41,7 @@ from context_harness.services.doctor import Check
 from context_harness.services.import_service import ImportService
 from context_harness.services.mcp_service import MCPService
 from context_harness.services.oauth_service import OAuthService
+from context_harness.services.publisher import PublishConfig, Publisher
 from context_harness.stores.atomic import ensure_private_dir
 from context_harness.stores.bindings import BindingStore
 from context_harness.stores.client_store import ClientStore
@@ -62,7 +63,8 @@ class Daemon:
         self.config = ConfigService()
         self.tokens = TokenStore(settings.tokens_dir, settings.secrets_dir)
         self.bindings = BindingStore(settings.bindings_file)
-        self.mcp = MCPService(self.config, self.tokens, self.bindings, settings.user_registry_file)
+        self.publisher = Publisher(self.config, self.tokens, self.bindings, PublishConfig(settings.config_io_timeout_s))
+        self.mcp = MCPService(self.config, self.tokens, self.bindings, self.publisher, settings.user_registry_file)
         self.notifier = Notifier(settings.notify_command, settings.event_command)
         self._http: aiohttp.ClientSession | None = None
         self.oauth = OAuthService(
@@ -70,6 +72,7 @@ class Daemon:
             self.tokens,
             ClientStore(settings.clients_dir),
             self.mcp,
+            self.publisher,
             self.http,
             events=self.notifier,
             on_new_credential=self.on_credential_changed,

@@ -59,7 +59,7 @@ def credential_summary(daemon: Daemon, credential: Credential) -> dict[str, Any]
         "issuer": credential.issuer,
         "has_refresh_token": bool(tokens and tokens.refresh_token),
         "configs": [b.path for b in daemon.bindings.for_server(credential.name)],
-        "config_errors": daemon.mcp.publish_errors.get(credential.name, {}),
+        "config_errors": daemon.publisher.errors.get(credential.name, {}),
         "next_refresh_at": daemon.next_refresh_at(credential.name),
     }
 

@@ -324,7 +324,7 @@ def server_statuses(daemon: Daemon, expects_login: dict[str, bool]) -> list[dict
                 auth_type = MCPAuthType.API_KEY
             state = TokenState.PENDING_AUTH.value if auth_type is MCPAuthType.OAUTH else "no_auth"
         tokens = credential.tokens if credential else None
-        errors = daemon.mcp.publish_errors.get(name, {})
+        errors = daemon.publisher.errors.get(name, {})
         last_error = daemon.oauth.last_error_of(credential) if credential else None
         last_error = last_error or daemon.flows.failed_logins.get(name)
         if errors and last_error is None:

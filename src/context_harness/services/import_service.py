@@ -174,9 +174,7 @@ class ImportService:
             return _adoption(name, url, login, "skipped", placed.error)
         log.info("login_imported", server=name, issuer=auth_server.issuer)
         if not login.tokens.is_expired(VALIDITY_MARGIN_S):
-            published = self.mcp.update_auth(name)
-            if isinstance(published, Success):
-                self.mcp.record_publish(name, published.value)
+            await self.mcp.publisher.publish(name)
             self.oauth.on_new_credential(name)
             return _adoption(name, url, login, "adopted")
         match await self.oauth.refresh_once(name, force=True):

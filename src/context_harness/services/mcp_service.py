@@ -19,6 +19,7 @@ from context_harness.primitives.names import SERVER_NAME_HINT, valid_server_name
 from context_harness.primitives.oauth import Credential, TokenState
 from context_harness.primitives.result import ErrorCode, Failure, Result, Success
 from context_harness.services.config_service import ConfigService, ConfigTarget
+from context_harness.services.publisher import Publisher, PublishReport
 from context_harness.services.registry import close_names, load_registry
 from context_harness.stores.bindings import Binding, BindingStore
 from context_harness.stores.crash_points import AFTER_BINDING_WRITE, crash_point
@@ -77,14 +78,6 @@ class Planned:
     credential: Credential | None = None  # a new API key to store
 
 
-@dataclass(slots=True)
-class PublishReport:
-    """Which bound configs got the current header, and why the others did not."""
-
-    written: list[str] = field(default_factory=list)
-    failed: dict[str, str] = field(default_factory=dict)
-
-
 def bridge_command(name: str) -> list[str]:
     """The command a bridged entry runs: this installation's `chctl`, by absolute path, so it works whatever
     the agent's PATH is. Without a `chctl` script beside our interpreter, the interpreter runs the module
@@ -109,14 +102,20 @@ def header_for(key_header: str | None) -> tuple[str, str | None]:
 
 
 class MCPService:
-    def __init__(self, config: ConfigService, tokens: TokenStore, bindings: BindingStore, user_registry: Path) -> None:
+    def __init__(
+        self,
+        config: ConfigService,
+        tokens: TokenStore,
+        bindings: BindingStore,
+        publisher: Publisher,
+        user_registry: Path,
+    ) -> None:
         self.config = config
         self.tokens = tokens
         self.bindings = bindings
+        self.publisher = publisher
         self.user_registry = user_registry
         self.registry: dict[str, MCPServer] = {}
-        # Per server: bound configs whose last header write failed, and why (shown by `chctl status`).
-        self.publish_errors: dict[str, dict[str, str]] = {}
         self.registry_warnings: list[str] = []
         self.reload_registry()
 
@@ -291,7 +290,7 @@ class MCPService:
             return fmt.bridge_entry(bridge_command(name))
         headers = dict(plan.headers)
         if credential is not None and credential.secret:
-            headers[credential.header_name] = self._header_value(credential, binding)
+            headers[credential.header_name] = self.publisher.header_value(credential, binding)
             if binding.secret_mode is SecretMode.FILE:
                 self.tokens.write_secret_file(name, credential.secret)
         return fmt.remote_entry(plan.url, headers, managed)
@@ -318,57 +317,8 @@ class MCPService:
         return Success(path.value)
 
     def update_auth(self, name: str) -> Result[PublishReport]:
-        """Write the stored credential's current header into every config bound to `name`."""
-        credential = self.tokens.load(name)
-        if credential is None or not credential.secret:
-            return Failure(f"no credential stored for {name}", ErrorCode.AUTH_REQUIRED, f"run `chctl auth {name}`")
-        report = PublishReport()
-        bindings = self.prepare_publish(credential)
-        for binding in bindings:
-            self.add_to_report(report, name, binding.path, self.write_header(credential, binding))
-        return Success(report)
-
-    def prepare_publish(self, credential: Credential) -> list[Binding]:
-        """The bindings to write `credential`'s header into; the `{file:}` secret file is brought up to date."""
-        bindings = [b for b in self.bindings.for_server(credential.name) if b.mode == "header"]  # a bridge: none
-        secret = credential.secret or ""
-        if (
-            any(b.secret_mode is SecretMode.FILE for b in bindings)
-            and self.tokens.read_secret_file(credential.name) != secret
-        ):
-            self.tokens.write_secret_file(credential.name, secret)
-        return bindings
-
-    def write_header(self, credential: Credential, binding: Binding) -> Result[bool]:
-        """Write the header into one bound config: True when written (or already right), False when the
-        binding was dropped because the config no longer has the entry."""
-        name = credential.name
-        written = self.config.set_header(
-            Path(binding.path),
-            name,
-            credential.header_name,
-            self._header_value(credential, binding),
-            get_format(binding.client),
-            private=binding.secret_mode is SecretMode.INLINE,
-        )
-        if isinstance(written, Failure) and written.code is ErrorCode.NOT_FOUND:
-            # The entry is gone (removed by hand, or `chctl add` crashed before writing it): so is the binding.
-            self.bindings.unbind(name, Path(binding.path))
-            log.info("binding_dropped", server=name, path=binding.path, reason="the config has no entry for it")
-            return Success(False)
-        return written if isinstance(written, Failure) else Success(True)
-
-    def add_to_report(self, report: PublishReport, name: str, path: str, outcome: Result[bool]) -> None:
-        if isinstance(outcome, Success):
-            if outcome.value:
-                report.written.append(path)
-            return
-        report.failed[path] = outcome.error
-        # Retried every wall-clock check: say it once, not every 30 s.
-        again = self.publish_errors.get(name, {}).get(path) == outcome.error
-        (log.debug if again else log.warning)(
-            "config_write_failed", server=name, path=path, code=outcome.code.value, error=outcome.error
-        )
+        """Write the stored credential's current header into every config bound to `name` (in this thread)."""
+        return self.publisher.publish_now(name)
 
     def expects_login(self, name: str) -> bool:
         """Whether `name` uses OAuth: the registry says so, or a bound entry hands its header to us
@@ -387,12 +337,6 @@ class MCPService:
 
     def bound_servers(self) -> list[str]:
         return sorted(name for name, items in self.bindings.load().items() if items)
-
-    def record_publish(self, name: str, report: PublishReport) -> None:
-        if report.failed:
-            self.publish_errors[name] = dict(report.failed)
-        else:
-            self.publish_errors.pop(name, None)
 
     def validate_config(self, name: str, target: ConfigTarget, client: str = DEFAULT_CLIENT) -> Result[bool]:
         configured = self.list_configured(target, client)
@@ -469,14 +413,6 @@ class MCPService:
                 api_key=key,
             )
         return Success(Planned(auth_type, url=url, headers=dict(request.headers), credential=credential))
-
-    def _header_value(self, credential: Credential, binding: Binding) -> str:
-        if binding.secret_mode is SecretMode.FILE:
-            reference = get_format(binding.client).secret_file_reference(self.tokens.secret_file(credential.name))
-            secret = reference or credential.secret or ""
-        else:
-            secret = credential.secret or ""
-        return f"{credential.header_scheme} {secret}" if credential.header_scheme else secret
 
 
 def _header_problem(request: AddRequest) -> Failure | None:

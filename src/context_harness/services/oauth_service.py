@@ -28,12 +28,11 @@ from context_harness.oauth.token_client import (
     refresh_access_token,
     revoke_token,
 )
-from context_harness.primitives.mcp import SecretMode
 from context_harness.primitives.oauth import Credential, TokenEvent, TokenState
 from context_harness.primitives.result import ErrorCode, Failure, Result, Success
-from context_harness.services.blocking_io import StillRunning, run_blocking, run_config_io
-from context_harness.services.mcp_service import MCPService, PublishReport
-from context_harness.stores.bindings import Binding
+from context_harness.services.blocking_io import run_config_io
+from context_harness.services.mcp_service import MCPService
+from context_harness.services.publisher import Publisher
 from context_harness.stores.client_store import ClientStore
 from context_harness.stores.crash_points import AFTER_TOKEN_SAVE, crash_point
 from context_harness.stores.lock_file import LockTimeout, file_lock
@@ -130,6 +129,7 @@ class OAuthService:
         tokens: TokenStore,
         clients: ClientStore,
         mcp: MCPService,
+        publisher: Publisher,
         session: Callable[[], aiohttp.ClientSession],
         events: TokenEvents | None = None,
         on_new_credential: Callable[[str], None] | None = None,
@@ -138,13 +138,13 @@ class OAuthService:
         self.tokens = tokens
         self.clients = clients
         self.mcp = mcp
+        self.publisher = publisher
         self._session = session
         self.events: TokenEvents = events or _NoEvents()
         self.on_new_credential = on_new_credential or (lambda _name: None)
         # Told the outcome of a refresh someone asked for (`chctl refresh`), so the background plan follows it.
         self.on_refresh_attempt: Callable[[str, RefreshAttempt], None] = lambda _name, _attempt: None
         self.runtime: dict[str, Runtime] = {}
-        self._blocked: set[str] = set()  # config paths whose header write is stuck in its thread
         self._locks: dict[str, asyncio.Lock] = {}
 
     # --- the seed's API --------------------------------------------------------------------------------
@@ -249,7 +249,7 @@ class OAuthService:
         async with self._lock(name):
             self.tokens.save(credential)
             self.runtime[name] = Runtime()
-            await self._publish(name)
+            await self.publisher.publish(name)
         log.info(
             "token_stored",
             server=name,
@@ -299,19 +299,13 @@ class OAuthService:
             outcomes = await self._revoke(credential)
             self.tokens.delete(name)
             self.runtime.pop(name, None)
-            header = credential.header_name
-            forgotten = await run_config_io(
-                lambda: self._forget_headers(name, header),
-                self.settings.config_io_timeout_s,
-                f"removing {name}'s header",
-            )
-            if isinstance(forgotten, Failure):
-                log.warning("header_not_removed", server=name, reason=forgotten.error)
+            configs = await self.publisher.forget(name, credential.header_name)
         revoked = bool(outcomes) and all(o["revoked"] for o in outcomes)
         log.info("credential_forgotten", server=name, revoked=revoked)
         self.events.token_event(name, TokenEvent.REVOKED, f"{name}: logged out")
         self.on_new_credential(name)
-        return Success({"name": name, "revoked": revoked, "tokens": outcomes})
+        # `configs.failed`: configs that still hold the old header (a hung or unparsable file), to fix by hand.
+        return Success({"name": name, "revoked": revoked, "tokens": outcomes, "configs": configs.as_dict()})
 
     async def refresh_rejected(self, name: str, rejected: str | None) -> RefreshAttempt:
         """A server refused the access token `rejected` (a 401 to the bridge): refresh, unless someone
@@ -388,7 +382,7 @@ class OAuthService:
                 self.tokens.save(fresh)  # the rotated refresh token is on disk before anything uses the new token
                 crash_point(AFTER_TOKEN_SAVE)
                 self.runtime[name] = Runtime()
-                await self._publish(name)
+                await self.publisher.publish(name)
                 log.info("token_refreshed", server=name, expires_at=new_tokens.expires_at)
                 self.events.token_event(name, TokenEvent.REFRESHED, f"{name}: token refreshed")
                 return RefreshDone(fresh)
@@ -481,43 +475,9 @@ class OAuthService:
                 continue
             try:
                 async with self._lock(name):
-                    await self._publish(name)
+                    await self.publisher.publish(name)
             except LockTimeout:
                 continue
-
-    async def _publish(self, name: str) -> None:
-        """Write the stored credential's header into every bound config, each in a thread with a deadline:
-        a config on a hung mount fails (and is retried at the next check), the others are written."""
-        credential = self.tokens.load(name)
-        if credential is None or not credential.secret:
-            return
-        report = PublishReport()
-        for binding in self.mcp.prepare_publish(credential):
-            path = binding.path
-            if path in self._blocked:
-                outcome: Result[bool] = Failure(f"{path}: an earlier write is still blocked", ErrorCode.TIMEOUT)
-            else:
-                outcome = await self._write_header_off_loop(credential, binding)
-            self.mcp.add_to_report(report, name, path, outcome)
-        self.mcp.record_publish(name, report)
-
-    async def _write_header_off_loop(self, credential: Credential, binding: Binding) -> Result[bool]:
-        path = binding.path
-
-        def write() -> Result[bool]:
-            try:
-                return self.mcp.write_header(credential, binding)
-            finally:
-                self._blocked.discard(path)  # it came back, even if late
-
-        self._blocked.add(path)
-        try:
-            return await run_blocking(write, self.settings.config_io_timeout_s, name=f"config-write {credential.name}")
-        except StillRunning:
-            return Failure(
-                f"{path} did not answer within {self.settings.config_io_timeout_s:g} s (a hung mount?); retried later",
-                ErrorCode.TIMEOUT,
-            )
 
     async def _revoke(self, credential: Credential) -> list[dict[str, Any]]:
         """Revoke each token (refresh token first: it revokes the grant). Per token: whether the server
@@ -561,18 +521,6 @@ class OAuthService:
                 }
             )
         return outcomes
-
-    def _forget_headers(self, name: str, header: str) -> Result[None]:
-        for binding in self.mcp.bindings.for_server(name):
-            if binding.mode == "bridge":
-                continue  # no header in the entry
-            if binding.secret_mode is SecretMode.FILE:
-                self.tokens.ensure_secret_file(name)  # a `{file:}` target must exist or opencode stops working
-                continue
-            edited = self.mcp.config.remove_header(Path(binding.path), name, header, get_format(binding.client))
-            if isinstance(edited, Failure):
-                return edited
-        return Success(None)
 
 
 def no_refresh_token_note(credential: Credential, now: float | None = None) -> str:

@@ -1,0 +1,191 @@
+"""Publisher: the one place that writes a server's current credential into the configs bound to it.
+
+Everything it writes comes from disk (the token store and the bindings), never from memory, so running it
+again after a crash or a failed write mends what was left behind: the daemon does at start and at every
+wall-clock check. Each config is written in a thread with a deadline, so one on a hung mount fails alone
+and is retried; what failed, and why, is remembered for `chctl status` and returned to the caller.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from functools import partial
+from pathlib import Path
+from typing import Any
+
+import structlog
+
+from context_harness.config.format import get_format
+from context_harness.primitives.mcp import SecretMode
+from context_harness.primitives.oauth import Credential
+from context_harness.primitives.result import ErrorCode, Failure, Result, Success
+from context_harness.services.blocking_io import StillRunning, run_blocking
+from context_harness.services.config_service import ConfigService
+from context_harness.stores.bindings import Binding, BindingStore
+from context_harness.stores.token_store import TokenStore
+
+log = structlog.get_logger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class PublishConfig:
+    # A config that takes longer to write is on a hung mount (or is a FIFO): that write fails for now.
+    io_timeout_s: float = 10.0
+
+
+@dataclass(slots=True)
+class PublishReport:
+    """What one publish (or forget) did to each bound config."""
+
+    written: list[str] = field(default_factory=list)  # carries the current header now (or already did)
+    dropped: list[str] = field(default_factory=list)  # no entry left for the server: its binding went too
+    failed: dict[str, str] = field(default_factory=dict)  # not written, and why; retried at the next check
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"written": self.written, "dropped": self.dropped, "failed": self.failed}
+
+
+def header_value(credential: Credential, binding: Binding, secret_file: Path) -> str:
+    """The header's value as `binding`'s config holds it: the secret, or the client's reference to
+    `secret_file` when the binding keeps the secret in a file."""
+    secret = credential.secret or ""
+    if binding.secret_mode is SecretMode.FILE:
+        secret = get_format(binding.client).secret_file_reference(secret_file) or secret
+    return f"{credential.header_scheme} {secret}" if credential.header_scheme else secret
+
+
+class Publisher:
+    def __init__(
+        self,
+        config: ConfigService,
+        tokens: TokenStore,
+        bindings: BindingStore,
+        settings: PublishConfig | None = None,
+    ) -> None:
+        self.config = config
+        self.tokens = tokens
+        self.bindings = bindings
+        self.settings = settings or PublishConfig()
+        # Per server: the bound configs whose last write failed, and why.
+        self.errors: dict[str, dict[str, str]] = {}
+        self._blocked: set[str] = set()  # configs whose write is still stuck in its thread
+
+    def configure(self, settings: PublishConfig) -> None:
+        self.settings = settings
+
+    def header_value(self, credential: Credential, binding: Binding) -> str:
+        return header_value(credential, binding, self.tokens.secret_file(credential.name))
+
+    async def publish(self, name: str) -> PublishReport:
+        """Write `name`'s stored credential into every config bound to it in header mode."""
+        credential = self.tokens.load(name)
+        report = PublishReport()
+        if credential is None or not credential.secret:
+            return report
+        for binding in self._header_bindings(credential):
+            outcome = await self._off_loop(binding.path, partial(self._write, credential, binding))
+            self._add(report, name, binding.path, outcome)
+        self._remember(name, report)
+        return report
+
+    def publish_now(self, name: str) -> Result[PublishReport]:
+        """`publish` in the caller's thread, for a caller already off the event loop."""
+        credential = self.tokens.load(name)
+        if credential is None or not credential.secret:
+            return Failure(f"no credential stored for {name}", ErrorCode.AUTH_REQUIRED, f"run `chctl auth {name}`")
+        report = PublishReport()
+        for binding in self._header_bindings(credential):
+            self._add(report, name, binding.path, self._write(credential, binding))
+        self._remember(name, report)
+        return Success(report)
+
+    async def forget(self, name: str, header: str) -> PublishReport:
+        """Logout: take our header out of every config bound to `name` (the credential is gone already).
+        A `{file:}` reference stays, with its file present: opencode stops working when the file is missing."""
+        report = PublishReport()
+        for binding in self.bindings.for_server(name):
+            if binding.mode == "bridge":
+                continue  # no header in the entry
+            if binding.secret_mode is SecretMode.FILE:
+                self.tokens.ensure_secret_file(name)
+                continue
+            remove = partial(self.config.remove_header, Path(binding.path), name, header, get_format(binding.client))
+            outcome = await self._off_loop(binding.path, remove)
+            if isinstance(outcome, Failure):
+                report.failed[binding.path] = outcome.error
+                log.warning("header_not_removed", server=name, path=binding.path, reason=outcome.error)
+            else:
+                report.written.append(binding.path)
+        self.errors.pop(name, None)
+        return report
+
+    # --- helpers -------------------------------------------------------------------------------------
+
+    def _header_bindings(self, credential: Credential) -> list[Binding]:
+        """The bindings that carry a header (a bridge carries none); the `{file:}` secret file is brought up
+        to date first, so every reference to it reads the current secret."""
+        bindings = [b for b in self.bindings.for_server(credential.name) if b.mode == "header"]
+        secret = credential.secret or ""
+        if (
+            any(b.secret_mode is SecretMode.FILE for b in bindings)
+            and self.tokens.read_secret_file(credential.name) != secret
+        ):
+            self.tokens.write_secret_file(credential.name, secret)
+        return bindings
+
+    def _write(self, credential: Credential, binding: Binding) -> Result[bool]:
+        """True when written (or already right), False when the binding was dropped because the config no
+        longer has the entry."""
+        name = credential.name
+        written = self.config.set_header(
+            Path(binding.path),
+            name,
+            credential.header_name,
+            self.header_value(credential, binding),
+            get_format(binding.client),
+            private=binding.secret_mode is SecretMode.INLINE,
+        )
+        if isinstance(written, Failure) and written.code is ErrorCode.NOT_FOUND:
+            # The entry is gone (removed by hand, or `chctl add` crashed before writing it): so is the binding.
+            self.bindings.unbind(name, Path(binding.path))
+            log.info("binding_dropped", server=name, path=binding.path, reason="the config has no entry for it")
+            return Success(False)
+        return written if isinstance(written, Failure) else Success(True)
+
+    async def _off_loop(self, path: str, work: Callable[[], Result[Any]]) -> Result[Any]:
+        """`work()` in a thread with a deadline; a config whose earlier write is still stuck is not tried."""
+        if path in self._blocked:
+            return Failure(f"{path}: an earlier write is still blocked", ErrorCode.TIMEOUT)
+
+        def guarded() -> Result[Any]:
+            try:
+                return work()
+            finally:
+                self._blocked.discard(path)  # it came back, even if late
+
+        self._blocked.add(path)
+        timeout_s = self.settings.io_timeout_s
+        try:
+            return await run_blocking(guarded, timeout_s, name="config-write")
+        except StillRunning:
+            return Failure(
+                f"{path} did not answer within {timeout_s:g} s (a hung mount?); retried later", ErrorCode.TIMEOUT
+            )
+
+    def _add(self, report: PublishReport, name: str, path: str, outcome: Result[bool]) -> None:
+        if isinstance(outcome, Success):
+            (report.written if outcome.value else report.dropped).append(path)
+            return
+        report.failed[path] = outcome.error
+        # Retried every wall-clock check: say it once, not every 30 s.
+        again = self.errors.get(name, {}).get(path) == outcome.error
+        (log.debug if again else log.warning)(
+            "config_write_failed", server=name, path=path, code=outcome.code.value, error=outcome.error
+        )
+
+    def _remember(self, name: str, report: PublishReport) -> None:
+        if report.failed:
+            self.errors[name] = dict(report.failed)
+        else:
+            self.errors.pop(name, None)
