@@ -12,6 +12,7 @@ import pytest
 
 from context_harness.client import states
 from context_harness.services.doctor import server_checks
+from context_harness.services.status import ServerStatus
 from context_harness.stores.bindings import Binding, BindingStore
 from tests.support.daemon import DaemonProcess, chctl, wait_for
 from tests.support.env import UserEnv
@@ -87,12 +88,12 @@ def test_status_words_for_every_state() -> None:
 def test_doctor_has_a_verdict_for_every_server_state() -> None:
     now = time.time()
     rows = [
-        {"name": "a", "state": "pending_auth"},
-        {"name": "b", "state": "needs_reauth", "last_error": "invalid_grant"},
-        {"name": "c", "state": "retrying", "last_error": "HTTP 503"},
-        {"name": "d", "state": "active", "expires_at": now + 600, "has_refresh_token": False},
-        {"name": "e", "state": "active", "expires_at": now + 600, "has_refresh_token": True},
-        {"name": "f", "state": "api_key"},
+        ServerStatus(name="a", state="pending_auth"),
+        ServerStatus(name="b", state="needs_reauth", last_error="invalid_grant"),
+        ServerStatus(name="c", state="retrying", last_error="HTTP 503"),
+        ServerStatus(name="d", state="active", expires_at=now + 600, has_refresh_token=False),
+        ServerStatus(name="e", state="active", expires_at=now + 600, has_refresh_token=True),
+        ServerStatus(name="f", state="api_key"),
     ]
     found = {c.message.split(":")[0].split(" ")[0]: c for c in server_checks(rows, now)}
     assert {n: c.level for n, c in found.items()} == {

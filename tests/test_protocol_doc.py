@@ -11,9 +11,9 @@ from pathlib import Path
 
 import pytest
 
-from context_harness.daemon.app import Daemon
-from context_harness.daemon.rpc_methods import build_methods, stream_methods
 from context_harness.daemon.rpc_server import Method
+from context_harness.daemon.rpc_table import METHODS, STREAMS, bind
+from context_harness.daemon.services import build_services
 from context_harness.daemon.settings import Settings
 from context_harness.primitives.oauth import TokenState
 from context_harness.primitives.result import ErrorCode
@@ -38,8 +38,8 @@ def documented_sections() -> dict[str, str]:
 def method_table(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Method]:
     # Built outside any event loop, as a test or a tool would; the daemon must allow that.
     home = tmp_path_factory.mktemp("home") / ".context-harness"
-    daemon = Daemon(Settings(home=home))
-    return {**build_methods(daemon), **stream_methods(daemon)}
+    services = build_services(Settings(home=home))
+    return {**bind(METHODS, services), **bind(STREAMS, services)}
 
 
 def test_the_documented_methods_are_exactly_the_daemons(method_table: dict[str, Method]) -> None:

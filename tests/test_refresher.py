@@ -15,7 +15,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import aiohttp
 import pytest
 from aiohttp import web
 from structlog.testing import capture_logs
@@ -23,17 +22,15 @@ from structlog.testing import capture_logs
 from context_harness.config.jsonc import parse_jsonc
 from context_harness.daemon.auth_flows import AuthFlows
 from context_harness.daemon.notifier import Notifier
-from context_harness.daemon.refresher import Refresher, backoff_delay, refresh_time
+from context_harness.daemon.refresher import WALLCLOCK_JOB_ID, Refresher, backoff_delay, refresh_time
+from context_harness.daemon.services import Services, build_services
 from context_harness.daemon.settings import Settings
-from context_harness.oauth.http import new_session
 from context_harness.oauth.registration import ClientRegistration
 from context_harness.primitives.oauth import Credential, OAuthTokens, TokenState
 from context_harness.primitives.result import ErrorCode, Failure, Success
-from context_harness.services.config_service import ConfigService, ConfigTarget
-from context_harness.services.mcp_service import MCPService
+from context_harness.services.config_service import ConfigTarget
 from context_harness.services.oauth_service import AuthOptions, OAuthService, RefreshNotNeeded
-from context_harness.services.publisher import Publisher
-from context_harness.stores.bindings import Binding, BindingStore
+from context_harness.stores.bindings import Binding
 from context_harness.stores.client_store import ClientStore
 from context_harness.stores.lock_file import file_lock
 from context_harness.stores.token_store import TokenStore
@@ -79,6 +76,7 @@ class Harness:
     oauth: OAuthService
     refresher: Refresher
     config_path: Path
+    services: Services
 
     def credential(self) -> Credential:
         found = self.tokens.load("srv")
@@ -99,7 +97,7 @@ def notify_log(tmp_path: Path) -> Path:
 
 @pytest.fixture
 async def make_harness(tmp_path: Path, notify_log: Path) -> AsyncIterator[Callable[..., Any]]:
-    made: list[tuple[Refresher, Notifier, list[aiohttp.ClientSession]]] = []
+    made: list[Services] = []
 
     async def factory(
         token_endpoint: str,
@@ -124,10 +122,10 @@ async def make_harness(tmp_path: Path, notify_log: Path) -> AsyncIterator[Callab
             "http_timeout_s": 0.5,
             **overrides,
         }
-        settings = Settings(home=tmp_path / "ch", notify_command=recorder, **knobs)
-        tokens = TokenStore(settings.tokens_dir, settings.secrets_dir)
-        bindings = BindingStore(settings.bindings_file)
-        config = ConfigService()
+        events = [*recorder[:-1], str(notify_log) + ".events"]
+        settings = Settings(home=tmp_path / "ch", notify_command=recorder, event_command=events, **knobs)
+        services = build_services(settings, clock=clock, rng=random.Random(7))
+        tokens, bindings = services.tokens, services.bindings
         config_path = tmp_path / "opencode.json"
         config_path.write_text(
             '{\n  // ours\n  "mcp": {"srv": {"type": "remote", "url": "http://127.0.0.1:9/mcp"}}\n}\n'
@@ -151,31 +149,14 @@ async def make_harness(tmp_path: Path, notify_log: Path) -> AsyncIterator[Callab
                 ),
             )
         )
-        publisher = Publisher(config, tokens, bindings)
-        mcp = MCPService(config, tokens, bindings, publisher, tmp_path / "no-registry.json")
-        sessions: list[aiohttp.ClientSession] = []
-
-        def session() -> aiohttp.ClientSession:
-            if not sessions:
-                sessions.append(new_session())
-            return sessions[0]
-
-        notifier = Notifier(settings.notify_command, [*recorder[:-1], str(notify_log) + ".events"])
-        oauth = OAuthService(
-            settings, tokens, ClientStore(settings.clients_dir), mcp, publisher, session, events=notifier
-        )
-        refresher = Refresher(settings, oauth, tokens, clock=clock, rng=random.Random(7))
-        oauth.on_new_credential = refresher.schedule
-        made.append((refresher, notifier, sessions))
-        refresher.start()
-        return Harness(settings, tokens, oauth, refresher, config_path)
+        made.append(services)
+        services.refresher.start()
+        return Harness(settings, tokens, services.oauth, services.refresher, config_path, services)
 
     yield factory
-    for refresher, notifier, sessions in made:
-        await refresher.stop()
-        await notifier.drain()
-        for s in sessions:
-            await s.close()
+    for services in made:
+        await services.refresher.stop()
+        await services.close()
 
 
 @pytest.fixture
@@ -239,6 +220,30 @@ def test_backoff_grows_exponentially_with_full_jitter_up_to_the_cap() -> None:
 
 
 # --- outcomes against a scripted token endpoint -----------------------------------------------------
+
+
+# --- reload ----------------------------------------------------------------------------------------------
+
+
+async def test_a_reload_rebuilds_the_concurrency_limit_the_wall_clock_check_and_the_plans(
+    make_harness: Callable[..., Any], endpoint: Callable[..., Any]
+) -> None:
+    """SIGHUP hands new settings to `Services.configure`: each part takes the ones it uses."""
+    url, _ = await endpoint(respond(200, issued(1)))
+    h = await make_harness(url, issued_ago=0, expires_in=3600, wallclock_check_s=3600)
+    services = h.services
+    before = h.refresher.next_refresh_at("srv")
+    assert before is not None and before > time.time() + 2000  # three quarters of an hour away
+    fresh = h.settings.model_copy(
+        update={"max_concurrent_refreshes": 3, "wallclock_check_s": 7.0, "refresh_fraction": 0.5, "http_timeout_s": 9.0}
+    )
+    services.configure(fresh)
+    assert h.refresher._limit._value == 3  # a new limit, not the old semaphore's 16
+    job = h.refresher.scheduler.get_job(WALLCLOCK_JOB_ID)
+    assert job is not None and job.trigger.interval.total_seconds() == 7.0
+    after = h.refresher.next_refresh_at("srv")
+    assert after is not None and after < before - 600  # re-planned at half the lifetime
+    assert services.oauth.settings.http_timeout_s == 9.0 and services.settings is fresh
 
 
 async def test_503_then_200_keeps_the_old_token_while_retrying_then_publishes_the_new_one(

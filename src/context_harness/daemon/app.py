@@ -11,20 +11,15 @@ import sys
 import time
 from collections.abc import Callable
 
-import aiohttp
 import structlog
 from pydantic import ValidationError
 
 from context_harness.daemon import sd_notify
-from context_harness.daemon.auth_flows import AuthFlows
-from context_harness.daemon.bridge import Bridges
 from context_harness.daemon.home_trust import UntrustedHome
 from context_harness.daemon.logging import configure_logging
-from context_harness.daemon.notifier import Notifier
-from context_harness.daemon.refresher import Refresher
-from context_harness.daemon.rpc_auth_methods import auth_methods
-from context_harness.daemon.rpc_methods import build_methods, stream_methods
-from context_harness.daemon.rpc_server import Method, RpcServer
+from context_harness.daemon.rpc_server import RpcServer
+from context_harness.daemon.rpc_table import METHODS, STREAMS, bind
+from context_harness.daemon.services import build_services
 from context_harness.daemon.settings import Settings, load_settings
 from context_harness.daemon.single_instance import (
     AlreadyRunning,
@@ -34,18 +29,7 @@ from context_harness.daemon.single_instance import (
     socket_inode,
 )
 from context_harness.daemon.socket_activation import inherited_listener
-from context_harness.oauth.http import new_session
-from context_harness.services import doctor
-from context_harness.services.config_service import ConfigService
-from context_harness.services.doctor import Check
-from context_harness.services.import_service import ImportService
-from context_harness.services.mcp_service import MCPService
-from context_harness.services.oauth_service import OAuthService
-from context_harness.services.publisher import PublishConfig, Publisher
 from context_harness.stores.atomic import ensure_private_dir
-from context_harness.stores.bindings import BindingStore
-from context_harness.stores.client_store import ClientStore
-from context_harness.stores.token_store import TokenStore
 
 log = structlog.get_logger(__name__)
 
@@ -55,62 +39,17 @@ HANDLED_SIGNALS = {signal.SIGTERM, signal.SIGINT, signal.SIGHUP}
 
 
 class Daemon:
-    """The daemon's state and services; one per process."""
+    """The process around the services: the RPC server, signals, reload and shutdown; one per process."""
 
     def __init__(self, settings: Settings, clock: Callable[[], float] = time.time) -> None:
-        self.settings = settings
-        self.started_monotonic = time.monotonic()
-        self.config = ConfigService()
-        self.tokens = TokenStore(settings.tokens_dir, settings.secrets_dir)
-        self.bindings = BindingStore(settings.bindings_file)
-        self.publisher = Publisher(self.config, self.tokens, self.bindings, PublishConfig(settings.config_io_timeout_s))
-        self.mcp = MCPService(self.config, self.tokens, self.bindings, self.publisher, settings.user_registry_file)
-        self.notifier = Notifier(settings.notify_command, settings.event_command)
-        self._http: aiohttp.ClientSession | None = None
-        self.oauth = OAuthService(
-            settings,
-            self.tokens,
-            ClientStore(settings.clients_dir),
-            self.mcp,
-            self.publisher,
-            self.http,
-            events=self.notifier,
-            on_new_credential=self.on_credential_changed,
-        )
-        self.flows = AuthFlows(self.oauth)
-        self.bridges = Bridges(self.tokens, self.oauth, self.http, on_refreshed=self.on_credential_changed)
-        self.imports = ImportService(self.mcp, self.oauth, self.oauth.clients, self.http, settings.http_timeout_s)
-        self.refresher = Refresher(settings, self.oauth, self.tokens, clock=clock)
-        self._stop = asyncio.Event()
-
-    def http(self) -> aiohttp.ClientSession:
-        """One client session for the daemon's outgoing requests, made inside the running loop."""
-        if self._http is None or self._http.closed:
-            self._http = new_session()
-        return self._http
-
-    def extra_methods(self) -> dict[str, Method]:
-        return auth_methods(self)
-
-    def on_credential_changed(self, name: str) -> None:
-        """A credential was stored, refreshed elsewhere or forgotten: (re)plan its refresh."""
-        if self.scheduler_running:
-            self.refresher.schedule(name)
+        self.services = build_services(settings, clock=clock)
 
     @property
-    def scheduler_running(self) -> bool:
-        return bool(self.refresher.scheduler.running)
-
-    def next_refresh_at(self, name: str) -> float | None:
-        return self.refresher.next_refresh_at(name)
-
-    async def unauthenticated_server_checks(self) -> list[Check]:
-        return await doctor.unauthenticated_servers(self.http(), self.config, self.bindings, self.tokens)
-
-    # --- lifecycle ---------------------------------------------------------------------------------
+    def settings(self) -> Settings:
+        return self.services.settings
 
     def request_stop(self) -> None:
-        self._stop.set()
+        self.services.stop_requested.set()
 
     def reload(self) -> None:
         """SIGHUP: re-read the registry and the settings (CH_HOME/daemon.env); tokens stay where they are."""
@@ -127,16 +66,15 @@ class Daemon:
         if (fresh.home, fresh.socket_path) != (self.settings.home, self.settings.socket_path):
             log.warning("reload_ignored_paths", hint="CH_HOME and CH_SOCKET change only with a restart")
             fresh = fresh.model_copy(update={"home": self.settings.home, "socket": self.settings.socket})
-        self.settings = self.oauth.settings = self.refresher.settings = fresh
-        self.notifier.configure(fresh.notify_command, fresh.event_command)
         configure_logging(fresh.log_level, fresh.log_format)
-        self.mcp.reload_registry()
-        log.info("daemon_reloaded", registry_servers=len(self.mcp.registry))
+        self.services.configure(fresh)
+        log.info("daemon_reloaded", registry_servers=len(self.services.mcp.registry))
         sd_notify.notify("READY=1")
 
     async def run(self, listener: socket.socket) -> None:
+        services = self.services
         server = RpcServer(
-            build_methods(self), streams=stream_methods(self), idle_timeout=self.settings.rpc_idle_timeout_s
+            bind(METHODS, services), streams=bind(STREAMS, services), idle_timeout=self.settings.rpc_idle_timeout_s
         )
         await server.start(listener)
         loop = asyncio.get_running_loop()
@@ -145,17 +83,15 @@ class Daemon:
         loop.add_signal_handler(signal.SIGHUP, self.reload)
         signal.pthread_sigmask(signal.SIG_UNBLOCK, HANDLED_SIGNALS)  # what arrived during start-up runs now
         log.info("daemon_started", pid=os.getpid(), socket=str(self.settings.socket_path), home=str(self.settings.home))
-        self.refresher.start()
+        services.refresher.start()
         sd_notify.notify("READY=1")
-        await self._stop.wait()
+        await services.stop_requested.wait()
         sd_notify.notify("STOPPING=1")
         log.info("daemon_stopping")
-        await self.flows.cancel_all()
-        await self.refresher.stop()  # refreshes in flight finish their writes first
+        await services.flows.cancel_all()
+        await services.refresher.stop()  # refreshes in flight finish their writes first
         await server.stop()
-        await self.notifier.drain()
-        if self._http is not None:
-            await self._http.close()
+        await services.close()
 
 
 def prepare_listener(settings: Settings) -> tuple[socket.socket, bool]:

@@ -28,6 +28,7 @@ from context_harness.services.oauth_service import (
     RefreshNotNeeded,
     RefreshRetry,
 )
+from context_harness.services.status import BridgeStatus
 from context_harness.stores.token_store import TokenStore
 from context_harness.upstream import messages
 from context_harness.upstream.session import Upstream
@@ -105,17 +106,17 @@ class LiveBridge:
     name: str
     upstream: Upstream
 
-    def summary(self) -> dict[str, Any]:
+    def status(self) -> BridgeStatus:
         counters = self.upstream.counters
-        return {
-            "id": self.id,
-            "transport": self.upstream.transport,
-            "started_at": counters.started_at,
-            "requests": counters.requests,
-            "renewals": counters.renewals,
-            "reinitializations": counters.reinitializations,
-            "last_error": counters.last_error,
-        }
+        return BridgeStatus(
+            id=self.id,
+            transport=self.upstream.transport,
+            started_at=counters.started_at,
+            requests=counters.requests,
+            renewals=counters.renewals,
+            reinitializations=counters.reinitializations,
+            last_error=counters.last_error,
+        )
 
 
 class Bridges:
@@ -126,7 +127,7 @@ class Bridges:
         tokens: TokenStore,
         oauth: OAuthService,
         http: Callable[[], aiohttp.ClientSession],
-        on_refreshed: Callable[[str], None],
+        on_refreshed: Callable[[str], None] = lambda _name: None,
     ) -> None:
         self.tokens = tokens
         self.oauth = oauth
@@ -135,8 +136,8 @@ class Bridges:
         self.live: dict[int, LiveBridge] = {}
         self._ids = itertools.count(1)
 
-    def for_server(self, name: str) -> list[dict[str, Any]]:
-        return [b.summary() for b in self.live.values() if b.name == name]
+    def for_server(self, name: str) -> list[BridgeStatus]:
+        return [b.status() for b in self.live.values() if b.name == name]
 
     async def open(self, name: str, replay: list[dict[str, Any]]) -> Result[Relay]:
         """Check the server can be bridged; the returned relay then owns the connection."""

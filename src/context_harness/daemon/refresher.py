@@ -20,7 +20,6 @@ import structlog
 from apscheduler.jobstores.base import JobLookupError
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
 
-from context_harness.daemon.settings import Settings
 from context_harness.primitives.oauth import DEFAULT_TOKEN_LIFETIME_S, MAX_TOKEN_LIFETIME_S, Credential, TokenState
 from context_harness.services.oauth_service import (
     OAuthService,
@@ -31,6 +30,7 @@ from context_harness.services.oauth_service import (
     RefreshNotNeeded,
     RefreshRetry,
 )
+from context_harness.stores.bindings import BindingStore
 from context_harness.stores.token_store import TokenStore
 
 log = structlog.get_logger(__name__)
@@ -81,6 +81,25 @@ def backoff_delay(attempt: int, base_s: float, cap_s: float, rng: random.Random)
     return max(rng.uniform(0, ceiling), base_s / 10)
 
 
+@dataclass(frozen=True, slots=True)
+class RefreshSettings:
+    """When to refresh, how many at once, how to back off; the defaults are the daemon's (README.md)."""
+
+    refresh_fraction: float = 0.75  # refresh with a quarter of the lifetime left
+    refresh_jitter: float = 0.05  # ± this much of the lifetime, so tokens issued together spread out
+    max_concurrent_refreshes: int = 16
+    # The scheduler's sleeps are capped so a laptop that slept past a refresh time catches up on wake.
+    wallclock_check_s: float = 30.0
+    min_refresh_spacing_s: float = 10.0  # however short a server makes its tokens
+    backoff_base_s: float = 5.0  # transient failures: exponential backoff with full jitter from here...
+    backoff_max_s: float = 300.0  # ...up to here
+
+    @property
+    def timing(self) -> tuple[float, float, float]:
+        """What a planned refresh time depends on."""
+        return (self.refresh_fraction, self.refresh_jitter, self.min_refresh_spacing_s)
+
+
 @dataclass(slots=True)
 class _Plan:
     due: float  # wall clock
@@ -91,15 +110,17 @@ class _Plan:
 class Refresher:
     def __init__(
         self,
-        settings: Settings,
+        settings: RefreshSettings,
         oauth: OAuthService,
         tokens: TokenStore,
+        bindings: BindingStore,
         clock: Callable[[], float] = time.time,
         rng: random.Random | None = None,
     ) -> None:
         self.settings = settings
         self.oauth = oauth
         self.tokens = tokens
+        self.bindings = bindings
         self.clock = clock
         self.rng = rng or random.Random()
         self.scheduler = AsyncIOScheduler(timezone=UTC)
@@ -113,18 +134,37 @@ class Refresher:
     def start(self) -> None:
         self.oauth.on_refresh_attempt = self.after_attempt  # a `chctl refresh` moves the plan too
         self.scheduler.start()
+        self._add_wall_clock_job(first_run=datetime.now(UTC))  # at start too: configs are repaired first
+        for credential in self.tokens.all():
+            self.schedule(credential.name, credential)
+        log.info("refresher_started", servers=len(self._plans))
+
+    def configure(self, settings: RefreshSettings) -> None:
+        """New settings (a reload): the concurrency limit, the wall-clock check and the plans follow them.
+        Refreshes in flight keep the limit they started under."""
+        previous, self.settings = self.settings, settings
+        if settings.max_concurrent_refreshes != previous.max_concurrent_refreshes:
+            self._limit = asyncio.Semaphore(settings.max_concurrent_refreshes)
+        if not self.scheduler.running:
+            return
+        if settings.wallclock_check_s != previous.wallclock_check_s:
+            self._add_wall_clock_job(first_run=None)
+        if settings.timing != previous.timing:
+            for name in list(self._plans):
+                if self._plans[name].attempt == 0:  # a backoff in progress keeps its time
+                    self.schedule(name)
+
+    def _add_wall_clock_job(self, first_run: datetime | None) -> None:
         self.scheduler.add_job(
             self._check_wall_clock,
             "interval",
             seconds=self.settings.wallclock_check_s,
             id=WALLCLOCK_JOB_ID,
+            replace_existing=True,
             coalesce=True,
             max_instances=1,
-            next_run_time=datetime.now(UTC),  # at start too: configs are repaired before anything else
+            **({"next_run_time": first_run} if first_run is not None else {}),
         )
-        for credential in self.tokens.all():
-            self.schedule(credential.name, credential)
-        log.info("refresher_started", servers=len(self._plans))
 
     async def stop(self, grace_s: float = 20.0) -> None:
         """Stop scheduling; let refreshes in flight finish their writes (bounded by `grace_s`).
@@ -156,7 +196,7 @@ class Refresher:
         ):
             self._unplan(name)
             return
-        if not self.oauth.mcp.bindings.for_server(name):
+        if not self.bindings.for_server(name):
             # No config carries it (removed): keep the credential, stop refreshing; `chctl add` resumes it.
             if name in self._plans:
                 log.info("refresh_paused", server=name, reason="no config carries the server")
@@ -211,7 +251,7 @@ class Refresher:
         await self.oauth.repair_configs()  # a crash or a failed write left a config behind the stored token
         now = self.clock()
         for name, plan in list(self._plans.items()):
-            if not self.oauth.mcp.bindings.for_server(name):  # its last binding went with its entry
+            if not self.bindings.for_server(name):  # its last binding went with its entry
                 self.schedule(name)
                 continue
             if plan.due <= now and name not in self._running:

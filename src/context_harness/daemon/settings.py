@@ -10,6 +10,9 @@ from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from context_harness.daemon.home_trust import check_home
+from context_harness.daemon.refresher import RefreshSettings
+from context_harness.services.oauth_service import OAuthSettings
+from context_harness.services.publisher import PublishSettings
 
 # Refresh with a quarter of the lifetime left: a 1 h token is renewed 15 min early.
 REFRESH_AT_FRACTION = 0.75
@@ -91,6 +94,30 @@ class Settings(BaseSettings):
     @property
     def lock_file(self) -> Path:
         return self.home / "daemon.lock"
+
+    # --- what each part gets: only the settings it needs, frozen -----------------------------------------
+
+    def oauth(self) -> OAuthSettings:
+        return OAuthSettings(
+            locks_dir=self.locks_dir,
+            http_timeout_s=self.http_timeout_s,
+            config_io_timeout_s=self.config_io_timeout_s,
+            client_metadata_url=self.client_metadata_url,
+        )
+
+    def publishing(self) -> PublishSettings:
+        return PublishSettings(io_timeout_s=self.config_io_timeout_s)
+
+    def refreshing(self) -> RefreshSettings:
+        return RefreshSettings(
+            refresh_fraction=self.refresh_fraction,
+            refresh_jitter=self.refresh_jitter,
+            max_concurrent_refreshes=self.max_concurrent_refreshes,
+            wallclock_check_s=self.wallclock_check_s,
+            min_refresh_spacing_s=self.min_refresh_spacing_s,
+            backoff_base_s=self.backoff_base_s,
+            backoff_max_s=self.backoff_max_s,
+        )
 
 
 def settings_file(home: Path) -> Path:

@@ -17,6 +17,7 @@ from context_harness.oauth.discovery import initialize_request
 from context_harness.primitives.mcp import SecretMode
 from context_harness.primitives.result import Failure
 from context_harness.services.config_service import ConfigService
+from context_harness.services.status import ServerStatus
 from context_harness.stores.bindings import BindingStore
 from context_harness.stores.token_store import TokenStore
 
@@ -210,14 +211,14 @@ async def _probe(session: aiohttp.ClientSession, url: str, headers: dict[str, st
 # --- every server's credential state ------------------------------------------------------------------------
 
 
-def server_checks(servers: list[dict[str, Any]], now: float | None = None) -> list[Check]:
-    """One check per row of the `status` RPC: each state a person may have to act on, and what to do."""
+def server_checks(servers: list[ServerStatus], now: float | None = None) -> list[Check]:
+    """One check per server: each state a person may have to act on, and what to do."""
     now = time.time() if now is None else now
-    return [_server_check(row, now) for row in servers]
+    return [_server_check(server, now) for server in servers]
 
 
-def _server_check(row: dict[str, Any], now: float) -> Check:
-    name, state, error = row["name"], row["state"], row.get("last_error")
+def _server_check(server: ServerStatus, now: float) -> Check:
+    name, state, error = server.name, server.state, server.last_error
     login = f"run `chctl auth {name}`"
     match state:
         case "pending_auth":
@@ -231,8 +232,8 @@ def _server_check(row: dict[str, Any], now: float) -> Check:
                 f"{name}: refresh failing, retrying" + _because(error),
                 "the daemon keeps retrying with backoff; `chctl logs` has the details",
             )
-        case "active" if row.get("expires_at") and not row.get("has_refresh_token"):
-            minutes = max(0, round((row["expires_at"] - now) / 60))
+        case "active" if server.expires_at and not server.has_refresh_token:
+            minutes = max(0, round((server.expires_at - now) / 60))
             return Check(
                 "server_state",
                 "warn",

@@ -99,13 +99,11 @@ class ImportService:
         oauth: OAuthService,
         clients: ClientStore,
         session: Callable[[], aiohttp.ClientSession],
-        http_timeout_s: float,
     ) -> None:
         self.mcp = mcp
         self.oauth = oauth
         self.clients = clients
         self._session = session
-        self.http_timeout_s = http_timeout_s
 
     async def import_logins(
         self, source: Source, path: Path, target: ConfigTarget, dry_run: bool
@@ -135,7 +133,7 @@ class ImportService:
     async def _adopt(
         self, name: str, url: str, login: HeldLogin, config_path: Path, entries: dict[str, Any]
     ) -> Adoption:
-        found = await discover(self._session(), url, self.http_timeout_s)
+        found = await discover(self._session(), url, self.oauth.settings.http_timeout_s)
         if isinstance(found, Failure):
             return _adoption(name, url, login, "skipped", f"{found.error} (run the import again later)")
         auth_server = found.value.auth_server

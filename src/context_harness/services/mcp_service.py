@@ -320,6 +320,27 @@ class MCPService:
         """Write the stored credential's current header into every config bound to `name` (in this thread)."""
         return self.publisher.publish_now(name)
 
+    def server_url(self, name: str) -> Result[str]:
+        """The URL an agent uses for `name` (a bound config's entry), else the registry's."""
+        for binding in self.bindings.for_server(name):
+            if binding.url:  # a bridged entry: the URL lives in the binding
+                return Success(binding.url)
+            fmt = get_format(binding.client)
+            entries = self.config.entries(Path(binding.path), fmt)
+            if isinstance(entries, Success):
+                entry = entries.value.get(name)
+                url = fmt.entry_url(entry) if isinstance(entry, dict) else None
+                if url:
+                    return Success(url)
+        known = self.registry.get(name)
+        if known is not None and known.url:
+            return Success(known.url)
+        if known is None:
+            unknown = self.get_server_info(name)
+            assert isinstance(unknown, Failure)
+            return Failure(unknown.error, unknown.code, f"add it first: `chctl add {name} --url URL`")
+        return Failure(f"{name} is not a remote server", ErrorCode.INVALID_PARAMS)
+
     def expects_login(self, name: str) -> bool:
         """Whether `name` uses OAuth: the registry says so, or a bound entry hands its header to us
         (`"oauth": false`, written at login) although no API key is stored for it."""

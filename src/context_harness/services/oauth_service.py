@@ -18,8 +18,6 @@ from typing import Any, Protocol
 import aiohttp
 import structlog
 
-from context_harness.config.format import get_format
-from context_harness.daemon.settings import Settings
 from context_harness.oauth.flow import AuthorizationUrlHandler, run_authorization_flow
 from context_harness.oauth.token_client import (
     PermanentError,
@@ -55,6 +53,15 @@ class TokenEvents(Protocol):
 class _NoEvents:
     def token_event(self, server: str, event: TokenEvent, message: str) -> None:
         pass
+
+
+@dataclass(frozen=True, slots=True)
+class OAuthSettings:
+    locks_dir: Path  # one lock file per server: one refresh at a time, across processes too
+    http_timeout_s: float = 30.0
+    config_io_timeout_s: float = 10.0  # reading a server's configs (its URL): a hung mount fails that call
+    # The https URL of a Client ID Metadata Document for context-harness, tried before Dynamic Client Registration.
+    client_metadata_url: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -125,7 +132,7 @@ class Runtime:
 class OAuthService:
     def __init__(
         self,
-        settings: Settings,
+        settings: OAuthSettings,
         tokens: TokenStore,
         clients: ClientStore,
         mcp: MCPService,
@@ -147,48 +154,10 @@ class OAuthService:
         self.runtime: dict[str, Runtime] = {}
         self._locks: dict[str, asyncio.Lock] = {}
 
-    # --- the seed's API --------------------------------------------------------------------------------
+    def configure(self, settings: OAuthSettings) -> None:
+        self.settings = settings
 
-    def get_status(self, name: str) -> Result[dict[str, Any]]:
-        credential = self.tokens.load(name)
-        if credential is None:
-            known = self.mcp.registry.get(name)
-            if known is None and not self.mcp.bindings.for_server(name):
-                unknown = self.mcp.get_server_info(name)  # NOT_FOUND with suggestions
-                assert isinstance(unknown, Failure)
-                return unknown
-            # The same state `status` shows for it.
-            state = TokenState.PENDING_AUTH.value if self.mcp.expects_login(name) else "no_auth"
-            return Success(
-                {
-                    "name": name,
-                    "state": state,
-                    "usable": False,
-                    "expires_at": None,
-                    "scopes": None,
-                    "issuer": None,
-                    "has_refresh_token": False,
-                }
-            )
-        state = self.state_of(credential)
-        tokens = credential.tokens
-        usable = (
-            bool(credential.secret)
-            and state not in (TokenState.NEEDS_REAUTH, TokenState.PENDING_AUTH)
-            and not (tokens is not None and tokens.is_expired(buffer_seconds=0))
-        )
-        return Success(
-            {
-                "name": name,
-                "state": state.value,
-                "usable": usable,
-                "expires_at": tokens.expires_at if tokens else None,
-                "scopes": (tokens.scope.split() if tokens and tokens.scope else credential.scopes),
-                "issuer": credential.issuer,
-                "has_refresh_token": bool(tokens and tokens.refresh_token),
-                "last_error": self.last_error_of(credential),
-            }
-        )
+    # --- the seed's API --------------------------------------------------------------------------------
 
     async def authenticate(
         self,
@@ -427,32 +396,8 @@ class OAuthService:
     async def server_url_off_loop(self, name: str) -> Result[str]:
         """`server_url`, read in a thread: a config on a hung mount fails this call only."""
         return await run_config_io(
-            lambda: self.server_url(name), self.settings.config_io_timeout_s, f"reading {name}'s configs"
+            lambda: self.mcp.server_url(name), self.settings.config_io_timeout_s, f"reading {name}'s configs"
         )
-
-    async def get_status_off_loop(self, name: str) -> Result[dict[str, Any]]:
-        return await run_config_io(lambda: self.get_status(name), self.settings.config_io_timeout_s, "auth.status")
-
-    def server_url(self, name: str) -> Result[str]:
-        """The URL an agent uses for `name` (a bound config's entry), else the registry's."""
-        for binding in self.mcp.bindings.for_server(name):
-            if binding.url:  # a bridged entry: the URL lives in the binding
-                return Success(binding.url)
-            fmt = get_format(binding.client)
-            entries = self.mcp.config.entries(Path(binding.path), fmt)
-            if isinstance(entries, Success):
-                entry = entries.value.get(name)
-                url = fmt.entry_url(entry) if isinstance(entry, dict) else None
-                if url:
-                    return Success(url)
-        known = self.mcp.registry.get(name)
-        if known is not None and known.url:
-            return Success(known.url)
-        if known is None:
-            unknown = self.mcp.get_server_info(name)
-            assert isinstance(unknown, Failure)
-            return Failure(unknown.error, unknown.code, f"add it first: `chctl add {name} --url URL`")
-        return Failure(f"{name} is not a remote server", ErrorCode.INVALID_PARAMS)
 
     @asynccontextmanager
     async def _lock(self, name: str) -> AsyncIterator[None]:

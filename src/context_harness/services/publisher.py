@@ -29,7 +29,7 @@ log = structlog.get_logger(__name__)
 
 
 @dataclass(frozen=True, slots=True)
-class PublishConfig:
+class PublishSettings:
     # A config that takes longer to write is on a hung mount (or is a FIFO): that write fails for now.
     io_timeout_s: float = 10.0
 
@@ -61,17 +61,17 @@ class Publisher:
         config: ConfigService,
         tokens: TokenStore,
         bindings: BindingStore,
-        settings: PublishConfig | None = None,
+        settings: PublishSettings | None = None,
     ) -> None:
         self.config = config
         self.tokens = tokens
         self.bindings = bindings
-        self.settings = settings or PublishConfig()
+        self.settings = settings or PublishSettings()
         # Per server: the bound configs whose last write failed, and why.
         self.errors: dict[str, dict[str, str]] = {}
         self._blocked: set[str] = set()  # configs whose write is still stuck in its thread
 
-    def configure(self, settings: PublishConfig) -> None:
+    def configure(self, settings: PublishSettings) -> None:
         self.settings = settings
 
     def header_value(self, credential: Credential, binding: Binding) -> str:

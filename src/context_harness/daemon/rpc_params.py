@@ -1,0 +1,108 @@
+"""The RPC methods' parameters, checked by pydantic before a handler runs. Documented in docs/protocol.md."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field
+
+from context_harness.config.format import DEFAULT_CLIENT, Mode
+from context_harness.primitives.mcp import SecretMode
+from context_harness.primitives.names import ServerName
+from context_harness.services.config_service import ConfigTarget
+
+
+def _path_text(value: str) -> str:
+    if "\0" in value:  # the OS refuses such a path; say so instead of failing deep inside a service
+        raise ValueError("a path cannot contain a NUL character")
+    return value
+
+
+def _absolute_path_text(value: str) -> str:
+    if not os.path.isabs(_path_text(value)):
+        raise ValueError("must be an absolute path")
+    return value
+
+
+PathText = Annotated[str, AfterValidator(_path_text)]
+AbsolutePathText = Annotated[str, AfterValidator(_absolute_path_text)]
+
+
+class Params(BaseModel):
+    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+
+
+class NoParams(Params):
+    pass
+
+
+class TargetParams(Params):
+    cwd: AbsolutePathText
+    project: PathText | None = None
+    global_: bool = Field(default=False, alias="global")
+    client: str = DEFAULT_CLIENT
+
+    def target(self) -> ConfigTarget:
+        return ConfigTarget(
+            cwd=Path(self.cwd), project=Path(self.project) if self.project else None, global_=self.global_
+        )
+
+
+class AddParams(TargetParams):
+    name: ServerName
+    url: str | None = None
+    headers: dict[str, str] = {}
+    api_key: str | None = None
+    key_header: str | None = None
+    command: list[str] | None = Field(default=None, min_length=1)
+    environment: dict[str, str] = {}
+    secret_mode: SecretMode = SecretMode.INLINE
+    bridge: bool = False
+    mode: Mode | None = None
+    clients: list[str] | None = Field(default=None, min_length=1)  # several at once; else `client`
+
+
+class BridgeOpenParams(Params):
+    name: str
+    # After a daemon restart: the client's own `initialize` and `notifications/initialized`, to set up a new
+    # upstream session without the client noticing.
+    replay: list[dict[str, Any]] = Field(default_factory=list, max_length=2)
+
+
+class NameTargetParams(TargetParams):
+    name: ServerName
+
+
+class DoctorParams(Params):
+    cwd: AbsolutePathText | None = None
+
+
+class AuthStartParams(Params):
+    name: ServerName
+    client_id: str | None = None
+    client_secret: str | None = None
+    scopes: list[str] | None = None
+    token_auth_method: Literal["client_secret_basic", "client_secret_post", "none"] | None = None
+    port: int = Field(default=0, ge=0, le=65535)
+    timeout_s: float = Field(default=300.0, gt=0, le=3600)
+
+
+class FlowParams(Params):
+    flow_id: str
+
+
+class PasteParams(FlowParams):
+    redirect_url: str
+
+
+class NameParams(Params):
+    name: ServerName
+
+
+class ImportParams(TargetParams):
+    client: Literal["opencode"] = "opencode"  # the adopted logins are written into opencode entries
+    source: Literal["opencode", "mcp-remote"]
+    path: str  # opencode's mcp-auth.json, or mcp-remote's config dir (~/.mcp-auth)
+    dry_run: bool = False

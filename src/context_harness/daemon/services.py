@@ -1,0 +1,129 @@
+"""The daemon's parts, built and wired in one place (`build_services`), for the daemon and the tests alike.
+
+RPC handlers get this object and nothing else; a reload hands new settings to `configure`, which passes
+each part the few settings it uses.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import aiohttp
+
+from context_harness.daemon.auth_flows import AuthFlows
+from context_harness.daemon.bridge import Bridges
+from context_harness.daemon.notifier import Notifier
+from context_harness.daemon.refresher import Refresher
+from context_harness.daemon.settings import Settings
+from context_harness.oauth.http import new_session
+from context_harness.services.config_service import ConfigService
+from context_harness.services.import_service import ImportService
+from context_harness.services.mcp_service import MCPService
+from context_harness.services.oauth_service import OAuthService
+from context_harness.services.publisher import Publisher
+from context_harness.services.status import StatusBoard
+from context_harness.stores.bindings import BindingStore
+from context_harness.stores.client_store import ClientStore
+from context_harness.stores.token_store import TokenStore
+
+
+class HttpClient:
+    """One client session for the daemon's outgoing requests, made on first use inside the running loop."""
+
+    def __init__(self) -> None:
+        self._session: aiohttp.ClientSession | None = None
+
+    def __call__(self) -> aiohttp.ClientSession:
+        if self._session is None or self._session.closed:
+            self._session = new_session()
+        return self._session
+
+    async def close(self) -> None:
+        if self._session is not None:
+            await self._session.close()
+
+
+@dataclass(eq=False)
+class Services:
+    settings: Settings
+    config: ConfigService
+    tokens: TokenStore
+    bindings: BindingStore
+    clients: ClientStore
+    publisher: Publisher
+    mcp: MCPService
+    oauth: OAuthService
+    notifier: Notifier
+    refresher: Refresher
+    flows: AuthFlows
+    bridges: Bridges
+    imports: ImportService
+    status: StatusBoard
+    http: HttpClient
+    stop_requested: asyncio.Event = field(default_factory=asyncio.Event)
+    started_monotonic: float = field(default_factory=time.monotonic)
+
+    def configure(self, settings: Settings) -> None:
+        """Settings changed (SIGHUP): every part that depends on them takes the new ones."""
+        self.settings = settings
+        self.oauth.configure(settings.oauth())
+        self.publisher.configure(settings.publishing())
+        self.refresher.configure(settings.refreshing())
+        self.notifier.configure(settings.notify_command, settings.event_command)
+        self.mcp.reload_registry()
+
+    def credential_changed(self, name: str) -> None:
+        """A credential was stored, refreshed elsewhere or forgotten, or its configs changed: (re)plan its
+        refresh."""
+        if self.refresher.scheduler.running:
+            self.refresher.schedule(name)
+
+    async def close(self) -> None:
+        """After the RPC server stopped: let hooks finish, close connections."""
+        await self.notifier.drain()
+        await self.http.close()
+
+
+def build_services(
+    settings: Settings, *, clock: Callable[[], float] = time.time, rng: random.Random | None = None
+) -> Services:
+    config = ConfigService()
+    tokens = TokenStore(settings.tokens_dir, settings.secrets_dir)
+    bindings = BindingStore(settings.bindings_file)
+    clients = ClientStore(settings.clients_dir)
+    publisher = Publisher(config, tokens, bindings, settings.publishing())
+    mcp = MCPService(config, tokens, bindings, publisher, settings.user_registry_file)
+    notifier = Notifier(settings.notify_command, settings.event_command)
+    http = HttpClient()
+    oauth = OAuthService(settings.oauth(), tokens, clients, mcp, publisher, http, events=notifier)
+    refresher = Refresher(settings.refreshing(), oauth, tokens, bindings, clock=clock, rng=rng)
+    flows = AuthFlows(oauth)
+    bridges = Bridges(tokens, oauth, http)
+    status = StatusBoard(tokens, bindings, mcp, oauth)
+    services = Services(
+        settings=settings,
+        config=config,
+        tokens=tokens,
+        bindings=bindings,
+        clients=clients,
+        publisher=publisher,
+        mcp=mcp,
+        oauth=oauth,
+        notifier=notifier,
+        refresher=refresher,
+        flows=flows,
+        bridges=bridges,
+        imports=ImportService(mcp, oauth, clients, http),
+        status=status,
+        http=http,
+    )
+    oauth.on_new_credential = services.credential_changed
+    bridges.on_refreshed = services.credential_changed
+    status.next_refresh_at = refresher.next_refresh_at
+    status.bridges = bridges.for_server
+    status.failed_login = flows.failed_logins.get
+    return services

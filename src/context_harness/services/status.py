@@ -1,0 +1,148 @@
+"""One server's status, built in one place for `chctl status`, `chctl doctor`, `chctl auth --status` and the
+results of a login or a refresh: what is stored on disk, what is true right now (refreshing, retrying, the
+last error), where the server is configured, and the live bridges carrying it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from context_harness.primitives.mcp import MCPAuthType
+from context_harness.primitives.oauth import Credential, TokenState
+from context_harness.primitives.result import Failure, Result, Success
+from context_harness.services.mcp_service import MCPService
+from context_harness.services.oauth_service import OAuthService, no_refresh_token_note
+from context_harness.services.publisher import Publisher
+from context_harness.stores.bindings import Binding, BindingStore
+from context_harness.stores.token_store import TokenStore
+
+NO_AUTH = "no_auth"  # the state of a server that needs no credential
+
+
+@dataclass(frozen=True, slots=True)
+class BridgeStatus:
+    """One live `chctl bridge` session."""
+
+    id: int
+    transport: str | None  # streamable-http or sse; None until the first exchange
+    started_at: float
+    requests: int
+    renewals: int  # credentials refreshed because the server refused one
+    reinitializations: int  # upstream sessions set up again (the server forgot ours, or the daemon restarted)
+    last_error: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class ServerStatus:
+    name: str
+    state: str  # a TokenState value, or `no_auth`
+    auth_type: MCPAuthType = MCPAuthType.NONE
+    usable: bool = False  # a credential that can be sent right now
+    expires_at: float | None = None
+    has_refresh_token: bool = False
+    scopes: list[str] | None = None
+    issuer: str | None = None
+    next_refresh_at: float | None = None
+    configs: list[str] = field(default_factory=list)  # the configs that carry it
+    config_errors: dict[str, str] = field(default_factory=dict)  # configs whose last write failed, and why
+    mode: str | None = None  # header, bridge, bridge+header; None when no config carries it
+    bridges: list[BridgeStatus] = field(default_factory=list)
+    last_error: str | None = None
+    note: str | None = None  # e.g. a token without a refresh token: when to log in again
+
+    def as_dict(self) -> dict[str, Any]:
+        return {**asdict(self), "auth_type": self.auth_type.value}
+
+
+class StatusBoard:
+    """Builds `ServerStatus`es. What only the daemon knows (the refresh plan, live bridges, failed logins)
+    comes through the three callables, which the daemon sets when it wires its parts together."""
+
+    def __init__(self, tokens: TokenStore, bindings: BindingStore, mcp: MCPService, oauth: OAuthService) -> None:
+        self.tokens = tokens
+        self.bindings = bindings
+        self.mcp = mcp
+        self.oauth = oauth
+        self.publisher: Publisher = mcp.publisher
+        self.next_refresh_at: Callable[[str], float | None] = lambda _name: None
+        self.bridges: Callable[[str], list[BridgeStatus]] = lambda _name: []
+        self.failed_login: Callable[[str], str | None] = lambda _name: None
+
+    def names(self) -> list[str]:
+        """Every server that is configured or has a credential."""
+        return sorted(set(self.bindings.load()) | set(self.tokens.names()))
+
+    def awaiting_login(self) -> list[str]:
+        """Bound servers without a credential: whether each expects a login is read from its configs."""
+        return [n for n in self.bindings.load() if not self.tokens.path(n).exists()]
+
+    def lookup(self, name: str) -> Result[ServerStatus]:
+        """`name`'s status, or NOT_FOUND (with suggestions) for a server nobody knows. Reads configs:
+        call it off the event loop."""
+        if (
+            self.tokens.load(name) is None
+            and self.mcp.registry.get(name) is None
+            and not self.bindings.for_server(name)
+        ):
+            unknown = self.mcp.get_server_info(name)
+            assert isinstance(unknown, Failure)
+            return unknown
+        return Success(self.server(name, expects_login=self.mcp.expects_login(name)))
+
+    def server(self, name: str, *, expects_login: bool) -> ServerStatus:
+        """`expects_login`: for a server without a credential, whether it awaits an OAuth login."""
+        credential = self.tokens.load(name)
+        bindings = self.bindings.for_server(name)
+        shared: dict[str, Any] = {
+            "name": name,
+            "next_refresh_at": self.next_refresh_at(name),
+            "configs": [b.path for b in bindings],
+            "config_errors": dict(self.publisher.errors.get(name, {})),
+            "mode": _mode(bindings),
+            "bridges": self.bridges(name),
+        }
+        if credential is None:
+            auth_type = MCPAuthType.OAUTH if expects_login else MCPAuthType.NONE
+            known = self.mcp.registry.get(name)
+            if known is not None and known.auth_type is MCPAuthType.API_KEY:
+                auth_type = MCPAuthType.API_KEY
+            state = TokenState.PENDING_AUTH.value if auth_type is MCPAuthType.OAUTH else NO_AUTH
+            return ServerStatus(state=state, auth_type=auth_type, last_error=self._last_error(name, None), **shared)
+        state_now = self.oauth.state_of(credential)
+        tokens = credential.tokens
+        expired = tokens is not None and tokens.is_expired(buffer_seconds=0)
+        note = None
+        if tokens is not None and not tokens.refresh_token and state_now is not TokenState.NEEDS_REAUTH:
+            note = no_refresh_token_note(credential)
+        return ServerStatus(
+            state=state_now.value,
+            auth_type=MCPAuthType.API_KEY if credential.kind == "api_key" else MCPAuthType.OAUTH,
+            usable=bool(credential.secret)
+            and state_now not in (TokenState.NEEDS_REAUTH, TokenState.PENDING_AUTH)
+            and not expired,
+            expires_at=tokens.expires_at if tokens else None,
+            has_refresh_token=bool(tokens and tokens.refresh_token),
+            scopes=tokens.scope.split() if tokens and tokens.scope else credential.scopes,
+            issuer=credential.issuer,
+            last_error=self._last_error(name, credential),
+            note=note,
+            **shared,
+        )
+
+    def servers(self, expects_login: dict[str, bool]) -> list[ServerStatus]:
+        return [self.server(n, expects_login=expects_login.get(n, False)) for n in self.names()]
+
+    def _last_error(self, name: str, credential: Credential | None) -> str | None:
+        """The refresh's last error, else a failed login, else the configs that could not be written."""
+        error = self.oauth.last_error_of(credential) if credential else None
+        error = error or self.failed_login(name)
+        config_errors = self.publisher.errors.get(name, {})
+        return error or ("; ".join(config_errors.values()) if config_errors else None)
+
+
+def _mode(bindings: list[Binding]) -> str | None:
+    """`bridge`, `header`, `bridge+header` (some configs each way), or None when no config carries it."""
+    modes = sorted({b.mode for b in bindings})
+    return "+".join(modes) if modes else None
