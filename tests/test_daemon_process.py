@@ -162,6 +162,28 @@ def test_sighup_rereads_settings_from_daemon_env(user_env: UserEnv) -> None:
         daemon.stop()
 
 
+def test_sighup_applies_the_rpc_idle_timeout_to_new_connections(user_env: UserEnv) -> None:
+    daemon = DaemonProcess(user_env).start()
+    try:
+        assert not _silent_connection_closed(user_env, within_s=1.5)  # the default: 30 s of silence
+        (user_env.ch_home / "daemon.env").write_text("CH_RPC_IDLE_TIMEOUT_S=0.5\n")
+        daemon.proc.send_signal(signal.SIGHUP)
+        wait_for(lambda: _silent_connection_closed(user_env, within_s=5), 20, what="the new idle timeout")
+    finally:
+        daemon.stop()
+
+
+def _silent_connection_closed(user_env: UserEnv, within_s: float) -> bool:
+    """Whether the daemon hangs up on a connection that says nothing, within `within_s`."""
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as conn:
+        conn.connect(str(user_env.socket))
+        conn.settimeout(within_s)
+        try:
+            return conn.recv(1) == b""
+        except TimeoutError:
+            return False
+
+
 def _level_applied(user_env: UserEnv, daemon: DaemonProcess) -> bool:
     """After the reload, info events (server_added) no longer reach the log."""
     before = sum(e.get("event") == "server_added" for e in daemon.log_events())

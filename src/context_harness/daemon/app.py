@@ -8,8 +8,6 @@ import os
 import signal
 import socket
 import sys
-import time
-from collections.abc import Callable
 
 import structlog
 from pydantic import ValidationError
@@ -41,8 +39,9 @@ HANDLED_SIGNALS = {signal.SIGTERM, signal.SIGINT, signal.SIGHUP}
 class Daemon:
     """The process around the services: the RPC server, signals, reload and shutdown; one per process."""
 
-    def __init__(self, settings: Settings, clock: Callable[[], float] = time.time) -> None:
-        self.services = build_services(settings, clock=clock)
+    def __init__(self, settings: Settings) -> None:
+        self.services = build_services(settings)
+        self.server: RpcServer | None = None
 
     @property
     def settings(self) -> Settings:
@@ -68,12 +67,14 @@ class Daemon:
             fresh = fresh.model_copy(update={"home": self.settings.home, "socket": self.settings.socket})
         configure_logging(fresh.log_level, fresh.log_format)
         self.services.configure(fresh)
+        if self.server is not None:
+            self.server.idle_timeout = fresh.rpc_idle_timeout_s
         log.info("daemon_reloaded", registry_servers=len(self.services.mcp.registry))
         sd_notify.notify("READY=1")
 
     async def run(self, listener: socket.socket) -> None:
         services = self.services
-        server = RpcServer(
+        server = self.server = RpcServer(
             bind(METHODS, services), streams=bind(STREAMS, services), idle_timeout=self.settings.rpc_idle_timeout_s
         )
         await server.start(listener)
