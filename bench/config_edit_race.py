@@ -17,6 +17,7 @@ import threading
 import time
 from pathlib import Path
 
+from context_harness.config.opencode import FORMAT as OPENCODE
 from context_harness.services.config_service import ConfigService
 
 EDITOR_INTERVAL_S = 0.002
@@ -55,7 +56,7 @@ def main() -> None:
         started = time.perf_counter()
         thread.start()
         while not done.is_set():
-            config.set_header(path, "srv", "Authorization", f"Bearer token-{writes % 2}")
+            config.set_header(path, "srv", "Authorization", f"Bearer token-{writes % 2}", OPENCODE)
             writes += 1
         thread.join()
         elapsed = time.perf_counter() - started

@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from context_harness.config.jsonc import parse_jsonc
+from context_harness.config.opencode import FORMAT as OPENCODE
 from context_harness.primitives.result import Success
 from context_harness.services.config_service import ConfigService
 from context_harness.stores import atomic
@@ -30,7 +31,7 @@ def test_a_save_made_while_our_temp_file_is_fsynced_survives(tmp_path: Path, mon
         real_fsync(fd)
 
     monkeypatch.setattr(atomic.os, "fsync", fsync_while_the_editor_saves)
-    written = ConfigService().set_header(path, "srv", "Authorization", "Bearer new-token")
+    written = ConfigService().set_header(path, "srv", "Authorization", "Bearer new-token", OPENCODE)
     assert isinstance(written, Success)
     document = parse_jsonc(path.read_text())
     assert document["theme"] == "dark"  # the person's save survived...

@@ -6,6 +6,7 @@ from pathlib import Path
 
 import pytest
 
+from context_harness.config.opencode import FORMAT as OPENCODE
 from context_harness.primitives.result import ErrorCode, Failure
 from context_harness.services.config_service import ConfigService
 from tests.support.daemon import DaemonProcess, chctl
@@ -20,9 +21,9 @@ def test_a_config_whose_root_or_mcp_is_not_an_object_is_config_invalid(tmp_path:
     path.write_text(text)
     config = ConfigService()
     for result in (
-        config.entries(path),
-        config.put_entry(path, "srv", {"type": "remote", "url": "https://example.com/mcp"}),
-        config.set_header(path, "srv", "Authorization", "Bearer x"),
+        config.entries(path, OPENCODE),
+        config.put_entry(path, "srv", {"type": "remote", "url": "https://example.com/mcp"}, OPENCODE),
+        config.set_header(path, "srv", "Authorization", "Bearer x", OPENCODE),
     ):
         assert isinstance(result, Failure) and result.code is ErrorCode.CONFIG_INVALID, result
         assert str(path) in result.error and "not an object" in result.error

@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from context_harness import __version__
-from context_harness.config.format import CLIENTS, ConfigFormat, get_format
+from context_harness.config.format import CLIENTS, DEFAULT_CLIENT, ConfigFormat, get_format
 from context_harness.daemon.rpc_params import (
     AddParams,
     BridgeOpenParams,
@@ -209,7 +209,7 @@ async def run_doctor(s: Services, p: DoctorParams) -> Result[dict[str, Any]]:
     checks = doctor.permission_checks(s.settings.home, s.tokens)
     extra: list[Path] = []
     if p.cwd:
-        nearest = s.config.resolve(ConfigTarget(cwd=Path(p.cwd)))
+        nearest = s.config.resolve(ConfigTarget(cwd=Path(p.cwd)), fmt=get_format(DEFAULT_CLIENT))
         if isinstance(nearest, Success):
             extra.append(nearest.value)
     try:  # reads every bound config and runs `git`: in a thread, so a hung file or repository stalls only this

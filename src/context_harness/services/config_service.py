@@ -1,7 +1,7 @@
 """ConfigService: find, create, read and surgically edit agent config files. Returns `Result`.
 
-Client-neutral: what differs between clients (paths, syntax, entry shapes) comes from a `ConfigFormat`;
-every method takes one and defaults to opencode's.
+Client-neutral: what differs between clients (paths, syntax, entry shapes) comes from the `ConfigFormat`
+every method is given; nothing here knows a client.
 """
 
 from __future__ import annotations
@@ -16,8 +16,7 @@ from typing import Any
 
 import structlog
 
-from context_harness.config import opencode
-from context_harness.config.format import ConfigFormat
+from context_harness.config.format import DEFAULT_CLIENT, ConfigFormat
 from context_harness.config.jsonc import JsoncEditError, JsoncError
 from context_harness.config.toml_edit import TomlEditError, TomlError
 from context_harness.primitives.result import ErrorCode, Failure, Result, Success
@@ -39,16 +38,13 @@ class ConfigTarget:
     global_: bool = False
 
 
-OPENCODE = opencode.FORMAT
-
-
-def _missing(path: Path, fmt: ConfigFormat = OPENCODE, init_command: str = "chctl init") -> Failure:
+def _missing(path: Path, fmt: ConfigFormat, init_command: str = "chctl init") -> Failure:
     return Failure(f"no {fmt.label} config at {path}", ErrorCode.CONFIG_MISSING, f"run `{init_command}` to create one")
 
 
-def _init_command(target: ConfigTarget, fmt: ConfigFormat = OPENCODE) -> str:
+def _init_command(target: ConfigTarget, fmt: ConfigFormat) -> str:
     """The `chctl init` that creates the config `target` names (the hint after `list --global` and the like)."""
-    client = "" if fmt is OPENCODE else f" --client {fmt.name}"
+    client = "" if fmt.name == DEFAULT_CLIENT else f" --client {fmt.name}"
     if target.project is not None:
         return f"chctl init --project {shlex.quote(str(target.project))}{client}"
     return ("chctl init --global" if target.global_ else "chctl init") + client
@@ -72,7 +68,7 @@ def _invalid(path: Path, exc: JsoncError | TomlError | UnicodeDecodeError) -> Fa
     )
 
 
-def _misshapen(path: Path, problem: str, fmt: ConfigFormat = OPENCODE) -> Failure:
+def _misshapen(path: Path, problem: str, fmt: ConfigFormat) -> Failure:
     return Failure(
         f"{path}: {problem}",
         ErrorCode.CONFIG_INVALID,
@@ -85,9 +81,7 @@ def _misshapen(path: Path, problem: str, fmt: ConfigFormat = OPENCODE) -> Failur
 READ_ERRORS = (OSError, JsoncError, TomlError, UnicodeDecodeError)
 
 
-def _read_failure(
-    path: Path, exc: OSError | JsoncError | TomlError | UnicodeDecodeError, fmt: ConfigFormat = OPENCODE
-) -> Failure:
+def _read_failure(path: Path, exc: OSError | JsoncError | TomlError | UnicodeDecodeError, fmt: ConfigFormat) -> Failure:
     if isinstance(exc, FileNotFoundError):
         return _missing(path, fmt)
     if isinstance(exc, JsoncError | TomlError | UnicodeDecodeError):
@@ -96,7 +90,7 @@ def _read_failure(
 
 
 class ConfigService:
-    def resolve(self, target: ConfigTarget, *, for_create: bool = False, fmt: ConfigFormat = OPENCODE) -> Result[Path]:
+    def resolve(self, target: ConfigTarget, *, fmt: ConfigFormat, for_create: bool = False) -> Result[Path]:
         if target.project is not None:
             directory = (target.cwd / target.project).resolve()
             if not directory.is_dir():
@@ -119,7 +113,7 @@ class ConfigService:
             return _missing(path, fmt, _init_command(target, fmt))
         return Success(path)
 
-    def init(self, target: ConfigTarget, fmt: ConfigFormat = OPENCODE) -> Result[tuple[Path, bool]]:
+    def init(self, target: ConfigTarget, fmt: ConfigFormat) -> Result[tuple[Path, bool]]:
         """Create the config (opencode's with `$schema` and an empty `mcp`), or leave an existing one alone."""
         resolved = self.resolve(target, for_create=True, fmt=fmt)
         if isinstance(resolved, Failure):
@@ -137,13 +131,13 @@ class ConfigService:
         log.info("config_created", path=str(path), client=fmt.name)
         return Success((path, True))
 
-    def read(self, path: Path, fmt: ConfigFormat = OPENCODE) -> Result[Any]:
+    def read(self, path: Path, fmt: ConfigFormat) -> Result[Any]:
         try:
             return Success(fmt.syntax.parse(path.read_bytes().decode("utf-8")))
         except READ_ERRORS as exc:
             return _read_failure(path, exc, fmt)
 
-    def entries(self, path: Path, fmt: ConfigFormat = OPENCODE) -> Result[dict[str, Any]]:
+    def entries(self, path: Path, fmt: ConfigFormat) -> Result[dict[str, Any]]:
         document = self.read(path, fmt)
         if isinstance(document, Failure):
             return document
@@ -153,7 +147,7 @@ class ConfigService:
         return Success(fmt.entries(document.value))
 
     def edit(
-        self, path: Path, change: Callable[[str], str], fmt: ConfigFormat = OPENCODE, *, private: bool = False
+        self, path: Path, change: Callable[[str], str], fmt: ConfigFormat, *, private: bool = False
     ) -> Result[None]:
         """Apply `change` to the file's text and replace it atomically, keeping its mode.
 
@@ -198,11 +192,11 @@ class ConfigService:
         return Failure(f"{path} kept changing while we edited it", ErrorCode.CONFIG_INVALID, "try again")
 
     def put_entry(
-        self, path: Path, name: str, entry: dict[str, Any], fmt: ConfigFormat = OPENCODE, *, private: bool = False
+        self, path: Path, name: str, entry: dict[str, Any], fmt: ConfigFormat, *, private: bool = False
     ) -> Result[None]:
         return self.edit(path, lambda text: fmt.syntax.set(text, fmt.entry_path(name), entry), fmt, private=private)
 
-    def remove_entry(self, path: Path, name: str, fmt: ConfigFormat = OPENCODE) -> Result[bool]:
+    def remove_entry(self, path: Path, name: str, fmt: ConfigFormat) -> Result[bool]:
         entries = self.entries(path, fmt)
         if isinstance(entries, Failure):
             return entries
@@ -212,7 +206,7 @@ class ConfigService:
         return edited if isinstance(edited, Failure) else Success(True)
 
     def set_header(
-        self, path: Path, name: str, header: str, value: str, fmt: ConfigFormat = OPENCODE, *, private: bool = False
+        self, path: Path, name: str, header: str, value: str, fmt: ConfigFormat, *, private: bool = False
     ) -> Result[None]:
         """Write one header of an existing entry (and whatever else the format needs beside it)."""
 
@@ -234,7 +228,7 @@ class ConfigService:
                 f"run `chctl add {name}` again to restore it",
             )
 
-    def remove_header(self, path: Path, name: str, header: str, fmt: ConfigFormat = OPENCODE) -> Result[None]:
+    def remove_header(self, path: Path, name: str, header: str, fmt: ConfigFormat) -> Result[None]:
         return self.edit(path, lambda text: fmt.remove_header(text, name, header), fmt)
 
 
