@@ -72,4 +72,4 @@ async def token_refresh(s: Services, p: NameParams) -> Result[dict[str, Any]]:
 
 
 async def auth_import(s: Services, p: ImportParams) -> Result[dict[str, Any]]:
-    return await s.imports.import_logins(p.source, Path(p.path), p.target(), p.dry_run)
+    return await s.imports.import_logins(p.source, Path(p.path), p.target(), dry_run=p.dry_run)

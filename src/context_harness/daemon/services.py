@@ -99,7 +99,9 @@ def build_services(
     mcp = MCPService(config, tokens, bindings, publisher, settings.user_registry_file)
     notifier = Notifier(settings.notify_command, settings.event_command)
     http = HttpClient()
-    oauth = OAuthService(settings.oauth(), tokens, clients, mcp, publisher, http, events=notifier)
+    oauth = OAuthService(
+        settings.oauth(), tokens=tokens, clients=clients, mcp=mcp, publisher=publisher, session=http, events=notifier
+    )
     refresher = Refresher(settings.refreshing(), oauth, tokens, bindings, clock=clock, rng=rng)
     flows = AuthFlows(oauth)
     bridges = Bridges(tokens, oauth, http)

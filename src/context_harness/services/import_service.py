@@ -106,7 +106,7 @@ class ImportService:
         self._session = session
 
     async def import_logins(
-        self, source: Source, path: Path, target: ConfigTarget, dry_run: bool
+        self, source: Source, path: Path, target: ConfigTarget, *, dry_run: bool
     ) -> Result[dict[str, Any]]:
         read = read_source(source, path)
         if isinstance(read, Failure):

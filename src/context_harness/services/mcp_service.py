@@ -194,7 +194,7 @@ class MCPService:
                 mode=mode,
                 url=plan.url if mode == "bridge" else None,
             )
-            entry = self._entry(fmt, name, plan, credential, binding, managed)
+            entry = self._entry(fmt, name, plan, credential=credential, binding=binding, managed=managed)
             inline_secret = mode == "header" and request.secret_mode is SecretMode.INLINE
             private = inline_secret and credential is not None and bool(credential.secret)
             # Binding first: a crash before the entry is written leaves a binding without an entry, which the
@@ -280,6 +280,7 @@ class MCPService:
         fmt: ConfigFormat,
         name: str,
         plan: Planned,
+        *,
         credential: Credential | None,
         binding: Binding,
         managed: bool,

@@ -133,6 +133,7 @@ class OAuthService:
     def __init__(
         self,
         settings: OAuthSettings,
+        *,
         tokens: TokenStore,
         clients: ClientStore,
         mcp: MCPService,
