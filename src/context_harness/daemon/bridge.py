@@ -27,6 +27,7 @@ from context_harness.services.oauth_service import (
     RefreshNeedsReauth,
     RefreshNotNeeded,
     RefreshRetry,
+    needs_login,
 )
 from context_harness.services.status import BridgeStatus
 from context_harness.stores.token_store import TokenStore
@@ -93,7 +94,7 @@ class ServerCredentials:
                     "the daemon keeps retrying; try again shortly",
                 )
             case RefreshNeedsReauth(reason, code):
-                return Failure(f"{name} needs a new login: {reason}", code, login)
+                return needs_login(name, reason, code)
             case RefreshImpossible():
                 return Failure(
                     f"{name} refused its token and no refresh token was issued", ErrorCode.AUTH_REQUIRED, login

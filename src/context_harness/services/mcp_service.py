@@ -138,14 +138,20 @@ class MCPService:
     def list_configured(
         self, target: ConfigTarget, client: str = DEFAULT_CLIENT
     ) -> Result[tuple[Path, dict[str, Any]]]:
+        found = self._config_of(target, client)
+        if isinstance(found, Failure):
+            return found
+        fmt, path = found.value
+        entries = self.config.entries(path, fmt)
+        return entries if isinstance(entries, Failure) else Success((path, entries.value))
+
+    def _config_of(self, target: ConfigTarget, client: str) -> Result[tuple[ConfigFormat, Path]]:
+        """`client`'s format and the config file `target` names."""
         fmt = client_format(client)
         if isinstance(fmt, Failure):
             return fmt
         path = self.config.resolve(target, fmt=fmt.value)
-        if isinstance(path, Failure):
-            return path
-        entries = self.config.entries(path.value, fmt.value)
-        return entries if isinstance(entries, Failure) else Success((path.value, entries.value))
+        return path if isinstance(path, Failure) else Success((fmt.value, path.value))
 
     def add(self, request: AddRequest) -> Result[AddOutcome]:
         name = request.name
@@ -298,24 +304,20 @@ class MCPService:
 
     def remove(self, name: str, target: ConfigTarget, client: str = DEFAULT_CLIENT) -> Result[Path]:
         """Remove `name` from `client`'s config; the path it was removed from."""
-        fmt = client_format(client)
-        if isinstance(fmt, Failure):
-            return fmt
-        path = self.config.resolve(target, fmt=fmt.value)
-        if isinstance(path, Failure):
-            return path
-        removed = self.config.remove_entry(path.value, name, fmt.value)
+        found = self._config_of(target, client)
+        if isinstance(found, Failure):
+            return found
+        fmt, path = found.value
+        removed = self.config.remove_entry(path, name, fmt)
         if isinstance(removed, Failure):
             return removed
-        self.bindings.unbind(name, path.value.resolve())
+        self.bindings.unbind(name, path.resolve())
         if not removed.value:
             return Failure(
-                f"{path.value} has no {fmt.value.where(name)} entry",
-                ErrorCode.NOT_FOUND,
-                "see `chctl list` for configured servers",
+                f"{path} has no {fmt.where(name)} entry", ErrorCode.NOT_FOUND, "see `chctl list` for configured servers"
             )
-        log.info("server_removed", server=name, path=str(path.value), client=client)
-        return Success(path.value)
+        log.info("server_removed", server=name, path=str(path), client=client)
+        return Success(path)
 
     def update_auth(self, name: str) -> Result[PublishReport]:
         """Write the stored credential's current header into every config bound to `name` (in this thread)."""

@@ -249,10 +249,7 @@ class OAuthService:
                     "the daemon keeps retrying in the background; see `chctl status`",
                 )
             case RefreshNeedsReauth(reason, code):
-                hint = f"run `chctl auth {name}`"
-                if code is ErrorCode.INVALID_CLIENT:
-                    hint += " (it registers a new client; pass --client-id if you registered yours by hand)"
-                return Failure(f"{name} needs a new login: {reason}", code, hint)
+                return needs_login(name, reason, code)
             case RefreshImpossible(credential):
                 return Failure(
                     f"{name}: {no_refresh_token_note(credential)}",
@@ -467,6 +464,14 @@ class OAuthService:
                 }
             )
         return outcomes
+
+
+def needs_login(name: str, reason: str, code: ErrorCode) -> Failure:
+    """The error for a credential only a new login can mend (the refresh was refused)."""
+    hint = f"run `chctl auth {name}`"
+    if code is ErrorCode.INVALID_CLIENT:
+        hint += " (it registers a new client; pass --client-id if you registered yours by hand)"
+    return Failure(f"{name} needs a new login: {reason}", code, hint)
 
 
 def no_refresh_token_note(credential: Credential, now: float | None = None) -> str:
