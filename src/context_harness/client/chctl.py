@@ -312,6 +312,12 @@ def cmd_bridge(args: argparse.Namespace) -> int:
     return bridge.run(args.name)
 
 
+def cmd_service(args: argparse.Namespace) -> int:
+    from context_harness.client.service import run_service  # only `chctl service` needs it
+
+    return run_service(args)
+
+
 def cmd_doctor(args: argparse.Namespace) -> int:
     try:
         result = call("doctor", {"cwd": os.getcwd()})
@@ -499,7 +505,7 @@ def _extensions() -> list[Callable[[Any], None]]:
         import_cmd.add_import_parser,
         logs.add_logs_parser,
         completion.add_completion_parser,
-        lambda sub: service_args.add_service_arguments(sub, service_args.run_service_lazily),
+        lambda sub: service_args.add_service_arguments(sub, cmd_service),
     ]
 
 
