@@ -11,6 +11,7 @@ import os
 import sys
 import time
 
+from context_harness.client.arguments import add_json_flag
 from context_harness.client.output import HINT_PREFIX, print_json, printable
 from context_harness.client.rpc_client import RpcError, call
 
@@ -50,12 +51,12 @@ def add_auth_parsers(sub: Any) -> None:
     mode = p.add_mutually_exclusive_group()
     mode.add_argument("--status", action="store_true", help="state, expiry, scopes, issuer; exit 0 if usable")
     mode.add_argument("--logout", action="store_true", help="revoke at the server, then forget the tokens")
-    p.add_argument("--json", action="store_true", help="print JSON instead of text")
+    add_json_flag(p)
     p.set_defaults(func=cmd_auth)
 
     p = sub.add_parser("refresh", help="refresh a server's OAuth token now")
     p.add_argument("name", help="the server whose token to refresh")
-    p.add_argument("--json", action="store_true", help="print JSON instead of text")
+    add_json_flag(p)
     p.set_defaults(func=cmd_refresh)
 
 
