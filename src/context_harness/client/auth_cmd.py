@@ -12,7 +12,7 @@ import sys
 import time
 
 from context_harness.client.arguments import add_json_flag
-from context_harness.client.output import HINT_PREFIX, print_json, printable
+from context_harness.client.output import print_hint, print_json, printable
 from context_harness.client.rpc_client import RpcError, call
 
 TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (~2 ms of start-up)
@@ -85,7 +85,7 @@ def cmd_auth(args: argparse.Namespace) -> int:
         for path, reason in stuck.items():
             print(f"  header NOT removed from {printable(path)}: {printable(reason)}", file=sys.stderr)
         if stuck:
-            print(f"{HINT_PREFIX}remove the {args.name} header from the file(s) above by hand", file=sys.stderr)
+            print_hint(f"remove the {args.name} header from the file(s) above by hand", file=sys.stderr)
         return 1 if stuck else 0
     return auth_login(args)
 
@@ -103,7 +103,7 @@ def auth_status(args: argparse.Namespace) -> int:
         if status.get("last_error"):
             print(f"  last error: {printable(status['last_error'])}")
         if not status["usable"]:
-            print(f"{HINT_PREFIX}run `chctl auth {args.name}` to log in", file=sys.stderr)
+            print_hint(f"run `chctl auth {args.name}` to log in", file=sys.stderr)
     return 0 if status["usable"] else 1
 
 

@@ -15,9 +15,9 @@ from types import SimpleNamespace
 from context_harness import __version__
 from context_harness.client import rpc_client, states
 from context_harness.client.output import (
-    HINT_PREFIX,
     paint,
     print_error,
+    print_hint,
     print_json,
     printable,
     table,
@@ -292,9 +292,9 @@ def cmd_doctor(args: argparse.Namespace) -> int:
     try:
         result = call("doctor", {"cwd": os.getcwd()})
     except RpcError as exc:
-        print(f"✗ daemon reachable: {exc.message}")
+        print(f"✗ daemon reachable: {printable(exc.message)}")
         if exc.hint:
-            print(HINT_PREFIX + exc.hint)
+            print_hint(exc.hint, file=sys.stdout)
         return DOCTOR_EXIT["error"]
     checks = [
         {"name": "daemon", "level": "ok", "message": f"daemon reachable on {rpc_client.socket_path()}", "hint": None},
@@ -309,7 +309,7 @@ def cmd_doctor(args: argparse.Namespace) -> int:
             mark, name = marks[check["level"]]
             print(f"{paint(mark, name) if colour else mark} {printable(check['message'])}")
             if check["level"] != "ok" and check.get("hint"):
-                print(HINT_PREFIX + printable(check["hint"]))
+                print_hint(check["hint"], file=sys.stdout)
     return max(DOCTOR_EXIT[c["level"]] for c in checks)
 
 

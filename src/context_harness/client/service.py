@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import TextIO
 
 from context_harness import units
-from context_harness.client.output import HINT_PREFIX, print_error
+from context_harness.client.output import error_tag, print_error, print_hint
 from context_harness.client.service_args import add_service_arguments
 from context_harness.primitives.result import ErrorCode, Failure
 from context_harness.stores.atomic import atomic_write_bytes
@@ -411,10 +411,10 @@ def _warn_if_unavailable(manager: ServiceManager, action: str, err: TextIO) -> N
     try:
         manager.check_available()
     except ServiceError as exc:
-        stop = f"`chctl service {action}` would stop with error[{exc.failure.code}]"
+        stop = f"`chctl service {action}` would stop with {error_tag(exc.failure.code)}"
         print(f"note: {exc.failure.error}: {stop}", file=err)
         if exc.failure.hint:
-            print(HINT_PREFIX + exc.failure.hint, file=err)
+            print_hint(exc.failure.hint, file=err)
 
 
 def _dispatch(manager: ServiceManager, action: str, dry_run: bool, runner: Runner, out: TextIO, err: TextIO) -> None:
