@@ -176,7 +176,7 @@ def auth_login(args: argparse.Namespace) -> int:
     # On a terminal the line is redrawn in place; not while a pasted URL is being typed on it.
     live = opened and sys.stderr.isatty()
     try:
-        result = wait_for_login(flow_id, deadline, what, live)
+        result = wait_for_login(flow_id, deadline, what=what, live=live)
     except CANCEL_ON:
         try:
             call("auth.cancel", {"flow_id": flow_id})
@@ -205,7 +205,7 @@ def _left(seconds: float) -> str:
     return f"{whole // 60}:{whole % 60:02d}"
 
 
-def wait_for_login(flow_id: str, deadline: float, what: str, live: bool) -> Any:
+def wait_for_login(flow_id: str, deadline: float, *, what: str, live: bool) -> Any:
     """`auth.wait` in a thread while this one shows the time left: redrawn every second on a terminal,
     a plain line a minute otherwise. Ctrl-C reaches this thread (the caller cancels the flow)."""
     import threading

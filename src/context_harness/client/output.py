@@ -32,7 +32,7 @@ def printable(text: object) -> str:
     return str(text).translate(_CONTROL)
 
 
-def print_error(code: str, message: str, hint: str | None = None, file: TextIO | None = None) -> int:
+def print_error(code: str, message: str, hint: str | None = None, *, file: TextIO | None = None) -> int:
     """`error[CODE]: message` and the hint line (a fallback when there is none) to stderr or `file`; returns 1."""
     out = sys.stderr if file is None else file
     print(f"{error_tag(code)}: {printable(message)}", file=out)

@@ -325,7 +325,7 @@ def describe(actions: Sequence[Action]) -> str:
     return "".join(parts)
 
 
-def execute(actions: Sequence[Action], runner: Runner, out: TextIO, err: TextIO) -> None:
+def execute(actions: Sequence[Action], runner: Runner, *, out: TextIO, err: TextIO) -> None:
     for action in actions:
         match action:
             case Write(path, content):
@@ -400,7 +400,7 @@ def run_service(
     runner = runner if runner is not None else run_command
     try:
         manager = service_manager(machine if machine is not None else Machine.current(), runner)
-        _dispatch(manager, args.service_action, bool(args.dry_run), runner, out, err)
+        _dispatch(manager, args.service_action, dry_run=bool(args.dry_run), runner=runner, out=out, err=err)
     except ServiceError as exc:
         return print_error(exc.failure.code, exc.failure.error, exc.failure.hint, file=err)
     return 0
@@ -417,7 +417,7 @@ def _warn_if_unavailable(manager: ServiceManager, action: str, err: TextIO) -> N
             print_hint(exc.failure.hint, file=err)
 
 
-def _dispatch(manager: ServiceManager, action: str, dry_run: bool, runner: Runner, out: TextIO, err: TextIO) -> None:
+def _dispatch(manager: ServiceManager, action: str, *, dry_run: bool, runner: Runner, out: TextIO, err: TextIO) -> None:
     if action == "status":
         if dry_run:
             _warn_if_unavailable(manager, action, err)
@@ -442,4 +442,4 @@ def _dispatch(manager: ServiceManager, action: str, dry_run: bool, runner: Runne
         out.write(describe(plan))
         return
     manager.check_available()
-    execute(plan, runner, out, err)
+    execute(plan, runner, out=out, err=err)
