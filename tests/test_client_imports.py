@@ -1,4 +1,5 @@
-"""chctl's modules depend on each other one way only: no import cycle, not even through a lazy import."""
+"""chctl's modules depend on each other one way only (no import cycle, not even through a lazy import), and
+what they copy from the daemon instead of importing it stays equal to the daemon's."""
 
 from __future__ import annotations
 
@@ -6,6 +7,10 @@ import ast
 import subprocess
 import sys
 from pathlib import Path
+
+from context_harness import units
+from context_harness.client import arguments, logs
+from context_harness.config.format import CLIENTS, DEFAULT_CLIENT
 
 CLIENT = Path(__file__).resolve().parents[1] / "src" / "context_harness" / "client"
 PACKAGE = "context_harness.client"
@@ -77,3 +82,13 @@ def test_chctl_status_loads_only_the_client_modules_it_needs() -> None:
     done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True)
     loaded = {name.removeprefix(PACKAGE + ".") for name in done.stdout.split()}
     assert loaded == {PACKAGE, "chctl", "output", "rpc_client", "states", "wire"}
+
+
+def test_chctl_offers_exactly_the_clients_the_daemon_knows_the_default_first() -> None:
+    assert arguments.CLIENTS == tuple(CLIENTS)
+    assert arguments.CLIENTS[0] == DEFAULT_CLIENT
+
+
+def test_chctl_logs_looks_for_the_units_the_service_installs() -> None:
+    assert logs.SYSTEMD_UNIT == units.SYSTEMD_SERVICE
+    assert logs.LAUNCHD_PLIST[-1] == units.LAUNCHD_PLIST

@@ -14,7 +14,8 @@ if TYPE_CHECKING:
     import argparse
     from typing import Any
 
-# What `--client` accepts; the daemon's config.format.CLIENTS (not imported: chctl must start fast).
+# What `--client` accepts, the default first: the daemon's config.format.CLIENTS (not imported: chctl must start
+# fast; tests/test_client_imports.py keeps the two equal).
 CLIENTS = ("opencode", "claude-code", "codex", "gemini", "cursor", "vscode")
 
 
@@ -32,7 +33,7 @@ def add_target(parser: argparse.ArgumentParser, *, many_clients: bool = False) -
         dest="clients",
         action="append" if many_clients else "store",
         choices=CLIENTS,
-        help="whose config: opencode (default), claude-code, codex, gemini, cursor, vscode"
+        help=f"whose config: {CLIENTS[0]} (default), {', '.join(CLIENTS[1:])}"
         + (" (repeatable)" if many_clients else ""),
     )
 

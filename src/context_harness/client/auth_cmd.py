@@ -17,7 +17,7 @@ from context_harness.client.rpc_client import RpcError, call
 
 TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (~2 ms of start-up)
 
-if TYPE_CHECKING:  # chctl imports this module for every command: nothing heavy at import time
+if TYPE_CHECKING:  # chctl imports this module to build its parser, for most commands: nothing heavy at import
     import argparse
     from typing import Any
 

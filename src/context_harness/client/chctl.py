@@ -1,8 +1,9 @@
 """chctl: the context-harness command line. Talks to context-harnessd over its Unix socket.
 
-Standard library only (argparse, socket, json, getpass, shlex), so it starts about as fast as `python3`:
-modules only some commands need (getpass, shlex, and those behind `auth` and `service`) are imported by them,
-and `chctl status` skips argparse (see `parse_fast`).
+Standard library only, so it starts about as fast as `python3`: it speaks JSON through `wire` and the socket
+through `_socket` (see rpc_client.py); what only some commands need (getpass, shlex, json for --json, the
+modules behind `auth`, `bridge` and `service`) is imported by them; and `chctl status` and `chctl bridge NAME`
+skip argparse (see `parse_fast`).
 """
 
 from __future__ import annotations
@@ -482,7 +483,7 @@ FAST_SPELLINGS = {("status",): False, ("status", "--json"): True}
 
 
 def parse_fast(args_list: Sequence[str]) -> SimpleNamespace | None:
-    """What argparse would make of `args_list`, for the spellings in FAST_SPELLINGS; else None."""
+    """What argparse would make of `args_list` for `bridge NAME` and the spellings in FAST_SPELLINGS; else None."""
     if len(args_list) == 2 and args_list[0] == "bridge" and not args_list[1].startswith("-"):
         return SimpleNamespace(command="bridge", name=args_list[1], func=cmd_bridge)  # agents spawn it per session
     as_json = FAST_SPELLINGS.get(tuple(args_list))

@@ -2,7 +2,7 @@
 
 Linux: systemd user units (a socket unit plus a `Type=notify` service) in
 `$XDG_CONFIG_HOME/systemd/user/`. macOS: a launchd agent in `~/Library/LaunchAgents/`.
-Standard library only: chctl imports this and must start fast.
+Standard library only (and no daemon code): chctl imports this for `chctl service`.
 
 Each command is a list of actions (write, remove, run) built first and then either printed
 (`--dry-run`) or carried out in order, so a dry run shows exactly what a real run does.
