@@ -5,7 +5,7 @@ from __future__ import annotations
 import io
 import json
 
-from context_harness.client.output import print_error
+from context_harness.client.output import print_error, print_hint
 from tests.support.daemon import DaemonProcess, chctl
 from tests.support.env import UserEnv
 from tests.support.ports import closed_port
@@ -74,3 +74,9 @@ def test_an_error_without_a_hint_of_its_own_still_gets_one() -> None:
         first, hint = err.getvalue().splitlines()
         assert first == f"error[{code}]: something failed"
         assert hint.startswith("  hint: ") and len(hint) > len("  hint: ")
+
+
+def test_a_hint_is_one_indented_line_with_no_control_characters() -> None:
+    out = io.StringIO()
+    print_hint("run \x1b]0;title\x07`chctl auth srv`", file=out)
+    assert out.getvalue() == "  hint: run ]0;title`chctl auth srv`\n"

@@ -16,12 +16,13 @@ from tests.support.terminal import Terminal
 
 def test_the_log_is_the_journal_under_systemd_the_launchd_file_on_macos_else_daemon_log(tmp_path: Path) -> None:
     home, config, ch_home = tmp_path / "home", tmp_path / "home/.config", tmp_path / "home/.context-harness"
-    assert log_source("linux", str(home), str(config), str(ch_home)) == str(ch_home / "daemon.log")
+    paths = {"home": str(home), "config_home": str(config), "ch_home": str(ch_home)}
+    assert log_source(platform="linux", **paths) == str(ch_home / "daemon.log")
 
     unit = config / "systemd/user/context-harness.service"
     unit.parent.mkdir(parents=True)
     unit.write_text("[Service]\n")
-    assert log_source("linux", str(home), str(config), str(ch_home)) == [
+    assert log_source(platform="linux", **paths) == [
         "journalctl",
         "--user",
         "-u",
@@ -34,9 +35,7 @@ def test_the_log_is_the_journal_under_systemd_the_launchd_file_on_macos_else_dae
     plist = home / "Library/LaunchAgents/ai.context-harness.daemon.plist"
     plist.parent.mkdir(parents=True)
     plist.write_text("<plist/>")
-    assert log_source("darwin", str(home), str(config), str(ch_home)) == str(
-        home / "Library/Logs/context-harness/daemon.log"
-    )
+    assert log_source(platform="darwin", **paths) == str(home / "Library/Logs/context-harness/daemon.log")
 
 
 def test_a_json_line_is_rendered_as_time_level_event_and_fields() -> None:

@@ -89,3 +89,11 @@ def test_a_readable_config_with_inline_secrets_is_reported(daemon: DaemonProcess
     assert str(config) in warning["message"] and "644" in warning["message"] and "context7" in warning["message"]
     assert "chmod 600" in warning["hint"] and "--secret-mode file" in warning["hint"]
     assert "ctx7-key-not-real" not in json.dumps(found)
+
+
+def test_without_a_daemon_doctor_says_so_with_a_hint_and_exits_2(user_env: UserEnv) -> None:
+    done = chctl(user_env, "doctor")
+    assert done.returncode == 2
+    first, hint = done.stdout.splitlines()
+    assert first.startswith("✗ daemon reachable: the daemon is not answering on ")
+    assert hint == "  hint: start it with `chctl daemon start` (or `context-harnessd` in a terminal)"

@@ -11,12 +11,13 @@ import os
 import sys
 import time
 
-from context_harness.client.output import HINT_PREFIX, print_json, printable
+from context_harness.client.arguments import add_json_flag
+from context_harness.client.output import print_hint, print_json, printable
 from context_harness.client.rpc_client import RpcError, call
 
 TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (~2 ms of start-up)
 
-if TYPE_CHECKING:  # chctl imports this module for every command: nothing heavy at import time
+if TYPE_CHECKING:  # chctl imports this module to build its parser, for most commands: nothing heavy at import
     import argparse
     from typing import Any
 
@@ -50,12 +51,12 @@ def add_auth_parsers(sub: Any) -> None:
     mode = p.add_mutually_exclusive_group()
     mode.add_argument("--status", action="store_true", help="state, expiry, scopes, issuer; exit 0 if usable")
     mode.add_argument("--logout", action="store_true", help="revoke at the server, then forget the tokens")
-    p.add_argument("--json", action="store_true", help="print JSON instead of text")
+    add_json_flag(p)
     p.set_defaults(func=cmd_auth)
 
     p = sub.add_parser("refresh", help="refresh a server's OAuth token now")
     p.add_argument("name", help="the server whose token to refresh")
-    p.add_argument("--json", action="store_true", help="print JSON instead of text")
+    add_json_flag(p)
     p.set_defaults(func=cmd_refresh)
 
 
@@ -84,7 +85,7 @@ def cmd_auth(args: argparse.Namespace) -> int:
         for path, reason in stuck.items():
             print(f"  header NOT removed from {printable(path)}: {printable(reason)}", file=sys.stderr)
         if stuck:
-            print(f"{HINT_PREFIX}remove the {args.name} header from the file(s) above by hand", file=sys.stderr)
+            print_hint(f"remove the {args.name} header from the file(s) above by hand", file=sys.stderr)
         return 1 if stuck else 0
     return auth_login(args)
 
@@ -102,7 +103,7 @@ def auth_status(args: argparse.Namespace) -> int:
         if status.get("last_error"):
             print(f"  last error: {printable(status['last_error'])}")
         if not status["usable"]:
-            print(f"{HINT_PREFIX}run `chctl auth {args.name}` to log in", file=sys.stderr)
+            print_hint(f"run `chctl auth {args.name}` to log in", file=sys.stderr)
     return 0 if status["usable"] else 1
 
 
@@ -175,7 +176,7 @@ def auth_login(args: argparse.Namespace) -> int:
     # On a terminal the line is redrawn in place; not while a pasted URL is being typed on it.
     live = opened and sys.stderr.isatty()
     try:
-        result = wait_for_login(flow_id, deadline, what, live)
+        result = wait_for_login(flow_id, deadline, what=what, live=live)
     except CANCEL_ON:
         try:
             call("auth.cancel", {"flow_id": flow_id})
@@ -204,7 +205,7 @@ def _left(seconds: float) -> str:
     return f"{whole // 60}:{whole % 60:02d}"
 
 
-def wait_for_login(flow_id: str, deadline: float, what: str, live: bool) -> Any:
+def wait_for_login(flow_id: str, deadline: float, *, what: str, live: bool) -> Any:
     """`auth.wait` in a thread while this one shows the time left: redrawn every second on a terminal,
     a plain line a minute otherwise. Ctrl-C reaches this thread (the caller cancels the flow)."""
     import threading

@@ -45,7 +45,7 @@ def write_all(fd: int, data: bytes) -> None:
         view = view[os.write(fd, view) :]
 
 
-def error_reply(request_id: Any, message: str, code: str, hint: str | None = None) -> bytes:
+def error_reply(request_id: Any, message: str, *, code: str, hint: str | None = None) -> bytes:
     data: dict[str, Any] = {"code": code}
     if hint:
         data["hint"] = hint
@@ -161,11 +161,12 @@ class Bridge:
         data = error.get("data") if isinstance(error, dict) else None
         data = data if isinstance(data, dict) else {}
         message = str(error.get("message")) if isinstance(error, dict) else "the daemon refused the bridge"
+        code, hint = str(data.get("code", "INTERNAL")), data.get("hint")
         self.drop_connection()
         self.next_attempt = time.monotonic() + 1.0
         for _since, _line, request_id in self.queue:
             if request_id is not None:
-                write_all(STDOUT, error_reply(request_id, message, str(data.get("code", "INTERNAL")), data.get("hint")))
+                write_all(STDOUT, error_reply(request_id, message, code=code, hint=hint))
         self.queue = []
 
     def lost(self) -> None:
@@ -178,8 +179,8 @@ class Bridge:
                 error_reply(
                     request_id,
                     "context-harnessd went away while this request was in flight",
-                    "DAEMON_UNAVAILABLE",
-                    "send it again: the bridge has reconnected or is reconnecting",
+                    code="DAEMON_UNAVAILABLE",
+                    hint="send it again: the bridge has reconnected or is reconnecting",
                 ),
             )
         self.in_flight = {}
@@ -245,8 +246,8 @@ class Bridge:
                     error_reply(
                         request_id,
                         f"context-harnessd is not answering on {rpc_client.socket_path()}",
-                        "DAEMON_UNAVAILABLE",
-                        "start it with `chctl daemon start`; see `chctl doctor`",
+                        code="DAEMON_UNAVAILABLE",
+                        hint="start it with `chctl daemon start`; see `chctl doctor`",
                     ),
                 )
         self.queue = keep

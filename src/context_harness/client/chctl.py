@@ -1,8 +1,9 @@
 """chctl: the context-harness command line. Talks to context-harnessd over its Unix socket.
 
-Standard library only (argparse, socket, json, getpass, shlex), so it starts about as fast as `python3`:
-modules only some commands need (getpass, shlex, and those behind `auth` and `service`) are imported by them,
-and `chctl status` skips argparse (see `parse_fast`).
+Standard library only, so it starts about as fast as `python3`: it speaks JSON through `wire` and the socket
+through `_socket` (see rpc_client.py); what only some commands need (getpass, shlex, json for --json, the
+modules behind `auth`, `bridge` and `service`) is imported by them; and `chctl status` and `chctl bridge NAME`
+skip argparse (see `parse_fast`).
 """
 
 from __future__ import annotations
@@ -15,9 +16,9 @@ from types import SimpleNamespace
 from context_harness import __version__
 from context_harness.client import rpc_client, states
 from context_harness.client.output import (
-    HINT_PREFIX,
     paint,
     print_error,
+    print_hint,
     print_json,
     printable,
     table,
@@ -31,13 +32,9 @@ TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (~2 ms of
 
 if TYPE_CHECKING:
     import argparse
-    from collections.abc import Callable, Sequence
-    from typing import Any
-
-    Handler = Callable[[argparse.Namespace], int]
+    from collections.abc import Sequence
 
 
-JSON_HELP = "print JSON instead of text"
 MIN_DESCRIPTION = 30  # `chctl registry` on a terminal narrower than URLs plus this leaves the URLs out
 NAME_HELP = "a server from `chctl registry`, or a name of your choice with --url or --command"
 EXAMPLES = """\
@@ -70,40 +67,6 @@ DOCTOR_EXIT = {"ok": 0, "warn": 1, "error": 2}
 # --- argument helpers -----------------------------------------------------------------------------------
 
 
-# What `--client` accepts; the daemon's config.format.CLIENTS (not imported: chctl must start fast).
-CLIENTS = ("opencode", "claude-code", "codex", "gemini", "cursor", "vscode")
-
-
-def add_target(parser: argparse.ArgumentParser, many_clients: bool = False) -> None:
-    group = parser.add_mutually_exclusive_group()
-    group.add_argument("--project", metavar="DIR", help="DIR's config (opencode.json[c], .mcp.json, ...)")
-    group.add_argument("--global", dest="global_", action="store_true", help="the client's user-level config")
-    parser.add_argument(
-        "--client",
-        dest="clients",
-        action="append" if many_clients else "store",
-        choices=CLIENTS,
-        help="whose config: opencode (default), claude-code, codex, gemini, cursor, vscode"
-        + (" (repeatable)" if many_clients else ""),
-    )
-
-
-def target(args: argparse.Namespace) -> dict[str, Any]:
-    params: dict[str, Any] = {"cwd": os.getcwd()}
-    if args.project:
-        params["project"] = os.path.abspath(args.project)
-    if args.global_:
-        params["global"] = True
-    client = getattr(args, "clients", None)
-    if isinstance(client, str):
-        params["client"] = client
-    return params
-
-
-def clients_of(args: argparse.Namespace) -> list[str]:
-    return list(dict.fromkeys(args.clients or ["opencode"]))
-
-
 def key_values(items: Sequence[str] | None, flag: str) -> dict[str, str]:
     result: dict[str, str] = {}
     for item in items or []:
@@ -118,6 +81,8 @@ def key_values(items: Sequence[str] | None, flag: str) -> dict[str, str]:
 
 
 def cmd_init(args: argparse.Namespace) -> int:
+    from context_harness.client.arguments import target
+
     result = call("config.init", target(args))
     print(f"created {result['path']}" if result["created"] else f"{result['path']} already exists; left as it is")
     return 0
@@ -151,6 +116,8 @@ def cmd_registry(args: argparse.Namespace) -> int:
 
 
 def cmd_list(args: argparse.Namespace) -> int:
+    from context_harness.client.arguments import target
+
     result = call("mcp.list", target(args))
     if args.json:
         print_json(result)
@@ -185,6 +152,8 @@ def read_api_key(args: argparse.Namespace) -> str | None:
 def cmd_add(args: argparse.Namespace) -> int:
     import getpass
     import shlex
+
+    from context_harness.client.arguments import clients_of, target
 
     picked = args.name is None  # `chctl add` alone: pick from the registry, on a terminal only
     if picked:
@@ -242,6 +211,8 @@ def cmd_add(args: argparse.Namespace) -> int:
 
 
 def cmd_remove(args: argparse.Namespace) -> int:
+    from context_harness.client.arguments import clients_of, target
+
     params = target(args)
     params["name"] = args.name
     for client in clients_of(args):
@@ -312,13 +283,19 @@ def cmd_bridge(args: argparse.Namespace) -> int:
     return bridge.run(args.name)
 
 
+def cmd_service(args: argparse.Namespace) -> int:
+    from context_harness.client.service import run_service  # only `chctl service` needs it
+
+    return run_service(args)
+
+
 def cmd_doctor(args: argparse.Namespace) -> int:
     try:
         result = call("doctor", {"cwd": os.getcwd()})
     except RpcError as exc:
-        print(f"✗ daemon reachable: {exc.message}")
+        print(f"✗ daemon reachable: {printable(exc.message)}")
         if exc.hint:
-            print(HINT_PREFIX + exc.hint)
+            print_hint(exc.hint, file=sys.stdout)
         return DOCTOR_EXIT["error"]
     checks = [
         {"name": "daemon", "level": "ok", "message": f"daemon reachable on {rpc_client.socket_path()}", "hint": None},
@@ -333,7 +310,7 @@ def cmd_doctor(args: argparse.Namespace) -> int:
             mark, name = marks[check["level"]]
             print(f"{paint(mark, name) if colour else mark} {printable(check['message'])}")
             if check["level"] != "ok" and check.get("hint"):
-                print(HINT_PREFIX + printable(check["hint"]))
+                print_hint(check["hint"], file=sys.stdout)
     return max(DOCTOR_EXIT[c["level"]] for c in checks)
 
 
@@ -382,6 +359,8 @@ def cmd_daemon(args: argparse.Namespace) -> int:
 def build_parser() -> argparse.ArgumentParser:
     import argparse
 
+    from context_harness.client.arguments import add_json_flag, add_target
+
     parser = argparse.ArgumentParser(
         prog="chctl",
         description="Keep MCP server credentials valid and written into opencode's config.",
@@ -396,12 +375,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_init)
 
     p = sub.add_parser("registry", help="list the servers chctl knows how to add")
-    p.add_argument("--json", action="store_true", help=JSON_HELP)
+    add_json_flag(p)
     p.set_defaults(func=cmd_registry)
 
     p = sub.add_parser("list", help="list the MCP servers in an opencode config")
     add_target(p)
-    p.add_argument("--json", action="store_true", help=JSON_HELP)
+    add_json_flag(p)
     p.set_defaults(func=cmd_list)
 
     p = sub.add_parser(
@@ -443,7 +422,7 @@ def build_parser() -> argparse.ArgumentParser:
         choices=["bridge", "header"],
         help="bridge or header, for every --client (default: header for opencode, bridge for the others)",
     )
-    p.add_argument("--json", action="store_true", help=JSON_HELP)
+    add_json_flag(p)
     p.set_defaults(func=cmd_add, usage_error=p.error)
 
     p = sub.add_parser("remove", help="remove a server from an agent's config")
@@ -452,7 +431,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_remove)
 
     p = sub.add_parser("clients", help="the agent clients on this machine and the servers each carries")
-    p.add_argument("--json", action="store_true", help=JSON_HELP)
+    add_json_flag(p)
     p.set_defaults(func=cmd_clients)
 
     p = sub.add_parser(
@@ -465,7 +444,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_bridge)
 
     p = sub.add_parser("status", help="every server's credential state, expiry and next refresh")
-    p.add_argument("--json", action="store_true", help=JSON_HELP)
+    add_json_flag(p)
     p.set_defaults(func=cmd_status)
 
     p = sub.add_parser(
@@ -474,7 +453,7 @@ def build_parser() -> argparse.ArgumentParser:
         description="Check the daemon, permissions, configs and every server's login. "
         "Exit status: 0 when all is well, 1 on warnings, 2 on errors.",
     )
-    p.add_argument("--json", action="store_true", help=JSON_HELP)
+    add_json_flag(p)
     p.set_defaults(func=cmd_doctor)
 
     p = sub.add_parser("daemon", help="run, start, stop or query the daemon")
@@ -483,24 +462,18 @@ def build_parser() -> argparse.ArgumentParser:
         choices=["run", "start", "stop", "status"],
         help="run: in this terminal; start: in the background; stop; status: pid, uptime, socket",
     )
-    p.add_argument("--json", action="store_true", help=JSON_HELP)
+    add_json_flag(p)
     p.set_defaults(func=cmd_daemon)
 
-    for extend in _extensions():
-        extend(sub)
-    return parser
-
-
-def _extensions() -> list[Callable[[Any], None]]:
+    # The commands that live in modules of their own; imported here, so `chctl status` does not load them.
     from context_harness.client import auth_cmd, completion, import_cmd, logs, service_args
 
-    return [
-        auth_cmd.add_auth_parsers,
-        import_cmd.add_import_parser,
-        logs.add_logs_parser,
-        completion.add_completion_parser,
-        lambda sub: service_args.add_service_arguments(sub, service_args.run_service_lazily),
-    ]
+    auth_cmd.add_auth_parsers(sub)
+    import_cmd.add_import_parser(sub)
+    logs.add_logs_parser(sub)
+    completion.add_completion_parser(sub, parser)
+    service_args.add_service_arguments(sub, cmd_service)
+    return parser
 
 
 # `chctl status` is what people and status bars run most often. Building the argparse parser for every
@@ -510,7 +483,7 @@ FAST_SPELLINGS = {("status",): False, ("status", "--json"): True}
 
 
 def parse_fast(args_list: Sequence[str]) -> SimpleNamespace | None:
-    """What argparse would make of `args_list`, for the spellings in FAST_SPELLINGS; else None."""
+    """What argparse would make of `args_list` for `bridge NAME` and the spellings in FAST_SPELLINGS; else None."""
     if len(args_list) == 2 and args_list[0] == "bridge" and not args_list[1].startswith("-"):
         return SimpleNamespace(command="bridge", name=args_list[1], func=cmd_bridge)  # agents spawn it per session
     as_json = FAST_SPELLINGS.get(tuple(args_list))

@@ -22,7 +22,8 @@ SHELLS = ("bash", "zsh", "fish")
 NAME_DESTS = ("name",)  # positionals that take a server name
 
 
-def add_completion_parser(sub: Any) -> None:
+def add_completion_parser(sub: Any, root: argparse.ArgumentParser) -> None:
+    """Register `completion`; its scripts are made from `root`, chctl's whole parser, once it is complete."""
     p = sub.add_parser(
         "completion",
         help="print a shell completion script (bash, zsh or fish)",
@@ -31,7 +32,7 @@ def add_completion_parser(sub: Any) -> None:
         "fish: `chctl completion fish > ~/.config/fish/completions/chctl.fish`.",
     )
     p.add_argument("shell", choices=[*SHELLS, "names"], help="the shell; `names` lists server names for the scripts")
-    p.set_defaults(func=cmd_completion)
+    p.set_defaults(func=cmd_completion, root_parser=root)
 
 
 class Command:
@@ -72,10 +73,8 @@ def cmd_completion(args: argparse.Namespace) -> int:
     if args.shell == "names":
         sys.stdout.write("".join(name + "\n" for name in server_names()))
         return 0
-    from context_harness.client.chctl import build_parser
-
     render = {"bash": bash_script, "zsh": zsh_script, "fish": fish_script}[args.shell]
-    sys.stdout.write(render(commands(build_parser())))
+    sys.stdout.write(render(commands(args.root_parser)))
     return 0
 
 

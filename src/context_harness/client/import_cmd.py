@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 import time
 
+from context_harness.client.arguments import add_json_flag, add_target, target
 from context_harness.client.output import print_json, table, when
 from context_harness.client.rpc_client import call
 
@@ -28,8 +29,6 @@ OUTCOMES = {
 
 
 def add_import_parser(sub: Any) -> None:
-    from context_harness.client.chctl import JSON_HELP, add_target
-
     p = sub.add_parser(
         "import",
         help="adopt the logins opencode or mcp-remote hold (no new login)",
@@ -47,7 +46,7 @@ def add_import_parser(sub: Any) -> None:
     )
     add_target(p)
     p.add_argument("--dry-run", action="store_true", help="show what would be adopted; change nothing")
-    p.add_argument("--json", action="store_true", help=JSON_HELP)
+    add_json_flag(p)
     p.set_defaults(func=cmd_import)
 
 
@@ -60,8 +59,6 @@ def default_path(source: str) -> str:
 
 
 def cmd_import(args: argparse.Namespace) -> int:
-    from context_harness.client.chctl import target
-
     params = target(args)
     path = os.path.abspath(args.path or default_path(args.source))
     params.update(source=args.source, path=path, dry_run=args.dry_run)

@@ -23,7 +23,7 @@ if TYPE_CHECKING:
     from collections.abc import Iterable, Iterator
     from typing import Any
 
-SYSTEMD_UNIT = "context-harness.service"  # as context_harness.units names it (not imported: it reads files)
+SYSTEMD_UNIT = "context-harness.service"  # as context_harness.units names it (not imported: it pulls in re, pathlib)
 LAUNCHD_LOG = ("Library", "Logs", "context-harness", "daemon.log")
 LAUNCHD_PLIST = ("Library", "LaunchAgents", "ai.context-harness.daemon.plist")
 FOLLOW_POLL_S = 0.2  # how often `-f` looks for new lines in a file
@@ -42,7 +42,7 @@ def add_logs_parser(sub: Any) -> None:
     p.set_defaults(func=cmd_logs)
 
 
-def log_source(platform: str, home: str, config_home: str, ch_home: str) -> list[str] | str:
+def log_source(*, platform: str, home: str, config_home: str, ch_home: str) -> list[str] | str:
     """The journalctl command (a list) or the log file (a str) that holds the daemon's log."""
     unit = os.path.join(config_home, "systemd", "user", SYSTEMD_UNIT)
     if platform.startswith("linux") and os.path.exists(unit):
@@ -59,11 +59,11 @@ def _config_home(home: str) -> str:
 
 def cmd_logs(args: argparse.Namespace) -> int:
     home = os.path.expanduser("~")
-    source = log_source(sys.platform, home, _config_home(home), state_home())
+    source = log_source(platform=sys.platform, home=home, config_home=_config_home(home), ch_home=state_home())
     pretty = sys.stdout.isatty()
     colour = use_colour()
     if isinstance(source, list):
-        lines = _journal(source, args.lines, args.follow)
+        lines = _journal(source, args.lines, follow=args.follow)
     elif not os.path.exists(source):
         raise RpcError(
             "NOT_FOUND",
@@ -72,13 +72,13 @@ def cmd_logs(args: argparse.Namespace) -> int:
             "`chctl daemon run` shows it in the terminal",
         )
     else:
-        lines = _file(source, args.lines, args.follow)
+        lines = _file(source, args.lines, follow=args.follow)
     for line in lines:
         print(render(line, colour) if pretty else line, flush=args.follow)
     return 0
 
 
-def _file(path: str, count: int, follow: bool) -> Iterator[str]:
+def _file(path: str, count: int, *, follow: bool) -> Iterator[str]:
     from collections import deque
 
     with open(path, "rb") as log:  # bytes: a line the daemon is still writing is kept until it ends
@@ -101,7 +101,7 @@ def _line(raw: bytes) -> str:
     return raw.decode("utf-8", errors="replace").rstrip("\n")
 
 
-def _journal(argv: list[str], count: int, follow: bool) -> Iterable[str]:
+def _journal(argv: list[str], count: int, *, follow: bool) -> Iterable[str]:
     import subprocess
 
     command = [*argv, "-n", str(max(0, count)), *(["-f"] if follow else [])]

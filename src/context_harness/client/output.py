@@ -32,11 +32,22 @@ def printable(text: object) -> str:
     return str(text).translate(_CONTROL)
 
 
-def print_error(code: str, message: str, hint: str | None = None, file: TextIO | None = None) -> int:
+def print_error(code: str, message: str, hint: str | None = None, *, file: TextIO | None = None) -> int:
+    """`error[CODE]: message` and the hint line (a fallback when there is none) to stderr or `file`; returns 1."""
     out = sys.stderr if file is None else file
-    print(f"error[{printable(code)}]: {printable(message)}", file=out)
-    print(HINT_PREFIX + printable(hint or FALLBACK_HINTS.get(code, DEFAULT_HINT)), file=out)
+    print(f"{error_tag(code)}: {printable(message)}", file=out)
+    print_hint(hint or FALLBACK_HINTS.get(code, DEFAULT_HINT), file=out)
     return 1
+
+
+def error_tag(code: str) -> str:
+    """How chctl names an error code wherever it shows one: `error[CODE]`."""
+    return f"error[{printable(code)}]"
+
+
+def print_hint(hint: str, *, file: TextIO) -> None:
+    """The indented `hint:` line that says what to do next, under an error or a failed check."""
+    print(HINT_PREFIX + printable(hint), file=file)
 
 
 def print_json(value: Any) -> None:

@@ -101,7 +101,7 @@ def start_daemon() -> None:
         os.close(log_fd)
 
 
-def connect(autostart: bool = True) -> _socket.socket:
+def connect(*, autostart: bool = True) -> _socket.socket:
     path = socket_path()
     sock = _connect(path)
     if sock is not None:
@@ -143,7 +143,7 @@ def _read_line(sock: _socket.socket) -> bytes:
 
 
 def call(method: str, params: dict[str, Any] | None = None, *, autostart: bool = True) -> Any:
-    sock = connect(autostart)
+    sock = connect(autostart=autostart)
     try:
         request = {"jsonrpc": "2.0", "id": 1, "method": method, "params": params or {}}
         sock.sendall(wire.dumps(request).encode() + b"\n")

@@ -2,7 +2,7 @@
 
 Linux: systemd user units (a socket unit plus a `Type=notify` service) in
 `$XDG_CONFIG_HOME/systemd/user/`. macOS: a launchd agent in `~/Library/LaunchAgents/`.
-Standard library only: chctl imports this and must start fast.
+Standard library only (and no daemon code): chctl imports this for `chctl service`.
 
 Each command is a list of actions (write, remove, run) built first and then either printed
 (`--dry-run`) or carried out in order, so a dry run shows exactly what a real run does.
@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import TextIO
 
 from context_harness import units
-from context_harness.client.output import HINT_PREFIX, print_error
+from context_harness.client.output import error_tag, print_error, print_hint
 from context_harness.client.service_args import add_service_arguments
 from context_harness.primitives.result import ErrorCode, Failure
 from context_harness.stores.atomic import atomic_write_bytes
@@ -325,7 +325,7 @@ def describe(actions: Sequence[Action]) -> str:
     return "".join(parts)
 
 
-def execute(actions: Sequence[Action], runner: Runner, out: TextIO, err: TextIO) -> None:
+def execute(actions: Sequence[Action], runner: Runner, *, out: TextIO, err: TextIO) -> None:
     for action in actions:
         match action:
             case Write(path, content):
@@ -400,7 +400,7 @@ def run_service(
     runner = runner if runner is not None else run_command
     try:
         manager = service_manager(machine if machine is not None else Machine.current(), runner)
-        _dispatch(manager, args.service_action, bool(args.dry_run), runner, out, err)
+        _dispatch(manager, args.service_action, dry_run=bool(args.dry_run), runner=runner, out=out, err=err)
     except ServiceError as exc:
         return print_error(exc.failure.code, exc.failure.error, exc.failure.hint, file=err)
     return 0
@@ -411,13 +411,13 @@ def _warn_if_unavailable(manager: ServiceManager, action: str, err: TextIO) -> N
     try:
         manager.check_available()
     except ServiceError as exc:
-        stop = f"`chctl service {action}` would stop with error[{exc.failure.code}]"
+        stop = f"`chctl service {action}` would stop with {error_tag(exc.failure.code)}"
         print(f"note: {exc.failure.error}: {stop}", file=err)
         if exc.failure.hint:
-            print(HINT_PREFIX + exc.failure.hint, file=err)
+            print_hint(exc.failure.hint, file=err)
 
 
-def _dispatch(manager: ServiceManager, action: str, dry_run: bool, runner: Runner, out: TextIO, err: TextIO) -> None:
+def _dispatch(manager: ServiceManager, action: str, *, dry_run: bool, runner: Runner, out: TextIO, err: TextIO) -> None:
     if action == "status":
         if dry_run:
             _warn_if_unavailable(manager, action, err)
@@ -442,4 +442,4 @@ def _dispatch(manager: ServiceManager, action: str, dry_run: bool, runner: Runne
         out.write(describe(plan))
         return
     manager.check_available()
-    execute(plan, runner, out, err)
+    execute(plan, runner, out=out, err=err)

@@ -1,7 +1,8 @@
 """The `chctl service install|uninstall|status [--dry-run]` arguments, apart from the machinery in service.py.
 
 chctl registers every command's arguments on each run; keeping these here lets it do that without importing
-service.py (dataclasses, subprocess, the unit templates), which only `chctl service` needs.
+service.py (dataclasses, subprocess, the unit templates), which only `chctl service` needs. This module only
+defines arguments: whoever registers them passes the handler, so nothing here imports service.py.
 """
 
 from __future__ import annotations
@@ -29,10 +30,3 @@ def add_service_arguments(
             "--dry-run", action="store_true", help="print what would be written and run; change nothing"
         )
     service.set_defaults(func=func)
-
-
-def run_service_lazily(args: argparse.Namespace) -> int:
-    """chctl's entry to `chctl service`: service.py is imported only now."""
-    from context_harness.client.service import run_service
-
-    return run_service(args)

@@ -1,7 +1,7 @@
 """A server's state as `chctl status` says it: in words, with the next action, and a colour.
 
 Green: nothing to do. Yellow: the daemon is acting (refreshing, retrying) or a login will be due by itself.
-Red: it needs you. Standard library only, nothing imported: `chctl status` must start fast.
+Red: it needs you. Imports nothing but output.py: `chctl status` must start fast.
 """
 
 from __future__ import annotations
