@@ -76,6 +76,14 @@ class Counters:
     last_error: str | None = None
 
 
+@dataclass(slots=True)
+class Retries:
+    """What one POST has already done to be answered; each is done once, then the answer is final."""
+
+    renewed: bool = False  # a 401 renewed the credential
+    reinitialized: bool = False  # the lost session was initialized again
+
+
 class Upstream:
     def __init__(self, name: str, url: str, http: aiohttp.ClientSession, credentials: Credentials, deliver: Deliver):
         self.name = name
@@ -229,7 +237,7 @@ class Upstream:
     async def _post_streamable(self, message: dict[str, Any], body: bytes) -> bool:
         """POST one message and relay what comes back. True: the server wants the legacy transport."""
         is_initialize = message.get("method") == "initialize"
-        renewed = reinitialized = False
+        retries = Retries()
         while True:
             generation = self._generation
             extra = {"Accept": ACCEPT_BOTH, "Content-Type": "application/json"}
@@ -237,15 +245,8 @@ class Upstream:
             headers, used = self._headers(extra, with_session=not is_initialize)
             async with _post(self.http, self.url, body, headers) as response:
                 status = response.status
-                if status == 401 and not renewed:
-                    renewed = True
-                    await self._renew(used)
-                    continue
-                if status == 401:
-                    raise RelayFailure(self._refused())
-                if status == 404 and not is_initialize and self.session_id and not reinitialized:
-                    reinitialized = True
-                    await self._reinitialize(generation)
+                session_lost = status == 404 and not is_initialize and bool(self.session_id)
+                if await self._recovered(status, used, generation, retries, session_lost=session_lost):
                     continue
                 if is_initialize and self.transport is None and status in LEGACY_HINT_STATUSES:
                     return True
@@ -424,7 +425,7 @@ class Upstream:
             self._reinitialize_soon(generation)
 
     async def _post_legacy(self, message: dict[str, Any], body: bytes) -> None:
-        renewed = reinitialized = False
+        retries = Retries()
         while True:
             generation = self._generation
             if self._sse_endpoint is None:
@@ -433,21 +434,32 @@ class Upstream:
             headers, used = self._headers({"Content-Type": "application/json"}, with_session=False)
             async with self.http.post(self._sse_endpoint, data=body, headers=headers, timeout=STREAM_TIMEOUT) as r:
                 status = r.status
-            if status == 401 and not renewed:
-                renewed = True
-                await self._renew(used)
-                continue
-            if status == 401:
-                raise RelayFailure(self._refused())
-            if status in (404, 400) and not reinitialized and message.get("method") != "initialize":
-                reinitialized = True  # the session behind this endpoint is gone
-                await self._reinitialize(generation)
+            # A 404 or 400: the session behind this endpoint is gone.
+            session_lost = status in (404, 400) and message.get("method") != "initialize"
+            if await self._recovered(status, used, generation, retries, session_lost=session_lost):
                 continue
             if status >= 400:
                 raise RelayFailure(self._unusable(status))
             return  # the response comes on the stream
 
     # --- sessions and credentials -----------------------------------------------------------------------
+
+    async def _recovered(
+        self, status: int, used: str | None, generation: int, retries: Retries, *, session_lost: bool
+    ) -> bool:
+        """Whether a POST answered `status` is to be sent again, now that what it asked for is done: a 401
+        renews the credential (a second 401 is final: RelayFailure), a lost session is initialized again."""
+        if status == 401:
+            if retries.renewed:
+                raise RelayFailure(self._refused())
+            retries.renewed = True
+            await self._renew(used)
+            return True
+        if session_lost and not retries.reinitialized:
+            retries.reinitialized = True
+            await self._reinitialize(generation)
+            return True
+        return False
 
     async def _reinitialize(self, seen_generation: int) -> None:
         """Initialize the session again with the client's own handshake; once for all who saw it break."""

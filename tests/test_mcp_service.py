@@ -1,0 +1,227 @@
+"""`MCPService.add` in process, built from real stores in tmp_path: the entry each case writes, the binding that
+records it, where the key goes (stored 0600 before any config names it), and the cases that must write nothing
+at all (one bad target among several, a config that does not parse, a key sent in clear text, an unknown name).
+No daemon: the service is called directly."""
+
+from __future__ import annotations
+
+import json
+import stat
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from context_harness.config.format import get_format
+from context_harness.config.jsonc import parse_jsonc
+from context_harness.daemon.services import build_services
+from context_harness.daemon.settings import Settings
+from context_harness.primitives.mcp import MCPAuthType, SecretMode
+from context_harness.primitives.oauth import Credential, OAuthTokens, TokenState
+from context_harness.primitives.result import ErrorCode, Failure, Result, Success
+from context_harness.services.config_service import ConfigService, ConfigTarget
+from context_harness.services.mcp_service import AddOutcome, AddRequest, MCPService, bridge_command
+from context_harness.stores.bindings import Binding, BindingStore
+from context_harness.stores.token_store import TokenStore
+
+WIKI_URL = "https://wiki.example.com/mcp"
+DOCS_URL = "https://docs.example.com/mcp"
+KEY = "k-test-secret-4711"
+REGISTRY = {"servers": [{"name": "team-wiki", "url": WIKI_URL, "auth_type": "oauth"}]}
+# As `chctl init` leaves it, plus a comment of the user's.
+OPENCODE_CONFIG = '{\n  "$schema": "https://opencode.ai/config.json",\n  // mine\n  "mcp": {}\n}\n'
+
+
+@dataclass
+class Harness:
+    mcp: MCPService
+    config: ConfigService
+    tokens: TokenStore
+    bindings: BindingStore
+    project: Path  # holds opencode.json (0644, as `chctl init` makes it)
+
+    @property
+    def opencode_json(self) -> Path:
+        return self.project / "opencode.json"
+
+    def target(self) -> ConfigTarget:
+        return ConfigTarget(cwd=self.project, project=self.project)
+
+    def add(self, name: str, **fields: Any) -> Result[AddOutcome]:
+        return self.mcp.add(AddRequest(name=name, target=self.target(), **fields))
+
+    def opencode_entries(self) -> dict[str, Any]:
+        entries: dict[str, Any] = parse_jsonc(self.opencode_json.read_text())["mcp"]
+        return entries
+
+
+def make_harness(tmp_path: Path) -> Harness:
+    """The one place that builds the service and its stores (as the daemon does): a change in how they are
+    built is fixed here alone."""
+    settings = Settings(home=tmp_path / "ch")
+    settings.home.mkdir(mode=0o700)
+    settings.user_registry_file.write_text(json.dumps(REGISTRY))
+    services = build_services(settings)
+    project = tmp_path / "project"
+    project.mkdir()
+    (project / "opencode.json").write_text(OPENCODE_CONFIG)
+    (project / "opencode.json").chmod(0o644)
+    return Harness(services.mcp, services.config, services.tokens, services.bindings, project)
+
+
+@pytest.fixture
+def harness(tmp_path: Path) -> Harness:
+    return make_harness(tmp_path)
+
+
+def mode_of(path: Path) -> int:
+    return stat.S_IMODE(path.stat().st_mode)
+
+
+def assert_nothing_written(harness: Harness, name: str, config_text: str = OPENCODE_CONFIG) -> None:
+    assert harness.opencode_json.read_text() == config_text
+    assert harness.bindings.load() == {}
+    assert harness.tokens.load(name) is None
+
+
+def test_a_registry_oauth_server_is_added_to_opencode_and_waits_for_a_login(harness: Harness) -> None:
+    added = harness.add("team-wiki")
+    assert isinstance(added, Success), added
+    outcome = added.value
+    # opencode must not start its own flow on a 401: we keep the header (after `chctl auth team-wiki`).
+    expected = {"type": "remote", "url": WIKI_URL, "oauth": False}
+    assert outcome.entry == expected and harness.opencode_entries() == {"team-wiki": expected}
+    assert outcome.auth_type is MCPAuthType.OAUTH and outcome.needs_auth is True
+    assert outcome.path == harness.opencode_json.resolve()
+    assert "// mine" in harness.opencode_json.read_text()
+    assert harness.bindings.for_server("team-wiki") == [
+        Binding(path=str(harness.opencode_json.resolve()), client="opencode", mode="header", url=None)
+    ]
+    assert harness.tokens.load("team-wiki") is None  # nothing to store before the login
+    assert mode_of(harness.opencode_json) == 0o644  # no secret in it yet
+
+
+def test_a_login_made_before_the_add_goes_into_the_entry_at_once(harness: Harness) -> None:
+    harness.tokens.save(
+        Credential(
+            name="team-wiki",
+            kind="oauth",
+            state=TokenState.ACTIVE,
+            tokens=OAuthTokens(access_token="at-earlier-login"),
+        )
+    )
+    added = harness.add("team-wiki")
+    assert isinstance(added, Success) and added.value.needs_auth is False
+    assert harness.opencode_entries()["team-wiki"]["headers"] == {"Authorization": "Bearer at-earlier-login"}
+    assert mode_of(harness.opencode_json) == 0o600
+
+
+@pytest.mark.parametrize(
+    ("key_header", "header", "value"),
+    [(None, "Authorization", f"Bearer {KEY}"), ("X-Api-Key", "X-Api-Key", KEY)],
+    ids=["bearer", "own-header"],
+)
+def test_an_api_key_for_a_custom_url_is_stored_0600_before_the_config_names_it(
+    harness: Harness, monkeypatch: pytest.MonkeyPatch, key_header: str | None, header: str, value: str
+) -> None:
+    edit = harness.config.edit  # every config write goes through it
+    seen: list[tuple[int | None, str | None]] = []  # the token file's mode and key when a config is written
+
+    def edit_noting_the_stored_key(*args: Any, **kwargs: Any) -> Result[None]:
+        file, stored = harness.tokens.path("docs"), harness.tokens.load("docs")
+        seen.append((mode_of(file) if file.exists() else None, stored.api_key if stored else None))
+        return edit(*args, **kwargs)
+
+    monkeypatch.setattr(harness.config, "edit", edit_noting_the_stored_key)
+    added = harness.add("docs", url=DOCS_URL, api_key=KEY, key_header=key_header)
+    assert isinstance(added, Success), added
+    assert seen == [(0o600, KEY)]  # the key was on disk, private, when the entry was written
+    assert harness.opencode_entries()["docs"] == {
+        "type": "remote",
+        "url": DOCS_URL,
+        "headers": {header: value},
+        "oauth": False,
+    }
+    assert mode_of(harness.opencode_json) == 0o600  # the inline key: only its owner reads the file now
+    assert mode_of(harness.tokens.path("docs").parent) == 0o700
+    assert added.value.auth_type is MCPAuthType.API_KEY and added.value.needs_auth is False
+    assert harness.bindings.for_server("docs") == [
+        Binding(path=str(harness.opencode_json.resolve()), client="opencode", secret_mode=SecretMode.INLINE)
+    ]
+
+
+def test_a_bridged_server_runs_chctl_bridge_and_keeps_the_key_out_of_the_file(harness: Harness) -> None:
+    added = harness.add("docs", url=DOCS_URL, api_key=KEY, bridge=True)
+    assert isinstance(added, Success), added
+    entry = harness.opencode_entries()["docs"]
+    assert entry == get_format("opencode").bridge_entry(bridge_command("docs"))
+    assert entry["type"] == "local" and entry["command"][-2:] == ["bridge", "docs"]
+    assert KEY not in harness.opencode_json.read_text()
+    assert mode_of(harness.opencode_json) == 0o644  # nothing secret in it
+    assert harness.bindings.for_server("docs") == [
+        Binding(path=str(harness.opencode_json.resolve()), client="opencode", mode="bridge", url=DOCS_URL)
+    ]
+    stored = harness.tokens.load("docs")  # the daemon adds the key to the bridged traffic
+    assert stored is not None and stored.api_key == KEY
+
+
+BROKEN_CODEX = '[mcp_servers.other\ncommand = "x"\n'
+
+
+@pytest.mark.parametrize("bad", ["codex-file-does-not-parse", "unknown-client"])
+def test_one_bad_target_among_several_clients_writes_nothing_anywhere(harness: Harness, bad: str) -> None:
+    codex = harness.project / ".codex" / "config.toml"
+    codex.parent.mkdir()
+    codex.write_text(BROKEN_CODEX)
+    # The bad target comes last: checking each client's file only when writing it would have written the others.
+    clients = ("opencode", "claude-code", "codex" if bad == "codex-file-does-not-parse" else "nonesuch")
+    added = harness.add("docs", url=DOCS_URL, api_key=KEY, clients=clients)
+    assert isinstance(added, Failure)
+    assert added.code is (ErrorCode.CONFIG_INVALID if bad == "codex-file-does-not-parse" else ErrorCode.INVALID_PARAMS)
+    assert_nothing_written(harness, "docs")
+    assert not (harness.project / ".mcp.json").exists()  # Claude Code's file, which add would have created
+    assert codex.read_text() == BROKEN_CODEX
+
+
+@pytest.mark.parametrize(
+    "request_fields", [{"name": "team-wiki"}, {"name": "docs", "url": DOCS_URL, "api_key": KEY}], ids=["oauth", "key"]
+)
+def test_a_config_that_does_not_parse_is_a_failure_and_stays_as_it_was(
+    harness: Harness, request_fields: dict[str, Any]
+) -> None:
+    broken = '{\n  "mcp": {\n    "other": {"type": "remote" "url": "https://x"}\n  }\n}\n'  # a missing comma
+    harness.opencode_json.write_text(broken)
+    added = harness.add(**request_fields)
+    assert isinstance(added, Failure) and added.code is ErrorCode.CONFIG_INVALID
+    assert str(harness.opencode_json) in added.error and KEY not in added.error
+    assert_nothing_written(harness, request_fields["name"], config_text=broken)
+
+
+@pytest.mark.parametrize(
+    ("url", "refused"),
+    [
+        ("http://docs.example.com/mcp", True),
+        ("http://127.0.0.1.nip.io/mcp", True),  # a name that merely starts like loopback
+        ("http://127.0.0.1:8931/mcp", False),  # loopback: the key never leaves the machine
+    ],
+)
+def test_an_api_key_is_never_sent_in_clear_text_off_this_machine(harness: Harness, url: str, refused: bool) -> None:
+    added = harness.add("docs", url=url, api_key=KEY)
+    if not refused:
+        assert isinstance(added, Success), added
+        assert harness.opencode_entries()["docs"]["headers"] == {"Authorization": f"Bearer {KEY}"}
+        return
+    assert isinstance(added, Failure) and added.code is ErrorCode.INVALID_PARAMS
+    assert "clear text" in added.error and "https://" in (added.hint or "")
+    assert KEY not in added.error + (added.hint or "")
+    assert_nothing_written(harness, "docs")
+
+
+@pytest.mark.parametrize(("name", "suggested"), [("team-wkii", "team-wiki"), ("contex7", "context7")])
+def test_an_unknown_name_is_not_found_with_the_names_it_resembles(harness: Harness, name: str, suggested: str) -> None:
+    added = harness.add(name)
+    assert isinstance(added, Failure) and added.code is ErrorCode.NOT_FOUND
+    assert f"unknown server {name!r}" in added.error
+    assert f"did you mean: {suggested}" in (added.hint or "") and "--url" in (added.hint or "")
+    assert_nothing_written(harness, name)
