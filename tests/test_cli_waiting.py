@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
+import json
 import re
 import shutil
+import site
 import socket
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -67,17 +72,39 @@ def test_without_a_terminal_the_waiting_line_is_a_plain_line(
     assert "error[TIMEOUT]" in done.stderr and "`chctl auth srv --timeout 600`" in done.stderr
 
 
-def test_an_autostart_that_takes_more_than_half_a_second_says_so(user_env: UserEnv, tmp_path: Path) -> None:
-    slow = tmp_path / "slow_start"
-    slow.mkdir()
-    # Python runs sitecustomize at start-up: this one makes the daemon (only the daemon) start 1.5 s late.
-    (slow / "sitecustomize.py").write_text(
-        "import sys, time\nif 'context_harness.daemon' in sys.orig_argv:\n    time.sleep(1.5)\n"
+def slow_starting_python(tmp_path: Path) -> Path:
+    """An interpreter that starts the daemon (only the daemon) 1.5 s late: a venv on top of ours with a `.pth`
+    file that sleeps. chctl starts the daemon with its own interpreter and `-I`, which ignores PYTHONPATH and
+    so any `sitecustomize` on it; `.pth` files in site-packages still run."""
+    venv = tmp_path / "slow-venv"
+    subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(venv)], check=True, timeout=60)
+    [site_packages] = (venv / "lib").glob("python3*/site-packages")
+    [ours] = [p for p in site.getsitepackages() if Path(p).is_relative_to(sys.prefix)]
+    (site_packages / "a_our_venv.pth").write_text(f"import site; site.addsitedir({ours!r})\n")
+    (site_packages / "b_slow_daemon.pth").write_text(
+        "import sys, time; 'context_harness.daemon' in sys.orig_argv and time.sleep(1.5)\n"
     )
+    return venv / "bin" / "python"
+
+
+def test_an_autostart_that_takes_more_than_half_a_second_says_so(user_env: UserEnv, tmp_path: Path) -> None:
+    python = slow_starting_python(tmp_path)
     try:
-        done = chctl(user_env, "status", autostart=True, extra_env={"PYTHONPATH": str(slow)})
+        started = time.monotonic()
+        done = subprocess.run(
+            [str(python), "-m", "context_harness.client.chctl", "status"],
+            env=user_env.vars(),
+            cwd=user_env.project,
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )
         assert done.returncode == 0, done.stderr
+        assert time.monotonic() - started >= 1.5  # the daemon did start late: the case under test
         assert done.stderr.splitlines()[0] == "starting the daemon…"
+        pid = json.loads(chctl(user_env, "daemon", "status", "--json").stdout)["pid"]
+        assert "slow-venv" in Path(f"/proc/{pid}/cmdline").read_text()  # the daemon the slow interpreter started
         again = chctl(user_env, "status")  # running now: nothing to say
         assert again.returncode == 0 and "starting" not in again.stderr
     finally:
