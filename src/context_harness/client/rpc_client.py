@@ -17,9 +17,14 @@ from context_harness.client import wire
 TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (~2 ms of start-up)
 
 if TYPE_CHECKING:
+    import subprocess
     from typing import Any
 
-AUTOSTART_WAIT_S = 5.0
+# A loaded machine with a cold disk cache can take several seconds to import the daemon; one that gave up
+# (e.g. it refuses an untrusted CH_HOME) is noticed at once, so only a slow start waits this long.
+AUTOSTART_WAIT_S = 30.0
+# A daemon that exited may have lost a race with another starting at the same moment: give that one a while.
+AFTER_EXIT_WAIT_S = 3.0
 AUTOSTART_NOTICE_S = 0.5  # a pause longer than this gets explained: "starting the daemon…"
 _PROTOCOL_CODES = {-32602: "INVALID_PARAMS", -32601: "NOT_FOUND", -32600: "INVALID_PARAMS", -32700: "INVALID_PARAMS"}
 POLL_INTERVAL_S = 0.05
@@ -79,7 +84,7 @@ def daemon_command() -> tuple[list[str], dict[str, str]]:
     return [sys.executable, *DAEMON_ARGV], env
 
 
-def start_daemon() -> None:
+def start_daemon() -> subprocess.Popen[bytes]:
     """Start context-harnessd in the background, detached from this terminal; its log goes to CH_HOME/daemon.log."""
     import subprocess
 
@@ -87,7 +92,7 @@ def start_daemon() -> None:
     log_fd = os.open(daemon_log(), os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
     argv, env = daemon_command()
     try:
-        subprocess.Popen(
+        return subprocess.Popen(
             argv,
             env=env,
             cwd=DAEMON_CWD,
@@ -112,20 +117,24 @@ def connect(*, autostart: bool = True) -> _socket.socket:
             f"the daemon is not answering on {path}",
             "start it with `chctl daemon start` (or `context-harnessd` in a terminal)",
         )
-    start_daemon()
+    daemon = start_daemon()
     started = time.monotonic()
+    deadline = started + AUTOSTART_WAIT_S
     said = False
-    while time.monotonic() < started + AUTOSTART_WAIT_S:
+    while time.monotonic() < deadline:
         sock = _connect(path)
         if sock is not None:
             return sock
+        if daemon.poll() is not None and deadline > time.monotonic() + AFTER_EXIT_WAIT_S:
+            deadline = time.monotonic() + AFTER_EXIT_WAIT_S
         if not said and time.monotonic() > started + AUTOSTART_NOTICE_S:
             print("starting the daemon…", file=sys.stderr, flush=True)
             said = True
         time.sleep(POLL_INTERVAL_S)
     raise RpcError(
         "DAEMON_UNAVAILABLE",
-        f"started context-harnessd but it did not answer on {path} within {AUTOSTART_WAIT_S:.0f} s",
+        f"started context-harnessd but it did not answer on {path}"
+        + (f" (it exited with code {daemon.returncode})" if daemon.poll() is not None else ""),
         f"see {daemon_log()}, or run `chctl daemon run` to watch it start",
     )
 
