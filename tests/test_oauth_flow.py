@@ -11,7 +11,7 @@ import pytest
 from structlog.testing import capture_logs
 
 from context_harness.oauth.flow import AuthorizationGrant, run_authorization_flow
-from context_harness.oauth.registration import ClientRegistration
+from context_harness.primitives.oauth import ClientRegistration
 from context_harness.primitives.result import ErrorCode, Failure, Result, Success
 from context_harness.stores.client_store import ClientStore
 from tests.oauth_fakes import FakeWorld, browser, query_of, running_world

@@ -1,16 +1,18 @@
 import os
 import stat
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 
 from context_harness.oauth.registration import (
-    ClientRegistration,
     build_registration_request,
     parse_registration_response,
     redirect_fits,
     registered_loopback_port,
 )
+from context_harness.primitives.oauth import ClientRegistration
 from context_harness.primitives.result import ErrorCode, Failure, Success
 from context_harness.stores.client_store import ClientStore
 
@@ -138,3 +140,13 @@ def test_store_delete_and_unsafe_names(tmp_path: Path) -> None:
         with pytest.raises(ValueError):
             store.save(name, reg("u"))
     assert os.listdir(tmp_path) == []
+
+
+def test_the_client_store_does_not_import_the_oauth_layer() -> None:
+    """Stores sit below oauth: ClientRegistration is plain data in primitives, so there is no cycle."""
+    probe = (
+        "import sys, context_harness.stores.client_store\n"
+        "print(sorted(m for m in sys.modules if m.startswith('context_harness.oauth')))\n"
+    )
+    done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True)
+    assert done.stdout.strip() == "[]"

@@ -25,8 +25,7 @@ from context_harness.daemon.notifier import Notifier
 from context_harness.daemon.refresher import WALLCLOCK_JOB_ID, Refresher, backoff_delay, refresh_time
 from context_harness.daemon.services import Services, build_services
 from context_harness.daemon.settings import Settings
-from context_harness.oauth.registration import ClientRegistration
-from context_harness.primitives.oauth import Credential, OAuthTokens, TokenState
+from context_harness.primitives.oauth import ClientRegistration, Credential, OAuthTokens, TokenState
 from context_harness.primitives.result import ErrorCode, Failure, Success
 from context_harness.services.config_service import ConfigTarget
 from context_harness.services.oauth_service import AuthOptions, OAuthService, RefreshNotNeeded

@@ -22,14 +22,13 @@ from context_harness.oauth.discovery import AuthServerMetadata, Discovery, disco
 from context_harness.oauth.pkce import generate_pkce, new_state
 from context_harness.oauth.preflight import CLIENT_ERRORS, check_authorization_request
 from context_harness.oauth.registration import (
-    ClientRegistration,
     build_registration_request,
     redirect_fits,
     register_client,
     registered_loopback_port,
 )
 from context_harness.oauth.token_client import build_authorization_url, exchange_code, parse_callback
-from context_harness.primitives.oauth import OAuthTokens
+from context_harness.primitives.oauth import ClientRegistration, OAuthTokens
 from context_harness.primitives.result import ErrorCode, Failure, Result, Success
 from context_harness.stores.client_store import ClientStore
 

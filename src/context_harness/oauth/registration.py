@@ -10,39 +10,15 @@ from urllib.parse import urlsplit
 
 import aiohttp
 import structlog
-from pydantic import BaseModel, ConfigDict, Field
 
 from context_harness.oauth import http
+from context_harness.primitives.oauth import ClientRegistration
 from context_harness.primitives.result import ErrorCode, Failure, Result, Success
 
 log = structlog.get_logger(__name__)
 
 CLIENT_NAME = "context-harness"
 LOOPBACK_IPS = frozenset({"127.0.0.1", "::1"})
-
-
-class ClientRegistration(BaseModel):
-    """A client we registered (or were given) at one authorization server: `clients/<server>.json`."""
-
-    model_config = ConfigDict(extra="ignore")
-
-    issuer: str
-    client_id: str
-    client_secret: str | None = Field(default=None, repr=False)
-    # "none" for a public client; "client_secret_basic" / "client_secret_post" when a secret was issued.
-    token_endpoint_auth_method: str = "none"
-    redirect_uris: list[str] = Field(default_factory=list)
-    registered_at: float = 0.0
-    # Unix seconds; 0 or None: the secret does not expire (RFC 7591 §3.2.1).
-    client_secret_expires_at: float | None = None
-    # A client the user registered with the provider and passed with --client-id: never registered
-    # again by us; its redirect URIs are whatever the user registered (`redirect_uris` are the ones used).
-    preregistered: bool = False
-
-    def secret_expired(self, now: float | None = None) -> bool:
-        if not self.client_secret or not self.client_secret_expires_at:
-            return False
-        return (time.time() if now is None else now) >= self.client_secret_expires_at
 
 
 def build_registration_request(

@@ -1,4 +1,4 @@
-"""Tokens and credentials as we keep them on disk and report them."""
+"""Tokens, credentials and client registrations as we keep them on disk and report them."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import time
 from enum import StrEnum
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, Field
 
 # A token response without `expires_in` is treated as a 1-hour token (docs/design.md, "Token lifecycle").
 DEFAULT_TOKEN_LIFETIME_S = 3600
@@ -88,3 +88,27 @@ class Credential(BaseModel):
         if self.kind == "api_key":
             return self.api_key
         return self.tokens.access_token if self.tokens else None
+
+
+class ClientRegistration(BaseModel):
+    """A client we registered (or were given) at one authorization server: `clients/<server>.json`."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    issuer: str
+    client_id: str
+    client_secret: str | None = Field(default=None, repr=False)
+    # "none" for a public client; "client_secret_basic" / "client_secret_post" when a secret was issued.
+    token_endpoint_auth_method: str = "none"
+    redirect_uris: list[str] = Field(default_factory=list)
+    registered_at: float = 0.0
+    # Unix seconds; 0 or None: the secret does not expire (RFC 7591 §3.2.1).
+    client_secret_expires_at: float | None = None
+    # A client the user registered with the provider and passed with --client-id: never registered
+    # again by us; its redirect URIs are whatever the user registered (`redirect_uris` are the ones used).
+    preregistered: bool = False
+
+    def secret_expired(self, now: float | None = None) -> bool:
+        if not self.client_secret or not self.client_secret_expires_at:
+            return False
+        return (time.time() if now is None else now) >= self.client_secret_expires_at

@@ -18,9 +18,8 @@ import aiohttp
 import structlog
 
 from context_harness.oauth.discovery import discover
-from context_harness.oauth.registration import ClientRegistration
 from context_harness.primitives.mcp import SecretMode
-from context_harness.primitives.oauth import Credential, TokenState
+from context_harness.primitives.oauth import ClientRegistration, Credential, TokenState
 from context_harness.primitives.result import ErrorCode, Failure, Result, Success
 from context_harness.services import login_sources
 from context_harness.services.config_service import ConfigTarget

@@ -11,8 +11,8 @@ from pathlib import Path
 import structlog
 from pydantic import ValidationError
 
-from context_harness.oauth.registration import ClientRegistration
 from context_harness.primitives.names import valid_server_name
+from context_harness.primitives.oauth import ClientRegistration
 from context_harness.stores.atomic import PRIVATE_FILE_MODE, atomic_write_bytes, ensure_private_dir
 
 log = structlog.get_logger(__name__)
