@@ -12,8 +12,9 @@ import sys
 import time
 
 from context_harness.client.arguments import add_json_flag
-from context_harness.client.output import print_hint, print_json, printable
+from context_harness.client.output import print_hint, print_json
 from context_harness.client.rpc_client import RpcError, call
+from context_harness.primitives.text import printable
 
 TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (~2 ms of start-up)
 

@@ -20,13 +20,13 @@ from context_harness.client.output import (
     print_error,
     print_hint,
     print_json,
-    printable,
     table,
     terminal_width,
     use_colour,
     when,
 )
 from context_harness.client.rpc_client import RpcError, call
+from context_harness.primitives.text import printable
 
 TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (~2 ms of start-up)
 

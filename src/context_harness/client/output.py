@@ -6,6 +6,8 @@ import os
 import sys
 import time
 
+from context_harness.primitives.text import printable
+
 TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing
 
 if TYPE_CHECKING:
@@ -20,16 +22,6 @@ FALLBACK_HINTS = {
 }
 DEFAULT_HINT = "`chctl status` shows every server's state; `chctl doctor` checks the setup"
 HINT_PREFIX = "  hint: "  # the one indentation for hints, in errors and in `chctl doctor` alike
-
-
-# C0 and C1 control characters and DEL: an ESC sequence from a server must not reach the terminal (it can
-# retitle the window, rewrite what is shown, or on some terminals feed input back).
-_CONTROL = {c: None for c in (*range(0x20), 0x7F, *range(0x80, 0xA0))}
-
-
-def printable(text: object) -> str:
-    """Text a server (or anyone) sent, safe to print: control characters removed."""
-    return str(text).translate(_CONTROL)
 
 
 def print_error(code: str, message: str, hint: str | None = None, *, file: TextIO | None = None) -> int:

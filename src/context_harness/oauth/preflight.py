@@ -19,6 +19,7 @@ import structlog
 
 from context_harness.oauth import http
 from context_harness.primitives.result import Failure
+from context_harness.primitives.text import printable
 
 log = structlog.get_logger(__name__)
 
@@ -28,15 +29,16 @@ REFUSING_STATUSES = frozenset({400, 401})
 CLIENT_ERRORS = frozenset({"invalid_client", "unauthorized_client"})
 
 
-def _printable(text: str, limit: int = 160) -> str:
-    return re.sub(r"\s+", " ", re.sub(r"[^\x20-\x7e\s]", "", text)).strip()[:limit]
+# The start of the page's text goes into one line of our error: what the person would have read first.
+PAGE_TEXT_LIMIT = 160
 
 
 def _page_text(body: bytes) -> str:
     """The readable words of an error page or JSON error, bounded: what the person would have read."""
     text = body[:4096].decode("utf-8", "replace")
     text = re.sub(r"(?is)<(script|style)\b.*?</\1>", " ", text)
-    return _printable(html.unescape(re.sub(r"<[^>]+>", " ", text)))
+    words = (printable(word, ascii_only=True) for word in html.unescape(re.sub(r"<[^>]+>", " ", text)).split())
+    return " ".join(word for word in words if word)[:PAGE_TEXT_LIMIT]
 
 
 def refusal(status: int, headers: Mapping[str, str], body: bytes, redirect_uri: str) -> str | None:

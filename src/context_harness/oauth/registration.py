@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import re
 import time
 from collections.abc import Sequence
 from typing import Any
@@ -14,6 +13,7 @@ import structlog
 from context_harness.oauth import http
 from context_harness.primitives.oauth import ClientRegistration
 from context_harness.primitives.result import ErrorCode, Failure, Result, Success
+from context_harness.primitives.text import SERVER_TEXT_LIMIT, printable
 
 log = structlog.get_logger(__name__)
 
@@ -38,20 +38,15 @@ def build_registration_request(
     return request
 
 
-def _printable(text: object, limit: int = 200) -> str:
-    """Server-supplied text, made safe to show: printable ASCII, bounded length."""
-    return re.sub(r"[^\x20-\x7e]", "", str(text))[:limit]
-
-
 def parse_registration_response(
     status: int, doc: Any, issuer: str, redirect_uris: Sequence[str], now: float
 ) -> Result[ClientRegistration]:
     if status not in (200, 201):
         reason = ""
         if isinstance(doc, dict) and isinstance(doc.get("error"), str):
-            reason = f": {_printable(doc['error'])}"
+            reason = f": {printable(doc['error'], SERVER_TEXT_LIMIT, ascii_only=True)}"
             if isinstance(doc.get("error_description"), str):
-                reason += f" ({_printable(doc['error_description'])})"
+                reason += f" ({printable(doc['error_description'], SERVER_TEXT_LIMIT, ascii_only=True)})"
         return Failure(
             f"the authorization server refused to register a client (HTTP {status}{reason})",
             ErrorCode.OAUTH_ERROR,

@@ -10,7 +10,6 @@ import base64
 import email.utils
 import json
 import math
-import re
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -26,6 +25,7 @@ from context_harness.oauth.pkce import states_match
 from context_harness.primitives.header_text import is_bearer_token
 from context_harness.primitives.oauth import MAX_TOKEN_LIFETIME_S, OAuthTokens
 from context_harness.primitives.result import ErrorCode, Failure, Result, Success
+from context_harness.primitives.text import SERVER_TEXT_LIMIT, printable
 
 log = structlog.get_logger(__name__)
 
@@ -34,11 +34,6 @@ FORM_HEADERS = {"Accept": "application/json"}
 PERMANENT_GRANT_ERRORS = frozenset({"invalid_grant", "invalid_client", "unauthorized_client"})
 # Statuses that say "not now" rather than "no" (RFC 9110; 5xx are added by range).
 TRANSIENT_STATUSES = frozenset({408, 425, 429})
-
-
-def _printable(text: object, limit: int = 200) -> str:
-    """Server-supplied text, made safe to show: printable ASCII only, bounded length."""
-    return re.sub(r"[^\x20-\x7e]", "", str(text))[:limit]
 
 
 # --- authorization request and response ------------------------------------------------------------
@@ -95,8 +90,9 @@ def parse_callback(
         )
     iss = query.get("iss")
     if iss is not None and iss != expected_issuer:
+        shown = printable(iss, SERVER_TEXT_LIMIT, ascii_only=True)
         return Failure(
-            f"the authorization response came from issuer {_printable(iss)!r}, expected {expected_issuer!r}",
+            f"the authorization response came from issuer {shown!r}, expected {expected_issuer!r}",
             ErrorCode.STATE_MISMATCH,
             "possible authorization server mix-up; not redeeming the code",
         )
@@ -109,14 +105,16 @@ def parse_callback(
     error = query.get("error")
     if error is not None:
         description = query.get("error_description")
-        detail = f": {_printable(description)}" if description else ""
+        detail = f": {printable(description, SERVER_TEXT_LIMIT, ascii_only=True)}" if description else ""
         if error == "access_denied":
             return Failure(
                 f"authorization was declined{detail}",
                 ErrorCode.ACCESS_DENIED,
                 "run `chctl auth` again and approve the request to connect",
             )
-        return Failure(f"the authorization server answered {_printable(error, 64)}{detail}", ErrorCode.OAUTH_ERROR)
+        return Failure(
+            f"the authorization server answered {printable(error, 64, ascii_only=True)}{detail}", ErrorCode.OAUTH_ERROR
+        )
     code = query.get("code")
     if not code:
         return Failure("the authorization response has no code", ErrorCode.OAUTH_ERROR)
@@ -147,9 +145,11 @@ def _oauth_error(doc: Any) -> tuple[str | None, str]:
     """(`error`, printable message) from an error response body."""
     if not isinstance(doc, dict) or not isinstance(doc.get("error"), str):
         return None, ""
-    error = _printable(doc["error"], 64)
+    error = printable(doc["error"], 64, ascii_only=True)
     description = doc.get("error_description")
-    return error, error + (f" ({_printable(description)})" if isinstance(description, str) else "")
+    return error, error + (
+        f" ({printable(description, SERVER_TEXT_LIMIT, ascii_only=True)})" if isinstance(description, str) else ""
+    )
 
 
 def parse_token_response(status: int, body: bytes | Any, now: float) -> Result[OAuthTokens]:
@@ -193,7 +193,7 @@ def parse_token_response(status: int, body: bytes | Any, now: float) -> Result[O
         )
     token_type = doc.get("token_type", "Bearer")
     if not isinstance(token_type, str) or token_type.lower() != "bearer":
-        return Failure(f"unsupported token type {_printable(token_type, 32)!r}", ErrorCode.OAUTH_ERROR)
+        return Failure(f"unsupported token type {printable(token_type, 32, ascii_only=True)!r}", ErrorCode.OAUTH_ERROR)
     expires_at: float | None = None
     expires_in = doc.get("expires_in")
     if isinstance(expires_in, str) and expires_in.strip().isdigit():
