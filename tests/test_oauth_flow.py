@@ -10,7 +10,7 @@ import aiohttp
 import pytest
 from structlog.testing import capture_logs
 
-from context_harness.oauth.flow import AuthorizationGrant, run_authorization_flow
+from context_harness.oauth.flow import AuthorizationGrant, FlowRequest, run_authorization_flow
 from context_harness.primitives.oauth import ClientRegistration
 from context_harness.primitives.result import ErrorCode, Failure, Result, Success
 from context_harness.stores.client_store import ClientStore
@@ -29,8 +29,16 @@ def store(tmp_path: Path) -> ClientStore:
 
 
 async def run(
-    world: FakeWorld, session: aiohttp.ClientSession, store: ClientStore, *, times: int = 1, **kw: Any
+    world: FakeWorld,
+    session: aiohttp.ClientSession,
+    store: ClientStore,
+    *,
+    times: int = 1,
+    on_authorization_url: Any = None,
+    paste: asyncio.Queue[str] | None = None,
+    **request: Any,
 ) -> tuple[Result[AuthorizationGrant], list[Any], list[Any]]:
+    """One login through `browser`; `request` holds FlowRequest fields."""
     on_url, visits = browser(times)
     shown: list[str] = []
 
@@ -38,10 +46,13 @@ async def run(
         shown.append(url)
         on_url(url)
 
-    kw.setdefault("on_authorization_url", show)
     with capture_logs() as logs:
         result = await run_authorization_flow(
-            session, server_url=world.server_url, client_store=store, server_name="fake", **kw
+            session,
+            FlowRequest(server_name="fake", server_url=world.server_url, **request),
+            client_store=store,
+            on_authorization_url=show if on_authorization_url is None else on_authorization_url,
+            paste=paste,
         )
     seen = await asyncio.wait_for(visits, 5) if shown else []
     return result, seen, logs
@@ -356,9 +367,8 @@ async def test_network_failure_on_probe_is_network(session: aiohttp.ClientSessio
     with capture_logs():
         result = await run_authorization_flow(
             session,
-            server_url=f"http://127.0.0.1:{free_port()}/mcp",
+            FlowRequest(server_name="fake", server_url=f"http://127.0.0.1:{free_port()}/mcp"),
             client_store=store,
-            server_name="fake",
             on_authorization_url=lambda url: None,
         )
     assert isinstance(result, Failure) and result.code is ErrorCode.NETWORK
@@ -486,3 +496,10 @@ async def test_the_chosen_token_auth_method_is_used_and_remembered(
         assert world.token_forms[0]["client_secret"] == "my-app-secret"  # in the form, as chosen: not Basic
         remembered = store.get("fake", world.issuer)
         assert remembered is not None and remembered.token_endpoint_auth_method == "client_secret_post"
+
+
+def test_a_flow_request_never_shows_its_client_secret() -> None:
+    request = FlowRequest(
+        server_name="fake", server_url="https://mcp.example/mcp", client_id="my-app", client_secret="s3cret"
+    )
+    assert "s3cret" not in repr(request) and "my-app" in repr(request)

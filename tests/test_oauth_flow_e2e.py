@@ -11,7 +11,7 @@ import pytest
 from structlog.testing import capture_logs
 
 from context_harness.oauth.discovery import initialize_request
-from context_harness.oauth.flow import run_authorization_flow
+from context_harness.oauth.flow import FlowRequest, run_authorization_flow
 from context_harness.oauth.http import new_session
 from context_harness.oauth.token_client import Refreshed, refresh_access_token, revoke_token
 from context_harness.primitives.result import Success
@@ -56,11 +56,9 @@ async def test_login_refresh_and_revoke_against_real_peers(
         with capture_logs() as logs:
             result = await run_authorization_flow(
                 session,
-                server_url=mcp_oauth_server.url,
+                FlowRequest(server_name="e2e", server_url=mcp_oauth_server.url, timeout_s=60),
                 client_store=store,
-                server_name="e2e",
                 on_authorization_url=lambda url: browser_tasks.append(asyncio.create_task(user_consents(url))),
-                timeout_s=60,
             )
         assert isinstance(result, Success), result
         assert await asyncio.wait_for(browser_tasks[0], 10) == 200

@@ -20,7 +20,7 @@ from aiohttp import web
 from aiohttp.abc import AbstractResolver, ResolveResult
 
 from context_harness.oauth.discovery import endpoint_allowed, is_local_host
-from context_harness.oauth.flow import run_authorization_flow
+from context_harness.oauth.flow import FlowRequest, run_authorization_flow
 from context_harness.primitives.result import ErrorCode, Failure
 from context_harness.stores.client_store import ClientStore
 from tests.oauth_fakes import FakeWorld, running_world, serve
@@ -117,11 +117,9 @@ async def internal() -> AsyncIterator[tuple[str, list[str]]]:
 async def login(world: FakeWorld, session: aiohttp.ClientSession, tmp_path: Path) -> Any:
     return await run_authorization_flow(
         session,
-        server_url=world.server_url,
+        FlowRequest(server_name="remote", server_url=world.server_url, timeout_s=0.5),
         client_store=ClientStore(tmp_path / "clients"),
-        server_name="remote",
         on_authorization_url=lambda url: None,  # nobody answers: a flow that gets this far times out
-        timeout_s=0.5,
     )
 
 

@@ -40,6 +40,32 @@ AuthorizationUrlHandler = Callable[[str], Awaitable[None] | None]
 
 
 @dataclass(frozen=True, slots=True)
+class FlowRequest:
+    """One login asked for: which server, with which client, and how long each step may take."""
+
+    server_name: str
+    server_url: str
+    # A pre-registered client, already resolved by the caller from flags, env vars or the registry; without
+    # one a stored registration for this issuer is reused, else one is made by Dynamic Client Registration.
+    client_id: str | None = None
+    client_secret: str | None = field(default=None, repr=False)
+    # How that client authenticates at the token endpoint; None: Basic with a secret, unless the server
+    # only takes it in the form.
+    token_auth_method: str | None = None
+    # The scopes to ask for instead of the discovered ones.
+    scopes: Sequence[str] | None = None
+    # The callback listener's port: 0 for any free one.
+    port: int = 0
+    # How long the person has to finish in the browser.
+    timeout_s: float = DEFAULT_FLOW_TIMEOUT_S
+    # Each HTTP request to the servers.
+    http_timeout_s: float = http.DEFAULT_TIMEOUT_S
+    # The https URL of our Client ID Metadata Document: the client id where the server advertises support
+    # (before any registration).
+    client_metadata_url: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
 class AuthorizationGrant:
     """What a finished login yields: the tokens and everything a later refresh or logout needs."""
 
@@ -98,14 +124,13 @@ async def _open_listener(port: int, stored: ClientRegistration | None) -> Result
 
 async def _resolve_client(
     session: aiohttp.ClientSession,
+    request: FlowRequest,
     discovery: Discovery,
+    *,
     store: ClientStore,
-    server_name: str,
     stored: ClientRegistration | None,
     redirect_uri: str,
-    fixed_port: bool,
     scopes: Sequence[str],
-    timeout_s: float,
 ) -> Result[_Client]:
     """Step 3 after an explicit client id: the stored registration if it fits, else DCR.
 
@@ -131,13 +156,13 @@ async def _resolve_client(
             ErrorCode.AUTH_REQUIRED,
             "register an OAuth app with the provider and pass --client-id (and --client-secret if issued)",
         )
-    request = build_registration_request([redirect_uri], scopes)
+    metadata = build_registration_request([redirect_uri], scopes)
     registered = await register_client(
-        session, auth_server.registration_endpoint, request, auth_server.issuer, timeout_s
+        session, auth_server.registration_endpoint, metadata, auth_server.issuer, request.http_timeout_s
     )
     if isinstance(registered, Failure):
         return registered
-    saved = _save_client(store, server_name, registered.value)
+    saved = _save_client(store, request.server_name, registered.value)
     if isinstance(saved, Failure):
         return saved
     reg = registered.value
@@ -195,43 +220,29 @@ async def _feed_pastes(paste: asyncio.Queue[str], listener: CallbackServer) -> N
 
 async def run_authorization_flow(
     session: aiohttp.ClientSession,
+    request: FlowRequest,
     *,
-    server_url: str,
     client_store: ClientStore,
-    server_name: str,
     on_authorization_url: AuthorizationUrlHandler,
-    client_id: str | None = None,
-    client_secret: str | None = None,
-    scopes: Sequence[str] | None = None,
-    port: int = 0,
-    timeout_s: float = DEFAULT_FLOW_TIMEOUT_S,
     paste: asyncio.Queue[str] | None = None,
-    http_timeout_s: float = http.DEFAULT_TIMEOUT_S,
-    client_metadata_url: str | None = None,
-    token_auth_method: str | None = None,
 ) -> Result[AuthorizationGrant]:
-    """Log in to `server_url` and return the tokens; never raises for an expected failure.
+    """Log in as `request` says and return the tokens; never raises for an expected failure.
 
-    `client_id`/`client_secret`: a pre-registered client, already resolved by the caller from
-    flags, env vars or the registry; without one a stored registration for this issuer is reused,
-    else one is made by Dynamic Client Registration. `scopes`: override the discovered ones.
-    `port`: 0 for any free port, or a fixed one. `on_authorization_url` is called once with the URL
-    the user must open. `client_metadata_url`: the https URL of our Client ID Metadata Document, used as
-    the client id where the server advertises support (before any registration). `paste`: strings put
-    on this queue are read as pasted redirect URLs
-    (headless login); the first of browser callback and paste wins. `timeout_s` bounds the wait
-    for the user.
+    `on_authorization_url` is called once with the URL the user must open. `paste`: strings put on this
+    queue are read as pasted redirect URLs (headless login); the first of browser callback and paste wins.
     """
-    found = await discover(session, server_url, http_timeout_s)
+    server_name = request.server_name
+    found = await discover(session, request.server_url, request.http_timeout_s)
     if isinstance(found, Failure):
         return _failed(server_name, found)
     discovery = found.value
     auth_server = discovery.auth_server
-    chosen_scopes = discovery.scopes(scopes)
+    chosen_scopes = discovery.scopes(request.scopes)
+    client_id, client_secret = request.client_id, request.client_secret
     metadata_document = False
-    if client_id is None and client_metadata_url and auth_server.client_id_metadata_document_supported:
+    if client_id is None and request.client_metadata_url and auth_server.client_id_metadata_document_supported:
         metadata_document = True
-        client_id, client_secret = client_metadata_url, None  # the URL is the client id: nothing to register
+        client_id, client_secret = request.client_metadata_url, None  # the URL is the client id: nothing to register
         log.info("client_id_metadata_document_used", server=server_name, issuer=auth_server.issuer)
 
     stored = None if client_id else client_store.get(server_name, auth_server.issuer)
@@ -245,7 +256,12 @@ async def run_authorization_flow(
             ),
         )
 
-    opened = await _open_listener(port, stored)
+    explicit = None
+    if client_id:
+        auth_method = _explicit_auth_method(client_secret, auth_server, request.token_auth_method)
+        explicit = _Client(client_id, client_secret, auth_method)
+
+    opened = await _open_listener(request.port, stored)
     if isinstance(opened, Failure):
         return _failed(server_name, opened)
     listener = opened.value
@@ -253,19 +269,14 @@ async def run_authorization_flow(
     try:
         result = await _authorize(
             session,
+            request,
             discovery,
-            client_store,
-            server_name,
-            stored,
-            listener,
-            _Client(client_id, client_secret, _explicit_auth_method(client_secret, auth_server, token_auth_method))
-            if client_id
-            else None,
-            chosen_scopes,
-            port != 0,
-            on_authorization_url,
-            timeout_s,
-            http_timeout_s,
+            client_store=client_store,
+            stored=stored,
+            listener=listener,
+            explicit=explicit,
+            scopes=chosen_scopes,
+            on_authorization_url=on_authorization_url,
             remember_client=not metadata_document,
         )
     finally:
@@ -282,26 +293,25 @@ async def run_authorization_flow(
 
 async def _authorize(
     session: aiohttp.ClientSession,
+    request: FlowRequest,
     discovery: Discovery,
+    *,
     client_store: ClientStore,
-    server_name: str,
     stored: ClientRegistration | None,
     listener: CallbackServer,
     explicit: _Client | None,
     scopes: list[str],
-    fixed_port: bool,
     on_authorization_url: AuthorizationUrlHandler,
-    timeout_s: float,
-    http_timeout_s: float,
     remember_client: bool,
 ) -> Result[AuthorizationGrant]:
+    server_name = request.server_name
     auth_server = discovery.auth_server
     redirect_uri = listener.redirect_uri
     if explicit is not None:
         client = explicit
     else:
         resolved = await _resolve_client(
-            session, discovery, client_store, server_name, stored, redirect_uri, fixed_port, scopes, http_timeout_s
+            session, request, discovery, store=client_store, stored=stored, redirect_uri=redirect_uri, scopes=scopes
         )
         if isinstance(resolved, Failure):
             return resolved
@@ -325,19 +335,19 @@ async def _authorize(
     # redirect URI: ask before the person meets the server's error page.
     refused = None
     if client.source != "registered":
-        refused = await check_authorization_request(url, redirect_uri, http_timeout_s)
+        refused = await check_authorization_request(url, redirect_uri, request.http_timeout_s)
     if refused is not None and client.source == "stored":
         # The server forgot the client we registered (restart, expiry, deletion): forget it too.
         _forget_client(client_store, server_name, client, "the authorization server refused it")
         if not client.preregistered and auth_server.registration_endpoint is not None:
             again = await _resolve_client(
-                session, discovery, client_store, server_name, None, redirect_uri, fixed_port, scopes, http_timeout_s
+                session, request, discovery, store=client_store, stored=None, redirect_uri=redirect_uri, scopes=scopes
             )
             if isinstance(again, Failure):
                 return again
             stale, client = client, again.value
             url = authorization_url(client.client_id)
-            refused = await check_authorization_request(url, redirect_uri, http_timeout_s)
+            refused = await check_authorization_request(url, redirect_uri, request.http_timeout_s)
             if refused is None:
                 log.info("client_registered_again", server=server_name, dropped_client=stale.client_id)
     if refused is not None:
@@ -348,7 +358,7 @@ async def _authorize(
     if inspect.isawaitable(shown):
         await shown
 
-    answered = await listener.wait(timeout_s)
+    answered = await listener.wait(request.timeout_s)
     if isinstance(answered, Failure):
         return answered
     code = parse_callback(
@@ -373,7 +383,7 @@ async def _authorize(
         client_secret=client.client_secret,
         auth_method=client.auth_method,
         resource=discovery.resource,
-        timeout_s=http_timeout_s,
+        timeout_s=request.http_timeout_s,
     )
     if isinstance(tokens, Failure):
         listener.finish("Sign-in failed", tokens.error)

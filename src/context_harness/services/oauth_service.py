@@ -18,7 +18,7 @@ from typing import Any, Protocol
 import aiohttp
 import structlog
 
-from context_harness.oauth.flow import AuthorizationUrlHandler, run_authorization_flow
+from context_harness.oauth.flow import AuthorizationUrlHandler, FlowRequest, run_authorization_flow
 from context_harness.oauth.token_client import (
     PermanentError,
     Refreshed,
@@ -178,19 +178,21 @@ class OAuthService:
             token_auth_method = token_auth_method or known.token_endpoint_auth_method
         grant = await run_authorization_flow(
             self._session(),
-            server_url=server_url.value,
+            FlowRequest(
+                server_name=name,
+                server_url=server_url.value,
+                client_id=client_id,
+                client_secret=client_secret,
+                token_auth_method=token_auth_method,
+                scopes=options.scopes,
+                port=options.port,
+                timeout_s=options.timeout_s,
+                http_timeout_s=self.settings.http_timeout_s,
+                client_metadata_url=self.settings.client_metadata_url,
+            ),
             client_store=self.clients,
-            server_name=name,
             on_authorization_url=on_authorization_url,
-            client_id=client_id,
-            client_secret=client_secret,
-            scopes=options.scopes,
-            port=options.port,
-            timeout_s=options.timeout_s,
             paste=paste,
-            http_timeout_s=self.settings.http_timeout_s,
-            client_metadata_url=self.settings.client_metadata_url,
-            token_auth_method=token_auth_method,
         )
         if isinstance(grant, Failure):
             if known is not None and known.needs_preregistered_client and grant.code is ErrorCode.AUTH_REQUIRED:
