@@ -76,7 +76,11 @@ async def test_login_refresh_and_revoke_against_real_peers(
 
         # Refresh rotates the refresh token; the new access token works too.
         outcome = await refresh_access_token(
-            session, grant.token_endpoint, tokens.refresh_token, grant.client_id, resource=grant.resource
+            session,
+            grant.token_endpoint,
+            refresh_token=tokens.refresh_token,
+            client_id=grant.client_id,
+            resource=grant.resource,
         )
         assert isinstance(outcome, Refreshed)
         new = outcome.tokens
@@ -86,7 +90,11 @@ async def test_login_refresh_and_revoke_against_real_peers(
         # Logout: revoking the refresh token ends the grant.
         assert grant.revocation_endpoint is not None
         revoked = await revoke_token(
-            session, grant.revocation_endpoint, new.refresh_token, "refresh_token", grant.client_id
+            session,
+            grant.revocation_endpoint,
+            token=new.refresh_token,
+            token_type_hint="refresh_token",
+            client_id=grant.client_id,
         )
         assert revoked == Success(True)
         assert not await oidc_provider.is_active(new.refresh_token)

@@ -40,8 +40,8 @@ async def refresh(session: aiohttp.ClientSession, base: str, **kw: object) -> ob
         outcome = await refresh_access_token(
             session,
             base + "/token",
-            OLD_REFRESH,
-            "client-1",
+            refresh_token=OLD_REFRESH,
+            client_id="client-1",
             resource="https://mcp.example/mcp",
             **kw,  # type: ignore[arg-type]
         )
@@ -166,11 +166,20 @@ async def test_revoke_outcomes(session: aiohttp.ClientSession) -> None:
     )
     async with serve(endpoint.app()) as base:
         url = base + "/revoke"
-        assert await revoke_token(session, url, "tok", "refresh_token", "client-1") == Success(True)
-        assert await revoke_token(session, url, "tok", None, "client-1") == Success(False)
-        third = await revoke_token(session, url, "tok", None, "client-1")
+        assert await revoke_token(
+            session, url, token="tok", token_type_hint="refresh_token", client_id="client-1"
+        ) == Success(True)
+        assert await revoke_token(session, url, token="tok", client_id="client-1") == Success(False)
+        third = await revoke_token(session, url, token="tok", client_id="client-1")
         assert isinstance(third, Failure) and third.code is ErrorCode.NETWORK
-        fourth = await revoke_token(session, url, "tok", None, "client-1", CLIENT_SECRET, "client_secret_post")
+        fourth = await revoke_token(
+            session,
+            url,
+            token="tok",
+            client_id="client-1",
+            client_secret=CLIENT_SECRET,
+            auth_method="client_secret_post",
+        )
         assert isinstance(fourth, Failure) and fourth.code is ErrorCode.OAUTH_ERROR
     assert endpoint.forms[0] == {"token": "tok", "token_type_hint": "refresh_token", "client_id": "client-1"}
     assert endpoint.forms[3]["client_secret"] == CLIENT_SECRET

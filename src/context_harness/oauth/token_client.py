@@ -357,13 +357,14 @@ async def exchange_code(
 async def refresh_access_token(
     session: aiohttp.ClientSession,
     token_endpoint: str,
+    *,
     refresh_token: str,
     client_id: str,
     client_secret: str | None = None,
+    auth_method: str | None = None,
     resource: str | None = None,
     scope: str | None = None,
     timeout_s: float = http.DEFAULT_TIMEOUT_S,
-    auth_method: str | None = None,
 ) -> RefreshOutcome:
     """One `grant_type=refresh_token` request, classified for the scheduler. Never raises."""
     form = {"grant_type": "refresh_token", "refresh_token": refresh_token}
@@ -384,8 +385,9 @@ async def refresh_access_token(
 async def revoke_token(
     session: aiohttp.ClientSession,
     endpoint: str,
+    *,
     token: str,
-    token_type_hint: str | None,
+    token_type_hint: str | None = None,
     client_id: str,
     client_secret: str | None = None,
     auth_method: str | None = None,

@@ -333,13 +333,12 @@ class OAuthService:
         outcome = await refresh_access_token(
             self._session(),
             credential.token_endpoint,
-            tokens.refresh_token,
-            credential.client_id,
-            credential.client_secret,
-            credential.resource,
-            None,
-            self.settings.http_timeout_s,
-            credential.token_endpoint_auth_method,
+            refresh_token=tokens.refresh_token,
+            client_id=credential.client_id,
+            client_secret=credential.client_secret,
+            auth_method=credential.token_endpoint_auth_method,
+            resource=credential.resource,
+            timeout_s=self.settings.http_timeout_s,
         )
         match outcome:
             case Refreshed(new_tokens):
@@ -444,12 +443,12 @@ class OAuthService:
                 result = await revoke_token(
                     self._session(),
                     credential.revocation_endpoint,
-                    token,
-                    hint,
-                    credential.client_id,
-                    credential.client_secret,
-                    credential.token_endpoint_auth_method,
-                    self.settings.http_timeout_s,
+                    token=token,
+                    token_type_hint=hint,
+                    client_id=credential.client_id,
+                    client_secret=credential.client_secret,
+                    auth_method=credential.token_endpoint_auth_method,
+                    timeout_s=self.settings.http_timeout_s,
                 )
                 if isinstance(result, Failure):
                     reason = result.error
