@@ -17,6 +17,7 @@ from urllib.parse import urlsplit, urlunsplit
 import aiohttp
 import structlog
 
+from context_harness import __version__
 from context_harness.oauth import http
 from context_harness.primitives.result import ErrorCode, Failure, Result, Success
 
@@ -383,7 +384,7 @@ def initialize_request() -> dict[str, Any]:
         "params": {
             "protocolVersion": MCP_PROTOCOL_VERSION,
             "capabilities": {},
-            "clientInfo": {"name": "context-harness", "version": "0.1.0"},
+            "clientInfo": {"name": "context-harness", "version": __version__},
         },
     }
 
