@@ -9,9 +9,9 @@ from __future__ import annotations
 import ipaddress
 import re
 import socket
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 from urllib.parse import urlsplit, urlunsplit
 
 import aiohttp
@@ -29,6 +29,8 @@ OIDC_WELL_KNOWN = "/.well-known/openid-configuration"
 OFFLINE_ACCESS = "offline_access"
 MCP_PROTOCOL_VERSION = "2025-11-25"
 LOOPBACK_HOSTS = frozenset({"127.0.0.1", "localhost", "::1", "[::1]"})
+
+_Document = TypeVar("_Document")
 
 
 # --- WWW-Authenticate (RFC 9110 §11.6.1, RFC 6750 §3, RFC 9728 §5.1) -------------------------------
@@ -419,15 +421,18 @@ async def fetch_resource_metadata(
     urls = protected_resource_metadata_urls(server_url)
     if challenge and challenge.resource_metadata and endpoint_allowed(challenge.resource_metadata, server_url):
         urls.insert(0, challenge.resource_metadata)
-    found = await _first_document(session, list(dict.fromkeys(urls)), timeout_s, "resource_metadata_missed")
-    if isinstance(found, Failure):
-        return found
-    if found.value is not None:
-        return validate_resource_metadata(found.value.json(), server_url)
-    return Failure(
-        f"{http.describe_url(server_url)} publishes no OAuth protected resource metadata (tried {_tried(urls)})",
-        ErrorCode.OAUTH_ERROR,
-        "the server may not use OAuth; add it with an API key, or check the URL",
+    urls = list(dict.fromkeys(urls))
+    return await _first_valid_document(
+        session,
+        urls,
+        timeout_s,
+        missed_event="resource_metadata_missed",
+        validate=lambda doc: validate_resource_metadata(doc, server_url),
+        not_found=Failure(
+            f"{http.describe_url(server_url)} publishes no OAuth protected resource metadata (tried {_tried(urls)})",
+            ErrorCode.OAUTH_ERROR,
+            "the server may not use OAuth; add it with an API key, or check the URL",
+        ),
     )
 
 
@@ -436,33 +441,44 @@ def _tried(urls: list[str]) -> str:
     return ", ".join(http.describe_url(u) for u in dict.fromkeys(urls))
 
 
-async def _first_document(
-    session: aiohttp.ClientSession, urls: list[str], timeout_s: float, missed_event: str
-) -> Result[http.HttpResponse | None]:
-    """The first response with status 200 (URLs in order), None if none; a transport failure stops the search."""
+async def _first_valid_document(
+    session: aiohttp.ClientSession,
+    urls: list[str],
+    timeout_s: float,
+    *,
+    missed_event: str,
+    validate: Callable[[Any], Result[_Document]],
+    not_found: Failure,
+) -> Result[_Document]:
+    """The first response with status 200 (URLs in order), validated; `not_found` if none answers 200.
+
+    A transport failure stops the search: a server we cannot reach is not a server without metadata.
+    """
     for url in urls:
         got = await http.request(session, "GET", url, headers=http.JSON_ACCEPT, timeout_s=timeout_s)
         if isinstance(got, Failure):
             return got
         if got.value.status == 200:
-            return Success(got.value)
+            return validate(got.value.json())
         log.info(missed_event, url=http.describe_url(url), status=got.value.status)
-    return Success(None)
+    return not_found
 
 
 async def fetch_authorization_server_metadata(
     session: aiohttp.ClientSession, issuer: str, timeout_s: float = http.DEFAULT_TIMEOUT_S
 ) -> Result[AuthServerMetadata]:
     urls = authorization_server_metadata_urls(issuer)
-    found = await _first_document(session, urls, timeout_s, "auth_server_metadata_missed")
-    if isinstance(found, Failure):
-        return found
-    if found.value is not None:
-        return validate_authorization_server_metadata(found.value.json(), issuer)
-    return Failure(
-        f"no authorization server metadata found for issuer {issuer} (tried {_tried(urls)})",
-        ErrorCode.OAUTH_ERROR,
-        "the authorization server publishes neither RFC 8414 nor OpenID discovery metadata",
+    return await _first_valid_document(
+        session,
+        urls,
+        timeout_s,
+        missed_event="auth_server_metadata_missed",
+        validate=lambda doc: validate_authorization_server_metadata(doc, issuer),
+        not_found=Failure(
+            f"no authorization server metadata found for issuer {issuer} (tried {_tried(urls)})",
+            ErrorCode.OAUTH_ERROR,
+            "the authorization server publishes neither RFC 8414 nor OpenID discovery metadata",
+        ),
     )
 
 

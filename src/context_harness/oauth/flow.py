@@ -151,11 +151,7 @@ async def _resolve_client(
         )
     # Client ID Metadata Documents need a URL we host; we have none, so the next step is DCR.
     if auth_server.registration_endpoint is None:
-        return Failure(
-            f"{auth_server.issuer} offers no dynamic client registration and no client id was given",
-            ErrorCode.AUTH_REQUIRED,
-            "register an OAuth app with the provider and pass --client-id (and --client-secret if issued)",
-        )
+        return _cannot_register(auth_server.issuer)
     metadata = build_registration_request([redirect_uri], scopes)
     registered = await register_client(
         session, auth_server.registration_endpoint, metadata, auth_server.issuer, request.http_timeout_s
@@ -167,6 +163,14 @@ async def _resolve_client(
         return saved
     reg = registered.value
     return Success(_Client(reg.client_id, reg.client_secret, reg.token_endpoint_auth_method, "registered"))
+
+
+def _cannot_register(issuer: str) -> Failure:
+    return Failure(
+        f"{issuer} offers no dynamic client registration and no client id was given",
+        ErrorCode.AUTH_REQUIRED,
+        "register an OAuth app with the provider and pass --client-id (and --client-secret if issued)",
+    )
 
 
 def _save_client(store: ClientStore, server_name: str, registration: ClientRegistration) -> Result[None]:
@@ -247,14 +251,7 @@ async def run_authorization_flow(
 
     stored = None if client_id else client_store.get(server_name, auth_server.issuer)
     if client_id is None and stored is None and auth_server.registration_endpoint is None:
-        return _failed(
-            server_name,
-            Failure(
-                f"{auth_server.issuer} offers no dynamic client registration and no client id was given",
-                ErrorCode.AUTH_REQUIRED,
-                "register an OAuth app with the provider and pass --client-id (and --client-secret if issued)",
-            ),
-        )
+        return _failed(server_name, _cannot_register(auth_server.issuer))
 
     explicit = None
     if client_id:
