@@ -1,7 +1,7 @@
 """One complete OAuth login for one MCP server (docs/design.md, "Logging in"), tokens in hand.
 
-The flow writes nothing but a successful client registration; storing the tokens (step 6) and
-writing headers is the caller's job, so a failure anywhere leaves no half-written state.
+The flow writes nothing but a successful client registration; storing the tokens (rotated refresh
+tokens first) and writing headers is the caller's job, so a failure anywhere leaves no half-written state.
 """
 
 from __future__ import annotations
@@ -49,8 +49,8 @@ class FlowRequest:
     # one a stored registration for this issuer is reused, else one is made by Dynamic Client Registration.
     client_id: str | None = None
     client_secret: str | None = field(default=None, repr=False)
-    # How that client authenticates at the token endpoint; None: Basic with a secret, unless the server
-    # only takes it in the form.
+    # How that client authenticates at the token endpoint; None: "none" without a secret, else Basic unless
+    # the server only takes the secret in the form.
     token_auth_method: str | None = None
     # The scopes to ask for instead of the discovered ones.
     scopes: Sequence[str] | None = None
@@ -132,7 +132,8 @@ async def _resolve_client(
     redirect_uri: str,
     scopes: Sequence[str],
 ) -> Result[_Client]:
-    """Step 3 after an explicit client id: the stored registration if it fits, else DCR.
+    """The client when none was given (flag, registry or metadata document): the stored registration if it
+    fits, else one registered now (DCR).
 
     A client the user registered is used whatever the port (its app names the redirect URIs, not us); one
     we registered is reused only with the exact redirect URI it was registered with, since many servers
@@ -149,7 +150,7 @@ async def _resolve_client(
                 stored.preregistered,
             )
         )
-    # Client ID Metadata Documents need a URL we host; we have none, so the next step is DCR.
+    # No Client ID Metadata Document here (none configured, or the server takes none): DCR is what is left.
     if auth_server.registration_endpoint is None:
         return _cannot_register(auth_server.issuer)
     metadata = build_registration_request([redirect_uri], scopes)
