@@ -235,7 +235,10 @@ def test_autostart_from_a_directory_with_a_planted_module_does_not_import_it(use
 def test_an_autostarted_daemon_that_exits_at_once_is_reported_without_the_full_wait(user_env: UserEnv) -> None:
     user_env.ch_home.mkdir(mode=0o700, parents=True, exist_ok=True)
     (user_env.ch_home / "daemon.env").write_text("CH_HTTP_TIMEOUT_S=-1\n")  # invalid: the daemon exits 1
-    done = chctl(user_env, "status", autostart=True, timeout=25)  # under AUTOSTART_WAIT_S: it did not wait for it
+    try:
+        done = chctl(user_env, "status", autostart=True, timeout=25)  # under AUTOSTART_WAIT_S: no full wait
+    finally:
+        chctl(user_env, "daemon", "stop")  # should one have started after all
     assert done.returncode != 0
     assert "error[DAEMON_UNAVAILABLE]" in done.stderr and "exited with code 1" in done.stderr
     assert "daemon.log" in done.stderr  # where to look

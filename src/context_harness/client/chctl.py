@@ -11,7 +11,6 @@ from __future__ import annotations
 import os
 import sys
 import time
-from types import SimpleNamespace
 
 from context_harness import __version__
 from context_harness.client import rpc_client, states
@@ -33,6 +32,7 @@ TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (~2 ms of
 if TYPE_CHECKING:
     import argparse
     from collections.abc import Sequence
+    from typing import Any
 
 
 MIN_DESCRIPTION = 30  # `chctl registry` on a terminal narrower than URLs plus this leaves the URLs out
@@ -482,14 +482,24 @@ def build_parser() -> argparse.ArgumentParser:
 FAST_SPELLINGS = {("status",): False, ("status", "--json"): True}
 
 
-def parse_fast(args_list: Sequence[str]) -> SimpleNamespace | None:
+class FastArgs:
+    """What `parse_fast` makes: the attributes argparse would set (`types.SimpleNamespace` costs a module import)."""
+
+    def __init__(self, **attributes: Any) -> None:
+        self.__dict__.update(attributes)
+
+    def __getattr__(self, name: str) -> Any:  # only for the type checker: every attribute is set in __init__
+        raise AttributeError(name)
+
+
+def parse_fast(args_list: Sequence[str]) -> FastArgs | None:
     """What argparse would make of `args_list` for `bridge NAME` and the spellings in FAST_SPELLINGS; else None."""
     if len(args_list) == 2 and args_list[0] == "bridge" and not args_list[1].startswith("-"):
-        return SimpleNamespace(command="bridge", name=args_list[1], func=cmd_bridge)  # agents spawn it per session
+        return FastArgs(command="bridge", name=args_list[1], func=cmd_bridge)  # agents spawn it per session
     as_json = FAST_SPELLINGS.get(tuple(args_list))
     if as_json is None:
         return None
-    return SimpleNamespace(command="status", json=as_json, func=cmd_status)
+    return FastArgs(command="status", json=as_json, func=cmd_status)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
