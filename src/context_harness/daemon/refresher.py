@@ -83,16 +83,16 @@ def backoff_delay(attempt: int, base_s: float, cap_s: float, rng: random.Random)
 
 @dataclass(frozen=True, slots=True)
 class RefreshSettings:
-    """When to refresh, how many at once, how to back off; the defaults are the daemon's (README.md)."""
+    """When to refresh, how many at once, how to back off (`Settings.refreshing()`, which holds the defaults)."""
 
-    refresh_fraction: float = 0.75  # refresh with a quarter of the lifetime left
-    refresh_jitter: float = 0.05  # ± this much of the lifetime, so tokens issued together spread out
-    max_concurrent_refreshes: int = 16
+    refresh_fraction: float  # of the lifetime: refresh when this much of it has passed
+    refresh_jitter: float  # ± this much of the lifetime, so tokens issued together spread out
+    max_concurrent_refreshes: int
     # The scheduler's sleeps are capped so a laptop that slept past a refresh time catches up on wake.
-    wallclock_check_s: float = 30.0
-    min_refresh_spacing_s: float = 10.0  # however short a server makes its tokens
-    backoff_base_s: float = 5.0  # transient failures: exponential backoff with full jitter from here...
-    backoff_max_s: float = 300.0  # ...up to here
+    wallclock_check_s: float
+    min_refresh_spacing_s: float  # however short a server makes its tokens
+    backoff_base_s: float  # transient failures: exponential backoff with full jitter from here...
+    backoff_max_s: float  # ...up to here
 
     @property
     def timing(self) -> tuple[float, float, float]:
@@ -134,7 +134,15 @@ class Refresher:
     def start(self) -> None:
         self.oauth.on_refresh_attempt = self.after_attempt  # a `chctl refresh` moves the plan too
         self.scheduler.start()
-        self._add_wall_clock_job(first_run=datetime.now(UTC))  # at start too: configs are repaired first
+        self.scheduler.add_job(
+            self._check_wall_clock,
+            "interval",
+            seconds=self.settings.wallclock_check_s,
+            id=WALLCLOCK_JOB_ID,
+            coalesce=True,
+            max_instances=1,
+            next_run_time=datetime.now(UTC),  # at start too: configs are repaired before anything else
+        )
         for credential in self.tokens.all():
             self.schedule(credential.name, credential)
         log.info("refresher_started", servers=len(self._plans))
@@ -148,23 +156,11 @@ class Refresher:
         if not self.scheduler.running:
             return
         if settings.wallclock_check_s != previous.wallclock_check_s:
-            self._add_wall_clock_job(first_run=None)
+            self.scheduler.reschedule_job(WALLCLOCK_JOB_ID, trigger="interval", seconds=settings.wallclock_check_s)
         if settings.timing != previous.timing:
             for name in list(self._plans):
                 if self._plans[name].attempt == 0:  # a backoff in progress keeps its time
                     self.schedule(name)
-
-    def _add_wall_clock_job(self, first_run: datetime | None) -> None:
-        self.scheduler.add_job(
-            self._check_wall_clock,
-            "interval",
-            seconds=self.settings.wallclock_check_s,
-            id=WALLCLOCK_JOB_ID,
-            replace_existing=True,
-            coalesce=True,
-            max_instances=1,
-            **({"next_run_time": first_run} if first_run is not None else {}),
-        )
 
     async def stop(self, grace_s: float = 20.0) -> None:
         """Stop scheduling; let refreshes in flight finish their writes (bounded by `grace_s`).

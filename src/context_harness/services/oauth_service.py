@@ -57,11 +57,13 @@ class _NoEvents:
 
 @dataclass(frozen=True, slots=True)
 class OAuthSettings:
+    """What OAuthService uses of the daemon's settings (`Settings.oauth()`, which holds the defaults)."""
+
     locks_dir: Path  # one lock file per server: one refresh at a time, across processes too
-    http_timeout_s: float = 30.0
-    config_io_timeout_s: float = 10.0  # reading a server's configs (its URL): a hung mount fails that call
+    http_timeout_s: float
+    config_io_timeout_s: float  # reading a server's configs (its URL): a hung mount fails that call
     # The https URL of a Client ID Metadata Document for context-harness, tried before Dynamic Client Registration.
-    client_metadata_url: str | None = None
+    client_metadata_url: str | None
 
 
 @dataclass(frozen=True, slots=True)

@@ -30,8 +30,10 @@ log = structlog.get_logger(__name__)
 
 @dataclass(frozen=True, slots=True)
 class PublishSettings:
+    """What the Publisher uses of the daemon's settings (`Settings.publishing()`, which holds the default)."""
+
     # A config that takes longer to write is on a hung mount (or is a FIFO): that write fails for now.
-    io_timeout_s: float = 10.0
+    io_timeout_s: float
 
 
 @dataclass(slots=True)
@@ -61,12 +63,12 @@ class Publisher:
         config: ConfigService,
         tokens: TokenStore,
         bindings: BindingStore,
-        settings: PublishSettings | None = None,
+        settings: PublishSettings,
     ) -> None:
         self.config = config
         self.tokens = tokens
         self.bindings = bindings
-        self.settings = settings or PublishSettings()
+        self.settings = settings
         # Per server: the bound configs whose last write failed, and why.
         self.errors: dict[str, dict[str, str]] = {}
         self._blocked: set[str] = set()  # configs whose write is still stuck in its thread
