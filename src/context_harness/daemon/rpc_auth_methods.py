@@ -6,11 +6,11 @@ import asyncio
 from pathlib import Path
 from typing import Any
 
+from context_harness.daemon.rpc_methods import off_the_loop
 from context_harness.daemon.rpc_params import AuthStartParams, FlowParams, ImportParams, NameParams, PasteParams
 from context_harness.daemon.services import Services
 from context_harness.primitives.result import Failure, Result, Success
 from context_harness.services import auth_guidance
-from context_harness.services.blocking_io import run_config_io
 from context_harness.services.oauth_service import AuthOptions
 
 
@@ -51,7 +51,7 @@ async def auth_cancel(s: Services, p: FlowParams) -> Result[bool]:
 
 
 async def auth_status(s: Services, p: NameParams) -> Result[dict[str, Any]]:
-    found = await run_config_io(lambda: s.status.lookup(p.name), s.settings.config_io_timeout_s, "auth.status")
+    found = await off_the_loop(s, "auth.status", lambda: s.status.lookup(p.name))
     return found if isinstance(found, Failure) else Success(found.value.as_dict())
 
 

@@ -105,7 +105,7 @@ def build_services(
     refresher = Refresher(settings.refreshing(), oauth, tokens, bindings, clock=clock, rng=rng)
     flows = AuthFlows(oauth)
     bridges = Bridges(tokens, oauth, http)
-    status = StatusBoard(tokens, bindings, mcp, oauth)
+    status = StatusBoard(tokens, bindings, mcp, oauth, publisher)
     services = Services(
         settings=settings,
         config=config,

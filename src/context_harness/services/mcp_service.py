@@ -19,7 +19,7 @@ from context_harness.primitives.names import SERVER_NAME_HINT, valid_server_name
 from context_harness.primitives.oauth import Credential, TokenState
 from context_harness.primitives.result import ErrorCode, Failure, Result, Success
 from context_harness.services.config_service import ConfigService, ConfigTarget
-from context_harness.services.publisher import Publisher, PublishReport
+from context_harness.services.publisher import Publisher
 from context_harness.services.registry import close_names, load_registry
 from context_harness.stores.bindings import Binding, BindingStore
 from context_harness.stores.crash_points import AFTER_BINDING_WRITE, crash_point
@@ -318,10 +318,6 @@ class MCPService:
             )
         log.info("server_removed", server=name, path=str(path), client=client)
         return Success(path)
-
-    def update_auth(self, name: str) -> Result[PublishReport]:
-        """Write the stored credential's current header into every config bound to `name` (in this thread)."""
-        return self.publisher.publish_now(name)
 
     def server_url(self, name: str) -> Result[str]:
         """The URL an agent uses for `name` (a bound config's entry), else the registry's."""

@@ -91,17 +91,6 @@ class Publisher:
         self._remember(name, report)
         return report
 
-    def publish_now(self, name: str) -> Result[PublishReport]:
-        """`publish` in the caller's thread, for a caller already off the event loop."""
-        credential = self.tokens.load(name)
-        if credential is None or not credential.secret:
-            return Failure(f"no credential stored for {name}", ErrorCode.AUTH_REQUIRED, f"run `chctl auth {name}`")
-        report = PublishReport()
-        for binding in self._header_bindings(credential):
-            self._add(report, name, binding.path, self._write(credential, binding))
-        self._remember(name, report)
-        return Success(report)
-
     async def forget(self, name: str, header: str) -> PublishReport:
         """Logout: take our header out of every config bound to `name` (the credential is gone already).
         A `{file:}` reference stays, with its file present: opencode stops working when the file is missing."""

@@ -60,12 +60,14 @@ class StatusBoard:
     """Builds `ServerStatus`es. What only the daemon knows (the refresh plan, live bridges, failed logins)
     comes through the three callables, which the daemon sets when it wires its parts together."""
 
-    def __init__(self, tokens: TokenStore, bindings: BindingStore, mcp: MCPService, oauth: OAuthService) -> None:
+    def __init__(
+        self, tokens: TokenStore, bindings: BindingStore, mcp: MCPService, oauth: OAuthService, publisher: Publisher
+    ) -> None:
         self.tokens = tokens
         self.bindings = bindings
         self.mcp = mcp
         self.oauth = oauth
-        self.publisher: Publisher = mcp.publisher
+        self.publisher = publisher
         self.next_refresh_at: Callable[[str], float | None] = lambda _name: None
         self.bridges: Callable[[str], list[BridgeStatus]] = lambda _name: []
         self.failed_login: Callable[[str], str | None] = lambda _name: None
