@@ -48,15 +48,6 @@ class PublishReport:
         return {"written": self.written, "dropped": self.dropped, "failed": self.failed}
 
 
-def header_value(credential: Credential, binding: Binding, secret_file: Path) -> str:
-    """The header's value as `binding`'s config holds it: the secret, or the client's reference to
-    `secret_file` when the binding keeps the secret in a file."""
-    secret = credential.secret or ""
-    if binding.secret_mode is SecretMode.FILE:
-        secret = get_format(binding.client).secret_file_reference(secret_file) or secret
-    return f"{credential.header_scheme} {secret}" if credential.header_scheme else secret
-
-
 class Publisher:
     def __init__(
         self,
@@ -77,7 +68,13 @@ class Publisher:
         self.settings = settings
 
     def header_value(self, credential: Credential, binding: Binding) -> str:
-        return header_value(credential, binding, self.tokens.secret_file(credential.name))
+        """The header's value as `binding`'s config holds it: the secret, or the client's reference to the
+        secret file when the binding keeps the secret in a file."""
+        secret = credential.secret or ""
+        if binding.secret_mode is SecretMode.FILE:
+            reference = get_format(binding.client).secret_file_reference(self.tokens.secret_file(credential.name))
+            secret = reference or secret
+        return f"{credential.header_scheme} {secret}" if credential.header_scheme else secret
 
     async def publish(self, name: str) -> PublishReport:
         """Write `name`'s stored credential into every config bound to it in header mode."""
