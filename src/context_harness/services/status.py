@@ -72,10 +72,6 @@ class StatusBoard:
         self.bridges: Callable[[str], list[BridgeStatus]] = lambda _name: []
         self.failed_login: Callable[[str], str | None] = lambda _name: None
 
-    def names(self) -> list[str]:
-        """Every server that is configured or has a credential."""
-        return sorted(set(self.bindings.load()) | set(self.tokens.names()))
-
     def awaiting_login(self) -> list[str]:
         """Bound servers without a credential: whether each expects a login is read from its configs."""
         return [n for n in self.bindings.load() if not self.tokens.path(n).exists()]
@@ -93,10 +89,11 @@ class StatusBoard:
             return unknown
         return Success(self.server(name, expects_login=self.mcp.expects_login(name)))
 
-    def server(self, name: str, *, expects_login: bool) -> ServerStatus:
-        """`expects_login`: for a server without a credential, whether it awaits an OAuth login."""
+    def server(self, name: str, *, expects_login: bool, bindings: list[Binding] | None = None) -> ServerStatus:
+        """`expects_login`: for a server without a credential, whether it awaits an OAuth login. `bindings`:
+        the server's, when the caller has read them already."""
         credential = self.tokens.load(name)
-        bindings = self.bindings.for_server(name)
+        bindings = self.bindings.for_server(name) if bindings is None else bindings
         shared: dict[str, Any] = {
             "name": name,
             "next_refresh_at": self.next_refresh_at(name),
@@ -134,7 +131,10 @@ class StatusBoard:
         )
 
     def servers(self, expects_login: dict[str, bool]) -> list[ServerStatus]:
-        return [self.server(n, expects_login=expects_login.get(n, False)) for n in self.names()]
+        """Every server that is configured or has a credential, by name; the bindings file is read once."""
+        bound = self.bindings.load()
+        names = sorted(set(bound) | set(self.tokens.names()))
+        return [self.server(n, expects_login=expects_login.get(n, False), bindings=bound.get(n, [])) for n in names]
 
     def _last_error(self, name: str, credential: Credential | None) -> str | None:
         """The refresh's last error, else a failed login, else the configs that could not be written."""
