@@ -68,6 +68,7 @@ class FakeWorld:
     registrations: list[dict[str, Any]] = field(default_factory=list)
     issued_tokens: list[str] = field(default_factory=list)
     client_secrets: list[str] = field(default_factory=list)
+    revoked: list[str] = field(default_factory=list)  # tokens sent to /revoke
     release: asyncio.Event = field(default_factory=asyncio.Event)
 
     @property
@@ -201,7 +202,12 @@ def build_world_app(world: FakeWorld) -> web.Application:
             doc["scope"] = world.token_scope
         return web.json_response(doc)
 
+    async def revoke(request: web.Request) -> web.Response:
+        world.revoked.append(str((await request.post()).get("token", "")))
+        return web.Response(status=200)
+
     app = web.Application()
+    app.router.add_post("/as/revoke", revoke)
     app.router.add_post("/mcp", mcp)
     app.router.add_get("/.well-known/oauth-protected-resource/mcp", resource_metadata)
     app.router.add_get("/.well-known/oauth-authorization-server/as", as_metadata)

@@ -3,8 +3,8 @@
 import ast
 from pathlib import Path
 
+from context_harness.oauth.authorization_request import parse_callback
 from context_harness.oauth.preflight import PAGE_TEXT_LIMIT, refusal
-from context_harness.oauth.token_client import parse_callback
 from context_harness.primitives import text
 from context_harness.primitives.result import Failure
 from context_harness.primitives.text import SERVER_TEXT_LIMIT, printable

@@ -9,6 +9,7 @@ Each client module is imported only when it is used (as uvicorn picks its loop a
 
 from __future__ import annotations
 
+import functools
 import importlib
 import os
 import shutil
@@ -292,3 +293,15 @@ def get_format(client: str) -> ConfigFormat:
     module = importlib.import_module(CLIENTS[client])
     fmt: ConfigFormat = module.FORMAT
     return fmt
+
+
+@functools.cache
+def substitutions() -> dict[str, str]:
+    """Every marker any client in the table substitutes -> the clients that do ("Claude Code, Cursor"): what
+    no value from outside may hold, whichever client it is written for today (it may be re-added to another)."""
+    found: dict[str, list[str]] = {}
+    for client in CLIENTS:
+        fmt = get_format(client)
+        for marker in fmt.substitutions:
+            found.setdefault(marker, []).append(fmt.label)
+    return {marker: ", ".join(labels) for marker, labels in found.items()}

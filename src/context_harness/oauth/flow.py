@@ -17,6 +17,7 @@ import aiohttp
 import structlog
 
 from context_harness.oauth import http
+from context_harness.oauth.authorization_request import build_authorization_url, parse_callback
 from context_harness.oauth.callback_server import CallbackServer, query_from_pasted_url
 from context_harness.oauth.discovery import AuthServerMetadata, Discovery, discover
 from context_harness.oauth.pkce import generate_pkce, new_state
@@ -27,7 +28,7 @@ from context_harness.oauth.registration import (
     register_client,
     registered_loopback_port,
 )
-from context_harness.oauth.token_client import build_authorization_url, exchange_code, parse_callback
+from context_harness.oauth.token_client import exchange_code
 from context_harness.primitives.oauth import ClientRegistration, OAuthTokens
 from context_harness.primitives.result import ErrorCode, Failure, Result, Success
 from context_harness.stores.client_store import ClientStore
@@ -381,6 +382,7 @@ async def _authorize(
         client_secret=client.client_secret,
         auth_method=client.auth_method,
         resource=discovery.resource,
+        revocation_endpoint=auth_server.revocation_endpoint,
         timeout_s=request.http_timeout_s,
     )
     if isinstance(tokens, Failure):

@@ -9,16 +9,10 @@ from __future__ import annotations
 
 import re
 
-# RFC 6750 §2.1 `b64token`: what an access token may be if it is to travel as `Authorization: Bearer <token>`.
-BEARER_TOKEN = re.compile(r"[A-Za-z0-9._~+/-]+=*")
 # RFC 9110 §5.6.2 `token`: a header field name.
 HEADER_NAME = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")
 OPENCODE_SUBSTITUTIONS = ("{env:", "{file:")
 CONTROL_CHARACTER = re.compile(r"[\x00-\x1f\x7f]")
-
-
-def is_bearer_token(value: str) -> bool:
-    return BEARER_TOKEN.fullmatch(value) is not None
 
 
 def header_value_problem(value: str) -> str | None:

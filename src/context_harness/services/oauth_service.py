@@ -340,6 +340,7 @@ class OAuthService:
             client_secret=credential.client_secret,
             auth_method=credential.token_endpoint_auth_method,
             resource=credential.resource,
+            revocation_endpoint=credential.revocation_endpoint,
             timeout_s=self.settings.http_timeout_s,
         )
         match outcome:
