@@ -7,7 +7,9 @@ from __future__ import annotations
 import asyncio
 import json
 from collections.abc import Iterator
+from typing import Any
 
+import aiohttp
 import pytest
 
 from tests.peers.fake_browser import browser_command
@@ -119,6 +121,7 @@ def test_logout_revokes_the_grant_at_the_worker(
 ) -> None:
     log_in(user_env, workers_oauth_worker)
     access_token = assert_works(user_env, workers_oauth_worker)
+    credential = stored(user_env)
     done = chctl(user_env, "auth", "srv", "--logout")
     assert done.returncode == 0, done.stderr
     assert "revoked" in done.stdout
@@ -127,3 +130,26 @@ def test_logout_revokes_the_grant_at_the_worker(
     assert "headers" not in config["mcp"]["srv"]
     # The token the config held a moment ago is dead at the Worker.
     assert asyncio.run(initialize_status(workers_oauth_worker.mcp_url, "Bearer " + access_token)) == 401
+    # So is the refresh token: the grant is gone (invalid_grant, not invalid_client: the client did authenticate).
+    assert asyncio.run(refresh_error(credential)) == "invalid_grant"
+
+
+async def refresh_error(credential: dict[str, Any]) -> str:
+    """The OAuth error the token endpoint answers a refresh with, authenticating the client as it registered."""
+    form = {"grant_type": "refresh_token", "refresh_token": credential["tokens"]["refresh_token"]}
+    method, client = (
+        credential["token_endpoint_auth_method"],
+        (credential["client_id"], credential.get("client_secret", "")),
+    )
+    headers = {}
+    if method == "client_secret_basic":
+        headers["Authorization"] = aiohttp.BasicAuth(*client).encode()
+    else:
+        form |= {"client_id": client[0]} | ({"client_secret": client[1]} if method == "client_secret_post" else {})
+    async with (
+        aiohttp.ClientSession() as http,
+        http.post(credential["token_endpoint"], data=form, headers=headers) as answer,
+    ):
+        assert answer.status == 400
+        body: dict[str, Any] = await answer.json()
+    return str(body["error"])
