@@ -73,6 +73,25 @@ def test_login_writes_the_colon_token_and_the_worker_accepts_it(
     status = chctl(user_env, "auth", "srv", "--status", "--json")
     assert status.returncode == 0 and json.loads(status.stdout)["state"] == "active"
     assert_no_secret(daemon.log(), user_env)
+    assert asyncio.run(workers_oauth_worker.grant_count("alice")) >= 1  # the grant the next test sees revoked
+
+
+def test_a_token_a_client_would_substitute_is_refused_and_its_grant_revoked(
+    daemon: DaemonProcess, user_env: UserEnv, workers_oauth_worker: WorkersOAuthWorker
+) -> None:
+    # The Worker names the user `${HOME}`: its tokens are `${HOME}:grantId:secret`, which Claude Code, Cursor
+    # and VS Code would expand in their configs. Refused, and the grant just issued does not stay live.
+    user = "${HOME}"
+    asyncio.run(workers_oauth_worker.set_next_user(user))
+    assert chctl(user_env, "init").returncode == 0
+    assert chctl(user_env, "add", "srv", "--url", workers_oauth_worker.mcp_url).returncode == 0
+    done = chctl(user_env, "auth", "srv", extra_env={"BROWSER": browser_command()})
+    assert done.returncode != 0 and "error[OAUTH_ERROR]" in done.stderr
+    assert asyncio.run(workers_oauth_worker.grant_count(user)) == 0, "the refused grant is still live at the Worker"
+    assert "revoked at the server" in done.stderr
+    assert not (user_env.ch_home / "tokens" / "srv.json").exists()
+    config = json.loads((user_env.project / "opencode.json").read_text())
+    assert "headers" not in config["mcp"]["srv"]
 
 
 def test_refresh_gives_a_new_colon_token_that_works(

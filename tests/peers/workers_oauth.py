@@ -17,6 +17,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+import aiohttp
 import pytest
 
 from tests.peers.peer_process import PeerProcess, start_peer
@@ -57,6 +58,20 @@ class WorkersOAuthWorker:
     @property
     def log_path(self) -> Path:
         return self.work_dir / "wrangler.log"
+
+    async def set_next_user(self, user_id: str) -> None:
+        """The user id the next login is granted for (one login only; then "alice" again)."""
+        async with aiohttp.ClientSession() as http, http.post(f"{self.origin}/peer/next-user", data=user_id) as answer:
+            assert answer.status == 204
+
+    async def grant_count(self, user_id: str) -> int:
+        """How many grants `user_id` has at the Worker: a revoked one is gone."""
+        async with (
+            aiohttp.ClientSession() as http,
+            http.get(f"{self.origin}/peer/grants", params={"user": user_id}) as answer,
+        ):
+            answer.raise_for_status()
+            return int((await answer.json())["count"])
 
     def start(self) -> None:
         env = {

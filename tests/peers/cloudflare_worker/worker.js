@@ -59,19 +59,34 @@ const mcpHandler = {
 };
 
 // The consent page a person would see, approved at once: the grant carries the scopes the client asked for.
+// Two routes for the tests, as an operator's console would be: POST /peer/next-user sets the user id of the
+// next login only (a test asks for a user id its client must refuse), GET /peer/grants?user=ID counts the
+// grants that user still has.
+const NEXT_USER_KEY = "peer:next-user"; // beside the library's own client:/grant:/token: keys
+
 const defaultHandler = {
   async fetch(request, env) {
     const url = new URL(request.url);
+    if (url.pathname === "/peer/next-user" && request.method === "POST") {
+      await env.OAUTH_KV.put(NEXT_USER_KEY, await request.text());
+      return new Response(null, { status: 204 });
+    }
+    if (url.pathname === "/peer/grants") {
+      const grants = await env.OAUTH_PROVIDER.listUserGrants(url.searchParams.get("user"));
+      return Response.json({ count: grants.items.length });
+    }
     if (url.pathname !== "/authorize") {
       return new Response("not found", { status: 404 });
     }
     const authRequest = await env.OAUTH_PROVIDER.parseAuthRequest(request);
+    const userId = (await env.OAUTH_KV.get(NEXT_USER_KEY)) ?? USER_ID;
+    await env.OAUTH_KV.delete(NEXT_USER_KEY);
     const { redirectTo } = await env.OAUTH_PROVIDER.completeAuthorization({
       request: authRequest,
-      userId: USER_ID,
+      userId,
       metadata: {},
       scope: authRequest.scope,
-      props: { userId: USER_ID },
+      props: { userId },
     });
     return Response.redirect(redirectTo, 302);
   },
