@@ -16,6 +16,7 @@ from tests.peers.fake_browser import browser_command
 from tests.peers.workers_oauth import ACCESS_TOKEN_TTL_S, WorkersOAuthWorker
 from tests.support.daemon import DaemonProcess, chctl, wait_for
 from tests.support.env import UserEnv
+from tests.support.opencode import mcp_list
 from tests.test_e2e_oauth import assert_no_secret, call_whoami, header_of, stored
 from tests.test_refresh_e2e import initialize_status
 
@@ -69,6 +70,7 @@ def test_login_writes_the_colon_token_and_the_worker_accepts_it(
     tokens = log_in(user_env, workers_oauth_worker)
     assert tokens["refresh_token"].startswith("alice:")
     assert_works(user_env, workers_oauth_worker)
+    assert mcp_list(user_env) == {"srv": "connected"}  # the real opencode sends the colon token as it is
     assert stored(user_env)["issuer"] == workers_oauth_worker.origin
     status = chctl(user_env, "auth", "srv", "--status", "--json")
     assert status.returncode == 0 and json.loads(status.stdout)["state"] == "active"
