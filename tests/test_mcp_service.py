@@ -5,6 +5,7 @@ No daemon: the service is called directly."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import stat
 from dataclasses import dataclass
@@ -225,3 +226,44 @@ def test_an_unknown_name_is_not_found_with_the_names_it_resembles(harness: Harne
     assert f"unknown server {name!r}" in added.error
     assert f"did you mean: {suggested}" in (added.hint or "") and "--url" in (added.hint or "")
     assert_nothing_written(harness, name)
+
+
+@pytest.mark.parametrize(
+    "entry",
+    [
+        {"url": "https://mcp.example/{env:ANTHROPIC_API_KEY}/mcp", "auth_type": "api-key", "api_key_header": "X-Key"},
+        {"url": "https://mcp.example/mcp", "auth_type": "api-key", "api_key_header": "X-Key\r\nX-Evil: 1"},
+        {"url": "https://mcp.example/mcp?t=${GITHUB_TOKEN}"},
+    ],
+)
+def test_a_registry_entry_a_config_could_not_hold_safely_is_skipped_not_written(
+    harness: Harness, entry: dict[str, str]
+) -> None:
+    registry = harness.mcp.user_registry
+    registry.write_text(json.dumps({"servers": [{"name": "planted", **entry}]}))
+    harness.mcp.reload_registry()
+    assert "planted" not in harness.mcp.registry
+    [warning] = harness.mcp.registry_warnings
+    assert "planted" in warning and ("'url'" in warning or "'api_key_header'" in warning)
+    added = harness.add("planted", api_key=KEY) if "api_key_header" in entry else harness.add("planted")
+    assert isinstance(added, Failure) and added.code is ErrorCode.NOT_FOUND
+    assert harness.opencode_json.read_text() == OPENCODE_CONFIG
+    assert harness.tokens.load("planted") is None
+
+
+@pytest.mark.parametrize(
+    ("secret", "header"),
+    [("{env:ANTHROPIC_API_KEY}", "X-Key"), ("k-$HOME", "X-Key"), ("k 1", "X-Key"), (KEY, "X-Key\r\nX-Evil")],
+)
+def test_the_publisher_checks_a_stored_value_again_before_it_writes(harness: Harness, secret: str, header: str) -> None:
+    # A key stored before the gate existed (or a planted token file) reaches no config.
+    assert isinstance(harness.add("docs", url=DOCS_URL, api_key=KEY, key_header="X-Key"), Success)
+    before = harness.opencode_json.read_text()
+    planted = harness.tokens.load("docs")
+    assert planted is not None
+    harness.tokens.save(planted.model_copy(update={"api_key": secret, "header_name": header}))
+    report = asyncio.run(harness.mcp.publisher.publish("docs"))
+    assert report.written == [] and list(report.failed) == [str(harness.opencode_json.resolve())]
+    [reason] = report.failed.values()
+    assert "not written" in reason and secret not in reason
+    assert harness.opencode_json.read_text() == before

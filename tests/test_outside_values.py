@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 from context_harness.config.format import CLIENTS, get_format, substitutions
 from context_harness.oauth.token_client import issued_token_problem
 from context_harness.primitives.oauth import OAuthTokens
-from context_harness.primitives.outside_values import credential_problem
+from context_harness.primitives.outside_values import credential_problem, url_problem
 
 MARKERS = substitutions()
 VISIBLE = "".join(chr(c) for c in range(0x21, 0x7F))
@@ -79,3 +79,32 @@ def test_a_marker_is_never_accepted(before: str, marker: str, after: str) -> Non
 @given(st.text(), st.sampled_from([chr(c) for c in [*range(0x20), 0x7F]] + list(string.whitespace)), st.text())
 def test_a_control_character_or_whitespace_is_never_accepted(before: str, bad: str, after: str) -> None:
     assert credential_problem(before + bad + after, MARKERS) is not None
+
+
+@given(st.text(alphabet=VISIBLE), st.sampled_from(sorted(MARKERS)), st.text(alphabet=VISIBLE))
+def test_a_url_with_a_marker_is_never_accepted(before: str, marker: str, after: str) -> None:
+    url = "https://mcp.example/" + before + marker + after
+    assert url_problem(url, MARKERS, carries_secret=False) is not None
+
+
+@given(st.text(), st.sampled_from([chr(c) for c in [*range(0x21), 0x7F]]), st.text())
+def test_a_url_with_a_control_character_or_space_is_never_accepted(before: str, bad: str, after: str) -> None:
+    assert url_problem("https://mcp.example/" + before + bad + after, MARKERS, carries_secret=False) is not None
+
+
+@pytest.mark.parametrize(
+    ("url", "carries_secret", "fine"),
+    [
+        ("https://mcp.example/mcp", True, True),
+        ("http://127.0.0.1:8931/mcp", True, True),
+        ("http://[::1]:8931/mcp", True, True),
+        ("http://wiki.corp:8080/mcp", False, True),  # no credential travels: the cleartext rule does not apply
+        ("http://wiki.corp:8080/mcp", True, False),
+        ("http://127.0.0.1.evil.example/mcp", True, False),
+        ("ftp://mcp.example/mcp", False, False),
+        ("https:///mcp", False, False),
+        ("http://[::1/mcp", False, False),
+    ],
+)
+def test_the_cleartext_rule_and_the_shape_of_a_url(url: str, carries_secret: bool, fine: bool) -> None:
+    assert (url_problem(url, MARKERS, carries_secret=carries_secret) is None) is fine

@@ -207,14 +207,10 @@ class ConfigFormat:
         """A header value that names where the secret is rather than holding it (safe to print)."""
         return "${" in value
 
-    # What the client substitutes in a header value it reads from the file: a key holding one would be read
-    # as config syntax (and could send the user's environment to whoever issued the key), so it is refused.
+    # What the client substitutes in a value it reads from the file: a token or key holding one would be read
+    # as config syntax (and could send the user's environment to whoever issued it). `substitutions()` joins
+    # every client's, and primitives/outside_values.py refuses them all.
     substitutions: tuple[str, ...] = ("${",)
-
-    def value_problem(self, value: str) -> str | None:
-        if any(marker in value for marker in self.substitutions):
-            return f"contains {' or '.join(self.substitutions)}, which {self.label} would substitute"
-        return None
 
     def mask(self, entry: dict[str, Any]) -> dict[str, Any]:
         """The entry fit to print: header values hidden unless they are references."""

@@ -17,8 +17,8 @@ from typing import Any
 import aiohttp
 import structlog
 
-from context_harness.oauth.discovery import is_secure_endpoint
 from context_harness.oauth.http import describe_url
+from context_harness.primitives.outside_values import is_secure_endpoint
 from context_harness.primitives.result import ErrorCode, Failure, Result, Success
 from context_harness.services.oauth_service import (
     OAuthService,

@@ -10,13 +10,18 @@ from typing import Any
 
 import structlog
 
-from context_harness.config.format import CLIENTS, DEFAULT_CLIENT, ConfigFormat, Mode, get_format
-from context_harness.oauth.discovery import is_secure_endpoint
+from context_harness.config.format import CLIENTS, DEFAULT_CLIENT, ConfigFormat, Mode, get_format, substitutions
 from context_harness.oauth.http import describe_url
-from context_harness.primitives.header_text import header_name_problem, header_value_problem
 from context_harness.primitives.mcp import MCPAuthType, MCPServer, SecretMode, ServerType
 from context_harness.primitives.names import SERVER_NAME_HINT, valid_server_name
 from context_harness.primitives.oauth import Credential, TokenState
+from context_harness.primitives.outside_values import (
+    credential_problem,
+    header_name_problem,
+    header_value_problem,
+    is_secure_endpoint,
+    url_problem,
+)
 from context_harness.primitives.result import ErrorCode, Failure, Result, Success
 from context_harness.services.config_service import ConfigService, ConfigTarget
 from context_harness.services.publisher import Publisher
@@ -250,10 +255,6 @@ class MCPService:
                 ErrorCode.INVALID_PARAMS,
                 f"use --bridge (no secret in the file) or --secret-mode inline for --client {client}",
             )
-        if mode == "header":
-            substituted = self._substituted_value(fmt, request, plan)
-            if substituted is not None:
-                return substituted
         path = self.config.resolve(request.target, for_create=True, fmt=fmt)
         if isinstance(path, Failure):
             return path
@@ -266,20 +267,6 @@ class MCPService:
             if isinstance(readable, Failure):
                 return readable
         return Success((fmt, path.value.resolve() if path.value.exists() else path.value, mode))  # not yet made
-
-    def _substituted_value(self, fmt: ConfigFormat, request: AddRequest, plan: Planned) -> Failure | None:
-        """A key or static header `fmt`'s client would read as a reference to substitute, not as data."""
-        key = plan.credential
-        if key is None and plan.auth_type is MCPAuthType.API_KEY:
-            key = self.tokens.load(request.name)  # the key stored earlier, re-added to another client
-        values = [(f"header {k!r}", v) for k, v in request.headers.items()]
-        if key is not None and key.api_key:
-            values.append(("the API key", key.api_key))
-        for label, value in values:
-            problem = fmt.value_problem(value)
-            if problem is not None:
-                return Failure(f"{label} {problem}", ErrorCode.INVALID_PARAMS, "nothing was written; use --bridge")
-        return None
 
     def _entry(
         self,
@@ -398,8 +385,9 @@ class MCPService:
         if bad_header is not None:
             return bad_header
         url = request.url or (known.url if known else None)
-        if not url or not url.startswith(("http://", "https://")):
-            return Failure(f"invalid url {url!r}", ErrorCode.INVALID_PARAMS, "pass --url http(s)://host/path")
+        bad_url = url_problem(url, substitutions(), carries_secret=False) if url else "is missing"
+        if bad_url is not None or url is None:
+            return Failure(f"the server's URL {bad_url}", ErrorCode.INVALID_PARAMS, "pass --url http(s)://host/path")
         auth_type = known.auth_type if known is not None and request.url is None else MCPAuthType.NONE
         if request.api_key is not None:
             auth_type = MCPAuthType.API_KEY
@@ -417,6 +405,9 @@ class MCPService:
                     f"pass -k KEY or --api-key-env VAR (e.g. `chctl add {request.name} --api-key-env "
                     f"{request.name.upper().replace('-', '_')}_API_KEY`)",
                 )
+            bad_key = credential_problem(key, substitutions())  # a key stored before this check existed, too
+            if bad_key is not None:
+                return Failure(f"the API key {bad_key}", ErrorCode.INVALID_PARAMS, "nothing was written; check the key")
             if not is_secure_endpoint(url):
                 return Failure(
                     f"refusing to send an API key to {describe_url(url)} in clear text",
@@ -436,14 +427,13 @@ class MCPService:
 
 
 def _header_problem(request: AddRequest) -> Failure | None:
-    """An API key or `--header` that opencode would read as config syntax or that would break its request."""
-    named = [(f"header {k!r}", v) for k, v in request.headers.items()]
-    if request.api_key is not None:
-        named.append(("the API key", request.api_key))
-    for label, value in named:
-        problem = header_value_problem(value)
+    """A `--header` that a client would read as config syntax or that would break its request."""
+    for header, value in request.headers.items():
+        problem = header_value_problem(value, substitutions())
         if problem is not None:
-            return Failure(f"{label} {problem}", ErrorCode.INVALID_PARAMS, "nothing was written; check the value")
+            return Failure(
+                f"header {header!r} {problem}", ErrorCode.INVALID_PARAMS, "nothing was written; check the value"
+            )
     for name in [*request.headers, *([request.key_header] if request.key_header else [])]:
         problem = header_name_problem(name)
         if problem is not None:

@@ -16,9 +16,10 @@ from typing import Any
 
 import structlog
 
-from context_harness.config.format import get_format
+from context_harness.config.format import get_format, substitutions
 from context_harness.primitives.mcp import SecretMode
 from context_harness.primitives.oauth import Credential
+from context_harness.primitives.outside_values import credential_problem, header_name_problem
 from context_harness.primitives.result import ErrorCode, Failure, Result, Success
 from context_harness.services.blocking_io import StillRunning, run_blocking
 from context_harness.services.config_service import ConfigService
@@ -46,6 +47,19 @@ class PublishReport:
 
     def as_dict(self) -> dict[str, Any]:
         return {"written": self.written, "dropped": self.dropped, "failed": self.failed}
+
+
+def unwritable_problem(credential: Credential) -> str | None:
+    """The gate every login, key and import passed, run again right before a write: why `credential`'s
+    header must not go into a config; None when it may."""
+    what = "API key" if credential.kind == "api_key" else "access token"
+    bad_secret = credential_problem(credential.secret or "", substitutions())
+    if bad_secret is not None:
+        return f"the stored {what} {bad_secret}; not written (run `chctl auth {credential.name}` or add the key again)"
+    bad_name = header_name_problem(credential.header_name)
+    if bad_name is not None:
+        return f"the stored header name {bad_name}; not written (add the server again)"
+    return None
 
 
 class Publisher:
@@ -81,6 +95,13 @@ class Publisher:
         credential = self.tokens.load(name)
         report = PublishReport()
         if credential is None or not credential.secret:
+            return report
+        unwritable = unwritable_problem(credential)
+        if unwritable is not None:  # stored before the gate existed, or planted: never written, say so
+            for binding in self.bindings.for_server(name):
+                if binding.mode == "header":
+                    self._add(report, name, binding.path, Failure(unwritable, ErrorCode.INVALID_PARAMS))
+            self._remember(name, report)
             return report
         for binding in self._header_bindings(credential):
             outcome = await self._off_loop(binding.path, partial(self._write, credential, binding))
