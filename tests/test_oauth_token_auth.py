@@ -1,16 +1,22 @@
 """The one retry with the other way of sending the client secret (oauth/token_auth.py), against scripted
 token endpoints: only `invalid_client` is retried, once, and the caller learns which way worked. (The code
-exchange takes the same path: tests/test_oauth_flow.py.)"""
+exchange takes the same path: tests/test_oauth_flow.py.) And logout's revocation sends the secret the way the
+token endpoint took it, to a FastMCP-like endpoint that answers 400 otherwise."""
 
 from collections.abc import AsyncIterator
+from pathlib import Path
 
 import aiohttp
 import pytest
+from aiohttp import web
 
+from context_harness.daemon.services import build_services
+from context_harness.daemon.settings import Settings
 from context_harness.oauth.http import new_session
 from context_harness.oauth.token_auth import either_way, other_secret_method
 from context_harness.oauth.token_client import PermanentError, Refreshed, RefreshOutcome, refresh_access_token
-from context_harness.primitives.result import ErrorCode
+from context_harness.primitives.oauth import Credential, OAuthTokens, TokenState
+from context_harness.primitives.result import ErrorCode, Success
 from tests.oauth_fakes import ScriptedTokenEndpoint, respond, serve
 
 INVALID_CLIENT = respond(401, {"error": "invalid_client"})
@@ -71,3 +77,43 @@ async def test_any_other_refusal_is_never_retried(session: aiohttp.ClientSession
     outcome, method = await refresh(session, endpoint, "client_secret_basic")
     assert isinstance(outcome, PermanentError) and method == "client_secret_basic"
     assert len(endpoint.forms) == 1  # a refresh token sent twice looks like a replay
+
+
+# --- logout: revocation authenticates the client as the token endpoint did ------------------------------
+
+
+async def fastmcp_revocation(request: web.Request) -> web.StreamResponse:
+    """FastMCP's revocation endpoint: the secret in the form or 400 (Basic does not count)."""
+    form = await request.post()
+    if form.get("client_id") != "client-1" or form.get("client_secret") != CLIENT_SECRET:
+        return web.json_response(
+            {"error": "invalid_request", "error_description": "client_secret required"}, status=400
+        )
+    return web.Response(status=200)
+
+
+async def test_logout_of_a_confidential_client_revokes_both_tokens_with_its_secret(tmp_path: Path) -> None:
+    endpoint = ScriptedTokenEndpoint([fastmcp_revocation])
+    services = build_services(Settings(home=tmp_path / "ch"))
+    try:
+        async with serve(endpoint.app()) as base:
+            services.tokens.save(
+                Credential(
+                    name="srv",
+                    kind="oauth",
+                    state=TokenState.ACTIVE,
+                    tokens=OAuthTokens(access_token="A1-SECRET", refresh_token="R1-SECRET"),
+                    issuer=base,
+                    token_endpoint=base + "/token",
+                    revocation_endpoint=base + "/revoke",
+                    client_id="client-1",
+                    client_secret=CLIENT_SECRET,
+                    token_endpoint_auth_method="client_secret_post",
+                )
+            )
+            result = await services.oauth.logout("srv")
+    finally:
+        await services.close()
+    assert isinstance(result, Success) and result.value["revoked"] is True, result
+    assert [form["token"] for form in endpoint.forms] == ["R1-SECRET", "A1-SECRET"]  # the grant first
+    assert endpoint.auth_headers == [None, None]
