@@ -47,6 +47,8 @@ class OidcConfig:
     resources: tuple[str, ...] | None = None  # exact allow-list instead of the prefix
     resource_scopes: tuple[str, ...] = ("mcp:read", "mcp:write")
     extra_clients: tuple[str, ...] = field(default=())  # JSON-encoded client metadata objects
+    # True: a client of extra_clients that sends its secret another way than registered is invalid_client
+    strict_client_auth_method: bool = False
 
     def to_json(self, introspection_secret: str) -> str:
         return json.dumps(
@@ -61,6 +63,7 @@ class OidcConfig:
                 "resources": list(self.resources) if self.resources is not None else None,
                 "resourceScopes": list(self.resource_scopes),
                 "extraClients": [json.loads(client) for client in self.extra_clients],
+                "strictClientAuthMethod": self.strict_client_auth_method,
                 "publicClientId": PUBLIC_CLIENT_ID,
                 "introspectionClientId": INTROSPECTION_CLIENT_ID,
                 "introspectionClientSecret": introspection_secret,

@@ -32,6 +32,7 @@ RETRY_INTERVAL_S = 0.1  # how often a lost daemon is looked for
 OPEN_TIMEOUT_S = 10.0  # a daemon that accepts the connection but does not answer `bridge.open` in this time is hung
 GIVE_UP_S = 15.0  # a request waiting this long for a daemon is answered with an error (it keeps looking)
 AUTOSTART_EVERY_S = 30.0  # start the daemon at most this often while none answers
+REFUSED_RETRY_S = 1.0  # a daemon that refused the bridge (or was refused) is asked again after this
 READ_BYTES = 256 * 1024
 RELAY_ERROR = -32001  # the daemon's relay uses the same code for its own failures
 OPEN_ID = "chctl-bridge-open"
@@ -110,7 +111,12 @@ class Bridge:
     # --- the daemon connection --------------------------------------------------------------------------
 
     def try_connect(self, now: float) -> None:
-        sock = rpc_client._connect(rpc_client.socket_path())
+        try:
+            sock = rpc_client.connect_trusted(rpc_client.socket_path())
+        except rpc_client.RpcError as refused:  # another user's daemon: it gets nothing, not even the name
+            self.next_attempt = now + REFUSED_RETRY_S
+            self.refuse_waiting(refused.message, refused.code, refused.hint)
+            return
         if sock is None:
             self.next_attempt = now + RETRY_INTERVAL_S
             if self.autostart and now - self.autostarted_at >= AUTOSTART_EVERY_S:
@@ -163,7 +169,11 @@ class Bridge:
         message = str(error.get("message")) if isinstance(error, dict) else "the daemon refused the bridge"
         code, hint = str(data.get("code", "INTERNAL")), data.get("hint")
         self.drop_connection()
-        self.next_attempt = time.monotonic() + 1.0
+        self.next_attempt = time.monotonic() + REFUSED_RETRY_S
+        self.refuse_waiting(message, code, hint if isinstance(hint, str) else None)
+
+    def refuse_waiting(self, message: str, code: str, hint: str | None) -> None:
+        """Every request waiting for the daemon learns why it cannot be carried."""
         for _since, _line, request_id in self.queue:
             if request_id is not None:
                 write_all(STDOUT, error_reply(request_id, message, code=code, hint=hint))

@@ -19,6 +19,7 @@ import aiohttp
 import structlog
 
 from context_harness.oauth.flow import AuthorizationUrlHandler, FlowRequest, run_authorization_flow
+from context_harness.oauth.token_auth import either_way
 from context_harness.oauth.token_client import (
     PermanentError,
     Refreshed,
@@ -332,25 +333,39 @@ class OAuthService:
                 self.events.token_event(name, TokenEvent.EXPIRING, f"{name}: {note}")
             return RefreshImpossible(credential)
         self.runtime.setdefault(name, Runtime()).state = TokenState.REFRESHING
-        outcome = await refresh_access_token(
-            self._session(),
-            credential.token_endpoint,
-            refresh_token=tokens.refresh_token,
-            client_id=credential.client_id,
-            client_secret=credential.client_secret,
-            auth_method=credential.token_endpoint_auth_method,
-            resource=credential.resource,
-            revocation_endpoint=credential.revocation_endpoint,
-            timeout_s=self.settings.http_timeout_s,
+        # Named here: mypy's narrowing (checked above) does not reach into the lambda.
+        endpoint, refresh_token, client_id = credential.token_endpoint, tokens.refresh_token, credential.client_id
+        outcome, auth_method = await either_way(
+            lambda method: refresh_access_token(
+                self._session(),
+                endpoint,
+                refresh_token=refresh_token,
+                client_id=client_id,
+                client_secret=credential.client_secret,
+                auth_method=method,
+                resource=credential.resource,
+                revocation_endpoint=credential.revocation_endpoint,
+                timeout_s=self.settings.http_timeout_s,
+            ),
+            credential.token_endpoint_auth_method,
+            credential.client_secret,
+            grant="refresh_token",
         )
         match outcome:
             case Refreshed(new_tokens):
                 if new_tokens.refresh_token is None:  # not rotated: keep using the one we have
                     new_tokens = new_tokens.model_copy(update={"refresh_token": tokens.refresh_token})
                 fresh = credential.model_copy(
-                    update={"tokens": new_tokens, "state": TokenState.ACTIVE, "last_error": None}
+                    update={
+                        "tokens": new_tokens,
+                        "state": TokenState.ACTIVE,
+                        "last_error": None,
+                        "token_endpoint_auth_method": auth_method,  # the way that worked, if it took two
+                    }
                 )
                 self.tokens.save(fresh)  # the rotated refresh token is on disk before anything uses the new token
+                if auth_method is not None and auth_method != credential.token_endpoint_auth_method:
+                    self.clients.remember_auth_method(name, client_id, auth_method)
                 crash_point(AFTER_TOKEN_SAVE)
                 self.runtime[name] = Runtime()
                 await self.publisher.publish(name)
