@@ -11,6 +11,10 @@ What the client never sees:
   is initialized again by replaying the client's own `initialize` and `notifications/initialized`, and the
   request is sent again;
 - an OAuth prompt: when only a person can help, the request gets a JSON-RPC error saying what to run.
+
+What a server can make it spend is bounded (`upstream.limits`): no redirect is followed, no message may
+exceed the relay's limit, a re-initialization backs off, and a request the client cancels or abandons
+is aborted upstream.
 """
 
 from __future__ import annotations
@@ -29,7 +33,7 @@ import aiohttp
 import structlog
 
 from context_harness.primitives.result import ErrorCode, Failure, Result
-from context_harness.upstream import messages
+from context_harness.upstream import limits, messages
 from context_harness.upstream.sse import SseParser
 
 log = structlog.get_logger(__name__)
@@ -101,6 +105,8 @@ class Upstream:
         self._reinit_lock = asyncio.Lock()
         self._internal_ids = itertools.count(1)
         self._waiters: dict[Any, asyncio.Future[dict[str, Any]]] = {}  # responses to our own requests
+        self._carrying: dict[str | int, asyncio.Task[None]] = {}  # the client's requests, by id (to cancel)
+        self._reinit_budget = limits.ReinitBudget()
         self._tasks: set[asyncio.Task[None]] = set()
         self._listener: asyncio.Task[None] | None = None  # the server's own stream (both transports)
         self._listener_generation = -1
@@ -120,9 +126,22 @@ class Upstream:
                 self._init_request = message
         elif message.get("method") == "notifications/initialized":
             self._initialized_note = message
+        elif message.get("method") == "notifications/cancelled":
+            self._abort(message.get("params"))  # and the server is told, too
         task = asyncio.get_running_loop().create_task(self._carry(message, raw))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
+        key = messages.lookup_id(message.get("id")) if messages.is_request(message) else None
+        if key is not None:
+            self._carrying[key] = task
+            task.add_done_callback(lambda done: self._carrying.pop(key) if self._carrying.get(key) is done else None)
+
+    def _abort(self, params: Any) -> None:
+        """The client cancelled a request: stop carrying it, which closes its connection to the server."""
+        key = messages.lookup_id(params.get("requestId")) if isinstance(params, dict) else None
+        task = self._carrying.pop(key, None) if key is not None else None
+        if task is not None:
+            task.cancel()
 
     async def restore(self, replay: list[dict[str, Any]]) -> None:
         """A bridge whose session began before a daemon restart: initialize upstream again from the client's
@@ -155,7 +174,8 @@ class Upstream:
         if self.transport == "streamable-http" and self.session_id:
             try:
                 headers, _used = self._headers({})
-                async with self.http.delete(self.url, headers=headers, timeout=CLOSE_TIMEOUT) as response:
+                delete = self.http.delete(self.url, headers=headers, timeout=CLOSE_TIMEOUT, allow_redirects=False)
+                async with delete as response:
                     log.info("upstream_session_deleted", server=self.name, status=response.status)
             except (aiohttp.ClientError, TimeoutError) as exc:
                 log.info("upstream_session_delete_failed", server=self.name, error=type(exc).__name__)
@@ -225,7 +245,8 @@ class Upstream:
         if not isinstance(message, dict):
             log.warning("upstream_sent_non_message", server=self.name)
             return
-        waiter = self._waiters.get(message.get("id")) if messages.is_response(message) else None
+        key = messages.lookup_id(message.get("id")) if messages.is_response(message) else None
+        waiter = self._waiters.get(key) if key is not None else None
         if waiter is not None:
             if not waiter.done():
                 waiter.set_result(message)
@@ -245,6 +266,7 @@ class Upstream:
             headers, used = self._headers(extra, with_session=not is_initialize)
             async with _post(self.http, self.url, body, headers) as response:
                 status = response.status
+                self._not_redirected(response)
                 session_lost = status == 404 and not is_initialize and bool(self.session_id)
                 if await self._recovered(status, used, generation, retries, session_lost=session_lost):
                     continue
@@ -274,7 +296,10 @@ class Upstream:
                 )
             await self._resume(request, parser.last_event_id)
             return
-        raw = await response.read()
+        try:
+            raw = await limits.read_body(response)
+        except limits.TooLarge:
+            raise RelayFailure(limits.too_large(self.name)) from None
         if not raw.strip():
             return
         try:
@@ -306,14 +331,19 @@ class Upstream:
                         if request is not None and request.get("method") == "initialize":
                             self.protocol_version = messages.protocol_version_of(message)
                     await self._incoming(message)
+                if answered:  # the server is done with this stream: one that stays open costs it nothing
+                    return True
         except (aiohttp.ClientPayloadError, aiohttp.ClientConnectionError):
             log.info("upstream_stream_dropped", server=self.name, last_event_id=parser.last_event_id is not None)
+        except limits.TooLarge:
+            raise RelayFailure(limits.too_large(self.name)) from None
         return answered
 
     async def _resume(self, request: dict[str, Any], last_event_id: str) -> None:
         """A POST's stream dropped before its response: pick it up where it broke (Last-Event-ID)."""
         headers, _used = self._headers({"Accept": "text/event-stream", "Last-Event-ID": last_event_id})
-        async with self.http.get(self.url, headers=headers, timeout=STREAM_TIMEOUT) as response:
+        async with self.http.get(self.url, headers=headers, timeout=STREAM_TIMEOUT, allow_redirects=False) as response:
+            self._not_redirected(response)
             if response.status != 200:
                 raise RelayFailure(
                     Failure(f"{self.name} dropped the response stream and cannot resume it", ErrorCode.NETWORK)
@@ -325,8 +355,8 @@ class Upstream:
 
     async def _relay_error_body(self, request: dict[str, Any], response: aiohttp.ClientResponse) -> None:
         """A 4xx/5xx: pass on a JSON-RPC error the server sent, else answer the request ourselves."""
-        raw = await response.read()
-        with contextlib.suppress(ValueError):
+        with contextlib.suppress(ValueError, limits.TooLarge):
+            raw = await limits.read_body(response, limits.MAX_ERROR_BODY_BYTES)
             reply = json.loads(raw)
             if isinstance(reply, dict) and "error" in reply and reply.get("id") is not None:
                 await self._incoming(reply)
@@ -354,7 +384,8 @@ class Upstream:
                 extra["Last-Event-ID"] = parser.last_event_id
             headers, used = self._headers(extra)
             try:
-                async with self.http.get(self.url, headers=headers, timeout=STREAM_TIMEOUT) as response:
+                get = self.http.get(self.url, headers=headers, timeout=STREAM_TIMEOUT, allow_redirects=False)
+                async with get as response:
                     if response.status == 405:
                         return  # this server has no stream of its own
                     if response.status == 401:
@@ -391,23 +422,28 @@ class Upstream:
             self._listener.cancel()
         for attempt in range(2):
             headers, used = self._headers({"Accept": "text/event-stream"}, with_session=False)
-            response = await self.http.get(self.url, headers=headers, timeout=STREAM_TIMEOUT)
+            response = await self.http.get(self.url, headers=headers, timeout=STREAM_TIMEOUT, allow_redirects=False)
             if response.status == 401 and attempt == 0:
                 response.release()
                 await self._renew(used)
                 continue
             if response.status != 200:
                 response.release()
+                self._not_redirected(response)
                 raise RelayFailure(self._refused() if response.status == 401 else self._unusable(response.status))
             break
         parser = SseParser()
         endpoint: str | None = None
-        async for chunk in response.content.iter_any():
-            for event in parser.feed(chunk):
-                if event.event == "endpoint":
-                    endpoint = urljoin(self.url, event.data.strip())
-            if endpoint:
-                break
+        try:
+            async for chunk in response.content.iter_any():
+                for event in parser.feed(chunk):
+                    if event.event == "endpoint":
+                        endpoint = urljoin(self.url, event.data.strip())
+                if endpoint:
+                    break
+        except limits.TooLarge:
+            response.release()
+            raise RelayFailure(limits.too_large(self.name)) from None
         if endpoint is None or not _same_origin(endpoint, self.url):
             response.release()
             raise RelayFailure(self._unusable(200))
@@ -432,8 +468,12 @@ class Upstream:
                 await self._reinitialize(generation)
                 continue
             headers, used = self._headers({"Content-Type": "application/json"}, with_session=False)
-            async with self.http.post(self._sse_endpoint, data=body, headers=headers, timeout=STREAM_TIMEOUT) as r:
+            post = self.http.post(
+                self._sse_endpoint, data=body, headers=headers, timeout=limits.REQUEST_TIMEOUT, allow_redirects=False
+            )
+            async with post as r:
                 status = r.status
+                self._not_redirected(r)
             # A 404 or 400: the session behind this endpoint is gone.
             session_lost = status in (404, 400) and message.get("method") != "initialize"
             if await self._recovered(status, used, generation, retries, session_lost=session_lost):
@@ -470,10 +510,21 @@ class Upstream:
                 raise RelayFailure(
                     Failure(f"{self.name} lost the session before it was initialized", ErrorCode.NETWORK, "reconnect")
                 )
+            delay = self._reinit_budget.delay()
+            if delay is None:
+                raise RelayFailure(
+                    Failure(
+                        f"{self.name} lost its session {limits.REINIT_PER_MINUTE} times within a minute",
+                        ErrorCode.NETWORK,
+                        "try again in a minute; see `chctl logs`",
+                    )
+                )
             self._generation += 1
             self.session_id = None
             self._ready.clear()
             try:
+                await asyncio.sleep(delay)
+                self._reinit_budget.spend()
                 if self.transport == "sse":
                     await self._connect_legacy()
                 request = {**self._init_request, "id": f"context-harness-{next(self._internal_ids)}"}
@@ -521,6 +572,10 @@ class Upstream:
         headers[current[0]] = current[1]
         return headers, current[1]
 
+    def _not_redirected(self, response: aiohttp.ClientResponse) -> None:
+        if 300 <= response.status < 400:
+            raise RelayFailure(limits.redirected(self.name, response.status, response.headers.get("Location")))
+
     def _refused(self) -> Failure:
         return Failure(
             f"{self.name} refused the credential even after a refresh",
@@ -538,9 +593,9 @@ async def _post(
 ) -> AsyncIterator[aiohttp.ClientResponse]:
     """POST, once more if the server had closed the pooled connection before it read our request."""
     try:
-        response = await http.post(url, data=body, headers=headers, timeout=STREAM_TIMEOUT)
+        response = await http.post(url, data=body, headers=headers, timeout=STREAM_TIMEOUT, allow_redirects=False)
     except aiohttp.ServerDisconnectedError:
-        response = await http.post(url, data=body, headers=headers, timeout=STREAM_TIMEOUT)
+        response = await http.post(url, data=body, headers=headers, timeout=STREAM_TIMEOUT, allow_redirects=False)
     try:
         yield response
     finally:
