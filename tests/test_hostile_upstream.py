@@ -18,7 +18,7 @@ from typing import Any
 
 from aiohttp import web
 
-from context_harness.config.jsonc import parse_jsonc
+from context_harness.services.mcp_service import bridge_command
 from tests.oauth_fakes import FakeWorld, running_world, serve
 from tests.peers.mcp_servers import McpApiKeyServerFactory
 from tests.support.daemon import DaemonProcess, chctl, wait_for
@@ -105,10 +105,9 @@ class HostileMcp:
 class RawBridge:
     """`chctl bridge NAME`, run as the agent runs it (the config entry's command), spoken to line by line."""
 
-    def __init__(self, user_env: UserEnv, name: str, config: Path | None = None) -> None:
+    def __init__(self, user_env: UserEnv, name: str) -> None:
         self.user_env = user_env
-        entry = parse_jsonc((config or user_env.project / "opencode.json").read_text())["mcp"][name]
-        self.command: list[str] = entry["command"]
+        self.command = bridge_command(name)
         self.proc: asyncio.subprocess.Process | None = None
         self.replies: dict[str, dict[str, Any]] = {}
 
@@ -366,14 +365,13 @@ async def test_a_bridge_retrying_on_a_hung_config_costs_no_new_threads(user_env:
     process = DaemonProcess(user_env).start()
     try:
         assert chctl(user_env, "init", "--project", str(other)).returncode == 0
-        added = chctl(
-            user_env, "add", "keyed", "--bridge", "--url", "http://127.0.0.1:9/mcp", "-k", KEY, "--project", str(other)
-        )
+        # Its only entry is in header mode: the bridge looks for the server's URL in that config.
+        added = chctl(user_env, "add", "keyed", "--url", "http://127.0.0.1:9/mcp", "-k", KEY, "--project", str(other))
         assert added.returncode == 0, added.stderr
     finally:
         process.stop()
     config = other / "opencode.json"
-    bridge = RawBridge(user_env, "keyed", config)
+    bridge = RawBridge(user_env, "keyed")
     config.unlink()
     os.mkfifo(config)  # what a read on a dead NFS mount does: block
     process = DaemonProcess(user_env, extra_env={"CH_CONFIG_IO_TIMEOUT_S": "1"}).start()

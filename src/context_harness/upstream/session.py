@@ -23,17 +23,16 @@ import asyncio
 import contextlib
 import itertools
 import json
-import time
-from collections.abc import AsyncIterator, Callable, Coroutine
-from dataclasses import dataclass, field
-from typing import Any, Literal, Protocol
+from collections.abc import AsyncIterator
+from typing import Any, Literal
 from urllib.parse import urljoin, urlsplit
 
 import aiohttp
 import structlog
 
-from context_harness.primitives.result import ErrorCode, Failure, Result
+from context_harness.primitives.result import ErrorCode, Failure
 from context_harness.upstream import limits, messages
+from context_harness.upstream.contract import Counters, Credentials, Deliver, RelayFailure, Retries
 from context_harness.upstream.sse import SseParser
 
 log = structlog.get_logger(__name__)
@@ -46,46 +45,6 @@ CLOSE_TIMEOUT = aiohttp.ClientTimeout(total=5)
 LISTEN_BACKOFF_S = (0.5, 30.0)
 # HTTP statuses a server that only speaks the legacy HTTP+SSE transport answers a POST of `initialize` with.
 LEGACY_HINT_STATUSES = {400, 404, 405}
-
-Deliver = Callable[[dict[str, Any]], Coroutine[Any, Any, None]]
-
-
-class Credentials(Protocol):
-    """The server's credential as the daemon holds it."""
-
-    def header(self) -> tuple[str, str] | None:
-        """The header to send now, or None (no credential: send without one)."""
-
-    async def renew(self, rejected: str | None) -> Result[None]:
-        """The server refused the header value `rejected`: get a better one (a refresh, at most one at a
-        time across the daemon), or a Failure that says what a person must do."""
-
-
-class RelayFailure(Exception):
-    """A client request cannot be carried; `failure` says why and what to do."""
-
-    def __init__(self, failure: Failure) -> None:
-        super().__init__(failure.error)
-        self.failure = failure
-
-
-@dataclass(slots=True)
-class Counters:
-    """What `chctl status` shows for a live bridge."""
-
-    started_at: float = field(default_factory=time.time)
-    requests: int = 0
-    renewals: int = 0
-    reinitializations: int = 0
-    last_error: str | None = None
-
-
-@dataclass(slots=True)
-class Retries:
-    """What one POST has already done to be answered; each is done once, then the answer is final."""
-
-    renewed: bool = False  # a 401 renewed the credential
-    reinitialized: bool = False  # the lost session was initialized again
 
 
 class Upstream:
@@ -105,7 +64,7 @@ class Upstream:
         self._reinit_lock = asyncio.Lock()
         self._internal_ids = itertools.count(1)
         self._waiters: dict[Any, asyncio.Future[dict[str, Any]]] = {}  # responses to our own requests
-        self._carrying: dict[str | int, asyncio.Task[None]] = {}  # the client's requests, by id (to cancel)
+        self._carrying = limits.Cancellable()  # the client's requests, by id
         self._reinit_budget = limits.ReinitBudget()
         self._tasks: set[asyncio.Task[None]] = set()
         self._listener: asyncio.Task[None] | None = None  # the server's own stream (both transports)
@@ -127,21 +86,12 @@ class Upstream:
         elif message.get("method") == "notifications/initialized":
             self._initialized_note = message
         elif message.get("method") == "notifications/cancelled":
-            self._abort(message.get("params"))  # and the server is told, too
+            self._carrying.cancel(message.get("params"))  # and the server is told, too
         task = asyncio.get_running_loop().create_task(self._carry(message, raw))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
-        key = messages.lookup_id(message.get("id")) if messages.is_request(message) else None
-        if key is not None:
-            self._carrying[key] = task
-            task.add_done_callback(lambda done: self._carrying.pop(key) if self._carrying.get(key) is done else None)
-
-    def _abort(self, params: Any) -> None:
-        """The client cancelled a request: stop carrying it, which closes its connection to the server."""
-        key = messages.lookup_id(params.get("requestId")) if isinstance(params, dict) else None
-        task = self._carrying.pop(key, None) if key is not None else None
-        if task is not None:
-            task.cancel()
+        if messages.is_request(message):
+            self._carrying.add(message.get("id"), task)
 
     async def restore(self, replay: list[dict[str, Any]]) -> None:
         """A bridge whose session began before a daemon restart: initialize upstream again from the client's
@@ -512,13 +462,7 @@ class Upstream:
                 )
             delay = self._reinit_budget.delay()
             if delay is None:
-                raise RelayFailure(
-                    Failure(
-                        f"{self.name} lost its session {limits.REINIT_PER_MINUTE} times within a minute",
-                        ErrorCode.NETWORK,
-                        "try again in a minute; see `chctl logs`",
-                    )
-                )
+                raise RelayFailure(limits.lost_too_often(self.name))
             self._generation += 1
             self.session_id = None
             self._ready.clear()

@@ -27,8 +27,8 @@ class SseParser:
         self.limit = limit
         self._buffer = bytearray()
         self._scanned = 0  # how far the buffer is known to hold no line ending: a long line is searched once
-        self._data: list[bytearray] = []
-        self._data_size = 0
+        self._data = bytearray()  # the event's data lines so far, each followed by a LF
+        self._data_lines = 0
         self._event = ""
         self._retry_ms: int | None = None
         self.last_event_id: str | None = None
@@ -64,10 +64,11 @@ class SseParser:
         field, _, value = line.partition(b":")
         value = value.removeprefix(b" ")
         if field == b"data":
-            self._data_size += len(value) + 1
-            if self._data_size > self.limit:
+            if len(self._data) + len(value) >= self.limit:
                 raise TooLarge
-            self._data.append(value)
+            self._data += value
+            self._data += b"\n"
+            self._data_lines += 1
         elif field == b"event":
             self._event = value.decode("utf-8", errors="replace")
         elif field == b"id" and b"\0" not in value:
@@ -77,11 +78,12 @@ class SseParser:
         return None
 
     def _dispatch(self) -> Event | None:
-        data, kind, retry = self._data, self._event or "message", self._retry_ms
-        self._data, self._data_size, self._event, self._retry_ms = [], 0, "", None
-        if not data:
+        data, lines, kind, retry = self._data, self._data_lines, self._event or "message", self._retry_ms
+        self._data, self._data_lines, self._event, self._retry_ms = bytearray(), 0, "", None
+        if not lines:
             return None
-        text = b"\n".join(data).decode("utf-8", errors="replace")
+        del data[-1]  # the last line's LF
+        text = data.decode("utf-8", errors="replace")
         return Event(data=text, event=kind, id=self.last_event_id, retry_ms=retry)
 
 
