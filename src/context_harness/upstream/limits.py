@@ -16,6 +16,7 @@ from urllib.parse import urlsplit
 
 import aiohttp
 
+from context_harness.oauth.http import KEEPALIVE_S
 from context_harness.primitives.result import ErrorCode, Failure
 from context_harness.upstream.messages import lookup_id
 
@@ -32,11 +33,9 @@ REQUEST_TIMEOUT = aiohttp.ClientTimeout(total=None, sock_connect=30, sock_read=B
 # Connections to one bridged server (its host and port): 32 sessions each with a stream of their own and a
 # call in flight use 64. The authorization servers have a pool of their own (oauth.http).
 CONNECTIONS_PER_HOST = 128
-# Node closes idle keep-alive connections after 5 s; stay below (as oauth.http does).
-KEEPALIVE_S = 4.0
 # A lost session is initialized again at once, then after this delay (seconds, doubling with each loss
 # within a minute, capped), and at most this often a minute: a server that loses every session is asked
-# six times in its first 16 s, then once in a while (today's figure without them: 260 a second).
+# six times in its first 16 s, then once in a while (unbounded, it was hundreds of times a second).
 REINIT_BACKOFF_S = (0.5, 30.0)
 REINIT_PER_MINUTE = 6
 

@@ -12,9 +12,8 @@ What the client never sees:
   request is sent again;
 - an OAuth prompt: when only a person can help, the request gets a JSON-RPC error saying what to run.
 
-What a server can make it spend is bounded (`upstream.limits`): no redirect is followed, no message may
-exceed the relay's limit, a re-initialization backs off, and a request the client cancels or abandons
-is aborted upstream.
+What a server can make it spend is bounded (`upstream.limits`): no redirect is followed, no message passes
+the relay's limit, re-initializations back off, a request the client cancels or abandons is aborted.
 """
 
 from __future__ import annotations
@@ -404,6 +403,8 @@ class Upstream:
     async def _read_legacy(self, response: aiohttp.ClientResponse, parser: SseParser, generation: int) -> None:
         try:
             await self._relay_stream(response, parser, None)
+        except RelayFailure as exc:  # a message past the limit: this stream is done
+            log.warning("upstream_legacy_stream_refused", server=self.name, reason=exc.failure.error)
         finally:
             response.release()
         if not self._closing and generation == self._generation:
