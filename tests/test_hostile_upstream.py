@@ -388,6 +388,9 @@ async def test_a_bridge_retrying_on_a_hung_config_costs_no_new_threads(user_env:
                 await bridge.send(initialize(f"i-{time.monotonic_ns()}"))
                 await asyncio.sleep(0.5)
             assert threads_of(pid) - before <= 2, (before, threads_of(pid))
+            # The bridge backs off (1, 2, 4 ... s) instead of asking again at every message.
+            opens = [e for e in process.log_events() if e.get("event") == "rpc_method_failed"]
+            assert len([e for e in opens if e.get("method") == "bridge.open"]) <= 6
             assert (await call(user_env, "daemon.status"))["result"]["pid"] == pid
     finally:
         config.unlink()

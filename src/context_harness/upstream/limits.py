@@ -18,6 +18,7 @@ import aiohttp
 
 from context_harness.oauth.http import KEEPALIVE_S
 from context_harness.primitives.result import ErrorCode, Failure
+from context_harness.upstream.contract import RelayFailure
 from context_harness.upstream.messages import lookup_id
 
 # MCP messages can be large (a tool returning a file): one message — a relay line, a JSON reply, an SSE
@@ -28,6 +29,9 @@ MAX_ERROR_BODY_BYTES = 1024 * 1024
 # A reply that has begun keeps coming: this long without a byte is a stalled server (the wait for the
 # headers is not bounded: a server answering in JSON holds them until its tool is done).
 BODY_IDLE_S = 60.0
+# A response stream ends once its response has come (the server SHOULD close it then): a server gets this
+# long to close it, so the connection is kept for the next request, and then it is closed for it.
+ANSWERED_STREAM_GRACE_S = 1.0
 # Requests that are not streams (the legacy transport's POSTs, which are answered at once with a 202).
 REQUEST_TIMEOUT = aiohttp.ClientTimeout(total=None, sock_connect=30, sock_read=BODY_IDLE_S)
 # Connections to one bridged server (its host and port): 32 sessions each with a stream of their own and a
@@ -73,14 +77,18 @@ def too_large(name: str) -> Failure:
     return Failure(f"{name} sent a message larger than {limit}", ErrorCode.NETWORK, "see `chctl logs`")
 
 
-def redirected(name: str, status: int, location: str | None) -> Failure:
-    """A 3xx: never followed, since the credential would go with it to wherever it points."""
-    parts = urlsplit(location or "")
+def not_redirected(name: str, response: aiohttp.ClientResponse) -> None:
+    """RelayFailure for a 3xx: never followed, since the credential would go with it wherever it points."""
+    if not 300 <= response.status < 400:
+        return
+    parts = urlsplit(response.headers.get("Location") or "")
     where = f"{parts.scheme}://{parts.netloc}{parts.path}" if parts.netloc else parts.path or "nowhere"
-    return Failure(
-        f"{name} answered HTTP {status} redirecting to {where}, which is not followed",
-        ErrorCode.NETWORK,
-        f"if the server moved, point chctl at its new URL: `chctl add {name} --url NEW_URL`",
+    raise RelayFailure(
+        Failure(
+            f"{name} answered HTTP {response.status} redirecting to {where}, which is not followed",
+            ErrorCode.NETWORK,
+            f"if the server moved, point chctl at its new URL: `chctl add {name} --url NEW_URL`",
+        )
     )
 
 

@@ -32,7 +32,7 @@ import structlog
 from context_harness.primitives.result import ErrorCode, Failure
 from context_harness.upstream import limits, messages
 from context_harness.upstream.contract import Counters, Credentials, Deliver, RelayFailure, Retries
-from context_harness.upstream.sse import SseParser
+from context_harness.upstream.sse import SseParser, json_messages
 
 log = structlog.get_logger(__name__)
 
@@ -215,7 +215,7 @@ class Upstream:
             headers, used = self._headers(extra, with_session=not is_initialize)
             async with _post(self.http, self.url, body, headers) as response:
                 status = response.status
-                self._not_redirected(response)
+                limits.not_redirected(self.name, response)
                 session_lost = status == 404 and not is_initialize and bool(self.session_id)
                 if await self._recovered(status, used, generation, retries, session_lost=session_lost):
                     continue
@@ -266,22 +266,22 @@ class Upstream:
         answered = False
         want = request.get("id") if request is not None and messages.is_request(request) else None
         try:
-            async for chunk in response.content.iter_any():
-                for event in parser.feed(chunk):
-                    if event.event != "message" or not event.data.strip():
-                        continue
-                    try:
-                        message = json.loads(event.data)
-                    except ValueError:
-                        log.warning("upstream_sent_non_json_event", server=self.name)
-                        continue
-                    if want is not None and isinstance(message, dict) and message.get("id") == want:
-                        answered = messages.is_response(message)
-                        if request is not None and request.get("method") == "initialize":
-                            self.protocol_version = messages.protocol_version_of(message)
-                    await self._incoming(message)
-                if answered:  # the server is done with this stream: one that stays open costs it nothing
-                    return True
+            async with asyncio.timeout(None) as grace:
+                async for chunk in response.content.iter_any():
+                    found, unreadable = json_messages(parser.feed(chunk))
+                    if unreadable:
+                        log.warning("upstream_sent_non_json_event", server=self.name, count=unreadable)
+                    for message in found:
+                        if want is not None and isinstance(message, dict) and message.get("id") == want:
+                            answered = messages.is_response(message)
+                            if request is not None and request.get("method") == "initialize":
+                                self.protocol_version = messages.protocol_version_of(message)
+                        await self._incoming(message)
+                    if answered and grace.when() is None:  # the server may close the stream now, not hold it
+                        grace.reschedule(asyncio.get_running_loop().time() + limits.ANSWERED_STREAM_GRACE_S)
+        except TimeoutError:
+            if not answered:
+                raise
         except (aiohttp.ClientPayloadError, aiohttp.ClientConnectionError):
             log.info("upstream_stream_dropped", server=self.name, last_event_id=parser.last_event_id is not None)
         except limits.TooLarge:
@@ -292,7 +292,7 @@ class Upstream:
         """A POST's stream dropped before its response: pick it up where it broke (Last-Event-ID)."""
         headers, _used = self._headers({"Accept": "text/event-stream", "Last-Event-ID": last_event_id})
         async with self.http.get(self.url, headers=headers, timeout=STREAM_TIMEOUT, allow_redirects=False) as response:
-            self._not_redirected(response)
+            limits.not_redirected(self.name, response)
             if response.status != 200:
                 raise RelayFailure(
                     Failure(f"{self.name} dropped the response stream and cannot resume it", ErrorCode.NETWORK)
@@ -378,7 +378,7 @@ class Upstream:
                 continue
             if response.status != 200:
                 response.release()
-                self._not_redirected(response)
+                limits.not_redirected(self.name, response)
                 raise RelayFailure(self._refused() if response.status == 401 else self._unusable(response.status))
             break
         parser = SseParser()
@@ -424,7 +424,7 @@ class Upstream:
             )
             async with post as r:
                 status = r.status
-                self._not_redirected(r)
+                limits.not_redirected(self.name, r)
             # A 404 or 400: the session behind this endpoint is gone.
             session_lost = status in (404, 400) and message.get("method") != "initialize"
             if await self._recovered(status, used, generation, retries, session_lost=session_lost):
@@ -516,10 +516,6 @@ class Upstream:
             return headers, None
         headers[current[0]] = current[1]
         return headers, current[1]
-
-    def _not_redirected(self, response: aiohttp.ClientResponse) -> None:
-        if 300 <= response.status < 400:
-            raise RelayFailure(limits.redirected(self.name, response.status, response.headers.get("Location")))
 
     def _refused(self) -> Failure:
         return Failure(

@@ -7,7 +7,9 @@ event's data larger than one message is refused (TooLarge): nothing a server sen
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
+from typing import Any
 
 from context_harness.upstream.limits import MAX_MESSAGE_BYTES, TooLarge
 
@@ -98,3 +100,16 @@ def _line_end(buffer: bytearray, start: int, search_from: int) -> tuple[int, int
     if cr + 1 == len(buffer):
         return 0, 0
     return cr, 2 if buffer[cr + 1] == 0x0A else 1
+
+
+def json_messages(events: list[Event]) -> tuple[list[Any], int]:
+    """The JSON values in the `message` events (a JSON-RPC message or batch each), and how many were not JSON."""
+    found, unreadable = [], 0
+    for event in events:
+        if event.event != "message" or not event.data.strip():
+            continue
+        try:
+            found.append(json.loads(event.data))
+        except ValueError:
+            unreadable += 1
+    return found, unreadable
