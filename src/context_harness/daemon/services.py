@@ -29,17 +29,19 @@ from context_harness.services.status import StatusBoard
 from context_harness.stores.bindings import BindingStore
 from context_harness.stores.client_store import ClientStore
 from context_harness.stores.token_store import TokenStore
+from context_harness.upstream.limits import new_bridge_session
 
 
 class HttpClient:
-    """One client session for the daemon's outgoing requests, made on first use inside the running loop."""
+    """One client session (a connection pool) for outgoing requests, made on first use inside the running loop."""
 
-    def __init__(self) -> None:
+    def __init__(self, make: Callable[[], aiohttp.ClientSession] = new_session) -> None:
+        self._make = make
         self._session: aiohttp.ClientSession | None = None
 
     def __call__(self) -> aiohttp.ClientSession:
         if self._session is None or self._session.closed:
-            self._session = new_session()
+            self._session = self._make()
         return self._session
 
     async def close(self) -> None:
@@ -63,7 +65,8 @@ class Services:
     bridges: Bridges
     imports: ImportService
     status: StatusBoard
-    http: HttpClient
+    http: HttpClient  # the authorization servers'
+    bridge_http: HttpClient  # the bridged servers', apart: a hostile one cannot take the refreshes' connections
     stop_requested: asyncio.Event = field(default_factory=asyncio.Event)
     started_monotonic: float = field(default_factory=time.monotonic)
 
@@ -86,6 +89,7 @@ class Services:
         """After the RPC server stopped: let hooks finish, close connections."""
         await self.notifier.drain()
         await self.http.close()
+        await self.bridge_http.close()
 
 
 def build_services(
@@ -104,7 +108,8 @@ def build_services(
     )
     refresher = Refresher(settings.refreshing(), oauth, tokens, bindings, clock=clock, rng=rng)
     flows = AuthFlows(oauth)
-    bridges = Bridges(tokens, oauth, http)
+    bridge_http = HttpClient(new_bridge_session)
+    bridges = Bridges(tokens, oauth, bridge_http)
     status = StatusBoard(tokens, bindings, mcp, oauth, publisher)
     services = Services(
         settings=settings,
@@ -122,6 +127,7 @@ def build_services(
         imports=ImportService(mcp, oauth, clients, http),
         status=status,
         http=http,
+        bridge_http=bridge_http,
     )
     oauth.on_new_credential = services.credential_changed
     bridges.on_refreshed = services.credential_changed

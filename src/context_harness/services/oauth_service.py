@@ -63,6 +63,7 @@ class OAuthSettings:
     locks_dir: Path  # one lock file per server: one refresh at a time, across processes too
     http_timeout_s: float
     config_io_timeout_s: float  # reading a server's configs (its URL): a hung mount fails that call
+    min_refresh_spacing_s: float  # a server that refuses every token gets at most one refresh per this
     # The https URL of a Client ID Metadata Document for context-harness, tried before Dynamic Client Registration.
     client_metadata_url: str | None
 
@@ -156,6 +157,7 @@ class OAuthService:
         # Told the outcome of a refresh someone asked for (`chctl refresh`), so the background plan follows it.
         self.on_refresh_attempt: Callable[[str, RefreshAttempt], None] = lambda _name, _attempt: None
         self.runtime: dict[str, Runtime] = {}
+        self._refreshed_at: dict[str, float] = {}  # when each server's last refresh began (monotonic)
         self._locks: dict[str, asyncio.Lock] = {}
 
     def configure(self, settings: OAuthSettings) -> None:
@@ -291,6 +293,11 @@ class OAuthService:
                     return RefreshNotNeeded(credential)
                 if credential.state is TokenState.NEEDS_REAUTH:
                     return RefreshNeedsReauth(credential.last_error or "the last refresh was refused")
+                # A server that refuses every token would otherwise get a refresh per request.
+                since = time.monotonic() - self._refreshed_at.get(name, -float("inf"))
+                if since < self.settings.min_refresh_spacing_s:
+                    reason = f"the server refused a token refreshed {since:.0f} s ago"
+                    return RefreshRetry(reason, self.settings.min_refresh_spacing_s - since)
                 return await self._refresh_locked(credential, force=True)
         except LockTimeout:
             return RefreshRetry("another process holds the refresh lock", None)
@@ -333,6 +340,7 @@ class OAuthService:
                 self.events.token_event(name, TokenEvent.EXPIRING, f"{name}: {note}")
             return RefreshImpossible(credential)
         self.runtime.setdefault(name, Runtime()).state = TokenState.REFRESHING
+        self._refreshed_at[name] = time.monotonic()
         # Named here: mypy's narrowing (checked above) does not reach into the lambda.
         endpoint, refresh_token, client_id = credential.token_endpoint, tokens.refresh_token, credential.client_id
         outcome, auth_method = await either_way(
@@ -413,7 +421,10 @@ class OAuthService:
     async def server_url_off_loop(self, name: str) -> Result[str]:
         """`server_url`, read in a thread: a config on a hung mount fails this call only."""
         return await run_config_io(
-            lambda: self.mcp.server_url(name), self.settings.config_io_timeout_s, f"reading {name}'s configs"
+            lambda: self.mcp.server_url(name),
+            self.settings.config_io_timeout_s,
+            f"reading {name}'s configs",
+            key=f"configs of {name}",  # a bridge retrying on a hung config waits for the first read
         )
 
     @asynccontextmanager
