@@ -18,7 +18,9 @@ from typing import Any, Literal, Protocol
 
 from context_harness.config import jsonc, toml_edit
 
-Mode = Literal["header", "bridge"]
+# header: the file holds the credential; bridge: the entry runs `chctl bridge NAME`; helper: the client runs
+# `chctl token NAME` itself at each connect (Claude Code's `headersHelper`: see `helper_entry`).
+Mode = Literal["header", "bridge", "helper"]
 SCOPE_GLOBAL_ONLY = "global"
 
 
@@ -164,6 +166,11 @@ class ConfigFormat:
 
     def bridge_entry(self, command: list[str]) -> dict[str, Any]:
         return self.local_entry(command, {})
+
+    def helper_entry(self, url: str, headers: dict[str, str], command: str) -> dict[str, Any] | None:
+        """An HTTP entry whose client runs the shell `command` at each connect for its headers, or None when the
+        client has no such thing (then `--mode helper` is refused)."""
+        return None
 
     def entry_url(self, entry: dict[str, Any]) -> str | None:
         url = entry.get(self.url_key)

@@ -26,6 +26,7 @@ from context_harness.services.mcp_service import MCPService
 from context_harness.services.oauth_service import OAuthService
 from context_harness.services.publisher import Publisher
 from context_harness.services.status import StatusBoard
+from context_harness.services.token_access import TokenAccess
 from context_harness.stores.bindings import BindingStore
 from context_harness.stores.client_store import ClientStore
 from context_harness.stores.token_store import TokenStore
@@ -64,6 +65,7 @@ class Services:
     imports: ImportService
     status: StatusBoard
     http: HttpClient
+    token_access: TokenAccess
     stop_requested: asyncio.Event = field(default_factory=asyncio.Event)
     started_monotonic: float = field(default_factory=time.monotonic)
 
@@ -106,6 +108,7 @@ def build_services(
     flows = AuthFlows(oauth)
     bridges = Bridges(tokens, oauth, http)
     status = StatusBoard(tokens, bindings, mcp, oauth, publisher)
+    token_access = TokenAccess(tokens, oauth, mcp)
     services = Services(
         settings=settings,
         config=config,
@@ -122,10 +125,12 @@ def build_services(
         imports=ImportService(mcp, oauth, clients, http),
         status=status,
         http=http,
+        token_access=token_access,
     )
     oauth.on_new_credential = services.credential_changed
     bridges.on_refreshed = services.credential_changed
     status.next_refresh_at = refresher.next_refresh_at
     status.bridges = bridges.for_server
     status.failed_login = flows.failed_logins.get
+    status.token_reads = token_access.reads_of
     return services
