@@ -13,7 +13,9 @@ from typing import Any
 
 import pytest
 
+from context_harness.api import ensure_valid_token, get_bearer_token
 from context_harness.oauth.discovery import initialize_request
+from context_harness.primitives.result import ErrorCode, Failure, Success
 from tests.peers.fake_browser import browser_command
 from tests.peers.mcp_servers import McpApiKeyServerFactory, McpOAuthServer, McpOAuthServerFactory
 from tests.peers.oidc import OidcProvider, OidcProviderFactory
@@ -188,3 +190,29 @@ def test_a_server_that_needs_a_login_prints_nothing_on_stdout_and_exits_non_zero
     refused = [e for e in daemon.log_events() if e.get("event") == "token_read_refused"]
     assert refused and all(e["caller_pid"] for e in refused)
     assert json.loads(chctl(user_env, "status", "--json").stdout)["servers"][0]["token_reads"] == 0
+
+
+def test_the_python_api_answers_with_results_over_the_same_rpc(
+    daemon: DaemonProcess,
+    user_env: UserEnv,
+    mcp_api_key_server: McpApiKeyServerFactory,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    keyed = mcp_api_key_server(header="X-Api-Key")
+    chctl(user_env, "init")
+    done = chctl(user_env, "add", "keyed", "--url", keyed.url, "--key-header", keyed.header, "-k", keyed.key)
+    assert done.returncode == 0, done.stderr
+    for variable in ("CH_HOME", "XDG_RUNTIME_DIR"):
+        monkeypatch.setenv(variable, user_env.vars()[variable])
+    monkeypatch.delenv("CH_SOCKET", raising=False)
+    monkeypatch.setenv("CH_NO_AUTOSTART", "1")
+
+    assert get_bearer_token("keyed") == Success(keyed.key)
+    valid = ensure_valid_token("keyed", min_valid_s=0)
+    assert isinstance(valid, Success)
+    assert valid.value.headers == {"X-Api-Key": keyed.key} and valid.value.expires_at is None
+    assert keyed.key not in repr(valid.value)  # a ValidToken printed by accident shows no secret
+    missing = get_bearer_token("nope")
+    assert isinstance(missing, Failure) and missing.code is ErrorCode.NOT_FOUND and missing.hint
+    row = json.loads(chctl(user_env, "status", "--json").stdout)["servers"][0]
+    assert row["name"] == "keyed" and row["token_reads"] == 2
