@@ -11,25 +11,16 @@ import pytest
 
 from context_harness.config.format import get_format
 from tests.peers.fake_browser import browser_command
-from tests.peers.mcp_servers import McpApiKeyServerFactory, McpOAuthServer, McpOAuthServerFactory
-from tests.peers.oidc import OidcProvider, OidcProviderFactory
+from tests.peers.mcp_servers import McpApiKeyServerFactory, McpOAuthServer
 from tests.support.daemon import DaemonProcess, chctl, wait_for
 from tests.support.env import UserEnv
-from tests.test_clients_e2e import entry_in, statuses, stored_tokens, user_file
-
-
-@pytest.fixture(scope="module")
-def ten_second_tokens(
-    oidc_provider_factory: OidcProviderFactory, mcp_oauth_server_factory: McpOAuthServerFactory
-) -> tuple[OidcProvider, McpOAuthServer]:
-    provider = oidc_provider_factory(access_token_ttl=10)
-    return provider, mcp_oauth_server_factory(provider)
+from tests.test_clients_e2e import entry_in, statuses, stored_tokens, ten_second_tokens, user_file  # noqa: F401 (a fixture)
 
 
 def test_a_helper_mode_entry_connects_with_a_fresh_token_after_a_refresh_and_never_holds_one(
-    daemon: DaemonProcess, user_env: UserEnv, ten_second_tokens: tuple[OidcProvider, McpOAuthServer]
+    daemon: DaemonProcess, user_env: UserEnv, request: pytest.FixtureRequest
 ) -> None:
-    provider, server = ten_second_tokens
+    provider, server = request.getfixturevalue("ten_second_tokens")  # test_clients_e2e's
     claude_json = user_file(user_env, "claude-code")
     done = chctl(user_env, "add", "srv", "--url", server.url, "--client", "claude-code", "--mode", "helper")
     assert done.returncode == 0, done.stderr

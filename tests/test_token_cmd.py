@@ -17,26 +17,12 @@ from context_harness.api import ensure_valid_token, get_bearer_token
 from context_harness.oauth.discovery import initialize_request
 from context_harness.primitives.result import ErrorCode, Failure, Success
 from tests.peers.fake_browser import browser_command
-from tests.peers.mcp_servers import McpApiKeyServerFactory, McpOAuthServer, McpOAuthServerFactory
-from tests.peers.oidc import OidcProvider, OidcProviderFactory
+from tests.peers.mcp_servers import McpApiKeyServerFactory, McpOAuthServer
+from tests.peers.oidc import OidcProvider
 from tests.support.daemon import DaemonProcess, chctl, wait_for
 from tests.support.env import UserEnv
-
-
-@pytest.fixture(scope="module")
-def four_second_tokens(
-    oidc_provider_factory: OidcProviderFactory, mcp_oauth_server_factory: McpOAuthServerFactory
-) -> tuple[OidcProvider, McpOAuthServer]:
-    provider = oidc_provider_factory(access_token_ttl=4)
-    return provider, mcp_oauth_server_factory(provider)
-
-
-@pytest.fixture(scope="module")
-def ten_second_tokens(
-    oidc_provider_factory: OidcProviderFactory, mcp_oauth_server_factory: McpOAuthServerFactory
-) -> tuple[OidcProvider, McpOAuthServer]:
-    provider = oidc_provider_factory(access_token_ttl=10)
-    return provider, mcp_oauth_server_factory(provider)
+from tests.test_clients_e2e import ten_second_tokens  # noqa: F401 (a fixture)
+from tests.test_refresh_e2e import short_lived  # noqa: F401 (a fixture: 4 s tokens)
 
 
 def log_in(user_env: UserEnv, server: McpOAuthServer, name: str = "srv") -> None:
@@ -57,9 +43,9 @@ def refreshes(daemon: DaemonProcess, name: str = "srv") -> int:
 
 
 def test_a_4_second_token_read_every_500_ms_for_20_s_is_always_active_at_the_authorization_server(
-    daemon: DaemonProcess, user_env: UserEnv, four_second_tokens: tuple[OidcProvider, McpOAuthServer]
+    daemon: DaemonProcess, user_env: UserEnv, request: pytest.FixtureRequest
 ) -> None:
-    provider, server = four_second_tokens
+    provider, server = request.getfixturevalue("short_lived")  # test_refresh_e2e's: 4 s tokens
     log_in(user_env, server)
 
     async def read_for(seconds: float) -> tuple[int, set[str], list[str]]:
@@ -87,9 +73,9 @@ def test_a_4_second_token_read_every_500_ms_for_20_s_is_always_active_at_the_aut
 
 
 def test_20_concurrent_reads_while_a_refresh_is_due_make_exactly_one_refresh(
-    user_env: UserEnv, ten_second_tokens: tuple[OidcProvider, McpOAuthServer]
+    user_env: UserEnv, request: pytest.FixtureRequest
 ) -> None:
-    provider, server = ten_second_tokens
+    provider, server = request.getfixturevalue("ten_second_tokens")  # test_clients_e2e's
     # The refresher's own plan comes late (95 % of the lifetime): the reads below find the token due first.
     daemon = DaemonProcess(user_env, extra_env={"CH_REFRESH_FRACTION": "0.95", "CH_REFRESH_JITTER": "0"}).start()
     try:

@@ -20,7 +20,7 @@ from typing import Any, Protocol
 import structlog
 from pydantic import BaseModel, ValidationError
 
-from context_harness.daemon.peercred import peer_pid, peer_uid
+from context_harness.daemon.peercred import peer_ids
 from context_harness.primitives.result import ErrorCode, Failure, Result, Success
 
 log = structlog.get_logger(__name__)
@@ -98,11 +98,11 @@ class RpcServer:
             self._connections.add(task)
         try:
             sock = writer.get_extra_info("socket")
-            uid = peer_uid(sock) if sock is not None else None
+            uid, pid = peer_ids(sock) if sock is not None else (None, None)
             if uid != os.getuid():
                 log.warning("peer_refused", peer_uid=uid)
                 return
-            CALLER_PID.set(peer_pid(sock))
+            CALLER_PID.set(pid)
             await self._serve_lines(reader, writer)
         except (ConnectionError, asyncio.IncompleteReadError):
             pass
