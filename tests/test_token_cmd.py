@@ -17,11 +17,10 @@ from context_harness.api import ensure_valid_token, get_bearer_token
 from context_harness.oauth.discovery import initialize_request
 from context_harness.primitives.result import ErrorCode, Failure, Success
 from tests.peers.fake_browser import browser_command
-from tests.peers.mcp_servers import McpApiKeyServerFactory, McpOAuthServer
-from tests.peers.oidc import OidcProvider
+from tests.peers.mcp_servers import McpApiKeyServerFactory, McpOAuthServer, McpOAuthServerFactory
+from tests.peers.oidc import OidcProvider, OidcProviderFactory
 from tests.support.daemon import DaemonProcess, chctl, wait_for
 from tests.support.env import UserEnv
-from tests.test_clients_e2e import ten_second_tokens  # noqa: F401 (a fixture)
 from tests.test_refresh_e2e import short_lived  # noqa: F401 (a fixture: 4 s tokens)
 
 
@@ -72,29 +71,51 @@ def test_a_4_second_token_read_every_500_ms_for_20_s_is_always_active_at_the_aut
     assert row["token_reads"] == reads + 1 and row["last_token_read_at"] is not None
 
 
+# chctl, imported and waiting: it runs `chctl ARGS` when its stdin closes.
+RELEASED_BY_STDIN = (
+    "import sys\n"
+    "from context_harness.client import chctl\n"
+    "print('ready', file=sys.stderr, flush=True)\n"
+    "sys.stdin.read()\n"
+    "sys.exit(chctl.main(sys.argv[1:]))\n"
+)
+
+
 def test_20_concurrent_reads_while_a_refresh_is_due_make_exactly_one_refresh(
-    user_env: UserEnv, request: pytest.FixtureRequest
+    user_env: UserEnv, oidc_provider_factory: OidcProviderFactory, mcp_oauth_server_factory: McpOAuthServerFactory
 ) -> None:
-    provider, server = request.getfixturevalue("ten_second_tokens")  # test_clients_e2e's
+    # 10 s tokens from a token endpoint that takes 1 s to answer: the refresh is in flight while all 20 arrive.
+    provider = oidc_provider_factory(access_token_ttl=10, token_delay_ms=1000)
+    server = mcp_oauth_server_factory(provider)
     # The refresher's own plan comes late (95 % of the lifetime): the reads below find the token due first.
     daemon = DaemonProcess(user_env, extra_env={"CH_REFRESH_FRACTION": "0.95", "CH_REFRESH_JITTER": "0"}).start()
     try:
         log_in(user_env, server)
         first = stored(user_env)
-        # Due for a caller once less than half its lifetime (5 s of 10 s) is left.
-        wait_for(lambda: time.time() > first["expires_at"] - 4.5, 10, interval_s=0.05, what="the token to be due")
-        before = refreshes(daemon)
+        # Twenty chctl processes, each started and imported, then released at once once the token is due: their
+        # requests reach the daemon while the first refresh is still in flight.
         calls = [
             subprocess.Popen(
-                [sys.executable, "-m", "context_harness.client.chctl", "token", "srv"],
+                [sys.executable, "-c", RELEASED_BY_STDIN, "token", "srv"],
                 env={**user_env.vars(), "CH_NO_AUTOSTART": "1"},
+                stdin=subprocess.PIPE,
                 stdout=subprocess.PIPE,
                 stderr=subprocess.PIPE,
                 text=True,
             )
             for _ in range(20)
         ]
-        outputs = [call.communicate(timeout=60) for call in calls]
+        for call in calls:
+            assert call.stderr is not None and call.stderr.readline() == "ready\n"
+        # Due for a caller once less than half its lifetime (5 s of 10 s) is left.
+        wait_for(lambda: time.time() > first["expires_at"] - 4.5, 10, interval_s=0.05, what="the token to be due")
+        before = refreshes(daemon)
+        for call in calls:
+            assert call.stdin is not None
+            call.stdin.close()
+        outputs = [(call.stdout.read(), call.stderr.read()) for call in calls if call.stdout and call.stderr]
+        for call in calls:
+            call.wait(60)
         assert all(call.returncode == 0 for call in calls), [err for _out, err in outputs]
         printed = {out.strip() for out, _err in outputs}
         assert printed == {stored(user_env)["access_token"]}  # one token for all: the refreshed one

@@ -47,6 +47,7 @@ class OidcConfig:
     resources: tuple[str, ...] | None = None  # exact allow-list instead of the prefix
     resource_scopes: tuple[str, ...] = ("mcp:read", "mcp:write")
     extra_clients: tuple[str, ...] = field(default=())  # JSON-encoded client metadata objects
+    token_delay_ms: int = 0  # the token endpoint answers this much later: a refresh stays in flight a while
 
     def to_json(self, introspection_secret: str) -> str:
         return json.dumps(
@@ -57,6 +58,7 @@ class OidcConfig:
                 "alwaysIssueRefreshToken": self.always_issue_refresh_token,
                 "registration": self.registration,
                 "offlineAccessNeedsPromptConsent": self.offline_access_needs_prompt_consent,
+                "tokenDelayMs": self.token_delay_ms,
                 "resourcePrefix": self.resource_prefix,
                 "resources": list(self.resources) if self.resources is not None else None,
                 "resourceScopes": list(self.resource_scopes),

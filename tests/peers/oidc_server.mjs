@@ -75,6 +75,7 @@ const settings = {
   extraClients: config.extraClients ?? [],
   registration: config.registration ?? true,
   offlineAccessNeedsPromptConsent: config.offlineAccessNeedsPromptConsent ?? false,
+  tokenDelayMs: config.tokenDelayMs ?? 0,
 };
 
 function resourceAccepted(indicator) {
@@ -177,6 +178,16 @@ if (!settings.offlineAccessNeedsPromptConsent) {
     if (ctx.path === '/auth' && ctx.method === 'GET' && !query.prompt
         && typeof query.scope === 'string' && query.scope.split(' ').includes('offline_access')) {
       ctx.query = { ...query, prompt: 'consent' };
+    }
+    await next();
+  });
+}
+if (settings.tokenDelayMs > 0) {
+  // A slow token endpoint: a refresh stays in flight long enough for concurrent callers to
+  // arrive during it (the single-flight tests).
+  provider.use(async (ctx, next) => {
+    if (ctx.path === '/token' && ctx.method === 'POST') {
+      await new Promise((resolve) => { setTimeout(resolve, settings.tokenDelayMs); });
     }
     await next();
   });
