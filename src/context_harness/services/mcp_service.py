@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-import os
-import shlex
-import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -19,6 +16,7 @@ from context_harness.primitives.mcp import MCPAuthType, MCPServer, SecretMode, S
 from context_harness.primitives.names import SERVER_NAME_HINT, valid_server_name
 from context_harness.primitives.oauth import Credential, TokenState
 from context_harness.primitives.result import ErrorCode, Failure, Result, Success
+from context_harness.services.agent_commands import bridge_command, helper_command
 from context_harness.services.config_service import ConfigService, ConfigTarget
 from context_harness.services.publisher import Publisher
 from context_harness.services.registry import close_names, load_registry
@@ -77,26 +75,6 @@ class Planned:
     command: list[str] | None = None
     environment: dict[str, str] = field(default_factory=dict)
     credential: Credential | None = None  # a new API key to store
-
-
-def chctl_command(*args: str) -> list[str]:
-    """The command an agent runs to reach us: this installation's `chctl`, by absolute path, so it works
-    whatever the agent's PATH is. Without a `chctl` script beside our interpreter, the interpreter runs the
-    module (with -P: the agent's working directory must not shadow our modules)."""
-    chctl = Path(sys.executable).parent / "chctl"
-    if chctl.is_file() and os.access(chctl, os.X_OK):
-        return [str(chctl), *args]
-    return [sys.executable, "-P", "-m", "context_harness.client.chctl", *args]
-
-
-def bridge_command(name: str) -> list[str]:
-    """What a bridged entry runs."""
-    return chctl_command("bridge", name)
-
-
-def helper_command(name: str) -> str:
-    """What a headers-helper entry runs, as one shell command line (Claude Code runs it through a shell)."""
-    return shlex.join(chctl_command("token", name, "--json"))
 
 
 def client_format(client: str) -> Result[ConfigFormat]:
