@@ -9,6 +9,7 @@ import shlex
 import subprocess
 import sys
 import time
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -18,7 +19,7 @@ from context_harness.oauth.discovery import initialize_request
 from context_harness.primitives.result import ErrorCode, Failure, Success
 from tests.peers.fake_browser import browser_command
 from tests.peers.mcp_servers import McpApiKeyServerFactory, McpOAuthServer, McpOAuthServerFactory
-from tests.peers.oidc import OidcProvider, OidcProviderFactory
+from tests.peers.oidc import OidcConfig, OidcProvider, OidcProviderFactory, start_oidc_provider
 from tests.support.daemon import DaemonProcess, chctl, wait_for
 from tests.support.env import UserEnv
 from tests.test_refresh_e2e import short_lived  # noqa: F401 (a fixture: 4 s tokens)
@@ -223,3 +224,24 @@ def test_the_python_api_answers_with_results_over_the_same_rpc(
     assert isinstance(missing, Failure) and missing.code is ErrorCode.NOT_FOUND and missing.hint
     row = json.loads(chctl(user_env, "status", "--json").stdout)["servers"][0]
     assert row["name"] == "keyed" and row["token_reads"] == 2
+
+
+def test_an_unreachable_authorization_server_gets_the_current_token_while_it_lasts_then_token_expired(
+    daemon: DaemonProcess, user_env: UserEnv, tmp_path: Path, mcp_oauth_server_factory: McpOAuthServerFactory
+) -> None:
+    # A provider of its own, stopped halfway: every refresh then fails with a refused connection.
+    provider = start_oidc_provider(OidcConfig(access_token_ttl=20), tmp_path / "oidc-provider.log")
+    try:
+        log_in(user_env, mcp_oauth_server_factory(provider))
+    finally:
+        provider.stop()
+    first = stored(user_env)
+    # Due (less than half of 20 s left) but valid: the refresh fails, and the token that is still valid is printed.
+    wait_for(lambda: time.time() > first["expires_at"] - 8, 20, interval_s=0.05, what="the token to be due")
+    done = chctl(user_env, "token", "srv")
+    assert done.returncode == 0, done.stderr
+    assert done.stdout == first["access_token"] + "\n"
+    wait_for(lambda: time.time() > first["expires_at"] + 0.5, 20, interval_s=0.05, what="the token to expire")
+    done = chctl(user_env, "token", "srv", "--header")
+    assert done.returncode != 0 and done.stdout == ""
+    assert "error[TOKEN_EXPIRED]" in done.stderr and "chctl status" in done.stderr
