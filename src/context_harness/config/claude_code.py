@@ -30,6 +30,7 @@ class ClaudeCodeFormat(ConfigFormat):
     executable = "claude"
     remote_type = "http"
     stdio_type = "stdio"
+    runs_headers_helper = True
 
     def project_path(self, directory: Path) -> Path:
         return directory / ".mcp.json"
@@ -38,7 +39,7 @@ class ClaudeCodeFormat(ConfigFormat):
         base = os.environ.get("CLAUDE_CONFIG_DIR")
         return Path(base) / ".claude.json" if base else Path.home() / ".claude.json"
 
-    def helper_entry(self, url: str, headers: dict[str, str], command: str) -> dict[str, Any] | None:
+    def helper_entry(self, url: str, headers: dict[str, str], command: str) -> dict[str, Any]:
         entry: dict[str, Any] = {"type": self.remote_type, "url": url}
         if headers:  # the user's static headers; Claude adds the helper's to them
             entry["headers"] = headers

@@ -86,6 +86,7 @@ class ConfigFormat:
     url_key = "url"
     headers_key = "headers"
     stdio_type: str | None = None
+    runs_headers_helper = False  # the client can run a command for its headers (Claude Code): `--mode helper`
 
     # --- where the files are -----------------------------------------------------------------------------
 
@@ -167,10 +168,10 @@ class ConfigFormat:
     def bridge_entry(self, command: list[str]) -> dict[str, Any]:
         return self.local_entry(command, {})
 
-    def helper_entry(self, url: str, headers: dict[str, str], command: str) -> dict[str, Any] | None:
-        """An HTTP entry whose client runs the shell `command` at each connect for its headers, or None when the
-        client has no such thing (then `--mode helper` is refused)."""
-        return None
+    def helper_entry(self, url: str, headers: dict[str, str], command: str) -> dict[str, Any]:
+        """An HTTP entry whose client runs the shell `command` at each connect for its headers; only for a
+        client with `runs_headers_helper` (for the others `--mode helper` is refused before any write)."""
+        raise NotImplementedError
 
     def entry_url(self, entry: dict[str, Any]) -> str | None:
         url = entry.get(self.url_key)

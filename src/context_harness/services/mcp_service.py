@@ -221,7 +221,7 @@ class MCPService:
             return found
         fmt = found.value
         mode: Mode = request.mode or ("bridge" if request.bridge else fmt.default_mode)
-        if mode == "helper" and fmt.helper_entry("", {}, "") is None:
+        if mode == "helper" and not fmt.runs_headers_helper:
             return Failure(
                 f"--mode helper is for Claude Code only: {fmt.label} cannot run a command for its headers",
                 ErrorCode.INVALID_PARAMS,
@@ -291,9 +291,7 @@ class MCPService:
         if binding.mode == "bridge":
             return fmt.bridge_entry(bridge_command(name))
         if binding.mode == "helper":
-            helper = fmt.helper_entry(plan.url, dict(plan.headers), helper_command(name))
-            assert helper is not None  # refused in _add_target
-            return helper
+            return fmt.helper_entry(plan.url, dict(plan.headers), helper_command(name))
         headers = dict(plan.headers)
         if credential is not None and credential.secret:
             headers[credential.header_name] = self.publisher.header_value(credential, binding)
