@@ -49,6 +49,7 @@ class OidcConfig:
     extra_clients: tuple[str, ...] = field(default=())  # JSON-encoded client metadata objects
     # True: a client of extra_clients that sends its secret another way than registered is invalid_client
     strict_client_auth_method: bool = False
+    token_delay_ms: int = 0  # the token endpoint answers this much later: a refresh stays in flight a while
 
     def to_json(self, introspection_secret: str) -> str:
         return json.dumps(
@@ -59,6 +60,7 @@ class OidcConfig:
                 "alwaysIssueRefreshToken": self.always_issue_refresh_token,
                 "registration": self.registration,
                 "offlineAccessNeedsPromptConsent": self.offline_access_needs_prompt_consent,
+                "tokenDelayMs": self.token_delay_ms,
                 "resourcePrefix": self.resource_prefix,
                 "resources": list(self.resources) if self.resources is not None else None,
                 "resourceScopes": list(self.resource_scopes),

@@ -80,6 +80,7 @@ const settings = {
   registration: config.registration ?? true,
   offlineAccessNeedsPromptConsent: config.offlineAccessNeedsPromptConsent ?? false,
   strictClientAuthMethod: config.strictClientAuthMethod ?? false,
+  tokenDelayMs: config.tokenDelayMs ?? 0,
 };
 
 function resourceAccepted(indicator) {
@@ -209,6 +210,16 @@ if (settings.strictClientAuthMethod) {
         ctx.body = { error: 'invalid_client', error_description: `this client authenticates with ${registered}` };
         return;
       }
+    }
+    await next();
+  });
+}
+if (settings.tokenDelayMs > 0) {
+  // A slow token endpoint: a refresh stays in flight long enough for concurrent callers to
+  // arrive during it (the single-flight tests).
+  provider.use(async (ctx, next) => {
+    if (ctx.path === '/token' && ctx.method === 'POST') {
+      await new Promise((resolve) => { setTimeout(resolve, settings.tokenDelayMs); });
     }
     await next();
   });

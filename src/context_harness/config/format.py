@@ -19,7 +19,9 @@ from typing import Any, Literal, Protocol
 
 from context_harness.config import jsonc, toml_edit
 
-Mode = Literal["header", "bridge"]
+# header: the file holds the credential; bridge: the entry runs `chctl bridge NAME`; helper: the client runs
+# `chctl token NAME` itself at each connect (Claude Code's `headersHelper`: see `helper_entry`).
+Mode = Literal["header", "bridge", "helper"]
 SCOPE_GLOBAL_ONLY = "global"
 
 
@@ -85,6 +87,7 @@ class ConfigFormat:
     url_key = "url"
     headers_key = "headers"
     stdio_type: str | None = None
+    runs_headers_helper = False  # the client can run a command for its headers (Claude Code): `--mode helper`
 
     # --- where the files are -----------------------------------------------------------------------------
 
@@ -165,6 +168,11 @@ class ConfigFormat:
 
     def bridge_entry(self, command: list[str]) -> dict[str, Any]:
         return self.local_entry(command, {})
+
+    def helper_entry(self, url: str, headers: dict[str, str], command: str) -> dict[str, Any]:
+        """An HTTP entry whose client runs the shell `command` at each connect for its headers; only for a
+        client with `runs_headers_helper` (for the others `--mode helper` is refused before any write)."""
+        raise NotImplementedError
 
     def entry_url(self, entry: dict[str, Any]) -> str | None:
         url = entry.get(self.url_key)

@@ -26,6 +26,7 @@ from context_harness.services.mcp_service import MCPService
 from context_harness.services.oauth_service import OAuthService
 from context_harness.services.publisher import Publisher
 from context_harness.services.status import StatusBoard
+from context_harness.services.token_access import TokenAccess
 from context_harness.stores.bindings import BindingStore
 from context_harness.stores.client_store import ClientStore
 from context_harness.stores.token_store import TokenStore
@@ -67,6 +68,7 @@ class Services:
     status: StatusBoard
     http: HttpClient  # the authorization servers'
     bridge_http: HttpClient  # the bridged servers', apart: a hostile one cannot take the refreshes' connections
+    token_access: TokenAccess
     stop_requested: asyncio.Event = field(default_factory=asyncio.Event)
     started_monotonic: float = field(default_factory=time.monotonic)
 
@@ -111,6 +113,7 @@ def build_services(
     bridge_http = HttpClient(new_bridge_session)
     bridges = Bridges(tokens, oauth, bridge_http)
     status = StatusBoard(tokens, bindings, mcp, oauth, publisher)
+    token_access = TokenAccess(tokens, oauth, mcp)
     services = Services(
         settings=settings,
         config=config,
@@ -128,10 +131,12 @@ def build_services(
         status=status,
         http=http,
         bridge_http=bridge_http,
+        token_access=token_access,
     )
     oauth.on_new_credential = services.credential_changed
     bridges.on_refreshed = services.credential_changed
     status.next_refresh_at = refresher.next_refresh_at
     status.bridges = bridges.for_server
     status.failed_login = flows.failed_logins.get
+    status.token_reads = token_access.reads_of
     return services

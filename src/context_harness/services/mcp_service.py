@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import os
-import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -23,6 +21,7 @@ from context_harness.primitives.outside_values import (
     url_problem,
 )
 from context_harness.primitives.result import ErrorCode, Failure, Result, Success
+from context_harness.services.agent_commands import bridge_command, helper_command
 from context_harness.services.config_service import ConfigService, ConfigTarget
 from context_harness.services.publisher import Publisher
 from context_harness.services.registry import close_names, load_registry
@@ -47,7 +46,7 @@ class AddRequest:
     environment: dict[str, str] = field(default_factory=dict)
     secret_mode: SecretMode = SecretMode.INLINE
     bridge: bool = False  # the entry runs `chctl bridge NAME`; the daemon carries the traffic
-    mode: Mode | None = None  # header or bridge; None: `bridge` if set, else each client's default
+    mode: Mode | None = None  # header, bridge or helper; None: `bridge` if set, else each client's default
     clients: tuple[str, ...] = (DEFAULT_CLIENT,)
 
 
@@ -81,16 +80,6 @@ class Planned:
     command: list[str] | None = None
     environment: dict[str, str] = field(default_factory=dict)
     credential: Credential | None = None  # a new API key to store
-
-
-def bridge_command(name: str) -> list[str]:
-    """The command a bridged entry runs: this installation's `chctl`, by absolute path, so it works whatever
-    the agent's PATH is. Without a `chctl` script beside our interpreter, the interpreter runs the module
-    (with -P: the agent's working directory must not shadow our modules)."""
-    chctl = Path(sys.executable).parent / "chctl"
-    if chctl.is_file() and os.access(chctl, os.X_OK):
-        return [str(chctl), "bridge", name]
-    return [sys.executable, "-P", "-m", "context_harness.client.chctl", "bridge", name]
 
 
 def client_format(client: str) -> Result[ConfigFormat]:
@@ -203,7 +192,7 @@ class MCPService:
                 client=fmt.name,
                 secret_mode=request.secret_mode,
                 mode=mode,
-                url=plan.url if mode == "bridge" else None,
+                url=plan.url if mode != "header" else None,
             )
             entry = self._entry(fmt, name, plan, credential=credential, binding=binding, managed=managed)
             inline_secret = mode == "header" and request.secret_mode is SecretMode.INLINE
@@ -237,12 +226,18 @@ class MCPService:
             return found
         fmt = found.value
         mode: Mode = request.mode or ("bridge" if request.bridge else fmt.default_mode)
+        if mode == "helper" and not fmt.runs_headers_helper:
+            return Failure(
+                f"--mode helper is for Claude Code only: {fmt.label} cannot run a command for its headers",
+                ErrorCode.INVALID_PARAMS,
+                f"use --mode bridge (no secret in the file) or --mode header for --client {client}",
+            )
         if plan.url is None:
-            if request.bridge or request.mode == "bridge":
+            if request.bridge or request.mode in ("bridge", "helper"):
                 return Failure(
-                    f"{request.name} is a local server: it needs no bridge",
+                    f"{request.name} is a local server: it needs no {request.mode or 'bridge'}",
                     ErrorCode.INVALID_PARAMS,
-                    "add it without --bridge",
+                    f"add it without --{'mode' if request.mode else 'bridge'}",
                 )
             mode = "header"  # a local entry: nothing to carry, nothing to refresh
         if mode == "bridge" and request.headers:
@@ -282,6 +277,8 @@ class MCPService:
             return fmt.local_entry(plan.command or [], plan.environment)
         if binding.mode == "bridge":
             return fmt.bridge_entry(bridge_command(name))
+        if binding.mode == "helper":
+            return fmt.helper_entry(plan.url, dict(plan.headers), helper_command(name))
         headers = dict(plan.headers)
         if credential is not None and credential.secret:
             headers[credential.header_name] = self.publisher.header_value(credential, binding)

@@ -114,8 +114,8 @@ class Publisher:
         A `{file:}` reference stays, with its file present: opencode stops working when the file is missing."""
         report = PublishReport()
         for binding in self.bindings.for_server(name):
-            if binding.mode == "bridge":
-                continue  # no header in the entry
+            if binding.mode != "header":
+                continue  # no header in the entry (a bridge, a headers helper)
             if binding.secret_mode is SecretMode.FILE:
                 self.tokens.ensure_secret_file(name)
                 continue
@@ -132,8 +132,8 @@ class Publisher:
     # --- helpers -------------------------------------------------------------------------------------
 
     def _header_bindings(self, credential: Credential) -> list[Binding]:
-        """The bindings that carry a header (a bridge carries none); the `{file:}` secret file is brought up
-        to date first, so every reference to it reads the current secret."""
+        """The bindings that carry a header (a bridge or a headers helper carries none); the `{file:}` secret
+        file is brought up to date first, so every reference to it reads the current secret."""
         bindings = [b for b in self.bindings.for_server(credential.name) if b.mode == "header"]
         secret = credential.secret or ""
         if (

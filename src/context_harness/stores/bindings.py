@@ -22,9 +22,10 @@ class Binding(BaseModel):
     secret_mode: SecretMode = SecretMode.INLINE
     # header: the entry holds the credential (inline or `{file:}`) and we rewrite it on every refresh;
     # bridge: the entry runs `chctl bridge NAME` and the daemon carries the traffic to `url`, adding the
-    # credential itself (nothing secret in the file, nothing to rewrite).
-    mode: Literal["header", "bridge"] = "header"
-    url: str | None = None  # bridge mode: the server's URL (the entry itself holds only a command)
+    # credential itself (nothing secret in the file, nothing to rewrite); helper: the client runs
+    # `chctl token NAME` for its headers at each connect (nothing secret in the file either).
+    mode: Literal["header", "bridge", "helper"] = "header"
+    url: str | None = None  # bridge and helper mode: the server's URL
 
 
 _Bindings = TypeAdapter(dict[str, list[Binding]])
