@@ -18,6 +18,7 @@ from context_harness.primitives.mcp import MCPAuthType, MCPServer, SecretMode, S
 from context_harness.primitives.names import SERVER_NAME_HINT, valid_server_name
 from context_harness.primitives.oauth import Credential, TokenState
 from context_harness.primitives.result import ErrorCode, Failure, Result, Success
+from context_harness.services import recorded_urls
 from context_harness.services.config_service import ConfigService, ConfigTarget
 from context_harness.services.publisher import Publisher
 from context_harness.services.registry import close_names, load_registry
@@ -179,10 +180,12 @@ class MCPService:
         if credential is not None:
             self.tokens.save(credential)
         else:
-            # A login already made (also for a custom --url server) goes into the new entry at once.
+            # A login already made (also for a custom --url server) goes into the new entry at once, if it was
+            # made for this URL (a login from before URLs were recorded waits until the publisher records one).
             remote = plan.url is not None  # (a bridged entry is local, but its server is remote)
             stored = self.tokens.load(name) if remote and plan.auth_type is not MCPAuthType.API_KEY else None
-            credential = stored if stored is not None and stored.kind == "oauth" else None
+            usable = stored is not None and stored.kind == "oauth" and stored.server_url == plan.url
+            credential = stored if usable else None
         managed = plan.auth_type in (MCPAuthType.API_KEY, MCPAuthType.OAUTH) or bool(
             credential is not None and credential.secret
         )
@@ -198,7 +201,7 @@ class MCPService:
                 client=fmt.name,
                 secret_mode=request.secret_mode,
                 mode=mode,
-                url=plan.url if mode == "bridge" else None,
+                url=plan.url,  # recorded in every mode: a header goes only where the entry still points here
             )
             entry = self._entry(fmt, name, plan, credential=credential, binding=binding, managed=managed)
             inline_secret = mode == "header" and request.secret_mode is SecretMode.INLINE
@@ -212,6 +215,7 @@ class MCPService:
             if isinstance(put, Failure):
                 self.bindings.unbind(name, config_path)
                 return put
+            self.publisher.clear(name, str(config_path))  # pointed back: no longer an error
             written.append(Written(fmt.name, config_path, entry, mode))
             log.info(
                 "server_added",
@@ -312,6 +316,7 @@ class MCPService:
         if isinstance(removed, Failure):
             return removed
         self.bindings.unbind(name, path.resolve())
+        self.publisher.clear(name, str(path.resolve()))
         if not removed.value:
             return Failure(
                 f"{path} has no {fmt.where(name)} entry", ErrorCode.NOT_FOUND, "see `chctl list` for configured servers"
@@ -319,21 +324,16 @@ class MCPService:
         log.info("server_removed", server=name, path=str(path), client=client)
         return Success(path)
 
-    def server_url(self, name: str) -> Result[str]:
-        """The URL an agent uses for `name` (a bound config's entry), else the registry's."""
-        for binding in self.bindings.for_server(name):
-            if binding.url:  # a bridged entry: the URL lives in the binding
-                return Success(binding.url)
-            fmt = get_format(binding.client)
-            entries = self.config.entries(Path(binding.path), fmt)
-            if isinstance(entries, Success):
-                entry = entries.value.get(name)
-                url = fmt.entry_url(entry) if isinstance(entry, dict) else None
-                if url:
-                    return Success(url)
+    def server_url(self, name: str, *, login: bool = False) -> Result[str]:
+        """The URL recorded for `name` (with its credential, else by `chctl add`), else the registry's. Never
+        what a config says now: a config is input, not a destination (`recorded_urls`). `login`: for a new
+        login, which records its own URL (an older credential without one does not stand in its way)."""
         known = self.registry.get(name)
-        if known is not None and known.url:
-            return Success(known.url)
+        recorded = recorded_urls.recorded_url(
+            name, self.config, self.tokens, self.bindings, known.url if known is not None else None, login=login
+        )
+        if recorded is not None:
+            return recorded
         if known is None:
             unknown = self.get_server_info(name)
             assert isinstance(unknown, Failure)
@@ -383,7 +383,10 @@ class MCPService:
     def _plan_entry(self, request: AddRequest) -> Result[Planned]:
         """The server to add (URL or command), its auth type, and a new API-key credential if one was given."""
         known = self.registry.get(request.name)
-        if known is None and request.url is None and request.command is None:
+        recorded = self._recorded_url(request)
+        if isinstance(recorded, Failure):
+            return recorded
+        if known is None and request.url is None and request.command is None and recorded is None:
             return self._unknown(request.name)
 
         if request.command is not None or (
@@ -397,18 +400,27 @@ class MCPService:
         bad_header = _header_problem(request)
         if bad_header is not None:
             return bad_header
-        url = request.url or (known.url if known else None)
+        url = request.url or recorded or (known.url if known else None)
         if not url or not url.startswith(("http://", "https://")):
             return Failure(f"invalid url {url!r}", ErrorCode.INVALID_PARAMS, "pass --url http(s)://host/path")
-        auth_type = known.auth_type if known is not None and request.url is None else MCPAuthType.NONE
-        if request.api_key is not None:
-            auth_type = MCPAuthType.API_KEY
+        stored = self.tokens.load(request.name)
+        if stored is not None and stored.server_url and stored.server_url != url and request.api_key is None:
+            return Failure(
+                f"{request.name}'s credential belongs to {describe_url(stored.server_url)}, not {describe_url(url)}",
+                ErrorCode.INVALID_PARAMS,
+                f"`chctl add {request.name}` without --url keeps its URL; for another server, forget this one "
+                f"first (`chctl auth {request.name} --logout`, or a new key with -k)",
+            )
+        auth_type = MCPAuthType.NONE
+        if known is not None and request.url is None and url == known.url:
+            auth_type = known.auth_type
+        if request.api_key is not None or (request.url is None and stored is not None and stored.kind == "api_key"):
+            auth_type = MCPAuthType.API_KEY  # a new key, or the stored one kept for the recorded URL
 
         credential = None
         if auth_type is MCPAuthType.API_KEY:
             key = request.api_key
             if key is None:
-                stored = self.tokens.load(request.name)
                 key = stored.api_key if stored is not None and stored.kind == "api_key" else None
             if not key:
                 return Failure(
@@ -424,6 +436,8 @@ class MCPService:
                     "use the server's https:// URL (plain http is accepted on loopback only)",
                 )
             header_name, scheme = header_for(request.key_header or (known.api_key_header if known else None))
+            if request.key_header is None and request.api_key is None and stored is not None:
+                header_name, scheme = stored.header_name, stored.header_scheme  # the stored key, as it was sent
             credential = Credential(
                 name=request.name,
                 kind="api_key",
@@ -431,8 +445,21 @@ class MCPService:
                 header_name=header_name,
                 header_scheme=scheme,
                 api_key=key,
+                server_url=url,
             )
         return Success(Planned(auth_type, url=url, headers=dict(request.headers), credential=credential))
+
+    def _recorded_url(self, request: AddRequest) -> str | Failure | None:
+        """The URL recorded for a server added again without --url (or --command), e.g. to switch its mode."""
+        if request.url is not None or request.command is not None:
+            return None
+        known = self.registry.get(request.name)
+        if known is not None and known.server_type is ServerType.LOCAL:
+            return None
+        recorded = recorded_urls.recorded_url(
+            request.name, self.config, self.tokens, self.bindings, known.url if known is not None else None
+        )
+        return recorded.value if isinstance(recorded, Success) else recorded
 
 
 def _header_problem(request: AddRequest) -> Failure | None:

@@ -4,10 +4,15 @@ Everything it writes comes from disk (the token store and the bindings), never f
 again after a crash or a failed write mends what was left behind: the daemon does at start and at every
 wall-clock check. Each config is written in a thread with a deadline, so one on a hung mount fails alone
 and is retried; what failed, and why, is remembered for `chctl status` and returned to the caller.
+
+A header goes only into an entry that points at the URL recorded with the credential (`recorded_urls`): an
+entry whose URL was changed since loses our header in the same edit, keeps its binding, and is reported
+(`config_errors`, status, doctor, the notify command once) until `chctl add NAME` points it back.
 """
 
 from __future__ import annotations
 
+import shlex
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import partial
@@ -16,12 +21,14 @@ from typing import Any
 
 import structlog
 
-from context_harness.config.format import get_format
+from context_harness.config.format import ConfigFormat, get_format
+from context_harness.oauth.http import describe_url
 from context_harness.primitives.mcp import SecretMode
 from context_harness.primitives.oauth import Credential
 from context_harness.primitives.result import ErrorCode, Failure, Result, Success
-from context_harness.services.blocking_io import StillRunning, run_blocking
-from context_harness.services.config_service import ConfigService
+from context_harness.services import recorded_urls
+from context_harness.services.blocking_io import StillRunning, run_blocking, run_config_io
+from context_harness.services.config_service import ConfigService, Misdirected
 from context_harness.stores.bindings import Binding, BindingStore
 from context_harness.stores.token_store import TokenStore
 
@@ -62,6 +69,10 @@ class Publisher:
         self.settings = settings
         # Per server: the bound configs whose last write failed, and why.
         self.errors: dict[str, dict[str, str]] = {}
+        # Per server: the bound configs whose entry points away from the recorded URL (a subset of `errors`).
+        self.misdirected: dict[str, set[str]] = {}
+        # Told (server, message) once when an entry is found pointing elsewhere: the daemon runs the notify command.
+        self.on_misdirected: Callable[[str, str], None] = lambda _name, _message: None
         self._blocked: set[str] = set()  # configs whose write is still stuck in its thread
 
     def configure(self, settings: PublishSettings) -> None:
@@ -82,6 +93,7 @@ class Publisher:
         report = PublishReport()
         if credential is None or not credential.secret:
             return report
+        credential = await self._migrate(credential)
         for binding in self._header_bindings(credential):
             outcome = await self._off_loop(binding.path, partial(self._write, credential, binding))
             self._add(report, name, binding.path, outcome)
@@ -106,7 +118,13 @@ class Publisher:
             else:
                 report.written.append(binding.path)
         self.errors.pop(name, None)
+        self.misdirected.pop(name, None)
         return report
+
+    def clear(self, name: str, path: str) -> None:
+        """`chctl add` or `chctl remove` dealt with this config: what went wrong there is history."""
+        self.errors.get(name, {}).pop(path, None)
+        self.misdirected.get(name, set()).discard(path)
 
     # --- helpers -------------------------------------------------------------------------------------
 
@@ -122,16 +140,41 @@ class Publisher:
             self.tokens.write_secret_file(credential.name, secret)
         return bindings
 
+    async def _migrate(self, credential: Credential) -> Credential:
+        """Record the URLs a credential or binding from an older version lacks (`recorded_urls`), once. The
+        caller holds the server's refresh lock, so rewriting the token file races no refresh."""
+        name = credential.name
+        bindings = self.bindings.for_server(name)
+        if not recorded_urls.needs_migration(credential, bindings):
+            return credential
+        migration = await run_config_io(
+            lambda: Success(recorded_urls.plan(name, self.config, credential, bindings, None)),
+            self.settings.io_timeout_s,
+            f"recording {name}'s URL",
+        )
+        if isinstance(migration, Success) and not migration.value.empty:
+            recorded_urls.apply(name, migration.value, self.tokens, self.bindings)
+            log.info("server_url_migrated", server=name, credential=migration.value.credential_url is not None)
+        return self.tokens.load(name) or credential
+
     def _write(self, credential: Credential, binding: Binding) -> Result[bool]:
         """True when written (or already right), False when the binding was dropped because the config no
         longer has the entry."""
         name = credential.name
+        if not credential.server_url:
+            return Failure(
+                f"{binding.path}: no URL is recorded for {name}'s credential (it predates recorded URLs and its "
+                f"configs disagree), so no header is written: say which with `chctl add {name} --url URL`",
+                ErrorCode.CONFIG_INVALID,
+            )
+        fmt = get_format(binding.client)
         written = self.config.set_header(
             Path(binding.path),
             name,
             credential.header_name,
             self.header_value(credential, binding),
-            get_format(binding.client),
+            fmt,
+            url=credential.server_url,
             private=binding.secret_mode is SecretMode.INLINE,
         )
         if isinstance(written, Failure) and written.code is ErrorCode.NOT_FOUND:
@@ -139,6 +182,12 @@ class Publisher:
             self.bindings.unbind(name, Path(binding.path))
             log.info("binding_dropped", server=name, path=binding.path, reason="the config has no entry for it")
             return Success(False)
+        if isinstance(written, Success) and isinstance(written.value, Misdirected):
+            return Failure(
+                _misdirected_message(name, binding, fmt, written.value, credential.server_url),
+                ErrorCode.CONFIG_INVALID,
+                _MISDIRECTED,
+            )
         return written if isinstance(written, Failure) else Success(True)
 
     async def _off_loop(self, path: str, work: Callable[[], Result[Any]]) -> Result[Any]:
@@ -168,6 +217,12 @@ class Publisher:
         report.failed[path] = outcome.error
         # Retried every wall-clock check: say it once, not every 30 s.
         again = self.errors.get(name, {}).get(path) == outcome.error
+        if outcome.hint == _MISDIRECTED:
+            if path not in self.misdirected.setdefault(name, set()):
+                self.misdirected[name].add(path)
+                log.warning("header_withheld_url_changed", server=name, path=path)
+                self.on_misdirected(name, outcome.error)  # once, not at every refresh
+            return
         (log.debug if again else log.warning)(
             "config_write_failed", server=name, path=path, code=outcome.code.value, error=outcome.error
         )
@@ -177,3 +232,34 @@ class Publisher:
             self.errors[name] = dict(report.failed)
         else:
             self.errors.pop(name, None)
+        # An entry pointed back (by hand) is no longer reported; the next change is news again.
+        self.misdirected[name] = self.misdirected.get(name, set()) & set(report.failed)
+
+
+# Marks a write refused because the entry points elsewhere (the hint of the Failure `_write` returns).
+_MISDIRECTED = "misdirected"
+
+
+def _misdirected_message(name: str, binding: Binding, fmt: ConfigFormat, found: Misdirected, url: str) -> str:
+    """What `chctl status` and doctor say about an entry that points away from the recorded URL, with the fix."""
+    now = f"now points at {describe_url(found.found)}" if found.found else "no longer has a URL"
+    target = _target_flags(Path(binding.path), fmt)
+    return (
+        f"{binding.path}: its {name} entry {now}, not at {describe_url(url)} where {name}'s credential belongs; "
+        f"the header was taken out of it. Run `chctl add {name}{target}` to point it back, or "
+        f"`chctl remove {name}{target}`"
+    )
+
+
+def _target_flags(path: Path, fmt: ConfigFormat) -> str:
+    """` --project DIR --client C` (or ` --global`) naming the config at `path` for `chctl add`/`remove`."""
+    client = "" if fmt.name == "opencode" else f" --client {fmt.name}"
+    try:
+        if fmt.global_path().resolve() == path:
+            return " --global" + client
+    except OSError:
+        pass
+    for directory in (path.parent, path.parent.parent):
+        if fmt.project_path(directory).resolve() == path:
+            return f" --project {shlex.quote(str(directory))}" + client
+    return client

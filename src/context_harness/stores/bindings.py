@@ -24,7 +24,10 @@ class Binding(BaseModel):
     # bridge: the entry runs `chctl bridge NAME` and the daemon carries the traffic to `url`, adding the
     # credential itself (nothing secret in the file, nothing to rewrite).
     mode: Literal["header", "bridge"] = "header"
-    url: str | None = None  # bridge mode: the server's URL (the entry itself holds only a command)
+    # The server's URL as `chctl add` wrote it (a bridged entry holds only a command). A header is written
+    # only into an entry that still points there; None: a binding from before URLs were recorded in header
+    # mode, given one by `services.recorded_urls.migrate` at its first use.
+    url: str | None = None
 
 
 _Bindings = TypeAdapter(dict[str, list[Binding]])
@@ -59,6 +62,16 @@ class BindingStore:
             items = [b for b in bindings.get(name, []) if b.path != binding.path]
             items.append(binding)
             bindings[name] = items
+            self._save(bindings)
+
+    def record_urls(self, name: str, urls: dict[str, str]) -> None:
+        """Give `name`'s bindings without a URL theirs (`urls`: config path -> URL); the others stay as they are."""
+        with self._changing:
+            bindings = self.load()
+            bindings[name] = [
+                b.model_copy(update={"url": urls[b.path]}) if not b.url and b.path in urls else b
+                for b in bindings.get(name, [])
+            ]
             self._save(bindings)
 
     def unbind(self, name: str, path: Path) -> None:
