@@ -286,7 +286,10 @@ def legacy(tmp_path: Path, urls: list[str], resource: str | None = None) -> tupl
 
 
 def migrate(tokens: TokenStore, bindings: BindingStore) -> None:
-    found = recorded_urls.plan("srv", ConfigService(), tokens.load("srv"), bindings.for_server("srv"), None)
+    items = bindings.for_server("srv")
+    found = recorded_urls.plan(
+        tokens.load("srv"), items, recorded_urls.current_urls("srv", ConfigService(), items), None
+    )
     recorded_urls.apply("srv", found, tokens, bindings)
 
 

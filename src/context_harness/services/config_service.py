@@ -220,13 +220,13 @@ class ConfigService:
         value: str,
         fmt: ConfigFormat,
         *,
-        url: str,
+        url: str | None,
         private: bool = False,
     ) -> Result[Misdirected | None]:
         """Write one header of an existing entry (and whatever else the format needs beside it), if the entry
-        points at `url`, the server the credential belongs to. An entry that points elsewhere loses the header
-        instead, in the same read-modify-write (a check before the edit could be raced by a `git pull`), and
-        the answer says where it points."""
+        points at `url`, the server the credential belongs to. An entry that points elsewhere (or any entry,
+        when no URL is recorded) loses the header instead, in the same read-modify-write (a check before the
+        edit could be raced by a `git pull`), and the answer says where it points."""
         misdirected: list[Misdirected] = []
 
         def change(text: str) -> str:
@@ -238,7 +238,7 @@ class ConfigService:
             entry = fmt.entries(document).get(name)
             if not isinstance(entry, dict):
                 raise _EntryGone(name)
-            if fmt.entry_url(entry) != url:
+            if url is None or fmt.entry_url(entry) != url:
                 misdirected.append(Misdirected(fmt.entry_url(entry)))
                 return fmt.remove_header(text, name, header)
             return fmt.set_header(text, name, header, value)

@@ -27,7 +27,7 @@ from context_harness.primitives.mcp import SecretMode
 from context_harness.primitives.oauth import Credential
 from context_harness.primitives.result import ErrorCode, Failure, Result, Success
 from context_harness.services import recorded_urls
-from context_harness.services.blocking_io import StillRunning, run_blocking, run_config_io
+from context_harness.services.blocking_io import StillRunning, run_blocking
 from context_harness.services.config_service import ConfigService, Misdirected
 from context_harness.stores.bindings import Binding, BindingStore
 from context_harness.stores.token_store import TokenStore
@@ -93,8 +93,10 @@ class Publisher:
         report = PublishReport()
         if credential is None or not credential.secret:
             return report
-        credential = await self._migrate(credential)
+        credential = await self._migrate(credential, report)
         for binding in self._header_bindings(credential):
+            if binding.path in report.failed:
+                continue  # it did not answer even a read
             outcome = await self._off_loop(binding.path, partial(self._write, credential, binding))
             self._add(report, name, binding.path, outcome)
         self._remember(name, report)
@@ -140,33 +142,33 @@ class Publisher:
             self.tokens.write_secret_file(credential.name, secret)
         return bindings
 
-    async def _migrate(self, credential: Credential) -> Credential:
-        """Record the URLs a credential or binding from an older version lacks (`recorded_urls`), once. The
+    async def _migrate(self, credential: Credential, report: PublishReport) -> Credential:
+        """Record the URLs a credential or binding from an older version lacks (`recorded_urls`), once. Each
+        config is read in its own thread with a deadline; one that does not answer goes into `report`. The
         caller holds the server's refresh lock, so rewriting the token file races no refresh."""
         name = credential.name
         bindings = self.bindings.for_server(name)
         if not recorded_urls.needs_migration(credential, bindings):
             return credential
-        migration = await run_config_io(
-            lambda: Success(recorded_urls.plan(name, self.config, credential, bindings, None)),
-            self.settings.io_timeout_s,
-            f"recording {name}'s URL",
-        )
-        if isinstance(migration, Success) and not migration.value.empty:
-            recorded_urls.apply(name, migration.value, self.tokens, self.bindings)
-            log.info("server_url_migrated", server=name, credential=migration.value.credential_url is not None)
+        current: dict[str, str] = {}
+        for binding in bindings:
+            if binding.url:
+                continue
+            url = await self._off_loop(binding.path, partial(_url_in, self.config, name, binding))
+            if isinstance(url, Failure):
+                self._add(report, name, binding.path, url)
+            elif url.value:
+                current[binding.path] = url.value
+        migration = recorded_urls.plan(credential, bindings, current, None)
+        if not migration.empty:
+            recorded_urls.apply(name, migration, self.tokens, self.bindings)
+            log.info("server_url_migrated", server=name, credential=migration.credential_url is not None)
         return self.tokens.load(name) or credential
 
     def _write(self, credential: Credential, binding: Binding) -> Result[bool]:
         """True when written (or already right), False when the binding was dropped because the config no
         longer has the entry."""
         name = credential.name
-        if not credential.server_url:
-            return Failure(
-                f"{binding.path}: no URL is recorded for {name}'s credential (it predates recorded URLs and its "
-                f"configs disagree), so no header is written: say which with `chctl add {name} --url URL`",
-                ErrorCode.CONFIG_INVALID,
-            )
         fmt = get_format(binding.client)
         written = self.config.set_header(
             Path(binding.path),
@@ -183,6 +185,13 @@ class Publisher:
             log.info("binding_dropped", server=name, path=binding.path, reason="the config has no entry for it")
             return Success(False)
         if isinstance(written, Success) and isinstance(written.value, Misdirected):
+            if not credential.server_url:
+                return Failure(
+                    f"{binding.path}: no URL is recorded for {name}'s credential (it predates recorded URLs and "
+                    f"its configs disagree), so no header is written: say which with `chctl add {name} --url URL`, "
+                    f"then `chctl auth {name}`",
+                    ErrorCode.CONFIG_INVALID,
+                )
             return Failure(
                 _misdirected_message(name, binding, fmt, written.value, credential.server_url),
                 ErrorCode.CONFIG_INVALID,
@@ -234,6 +243,10 @@ class Publisher:
             self.errors.pop(name, None)
         # An entry pointed back (by hand) is no longer reported; the next change is news again.
         self.misdirected[name] = self.misdirected.get(name, set()) & set(report.failed)
+
+
+def _url_in(config: ConfigService, name: str, binding: Binding) -> Result[str | None]:
+    return Success(recorded_urls.entry_url(config, name, binding))
 
 
 # Marks a write refused because the entry points elsewhere (the hint of the Failure `_write` returns).

@@ -14,6 +14,7 @@ Files from before URLs were recorded are migrated from the current state, conser
 - a header binding takes its credential's URL (an entry pointing elsewhere then shows as changed), or, for a
   server with no credential (nothing secret at stake), the URL its entry holds now.
 The publisher saves what `plan` finds, under the server's lock, the first time it writes the server.
+A config on a hung mount is left out (its binding takes the credential's URL or waits for the next try).
 """
 
 from __future__ import annotations
@@ -54,13 +55,18 @@ def entry_url(config: ConfigService, name: str, binding: Binding) -> str | None:
     return fmt.entry_url(entry) if isinstance(entry, dict) else None
 
 
+def current_urls(name: str, config: ConfigService, bindings: list[Binding]) -> dict[str, str]:
+    """What the configs of the bindings without a recorded URL say now (config path -> URL)."""
+    return {b.path: url for b in bindings if not b.url and (url := entry_url(config, name, b))}
+
+
 def plan(
-    name: str, config: ConfigService, credential: Credential | None, bindings: list[Binding], fallback: str | None
+    credential: Credential | None, bindings: list[Binding], current: dict[str, str], fallback: str | None
 ) -> Migration:
-    """What to record for `name` (see the module's docstring); reads configs: call it off the event loop."""
+    """What to record (see the module's docstring). `current`: `current_urls`, or the part of it that could be
+    read (a config on a hung mount adds no candidate; its binding gets the credential's URL, or none)."""
     if not needs_migration(credential, bindings):
         return Migration()
-    current = {b.path: url for b in bindings if not b.url and (url := entry_url(config, name, b))}
     credential_url = credential.server_url if credential is not None else None
     if credential is not None and not credential_url:
         candidates = {b.url for b in bindings if b.url} | set(current.values())
@@ -104,7 +110,7 @@ def recorded_url(
         return Success(credential.server_url)
     if login:
         credential = None
-    found = plan(name, config, credential, items, registry_url)
+    found = plan(credential, items, current_urls(name, config, items), registry_url)
     if credential is not None:
         if found.credential_url:
             return Success(found.credential_url)
