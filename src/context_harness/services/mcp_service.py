@@ -11,14 +11,13 @@ from typing import Any
 import structlog
 
 from context_harness.config.format import CLIENTS, DEFAULT_CLIENT, ConfigFormat, Mode, get_format
-from context_harness.oauth.discovery import is_secure_endpoint
-from context_harness.oauth.http import describe_url
 from context_harness.primitives.header_text import header_name_problem, header_value_problem
 from context_harness.primitives.mcp import MCPAuthType, MCPServer, SecretMode, ServerType
 from context_harness.primitives.names import SERVER_NAME_HINT, valid_server_name
-from context_harness.primitives.oauth import Credential, TokenState
+from context_harness.primitives.oauth import Credential
 from context_harness.primitives.result import ErrorCode, Failure, Result, Success
 from context_harness.services import recorded_urls
+from context_harness.services.api_keys import api_key_credential
 from context_harness.services.config_service import ConfigService, ConfigTarget
 from context_harness.services.publisher import Publisher
 from context_harness.services.registry import close_names, load_registry
@@ -27,8 +26,6 @@ from context_harness.stores.crash_points import AFTER_BINDING_WRITE, crash_point
 from context_harness.stores.token_store import TokenStore
 
 log = structlog.get_logger(__name__)
-
-BEARER = "Bearer"
 
 
 @dataclass(frozen=True, slots=True)
@@ -93,13 +90,6 @@ def client_format(client: str) -> Result[ConfigFormat]:
     if client not in CLIENTS:
         return Failure(f"unknown client {client!r}", ErrorCode.INVALID_PARAMS, f"choose one of: {', '.join(CLIENTS)}")
     return Success(get_format(client))
-
-
-def header_for(key_header: str | None) -> tuple[str, str | None]:
-    """(header name, scheme) for an API key: `Authorization` means `Authorization: Bearer KEY`."""
-    if key_header is None or key_header.lower() == "authorization":
-        return "Authorization", BEARER
-    return key_header, None
 
 
 class MCPService:
@@ -404,13 +394,9 @@ class MCPService:
         if not url or not url.startswith(("http://", "https://")):
             return Failure(f"invalid url {url!r}", ErrorCode.INVALID_PARAMS, "pass --url http(s)://host/path")
         stored = self.tokens.load(request.name)
-        if stored is not None and stored.server_url and stored.server_url != url and request.api_key is None:
-            return Failure(
-                f"{request.name}'s credential belongs to {describe_url(stored.server_url)}, not {describe_url(url)}",
-                ErrorCode.INVALID_PARAMS,
-                f"`chctl add {request.name}` without --url keeps its URL; for another server, forget this one "
-                f"first (`chctl auth {request.name} --logout`, or a new key with -k)",
-            )
+        elsewhere = recorded_urls.belongs_elsewhere(request.name, stored, url) if request.api_key is None else None
+        if elsewhere is not None:
+            return elsewhere
         auth_type = MCPAuthType.NONE
         if known is not None and request.url is None and url == known.url:
             auth_type = known.auth_type
@@ -419,47 +405,28 @@ class MCPService:
 
         credential = None
         if auth_type is MCPAuthType.API_KEY:
-            key = request.api_key
-            if key is None:
-                key = stored.api_key if stored is not None and stored.kind == "api_key" else None
-            if not key:
-                return Failure(
-                    f"{request.name} needs an API key",
-                    ErrorCode.AUTH_REQUIRED,
-                    f"pass -k KEY or --api-key-env VAR (e.g. `chctl add {request.name} --api-key-env "
-                    f"{request.name.upper().replace('-', '_')}_API_KEY`)",
-                )
-            if not is_secure_endpoint(url):
-                return Failure(
-                    f"refusing to send an API key to {describe_url(url)} in clear text",
-                    ErrorCode.INVALID_PARAMS,
-                    "use the server's https:// URL (plain http is accepted on loopback only)",
-                )
-            header_name, scheme = header_for(request.key_header or (known.api_key_header if known else None))
-            if request.key_header is None and request.api_key is None and stored is not None:
-                header_name, scheme = stored.header_name, stored.header_scheme  # the stored key, as it was sent
-            credential = Credential(
-                name=request.name,
-                kind="api_key",
-                state=TokenState.API_KEY,
-                header_name=header_name,
-                header_scheme=scheme,
-                api_key=key,
-                server_url=url,
+            made = api_key_credential(
+                request.name,
+                url,
+                new_key=request.api_key,
+                key_header=request.key_header,
+                registry_header=known.api_key_header if known else None,
+                stored=stored,
             )
+            if isinstance(made, Failure):
+                return made
+            credential = made.value
         return Success(Planned(auth_type, url=url, headers=dict(request.headers), credential=credential))
 
     def _recorded_url(self, request: AddRequest) -> str | Failure | None:
         """The URL recorded for a server added again without --url (or --command), e.g. to switch its mode."""
-        if request.url is not None or request.command is not None:
-            return None
         known = self.registry.get(request.name)
-        if known is not None and known.server_type is ServerType.LOCAL:
+        if request.url or request.command or (known is not None and known.server_type is ServerType.LOCAL):
             return None
-        recorded = recorded_urls.recorded_url(
-            request.name, self.config, self.tokens, self.bindings, known.url if known is not None else None
-        )
-        return recorded.value if isinstance(recorded, Success) else recorded
+        recorded = self.server_url(request.name)
+        if isinstance(recorded, Failure):
+            return None if recorded.code is ErrorCode.NOT_FOUND else recorded  # nothing recorded: unknown
+        return recorded.value
 
 
 def _header_problem(request: AddRequest) -> Failure | None:

@@ -24,6 +24,7 @@ from pathlib import Path
 
 from context_harness.config.format import get_format
 from context_harness.oauth.discovery import resource_matches
+from context_harness.oauth.http import describe_url
 from context_harness.primitives.oauth import Credential
 from context_harness.primitives.result import ErrorCode, Failure, Result, Success
 from context_harness.services.config_service import ConfigService
@@ -125,3 +126,16 @@ def recorded_url(
         if url:
             return Success(url)
     return Success(registry_url) if registry_url else None
+
+
+def belongs_elsewhere(name: str, stored: Credential | None, url: str) -> Failure | None:
+    """`chctl add NAME --url URL` for a server whose credential was recorded for another URL: refused, so the
+    credential is never written beside a URL it does not belong to."""
+    if stored is None or not stored.server_url or stored.server_url == url:
+        return None
+    return Failure(
+        f"{name}'s credential belongs to {describe_url(stored.server_url)}, not {describe_url(url)}",
+        ErrorCode.INVALID_PARAMS,
+        f"`chctl add {name}` without --url keeps its URL; for another server, forget this one first "
+        f"(`chctl auth {name} --logout`, or a new key with -k)",
+    )
