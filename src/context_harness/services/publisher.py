@@ -43,6 +43,13 @@ class PublishSettings:
     io_timeout_s: float
 
 
+@dataclass(frozen=True, slots=True)
+class Withheld:
+    """No header was written: the entry points away from the recorded URL (and lost the header it had)."""
+
+    message: str  # what is wrong and how to mend it, for `config_errors`, status, doctor and the notify command
+
+
 @dataclass(slots=True)
 class PublishReport:
     """What one publish (or forget) did to each bound config."""
@@ -165,9 +172,9 @@ class Publisher:
             log.info("server_url_migrated", server=name, credential=migration.credential_url is not None)
         return self.tokens.load(name) or credential
 
-    def _write(self, credential: Credential, binding: Binding) -> Result[bool]:
+    def _write(self, credential: Credential, binding: Binding) -> Result[bool | Withheld]:
         """True when written (or already right), False when the binding was dropped because the config no
-        longer has the entry."""
+        longer has the entry, Withheld when the entry points away from the recorded URL."""
         name = credential.name
         fmt = get_format(binding.client)
         written = self.config.set_header(
@@ -192,11 +199,7 @@ class Publisher:
                     f"then `chctl auth {name}`",
                     ErrorCode.CONFIG_INVALID,
                 )
-            return Failure(
-                _misdirected_message(name, binding, fmt, written.value, credential.server_url),
-                ErrorCode.CONFIG_INVALID,
-                _MISDIRECTED,
-            )
+            return Success(Withheld(_misdirected_message(name, binding, fmt, written.value, credential.server_url)))
         return written if isinstance(written, Failure) else Success(True)
 
     async def _off_loop(self, path: str, work: Callable[[], Result[Any]]) -> Result[Any]:
@@ -219,19 +222,20 @@ class Publisher:
                 f"{path} did not answer within {timeout_s:g} s (a hung mount?); retried later", ErrorCode.TIMEOUT
             )
 
-    def _add(self, report: PublishReport, name: str, path: str, outcome: Result[bool]) -> None:
+    def _add(self, report: PublishReport, name: str, path: str, outcome: Result[bool | Withheld]) -> None:
+        if isinstance(outcome, Success) and isinstance(outcome.value, Withheld):
+            report.failed[path] = outcome.value.message
+            if path not in self.misdirected.setdefault(name, set()):
+                self.misdirected[name].add(path)
+                log.warning("header_withheld_url_changed", server=name, path=path)
+                self.on_misdirected(name, outcome.value.message)  # once, not at every refresh
+            return
         if isinstance(outcome, Success):
             (report.written if outcome.value else report.dropped).append(path)
             return
         report.failed[path] = outcome.error
         # Retried every wall-clock check: say it once, not every 30 s.
         again = self.errors.get(name, {}).get(path) == outcome.error
-        if outcome.hint == _MISDIRECTED:
-            if path not in self.misdirected.setdefault(name, set()):
-                self.misdirected[name].add(path)
-                log.warning("header_withheld_url_changed", server=name, path=path)
-                self.on_misdirected(name, outcome.error)  # once, not at every refresh
-            return
         (log.debug if again else log.warning)(
             "config_write_failed", server=name, path=path, code=outcome.code.value, error=outcome.error
         )
@@ -247,10 +251,6 @@ class Publisher:
 
 def _url_in(config: ConfigService, name: str, binding: Binding) -> Result[str | None]:
     return Success(recorded_urls.entry_url(config, name, binding))
-
-
-# Marks a write refused because the entry points elsewhere (the hint of the Failure `_write` returns).
-_MISDIRECTED = "misdirected"
 
 
 def _misdirected_message(name: str, binding: Binding, fmt: ConfigFormat, found: Misdirected, url: str) -> str:
