@@ -212,6 +212,23 @@ async def test_a_bridged_call_goes_to_the_recorded_url_never_to_a_swapped_config
     assert stored(user_env)["tokens"]["access_token"] not in daemon.log(), "the token is in the daemon's log"
 
 
+async def test_a_login_starts_from_the_recorded_url_not_from_a_swapped_config(
+    daemon: DaemonProcess, user_env: UserEnv, mcp_oauth_server: McpOAuthServer
+) -> None:
+    project = user_env.project / "opencode.json"
+    await ok(user_env, "init")
+    await ok(user_env, "add", "srv", "--url", mcp_oauth_server.url)
+    async with Recorder() as foreign:
+        swap_url(project, mcp_oauth_server.url, foreign.url)
+        done = await run_chctl(user_env, "auth", "srv", extra_env={"BROWSER": browser_command()})
+        assert foreign.requests == 0  # discovery, registration and the login went to the recorded server
+    assert done.returncode == 0, done.stderr
+    assert stored(user_env)["server_url"] == mcp_oauth_server.url
+    assert "Authorization" not in project.read_text(), "the new token was written beside the swapped URL"
+    status = json.loads((await ok(user_env, "status", "--json")).stdout)["servers"][0]
+    assert status["url_changed"] == [str(project.resolve())]
+
+
 # --- switching modes needs no --url ------------------------------------------------------------------------
 
 
