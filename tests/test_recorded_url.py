@@ -158,10 +158,15 @@ async def test_a_pulled_url_change_gets_no_token_beside_it_and_is_reported_once(
         [check] = [c for c in json.loads(doctor.stdout) if c["name"] == "config_url"]
         assert check["level"] == "error" and "chctl add srv" in check["message"]
 
-        # Told once, not at every refresh.
+        # Told once, not at every refresh, nor again after a restart.
         await ok(user_env, "refresh", "srv")
         wait_for(lambda: events_in(events).count("srv refreshed") == 2, 20, what="the second refresh's event")
         wait_for(lambda: events_in(notified) == ["srv url_changed"], 20, what="the notify command")
+        daemon.stop()
+        daemon.start()
+        await ok(user_env, "refresh", "srv")
+        wait_for(lambda: events_in(events).count("srv refreshed") == 3, 20, what="the refresh after the restart")
+        assert events_in(notified) == ["srv url_changed"]
         assert events_in(events).count("srv url_changed") == 1
         assert "Authorization" not in project.read_text(), "a refresh wrote the header back"
         assert len(foreign.authorizations) == 0

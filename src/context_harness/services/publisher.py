@@ -7,7 +7,8 @@ and is retried; what failed, and why, is remembered for `chctl status` and retur
 
 A header goes only into an entry that points at the URL recorded with the credential (`recorded_urls`): an
 entry whose URL was changed since loses our header in the same edit, keeps its binding, and is reported
-(`config_errors`, status, doctor, the notify command once) until `chctl add NAME` points it back.
+(`config_errors`, status, doctor, the notify command once per change, also across restarts) until
+`chctl add NAME` points it back.
 """
 
 from __future__ import annotations
@@ -48,6 +49,7 @@ class Withheld:
     """No header was written: the entry points away from the recorded URL (and lost the header it had)."""
 
     message: str  # what is wrong and how to mend it, for `config_errors`, status, doctor and the notify command
+    news: bool  # the entry's URL changed since the person was last told (then the notify command runs)
 
 
 @dataclass(slots=True)
@@ -199,7 +201,14 @@ class Publisher:
                     f"then `chctl auth {name}`",
                     ErrorCode.CONFIG_INVALID,
                 )
-            return Success(Withheld(_misdirected_message(name, binding, fmt, written.value, credential.server_url)))
+            found = written.value.found or ""
+            news = binding.withheld_for != found
+            if news:
+                self.bindings.note_withheld(name, binding.path, found)
+            message = _misdirected_message(name, binding, fmt, written.value, credential.server_url)
+            return Success(Withheld(message, news))
+        if isinstance(written, Success) and binding.withheld_for is not None:
+            self.bindings.note_withheld(name, binding.path, None)  # pointed back by hand
         return written if isinstance(written, Failure) else Success(True)
 
     async def _off_loop(self, path: str, work: Callable[[], Result[Any]]) -> Result[Any]:
@@ -225,10 +234,10 @@ class Publisher:
     def _add(self, report: PublishReport, name: str, path: str, outcome: Result[bool | Withheld]) -> None:
         if isinstance(outcome, Success) and isinstance(outcome.value, Withheld):
             report.failed[path] = outcome.value.message
-            if path not in self.misdirected.setdefault(name, set()):
-                self.misdirected[name].add(path)
+            self.misdirected.setdefault(name, set()).add(path)
+            if outcome.value.news:  # once per change (kept in the binding), not at every refresh or restart
                 log.warning("header_withheld_url_changed", server=name, path=path)
-                self.on_misdirected(name, outcome.value.message)  # once, not at every refresh
+                self.on_misdirected(name, outcome.value.message)
             return
         if isinstance(outcome, Success):
             (report.written if outcome.value else report.dropped).append(path)

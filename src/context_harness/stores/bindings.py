@@ -28,6 +28,9 @@ class Binding(BaseModel):
     # only into an entry that still points there; None: a binding from before URLs were recorded in header
     # mode, given one by `services.recorded_urls.migrate` at its first use.
     url: str | None = None
+    # The URL the entry pointed at instead when its header was last withheld ("" for none): the notify command
+    # runs once per change, also across daemon restarts. None: not withheld.
+    withheld_for: str | None = None
 
 
 _Bindings = TypeAdapter(dict[str, list[Binding]])
@@ -72,6 +75,14 @@ class BindingStore:
                 b.model_copy(update={"url": urls[b.path]}) if not b.url and b.path in urls else b
                 for b in bindings.get(name, [])
             ]
+            self._save(bindings)
+
+    def note_withheld(self, name: str, path: str, found: str | None) -> None:
+        """Remember (or, with None, forget) where `path`'s entry pointed when its header was withheld."""
+        with self._changing:
+            bindings = self.load()
+            items = bindings.get(name, [])
+            bindings[name] = [b.model_copy(update={"withheld_for": found}) if b.path == path else b for b in items]
             self._save(bindings)
 
     def unbind(self, name: str, path: Path) -> None:
