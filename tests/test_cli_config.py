@@ -222,6 +222,7 @@ def test_status_json_lists_servers_with_bound_configs(daemon: DaemonProcess, use
         "next_refresh_at": None,
         "configs": [str((user_env.project / "opencode.json").resolve())],
         "config_errors": {},
+        "url_changed": [],
         "mode": "header",
         "bridges": [],
         "last_error": None,

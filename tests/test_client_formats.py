@@ -65,7 +65,9 @@ def test_add_refresh_and_remove_keep_every_other_byte(tmp_path: Path, client: st
     assert isinstance(config.put_entry(path, "srv", entry, fmt), Success)
     added = path.read_text()
     assert "OTHER" in added and fmt.entries(fmt.syntax.parse(added))["srv"] == entry
-    assert isinstance(config.set_header(path, "srv", "Authorization", "Bearer two", fmt), Success)
+    assert isinstance(
+        config.set_header(path, "srv", "Authorization", "Bearer two", fmt, url="https://mcp.example.com/mcp"), Success
+    )
     refreshed = path.read_text()
     assert refreshed == added.replace("Bearer one", "Bearer two")  # the value, and nothing else, changed
     assert isinstance(config.remove_entry(path, "srv", fmt), Success)

@@ -97,7 +97,7 @@ def test_a_registry_oauth_server_is_added_to_opencode_and_waits_for_a_login(harn
     assert outcome.path == harness.opencode_json.resolve()
     assert "// mine" in harness.opencode_json.read_text()
     assert harness.bindings.for_server("team-wiki") == [
-        Binding(path=str(harness.opencode_json.resolve()), client="opencode", mode="header", url=None)
+        Binding(path=str(harness.opencode_json.resolve()), client="opencode", mode="header", url=WIKI_URL)
     ]
     assert harness.tokens.load("team-wiki") is None  # nothing to store before the login
     assert mode_of(harness.opencode_json) == 0o644  # no secret in it yet
@@ -110,6 +110,7 @@ def test_a_login_made_before_the_add_goes_into_the_entry_at_once(harness: Harnes
             kind="oauth",
             state=TokenState.ACTIVE,
             tokens=OAuthTokens(access_token="at-earlier-login"),
+            server_url=WIKI_URL,  # recorded at that login
         )
     )
     added = harness.add("team-wiki")
@@ -148,7 +149,9 @@ def test_an_api_key_for_a_custom_url_is_stored_0600_before_the_config_names_it(
     assert mode_of(harness.tokens.path("docs").parent) == 0o700
     assert added.value.auth_type is MCPAuthType.API_KEY and added.value.needs_auth is False
     assert harness.bindings.for_server("docs") == [
-        Binding(path=str(harness.opencode_json.resolve()), client="opencode", secret_mode=SecretMode.INLINE)
+        Binding(
+            path=str(harness.opencode_json.resolve()), client="opencode", secret_mode=SecretMode.INLINE, url=DOCS_URL
+        )
     ]
 
 

@@ -20,6 +20,7 @@ from context_harness.daemon.notifier import Notifier
 from context_harness.daemon.refresher import Refresher
 from context_harness.daemon.settings import Settings
 from context_harness.oauth.http import new_session
+from context_harness.primitives.oauth import TokenEvent
 from context_harness.services.config_service import ConfigService
 from context_harness.services.import_service import ImportService
 from context_harness.services.mcp_service import MCPService
@@ -134,6 +135,7 @@ def build_services(
         token_access=token_access,
     )
     oauth.on_new_credential = services.credential_changed
+    publisher.on_misdirected = lambda name, message: notifier.token_event(name, TokenEvent.URL_CHANGED, message)
     bridges.on_refreshed = services.credential_changed
     status.next_refresh_at = refresher.next_refresh_at
     status.bridges = bridges.for_server

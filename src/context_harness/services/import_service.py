@@ -171,6 +171,7 @@ class ImportService:
             token_endpoint_auth_method=method,
             resource=found.value.resource,
             scopes=login.tokens.scope.split() if login.tokens.scope else None,
+            server_url=url,
         )
         self.mcp.tokens.save(credential)  # stored before any config mentions it
         placed = self._write_entry(name, url, config_path, entries)
@@ -202,7 +203,7 @@ class ImportService:
         """Bind a remote entry that has this URL; write one (replacing an mcp-remote entry) otherwise."""
         entry = entries.get(name)
         if isinstance(entry, dict) and entry.get("type") == "remote" and entry.get("url") == url:
-            self.mcp.bindings.bind(name, Binding(path=str(config_path), secret_mode=SecretMode.INLINE))
+            self.mcp.bindings.bind(name, Binding(path=str(config_path), secret_mode=SecretMode.INLINE, url=url))
             return Success(None)
         target = ConfigTarget(cwd=config_path.parent, project=config_path.parent)
         added = self.mcp.add(AddRequest(name=name, target=target, url=url))

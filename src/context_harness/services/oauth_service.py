@@ -172,7 +172,7 @@ class OAuthService:
         on_authorization_url: AuthorizationUrlHandler,
         paste: asyncio.Queue[str] | None = None,
     ) -> Result[Credential]:
-        server_url = await self.server_url_off_loop(name)
+        server_url = await self.server_url_off_loop(name, login=True)
         if isinstance(server_url, Failure):
             return server_url
         client_id, client_secret = options.client_id, options.client_secret
@@ -222,6 +222,7 @@ class OAuthService:
             token_endpoint_auth_method=g.token_endpoint_auth_method,
             resource=g.resource,
             scopes=g.scopes,
+            server_url=server_url.value,  # where this credential may go, whatever a config says later
         )
         async with self._lock(name):
             self.tokens.save(credential)
@@ -418,10 +419,10 @@ class OAuthService:
         live = self.runtime.get(credential.name)
         return live.last_error if live is not None and live.last_error else credential.last_error
 
-    async def server_url_off_loop(self, name: str) -> Result[str]:
-        """`server_url`, read in a thread: a config on a hung mount fails this call only."""
+    async def server_url_off_loop(self, name: str, *, login: bool = False) -> Result[str]:
+        """The recorded URL (`MCPService.server_url`), in a thread: an older file's migration reads configs."""
         return await run_config_io(
-            lambda: self.mcp.server_url(name),
+            lambda: self.mcp.server_url(name, login=login),
             self.settings.config_io_timeout_s,
             f"reading {name}'s configs",
             key=f"configs of {name}",  # a bridge retrying on a hung config waits for the first read

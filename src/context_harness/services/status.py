@@ -48,6 +48,8 @@ class ServerStatus:
     next_refresh_at: float | None = None
     configs: list[str] = field(default_factory=list)  # the configs that carry it
     config_errors: dict[str, str] = field(default_factory=dict)  # configs whose last write failed, and why
+    # Of those, the configs whose entry points away from the recorded URL: the header was taken out.
+    url_changed: list[str] = field(default_factory=list)
     mode: str | None = None  # header, bridge, bridge+header; None when no config carries it
     bridges: list[BridgeStatus] = field(default_factory=list)
     last_error: str | None = None
@@ -106,6 +108,7 @@ class StatusBoard:
             "next_refresh_at": self.next_refresh_at(name),
             "configs": [b.path for b in bindings],
             "config_errors": dict(self.publisher.errors.get(name, {})),
+            "url_changed": sorted(self.publisher.misdirected.get(name, set())),
             "mode": _mode(bindings),
             "bridges": self.bridges(name),
         }
