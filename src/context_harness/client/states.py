@@ -17,6 +17,8 @@ if TYPE_CHECKING:
 def describe(server: dict[str, Any], now: float) -> tuple[str, str]:
     """(words, colour) for one row of the `status` RPC."""
     name, state = server["name"], server["state"]
+    if server.get("via"):  # a remote machine's server, carried by the laptop's daemon
+        return f"via {server['via']}", "green"
     if state in ("pending_auth", "needs_reauth"):
         return f"needs login → chctl auth {name}", "red"
     if state == "retrying":

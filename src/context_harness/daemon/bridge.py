@@ -17,6 +17,7 @@ from typing import Any
 import aiohttp
 import structlog
 
+from context_harness.daemon.delegate import Delegate, DelegatedRelay
 from context_harness.oauth.discovery import is_secure_endpoint
 from context_harness.oauth.http import describe_url
 from context_harness.primitives.result import ErrorCode, Failure, Result, Success
@@ -134,14 +135,18 @@ class Bridges:
         self.oauth = oauth
         self.http = http
         self.on_refreshed = on_refreshed
+        self.delegate = Delegate(None)  # set by the daemon's wiring: servers without a credential go there
         self.live: dict[int, LiveBridge] = {}
         self._ids = itertools.count(1)
 
     def for_server(self, name: str) -> list[BridgeStatus]:
         return [b.status() for b in self.live.values() if b.name == name]
 
-    async def open(self, name: str, replay: list[dict[str, Any]]) -> Result[Relay]:
+    async def open(self, name: str, replay: list[dict[str, Any]]) -> Result[Relay | DelegatedRelay]:
         """Check the server can be bridged; the returned relay then owns the connection."""
+        if self.delegate.handles(name, self.tokens.load(name) is not None):
+            delegated = await self.delegate.open_bridge(next(self._ids), name, replay)
+            return delegated if isinstance(delegated, Failure) else Success(delegated.value)
         url = await self.oauth.server_url_off_loop(name)
         if isinstance(url, Failure):
             return url

@@ -15,6 +15,12 @@ from context_harness.services.oauth_service import AuthOptions
 
 
 async def auth_start(s: Services, p: AuthStartParams) -> Result[dict[str, str]]:
+    delegate = s.bridges.delegate
+    if delegate.handles(p.name, s.tokens.load(p.name) is not None):  # the login runs on the laptop
+        started = await delegate.call("auth.start", p.model_dump(exclude_none=True))
+        if isinstance(started, Success):
+            delegate.flows.add(started.value["flow_id"])
+        return started
     config_url = await s.oauth.server_url_off_loop(p.name)
     refused = auth_guidance.no_login_needed(
         p.name,
@@ -36,6 +42,13 @@ async def auth_start(s: Services, p: AuthStartParams) -> Result[dict[str, str]]:
 
 
 async def auth_wait(s: Services, p: FlowParams) -> Result[dict[str, Any]]:
+    if p.flow_id in s.bridges.delegate.flows:
+        waited = await s.bridges.delegate.call("auth.wait", {"flow_id": p.flow_id}, wait_s=None)
+        s.bridges.delegate.flows.discard(p.flow_id)
+        if isinstance(waited, Failure):
+            return waited
+        here = s.status.server(waited.value["name"], expects_login=True).as_dict()
+        return Success({**here, **waited.value})
     done = await s.flows.wait(p.flow_id)
     if isinstance(done, Failure):
         return done

@@ -55,6 +55,7 @@ def daemon_summary(s: Services) -> dict[str, Any]:
         "pid": os.getpid(),
         "uptime_s": round(time.monotonic() - s.started_monotonic, 3),
         "socket": str(s.settings.socket_path),
+        "remote_socket": str(remote) if (remote := s.settings.remote_socket_path) else None,
         "home": str(s.settings.home),
     }
 
@@ -114,6 +115,7 @@ async def mcp_add(s: Services, p: AddParams) -> Result[dict[str, Any]]:
         bridge=p.bridge,
         mode=p.mode,
         clients=tuple(p.clients or [p.client]),
+        delegated_via=delegated_via(s, p),
     )
     added = await off_the_loop(s, "mcp.add", lambda: s.mcp.add(request))
     if isinstance(added, Failure):
@@ -131,6 +133,14 @@ async def mcp_add(s: Services, p: AddParams) -> Result[dict[str, Any]]:
             "configs": [{"client": w.client, "path": str(w.path), "mode": w.mode} for w in outcome.written],
         }
     )
+
+
+def delegated_via(s: Services, p: AddParams) -> str | None:
+    """On a remote machine, a server named alone that has no credential here is the laptop's to carry."""
+    delegate = s.bridges.delegate
+    if p.url is not None or p.command is not None or delegate.path is None:
+        return None
+    return str(delegate.path) if delegate.handles(p.name, s.tokens.load(p.name) is not None) else None
 
 
 async def mcp_remove(s: Services, p: NameTargetParams) -> Result[dict[str, Any]]:

@@ -101,6 +101,10 @@ class NameParams(Params):
     name: ServerName
 
 
+class ShareParams(Params):
+    names: list[ServerName] = Field(min_length=1)
+
+
 class ImportParams(TargetParams):
     client: Literal["opencode"] = "opencode"  # the adopted logins are written into opencode entries
     source: Literal["opencode", "mcp-remote"]

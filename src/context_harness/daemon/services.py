@@ -16,6 +16,7 @@ import aiohttp
 
 from context_harness.daemon.auth_flows import AuthFlows
 from context_harness.daemon.bridge import Bridges
+from context_harness.daemon.delegate import Delegate
 from context_harness.daemon.notifier import Notifier
 from context_harness.daemon.refresher import Refresher
 from context_harness.daemon.settings import Settings
@@ -28,6 +29,7 @@ from context_harness.services.publisher import Publisher
 from context_harness.services.status import StatusBoard
 from context_harness.stores.bindings import BindingStore
 from context_harness.stores.client_store import ClientStore
+from context_harness.stores.shared import SharedStore
 from context_harness.stores.token_store import TokenStore
 
 
@@ -64,12 +66,15 @@ class Services:
     imports: ImportService
     status: StatusBoard
     http: HttpClient
+    shared: SharedStore
+    remote_flows: set[str] = field(default_factory=set)  # logins started through the remote socket
     stop_requested: asyncio.Event = field(default_factory=asyncio.Event)
     started_monotonic: float = field(default_factory=time.monotonic)
 
     def configure(self, settings: Settings) -> None:
         """Settings changed (SIGHUP): every part that depends on them takes the new ones."""
         self.settings = settings
+        self.bridges.delegate.path = settings.delegate_socket_path
         self.oauth.configure(settings.oauth())
         self.publisher.configure(settings.publishing())
         self.refresher.configure(settings.refreshing())
@@ -122,10 +127,14 @@ def build_services(
         imports=ImportService(mcp, oauth, clients, http),
         status=status,
         http=http,
+        shared=SharedStore(settings.shared_file),
     )
+    bridges.delegate = Delegate(settings.delegate_socket_path)
     oauth.on_new_credential = services.credential_changed
     bridges.on_refreshed = services.credential_changed
     status.next_refresh_at = refresher.next_refresh_at
     status.bridges = bridges.for_server
     status.failed_login = flows.failed_logins.get
+    status.shared = services.shared.load
+    status.delegate = lambda: bridges.delegate.path
     return services

@@ -44,6 +44,8 @@ class AddRequest:
     bridge: bool = False  # the entry runs `chctl bridge NAME`; the daemon carries the traffic
     mode: Mode | None = None  # header or bridge; None: `bridge` if set, else each client's default
     clients: tuple[str, ...] = (DEFAULT_CLIENT,)
+    # On a remote machine: the forwarded socket of the laptop's daemon, which holds the credential
+    delegated_via: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -231,7 +233,8 @@ class MCPService:
         if isinstance(found, Failure):
             return found
         fmt = found.value
-        mode: Mode = request.mode or ("bridge" if request.bridge else fmt.default_mode)
+        delegated = request.delegated_via is not None
+        mode: Mode = request.mode or ("bridge" if request.bridge or delegated else fmt.default_mode)
         if plan.url is None:
             if request.bridge or request.mode == "bridge":
                 return Failure(
@@ -382,6 +385,14 @@ class MCPService:
 
     def _plan_entry(self, request: AddRequest) -> Result[Planned]:
         """The server to add (URL or command), its auth type, and a new API-key credential if one was given."""
+        if request.delegated_via is not None:  # a bridge entry only: no token may land on this machine
+            if request.mode == "header" or request.api_key is not None or request.headers:
+                return Failure(
+                    f"{request.name} is used through the laptop's daemon: no header or key can be written here",
+                    ErrorCode.INVALID_PARAMS,
+                    f"drop --mode header / -k / --header: `chctl add {request.name}` writes a bridge entry",
+                )
+            return Success(Planned(MCPAuthType.NONE, url=request.delegated_via))
         known = self.registry.get(request.name)
         if known is None and request.url is None and request.command is None:
             return self._unknown(request.name)

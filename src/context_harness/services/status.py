@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
 from typing import Any
 
 from context_harness.primitives.mcp import MCPAuthType
@@ -51,6 +52,8 @@ class ServerStatus:
     bridges: list[BridgeStatus] = field(default_factory=list)
     last_error: str | None = None
     note: str | None = None  # e.g. a token without a refresh token: when to log in again
+    shared: bool = False  # `chctl share`: usable from other machines through the remote socket
+    via: str | None = None  # on a remote machine: the forwarded socket that carries it (no credential here)
 
     def as_dict(self) -> dict[str, Any]:
         return {**asdict(self), "auth_type": self.auth_type.value}
@@ -71,6 +74,8 @@ class StatusBoard:
         self.next_refresh_at: Callable[[str], float | None] = lambda _name: None
         self.bridges: Callable[[str], list[BridgeStatus]] = lambda _name: []
         self.failed_login: Callable[[str], str | None] = lambda _name: None
+        self.shared: Callable[[], set[str]] = set
+        self.delegate: Callable[[], Path | None] = lambda: None
 
     def awaiting_login(self) -> list[str]:
         """Bound servers without a credential: whether each expects a login is read from its configs."""
@@ -101,8 +106,12 @@ class StatusBoard:
             "config_errors": dict(self.publisher.errors.get(name, {})),
             "mode": _mode(bindings),
             "bridges": self.bridges(name),
+            "shared": name in self.shared(),
         }
         if credential is None:
+            delegate = self.delegate()
+            if delegate is not None:
+                return ServerStatus(state="delegated", via=str(delegate), **shared)
             auth_type = MCPAuthType.OAUTH if expects_login else MCPAuthType.NONE
             known = self.mcp.registry.get(name)
             if known is not None and known.auth_type is MCPAuthType.API_KEY:
