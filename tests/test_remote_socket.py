@@ -3,13 +3,20 @@ with the real daemon and chctl (the SSH forwarding itself: tests/test_remote_ssh
 
 from __future__ import annotations
 
+import asyncio
 import json
 import stat
 from pathlib import Path
 from typing import Any
 
+import pytest
+from mcp.shared.exceptions import MCPError
+
+from tests.peers.mcp_servers import McpApiKeyServerFactory
 from tests.support.daemon import DaemonProcess, chctl, rpc, socket_answers
-from tests.support.env import UserEnv
+from tests.support.env import UserEnv, make_user_env
+from tests.test_bridge import bridged_session
+from tests.test_bridge import call as call_tool
 
 NOT_REMOTE = "not available remotely"
 
@@ -96,3 +103,52 @@ def test_ssh_config_forwards_the_remote_socket_to_the_delegate_path(daemon: Daem
     delegate = "/home/ada/.context-harness/delegate.sock"
     assert f"Host box\n    RemoteForward {delegate} {remote_socket(user_env)}\n" in done.stdout
     assert "StreamLocalBindUnlink yes" in done.stdout and f"CH_DELEGATE_SOCKET={delegate}" in done.stdout
+
+
+# --- delegation, without SSH: a second daemon of the same user pointed straight at the first's remote socket ---
+
+
+def remote_machine(tmp_path_factory: pytest.TempPathFactory, laptop: UserEnv) -> tuple[UserEnv, dict[str, str]]:
+    env = make_user_env(Path(tmp_path_factory.mktemp("remote")))
+    return env, {"CH_DELEGATE_SOCKET": str(remote_socket(laptop))}
+
+
+def test_a_delegating_daemon_carries_shared_servers_and_survives_the_laptop_going_away(
+    daemon: DaemonProcess,
+    user_env: UserEnv,
+    mcp_api_key_server: McpApiKeyServerFactory,
+    tmp_path_factory: pytest.TempPathFactory,
+) -> None:
+    server = mcp_api_key_server()
+    assert chctl(user_env, "init").returncode == 0
+    key = ["--key-header", server.header, "-k", server.key]
+    done = chctl(user_env, "add", "keyed", "--bridge", "--url", server.url, *key)
+    assert done.returncode == 0, done.stderr
+    assert chctl(user_env, "share", "keyed").returncode == 0
+    remote, delegate = remote_machine(tmp_path_factory, user_env)
+    remote_daemon = DaemonProcess(remote, extra_env=delegate).start()
+    try:
+        assert chctl(remote, "init", extra_env=delegate).returncode == 0
+        done = chctl(remote, "add", "keyed", "--mode", "header", extra_env=delegate)
+        assert done.returncode != 0 and "no header or key can be written here" in done.stderr
+        assert chctl(remote, "add", "keyed", extra_env=delegate).returncode == 0  # by its name alone
+        # A server added with its URL on the remote itself stays local: it is not the laptop's.
+        assert chctl(remote, "add", "own", "--bridge", "--url", server.url, extra_env=delegate).returncode == 0
+        rows = {r["name"]: r for r in json.loads(chctl(remote, "status", "--json").stdout)["servers"]}
+        assert rows["keyed"]["via"] == delegate["CH_DELEGATE_SOCKET"] and rows["own"]["via"] is None
+        assert server.key not in (remote.project / "opencode.json").read_text()
+
+        async def session() -> None:
+            async with bridged_session(remote, "keyed") as client:
+                assert await call_tool(client, "echo", text="one") == "one"
+                daemon.stop()  # the laptop goes away (SSH closed, laptop asleep)
+                with pytest.raises(MCPError) as down:
+                    await call_tool(client, "echo", text="two")
+                assert "reconnect" in str(down.value), str(down.value)
+                await asyncio.to_thread(daemon.start)
+                assert await call_tool(client, "echo", text="three") == "three"  # nothing else restarted
+
+        asyncio.run(session())
+    finally:
+        remote_daemon.stop()
+    assert not (remote.ch_home / "tokens").exists() or not any((remote.ch_home / "tokens").iterdir())

@@ -135,7 +135,7 @@ class Bridges:
         self.oauth = oauth
         self.http = http
         self.on_refreshed = on_refreshed
-        self.delegate = Delegate(None)  # set by the daemon's wiring: servers without a credential go there
+        self.delegate: Delegate | None = None  # on a remote machine: the servers it carries go there
         self.live: dict[int, LiveBridge] = {}
         self._ids = itertools.count(1)
 
@@ -144,7 +144,7 @@ class Bridges:
 
     async def open(self, name: str, replay: list[dict[str, Any]]) -> Result[Relay | DelegatedRelay]:
         """Check the server can be bridged; the returned relay then owns the connection."""
-        if self.delegate.handles(name, self.tokens.load(name) is not None):
+        if self.delegate is not None and self.delegate.via(name) is not None:
             delegated = await self.delegate.open_bridge(next(self._ids), name, replay)
             return delegated if isinstance(delegated, Failure) else Success(delegated.value)
         url = await self.oauth.server_url_off_loop(name)

@@ -17,6 +17,8 @@ from typing import Any
 import structlog
 
 from context_harness.primitives.result import ErrorCode, Failure, Result, Success
+from context_harness.stores.bindings import Binding, BindingStore
+from context_harness.stores.token_store import TokenStore
 
 log = structlog.get_logger(__name__)
 
@@ -72,14 +74,24 @@ async def _request(
 
 
 class Delegate:
-    """The forwarded socket, if one is configured; which logins in progress run there."""
+    """The forwarded socket, if one is configured; which servers go there; which logins in progress run there."""
 
-    def __init__(self, path: Path | None) -> None:
+    def __init__(self, path: Path | None, tokens: TokenStore, bindings: BindingStore) -> None:
         self.path = path
+        self.tokens = tokens
+        self.bindings = bindings
         self.flows: set[str] = set()
 
-    def handles(self, name: str, has_credential: bool) -> bool:
-        return self.path is not None and not has_credential
+    def via(self, name: str, bindings: list[Binding] | None = None) -> Path | None:
+        """The socket that carries `name`: it has no credential here, and no entry here reaches its server
+        directly (one added with `--url` on this machine, in header mode or bridged to an https URL, stays
+        local: it is the user's own choice, e.g. a server that needs no login)."""
+        if self.path is None or self.tokens.path(name).exists():
+            return None
+        bindings = self.bindings.for_server(name) if bindings is None else bindings
+        if any(b.mode == "header" or (b.url or "").startswith(("http://", "https://")) for b in bindings):
+            return None
+        return self.path
 
     async def call(self, method: str, params: dict[str, Any], wait_s: float | None = CALL_TIMEOUT_S) -> Result[Any]:
         assert self.path is not None
@@ -148,23 +160,21 @@ class DelegatedRelay:
             log.warning("delegated_bridge_lost", server=self.name, bridge=self.id)
 
     async def _to_delegate(self, line: bytes) -> None:
-        message = _parse(line)
-        if message is not None:
-            method = message.get("method")
-            if method in ("initialize", "notifications/initialized"):
-                self.replay = [m for m in self.replay if m.get("method") != method] + [message]
+        message = _parse(line) or {}
+        is_request = "id" in message and "method" in message
         if self._up is None or self._up.is_closing():
             if self._pump is not None:
                 await asyncio.gather(self._pump, return_exceptions=True)  # its errors are out first
-            back = await self.connect()
+            back = await self.connect()  # with the session's own `initialize`, replayed there
             if isinstance(back, Failure):
-                if message is not None and "id" in message and "method" in message:
+                if is_request:
                     await self._deliver(_error_line(message["id"], back))
                 return
-            if message is not None and message.get("method") in ("initialize", "notifications/initialized"):
-                return  # replayed by the connect above
         assert self._up is not None
-        if message is not None and "id" in message and "method" in message:
+        method = message.get("method")
+        if method in ("initialize", "notifications/initialized"):  # kept for the next reconnection
+            self.replay = [m for m in self.replay if m.get("method") != method] + [message]
+        if is_request:
             self.pending.add(message["id"])
         try:
             self._up.write(line + b"\n")

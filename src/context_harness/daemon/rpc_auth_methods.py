@@ -15,8 +15,8 @@ from context_harness.services.oauth_service import AuthOptions
 
 
 async def auth_start(s: Services, p: AuthStartParams) -> Result[dict[str, str]]:
-    delegate = s.bridges.delegate
-    if delegate.handles(p.name, s.tokens.load(p.name) is not None):  # the login runs on the laptop
+    delegate = s.delegate
+    if delegate.via(p.name) is not None:  # the login runs on the laptop, and the token stays there
         started = await delegate.call("auth.start", p.model_dump(exclude_none=True))
         if isinstance(started, Success):
             delegate.flows.add(started.value["flow_id"])
@@ -42,9 +42,9 @@ async def auth_start(s: Services, p: AuthStartParams) -> Result[dict[str, str]]:
 
 
 async def auth_wait(s: Services, p: FlowParams) -> Result[dict[str, Any]]:
-    if p.flow_id in s.bridges.delegate.flows:
-        waited = await s.bridges.delegate.call("auth.wait", {"flow_id": p.flow_id}, wait_s=None)
-        s.bridges.delegate.flows.discard(p.flow_id)
+    if p.flow_id in s.delegate.flows:
+        waited = await s.delegate.call("auth.wait", {"flow_id": p.flow_id}, wait_s=None)
+        s.delegate.flows.discard(p.flow_id)
         if isinstance(waited, Failure):
             return waited
         here = s.status.server(waited.value["name"], expects_login=True).as_dict()

@@ -137,10 +137,9 @@ async def mcp_add(s: Services, p: AddParams) -> Result[dict[str, Any]]:
 
 def delegated_via(s: Services, p: AddParams) -> str | None:
     """On a remote machine, a server named alone that has no credential here is the laptop's to carry."""
-    delegate = s.bridges.delegate
-    if p.url is not None or p.command is not None or delegate.path is None:
+    if p.url is not None or p.command is not None or s.delegate.path is None or s.tokens.path(p.name).exists():
         return None
-    return str(delegate.path) if delegate.handles(p.name, s.tokens.load(p.name) is not None) else None
+    return str(s.delegate.path)
 
 
 async def mcp_remove(s: Services, p: NameTargetParams) -> Result[dict[str, Any]]:

@@ -67,6 +67,7 @@ class Services:
     status: StatusBoard
     http: HttpClient
     shared: SharedStore
+    delegate: Delegate  # on a remote machine: the laptop's forwarded socket (`CH_DELEGATE_SOCKET`)
     remote_flows: set[str] = field(default_factory=set)  # logins started through the remote socket
     stop_requested: asyncio.Event = field(default_factory=asyncio.Event)
     started_monotonic: float = field(default_factory=time.monotonic)
@@ -74,7 +75,7 @@ class Services:
     def configure(self, settings: Settings) -> None:
         """Settings changed (SIGHUP): every part that depends on them takes the new ones."""
         self.settings = settings
-        self.bridges.delegate.path = settings.delegate_socket_path
+        self.delegate.path = settings.delegate_socket_path
         self.oauth.configure(settings.oauth())
         self.publisher.configure(settings.publishing())
         self.refresher.configure(settings.refreshing())
@@ -128,13 +129,14 @@ def build_services(
         status=status,
         http=http,
         shared=SharedStore(settings.shared_file),
+        delegate=Delegate(settings.delegate_socket_path, tokens, bindings),
     )
-    bridges.delegate = Delegate(settings.delegate_socket_path)
+    bridges.delegate = services.delegate
     oauth.on_new_credential = services.credential_changed
     bridges.on_refreshed = services.credential_changed
     status.next_refresh_at = refresher.next_refresh_at
     status.bridges = bridges.for_server
     status.failed_login = flows.failed_logins.get
     status.shared = services.shared.load
-    status.delegate = lambda: bridges.delegate.path
+    status.via = services.delegate.via
     return services

@@ -75,7 +75,7 @@ class StatusBoard:
         self.bridges: Callable[[str], list[BridgeStatus]] = lambda _name: []
         self.failed_login: Callable[[str], str | None] = lambda _name: None
         self.shared: Callable[[], set[str]] = set
-        self.delegate: Callable[[], Path | None] = lambda: None
+        self.via: Callable[[str, list[Binding]], Path | None] = lambda _name, _bindings: None
 
     def awaiting_login(self) -> list[str]:
         """Bound servers without a credential: whether each expects a login is read from its configs."""
@@ -109,9 +109,9 @@ class StatusBoard:
             "shared": name in self.shared(),
         }
         if credential is None:
-            delegate = self.delegate()
-            if delegate is not None:
-                return ServerStatus(state="delegated", via=str(delegate), **shared)
+            via = self.via(name, bindings)
+            if via is not None:  # a remote machine's server: the laptop holds its credential
+                return ServerStatus(state="delegated", via=str(via), **shared)
             auth_type = MCPAuthType.OAUTH if expects_login else MCPAuthType.NONE
             known = self.mcp.registry.get(name)
             if known is not None and known.auth_type is MCPAuthType.API_KEY:
