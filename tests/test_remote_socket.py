@@ -113,6 +113,12 @@ def remote_machine(tmp_path_factory: pytest.TempPathFactory, laptop: UserEnv) ->
     return env, {"CH_DELEGATE_SOCKET": str(remote_socket(laptop))}
 
 
+def remote_status(remote: UserEnv, delegate: dict[str, str]) -> dict[str, dict[str, Any]]:
+    done = chctl(remote, "status", "--json", extra_env=delegate)
+    assert done.returncode == 0, done.stderr
+    return {r["name"]: r for r in json.loads(done.stdout)["servers"]}
+
+
 def test_a_delegating_daemon_carries_shared_servers_and_survives_the_laptop_going_away(
     daemon: DaemonProcess,
     user_env: UserEnv,
@@ -134,8 +140,9 @@ def test_a_delegating_daemon_carries_shared_servers_and_survives_the_laptop_goin
         assert chctl(remote, "add", "keyed", extra_env=delegate).returncode == 0  # by its name alone
         # A server added with its URL on the remote itself stays local: it is not the laptop's.
         assert chctl(remote, "add", "own", "--bridge", "--url", server.url, extra_env=delegate).returncode == 0
-        rows = {r["name"]: r for r in json.loads(chctl(remote, "status", "--json").stdout)["servers"]}
-        assert rows["keyed"]["via"] == delegate["CH_DELEGATE_SOCKET"] and rows["own"]["via"] is None
+        rows = remote_status(remote, delegate)
+        assert rows["keyed"]["via"] == delegate["CH_DELEGATE_SOCKET"] and rows["keyed"]["state"] == "api_key"
+        assert rows["own"]["via"] is None
         assert server.key not in (remote.project / "opencode.json").read_text()
 
         async def session() -> None:
@@ -145,6 +152,8 @@ def test_a_delegating_daemon_carries_shared_servers_and_survives_the_laptop_goin
                 with pytest.raises(MCPError) as down:
                     await call_tool(client, "echo", text="two")
                 assert "reconnect" in str(down.value), str(down.value)
+                row = remote_status(remote, delegate)["keyed"]
+                assert row["state"] == "delegated" and "reconnect" in row["last_error"]
                 await asyncio.to_thread(daemon.start)
                 assert await call_tool(client, "echo", text="three") == "three"  # nothing else restarted
 

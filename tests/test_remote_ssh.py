@@ -355,8 +355,9 @@ def test_add_and_login_on_the_remote_write_no_token_there(world: World) -> None:
     assert done.returncode != 0 and "no header or key can be written here" in done.stderr
     assert "logged in to srv" in world.auth_output and "/auth?" in world.auth_output
     rows = {r["name"]: r for r in json.loads(remote.chctl("status", "--json").stdout)["servers"]}
-    assert rows["srv"]["via"] == str(remote.delegate) and rows["srv"]["state"] == "delegated"
-    assert f"via {remote.delegate}" in remote.chctl("status").stdout
+    # Its state is the laptop's (logged in there), and the row says who carries it.
+    assert rows["srv"]["via"] == str(remote.delegate) and rows["srv"]["state"] == "active" and rows["srv"]["usable"]
+    assert f"ok via {remote.delegate}" in remote.chctl("status").stdout
     assert not (remote.env.ch_home / "tokens").exists() or not any((remote.env.ch_home / "tokens").iterdir())
     assert files_holding(remote.env.root, laptop_tokens(world)) == []
 

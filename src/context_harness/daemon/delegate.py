@@ -23,6 +23,8 @@ from context_harness.stores.token_store import TokenStore
 log = structlog.get_logger(__name__)
 
 CALL_TIMEOUT_S = 30.0  # a delegate that accepts but does not answer in this time is hung (auth.wait: none)
+STATUS_TIMEOUT_S = 3.0  # `chctl status` on the remote does not wait long for the laptop's part of the answer
+USABLE_STATES = ("active", "api_key", "no_auth")
 MAX_LINE_BYTES = 64 * 1024 * 1024  # as the daemon's own relay: MCP messages can be large
 RELAY_ERROR = -32001  # the code `chctl bridge` and the daemon's relay use for their own failures
 
@@ -99,6 +101,20 @@ class Delegate:
         if stream is not None:
             stream[1].close()
         return result
+
+    async def fill_in(self, rows: list[dict[str, Any]]) -> None:
+        """The laptop's state and expiry for the status rows it carries, or why they are not to be had."""
+        answer = await self.call("status", {}, wait_s=STATUS_TIMEOUT_S)
+        there = {r.get("name"): r for r in answer.value.get("servers", [])} if isinstance(answer, Success) else {}
+        for row in (r for r in rows if r["via"]):
+            found = there.get(row["name"])
+            if isinstance(answer, Failure):
+                row["last_error"] = f"{answer.error} ({answer.hint})" if answer.hint else answer.error
+            elif found is None:
+                row["last_error"] = f"not shared by the laptop: run `chctl share {row['name']}` there"
+            else:
+                row.update(state=found.get("state"), expires_at=found.get("expires_at"))
+                row["usable"] = row["state"] in USABLE_STATES
 
     async def open_bridge(self, bridge_id: int, name: str, replay: list[dict[str, Any]]) -> Result[DelegatedRelay]:
         assert self.path is not None

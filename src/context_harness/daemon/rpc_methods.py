@@ -200,6 +200,8 @@ def client_rows(s: Services) -> list[dict[str, Any]]:
 
 async def status(s: Services, _: NoParams) -> Result[dict[str, Any]]:
     rows = [row.as_dict() for row in await server_statuses(s)]
+    if any(row["via"] for row in rows):
+        await s.delegate.fill_in(rows)
     return Success({"daemon": daemon_summary(s), "servers": rows})
 
 
