@@ -226,6 +226,8 @@ def test_status_json_lists_servers_with_bound_configs(daemon: DaemonProcess, use
         "bridges": [],
         "last_error": None,
         "note": None,
+        "shared": False,
+        "via": None,
     }
     table = chctl(user_env, "status").stdout
     assert "context7" in table and "ok (API key)" in table

@@ -143,6 +143,7 @@ def test_a_delegating_daemon_carries_shared_servers_and_survives_the_laptop_goin
         rows = remote_status(remote, delegate)
         assert rows["keyed"]["via"] == delegate["CH_DELEGATE_SOCKET"] and rows["keyed"]["state"] == "api_key"
         assert rows["own"]["via"] is None
+        assert chctl(remote, "auth", "keyed", "--status", extra_env=delegate).returncode == 0  # usable there
         assert server.key not in (remote.project / "opencode.json").read_text()
 
         async def session() -> None:

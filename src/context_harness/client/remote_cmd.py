@@ -61,7 +61,7 @@ def cmd_remote(args: argparse.Namespace) -> int:
 def add_remote_parsers(sub: Any) -> None:
     for command, verb in (("share", "let machines you SSH into use"), ("unshare", "stop sharing")):
         p = sub.add_parser(command, help=f"{verb} these servers through the remote socket")
-        p.add_argument("names", nargs="+", metavar="NAME")
+        p.add_argument("names", nargs="+", metavar="NAME", help="servers by name, as in `chctl status`")
         p.set_defaults(func=cmd_share)
     p = sub.add_parser("remote", help="forward this machine's logins to another machine over SSH")
     actions = p.add_subparsers(dest="action", required=True, metavar="ACTION")

@@ -65,7 +65,12 @@ async def auth_cancel(s: Services, p: FlowParams) -> Result[bool]:
 
 async def auth_status(s: Services, p: NameParams) -> Result[dict[str, Any]]:
     found = await off_the_loop(s, "auth.status", lambda: s.status.lookup(p.name))
-    return found if isinstance(found, Failure) else Success(found.value.as_dict())
+    if isinstance(found, Failure):
+        return found
+    row = found.value.as_dict()
+    if row["via"]:  # a remote machine's server: its state is the laptop's
+        await s.delegate.fill_in([row])
+    return Success(row)
 
 
 async def auth_logout(s: Services, p: NameParams) -> Result[dict[str, Any]]:
