@@ -104,6 +104,8 @@ class NameParams(Params):
 class TokenParams(NameParams):
     # Refresh first when the token expires sooner than this (capped at half its lifetime: see token_access.py).
     min_valid_s: float = Field(default=60.0, ge=0, le=24 * 3600)
+    # The URL the credential is for (Claude Code's headersHelper says which one connects): must be the recorded one.
+    for_url: str | None = Field(default=None, max_length=8192)
 
 
 class ShareParams(Params):
