@@ -19,7 +19,7 @@ from context_harness.daemon.bridge import Bridges
 from context_harness.daemon.notifier import Notifier
 from context_harness.daemon.refresher import Refresher
 from context_harness.daemon.settings import Settings
-from context_harness.oauth.http import new_session
+from context_harness.net.session import NetworkSettings, new_session
 from context_harness.services.config_service import ConfigService
 from context_harness.services.import_service import ImportService
 from context_harness.services.mcp_service import MCPService
@@ -32,19 +32,32 @@ from context_harness.stores.token_store import TokenStore
 
 
 class HttpClient:
-    """One client session for the daemon's outgoing requests, made on first use inside the running loop."""
+    """One client session for the daemon's outgoing requests, made on first use inside the running loop.
 
-    def __init__(self) -> None:
+    New network settings (a reload) mean a new session for what starts from then on; the bridges open at the
+    time keep the old one (closed at shutdown) until they reconnect."""
+
+    def __init__(self, network: NetworkSettings) -> None:
+        self.network = network
         self._session: aiohttp.ClientSession | None = None
+        self._retired: list[aiohttp.ClientSession] = []
 
     def __call__(self) -> aiohttp.ClientSession:
         if self._session is None or self._session.closed:
-            self._session = new_session()
+            self._session = new_session(self.network)
         return self._session
 
-    async def close(self) -> None:
+    def configure(self, network: NetworkSettings) -> None:
+        if network == self.network:
+            return
+        self.network = network
         if self._session is not None:
-            await self._session.close()
+            self._retired.append(self._session)
+            self._session = None
+
+    async def close(self) -> None:
+        for session in [*self._retired, *([self._session] if self._session else [])]:
+            await session.close()
 
 
 @dataclass(eq=False)
@@ -70,6 +83,7 @@ class Services:
     def configure(self, settings: Settings) -> None:
         """Settings changed (SIGHUP): every part that depends on them takes the new ones."""
         self.settings = settings
+        self.http.configure(settings.network())
         self.oauth.configure(settings.oauth())
         self.publisher.configure(settings.publishing())
         self.refresher.configure(settings.refreshing())
@@ -98,7 +112,7 @@ def build_services(
     publisher = Publisher(config, tokens, bindings, settings.publishing())
     mcp = MCPService(config, tokens, bindings, publisher, settings.user_registry_file)
     notifier = Notifier(settings.notify_command, settings.event_command)
-    http = HttpClient()
+    http = HttpClient(settings.network())
     oauth = OAuthService(
         settings.oauth(), tokens=tokens, clients=clients, mcp=mcp, publisher=publisher, session=http, events=notifier
     )

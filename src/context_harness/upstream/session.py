@@ -28,6 +28,7 @@ from urllib.parse import urljoin, urlsplit
 import aiohttp
 import structlog
 
+from context_harness.net.failures import ReachFailure
 from context_harness.primitives.result import ErrorCode, Failure, Result
 from context_harness.upstream import messages
 from context_harness.upstream.sse import SseParser
@@ -165,7 +166,7 @@ class Upstream:
     async def _carry(self, message: dict[str, Any], raw: bytes | None) -> None:
         try:
             await self._send(message, raw=raw)
-        except RelayFailure as exc:
+        except (RelayFailure, ReachFailure) as exc:
             self._fail(message, exc.failure)
         except (aiohttp.ClientError, TimeoutError) as exc:
             self._fail(
