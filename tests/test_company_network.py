@@ -1,0 +1,201 @@
+"""Behind a company proxy that intercepts TLS: the real daemon and chctl, mitmproxy's `mitmdump` re-signing
+every connection with its own CA, MCP SDK servers behind an HTTPS front whose certificate comes from a
+`trustme` CA, oidc-provider for a login and a refresh. All on 127.0.0.1; mitmdump's flow log shows that each
+request went through it (nothing bypasses loopback by default: only NO_PROXY does)."""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from urllib.parse import urlsplit
+
+import pytest
+import trustme
+
+from tests.peers.fake_browser import browser_command
+from tests.peers.mcp_servers import McpApiKeyServer, McpApiKeyServerFactory, McpOAuthServer
+from tests.peers.oidc import OidcProvider
+from tests.peers.peer_process import PeerProcess, start_peer
+from tests.support.daemon import DaemonProcess, chctl
+from tests.support.env import UserEnv
+from tests.support.mitm import MitmProxy, wait_for_flow
+from tests.test_bridge import add_bridged, bridged_session, call, free_port, messages_of
+
+TLS_FRONT = Path(__file__).resolve().parent / "peers" / "tls_front.py"
+PROXY_USER, PROXY_PASSWORD = "ch-user", "pr0xy-pa55"
+
+
+@pytest.fixture(scope="module")
+def server_ca(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The CA that signs the real servers' certificates; known to the proxy, not to the daemon."""
+    directory = tmp_path_factory.mktemp("server-ca")
+    ca = trustme.CA()
+    ca.cert_pem.write_to_path(str(directory / "ca.pem"))
+    leaf = ca.issue_cert("127.0.0.1")
+    leaf.private_key_and_cert_chain_pem.write_to_path(str(directory / "leaf.pem"))
+    return directory
+
+
+@pytest.fixture(scope="module")
+def https_mcp(
+    server_ca: Path, mcp_api_key_server: McpApiKeyServerFactory, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[tuple[str, McpApiKeyServer]]:
+    """An API-key MCP SDK server reached as https://127.0.0.1:PORT/mcp."""
+    server = mcp_api_key_server()
+    upstream = server.url.rsplit("/", 1)[0]
+    leaf = str(server_ca / "leaf.pem")
+    log_path = tmp_path_factory.mktemp("tls-front") / "front.log"
+    front: PeerProcess = start_peer(
+        [sys.executable, str(TLS_FRONT), "--cert", leaf, "--key", leaf, "--upstream", upstream], log_path=log_path
+    )
+    yield f"{front.ready['url']}/mcp", server
+    front.stop()
+
+
+@pytest.fixture(scope="module")
+def mitm(server_ca: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[MitmProxy]:
+    proxy = MitmProxy(tmp_path_factory.mktemp("mitm"), server_ca / "ca.pem").start()
+    yield proxy
+    proxy.stop()
+
+
+@pytest.fixture(scope="module")
+def mitm_with_auth(server_ca: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[MitmProxy]:
+    proxy = MitmProxy(tmp_path_factory.mktemp("mitm-auth"), server_ca / "ca.pem", f"{PROXY_USER}:{PROXY_PASSWORD}")
+    yield proxy.start()
+    proxy.stop()
+
+
+def start_daemon(user_env: UserEnv, **env: str) -> DaemonProcess:
+    return DaemonProcess(user_env, extra_env=env).start()
+
+
+def echo_through_bridge(user_env: UserEnv, name: str = "corp") -> str:
+    async def scenario() -> str:
+        async with bridged_session(user_env, name) as session:
+            return await call(session, "echo", text="through the proxy")
+
+    return asyncio.run(scenario())
+
+
+def bridge_error(user_env: UserEnv, name: str = "corp") -> str:
+    with pytest.raises(BaseException) as raised:
+        echo_through_bridge(user_env, name)
+    return messages_of(raised.value)
+
+
+def add_https_server(user_env: UserEnv, https_mcp: tuple[str, McpApiKeyServer], name: str = "corp") -> None:
+    url, server = https_mcp
+    add_bridged(user_env, name, "--url", url, "--key-header", server.header, "-k", server.key)
+
+
+def test_a_bridged_session_goes_through_the_intercepting_proxy_trusting_the_company_ca(
+    user_env: UserEnv, https_mcp: tuple[str, McpApiKeyServer], mitm: MitmProxy
+) -> None:
+    daemon = start_daemon(user_env, HTTPS_PROXY=mitm.url, CH_CA_BUNDLE=str(mitm.ca_pem))
+    try:
+        add_https_server(user_env, https_mcp)
+        assert echo_through_bridge(user_env) == "through the proxy"
+        url = https_mcp[0]
+        wait_for_flow(mitm, f"POST {url}")
+        # The server's own stream (the GET the SDK server answers with SSE) is carried through the proxy too.
+        wait_for_flow(mitm, f"GET {url}")
+    finally:
+        daemon.stop()
+
+
+def test_without_the_company_ca_the_bridge_says_which_certificate_and_the_daemon_keeps_serving(
+    user_env: UserEnv, https_mcp: tuple[str, McpApiKeyServer], mitm: MitmProxy
+) -> None:
+    daemon = start_daemon(user_env, HTTPS_PROXY=mitm.url)
+    try:
+        add_https_server(user_env, https_mcp)
+        started = time.monotonic()
+        error = bridge_error(user_env)
+        assert time.monotonic() - started < 30  # within the HTTP timeout, not a hang
+        port = https_mcp[0].split(":")[2].split("/")[0]
+        proxy_port = mitm.url.rsplit(":", 1)[1]
+        expected = f"the certificate of 127.0.0.1:{port} does not verify (through the proxy 127.0.0.1:{proxy_port})"
+        assert f"{expected}: certificate not trusted" in error and "CH_CA_BUNDLE" in error
+        assert chctl(user_env, "status").returncode in (0, 1)  # the daemon still answers
+        assert daemon.proc is not None and daemon.proc.poll() is None
+    finally:
+        daemon.stop()
+
+
+def test_no_proxy_reaches_a_listed_host_directly(
+    user_env: UserEnv, https_mcp: tuple[str, McpApiKeyServer], server_ca: Path
+) -> None:
+    nobody = f"http://127.0.0.1:{free_port()}"  # a proxy that is not there
+    daemon = start_daemon(user_env, HTTPS_PROXY=nobody, NO_PROXY="127.0.0.1", CH_CA_BUNDLE=str(server_ca / "ca.pem"))
+    try:
+        add_https_server(user_env, https_mcp)
+        assert echo_through_bridge(user_env) == "through the proxy"
+    finally:
+        daemon.stop()
+
+
+def test_a_proxy_that_cannot_be_reached_is_named_with_its_variable(
+    user_env: UserEnv, https_mcp: tuple[str, McpApiKeyServer], server_ca: Path
+) -> None:
+    port = free_port()
+    daemon = start_daemon(user_env, https_proxy=f"http://127.0.0.1:{port}", CH_CA_BUNDLE=str(server_ca / "ca.pem"))
+    try:
+        add_https_server(user_env, https_mcp)
+        assert f"cannot reach the proxy 127.0.0.1:{port} (from https_proxy)" in bridge_error(user_env)
+    finally:
+        daemon.stop()
+
+
+def test_a_proxy_that_wants_credentials_works_with_them_in_the_url_and_says_407_without(
+    user_env: UserEnv, https_mcp: tuple[str, McpApiKeyServer], mitm_with_auth: MitmProxy
+) -> None:
+    proxy = mitm_with_auth
+    bare = start_daemon(user_env, HTTPS_PROXY=proxy.url, CH_CA_BUNDLE=str(proxy.ca_pem))
+    try:
+        add_https_server(user_env, https_mcp)
+        error = bridge_error(user_env)
+        assert "wants credentials (HTTP 407)" in error and "HTTPS_PROXY=http://USER:PASSWORD@" in error
+    finally:
+        bare.stop()
+    with_credentials = proxy.url.replace("http://", f"http://{PROXY_USER}:{PROXY_PASSWORD}@")
+    daemon = start_daemon(user_env, HTTPS_PROXY=with_credentials, CH_CA_BUNDLE=str(proxy.ca_pem))
+    try:
+        assert echo_through_bridge(user_env) == "through the proxy"
+        wait_for_flow(proxy, f"POST {https_mcp[0]}")
+    finally:
+        daemon.stop()
+    assert PROXY_PASSWORD not in bare.log() + daemon.log()
+
+
+def test_a_login_a_refresh_and_a_bridged_session_go_through_the_proxy(
+    user_env: UserEnv, oidc_provider: OidcProvider, mcp_oauth_server: McpOAuthServer, mitm: MitmProxy
+) -> None:
+    daemon = start_daemon(user_env, HTTP_PROXY=mitm.url, HTTPS_PROXY=mitm.url, CH_CA_BUNDLE=str(mitm.ca_pem))
+    try:
+        add_bridged(user_env, "srv", "--url", mcp_oauth_server.url)
+        login = chctl(user_env, "auth", "srv", extra_env={"BROWSER": browser_command()})
+        assert login.returncode == 0, login.stderr
+        refreshed = chctl(user_env, "refresh", "srv")
+        assert refreshed.returncode == 0, refreshed.stderr
+
+        async def scenario() -> str:
+            async with bridged_session(user_env, "srv") as session:
+                return await call(session, "whoami")
+
+        assert asyncio.run(scenario())
+        # mitmdump shortens long URLs in its log: compare the start of each line.
+        issuer = f"http://{urlsplit(oidc_provider.issuer).netloc}"
+        for request in (
+            f"GET {mcp_oauth_server.resource_metadata_url[:45]}",  # discovery at the resource server
+            f"GET {issuer}/.well-known/",  # and at the authorization server
+            f"POST {issuer}/reg",  # registration
+            f"POST {mcp_oauth_server.url}",  # the bridged session
+        ):
+            wait_for_flow(mitm, request)
+        assert mitm.flows().count(f"POST {issuer}/token") >= 2  # the code exchange and the refresh
+    finally:
+        daemon.stop()
