@@ -6,6 +6,7 @@ request went through it (nothing bypasses loopback by default: only NO_PROXY doe
 from __future__ import annotations
 
 import asyncio
+import json
 import sys
 import time
 from collections.abc import Iterator
@@ -197,5 +198,24 @@ def test_a_login_a_refresh_and_a_bridged_session_go_through_the_proxy(
         ):
             wait_for_flow(mitm, request)
         assert mitm.flows().count(f"POST {issuer}/token") >= 2  # the code exchange and the refresh
+    finally:
+        daemon.stop()
+
+
+def test_doctor_shows_the_daemon_s_proxy_and_ca_and_warns_where_the_shell_differs(
+    user_env: UserEnv, server_ca: Path
+) -> None:
+    ca = str(server_ca / "ca.pem")
+    daemon = start_daemon(user_env, HTTPS_PROXY=f"http://{PROXY_USER}:{PROXY_PASSWORD}@127.0.0.1:3128", CH_CA_BUNDLE=ca)
+    try:
+        shell = {"HTTP_PROXY": f"http://{PROXY_USER}:{PROXY_PASSWORD}@proxy.corp:8080", "CH_CA_BUNDLE": ca}
+        done = chctl(user_env, "doctor", "--json", extra_env=shell)
+        assert PROXY_PASSWORD not in done.stdout + done.stderr
+        checks = {(c["name"], c["message"]) for c in json.loads(done.stdout)}
+        assert ("network_proxy", "the daemon uses HTTPS_PROXY=127.0.0.1:3128") in checks
+        assert ("network_ca", f"the daemon trusts the system's certificates and CH_CA_BUNDLE={ca}") in checks
+        assert ("network_differs", "HTTP_PROXY is set in this shell (proxy.corp:8080) but not for the daemon") in checks
+        assert ("network_differs", "HTTPS_PROXY is set for the daemon (127.0.0.1:3128) but not in this shell") in checks
+        assert not any("CH_CA_BUNDLE" in message for name, message in checks if name == "network_differs")
     finally:
         daemon.stop()

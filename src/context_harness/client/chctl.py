@@ -290,8 +290,10 @@ def cmd_service(args: argparse.Namespace) -> int:
 
 
 def cmd_doctor(args: argparse.Namespace) -> int:
+    from context_harness.client.service_env import shell_network  # only doctor needs it
+
     try:
-        result = call("doctor", {"cwd": os.getcwd()})
+        result = call("doctor", {"cwd": os.getcwd(), "shell_network": shell_network(os.environ)})
     except RpcError as exc:
         print(f"✗ daemon reachable: {printable(exc.message)}")
         if exc.hint:

@@ -11,6 +11,7 @@ import os
 import re
 from collections.abc import Mapping
 from pathlib import Path
+from urllib.parse import urlsplit
 
 CARRIED = (
     *(f"{name}_PROXY" for name in ("HTTPS", "HTTP", "ALL", "NO")),
@@ -59,3 +60,18 @@ def masked(text: str) -> str:
 def _assignment(name: str, value: str) -> str:
     escaped = value.replace("\\", "\\\\").replace('"', '\\"')
     return f'{name}="{escaped}"'
+
+
+def shell_network(environ: Mapping[str, str]) -> dict[str, str]:
+    """What `chctl doctor` tells the daemon about this shell: each proxy variable as `host:port` (never its
+    credentials), NO_PROXY and CH_CA_BUNDLE as they are."""
+    shown = carried_variables(environ)
+    for name, value in shown.items():
+        if name.lower().endswith("_proxy") and name.lower() != "no_proxy":
+            parts = urlsplit(value if "://" in value else f"http://{value}")
+            try:
+                port = f":{parts.port}" if parts.port else ""
+            except ValueError:  # a port that is not a number: the host alone says enough
+                port = ""
+            shown[name] = f"{parts.hostname or '?'}{port}"
+    return shown

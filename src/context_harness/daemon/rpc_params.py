@@ -77,6 +77,10 @@ class NameTargetParams(TargetParams):
 
 class DoctorParams(Params):
     cwd: AbsolutePathText | None = None
+    # chctl's proxy variables (as host:port) and CH_CA_BUNDLE, to compare with the daemon's.
+    shell_network: dict[Annotated[str, Field(max_length=32)], Annotated[str, Field(max_length=4096)]] | None = Field(
+        default=None, max_length=16
+    )
 
 
 class AuthStartParams(Params):
