@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import signal
 import sys
 import time
 from collections.abc import Iterator
@@ -20,7 +21,7 @@ from tests.peers.fake_browser import browser_command
 from tests.peers.mcp_servers import McpApiKeyServer, McpApiKeyServerFactory, McpOAuthServer
 from tests.peers.oidc import OidcProvider
 from tests.peers.peer_process import PeerProcess, start_peer
-from tests.support.daemon import DaemonProcess, chctl
+from tests.support.daemon import DaemonProcess, chctl, wait_for
 from tests.support.env import UserEnv
 from tests.support.mitm import MitmProxy, wait_for_flow
 from tests.test_bridge import add_bridged, bridged_session, call, free_port, messages_of
@@ -123,6 +124,14 @@ def test_without_the_company_ca_the_bridge_says_which_certificate_and_the_daemon
         assert f"{expected}: certificate not trusted" in error and "CH_CA_BUNDLE" in error
         assert chctl(user_env, "status").returncode in (0, 1)  # the daemon still answers
         assert daemon.proc is not None and daemon.proc.poll() is None
+
+        # The fix, without a restart: the company CA in daemon.env, then a reload.
+        env_file = user_env.ch_home / "daemon.env"
+        env_file.write_text(f"CH_CA_BUNDLE={mitm.ca_pem}\n")
+        env_file.chmod(0o600)
+        daemon.proc.send_signal(signal.SIGHUP)
+        wait_for(lambda: any(e.get("event") == "daemon_reloaded" for e in daemon.log_events()), 10, what="reload")
+        assert echo_through_bridge(user_env) == "through the proxy"
     finally:
         daemon.stop()
 
@@ -198,6 +207,22 @@ def test_a_login_a_refresh_and_a_bridged_session_go_through_the_proxy(
         ):
             wait_for_flow(mitm, request)
         assert mitm.flows().count(f"POST {issuer}/token") >= 2  # the code exchange and the refresh
+    finally:
+        daemon.stop()
+
+    # The proxy goes away: the refresh fails naming it, the stored tokens stay, and the daemon retries.
+    token_file = user_env.ch_home / "tokens" / "srv.json"
+    before = token_file.read_bytes()
+    port = free_port()
+    daemon = start_daemon(user_env, HTTP_PROXY=f"http://127.0.0.1:{port}")
+    try:
+        failed = chctl(user_env, "refresh", "srv")
+        assert failed.returncode != 0
+        assert f"cannot reach the proxy 127.0.0.1:{port} (from HTTP_PROXY)" in failed.stderr
+        assert token_file.read_bytes() == before
+        (server,) = json.loads(chctl(user_env, "status", "--json").stdout)["servers"]
+        assert server["state"] == "retrying" and server["usable"] and server["next_refresh_at"]
+        assert server["last_error"] == f"cannot reach the proxy 127.0.0.1:{port} (from HTTP_PROXY)"
     finally:
         daemon.stop()
 
