@@ -468,9 +468,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_daemon)
 
     # The commands that live in modules of their own; imported here, so `chctl status` does not load them.
-    from context_harness.client import auth_cmd, completion, import_cmd, logs, service_args
+    from context_harness.client import auth_cmd, check_cmd, completion, import_cmd, logs, service_args
 
     auth_cmd.add_auth_parsers(sub)
+    check_cmd.add_check_parser(sub)
     import_cmd.add_import_parser(sub)
     logs.add_logs_parser(sub)
     completion.add_completion_parser(sub, parser)

@@ -83,6 +83,11 @@ class DoctorParams(Params):
     )
 
 
+class CheckParams(Params):
+    names: list[ServerName] | None = Field(default=None, max_length=256)  # None: every bound server
+    timeout_s: float = Field(default=20.0, gt=0, le=300)  # per server
+
+
 class AuthStartParams(Params):
     name: ServerName
     client_id: str | None = None

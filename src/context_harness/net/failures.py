@@ -5,10 +5,15 @@ and variables — never a proxy's credentials.
 
 from __future__ import annotations
 
+from typing import Literal
+
 import aiohttp
 
 from context_harness.net.proxies import Proxy
 from context_harness.primitives.result import ErrorCode, Failure
+
+# Where a request failed to reach its server: what `chctl check` reports.
+ReachKind = Literal["dns", "connect", "proxy", "certificate", "timeout"]
 
 # OpenSSL's verification results (X509_V_ERR_*) that have a plainer name than "not trusted".
 CERT_HAS_EXPIRED = 10
@@ -21,9 +26,33 @@ CA_HINT = "if a company proxy or CA signs this connection, set CH_CA_BUNDLE to t
 class ReachFailure(aiohttp.ClientConnectionError):
     """A request could not be made, for a reason `failure` states (error[NETWORK] with a hint)."""
 
-    def __init__(self, failure: Failure) -> None:
+    def __init__(self, failure: Failure, kind: ReachKind) -> None:
         super().__init__(failure.error)
         self.failure = failure
+        self.kind: ReachKind = kind
+
+
+def reach_kind(exc: BaseException) -> ReachKind:
+    """Where a request that raised `exc` failed."""
+    if isinstance(exc, ReachFailure):
+        return exc.kind
+    if isinstance(exc, TimeoutError):
+        return "timeout"
+    if isinstance(exc, aiohttp.ClientConnectorDNSError):
+        return "dns"
+    return "connect"
+
+
+def unreachable(name: str, exc: BaseException) -> Failure:
+    """The words for a server that could not be reached: a ReachFailure's own, else where it failed."""
+    if isinstance(exc, ReachFailure):
+        return exc.failure
+    if isinstance(exc, aiohttp.ClientConnectorDNSError):
+        return Failure(f"{name} is not reachable: cannot resolve {exc.host}", ErrorCode.NETWORK, "check the URL")
+    if isinstance(exc, aiohttp.ClientConnectorError):
+        where = f"{exc.host}:{exc.port}" if exc.port else exc.host
+        return Failure(f"{name} is not reachable: cannot connect to {where}", ErrorCode.NETWORK, "try again")
+    return Failure(f"{name} is not reachable ({type(exc).__name__})", ErrorCode.NETWORK, "try again")
 
 
 def certificate_reason(exc: aiohttp.ClientConnectorCertificateError) -> str:

@@ -54,14 +54,14 @@ def _through_network(proxies: ProxyVariables) -> aiohttp.ClientMiddlewareType:
         proxy = proxies.for_url(str(req.url))
         if proxy is not None:
             if not proxy.supported:
-                raise failures.ReachFailure(failures.unsupported_proxy(proxy))
+                raise failures.ReachFailure(failures.unsupported_proxy(proxy), "proxy")
             req.update_proxy(URL(proxy.url), None, None)
         try:
             return await handler(req)
         except aiohttp.ClientConnectorCertificateError as exc:
-            raise failures.ReachFailure(failures.certificate_failure(exc, proxy)) from None
+            raise failures.ReachFailure(failures.certificate_failure(exc, proxy), "certificate") from None
         except (aiohttp.ClientHttpProxyError, aiohttp.ClientProxyConnectionError) as exc:
             assert proxy is not None
-            raise failures.ReachFailure(failures.proxy_failure(exc, proxy, req.url.host or "?")) from None
+            raise failures.ReachFailure(failures.proxy_failure(exc, proxy, req.url.host or "?"), "proxy") from None
 
     return middleware
