@@ -12,6 +12,7 @@ import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 from urllib.parse import urlsplit
 
 import pytest
@@ -242,5 +243,54 @@ def test_doctor_shows_the_daemon_s_proxy_and_ca_and_warns_where_the_shell_differ
         assert ("network_differs", "HTTP_PROXY is set in this shell (proxy.corp:8080) but not for the daemon") in checks
         assert ("network_differs", "HTTPS_PROXY is set for the daemon (127.0.0.1:3128) but not in this shell") in checks
         assert not any("CH_CA_BUNDLE" in message for name, message in checks if name == "network_differs")
+    finally:
+        daemon.stop()
+
+
+def check(user_env: UserEnv) -> tuple[int, dict[str, Any]]:
+    done = chctl(user_env, "check", "corp", "--json", "--timeout", "30")
+    (server,) = json.loads(done.stdout)
+    return done.returncode, server
+
+
+def test_chctl_check_names_the_certificate_the_proxy_and_the_407_and_says_ok_through_the_proxy(
+    user_env: UserEnv, https_mcp: tuple[str, McpApiKeyServer], mitm: MitmProxy, mitm_with_auth: MitmProxy
+) -> None:
+    proxy_where = mitm.url.removeprefix("http://")
+    daemon = start_daemon(user_env, HTTPS_PROXY=mitm.url)
+    try:
+        add_https_server(user_env, https_mcp)
+        code, server = check(user_env)
+        assert (code, server["outcome"], server["proxy"]) == (2, "certificate", proxy_where)
+        assert server["message"].endswith("certificate not trusted") and "CH_CA_BUNDLE" in server["next_action"]
+
+        env_file = user_env.ch_home / "daemon.env"
+        env_file.write_text(f"CH_CA_BUNDLE={mitm.ca_pem}\n")
+        env_file.chmod(0o600)
+        assert daemon.proc is not None
+        daemon.proc.send_signal(signal.SIGHUP)
+        wait_for(lambda: any(e.get("event") == "daemon_reloaded" for e in daemon.log_events()), 10, what="reload")
+        code, server = check(user_env)
+        assert (code, server["outcome"], server["proxy"], server["tools"] > 0) == (0, "ok", proxy_where, True)
+        text = chctl(user_env, "check", "corp").stdout
+        assert text.startswith("✓ corp: ok · ") and text.rstrip().endswith(f"via {proxy_where}")
+    finally:
+        daemon.stop()
+
+    daemon = start_daemon(user_env, HTTPS_PROXY=mitm_with_auth.url, CH_CA_BUNDLE=str(mitm_with_auth.ca_pem))
+    try:
+        code, server = check(user_env)
+        assert (code, server["outcome"]) == (2, "proxy") and "HTTP 407" in server["message"]
+        assert "USER:PASSWORD@" in server["next_action"]
+    finally:
+        daemon.stop()
+
+    port = free_port()
+    daemon = start_daemon(user_env, HTTPS_PROXY=f"http://{PROXY_USER}:{PROXY_PASSWORD}@127.0.0.1:{port}")
+    try:
+        code, server = check(user_env)
+        assert (code, server["outcome"], server["proxy"]) == (2, "proxy", f"127.0.0.1:{port}")
+        assert server["message"] == f"cannot reach the proxy 127.0.0.1:{port} (from HTTPS_PROXY)"
+        assert PROXY_PASSWORD not in json.dumps(server)
     finally:
         daemon.stop()
