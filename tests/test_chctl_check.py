@@ -6,6 +6,8 @@ in test_company_network.py."""
 from __future__ import annotations
 
 import json
+import sys
+from pathlib import Path
 from typing import Any
 
 from context_harness.stores.token_store import TokenStore
@@ -99,3 +101,31 @@ def test_a_rejected_token_is_refreshed_as_an_agent_s_would_be_and_no_login_says_
     code, (server,) = check(user_env, "srv")
     assert (code, server["outcome"]) == (1, "unauthorized")
     assert "chctl auth srv" in server["next_action"]
+
+
+STDIO_APP = Path(__file__).resolve().parent / "peers" / "mcp_stdio_app.py"
+
+
+def test_a_local_entry_is_started_from_its_command_and_environment_and_a_hung_one_meets_the_deadline(
+    daemon: DaemonProcess, user_env: UserEnv
+) -> None:
+    assert chctl(user_env, "init").returncode == 0
+    command = f"{sys.executable} {STDIO_APP}"
+    added = chctl(user_env, "add", "local", "--command", command, "--env", "STDIO_PEER_GREETING=hello")
+    assert added.returncode == 0, added.stderr
+    hung = chctl(user_env, "add", "hung", "--command", command, "--env", "STDIO_PEER_HANG=1")
+    assert hung.returncode == 0, hung.stderr
+
+    done = chctl(user_env, "check", "local", "hung", "--json", "--timeout", "5")
+    local, stuck = json.loads(done.stdout)
+    assert done.returncode == 2, done.stdout
+    assert (local["outcome"], local["server_name"], local["tools"], local["proxy"]) == (  # {local}
+        "ok",
+        "stdio-peer-hello",
+        2,
+        None,
+    )
+    assert (stuck["outcome"], stuck["level"]) == ("timeout", "failed") and "did not answer within 5 s" in stuck[
+        "message"
+    ]
+    assert 5000 <= stuck["elapsed_ms"] < 15000

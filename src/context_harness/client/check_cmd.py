@@ -6,6 +6,8 @@ Standard library only.
 
 from __future__ import annotations
 
+import os
+
 from context_harness.client.arguments import add_json_flag
 from context_harness.client.output import HINT_PREFIX, paint, print_json, use_colour
 from context_harness.client.rpc_client import call
@@ -48,7 +50,7 @@ def add_check_parser(sub: Any) -> None:
 
 
 def cmd_check(args: argparse.Namespace) -> int:
-    result = call("check", {"names": args.names or None, "timeout_s": args.timeout})
+    result = call("check", {"names": args.names or None, "timeout_s": args.timeout, "cwd": os.getcwd()})
     servers: list[dict[str, Any]] = result["servers"]
     if args.json:
         print_json(servers)

@@ -9,17 +9,22 @@ from __future__ import annotations
 import asyncio
 import itertools
 import time
+from collections.abc import Awaitable, Callable
 from dataclasses import asdict, dataclass, replace
+from pathlib import Path
 from typing import Any, Literal
 
 import structlog
 
 from context_harness import __version__
+from context_harness.config.format import DEFAULT_CLIENT, get_format
 from context_harness.daemon.bridge import ServerCredentials
 from context_harness.daemon.rpc_params import CheckParams
 from context_harness.daemon.services import Services
 from context_harness.oauth.discovery import is_secure_endpoint, parse_www_authenticate
 from context_harness.primitives.result import Failure, Result, Success
+from context_harness.services.blocking_io import run_config_io
+from context_harness.services.config_service import ConfigTarget
 from context_harness.upstream.session import Upstream
 
 log = structlog.get_logger(__name__)
@@ -56,9 +61,35 @@ class Probe:
 
 
 async def run_check(s: Services, p: CheckParams) -> Result[dict[str, Any]]:
+    from context_harness.daemon.check_stdio import probe_stdio  # it builds on this module
+
     names = p.names or sorted(s.bindings.load())
-    probes = await asyncio.gather(*(probe_server(s, name, p.timeout_s) for name in names))
+    local = await _local_entries(s, Path(p.cwd)) if p.cwd else {}
+
+    async def probe(name: str) -> Probe:
+        # A bridged entry is local too (it runs `chctl bridge`): its binding's URL is what to probe.
+        if name in local and not any(b.url for b in s.bindings.for_server(name)):
+            return await probe_stdio(name, *local[name], p.timeout_s)
+        return await probe_server(s, name, p.timeout_s)
+
+    probes = await asyncio.gather(*(probe(name) for name in names))
     return Success({"servers": [probe.as_dict() for probe in probes]})
+
+
+async def _local_entries(s: Services, cwd: Path) -> dict[str, tuple[list[str], dict[str, str], Path]]:
+    """The local (stdio) entries of the config nearest `cwd`: command, environment and the config's directory."""
+    fmt = get_format(DEFAULT_CLIENT)
+    found = await run_config_io(
+        lambda: s.mcp.list_configured(ConfigTarget(cwd=cwd)), s.settings.config_io_timeout_s, "reading the config"
+    )
+    if isinstance(found, Failure):
+        return {}
+    path, entries = found.value
+    local = {}
+    for name, entry in entries.items():
+        if isinstance(entry, dict) and fmt.entry_url(entry) is None and fmt.entry_command(entry):
+            local[name] = (fmt.entry_command(entry), fmt.entry_environment(entry), path.parent)
+    return local
 
 
 async def probe_server(s: Services, name: str, timeout_s: float) -> Probe:
@@ -112,23 +143,39 @@ class _Conversation:
 
 
 async def _talk(name: str, upstream: Upstream, conversation: _Conversation) -> Probe:
+    async def ask(method: str, params: dict[str, Any]) -> dict[str, Any]:
+        return await conversation.ask(upstream, method, params)
+
+    async def notify(method: str) -> None:
+        upstream.submit({"jsonrpc": "2.0", "method": method})
+
+    return await converse(name, ask, notify, lambda error: _failed(name, upstream, error))
+
+
+Ask = Callable[[str, dict[str, Any]], Awaitable[dict[str, Any]]]
+Notify = Callable[[str], Awaitable[None]]
+
+
+async def converse(name: str, ask: Ask, notify: Notify, failed: Callable[[Any], Probe]) -> Probe:
+    """`initialize`, `notifications/initialized`, `tools/list` (every page): what a client does first, over
+    whichever transport `ask` and `notify` speak; `failed` says what a JSON-RPC error means there."""
     hello = {
         "protocolVersion": OFFERED_PROTOCOL_VERSION,
         "capabilities": {},
         "clientInfo": {"name": "chctl check", "version": __version__},
     }
-    answer = await conversation.ask(upstream, "initialize", hello)
+    answer = await ask("initialize", hello)
     if "error" in answer:
-        return _failed(name, upstream, answer["error"])
+        return failed(answer["error"])
     result = _object(answer.get("result"))
     info = _object(result.get("serverInfo"))
     server_name, server_version = _text(info.get("name")), _text(info.get("version"))
-    upstream.submit({"jsonrpc": "2.0", "method": "notifications/initialized"})
+    await notify("notifications/initialized")
     tools, cursor = 0, None
     for _ in range(MAX_TOOL_PAGES):
-        listed = await conversation.ask(upstream, "tools/list", {"cursor": cursor} if cursor else {})
+        listed = await ask("tools/list", {"cursor": cursor} if cursor else {})
         if "error" in listed:
-            return _failed(name, upstream, listed["error"])
+            return failed(listed["error"])
         page = _object(listed.get("result"))
         tools += len(page["tools"]) if isinstance(page.get("tools"), list) else 0
         cursor = page.get("nextCursor") if isinstance(page.get("nextCursor"), str) else None

@@ -85,6 +85,7 @@ class DoctorParams(Params):
 
 class CheckParams(Params):
     names: list[ServerName] | None = Field(default=None, max_length=256)  # None: every bound server
+    cwd: AbsolutePathText | None = None  # a named server unbound here but local in the nearest config: started
     timeout_s: float = Field(default=20.0, gt=0, le=300)  # per server
 
 
