@@ -19,8 +19,8 @@ import pytest
 import trustme
 
 from tests.peers.fake_browser import browser_command
-from tests.peers.mcp_servers import McpApiKeyServer, McpApiKeyServerFactory, McpOAuthServer
-from tests.peers.oidc import OidcProvider
+from tests.peers.mcp_servers import McpApiKeyServer, McpApiKeyServerFactory, McpOAuthServer, McpOAuthServerFactory
+from tests.peers.oidc import OidcProvider, OidcProviderFactory
 from tests.peers.peer_process import PeerProcess, start_peer
 from tests.support.daemon import DaemonProcess, chctl, wait_for
 from tests.support.env import UserEnv
@@ -39,6 +39,8 @@ def server_ca(tmp_path_factory: pytest.TempPathFactory) -> Path:
     ca.cert_pem.write_to_path(str(directory / "ca.pem"))
     leaf = ca.issue_cert("127.0.0.1")
     leaf.private_key_and_cert_chain_pem.write_to_path(str(directory / "leaf.pem"))
+    leaf.private_key_pem.write_to_path(str(directory / "leaf-key.pem"))
+    leaf.cert_chain_pems[0].write_to_path(str(directory / "leaf-cert.pem"))
     return directory
 
 
@@ -292,5 +294,34 @@ def test_chctl_check_names_the_certificate_the_proxy_and_the_407_and_says_ok_thr
         assert (code, server["outcome"], server["proxy"]) == (2, "proxy", f"127.0.0.1:{port}")
         assert server["message"] == f"cannot reach the proxy 127.0.0.1:{port} (from HTTPS_PROXY)"
         assert PROXY_PASSWORD not in json.dumps(server)
+    finally:
+        daemon.stop()
+
+
+def test_a_login_and_a_refresh_at_an_https_authorization_server_go_through_the_intercepting_proxy(
+    user_env: UserEnv,
+    server_ca: Path,
+    oidc_provider_factory: OidcProviderFactory,
+    mcp_oauth_server_factory: McpOAuthServerFactory,
+    mitm: MitmProxy,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    provider = oidc_provider_factory(tls_cert=str(server_ca / "leaf-cert.pem"), tls_key=str(server_ca / "leaf-key.pem"))
+    assert provider.issuer.startswith("https://")
+    # The resource server introspects at the https issuer directly, and the browser logs in there: both trust
+    # the test CA. Only the daemon goes through the proxy, trusting the proxy's CA.
+    monkeypatch.setenv("SSL_CERT_FILE", str(server_ca / "ca.pem"))
+    resource = mcp_oauth_server_factory(provider)
+    daemon = start_daemon(user_env, HTTPS_PROXY=mitm.url, HTTP_PROXY=mitm.url, CH_CA_BUNDLE=str(mitm.ca_pem))
+    try:
+        add_bridged(user_env, "tls", "--url", resource.url)
+        browser = {"BROWSER": browser_command(), "SSL_CERT_FILE": str(server_ca / "ca.pem")}
+        login = chctl(user_env, "auth", "tls", extra_env=browser)
+        assert login.returncode == 0, login.stderr
+        refreshed = chctl(user_env, "refresh", "tls")
+        assert refreshed.returncode == 0, refreshed.stderr
+        for request in (f"GET {provider.issuer}/.well-known/", f"POST {provider.issuer}/reg"):
+            wait_for_flow(mitm, request)
+        assert mitm.flows().count(f"POST {provider.issuer}/token") >= 2  # the code exchange and the refresh
     finally:
         daemon.stop()

@@ -47,6 +47,8 @@ class OidcConfig:
     resources: tuple[str, ...] | None = None  # exact allow-list instead of the prefix
     resource_scopes: tuple[str, ...] = ("mcp:read", "mcp:write")
     extra_clients: tuple[str, ...] = field(default=())  # JSON-encoded client metadata objects
+    tls_cert: str | None = None  # PEM files: serve HTTPS (the issuer is then https://)
+    tls_key: str | None = None
 
     def to_json(self, introspection_secret: str) -> str:
         return json.dumps(
@@ -64,6 +66,8 @@ class OidcConfig:
                 "publicClientId": PUBLIC_CLIENT_ID,
                 "introspectionClientId": INTROSPECTION_CLIENT_ID,
                 "introspectionClientSecret": introspection_secret,
+                "tlsCert": self.tls_cert,
+                "tlsKey": self.tls_key,
             }
         )
 
