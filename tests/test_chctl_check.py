@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from context_harness.stores.token_store import TokenStore
+from tests.peers.fake_browser import browser_command
 from tests.peers.mcp_servers import McpApiKeyServerFactory, McpOAuthServer
 from tests.support.daemon import DaemonProcess, chctl
 from tests.support.env import UserEnv
@@ -129,3 +130,15 @@ def test_a_local_entry_is_started_from_its_command_and_environment_and_a_hung_on
         "message"
     ]
     assert 5000 <= stuck["elapsed_ms"] < 15000
+
+
+def test_a_token_without_the_scope_the_server_wants_is_403_with_the_scope_to_log_in_with(
+    daemon: DaemonProcess, user_env: UserEnv, mcp_oauth_server: McpOAuthServer
+) -> None:
+    add_bridged(user_env, "srv", "--url", mcp_oauth_server.url)
+    done = chctl(user_env, "auth", "srv", "--scope", "mcp:read", extra_env={"BROWSER": browser_command()})
+    assert done.returncode == 0, done.stderr
+    code, (server,) = check(user_env, "srv")
+    assert (code, server["outcome"], server["level"]) == (1, "forbidden", "attention")
+    assert server["message"].startswith("403 (insufficient_scope): ")
+    assert "`chctl auth srv --scope ...`" in server["next_action"]

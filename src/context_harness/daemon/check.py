@@ -210,9 +210,13 @@ def _failed(name: str, upstream: Upstream, error: Any) -> Probe:
         said = f" (WWW-Authenticate error={challenge.error})" if challenge and challenge.error else ""
         return Probe(name, "unauthorized", "attention", f"401{said}: {message}", hint or f"`chctl auth {name}`")
     if status == 403:
-        scope = challenge.scope if challenge else None
-        said = f" (insufficient_scope, needs {scope})" if scope else ""
-        action = f"`chctl auth {name} --scope {scope}`" if scope else f"`chctl auth {name}` with the scopes it needs"
+        error, scope = (challenge.error, challenge.scope) if challenge else (None, None)
+        said = f" ({error}{f', needs {scope}' if scope else ''})" if error else ""
+        action = (
+            f"`chctl auth {name} --scope {scope}`"
+            if scope
+            else f"log in with the scopes the server needs: `chctl auth {name} --scope ...`, or ask for access"
+        )
         return Probe(name, "forbidden", "attention", f"403{said}: {message}", action)
     return Probe(name, "protocol", "failed", message, hint or NEXT_ACTION["protocol"])
 

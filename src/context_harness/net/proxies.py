@@ -58,7 +58,7 @@ class ProxyVariables:
         return None
 
     def summary(self) -> dict[str, str]:
-        """What `chctl doctor` shows: each variable's name and the proxy's host and port, or `set` for NO_PROXY."""
+        """What `chctl doctor` shows: each variable by its spelling, a proxy as `host:port`, NO_PROXY as it is."""
         shown: dict[str, str] = {}
         for name, (value, spelling) in self.values.items():
             shown[spelling] = value if name == "no_proxy" else Proxy(_with_scheme(value), spelling).where
