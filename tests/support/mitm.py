@@ -76,6 +76,9 @@ class MitmProxy:
             "--set", f"confdir={self.confdir}",
             "--set", f"ssl_verify_upstream_trusted_ca={self.upstream_ca}",
             "--set", "flow_detail=1",
+            # Pass bodies on as they arrive, as the companies' proxies do for event streams (mitmproxy would
+            # otherwise hold an SSE stream until it ends).
+            "--set", "stream_large_bodies=1",
         ]  # fmt: skip
         if self.proxyauth:
             argv += ["--proxyauth", self.proxyauth]
