@@ -1,7 +1,10 @@
-"""`chctl status` wall time against a bare `python -c pass` (the same interpreter), alternating runs.
+"""`chctl status` and `chctl token NAME --json` wall time against a bare `python -c pass` (the same
+interpreter), alternating runs.
 
-chctl is the command people type; it should cost about what starting Python costs. Target: median
-ratio <= 1.3. The daemon is started first, so the figure is chctl's start-up plus one RPC round trip.
+chctl is the command people type, and `chctl token` runs at every agent connect (Claude Code's
+`headersHelper`); each should cost about what starting Python costs. Target: median ratio <= 1.3. The daemon
+is started first, so the figure is chctl's start-up plus one RPC round trip; `chctl token` reads an API key
+stored beforehand (an OAuth token that is valid costs the same: no refresh is due).
 
 The chctl measured is the one README's install command produces: that command (the line of README.md
 that starts with `python3 -m venv`) is run with its `.venv` pointed at a temp dir, so the console-script
@@ -28,6 +31,7 @@ from pathlib import Path
 import bench_env
 
 TARGET_RATIO = 1.3
+BENCH_SERVER = "bench-key"  # an API-key server added before the runs, for `chctl token`
 WARMUP_RUNS = 3  # fill the page cache and pyc files before anything counts
 
 
@@ -81,6 +85,17 @@ def wrapper_imports(chctl: Path) -> str:
     return ", ".join(line.split()[1] for line in lines if line.startswith("import "))
 
 
+def store_a_key(chctl: str, env: dict[str, str], project: Path) -> None:
+    """An API-key server for `chctl token` to read (no request reaches its URL)."""
+    for argv in (
+        [chctl, "init"],
+        [chctl, "add", BENCH_SERVER, "--url", "https://mcp.example.com/mcp", "--api-key-env", "BENCH_KEY"],
+    ):
+        subprocess.run(
+            argv, env={**env, "BENCH_KEY": "bench-not-a-secret"}, cwd=project, check=True, stdout=subprocess.DEVNULL
+        )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runs", type=int, default=30, help="timed runs of each command (>= 20)")
@@ -103,11 +118,13 @@ def measure(chctl_path: Path, runs: int) -> None:
     with bench_env.user_env() as env, bench_env.running_daemon(env):
         variables = env.vars()  # CH_NO_AUTOSTART unset: chctl behaves as it does for a user
         variables.pop("PYTHONDONTWRITEBYTECODE", None)
+        store_a_key(chctl, variables, env.project)
         commands = {
             "python -c pass": [python, "-c", "pass"],
             # The floor for any client that speaks JSON over a socket with the standard library.
             "python -c 'import json, socket'": [python, "-c", "import json, socket"],
             "chctl status": [chctl, "status"],
+            "chctl token": [chctl, "token", BENCH_SERVER, "--json"],
         }
         times: dict[str, list[float]] = {label: [] for label in commands}
         for i in range(WARMUP_RUNS + runs):
@@ -119,7 +136,9 @@ def measure(chctl_path: Path, runs: int) -> None:
     python_ms = bench_env.median_ms(times["python -c pass"])
     floor_ms = bench_env.median_ms(times["python -c 'import json, socket'"])
     chctl_ms = bench_env.median_ms(times["chctl status"])
+    token_ms = bench_env.median_ms(times["chctl token"])
     ratio = round(chctl_ms / python_ms, 3)
+    token_ratio = round(token_ms / python_ms, 3)
     floor_ratio = round(floor_ms / python_ms, 3)
     bench_env.report(
         f"chctl start-up, median of {runs} alternating runs",
@@ -130,6 +149,8 @@ def measure(chctl_path: Path, runs: int) -> None:
             ("python -c 'import json, socket'", f"{floor_ms:.1f} ms  (ratio {floor_ratio:.2f})"),
             ("chctl status", f"{chctl_ms:.1f} ms"),
             ("ratio chctl / python", f"{ratio:.2f}  (target <= {TARGET_RATIO})"),
+            (f"chctl token {BENCH_SERVER} --json", f"{token_ms:.1f} ms"),
+            ("ratio chctl token / python", f"{token_ratio:.2f}  (target <= {TARGET_RATIO})"),
         ],
         {
             "runs": runs,
@@ -139,6 +160,8 @@ def measure(chctl_path: Path, runs: int) -> None:
             "json_socket_floor_ms": floor_ms,
             "chctl_status_ms": chctl_ms,
             "ratio": ratio,
+            "chctl_token_ms": token_ms,
+            "token_ratio": token_ratio,
             "floor_ratio": floor_ratio,
             "target_ratio": TARGET_RATIO,
         },

@@ -56,6 +56,10 @@ class FakeWorld:
     exact_redirects: bool = False  # /authorize refuses a redirect_uri the client did not register
     token_forgets_clients: bool = False  # /token answers invalid_client although /authorize knew the client
     preregistered: dict[str, list[str]] = field(default_factory=dict)  # client id -> its redirect URIs
+    # How /token wants a client secret: "client_secret_post" (FastMCP: Basic is invalid_client) or
+    # "client_secret_basic" (the secret in the form is invalid_client); None: takes anything.
+    secret_method: str | None = None
+    token_error: str | None = None  # /token answers this OAuth error (400) to every authenticated request
     forgotten: set[str] = field(default_factory=set)  # registered clients the server lost (a restart)
 
     # What happened (secrets included, so tests can look for them in logs).
@@ -64,10 +68,12 @@ class FakeWorld:
     redeemed_codes: list[str] = field(default_factory=list)
     verifiers: list[str] = field(default_factory=list)
     token_forms: list[dict[str, str]] = field(default_factory=list)
+    token_auth_headers: list[str | None] = field(default_factory=list)
     authorize_params: list[dict[str, str]] = field(default_factory=list)
     registrations: list[dict[str, Any]] = field(default_factory=list)
     issued_tokens: list[str] = field(default_factory=list)
     client_secrets: list[str] = field(default_factory=list)
+    revoked: list[str] = field(default_factory=list)  # tokens sent to /revoke
     release: asyncio.Event = field(default_factory=asyncio.Event)
 
     @property
@@ -170,6 +176,14 @@ def build_world_app(world: FakeWorld) -> web.Application:
     async def token(request: web.Request) -> web.Response:
         form = dict(await request.post())
         world.token_forms.append(form)
+        basic = request.headers.get("Authorization")
+        world.token_auth_headers.append(basic)
+        if (world.secret_method == "client_secret_post" and (basic or "client_secret" not in form)) or (
+            world.secret_method == "client_secret_basic" and (not basic or "client_secret" in form)
+        ):
+            return web.json_response({"error": "invalid_client", "error_description": "wrong client auth"}, status=401)
+        if world.token_error:
+            return web.json_response({"error": world.token_error}, status=400)
         if world.token_delay_s:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(world.release.wait(), world.token_delay_s)
@@ -201,7 +215,12 @@ def build_world_app(world: FakeWorld) -> web.Application:
             doc["scope"] = world.token_scope
         return web.json_response(doc)
 
+    async def revoke(request: web.Request) -> web.Response:
+        world.revoked.append(str((await request.post()).get("token", "")))
+        return web.Response(status=200)
+
     app = web.Application()
+    app.router.add_post("/as/revoke", revoke)
     app.router.add_post("/mcp", mcp)
     app.router.add_get("/.well-known/oauth-protected-resource/mcp", resource_metadata)
     app.router.add_get("/.well-known/oauth-authorization-server/as", as_metadata)

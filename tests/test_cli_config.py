@@ -222,10 +222,13 @@ def test_status_json_lists_servers_with_bound_configs(daemon: DaemonProcess, use
         "next_refresh_at": None,
         "configs": [str((user_env.project / "opencode.json").resolve())],
         "config_errors": {},
+        "url_changed": [],
         "mode": "header",
         "bridges": [],
         "last_error": None,
         "note": None,
+        "token_reads": 0,
+        "last_token_read_at": None,
     }
     table = chctl(user_env, "status").stdout
     assert "context7" in table and "ok (API key)" in table

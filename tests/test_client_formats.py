@@ -8,7 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from context_harness.config.format import CLIENTS, get_format
+from context_harness.config.format import CLIENTS, get_format, substitutions
+from context_harness.primitives.outside_values import substitution_problem
 from context_harness.primitives.result import ErrorCode, Failure, Success
 from context_harness.services.config_service import ConfigService
 
@@ -64,7 +65,9 @@ def test_add_refresh_and_remove_keep_every_other_byte(tmp_path: Path, client: st
     assert isinstance(config.put_entry(path, "srv", entry, fmt), Success)
     added = path.read_text()
     assert "OTHER" in added and fmt.entries(fmt.syntax.parse(added))["srv"] == entry
-    assert isinstance(config.set_header(path, "srv", "Authorization", "Bearer two", fmt), Success)
+    assert isinstance(
+        config.set_header(path, "srv", "Authorization", "Bearer two", fmt, url="https://mcp.example.com/mcp"), Success
+    )
     refreshed = path.read_text()
     assert refreshed == added.replace("Bearer one", "Bearer two")  # the value, and nothing else, changed
     assert isinstance(config.remove_entry(path, "srv", fmt), Success)
@@ -165,10 +168,11 @@ def test_codex_removing_the_last_server_leaves_no_empty_table(tmp_path: Path) ->
         ("vscode", "k-${input:x}", True),
         ("opencode", "k-{env:HOME}", True),
         ("codex", "k-${HOME}", False),  # Codex writes http_headers as they are
-        ("claude-code", "k-plain$", False),
+        ("claude-code", "k-plain$", False),  # Gemini CLI's `$`, not Claude Code's `${`
     ],
 )
 def test_a_value_the_client_would_substitute_is_named(client: str, value: str, refused: bool) -> None:
-    problem = get_format(client).value_problem(value)
-    assert (problem is not None) is refused
+    fmt = get_format(client)
+    problem = substitution_problem(value, substitutions())
+    assert (problem is not None and fmt.label in problem) is refused
     assert problem is None or value not in problem  # never echoes the value

@@ -8,9 +8,11 @@ import subprocess
 import sys
 from pathlib import Path
 
-from context_harness import units
-from context_harness.client import arguments, logs
+from context_harness import api, units
+from context_harness.client import arguments, logs, token_cmd
 from context_harness.config.format import CLIENTS, DEFAULT_CLIENT
+from context_harness.daemon.rpc_params import TokenParams
+from context_harness.services import token_access
 
 CLIENT = Path(__file__).resolve().parents[1] / "src" / "context_harness" / "client"
 PACKAGE = "context_harness.client"
@@ -72,18 +74,38 @@ def test_a_cycle_is_found() -> None:
     ]
 
 
-def test_chctl_status_loads_only_the_client_modules_it_needs() -> None:
+def client_modules_loaded_by(statement: str) -> set[str]:
+    """The context_harness modules loaded after `from context_harness.client import chctl` and `statement`,
+    client ones without their package prefix."""
     probe = (
         "import sys\n"
         "from context_harness.client import chctl\n"
-        "chctl.parse_fast(['status'])\n"
+        f"{statement}\n"
         "print(' '.join(sorted(m for m in sys.modules if m.startswith('context_harness.'))))\n"
     )
     done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True)
-    loaded = {name.removeprefix(PACKAGE + ".") for name in done.stdout.split()}
-    # Besides the client, only the printable-text rule it shares with the daemon (standard library only).
-    shared = {"context_harness.primitives", "context_harness.primitives.text"}
-    assert loaded == {PACKAGE, "chctl", "output", "rpc_client", "states", "wire"} | shared
+    return {name.removeprefix(PACKAGE + ".") for name in done.stdout.split()}
+
+
+# Besides the client, only the printable-text rule it shares with the daemon (standard library only).
+SHARED = {"context_harness.primitives", "context_harness.primitives.text"}
+STATUS_MODULES = {PACKAGE, "chctl", "output", "rpc_client", "states", "wire"} | SHARED
+
+
+def test_chctl_status_loads_only_the_client_modules_it_needs() -> None:
+    assert client_modules_loaded_by("chctl.parse_fast(['status'])") == STATUS_MODULES
+
+
+def test_chctl_token_loads_only_what_chctl_status_does_and_its_own_module() -> None:
+    loaded = client_modules_loaded_by("assert chctl.parse_fast(['token', 'linear', '--json']) is not None")
+    assert loaded == STATUS_MODULES | {"token_cmd"}
+
+
+def test_chctl_token_says_the_same_defaults_as_the_daemon() -> None:
+    assert token_cmd.DEFAULT_MIN_VALID_S == token_access.DEFAULT_MIN_VALID_S == api.DEFAULT_MIN_VALID_S
+    limit = TokenParams.model_fields["min_valid_s"]
+    assert limit.default == token_cmd.DEFAULT_MIN_VALID_S
+    assert any(getattr(m, "le", None) == token_cmd.MAX_MIN_VALID_S for m in limit.metadata)
 
 
 def test_chctl_offers_exactly_the_clients_the_daemon_knows_the_default_first() -> None:

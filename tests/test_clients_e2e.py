@@ -423,17 +423,17 @@ def test_doctor_flags_a_header_in_a_git_tracked_project_file_and_names_the_bridg
     assert ".mcp.json" in warning["message"] and "--client claude-code --mode bridge" in warning["hint"]
 
 
-def test_a_key_the_client_would_substitute_is_refused_in_header_mode_and_fine_in_the_bridge(
+def test_a_key_any_client_would_substitute_is_refused_in_every_mode_for_every_client(
     daemon: DaemonProcess, user_env: UserEnv, mcp_api_key_server: McpApiKeyServerFactory
 ) -> None:
+    # A stored key may later be written for another client, in header mode: it is refused at the door.
     server = mcp_api_key_server(key="k-${HOME}-not-real")
-    done = chctl(
-        user_env,
-        *("add", "keyed", "--url", server.url, "--key-header", server.header, "-k", server.key),
-        *("--client", "claude-code", "--mode", "header"),
-    )
-    assert "error[INVALID_PARAMS]" in done.stderr and "Claude Code would substitute" in done.stderr
-    assert server.key not in done.stderr
-    assert not user_file(user_env, "claude-code").exists()
-    add_key(user_env, "keyed", server, "--client", "claude-code")  # bridge: the key never goes into the file
-    assert statuses(user_env, "claude-code") == {"keyed": "connected"}
+    for client, mode in (("claude-code", "header"), ("claude-code", "bridge"), ("codex", "header")):
+        done = chctl(
+            user_env,
+            *("add", "keyed", "--url", server.url, "--key-header", server.header, "-k", server.key),
+            *("--client", client, "--mode", mode),
+        )
+        assert "error[INVALID_PARAMS]" in done.stderr and "Claude Code" in done.stderr, done.stderr
+        assert server.key not in done.stderr
+        assert not user_file(user_env, client).exists()

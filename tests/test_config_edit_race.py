@@ -31,7 +31,9 @@ def test_a_save_made_while_our_temp_file_is_fsynced_survives(tmp_path: Path, mon
         real_fsync(fd)
 
     monkeypatch.setattr(atomic.os, "fsync", fsync_while_the_editor_saves)
-    written = ConfigService().set_header(path, "srv", "Authorization", "Bearer new-token", OPENCODE)
+    written = ConfigService().set_header(
+        path, "srv", "Authorization", "Bearer new-token", OPENCODE, url="https://example.com/mcp"
+    )
     assert isinstance(written, Success)
     document = parse_jsonc(path.read_text())
     assert document["theme"] == "dark"  # the person's save survived...

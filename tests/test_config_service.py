@@ -74,7 +74,9 @@ def test_an_edit_that_writes_a_secret_takes_group_and_other_access_away(
     tmp_path: Path, before: int, after: int
 ) -> None:
     path = config_file(tmp_path, OPENCODE_AFTER, mode=before)
-    written = ConfigService().set_header(path, "srv", "Authorization", "Bearer inline-secret", OPENCODE, private=True)
+    written = ConfigService().set_header(
+        path, "srv", "Authorization", "Bearer inline-secret", OPENCODE, url="https://h/mcp", private=True
+    )
     assert isinstance(written, Success)
     assert mode_of(path) == after
     assert '"Authorization": "Bearer inline-secret"' in path.read_text()
@@ -82,7 +84,7 @@ def test_an_edit_that_writes_a_secret_takes_group_and_other_access_away(
 
 def test_an_edit_that_writes_no_secret_leaves_the_mode_alone(tmp_path: Path) -> None:
     path = config_file(tmp_path, OPENCODE_AFTER, mode=0o644)
-    assert isinstance(ConfigService().set_header(path, "srv", "X-Team", "docs", OPENCODE), Success)
+    assert isinstance(ConfigService().set_header(path, "srv", "X-Team", "docs", OPENCODE, url="https://h/mcp"), Success)
     assert mode_of(path) == 0o644
 
 

@@ -23,7 +23,7 @@ def test_a_config_whose_root_or_mcp_is_not_an_object_is_config_invalid(tmp_path:
     for result in (
         config.entries(path, OPENCODE),
         config.put_entry(path, "srv", {"type": "remote", "url": "https://example.com/mcp"}, OPENCODE),
-        config.set_header(path, "srv", "Authorization", "Bearer x", OPENCODE),
+        config.set_header(path, "srv", "Authorization", "Bearer x", OPENCODE, url="https://example.com/mcp"),
     ):
         assert isinstance(result, Failure) and result.code is ErrorCode.CONFIG_INVALID, result
         assert str(path) in result.error and "not an object" in result.error

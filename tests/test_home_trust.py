@@ -1,5 +1,5 @@
 """A CH_HOME (or its settings, registry, bindings, tokens, clients) that is not the user's own is refused at
-start, never silently chmod-ed; a CH_SOCKET in a shared directory leaves that directory alone."""
+start, never silently chmod-ed. The socket's directory: tests/test_socket_trust.py."""
 
 from __future__ import annotations
 
@@ -107,29 +107,6 @@ def test_the_users_own_home_with_a_readable_mode_is_accepted_and_left_alone(user
         assert stat.S_IMODE(user_env.ch_home.stat().st_mode) == 0o755
     finally:
         process.stop()
-
-
-def test_a_socket_in_a_shared_directory_leaves_that_directory_shared(user_env: UserEnv) -> None:
-    shared = user_env.root / "tmp"
-    shared.mkdir()
-    shared.chmod(0o1777)
-    sock = shared / "chd.sock"
-    with open(user_env.root / "daemon-shared.log", "wb") as log:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "context_harness.daemon"],
-            env={**user_env.vars(), "CH_SOCKET": str(sock)},
-            stdout=log,
-            stderr=log,
-            stdin=subprocess.DEVNULL,
-        )
-    try:
-        wait_for(lambda: socket_answers(sock) or proc.poll() is not None, 10, what="daemon socket")
-        assert proc.poll() is None
-        assert stat.S_IMODE(shared.stat().st_mode) == 0o1777
-        assert stat.S_IMODE(sock.stat().st_mode) == 0o600
-    finally:
-        proc.terminate()
-        proc.wait(10)
 
 
 def test_a_settings_file_opened_up_while_running_is_not_reloaded(user_env: UserEnv) -> None:

@@ -33,7 +33,21 @@ async def still_serving(user_env: UserEnv) -> None:
     assert (await call(user_env, "daemon.status"))["result"]["pid"] > 0
 
 
-HOSTILE_TOKENS = ["{env:ANTHROPIC_API_KEY}", "{file:~/.context-harness/secrets/other.token}", "abc\r\nX-Evil: 1"]
+# What opencode, Claude Code/Cursor/VS Code and Gemini CLI would substitute, and what would split a request.
+HOSTILE_TOKENS = [
+    "{env:ANTHROPIC_API_KEY}",
+    "{file:~/.context-harness/secrets/other.token}",
+    "${ANTHROPIC_API_KEY}",
+    "$GEMINI_API_KEY",
+    "abc\r\nX-Evil: 1",
+    "two words",
+]
+# Real shapes that must pass: Cloudflare workers-oauth-provider's `userId:grantId:secret`, a JWT, RFC 6749 VSCHARs.
+ODD_BUT_VALID_TOKENS = [
+    "user-42:grant-7Qh2:Xk3bq9ZsT1mN0pLw",
+    "eyJhbGciOiJSUzI1NiJ9.eyJzdWIiOiIxIn0.c2ln",
+    "a!\"#%&'()*,;<>?@[]^`|~\\",
+]
 
 
 async def test_a_login_token_that_is_config_syntax_is_refused_and_never_written(
@@ -43,6 +57,8 @@ async def test_a_login_token_that_is_config_syntax_is_refused_and_never_written(
         async with running_world(FakeWorld(access_token_value=hostile)) as world:
             reply = await login(user_env, world)
         assert reply["error"]["data"]["code"] == "OAUTH_ERROR", reply
+        assert "revoked at the server" in reply["error"]["message"], reply
+        assert world.revoked == list(reversed(world.issued_tokens))  # refresh token (the grant) first
         assert header_of(user_env) is None
         assert hostile not in stored_text(user_env)
         assert hostile not in (user_env.project / "opencode.json").read_text()
@@ -62,9 +78,21 @@ async def test_a_refreshed_token_that_is_config_syntax_is_refused_and_the_old_he
             world.access_token_value = hostile
             reply = await call(user_env, "token.refresh", name="srv")
             assert "error" in reply, reply
+            assert world.revoked[-2:] == list(reversed(world.issued_tokens[-2:]))
             assert header_of(user_env) == good
             assert hostile not in stored_text(user_env)
             assert hostile not in daemon.log()
+    await still_serving(user_env)
+
+
+async def test_a_token_of_any_visible_ascii_logs_in_and_refreshes(daemon: DaemonProcess, user_env: UserEnv) -> None:
+    for token in ODD_BUT_VALID_TOKENS:
+        async with running_world(FakeWorld(access_token_value=token)) as world:
+            assert "result" in await login(user_env, world)
+            assert header_of(user_env) == f"Bearer {token}"
+            assert "result" in await call(user_env, "token.refresh", name="srv")
+            assert header_of(user_env) == f"Bearer {token}"
+            assert world.revoked == []
     await still_serving(user_env)
 
 

@@ -5,6 +5,7 @@ No daemon: the service is called directly."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import stat
 from dataclasses import dataclass
@@ -96,7 +97,7 @@ def test_a_registry_oauth_server_is_added_to_opencode_and_waits_for_a_login(harn
     assert outcome.path == harness.opencode_json.resolve()
     assert "// mine" in harness.opencode_json.read_text()
     assert harness.bindings.for_server("team-wiki") == [
-        Binding(path=str(harness.opencode_json.resolve()), client="opencode", mode="header", url=None)
+        Binding(path=str(harness.opencode_json.resolve()), client="opencode", mode="header", url=WIKI_URL)
     ]
     assert harness.tokens.load("team-wiki") is None  # nothing to store before the login
     assert mode_of(harness.opencode_json) == 0o644  # no secret in it yet
@@ -109,6 +110,7 @@ def test_a_login_made_before_the_add_goes_into_the_entry_at_once(harness: Harnes
             kind="oauth",
             state=TokenState.ACTIVE,
             tokens=OAuthTokens(access_token="at-earlier-login"),
+            server_url=WIKI_URL,  # recorded at that login
         )
     )
     added = harness.add("team-wiki")
@@ -147,7 +149,9 @@ def test_an_api_key_for_a_custom_url_is_stored_0600_before_the_config_names_it(
     assert mode_of(harness.tokens.path("docs").parent) == 0o700
     assert added.value.auth_type is MCPAuthType.API_KEY and added.value.needs_auth is False
     assert harness.bindings.for_server("docs") == [
-        Binding(path=str(harness.opencode_json.resolve()), client="opencode", secret_mode=SecretMode.INLINE)
+        Binding(
+            path=str(harness.opencode_json.resolve()), client="opencode", secret_mode=SecretMode.INLINE, url=DOCS_URL
+        )
     ]
 
 
@@ -225,3 +229,44 @@ def test_an_unknown_name_is_not_found_with_the_names_it_resembles(harness: Harne
     assert f"unknown server {name!r}" in added.error
     assert f"did you mean: {suggested}" in (added.hint or "") and "--url" in (added.hint or "")
     assert_nothing_written(harness, name)
+
+
+@pytest.mark.parametrize(
+    "entry",
+    [
+        {"url": "https://mcp.example/{env:ANTHROPIC_API_KEY}/mcp", "auth_type": "api-key", "api_key_header": "X-Key"},
+        {"url": "https://mcp.example/mcp", "auth_type": "api-key", "api_key_header": "X-Key\r\nX-Evil: 1"},
+        {"url": "https://mcp.example/mcp?t=${GITHUB_TOKEN}"},
+    ],
+)
+def test_a_registry_entry_a_config_could_not_hold_safely_is_skipped_not_written(
+    harness: Harness, entry: dict[str, str]
+) -> None:
+    registry = harness.mcp.user_registry
+    registry.write_text(json.dumps({"servers": [{"name": "planted", **entry}]}))
+    harness.mcp.reload_registry()
+    assert "planted" not in harness.mcp.registry
+    [warning] = harness.mcp.registry_warnings
+    assert "planted" in warning and ("'url'" in warning or "'api_key_header'" in warning)
+    added = harness.add("planted", api_key=KEY) if "api_key_header" in entry else harness.add("planted")
+    assert isinstance(added, Failure) and added.code is ErrorCode.NOT_FOUND
+    assert harness.opencode_json.read_text() == OPENCODE_CONFIG
+    assert harness.tokens.load("planted") is None
+
+
+@pytest.mark.parametrize(
+    ("secret", "header"),
+    [("{env:ANTHROPIC_API_KEY}", "X-Key"), ("k-$HOME", "X-Key"), ("k 1", "X-Key"), (KEY, "X-Key\r\nX-Evil")],
+)
+def test_the_publisher_checks_a_stored_value_again_before_it_writes(harness: Harness, secret: str, header: str) -> None:
+    # A key stored before the gate existed (or a planted token file) reaches no config.
+    assert isinstance(harness.add("docs", url=DOCS_URL, api_key=KEY, key_header="X-Key"), Success)
+    before = harness.opencode_json.read_text()
+    planted = harness.tokens.load("docs")
+    assert planted is not None
+    harness.tokens.save(planted.model_copy(update={"api_key": secret, "header_name": header}))
+    report = asyncio.run(harness.mcp.publisher.publish("docs"))
+    assert report.written == [] and list(report.failed) == [str(harness.opencode_json.resolve())]
+    [reason] = report.failed.values()
+    assert "not written" in reason and secret not in reason
+    assert harness.opencode_json.read_text() == before

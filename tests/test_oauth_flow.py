@@ -503,3 +503,54 @@ def test_a_flow_request_never_shows_its_client_secret() -> None:
         server_name="fake", server_url="https://mcp.example/mcp", client_id="my-app", client_secret="s3cret"
     )
     assert "s3cret" not in repr(request) and "my-app" in repr(request)
+
+
+# --- the other way of sending the secret (issue 17 §5) ------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("server_wants", "chosen"),
+    [("client_secret_post", None), ("client_secret_basic", "client_secret_post")],
+)
+async def test_a_secret_refused_one_way_is_sent_once_the_other_and_that_way_is_remembered(
+    session: aiohttp.ClientSession, store: ClientStore, server_wants: str, chosen: str | None
+) -> None:
+    async with running_world(FakeWorld(registration_endpoint=False, secret_method=server_wants)) as world:
+        result, _, logs = await run(
+            world, session, store, client_id="my-app", client_secret="my-app-secret", token_auth_method=chosen
+        )
+        assert isinstance(result, Success), result
+        assert result.value.token_endpoint_auth_method == server_wants
+        assert len(world.token_forms) == 2 and len(world.redeemed_codes) == 1  # the code, redeemed once
+        remembered = store.get("fake", world.issuer)
+        assert remembered is not None and remembered.token_endpoint_auth_method == server_wants
+        assert_no_secret(world, logs, result)
+
+
+async def test_a_stored_client_refused_with_basic_learns_the_method_the_server_takes(
+    session: aiohttp.ClientSession, store: ClientStore
+) -> None:
+    """A registration answered with a secret and no method is stored as Basic (RFC 7591's default)."""
+    async with running_world(FakeWorld(secret_method="client_secret_post")) as world:
+        registration = ClientRegistration(
+            issuer=world.issuer,
+            client_id="client-1",
+            client_secret="dcr-secret",
+            token_endpoint_auth_method="client_secret_basic",
+            preregistered=True,
+        )
+        store.save("fake", registration)
+        result, _, _ = await run(world, session, store)
+        assert isinstance(result, Success), result
+        assert world.token_auth_headers[0] is not None and world.token_forms[1]["client_secret"] == "dcr-secret"
+        remembered = store.get("fake", world.issuer)
+        assert remembered is not None and remembered.token_endpoint_auth_method == "client_secret_post"
+
+
+async def test_invalid_grant_is_never_retried_the_code_is_single_use(
+    session: aiohttp.ClientSession, store: ClientStore
+) -> None:
+    async with running_world(FakeWorld(registration_endpoint=False, token_error="invalid_grant")) as world:
+        result, _, _ = await run(world, session, store, client_id="my-app", client_secret="my-app-secret")
+        assert isinstance(result, Failure) and result.code is ErrorCode.INVALID_GRANT
+        assert len(world.token_forms) == 1

@@ -183,3 +183,22 @@ async def test_revoke_outcomes(session: aiohttp.ClientSession) -> None:
         assert isinstance(fourth, Failure) and fourth.code is ErrorCode.OAUTH_ERROR
     assert endpoint.forms[0] == {"token": "tok", "token_type_hint": "refresh_token", "client_id": "client-1"}
     assert endpoint.forms[3]["client_secret"] == CLIENT_SECRET
+
+
+async def test_a_refreshed_token_a_client_would_substitute_is_revoked_and_permanent(
+    session: aiohttp.ClientSession,
+) -> None:
+    hostile = {"access_token": "${AWS_SECRET_ACCESS_KEY}", "refresh_token": "R2-SECRET"}
+    endpoint = ScriptedTokenEndpoint([respond(200, hostile), respond(200), respond(200), respond(200, hostile)])
+    async with serve(endpoint.app()) as base:
+        outcome = await refresh(session, base, revocation_endpoint=base + "/revoke")
+        unrevoked = await refresh(session, base)
+    assert isinstance(outcome, PermanentError) and outcome.code is ErrorCode.OAUTH_ERROR
+    assert "Claude Code" in outcome.reason and "revoked at the server" in outcome.reason
+    assert "AWS_SECRET" not in outcome.reason
+    revocations = [form for form in endpoint.forms if "token" in form]
+    assert [(f["token"], f["token_type_hint"]) for f in revocations] == [
+        ("R2-SECRET", "refresh_token"),
+        ("${AWS_SECRET_ACCESS_KEY}", "access_token"),
+    ]
+    assert isinstance(unrevoked, PermanentError) and "no revocation endpoint" in unrevoked.reason

@@ -5,14 +5,13 @@ from urllib.parse import parse_qs, urlsplit
 
 import pytest
 
+from context_harness.oauth.authorization_request import build_authorization_url, parse_callback
 from context_harness.oauth.token_client import (
     PermanentError,
     Refreshed,
     TransientError,
-    build_authorization_url,
     classify_refresh_response,
     client_authentication,
-    parse_callback,
     parse_retry_after,
     parse_token_response,
 )

@@ -1,10 +1,12 @@
 """printable: the one rule for showing text that came from elsewhere, in chctl's output and in OAuth errors."""
 
 import ast
+import subprocess
+import sys
 from pathlib import Path
 
+from context_harness.oauth.authorization_request import parse_callback
 from context_harness.oauth.preflight import PAGE_TEXT_LIMIT, refusal
-from context_harness.oauth.token_client import parse_callback
 from context_harness.primitives import text
 from context_harness.primitives.result import Failure
 from context_harness.primitives.text import SERVER_TEXT_LIMIT, printable
@@ -48,4 +50,17 @@ def test_an_error_page_becomes_one_line_of_its_words() -> None:
 def test_chctl_pays_for_no_import_to_get_it() -> None:
     tree = ast.parse(Path(text.__file__).read_text())
     imported = {node.module for node in ast.walk(tree) if isinstance(node, ast.ImportFrom)}
-    assert imported == {"__future__"} and not any(isinstance(node, ast.Import) for node in ast.walk(tree))
+    assert imported == {"__future__"} and not any(isinstance(node, ast.Import) for node in tree.body)
+    # One import inside a function, reached only for text that is not ASCII.
+    lazy = [alias.name for node in ast.walk(tree) if isinstance(node, ast.Import) for alias in node.names]
+    assert lazy == ["unicodedata"]
+    probe = "import sys; from context_harness.primitives.text import printable; printable('a\\x1b b'); "
+    probe += "print('unicodedata' in sys.modules)"
+    done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True)
+    assert done.stdout.strip() == "False"
+
+
+def test_format_characters_never_reach_the_terminal() -> None:
+    # U+202E turns what follows around on screen: `evil\u202egnp.exe` shows as `evilexe.png`.
+    assert printable("docs\u202etxt.exe \u200b\u2066x\u2069 \ufeff") == "docstxt.exe x "
+    assert printable("café\u200d 東京") == "café 東京"

@@ -174,6 +174,20 @@ def test_one_bad_entry_is_skipped_with_its_name_and_field_and_the_rest_load(tmp_
         ({"name": "nohdr", "url": "https://h.example/mcp", "auth_type": "api-key"}, "api_key_header"),
         ({"name": "typo", "url": "https://t.example/mcp", "args": ["--x"]}, "args"),
         ({"url": "https://anon.example/mcp"}, "name"),
+        # What a config would read as syntax, or a request would choke on, never reaches a config.
+        ({"name": "subst", "url": "https://s.example/{env:HOME}/mcp"}, "url"),
+        ({"name": "subst2", "url": "https://s.example/mcp?k=${GITHUB_TOKEN}"}, "url"),
+        ({"name": "spaced", "url": "https://s.example/m cp"}, "url"),
+        ({"name": "ftp", "url": "ftp://s.example/mcp"}, "url"),
+        ({"name": "clear", "url": "http://s.example/mcp", "auth_type": "oauth"}, "url"),
+        (
+            {"name": "hdr", "url": "https://h.example/mcp", "auth_type": "api-key", "api_key_header": "X-Key\r\nX: 1"},
+            "api_key_header",
+        ),
+        (
+            {"name": "hdr2", "url": "https://h.example/mcp", "auth_type": "api-key", "api_key_header": "X Key"},
+            "api_key_header",
+        ),
     ],
 )
 def test_unusable_entries_are_reported_by_field(tmp_path: Path, entry: dict[str, object], field: str) -> None:
@@ -253,3 +267,14 @@ def test_close_names_respects_the_limit_and_finds_nothing_for_nonsense() -> None
     names = ["neon1", "neon2", "neon3", "neon4"]
     assert len(close_names("neon", names, limit=2)) == 2
     assert close_names("zzzzzz", names) == []
+
+
+def test_a_plain_http_server_without_a_credential_is_still_fine(tmp_path: Path) -> None:
+    user_file = write_json(tmp_path / "registry.json", [{"name": "intranet", "url": "http://wiki.corp:8080/mcp"}])
+    servers, warnings = load_registry(user_file)
+    assert warnings == [] and "intranet" in servers
+
+
+def test_every_builtin_entry_passes_the_gate() -> None:
+    for server in builtin_servers():
+        assert entry_problem(server) is None, server.name

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from context_harness.upstream.messages import error_response, routing_headers
+from context_harness.upstream.limits import REINIT_PER_MINUTE, ReinitBudget, TooLarge
+from context_harness.upstream.messages import error_response, lookup_id, routing_headers
 from context_harness.upstream.sse import Event, SseParser
 
 STREAM = (
@@ -45,6 +47,49 @@ def test_an_unfinished_event_is_held_until_its_blank_line() -> None:
     assert parser.feed(b"data: half") == []
     assert parser.feed(b"\n") == []
     assert parser.feed(b"\n") == [Event(data="half")]
+
+
+def test_a_line_or_an_event_past_the_limit_is_refused_as_it_grows() -> None:
+    endless_line = SseParser(limit=1000)
+    endless_line.feed(b"data: " + b"x" * 900)
+    with pytest.raises(TooLarge):
+        endless_line.feed(b"x" * 200)  # no line ending yet: nothing more is kept
+    endless_event = SseParser(limit=1000)
+    with pytest.raises(TooLarge):
+        for _ in range(20):
+            endless_event.feed(b"data: " + b"x" * 99 + b"\n")  # lines, but never the blank one
+    just_fits = SseParser(limit=1000)
+    assert just_fits.feed(b"data: " + b"x" * 990 + b"\n\n") == [Event(data="x" * 990)]
+
+
+def test_a_long_line_cut_in_many_chunks_is_parsed_whole() -> None:
+    parser = SseParser()
+    events = parser.feed(b"data: ")
+    for _ in range(1000):
+        events += parser.feed(b"y" * 1000)
+    events += parser.feed(b"\r")
+    events += parser.feed(b"\n\r\n")
+    assert events == [Event(data="y" * 1_000_000)]
+
+
+def test_only_string_and_integer_ids_are_looked_up() -> None:
+    assert [lookup_id(v) for v in ("a", 7, [1], {"a": 1}, True, None, 1.5)] == ["a", 7, None, None, None, None, None]
+
+
+def test_reinitializations_back_off_and_stop_for_the_rest_of_the_minute() -> None:
+    now = [1000.0]
+    budget = ReinitBudget(clock=lambda: now[0])
+    delays = []
+    for _ in range(REINIT_PER_MINUTE):
+        delay = budget.delay()
+        assert delay is not None
+        delays.append(delay)
+        now[0] += delay
+        budget.spend()
+    assert delays[:4] == [0.0, 0.5, 1.0, 2.0] and max(delays) <= 30.0
+    assert budget.delay() is None  # the minute's share is spent
+    now[0] += 60
+    assert budget.delay() is not None
 
 
 def test_handshake_sessions_carry_the_negotiated_version() -> None:

@@ -86,7 +86,8 @@ def mcp_api_key_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Mcp
 
     def factory(header: str = "X-API-Key", key: str | None = None, transport: str = "streamable") -> McpApiKeyServer:
         if (header, key, transport) not in running:
-            actual_key = key or secrets.token_urlsafe(24)
+            # "k" first: a key starting with "-" would read as an option after `chctl add -k`.
+            actual_key = key or "k" + secrets.token_urlsafe(24)
             log_path = tmp_path_factory.mktemp("mcp-api-key") / "mcp-server.log"
             args = ["--api-key-header", header, "--transport", transport]
             peer = _start_app(args, {"MCP_PEER_API_KEY": actual_key}, log_path)

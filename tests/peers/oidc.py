@@ -47,6 +47,9 @@ class OidcConfig:
     resources: tuple[str, ...] | None = None  # exact allow-list instead of the prefix
     resource_scopes: tuple[str, ...] = ("mcp:read", "mcp:write")
     extra_clients: tuple[str, ...] = field(default=())  # JSON-encoded client metadata objects
+    # True: a client of extra_clients that sends its secret another way than registered is invalid_client
+    strict_client_auth_method: bool = False
+    token_delay_ms: int = 0  # the token endpoint answers this much later: a refresh stays in flight a while
     tls_cert: str | None = None  # PEM files: serve HTTPS (the issuer is then https://)
     tls_key: str | None = None
 
@@ -59,10 +62,12 @@ class OidcConfig:
                 "alwaysIssueRefreshToken": self.always_issue_refresh_token,
                 "registration": self.registration,
                 "offlineAccessNeedsPromptConsent": self.offline_access_needs_prompt_consent,
+                "tokenDelayMs": self.token_delay_ms,
                 "resourcePrefix": self.resource_prefix,
                 "resources": list(self.resources) if self.resources is not None else None,
                 "resourceScopes": list(self.resource_scopes),
                 "extraClients": [json.loads(client) for client in self.extra_clients],
+                "strictClientAuthMethod": self.strict_client_auth_method,
                 "publicClientId": PUBLIC_CLIENT_ID,
                 "introspectionClientId": INTROSPECTION_CLIENT_ID,
                 "introspectionClientSecret": introspection_secret,

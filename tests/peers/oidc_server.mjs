@@ -42,6 +42,10 @@
 //                         (default "mcp-resource-server" / a random secret, then useless: pass one).
 //   extraClients          more client metadata objects to pre-register.
 //   registration          open dynamic client registration (default true, no initial access token).
+//   strictClientAuthMethod  true: /token and /token/revocation refuse (401 invalid_client) a client of
+//                         extraClients that sends its secret another way than its token_endpoint_auth_method
+//                         says, as FastMCP does (stock oidc-provider takes Basic and the form alike).
+//                         (default false)
 //   tlsCert / tlsKey      PEM files: serve HTTPS with them, and the issuer is https://127.0.0.1:<port>.
 //
 // Access tokens are opaque (resource servers must introspect). PKCE is required for every client,
@@ -78,6 +82,8 @@ const settings = {
   extraClients: config.extraClients ?? [],
   registration: config.registration ?? true,
   offlineAccessNeedsPromptConsent: config.offlineAccessNeedsPromptConsent ?? false,
+  strictClientAuthMethod: config.strictClientAuthMethod ?? false,
+  tokenDelayMs: config.tokenDelayMs ?? 0,
 };
 
 function resourceAccepted(indicator) {
@@ -182,6 +188,43 @@ if (!settings.offlineAccessNeedsPromptConsent) {
     if (ctx.path === '/auth' && ctx.method === 'GET' && !query.prompt
         && typeof query.scope === 'string' && query.scope.split(' ').includes('offline_access')) {
       ctx.query = { ...query, prompt: 'consent' };
+    }
+    await next();
+  });
+}
+if (settings.strictClientAuthMethod) {
+  const registeredMethod = new Map(settings.extraClients.map((c) => [c.client_id, c.token_endpoint_auth_method]));
+  provider.use(async (ctx, next) => {
+    if (ctx.method === 'POST' && ['/token', '/token/revocation'].includes(ctx.path)) {
+      const chunks = [];
+      for await (const chunk of ctx.req) chunks.push(chunk);
+      // oidc-provider parses an already-read body from here (lib/shared/selective_body.js).
+      ctx.request.body = Buffer.concat(chunks).toString();
+      const form = new URLSearchParams(ctx.request.body);
+      const header = ctx.get('authorization');
+      let clientId = form.get('client_id');
+      let used = form.has('client_secret') ? 'client_secret_post' : 'none';
+      if (header.startsWith('Basic ')) {
+        used = 'client_secret_basic';
+        clientId = decodeURIComponent(Buffer.from(header.slice(6), 'base64').toString().split(':')[0]);
+      }
+      const registered = registeredMethod.get(clientId);
+      if (registered && registered !== used) {
+        console.error('strict_client_auth_refused', ctx.path, used);
+        ctx.status = 401;
+        ctx.body = { error: 'invalid_client', error_description: `this client authenticates with ${registered}` };
+        return;
+      }
+    }
+    await next();
+  });
+}
+if (settings.tokenDelayMs > 0) {
+  // A slow token endpoint: a refresh stays in flight long enough for concurrent callers to
+  // arrive during it (the single-flight tests).
+  provider.use(async (ctx, next) => {
+    if (ctx.path === '/token' && ctx.method === 'POST') {
+      await new Promise((resolve) => { setTimeout(resolve, settings.tokenDelayMs); });
     }
     await next();
   });

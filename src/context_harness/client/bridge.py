@@ -32,6 +32,7 @@ RETRY_INTERVAL_S = 0.1  # how often a lost daemon is looked for
 OPEN_TIMEOUT_S = 10.0  # a daemon that accepts the connection but does not answer `bridge.open` in this time is hung
 GIVE_UP_S = 15.0  # a request waiting this long for a daemon is answered with an error (it keeps looking)
 AUTOSTART_EVERY_S = 30.0  # start the daemon at most this often while none answers
+REFUSED_BACKOFF_S = (1.0, 10.0)  # after the daemon refuses the bridge (or is refused): wait this long, doubling, capped
 READ_BYTES = 256 * 1024
 RELAY_ERROR = -32001  # the daemon's relay uses the same code for its own failures
 OPEN_ID = "chctl-bridge-open"
@@ -73,6 +74,8 @@ class Bridge:
         self.opening_since = 0.0
         self.autostarted_at = -AUTOSTART_EVERY_S
         self.autostart = os.environ.get("CH_NO_AUTOSTART") != "1"
+        self.refusals = 0  # `bridge.open` refused in a row
+        self.refusal: tuple[str, str, Any] = ("", "", None)  # the last one's message, code and hint
         # The client's handshake, replayed to the daemon after a reconnect once the session is established.
         self.initialize: dict[str, Any] | None = None
         self.initialized: dict[str, Any] | None = None
@@ -110,9 +113,14 @@ class Bridge:
     # --- the daemon connection --------------------------------------------------------------------------
 
     def try_connect(self, now: float) -> None:
-        sock = rpc_client._connect(rpc_client.socket_path())
+        try:
+            sock = rpc_client.connect_trusted(rpc_client.socket_path())
+        except rpc_client.RpcError as refused:  # another user's daemon: it gets nothing, not even the name
+            self.refused(refused.message, refused.code, refused.hint)
+            return
         if sock is None:
             self.next_attempt = now + RETRY_INTERVAL_S
+            self.refusals = 0  # no daemon at all: an earlier refusal's reason no longer holds
             if self.autostart and now - self.autostarted_at >= AUTOSTART_EVERY_S:
                 self.autostarted_at = now
                 rpc_client.start_daemon()
@@ -153,6 +161,7 @@ class Bridge:
         error = reply.get("error")
         if error is None and "result" in reply:
             self.state = "open"
+            self.refusals = 0
             queued, self.queue = self.queue, []
             for _since, queued_line, request_id in queued:
                 self.to_daemon(queued_line, request_id)
@@ -163,7 +172,14 @@ class Bridge:
         message = str(error.get("message")) if isinstance(error, dict) else "the daemon refused the bridge"
         code, hint = str(data.get("code", "INTERNAL")), data.get("hint")
         self.drop_connection()
-        self.next_attempt = time.monotonic() + 1.0
+        self.refused(message, code, hint if isinstance(hint, str) else None)
+
+    def refused(self, message: str, code: str, hint: str | None) -> None:
+        """Every request waiting for the daemon learns why it cannot be carried; ask again after a backoff."""
+        first, cap = REFUSED_BACKOFF_S
+        self.next_attempt = time.monotonic() + min(first * 2**self.refusals, cap)
+        self.refusals += 1
+        self.refusal = (message, code, hint)
         for _since, _line, request_id in self.queue:
             if request_id is not None:
                 write_all(STDOUT, error_reply(request_id, message, code=code, hint=hint))
@@ -211,9 +227,13 @@ class Bridge:
                 self.initialized = message
             if self.state == "open":
                 self.to_daemon(line, request_id)
+            elif self.refusals and request_id is not None:  # refused a moment ago: the same answer, at once
+                text, code, hint = self.refusal
+                write_all(STDOUT, error_reply(request_id, text, code=code, hint=hint))
             else:
                 self.queue.append((time.monotonic(), line, request_id))
-                self.next_attempt = min(self.next_attempt, time.monotonic())
+                if not self.refusals:  # a lost daemon is looked for at once; a refusal's backoff holds
+                    self.next_attempt = min(self.next_attempt, time.monotonic())
 
     def to_daemon(self, line: bytes, request_id: Any) -> None:
         assert self.sock is not None

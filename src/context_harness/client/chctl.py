@@ -2,8 +2,8 @@
 
 Standard library only, so it starts about as fast as `python3`: it speaks JSON through `wire` and the socket
 through `_socket` (see rpc_client.py); what only some commands need (getpass, shlex, json for --json, the
-modules behind `auth`, `bridge` and `service`) is imported by them; and `chctl status` and `chctl bridge NAME`
-skip argparse (see `parse_fast`).
+modules behind `auth`, `bridge`, `token` and `service`) is imported by them; and `chctl status`, `chctl bridge
+NAME` and `chctl token NAME` skip argparse (see `parse_fast`).
 """
 
 from __future__ import annotations
@@ -59,6 +59,9 @@ examples:
 `chctl registry` lists the servers you can add by name.
 """
 
+
+# What `chctl add` says after the path of an entry that holds no header.
+MODE_NOTES = {"bridge": " (through `chctl bridge`)", "helper": " (Claude runs `chctl token` at each connect)"}
 
 # `chctl doctor` exits with the worst level it found (documented in README).
 DOCTOR_EXIT = {"ok": 0, "warn": 1, "error": 2}
@@ -199,7 +202,7 @@ def cmd_add(args: argparse.Namespace) -> int:
         print_json(result)
         return 0
     for config in result.get("configs") or [{"path": result["path"], "mode": "bridge" if args.bridge else "header"}]:
-        through = " (through `chctl bridge`)" if config["mode"] == "bridge" else ""
+        through = MODE_NOTES.get(config["mode"], "")
         print(f"added {result['name']} to {config['path']}{through}")
     if result["needs_auth"]:
         if picked and picker.ask_yes(f"log in to {result['name']} now?"):
@@ -421,8 +424,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument(
         "--mode",
-        choices=["bridge", "header"],
-        help="bridge or header, for every --client (default: header for opencode, bridge for the others)",
+        choices=["bridge", "header", "helper"],
+        help="bridge or header, for every --client (default: header for opencode, bridge for the others); "
+        "helper, for claude-code only: Claude runs `chctl token NAME --json` at each connect",
     )
     add_json_flag(p)
     p.set_defaults(func=cmd_add, usage_error=p.error)
@@ -468,10 +472,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_daemon)
 
     # The commands that live in modules of their own; imported here, so `chctl status` does not load them.
-    from context_harness.client import auth_cmd, check_cmd, completion, import_cmd, logs, service_args
+    from context_harness.client import auth_cmd, check_cmd, completion, import_cmd, logs, service_args, token_cmd
 
     auth_cmd.add_auth_parsers(sub)
     check_cmd.add_check_parser(sub)
+    token_cmd.add_token_parser(sub)
     import_cmd.add_import_parser(sub)
     logs.add_logs_parser(sub)
     completion.add_completion_parser(sub, parser)
@@ -496,9 +501,15 @@ class FastArgs:
 
 
 def parse_fast(args_list: Sequence[str]) -> FastArgs | None:
-    """What argparse would make of `args_list` for `bridge NAME` and the spellings in FAST_SPELLINGS; else None."""
+    """What argparse would make of `args_list` for `bridge NAME`, `token NAME ...` and the spellings in
+    FAST_SPELLINGS; else None."""
     if len(args_list) == 2 and args_list[0] == "bridge" and not args_list[1].startswith("-"):
         return FastArgs(command="bridge", name=args_list[1], func=cmd_bridge)  # agents spawn it per session
+    if args_list[:1] == ["token"]:  # agents run it at every connect
+        from context_harness.client import token_cmd
+
+        token = token_cmd.parse_fast(args_list)
+        return None if token is None else FastArgs(command="token", func=token_cmd.cmd_token, **token)
     as_json = FAST_SPELLINGS.get(tuple(args_list))
     if as_json is None:
         return None

@@ -59,6 +59,7 @@ def daemon_log() -> str:
 
 
 def _connect(path: str) -> _socket.socket | None:
+    """A connection to whoever listens on `path`, or None; see `connect_trusted` before sending anything."""
     sock = _socket.socket(_socket.AF_UNIX, _socket.SOCK_STREAM)
     try:
         sock.connect(path)
@@ -66,6 +67,62 @@ def _connect(path: str) -> _socket.socket | None:
         sock.close()
         return None
     return sock
+
+
+def connect_trusted(path: str) -> _socket.socket | None:
+    """A connection to the user's own daemon on `path`, or None when nobody listens; RpcError DAEMON_UNTRUSTED
+    (and nothing sent) when the listener is another user's."""
+    sock = _connect(path)
+    if sock is None:
+        return None
+    foreign = foreign_daemon(sock, path)
+    if foreign is not None:
+        sock.close()
+        raise RpcError("DAEMON_UNTRUSTED", *foreign)
+    return sock
+
+
+# --- whose daemon is listening ----------------------------------------------------------------------------
+# In a shared runtime directory another user can create `context-harness/` first and listen there; a key sent
+# to that socket is theirs. So chctl and `chctl bridge` ask the kernel who the peer is (SO_PEERCRED on Linux,
+# LOCAL_PEERCRED on macOS) and talk only to a daemon of their own uid. Where neither exists, the owner of the
+# socket file stands in: the daemon binds it itself, so its owner is the daemon's user. (No `struct` import:
+# the uid is read from the bytes.)
+
+# struct ucred (Linux): pid, uid, gid as native ints; struct xucred (macOS): version, uid, ngroups, groups[16].
+_UCRED_SIZE = 12
+_XUCRED_SIZE = 76
+_UID_SLICE = slice(4, 8)  # the uid is the second 32-bit field of both
+_MACOS_SOL_LOCAL = 0
+_MACOS_LOCAL_PEERCRED = 0x001
+
+
+def peer_uid(sock: _socket.socket, path: str) -> int | None:
+    """The uid of the process that listens on `sock` (connected to `path`); None when it cannot be told."""
+    try:
+        if sys.platform.startswith("linux"):
+            raw = sock.getsockopt(_socket.SOL_SOCKET, _socket.SO_PEERCRED, _UCRED_SIZE)
+            return int.from_bytes(raw[_UID_SLICE], sys.byteorder)
+        if sys.platform == "darwin":
+            option = getattr(_socket, "LOCAL_PEERCRED", _MACOS_LOCAL_PEERCRED)
+            raw = sock.getsockopt(_MACOS_SOL_LOCAL, option, _XUCRED_SIZE)
+            return int.from_bytes(raw[_UID_SLICE], sys.byteorder)
+        return os.stat(path).st_uid
+    except OSError:
+        return None
+
+
+def foreign_daemon(sock: _socket.socket, path: str) -> tuple[str, str] | None:
+    """(message, hint) when the daemon on `sock` is not the user's own; None when it is."""
+    uid, mine = peer_uid(sock, path), os.getuid()
+    if uid == mine:
+        return None
+    who = "an unknown user" if uid is None else f"uid {uid}"
+    return (
+        f"refusing the daemon on {path}: it runs as {who}, not as you (uid {mine}); nothing was sent to it",
+        "another user may be waiting there for your keys: set CH_SOCKET to a path in a directory only you can "
+        "write (e.g. CH_SOCKET=~/.context-harness/run/chd.sock), and have the other socket's directory removed",
+    )
 
 
 # `-I`: the daemon never imports from the working directory, PYTHONPATH or user site-packages (a
@@ -108,7 +165,7 @@ def start_daemon() -> subprocess.Popen[bytes]:
 
 def connect(*, autostart: bool = True) -> _socket.socket:
     path = socket_path()
-    sock = _connect(path)
+    sock = connect_trusted(path)
     if sock is not None:
         return sock
     if not autostart or os.environ.get("CH_NO_AUTOSTART") == "1":
@@ -122,7 +179,7 @@ def connect(*, autostart: bool = True) -> _socket.socket:
     deadline = started + AUTOSTART_WAIT_S
     said = False
     while time.monotonic() < deadline:
-        sock = _connect(path)
+        sock = connect_trusted(path)
         if sock is not None:
             return sock
         if daemon.poll() is not None and deadline > time.monotonic() + AFTER_EXIT_WAIT_S:

@@ -5,8 +5,10 @@ Project servers: `DIR/.mcp.json` `mcpServers` (Claude asks once to approve them)
 state, so we only ever edit our member in it and keep every other key and byte.
 Remote: `{"type": "http", "url", "headers"}`; stdio: `{"type": "stdio", "command", "args", "env"}`.
 Claude expands `${VAR}` in headers, but only from the environment it was started with: a refreshed token
-could never reach a running Claude that way, so header mode writes the value itself (and bridge is the default,
-as `headersHelper` too runs only when Claude connects).
+could never reach a running Claude that way, so header mode writes the value itself. Helper mode writes
+`"headersHelper": "/abs/chctl token NAME --json"` instead: a shell command Claude runs at each connect, whose
+stdout is a JSON object of headers (for a project's `.mcp.json`, only once the workspace trust dialog was
+accepted). Bridge stays the default: `headersHelper` too runs only when Claude connects.
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ class ClaudeCodeFormat(ConfigFormat):
     executable = "claude"
     remote_type = "http"
     stdio_type = "stdio"
+    runs_headers_helper = True
 
     def project_path(self, directory: Path) -> Path:
         return directory / ".mcp.json"
@@ -35,6 +38,13 @@ class ClaudeCodeFormat(ConfigFormat):
     def global_path(self) -> Path:
         base = os.environ.get("CLAUDE_CONFIG_DIR")
         return Path(base) / ".claude.json" if base else Path.home() / ".claude.json"
+
+    def helper_entry(self, url: str, headers: dict[str, str], command: str) -> dict[str, Any]:
+        entry: dict[str, Any] = {"type": self.remote_type, "url": url}
+        if headers:  # the user's static headers; Claude adds the helper's to them
+            entry["headers"] = headers
+        entry["headersHelper"] = command
+        return entry
 
     def schema_problems(self, name: str, entry: Any) -> list[str]:
         where = self.where(name)

@@ -9,6 +9,7 @@ Each client module is imported only when it is used (as uvicorn picks its loop a
 
 from __future__ import annotations
 
+import functools
 import importlib
 import os
 import shutil
@@ -18,7 +19,9 @@ from typing import Any, Literal, Protocol
 
 from context_harness.config import jsonc, toml_edit
 
-Mode = Literal["header", "bridge"]
+# header: the file holds the credential; bridge: the entry runs `chctl bridge NAME`; helper: the client runs
+# `chctl token NAME` itself at each connect (Claude Code's `headersHelper`: see `helper_entry`).
+Mode = Literal["header", "bridge", "helper"]
 SCOPE_GLOBAL_ONLY = "global"
 
 
@@ -84,6 +87,7 @@ class ConfigFormat:
     url_key = "url"
     headers_key = "headers"
     stdio_type: str | None = None
+    runs_headers_helper = False  # the client can run a command for its headers (Claude Code): `--mode helper`
 
     # --- where the files are -----------------------------------------------------------------------------
 
@@ -165,6 +169,11 @@ class ConfigFormat:
     def bridge_entry(self, command: list[str]) -> dict[str, Any]:
         return self.local_entry(command, {})
 
+    def helper_entry(self, url: str, headers: dict[str, str], command: str) -> dict[str, Any]:
+        """An HTTP entry whose client runs the shell `command` at each connect for its headers; only for a
+        client with `runs_headers_helper` (for the others `--mode helper` is refused before any write)."""
+        raise NotImplementedError
+
     def entry_url(self, entry: dict[str, Any]) -> str | None:
         url = entry.get(self.url_key)
         return url if isinstance(url, str) else None
@@ -210,14 +219,10 @@ class ConfigFormat:
         """A header value that names where the secret is rather than holding it (safe to print)."""
         return "${" in value
 
-    # What the client substitutes in a header value it reads from the file: a key holding one would be read
-    # as config syntax (and could send the user's environment to whoever issued the key), so it is refused.
+    # What the client substitutes in a value it reads from the file: a token or key holding one would be read
+    # as config syntax (and could send the user's environment to whoever issued it). `substitutions()` joins
+    # every client's, and primitives/outside_values.py refuses them all.
     substitutions: tuple[str, ...] = ("${",)
-
-    def value_problem(self, value: str) -> str | None:
-        if any(marker in value for marker in self.substitutions):
-            return f"contains {' or '.join(self.substitutions)}, which {self.label} would substitute"
-        return None
 
     def mask(self, entry: dict[str, Any]) -> dict[str, Any]:
         """The entry fit to print: header values hidden unless they are references."""
@@ -296,6 +301,18 @@ def get_format(client: str) -> ConfigFormat:
     module = importlib.import_module(CLIENTS[client])
     fmt: ConfigFormat = module.FORMAT
     return fmt
+
+
+@functools.cache
+def substitutions() -> dict[str, str]:
+    """Every marker any client in the table substitutes -> the clients that do ("Claude Code, Cursor"): what
+    no value from outside may hold, whichever client it is written for today (it may be re-added to another)."""
+    found: dict[str, list[str]] = {}
+    for client in CLIENTS:
+        fmt = get_format(client)
+        for marker in fmt.substitutions:
+            found.setdefault(marker, []).append(fmt.label)
+    return {marker: ", ".join(labels) for marker, labels in found.items()}
 
 
 def _string_map(value: Any) -> dict[str, str]:

@@ -13,7 +13,7 @@ import structlog
 from pydantic import ValidationError
 
 from context_harness.daemon import sd_notify
-from context_harness.daemon.home_trust import UntrustedHome
+from context_harness.daemon.home_trust import UntrustedHome, UntrustedSocketDir
 from context_harness.daemon.logging import configure_logging
 from context_harness.daemon.rpc_server import RpcServer
 from context_harness.daemon.rpc_table import METHODS, STREAMS, bind
@@ -133,7 +133,7 @@ def main(argv: list[str] | None = None) -> int:
         ensure_private_dir(settings.home)
         lock_fd = acquire_lock(settings.lock_file)
         listener, bound_here = prepare_listener(settings)
-    except AlreadyRunning as exc:
+    except (AlreadyRunning, UntrustedSocketDir) as exc:
         print(f"context-harnessd: {exc}", file=sys.stderr)
         return 1
     except OSError as exc:

@@ -17,8 +17,8 @@ from typing import Any
 import aiohttp
 import structlog
 
-from context_harness.oauth.discovery import is_secure_endpoint
 from context_harness.oauth.http import describe_url
+from context_harness.primitives.outside_values import is_secure_endpoint
 from context_harness.primitives.result import ErrorCode, Failure, Result, Success
 from context_harness.services.oauth_service import (
     OAuthService,
@@ -32,12 +32,11 @@ from context_harness.services.oauth_service import (
 from context_harness.services.status import BridgeStatus
 from context_harness.stores.token_store import TokenStore
 from context_harness.upstream import messages
+from context_harness.upstream.limits import MAX_MESSAGE_BYTES
 from context_harness.upstream.session import Upstream
 
 log = structlog.get_logger(__name__)
 
-# MCP messages can be large (a tool returning a file): a relay line may be this long, far beyond an RPC request.
-MAX_MESSAGE_BYTES = 64 * 1024 * 1024
 READ_CHUNK_BYTES = 256 * 1024
 
 

@@ -21,7 +21,8 @@ from context_harness.config.format import DEFAULT_CLIENT, get_format
 from context_harness.daemon.bridge import ServerCredentials
 from context_harness.daemon.rpc_params import CheckParams
 from context_harness.daemon.services import Services
-from context_harness.oauth.discovery import is_secure_endpoint, parse_www_authenticate
+from context_harness.oauth.discovery import parse_www_authenticate
+from context_harness.primitives.outside_values import is_secure_endpoint
 from context_harness.primitives.result import Failure, Result, Success
 from context_harness.services.blocking_io import run_config_io
 from context_harness.services.config_service import ConfigTarget
@@ -104,7 +105,7 @@ async def probe_server(s: Services, name: str, timeout_s: float) -> Probe:
     credentials = ServerCredentials(name, s.tokens, s.oauth, s.credential_changed)
     started = time.monotonic()
     conversation = _Conversation()
-    upstream = Upstream(name, url.value, s.http(), credentials, conversation.deliver)
+    upstream = Upstream(name, url.value, s.bridge_http(), credentials, conversation.deliver)
     try:
         async with asyncio.timeout(timeout_s):
             probe = await _talk(name, upstream, conversation)

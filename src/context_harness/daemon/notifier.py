@@ -1,10 +1,10 @@
 """Tell people and scripts about token events.
 
 - The notify command (CH_NOTIFY_COMMAND, else notify-send / osascript when present) runs when a person must
-  act (`needs_reauth`, or `expiring`: a token without refresh token expires soon), at most once per 15
-  minutes per server while that state lasts.
+  act (`needs_reauth`; `expiring`: a token without refresh token expires soon; `url_changed`: a config's
+  entry now points at another URL), at most once per 15 minutes per server while that state lasts.
 - The event hook (CH_EVENT_COMMAND) gets every event (`TokenEvent`): new, refreshed, retrying, expiring,
-  needs_reauth, revoked.
+  needs_reauth, url_changed, revoked.
 Both get CH_SERVER, CH_STATE and CH_MESSAGE in their environment, run without a shell, and are killed after 10 s.
 """
 

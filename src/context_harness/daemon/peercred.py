@@ -9,20 +9,28 @@ import sys
 _LINUX_UCRED = struct.Struct("3i")  # pid, uid, gid
 _MACOS_SOL_LOCAL = 0
 _MACOS_LOCAL_PEERCRED = 0x001
+_MACOS_LOCAL_PEERPID = 0x002
 _MACOS_XUCRED = struct.Struct("IIh16I")  # cr_version, cr_uid, cr_ngroups, cr_groups[16] (with padding)
 
 
 def peer_uid(sock: socket.socket) -> int | None:
     """The peer's uid, or None when the platform cannot tell (then the caller refuses the peer)."""
+    return peer_ids(sock)[0]
+
+
+def peer_ids(sock: socket.socket) -> tuple[int | None, int | None]:
+    """The peer's uid and process id, each None when the platform cannot tell. The pid is for the log (who
+    read a token); only the uid decides anything."""
     try:
         if sys.platform.startswith("linux"):
-            _pid, uid, _gid = _LINUX_UCRED.unpack(
+            pid, uid, _gid = _LINUX_UCRED.unpack(
                 sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, _LINUX_UCRED.size)
             )
-            return int(uid)
+            return int(uid), int(pid)
         if sys.platform == "darwin":
             raw = sock.getsockopt(_MACOS_SOL_LOCAL, _MACOS_LOCAL_PEERCRED, _MACOS_XUCRED.size + 4)
-            return int(struct.unpack_from("II", raw)[1])
+            pid = struct.unpack("i", sock.getsockopt(_MACOS_SOL_LOCAL, _MACOS_LOCAL_PEERPID, 4))[0]
+            return int(struct.unpack_from("II", raw)[1]), int(pid)
     except OSError:
-        return None
-    return None
+        return None, None
+    return None, None

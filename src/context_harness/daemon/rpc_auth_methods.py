@@ -1,4 +1,5 @@
-"""The RPC handlers for logins and tokens: auth.start/wait/paste/cancel/status/logout/import and token.refresh."""
+"""The RPC handlers for logins and tokens: auth.start/wait/paste/cancel/status/logout/import, token.refresh and
+token.get."""
 
 from __future__ import annotations
 
@@ -7,7 +8,15 @@ from pathlib import Path
 from typing import Any
 
 from context_harness.daemon.rpc_methods import off_the_loop
-from context_harness.daemon.rpc_params import AuthStartParams, FlowParams, ImportParams, NameParams, PasteParams
+from context_harness.daemon.rpc_params import (
+    AuthStartParams,
+    FlowParams,
+    ImportParams,
+    NameParams,
+    PasteParams,
+    TokenParams,
+)
+from context_harness.daemon.rpc_server import CALLER_PID
 from context_harness.daemon.services import Services
 from context_harness.primitives.result import Failure, Result, Success
 from context_harness.services import auth_guidance
@@ -69,6 +78,22 @@ async def token_refresh(s: Services, p: NameParams) -> Result[dict[str, Any]]:
         return refreshed
     s.credential_changed(p.name)
     return Success(s.status.server(p.name, expects_login=True).as_dict())
+
+
+async def token_get(s: Services, p: TokenParams) -> Result[dict[str, Any]]:
+    found = await s.token_access.valid_credential(p.name, p.min_valid_s, CALLER_PID.get())
+    if isinstance(found, Failure):
+        return found
+    valid = found.value
+    return Success(
+        {
+            "name": valid.name,
+            "token": valid.secret,
+            "header_name": valid.header_name,
+            "header_value": valid.header_value,
+            "expires_at": valid.expires_at,
+        }
+    )
 
 
 async def auth_import(s: Services, p: ImportParams) -> Result[dict[str, Any]]:

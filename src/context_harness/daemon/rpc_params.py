@@ -111,6 +111,11 @@ class NameParams(Params):
     name: ServerName
 
 
+class TokenParams(NameParams):
+    # Refresh first when the token expires sooner than this (capped at half its lifetime: see token_access.py).
+    min_valid_s: float = Field(default=60.0, ge=0, le=24 * 3600)
+
+
 class ImportParams(TargetParams):
     client: Literal["opencode"] = "opencode"  # the adopted logins are written into opencode entries
     source: Literal["opencode", "mcp-remote"]

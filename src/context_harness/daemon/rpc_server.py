@@ -7,6 +7,7 @@ gets an error or a closed connection and nobody else notices.
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import json
 import math
 import os
@@ -19,7 +20,7 @@ from typing import Any, Protocol
 import structlog
 from pydantic import BaseModel, ValidationError
 
-from context_harness.daemon.peercred import peer_uid
+from context_harness.daemon.peercred import peer_ids
 from context_harness.primitives.result import ErrorCode, Failure, Result, Success
 
 log = structlog.get_logger(__name__)
@@ -33,6 +34,10 @@ METHOD_NOT_FOUND = -32601
 INVALID_PARAMS = -32602
 INTERNAL_ERROR = -32603
 APPLICATION_ERROR = -32000  # a service `Failure`; `data.code` holds the ErrorCode name
+
+# The process on the other end of the connection being served (each connection has its own task, hence its
+# own context): a handler that hands out a secret logs who asked.
+CALLER_PID: contextvars.ContextVar[int | None] = contextvars.ContextVar("caller_pid", default=None)
 
 
 @dataclass(frozen=True, slots=True)
@@ -93,10 +98,11 @@ class RpcServer:
             self._connections.add(task)
         try:
             sock = writer.get_extra_info("socket")
-            uid = peer_uid(sock) if sock is not None else None
+            uid, pid = peer_ids(sock) if sock is not None else (None, None)
             if uid != os.getuid():
                 log.warning("peer_refused", peer_uid=uid)
                 return
+            CALLER_PID.set(pid)
             await self._serve_lines(reader, writer)
         except (ConnectionError, asyncio.IncompleteReadError):
             pass

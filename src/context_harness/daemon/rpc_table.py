@@ -37,6 +37,7 @@ METHODS: dict[str, tuple[type[p.Params], Handler]] = {
     "auth.status": (p.NameParams, auth.auth_status),
     "auth.logout": (p.NameParams, auth.auth_logout),
     "token.refresh": (p.NameParams, auth.token_refresh),
+    "token.get": (p.TokenParams, auth.token_get),
 }
 
 # Methods that turn the connection into something else; see `RpcServer.streams`.

@@ -20,31 +20,37 @@ from context_harness.daemon.notifier import Notifier
 from context_harness.daemon.refresher import Refresher
 from context_harness.daemon.settings import Settings
 from context_harness.net.session import NetworkSettings, new_session
+from context_harness.primitives.oauth import TokenEvent
 from context_harness.services.config_service import ConfigService
 from context_harness.services.import_service import ImportService
 from context_harness.services.mcp_service import MCPService
 from context_harness.services.oauth_service import OAuthService
 from context_harness.services.publisher import Publisher
 from context_harness.services.status import StatusBoard
+from context_harness.services.token_access import TokenAccess
 from context_harness.stores.bindings import BindingStore
 from context_harness.stores.client_store import ClientStore
 from context_harness.stores.token_store import TokenStore
+from context_harness.upstream.limits import new_bridge_session
 
 
 class HttpClient:
-    """One client session for the daemon's outgoing requests, made on first use inside the running loop.
+    """One client session (a connection pool) for outgoing requests, made on first use inside the running loop.
 
     New network settings (a reload) mean a new session for what starts from then on; the bridges open at the
     time keep the old one (closed at shutdown) until they reconnect."""
 
-    def __init__(self, network: NetworkSettings) -> None:
+    def __init__(
+        self, network: NetworkSettings, make: Callable[[NetworkSettings], aiohttp.ClientSession] = new_session
+    ) -> None:
         self.network = network
+        self._make = make
         self._session: aiohttp.ClientSession | None = None
         self._retired: list[aiohttp.ClientSession] = []
 
     def __call__(self) -> aiohttp.ClientSession:
         if self._session is None or self._session.closed:
-            self._session = new_session(self.network)
+            self._session = self._make(self.network)
         return self._session
 
     def configure(self, network: NetworkSettings) -> None:
@@ -76,7 +82,9 @@ class Services:
     bridges: Bridges
     imports: ImportService
     status: StatusBoard
-    http: HttpClient
+    http: HttpClient  # the authorization servers'
+    bridge_http: HttpClient  # the bridged servers', apart: a hostile one cannot take the refreshes' connections
+    token_access: TokenAccess
     stop_requested: asyncio.Event = field(default_factory=asyncio.Event)
     started_monotonic: float = field(default_factory=time.monotonic)
 
@@ -84,6 +92,7 @@ class Services:
         """Settings changed (SIGHUP): every part that depends on them takes the new ones."""
         self.settings = settings
         self.http.configure(settings.network())
+        self.bridge_http.configure(settings.network())
         self.oauth.configure(settings.oauth())
         self.publisher.configure(settings.publishing())
         self.refresher.configure(settings.refreshing())
@@ -100,6 +109,7 @@ class Services:
         """After the RPC server stopped: let hooks finish, close connections."""
         await self.notifier.drain()
         await self.http.close()
+        await self.bridge_http.close()
 
 
 def build_services(
@@ -112,14 +122,17 @@ def build_services(
     publisher = Publisher(config, tokens, bindings, settings.publishing())
     mcp = MCPService(config, tokens, bindings, publisher, settings.user_registry_file)
     notifier = Notifier(settings.notify_command, settings.event_command)
-    http = HttpClient(settings.network())
+    network = settings.network()
+    http = HttpClient(network)
     oauth = OAuthService(
         settings.oauth(), tokens=tokens, clients=clients, mcp=mcp, publisher=publisher, session=http, events=notifier
     )
     refresher = Refresher(settings.refreshing(), oauth, tokens, bindings, clock=clock, rng=rng)
     flows = AuthFlows(oauth)
-    bridges = Bridges(tokens, oauth, http)
+    bridge_http = HttpClient(network, new_bridge_session)
+    bridges = Bridges(tokens, oauth, bridge_http)
     status = StatusBoard(tokens, bindings, mcp, oauth, publisher)
+    token_access = TokenAccess(tokens, oauth, mcp)
     services = Services(
         settings=settings,
         config=config,
@@ -136,10 +149,14 @@ def build_services(
         imports=ImportService(mcp, oauth, clients, http),
         status=status,
         http=http,
+        bridge_http=bridge_http,
+        token_access=token_access,
     )
     oauth.on_new_credential = services.credential_changed
+    publisher.on_misdirected = lambda name, message: notifier.token_event(name, TokenEvent.URL_CHANGED, message)
     bridges.on_refreshed = services.credential_changed
     status.next_refresh_at = refresher.next_refresh_at
     status.bridges = bridges.for_server
     status.failed_login = flows.failed_logins.get
+    status.token_reads = token_access.reads_of
     return services

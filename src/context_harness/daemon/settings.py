@@ -115,6 +115,7 @@ class Settings(BaseSettings):
             locks_dir=self.locks_dir,
             http_timeout_s=self.http_timeout_s,
             config_io_timeout_s=self.config_io_timeout_s,
+            min_refresh_spacing_s=self.min_refresh_spacing_s,
             client_metadata_url=self.client_metadata_url,
         )
 

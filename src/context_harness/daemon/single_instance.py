@@ -8,6 +8,7 @@ import os
 import socket
 from pathlib import Path
 
+from context_harness.daemon.home_trust import check_socket_dir
 from context_harness.stores.atomic import ensure_private_dir
 
 SOCKET_MODE = 0o600
@@ -44,8 +45,11 @@ def socket_is_live(path: Path) -> bool:
 
 
 def bind_listener(path: Path) -> socket.socket:
-    """Bind the daemon's socket (dir 0700, socket 0600), replacing a stale one left by a crash."""
+    """Bind the daemon's socket (dir 0700, socket 0600), replacing a stale one left by a crash.
+
+    Raises UntrustedSocketDir when the directory was there already and is not the user's alone."""
     ensure_private_dir(path.parent)
+    check_socket_dir(path.parent)
     if path.exists() or path.is_symlink():
         if socket_is_live(path):
             raise AlreadyRunning(f"a daemon is already answering on {path}")

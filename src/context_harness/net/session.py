@@ -31,10 +31,18 @@ class NetworkSettings:
 _settings_of: weakref.WeakKeyDictionary[aiohttp.ClientSession, NetworkSettings] = weakref.WeakKeyDictionary()
 
 
-def new_session(network: NetworkSettings | None = None, *, cookies: bool = True) -> aiohttp.ClientSession:
-    """A client session for `network` whose pooled connections are dropped before a Node server drops them."""
+def new_session(
+    network: NetworkSettings | None = None, *, cookies: bool = True, limit: int = 100, limit_per_host: int = 0
+) -> aiohttp.ClientSession:
+    """A client session for `network` whose pooled connections are dropped before a Node server drops them;
+    `limit` and `limit_per_host` bound its pool as aiohttp's connector does (0: no bound)."""
     network = network or NetworkSettings()
-    connector = aiohttp.TCPConnector(keepalive_timeout=KEEPALIVE_S, ssl=client_context(network.ca_bundle))
+    connector = aiohttp.TCPConnector(
+        limit=limit,
+        limit_per_host=limit_per_host,
+        keepalive_timeout=KEEPALIVE_S,
+        ssl=client_context(network.ca_bundle),
+    )
     session = aiohttp.ClientSession(
         connector=connector,
         cookie_jar=None if cookies else aiohttp.DummyCookieJar(),

@@ -19,6 +19,7 @@ import structlog
 
 from context_harness import __version__
 from context_harness.oauth import http
+from context_harness.primitives.outside_values import is_secure_endpoint
 from context_harness.primitives.result import ErrorCode, Failure, Result, Success
 
 log = structlog.get_logger(__name__)
@@ -28,7 +29,6 @@ OAUTH_AS_WELL_KNOWN = "/.well-known/oauth-authorization-server"
 OIDC_WELL_KNOWN = "/.well-known/openid-configuration"
 OFFLINE_ACCESS = "offline_access"
 MCP_PROTOCOL_VERSION = "2025-11-25"
-LOOPBACK_HOSTS = frozenset({"127.0.0.1", "localhost", "::1", "[::1]"})
 
 _Document = TypeVar("_Document")
 
@@ -173,14 +173,6 @@ def issuers_match(a: str, b: str) -> bool:
     shorter, longer = sorted((a, b), key=len)
     parts = urlsplit(shorter)
     return longer == shorter + "/" and shorter == f"{parts.scheme}://{parts.netloc}"
-
-
-def is_secure_endpoint(url: str) -> bool:
-    """OAuth 2.1 requires TLS for every endpoint; plain http is accepted only on loopback."""
-    parts = urlsplit(url)
-    if parts.scheme == "https" and parts.netloc:
-        return True
-    return parts.scheme == "http" and (parts.hostname or "") in LOOPBACK_HOSTS
 
 
 def is_local_host(url: str) -> bool:

@@ -11,12 +11,13 @@ import contextlib
 import inspect
 import time
 from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import aiohttp
 import structlog
 
 from context_harness.oauth import http
+from context_harness.oauth.authorization_request import build_authorization_url, parse_callback
 from context_harness.oauth.callback_server import CallbackServer, query_from_pasted_url
 from context_harness.oauth.discovery import AuthServerMetadata, Discovery, discover
 from context_harness.oauth.pkce import generate_pkce, new_state
@@ -27,7 +28,8 @@ from context_harness.oauth.registration import (
     register_client,
     registered_loopback_port,
 )
-from context_harness.oauth.token_client import build_authorization_url, exchange_code, parse_callback
+from context_harness.oauth.token_auth import either_way
+from context_harness.oauth.token_client import exchange_code
 from context_harness.primitives.oauth import ClientRegistration, OAuthTokens
 from context_harness.primitives.result import ErrorCode, Failure, Result, Success
 from context_harness.stores.client_store import ClientStore
@@ -371,18 +373,28 @@ async def _authorize(
             _forget_client(client_store, server_name, client, "the authorization server refused it")
             return _refused(server_name, auth_server.issuer, client, redirect_uri, answered.value["error"])
         return code
-    tokens = await exchange_code(
-        session,
-        auth_server.token_endpoint,
-        code=code.value,
-        verifier=pkce.verifier,
-        redirect_uri=redirect_uri,
-        client_id=client.client_id,
-        client_secret=client.client_secret,
-        auth_method=client.auth_method,
-        resource=discovery.resource,
-        timeout_s=request.http_timeout_s,
+    tokens, auth_method = await either_way(
+        lambda method: exchange_code(
+            session,
+            auth_server.token_endpoint,
+            code=code.value,
+            verifier=pkce.verifier,
+            redirect_uri=redirect_uri,
+            client_id=client.client_id,
+            client_secret=client.client_secret,
+            auth_method=method,
+            resource=discovery.resource,
+            revocation_endpoint=auth_server.revocation_endpoint,
+            timeout_s=request.http_timeout_s,
+        ),
+        client.auth_method,
+        client.client_secret,
+        grant="code",
     )
+    if isinstance(tokens, Success) and auth_method != client.auth_method:  # the other way worked: keep it
+        client = replace(client, auth_method=auth_method)
+        if client.source != "given" and auth_method is not None:
+            client_store.remember_auth_method(server_name, client.client_id, auth_method)
     if isinstance(tokens, Failure):
         listener.finish("Sign-in failed", tokens.error)
         if tokens.code is ErrorCode.INVALID_CLIENT:

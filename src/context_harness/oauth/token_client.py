@@ -1,4 +1,5 @@
-"""The authorization request, the callback's answer, and the token endpoint (OAuth 2.1, RFC 7009/8707/9207).
+"""The token endpoint and revocation (OAuth 2.1, RFC 7009/8707); the authorization request is in
+authorization_request.py.
 
 Pure builders and parsers first; the aiohttp calls (`exchange_code`, `refresh_access_token`,
 `revoke_token`) are thin wrappers around them.
@@ -11,19 +12,18 @@ import email.utils
 import json
 import math
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, TypeAlias
-from urllib.parse import parse_qsl, quote, urlencode, urlsplit, urlunsplit
+from urllib.parse import quote
 
 import aiohttp
 import structlog
 
+from context_harness.config.format import substitutions
 from context_harness.oauth import http
-from context_harness.oauth.discovery import OFFLINE_ACCESS
-from context_harness.oauth.pkce import states_match
-from context_harness.primitives.header_text import is_bearer_token
 from context_harness.primitives.oauth import MAX_TOKEN_LIFETIME_S, OAuthTokens
+from context_harness.primitives.outside_values import credential_problem
 from context_harness.primitives.result import ErrorCode, Failure, Result, Success
 from context_harness.primitives.text import SERVER_TEXT_LIMIT, printable
 
@@ -34,91 +34,6 @@ FORM_HEADERS = {"Accept": "application/json"}
 PERMANENT_GRANT_ERRORS = frozenset({"invalid_grant", "invalid_client", "unauthorized_client"})
 # Statuses that say "not now" rather than "no" (RFC 9110; 5xx are added by range).
 TRANSIENT_STATUSES = frozenset({408, 425, 429})
-
-
-# --- authorization request and response ------------------------------------------------------------
-
-
-def build_authorization_url(
-    endpoint: str,
-    client_id: str,
-    redirect_uri: str,
-    scopes: Sequence[str],
-    state: str,
-    challenge: str,
-    resource: str | None,
-) -> str:
-    """The authorization URL (OAuth 2.1 §4.1.1), keeping any query the endpoint already has.
-
-    With `offline_access` we also send `prompt=consent`: OpenID Connect servers issue a refresh
-    token for it only then (OIDC Core §11).
-    """
-    params: list[tuple[str, str]] = [
-        ("response_type", "code"),
-        ("client_id", client_id),
-        ("redirect_uri", redirect_uri),
-        ("state", state),
-        ("code_challenge", challenge),
-        ("code_challenge_method", "S256"),
-    ]
-    if scopes:
-        params.append(("scope", " ".join(scopes)))
-    if resource:
-        params.append(("resource", resource))
-    if OFFLINE_ACCESS in scopes:
-        params.append(("prompt", "consent"))
-    parts = urlsplit(endpoint)
-    existing = parse_qsl(parts.query, keep_blank_values=True)
-    ours = {name for name, _ in params}
-    query = urlencode([(k, v) for k, v in existing if k not in ours] + params, quote_via=quote)
-    return urlunsplit((parts.scheme, parts.netloc, parts.path, query, ""))
-
-
-def parse_callback(
-    query: Mapping[str, str], expected_state: str, expected_issuer: str, iss_required: bool
-) -> Result[str]:
-    """The authorization code from the redirect's query, after the checks that must come first.
-
-    Order: `state` (else anyone could feed us a code or an error), then `iss` (RFC 9207: present and
-    different, or absent although the server promised it → a mix-up), then `error`, then `code`.
-    """
-    if not states_match(query.get("state"), expected_state):
-        return Failure(
-            "the authorization response does not belong to this login (state mismatch)",
-            ErrorCode.STATE_MISMATCH,
-            "start the login again from `chctl auth`; do not reuse old login links",
-        )
-    iss = query.get("iss")
-    if iss is not None and iss != expected_issuer:
-        shown = printable(iss, SERVER_TEXT_LIMIT, ascii_only=True)
-        return Failure(
-            f"the authorization response came from issuer {shown!r}, expected {expected_issuer!r}",
-            ErrorCode.STATE_MISMATCH,
-            "possible authorization server mix-up; not redeeming the code",
-        )
-    if iss is None and iss_required:
-        return Failure(
-            "the authorization response lacks the `iss` its server promised (RFC 9207)",
-            ErrorCode.STATE_MISMATCH,
-            "possible authorization server mix-up; not redeeming the code",
-        )
-    error = query.get("error")
-    if error is not None:
-        description = query.get("error_description")
-        detail = f": {printable(description, SERVER_TEXT_LIMIT, ascii_only=True)}" if description else ""
-        if error == "access_denied":
-            return Failure(
-                f"authorization was declined{detail}",
-                ErrorCode.ACCESS_DENIED,
-                "run `chctl auth` again and approve the request to connect",
-            )
-        return Failure(
-            f"the authorization server answered {printable(error, 64, ascii_only=True)}{detail}", ErrorCode.OAUTH_ERROR
-        )
-    code = query.get("code")
-    if not code:
-        return Failure("the authorization response has no code", ErrorCode.OAUTH_ERROR)
-    return Success(code)
 
 
 # --- token endpoint: pure ---------------------------------------------------------------------------
@@ -157,7 +72,8 @@ def parse_token_response(status: int, body: bytes | Any, now: float) -> Result[O
 
     `expires_at = now + expires_in`; without `expires_in` it stays None and the caller treats the
     token as a 1-hour one. A response without `refresh_token` keeps it None: the caller decides
-    whether to keep the old one (on refresh it must).
+    whether to keep the old one (on refresh it must). Whether the access token may be written into a config
+    is `issued_token_problem`'s to say: a token refused after it was issued must be revoked.
     """
     doc = _json(body)
     if status != 200:
@@ -185,12 +101,6 @@ def parse_token_response(status: int, body: bytes | Any, now: float) -> Result[O
     access_token = doc.get("access_token")
     if not isinstance(access_token, str) or not access_token:
         return Failure("the token endpoint's answer has no access_token", ErrorCode.OAUTH_ERROR)
-    if not is_bearer_token(access_token):  # it goes into opencode's config: it must be data, not config syntax
-        return Failure(
-            "the token endpoint issued an access token with characters a Bearer token cannot have (RFC 6750)",
-            ErrorCode.OAUTH_ERROR,
-            "the token was not used or stored; report this to the server's operator",
-        )
     token_type = doc.get("token_type", "Bearer")
     if not isinstance(token_type, str) or token_type.lower() != "bearer":
         return Failure(f"unsupported token type {printable(token_type, 32, ascii_only=True)!r}", ErrorCode.OAUTH_ERROR)
@@ -213,6 +123,13 @@ def parse_token_response(status: int, body: bytes | Any, now: float) -> Result[O
             scope=scope if isinstance(scope, str) else None,
         )
     )
+
+
+def issued_token_problem(tokens: OAuthTokens) -> str | None:
+    """Why an issued access token cannot go into an agent's config (it would be read as config syntax or split
+    the request); None when it can. Any visible ASCII passes (RFC 6749 §A.12: `userId:grantId:secret` too)."""
+    problem = credential_problem(tokens.access_token, substitutions())
+    return f"the token endpoint issued an access token that {problem}" if problem else None
 
 
 def _json(body: bytes | Any) -> Any:
@@ -264,7 +181,7 @@ class PermanentError:
     """The server said no for good: `invalid_grant`, `invalid_client` or `unauthorized_client`.
     Retrying will not help; a person must log in again. `code` is INVALID_CLIENT when the server no
     longer knows our client (its registration must be dropped), else INVALID_GRANT (or INVALID_PARAMS
-    for a token endpoint URL we cannot even use)."""
+    for a token endpoint URL we cannot even use, OAUTH_ERROR for an access token we cannot write)."""
 
     code: ErrorCode
     reason: str
@@ -339,9 +256,11 @@ async def exchange_code(
     client_secret: str | None = None,
     auth_method: str | None = None,
     resource: str | None = None,
+    revocation_endpoint: str | None = None,
     timeout_s: float = http.DEFAULT_TIMEOUT_S,
 ) -> Result[OAuthTokens]:
-    """Redeem an authorization code (once) for tokens."""
+    """Redeem an authorization code (once) for tokens. Tokens we cannot use are revoked at
+    `revocation_endpoint` before the Failure is returned."""
     form = {"grant_type": "authorization_code", "code": code, "code_verifier": verifier, "redirect_uri": redirect_uri}
     if resource:
         form["resource"] = resource
@@ -351,6 +270,14 @@ async def exchange_code(
     result = parse_token_response(sent.value.status, sent.value.body, time.time())
     if isinstance(result, Failure):
         log.warning("code_exchange_failed", status=sent.value.status, code=result.code.value)
+        return result
+    problem = issued_token_problem(result.value)
+    if problem is not None:
+        client = (client_id, client_secret, auth_method)
+        fate = await _revoke_unusable(session, revocation_endpoint, result.value, client, timeout_s)
+        return Failure(
+            f"{problem}; {fate}", ErrorCode.OAUTH_ERROR, "nothing was stored; report this to the server's operator"
+        )
     return result
 
 
@@ -364,9 +291,11 @@ async def refresh_access_token(
     auth_method: str | None = None,
     resource: str | None = None,
     scope: str | None = None,
+    revocation_endpoint: str | None = None,
     timeout_s: float = http.DEFAULT_TIMEOUT_S,
 ) -> RefreshOutcome:
-    """One `grant_type=refresh_token` request, classified for the scheduler. Never raises."""
+    """One `grant_type=refresh_token` request, classified for the scheduler. Never raises. New tokens we
+    cannot use are revoked at `revocation_endpoint` and make a PermanentError."""
     form = {"grant_type": "refresh_token", "refresh_token": refresh_token}
     if resource:
         form["resource"] = resource
@@ -379,7 +308,44 @@ async def refresh_access_token(
         return TransientError(sent.error)
     outcome = classify_refresh_response(sent.value.status, sent.value.headers, sent.value.body, time.time())
     log.info("token_refresh_answered", status=sent.value.status, outcome=type(outcome).__name__)
+    problem = issued_token_problem(outcome.tokens) if isinstance(outcome, Refreshed) else None
+    if isinstance(outcome, Refreshed) and problem is not None:
+        # The same server will issue the same kind of token next time: only a person can sort this out.
+        client = (client_id, client_secret, auth_method)
+        fate = await _revoke_unusable(session, revocation_endpoint, outcome.tokens, client, timeout_s)
+        return PermanentError(ErrorCode.OAUTH_ERROR, f"{problem}; {fate}")
     return outcome
+
+
+async def _revoke_unusable(
+    session: aiohttp.ClientSession,
+    endpoint: str | None,
+    tokens: OAuthTokens,
+    client: tuple[str, str | None, str | None],
+    timeout_s: float,
+) -> str:
+    """Revoke tokens just issued that we will not use (a new refresh token first: it revokes the grant), so
+    they do not stay live at the server; what became of them, for the error message."""
+    if not endpoint:
+        return "the server has no revocation endpoint, so it stays valid until it expires"
+    client_id, client_secret, auth_method = client
+    revoked = True
+    for token, hint in ((tokens.refresh_token, "refresh_token"), (tokens.access_token, "access_token")):
+        if token:
+            result = await revoke_token(
+                session,
+                endpoint,
+                token=token,
+                token_type_hint=hint,
+                client_id=client_id,
+                client_secret=client_secret,
+                auth_method=auth_method,
+                timeout_s=timeout_s,
+            )
+            if isinstance(result, Failure) or not result.value:
+                revoked = False
+                log.warning("unusable_token_not_revoked", token_kind=hint)
+    return "it was revoked at the server" if revoked else "revoking it at the server failed"
 
 
 async def revoke_token(

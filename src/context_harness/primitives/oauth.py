@@ -34,10 +34,12 @@ class TokenEvent(StrEnum):
     EXPIRING = "expiring"  # a token without refresh token expires soon: log in again before then
     NEEDS_REAUTH = "needs_reauth"  # only `chctl auth NAME` helps
     REVOKED = "revoked"  # logged out
+    # A bound config's entry now points at another URL: our header was taken out; `chctl add NAME` mends it.
+    URL_CHANGED = "url_changed"
 
     @property
     def needs_a_person(self) -> bool:
-        return self in (TokenEvent.NEEDS_REAUTH, TokenEvent.EXPIRING)
+        return self in (TokenEvent.NEEDS_REAUTH, TokenEvent.EXPIRING, TokenEvent.URL_CHANGED)
 
 
 class OAuthTokens(BaseModel):
@@ -71,6 +73,9 @@ class Credential(BaseModel):
     header_scheme: str | None = "Bearer"
     api_key: str | None = None
     tokens: OAuthTokens | None = None
+    # The server this credential belongs to, recorded at login (or with the key at `chctl add`): the bridge,
+    # a new login and every header write go there and nowhere else, whatever a config says later.
+    server_url: str | None = None
     # OAuth: what a refresh needs, learned during `chctl auth`.
     issuer: str | None = None
     token_endpoint: str | None = None

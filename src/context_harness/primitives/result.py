@@ -27,6 +27,7 @@ class ErrorCode(StrEnum):
     PERMISSION_DENIED = "PERMISSION_DENIED"  # a file or directory cannot be written
     INVALID_PARAMS = "INVALID_PARAMS"  # the caller sent something unusable
     DAEMON_UNAVAILABLE = "DAEMON_UNAVAILABLE"  # chctl cannot reach the daemon
+    DAEMON_UNTRUSTED = "DAEMON_UNTRUSTED"  # the socket's listener is another user's: chctl sent it nothing
     UNSUPPORTED = "UNSUPPORTED"  # the platform lacks what is needed (e.g. no systemd user session)
     INTERNAL = "INTERNAL"  # a bug: please report it
 

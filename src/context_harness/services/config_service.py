@@ -30,6 +30,13 @@ MAX_EDIT_ATTEMPTS = 5
 
 
 @dataclass(frozen=True, slots=True)
+class Misdirected:
+    """An entry whose URL is not the one its credential belongs to (changed by hand or by a pull)."""
+
+    found: str | None  # the URL the entry holds now; None: it holds none
+
+
+@dataclass(frozen=True, slots=True)
 class ConfigTarget:
     """Which config a command means: `--project DIR`, `--global`, or the nearest one to `cwd`."""
 
@@ -206,27 +213,47 @@ class ConfigService:
         return edited if isinstance(edited, Failure) else Success(True)
 
     def set_header(
-        self, path: Path, name: str, header: str, value: str, fmt: ConfigFormat, *, private: bool = False
-    ) -> Result[None]:
-        """Write one header of an existing entry (and whatever else the format needs beside it)."""
+        self,
+        path: Path,
+        name: str,
+        header: str,
+        value: str,
+        fmt: ConfigFormat,
+        *,
+        url: str | None,
+        private: bool = False,
+    ) -> Result[Misdirected | None]:
+        """Write one header of an existing entry (and whatever else the format needs beside it), if the entry
+        points at `url`, the server the credential belongs to. An entry that points elsewhere (or any entry,
+        when no URL is recorded) loses the header instead, in the same read-modify-write (a check before the
+        edit could be raced by a `git pull`), and the answer says where it points."""
+        misdirected: list[Misdirected] = []
 
         def change(text: str) -> str:
+            misdirected.clear()  # `edit` may run this again on a file that changed under it
             document = fmt.syntax.parse(text)
             problem = fmt.shape_problem(document)
             if problem is not None:  # not "the entry is gone": that would drop the binding
                 raise JsoncEditError(problem)
-            if not isinstance(fmt.entries(document).get(name), dict):
+            entry = fmt.entries(document).get(name)
+            if not isinstance(entry, dict):
                 raise _EntryGone(name)
+            if url is None or fmt.entry_url(entry) != url:
+                misdirected.append(Misdirected(fmt.entry_url(entry)))
+                return fmt.remove_header(text, name, header)
             return fmt.set_header(text, name, header, value)
 
         try:
-            return self.edit(path, change, fmt, private=private)
+            edited = self.edit(path, change, fmt, private=private)
         except _EntryGone:
             return Failure(
                 f"{path} no longer has an {fmt.where(name)} entry",
                 ErrorCode.NOT_FOUND,
                 f"run `chctl add {name}` again to restore it",
             )
+        if isinstance(edited, Failure):
+            return edited
+        return Success(misdirected[0] if misdirected else None)
 
     def remove_header(self, path: Path, name: str, header: str, fmt: ConfigFormat) -> Result[None]:
         return self.edit(path, lambda text: fmt.remove_header(text, name, header), fmt)

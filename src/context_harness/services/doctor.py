@@ -212,9 +212,13 @@ async def _probe(session: aiohttp.ClientSession, url: str, headers: dict[str, st
 
 
 def server_checks(servers: list[ServerStatus], now: float | None = None) -> list[Check]:
-    """One check per server: each state a person may have to act on, and what to do."""
+    """One check per server: each state a person may have to act on, and what to do; and one per config whose
+    entry now points away from the URL recorded for the server (its message says how to mend it)."""
     now = time.time() if now is None else now
-    return [_server_check(server, now) for server in servers]
+    checks = [_server_check(server, now) for server in servers]
+    for server in servers:
+        checks += [Check("config_url", "error", server.config_errors.get(p, p)) for p in server.url_changed]
+    return checks
 
 
 def _server_check(server: ServerStatus, now: float) -> Check:

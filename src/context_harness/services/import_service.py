@@ -2,8 +2,10 @@
 
 Each login becomes a stored credential whose client registration is bound to the issuer discovery finds
 for the server; the config entry gets our header and `"oauth": false` (an mcp-remote entry becomes a remote
-entry); an expired token is refreshed at once, and one that cannot be is `needs_reauth`. The source files
-are only read. A dry run reads and matches, and changes nothing.
+entry); an expired token is refreshed at once, and one that cannot be is `needs_reauth`. A login is skipped,
+with the reason, when its name is not a server name, when it records no server URL (the config's is not trusted
+with its tokens), or when its URL or token fails the gate every login passes. The source files are only read.
+A dry run reads and matches, and changes nothing.
 """
 
 from __future__ import annotations
@@ -17,9 +19,12 @@ from typing import Any, Literal
 import aiohttp
 import structlog
 
+from context_harness.config.format import substitutions
 from context_harness.oauth.discovery import discover
 from context_harness.primitives.mcp import SecretMode
+from context_harness.primitives.names import SERVER_NAME_HINT, valid_server_name
 from context_harness.primitives.oauth import ClientRegistration, Credential, TokenState
+from context_harness.primitives.outside_values import credential_problem, url_problem
 from context_harness.primitives.result import ErrorCode, Failure, Result, Success
 from context_harness.services import login_sources
 from context_harness.services.config_service import ConfigTarget
@@ -118,6 +123,8 @@ class ImportService:
         results = [Adoption(u.where, None, "skipped", u.reason) for u in unusable]
         for login in held:
             placed = _place(login, entries)
+            if not isinstance(placed, Adoption):
+                placed = _refused(placed[0], placed[1], login) or placed
             if isinstance(placed, Adoption):
                 results.append(placed)
             elif self._holds_usable_login(placed[0]):
@@ -164,6 +171,7 @@ class ImportService:
             token_endpoint_auth_method=method,
             resource=found.value.resource,
             scopes=login.tokens.scope.split() if login.tokens.scope else None,
+            server_url=url,
         )
         self.mcp.tokens.save(credential)  # stored before any config mentions it
         placed = self._write_entry(name, url, config_path, entries)
@@ -195,11 +203,25 @@ class ImportService:
         """Bind a remote entry that has this URL; write one (replacing an mcp-remote entry) otherwise."""
         entry = entries.get(name)
         if isinstance(entry, dict) and entry.get("type") == "remote" and entry.get("url") == url:
-            self.mcp.bindings.bind(name, Binding(path=str(config_path), secret_mode=SecretMode.INLINE))
+            self.mcp.bindings.bind(name, Binding(path=str(config_path), secret_mode=SecretMode.INLINE, url=url))
             return Success(None)
         target = ConfigTarget(cwd=config_path.parent, project=config_path.parent)
         added = self.mcp.add(AddRequest(name=name, target=target, url=url))
         return added if isinstance(added, Failure) else Success(None)
+
+
+def _refused(name: str, url: str, login: HeldLogin) -> Adoption | None:
+    """Why a placed login is not adopted: the same gate as a login's (an imported file is input)."""
+    if not valid_server_name(name):
+        return _adoption(name, None, login, "skipped", f"not a server name: {SERVER_NAME_HINT}")
+    markers = substitutions()
+    bad_url = url_problem(url, markers, carries_secret=True)
+    if bad_url is not None:
+        return _adoption(name, None, login, "skipped", f"its server URL {bad_url}")
+    bad_token = credential_problem(login.tokens.access_token, markers)
+    if bad_token is not None:
+        return _adoption(name, url, login, "skipped", f"its access token {bad_token}")
+    return None
 
 
 def _adoption(name: str, url: str | None, login: HeldLogin, outcome: str, reason: str | None = None) -> Adoption:
@@ -209,10 +231,12 @@ def _adoption(name: str, url: str | None, login: HeldLogin, outcome: str, reason
 def _place(login: HeldLogin, entries: dict[str, Any]) -> tuple[str, str] | Adoption:
     """(name, server URL) for a login, from its source and the config's entries; or why it cannot be placed."""
     if login.name is not None:  # opencode: the name is the config's, the URL is recorded with it
-        entry_urls = login_sources.entry_urls(entries.get(login.name))
-        url = login.server_url or (entry_urls[0] if entry_urls else None)
+        url = login.server_url
         if url is None:
-            return _adoption(login.name, None, login, "skipped", "no server URL recorded and no entry in the config")
+            # The config's URL is no substitute: a pulled config could send the refresh token anywhere.
+            reason = f"opencode recorded no serverUrl with this login; log in with `chctl auth {login.name}`"
+            return _adoption(login.name, None, login, "skipped", reason)
+        entry_urls = login_sources.entry_urls(entries.get(login.name))
         if entry_urls and entry_urls[0] != url:
             reason = f"the config's {login.name} points at {entry_urls[0]}, the login is for {url}"
             return _adoption(login.name, url, login, "skipped", reason)

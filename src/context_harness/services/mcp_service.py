@@ -2,22 +2,21 @@
 
 from __future__ import annotations
 
-import os
-import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import structlog
 
-from context_harness.config.format import CLIENTS, DEFAULT_CLIENT, ConfigFormat, Mode, get_format
-from context_harness.oauth.discovery import is_secure_endpoint
-from context_harness.oauth.http import describe_url
-from context_harness.primitives.header_text import header_name_problem, header_value_problem
+from context_harness.config.format import CLIENTS, DEFAULT_CLIENT, ConfigFormat, Mode, get_format, substitutions
 from context_harness.primitives.mcp import MCPAuthType, MCPServer, SecretMode, ServerType
 from context_harness.primitives.names import SERVER_NAME_HINT, valid_server_name
-from context_harness.primitives.oauth import Credential, TokenState
+from context_harness.primitives.oauth import Credential
+from context_harness.primitives.outside_values import header_name_problem, header_value_problem, url_problem
 from context_harness.primitives.result import ErrorCode, Failure, Result, Success
+from context_harness.services import recorded_urls
+from context_harness.services.agent_commands import bridge_command, helper_command
+from context_harness.services.api_keys import api_key_credential
 from context_harness.services.config_service import ConfigService, ConfigTarget
 from context_harness.services.publisher import Publisher
 from context_harness.services.registry import close_names, load_registry
@@ -26,8 +25,6 @@ from context_harness.stores.crash_points import AFTER_BINDING_WRITE, crash_point
 from context_harness.stores.token_store import TokenStore
 
 log = structlog.get_logger(__name__)
-
-BEARER = "Bearer"
 
 
 @dataclass(frozen=True, slots=True)
@@ -42,7 +39,7 @@ class AddRequest:
     environment: dict[str, str] = field(default_factory=dict)
     secret_mode: SecretMode = SecretMode.INLINE
     bridge: bool = False  # the entry runs `chctl bridge NAME`; the daemon carries the traffic
-    mode: Mode | None = None  # header or bridge; None: `bridge` if set, else each client's default
+    mode: Mode | None = None  # header, bridge or helper; None: `bridge` if set, else each client's default
     clients: tuple[str, ...] = (DEFAULT_CLIENT,)
 
 
@@ -78,27 +75,10 @@ class Planned:
     credential: Credential | None = None  # a new API key to store
 
 
-def bridge_command(name: str) -> list[str]:
-    """The command a bridged entry runs: this installation's `chctl`, by absolute path, so it works whatever
-    the agent's PATH is. Without a `chctl` script beside our interpreter, the interpreter runs the module
-    (with -P: the agent's working directory must not shadow our modules)."""
-    chctl = Path(sys.executable).parent / "chctl"
-    if chctl.is_file() and os.access(chctl, os.X_OK):
-        return [str(chctl), "bridge", name]
-    return [sys.executable, "-P", "-m", "context_harness.client.chctl", "bridge", name]
-
-
 def client_format(client: str) -> Result[ConfigFormat]:
     if client not in CLIENTS:
         return Failure(f"unknown client {client!r}", ErrorCode.INVALID_PARAMS, f"choose one of: {', '.join(CLIENTS)}")
     return Success(get_format(client))
-
-
-def header_for(key_header: str | None) -> tuple[str, str | None]:
-    """(header name, scheme) for an API key: `Authorization` means `Authorization: Bearer KEY`."""
-    if key_header is None or key_header.lower() == "authorization":
-        return "Authorization", BEARER
-    return key_header, None
 
 
 class MCPService:
@@ -179,10 +159,12 @@ class MCPService:
         if credential is not None:
             self.tokens.save(credential)
         else:
-            # A login already made (also for a custom --url server) goes into the new entry at once.
+            # A login already made (also for a custom --url server) goes into the new entry at once, if it was
+            # made for this URL (a login from before URLs were recorded waits until the publisher records one).
             remote = plan.url is not None  # (a bridged entry is local, but its server is remote)
             stored = self.tokens.load(name) if remote and plan.auth_type is not MCPAuthType.API_KEY else None
-            credential = stored if stored is not None and stored.kind == "oauth" else None
+            usable = stored is not None and stored.kind == "oauth" and stored.server_url == plan.url
+            credential = stored if usable else None
         managed = plan.auth_type in (MCPAuthType.API_KEY, MCPAuthType.OAUTH) or bool(
             credential is not None and credential.secret
         )
@@ -198,7 +180,7 @@ class MCPService:
                 client=fmt.name,
                 secret_mode=request.secret_mode,
                 mode=mode,
-                url=plan.url if mode == "bridge" else None,
+                url=plan.url,  # recorded in every mode: a header goes only where the entry still points here
             )
             entry = self._entry(fmt, name, plan, credential=credential, binding=binding, managed=managed)
             inline_secret = mode == "header" and request.secret_mode is SecretMode.INLINE
@@ -212,6 +194,7 @@ class MCPService:
             if isinstance(put, Failure):
                 self.bindings.unbind(name, config_path)
                 return put
+            self.publisher.clear(name, str(config_path))  # pointed back: no longer an error
             written.append(Written(fmt.name, config_path, entry, mode))
             log.info(
                 "server_added",
@@ -232,12 +215,18 @@ class MCPService:
             return found
         fmt = found.value
         mode: Mode = request.mode or ("bridge" if request.bridge else fmt.default_mode)
+        if mode == "helper" and not fmt.runs_headers_helper:
+            return Failure(
+                f"--mode helper is for Claude Code only: {fmt.label} cannot run a command for its headers",
+                ErrorCode.INVALID_PARAMS,
+                f"use --mode bridge (no secret in the file) or --mode header for --client {client}",
+            )
         if plan.url is None:
-            if request.bridge or request.mode == "bridge":
+            if request.bridge or request.mode in ("bridge", "helper"):
                 return Failure(
-                    f"{request.name} is a local server: it needs no bridge",
+                    f"{request.name} is a local server: it needs no {request.mode or 'bridge'}",
                     ErrorCode.INVALID_PARAMS,
-                    "add it without --bridge",
+                    f"add it without --{'mode' if request.mode else 'bridge'}",
                 )
             mode = "header"  # a local entry: nothing to carry, nothing to refresh
         if mode == "bridge" and request.headers:
@@ -250,10 +239,6 @@ class MCPService:
                 ErrorCode.INVALID_PARAMS,
                 f"use --bridge (no secret in the file) or --secret-mode inline for --client {client}",
             )
-        if mode == "header":
-            substituted = self._substituted_value(fmt, request, plan)
-            if substituted is not None:
-                return substituted
         path = self.config.resolve(request.target, for_create=True, fmt=fmt)
         if isinstance(path, Failure):
             return path
@@ -266,20 +251,6 @@ class MCPService:
             if isinstance(readable, Failure):
                 return readable
         return Success((fmt, path.value.resolve() if path.value.exists() else path.value, mode))  # not yet made
-
-    def _substituted_value(self, fmt: ConfigFormat, request: AddRequest, plan: Planned) -> Failure | None:
-        """A key or static header `fmt`'s client would read as a reference to substitute, not as data."""
-        key = plan.credential
-        if key is None and plan.auth_type is MCPAuthType.API_KEY:
-            key = self.tokens.load(request.name)  # the key stored earlier, re-added to another client
-        values = [(f"header {k!r}", v) for k, v in request.headers.items()]
-        if key is not None and key.api_key:
-            values.append(("the API key", key.api_key))
-        for label, value in values:
-            problem = fmt.value_problem(value)
-            if problem is not None:
-                return Failure(f"{label} {problem}", ErrorCode.INVALID_PARAMS, "nothing was written; use --bridge")
-        return None
 
     def _entry(
         self,
@@ -295,6 +266,8 @@ class MCPService:
             return fmt.local_entry(plan.command or [], plan.environment)
         if binding.mode == "bridge":
             return fmt.bridge_entry(bridge_command(name))
+        if binding.mode == "helper":
+            return fmt.helper_entry(plan.url, dict(plan.headers), helper_command(name))
         headers = dict(plan.headers)
         if credential is not None and credential.secret:
             headers[credential.header_name] = self.publisher.header_value(credential, binding)
@@ -312,6 +285,7 @@ class MCPService:
         if isinstance(removed, Failure):
             return removed
         self.bindings.unbind(name, path.resolve())
+        self.publisher.clear(name, str(path.resolve()))
         if not removed.value:
             return Failure(
                 f"{path} has no {fmt.where(name)} entry", ErrorCode.NOT_FOUND, "see `chctl list` for configured servers"
@@ -319,21 +293,16 @@ class MCPService:
         log.info("server_removed", server=name, path=str(path), client=client)
         return Success(path)
 
-    def server_url(self, name: str) -> Result[str]:
-        """The URL an agent uses for `name` (a bound config's entry), else the registry's."""
-        for binding in self.bindings.for_server(name):
-            if binding.url:  # a bridged entry: the URL lives in the binding
-                return Success(binding.url)
-            fmt = get_format(binding.client)
-            entries = self.config.entries(Path(binding.path), fmt)
-            if isinstance(entries, Success):
-                entry = entries.value.get(name)
-                url = fmt.entry_url(entry) if isinstance(entry, dict) else None
-                if url:
-                    return Success(url)
+    def server_url(self, name: str, *, login: bool = False) -> Result[str]:
+        """The URL recorded for `name` (with its credential, else by `chctl add`), else the registry's. Never
+        what a config says now: a config is input, not a destination (`recorded_urls`). `login`: for a new
+        login, which records its own URL (an older credential without one does not stand in its way)."""
         known = self.registry.get(name)
-        if known is not None and known.url:
-            return Success(known.url)
+        recorded = recorded_urls.recorded_url(
+            name, self.config, self.tokens, self.bindings, known.url if known is not None else None, login=login
+        )
+        if recorded is not None:
+            return recorded
         if known is None:
             unknown = self.get_server_info(name)
             assert isinstance(unknown, Failure)
@@ -383,7 +352,10 @@ class MCPService:
     def _plan_entry(self, request: AddRequest) -> Result[Planned]:
         """The server to add (URL or command), its auth type, and a new API-key credential if one was given."""
         known = self.registry.get(request.name)
-        if known is None and request.url is None and request.command is None:
+        recorded = self._recorded_url(request)
+        if isinstance(recorded, Failure):
+            return recorded
+        if known is None and request.url is None and request.command is None and recorded is None:
             return self._unknown(request.name)
 
         if request.command is not None or (
@@ -397,53 +369,54 @@ class MCPService:
         bad_header = _header_problem(request)
         if bad_header is not None:
             return bad_header
-        url = request.url or (known.url if known else None)
-        if not url or not url.startswith(("http://", "https://")):
-            return Failure(f"invalid url {url!r}", ErrorCode.INVALID_PARAMS, "pass --url http(s)://host/path")
-        auth_type = known.auth_type if known is not None and request.url is None else MCPAuthType.NONE
-        if request.api_key is not None:
-            auth_type = MCPAuthType.API_KEY
+        url = request.url or recorded or (known.url if known else None)
+        bad_url = url_problem(url, substitutions(), carries_secret=False) if url else "is missing"
+        if bad_url is not None or url is None:
+            return Failure(f"the server's URL {bad_url}", ErrorCode.INVALID_PARAMS, "pass --url http(s)://host/path")
+        stored = self.tokens.load(request.name)
+        elsewhere = recorded_urls.belongs_elsewhere(request.name, stored, url) if request.api_key is None else None
+        if elsewhere is not None:
+            return elsewhere
+        auth_type = MCPAuthType.NONE
+        if known is not None and request.url is None and url == known.url:
+            auth_type = known.auth_type
+        if request.api_key is not None or (request.url is None and stored is not None and stored.kind == "api_key"):
+            auth_type = MCPAuthType.API_KEY  # a new key, or the stored one kept for the recorded URL
 
         credential = None
         if auth_type is MCPAuthType.API_KEY:
-            key = request.api_key
-            if key is None:
-                stored = self.tokens.load(request.name)
-                key = stored.api_key if stored is not None and stored.kind == "api_key" else None
-            if not key:
-                return Failure(
-                    f"{request.name} needs an API key",
-                    ErrorCode.AUTH_REQUIRED,
-                    f"pass -k KEY or --api-key-env VAR (e.g. `chctl add {request.name} --api-key-env "
-                    f"{request.name.upper().replace('-', '_')}_API_KEY`)",
-                )
-            if not is_secure_endpoint(url):
-                return Failure(
-                    f"refusing to send an API key to {describe_url(url)} in clear text",
-                    ErrorCode.INVALID_PARAMS,
-                    "use the server's https:// URL (plain http is accepted on loopback only)",
-                )
-            header_name, scheme = header_for(request.key_header or (known.api_key_header if known else None))
-            credential = Credential(
-                name=request.name,
-                kind="api_key",
-                state=TokenState.API_KEY,
-                header_name=header_name,
-                header_scheme=scheme,
-                api_key=key,
+            made = api_key_credential(
+                request.name,
+                url,
+                new_key=request.api_key,
+                key_header=request.key_header,
+                registry_header=known.api_key_header if known else None,
+                stored=stored,
             )
+            if isinstance(made, Failure):
+                return made
+            credential = made.value
         return Success(Planned(auth_type, url=url, headers=dict(request.headers), credential=credential))
+
+    def _recorded_url(self, request: AddRequest) -> str | Failure | None:
+        """The URL recorded for a server added again without --url (or --command), e.g. to switch its mode."""
+        known = self.registry.get(request.name)
+        if request.url or request.command or (known is not None and known.server_type is ServerType.LOCAL):
+            return None
+        recorded = self.server_url(request.name)
+        if isinstance(recorded, Failure):
+            return None if recorded.code is ErrorCode.NOT_FOUND else recorded  # nothing recorded: unknown
+        return recorded.value
 
 
 def _header_problem(request: AddRequest) -> Failure | None:
-    """An API key or `--header` that opencode would read as config syntax or that would break its request."""
-    named = [(f"header {k!r}", v) for k, v in request.headers.items()]
-    if request.api_key is not None:
-        named.append(("the API key", request.api_key))
-    for label, value in named:
-        problem = header_value_problem(value)
+    """A `--header` that a client would read as config syntax or that would break its request."""
+    for header, value in request.headers.items():
+        problem = header_value_problem(value, substitutions())
         if problem is not None:
-            return Failure(f"{label} {problem}", ErrorCode.INVALID_PARAMS, "nothing was written; check the value")
+            return Failure(
+                f"header {header!r} {problem}", ErrorCode.INVALID_PARAMS, "nothing was written; check the value"
+            )
     for name in [*request.headers, *([request.key_header] if request.key_header else [])]:
         problem = header_name_problem(name)
         if problem is not None:

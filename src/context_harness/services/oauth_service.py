@@ -19,6 +19,7 @@ import aiohttp
 import structlog
 
 from context_harness.oauth.flow import AuthorizationUrlHandler, FlowRequest, run_authorization_flow
+from context_harness.oauth.token_auth import either_way
 from context_harness.oauth.token_client import (
     PermanentError,
     Refreshed,
@@ -62,6 +63,7 @@ class OAuthSettings:
     locks_dir: Path  # one lock file per server: one refresh at a time, across processes too
     http_timeout_s: float
     config_io_timeout_s: float  # reading a server's configs (its URL): a hung mount fails that call
+    min_refresh_spacing_s: float  # a server that refuses every token gets at most one refresh per this
     # The https URL of a Client ID Metadata Document for context-harness, tried before Dynamic Client Registration.
     client_metadata_url: str | None
 
@@ -155,6 +157,7 @@ class OAuthService:
         # Told the outcome of a refresh someone asked for (`chctl refresh`), so the background plan follows it.
         self.on_refresh_attempt: Callable[[str, RefreshAttempt], None] = lambda _name, _attempt: None
         self.runtime: dict[str, Runtime] = {}
+        self._refreshed_at: dict[str, float] = {}  # when each server's last refresh began (monotonic)
         self._locks: dict[str, asyncio.Lock] = {}
 
     def configure(self, settings: OAuthSettings) -> None:
@@ -169,7 +172,7 @@ class OAuthService:
         on_authorization_url: AuthorizationUrlHandler,
         paste: asyncio.Queue[str] | None = None,
     ) -> Result[Credential]:
-        server_url = await self.server_url_off_loop(name)
+        server_url = await self.server_url_off_loop(name, login=True)
         if isinstance(server_url, Failure):
             return server_url
         client_id, client_secret = options.client_id, options.client_secret
@@ -219,6 +222,7 @@ class OAuthService:
             token_endpoint_auth_method=g.token_endpoint_auth_method,
             resource=g.resource,
             scopes=g.scopes,
+            server_url=server_url.value,  # where this credential may go, whatever a config says later
         )
         async with self._lock(name):
             self.tokens.save(credential)
@@ -290,6 +294,11 @@ class OAuthService:
                     return RefreshNotNeeded(credential)
                 if credential.state is TokenState.NEEDS_REAUTH:
                     return RefreshNeedsReauth(credential.last_error or "the last refresh was refused")
+                # A server that refuses every token would otherwise get a refresh per request.
+                since = time.monotonic() - self._refreshed_at.get(name, -float("inf"))
+                if since < self.settings.min_refresh_spacing_s:
+                    reason = f"the server refused a token refreshed {since:.0f} s ago"
+                    return RefreshRetry(reason, self.settings.min_refresh_spacing_s - since)
                 return await self._refresh_locked(credential, force=True)
         except LockTimeout:
             return RefreshRetry("another process holds the refresh lock", None)
@@ -332,24 +341,40 @@ class OAuthService:
                 self.events.token_event(name, TokenEvent.EXPIRING, f"{name}: {note}")
             return RefreshImpossible(credential)
         self.runtime.setdefault(name, Runtime()).state = TokenState.REFRESHING
-        outcome = await refresh_access_token(
-            self._session(),
-            credential.token_endpoint,
-            refresh_token=tokens.refresh_token,
-            client_id=credential.client_id,
-            client_secret=credential.client_secret,
-            auth_method=credential.token_endpoint_auth_method,
-            resource=credential.resource,
-            timeout_s=self.settings.http_timeout_s,
+        self._refreshed_at[name] = time.monotonic()
+        # Named here: mypy's narrowing (checked above) does not reach into the lambda.
+        endpoint, refresh_token, client_id = credential.token_endpoint, tokens.refresh_token, credential.client_id
+        outcome, auth_method = await either_way(
+            lambda method: refresh_access_token(
+                self._session(),
+                endpoint,
+                refresh_token=refresh_token,
+                client_id=client_id,
+                client_secret=credential.client_secret,
+                auth_method=method,
+                resource=credential.resource,
+                revocation_endpoint=credential.revocation_endpoint,
+                timeout_s=self.settings.http_timeout_s,
+            ),
+            credential.token_endpoint_auth_method,
+            credential.client_secret,
+            grant="refresh_token",
         )
         match outcome:
             case Refreshed(new_tokens):
                 if new_tokens.refresh_token is None:  # not rotated: keep using the one we have
                     new_tokens = new_tokens.model_copy(update={"refresh_token": tokens.refresh_token})
                 fresh = credential.model_copy(
-                    update={"tokens": new_tokens, "state": TokenState.ACTIVE, "last_error": None}
+                    update={
+                        "tokens": new_tokens,
+                        "state": TokenState.ACTIVE,
+                        "last_error": None,
+                        "token_endpoint_auth_method": auth_method,  # the way that worked, if it took two
+                    }
                 )
                 self.tokens.save(fresh)  # the rotated refresh token is on disk before anything uses the new token
+                if auth_method is not None and auth_method != credential.token_endpoint_auth_method:
+                    self.clients.remember_auth_method(name, client_id, auth_method)
                 crash_point(AFTER_TOKEN_SAVE)
                 self.runtime[name] = Runtime()
                 await self.publisher.publish(name)
@@ -394,10 +419,13 @@ class OAuthService:
         live = self.runtime.get(credential.name)
         return live.last_error if live is not None and live.last_error else credential.last_error
 
-    async def server_url_off_loop(self, name: str) -> Result[str]:
-        """`server_url`, read in a thread: a config on a hung mount fails this call only."""
+    async def server_url_off_loop(self, name: str, *, login: bool = False) -> Result[str]:
+        """The recorded URL (`MCPService.server_url`), in a thread: an older file's migration reads configs."""
         return await run_config_io(
-            lambda: self.mcp.server_url(name), self.settings.config_io_timeout_s, f"reading {name}'s configs"
+            lambda: self.mcp.server_url(name, login=login),
+            self.settings.config_io_timeout_s,
+            f"reading {name}'s configs",
+            key=f"configs of {name}",  # a bridge retrying on a hung config waits for the first read
         )
 
     @asynccontextmanager

@@ -4,10 +4,16 @@ Everything it writes comes from disk (the token store and the bindings), never f
 again after a crash or a failed write mends what was left behind: the daemon does at start and at every
 wall-clock check. Each config is written in a thread with a deadline, so one on a hung mount fails alone
 and is retried; what failed, and why, is remembered for `chctl status` and returned to the caller.
+
+A header goes only into an entry that points at the URL recorded with the credential (`recorded_urls`): an
+entry whose URL was changed since loses our header in the same edit, keeps its binding, and is reported
+(`config_errors`, status, doctor, the notify command once per change, also across restarts) until
+`chctl add NAME` points it back.
 """
 
 from __future__ import annotations
 
+import shlex
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import partial
@@ -16,12 +22,15 @@ from typing import Any
 
 import structlog
 
-from context_harness.config.format import get_format
+from context_harness.config.format import ConfigFormat, get_format, substitutions
+from context_harness.oauth.http import describe_url
 from context_harness.primitives.mcp import SecretMode
 from context_harness.primitives.oauth import Credential
+from context_harness.primitives.outside_values import credential_problem, header_name_problem
 from context_harness.primitives.result import ErrorCode, Failure, Result, Success
+from context_harness.services import recorded_urls
 from context_harness.services.blocking_io import StillRunning, run_blocking
-from context_harness.services.config_service import ConfigService
+from context_harness.services.config_service import ConfigService, Misdirected
 from context_harness.stores.bindings import Binding, BindingStore
 from context_harness.stores.token_store import TokenStore
 
@@ -36,6 +45,14 @@ class PublishSettings:
     io_timeout_s: float
 
 
+@dataclass(frozen=True, slots=True)
+class Withheld:
+    """No header was written: the entry points away from the recorded URL (and lost the header it had)."""
+
+    message: str  # what is wrong and how to mend it, for `config_errors`, status, doctor and the notify command
+    news: bool  # the entry's URL changed since the person was last told (then the notify command runs)
+
+
 @dataclass(slots=True)
 class PublishReport:
     """What one publish (or forget) did to each bound config."""
@@ -46,6 +63,19 @@ class PublishReport:
 
     def as_dict(self) -> dict[str, Any]:
         return {"written": self.written, "dropped": self.dropped, "failed": self.failed}
+
+
+def unwritable_problem(credential: Credential) -> str | None:
+    """The gate every login, key and import passed, run again right before a write: why `credential`'s
+    header must not go into a config; None when it may."""
+    what = "API key" if credential.kind == "api_key" else "access token"
+    bad_secret = credential_problem(credential.secret or "", substitutions())
+    if bad_secret is not None:
+        return f"the stored {what} {bad_secret}; not written (run `chctl auth {credential.name}` or add the key again)"
+    bad_name = header_name_problem(credential.header_name)
+    if bad_name is not None:
+        return f"the stored header name {bad_name}; not written (add the server again)"
+    return None
 
 
 class Publisher:
@@ -62,6 +92,10 @@ class Publisher:
         self.settings = settings
         # Per server: the bound configs whose last write failed, and why.
         self.errors: dict[str, dict[str, str]] = {}
+        # Per server: the bound configs whose entry points away from the recorded URL (a subset of `errors`).
+        self.misdirected: dict[str, set[str]] = {}
+        # Told (server, message) once when an entry is found pointing elsewhere: the daemon runs the notify command.
+        self.on_misdirected: Callable[[str, str], None] = lambda _name, _message: None
         self._blocked: set[str] = set()  # configs whose write is still stuck in its thread
 
     def configure(self, settings: PublishSettings) -> None:
@@ -82,7 +116,17 @@ class Publisher:
         report = PublishReport()
         if credential is None or not credential.secret:
             return report
+        credential = await self._migrate(credential, report)
+        unwritable = unwritable_problem(credential)
+        if unwritable is not None:  # stored before the gate existed, or planted: never written, say so
+            for binding in self.bindings.for_server(name):
+                if binding.mode == "header":
+                    self._add(report, name, binding.path, Failure(unwritable, ErrorCode.INVALID_PARAMS))
+            self._remember(name, report)
+            return report
         for binding in self._header_bindings(credential):
+            if binding.path in report.failed:
+                continue  # it did not answer even a read
             outcome = await self._off_loop(binding.path, partial(self._write, credential, binding))
             self._add(report, name, binding.path, outcome)
         self._remember(name, report)
@@ -93,8 +137,8 @@ class Publisher:
         A `{file:}` reference stays, with its file present: opencode stops working when the file is missing."""
         report = PublishReport()
         for binding in self.bindings.for_server(name):
-            if binding.mode == "bridge":
-                continue  # no header in the entry
+            if binding.mode != "header":
+                continue  # no header in the entry (a bridge, a headers helper)
             if binding.secret_mode is SecretMode.FILE:
                 self.tokens.ensure_secret_file(name)
                 continue
@@ -106,13 +150,19 @@ class Publisher:
             else:
                 report.written.append(binding.path)
         self.errors.pop(name, None)
+        self.misdirected.pop(name, None)
         return report
+
+    def clear(self, name: str, path: str) -> None:
+        """`chctl add` or `chctl remove` dealt with this config: what went wrong there is history."""
+        self.errors.get(name, {}).pop(path, None)
+        self.misdirected.get(name, set()).discard(path)
 
     # --- helpers -------------------------------------------------------------------------------------
 
     def _header_bindings(self, credential: Credential) -> list[Binding]:
-        """The bindings that carry a header (a bridge carries none); the `{file:}` secret file is brought up
-        to date first, so every reference to it reads the current secret."""
+        """The bindings that carry a header (a bridge or a headers helper carries none); the `{file:}` secret
+        file is brought up to date first, so every reference to it reads the current secret."""
         bindings = [b for b in self.bindings.for_server(credential.name) if b.mode == "header"]
         secret = credential.secret or ""
         if (
@@ -122,16 +172,41 @@ class Publisher:
             self.tokens.write_secret_file(credential.name, secret)
         return bindings
 
-    def _write(self, credential: Credential, binding: Binding) -> Result[bool]:
-        """True when written (or already right), False when the binding was dropped because the config no
-        longer has the entry."""
+    async def _migrate(self, credential: Credential, report: PublishReport) -> Credential:
+        """Record the URLs a credential or binding from an older version lacks (`recorded_urls`), once. Each
+        config is read in its own thread with a deadline; one that does not answer goes into `report`. The
+        caller holds the server's refresh lock, so rewriting the token file races no refresh."""
         name = credential.name
+        bindings = self.bindings.for_server(name)
+        if not recorded_urls.needs_migration(credential, bindings):
+            return credential
+        current: dict[str, str] = {}
+        for binding in bindings:
+            if binding.url:
+                continue
+            url = await self._off_loop(binding.path, partial(_url_in, self.config, name, binding))
+            if isinstance(url, Failure):
+                self._add(report, name, binding.path, url)
+            elif url.value:
+                current[binding.path] = url.value
+        migration = recorded_urls.plan(credential, bindings, current, None)
+        if not migration.empty:
+            recorded_urls.apply(name, migration, self.tokens, self.bindings)
+            log.info("server_url_migrated", server=name, credential=migration.credential_url is not None)
+        return self.tokens.load(name) or credential
+
+    def _write(self, credential: Credential, binding: Binding) -> Result[bool | Withheld]:
+        """True when written (or already right), False when the binding was dropped because the config no
+        longer has the entry, Withheld when the entry points away from the recorded URL."""
+        name = credential.name
+        fmt = get_format(binding.client)
         written = self.config.set_header(
             Path(binding.path),
             name,
             credential.header_name,
             self.header_value(credential, binding),
-            get_format(binding.client),
+            fmt,
+            url=credential.server_url,
             private=binding.secret_mode is SecretMode.INLINE,
         )
         if isinstance(written, Failure) and written.code is ErrorCode.NOT_FOUND:
@@ -139,6 +214,22 @@ class Publisher:
             self.bindings.unbind(name, Path(binding.path))
             log.info("binding_dropped", server=name, path=binding.path, reason="the config has no entry for it")
             return Success(False)
+        if isinstance(written, Success) and isinstance(written.value, Misdirected):
+            if not credential.server_url:
+                return Failure(
+                    f"{binding.path}: no URL is recorded for {name}'s credential (it predates recorded URLs and "
+                    f"its configs disagree), so no header is written: say which with `chctl add {name} --url URL`, "
+                    f"then `chctl auth {name}`",
+                    ErrorCode.CONFIG_INVALID,
+                )
+            found = written.value.found or ""
+            news = binding.withheld_for != found
+            if news:
+                self.bindings.note_withheld(name, binding.path, found)
+            message = _misdirected_message(name, binding, fmt, written.value, credential.server_url)
+            return Success(Withheld(message, news))
+        if isinstance(written, Success) and binding.withheld_for is not None:
+            self.bindings.note_withheld(name, binding.path, None)  # pointed back by hand
         return written if isinstance(written, Failure) else Success(True)
 
     async def _off_loop(self, path: str, work: Callable[[], Result[Any]]) -> Result[Any]:
@@ -161,7 +252,14 @@ class Publisher:
                 f"{path} did not answer within {timeout_s:g} s (a hung mount?); retried later", ErrorCode.TIMEOUT
             )
 
-    def _add(self, report: PublishReport, name: str, path: str, outcome: Result[bool]) -> None:
+    def _add(self, report: PublishReport, name: str, path: str, outcome: Result[bool | Withheld]) -> None:
+        if isinstance(outcome, Success) and isinstance(outcome.value, Withheld):
+            report.failed[path] = outcome.value.message
+            self.misdirected.setdefault(name, set()).add(path)
+            if outcome.value.news:  # once per change (kept in the binding), not at every refresh or restart
+                log.warning("header_withheld_url_changed", server=name, path=path)
+                self.on_misdirected(name, outcome.value.message)
+            return
         if isinstance(outcome, Success):
             (report.written if outcome.value else report.dropped).append(path)
             return
@@ -177,3 +275,34 @@ class Publisher:
             self.errors[name] = dict(report.failed)
         else:
             self.errors.pop(name, None)
+        # An entry pointed back (by hand) is no longer reported; the next change is news again.
+        self.misdirected[name] = self.misdirected.get(name, set()) & set(report.failed)
+
+
+def _url_in(config: ConfigService, name: str, binding: Binding) -> Result[str | None]:
+    return Success(recorded_urls.entry_url(config, name, binding))
+
+
+def _misdirected_message(name: str, binding: Binding, fmt: ConfigFormat, found: Misdirected, url: str) -> str:
+    """What `chctl status` and doctor say about an entry that points away from the recorded URL, with the fix."""
+    now = f"now points at {describe_url(found.found)}" if found.found else "no longer has a URL"
+    target = _target_flags(Path(binding.path), fmt)
+    return (
+        f"{binding.path}: its {name} entry {now}, not at {describe_url(url)} where {name}'s credential belongs; "
+        f"the header was taken out of it. Run `chctl add {name}{target}` to point it back, or "
+        f"`chctl remove {name}{target}`"
+    )
+
+
+def _target_flags(path: Path, fmt: ConfigFormat) -> str:
+    """` --project DIR --client C` (or ` --global`) naming the config at `path` for `chctl add`/`remove`."""
+    client = "" if fmt.name == "opencode" else f" --client {fmt.name}"
+    try:
+        if fmt.global_path().resolve() == path:
+            return " --global" + client
+    except OSError:
+        pass
+    for directory in (path.parent, path.parent.parent):
+        if fmt.project_path(directory).resolve() == path:
+            return f" --project {shlex.quote(str(directory))}" + client
+    return client

@@ -14,7 +14,9 @@ is either a JSON list of entries or an object with a `servers` list::
 
 Each entry takes the fields of `MCPServer` (`name` is required; `server_type` defaults to "remote",
 `auth_type` to "none"; `api_key_header: "Authorization"` means `Authorization: Bearer KEY`). An entry
-whose name matches a curated one replaces it. A user file is never fatal: a missing one is simply
+whose name matches a curated one replaces it. An entry whose URL or key header could not be written safely
+(a client's substitution syntax, a credential over plain http to another host, a header name that is not an
+RFC 9110 token) is skipped with a warning. A user file is never fatal: a missing one is simply
 empty, and a malformed one (bad JSON, or entries that do not validate) yields warnings that name the
 file and the problem, while every valid entry still loads.
 """
@@ -30,7 +32,9 @@ from typing import Any
 
 from pydantic import ValidationError
 
+from context_harness.config.format import substitutions
 from context_harness.primitives.mcp import MCPAuthType, MCPServer, ServerType
+from context_harness.primitives.outside_values import header_name_problem, url_problem
 
 BUILTIN_RESOURCE = "registry.json"
 
@@ -131,6 +135,13 @@ def entry_problem(server: MCPServer) -> str | None:
         return "field 'command': a local server needs a command list"
     if server.auth_type is MCPAuthType.API_KEY and not server.api_key_header:
         return "field 'api_key_header': an api-key server needs the header that carries the key"
+    # What we would write from it into a config passes the same gate as a login or `chctl add`.
+    if server.url:
+        bad_url = url_problem(server.url, substitutions(), carries_secret=server.auth_type is not MCPAuthType.NONE)
+        if bad_url is not None:
+            return f"field 'url': {bad_url}"
+    if server.api_key_header and (bad_header := header_name_problem(server.api_key_header)) is not None:
+        return f"field 'api_key_header': {bad_header}"
     return None
 
 

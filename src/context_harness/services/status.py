@@ -15,6 +15,7 @@ from context_harness.primitives.result import Failure, Result, Success
 from context_harness.services.mcp_service import MCPService
 from context_harness.services.oauth_service import OAuthService, no_refresh_token_note
 from context_harness.services.publisher import Publisher
+from context_harness.services.token_access import TokenReads
 from context_harness.stores.bindings import Binding, BindingStore
 from context_harness.stores.token_store import TokenStore
 
@@ -47,10 +48,14 @@ class ServerStatus:
     next_refresh_at: float | None = None
     configs: list[str] = field(default_factory=list)  # the configs that carry it
     config_errors: dict[str, str] = field(default_factory=dict)  # configs whose last write failed, and why
+    # Of those, the configs whose entry points away from the recorded URL: the header was taken out.
+    url_changed: list[str] = field(default_factory=list)
     mode: str | None = None  # header, bridge, bridge+header; None when no config carries it
     bridges: list[BridgeStatus] = field(default_factory=list)
     last_error: str | None = None
     note: str | None = None  # e.g. a token without a refresh token: when to log in again
+    token_reads: int = 0  # credentials handed out by `token.get` (`chctl token`) since the daemon started
+    last_token_read_at: float | None = None
 
     def as_dict(self) -> dict[str, Any]:
         return {**asdict(self), "auth_type": self.auth_type.value}
@@ -71,6 +76,7 @@ class StatusBoard:
         self.next_refresh_at: Callable[[str], float | None] = lambda _name: None
         self.bridges: Callable[[str], list[BridgeStatus]] = lambda _name: []
         self.failed_login: Callable[[str], str | None] = lambda _name: None
+        self.token_reads: Callable[[str], TokenReads] = lambda _name: TokenReads()
 
     def awaiting_login(self) -> list[str]:
         """Bound servers without a credential: whether each expects a login is read from its configs."""
@@ -94,11 +100,15 @@ class StatusBoard:
         the server's, when the caller has read them already."""
         credential = self.tokens.load(name)
         bindings = self.bindings.for_server(name) if bindings is None else bindings
+        reads = self.token_reads(name)
         shared: dict[str, Any] = {
             "name": name,
+            "token_reads": reads.count,
+            "last_token_read_at": reads.last_at,
             "next_refresh_at": self.next_refresh_at(name),
             "configs": [b.path for b in bindings],
             "config_errors": dict(self.publisher.errors.get(name, {})),
+            "url_changed": sorted(self.publisher.misdirected.get(name, set())),
             "mode": _mode(bindings),
             "bridges": self.bridges(name),
         }

@@ -13,8 +13,8 @@ PRIVATE_DIR_MODE = 0o700
 
 
 def ensure_private_dir(path: Path) -> Path:
-    """Create `path` (and parents) with the leaf 0700. A directory that already exists is left as it is:
-    it may be shared (a CH_SOCKET in /tmp), and an unsafe CH_HOME is refused at start, never quietly fixed."""
+    """Create `path` (and parents) with the leaf 0700. A directory that already exists is left as it is: an
+    unsafe CH_HOME, or socket directory, is refused by the daemon (daemon/home_trust.py), never quietly fixed."""
     path.parent.mkdir(parents=True, exist_ok=True)
     try:
         path.mkdir(mode=PRIVATE_DIR_MODE)

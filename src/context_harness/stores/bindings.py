@@ -22,9 +22,16 @@ class Binding(BaseModel):
     secret_mode: SecretMode = SecretMode.INLINE
     # header: the entry holds the credential (inline or `{file:}`) and we rewrite it on every refresh;
     # bridge: the entry runs `chctl bridge NAME` and the daemon carries the traffic to `url`, adding the
-    # credential itself (nothing secret in the file, nothing to rewrite).
-    mode: Literal["header", "bridge"] = "header"
-    url: str | None = None  # bridge mode: the server's URL (the entry itself holds only a command)
+    # credential itself (nothing secret in the file, nothing to rewrite); helper: the client runs
+    # `chctl token NAME` for its headers at each connect (nothing secret in the file either).
+    mode: Literal["header", "bridge", "helper"] = "header"
+    # The server's URL as `chctl add` wrote it (a bridged entry holds only a command). A header is written
+    # only into an entry that still points there; None: a binding from before URLs were recorded in header
+    # mode, given one by `services.recorded_urls.migrate` at its first use.
+    url: str | None = None
+    # The URL the entry pointed at instead when its header was last withheld ("" for none): the notify command
+    # runs once per change, also across daemon restarts. None: not withheld.
+    withheld_for: str | None = None
 
 
 _Bindings = TypeAdapter(dict[str, list[Binding]])
@@ -59,6 +66,24 @@ class BindingStore:
             items = [b for b in bindings.get(name, []) if b.path != binding.path]
             items.append(binding)
             bindings[name] = items
+            self._save(bindings)
+
+    def record_urls(self, name: str, urls: dict[str, str]) -> None:
+        """Give `name`'s bindings without a URL theirs (`urls`: config path -> URL); the others stay as they are."""
+        with self._changing:
+            bindings = self.load()
+            bindings[name] = [
+                b.model_copy(update={"url": urls[b.path]}) if not b.url and b.path in urls else b
+                for b in bindings.get(name, [])
+            ]
+            self._save(bindings)
+
+    def note_withheld(self, name: str, path: str, found: str | None) -> None:
+        """Remember (or, with None, forget) where `path`'s entry pointed when its header was withheld."""
+        with self._changing:
+            bindings = self.load()
+            items = bindings.get(name, [])
+            bindings[name] = [b.model_copy(update={"withheld_for": found}) if b.path == path else b for b in items]
             self._save(bindings)
 
     def unbind(self, name: str, path: Path) -> None:

@@ -51,6 +51,17 @@ class ClientStore:
         ensure_private_dir(self.directory)
         atomic_write_bytes(path, registration.model_dump_json(indent=2).encode(), mode=PRIVATE_FILE_MODE)
 
+    def remember_auth_method(self, server: str, client_id: str, auth_method: str) -> None:
+        """The token endpoint took `client_id`'s secret another way than its registration said: record the
+        way that worked, so refreshes and revocation use it too."""
+        try:
+            stored = ClientRegistration.model_validate_json(self._path(server).read_bytes())
+        except (FileNotFoundError, ValidationError):
+            return
+        if stored.client_id == client_id and stored.token_endpoint_auth_method != auth_method:
+            self.save(server, stored.model_copy(update={"token_endpoint_auth_method": auth_method}))
+            log.info("client_auth_method_updated", server=server, auth_method=auth_method)
+
     def forget(self, server: str, client_id: str) -> bool:
         """Delete `server`'s registration if it is the one for `client_id`; whether one was deleted."""
         try:

@@ -59,3 +59,9 @@ def protocol_version_of(result_message: dict[str, Any]) -> str | None:
     result = result_message.get("result")
     version = result.get("protocolVersion") if isinstance(result, dict) else None
     return version if isinstance(version, str) else None
+
+
+def lookup_id(value: Any) -> str | int | None:
+    """`value` if it can be an id we look up: JSON-RPC ids are strings or integers (a list or an object from a
+    broken or hostile peer is not; nor is a bool)."""
+    return value if isinstance(value, str | int) and not isinstance(value, bool) else None

@@ -11,6 +11,9 @@ What the client never sees:
   is initialized again by replaying the client's own `initialize` and `notifications/initialized`, and the
   request is sent again;
 - an OAuth prompt: when only a person can help, the request gets a JSON-RPC error saying what to run.
+
+What a server can make it spend is bounded (`upstream.limits`): no redirect is followed, no message passes
+the relay's limit, re-initializations back off, a request the client cancels or abandons is aborted.
 """
 
 from __future__ import annotations
@@ -19,19 +22,18 @@ import asyncio
 import contextlib
 import itertools
 import json
-import time
-from collections.abc import AsyncIterator, Callable, Coroutine
-from dataclasses import dataclass, field
-from typing import Any, Literal, Protocol
+from collections.abc import AsyncIterator
+from typing import Any, Literal
 from urllib.parse import urljoin, urlsplit
 
 import aiohttp
 import structlog
 
 from context_harness.net.failures import ReachKind, reach_kind, unreachable
-from context_harness.primitives.result import ErrorCode, Failure, Result
-from context_harness.upstream import messages
-from context_harness.upstream.sse import SseParser
+from context_harness.primitives.result import ErrorCode, Failure
+from context_harness.upstream import limits, messages
+from context_harness.upstream.contract import Counters, Credentials, Deliver, RelayFailure, Retries
+from context_harness.upstream.sse import SseParser, json_messages
 
 log = structlog.get_logger(__name__)
 
@@ -43,46 +45,6 @@ CLOSE_TIMEOUT = aiohttp.ClientTimeout(total=5)
 LISTEN_BACKOFF_S = (0.5, 30.0)
 # HTTP statuses a server that only speaks the legacy HTTP+SSE transport answers a POST of `initialize` with.
 LEGACY_HINT_STATUSES = {400, 404, 405}
-
-Deliver = Callable[[dict[str, Any]], Coroutine[Any, Any, None]]
-
-
-class Credentials(Protocol):
-    """The server's credential as the daemon holds it."""
-
-    def header(self) -> tuple[str, str] | None:
-        """The header to send now, or None (no credential: send without one)."""
-
-    async def renew(self, rejected: str | None) -> Result[None]:
-        """The server refused the header value `rejected`: get a better one (a refresh, at most one at a
-        time across the daemon), or a Failure that says what a person must do."""
-
-
-class RelayFailure(Exception):
-    """A client request cannot be carried; `failure` says why and what to do."""
-
-    def __init__(self, failure: Failure) -> None:
-        super().__init__(failure.error)
-        self.failure = failure
-
-
-@dataclass(slots=True)
-class Counters:
-    """What `chctl status` shows for a live bridge."""
-
-    started_at: float = field(default_factory=time.time)
-    requests: int = 0
-    renewals: int = 0
-    reinitializations: int = 0
-    last_error: str | None = None
-
-
-@dataclass(slots=True)
-class Retries:
-    """What one POST has already done to be answered; each is done once, then the answer is final."""
-
-    renewed: bool = False  # a 401 renewed the credential
-    reinitialized: bool = False  # the lost session was initialized again
 
 
 class Upstream:
@@ -102,6 +64,8 @@ class Upstream:
         self._reinit_lock = asyncio.Lock()
         self._internal_ids = itertools.count(1)
         self._waiters: dict[Any, asyncio.Future[dict[str, Any]]] = {}  # responses to our own requests
+        self._carrying = limits.Cancellable()  # the client's requests, by id
+        self._reinit_budget = limits.ReinitBudget()
         self._tasks: set[asyncio.Task[None]] = set()
         self._listener: asyncio.Task[None] | None = None  # the server's own stream (both transports)
         self._listener_generation = -1
@@ -124,9 +88,13 @@ class Upstream:
                 self._init_request = message
         elif message.get("method") == "notifications/initialized":
             self._initialized_note = message
+        elif message.get("method") == "notifications/cancelled":
+            self._carrying.cancel(message.get("params"))  # and the server is told, too
         task = asyncio.get_running_loop().create_task(self._carry(message, raw))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
+        if messages.is_request(message):
+            self._carrying.add(message.get("id"), task)
 
     async def restore(self, replay: list[dict[str, Any]]) -> None:
         """A bridge whose session began before a daemon restart: initialize upstream again from the client's
@@ -159,7 +127,8 @@ class Upstream:
         if self.transport == "streamable-http" and self.session_id:
             try:
                 headers, _used = self._headers({})
-                async with self.http.delete(self.url, headers=headers, timeout=CLOSE_TIMEOUT) as response:
+                delete = self.http.delete(self.url, headers=headers, timeout=CLOSE_TIMEOUT, allow_redirects=False)
+                async with delete as response:
                     log.info("upstream_session_deleted", server=self.name, status=response.status)
             except (aiohttp.ClientError, TimeoutError) as exc:
                 log.info("upstream_session_delete_failed", server=self.name, error=type(exc).__name__)
@@ -227,7 +196,8 @@ class Upstream:
         if not isinstance(message, dict):
             log.warning("upstream_sent_non_message", server=self.name)
             return
-        waiter = self._waiters.get(message.get("id")) if messages.is_response(message) else None
+        key = messages.lookup_id(message.get("id")) if messages.is_response(message) else None
+        waiter = self._waiters.get(key) if key is not None else None
         if waiter is not None:
             if not waiter.done():
                 waiter.set_result(message)
@@ -247,6 +217,7 @@ class Upstream:
             headers, used = self._headers(extra, with_session=not is_initialize)
             async with _post(self.http, self.url, body, headers) as response:
                 status = self._answered(response)
+                limits.not_redirected(self.name, response)
                 session_lost = status == 404 and not is_initialize and bool(self.session_id)
                 if await self._recovered(status, used, generation, retries, session_lost=session_lost):
                     continue
@@ -276,7 +247,10 @@ class Upstream:
                 )
             await self._resume(request, parser.last_event_id)
             return
-        raw = await response.read()
+        try:
+            raw = await limits.read_body(response)
+        except limits.TooLarge:
+            raise RelayFailure(limits.too_large(self.name)) from None
         if not raw.strip():
             return
         try:
@@ -294,28 +268,33 @@ class Upstream:
         answered = False
         want = request.get("id") if request is not None and messages.is_request(request) else None
         try:
-            async for chunk in response.content.iter_any():
-                for event in parser.feed(chunk):
-                    if event.event != "message" or not event.data.strip():
-                        continue
-                    try:
-                        message = json.loads(event.data)
-                    except ValueError:
-                        log.warning("upstream_sent_non_json_event", server=self.name)
-                        continue
-                    if want is not None and isinstance(message, dict) and message.get("id") == want:
-                        answered = messages.is_response(message)
-                        if request is not None and request.get("method") == "initialize":
-                            self.protocol_version = messages.protocol_version_of(message)
-                    await self._incoming(message)
+            async with asyncio.timeout(None) as grace:
+                async for chunk in response.content.iter_any():
+                    found, unreadable = json_messages(parser.feed(chunk))
+                    if unreadable:
+                        log.warning("upstream_sent_non_json_event", server=self.name, count=unreadable)
+                    for message in found:
+                        if want is not None and isinstance(message, dict) and message.get("id") == want:
+                            answered = messages.is_response(message)
+                            if request is not None and request.get("method") == "initialize":
+                                self.protocol_version = messages.protocol_version_of(message)
+                        await self._incoming(message)
+                    if answered and grace.when() is None:  # the server may close the stream now, not hold it
+                        grace.reschedule(asyncio.get_running_loop().time() + limits.ANSWERED_STREAM_GRACE_S)
+        except TimeoutError:
+            if not answered:
+                raise
         except (aiohttp.ClientPayloadError, aiohttp.ClientConnectionError):
             log.info("upstream_stream_dropped", server=self.name, last_event_id=parser.last_event_id is not None)
+        except limits.TooLarge:
+            raise RelayFailure(limits.too_large(self.name)) from None
         return answered
 
     async def _resume(self, request: dict[str, Any], last_event_id: str) -> None:
         """A POST's stream dropped before its response: pick it up where it broke (Last-Event-ID)."""
         headers, _used = self._headers({"Accept": "text/event-stream", "Last-Event-ID": last_event_id})
-        async with self.http.get(self.url, headers=headers, timeout=STREAM_TIMEOUT) as response:
+        async with self.http.get(self.url, headers=headers, timeout=STREAM_TIMEOUT, allow_redirects=False) as response:
+            limits.not_redirected(self.name, response)
             if response.status != 200:
                 raise RelayFailure(
                     Failure(f"{self.name} dropped the response stream and cannot resume it", ErrorCode.NETWORK)
@@ -327,8 +306,8 @@ class Upstream:
 
     async def _relay_error_body(self, request: dict[str, Any], response: aiohttp.ClientResponse) -> None:
         """A 4xx/5xx: pass on a JSON-RPC error the server sent, else answer the request ourselves."""
-        raw = await response.read()
-        with contextlib.suppress(ValueError):
+        with contextlib.suppress(ValueError, limits.TooLarge):
+            raw = await limits.read_body(response, limits.MAX_ERROR_BODY_BYTES)
             reply = json.loads(raw)
             if isinstance(reply, dict) and "error" in reply and reply.get("id") is not None:
                 await self._incoming(reply)
@@ -356,7 +335,8 @@ class Upstream:
                 extra["Last-Event-ID"] = parser.last_event_id
             headers, used = self._headers(extra)
             try:
-                async with self.http.get(self.url, headers=headers, timeout=STREAM_TIMEOUT) as response:
+                get = self.http.get(self.url, headers=headers, timeout=STREAM_TIMEOUT, allow_redirects=False)
+                async with get as response:
                     if response.status == 405:
                         return  # this server has no stream of its own
                     if response.status == 401:
@@ -393,7 +373,7 @@ class Upstream:
             self._listener.cancel()
         for attempt in range(2):
             headers, used = self._headers({"Accept": "text/event-stream"}, with_session=False)
-            response = await self.http.get(self.url, headers=headers, timeout=STREAM_TIMEOUT)
+            response = await self.http.get(self.url, headers=headers, timeout=STREAM_TIMEOUT, allow_redirects=False)
             self._answered(response)
             if response.status == 401 and attempt == 0:
                 response.release()
@@ -401,16 +381,21 @@ class Upstream:
                 continue
             if response.status != 200:
                 response.release()
+                limits.not_redirected(self.name, response)
                 raise RelayFailure(self._refused() if response.status == 401 else self._unusable(response.status))
             break
         parser = SseParser()
         endpoint: str | None = None
-        async for chunk in response.content.iter_any():
-            for event in parser.feed(chunk):
-                if event.event == "endpoint":
-                    endpoint = urljoin(self.url, event.data.strip())
-            if endpoint:
-                break
+        try:
+            async for chunk in response.content.iter_any():
+                for event in parser.feed(chunk):
+                    if event.event == "endpoint":
+                        endpoint = urljoin(self.url, event.data.strip())
+                if endpoint:
+                    break
+        except limits.TooLarge:
+            response.release()
+            raise RelayFailure(limits.too_large(self.name)) from None
         if endpoint is None or not _same_origin(endpoint, self.url):
             response.release()
             raise RelayFailure(self._unusable(200))
@@ -421,6 +406,8 @@ class Upstream:
     async def _read_legacy(self, response: aiohttp.ClientResponse, parser: SseParser, generation: int) -> None:
         try:
             await self._relay_stream(response, parser, None)
+        except RelayFailure as exc:  # a message past the limit: this stream is done
+            log.warning("upstream_legacy_stream_refused", server=self.name, reason=exc.failure.error)
         finally:
             response.release()
         if not self._closing and generation == self._generation:
@@ -435,8 +422,12 @@ class Upstream:
                 await self._reinitialize(generation)
                 continue
             headers, used = self._headers({"Content-Type": "application/json"}, with_session=False)
-            async with self.http.post(self._sse_endpoint, data=body, headers=headers, timeout=STREAM_TIMEOUT) as r:
+            post = self.http.post(
+                self._sse_endpoint, data=body, headers=headers, timeout=limits.REQUEST_TIMEOUT, allow_redirects=False
+            )
+            async with post as r:
                 status = self._answered(r)
+                limits.not_redirected(self.name, r)
             # A 404 or 400: the session behind this endpoint is gone.
             session_lost = status in (404, 400) and message.get("method") != "initialize"
             if await self._recovered(status, used, generation, retries, session_lost=session_lost):
@@ -473,10 +464,15 @@ class Upstream:
                 raise RelayFailure(
                     Failure(f"{self.name} lost the session before it was initialized", ErrorCode.NETWORK, "reconnect")
                 )
+            delay = self._reinit_budget.delay()
+            if delay is None:
+                raise RelayFailure(limits.lost_too_often(self.name))
             self._generation += 1
             self.session_id = None
             self._ready.clear()
             try:
+                await asyncio.sleep(delay)
+                self._reinit_budget.spend()
                 if self.transport == "sse":
                     await self._connect_legacy()
                 request = {**self._init_request, "id": f"context-harness-{next(self._internal_ids)}"}
@@ -545,9 +541,9 @@ async def _post(
 ) -> AsyncIterator[aiohttp.ClientResponse]:
     """POST, once more if the server had closed the pooled connection before it read our request."""
     try:
-        response = await http.post(url, data=body, headers=headers, timeout=STREAM_TIMEOUT)
+        response = await http.post(url, data=body, headers=headers, timeout=STREAM_TIMEOUT, allow_redirects=False)
     except aiohttp.ServerDisconnectedError:
-        response = await http.post(url, data=body, headers=headers, timeout=STREAM_TIMEOUT)
+        response = await http.post(url, data=body, headers=headers, timeout=STREAM_TIMEOUT, allow_redirects=False)
     try:
         yield response
     finally:

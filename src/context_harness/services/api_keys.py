@@ -1,0 +1,62 @@
+"""The credential an API-key server is added with: a new key, or the stored one, kept for the recorded URL."""
+
+from __future__ import annotations
+
+from context_harness.config.format import substitutions
+from context_harness.oauth.http import describe_url
+from context_harness.primitives.oauth import Credential, TokenState
+from context_harness.primitives.outside_values import credential_problem, is_secure_endpoint
+from context_harness.primitives.result import ErrorCode, Failure, Result, Success
+
+BEARER = "Bearer"
+
+
+def header_for(key_header: str | None) -> tuple[str, str | None]:
+    """(header name, scheme) for an API key: `Authorization` means `Authorization: Bearer KEY`."""
+    if key_header is None or key_header.lower() == "authorization":
+        return "Authorization", BEARER
+    return key_header, None
+
+
+def api_key_credential(
+    name: str,
+    url: str,
+    *,
+    new_key: str | None,
+    key_header: str | None,
+    registry_header: str | None,
+    stored: Credential | None,
+) -> Result[Credential]:
+    """The key to store for `name` at `url`; the stored key (sent as it was) when no new one is given."""
+    kept = stored if new_key is None and stored is not None and stored.kind == "api_key" else None
+    key = new_key if new_key is not None else (kept.api_key if kept is not None else None)
+    if not key:
+        return Failure(
+            f"{name} needs an API key",
+            ErrorCode.AUTH_REQUIRED,
+            f"pass -k KEY or --api-key-env VAR (e.g. `chctl add {name} --api-key-env "
+            f"{name.upper().replace('-', '_')}_API_KEY`)",
+        )
+    bad_key = credential_problem(key, substitutions())  # a key stored before this check existed, too
+    if bad_key is not None:
+        return Failure(f"the API key {bad_key}", ErrorCode.INVALID_PARAMS, "nothing was written; check the key")
+    if not is_secure_endpoint(url):
+        return Failure(
+            f"refusing to send an API key to {describe_url(url)} in clear text",
+            ErrorCode.INVALID_PARAMS,
+            "use the server's https:// URL (plain http is accepted on loopback only)",
+        )
+    header_name, scheme = header_for(key_header or registry_header)
+    if key_header is None and kept is not None:
+        header_name, scheme = kept.header_name, kept.header_scheme
+    return Success(
+        Credential(
+            name=name,
+            kind="api_key",
+            state=TokenState.API_KEY,
+            header_name=header_name,
+            header_scheme=scheme,
+            api_key=key,
+            server_url=url,
+        )
+    )

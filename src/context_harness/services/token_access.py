@@ -1,0 +1,168 @@
+"""TokenAccess: the credential that is valid now, for `chctl token` and the Python API (`context_harness.api`).
+
+This is a way to read secrets out of the daemon, so every read is logged with the server and the caller's
+pid (never the value) and counted for `chctl status --json`. A token that expires within the caller's margin
+is refreshed first, through OAuthService's single flight: concurrent callers queue on the server's lock (the
+refresher's too), and a token someone else replaced meanwhile is taken as it is, not refreshed again.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from dataclasses import dataclass, field
+
+import structlog
+
+from context_harness.primitives.mcp import MCPAuthType
+from context_harness.primitives.oauth import Credential, OAuthTokens, TokenState
+from context_harness.primitives.result import ErrorCode, Failure, Result, Success
+from context_harness.services.mcp_service import MCPService
+from context_harness.services.oauth_service import (
+    OAuthService,
+    RefreshDone,
+    RefreshImpossible,
+    RefreshNeedsReauth,
+    RefreshNotNeeded,
+    RefreshRetry,
+)
+from context_harness.stores.token_store import TokenStore
+
+log = structlog.get_logger(__name__)
+
+DEFAULT_MIN_VALID_S = 60.0  # `chctl token`'s default margin: a token handed out must not die in flight
+# A caller's margin is at most this fraction of the token's lifetime: a server issuing 4 s tokens, asked for
+# 60 s of validity, would otherwise be sent a refresh at every call.
+MAX_MARGIN_FRACTION = 0.5
+
+
+@dataclass(frozen=True, slots=True)
+class ValidCredential:
+    """What a caller sends: `header_name: header_value`, where `secret` is the access token or API key."""
+
+    name: str
+    header_name: str
+    header_value: str = field(repr=False)
+    secret: str = field(repr=False)
+    expires_at: float | None
+    refreshed: bool  # this read refreshed the token first
+
+
+@dataclass(slots=True)
+class TokenReads:
+    """How often a server's credential was read, and by whom last (for `chctl status --json`)."""
+
+    count: int = 0
+    last_at: float | None = None
+    last_pid: int | None = None
+
+
+def margin_for(tokens: OAuthTokens, min_valid_s: float) -> float:
+    """How long before expiry `tokens` counts as due for a caller asking for `min_valid_s` seconds."""
+    if tokens.expires_at is not None and tokens.issued_at:
+        lifetime = tokens.expires_at - tokens.issued_at
+        if lifetime > 0:
+            return min(min_valid_s, lifetime * MAX_MARGIN_FRACTION)
+    return min_valid_s
+
+
+class TokenAccess:
+    def __init__(self, tokens: TokenStore, oauth: OAuthService, mcp: MCPService) -> None:
+        self.tokens = tokens
+        self.oauth = oauth
+        self.mcp = mcp
+        self.reads: dict[str, TokenReads] = {}
+
+    def reads_of(self, name: str) -> TokenReads:
+        return self.reads.get(name) or TokenReads()
+
+    async def valid_credential(
+        self, name: str, min_valid_s: float = DEFAULT_MIN_VALID_S, caller_pid: int | None = None
+    ) -> Result[ValidCredential]:
+        """`name`'s credential, valid for `min_valid_s` more seconds where the server allows (refreshed first
+        if not), or AUTH_REQUIRED / TOKEN_EXPIRED / NOT_FOUND with the command that helps."""
+        found = await self._valid(name, min_valid_s)
+        if isinstance(found, Failure):
+            log.info("token_read_refused", server=name, caller_pid=caller_pid, code=found.code.value)
+            return found
+        reads = self.reads.setdefault(name, TokenReads())
+        reads.count += 1
+        reads.last_at = time.time()
+        reads.last_pid = caller_pid
+        log.info("token_read", server=name, caller_pid=caller_pid, refreshed=found.value.refreshed)
+        return found
+
+    async def _valid(self, name: str, min_valid_s: float) -> Result[ValidCredential]:
+        credential = self.tokens.load(name)
+        if credential is None:
+            return self._no_credential(name)
+        if credential.kind == "api_key":
+            return _handed_out(credential, refreshed=False)
+        tokens = credential.tokens
+        if tokens is None or credential.state is TokenState.PENDING_AUTH:
+            return _login_needed(name, f"{name} has not logged in yet")
+        if credential.state is TokenState.NEEDS_REAUTH:
+            return _login_needed(name, f"{name} needs a new login: {credential.last_error or 'refresh refused'}")
+        if not tokens.is_expired(margin_for(tokens, min_valid_s)):
+            return _handed_out(credential, refreshed=False)
+        # Shielded: a caller that hangs up must not cancel a refresh between rotation and save.
+        attempt = await asyncio.shield(self.oauth.refresh_rejected(name, tokens.access_token))
+        self.oauth.on_refresh_attempt(name, attempt)
+        match attempt:
+            case RefreshDone(fresh):
+                return _handed_out(fresh, refreshed=True)
+            case RefreshNotNeeded(fresh):  # replaced while we waited for the lock: the refresh in flight
+                return _handed_out(fresh, refreshed=False)
+            case RefreshNeedsReauth(reason, _code):
+                return _login_needed(name, f"{name} needs a new login: {reason}")
+            case RefreshRetry(reason, _):
+                if not tokens.is_expired(0):  # still valid, if for less than asked: the best there is
+                    return _handed_out(credential, refreshed=False)
+                return Failure(
+                    f"{name}'s token expired and could not be refreshed for now: {reason}",
+                    ErrorCode.TOKEN_EXPIRED,
+                    "the daemon keeps retrying; `chctl status` shows the next attempt",
+                )
+            case RefreshImpossible(current):
+                if current.tokens is not None and not current.tokens.is_expired(0):
+                    return _handed_out(current, refreshed=False)
+                return Failure(
+                    f"{name}'s token expired and no refresh token was issued",
+                    ErrorCode.TOKEN_EXPIRED,
+                    f"run `chctl auth {name}`",
+                )
+
+    def _no_credential(self, name: str) -> Failure:
+        known = self.mcp.registry.get(name)
+        if known is None and not self.mcp.bindings.for_server(name):
+            unknown = self.mcp.get_server_info(name)
+            assert isinstance(unknown, Failure)
+            return unknown
+        if known is not None and known.auth_type is MCPAuthType.API_KEY:
+            return Failure(
+                f"{name} has no API key stored",
+                ErrorCode.AUTH_REQUIRED,
+                f"`chctl add {name} --api-key-env VAR`, with the key in VAR",
+            )
+        return _login_needed(name, f"{name} has no credential: it has not logged in yet")
+
+
+def _login_needed(name: str, message: str) -> Failure:
+    return Failure(message, ErrorCode.AUTH_REQUIRED, f"run `chctl auth {name}`")
+
+
+def _handed_out(credential: Credential, *, refreshed: bool) -> Result[ValidCredential]:
+    secret = credential.secret
+    if not secret:
+        return _login_needed(credential.name, f"{credential.name} has no credential stored")
+    scheme = credential.header_scheme
+    return Success(
+        ValidCredential(
+            name=credential.name,
+            header_name=credential.header_name,
+            header_value=f"{scheme} {secret}" if scheme else secret,
+            secret=secret,
+            expires_at=credential.tokens.expires_at if credential.tokens else None,
+            refreshed=refreshed,
+        )
+    )

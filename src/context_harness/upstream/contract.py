@@ -1,0 +1,51 @@
+"""What a relay session needs from the daemon and gives back: the credential it sends, the way it answers the
+client, the counters `chctl status` shows, and the failures it answers with."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Coroutine
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from context_harness.primitives.result import Failure, Result
+
+Deliver = Callable[[dict[str, Any]], Coroutine[Any, Any, None]]
+
+
+class Credentials(Protocol):
+    """The server's credential as the daemon holds it."""
+
+    def header(self) -> tuple[str, str] | None:
+        """The header to send now, or None (no credential: send without one)."""
+
+    async def renew(self, rejected: str | None) -> Result[None]:
+        """The server refused the header value `rejected`: get a better one (a refresh, at most one at a
+        time across the daemon), or a Failure that says what a person must do."""
+
+
+class RelayFailure(Exception):
+    """A client request cannot be carried; `failure` says why and what to do."""
+
+    def __init__(self, failure: Failure) -> None:
+        super().__init__(failure.error)
+        self.failure = failure
+
+
+@dataclass(slots=True)
+class Counters:
+    """What `chctl status` shows for a live bridge."""
+
+    started_at: float = field(default_factory=time.time)
+    requests: int = 0
+    renewals: int = 0
+    reinitializations: int = 0
+    last_error: str | None = None
+
+
+@dataclass(slots=True)
+class Retries:
+    """What one POST has already done to be answered; each is done once, then the answer is final."""
+
+    renewed: bool = False  # a 401 renewed the credential
+    reinitialized: bool = False  # the lost session was initialized again
