@@ -229,6 +229,8 @@ def test_status_json_lists_servers_with_bound_configs(daemon: DaemonProcess, use
         "note": None,
         "token_reads": 0,
         "last_token_read_at": None,
+        "shared": False,
+        "via": None,
     }
     table = chctl(user_env, "status").stdout
     assert "context7" in table and "ok (API key)" in table

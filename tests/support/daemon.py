@@ -44,6 +44,7 @@ class DaemonProcess:
     extra_env: dict[str, str] = field(default_factory=dict)
     wrapper: list[str] = field(default_factory=list)  # e.g. an `unshare` prefix
     drop_env: tuple[str, ...] = ()  # variables the daemon must not inherit
+    python: str = sys.executable  # another user's own interpreter (tests/test_remote_ssh.py)
     proc: subprocess.Popen[bytes] | None = None
     log_path: Path | None = None
 
@@ -51,7 +52,7 @@ class DaemonProcess:
         self.log_path = self.env.root / f"daemon-{time.monotonic_ns()}.log"
         with open(self.log_path, "wb") as log:
             self.proc = subprocess.Popen(
-                [*self.wrapper, sys.executable, "-m", "context_harness.daemon"],
+                [*self.wrapper, self.python, "-m", "context_harness.daemon"],
                 env={k: v for k, v in {**self.env.vars(), **self.extra_env}.items() if k not in self.drop_env},
                 stdout=log,
                 stderr=log,

@@ -16,10 +16,9 @@ from pathlib import Path
 from tests.peers.fake_browser import complete_consent
 
 
-def log_in_headless(
-    argv: list[str], env: dict[str, str], cwd: Path, url_pattern: bytes, deadline_s: float = 60
-) -> None:
-    """Run `argv` until it exits 0; `url_pattern`'s first group is the URL it prints for the login."""
+def log_in_headless(argv: list[str], env: dict[str, str], cwd: Path, url_pattern: bytes, deadline_s: float = 60) -> str:
+    """Run `argv` until it exits 0; `url_pattern`'s first group is the URL it prints for the login. Returns
+    everything it printed."""
     proc = subprocess.Popen(
         argv, env=env, cwd=cwd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT
     )
@@ -36,7 +35,9 @@ def log_in_headless(
         redirect = asyncio.run(complete_consent(found.group(1).decode()))
         with urllib.request.urlopen(redirect, timeout=10) as answer:  # the tool's own callback listener
             assert answer.status == 200
-        assert proc.wait(deadline_s) == 0
+        rest, _ = proc.communicate(timeout=deadline_s)
+        assert proc.returncode == 0, (output + rest).decode()
+        return (output + rest).decode()
     finally:
         if proc.poll() is None:
             proc.kill()

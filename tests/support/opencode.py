@@ -47,7 +47,11 @@ def debug_config(env: UserEnv, cwd: Path | None = None) -> dict[str, Any]:
 def mcp_list(env: UserEnv, cwd: Path | None = None) -> dict[str, str]:
     """`opencode mcp list` as {server: "connected" | "failed" | ...}."""
     done = run_opencode(env, "mcp", "list", cwd=cwd)
-    text = done.stdout + done.stderr
+    return parse_mcp_list(done.stdout + done.stderr)
+
+
+def parse_mcp_list(text: str) -> dict[str, str]:
+    text = _ANSI.sub("", text)
     status: dict[str, str] = {}
     for match in re.finditer(r"[✓✗]\s+(\S+)\s+(\w+)", text):
         name, word = match.groups()

@@ -265,7 +265,7 @@ def cmd_status(args: argparse.Namespace) -> int:
         colours.append(colour)
         rows.append(
             [
-                s["name"],
+                s["name"] + (" (shared)" if s.get("shared") else ""),
                 words,
                 s["auth_type"],
                 when(s["expires_at"], now),
@@ -472,13 +472,23 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_daemon)
 
     # The commands that live in modules of their own; imported here, so `chctl status` does not load them.
-    from context_harness.client import auth_cmd, check_cmd, completion, import_cmd, logs, service_args, token_cmd
+    from context_harness.client import (
+        auth_cmd,
+        check_cmd,
+        completion,
+        import_cmd,
+        logs,
+        remote_cmd,
+        service_args,
+        token_cmd,
+    )
 
     auth_cmd.add_auth_parsers(sub)
     check_cmd.add_check_parser(sub)
     token_cmd.add_token_parser(sub)
     import_cmd.add_import_parser(sub)
     logs.add_logs_parser(sub)
+    remote_cmd.add_remote_parsers(sub)
     completion.add_completion_parser(sub, parser)
     service_args.add_service_arguments(sub, cmd_service)
     return parser

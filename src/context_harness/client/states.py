@@ -17,6 +17,11 @@ if TYPE_CHECKING:
 def describe(server: dict[str, Any], now: float) -> tuple[str, str]:
     """(words, colour) for one row of the `status` RPC."""
     name, state = server["name"], server["state"]
+    if server.get("via"):  # a remote machine's server, carried by the laptop's daemon: its state there
+        if state == "delegated":  # the laptop did not say (see the last error)
+            return f"via {server['via']}", "yellow"
+        words, colour = describe({**server, "via": None, "has_refresh_token": True}, now)  # the laptop refreshes
+        return f"{words} via {server['via']}", colour
     if state in ("pending_auth", "needs_reauth"):
         return f"needs login → chctl auth {name}", "red"
     if state == "retrying":

@@ -15,8 +15,9 @@ from pydantic import ValidationError
 from context_harness.daemon import sd_notify
 from context_harness.daemon.home_trust import UntrustedHome, UntrustedSocketDir
 from context_harness.daemon.logging import configure_logging
+from context_harness.daemon.rpc_remote_methods import NOT_REMOTE
 from context_harness.daemon.rpc_server import RpcServer
-from context_harness.daemon.rpc_table import METHODS, STREAMS, bind
+from context_harness.daemon.rpc_table import METHODS, REMOTE, REMOTE_STREAMS, STREAMS, bind
 from context_harness.daemon.services import build_services
 from context_harness.daemon.settings import Settings, load_settings
 from context_harness.daemon.single_instance import (
@@ -42,6 +43,7 @@ class Daemon:
     def __init__(self, settings: Settings) -> None:
         self.services = build_services(settings)
         self.server: RpcServer | None = None
+        self.remote_server: RpcServer | None = None
 
     @property
     def settings(self) -> Settings:
@@ -67,17 +69,26 @@ class Daemon:
             fresh = fresh.model_copy(update={"home": self.settings.home, "socket": self.settings.socket})
         configure_logging(fresh.log_level, fresh.log_format)
         self.services.configure(fresh)
-        if self.server is not None:
-            self.server.idle_timeout = fresh.rpc_idle_timeout_s
+        for server in (self.server, self.remote_server):
+            if server is not None:
+                server.idle_timeout = fresh.rpc_idle_timeout_s
         log.info("daemon_reloaded", registry_servers=len(self.services.mcp.registry))
         sd_notify.notify("READY=1")
 
-    async def run(self, listener: socket.socket) -> None:
+    async def run(self, listener: socket.socket, remote_listener: socket.socket | None = None) -> None:
         services = self.services
         server = self.server = RpcServer(
             bind(METHODS, services), streams=bind(STREAMS, services), idle_timeout=self.settings.rpc_idle_timeout_s
         )
         await server.start(listener)
+        if remote_listener is not None:  # the restricted socket for other machines: same uid rule, fewer methods
+            self.remote_server = RpcServer(
+                bind(REMOTE, services),
+                streams=bind(REMOTE_STREAMS, services),
+                idle_timeout=self.settings.rpc_idle_timeout_s,
+                refusal=NOT_REMOTE,
+            )
+            await self.remote_server.start(remote_listener)
         loop = asyncio.get_running_loop()
         loop.add_signal_handler(signal.SIGTERM, self.request_stop)
         loop.add_signal_handler(signal.SIGINT, self.request_stop)
@@ -91,6 +102,8 @@ class Daemon:
         log.info("daemon_stopping")
         await services.flows.cancel_all()
         await services.refresher.stop()  # refreshes in flight finish their writes first
+        if self.remote_server is not None:
+            await self.remote_server.stop()
         await server.stop()
         await services.close()
 
@@ -133,6 +146,8 @@ def main(argv: list[str] | None = None) -> int:
         ensure_private_dir(settings.home)
         lock_fd = acquire_lock(settings.lock_file)
         listener, bound_here = prepare_listener(settings)
+        remote_path = settings.remote_socket_path
+        remote_listener = bind_listener(remote_path) if remote_path is not None else None
     except (AlreadyRunning, UntrustedSocketDir) as exc:
         print(f"context-harnessd: {exc}", file=sys.stderr)
         return 1
@@ -142,12 +157,16 @@ def main(argv: list[str] | None = None) -> int:
         )
         return 1
     inode = socket_inode(settings.socket_path) if bound_here else None
+    remote_inode = socket_inode(remote_path) if remote_path is not None else None
     try:
-        asyncio.run(Daemon(settings).run(listener))
+        asyncio.run(Daemon(settings).run(listener, remote_listener))
     finally:
         if bound_here:
             remove_socket(settings.socket_path, inode)
         listener.close()
+        if remote_path is not None and remote_listener is not None:
+            remove_socket(remote_path, remote_inode)
+            remote_listener.close()
         with contextlib.suppress(OSError):
             os.close(lock_fd)
     log.info("daemon_stopped")

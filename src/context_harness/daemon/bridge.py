@@ -17,6 +17,7 @@ from typing import Any
 import aiohttp
 import structlog
 
+from context_harness.daemon.delegate import Delegate, DelegatedRelay
 from context_harness.oauth.http import describe_url
 from context_harness.primitives.outside_values import is_secure_endpoint
 from context_harness.primitives.result import ErrorCode, Failure, Result, Success
@@ -133,14 +134,18 @@ class Bridges:
         self.oauth = oauth
         self.http = http
         self.on_refreshed = on_refreshed
+        self.delegate: Delegate | None = None  # on a remote machine: the servers it carries go there
         self.live: dict[int, LiveBridge] = {}
         self._ids = itertools.count(1)
 
     def for_server(self, name: str) -> list[BridgeStatus]:
         return [b.status() for b in self.live.values() if b.name == name]
 
-    async def open(self, name: str, replay: list[dict[str, Any]]) -> Result[Relay]:
+    async def open(self, name: str, replay: list[dict[str, Any]]) -> Result[Relay | DelegatedRelay]:
         """Check the server can be bridged; the returned relay then owns the connection."""
+        if self.delegate is not None and self.delegate.via(name) is not None:
+            delegated = await self.delegate.open_bridge(next(self._ids), name, replay)
+            return delegated if isinstance(delegated, Failure) else Success(delegated.value)
         url = await self.oauth.server_url_off_loop(name)
         if isinstance(url, Failure):
             return url

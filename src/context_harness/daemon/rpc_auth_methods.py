@@ -24,6 +24,12 @@ from context_harness.services.oauth_service import AuthOptions
 
 
 async def auth_start(s: Services, p: AuthStartParams) -> Result[dict[str, str]]:
+    delegate = s.delegate
+    if delegate.via(p.name) is not None:  # the login runs on the laptop, and the token stays there
+        started = await delegate.call("auth.start", p.model_dump(exclude_none=True))
+        if isinstance(started, Success):
+            delegate.flows.add(started.value["flow_id"])
+        return started
     config_url = await s.oauth.server_url_off_loop(p.name)
     refused = auth_guidance.no_login_needed(
         p.name,
@@ -45,6 +51,13 @@ async def auth_start(s: Services, p: AuthStartParams) -> Result[dict[str, str]]:
 
 
 async def auth_wait(s: Services, p: FlowParams) -> Result[dict[str, Any]]:
+    if p.flow_id in s.delegate.flows:
+        waited = await s.delegate.call("auth.wait", {"flow_id": p.flow_id}, wait_s=None)
+        s.delegate.flows.discard(p.flow_id)
+        if isinstance(waited, Failure):
+            return waited
+        here = s.status.server(waited.value["name"], expects_login=True).as_dict()
+        return Success({**here, **waited.value})
     done = await s.flows.wait(p.flow_id)
     if isinstance(done, Failure):
         return done
@@ -61,7 +74,12 @@ async def auth_cancel(s: Services, p: FlowParams) -> Result[bool]:
 
 async def auth_status(s: Services, p: NameParams) -> Result[dict[str, Any]]:
     found = await off_the_loop(s, "auth.status", lambda: s.status.lookup(p.name))
-    return found if isinstance(found, Failure) else Success(found.value.as_dict())
+    if isinstance(found, Failure):
+        return found
+    row = found.value.as_dict()
+    if row["via"]:  # a remote machine's server: its state is the laptop's
+        await s.delegate.fill_in([row])
+    return Success(row)
 
 
 async def auth_logout(s: Services, p: NameParams) -> Result[dict[str, Any]]:

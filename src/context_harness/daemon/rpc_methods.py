@@ -56,6 +56,7 @@ def daemon_summary(s: Services) -> dict[str, Any]:
         "pid": os.getpid(),
         "uptime_s": round(time.monotonic() - s.started_monotonic, 3),
         "socket": str(s.settings.socket_path),
+        "remote_socket": str(remote) if (remote := s.settings.remote_socket_path) else None,
         "home": str(s.settings.home),
     }
 
@@ -115,6 +116,7 @@ async def mcp_add(s: Services, p: AddParams) -> Result[dict[str, Any]]:
         bridge=p.bridge,
         mode=p.mode,
         clients=tuple(p.clients or [p.client]),
+        delegated_via=delegated_via(s, p),
     )
     added = await off_the_loop(s, "mcp.add", lambda: s.mcp.add(request))
     if isinstance(added, Failure):
@@ -132,6 +134,13 @@ async def mcp_add(s: Services, p: AddParams) -> Result[dict[str, Any]]:
             "configs": [{"client": w.client, "path": str(w.path), "mode": w.mode} for w in outcome.written],
         }
     )
+
+
+def delegated_via(s: Services, p: AddParams) -> str | None:
+    """On a remote machine, a server named alone that has no credential here is the laptop's to carry."""
+    if p.url is not None or p.command is not None or s.delegate.path is None or s.tokens.path(p.name).exists():
+        return None
+    return str(s.delegate.path)
 
 
 async def mcp_remove(s: Services, p: NameTargetParams) -> Result[dict[str, Any]]:
@@ -192,6 +201,8 @@ def client_rows(s: Services) -> list[dict[str, Any]]:
 
 async def status(s: Services, _: NoParams) -> Result[dict[str, Any]]:
     rows = [row.as_dict() for row in await server_statuses(s)]
+    if any(row["via"] for row in rows):
+        await s.delegate.fill_in(rows)
     return Success({"daemon": daemon_summary(s), "servers": rows})
 
 

@@ -116,6 +116,10 @@ class TokenParams(NameParams):
     min_valid_s: float = Field(default=60.0, ge=0, le=24 * 3600)
 
 
+class ShareParams(Params):
+    names: list[ServerName] = Field(min_length=1)
+
+
 class ImportParams(TargetParams):
     client: Literal["opencode"] = "opencode"  # the adopted logins are written into opencode entries
     source: Literal["opencode", "mcp-remote"]

@@ -63,8 +63,11 @@ class RpcServer:
         *,
         streams: dict[str, Method] | None = None,
         idle_timeout: float = IDLE_TIMEOUT_S,
+        refusal: str | None = None,
     ) -> None:
         self.methods = methods
+        # The remote socket: a method it does not serve is refused with this reason, not "not found".
+        self.refusal = refusal
         self.streams = streams or {}  # methods that turn the connection into something else (the bridge relay)
         self.idle_timeout = idle_timeout
         self._server: asyncio.AbstractServer | None = None
@@ -218,7 +221,8 @@ class RpcServer:
     async def _dispatch(self, request_id: Any, name: str, raw_params: Any) -> dict[str, Any]:
         method = self.methods.get(name)
         if method is None:
-            return _error(request_id, METHOD_NOT_FOUND, f"method not found: {name}")
+            reason = f"{name} is {self.refusal}" if self.refusal else f"method not found: {name}"
+            return _error(request_id, METHOD_NOT_FOUND, reason)
         if raw_params is None:
             raw_params = {}
         if not isinstance(raw_params, dict):

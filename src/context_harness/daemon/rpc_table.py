@@ -9,6 +9,7 @@ from typing import Any
 from context_harness.daemon import rpc_auth_methods as auth
 from context_harness.daemon import rpc_methods as m
 from context_harness.daemon import rpc_params as p
+from context_harness.daemon import rpc_remote_methods as remote
 from context_harness.daemon.check import run_check
 from context_harness.daemon.rpc_server import Method
 from context_harness.daemon.services import Services
@@ -38,11 +39,25 @@ METHODS: dict[str, tuple[type[p.Params], Handler]] = {
     "auth.logout": (p.NameParams, auth.auth_logout),
     "token.refresh": (p.NameParams, auth.token_refresh),
     "token.get": (p.TokenParams, auth.token_get),
+    "share.add": (p.ShareParams, remote.share_add),
+    "share.remove": (p.ShareParams, remote.share_remove),
 }
 
 # Methods that turn the connection into something else; see `RpcServer.streams`.
 STREAMS: dict[str, tuple[type[p.Params], Handler]] = {
     "bridge.open": (p.BridgeOpenParams, m.bridge_open),
+}
+
+# What the restricted remote socket answers, each its own handler (shared servers only, nothing about paths or
+# tokens). Opt-in: a method not listed here, including any added to METHODS later, is refused there.
+REMOTE: dict[str, tuple[type[p.Params], Handler]] = {
+    "daemon.status": (p.NoParams, remote.daemon_status),
+    "status": (p.NoParams, remote.status),
+    "auth.start": (p.AuthStartParams, remote.auth_start),
+    "auth.wait": (p.FlowParams, remote.auth_wait),
+}
+REMOTE_STREAMS: dict[str, tuple[type[p.Params], Handler]] = {
+    "bridge.open": (p.BridgeOpenParams, remote.bridge_open),
 }
 
 

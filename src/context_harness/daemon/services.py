@@ -16,6 +16,7 @@ import aiohttp
 
 from context_harness.daemon.auth_flows import AuthFlows
 from context_harness.daemon.bridge import Bridges
+from context_harness.daemon.delegate import Delegate
 from context_harness.daemon.notifier import Notifier
 from context_harness.daemon.refresher import Refresher
 from context_harness.daemon.settings import Settings
@@ -30,6 +31,7 @@ from context_harness.services.status import StatusBoard
 from context_harness.services.token_access import TokenAccess
 from context_harness.stores.bindings import BindingStore
 from context_harness.stores.client_store import ClientStore
+from context_harness.stores.shared import SharedStore
 from context_harness.stores.token_store import TokenStore
 from context_harness.upstream.limits import new_bridge_session
 
@@ -85,6 +87,9 @@ class Services:
     http: HttpClient  # the authorization servers'
     bridge_http: HttpClient  # the bridged servers', apart: a hostile one cannot take the refreshes' connections
     token_access: TokenAccess
+    shared: SharedStore
+    delegate: Delegate  # on a remote machine: the laptop's forwarded socket (`CH_DELEGATE_SOCKET`)
+    remote_flows: set[str] = field(default_factory=set)  # logins started through the remote socket
     stop_requested: asyncio.Event = field(default_factory=asyncio.Event)
     started_monotonic: float = field(default_factory=time.monotonic)
 
@@ -93,6 +98,7 @@ class Services:
         self.settings = settings
         self.http.configure(settings.network())
         self.bridge_http.configure(settings.network())
+        self.delegate.path = settings.delegate_socket_path
         self.oauth.configure(settings.oauth())
         self.publisher.configure(settings.publishing())
         self.refresher.configure(settings.refreshing())
@@ -151,7 +157,10 @@ def build_services(
         http=http,
         bridge_http=bridge_http,
         token_access=token_access,
+        shared=SharedStore(settings.shared_file),
+        delegate=Delegate(settings.delegate_socket_path, tokens, bindings),
     )
+    bridges.delegate = services.delegate
     oauth.on_new_credential = services.credential_changed
     publisher.on_misdirected = lambda name, message: notifier.token_event(name, TokenEvent.URL_CHANGED, message)
     bridges.on_refreshed = services.credential_changed
@@ -159,4 +168,6 @@ def build_services(
     status.bridges = bridges.for_server
     status.failed_login = flows.failed_logins.get
     status.token_reads = token_access.reads_of
+    status.shared = services.shared.load
+    status.via = services.delegate.via
     return services

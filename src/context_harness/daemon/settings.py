@@ -45,6 +45,10 @@ class Settings(BaseSettings):
     log_format: Literal["auto", "json", "console"] = "auto"
     # A connection that sends nothing (or half a message) for this long is closed.
     rpc_idle_timeout_s: float = Field(default=30.0, gt=0)
+    # The restricted socket meant to be forwarded to other machines; unset: beside `socket`; empty: none.
+    remote_socket: str | None = None
+    # On a remote machine: the forwarded socket; servers with no credential here are used through it.
+    delegate_socket: str | None = None
 
     # Token lifecycle
     refresh_fraction: float = Field(default=REFRESH_AT_FRACTION, gt=0, lt=1)
@@ -79,6 +83,20 @@ class Settings(BaseSettings):
     @property
     def socket_path(self) -> Path:
         return self.socket if self.socket is not None else default_socket(self.home)
+
+    @property
+    def remote_socket_path(self) -> Path | None:
+        if self.remote_socket is None:
+            return self.socket_path.parent / "remote.sock"
+        return Path(self.remote_socket) if self.remote_socket else None
+
+    @property
+    def delegate_socket_path(self) -> Path | None:
+        return Path(self.delegate_socket) if self.delegate_socket else None
+
+    @property
+    def shared_file(self) -> Path:
+        return self.home / "shared.json"
 
     @property
     def tokens_dir(self) -> Path:

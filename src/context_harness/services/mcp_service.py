@@ -41,6 +41,8 @@ class AddRequest:
     bridge: bool = False  # the entry runs `chctl bridge NAME`; the daemon carries the traffic
     mode: Mode | None = None  # header, bridge or helper; None: `bridge` if set, else each client's default
     clients: tuple[str, ...] = (DEFAULT_CLIENT,)
+    # On a remote machine: the forwarded socket of the laptop's daemon, which holds the credential
+    delegated_via: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -214,7 +216,8 @@ class MCPService:
         if isinstance(found, Failure):
             return found
         fmt = found.value
-        mode: Mode = request.mode or ("bridge" if request.bridge else fmt.default_mode)
+        delegated = request.delegated_via is not None
+        mode: Mode = request.mode or ("bridge" if request.bridge or delegated else fmt.default_mode)
         if mode == "helper" and not fmt.runs_headers_helper:
             return Failure(
                 f"--mode helper is for Claude Code only: {fmt.label} cannot run a command for its headers",
@@ -351,6 +354,14 @@ class MCPService:
 
     def _plan_entry(self, request: AddRequest) -> Result[Planned]:
         """The server to add (URL or command), its auth type, and a new API-key credential if one was given."""
+        if request.delegated_via is not None:  # a bridge entry only: no token may land on this machine
+            if request.mode == "header" or request.api_key is not None or request.headers:
+                return Failure(
+                    f"{request.name} is used through the laptop's daemon: no header or key can be written here",
+                    ErrorCode.INVALID_PARAMS,
+                    f"drop --mode header / -k / --header: `chctl add {request.name}` writes a bridge entry",
+                )
+            return Success(Planned(MCPAuthType.NONE, url=request.delegated_via))
         known = self.registry.get(request.name)
         recorded = self._recorded_url(request)
         if isinstance(recorded, Failure):

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
 from typing import Any
 
 from context_harness.primitives.mcp import MCPAuthType
@@ -56,6 +57,8 @@ class ServerStatus:
     note: str | None = None  # e.g. a token without a refresh token: when to log in again
     token_reads: int = 0  # credentials handed out by `token.get` (`chctl token`) since the daemon started
     last_token_read_at: float | None = None
+    shared: bool = False  # `chctl share`: usable from other machines through the remote socket
+    via: str | None = None  # on a remote machine: the forwarded socket that carries it (no credential here)
 
     def as_dict(self) -> dict[str, Any]:
         return {**asdict(self), "auth_type": self.auth_type.value}
@@ -77,6 +80,8 @@ class StatusBoard:
         self.bridges: Callable[[str], list[BridgeStatus]] = lambda _name: []
         self.failed_login: Callable[[str], str | None] = lambda _name: None
         self.token_reads: Callable[[str], TokenReads] = lambda _name: TokenReads()
+        self.shared: Callable[[], set[str]] = set
+        self.via: Callable[[str, list[Binding]], Path | None] = lambda _name, _bindings: None
 
     def awaiting_login(self) -> list[str]:
         """Bound servers without a credential: whether each expects a login is read from its configs."""
@@ -111,8 +116,12 @@ class StatusBoard:
             "url_changed": sorted(self.publisher.misdirected.get(name, set())),
             "mode": _mode(bindings),
             "bridges": self.bridges(name),
+            "shared": name in self.shared(),
         }
         if credential is None:
+            via = self.via(name, bindings)
+            if via is not None:  # a remote machine's server: the laptop holds its credential
+                return ServerStatus(state="delegated", via=str(via), **shared)
             auth_type = MCPAuthType.OAUTH if expects_login else MCPAuthType.NONE
             known = self.mcp.registry.get(name)
             if known is not None and known.auth_type is MCPAuthType.API_KEY:

@@ -1,0 +1,75 @@
+"""What the restricted remote socket (`remote.sock`) answers, and only for the servers the user shared:
+the daemon's version, a status without paths or tokens, `bridge.open` and a login. `rpc_table.REMOTE` names
+them; every other method is refused there. Also `share.add`/`share.remove` (on `chd.sock` only) and the
+delegation of logins on a remote machine (`auth.start`/`auth.wait` sent on to `CH_DELEGATE_SOCKET`)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from context_harness import __version__
+from context_harness.daemon import rpc_auth_methods as auth
+from context_harness.daemon import rpc_methods as m
+from context_harness.daemon.rpc_params import AuthStartParams, BridgeOpenParams, FlowParams, NoParams, ShareParams
+from context_harness.daemon.services import Services
+from context_harness.primitives.result import ErrorCode, Failure, Result, Success
+
+NOT_REMOTE = "not available remotely"
+
+
+def not_shared(name: str) -> Failure:
+    return Failure(
+        f"{name} is {NOT_REMOTE}: it is not shared with other machines",
+        ErrorCode.PERMISSION_DENIED,
+        f"on the laptop, run `chctl share {name}`",
+    )
+
+
+async def daemon_status(s: Services, _: NoParams) -> Result[dict[str, Any]]:
+    return Success({"version": __version__})
+
+
+async def status(s: Services, _: NoParams) -> Result[dict[str, Any]]:
+    shared = s.shared.load()
+    rows = [
+        {"name": row.name, "state": row.state, "expires_at": row.expires_at}
+        for row in await m.server_statuses(s)
+        if row.name in shared
+    ]
+    return Success({"daemon": {"version": __version__}, "servers": rows})
+
+
+async def bridge_open(s: Services, p: BridgeOpenParams) -> Result[Any]:
+    return await m.bridge_open(s, p) if s.shared.is_shared(p.name) else not_shared(p.name)
+
+
+async def auth_start(s: Services, p: AuthStartParams) -> Result[dict[str, str]]:
+    if not s.shared.is_shared(p.name):
+        return not_shared(p.name)
+    started = await auth.auth_start(s, p)
+    if isinstance(started, Success):
+        s.remote_flows.add(started.value["flow_id"])
+    return started
+
+
+async def auth_wait(s: Services, p: FlowParams) -> Result[dict[str, Any]]:
+    # Only a login started through this socket: a flow id seen elsewhere is no business of another machine.
+    if p.flow_id not in s.remote_flows:
+        return Failure("no such login in progress", ErrorCode.NOT_FOUND, "start one with `chctl auth NAME`")
+    waited = await auth.auth_wait(s, p)
+    s.remote_flows.discard(p.flow_id)
+    if isinstance(waited, Failure):
+        return waited
+    row = waited.value
+    return Success({key: row[key] for key in ("name", "state", "expires_at", "has_refresh_token")})
+
+
+# --- on chd.sock: what is shared ----------------------------------------------------------------------------
+
+
+async def share_add(s: Services, p: ShareParams) -> Result[dict[str, Any]]:
+    return Success({"shared": sorted(s.shared.change(p.names, shared=True))})
+
+
+async def share_remove(s: Services, p: ShareParams) -> Result[dict[str, Any]]:
+    return Success({"shared": sorted(s.shared.change(p.names, shared=False))})
