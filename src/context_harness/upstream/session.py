@@ -29,6 +29,7 @@ from urllib.parse import urljoin, urlsplit
 import aiohttp
 import structlog
 
+from context_harness.net.failures import ReachKind, reach_kind, unreachable
 from context_harness.primitives.result import ErrorCode, Failure
 from context_harness.upstream import limits, messages
 from context_harness.upstream.contract import Counters, Credentials, Deliver, RelayFailure, Retries
@@ -72,6 +73,9 @@ class Upstream:
         self._ready.set()
         self._sse_endpoint: str | None = None  # legacy transport: where messages are POSTed
         self._closing = False
+        # For `chctl check`: the server's last HTTP status and WWW-Authenticate, and where a request last failed.
+        self.last_answer: tuple[int, str | None] | None = None
+        self.last_reach_failure: ReachKind | None = None
 
     # --- the bridge's side -----------------------------------------------------------------------------
 
@@ -105,7 +109,7 @@ class Upstream:
         try:
             await self._reinitialize(self._generation)
         except (aiohttp.ClientError, TimeoutError) as exc:
-            self.counters.last_error = f"{self.name} is not reachable ({type(exc).__name__})"
+            self.counters.last_error = unreachable(self.name, exc).error
             log.warning("bridge_restore_failed", server=self.name, reason=self.counters.last_error)
         except RelayFailure as exc:
             # The next request tries again and reports the reason to the client.
@@ -137,10 +141,8 @@ class Upstream:
         except RelayFailure as exc:
             self._fail(message, exc.failure)
         except (aiohttp.ClientError, TimeoutError) as exc:
-            self._fail(
-                message,
-                Failure(f"{self.name} is not reachable ({type(exc).__name__})", ErrorCode.NETWORK, "try again"),
-            )
+            self.last_reach_failure = reach_kind(exc)
+            self._fail(message, unreachable(self.name, exc))
         except asyncio.CancelledError:
             raise
         except Exception:
@@ -214,7 +216,7 @@ class Upstream:
             extra.update(messages.routing_headers(message, None if is_initialize else self.protocol_version))
             headers, used = self._headers(extra, with_session=not is_initialize)
             async with _post(self.http, self.url, body, headers) as response:
-                status = response.status
+                status = self._answered(response)
                 limits.not_redirected(self.name, response)
                 session_lost = status == 404 and not is_initialize and bool(self.session_id)
                 if await self._recovered(status, used, generation, retries, session_lost=session_lost):
@@ -372,6 +374,7 @@ class Upstream:
         for attempt in range(2):
             headers, used = self._headers({"Accept": "text/event-stream"}, with_session=False)
             response = await self.http.get(self.url, headers=headers, timeout=STREAM_TIMEOUT, allow_redirects=False)
+            self._answered(response)
             if response.status == 401 and attempt == 0:
                 response.release()
                 await self._renew(used)
@@ -423,7 +426,7 @@ class Upstream:
                 self._sse_endpoint, data=body, headers=headers, timeout=limits.REQUEST_TIMEOUT, allow_redirects=False
             )
             async with post as r:
-                status = r.status
+                status = self._answered(r)
                 limits.not_redirected(self.name, r)
             # A 404 or 400: the session behind this endpoint is gone.
             session_lost = status in (404, 400) and message.get("method") != "initialize"
@@ -516,6 +519,10 @@ class Upstream:
             return headers, None
         headers[current[0]] = current[1]
         return headers, current[1]
+
+    def _answered(self, response: aiohttp.ClientResponse) -> int:
+        self.last_answer = (response.status, response.headers.get("WWW-Authenticate"))
+        return response.status
 
     def _refused(self) -> Failure:
         return Failure(
