@@ -24,7 +24,6 @@ from typing import TextIO
 
 from context_harness import units
 from context_harness.client.output import error_tag, print_error, print_hint
-from context_harness.client.service_args import add_service_arguments
 from context_harness.primitives.result import ErrorCode, Failure
 from context_harness.stores.atomic import atomic_write_bytes
 
@@ -379,11 +378,6 @@ def _first_line(text: str) -> str:
 
 
 # --- the CLI ------------------------------------------------------------------------------------------
-
-
-def add_service_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    """Register `service install|uninstall|status [--dry-run]`; sets `func=run_service`."""
-    add_service_arguments(subparsers, run_service)
 
 
 def run_service(
