@@ -183,6 +183,7 @@ def build_parser() -> argparse.ArgumentParser:
         service_args,
         token_cmd,
     )
+    from context_harness.client.arguments import add_json_flag
 
     parser = argparse.ArgumentParser(
         prog="chctl",
@@ -193,20 +194,6 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"chctl {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     config_cmd.add_config_parsers(sub)
-    _add_daemon_parsers(sub)
-    auth_cmd.add_auth_parsers(sub)
-    token_cmd.add_token_parser(sub)
-    import_cmd.add_import_parser(sub)
-    logs.add_logs_parser(sub)
-    remote_cmd.add_remote_parsers(sub)
-    completion.add_completion_parser(sub, parser)
-    service_args.add_service_arguments(sub, cmd_service)
-    return parser
-
-
-def _add_daemon_parsers(sub: Any) -> None:
-    """The commands this module carries out: bridge, status, doctor, daemon."""
-    from context_harness.client.arguments import add_json_flag
 
     p = sub.add_parser(
         "bridge",
@@ -216,11 +203,9 @@ def _add_daemon_parsers(sub: Any) -> None:
     )
     p.add_argument("name", help="the server to relay to (added with `chctl add NAME --bridge`)")
     p.set_defaults(func=cmd_bridge)
-
     p = sub.add_parser("status", help="every server's credential state, expiry and next refresh")
     add_json_flag(p)
     p.set_defaults(func=cmd_status)
-
     p = sub.add_parser(
         "doctor",
         help="check the daemon, permissions, configs and every server's login",
@@ -229,15 +214,20 @@ def _add_daemon_parsers(sub: Any) -> None:
     )
     add_json_flag(p)
     p.set_defaults(func=cmd_doctor)
-
     p = sub.add_parser("daemon", help="run, start, stop or query the daemon")
-    p.add_argument(
-        "action",
-        choices=["run", "start", "stop", "status"],
-        help="run: in this terminal; start: in the background; stop; status: pid, uptime, socket",
-    )
+    actions = "run: in this terminal; start: in the background; stop; status: pid, uptime, socket"
+    p.add_argument("action", choices=["run", "start", "stop", "status"], help=actions)
     add_json_flag(p)
     p.set_defaults(func=cmd_daemon)
+
+    auth_cmd.add_auth_parsers(sub)
+    token_cmd.add_token_parser(sub)
+    import_cmd.add_import_parser(sub)
+    logs.add_logs_parser(sub)
+    remote_cmd.add_remote_parsers(sub)
+    completion.add_completion_parser(sub, parser)
+    service_args.add_service_arguments(sub, cmd_service)
+    return parser
 
 
 # `chctl status` is what people and status bars run most often. Building the argparse parser for every

@@ -21,6 +21,9 @@ if TYPE_CHECKING:
 
 MIN_DESCRIPTION = 30  # `chctl registry` on a terminal narrower than URLs plus this leaves the URLs out
 NAME_HELP = "a server from `chctl registry`, or a name of your choice with --url or --command"
+ADD_DESCRIPTION = (
+    "Add a server to an agent's config (opencode's by default): one from `chctl registry` by name, or any with --url."
+)
 ADD_EXAMPLES = """\
 examples:
   chctl add context7 --api-key-env CONTEXT7_API_KEY   # key from the environment (not visible in `ps`)
@@ -40,6 +43,8 @@ MODE_NOTES = {"bridge": " (through `chctl bridge`)", "helper": " (Claude runs `c
 
 
 def add_config_parsers(sub: Any) -> None:
+    import argparse
+
     p = sub.add_parser("init", help="create an agent's config (opencode's: $schema and an empty mcp section)")
     add_target(p)
     p.set_defaults(func=cmd_init)
@@ -53,7 +58,14 @@ def add_config_parsers(sub: Any) -> None:
     add_json_flag(p)
     p.set_defaults(func=cmd_list)
 
-    _add_add_parser(sub)
+    p = sub.add_parser(
+        "add",
+        help="add a server to an agent's config (opencode's by default)",
+        description=ADD_DESCRIPTION,
+        epilog=ADD_EXAMPLES,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    _add_arguments(p)
 
     p = sub.add_parser("remove", help="remove a server from an agent's config")
     p.add_argument("name", help="the server's name in the config")
@@ -65,17 +77,8 @@ def add_config_parsers(sub: Any) -> None:
     p.set_defaults(func=cmd_clients)
 
 
-def _add_add_parser(sub: Any) -> None:
-    import argparse
-
-    p = sub.add_parser(
-        "add",
-        help="add a server to an agent's config (opencode's by default)",
-        description="Add a server to an agent's config (opencode's by default): one from `chctl registry` by "
-        "name, or any with --url.",
-        epilog=ADD_EXAMPLES,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
+def _add_arguments(p: argparse.ArgumentParser) -> None:
+    """`chctl add`'s arguments."""
     p.add_argument("name", nargs="?", help=NAME_HELP + "; on a terminal, leave it out to pick from a list")
     add_target(p, many_clients=True)
     p.add_argument("--url", help="remote server URL (for a server not in the registry, or to override it)")
@@ -128,6 +131,13 @@ def key_values(items: Sequence[str] | None, flag: str) -> dict[str, str]:
 # --- commands -------------------------------------------------------------------------------------------
 
 
+def printed_as_json(args: argparse.Namespace, result: Any) -> bool:
+    """With --json the answer is printed as it came, and nothing else."""
+    if args.json:
+        print_json(result)
+    return bool(args.json)
+
+
 def cmd_init(args: argparse.Namespace) -> int:
     from context_harness.client.arguments import target
 
@@ -138,8 +148,7 @@ def cmd_init(args: argparse.Namespace) -> int:
 
 def cmd_registry(args: argparse.Namespace) -> int:
     result = call("registry.list")
-    if args.json:
-        print_json(result)
+    if printed_as_json(args, result):
         return 0
     rows = [["NAME", "AUTH", "URL", "DESCRIPTION"]]
     for server in result["servers"]:
@@ -167,8 +176,7 @@ def cmd_list(args: argparse.Namespace) -> int:
     from context_harness.client.arguments import target
 
     result = call("mcp.list", target(args))
-    if args.json:
-        print_json(result)
+    if printed_as_json(args, result):
         return 0
     print(result["path"])
     if not result["servers"]:
@@ -243,8 +251,7 @@ def cmd_add(args: argparse.Namespace) -> int:
         if not params["api_key"]:
             raise
         result = call("mcp.add", params)
-    if args.json:
-        print_json(result)
+    if printed_as_json(args, result):
         return 0
     for config in result.get("configs") or [{"path": result["path"], "mode": "bridge" if args.bridge else "header"}]:
         through = MODE_NOTES.get(config["mode"], "")
@@ -269,8 +276,7 @@ def cmd_remove(args: argparse.Namespace) -> int:
 
 def cmd_clients(args: argparse.Namespace) -> int:
     result = call("clients.list")
-    if args.json:
-        print_json(result)
+    if printed_as_json(args, result):
         return 0
     rows = [["CLIENT", "FOUND", "USER CONFIG", "SERVERS"]]
     for row in result["clients"]:
