@@ -178,8 +178,9 @@ class MCPService:
         if credential is not None:
             self.tokens.save(credential)
         else:
-            # A login already made (also for a custom --url server) goes into the new entry at once, if it was
-            # made for this URL (a login from before URLs were recorded waits until the publisher records one).
+            # A login already made (also for a custom --url server) counts, if it was made for this URL: the
+            # publisher writes it into the new entry at once (one from before URLs were recorded waits until
+            # the publisher records one).
             remote = plan.url is not None  # (a bridged entry is local, but its server is remote)
             stored = self.tokens.load(name) if remote and plan.auth_type is not MCPAuthType.API_KEY else None
             usable = stored is not None and stored.kind == "oauth" and stored.server_url == plan.url
@@ -189,41 +190,51 @@ class MCPService:
         )
         written: list[Written] = []
         for fmt, config_path, mode in targets:
-            if fmt.may_create():
-                created = self.config.create(config_path, fmt)
-                if isinstance(created, Failure):
-                    return created
-                config_path = config_path.resolve()  # bindings hold resolved paths
-            binding = Binding(
-                path=str(config_path),
-                client=fmt.name,
-                secret_mode=request.secret_mode,
-                mode=mode,
-                url=plan.url,  # recorded in every mode: a header goes only where the entry still points here
-            )
-            entry = self._entry(fmt, name, plan, mode, managed=managed)
-            # Binding first: a crash before the entry is written leaves a binding without an entry, which the
-            # next header write (at start at the latest) drops; the other order would leave an entry whose
-            # header nobody keeps current.
-            self.bindings.bind(name, binding)
-            crash_point(AFTER_BINDING_WRITE)
-            put = self.config.put_entry(config_path, name, entry, fmt)
-            if isinstance(put, Failure):
-                self.bindings.unbind(name, config_path)
-                return put
-            self.publisher.clear(name, str(config_path))  # pointed back: no longer an error
-            written.append(Written(fmt.name, config_path, entry, mode))
-            log.info(
-                "server_added",
-                server=name,
-                path=str(config_path),
-                client=fmt.name,
-                mode=mode,
-                auth_type=plan.auth_type.value,
-            )
+            one = self._write_entry(request, plan, fmt, config_path, mode, managed=managed)
+            if isinstance(one, Failure):
+                return one
+            written.append(one.value)
         needs_auth = plan.auth_type is MCPAuthType.OAUTH and (credential is None or not credential.secret)
         first = written[0]
         return Success(AddOutcome(name, first.path, first.entry, plan.auth_type, needs_auth, tuple(written)))
+
+    def _write_entry(
+        self, request: AddRequest, plan: Planned, fmt: ConfigFormat, config_path: Path, mode: Mode, *, managed: bool
+    ) -> Result[Written]:
+        """Bind one client's config and write the entry into it (creating the file where the client allows)."""
+        name = request.name
+        if fmt.may_create():
+            created = self.config.create(config_path, fmt)
+            if isinstance(created, Failure):
+                return created
+            config_path = config_path.resolve()  # bindings hold resolved paths
+        binding = Binding(
+            path=str(config_path),
+            client=fmt.name,
+            secret_mode=request.secret_mode,
+            mode=mode,
+            url=plan.url,  # recorded in every mode: a header goes only where the entry still points here
+        )
+        entry = self._entry(fmt, name, plan, mode, managed=managed)
+        # Binding first: a crash before the entry is written leaves a binding without an entry, which the next
+        # header write (at start at the latest) drops; the other order would leave an entry whose header
+        # nobody keeps current.
+        self.bindings.bind(name, binding)
+        crash_point(AFTER_BINDING_WRITE)
+        put = self.config.put_entry(config_path, name, entry, fmt)
+        if isinstance(put, Failure):
+            self.bindings.unbind(name, config_path)
+            return put
+        self.publisher.clear(name, str(config_path))  # pointed back: no longer an error
+        log.info(
+            "server_added",
+            server=name,
+            path=str(config_path),
+            client=fmt.name,
+            mode=mode,
+            auth_type=plan.auth_type.value,
+        )
+        return Success(Written(fmt.name, config_path, entry, mode))
 
     def _add_target(self, request: AddRequest, plan: Planned, client: str) -> Result[tuple[ConfigFormat, Path, Mode]]:
         """Where `client` keeps the server, and in which mode; a Failure says why it cannot."""
