@@ -46,10 +46,11 @@ async def run_blocking(fn: Callable[[], T], timeout_s: float, name: str = "block
     limiter = _limiter(loop)
     done: asyncio.Future[T] = loop.create_future()
     place = object()  # who holds the limiter's place: the thread, until it returns
-    thread: list[str] = []  # "started", then "returned" (both set on the loop)
+    returned = False  # set on the loop when the thread's result arrives
 
     def settle(value: T | None, error: BaseException | None) -> None:
-        thread.append("returned")
+        nonlocal returned
+        returned = True
         limiter.release_on_behalf_of(place)
         if key is not None:
             _stuck.discard(key)
@@ -68,19 +69,25 @@ async def run_blocking(fn: Callable[[], T], timeout_s: float, name: str = "block
         else:
             _call_soon(loop, settle, value, None)
 
-    # Cancelling `done` at the deadline leaves the thread running: `settle` finds it done and drops the result.
-    with anyio.move_on_after(timeout_s):
-        await limiter.acquire_on_behalf_of(place)
+    deadline = loop.time() + timeout_s
+    try:  # a free place is taken at once: waiting for one (within the deadline) only when all are taken
+        limiter.acquire_on_behalf_of_nowait(place)
+    except anyio.WouldBlock:
         try:
-            threading.Thread(target=work, name=name, daemon=True).start()
-        except BaseException:  # no thread to give the place back: give it back here
-            limiter.release_on_behalf_of(place)
-            raise
-        thread.append("started")
-        return await done
-    if key is not None and thread == ["started"]:  # (not started: it waited for a place all along)
-        _stuck.add(key)
-    raise StillRunning(f"not done after {timeout_s:g} s")
+            await asyncio.wait_for(limiter.acquire_on_behalf_of(place), timeout_s)
+        except TimeoutError:
+            raise StillRunning(f"no thread free within {timeout_s:g} s") from None
+    try:
+        threading.Thread(target=work, name=name, daemon=True).start()
+    except BaseException:  # no thread to give the place back: give it back here
+        limiter.release_on_behalf_of(place)
+        raise
+    try:  # shielded: the deadline leaves the thread running, and `settle` drops its late result
+        return await asyncio.wait_for(asyncio.shield(done), max(deadline - loop.time(), 0))
+    except TimeoutError:
+        if key is not None and not returned:  # (returned: the thread came back as the deadline passed)
+            _stuck.add(key)
+        raise StillRunning(f"not done after {timeout_s:g} s") from None
 
 
 def _limiter(loop: asyncio.AbstractEventLoop) -> anyio.CapacityLimiter:
