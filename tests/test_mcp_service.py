@@ -50,7 +50,8 @@ class Harness:
         return ConfigTarget(cwd=self.project, project=self.project)
 
     def add(self, name: str, **fields: Any) -> Result[AddOutcome]:
-        return self.mcp.add(AddRequest(name=name, target=self.target(), **fields))
+        """`chctl add`'s work: the entries, then the publisher's header."""
+        return asyncio.run(self.mcp.add(AddRequest(name=name, target=self.target(), **fields)))
 
     def opencode_entries(self) -> dict[str, Any]:
         entries: dict[str, Any] = parse_jsonc(self.opencode_json.read_text())["mcp"]
@@ -138,7 +139,7 @@ def test_an_api_key_for_a_custom_url_is_stored_0600_before_the_config_names_it(
     monkeypatch.setattr(harness.config, "edit", edit_noting_the_stored_key)
     added = harness.add("docs", url=DOCS_URL, api_key=KEY, key_header=key_header)
     assert isinstance(added, Success), added
-    assert seen == [(0o600, KEY)]  # the key was on disk, private, when the entry was written
+    assert seen == [(0o600, KEY)] * 2  # the entry, then the header: the key was on disk, private, at each
     assert harness.opencode_entries()["docs"] == {
         "type": "remote",
         "url": DOCS_URL,
@@ -153,6 +154,26 @@ def test_an_api_key_for_a_custom_url_is_stored_0600_before_the_config_names_it(
             path=str(harness.opencode_json.resolve()), client="opencode", secret_mode=SecretMode.INLINE, url=DOCS_URL
         )
     ]
+
+
+def test_add_writes_the_entry_without_the_secret_and_the_publisher_writes_the_header(
+    harness: Harness, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    publish = harness.mcp.publisher.publish
+    published: list[str] = []
+
+    async def publish_later(name: str) -> Any:
+        published.append(name)
+
+    monkeypatch.setattr(harness.mcp.publisher, "publish", publish_later)
+    added = harness.add("docs", url=DOCS_URL, api_key=KEY)
+    assert isinstance(added, Success), added
+    assert published == ["docs"]
+    assert harness.opencode_entries()["docs"] == {"type": "remote", "url": DOCS_URL, "oauth": False}
+    assert KEY not in harness.opencode_json.read_text() and mode_of(harness.opencode_json) == 0o644
+    asyncio.run(publish("docs"))  # the one writer of secrets into configs
+    assert harness.opencode_entries()["docs"]["headers"] == {"Authorization": f"Bearer {KEY}"}
+    assert mode_of(harness.opencode_json) == 0o600
 
 
 def test_a_bridged_server_runs_chctl_bridge_and_keeps_the_key_out_of_the_file(harness: Harness) -> None:

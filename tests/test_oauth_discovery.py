@@ -2,13 +2,12 @@ from typing import Any
 
 import pytest
 
+from context_harness.oauth.challenge import BearerChallenge, parse_www_authenticate
 from context_harness.oauth.discovery import (
-    BearerChallenge,
     authorization_server_metadata_urls,
     canonical_resource,
     choose_scopes,
     issuers_match,
-    parse_www_authenticate,
     protected_resource_metadata_urls,
     resource_matches,
     validate_authorization_server_metadata,

@@ -19,11 +19,11 @@ from context_harness import units
 from context_harness.client.service import (
     Completed,
     Machine,
-    add_service_parser,
     find_daemon,
     run_command,
     run_service,
 )
+from context_harness.client.service_args import add_service_arguments
 
 REPO = Path(__file__).resolve().parents[1]
 EXPECTED_COMMANDS_LINUX_INSTALL = [
@@ -244,7 +244,7 @@ def _run(
     action: str, machine: Machine, runner: FakeRunner | None = None, dry_run: bool = False
 ) -> tuple[int, str, str]:
     parser = argparse.ArgumentParser(prog="chctl")
-    add_service_parser(parser.add_subparsers(dest="command"))
+    add_service_arguments(parser.add_subparsers(dest="command"), run_service)
     args = parser.parse_args(["service", action, *(["--dry-run"] if dry_run else [])])
     assert args.func is run_service
     out, err = io.StringIO(), io.StringIO()

@@ -35,8 +35,6 @@ if TYPE_CHECKING:
     from typing import Any
 
 
-MIN_DESCRIPTION = 30  # `chctl registry` on a terminal narrower than URLs plus this leaves the URLs out
-NAME_HELP = "a server from `chctl registry`, or a name of your choice with --url or --command"
 EXAMPLES = """\
 examples:
   chctl init                                        # opencode.json with an empty "mcp" here
@@ -46,201 +44,13 @@ examples:
 
 `chctl registry` lists the servers chctl knows; `chctl COMMAND --help` tells more about one command.
 """
-ADD_EXAMPLES = """\
-examples:
-  chctl add context7 --api-key-env CONTEXT7_API_KEY   # key from the environment (not visible in `ps`)
-  chctl add linear --global                           # OAuth: then `chctl auth linear`
-  chctl add docs --url https://mcp.example.com/mcp -k KEY --key-header X-Api-Key
-  chctl add files --command "npx -y @modelcontextprotocol/server-filesystem ~/docs"
-  chctl add linear --client claude-code --client codex  # other agents' configs (through `chctl bridge`)
-  chctl add linear --client cursor --mode header      # the header in the file instead of the bridge
-  chctl add                                           # on a terminal: pick from the registry
 
-`chctl registry` lists the servers you can add by name.
-"""
-
-
-# What `chctl add` says after the path of an entry that holds no header.
-MODE_NOTES = {"bridge": " (through `chctl bridge`)", "helper": " (Claude runs `chctl token` at each connect)"}
 
 # `chctl doctor` exits with the worst level it found (documented in README).
 DOCTOR_EXIT = {"ok": 0, "warn": 1, "error": 2}
 
 
-# --- argument helpers -----------------------------------------------------------------------------------
-
-
-def key_values(items: Sequence[str] | None, flag: str) -> dict[str, str]:
-    result: dict[str, str] = {}
-    for item in items or []:
-        key, sep, value = item.partition("=")
-        if not sep or not key:
-            raise RpcError("INVALID_PARAMS", f"{flag} expects K=V, got {item!r}", f"e.g. {flag} NAME=value")
-        result[key] = value
-    return result
-
-
 # --- commands -------------------------------------------------------------------------------------------
-
-
-def cmd_init(args: argparse.Namespace) -> int:
-    from context_harness.client.arguments import target
-
-    result = call("config.init", target(args))
-    print(f"created {result['path']}" if result["created"] else f"{result['path']} already exists; left as it is")
-    return 0
-
-
-def cmd_registry(args: argparse.Namespace) -> int:
-    result = call("registry.list")
-    if args.json:
-        print_json(result)
-        return 0
-    rows = [["NAME", "AUTH", "URL", "DESCRIPTION"]]
-    for server in result["servers"]:
-        auth = server.get("auth_type", "none")
-        if server.get("needs_preregistered_client"):
-            auth += " (client id)"
-        rows.append(
-            [
-                server["name"],
-                auth,
-                server.get("url") or " ".join(server.get("command") or []),
-                server.get("description", ""),
-            ]
-        )
-    width = terminal_width()
-    if width is not None and sum(max(len(row[i]) for row in rows) + 2 for i in range(3)) + MIN_DESCRIPTION > width:
-        rows = [[row[0], row[1], row[3]] for row in rows]  # too narrow for URLs: `--json` has them
-    print(table(rows, width=width, cut=len(rows[0]) - 1))
-    for warning in result["warnings"]:
-        print(f"warning: {warning}", file=sys.stderr)
-    return 0
-
-
-def cmd_list(args: argparse.Namespace) -> int:
-    from context_harness.client.arguments import target
-
-    result = call("mcp.list", target(args))
-    if args.json:
-        print_json(result)
-        return 0
-    print(result["path"])
-    if not result["servers"]:
-        print("  (no MCP servers configured; see `chctl registry` and `chctl add NAME`)")
-        return 0
-    rows = [["NAME", "TYPE", "TARGET", "MANAGED"]]
-    for name in result["servers"]:
-        summary = result.get("summaries", {}).get(name) or {"kind": "?", "target": ""}
-        rows.append([name, summary["kind"], summary["target"], "yes" if name in result["managed"] else ""])
-    print(table(rows))
-    return 0
-
-
-def read_api_key(args: argparse.Namespace) -> str | None:
-    if args.api_key is not None:
-        return str(args.api_key)
-    if args.api_key_env:
-        value = os.environ.get(args.api_key_env)
-        if not value:
-            raise RpcError(
-                "AUTH_REQUIRED",
-                f"environment variable {args.api_key_env} is not set or empty",
-                f"export {args.api_key_env}=... first, or pass -k KEY",
-            )
-        return value
-    return None
-
-
-def cmd_add(args: argparse.Namespace) -> int:
-    import getpass
-    import shlex
-
-    from context_harness.client.arguments import clients_of, target
-
-    picked = args.name is None  # `chctl add` alone: pick from the registry, on a terminal only
-    if picked:
-        from context_harness.client import picker
-
-        if not picker.interactive():
-            args.usage_error("NAME is required (on a terminal, `chctl add` alone lets you pick from the registry)")
-        args.name = picker.pick_server()
-        if args.name is None:
-            print("nothing added")
-            return 1
-    params = target(args)
-    params.update(name=args.name, secret_mode=args.secret_mode)
-    if args.clients:
-        params["clients"] = clients_of(args)
-    if args.bridge:
-        params["bridge"] = True
-    if args.mode:
-        params["mode"] = args.mode
-    if args.url:
-        params["url"] = args.url
-    if args.header:
-        params["headers"] = key_values(args.header, "--header")
-    if args.command:
-        params["command"] = shlex.split(args.command)
-    if args.env:
-        params["environment"] = key_values(args.env, "--env")
-    if args.key_header:
-        params["key_header"] = args.key_header
-    key = read_api_key(args)
-    if key is not None:
-        params["api_key"] = key
-    try:
-        result = call("mcp.add", params)
-    except RpcError as exc:
-        if exc.code != "AUTH_REQUIRED" or key is not None or not sys.stdin.isatty():
-            raise
-        params["api_key"] = getpass.getpass(f"API key for {args.name} (hidden): ").strip()
-        if not params["api_key"]:
-            raise
-        result = call("mcp.add", params)
-    if args.json:
-        print_json(result)
-        return 0
-    for config in result.get("configs") or [{"path": result["path"], "mode": "bridge" if args.bridge else "header"}]:
-        through = MODE_NOTES.get(config["mode"], "")
-        print(f"added {result['name']} to {config['path']}{through}")
-    if result["needs_auth"]:
-        if picked and picker.ask_yes(f"log in to {result['name']} now?"):
-            from context_harness.client.auth_cmd import auth_login
-
-            return auth_login(build_parser().parse_args(["auth", result["name"]]))
-        print(f"next: run `chctl auth {result['name']}` to log in; the token is written here automatically")
-    return 0
-
-
-def cmd_remove(args: argparse.Namespace) -> int:
-    from context_harness.client.arguments import clients_of, target
-
-    params = target(args)
-    params["name"] = args.name
-    for client in clients_of(args):
-        result = call("mcp.remove", {**params, "client": client})
-        print(f"removed {args.name}" + (f" from {result['path']}" if result.get("path") else ""))
-    return 0
-
-
-def cmd_clients(args: argparse.Namespace) -> int:
-    result = call("clients.list")
-    if args.json:
-        print_json(result)
-        return 0
-    rows = [["CLIENT", "FOUND", "USER CONFIG", "SERVERS"]]
-    for row in result["clients"]:
-        servers = [
-            name + (f" ({info['mode']})" if info["managed"] else " (not managed)")
-            for name, info in row["servers"].items()
-        ]
-        rows.append([row["client"], "yes" if row["found"] else "no", row["user_config"], ", ".join(servers) or "-"])
-    print(table(rows))
-    for row in result["clients"]:
-        if row.get("user_config_error"):
-            print(f"warning: {row['user_config_error']}", file=sys.stderr)
-    return 0
 
 
 def cmd_status(args: argparse.Namespace) -> int:
@@ -364,7 +174,19 @@ def cmd_daemon(args: argparse.Namespace) -> int:
 def build_parser() -> argparse.ArgumentParser:
     import argparse
 
-    from context_harness.client.arguments import add_json_flag, add_target
+    # The commands that live in modules of their own; imported here, so `chctl status` does not load them.
+    from context_harness.client import (
+        auth_cmd,
+        check_cmd,
+        completion,
+        config_cmd,
+        import_cmd,
+        logs,
+        remote_cmd,
+        service_args,
+        token_cmd,
+    )
+    from context_harness.client.arguments import add_json_flag
 
     parser = argparse.ArgumentParser(
         prog="chctl",
@@ -374,71 +196,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=f"chctl {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-
-    p = sub.add_parser("init", help="create an agent's config (opencode's: $schema and an empty mcp section)")
-    add_target(p)
-    p.set_defaults(func=cmd_init)
-
-    p = sub.add_parser("registry", help="list the servers chctl knows how to add")
-    add_json_flag(p)
-    p.set_defaults(func=cmd_registry)
-
-    p = sub.add_parser("list", help="list the MCP servers in an opencode config")
-    add_target(p)
-    add_json_flag(p)
-    p.set_defaults(func=cmd_list)
-
-    p = sub.add_parser(
-        "add",
-        help="add a server to an agent's config (opencode's by default)",
-        description="Add a server to an agent's config (opencode's by default): one from `chctl registry` by "
-        "name, or any with --url.",
-        epilog=ADD_EXAMPLES,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
-    p.add_argument("name", nargs="?", help=NAME_HELP + "; on a terminal, leave it out to pick from a list")
-    add_target(p, many_clients=True)
-    p.add_argument("--url", help="remote server URL (for a server not in the registry, or to override it)")
-    p.add_argument("--header", action="append", metavar="K=V", help="an extra static header (repeatable)")
-    keys = p.add_mutually_exclusive_group()
-    keys.add_argument("-k", "--api-key", metavar="KEY", help="API key (visible in `ps`; prefer --api-key-env)")
-    keys.add_argument("--api-key-env", metavar="VAR", help="read the API key from this environment variable")
-    p.add_argument(
-        "--key-header",
-        metavar="NAME",
-        help="header that carries the key for a custom --url (default: Authorization: Bearer)",
-    )
-    p.add_argument("--command", metavar='"CMD ARGS..."', help="a local (stdio) server's command line")
-    p.add_argument("--env", action="append", metavar="K=V", help="environment for a local server (repeatable)")
-    p.add_argument(
-        "--secret-mode",
-        choices=["inline", "file"],
-        default="inline",
-        help="inline: the header holds the secret; file: a {file:} reference to a 0600 file",
-    )
-    p.add_argument(
-        "--bridge",
-        action="store_true",
-        help="run `chctl bridge NAME` from the config instead of writing a header: a running session always "
-        "uses the current token, and no secret is in the file",
-    )
-    p.add_argument(
-        "--mode",
-        choices=["bridge", "header", "helper"],
-        help="bridge or header, for every --client (default: header for opencode, bridge for the others); "
-        "helper, for claude-code only: Claude runs `chctl token NAME --json` at each connect",
-    )
-    add_json_flag(p)
-    p.set_defaults(func=cmd_add, usage_error=p.error)
-
-    p = sub.add_parser("remove", help="remove a server from an agent's config")
-    p.add_argument("name", help="the server's name in the config")
-    add_target(p, many_clients=True)
-    p.set_defaults(func=cmd_remove)
-
-    p = sub.add_parser("clients", help="the agent clients on this machine and the servers each carries")
-    add_json_flag(p)
-    p.set_defaults(func=cmd_clients)
+    config_cmd.add_config_parsers(sub)
 
     p = sub.add_parser(
         "bridge",
@@ -448,11 +206,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("name", help="the server to relay to (added with `chctl add NAME --bridge`)")
     p.set_defaults(func=cmd_bridge)
-
     p = sub.add_parser("status", help="every server's credential state, expiry and next refresh")
     add_json_flag(p)
     p.set_defaults(func=cmd_status)
-
     p = sub.add_parser(
         "doctor",
         help="check the daemon, permissions, configs and every server's login",
@@ -461,27 +217,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     add_json_flag(p)
     p.set_defaults(func=cmd_doctor)
-
     p = sub.add_parser("daemon", help="run, start, stop or query the daemon")
-    p.add_argument(
-        "action",
-        choices=["run", "start", "stop", "status"],
-        help="run: in this terminal; start: in the background; stop; status: pid, uptime, socket",
-    )
+    actions = "run: in this terminal; start: in the background; stop; status: pid, uptime, socket"
+    p.add_argument("action", choices=["run", "start", "stop", "status"], help=actions)
     add_json_flag(p)
     p.set_defaults(func=cmd_daemon)
-
-    # The commands that live in modules of their own; imported here, so `chctl status` does not load them.
-    from context_harness.client import (
-        auth_cmd,
-        check_cmd,
-        completion,
-        import_cmd,
-        logs,
-        remote_cmd,
-        service_args,
-        token_cmd,
-    )
 
     auth_cmd.add_auth_parsers(sub)
     check_cmd.add_check_parser(sub)

@@ -23,7 +23,6 @@ from typing import TextIO
 
 from context_harness import units
 from context_harness.client.output import error_tag, print_error, print_hint
-from context_harness.client.service_args import add_service_arguments
 from context_harness.client.service_env import (
     ENV_FILE_MODE,
     carried_variables,
@@ -280,11 +279,6 @@ def service_manager(machine: Machine, runner: Runner) -> ServiceManager:
 
 
 # --- the CLI ------------------------------------------------------------------------------------------
-
-
-def add_service_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    """Register `service install|uninstall|status [--dry-run]`; sets `func=run_service`."""
-    add_service_arguments(subparsers, run_service)
 
 
 def run_service(

@@ -22,7 +22,6 @@ from context_harness.config import jsonc, toml_edit
 # header: the file holds the credential; bridge: the entry runs `chctl bridge NAME`; helper: the client runs
 # `chctl token NAME` itself at each connect (Claude Code's `headersHelper`: see `helper_entry`).
 Mode = Literal["header", "bridge", "helper"]
-SCOPE_GLOBAL_ONLY = "global"
 
 
 class Syntax(Protocol):

@@ -1,7 +1,7 @@
 """JSONC parsing and surgical member edits for opencode.json / opencode.jsonc.
 
 opencode accepts JSON plus ``//`` and ``/* */`` comments and trailing commas in both file kinds. We must
-change only the entries we manage, so edits here are string splices: a small recursive-descent parser
+change only the entries we manage, so edits here are string splices: the parser in jsonc_parser.py
 records where each object member's key, value and comma sit, and ``set_member`` / ``remove_member``
 replace or insert exactly one span. Every byte outside it — comments, order, whitespace, trailing commas
 elsewhere — stays as it was. Each edit is checked by re-parsing before it is returned.
@@ -15,193 +15,20 @@ from __future__ import annotations
 
 import copy
 import json
-import re
 from collections import Counter
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
+
+from context_harness.config.jsonc_parser import LINE_END, JsoncError, Member, Node, parse_jsonc, parse_tree
 
 __all__ = ["JsoncEditError", "JsoncError", "get_member", "parse_jsonc", "remove_member", "set_member"]
 
 DEFAULT_INDENT_UNIT = "  "  # what `chctl init` writes and what most opencode.json files use
-MAX_NESTING = 256  # far beyond any real config; keeps a hostile file from exhausting the stack
-
-_WHITESPACE = " \t\r\n"
-_STRING_BODY = re.compile(r'(?:[^"\\\x00-\x1f]|\\(?:["\\/bfnrt]|u[0-9a-fA-F]{4}))*')
-_NUMBER = re.compile(r"-?(?:0|[1-9][0-9]*)(?:\.[0-9]+)?(?:[eE][+-]?[0-9]+)?")
-_LINE_END = re.compile(r"[\r\n]")
-_LITERALS: dict[str, Any] = {"true": True, "false": False, "null": None}
-
-
-class JsoncError(ValueError):
-    """The text is not valid JSONC; ``line`` and ``column`` (1-based) point at the first problem."""
-
-    def __init__(self, message: str, line: int, column: int) -> None:
-        super().__init__(f"{message} at line {line}, column {column}")
-        self.message = message
-        self.line = line
-        self.column = column
 
 
 class JsoncEditError(ValueError):
     """The edit cannot be made: the root or an intermediate member is not an object, or a value not JSON."""
-
-
-# --- parsing ---------------------------------------------------------------------------------------
-
-
-@dataclass
-class _Value:
-    start: int  # index of the value's first character
-    end: int  # index just past its last character
-    data: Any
-    members: list[_Member] | None = None  # objects only
-    items: list[_Value] = field(default_factory=list)  # arrays only; kept so nested objects are reachable
-
-
-@dataclass
-class _Member:
-    key: str
-    key_start: int  # index of the key's opening quote
-    value: _Value
-    comma: int | None = None  # index of the comma after the value, if any
-
-
-class _Parser:
-    def __init__(self, text: str) -> None:
-        self.text = text
-        self.pos = 1 if text.startswith("\ufeff") else 0
-
-    def document(self) -> _Value:
-        self.skip_trivia()
-        if self.pos >= len(self.text):
-            self.fail("Expected a value")
-        root = self.value(0)
-        self.skip_trivia()
-        if self.pos < len(self.text):
-            self.fail("Unexpected content after the document")
-        return root
-
-    def fail(self, message: str, pos: int | None = None) -> None:
-        pos = self.pos if pos is None else pos
-        line_start = self.text.rfind("\n", 0, pos) + 1
-        column = pos - line_start + 1
-        if line_start == 0 and self.text.startswith("\ufeff"):
-            column -= 1  # the BOM is not a visible column
-        raise JsoncError(message, self.text.count("\n", 0, pos) + 1, max(column, 1))
-
-    def peek(self) -> str:
-        return self.text[self.pos] if self.pos < len(self.text) else ""
-
-    def skip_trivia(self) -> None:
-        text = self.text
-        while self.pos < len(text):
-            if text[self.pos] in _WHITESPACE:
-                self.pos += 1
-            elif text.startswith("//", self.pos):
-                newline = _LINE_END.search(text, self.pos)
-                self.pos = newline.start() if newline else len(text)
-            elif text.startswith("/*", self.pos):
-                close = text.find("*/", self.pos + 2)
-                if close < 0:
-                    self.fail("Unterminated block comment")
-                self.pos = close + 2
-            else:
-                return
-
-    def value(self, depth: int) -> _Value:
-        if depth > MAX_NESTING:
-            self.fail("Nesting too deep")
-        char = self.peek()
-        if char == "{":
-            return self.object(depth)
-        if char == "[":
-            return self.array(depth)
-        start = self.pos
-        if char == '"':
-            text = self.string()
-            return _Value(start, self.pos, text)
-        for word, data in _LITERALS.items():
-            if self.text.startswith(word, start):
-                self.pos += len(word)
-                return _Value(start, self.pos, data)
-        number = _NUMBER.match(self.text, start)
-        if number is None:
-            self.fail("Expected a value")
-        assert number is not None
-        self.pos = number.end()
-        return _Value(start, self.pos, json.loads(number.group()))
-
-    def string(self) -> str:
-        start = self.pos
-        body_end = _STRING_BODY.match(self.text, start + 1)
-        assert body_end is not None  # the pattern matches the empty string
-        end = body_end.end()
-        if end >= len(self.text):
-            self.fail("Unterminated string", start)
-        if self.text[end] == "\\":
-            self.fail("Invalid escape in string", end)
-        if self.text[end] != '"':
-            self.fail("Control character in string", end)
-        self.pos = end + 1
-        decoded: str = json.loads(self.text[start : self.pos])
-        return decoded
-
-    def object(self, depth: int) -> _Value:
-        start = self.pos
-        self.pos += 1
-        members: list[_Member] = []
-        data: dict[str, Any] = {}
-        self.skip_trivia()
-        while self.peek() != "}":
-            if self.peek() != '"':
-                self.fail("Expected a string key or '}'")
-            key_start = self.pos
-            key = self.string()
-            self.skip_trivia()
-            if self.peek() != ":":
-                self.fail("Expected ':'")
-            self.pos += 1
-            self.skip_trivia()
-            member = _Member(key, key_start, self.value(depth + 1))
-            members.append(member)
-            data[key] = member.value.data  # duplicate keys: the last one wins, as in JSON.parse
-            self.skip_trivia()
-            if self.peek() == ",":
-                member.comma = self.pos
-                self.pos += 1
-                self.skip_trivia()
-            elif self.peek() != "}":
-                self.fail("Expected ',' or '}'")
-        self.pos += 1
-        return _Value(start, self.pos, data, members=members)
-
-    def array(self, depth: int) -> _Value:
-        start = self.pos
-        self.pos += 1
-        items: list[_Value] = []
-        self.skip_trivia()
-        while self.peek() != "]":
-            if self.peek() == ",":
-                self.fail("Expected a value or ']'")
-            items.append(self.value(depth + 1))
-            self.skip_trivia()
-            if self.peek() == ",":
-                self.pos += 1
-                self.skip_trivia()
-            elif self.peek() != "]":
-                self.fail("Expected ',' or ']'")
-        self.pos += 1
-        return _Value(start, self.pos, [item.data for item in items], items=items)
-
-
-def _parse(text: str) -> _Value:
-    return _Parser(text).document()
-
-
-def parse_jsonc(text: str) -> Any:
-    """Parse JSON with comments and trailing commas; raise JsoncError at the first problem."""
-    return _parse(text).data
 
 
 def get_member(text: str, path: Sequence[str]) -> Any:
@@ -232,8 +59,8 @@ def _leading_whitespace(text: str, pos: int) -> str:
     return line[: len(line) - len(line.lstrip(" \t"))]
 
 
-def _walk_members(node: _Value, depth: int = 1) -> list[tuple[int, _Member]]:
-    found: list[tuple[int, _Member]] = []
+def _walk_members(node: Node, depth: int = 1) -> list[tuple[int, Member]]:
+    found: list[tuple[int, Member]] = []
     for member in node.members or []:
         found.append((depth, member))
         found.extend(_walk_members(member.value, depth + 1))
@@ -242,7 +69,7 @@ def _walk_members(node: _Value, depth: int = 1) -> list[tuple[int, _Member]]:
     return found
 
 
-def _indent_unit(text: str, root: _Value) -> str:
+def _indent_unit(text: str, root: Node) -> str:
     """The file's indent step: from top-level members on their own lines, else inferred from deeper ones."""
     top_level: Counter[str] = Counter()
     inferred: Counter[str] = Counter()
@@ -268,7 +95,7 @@ class _Layout:
     newline: str
 
     @classmethod
-    def of(cls, text: str, root: _Value) -> _Layout:
+    def of(cls, text: str, root: Node) -> _Layout:
         return cls(_indent_unit(text, root), "\r\n" if "\r\n" in text else "\n")
 
     def render(self, value: Any, indent: str | None) -> str:
@@ -307,19 +134,19 @@ def _check_path(path: Sequence[str]) -> list[str]:
     return keys
 
 
-def _find(node: _Value, key: str) -> _Member | None:
+def _find(node: Node, key: str) -> Member | None:
     matches = [member for member in node.members or [] if member.key == key]
     return matches[-1] if matches else None  # the last duplicate is the one that counts
 
 
-def _root_object(text: str) -> _Value:
-    root = _parse(text)
+def _root_object(text: str) -> Node:
+    root = parse_tree(text)
     if root.members is None:
         raise JsoncEditError("the document's root is not an object")
     return root
 
 
-def _before_close(text: str, obj: _Value, anchor: int, entry: str, parent_indent: str, nl: str) -> _Splice:
+def _before_close(text: str, obj: Node, anchor: int, entry: str, parent_indent: str, nl: str) -> _Splice:
     """Put ``entry`` (already indented) on its own line just before the object's closing brace."""
     close = obj.end - 1
     line_start = _line_start(text, close)
@@ -332,7 +159,7 @@ def _before_close(text: str, obj: _Value, anchor: int, entry: str, parent_indent
     return (spaces_start, close, nl + entry + nl + parent_indent)
 
 
-def _insert(text: str, obj: _Value, owner: _Member | None, key: str, value: Any, layout: _Layout) -> list[_Splice]:
+def _insert(text: str, obj: Node, owner: Member | None, key: str, value: Any, layout: _Layout) -> list[_Splice]:
     """Splices adding ``key: value`` as the last member of ``obj``; ``owner`` holds obj (None: the root)."""
     members = obj.members or []
     parent_indent = _leading_whitespace(text, obj.start)
@@ -372,12 +199,12 @@ def _rest_of_line(text: str, pos: int) -> int:
             pos = close + 2
             continue
         if text.startswith("//", pos):
-            newline = _LINE_END.search(text, pos)
+            newline = LINE_END.search(text, pos)
             return newline.start() if newline else len(text)
         return pos
 
 
-def _removal(text: str, obj: _Value, index: int) -> list[_Splice]:
+def _removal(text: str, obj: Node, index: int) -> list[_Splice]:
     members = obj.members or []
     member = members[index]
     previous = members[index - 1] if index > 0 else None
@@ -455,7 +282,7 @@ def remove_member(text: str, path: Sequence[str]) -> str:
     Raises JsoncError if ``text`` does not parse.
     """
     keys = _check_path(path)
-    expected = copy.deepcopy(_parse(text).data)
+    expected = copy.deepcopy(parse_tree(text).data)
     parent = expected
     for key in keys[:-1]:
         parent = parent.get(key) if isinstance(parent, dict) else None
@@ -463,7 +290,7 @@ def remove_member(text: str, path: Sequence[str]) -> str:
         return text
     del parent[keys[-1]]
     while True:  # once per duplicate of the key, so no earlier duplicate becomes visible
-        node = _parse(text)
+        node = parse_tree(text)
         for key in keys[:-1]:
             member = _find(node, key)
             assert member is not None

@@ -55,35 +55,6 @@ def find_nearest_config(cwd: Path) -> Path | None:
         directory = directory.parent
 
 
-def entry_path(name: str) -> tuple[str, ...]:
-    return ("mcp", name)
-
-
-def header_path(name: str, header: str) -> tuple[str, ...]:
-    return ("mcp", name, "headers", header)
-
-
-def oauth_path(name: str) -> tuple[str, ...]:
-    return ("mcp", name, "oauth")
-
-
-def mcp_entries(document: Any) -> dict[str, Any]:
-    """The `mcp` object of a parsed config ({} when absent)."""
-    if not isinstance(document, dict):
-        return {}
-    section = document.get("mcp")
-    return section if isinstance(section, dict) else {}
-
-
-def shape_problem(document: Any) -> str | None:
-    """Why a parsed config cannot hold MCP servers: its root, or its `mcp`, is not an object."""
-    if not isinstance(document, dict):
-        return "the document's root is not an object"
-    if "mcp" in document and not isinstance(document["mcp"], dict):
-        return "`mcp` is not an object"
-    return None
-
-
 def schema_problems(name: str, entry: Any) -> list[str]:
     """Why opencode 1.18 would reject (or silently ignore part of) this entry; [] when it fits."""
     try:
@@ -153,10 +124,10 @@ class OpencodeFormat(ConfigFormat):
 
     def set_header(self, text: str, name: str, header: str, value: str) -> str:
         """The header, plus `"oauth": false` so opencode does not start its own flow."""
-        entry = mcp_entries(self.syntax.parse(text)).get(name)
-        text = self.syntax.set(text, header_path(name, header), value)
+        entry = self.entries(self.syntax.parse(text)).get(name)
+        text = self.syntax.set(text, self.header_path(name, header), value)
         if isinstance(entry, dict) and entry.get("oauth") is not False:
-            text = self.syntax.set(text, oauth_path(name), False)
+            text = self.syntax.set(text, (*self.entry_path(name), "oauth"), False)
         return text
 
     def declines_own_oauth(self, entry: dict[str, Any]) -> bool:

@@ -21,7 +21,7 @@ from context_harness.config.format import DEFAULT_CLIENT, get_format
 from context_harness.daemon.bridge import ServerCredentials
 from context_harness.daemon.rpc_params import CheckParams
 from context_harness.daemon.services import Services
-from context_harness.oauth.discovery import parse_www_authenticate
+from context_harness.oauth.challenge import parse_www_authenticate
 from context_harness.primitives.outside_values import is_secure_endpoint
 from context_harness.primitives.result import Failure, Result, Success
 from context_harness.services.blocking_io import run_config_io

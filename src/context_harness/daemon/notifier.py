@@ -51,8 +51,9 @@ class Notifier:
         self._tasks: set[asyncio.Task[None]] = set()
 
     def configure(self, notify_command: list[str] | None, event_command: list[str] | None) -> None:
-        """New commands (a reload); no notify command set keeps the desktop default."""
-        self.notify_command = notify_command or self.notify_command
+        """New commands (a reload); no notify command set means the desktop default, not the command that
+        was set before."""
+        self.notify_command = notify_command if notify_command is not None else default_notify_command()
         self.event_command = event_command
 
     def token_event(self, server: str, event: TokenEvent, message: str) -> None:

@@ -34,7 +34,7 @@ async def auth_start(s: Services, p: AuthStartParams) -> Result[dict[str, str]]:
     refused = auth_guidance.no_login_needed(
         p.name,
         s.tokens.load(p.name),
-        s.mcp.registry.get(p.name),
+        s.mcp.known(p.name),
         config_url.value if isinstance(config_url, Success) else None,
     )
     if refused is not None:
@@ -87,7 +87,7 @@ async def auth_logout(s: Services, p: NameParams) -> Result[dict[str, Any]]:
 
 
 async def token_refresh(s: Services, p: NameParams) -> Result[dict[str, Any]]:
-    known = s.mcp.registry.get(p.name) is not None or s.bindings.for_server(p.name)
+    known = s.mcp.known(p.name) is not None or s.bindings.for_server(p.name)
     if known and s.tokens.load(p.name) is None:
         return auth_guidance.refresh_without_login(p.name)
     # Shielded: a client that hangs up must not cancel a refresh between rotation and save.

@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from context_harness import __version__
-from context_harness.config.format import CLIENTS, DEFAULT_CLIENT, ConfigFormat, get_format
+from context_harness.config.format import DEFAULT_CLIENT, get_format
 from context_harness.daemon.rpc_params import (
     AddParams,
     BridgeOpenParams,
@@ -21,7 +21,7 @@ from context_harness.daemon.rpc_params import (
 )
 from context_harness.daemon.services import Services
 from context_harness.primitives.result import Failure, Result, Success
-from context_harness.services import doctor
+from context_harness.services import doctor, listings
 from context_harness.services.blocking_io import StillRunning, run_blocking, run_config_io
 from context_harness.services.config_service import ConfigTarget
 from context_harness.services.mcp_service import AddRequest, client_format
@@ -88,18 +88,7 @@ async def config_init(s: Services, p: TargetParams) -> Result[dict[str, Any]]:
 
 
 async def mcp_list(s: Services, p: TargetParams) -> Result[dict[str, Any]]:
-    configured = await off_the_loop(s, "mcp.list", lambda: s.mcp.list_configured(p.target(), p.client))
-    if isinstance(configured, Failure):
-        return configured
-    path, entries = configured.value
-    fmt = get_format(p.client)
-    bound = s.bindings.load()
-    servers = {name: fmt.mask(entry) if isinstance(entry, dict) else entry for name, entry in entries.items()}
-    summaries = {name: entry_summary(fmt, entry) for name, entry in entries.items() if isinstance(entry, dict)}
-    managed = sorted(n for n, items in bound.items() if any(b.path == str(path.resolve()) for b in items))
-    return Success(
-        {"path": str(path), "client": p.client, "servers": servers, "summaries": summaries, "managed": managed}
-    )
+    return await off_the_loop(s, "mcp.list", lambda: listings.configured(s.mcp, s.bindings, p.target(), p.client))
 
 
 async def mcp_add(s: Services, p: AddParams) -> Result[dict[str, Any]]:
@@ -118,7 +107,7 @@ async def mcp_add(s: Services, p: AddParams) -> Result[dict[str, Any]]:
         clients=tuple(p.clients or [p.client]),
         delegated_via=delegated_via(s, p),
     )
-    added = await off_the_loop(s, "mcp.add", lambda: s.mcp.add(request))
+    added = await s.mcp.add(request)
     if isinstance(added, Failure):
         return added
     outcome = added.value
@@ -157,43 +146,9 @@ async def mcp_validate(s: Services, p: NameTargetParams) -> Result[dict[str, Any
 
 
 async def clients_list(s: Services, _: NoParams) -> Result[dict[str, Any]]:
-    return await off_the_loop(s, "clients.list", lambda: Success({"clients": client_rows(s)}))
-
-
-def entry_summary(fmt: ConfigFormat, entry: dict[str, Any]) -> dict[str, Any]:
-    """What `chctl list` shows of an entry, whatever the client's shape: remote URL or local command."""
-    url = fmt.entry_url(entry)
-    return {"kind": "remote", "target": url} if url else {"kind": "local", "target": " ".join(fmt.entry_command(entry))}
-
-
-def client_rows(s: Services) -> list[dict[str, Any]]:
-    """Every client we can write for: is it on this machine, its user file, and the servers it carries."""
-    bound = s.bindings.load()
-    rows = []
-    for client in CLIENTS:
-        fmt = get_format(client)
-        servers: dict[str, dict[str, Any]] = {}
-        for name, items in bound.items():
-            for binding in items:
-                if binding.client == client:
-                    servers.setdefault(name, {"managed": True, "mode": binding.mode, "paths": []})["paths"].append(
-                        binding.path
-                    )
-        user_file = fmt.global_path()
-        entries = s.config.entries(user_file, fmt) if user_file.exists() else None
-        for name in entries.value if isinstance(entries, Success) else {}:
-            servers.setdefault(name, {"managed": False, "mode": None, "paths": [str(user_file)]})
-        rows.append(
-            {
-                "client": client,
-                "label": fmt.label,
-                "found": fmt.found(),
-                "user_config": str(user_file),
-                "user_config_error": entries.error if isinstance(entries, Failure) else None,
-                "servers": dict(sorted(servers.items())),
-            }
-        )
-    return rows
+    return await off_the_loop(
+        s, "clients.list", lambda: Success({"clients": listings.client_rows(s.config, s.bindings)})
+    )
 
 
 # --- status and doctor ---------------------------------------------------------------------------------------
@@ -207,14 +162,7 @@ async def status(s: Services, _: NoParams) -> Result[dict[str, Any]]:
 
 
 async def server_statuses(s: Services) -> list[ServerStatus]:
-    """Every server's status. Whether a server without a credential awaits a login is read from its configs,
-    in a thread; a config that does not answer leaves its server out (shown as needing no login)."""
-    pending = s.status.awaiting_login()
-    expects_login: dict[str, bool] = {}
-    if pending:
-        found = await off_the_loop(s, "status", lambda: Success({n: s.mcp.expects_login(n) for n in pending}))
-        expects_login = found.value if isinstance(found, Success) else {}
-    return s.status.servers(expects_login)
+    return await listings.server_statuses(s.status, s.mcp, s.settings.config_io_timeout_s)
 
 
 async def run_doctor(s: Services, p: DoctorParams) -> Result[dict[str, Any]]:

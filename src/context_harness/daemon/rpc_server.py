@@ -32,7 +32,6 @@ PARSE_ERROR = -32700
 INVALID_REQUEST = -32600
 METHOD_NOT_FOUND = -32601
 INVALID_PARAMS = -32602
-INTERNAL_ERROR = -32603
 APPLICATION_ERROR = -32000  # a service `Failure`; `data.code` holds the ErrorCode name
 
 # The process on the other end of the connection being served (each connection has its own task, hence its

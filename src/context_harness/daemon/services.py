@@ -157,7 +157,7 @@ def build_services(
         refresher=refresher,
         flows=flows,
         bridges=bridges,
-        imports=ImportService(mcp, oauth, clients, http),
+        imports=ImportService(config, tokens, bindings, publisher, oauth, clients, http),
         status=status,
         http=http,
         bridge_http=bridge_http,

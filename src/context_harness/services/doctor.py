@@ -11,7 +11,7 @@ from typing import Any, Literal
 
 import aiohttp
 
-from context_harness.config.format import DEFAULT_CLIENT, get_format
+from context_harness.config.format import DEFAULT_CLIENT, ConfigFormat, get_format
 from context_harness.oauth import http
 from context_harness.oauth.discovery import initialize_request
 from context_harness.primitives.mcp import SecretMode
@@ -120,29 +120,37 @@ def config_checks(config: ConfigService, bindings: BindingStore, tokens: TokenSt
                         f"run `chctl add {name}` to restore it",
                     )
                 )
-        inline = [name for name, mode in servers if mode is SecretMode.INLINE and _has_secret(tokens, name)]
-        readable = _group_or_other_readable(path)
-        if inline and readable:
-            checks.append(
-                Check(
-                    "inline_secret_readable",
-                    "warn",
-                    f"{path} is readable by others ({readable}) and holds inline secrets for: "
-                    f"{', '.join(sorted(inline))}",
-                    f"chmod 600 {path}, or re-add them with `--secret-mode file`",
-                )
+        checks += _inline_secret_checks(path, fmt, servers, tokens)
+    return checks
+
+
+def _inline_secret_checks(
+    path: Path, fmt: ConfigFormat, servers: list[tuple[str, SecretMode]], tokens: TokenStore
+) -> list[Check]:
+    """Warnings for a config that holds inline secrets where others can read them: the file's mode, git."""
+    checks: list[Check] = []
+    inline = [name for name, mode in servers if mode is SecretMode.INLINE and _has_secret(tokens, name)]
+    readable = _group_or_other_readable(path)
+    if inline and readable:
+        checks.append(
+            Check(
+                "inline_secret_readable",
+                "warn",
+                f"{path} is readable by others ({readable}) and holds inline secrets for: {', '.join(sorted(inline))}",
+                f"chmod 600 {path}, or re-add them with `--secret-mode file`",
             )
-        if inline and is_tracked_by_git(path):
-            checks.append(
-                Check(
-                    "inline_secret_in_git",
-                    "warn",
-                    f"{path} is tracked by git and holds inline secrets for: {', '.join(sorted(inline))}",
-                    "re-add them with `--secret-mode file` (or use --global) so no secret gets committed"
-                    if fmt.name == DEFAULT_CLIENT
-                    else f"re-add them with `--client {fmt.name} --mode bridge` so no secret gets committed",
-                )
+        )
+    if inline and is_tracked_by_git(path):
+        checks.append(
+            Check(
+                "inline_secret_in_git",
+                "warn",
+                f"{path} is tracked by git and holds inline secrets for: {', '.join(sorted(inline))}",
+                "re-add them with `--secret-mode file` (or use --global) so no secret gets committed"
+                if fmt.name == DEFAULT_CLIENT
+                else f"re-add them with `--client {fmt.name} --mode bridge` so no secret gets committed",
             )
+        )
     return checks
 
 

@@ -12,14 +12,14 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
 import aiohttp
 import structlog
 
-from context_harness.config.format import substitutions
+from context_harness.config.format import DEFAULT_CLIENT, ConfigFormat, get_format, substitutions
 from context_harness.oauth.discovery import discover
 from context_harness.primitives.mcp import SecretMode
 from context_harness.primitives.names import SERVER_NAME_HINT, valid_server_name
@@ -27,18 +27,19 @@ from context_harness.primitives.oauth import ClientRegistration, Credential, Tok
 from context_harness.primitives.outside_values import credential_problem, url_problem
 from context_harness.primitives.result import ErrorCode, Failure, Result, Success
 from context_harness.services import login_sources
-from context_harness.services.config_service import ConfigTarget
+from context_harness.services.config_service import ConfigService, ConfigTarget
 from context_harness.services.login_sources import HeldLogin
-from context_harness.services.mcp_service import AddRequest, MCPService
 from context_harness.services.oauth_service import VALIDITY_MARGIN_S, OAuthService
+from context_harness.services.publisher import Publisher
 from context_harness.services.refresh_outcomes import (
     RefreshDone,
     RefreshNeedsReauth,
     RefreshNotNeeded,
     RefreshRetry,
 )
-from context_harness.stores.bindings import Binding
+from context_harness.stores.bindings import Binding, BindingStore
 from context_harness.stores.client_store import ClientStore
+from context_harness.stores.token_store import TokenStore
 
 log = structlog.get_logger(__name__)
 
@@ -95,18 +96,16 @@ def read_source(source: Source, path: Path) -> Result[tuple[list[HeldLogin], lis
         )
 
 
+@dataclass
 class ImportService:
-    def __init__(
-        self,
-        mcp: MCPService,
-        oauth: OAuthService,
-        clients: ClientStore,
-        session: Callable[[], aiohttp.ClientSession],
-    ) -> None:
-        self.mcp = mcp
-        self.oauth = oauth
-        self.clients = clients
-        self._session = session
+    config: ConfigService
+    tokens: TokenStore
+    bindings: BindingStore
+    publisher: Publisher
+    oauth: OAuthService
+    clients: ClientStore
+    session: Callable[[], aiohttp.ClientSession]
+    fmt: ConfigFormat = field(default_factory=lambda: get_format(DEFAULT_CLIENT))  # logins go into opencode's config
 
     async def import_logins(
         self, source: Source, path: Path, target: ConfigTarget, *, dry_run: bool
@@ -115,10 +114,14 @@ class ImportService:
         if isinstance(read, Failure):
             return read
         held, unusable = read.value
-        configured = self.mcp.list_configured(target)
-        if isinstance(configured, Failure):
-            return configured
-        config_path, entries = configured.value
+        resolved = self.config.resolve(target, fmt=self.fmt)
+        if isinstance(resolved, Failure):
+            return resolved
+        config_path = resolved.value
+        read_entries = self.config.entries(config_path, self.fmt)
+        if isinstance(read_entries, Failure):
+            return read_entries
+        entries = read_entries.value
         results = [Adoption(u.where, None, "skipped", u.reason) for u in unusable]
         for login in held:
             placed = _place(login, entries)
@@ -138,7 +141,7 @@ class ImportService:
     async def _adopt(
         self, name: str, url: str, login: HeldLogin, config_path: Path, entries: dict[str, Any]
     ) -> Adoption:
-        found = await discover(self._session(), url, self.oauth.settings.http_timeout_s)
+        found = await discover(self.session(), url, self.oauth.settings.http_timeout_s)
         if isinstance(found, Failure):
             return _adoption(name, url, login, "skipped", f"{found.error} (run the import again later)")
         auth_server = found.value.auth_server
@@ -172,14 +175,14 @@ class ImportService:
             scopes=login.tokens.scope.split() if login.tokens.scope else None,
             server_url=url,
         )
-        self.mcp.tokens.save(credential)  # stored before any config mentions it
+        self.tokens.save(credential)  # stored before any config mentions it
         self.oauth.states.stored(name)
         placed = self._write_entry(name, url, config_path, entries)
         if isinstance(placed, Failure):
             return _adoption(name, url, login, "skipped", placed.error)
         log.info("login_imported", server=name, issuer=auth_server.issuer)
         if not login.tokens.is_expired(VALIDITY_MARGIN_S):
-            await self.mcp.publisher.publish(name)
+            await self.publisher.publish(name)
             self.oauth.states.changed(name)
             return _adoption(name, url, login, "adopted")
         match await self.oauth.refresh_once(name, force=True):
@@ -195,18 +198,27 @@ class ImportService:
 
     def _holds_usable_login(self, name: str) -> bool:
         """An API key, or an OAuth login that still works: an import must not replace it."""
-        held = self.mcp.tokens.load(name)
+        held = self.tokens.load(name)
         return held is not None and (held.kind == "api_key" or self.oauth.state_of(held) is not TokenState.NEEDS_REAUTH)
 
     def _write_entry(self, name: str, url: str, config_path: Path, entries: dict[str, Any]) -> Result[None]:
-        """Bind a remote entry that has this URL; write one (replacing an mcp-remote entry) otherwise."""
+        """Bind a remote entry that has this URL; write one (replacing an mcp-remote entry) otherwise. The
+        header is the publisher's to write."""
         entry = entries.get(name)
-        if isinstance(entry, dict) and entry.get("type") == "remote" and entry.get("url") == url:
-            self.mcp.bindings.bind(name, Binding(path=str(config_path), secret_mode=SecretMode.INLINE, url=url))
+        if isinstance(entry, dict) and self.fmt.entry_url(entry) == url:
+            self.bindings.bind(name, Binding(path=str(config_path), secret_mode=SecretMode.INLINE, url=url))
             return Success(None)
-        target = ConfigTarget(cwd=config_path.parent, project=config_path.parent)
-        added = self.mcp.add(AddRequest(name=name, target=target, url=url))
-        return added if isinstance(added, Failure) else Success(None)
+        config_path = config_path.resolve()  # bindings hold resolved paths
+        binding = Binding(path=str(config_path), client=self.fmt.name, secret_mode=SecretMode.INLINE, url=url)
+        # Binding first, as `chctl add` does: a crash before the entry leaves a binding the next write drops.
+        self.bindings.bind(name, binding)
+        put = self.config.put_entry(config_path, name, self.fmt.remote_entry(url, {}, managed=True), self.fmt)
+        if isinstance(put, Failure):
+            self.bindings.unbind(name, config_path)
+            return put
+        self.publisher.clear(name, str(config_path))
+        log.info("server_added", server=name, path=str(config_path), client=self.fmt.name, mode="header")
+        return Success(None)
 
 
 def _refused(name: str, url: str, login: HeldLogin) -> Adoption | None:

@@ -17,6 +17,7 @@ from context_harness.primitives.result import ErrorCode, Failure, Result, Succes
 from context_harness.services import recorded_urls
 from context_harness.services.agent_commands import bridge_command, helper_command
 from context_harness.services.api_keys import api_key_credential
+from context_harness.services.blocking_io import run_config_io
 from context_harness.services.config_service import ConfigService, ConfigTarget
 from context_harness.services.publisher import Publisher
 from context_harness.services.registry import close_names, load_registry
@@ -106,13 +107,17 @@ class MCPService:
         for warning in self.registry_warnings:
             log.warning("registry_entry_skipped", problem=warning)
 
+    def known(self, name: str) -> MCPServer | None:
+        """`name`'s registry entry (built in, or the user's registry.json), or None."""
+        return self.registry.get(name)
+
     # --- the seed's API --------------------------------------------------------------------------------
 
     def list_available(self) -> Result[list[MCPServer]]:
         return Success(sorted(self.registry.values(), key=lambda s: s.name))
 
     def get_server_info(self, name: str) -> Result[MCPServer]:
-        server = self.registry.get(name)
+        server = self.known(name)
         if server is None:
             return self._unknown(name)
         return Success(server)
@@ -135,7 +140,19 @@ class MCPService:
         path = self.config.resolve(target, fmt=fmt.value)
         return path if isinstance(path, Failure) else Success((fmt.value, path.value))
 
-    def add(self, request: AddRequest) -> Result[AddOutcome]:
+    async def add(self, request: AddRequest) -> Result[AddOutcome]:
+        """Write the server's entries (in a thread with a deadline: a config may be on a hung mount), then let
+        the publisher write its header into those in header mode, as at every refresh: the publisher is the
+        one writer of secrets into configs. A header it cannot write is remembered there (status shows it)
+        and written at the next check."""
+        timeout_s = self.publisher.settings.io_timeout_s
+        added = await run_config_io(lambda: self.write_entries(request), timeout_s, "mcp.add")
+        if isinstance(added, Success):
+            await self.publisher.publish(request.name)
+        return added
+
+    def write_entries(self, request: AddRequest) -> Result[AddOutcome]:
+        """Bind and write the entries `request` asks for, with every header but the credential's."""
         name = request.name
         if not valid_server_name(name):
             return Failure(
@@ -161,8 +178,9 @@ class MCPService:
         if credential is not None:
             self.tokens.save(credential)
         else:
-            # A login already made (also for a custom --url server) goes into the new entry at once, if it was
-            # made for this URL (a login from before URLs were recorded waits until the publisher records one).
+            # A login already made (also for a custom --url server) counts, if it was made for this URL: the
+            # publisher writes it into the new entry at once (one from before URLs were recorded waits until
+            # the publisher records one).
             remote = plan.url is not None  # (a bridged entry is local, but its server is remote)
             stored = self.tokens.load(name) if remote and plan.auth_type is not MCPAuthType.API_KEY else None
             usable = stored is not None and stored.kind == "oauth" and stored.server_url == plan.url
@@ -172,43 +190,51 @@ class MCPService:
         )
         written: list[Written] = []
         for fmt, config_path, mode in targets:
-            if fmt.may_create():
-                created = self.config.create(config_path, fmt)
-                if isinstance(created, Failure):
-                    return created
-                config_path = config_path.resolve()  # bindings hold resolved paths
-            binding = Binding(
-                path=str(config_path),
-                client=fmt.name,
-                secret_mode=request.secret_mode,
-                mode=mode,
-                url=plan.url,  # recorded in every mode: a header goes only where the entry still points here
-            )
-            entry = self._entry(fmt, name, plan, credential=credential, binding=binding, managed=managed)
-            inline_secret = mode == "header" and request.secret_mode is SecretMode.INLINE
-            private = inline_secret and credential is not None and bool(credential.secret)
-            # Binding first: a crash before the entry is written leaves a binding without an entry, which the
-            # next header write (at start at the latest) drops; the other order would leave an entry whose
-            # header nobody keeps current.
-            self.bindings.bind(name, binding)
-            crash_point(AFTER_BINDING_WRITE)
-            put = self.config.put_entry(config_path, name, entry, fmt, private=private)
-            if isinstance(put, Failure):
-                self.bindings.unbind(name, config_path)
-                return put
-            self.publisher.clear(name, str(config_path))  # pointed back: no longer an error
-            written.append(Written(fmt.name, config_path, entry, mode))
-            log.info(
-                "server_added",
-                server=name,
-                path=str(config_path),
-                client=fmt.name,
-                mode=mode,
-                auth_type=plan.auth_type.value,
-            )
+            one = self._write_entry(request, plan, fmt, config_path, mode, managed=managed)
+            if isinstance(one, Failure):
+                return one
+            written.append(one.value)
         needs_auth = plan.auth_type is MCPAuthType.OAUTH and (credential is None or not credential.secret)
         first = written[0]
         return Success(AddOutcome(name, first.path, first.entry, plan.auth_type, needs_auth, tuple(written)))
+
+    def _write_entry(
+        self, request: AddRequest, plan: Planned, fmt: ConfigFormat, config_path: Path, mode: Mode, *, managed: bool
+    ) -> Result[Written]:
+        """Bind one client's config and write the entry into it (creating the file where the client allows)."""
+        name = request.name
+        if fmt.may_create():
+            created = self.config.create(config_path, fmt)
+            if isinstance(created, Failure):
+                return created
+            config_path = config_path.resolve()  # bindings hold resolved paths
+        binding = Binding(
+            path=str(config_path),
+            client=fmt.name,
+            secret_mode=request.secret_mode,
+            mode=mode,
+            url=plan.url,  # recorded in every mode: a header goes only where the entry still points here
+        )
+        entry = self._entry(fmt, name, plan, mode, managed=managed)
+        # Binding first: a crash before the entry is written leaves a binding without an entry, which the next
+        # header write (at start at the latest) drops; the other order would leave an entry whose header
+        # nobody keeps current.
+        self.bindings.bind(name, binding)
+        crash_point(AFTER_BINDING_WRITE)
+        put = self.config.put_entry(config_path, name, entry, fmt)
+        if isinstance(put, Failure):
+            self.bindings.unbind(name, config_path)
+            return put
+        self.publisher.clear(name, str(config_path))  # pointed back: no longer an error
+        log.info(
+            "server_added",
+            server=name,
+            path=str(config_path),
+            client=fmt.name,
+            mode=mode,
+            auth_type=plan.auth_type.value,
+        )
+        return Success(Written(fmt.name, config_path, entry, mode))
 
     def _add_target(self, request: AddRequest, plan: Planned, client: str) -> Result[tuple[ConfigFormat, Path, Mode]]:
         """Where `client` keeps the server, and in which mode; a Failure says why it cannot."""
@@ -255,28 +281,14 @@ class MCPService:
                 return readable
         return Success((fmt, path.value.resolve() if path.value.exists() else path.value, mode))  # not yet made
 
-    def _entry(
-        self,
-        fmt: ConfigFormat,
-        name: str,
-        plan: Planned,
-        *,
-        credential: Credential | None,
-        binding: Binding,
-        managed: bool,
-    ) -> dict[str, Any]:
+    def _entry(self, fmt: ConfigFormat, name: str, plan: Planned, mode: Mode, *, managed: bool) -> dict[str, Any]:
         if plan.url is None:
             return fmt.local_entry(plan.command or [], plan.environment)
-        if binding.mode == "bridge":
+        if mode == "bridge":
             return fmt.bridge_entry(bridge_command(name))
-        if binding.mode == "helper":
+        if mode == "helper":
             return fmt.helper_entry(plan.url, dict(plan.headers), helper_command(name))
-        headers = dict(plan.headers)
-        if credential is not None and credential.secret:
-            headers[credential.header_name] = self.publisher.header_value(credential, binding)
-            if binding.secret_mode is SecretMode.FILE:
-                self.tokens.write_secret_file(name, credential.secret)
-        return fmt.remote_entry(plan.url, headers, managed)
+        return fmt.remote_entry(plan.url, dict(plan.headers), managed)  # the publisher adds the credential's
 
     def remove(self, name: str, target: ConfigTarget, client: str = DEFAULT_CLIENT) -> Result[Path]:
         """Remove `name` from `client`'s config; the path it was removed from."""
@@ -300,7 +312,7 @@ class MCPService:
         """The URL recorded for `name` (with its credential, else by `chctl add`), else the registry's. Never
         what a config says now: a config is input, not a destination (`recorded_urls`). `login`: for a new
         login, which records its own URL (an older credential without one does not stand in its way)."""
-        known = self.registry.get(name)
+        known = self.known(name)
         recorded = recorded_urls.recorded_url(
             name, self.config, self.tokens, self.bindings, known.url if known is not None else None, login=login
         )
@@ -315,7 +327,7 @@ class MCPService:
     def expects_login(self, name: str) -> bool:
         """Whether `name` uses OAuth: the registry says so, or a bound entry hands its header to us
         (`"oauth": false`, written at login) although no API key is stored for it."""
-        known = self.registry.get(name)
+        known = self.known(name)
         if known is not None and known.auth_type is MCPAuthType.OAUTH:
             return True
         for binding in self.bindings.for_server(name):
@@ -362,7 +374,7 @@ class MCPService:
                     f"drop --mode header / -k / --header: `chctl add {request.name}` writes a bridge entry",
                 )
             return Success(Planned(MCPAuthType.NONE, url=request.delegated_via))
-        known = self.registry.get(request.name)
+        known = self.known(request.name)
         recorded = self._recorded_url(request)
         if isinstance(recorded, Failure):
             return recorded
@@ -411,7 +423,7 @@ class MCPService:
 
     def _recorded_url(self, request: AddRequest) -> str | Failure | None:
         """The URL recorded for a server added again without --url (or --command), e.g. to switch its mode."""
-        known = self.registry.get(request.name)
+        known = self.known(request.name)
         if request.url or request.command or (known is not None and known.server_type is ServerType.LOCAL):
             return None
         recorded = self.server_url(request.name)

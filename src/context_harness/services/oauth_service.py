@@ -118,7 +118,7 @@ class OAuthService:
         if isinstance(server_url, Failure):
             return server_url
         client_id, client_secret = options.client_id, options.client_secret
-        known = self.mcp.registry.get(name)
+        known = self.mcp.known(name)
         token_auth_method = options.token_auth_method
         if client_id is None and known is not None and known.client_id:
             client_id = known.client_id

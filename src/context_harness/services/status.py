@@ -86,11 +86,7 @@ class StatusBoard:
     def lookup(self, name: str) -> Result[ServerStatus]:
         """`name`'s status, or NOT_FOUND (with suggestions) for a server nobody knows. Reads configs:
         call it off the event loop."""
-        if (
-            self.tokens.load(name) is None
-            and self.mcp.registry.get(name) is None
-            and not self.bindings.for_server(name)
-        ):
+        if self.tokens.load(name) is None and self.mcp.known(name) is None and not self.bindings.for_server(name):
             unknown = self.mcp.get_server_info(name)
             assert isinstance(unknown, Failure)
             return unknown
@@ -121,7 +117,7 @@ class StatusBoard:
             if via is not None:  # a remote machine's server: the laptop holds its credential
                 return ServerStatus(state="delegated", via=str(via), **shared)
             auth_type = MCPAuthType.OAUTH if expects_login else MCPAuthType.NONE
-            known = self.mcp.registry.get(name)
+            known = self.mcp.known(name)
             if known is not None and known.auth_type is MCPAuthType.API_KEY:
                 auth_type = MCPAuthType.API_KEY
             state = TokenState.PENDING_AUTH.value if auth_type is MCPAuthType.OAUTH else NO_AUTH

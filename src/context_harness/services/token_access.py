@@ -156,7 +156,7 @@ class TokenAccess:
                 )
 
     def _no_credential(self, name: str) -> Failure:
-        known = self.mcp.registry.get(name)
+        known = self.mcp.known(name)
         if known is None and not self.mcp.bindings.for_server(name):
             unknown = self.mcp.get_server_info(name)
             assert isinstance(unknown, Failure)

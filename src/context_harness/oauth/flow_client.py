@@ -1,0 +1,201 @@
+"""Which OAuth client a login uses (the one given, the one stored, or one registered now by DCR), whether
+the authorization server accepts it before a person is sent there, and what to say when it does not.
+Part of oauth/flow.py's login; it writes nothing but client registrations.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+import aiohttp
+import structlog
+
+from context_harness.oauth.discovery import AuthServerMetadata, Discovery
+from context_harness.oauth.preflight import check_authorization_request
+from context_harness.oauth.registration import build_registration_request, redirect_fits, register_client
+from context_harness.primitives.oauth import ClientRegistration
+from context_harness.primitives.result import ErrorCode, Failure, Result, Success
+from context_harness.stores.client_store import ClientStore
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from context_harness.oauth.flow import FlowRequest
+
+log = structlog.get_logger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class Client:
+    client_id: str
+    client_secret: str | None
+    auth_method: str | None
+    # "given": --client-id, the registry or a metadata document; "stored": a registration on disk;
+    # "registered": registered just now.
+    source: str = "given"
+    preregistered: bool = False
+
+
+def explicit_auth_method(secret: str | None, auth_server: AuthServerMetadata, chosen: str | None = None) -> str | None:
+    """For a client id the user brought: the method they chose, else Basic unless the server only takes
+    the secret in the form."""
+    if chosen:
+        return chosen
+    if not secret:
+        return "none"
+    methods = auth_server.token_endpoint_auth_methods_supported
+    if methods and "client_secret_basic" not in methods and "client_secret_post" in methods:
+        return "client_secret_post"
+    return "client_secret_basic"
+
+
+async def resolve_client(
+    session: aiohttp.ClientSession,
+    request: FlowRequest,
+    discovery: Discovery,
+    *,
+    store: ClientStore,
+    stored: ClientRegistration | None,
+    redirect_uri: str,
+    scopes: Sequence[str],
+) -> Result[Client]:
+    """The client when none was given (flag, registry or metadata document): the stored registration if it
+    fits, else one registered now (DCR).
+
+    A client the user registered is used whatever the port (its app names the redirect URIs, not us); one
+    we registered is reused only with the exact redirect URI it was registered with, since many servers
+    match redirect URIs exactly: with another port we register again.
+    """
+    auth_server = discovery.auth_server
+    if stored is not None and (stored.preregistered or redirect_fits(stored, redirect_uri, exact=True)):
+        return Success(
+            Client(
+                stored.client_id,
+                stored.client_secret,
+                stored.token_endpoint_auth_method,
+                "stored",
+                stored.preregistered,
+            )
+        )
+    # No Client ID Metadata Document here (none configured, or the server takes none): DCR is what is left.
+    if auth_server.registration_endpoint is None:
+        return cannot_register(auth_server.issuer)
+    metadata = build_registration_request([redirect_uri], scopes)
+    registered = await register_client(
+        session, auth_server.registration_endpoint, metadata, auth_server.issuer, request.http_timeout_s
+    )
+    if isinstance(registered, Failure):
+        return registered
+    saved = save_client(store, request.server_name, registered.value)
+    if isinstance(saved, Failure):
+        return saved
+    reg = registered.value
+    return Success(Client(reg.client_id, reg.client_secret, reg.token_endpoint_auth_method, "registered"))
+
+
+def cannot_register(issuer: str) -> Failure:
+    return Failure(
+        f"{issuer} offers no dynamic client registration and no client id was given",
+        ErrorCode.AUTH_REQUIRED,
+        "register an OAuth app with the provider and pass --client-id (and --client-secret if issued)",
+    )
+
+
+def save_client(store: ClientStore, server_name: str, registration: ClientRegistration) -> Result[None]:
+    try:
+        store.save(server_name, registration)
+    except OSError as exc:
+        return Failure(
+            f"cannot save the client registration ({type(exc).__name__})",
+            ErrorCode.PERMISSION_DENIED,
+            f"check permissions of {store.directory}",
+        )
+    return Success(None)
+
+
+def forget_client(store: ClientStore, server_name: str, client: Client, why: str) -> None:
+    if client.source != "given" and store.forget(server_name, client.client_id):
+        log.warning("client_registration_dropped", server=server_name, reason=why)
+
+
+def refused(server_name: str, issuer: str, client: Client, redirect_uri: str, reason: str) -> Failure:
+    """The authorization server refused the login request: say which client and redirect URI, and what to do."""
+    about_redirect = "redirect" in reason.lower()
+    what = (
+        f"the redirect URI {redirect_uri} is not registered for client {client.client_id!r}"
+        if about_redirect
+        else f"{issuer} does not accept client {client.client_id!r}"
+    )
+    if client.source == "given" or client.preregistered:
+        hint = (
+            "check the client id, and that the app you registered with the provider allows the redirect URI "
+            "http://127.0.0.1/callback (any port), or the fixed one you pass with --port"
+        )
+        if client.preregistered:
+            hint = f"the stored client was forgotten: run `chctl auth {server_name} --client-id ID`; " + hint
+    else:
+        hint = "register a client with the provider yourself and pass --client-id (and --client-secret)"
+    return Failure(f"{what} ({reason})", ErrorCode.INVALID_CLIENT, hint)
+
+
+async def accepted_client(
+    session: aiohttp.ClientSession,
+    request: FlowRequest,
+    discovery: Discovery,
+    client_store: ClientStore,
+    stored: ClientRegistration | None,
+    explicit: Client | None,
+    redirect_uri: str,
+    scopes: list[str],
+    authorization_url: Callable[[str], str],
+) -> Result[Client]:
+    """The client to send the person with, once the authorization server is seen to accept it."""
+    server_name, auth_server = request.server_name, discovery.auth_server
+    if explicit is not None:
+        client = explicit
+    else:
+        resolved = await resolve_client(
+            session, request, discovery, store=client_store, stored=stored, redirect_uri=redirect_uri, scopes=scopes
+        )
+        if isinstance(resolved, Failure):
+            return resolved
+        client = resolved.value
+    # A client registered a moment ago is known; any other may have been forgotten, or may not allow our
+    # redirect URI: ask before the person meets the server's error page.
+    if client.source == "registered":
+        return Success(client)
+    refusal = await check_authorization_request(
+        session, authorization_url(client.client_id), redirect_uri, request.http_timeout_s
+    )
+    if refusal is not None and client.source == "stored":
+        # The server forgot the client we registered (restart, expiry, deletion): forget it too.
+        forget_client(client_store, server_name, client, "the authorization server refused it")
+        if not client.preregistered and auth_server.registration_endpoint is not None:
+            again = await resolve_client(
+                session, request, discovery, store=client_store, stored=None, redirect_uri=redirect_uri, scopes=scopes
+            )
+            if isinstance(again, Failure):
+                return again
+            stale, client = client, again.value
+            url = authorization_url(client.client_id)
+            refusal = await check_authorization_request(session, url, redirect_uri, request.http_timeout_s)
+            if refusal is None:
+                log.info("client_registered_again", server=server_name, dropped_client=stale.client_id)
+    if refusal is not None:
+        return refused(server_name, auth_server.issuer, client, redirect_uri, refusal)
+    return Success(client)
+
+
+def remember_given_client(store: ClientStore, server_name: str, issuer: str, client: Client, redirect_uri: str) -> None:
+    """A client the user brought is remembered like a registered one, so a plain `chctl auth NAME` works next time."""
+    registration = ClientRegistration(
+        issuer=issuer,
+        client_id=client.client_id,
+        client_secret=client.client_secret,
+        token_endpoint_auth_method=client.auth_method or "none",
+        redirect_uris=[redirect_uri],
+        registered_at=time.time(),
+        preregistered=True,
+    )
+    save_client(store, server_name, registration)
