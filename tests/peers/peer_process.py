@@ -24,6 +24,10 @@ class PeerStartError(RuntimeError):
     """The peer exited or stayed silent before printing its ready line; see the log file."""
 
 
+class PeerSilent(PeerStartError):
+    """The peer was still running but printed nothing before the deadline."""
+
+
 class PeerProcess:
     """A running peer: its ready-line payload, its log file, and a way to stop it."""
 
@@ -78,8 +82,21 @@ def start_peer(
 ) -> PeerProcess:
     """Run `argv`, wait (with a deadline) for its JSON ready line and return the running peer.
 
-    stderr and any later stdout go to `log_path`; the path is kept for debugging a failed test.
+    stderr and any later stdout go to `log_path`; the path is kept for debugging a failed test. A peer that
+    stays silent to the deadline is killed and started once more: node has been seen, rarely, to hang at start
+    with nothing printed (and the same process, started again, answers in a second).
     """
+    try:
+        return _start_once(argv, log_path=log_path, env=env, cwd=cwd, timeout=timeout)
+    except PeerSilent:
+        with open(log_path, "ab") as log:
+            log.write(b"\n--- no ready line: killed, starting once more ---\n")
+        return _start_once(argv, log_path=log_path, env=env, cwd=cwd, timeout=timeout)
+
+
+def _start_once(
+    argv: Sequence[str], *, log_path: Path, env: Mapping[str, str] | None, cwd: Path | None, timeout: float
+) -> PeerProcess:
     log = open(log_path, "ab")  # closed by PeerProcess.stop() or on a failed start
     process = subprocess.Popen(
         list(argv),
@@ -98,7 +115,7 @@ def start_peer(
             remaining = deadline - time.monotonic()
             if remaining <= 0 or not selector.select(remaining):
                 _abort(process, log)
-                raise PeerStartError(f"{argv[:2]} printed no ready line within {timeout} s; log: {log_path}")
+                raise PeerSilent(f"{argv[:2]} printed no ready line within {timeout} s; log: {log_path}")
             chunk = os.read(process.stdout.fileno(), 4096)
             if not chunk:
                 _abort(process, log)
