@@ -23,9 +23,12 @@ import asyncio
 import contextlib
 import itertools
 import json
+from collections.abc import AsyncIterator
 from typing import Any
 
 import aiohttp
+import anyio
+import anyio.abc
 import structlog
 
 from context_harness.primitives.result import ErrorCode, Failure
@@ -55,6 +58,7 @@ class Upstream(Core):
         self._reinit_budget = limits.ReinitBudget()
         self._ready = asyncio.Event()  # cleared while the session is being initialized again
         self._ready.set()
+        self._group: anyio.abc.TaskGroup | None = None  # owns the client's messages (`carrying`)
 
     # --- the bridge's side -----------------------------------------------------------------------------
 
@@ -69,11 +73,25 @@ class Upstream(Core):
             self._initialized_note = message
         elif message.get("method") == "notifications/cancelled":
             self._carrying.cancel(message.get("params"))  # and the server is told, too
-        task = asyncio.get_running_loop().create_task(self._carry(message, raw))
-        self.tasks.add(task)
-        task.add_done_callback(self.tasks.discard)
+        if self._group is None:
+            raise RuntimeError("Upstream.submit is for inside `async with upstream.carrying()`")
+        scope = anyio.CancelScope()  # registered now: a cancel in the same read as its request finds it
         if messages.is_request(message):
-            self._carrying.add(message.get("id"), task)
+            self._carrying.add(message.get("id"), scope)
+        self._group.start_soon(self._carry_within, scope, message, raw)
+
+    @contextlib.asynccontextmanager
+    async def carrying(self) -> AsyncIterator[None]:
+        """The client's messages are carried inside this, each by a task of one group: leaving it cancels
+        whatever is still in flight (the client went away) and waits for it to stop."""
+        async with anyio.create_task_group() as group:
+            self._group = group
+            try:
+                yield
+            finally:
+                self.closing = True
+                self._group = None
+                group.cancel_scope.cancel()
 
     async def restore(self, replay: list[dict[str, Any]]) -> None:
         """A bridge whose session began before a daemon restart: initialize upstream again from the client's
@@ -118,13 +136,21 @@ class Upstream(Core):
 
     # --- carrying one message --------------------------------------------------------------------------
 
+    async def _carry_within(self, scope: anyio.CancelScope, message: dict[str, Any], raw: bytes | None) -> None:
+        with scope:
+            try:
+                await self._carry(message, raw)
+            finally:
+                if messages.is_request(message):
+                    self._carrying.done(message.get("id"), scope)
+
     async def _carry(self, message: dict[str, Any], raw: bytes | None) -> None:
         try:
             await self._send(message, raw=raw)
         except RelayFailure as exc:
-            self._fail(message, exc.failure)
+            await self._fail(message, exc.failure)
         except (aiohttp.ClientError, TimeoutError) as exc:
-            self._fail(
+            await self._fail(
                 message,
                 Failure(f"{self.name} is not reachable ({type(exc).__name__})", ErrorCode.NETWORK, "try again"),
             )
@@ -132,14 +158,15 @@ class Upstream(Core):
             raise
         except Exception:
             log.exception("relay_message_crashed", server=self.name)
-            self._fail(message, Failure("internal error in context-harnessd's relay", ErrorCode.INTERNAL))
+            await self._fail(message, Failure("internal error in context-harnessd's relay", ErrorCode.INTERNAL))
 
-    def _fail(self, message: dict[str, Any], failure: Failure) -> None:
+    async def _fail(self, message: dict[str, Any], failure: Failure) -> None:
         self.counters.last_error = failure.error
         log.warning("relay_request_failed", server=self.name, method=message.get("method"), reason=failure.error)
         if messages.is_request(message) and not self.closing:
             reply = messages.error_response(message["id"], failure.error, failure.code.value, hint=failure.hint)
-            self.spawn(self.deliver(reply))
+            with contextlib.suppress(ConnectionError, OSError):  # the client is gone: nobody to tell
+                await self.deliver(reply)
 
     async def _send(self, message: dict[str, Any], *, raw: bytes | None = None, internal: bool = False) -> None:
         if not internal:
