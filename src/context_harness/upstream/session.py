@@ -65,16 +65,13 @@ class Upstream(Core):
     def submit(self, message: dict[str, Any], raw: bytes | None = None) -> None:
         """Carry one client message upstream, concurrently with the others (a long tool call blocks nothing).
         `raw` is the message as the client wrote it: sent as it is."""
-        if messages.is_request(message):
-            self.counters.requests += 1
-            if message.get("method") == "initialize":
-                self._init_request = message
-        elif message.get("method") == "notifications/initialized":
-            self._initialized_note = message
-        elif message.get("method") == "notifications/cancelled":
-            self._carrying.cancel(message.get("params"))  # and the server is told, too
         if self._group is None:
             raise RuntimeError("Upstream.submit is for inside `async with upstream.carrying()`")
+        self._remember(message)
+        if messages.is_request(message):
+            self.counters.requests += 1
+        elif message.get("method") == "notifications/cancelled":
+            self._carrying.cancel(message.get("params"))  # and the server is told, too
         scope = anyio.CancelScope()  # registered now: a cancel in the same read as its request finds it
         if messages.is_request(message):
             self._carrying.add(message.get("id"), scope)
@@ -97,10 +94,7 @@ class Upstream(Core):
         """A bridge whose session began before a daemon restart: initialize upstream again from the client's
         own `initialize` and `notifications/initialized`, answering nothing to the client."""
         for message in replay:
-            if message.get("method") == "initialize" and messages.is_request(message):
-                self._init_request = message
-            elif message.get("method") == "notifications/initialized":
-                self._initialized_note = message
+            self._remember(message)
         if self._init_request is None:
             return
         try:
@@ -117,11 +111,15 @@ class Upstream(Core):
         """Send a message of our own, not the client's: for a request, its answer (None for a notification).
         With `close`, this is a whole session for a check: `initialize`, `notifications/initialized`, one
         request, close. An `initialize` sent here is what a lost session is initialized again with."""
+        self._remember(message)
+        return await self._internal(message)
+
+    def _remember(self, message: dict[str, Any]) -> None:
+        """Keep the handshake: a lost session is initialized again with it."""
         if message.get("method") == "initialize" and messages.is_request(message):
             self._init_request = message
         elif message.get("method") == "notifications/initialized":
             self._initialized_note = message
-        return await self._internal(message)
 
     async def close(self) -> None:
         """The client went away: stop everything and end the session at the server."""
