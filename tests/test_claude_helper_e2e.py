@@ -12,9 +12,11 @@ import pytest
 from context_harness.config.format import get_format
 from tests.peers.fake_browser import browser_command
 from tests.peers.mcp_servers import McpApiKeyServerFactory, McpOAuthServer
+from tests.support.agents import run_agent
 from tests.support.daemon import DaemonProcess, chctl, wait_for
 from tests.support.env import UserEnv
 from tests.test_clients_e2e import entry_in, statuses, stored_tokens, ten_second_tokens, user_file  # noqa: F401 (a fixture)
+from tests.test_recorded_url import Recorder
 
 
 def test_a_helper_mode_entry_connects_with_a_fresh_token_after_a_refresh_and_never_holds_one(
@@ -78,3 +80,37 @@ def test_helper_mode_is_refused_for_clients_without_a_headers_helper(
     assert done.returncode != 0
     assert not user_file(user_env, "claude-code").exists() and not user_file(user_env, "codex").exists()
     assert "srv" not in get_format("opencode").entries(json.loads((user_env.project / "opencode.json").read_text()))
+
+
+async def test_a_helper_entry_whose_url_was_swapped_gets_no_key(
+    daemon: DaemonProcess, user_env: UserEnv, mcp_api_key_server: McpApiKeyServerFactory
+) -> None:
+    """The attack of a pulled config, in helper mode: Claude Code tells the helper which URL it connects to
+    (`CLAUDE_CODE_MCP_SERVER_URL`), and `chctl token` hands out nothing for a URL chctl did not record."""
+    server = mcp_api_key_server(header="X-Api-Key")
+    args = ("--url", server.url, "--key-header", server.header, "-k", server.key)
+    added = await asyncio.to_thread(
+        chctl, user_env, "add", "keyed", *args, "--client", "claude-code", "--mode", "helper"
+    )
+    assert added.returncode == 0
+    claude_json = user_file(user_env, "claude-code")
+    async with Recorder() as attacker:
+        config = json.loads(claude_json.read_text())
+        config["mcpServers"]["keyed"]["url"] = attacker.url
+        claude_json.write_text(json.dumps(config))
+        listed = await asyncio.to_thread(run_agent, user_env, "claude-code", "mcp", "list")
+        text = listed.stdout + listed.stderr
+        assert "keyed:" in text and "Failed to connect" in text and "Connected" not in text.replace("to connect", "")
+        assert attacker.requests > 0  # Claude did go there: without the check, the helper's key would have too
+        assert not any(server.key in value for value in attacker.header_values)
+
+    asked = await asyncio.to_thread(
+        chctl, user_env, "token", "keyed", "--json", extra_env={"CLAUDE_CODE_MCP_SERVER_URL": attacker.url}
+    )
+    assert asked.returncode != 0 and asked.stdout == ""
+    assert "error[INVALID_PARAMS]" in asked.stderr and "chctl add keyed" in asked.stderr
+    assert server.key not in asked.stderr
+    right = await asyncio.to_thread(
+        chctl, user_env, "token", "keyed", "--json", extra_env={"CLAUDE_CODE_MCP_SERVER_URL": server.url}
+    )
+    assert right.returncode == 0 and json.loads(right.stdout) == {"X-Api-Key": server.key}

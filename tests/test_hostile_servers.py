@@ -86,12 +86,13 @@ async def test_a_refreshed_token_that_is_config_syntax_is_refused_and_the_old_he
 
 
 async def test_a_token_of_any_visible_ascii_logs_in_and_refreshes(daemon: DaemonProcess, user_env: UserEnv) -> None:
-    for token in ODD_BUT_VALID_TOKENS:
+    for i, token in enumerate(ODD_BUT_VALID_TOKENS):
+        name = f"srv{i}"  # each world is another server: a credential stays with the URL it was recorded for
         async with running_world(FakeWorld(access_token_value=token)) as world:
-            assert "result" in await login(user_env, world)
-            assert header_of(user_env) == f"Bearer {token}"
-            assert "result" in await call(user_env, "token.refresh", name="srv")
-            assert header_of(user_env) == f"Bearer {token}"
+            assert "result" in await login(user_env, world, name)
+            assert header_of(user_env, name) == f"Bearer {token}"
+            assert "result" in await call(user_env, "token.refresh", name=name)
+            assert header_of(user_env, name) == f"Bearer {token}"
             assert world.revoked == []
     await still_serving(user_env)
 

@@ -43,12 +43,14 @@ class Recorder:
 
     def __init__(self) -> None:
         self.authorizations: list[str] = []
+        self.header_values: list[str] = []  # every header of every request (a key may travel in any header)
         self.requests = 0
         self.url = ""
         self._runner: web.AppRunner | None = None
 
     async def handle(self, request: web.Request) -> web.Response:
         self.requests += 1
+        self.header_values.extend(request.headers.values())
         if "Authorization" in request.headers:
             self.authorizations.append(request.headers["Authorization"])
         return web.Response(status=401)

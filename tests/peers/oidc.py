@@ -50,6 +50,8 @@ class OidcConfig:
     # True: a client of extra_clients that sends its secret another way than registered is invalid_client
     strict_client_auth_method: bool = False
     token_delay_ms: int = 0  # the token endpoint answers this much later: a refresh stays in flight a while
+    tls_cert: str | None = None  # PEM files: serve HTTPS (the issuer is then https://)
+    tls_key: str | None = None
 
     def to_json(self, introspection_secret: str) -> str:
         return json.dumps(
@@ -69,6 +71,8 @@ class OidcConfig:
                 "publicClientId": PUBLIC_CLIENT_ID,
                 "introspectionClientId": INTROSPECTION_CLIENT_ID,
                 "introspectionClientSecret": introspection_secret,
+                "tlsCert": self.tls_cert,
+                "tlsKey": self.tls_key,
             }
         )
 

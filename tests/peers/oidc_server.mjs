@@ -46,6 +46,7 @@
 //                         extraClients that sends its secret another way than its token_endpoint_auth_method
 //                         says, as FastMCP does (stock oidc-provider takes Basic and the form alike).
 //                         (default false)
+//   tlsCert / tlsKey      PEM files: serve HTTPS with them, and the issuer is https://127.0.0.1:<port>.
 //
 // Access tokens are opaque (resource servers must introspect). PKCE is required for every client,
 // S256 only. Authorization responses carry `iss` (RFC 9207; oidc-provider adds it to every query/
@@ -53,7 +54,9 @@
 // pages: any login name and password are accepted.
 
 import * as crypto from 'node:crypto';
+import * as fs from 'node:fs';
 import * as http from 'node:http';
+import * as https from 'node:https';
 
 import Provider, { errors } from 'oidc-provider';
 
@@ -171,9 +174,11 @@ function listen(server, port) {
 }
 
 // Bind first: the issuer must carry the real port, and port 0 is only resolved by binding.
-const server = http.createServer();
+const tls = config.tlsCert && config.tlsKey
+  ? { cert: fs.readFileSync(config.tlsCert), key: fs.readFileSync(config.tlsKey) } : null;
+const server = tls ? https.createServer(tls) : http.createServer();
 const port = await listen(server, settings.port);
-const issuer = `http://127.0.0.1:${port}`;
+const issuer = `${tls ? 'https' : 'http'}://127.0.0.1:${port}`;
 const provider = new Provider(issuer, providerConfiguration());
 if (!settings.offlineAccessNeedsPromptConsent) {
   provider.use(async (ctx, next) => {

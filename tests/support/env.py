@@ -28,7 +28,12 @@ class UserEnv:
         return self.config_home / "opencode"
 
     def vars(self) -> dict[str, str]:
-        env = {k: v for k, v in os.environ.items() if not k.startswith(("CH_", "XDG_", "OPENCODE_"))}
+        # No proxy from the machine: the tests that want one say so (and only loopback answers here anyway).
+        env = {
+            k: v
+            for k, v in os.environ.items()
+            if not k.startswith(("CH_", "XDG_", "OPENCODE_")) and not k.lower().endswith("_proxy")
+        }
         env.update(
             HOME=str(self.home),
             CH_HOME=str(self.ch_home),

@@ -293,8 +293,10 @@ def cmd_service(args: argparse.Namespace) -> int:
 
 
 def cmd_doctor(args: argparse.Namespace) -> int:
+    from context_harness.client.service_env import shell_network  # only doctor needs it
+
     try:
-        result = call("doctor", {"cwd": os.getcwd()})
+        result = call("doctor", {"cwd": os.getcwd(), "shell_network": shell_network(os.environ)})
     except RpcError as exc:
         print(f"✗ daemon reachable: {printable(exc.message)}")
         if exc.hint:
@@ -470,9 +472,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_daemon)
 
     # The commands that live in modules of their own; imported here, so `chctl status` does not load them.
-    from context_harness.client import auth_cmd, completion, import_cmd, logs, remote_cmd, service_args, token_cmd
+    from context_harness.client import (
+        auth_cmd,
+        check_cmd,
+        completion,
+        import_cmd,
+        logs,
+        remote_cmd,
+        service_args,
+        token_cmd,
+    )
 
     auth_cmd.add_auth_parsers(sub)
+    check_cmd.add_check_parser(sub)
     token_cmd.add_token_parser(sub)
     import_cmd.add_import_parser(sub)
     logs.add_logs_parser(sub)

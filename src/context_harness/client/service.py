@@ -4,8 +4,7 @@ Linux: systemd user units (a socket unit plus a `Type=notify` service) in
 `$XDG_CONFIG_HOME/systemd/user/`. macOS: a launchd agent in `~/Library/LaunchAgents/`.
 Standard library only (and no daemon code): chctl imports this for `chctl service`.
 
-Each command is a list of actions (write, remove, run) built first and then either printed
-(`--dry-run`) or carried out in order, so a dry run shows exactly what a real run does.
+Each command is a plan of actions (`service_plan`), printed by `--dry-run` or carried out.
 The machine and the command runner are parameters so tests can stand in for either.
 """
 
@@ -17,37 +16,42 @@ import shlex
 import shutil
 import subprocess
 import sys
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TextIO
 
 from context_harness import units
 from context_harness.client.output import error_tag, print_error, print_hint
 from context_harness.client.service_args import add_service_arguments
+from context_harness.client.service_env import (
+    ENV_FILE_MODE,
+    carried_variables,
+    daemon_env_file,
+    masked,
+    updated_env_file,
+)
+from context_harness.client.service_plan import (
+    Action,
+    Completed,
+    MakeDir,
+    Remove,
+    Run,
+    Runner,
+    ServiceError,
+    Write,
+    describe,
+    execute,
+)
 from context_harness.primitives.result import ErrorCode, Failure
-from context_harness.stores.atomic import atomic_write_bytes
 
 DAEMON_EXECUTABLE = "context-harnessd"
-UNIT_FILE_MODE = 0o644  # unit files hold no secret; systemd and launchd expect them readable
 # A service manager that has not answered in this long is not going to.
 COMMAND_TIMEOUT_S = 60.0
 NO_SERVICE_MANAGER_HINT = "run the daemon without a service manager: chctl daemon start"
 
 
 # --- running commands ---------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class Completed:
-    """What a finished command left behind."""
-
-    returncode: int
-    stdout: str = ""
-    stderr: str = ""
-
-
-Runner = Callable[[Sequence[str]], Completed]
 
 
 def run_command(argv: Sequence[str]) -> Completed:
@@ -77,6 +81,7 @@ class Machine:
     tmpdir: str  # macOS: the per-user $TMPDIR
     uid: int
     daemon: Path | None  # absolute path of context-harnessd, None when not found
+    environment: Mapping[str, str] = field(default_factory=dict)  # the shell's, for what the service must carry
 
     @classmethod
     def current(cls) -> Machine:
@@ -92,6 +97,7 @@ class Machine:
             tmpdir=os.environ.get("TMPDIR") or "/tmp/",
             uid=os.getuid(),
             daemon=find_daemon(),
+            environment=dict(os.environ),
         )
 
 
@@ -111,40 +117,7 @@ def find_daemon() -> Path | None:
     return Path(found).absolute() if found else None
 
 
-# --- plans ----------------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class Write:
-    path: Path
-    content: str
-
-
-@dataclass(frozen=True)
-class MakeDir:
-    path: Path
-
-
-@dataclass(frozen=True)
-class Remove:
-    path: Path
-
-
-@dataclass(frozen=True)
-class Run:
-    argv: tuple[str, ...]
-    may_fail: bool = False  # e.g. stopping what is not running: worth a warning, not an abort
-
-
-Action = Write | MakeDir | Remove | Run
-
-
-class ServiceError(Exception):
-    """An expected failure, carried to the CLI edge as `error[CODE]` plus a hint."""
-
-    def __init__(self, failure: Failure) -> None:
-        super().__init__(failure.error)
-        self.failure = failure
+# --- plans (the actions are in service_plan) -------------------------------------------------------
 
 
 def _no_daemon() -> ServiceError:
@@ -306,78 +279,6 @@ def service_manager(machine: Machine, runner: Runner) -> ServiceManager:
     )
 
 
-# --- carrying plans out -----------------------------------------------------------------------------
-
-
-def describe(actions: Sequence[Action]) -> str:
-    """The dry-run text: each path with the full content to be written, each command as typed."""
-    parts: list[str] = []
-    for action in actions:
-        match action:
-            case Write(path, content):
-                parts.append(f"would write {path}:\n{content}")
-            case MakeDir(path):
-                parts.append(f"would create directory {path}\n")
-            case Remove(path):
-                parts.append(f"would remove {path}\n")
-            case Run(argv, _):
-                parts.append(f"would run: {shlex.join(argv)}\n")
-    return "".join(parts)
-
-
-def execute(actions: Sequence[Action], runner: Runner, *, out: TextIO, err: TextIO) -> None:
-    for action in actions:
-        match action:
-            case Write(path, content):
-                try:
-                    atomic_write_bytes(path, content.encode(), mode=UNIT_FILE_MODE)
-                except OSError as exc:
-                    raise _cannot_write(path, exc) from exc
-                print(f"wrote {path}", file=out)
-            case MakeDir(path):
-                try:
-                    path.mkdir(parents=True, exist_ok=True)
-                except OSError as exc:
-                    raise _cannot_write(path, exc) from exc
-            case Remove(path):
-                try:
-                    path.unlink(missing_ok=True)
-                except OSError as exc:
-                    raise _cannot_write(path, exc) from exc
-                print(f"removed {path}", file=out)
-            case Run(argv, may_fail):
-                done = runner(argv)
-                if done.returncode == 0:
-                    print(f"ran: {shlex.join(argv)}", file=out)
-                elif may_fail:
-                    print(f"warning: {shlex.join(argv)} exited {done.returncode} (ignored)", file=err)
-                else:
-                    detail = _first_line(done.stderr) or _first_line(done.stdout)
-                    raise ServiceError(
-                        Failure(
-                            f"{shlex.join(argv)} failed with exit {done.returncode}"
-                            + (f": {detail}" if detail else ""),
-                            ErrorCode.INTERNAL,
-                            "fix the cause above and run `chctl service install` again",
-                        )
-                    )
-
-
-def _cannot_write(path: Path, exc: OSError) -> ServiceError:
-    return ServiceError(
-        Failure(
-            f"cannot change {path}: {exc.strerror or exc}",
-            ErrorCode.PERMISSION_DENIED,
-            "check the directory's owner and permissions",
-        )
-    )
-
-
-def _first_line(text: str) -> str:
-    stripped = text.strip()
-    return stripped.splitlines()[0] if stripped else ""
-
-
 # --- the CLI ------------------------------------------------------------------------------------------
 
 
@@ -427,8 +328,12 @@ def _dispatch(manager: ServiceManager, action: str, *, dry_run: bool, runner: Ru
         print("\n".join(manager.status_lines()), file=out)
         return
 
+    carried: dict[str, str] = {}
     if action == "install":
         plan = manager.install_plan()
+        carried = carried_variables(manager.machine.environment)
+        if carried:
+            plan = [*_carry_environment(manager.machine.home, carried), *plan]
     elif action == "uninstall":
         if not manager.installed_files():
             print("context-harness service is not installed", file=out)
@@ -440,6 +345,25 @@ def _dispatch(manager: ServiceManager, action: str, *, dry_run: bool, runner: Ru
     if dry_run:
         _warn_if_unavailable(manager, action, err)
         out.write(describe(plan))
+        if carried:
+            print(f"the service would get {', '.join(carried)} from this shell", file=out)
         return
     manager.check_available()
     execute(plan, runner, out=out, err=err)
+    if carried:
+        print(f"the service gets {', '.join(carried)} from this shell (in daemon.env)", file=out)
+
+
+def _carry_environment(home: Path, carried: dict[str, str]) -> list[Action]:
+    """Write the shell's proxy and CA variables into the service's daemon.env, keeping its other lines."""
+    env_file = daemon_env_file(home)
+    try:
+        existing = env_file.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        existing = ""
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ServiceError(
+            Failure(f"cannot read {env_file}: {exc}", ErrorCode.PERMISSION_DENIED, "fix or remove the file")
+        ) from exc
+    content = updated_env_file(existing, carried)
+    return [MakeDir(env_file.parent), Write(env_file, content, ENV_FILE_MODE, masked(content))]

@@ -7,6 +7,7 @@ stderr and chctl exits 1, so a caller never sends half an answer as a header.
 
 from __future__ import annotations
 
+import os
 import sys
 
 from context_harness.client import wire
@@ -21,6 +22,8 @@ if TYPE_CHECKING:
 DEFAULT_MIN_VALID_S = 60.0  # the daemon's default too (services/token_access.py)
 MAX_MIN_VALID_S = 24 * 3600.0  # what the daemon accepts (rpc_params.TokenParams)
 FORMS = ("--header", "--json")
+# Claude Code tells its headersHelper which server URL is connecting: a swapped `.mcp.json` gets no token.
+CLAUDE_SERVER_URL = "CLAUDE_CODE_MCP_SERVER_URL"
 
 
 def parse_fast(args_list: Sequence[str]) -> dict[str, object] | None:
@@ -55,7 +58,11 @@ def print_credential(name: str, min_valid: float, form: str | None) -> int:
     print it: the bare token or key, `Name: value` (`header`), or Claude Code's headers object (`json`)."""
     if not 0 <= min_valid <= MAX_MIN_VALID_S:  # also NaN
         raise RpcError("INVALID_PARAMS", f"--min-valid must be 0 to {MAX_MIN_VALID_S:.0f} seconds")
-    found = call("token.get", {"name": name, "min_valid_s": min_valid})
+    params: dict[str, object] = {"name": name, "min_valid_s": min_valid}
+    asking_url = os.environ.get(CLAUDE_SERVER_URL)
+    if asking_url:  # Claude Code's headersHelper: the daemon hands out nothing for a URL it did not record
+        params["for_url"] = asking_url
+    found = call("token.get", params)
     if form == "json":
         text = wire.dumps({found["header_name"]: found["header_value"]})
     elif form == "header":

@@ -187,6 +187,10 @@ class ConfigFormat:
         parts = [command] if isinstance(command, str) else []
         return parts + [str(a) for a in args] if isinstance(args, list) else parts
 
+    def entry_environment(self, entry: dict[str, Any]) -> dict[str, str]:
+        """The variables a local entry starts its server with."""
+        return _string_map(entry.get("env"))
+
     def set_header(self, text: str, name: str, header: str, value: str) -> str:
         return self.syntax.set(text, self.header_path(name, header), value)
 
@@ -309,3 +313,7 @@ def substitutions() -> dict[str, str]:
         for marker in fmt.substitutions:
             found.setdefault(marker, []).append(fmt.label)
     return {marker: ", ".join(labels) for marker, labels in found.items()}
+
+
+def _string_map(value: Any) -> dict[str, str]:
+    return {str(k): str(v) for k, v in value.items()} if isinstance(value, dict) else {}

@@ -147,6 +147,10 @@ class OpencodeFormat(ConfigFormat):
         command = entry.get("command")
         return [str(c) for c in command] if isinstance(command, list) else []
 
+    def entry_environment(self, entry: dict[str, Any]) -> dict[str, str]:
+        environment = entry.get("environment")
+        return {str(k): str(v) for k, v in environment.items()} if isinstance(environment, dict) else {}
+
     def set_header(self, text: str, name: str, header: str, value: str) -> str:
         """The header, plus `"oauth": false` so opencode does not start its own flow."""
         entry = mcp_entries(self.syntax.parse(text)).get(name)

@@ -99,7 +99,7 @@ async def token_refresh(s: Services, p: NameParams) -> Result[dict[str, Any]]:
 
 
 async def token_get(s: Services, p: TokenParams) -> Result[dict[str, Any]]:
-    found = await s.token_access.valid_credential(p.name, p.min_valid_s, CALLER_PID.get())
+    found = await s.token_access.valid_credential(p.name, p.min_valid_s, CALLER_PID.get(), for_url=p.for_url)
     if isinstance(found, Failure):
         return found
     valid = found.value

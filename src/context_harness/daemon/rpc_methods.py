@@ -25,6 +25,7 @@ from context_harness.services import doctor
 from context_harness.services.blocking_io import StillRunning, run_blocking, run_config_io
 from context_harness.services.config_service import ConfigTarget
 from context_harness.services.mcp_service import AddRequest, client_format
+from context_harness.services.network_checks import network_checks
 from context_harness.services.status import ServerStatus
 
 # Reading every bound config and asking `git` about each: a hung one must not keep doctor from answering.
@@ -241,6 +242,7 @@ async def run_doctor(s: Services, p: DoctorParams) -> Result[dict[str, Any]]:
     checks += await doctor.unauthenticated_servers(s.http(), s.config, s.bindings, s.tokens)
     checks += doctor.server_checks(await server_statuses(s))
     checks += [doctor.Check("registry", "warn", w, "fix or remove the entry") for w in s.mcp.registry_warnings]
+    checks += network_checks(s.http.network, p.shell_network)
     return Success({"checks": [c.as_dict() for c in checks]})
 
 

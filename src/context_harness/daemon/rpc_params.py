@@ -77,6 +77,16 @@ class NameTargetParams(TargetParams):
 
 class DoctorParams(Params):
     cwd: AbsolutePathText | None = None
+    # chctl's proxy variables (as host:port) and CH_CA_BUNDLE, to compare with the daemon's.
+    shell_network: dict[Annotated[str, Field(max_length=32)], Annotated[str, Field(max_length=4096)]] | None = Field(
+        default=None, max_length=16
+    )
+
+
+class CheckParams(Params):
+    names: list[ServerName] | None = Field(default=None, max_length=256)  # None: every bound server
+    cwd: AbsolutePathText | None = None  # a named server unbound here but local in the nearest config: started
+    timeout_s: float = Field(default=20.0, gt=0, le=300)  # per server
 
 
 class AuthStartParams(Params):
@@ -104,6 +114,8 @@ class NameParams(Params):
 class TokenParams(NameParams):
     # Refresh first when the token expires sooner than this (capped at half its lifetime: see token_access.py).
     min_valid_s: float = Field(default=60.0, ge=0, le=24 * 3600)
+    # The URL the credential is for (Claude Code's headersHelper says which one connects): must be the recorded one.
+    for_url: str | None = Field(default=None, max_length=8192)
 
 
 class ShareParams(Params):

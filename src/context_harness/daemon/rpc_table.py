@@ -10,6 +10,7 @@ from context_harness.daemon import rpc_auth_methods as auth
 from context_harness.daemon import rpc_methods as m
 from context_harness.daemon import rpc_params as p
 from context_harness.daemon import rpc_remote_methods as remote
+from context_harness.daemon.check import run_check
 from context_harness.daemon.rpc_server import Method
 from context_harness.daemon.services import Services
 from context_harness.primitives.result import Result
@@ -28,6 +29,7 @@ METHODS: dict[str, tuple[type[p.Params], Handler]] = {
     "clients.list": (p.NoParams, m.clients_list),
     "status": (p.NoParams, m.status),
     "doctor": (p.DoctorParams, m.run_doctor),
+    "check": (p.CheckParams, run_check),
     "auth.import": (p.ImportParams, auth.auth_import),
     "auth.start": (p.AuthStartParams, auth.auth_start),
     "auth.wait": (p.FlowParams, auth.auth_wait),

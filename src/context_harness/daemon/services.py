@@ -20,7 +20,7 @@ from context_harness.daemon.delegate import Delegate
 from context_harness.daemon.notifier import Notifier
 from context_harness.daemon.refresher import Refresher
 from context_harness.daemon.settings import Settings
-from context_harness.oauth.http import new_session
+from context_harness.net.session import NetworkSettings, new_session
 from context_harness.primitives.oauth import TokenEvent
 from context_harness.services.config_service import ConfigService
 from context_harness.services.import_service import ImportService
@@ -37,20 +37,35 @@ from context_harness.upstream.limits import new_bridge_session
 
 
 class HttpClient:
-    """One client session (a connection pool) for outgoing requests, made on first use inside the running loop."""
+    """One client session (a connection pool) for outgoing requests, made on first use inside the running loop.
 
-    def __init__(self, make: Callable[[], aiohttp.ClientSession] = new_session) -> None:
+    New network settings (a reload) mean a new session for what starts from then on; the bridges open at the
+    time keep the old one (closed at shutdown) until they reconnect."""
+
+    def __init__(
+        self, network: NetworkSettings, make: Callable[[NetworkSettings], aiohttp.ClientSession] = new_session
+    ) -> None:
+        self.network = network
         self._make = make
         self._session: aiohttp.ClientSession | None = None
+        self._retired: list[aiohttp.ClientSession] = []
 
     def __call__(self) -> aiohttp.ClientSession:
         if self._session is None or self._session.closed:
-            self._session = self._make()
+            self._session = self._make(self.network)
         return self._session
 
-    async def close(self) -> None:
+    def configure(self, network: NetworkSettings) -> None:
+        if network == self.network:
+            return
+        self.network = network
         if self._session is not None:
-            await self._session.close()
+            self._retired.append(self._session)
+            self._session = None
+
+    async def close(self) -> None:
+        for session in [*self._retired, *([self._session] if self._session else [])]:
+            await session.close()
 
 
 @dataclass(eq=False)
@@ -81,6 +96,8 @@ class Services:
     def configure(self, settings: Settings) -> None:
         """Settings changed (SIGHUP): every part that depends on them takes the new ones."""
         self.settings = settings
+        self.http.configure(settings.network())
+        self.bridge_http.configure(settings.network())
         self.delegate.path = settings.delegate_socket_path
         self.oauth.configure(settings.oauth())
         self.publisher.configure(settings.publishing())
@@ -111,13 +128,14 @@ def build_services(
     publisher = Publisher(config, tokens, bindings, settings.publishing())
     mcp = MCPService(config, tokens, bindings, publisher, settings.user_registry_file)
     notifier = Notifier(settings.notify_command, settings.event_command)
-    http = HttpClient()
+    network = settings.network()
+    http = HttpClient(network)
     oauth = OAuthService(
         settings.oauth(), tokens=tokens, clients=clients, mcp=mcp, publisher=publisher, session=http, events=notifier
     )
     refresher = Refresher(settings.refreshing(), oauth, tokens, bindings, clock=clock, rng=rng)
     flows = AuthFlows(oauth)
-    bridge_http = HttpClient(new_bridge_session)
+    bridge_http = HttpClient(network, new_bridge_session)
     bridges = Bridges(tokens, oauth, bridge_http)
     status = StatusBoard(tokens, bindings, mcp, oauth, publisher)
     token_access = TokenAccess(tokens, oauth, mcp)

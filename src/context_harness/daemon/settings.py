@@ -6,11 +6,14 @@ import os
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field
+from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from context_harness.daemon.home_trust import check_home
 from context_harness.daemon.refresher import RefreshSettings
+from context_harness.net.proxies import from_variables, read_env_file
+from context_harness.net.session import NetworkSettings
+from context_harness.net.tls import client_context
 from context_harness.services.oauth_service import OAuthSettings
 from context_harness.services.publisher import PublishSettings
 
@@ -66,6 +69,16 @@ class Settings(BaseSettings):
     client_metadata_url: str | None = None
     notify_command: list[str] | None = None
     event_command: list[str] | None = None
+    # PEM certificates trusted in addition to the operating system's (a company CA); proxies come from the
+    # usual HTTPS_PROXY/HTTP_PROXY/ALL_PROXY/NO_PROXY variables, in the environment or daemon.env.
+    ca_bundle: Path | None = None
+
+    @field_validator("ca_bundle")
+    @classmethod
+    def _readable_bundle(cls, value: Path | None) -> Path | None:
+        if value is not None:
+            client_context(value)  # ValueError naming the file: the daemon does not start (or reload) with it
+        return value
 
     @property
     def socket_path(self) -> Path:
@@ -123,6 +136,11 @@ class Settings(BaseSettings):
             min_refresh_spacing_s=self.min_refresh_spacing_s,
             client_metadata_url=self.client_metadata_url,
         )
+
+    def network(self) -> NetworkSettings:
+        """The proxy variables of the environment, then of daemon.env, read now (a reload reads them again)."""
+        proxies = from_variables(os.environ, read_env_file(settings_file(self.home)))
+        return NetworkSettings(proxies=proxies, ca_bundle=self.ca_bundle)
 
     def publishing(self) -> PublishSettings:
         return PublishSettings(io_timeout_s=self.config_io_timeout_s)

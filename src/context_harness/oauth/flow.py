@@ -335,7 +335,7 @@ async def _authorize(
     # redirect URI: ask before the person meets the server's error page.
     refused = None
     if client.source != "registered":
-        refused = await check_authorization_request(url, redirect_uri, request.http_timeout_s)
+        refused = await check_authorization_request(session, url, redirect_uri, request.http_timeout_s)
     if refused is not None and client.source == "stored":
         # The server forgot the client we registered (restart, expiry, deletion): forget it too.
         _forget_client(client_store, server_name, client, "the authorization server refused it")
@@ -347,7 +347,7 @@ async def _authorize(
                 return again
             stale, client = client, again.value
             url = authorization_url(client.client_id)
-            refused = await check_authorization_request(url, redirect_uri, request.http_timeout_s)
+            refused = await check_authorization_request(session, url, redirect_uri, request.http_timeout_s)
             if refused is None:
                 log.info("client_registered_again", server=server_name, dropped_client=stale.client_id)
     if refused is not None:

@@ -15,17 +15,17 @@ from urllib.parse import urlsplit
 import aiohttp
 import structlog
 
+from context_harness.net.failures import ReachFailure
+from context_harness.net.session import new_session
 from context_harness.primitives.result import ErrorCode, Failure, Result, Success
 
 log = structlog.get_logger(__name__)
 
+__all__ = ["HttpResponse", "describe_url", "new_session", "request"]
+
 DEFAULT_TIMEOUT_S = 30.0
 # Metadata, registration and token responses are small; a larger body is a broken or hostile server.
 MAX_BODY_BYTES = 1 << 20
-# Node (oidc-provider, many MCP servers) closes idle keep-alive connections after 5 s; aiohttp keeps
-# them 15 s by default, so a pooled connection can be closed under us. Stay below Node's figure.
-KEEPALIVE_S = 4.0
-
 JSON_ACCEPT = {"Accept": "application/json"}
 
 
@@ -43,11 +43,6 @@ class HttpResponse:
             return json.loads(self.body)
         except ValueError:
             return None
-
-
-def new_session() -> aiohttp.ClientSession:
-    """A client session whose pooled connections are dropped before a Node server would drop them."""
-    return aiohttp.ClientSession(connector=aiohttp.TCPConnector(keepalive_timeout=KEEPALIVE_S))
 
 
 def describe_url(url: str) -> str:
@@ -120,6 +115,8 @@ async def _attempt(
         return "disconnected"
     except TimeoutError:
         return Failure(f"{where} did not answer within {timeout_s:g} s", ErrorCode.TIMEOUT)
+    except ReachFailure as exc:
+        return exc.failure
     except aiohttp.InvalidURL:
         return Failure(f"invalid URL {where!r}", ErrorCode.INVALID_PARAMS)
     except (aiohttp.ClientError, OSError) as exc:

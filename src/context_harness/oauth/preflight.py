@@ -17,6 +17,7 @@ from urllib.parse import parse_qsl, urlsplit
 import aiohttp
 import structlog
 
+from context_harness.net.session import cookieless_like
 from context_harness.oauth import http
 from context_harness.primitives.result import Failure
 from context_harness.primitives.text import printable
@@ -55,10 +56,12 @@ def refusal(status: int, headers: Mapping[str, str], body: bytes, redirect_uri: 
     return None
 
 
-async def check_authorization_request(url: str, redirect_uri: str, timeout_s: float) -> str | None:
+async def check_authorization_request(
+    session: aiohttp.ClientSession, url: str, redirect_uri: str, timeout_s: float
+) -> str | None:
     """Why the authorization server refuses `url` (see `refusal`); None when it does not, or when it
-    cannot be asked (then the browser simply tries)."""
-    async with aiohttp.ClientSession(cookie_jar=aiohttp.DummyCookieJar()) as probe:
+    cannot be asked (then the browser simply tries). Asked without `session`'s cookies, through its network."""
+    async with cookieless_like(session) as probe:
         sent = await http.request(probe, "GET", url, headers={"Accept": "text/html"}, timeout_s=timeout_s)
     if isinstance(sent, Failure):
         log.info("authorization_request_not_checked", reason=sent.error)

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 
 import structlog
 
+from context_harness.oauth.http import describe_url
 from context_harness.primitives.mcp import MCPAuthType
 from context_harness.primitives.oauth import Credential, OAuthTokens, TokenState
 from context_harness.primitives.result import ErrorCode, Failure, Result, Success
@@ -77,11 +78,18 @@ class TokenAccess:
         return self.reads.get(name) or TokenReads()
 
     async def valid_credential(
-        self, name: str, min_valid_s: float = DEFAULT_MIN_VALID_S, caller_pid: int | None = None
+        self,
+        name: str,
+        min_valid_s: float = DEFAULT_MIN_VALID_S,
+        caller_pid: int | None = None,
+        *,
+        for_url: str | None = None,
     ) -> Result[ValidCredential]:
         """`name`'s credential, valid for `min_valid_s` more seconds where the server allows (refreshed first
-        if not), or AUTH_REQUIRED / TOKEN_EXPIRED / NOT_FOUND with the command that helps."""
-        found = await self._valid(name, min_valid_s)
+        if not), or AUTH_REQUIRED / TOKEN_EXPIRED / NOT_FOUND with the command that helps. With `for_url` (the
+        URL the caller will send it to), only if that is the URL recorded for `name`."""
+        elsewhere = await self._elsewhere(name, for_url) if for_url is not None else None
+        found = elsewhere or await self._valid(name, min_valid_s)
         if isinstance(found, Failure):
             log.info("token_read_refused", server=name, caller_pid=caller_pid, code=found.code.value)
             return found
@@ -91,6 +99,21 @@ class TokenAccess:
         reads.last_pid = caller_pid
         log.info("token_read", server=name, caller_pid=caller_pid, refreshed=found.value.refreshed)
         return found
+
+    async def _elsewhere(self, name: str, for_url: str) -> Failure | None:
+        """A caller about to send `name`'s credential to another URL than the recorded one (a config that
+        changed since `chctl add`) gets nothing."""
+        recorded = await self.oauth.server_url_off_loop(name)
+        if isinstance(recorded, Failure):
+            return recorded
+        if for_url == recorded.value:
+            return None
+        return Failure(
+            f"{name}'s entry points at {describe_url(for_url)}, not at {describe_url(recorded.value)} where its "
+            "credential belongs: nothing was handed out",
+            ErrorCode.INVALID_PARAMS,
+            f"run `chctl add {name}` to point the entry back, or `chctl remove {name}`",
+        )
 
     async def _valid(self, name: str, min_valid_s: float) -> Result[ValidCredential]:
         credential = self.tokens.load(name)

@@ -12,6 +12,7 @@ from urllib.parse import urlsplit
 import aiohttp
 import structlog
 
+from context_harness.net.failures import ReachKind
 from context_harness.primitives.result import ErrorCode, Failure
 from context_harness.upstream import limits, messages
 from context_harness.upstream.auth import AuthFlow, AuthPolicy
@@ -43,6 +44,9 @@ class Core:
         self.tasks: set[asyncio.Task[None]] = set()
         self.listener: asyncio.Task[None] | None = None  # the server's own stream (both transports)
         self.listener_generation = -1
+        # For `chctl check`: the server's last HTTP status and WWW-Authenticate, and where a request last failed.
+        self.last_answer: tuple[int, str | None] | None = None
+        self.last_reach_failure: ReachKind | None = None
 
     # --- provided by the session -------------------------------------------------------------------------
 
@@ -122,6 +126,10 @@ class Core:
         except limits.TooLarge:
             raise RelayFailure(limits.too_large(self.name)) from None
         return answered
+
+    def answered(self, response: aiohttp.ClientResponse) -> int:
+        self.last_answer = (response.status, response.headers.get("WWW-Authenticate"))
+        return response.status
 
     def unusable(self, status: int) -> Failure:
         return Failure(f"{self.name} answered HTTP {status} to the MCP transport", ErrorCode.NETWORK)

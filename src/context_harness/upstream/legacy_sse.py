@@ -32,6 +32,7 @@ class LegacySse:
         while True:
             headers = core.headers({"Accept": "text/event-stream"}, auth, with_session=False)
             response = await core.http.get(core.url, headers=headers, timeout=STREAM_TIMEOUT, allow_redirects=False)
+            core.answered(response)
             if response.status == 200:
                 break
             response.release()
@@ -83,7 +84,7 @@ class LegacySse:
                 self.endpoint, data=body, headers=headers, timeout=limits.REQUEST_TIMEOUT, allow_redirects=False
             )
             async with request as r:
-                status = r.status
+                status = core.answered(r)
                 limits.not_redirected(core.name, r)
             if await auth.retry(status):
                 continue

@@ -17,7 +17,7 @@ from urllib.parse import urlsplit
 import aiohttp
 import anyio
 
-from context_harness.oauth.http import KEEPALIVE_S
+from context_harness.net.session import NetworkSettings, new_session
 from context_harness.primitives.result import ErrorCode, Failure
 from context_harness.upstream.contract import RelayFailure
 from context_harness.upstream.messages import lookup_id
@@ -49,10 +49,9 @@ class TooLarge(Exception):
     """A server sent more than one message may hold."""
 
 
-def new_bridge_session() -> aiohttp.ClientSession:
+def new_bridge_session(network: NetworkSettings | None = None) -> aiohttp.ClientSession:
     """The bridges' client session: a pool apart from the authorization servers', a limit per server."""
-    connector = aiohttp.TCPConnector(limit=0, limit_per_host=CONNECTIONS_PER_HOST, keepalive_timeout=KEEPALIVE_S)
-    return aiohttp.ClientSession(connector=connector)
+    return new_session(network, limit=0, limit_per_host=CONNECTIONS_PER_HOST)
 
 
 async def read_body(response: aiohttp.ClientResponse, limit: int = MAX_MESSAGE_BYTES) -> bytes:

@@ -31,6 +31,7 @@ import anyio
 import anyio.abc
 import structlog
 
+from context_harness.net.failures import reach_kind, unreachable
 from context_harness.primitives.result import ErrorCode, Failure
 from context_harness.upstream import limits, messages
 from context_harness.upstream.auth import AuthPolicy
@@ -100,7 +101,7 @@ class Upstream(Core):
         try:
             await self.reinitialize(self.generation)
         except (aiohttp.ClientError, TimeoutError) as exc:
-            self.counters.last_error = f"{self.name} is not reachable ({type(exc).__name__})"
+            self.counters.last_error = unreachable(self.name, exc).error
             log.warning("bridge_restore_failed", server=self.name, reason=self.counters.last_error)
         except RelayFailure as exc:
             # The next request tries again and reports the reason to the client.
@@ -148,10 +149,8 @@ class Upstream(Core):
         except RelayFailure as exc:
             await self._fail(message, exc.failure)
         except (aiohttp.ClientError, TimeoutError) as exc:
-            await self._fail(
-                message,
-                Failure(f"{self.name} is not reachable ({type(exc).__name__})", ErrorCode.NETWORK, "try again"),
-            )
+            self.last_reach_failure = reach_kind(exc)
+            await self._fail(message, unreachable(self.name, exc))
         except asyncio.CancelledError:
             raise
         except Exception:

@@ -41,7 +41,7 @@ class Streamable:
             extra.update(messages.routing_headers(message, None if is_initialize else core.protocol_version))
             headers = core.headers(extra, auth, with_session=not is_initialize)
             async with post(core.http, core.url, body, headers) as response:
-                status = response.status
+                status = core.answered(response)
                 limits.not_redirected(core.name, response)
                 if await auth.retry(status):
                     continue
