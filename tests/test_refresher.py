@@ -21,7 +21,6 @@ from structlog.testing import capture_logs
 
 from context_harness.config.jsonc import parse_jsonc
 from context_harness.daemon.auth_flows import AuthFlows
-from context_harness.daemon.notifier import Notifier
 from context_harness.daemon.refresher import WALLCLOCK_JOB_ID, Refresher, backoff_delay, refresh_time
 from context_harness.daemon.services import Services, build_services
 from context_harness.daemon.settings import Settings
@@ -250,7 +249,7 @@ async def test_503_then_200_keeps_the_old_token_while_retrying_then_publishes_th
 ) -> None:
     url, scripted = await endpoint(respond(503), respond(200, issued(1)))
     h = await make_harness(url, backoff_base_s=2.0, backoff_max_s=2.0)  # the retry waits at least 0.2 s
-    await eventually(lambda: h.oauth.runtime.get("srv") and h.state() is TokenState.RETRYING, what="retrying")
+    await eventually(lambda: h.state() is TokenState.RETRYING, what="retrying")
     assert len(scripted.forms) == 1
     assert h.credential().tokens.access_token == OLD_ACCESS  # old token kept while valid
     assert OLD_ACCESS in h.config_path.read_text() and "new-access" not in h.config_path.read_text()
@@ -376,10 +375,10 @@ async def test_a_failing_config_write_keeps_the_new_token_and_reports_it(
     assert result.__class__.__name__ == "Success"
     assert h.credential().tokens.access_token == "new-access-1"  # stored whatever the config says
     assert h.config_path.read_text() == broken  # never overwritten
-    assert str(h.config_path) in h.oauth.publisher.errors["srv"]
+    assert str(h.config_path) in h.oauth.states.get("srv").config_errors
     h.config_path.write_text('{"mcp": {"srv": {"type": "remote", "url": "http://127.0.0.1:9/mcp"}}}')  # fixed
     await eventually(
-        lambda: "new-access-1" in h.config_path.read_text() and "srv" not in h.oauth.publisher.errors,
+        lambda: "new-access-1" in h.config_path.read_text() and not h.oauth.states.get("srv").config_errors,
         timeout_s=5,
         what="the write retried",
     )
@@ -482,8 +481,10 @@ async def test_a_refresh_that_crashes_in_our_code_backs_off_exponentially(
     monkeypatch.setattr(h.oauth, "refresh_once", crash)
     h.refresher.trigger("srv")
     await eventually(lambda: len(crashes) >= 4, what="four crashed attempts")
-    plan = h.refresher._plans["srv"]
-    assert plan.attempt >= 4  # the backoff grows with each crash instead of restarting at the base every time
+    state = h.oauth.states.get("srv")
+    plan = state.plan
+    # The backoff grows with each crash instead of restarting at the base every time.
+    assert plan is not None and state.attempts >= 4
     assert plan.due - time.time() <= h.settings.backoff_max_s + 0.1
 
 
@@ -542,8 +543,7 @@ async def test_without_refresh_token_the_person_is_told_once_before_expiry(
     assert told_at < expires_at  # before it expired, while logging in again still avoids an outage
     assert note[0]["CH_STATE"] == "expiring" and "no refresh token" in note[0]["CH_MESSAGE"]
     await eventually(lambda: h.state() is TokenState.NEEDS_REAUTH, what="needs_reauth after expiry")
-    assert isinstance(h.oauth.events, Notifier)
-    await h.oauth.events.drain()
+    await h.services.notifier.drain()
     assert len(notifications(notify_log)) == 1  # once, not again at expiry
     assert scripted.forms == []
 
@@ -617,7 +617,7 @@ async def test_a_binding_whose_entry_is_gone_is_dropped_and_its_refresh_stops(
     await eventually(lambda: not h.oauth.mcp.bindings.for_server("srv"), timeout_s=5, what="binding dropped")
     await eventually(lambda: h.refresher.next_refresh_at("srv") is None, timeout_s=5, what="refresh stopped")
     assert h.config_path.read_text() == '{"mcp": {}}\n'
-    assert "srv" not in h.oauth.publisher.errors
+    assert not h.oauth.states.get("srv").config_errors
 
 
 async def test_a_login_nobody_waits_for_is_cancelled_and_frees_its_port(
@@ -752,7 +752,7 @@ async def test_a_config_on_a_hung_mount_fails_alone_and_the_loop_keeps_running(
         beating.cancel()
     assert isinstance(result, Success)
     assert h.header() == "Bearer new-access-1"  # the healthy config got the new token
-    assert "did not answer" in h.oauth.publisher.errors["srv"][str(hung)]
+    assert "did not answer" in h.oauth.states.get("srv").config_errors[str(hung)]
     assert ticks >= 20  # the event loop kept running for the whole half second the write hung
     fd = os.open(hung, os.O_WRONLY | os.O_NONBLOCK)  # let the stuck thread finish: it leaves nothing blocked
     os.close(fd)

@@ -41,20 +41,18 @@ class AuthFlows:
         self.oauth = oauth
         self.abandoned_after_s = abandoned_after_s
         self._flows: dict[str, _Flow] = {}
-        # The last failed login per server, until one succeeds: `chctl status` shows it as LAST ERROR.
-        self.failed_logins: dict[str, str] = {}
 
     def _record(self, name: str, task: asyncio.Task[Result[Credential]]) -> None:
+        """The last failed login, until one succeeds, goes into the server's state: `chctl status` shows it
+        as LAST ERROR."""
         if task.cancelled():
             return
+        state = self.oauth.states.get(name)
         if task.exception() is not None:  # a bug; the flow's waiter reports it
-            self.failed_logins[name] = "login failed: internal error (see `chctl logs`)"
+            state.failed_login = "login failed: internal error (see `chctl logs`)"
             return
         result = task.result()
-        if isinstance(result, Failure):
-            self.failed_logins[name] = f"login failed: {result.error}"
-        else:
-            self.failed_logins.pop(name, None)
+        state.failed_login = f"login failed: {result.error}" if isinstance(result, Failure) else None
 
     def _expire_later(self, flow_id: str) -> None:
         flow = self._flows.get(flow_id)

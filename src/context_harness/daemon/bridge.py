@@ -21,8 +21,8 @@ from context_harness.daemon.delegate import Delegate, DelegatedRelay
 from context_harness.oauth.http import describe_url
 from context_harness.primitives.outside_values import is_secure_endpoint
 from context_harness.primitives.result import ErrorCode, Failure, Result, Success
-from context_harness.services.oauth_service import (
-    OAuthService,
+from context_harness.services.oauth_service import OAuthService
+from context_harness.services.refresh_outcomes import (
     RefreshDone,
     RefreshImpossible,
     RefreshNeedsReauth,
@@ -44,11 +44,10 @@ READ_CHUNK_BYTES = 256 * 1024
 class ServerCredentials:
     """`Credentials` for one server, read from the token store at every request."""
 
-    def __init__(self, name: str, tokens: TokenStore, oauth: OAuthService, on_refreshed: Callable[[str], None]):
+    def __init__(self, name: str, tokens: TokenStore, oauth: OAuthService):
         self.name = name
         self.tokens = tokens
         self.oauth = oauth
-        self.on_refreshed = on_refreshed
         # The header as of the token file's last version: a request costs one stat(), not a read and a parse.
         # Every save is an atomic rename, so a new token always means a new inode.
         self._cached: tuple[tuple[int, int, int], tuple[str, str] | None] | None = None
@@ -84,8 +83,7 @@ class ServerCredentials:
         rejected_token = rejected.split(" ", 1)[-1] if rejected else None
         attempt = await self.oauth.refresh_rejected(name, rejected_token)
         match attempt:
-            case RefreshDone() | RefreshNotNeeded():
-                self.on_refreshed(name)
+            case RefreshDone() | RefreshNotNeeded():  # the refresh told the change channel itself
                 return Success(None)
             case RefreshRetry(reason, _):
                 return Failure(
@@ -128,12 +126,10 @@ class Bridges:
         tokens: TokenStore,
         oauth: OAuthService,
         http: Callable[[], aiohttp.ClientSession],
-        on_refreshed: Callable[[str], None] = lambda _name: None,
     ) -> None:
         self.tokens = tokens
         self.oauth = oauth
         self.http = http
-        self.on_refreshed = on_refreshed
         self.delegate: Delegate | None = None  # on a remote machine: the servers it carries go there
         self.live: dict[int, LiveBridge] = {}
         self._ids = itertools.count(1)
@@ -155,7 +151,7 @@ class Bridges:
                 ErrorCode.INVALID_PARAMS,
                 f"use the server's https:// URL: `chctl add {name} --bridge --url https://...`",
             )
-        credentials = ServerCredentials(name, self.tokens, self.oauth, self.on_refreshed)
+        credentials = ServerCredentials(name, self.tokens, self.oauth)
         bridge_id = next(self._ids)
         relay = Relay(self, bridge_id, name)
         upstream = Upstream(name, url.value, self.http(), credentials, relay.deliver)

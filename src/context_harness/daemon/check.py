@@ -102,7 +102,7 @@ async def probe_server(s: Services, name: str, timeout_s: float) -> Probe:
     if not is_secure_endpoint(url.value) and s.tokens.load(name) is not None:
         hint = f"use the server's https:// URL: `chctl add {name} --bridge --url https://...`"
         return Probe(name, "config", "failed", f"refusing to send {name}'s credential in clear text", hint)
-    credentials = ServerCredentials(name, s.tokens, s.oauth, s.credential_changed)
+    credentials = ServerCredentials(name, s.tokens, s.oauth)
     started = time.monotonic()
     conversation = _Conversation()
     upstream = Upstream(name, url.value, s.bridge_http(), credentials, conversation.deliver)

@@ -1,10 +1,11 @@
 """Refresh every OAuth token well before it expires; back off on transient failures; stop and tell a
 person when only a new login helps.
 
-One APScheduler job per server, replaced whenever its token changes. APScheduler's timers run on the
-monotonic clock, which stops while a laptop sleeps; a periodic wall-clock check (every
-`wallclock_check_s`) runs any job whose wall-clock time has passed, so a suspend never makes us late by
-more than one check interval after wake.
+One APScheduler job per server. Its time is computed from the server's `ServerState` (failed attempts,
+reminder given) and stored token, and recomputed whenever the change channel says the server changed.
+APScheduler's timers run on the monotonic clock, which stops while a laptop sleeps; a periodic wall-clock
+check (every `wallclock_check_s`) runs any job whose wall-clock time has passed, so a suspend never makes
+us late by more than one check interval after wake.
 """
 
 from __future__ import annotations
@@ -20,16 +21,15 @@ import structlog
 from apscheduler.jobstores.base import JobLookupError
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
 
-from context_harness.primitives.oauth import DEFAULT_TOKEN_LIFETIME_S, MAX_TOKEN_LIFETIME_S, Credential, TokenState
-from context_harness.services.oauth_service import (
-    OAuthService,
-    RefreshAttempt,
-    RefreshDone,
-    RefreshImpossible,
-    RefreshNeedsReauth,
-    RefreshNotNeeded,
-    RefreshRetry,
+from context_harness.primitives.oauth import (
+    DEFAULT_TOKEN_LIFETIME_S,
+    MAX_TOKEN_LIFETIME_S,
+    Credential,
+    TokenEvent,
+    TokenState,
 )
+from context_harness.services.oauth_service import OAuthService
+from context_harness.services.server_state import Plan, ServerState
 from context_harness.stores.bindings import BindingStore
 from context_harness.stores.token_store import TokenStore
 
@@ -100,13 +100,6 @@ class RefreshSettings:
         return (self.refresh_fraction, self.refresh_jitter, self.min_refresh_spacing_s)
 
 
-@dataclass(slots=True)
-class _Plan:
-    due: float  # wall clock
-    attempt: int = 0  # failed attempts in a row: the backoff grows with it
-    refresh: bool = True  # False: not a refresh, a look at a token that has no refresh token
-
-
 class Refresher:
     def __init__(
         self,
@@ -119,12 +112,12 @@ class Refresher:
     ) -> None:
         self.settings = settings
         self.oauth = oauth
+        self.states = oauth.states
         self.tokens = tokens
         self.bindings = bindings
         self.clock = clock
         self.rng = rng or random.Random()
         self.scheduler = AsyncIOScheduler(timezone=UTC)
-        self._plans: dict[str, _Plan] = {}
         self._running: dict[str, asyncio.Task[None]] = {}
         self._limit = asyncio.Semaphore(settings.max_concurrent_refreshes)
         self._stopping = False
@@ -132,7 +125,6 @@ class Refresher:
     # --- lifecycle -----------------------------------------------------------------------------------
 
     def start(self) -> None:
-        self.oauth.on_refresh_attempt = self.after_attempt  # a `chctl refresh` moves the plan too
         self.scheduler.start()
         self.scheduler.add_job(
             self._check_wall_clock,
@@ -145,7 +137,7 @@ class Refresher:
         )
         for credential in self.tokens.all():
             self.schedule(credential.name, credential)
-        log.info("refresher_started", servers=len(self._plans))
+        log.info("refresher_started", servers=len(self._planned()))
 
     def configure(self, settings: RefreshSettings) -> None:
         """New settings (a reload): the concurrency limit, the wall-clock check and the plans follow them.
@@ -158,9 +150,8 @@ class Refresher:
         if settings.wallclock_check_s != previous.wallclock_check_s:
             self.scheduler.reschedule_job(WALLCLOCK_JOB_ID, trigger="interval", seconds=settings.wallclock_check_s)
         if settings.timing != previous.timing:
-            for name in list(self._plans):
-                if self._plans[name].attempt == 0:  # a backoff in progress keeps its time
-                    self.schedule(name)
+            for name in self._planned():
+                self.replan(name)  # the timing is in a plan's basis; a backoff in progress keeps its time
 
     async def stop(self, grace_s: float = 20.0) -> None:
         """Stop scheduling; let refreshes in flight finish their writes (bounded by `grace_s`).
@@ -175,14 +166,25 @@ class Refresher:
             log.info("refresher_finishing_in_flight", count=len(running))
             await asyncio.wait(running, timeout=grace_s)
 
-    # --- planning ------------------------------------------------------------------------------------
+    # --- planning: the next wake-up is computed from the server's state ----------------------------
 
     def next_refresh_at(self, name: str) -> float | None:
-        plan = self._plans.get(name)
-        return plan.due if plan and plan.refresh else None
+        state = self.states.peek(name)
+        plan = state.plan if state is not None else None
+        return plan.due if plan is not None and plan.refresh else None
+
+    def on_change(self, name: str, _event: TokenEvent | None = None, _message: str = "") -> None:
+        """The change channel's listener: whatever changed, the plan follows the state."""
+        if self.scheduler.running:
+            self.replan(name)
 
     def schedule(self, name: str, credential: Credential | None = None) -> None:
-        """(Re)plan `name` from its stored token: called at start and whenever its credential changes."""
+        """Plan `name` afresh from its stored token and state (at start, and when told to)."""
+        self.replan(name, credential, force=True)
+
+    def replan(self, name: str, credential: Credential | None = None, *, force: bool = False) -> None:
+        """Recompute `name`'s next wake-up; unless `force`, a plan whose basis did not move is kept."""
+        state = self.states.get(name)
         credential = credential or self.tokens.load(name)
         if (
             credential is None
@@ -190,31 +192,46 @@ class Refresher:
             or credential.tokens is None
             or credential.state is TokenState.NEEDS_REAUTH
         ):
-            self._unplan(name)
+            self._unplan(state)
             return
         if not self.bindings.for_server(name):
             # No config carries it (removed): keep the credential, stop refreshing; `chctl add` resumes it.
-            if name in self._plans:
+            if state.plan is not None:
                 log.info("refresh_paused", server=name, reason="no config carries the server")
-            self._unplan(name)
+            self._unplan(state)
             return
-        if credential.tokens.refresh_token is None:
-            self._plan(name, _Plan(reminder_time(credential, self.settings.refresh_fraction, self.clock()), 0, False))
+        tokens = credential.tokens
+        if state.attempts:  # failed attempts in a row: back off (at least as long as the server asked)
+            basis: tuple[object, ...] = ("retry", state.attempts, state.retry_after)
+        else:
+            token = hash((tokens.access_token, tokens.issued_at, tokens.expires_at, bool(tokens.refresh_token)))
+            basis = ("token", token, state.reminded, self.settings.timing)
+        if not force and state.plan is not None and state.plan.basis == basis:
             return
-        due = refresh_time(
-            credential,
-            self.settings.refresh_fraction,
-            self.settings.refresh_jitter,
-            self.rng,
-            self.clock(),
-            self.settings.min_refresh_spacing_s,
-        )
-        self._plan(name, _Plan(due))
+        now = self.clock()
+        if state.attempts:
+            delay = backoff_delay(state.attempts, self.settings.backoff_base_s, self.settings.backoff_max_s, self.rng)
+            delay = max(delay, state.retry_after or 0.0)
+            self._plan(state, Plan(now + delay, True, basis))
+            log.info("refresh_retry_planned", server=name, attempt=state.attempts, delay_s=round(delay, 2))
+        elif tokens.refresh_token is None and not state.reminded:
+            self._plan(state, Plan(reminder_time(credential, self.settings.refresh_fraction, now), False, basis))
+        elif tokens.refresh_token is None:  # reminded: look again just after it expired, to flag needs_reauth
+            if tokens.expires_at is None:  # never expires as far as we know: nothing to look at
+                self._unplan(state)
+            else:
+                self._plan(state, Plan(max(tokens.expires_at, now) + EXPIRY_CHECK_DELAY_S, False, basis))
+        else:
+            fraction, jitter, spacing = self.settings.timing
+            self._plan(state, Plan(refresh_time(credential, fraction, jitter, self.rng, now, spacing), True, basis))
 
-    def _plan(self, name: str, plan: _Plan) -> None:
+    def _planned(self) -> list[str]:
+        return [n for n in self.states.names() if self.states.get(n).plan is not None]
+
+    def _plan(self, state: ServerState, plan: Plan) -> None:
         if self._stopping:
             return
-        self._plans[name] = plan
+        state.plan = plan
         # The scheduler's own clock is real time; translate our (maybe injected) clock's due time into it.
         # Capped: a far-off date is re-planned by the wall-clock check long before it matters.
         delay = min(max(plan.due - self.clock(), 0.0), MAX_TOKEN_LIFETIME_S)
@@ -224,20 +241,20 @@ class Refresher:
                 self._fire,
                 "date",
                 run_date=run_date,
-                args=[name],
-                id=name,
+                args=[state.name],
+                id=state.name,
                 replace_existing=True,
                 misfire_grace_time=None,
                 coalesce=True,
                 max_instances=1,
             )
         except Exception:  # one server's bad numbers must never stop the daemon or the other servers
-            log.exception("refresh_schedule_failed", server=name)
+            log.exception("refresh_schedule_failed", server=state.name)
 
-    def _unplan(self, name: str) -> None:
-        self._plans.pop(name, None)
+    def _unplan(self, state: ServerState) -> None:
+        state.plan = None
         try:
-            self.scheduler.remove_job(name)
+            self.scheduler.remove_job(state.name)
         except JobLookupError:
             pass
 
@@ -246,9 +263,12 @@ class Refresher:
     async def _check_wall_clock(self) -> None:
         await self.oauth.repair_configs()  # a crash or a failed write left a config behind the stored token
         now = self.clock()
-        for name, plan in list(self._plans.items()):
+        for name in self._planned():
+            plan = self.states.get(name).plan
+            if plan is None:
+                continue
             if not self.bindings.for_server(name):  # its last binding went with its entry
-                self.schedule(name)
+                self.replan(name)
                 continue
             if plan.due <= now and name not in self._running:
                 log.info("refresh_caught_up", server=name, late_s=round(now - plan.due, 1))
@@ -271,38 +291,17 @@ class Refresher:
         return task
 
     async def _run(self, name: str) -> None:
-        plan = self._plans.get(name)
+        state = self.states.get(name)
+        plan = state.plan
         try:
             async with self._limit:
-                attempt = await self.oauth.refresh_once(name, force=False, due_before=plan.due + 1 if plan else None)
+                await self.oauth.refresh_once(name, force=False, due_before=plan.due + 1 if plan else None)
         except Exception:
             # A bug of ours: back off like a transient failure instead of hammering the server every few seconds.
-            tries = (plan.attempt if plan else 0) + 1
-            delay = backoff_delay(tries, self.settings.backoff_base_s, self.settings.backoff_max_s, self.rng)
-            log.exception("refresh_job_crashed", server=name, attempt=tries, delay_s=round(delay, 2))
-            self._plan(name, _Plan(self.clock() + delay, tries))
+            state.attempts, state.retry_after = state.attempts + 1, None
+            self.replan(name, force=True)
+            delay = state.plan.due - self.clock() if state.plan is not None else None
+            log.exception("refresh_job_crashed", server=name, attempt=state.attempts, delay_s=delay and round(delay, 2))
             return
-        self.after_attempt(name, attempt)
-
-    def after_attempt(self, name: str, attempt: RefreshAttempt) -> None:
-        """Plan what follows a refresh attempt, the background's or one a person asked for."""
-        plan = self._plans.get(name)
-        match attempt:
-            case RefreshDone(credential) | RefreshNotNeeded(credential):
-                self.schedule(name, credential)
-            case RefreshRetry(_reason, retry_after):
-                tries = (plan.attempt if plan else 0) + 1
-                delay = backoff_delay(tries, self.settings.backoff_base_s, self.settings.backoff_max_s, self.rng)
-                if retry_after is not None:
-                    delay = max(delay, retry_after)
-                self._plan(name, _Plan(self.clock() + delay, tries))
-                log.info("refresh_retry_planned", server=name, attempt=tries, delay_s=round(delay, 2))
-            case RefreshImpossible(credential):
-                tokens = credential.tokens
-                expires = tokens.expires_at if tokens is not None else None
-                if expires is None:  # never expires as far as we know: nothing to look at
-                    self._unplan(name)
-                else:
-                    self._plan(name, _Plan(max(expires, self.clock()) + EXPIRY_CHECK_DELAY_S, 0, False))
-            case RefreshNeedsReauth():
-                self._unplan(name)
+        # The outcome went through the change channel; a run that changed nothing must not keep its past plan.
+        self.replan(name, force=state.plan is plan)

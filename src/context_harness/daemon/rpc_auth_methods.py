@@ -94,7 +94,6 @@ async def token_refresh(s: Services, p: NameParams) -> Result[dict[str, Any]]:
     refreshed = await asyncio.shield(s.oauth.refresh_tokens(p.name))
     if isinstance(refreshed, Failure):
         return refreshed
-    s.credential_changed(p.name)
     return Success(s.status.server(p.name, expects_login=True).as_dict())
 
 

@@ -122,7 +122,7 @@ async def mcp_add(s: Services, p: AddParams) -> Result[dict[str, Any]]:
     if isinstance(added, Failure):
         return added
     outcome = added.value
-    s.credential_changed(outcome.name)
+    s.states.changed(outcome.name)  # a new config carries it (or a new key): the refresh plan follows
     first = get_format(outcome.written[0].client)
     return Success(
         {
@@ -145,7 +145,7 @@ def delegated_via(s: Services, p: AddParams) -> str | None:
 
 async def mcp_remove(s: Services, p: NameTargetParams) -> Result[dict[str, Any]]:
     removed = await off_the_loop(s, "mcp.remove", lambda: s.mcp.remove(p.name, p.target(), p.client))
-    s.credential_changed(p.name)  # no config left carrying it: its refresh stops
+    s.states.changed(p.name)  # no config left carrying it: its refresh stops
     if isinstance(removed, Failure):
         return removed
     return Success({"removed": True, "name": p.name, "path": str(removed.value)})

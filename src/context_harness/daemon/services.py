@@ -11,6 +11,7 @@ import random
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from functools import partial
 
 import aiohttp
 
@@ -27,6 +28,7 @@ from context_harness.services.import_service import ImportService
 from context_harness.services.mcp_service import MCPService
 from context_harness.services.oauth_service import OAuthService
 from context_harness.services.publisher import Publisher
+from context_harness.services.server_state import ServerStates
 from context_harness.services.status import StatusBoard
 from context_harness.services.token_access import TokenAccess
 from context_harness.stores.bindings import BindingStore
@@ -75,6 +77,7 @@ class Services:
     tokens: TokenStore
     bindings: BindingStore
     clients: ClientStore
+    states: ServerStates  # one record per server; `states.changed(name)` is the one change channel
     publisher: Publisher
     mcp: MCPService
     oauth: OAuthService
@@ -105,17 +108,16 @@ class Services:
         self.notifier.configure(settings.notify_command, settings.event_command)
         self.mcp.reload_registry()
 
-    def credential_changed(self, name: str) -> None:
-        """A credential was stored, refreshed elsewhere or forgotten, or its configs changed: (re)plan its
-        refresh."""
-        if self.refresher.scheduler.running:
-            self.refresher.schedule(name)
-
     async def close(self) -> None:
         """After the RPC server stopped: let hooks finish, close connections."""
         await self.notifier.drain()
         await self.http.close()
         await self.bridge_http.close()
+
+
+def _tell(notifier: Notifier, name: str, event: TokenEvent | None, message: str) -> None:
+    if event is not None:
+        notifier.token_event(name, event, message)
 
 
 def build_services(
@@ -125,19 +127,21 @@ def build_services(
     tokens = TokenStore(settings.tokens_dir, settings.secrets_dir)
     bindings = BindingStore(settings.bindings_file)
     clients = ClientStore(settings.clients_dir)
-    publisher = Publisher(config, tokens, bindings, settings.publishing())
+    # One record per server, and the one channel that says a server changed (its listeners are wired below).
+    states = ServerStates()
+    publisher = Publisher(config, tokens, bindings, settings.publishing(), states)
     mcp = MCPService(config, tokens, bindings, publisher, settings.user_registry_file)
     notifier = Notifier(settings.notify_command, settings.event_command)
     network = settings.network()
     http = HttpClient(network)
     oauth = OAuthService(
-        settings.oauth(), tokens=tokens, clients=clients, mcp=mcp, publisher=publisher, session=http, events=notifier
+        settings.oauth(), tokens=tokens, clients=clients, mcp=mcp, publisher=publisher, session=http, states=states
     )
     refresher = Refresher(settings.refreshing(), oauth, tokens, bindings, clock=clock, rng=rng)
     flows = AuthFlows(oauth)
     bridge_http = HttpClient(network, new_bridge_session)
     bridges = Bridges(tokens, oauth, bridge_http)
-    status = StatusBoard(tokens, bindings, mcp, oauth, publisher)
+    status = StatusBoard(tokens, bindings, mcp, states)
     token_access = TokenAccess(tokens, oauth, mcp)
     services = Services(
         settings=settings,
@@ -145,6 +149,7 @@ def build_services(
         tokens=tokens,
         bindings=bindings,
         clients=clients,
+        states=states,
         publisher=publisher,
         mcp=mcp,
         oauth=oauth,
@@ -161,12 +166,10 @@ def build_services(
         delegate=Delegate(settings.delegate_socket_path, tokens, bindings),
     )
     bridges.delegate = services.delegate
-    oauth.on_new_credential = services.credential_changed
-    publisher.on_misdirected = lambda name, message: notifier.token_event(name, TokenEvent.URL_CHANGED, message)
-    bridges.on_refreshed = services.credential_changed
-    status.next_refresh_at = refresher.next_refresh_at
+    # "This server changed": the refresher re-plans from its state, the notifier and event hook hear the event.
+    states.subscribe(refresher.on_change)
+    states.subscribe(partial(_tell, notifier))
     status.bridges = bridges.for_server
-    status.failed_login = flows.failed_logins.get
     status.token_reads = token_access.reads_of
     status.shared = services.shared.load
     status.via = services.delegate.via

@@ -30,9 +30,8 @@ from context_harness.services import login_sources
 from context_harness.services.config_service import ConfigTarget
 from context_harness.services.login_sources import HeldLogin
 from context_harness.services.mcp_service import AddRequest, MCPService
-from context_harness.services.oauth_service import (
-    VALIDITY_MARGIN_S,
-    OAuthService,
+from context_harness.services.oauth_service import VALIDITY_MARGIN_S, OAuthService
+from context_harness.services.refresh_outcomes import (
     RefreshDone,
     RefreshNeedsReauth,
     RefreshNotNeeded,
@@ -174,13 +173,14 @@ class ImportService:
             server_url=url,
         )
         self.mcp.tokens.save(credential)  # stored before any config mentions it
+        self.oauth.states.stored(name)
         placed = self._write_entry(name, url, config_path, entries)
         if isinstance(placed, Failure):
             return _adoption(name, url, login, "skipped", placed.error)
         log.info("login_imported", server=name, issuer=auth_server.issuer)
         if not login.tokens.is_expired(VALIDITY_MARGIN_S):
             await self.mcp.publisher.publish(name)
-            self.oauth.on_new_credential(name)
+            self.oauth.states.changed(name)
             return _adoption(name, url, login, "adopted")
         match await self.oauth.refresh_once(name, force=True):
             case RefreshDone(fresh) | RefreshNotNeeded(fresh):
@@ -191,8 +191,7 @@ class ImportService:
                 outcome = _adoption(name, url, login, "needs_reauth", f"{reason}: run `chctl auth {name}`")
             case RefreshRetry(reason, _):
                 outcome = _adoption(name, url, login, "retrying", reason)
-        self.oauth.on_new_credential(name)
-        return outcome
+        return outcome  # the refresh told the change channel
 
     def _holds_usable_login(self, name: str) -> bool:
         """An API key, or an OAuth login that still works: an import must not replace it."""

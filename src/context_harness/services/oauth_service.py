@@ -2,7 +2,8 @@
 
 It owns the order that keeps rotating refresh tokens safe: a new refresh token is saved to disk before
 the new access token is published anywhere, and only one refresh per server runs at a time, across
-processes too (an asyncio lock plus a lock file).
+processes too (the server's lock in its `ServerState` plus a lock file). Each attempt's outcome goes into
+the server's `ServerState` and out through `ServerStates.changed`, which the refresher plans from.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
 import aiohttp
 import structlog
@@ -25,13 +26,25 @@ from context_harness.oauth.token_client import (
     Refreshed,
     TransientError,
     refresh_access_token,
-    revoke_token,
 )
 from context_harness.primitives.oauth import Credential, TokenEvent, TokenState
 from context_harness.primitives.result import ErrorCode, Failure, Result, Success
 from context_harness.services.blocking_io import run_config_io
 from context_harness.services.mcp_service import MCPService
 from context_harness.services.publisher import Publisher
+from context_harness.services.refresh_outcomes import (
+    RefreshAttempt,
+    RefreshDone,
+    RefreshImpossible,
+    RefreshNeedsReauth,
+    RefreshNotNeeded,
+    RefreshRetry,
+    env_prefix,
+    needs_login,
+    no_refresh_token_note,
+)
+from context_harness.services.revocation import revoke_all
+from context_harness.services.server_state import ServerState, ServerStates
 from context_harness.stores.client_store import ClientStore
 from context_harness.stores.crash_points import AFTER_TOKEN_SAVE, crash_point
 from context_harness.stores.lock_file import LockTimeout, file_lock
@@ -43,17 +56,6 @@ log = structlog.get_logger(__name__)
 LOCK_TIMEOUT_S = 60.0
 # A token with less than this left counts as due: a caller must never get one that dies in flight.
 VALIDITY_MARGIN_S = 60.0
-
-
-class TokenEvents(Protocol):
-    """Where token events go: the notifier (people) and the event hook (scripts)."""
-
-    def token_event(self, server: str, event: TokenEvent, message: str) -> None: ...
-
-
-class _NoEvents:
-    def token_event(self, server: str, event: TokenEvent, message: str) -> None:
-        pass
 
 
 @dataclass(frozen=True, slots=True)
@@ -80,59 +82,6 @@ class AuthOptions:
     token_auth_method: str | None = None
 
 
-# --- the outcomes of one refresh attempt (what the refresher schedules on) ------------------------------
-
-
-@dataclass(frozen=True, slots=True)
-class RefreshDone:
-    """New tokens are stored and published."""
-
-    credential: Credential
-
-
-@dataclass(frozen=True, slots=True)
-class RefreshNotNeeded:
-    """Someone else (another process, a concurrent call) refreshed it while we waited for the lock."""
-
-    credential: Credential
-
-
-@dataclass(frozen=True, slots=True)
-class RefreshRetry:
-    """A transient failure: keep the current token while it lasts, try again after a backoff."""
-
-    reason: str
-    retry_after: float | None
-
-
-@dataclass(frozen=True, slots=True)
-class RefreshNeedsReauth:
-    """Only a person can fix this (invalid_grant, no refresh token, no credential): `chctl auth NAME`.
-    `code` is INVALID_CLIENT when the server forgot our client (its registration is dropped already)."""
-
-    reason: str
-    code: ErrorCode = ErrorCode.INVALID_GRANT
-
-
-@dataclass(frozen=True, slots=True)
-class RefreshImpossible:
-    """No refresh token was issued: the token is used until it expires, then only a new login helps.
-    Not an error and not worth retrying: look again when it has expired."""
-
-    credential: Credential
-
-
-RefreshAttempt = RefreshDone | RefreshNotNeeded | RefreshRetry | RefreshNeedsReauth | RefreshImpossible
-
-
-@dataclass(slots=True)
-class Runtime:
-    """What is true right now but not worth a disk write: refreshing, retrying, the last error."""
-
-    state: TokenState | None = None
-    last_error: str | None = None
-
-
 class OAuthService:
     def __init__(
         self,
@@ -143,8 +92,7 @@ class OAuthService:
         mcp: MCPService,
         publisher: Publisher,
         session: Callable[[], aiohttp.ClientSession],
-        events: TokenEvents | None = None,
-        on_new_credential: Callable[[str], None] | None = None,
+        states: ServerStates,
     ) -> None:
         self.settings = settings
         self.tokens = tokens
@@ -152,13 +100,7 @@ class OAuthService:
         self.mcp = mcp
         self.publisher = publisher
         self._session = session
-        self.events: TokenEvents = events or _NoEvents()
-        self.on_new_credential = on_new_credential or (lambda _name: None)
-        # Told the outcome of a refresh someone asked for (`chctl refresh`), so the background plan follows it.
-        self.on_refresh_attempt: Callable[[str, RefreshAttempt], None] = lambda _name, _attempt: None
-        self.runtime: dict[str, Runtime] = {}
-        self._refreshed_at: dict[str, float] = {}  # when each server's last refresh began (monotonic)
-        self._locks: dict[str, asyncio.Lock] = {}
+        self.states = states
 
     def configure(self, settings: OAuthSettings) -> None:
         self.settings = settings
@@ -226,7 +168,7 @@ class OAuthService:
         )
         async with self._lock(name):
             self.tokens.save(credential)
-            self.runtime[name] = Runtime()
+            self.states.stored(name)
             await self.publisher.publish(name)
         log.info(
             "token_stored",
@@ -234,8 +176,7 @@ class OAuthService:
             expires_at=g.tokens.expires_at,
             has_refresh_token=g.tokens.refresh_token is not None,
         )
-        self.events.token_event(name, TokenEvent.NEW, f"{name}: logged in")
-        self.on_new_credential(name)
+        self.states.changed(name, TokenEvent.NEW, f"{name}: logged in")
         return Success(credential)
 
     async def refresh_tokens(self, name: str) -> Result[Credential]:
@@ -245,9 +186,7 @@ class OAuthService:
             return Failure(f"no credential stored for {name}", ErrorCode.NOT_FOUND, "see `chctl status`")
         if credential.kind != "oauth":
             return Failure(f"{name} uses an API key: there is nothing to refresh", ErrorCode.INVALID_PARAMS)
-        attempt = await self.refresh_once(name, force=True)
-        self.on_refresh_attempt(name, attempt)
-        match attempt:
+        match await self.refresh_once(name, force=True):
             case RefreshDone(credential) | RefreshNotNeeded(credential):
                 return Success(credential)
             case RefreshRetry(reason, _):
@@ -271,77 +210,77 @@ class OAuthService:
             credential = self.tokens.load(name)
             if credential is None:
                 return Failure(f"no credential stored for {name}", ErrorCode.NOT_FOUND, "nothing to log out of")
-            outcomes = await self._revoke(credential)
+            outcomes = await revoke_all(self._session(), credential, self.settings.http_timeout_s)
             self.tokens.delete(name)
-            self.runtime.pop(name, None)
+            self.states.stored(name)
             configs = await self.publisher.forget(name, credential.header_name)
         revoked = bool(outcomes) and all(o["revoked"] for o in outcomes)
         log.info("credential_forgotten", server=name, revoked=revoked)
-        self.events.token_event(name, TokenEvent.REVOKED, f"{name}: logged out")
-        self.on_new_credential(name)
+        self.states.changed(name, TokenEvent.REVOKED, f"{name}: logged out")
         # `configs.failed`: configs that still hold the old header (a hung or unparsable file), to fix by hand.
         return Success({"name": name, "revoked": revoked, "tokens": outcomes, "configs": configs.as_dict()})
 
     async def refresh_rejected(self, name: str, rejected: str | None) -> RefreshAttempt:
         """A server refused the access token `rejected` (a 401 to the bridge): refresh, unless someone
         already did — the same lock as the refresher's, so a rotating refresh token is never sent twice."""
+        state = self.states.get(name)
         try:
             async with self._lock(name):
                 credential = self.tokens.load(name)
                 if credential is None or credential.kind != "oauth" or credential.tokens is None:
                     return RefreshNeedsReauth("no login is stored")
                 if credential.tokens.access_token != rejected:
-                    return RefreshNotNeeded(credential)
+                    return self._not_needed(state, credential)
                 if credential.state is TokenState.NEEDS_REAUTH:
                     return RefreshNeedsReauth(credential.last_error or "the last refresh was refused")
                 # A server that refuses every token would otherwise get a refresh per request.
-                since = time.monotonic() - self._refreshed_at.get(name, -float("inf"))
+                since = time.monotonic() - state.refreshed_at
                 if since < self.settings.min_refresh_spacing_s:
                     reason = f"the server refused a token refreshed {since:.0f} s ago"
                     return RefreshRetry(reason, self.settings.min_refresh_spacing_s - since)
-                return await self._refresh_locked(credential, force=True)
+                return await self._refresh_locked(state, credential, force=True)
         except LockTimeout:
-            return RefreshRetry("another process holds the refresh lock", None)
+            return self._retry_later(state, "another process holds the refresh lock")
 
     # --- one refresh, safely -------------------------------------------------------------------------
 
     async def refresh_once(self, name: str, *, force: bool, due_before: float | None = None) -> RefreshAttempt:
         """Refresh `name` unless (`force` is off and) its stored token is no longer due by `due_before`."""
-        planned = self.tokens.load(name)
+        state = self.states.get(name)
+        planned, version = self.tokens.load(name), state.version
         try:
             async with self._lock(name):
                 credential = self.tokens.load(name)
                 if credential is None or credential.kind != "oauth":
                     return RefreshNeedsReauth("no OAuth credential is stored")  # forgotten meanwhile: nothing to do
                 if credential.tokens is None:
-                    return self._needs_reauth(name, credential, "no OAuth token is stored")
+                    return self._needs_reauth(state, credential, "no OAuth token is stored")
                 if credential.state is TokenState.NEEDS_REAUTH:
                     # Never send a rejected refresh token again: servers with reuse detection see a replay.
                     return RefreshNeedsReauth(credential.last_error or "a new login is needed")
-                if (
-                    not force
-                    and planned is not None
-                    and _changed(planned, credential)
-                    and not _due(credential, due_before)
-                ):
-                    return RefreshNotNeeded(credential)
-                return await self._refresh_locked(credential, force)
+                # Stale work: the token was replaced while we waited (here: the version; elsewhere: the file).
+                replaced = state.version != version or (planned is not None and _changed(planned, credential))
+                if not force and replaced and not _due(credential, due_before):
+                    return self._not_needed(state, credential)
+                return await self._refresh_locked(state, credential, force)
         except LockTimeout:
-            return RefreshRetry("another process holds the refresh lock", None)
+            return self._retry_later(state, "another process holds the refresh lock")
 
-    async def _refresh_locked(self, credential: Credential, force: bool) -> RefreshAttempt:
+    async def _refresh_locked(self, state: ServerState, credential: Credential, force: bool) -> RefreshAttempt:
         name, tokens = credential.name, credential.tokens
         assert tokens is not None
         if not tokens.refresh_token or not credential.token_endpoint or not credential.client_id:
             if tokens.is_expired(0):
-                return self._needs_reauth(name, credential, "the token expired and no refresh token was issued")
-            if not force:  # the refresher's reminder, shortly before expiry: tell the person now
+                return self._needs_reauth(state, credential, "the token expired and no refresh token was issued")
+            state.reminded = True  # the refresher looks again when it has expired
+            if force:
+                self.states.changed(name)
+            else:  # the refresher's reminder, shortly before expiry: tell the person now
                 note = no_refresh_token_note(credential)
                 log.info("token_expiring_without_refresh_token", server=name, expires_at=tokens.expires_at)
-                self.events.token_event(name, TokenEvent.EXPIRING, f"{name}: {note}")
+                self.states.changed(name, TokenEvent.EXPIRING, f"{name}: {note}")
             return RefreshImpossible(credential)
-        self.runtime.setdefault(name, Runtime()).state = TokenState.REFRESHING
-        self._refreshed_at[name] = time.monotonic()
+        state.phase, state.refreshed_at = TokenState.REFRESHING, time.monotonic()
         # Named here: mypy's narrowing (checked above) does not reach into the lambda.
         endpoint, refresh_token, client_id = credential.token_endpoint, tokens.refresh_token, credential.client_id
         outcome, auth_method = await either_way(
@@ -376,31 +315,46 @@ class OAuthService:
                 if auth_method is not None and auth_method != credential.token_endpoint_auth_method:
                     self.clients.remember_auth_method(name, client_id, auth_method)
                 crash_point(AFTER_TOKEN_SAVE)
-                self.runtime[name] = Runtime()
+                self.states.stored(name)
                 await self.publisher.publish(name)
                 log.info("token_refreshed", server=name, expires_at=new_tokens.expires_at)
-                self.events.token_event(name, TokenEvent.REFRESHED, f"{name}: token refreshed")
+                self.states.changed(name, TokenEvent.REFRESHED, f"{name}: token refreshed")
                 return RefreshDone(fresh)
             case TransientError(reason, retry_after):
-                self.runtime[name] = Runtime(TokenState.RETRYING, reason)
+                state.phase, state.last_error = TokenState.RETRYING, reason
                 log.warning("token_refresh_failed_transient", server=name, reason=reason, retry_after=retry_after)
-                self.events.token_event(name, TokenEvent.RETRYING, f"{name}: refresh failed, retrying ({reason})")
-                return RefreshRetry(reason, retry_after)
+                message = f"{name}: refresh failed, retrying ({reason})"
+                return self._retry_later(state, reason, retry_after, message)
             case PermanentError(code, reason):
                 if code is ErrorCode.INVALID_CLIENT:
                     self.forget_client(name, credential.client_id)
-                return self._needs_reauth(name, credential, reason, code)
+                return self._needs_reauth(state, credential, reason, code)
+
+    def _retry_later(
+        self, state: ServerState, reason: str, retry_after: float | None = None, message: str = ""
+    ) -> RefreshRetry:
+        """One more failed attempt in a row: the refresher backs off from the count (and Retry-After)."""
+        state.attempts, state.retry_after = state.attempts + 1, retry_after
+        self.states.changed(state.name, TokenEvent.RETRYING if message else None, message)
+        return RefreshRetry(reason, retry_after)
+
+    def _not_needed(self, state: ServerState, credential: Credential) -> RefreshNotNeeded:
+        """Someone else refreshed it: the backoff of our own failures no longer applies."""
+        state.attempts, state.retry_after, state.reminded = 0, None, False
+        self.states.changed(state.name)
+        return RefreshNotNeeded(credential)
 
     def _needs_reauth(
-        self, name: str, credential: Credential | None, reason: str, code: ErrorCode = ErrorCode.INVALID_GRANT
+        self, state: ServerState, credential: Credential, reason: str, code: ErrorCode = ErrorCode.INVALID_GRANT
     ) -> RefreshNeedsReauth:
-        if credential is not None and credential.kind == "oauth":
+        name = state.name
+        if credential.kind == "oauth":
             self.tokens.save(credential.model_copy(update={"state": TokenState.NEEDS_REAUTH, "last_error": reason}))
-        self.runtime[name] = Runtime(TokenState.NEEDS_REAUTH, reason)
+            state.version += 1
+        state.phase, state.last_error = TokenState.NEEDS_REAUTH, reason
         log.warning("token_needs_reauth", server=name, reason=reason)
-        self.events.token_event(
-            name, TokenEvent.NEEDS_REAUTH, f"{name} needs a new login: run `chctl auth {name}` ({reason})"
-        )
+        message = f"{name} needs a new login: run `chctl auth {name}` ({reason})"
+        self.states.changed(name, TokenEvent.NEEDS_REAUTH, message)
         return RefreshNeedsReauth(reason, code)
 
     def forget_client(self, name: str, client_id: str | None) -> None:
@@ -412,11 +366,11 @@ class OAuthService:
     # --- helpers -------------------------------------------------------------------------------------
 
     def state_of(self, credential: Credential) -> TokenState:
-        live = self.runtime.get(credential.name)
-        return live.state if live is not None and live.state is not None else credential.state
+        live = self.states.peek(credential.name)
+        return live.phase if live is not None and live.phase is not None else credential.state
 
     def last_error_of(self, credential: Credential) -> str | None:
-        live = self.runtime.get(credential.name)
+        live = self.states.peek(credential.name)
         return live.last_error if live is not None and live.last_error else credential.last_error
 
     async def server_url_off_loop(self, name: str, *, login: bool = False) -> Result[str]:
@@ -431,7 +385,7 @@ class OAuthService:
     @asynccontextmanager
     async def _lock(self, name: str) -> AsyncIterator[None]:
         """The in-process lock, then the lock file: one refresh per server, across processes too."""
-        async with self._locks.setdefault(name, asyncio.Lock()):
+        async with self.states.get(name).lock:
             async with file_lock(self.settings.locks_dir / f"{name}.lock", LOCK_TIMEOUT_S):
                 yield
 
@@ -444,82 +398,13 @@ class OAuthService:
         refresh writes the headers itself.
         """
         for name in self.mcp.bound_servers():
-            lock = self._locks.setdefault(name, asyncio.Lock())
-            if lock.locked() or self.tokens.load(name) is None:
+            if self.states.get(name).lock.locked() or self.tokens.load(name) is None:
                 continue
             try:
                 async with self._lock(name):
                     await self.publisher.publish(name)
             except LockTimeout:
                 continue
-
-    async def _revoke(self, credential: Credential) -> list[dict[str, Any]]:
-        """Revoke each token (refresh token first: it revokes the grant). Per token: whether the server
-        revoked it, and if not, why and until when it stays valid (null: unknown or not at all)."""
-        tokens = credential.tokens
-        if tokens is None:
-            return []
-        outcomes: list[dict[str, Any]] = []
-        for token, hint in ((tokens.refresh_token, "refresh_token"), (tokens.access_token, "access_token")):
-            if not token:
-                continue
-            valid_until = tokens.expires_at if hint == "access_token" else None
-            reason: str | None = None
-            if not credential.revocation_endpoint:
-                reason = "the authorization server has no revocation endpoint"
-            elif not credential.client_id:
-                reason = "no client id is stored to revoke with"
-            else:
-                result = await revoke_token(
-                    self._session(),
-                    credential.revocation_endpoint,
-                    token=token,
-                    token_type_hint=hint,
-                    client_id=credential.client_id,
-                    client_secret=credential.client_secret,
-                    auth_method=credential.token_endpoint_auth_method,
-                    timeout_s=self.settings.http_timeout_s,
-                )
-                if isinstance(result, Failure):
-                    reason = result.error
-                elif not result.value:
-                    reason = "the server does not revoke this kind of token"
-            if reason is not None:
-                log.warning("token_not_revoked", server=credential.name, token_kind=hint, reason=reason)
-            outcomes.append(
-                {
-                    "token": hint,
-                    "revoked": reason is None,
-                    "reason": reason,
-                    "valid_until": valid_until if reason is not None else None,
-                }
-            )
-        return outcomes
-
-
-def needs_login(name: str, reason: str, code: ErrorCode) -> Failure:
-    """The error for a credential only a new login can mend (the refresh was refused)."""
-    hint = f"run `chctl auth {name}`"
-    if code is ErrorCode.INVALID_CLIENT:
-        hint += " (it registers a new client; pass --client-id if you registered yours by hand)"
-    return Failure(f"{name} needs a new login: {reason}", code, hint)
-
-
-def no_refresh_token_note(credential: Credential, now: float | None = None) -> str:
-    """`expires in 42m, no refresh token: run chctl auth NAME before then`."""
-    tokens = credential.tokens
-    expires_at = tokens.expires_at if tokens is not None else None
-    left = "at an unknown time" if expires_at is None else "in " + _duration(expires_at - (now or time.time()))
-    return f"expires {left}, no refresh token: run `chctl auth {credential.name}` before then"
-
-
-def _duration(seconds: float) -> str:
-    seconds = max(seconds, 0.0)
-    if seconds < 90:
-        return f"{seconds:.0f}s"
-    if seconds < 90 * 60:
-        return f"{seconds / 60:.0f}m"
-    return f"{seconds / 3600:.1f}h"
 
 
 def _changed(planned: Credential, current: Credential) -> bool:
@@ -533,8 +418,3 @@ def _due(credential: Credential, due_before: float | None) -> bool:
     if tokens is None or tokens.expires_at is None:
         return False
     return tokens.expires_at <= (due_before if due_before is not None else time.time() + VALIDITY_MARGIN_S)
-
-
-def env_prefix(name: str) -> str:
-    """`atlassian` → `ATLASSIAN`, `my-server.dev` → `MY_SERVER_DEV` (for `<NAME>_CLIENT_ID`)."""
-    return "".join(c if c.isalnum() else "_" for c in name).upper()

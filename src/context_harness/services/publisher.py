@@ -25,12 +25,13 @@ import structlog
 from context_harness.config.format import ConfigFormat, get_format, substitutions
 from context_harness.oauth.http import describe_url
 from context_harness.primitives.mcp import SecretMode
-from context_harness.primitives.oauth import Credential
+from context_harness.primitives.oauth import Credential, TokenEvent
 from context_harness.primitives.outside_values import credential_problem, header_name_problem
 from context_harness.primitives.result import ErrorCode, Failure, Result, Success
 from context_harness.services import recorded_urls
 from context_harness.services.blocking_io import StillRunning, run_blocking
 from context_harness.services.config_service import ConfigService, Misdirected
+from context_harness.services.server_state import ServerStates
 from context_harness.stores.bindings import Binding, BindingStore
 from context_harness.stores.token_store import TokenStore
 
@@ -85,17 +86,15 @@ class Publisher:
         tokens: TokenStore,
         bindings: BindingStore,
         settings: PublishSettings,
+        states: ServerStates,
     ) -> None:
         self.config = config
         self.tokens = tokens
         self.bindings = bindings
         self.settings = settings
-        # Per server: the bound configs whose last write failed, and why.
-        self.errors: dict[str, dict[str, str]] = {}
-        # Per server: the bound configs whose entry points away from the recorded URL (a subset of `errors`).
-        self.misdirected: dict[str, set[str]] = {}
-        # Told (server, message) once when an entry is found pointing elsewhere: the daemon runs the notify command.
-        self.on_misdirected: Callable[[str, str], None] = lambda _name, _message: None
+        # Each server's `config_errors` (the bound configs whose last write failed, and why) and `misdirected`
+        # (of those, the entries pointing away from the recorded URL) are kept in its state.
+        self.states = states
         self._blocked: set[str] = set()  # configs whose write is still stuck in its thread
 
     def configure(self, settings: PublishSettings) -> None:
@@ -149,14 +148,15 @@ class Publisher:
                 log.warning("header_not_removed", server=name, path=binding.path, reason=outcome.error)
             else:
                 report.written.append(binding.path)
-        self.errors.pop(name, None)
-        self.misdirected.pop(name, None)
+        state = self.states.get(name)
+        state.config_errors, state.misdirected = {}, set()
         return report
 
     def clear(self, name: str, path: str) -> None:
         """`chctl add` or `chctl remove` dealt with this config: what went wrong there is history."""
-        self.errors.get(name, {}).pop(path, None)
-        self.misdirected.get(name, set()).discard(path)
+        state = self.states.get(name)
+        state.config_errors.pop(path, None)
+        state.misdirected.discard(path)
 
     # --- helpers -------------------------------------------------------------------------------------
 
@@ -255,28 +255,26 @@ class Publisher:
     def _add(self, report: PublishReport, name: str, path: str, outcome: Result[bool | Withheld]) -> None:
         if isinstance(outcome, Success) and isinstance(outcome.value, Withheld):
             report.failed[path] = outcome.value.message
-            self.misdirected.setdefault(name, set()).add(path)
+            self.states.get(name).misdirected.add(path)
             if outcome.value.news:  # once per change (kept in the binding), not at every refresh or restart
                 log.warning("header_withheld_url_changed", server=name, path=path)
-                self.on_misdirected(name, outcome.value.message)
+                self.states.changed(name, TokenEvent.URL_CHANGED, outcome.value.message)
             return
         if isinstance(outcome, Success):
             (report.written if outcome.value else report.dropped).append(path)
             return
         report.failed[path] = outcome.error
         # Retried every wall-clock check: say it once, not every 30 s.
-        again = self.errors.get(name, {}).get(path) == outcome.error
+        again = self.states.get(name).config_errors.get(path) == outcome.error
         (log.debug if again else log.warning)(
             "config_write_failed", server=name, path=path, code=outcome.code.value, error=outcome.error
         )
 
     def _remember(self, name: str, report: PublishReport) -> None:
-        if report.failed:
-            self.errors[name] = dict(report.failed)
-        else:
-            self.errors.pop(name, None)
+        state = self.states.get(name)
+        state.config_errors = dict(report.failed)
         # An entry pointed back (by hand) is no longer reported; the next change is news again.
-        self.misdirected[name] = self.misdirected.get(name, set()) & set(report.failed)
+        state.misdirected &= set(report.failed)
 
 
 def _url_in(config: ConfigService, name: str, binding: Binding) -> Result[str | None]:

@@ -14,8 +14,8 @@ from context_harness.primitives.mcp import MCPAuthType
 from context_harness.primitives.oauth import Credential, TokenState
 from context_harness.primitives.result import Failure, Result, Success
 from context_harness.services.mcp_service import MCPService
-from context_harness.services.oauth_service import OAuthService, no_refresh_token_note
-from context_harness.services.publisher import Publisher
+from context_harness.services.refresh_outcomes import no_refresh_token_note
+from context_harness.services.server_state import ServerState, ServerStates
 from context_harness.services.token_access import TokenReads
 from context_harness.stores.bindings import Binding, BindingStore
 from context_harness.stores.token_store import TokenStore
@@ -65,20 +65,16 @@ class ServerStatus:
 
 
 class StatusBoard:
-    """Builds `ServerStatus`es. What only the daemon knows (the refresh plan, live bridges, failed logins)
-    comes through the three callables, which the daemon sets when it wires its parts together."""
+    """Builds `ServerStatus`es: a read of the stored credential and the server's `ServerState` (phase, last
+    error, planned refresh, failed login, config errors). What lives elsewhere (live bridges, token reads,
+    sharing, delegation) comes through callables the daemon sets when it wires its parts together."""
 
-    def __init__(
-        self, tokens: TokenStore, bindings: BindingStore, mcp: MCPService, oauth: OAuthService, publisher: Publisher
-    ) -> None:
+    def __init__(self, tokens: TokenStore, bindings: BindingStore, mcp: MCPService, states: ServerStates) -> None:
         self.tokens = tokens
         self.bindings = bindings
         self.mcp = mcp
-        self.oauth = oauth
-        self.publisher = publisher
-        self.next_refresh_at: Callable[[str], float | None] = lambda _name: None
+        self.states = states
         self.bridges: Callable[[str], list[BridgeStatus]] = lambda _name: []
-        self.failed_login: Callable[[str], str | None] = lambda _name: None
         self.token_reads: Callable[[str], TokenReads] = lambda _name: TokenReads()
         self.shared: Callable[[], set[str]] = set
         self.via: Callable[[str, list[Binding]], Path | None] = lambda _name, _bindings: None
@@ -104,16 +100,18 @@ class StatusBoard:
         """`expects_login`: for a server without a credential, whether it awaits an OAuth login. `bindings`:
         the server's, when the caller has read them already."""
         credential = self.tokens.load(name)
+        live = self.states.peek(name) or ServerState(name)
         bindings = self.bindings.for_server(name) if bindings is None else bindings
         reads = self.token_reads(name)
+        plan = live.plan
         shared: dict[str, Any] = {
             "name": name,
             "token_reads": reads.count,
             "last_token_read_at": reads.last_at,
-            "next_refresh_at": self.next_refresh_at(name),
+            "next_refresh_at": plan.due if plan is not None and plan.refresh else None,
             "configs": [b.path for b in bindings],
-            "config_errors": dict(self.publisher.errors.get(name, {})),
-            "url_changed": sorted(self.publisher.misdirected.get(name, set())),
+            "config_errors": dict(live.config_errors),
+            "url_changed": sorted(live.misdirected),
             "mode": _mode(bindings),
             "bridges": self.bridges(name),
             "shared": name in self.shared(),
@@ -127,8 +125,8 @@ class StatusBoard:
             if known is not None and known.auth_type is MCPAuthType.API_KEY:
                 auth_type = MCPAuthType.API_KEY
             state = TokenState.PENDING_AUTH.value if auth_type is MCPAuthType.OAUTH else NO_AUTH
-            return ServerStatus(state=state, auth_type=auth_type, last_error=self._last_error(name, None), **shared)
-        state_now = self.oauth.state_of(credential)
+            return ServerStatus(state=state, auth_type=auth_type, last_error=_last_error(live, None), **shared)
+        state_now = live.phase or credential.state
         tokens = credential.tokens
         expired = tokens is not None and tokens.is_expired(buffer_seconds=0)
         note = None
@@ -144,7 +142,7 @@ class StatusBoard:
             has_refresh_token=bool(tokens and tokens.refresh_token),
             scopes=tokens.scope.split() if tokens and tokens.scope else credential.scopes,
             issuer=credential.issuer,
-            last_error=self._last_error(name, credential),
+            last_error=_last_error(live, credential),
             note=note,
             **shared,
         )
@@ -155,12 +153,12 @@ class StatusBoard:
         names = sorted(set(bound) | set(self.tokens.names()))
         return [self.server(n, expects_login=expects_login.get(n, False), bindings=bound.get(n, [])) for n in names]
 
-    def _last_error(self, name: str, credential: Credential | None) -> str | None:
-        """The refresh's last error, else a failed login, else the configs that could not be written."""
-        error = self.oauth.last_error_of(credential) if credential else None
-        error = error or self.failed_login(name)
-        config_errors = self.publisher.errors.get(name, {})
-        return error or ("; ".join(config_errors.values()) if config_errors else None)
+
+def _last_error(live: ServerState, credential: Credential | None) -> str | None:
+    """The refresh's last error, else a failed login, else the configs that could not be written."""
+    error = (live.last_error or credential.last_error) if credential else None
+    error = error or live.failed_login
+    return error or ("; ".join(live.config_errors.values()) if live.config_errors else None)
 
 
 def _mode(bindings: list[Binding]) -> str | None:

@@ -19,8 +19,8 @@ from context_harness.primitives.mcp import MCPAuthType
 from context_harness.primitives.oauth import Credential, OAuthTokens, TokenState
 from context_harness.primitives.result import ErrorCode, Failure, Result, Success
 from context_harness.services.mcp_service import MCPService
-from context_harness.services.oauth_service import (
-    OAuthService,
+from context_harness.services.oauth_service import OAuthService
+from context_harness.services.refresh_outcomes import (
     RefreshDone,
     RefreshImpossible,
     RefreshNeedsReauth,
@@ -129,8 +129,8 @@ class TokenAccess:
         if not tokens.is_expired(margin_for(tokens, min_valid_s)):
             return _handed_out(credential, refreshed=False)
         # Shielded: a caller that hangs up must not cancel a refresh between rotation and save.
+        # Its outcome reaches the refresher's plan through the change channel, like every refresh's.
         attempt = await asyncio.shield(self.oauth.refresh_rejected(name, tokens.access_token))
-        self.oauth.on_refresh_attempt(name, attempt)
         match attempt:
             case RefreshDone(fresh):
                 return _handed_out(fresh, refreshed=True)

@@ -1,0 +1,93 @@
+"""What the daemon knows about each server right now, in one record per server, and the one channel
+that says a server changed.
+
+The credential itself stays on disk (the token store is the truth, across processes and restarts); a
+`ServerState` holds what is live: the refresh phase, the failed attempts the backoff grows with, the
+refresher's next wake-up, the last failed login and the configs whose last write failed. Everything
+that answers "why does this server say *needs login*?" or "when is its next refresh?" is read here.
+
+`ServerStates.changed(name)` is the one call for "this server's credential or state changed": the
+refresher re-plans from it and the notifier and event hook hear the events it carries. The listeners
+are wired once, in `build_services`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from context_harness.primitives.oauth import TokenEvent, TokenState
+
+# What a listener hears: the server, and the event with its message when there is one (else None, "").
+Listener = Callable[[str, TokenEvent | None, str], None]
+
+
+@dataclass(frozen=True, slots=True)
+class Plan:
+    """The refresher's next wake-up for a server (wall clock), and what it was computed from: a plan is
+    only recomputed when its basis moved, so an unrelated change never re-draws the jitter."""
+
+    due: float
+    refresh: bool = True  # False: not a refresh, a look at a token that has no refresh token
+    basis: tuple[object, ...] = ()
+
+
+@dataclass(eq=False, slots=True)
+class ServerState:
+    name: str
+    # The live phase (refreshing, retrying, needs_reauth); None: what the stored credential says.
+    phase: TokenState | None = None
+    last_error: str | None = None  # the last refresh's error, while it matters
+    attempts: int = 0  # failed refresh attempts in a row: the backoff grows with it
+    retry_after: float | None = None  # the server's Retry-After on the last failure, if it sent one
+    reminded: bool = False  # a token without refresh token: the person was told it expires soon
+    plan: Plan | None = None  # the refresher's next wake-up; None: nothing to do
+    failed_login: str | None = None  # the last failed login, until one succeeds
+    config_errors: dict[str, str] = field(default_factory=dict)  # configs whose last write failed, and why
+    misdirected: set[str] = field(default_factory=set)  # of those, entries pointing away from the recorded URL
+    refreshed_at: float = -float("inf")  # when the last refresh began (monotonic)
+    # Bumped whenever this daemon stores, refreshes or forgets the credential: work that started before
+    # (a refresh that waited for the lock) compares it to see that someone else has done its job.
+    version: int = 0
+    # One refresh, login or logout at a time per server (with a lock file across processes).
+    lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+
+    def settle(self) -> None:
+        """A refresh worked or a new credential was stored: nothing live is left to report."""
+        self.phase, self.last_error, self.attempts, self.retry_after, self.reminded = None, None, 0, None, False
+
+
+class ServerStates:
+    """The registry: one `ServerState` per server name, made on first use."""
+
+    def __init__(self) -> None:
+        self._states: dict[str, ServerState] = {}
+        self._listeners: list[Listener] = []
+
+    def get(self, name: str) -> ServerState:
+        state = self._states.get(name)
+        if state is None:
+            state = self._states[name] = ServerState(name)
+        return state
+
+    def peek(self, name: str) -> ServerState | None:
+        """The state if this daemon has one, without making it."""
+        return self._states.get(name)
+
+    def names(self) -> list[str]:
+        return list(self._states)
+
+    def subscribe(self, listener: Listener) -> None:
+        self._listeners.append(listener)
+
+    def changed(self, name: str, event: TokenEvent | None = None, message: str = "") -> None:
+        """`name`'s credential or state changed (with `event` when it is one to tell people and scripts)."""
+        for listener in self._listeners:
+            listener(name, event, message)
+
+    def stored(self, name: str) -> None:
+        """This daemon stored or forgot `name`'s credential: the live state starts again."""
+        state = self.get(name)
+        state.settle()
+        state.version += 1
