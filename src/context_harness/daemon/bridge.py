@@ -188,6 +188,15 @@ class Relay:
     async def run(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         assert self.upstream is not None
         self._writer = writer
+        try:
+            async with self.upstream.carrying():  # every message's task ends with the connection
+                await self._read(reader)
+        finally:
+            self.bridges.live.pop(self.id, None)
+            await self.upstream.close()
+            log.info("bridge_closed", server=self.name, bridge=self.id)
+
+    async def _read(self, reader: asyncio.StreamReader) -> None:
         pending: list[bytes] = []  # the start of a line still being received
         size = 0
         try:
@@ -202,10 +211,6 @@ class Relay:
                     return
         except (ConnectionError, OSError):
             pass
-        finally:
-            self.bridges.live.pop(self.id, None)
-            await self.upstream.close()
-            log.info("bridge_closed", server=self.name, bridge=self.id)
 
     async def _from_client(self, line: bytes) -> None:
         if not line.strip():

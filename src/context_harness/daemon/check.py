@@ -107,7 +107,7 @@ async def probe_server(s: Services, name: str, timeout_s: float) -> Probe:
     conversation = _Conversation()
     upstream = Upstream(name, url.value, s.bridge_http(), credentials, conversation.deliver)
     try:
-        async with asyncio.timeout(timeout_s):
+        async with asyncio.timeout(timeout_s), upstream.carrying():
             probe = await _talk(name, upstream, conversation)
     except TimeoutError:
         probe = Probe(

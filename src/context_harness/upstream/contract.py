@@ -41,11 +41,3 @@ class Counters:
     renewals: int = 0
     reinitializations: int = 0
     last_error: str | None = None
-
-
-@dataclass(slots=True)
-class Retries:
-    """What one POST has already done to be answered; each is done once, then the answer is final."""
-
-    renewed: bool = False  # a 401 renewed the credential
-    reinitialized: bool = False  # the lost session was initialized again

@@ -15,6 +15,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 import aiohttp
+import anyio
 
 from context_harness.net.session import NetworkSettings, new_session
 from context_harness.primitives.result import ErrorCode, Failure
@@ -96,19 +97,23 @@ class Cancellable:
     stopped, which closes its connection to the server; a server never holds a connection for nobody."""
 
     def __init__(self) -> None:
-        self._tasks: dict[str | int, asyncio.Task[None]] = {}
+        self._scopes: dict[str | int, anyio.CancelScope] = {}
 
-    def add(self, request_id: Any, task: asyncio.Task[None]) -> None:
+    def add(self, request_id: Any, scope: anyio.CancelScope) -> None:
         key = lookup_id(request_id)
         if key is not None:
-            self._tasks[key] = task
-            task.add_done_callback(lambda done: self._tasks.pop(key) if self._tasks.get(key) is done else None)
+            self._scopes[key] = scope
+
+    def done(self, request_id: Any, scope: anyio.CancelScope) -> None:
+        key = lookup_id(request_id)
+        if key is not None and self._scopes.get(key) is scope:
+            del self._scopes[key]
 
     def cancel(self, params: Any) -> None:
         key = lookup_id(params.get("requestId")) if isinstance(params, dict) else None
-        task = self._tasks.pop(key, None) if key is not None else None
-        if task is not None:
-            task.cancel()
+        scope = self._scopes.pop(key, None) if key is not None else None
+        if scope is not None:
+            scope.cancel()
 
 
 def lost_too_often(name: str) -> Failure:

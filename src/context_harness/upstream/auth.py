@@ -1,0 +1,73 @@
+"""Who retries a 401: this module, and only this module.
+
+The transports know no authentication rule (the shape of httpx's auth flow): each request they send gets an
+`AuthFlow` from the session's `AuthPolicy`, asks it to `sign` the headers before every send, and hands it
+every answer's status; the flow says whether to send again. The rules, all here:
+
+- every send carries the credential current at that moment (read from the daemon at each `sign`);
+- a refusal (401) renews the credential once, through `Credentials.renew` with the value refused (the daemon
+  refreshes at most once at a time and no sooner than its minimum spacing), and the request is sent again;
+- a second refusal is final: the client is told to log in (`RelayFailure`), or, for a stream nobody waits
+  for, the stream just stops.
+"""
+
+from __future__ import annotations
+
+from http import HTTPStatus
+
+from context_harness.primitives.result import ErrorCode, Failure
+from context_harness.upstream.contract import Counters, Credentials, RelayFailure
+
+REFUSED = HTTPStatus.UNAUTHORIZED
+
+
+class AuthPolicy:
+    """One server's credential and its renew-once rule, shared by every request of one upstream session."""
+
+    def __init__(self, name: str, credentials: Credentials, counters: Counters) -> None:
+        self.name = name
+        self.credentials = credentials
+        self.counters = counters
+
+    def flow(self, *, counted: bool = True) -> AuthFlow:
+        """The authentication of one request (or one connection of the server's own stream: `counted=False`,
+        since `chctl status` counts the renewals the client's requests needed)."""
+        return AuthFlow(self, counted=counted)
+
+    def refused(self) -> Failure:
+        return Failure(
+            f"{self.name} refused the credential even after a refresh",
+            ErrorCode.AUTH_REQUIRED,
+            f"run `chctl auth {self.name}`",
+        )
+
+
+class AuthFlow:
+    """One request's way past the server's authentication, driven by the transport that sends it."""
+
+    def __init__(self, policy: AuthPolicy, *, counted: bool) -> None:
+        self.policy = policy
+        self.counted = counted
+        self._used: str | None = None  # the credential value the last send carried
+        self._renewed = False
+
+    def sign(self, headers: dict[str, str]) -> dict[str, str]:
+        """`headers` with the credential current now (none when the daemon holds none)."""
+        current = self.policy.credentials.header()
+        self._used = current[1] if current is not None else None
+        return headers if current is None else {**headers, current[0]: current[1]}
+
+    async def retry(self, status: int) -> bool:
+        """Whether an answer with `status` is to be sent again, the credential renewed. A refusal after a
+        renewal, or a renewal that failed, is final: RelayFailure saying what a person must do."""
+        if status != REFUSED:
+            return False
+        if self._renewed:
+            raise RelayFailure(self.policy.refused())
+        self._renewed = True
+        if self.counted:
+            self.policy.counters.renewals += 1
+        renewed = await self.policy.credentials.renew(self._used)
+        if isinstance(renewed, Failure):
+            raise RelayFailure(renewed)
+        return True
