@@ -198,9 +198,10 @@ def sshd(remote_user: RemoteUser, tmp_path_factory: pytest.TempPathFactory) -> I
     )
     known_hosts = work / "known_hosts"
     known_hosts.write_text(f"[127.0.0.1]:{port} {Path(f'{host_key}.pub').read_text()}")
-    privsep = Path("/run/sshd")
-    made_privsep = not privsep.exists()
-    privsep.mkdir(mode=0o755, exist_ok=True)
+    # sshd's privilege-separation directory. Left in place afterwards: it is the system's own (Debian's
+    # openssh-server makes it at boot), and removing it under another sshd makes that one reset every new
+    # connection (two suites side by side did).
+    Path("/run/sshd").mkdir(mode=0o755, exist_ok=True)
     log = (work / "sshd.log").open("wb")
     proc = subprocess.Popen([str(SSHD), "-D", "-e", "-f", str(config)], stdout=log, stderr=log)
     try:
@@ -211,8 +212,6 @@ def sshd(remote_user: RemoteUser, tmp_path_factory: pytest.TempPathFactory) -> I
         proc.terminate()
         proc.wait(10)
         log.close()
-        if made_privsep:
-            shutil.rmtree(privsep, ignore_errors=True)
 
 
 def _port_open(port: int) -> bool:
