@@ -140,7 +140,7 @@ def build_services(
     refresher = Refresher(settings.refreshing(), oauth, tokens, bindings, clock=clock, rng=rng)
     flows = AuthFlows(oauth)
     bridge_http = HttpClient(network, new_bridge_session)
-    bridges = Bridges(tokens, oauth, bridge_http)
+    bridges = Bridges(tokens, oauth, bridge_http, states)
     status = StatusBoard(tokens, bindings, mcp, states)
     token_access = TokenAccess(tokens, oauth, mcp)
     services = Services(
@@ -169,7 +169,6 @@ def build_services(
     # "This server changed": the refresher re-plans from its state, the notifier and event hook hear the event.
     states.subscribe(refresher.on_change)
     states.subscribe(partial(_tell, notifier))
-    status.bridges = bridges.for_server
     status.token_reads = token_access.reads_of
     status.shared = services.shared.load
     status.via = services.delegate.via

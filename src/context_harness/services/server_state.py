@@ -3,7 +3,8 @@ that says a server changed.
 
 The credential itself stays on disk (the token store is the truth, across processes and restarts); a
 `ServerState` holds what is live: the refresh phase, the failed attempts the backoff grows with, the
-refresher's next wake-up, the last failed login and the configs whose last write failed. Everything
+refresher's next wake-up, the last failed login, the configs whose last write failed and the counters of
+the live bridges carrying it. Everything
 that answers "why does this server say *needs login*?" or "when is its next refresh?" is read here.
 
 `ServerStates.changed(name)` is the one call for "this server's credential or state changed": the
@@ -18,6 +19,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from context_harness.primitives.oauth import TokenEvent, TokenState
+from context_harness.upstream.contract import Counters
 
 # What a listener hears: the server, and the event with its message when there is one (else None, "").
 Listener = Callable[[str, TokenEvent | None, str], None]
@@ -46,6 +48,9 @@ class ServerState:
     failed_login: str | None = None  # the last failed login, until one succeeds
     config_errors: dict[str, str] = field(default_factory=dict)  # configs whose last write failed, and why
     misdirected: set[str] = field(default_factory=set)  # of those, entries pointing away from the recorded URL
+    # The live bridges carrying it, by bridge id: a relay puts its counters here when it opens and takes
+    # them out when it closes; its upstream session counts into them.
+    bridges: dict[int, Counters] = field(default_factory=dict)
     refreshed_at: float = -float("inf")  # when the last refresh began (monotonic)
     # Bumped whenever this daemon stores, refreshes or forgets the credential: work that started before
     # (a refresh that waited for the lock) compares it to see that someone else has done its job.
