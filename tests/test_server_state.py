@@ -24,7 +24,7 @@ async def test_a_change_that_does_not_touch_the_plan_keeps_its_time(
     before = h.refresher.next_refresh_at("srv")
     assert before is not None
     for _ in range(5):  # e.g. `chctl add srv` into more configs: the jitter is not drawn again each time
-        h.services.states.changed("srv")
+        await h.services.states.changed("srv")
     assert h.refresher.next_refresh_at("srv") == before
     assert scripted.forms == []
 

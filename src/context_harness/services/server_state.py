@@ -7,22 +7,34 @@ refresher's next wake-up, the last failed login, the configs whose last write fa
 the live bridges carrying it. Everything
 that answers "why does this server say *needs login*?" or "when is its next refresh?" is read here.
 
-`ServerStates.changed(name)` is the one call for "this server's credential or state changed": the
-refresher re-plans from it and the notifier and event hook hear the events it carries. The listeners
-are wired once, in `build_services`.
+`await ServerStates.changed(name, ...)` is the one call for "this server's credential or state changed". Its
+listeners are wired once, in `build_services`, and awaited in that order: the publisher (it writes the header
+into the configs when the credential is new), the refresher (it re-plans), the notifier and event hook (they
+hear the event). So the order "refresh token on disk, then headers written, then people told" is the
+channel's.
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
 from context_harness.primitives.oauth import TokenEvent, TokenState
 from context_harness.upstream.contract import Counters
 
-# What a listener hears: the server, and the event with its message when there is one (else None, "").
-Listener = Callable[[str, TokenEvent | None, str], None]
+
+@dataclass(frozen=True, slots=True)
+class Change:
+    """What a listener hears."""
+
+    name: str
+    event: TokenEvent | None = None  # when it is one to tell people and scripts, with its message
+    message: str = ""
+    credential: bool = False  # a new credential was stored: its header goes into the configs
+
+
+Listener = Callable[[Change], Awaitable[None]]
 
 
 @dataclass(frozen=True, slots=True)
@@ -86,10 +98,14 @@ class ServerStates:
     def subscribe(self, listener: Listener) -> None:
         self._listeners.append(listener)
 
-    def changed(self, name: str, event: TokenEvent | None = None, message: str = "") -> None:
-        """`name`'s credential or state changed (with `event` when it is one to tell people and scripts)."""
+    async def changed(
+        self, name: str, event: TokenEvent | None = None, message: str = "", *, credential: bool = False
+    ) -> None:
+        """`name`'s credential or state changed (with `event` when it is one to tell people and scripts;
+        `credential`: a new one was stored). Each listener is awaited in turn, in the order subscribed."""
+        change = Change(name, event, message, credential)
         for listener in self._listeners:
-            listener(name, event, message)
+            await listener(change)
 
     def stored(self, name: str) -> None:
         """This daemon stored or forgot `name`'s credential: the live state starts again."""
