@@ -1,7 +1,8 @@
 """The daemon's half of `chctl bridge NAME`: a socket connection turned into an MCP relay for one server.
 
 `chctl bridge` is a dumb stdio relay; here each bridge gets its own upstream session (`upstream.session`),
-with the server's current credential on every request. The live bridges are listed by `chctl status`.
+with the server's current credential on every request. Each live bridge's counters are kept in its server's
+`ServerState` while it is open, where `chctl status` reads them.
 """
 
 from __future__ import annotations
@@ -11,7 +12,6 @@ import itertools
 import json
 import os
 from collections.abc import Callable
-from dataclasses import dataclass
 from typing import Any
 
 import aiohttp
@@ -30,9 +30,10 @@ from context_harness.services.refresh_outcomes import (
     RefreshRetry,
     needs_login,
 )
-from context_harness.services.status import BridgeStatus
+from context_harness.services.server_state import ServerStates
 from context_harness.stores.token_store import TokenStore
 from context_harness.upstream import messages
+from context_harness.upstream.contract import Counters
 from context_harness.upstream.limits import MAX_MESSAGE_BYTES
 from context_harness.upstream.session import Upstream
 
@@ -99,25 +100,6 @@ class ServerCredentials:
                 )
 
 
-@dataclass(frozen=True, slots=True)
-class LiveBridge:
-    id: int
-    name: str
-    upstream: Upstream
-
-    def status(self) -> BridgeStatus:
-        counters = self.upstream.counters
-        return BridgeStatus(
-            id=self.id,
-            transport=self.upstream.transport,
-            started_at=counters.started_at,
-            requests=counters.requests,
-            renewals=counters.renewals,
-            reinitializations=counters.reinitializations,
-            last_error=counters.last_error,
-        )
-
-
 class Bridges:
     """Every live bridge in this daemon."""
 
@@ -126,16 +108,14 @@ class Bridges:
         tokens: TokenStore,
         oauth: OAuthService,
         http: Callable[[], aiohttp.ClientSession],
+        states: ServerStates,
     ) -> None:
         self.tokens = tokens
         self.oauth = oauth
         self.http = http
+        self.states = states  # each live bridge's counters are in its server's state
         self.delegate: Delegate | None = None  # on a remote machine: the servers it carries go there
-        self.live: dict[int, LiveBridge] = {}
         self._ids = itertools.count(1)
-
-    def for_server(self, name: str) -> list[BridgeStatus]:
-        return [b.status() for b in self.live.values() if b.name == name]
 
     async def open(self, name: str, replay: list[dict[str, Any]]) -> Result[Relay | DelegatedRelay]:
         """Check the server can be bridged; the returned relay then owns the connection."""
@@ -154,9 +134,9 @@ class Bridges:
         credentials = ServerCredentials(name, self.tokens, self.oauth)
         bridge_id = next(self._ids)
         relay = Relay(self, bridge_id, name)
-        upstream = Upstream(name, url.value, self.http(), credentials, relay.deliver)
+        counters = self.states.get(name).bridges[bridge_id] = Counters()  # `chctl status` reads it there
+        upstream = Upstream(name, url.value, self.http(), credentials, relay.deliver, counters)
         relay.upstream = upstream
-        self.live[bridge_id] = LiveBridge(bridge_id, name, upstream)
         if replay:
             await upstream.restore(replay)  # before the bridge sends anything else
         log.info("bridge_opened", server=name, bridge=bridge_id, restored=bool(replay))
@@ -192,7 +172,7 @@ class Relay:
             async with self.upstream.carrying():  # every message's task ends with the connection
                 await self._read(reader)
         finally:
-            self.bridges.live.pop(self.id, None)
+            self.bridges.states.get(self.name).bridges.pop(self.id, None)
             await self.upstream.close()
             log.info("bridge_closed", server=self.name, bridge=self.id)
 

@@ -25,11 +25,10 @@ from context_harness.primitives.oauth import (
     DEFAULT_TOKEN_LIFETIME_S,
     MAX_TOKEN_LIFETIME_S,
     Credential,
-    TokenEvent,
     TokenState,
 )
 from context_harness.services.oauth_service import OAuthService
-from context_harness.services.server_state import Plan, ServerState
+from context_harness.services.server_state import Change, Plan, ServerState
 from context_harness.stores.bindings import BindingStore
 from context_harness.stores.token_store import TokenStore
 
@@ -173,10 +172,10 @@ class Refresher:
         plan = state.plan if state is not None else None
         return plan.due if plan is not None and plan.refresh else None
 
-    def on_change(self, name: str, _event: TokenEvent | None = None, _message: str = "") -> None:
+    async def on_change(self, change: Change) -> None:
         """The change channel's listener: whatever changed, the plan follows the state."""
         if self.scheduler.running:
-            self.replan(name)
+            self.replan(change.name)
 
     def schedule(self, name: str, credential: Credential | None = None) -> None:
         """Plan `name` afresh from its stored token and state (at start, and when told to)."""

@@ -110,8 +110,7 @@ async def mcp_add(s: Services, p: AddParams) -> Result[dict[str, Any]]:
     added = await s.mcp.add(request)
     if isinstance(added, Failure):
         return added
-    outcome = added.value
-    s.states.changed(outcome.name)  # a new config carries it (or a new key): the refresh plan follows
+    outcome = added.value  # `MCPService.add` announced the change: the header is written, the plan follows
     first = get_format(outcome.written[0].client)
     return Success(
         {
@@ -134,7 +133,7 @@ def delegated_via(s: Services, p: AddParams) -> str | None:
 
 async def mcp_remove(s: Services, p: NameTargetParams) -> Result[dict[str, Any]]:
     removed = await off_the_loop(s, "mcp.remove", lambda: s.mcp.remove(p.name, p.target(), p.client))
-    s.states.changed(p.name)  # no config left carrying it: its refresh stops
+    await s.states.changed(p.name)  # no config left carrying it: its refresh stops
     if isinstance(removed, Failure):
         return removed
     return Success({"removed": True, "name": p.name, "path": str(removed.value)})

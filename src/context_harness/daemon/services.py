@@ -22,13 +22,12 @@ from context_harness.daemon.notifier import Notifier
 from context_harness.daemon.refresher import Refresher
 from context_harness.daemon.settings import Settings
 from context_harness.net.session import NetworkSettings, new_session
-from context_harness.primitives.oauth import TokenEvent
 from context_harness.services.config_service import ConfigService
 from context_harness.services.import_service import ImportService
 from context_harness.services.mcp_service import MCPService
 from context_harness.services.oauth_service import OAuthService
 from context_harness.services.publisher import Publisher
-from context_harness.services.server_state import ServerStates
+from context_harness.services.server_state import Change, ServerStates
 from context_harness.services.status import StatusBoard
 from context_harness.services.token_access import TokenAccess
 from context_harness.stores.bindings import BindingStore
@@ -115,9 +114,9 @@ class Services:
         await self.bridge_http.close()
 
 
-def _tell(notifier: Notifier, name: str, event: TokenEvent | None, message: str) -> None:
-    if event is not None:
-        notifier.token_event(name, event, message)
+async def _tell(notifier: Notifier, change: Change) -> None:
+    if change.event is not None:
+        notifier.token_event(change.name, change.event, change.message)
 
 
 def build_services(
@@ -130,7 +129,7 @@ def build_services(
     # One record per server, and the one channel that says a server changed (its listeners are wired below).
     states = ServerStates()
     publisher = Publisher(config, tokens, bindings, settings.publishing(), states)
-    mcp = MCPService(config, tokens, bindings, publisher, settings.user_registry_file)
+    mcp = MCPService(config, tokens, bindings, publisher, states, settings.user_registry_file)
     notifier = Notifier(settings.notify_command, settings.event_command)
     network = settings.network()
     http = HttpClient(network)
@@ -140,7 +139,7 @@ def build_services(
     refresher = Refresher(settings.refreshing(), oauth, tokens, bindings, clock=clock, rng=rng)
     flows = AuthFlows(oauth)
     bridge_http = HttpClient(network, new_bridge_session)
-    bridges = Bridges(tokens, oauth, bridge_http)
+    bridges = Bridges(tokens, oauth, bridge_http, states)
     status = StatusBoard(tokens, bindings, mcp, states)
     token_access = TokenAccess(tokens, oauth, mcp)
     services = Services(
@@ -166,10 +165,12 @@ def build_services(
         delegate=Delegate(settings.delegate_socket_path, tokens, bindings),
     )
     bridges.delegate = services.delegate
-    # "This server changed": the refresher re-plans from its state, the notifier and event hook hear the event.
+    # "This server changed", awaited in this order: the publisher writes a new credential into the configs,
+    # the refresher re-plans from the state, the notifier and event hook hear the event. Nobody else publishes
+    # after a change (`repair_configs` mends, logout's `Publisher.forget` takes the header out).
+    states.subscribe(publisher.on_change)
     states.subscribe(refresher.on_change)
     states.subscribe(partial(_tell, notifier))
-    status.bridges = bridges.for_server
     status.token_reads = token_access.reads_of
     status.shared = services.shared.load
     status.via = services.delegate.via

@@ -182,8 +182,7 @@ class ImportService:
             return _adoption(name, url, login, "skipped", placed.error)
         log.info("login_imported", server=name, issuer=auth_server.issuer)
         if not login.tokens.is_expired(VALIDITY_MARGIN_S):
-            await self.publisher.publish(name)
-            self.oauth.states.changed(name)
+            await self.oauth.states.changed(name, credential=True)  # the publisher writes it into the configs
             return _adoption(name, url, login, "adopted")
         match await self.oauth.refresh_once(name, force=True):
             case RefreshDone(fresh) | RefreshNotNeeded(fresh):

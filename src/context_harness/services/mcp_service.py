@@ -21,6 +21,7 @@ from context_harness.services.blocking_io import run_config_io
 from context_harness.services.config_service import ConfigService, ConfigTarget
 from context_harness.services.publisher import Publisher
 from context_harness.services.registry import close_names, load_registry
+from context_harness.services.server_state import ServerStates
 from context_harness.stores.bindings import Binding, BindingStore
 from context_harness.stores.crash_points import AFTER_BINDING_WRITE, crash_point
 from context_harness.stores.token_store import TokenStore
@@ -91,12 +92,14 @@ class MCPService:
         tokens: TokenStore,
         bindings: BindingStore,
         publisher: Publisher,
+        states: ServerStates,
         user_registry: Path,
     ) -> None:
         self.config = config
         self.tokens = tokens
         self.bindings = bindings
         self.publisher = publisher
+        self.states = states  # the change channel: its publisher writes the header of an added server
         self.user_registry = user_registry
         self.registry: dict[str, MCPServer] = {}
         self.registry_warnings: list[str] = []
@@ -141,14 +144,14 @@ class MCPService:
         return path if isinstance(path, Failure) else Success((fmt.value, path.value))
 
     async def add(self, request: AddRequest) -> Result[AddOutcome]:
-        """Write the server's entries (in a thread with a deadline: a config may be on a hung mount), then let
-        the publisher write its header into those in header mode, as at every refresh: the publisher is the
-        one writer of secrets into configs. A header it cannot write is remembered there (status shows it)
-        and written at the next check."""
+        """Write the server's entries (in a thread with a deadline: a config may be on a hung mount), then
+        announce the change: the channel's publisher writes the header into those in header mode, as at every
+        refresh (it is the one writer of secrets into configs), and the refresh plan follows. A header it
+        cannot write is remembered there (status shows it) and written at the next check."""
         timeout_s = self.publisher.settings.io_timeout_s
         added = await run_config_io(lambda: self.write_entries(request), timeout_s, "mcp.add")
         if isinstance(added, Success):
-            await self.publisher.publish(request.name)
+            await self.states.changed(request.name, credential=True)
         return added
 
     def write_entries(self, request: AddRequest) -> Result[AddOutcome]:

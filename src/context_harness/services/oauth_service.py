@@ -3,7 +3,8 @@
 It owns the order that keeps rotating refresh tokens safe: a new refresh token is saved to disk before
 the new access token is published anywhere, and only one refresh per server runs at a time, across
 processes too (the server's lock in its `ServerState` plus a lock file). Each attempt's outcome goes into
-the server's `ServerState` and out through `ServerStates.changed`, which the refresher plans from.
+the server's `ServerState` and out through `ServerStates.changed`: a new credential is announced there with
+the lock still held, and the channel's listeners write the headers, re-plan and tell people, in that order.
 """
 
 from __future__ import annotations
@@ -169,14 +170,14 @@ class OAuthService:
         async with self._lock(name):
             self.tokens.save(credential)
             self.states.stored(name)
-            await self.publisher.publish(name)
-        log.info(
-            "token_stored",
-            server=name,
-            expires_at=g.tokens.expires_at,
-            has_refresh_token=g.tokens.refresh_token is not None,
-        )
-        self.states.changed(name, TokenEvent.NEW, f"{name}: logged in")
+            log.info(
+                "token_stored",
+                server=name,
+                expires_at=g.tokens.expires_at,
+                has_refresh_token=g.tokens.refresh_token is not None,
+            )
+            # Under the lock: the publisher writes the headers from it (and may record URLs in the token file).
+            await self.states.changed(name, TokenEvent.NEW, f"{name}: logged in", credential=True)
         return Success(credential)
 
     async def refresh_tokens(self, name: str) -> Result[Credential]:
@@ -216,7 +217,7 @@ class OAuthService:
             configs = await self.publisher.forget(name, credential.header_name)
         revoked = bool(outcomes) and all(o["revoked"] for o in outcomes)
         log.info("credential_forgotten", server=name, revoked=revoked)
-        self.states.changed(name, TokenEvent.REVOKED, f"{name}: logged out")
+        await self.states.changed(name, TokenEvent.REVOKED, f"{name}: logged out")
         # `configs.failed`: configs that still hold the old header (a hung or unparsable file), to fix by hand.
         return Success({"name": name, "revoked": revoked, "tokens": outcomes, "configs": configs.as_dict()})
 
@@ -230,7 +231,7 @@ class OAuthService:
                 if credential is None or credential.kind != "oauth" or credential.tokens is None:
                     return RefreshNeedsReauth("no login is stored")
                 if credential.tokens.access_token != rejected:
-                    return self._not_needed(state, credential)
+                    return await self._not_needed(state, credential)
                 if credential.state is TokenState.NEEDS_REAUTH:
                     return RefreshNeedsReauth(credential.last_error or "the last refresh was refused")
                 # A server that refuses every token would otherwise get a refresh per request.
@@ -240,7 +241,7 @@ class OAuthService:
                     return RefreshRetry(reason, self.settings.min_refresh_spacing_s - since)
                 return await self._refresh_locked(state, credential, force=True)
         except LockTimeout:
-            return self._retry_later(state, "another process holds the refresh lock")
+            return await self._retry_later(state, "another process holds the refresh lock")
 
     # --- one refresh, safely -------------------------------------------------------------------------
 
@@ -254,31 +255,31 @@ class OAuthService:
                 if credential is None or credential.kind != "oauth":
                     return RefreshNeedsReauth("no OAuth credential is stored")  # forgotten meanwhile: nothing to do
                 if credential.tokens is None:
-                    return self._needs_reauth(state, credential, "no OAuth token is stored")
+                    return await self._needs_reauth(state, credential, "no OAuth token is stored")
                 if credential.state is TokenState.NEEDS_REAUTH:
                     # Never send a rejected refresh token again: servers with reuse detection see a replay.
                     return RefreshNeedsReauth(credential.last_error or "a new login is needed")
                 # Stale work: the token was replaced while we waited (here: the version; elsewhere: the file).
                 replaced = state.version != version or (planned is not None and _changed(planned, credential))
                 if not force and replaced and not _due(credential, due_before):
-                    return self._not_needed(state, credential)
+                    return await self._not_needed(state, credential)
                 return await self._refresh_locked(state, credential, force)
         except LockTimeout:
-            return self._retry_later(state, "another process holds the refresh lock")
+            return await self._retry_later(state, "another process holds the refresh lock")
 
     async def _refresh_locked(self, state: ServerState, credential: Credential, force: bool) -> RefreshAttempt:
         name, tokens = credential.name, credential.tokens
         assert tokens is not None
         if not tokens.refresh_token or not credential.token_endpoint or not credential.client_id:
             if tokens.is_expired(0):
-                return self._needs_reauth(state, credential, "the token expired and no refresh token was issued")
+                return await self._needs_reauth(state, credential, "the token expired and no refresh token was issued")
             state.reminded = True  # the refresher looks again when it has expired
             if force:
-                self.states.changed(name)
+                await self.states.changed(name)
             else:  # the refresher's reminder, shortly before expiry: tell the person now
                 note = no_refresh_token_note(credential)
                 log.info("token_expiring_without_refresh_token", server=name, expires_at=tokens.expires_at)
-                self.states.changed(name, TokenEvent.EXPIRING, f"{name}: {note}")
+                await self.states.changed(name, TokenEvent.EXPIRING, f"{name}: {note}")
             return RefreshImpossible(credential)
         state.phase, state.refreshed_at = TokenState.REFRESHING, time.monotonic()
         # Named here: mypy's narrowing (checked above) does not reach into the lambda.
@@ -316,35 +317,35 @@ class OAuthService:
                     self.clients.remember_auth_method(name, client_id, auth_method)
                 crash_point(AFTER_TOKEN_SAVE)
                 self.states.stored(name)
-                await self.publisher.publish(name)
                 log.info("token_refreshed", server=name, expires_at=new_tokens.expires_at)
-                self.states.changed(name, TokenEvent.REFRESHED, f"{name}: token refreshed")
+                # The channel's publisher writes the new header, then people are told.
+                await self.states.changed(name, TokenEvent.REFRESHED, f"{name}: token refreshed", credential=True)
                 return RefreshDone(fresh)
             case TransientError(reason, retry_after):
                 state.phase, state.last_error = TokenState.RETRYING, reason
                 log.warning("token_refresh_failed_transient", server=name, reason=reason, retry_after=retry_after)
                 message = f"{name}: refresh failed, retrying ({reason})"
-                return self._retry_later(state, reason, retry_after, message)
+                return await self._retry_later(state, reason, retry_after, message)
             case PermanentError(code, reason):
                 if code is ErrorCode.INVALID_CLIENT:
                     self.forget_client(name, credential.client_id)
-                return self._needs_reauth(state, credential, reason, code)
+                return await self._needs_reauth(state, credential, reason, code)
 
-    def _retry_later(
+    async def _retry_later(
         self, state: ServerState, reason: str, retry_after: float | None = None, message: str = ""
     ) -> RefreshRetry:
         """One more failed attempt in a row: the refresher backs off from the count (and Retry-After)."""
         state.attempts, state.retry_after = state.attempts + 1, retry_after
-        self.states.changed(state.name, TokenEvent.RETRYING if message else None, message)
+        await self.states.changed(state.name, TokenEvent.RETRYING if message else None, message)
         return RefreshRetry(reason, retry_after)
 
-    def _not_needed(self, state: ServerState, credential: Credential) -> RefreshNotNeeded:
+    async def _not_needed(self, state: ServerState, credential: Credential) -> RefreshNotNeeded:
         """Someone else refreshed it: the backoff of our own failures no longer applies."""
         state.attempts, state.retry_after, state.reminded = 0, None, False
-        self.states.changed(state.name)
+        await self.states.changed(state.name)
         return RefreshNotNeeded(credential)
 
-    def _needs_reauth(
+    async def _needs_reauth(
         self, state: ServerState, credential: Credential, reason: str, code: ErrorCode = ErrorCode.INVALID_GRANT
     ) -> RefreshNeedsReauth:
         name = state.name
@@ -354,7 +355,7 @@ class OAuthService:
         state.phase, state.last_error = TokenState.NEEDS_REAUTH, reason
         log.warning("token_needs_reauth", server=name, reason=reason)
         message = f"{name} needs a new login: run `chctl auth {name}` ({reason})"
-        self.states.changed(name, TokenEvent.NEEDS_REAUTH, message)
+        await self.states.changed(name, TokenEvent.NEEDS_REAUTH, message)
         return RefreshNeedsReauth(reason, code)
 
     def forget_client(self, name: str, client_id: str | None) -> None:

@@ -2,8 +2,9 @@
 
 Everything it writes comes from disk (the token store and the bindings), never from memory, so running it
 again after a crash or a failed write mends what was left behind: the daemon does at start and at every
-wall-clock check. Each config is written in a thread with a deadline, so one on a hung mount fails alone
-and is retried; what failed, and why, is remembered for `chctl status` and returned to the caller.
+wall-clock check. After a new credential is stored it publishes from the change channel (`on_change`).
+Each config is written in a thread with a deadline, so one on a hung mount fails alone and is retried;
+what failed, and why, is remembered for `chctl status` and returned to the caller.
 
 A header goes only into an entry that points at the URL recorded with the credential (`recorded_urls`): an
 entry whose URL was changed since loses our header in the same edit, keeps its binding, and is reported
@@ -31,7 +32,7 @@ from context_harness.primitives.result import ErrorCode, Failure, Result, Succes
 from context_harness.services import recorded_urls
 from context_harness.services.blocking_io import StillRunning, run_blocking
 from context_harness.services.config_service import ConfigService, Misdirected
-from context_harness.services.server_state import ServerStates
+from context_harness.services.server_state import Change, ServerStates
 from context_harness.stores.bindings import Binding, BindingStore
 from context_harness.stores.token_store import TokenStore
 
@@ -120,14 +121,14 @@ class Publisher:
         if unwritable is not None:  # stored before the gate existed, or planted: never written, say so
             for binding in self.bindings.for_server(name):
                 if binding.mode == "header":
-                    self._add(report, name, binding.path, Failure(unwritable, ErrorCode.INVALID_PARAMS))
+                    await self._add(report, name, binding.path, Failure(unwritable, ErrorCode.INVALID_PARAMS))
             self._remember(name, report)
             return report
         for binding in self._header_bindings(credential):
             if binding.path in report.failed:
                 continue  # it did not answer even a read
             outcome = await self._off_loop(binding.path, partial(self._write, credential, binding))
-            self._add(report, name, binding.path, outcome)
+            await self._add(report, name, binding.path, outcome)
         self._remember(name, report)
         return report
 
@@ -151,6 +152,12 @@ class Publisher:
         state = self.states.get(name)
         state.config_errors, state.misdirected = {}, set()
         return report
+
+    async def on_change(self, change: Change) -> None:
+        """The change channel's first listener: a new credential was stored, its header goes into the configs
+        now (before the refresher re-plans and before anyone is told)."""
+        if change.credential:
+            await self.publish(change.name)
 
     def clear(self, name: str, path: str) -> None:
         """`chctl add` or `chctl remove` dealt with this config: what went wrong there is history."""
@@ -186,7 +193,7 @@ class Publisher:
                 continue
             url = await self._off_loop(binding.path, partial(_url_in, self.config, name, binding))
             if isinstance(url, Failure):
-                self._add(report, name, binding.path, url)
+                await self._add(report, name, binding.path, url)
             elif url.value:
                 current[binding.path] = url.value
         migration = recorded_urls.plan(credential, bindings, current, None)
@@ -252,13 +259,13 @@ class Publisher:
                 f"{path} did not answer within {timeout_s:g} s (a hung mount?); retried later", ErrorCode.TIMEOUT
             )
 
-    def _add(self, report: PublishReport, name: str, path: str, outcome: Result[bool | Withheld]) -> None:
+    async def _add(self, report: PublishReport, name: str, path: str, outcome: Result[bool | Withheld]) -> None:
         if isinstance(outcome, Success) and isinstance(outcome.value, Withheld):
             report.failed[path] = outcome.value.message
             self.states.get(name).misdirected.add(path)
             if outcome.value.news:  # once per change (kept in the binding), not at every refresh or restart
                 log.warning("header_withheld_url_changed", server=name, path=path)
-                self.states.changed(name, TokenEvent.URL_CHANGED, outcome.value.message)
+                await self.states.changed(name, TokenEvent.URL_CHANGED, outcome.value.message)
             return
         if isinstance(outcome, Success):
             (report.written if outcome.value else report.dropped).append(path)

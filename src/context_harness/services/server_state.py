@@ -3,24 +3,38 @@ that says a server changed.
 
 The credential itself stays on disk (the token store is the truth, across processes and restarts); a
 `ServerState` holds what is live: the refresh phase, the failed attempts the backoff grows with, the
-refresher's next wake-up, the last failed login and the configs whose last write failed. Everything
+refresher's next wake-up, the last failed login, the configs whose last write failed and the counters of
+the live bridges carrying it. Everything
 that answers "why does this server say *needs login*?" or "when is its next refresh?" is read here.
 
-`ServerStates.changed(name)` is the one call for "this server's credential or state changed": the
-refresher re-plans from it and the notifier and event hook hear the events it carries. The listeners
-are wired once, in `build_services`.
+`await ServerStates.changed(name, ...)` is the one call for "this server's credential or state changed". Its
+listeners are wired once, in `build_services`, and awaited in that order: the publisher (it writes the header
+into the configs when the credential is new), the refresher (it re-plans), the notifier and event hook (they
+hear the event). So the order "refresh token on disk, then headers written, then people told" is the
+channel's.
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
 from context_harness.primitives.oauth import TokenEvent, TokenState
+from context_harness.upstream.contract import Counters
 
-# What a listener hears: the server, and the event with its message when there is one (else None, "").
-Listener = Callable[[str, TokenEvent | None, str], None]
+
+@dataclass(frozen=True, slots=True)
+class Change:
+    """What a listener hears."""
+
+    name: str
+    event: TokenEvent | None = None  # when it is one to tell people and scripts, with its message
+    message: str = ""
+    credential: bool = False  # a new credential was stored: its header goes into the configs
+
+
+Listener = Callable[[Change], Awaitable[None]]
 
 
 @dataclass(frozen=True, slots=True)
@@ -46,6 +60,9 @@ class ServerState:
     failed_login: str | None = None  # the last failed login, until one succeeds
     config_errors: dict[str, str] = field(default_factory=dict)  # configs whose last write failed, and why
     misdirected: set[str] = field(default_factory=set)  # of those, entries pointing away from the recorded URL
+    # The live bridges carrying it, by bridge id: a relay puts its counters here when it opens and takes
+    # them out when it closes; its upstream session counts into them.
+    bridges: dict[int, Counters] = field(default_factory=dict)
     refreshed_at: float = -float("inf")  # when the last refresh began (monotonic)
     # Bumped whenever this daemon stores, refreshes or forgets the credential: work that started before
     # (a refresh that waited for the lock) compares it to see that someone else has done its job.
@@ -81,10 +98,14 @@ class ServerStates:
     def subscribe(self, listener: Listener) -> None:
         self._listeners.append(listener)
 
-    def changed(self, name: str, event: TokenEvent | None = None, message: str = "") -> None:
-        """`name`'s credential or state changed (with `event` when it is one to tell people and scripts)."""
+    async def changed(
+        self, name: str, event: TokenEvent | None = None, message: str = "", *, credential: bool = False
+    ) -> None:
+        """`name`'s credential or state changed (with `event` when it is one to tell people and scripts;
+        `credential`: a new one was stored). Each listener is awaited in turn, in the order subscribed."""
+        change = Change(name, event, message, credential)
         for listener in self._listeners:
-            listener(name, event, message)
+            await listener(change)
 
     def stored(self, name: str) -> None:
         """This daemon stored or forgot `name`'s credential: the live state starts again."""

@@ -1,6 +1,6 @@
 """One server's status, built in one place for `chctl status`, `chctl doctor`, `chctl auth --status` and the
 results of a login or a refresh: what is stored on disk, what is true right now (refreshing, retrying, the
-last error), where the server is configured, and the live bridges carrying it.
+last error), where the server is configured, and the live bridges carrying it (all kept in its `ServerState`).
 """
 
 from __future__ import annotations
@@ -66,7 +66,7 @@ class ServerStatus:
 
 class StatusBoard:
     """Builds `ServerStatus`es: a read of the stored credential and the server's `ServerState` (phase, last
-    error, planned refresh, failed login, config errors). What lives elsewhere (live bridges, token reads,
+    error, planned refresh, failed login, config errors, live bridges). What lives elsewhere (token reads,
     sharing, delegation) comes through callables the daemon sets when it wires its parts together."""
 
     def __init__(self, tokens: TokenStore, bindings: BindingStore, mcp: MCPService, states: ServerStates) -> None:
@@ -74,7 +74,6 @@ class StatusBoard:
         self.bindings = bindings
         self.mcp = mcp
         self.states = states
-        self.bridges: Callable[[str], list[BridgeStatus]] = lambda _name: []
         self.token_reads: Callable[[str], TokenReads] = lambda _name: TokenReads()
         self.shared: Callable[[], set[str]] = set
         self.via: Callable[[str, list[Binding]], Path | None] = lambda _name, _bindings: None
@@ -109,7 +108,7 @@ class StatusBoard:
             "config_errors": dict(live.config_errors),
             "url_changed": sorted(live.misdirected),
             "mode": _mode(bindings),
-            "bridges": self.bridges(name),
+            "bridges": [BridgeStatus(bridge_id, **asdict(c)) for bridge_id, c in sorted(live.bridges.items())],
             "shared": name in self.shared(),
         }
         if credential is None:

@@ -6,7 +6,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any, Literal, Protocol
 
 from context_harness.primitives.result import Failure, Result
 
@@ -34,8 +34,9 @@ class RelayFailure(Exception):
 
 @dataclass(slots=True)
 class Counters:
-    """What `chctl status` shows for a live bridge."""
+    """What `chctl status` shows for a live bridge; the relay keeps it in the server's `ServerState`."""
 
+    transport: Literal["streamable-http", "sse"] | None = None  # None until the first exchange
     started_at: float = field(default_factory=time.time)
     requests: int = 0
     renewals: int = 0

@@ -35,7 +35,6 @@ class Core:
         self.auth = auth
         self.deliver = deliver
         self.counters = auth.counters
-        self.transport: Literal["streamable-http", "sse"] | None = None
         self.session_id: str | None = None
         self.protocol_version: str | None = None
         self.generation = 0  # bumped by every re-initialization: requests that saw an older one retry
@@ -47,6 +46,15 @@ class Core:
         # For `chctl check`: the server's last HTTP status and WWW-Authenticate, and where a request last failed.
         self.last_answer: tuple[int, str | None] | None = None
         self.last_reach_failure: ReachKind | None = None
+
+    @property
+    def transport(self) -> Literal["streamable-http", "sse"] | None:
+        """The transport the server speaks, kept with the counters (`chctl status` shows it)."""
+        return self.counters.transport
+
+    @transport.setter
+    def transport(self, value: Literal["streamable-http", "sse"] | None) -> None:
+        self.counters.transport = value
 
     # --- provided by the session -------------------------------------------------------------------------
 

@@ -47,8 +47,16 @@ OWN_REQUEST_TIMEOUT_S = 60
 
 
 class Upstream(Core):
-    def __init__(self, name: str, url: str, http: aiohttp.ClientSession, credentials: Credentials, deliver: Deliver):
-        super().__init__(name, url, http, AuthPolicy(name, credentials, Counters()), deliver)
+    def __init__(
+        self,
+        name: str,
+        url: str,
+        http: aiohttp.ClientSession,
+        credentials: Credentials,
+        deliver: Deliver,
+        counters: Counters | None = None,  # the bridge's, kept in the server's state for `chctl status`
+    ):
+        super().__init__(name, url, http, AuthPolicy(name, credentials, counters or Counters()), deliver)
         self.streamable = Streamable(self)
         self.legacy = LegacySse(self)
         self._init_request: dict[str, Any] | None = None
