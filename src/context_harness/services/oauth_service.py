@@ -370,10 +370,6 @@ class OAuthService:
         live = self.states.peek(credential.name)
         return live.phase if live is not None and live.phase is not None else credential.state
 
-    def last_error_of(self, credential: Credential) -> str | None:
-        live = self.states.peek(credential.name)
-        return live.last_error if live is not None and live.last_error else credential.last_error
-
     async def server_url_off_loop(self, name: str, *, login: bool = False) -> Result[str]:
         """The recorded URL (`MCPService.server_url`), in a thread: an older file's migration reads configs."""
         return await run_config_io(
