@@ -31,12 +31,7 @@ from context_harness.services.config_service import ConfigService, ConfigTarget
 from context_harness.services.login_sources import HeldLogin
 from context_harness.services.oauth_service import VALIDITY_MARGIN_S, OAuthService
 from context_harness.services.publisher import Publisher
-from context_harness.services.refresh_outcomes import (
-    RefreshDone,
-    RefreshNeedsReauth,
-    RefreshNotNeeded,
-    RefreshRetry,
-)
+from context_harness.services.refresh_outcomes import RefreshImpossible, RefreshRetry, refresh_result
 from context_harness.stores.bindings import Binding, BindingStore
 from context_harness.stores.client_store import ClientStore
 from context_harness.stores.token_store import TokenStore
@@ -184,16 +179,21 @@ class ImportService:
         if not login.tokens.is_expired(VALIDITY_MARGIN_S):
             await self.oauth.states.changed(name, credential=True)  # the publisher writes it into the configs
             return _adoption(name, url, login, "adopted")
-        match await self.oauth.refresh_once(name, force=True):
-            case RefreshDone(fresh) | RefreshNotNeeded(fresh):
-                tokens = fresh.tokens
-                expires_at = tokens.expires_at if tokens else None
-                outcome = Adoption(name, url, "refreshed", None, expires_at, bool(tokens and tokens.refresh_token))
-            case RefreshNeedsReauth(reason):
-                outcome = _adoption(name, url, login, "needs_reauth", f"{reason}: run `chctl auth {name}`")
-            case RefreshRetry(reason, _):
-                outcome = _adoption(name, url, login, "retrying", reason)
-        return outcome  # the refresh told the change channel
+        return await self._refresh_now(name, url, login)
+
+    async def _refresh_now(self, name: str, url: str, login: HeldLogin) -> Adoption:
+        """A login about to expire, refreshed at once; the refresh tells the change channel itself."""
+        attempt = await self.oauth.refresh_once(name, force=True)
+        refreshed = refresh_result(name, attempt, "asked")
+        if isinstance(refreshed, Success):
+            tokens = refreshed.value.tokens
+            expires_at = tokens.expires_at if tokens else None
+            return Adoption(name, url, "refreshed", None, expires_at, bool(tokens and tokens.refresh_token))
+        if isinstance(attempt, RefreshImpossible):  # still valid for a moment: adopted, and the login is due
+            await self.oauth.states.changed(name, credential=True)  # the publisher writes it into the configs
+            return _adoption(name, url, login, "adopted", refreshed.error)
+        outcome = "retrying" if isinstance(attempt, RefreshRetry) else "needs_reauth"
+        return _adoption(name, url, login, outcome, f"{refreshed.error}; {refreshed.hint}")
 
     def _holds_usable_login(self, name: str) -> bool:
         """An API key, or an OAuth login that still works: an import must not replace it."""
