@@ -128,7 +128,12 @@ def build_services(
     clients = ClientStore(settings.clients_dir)
     # One record per server, and the one channel that says a server changed (its listeners are wired below).
     states = ServerStates()
-    publisher = Publisher(config, tokens, bindings, settings.publishing(), states)
+
+    def registry_url(name: str) -> str | None:  # from the registry `mcp` holds (made next, reloaded on SIGHUP)
+        known = mcp.known(name)
+        return known.url if known is not None else None
+
+    publisher = Publisher(config, tokens, bindings, settings.publishing(), states, registry_url)
     mcp = MCPService(config, tokens, bindings, publisher, states, settings.user_registry_file)
     notifier = Notifier(settings.notify_command, settings.event_command)
     network = settings.network()
