@@ -17,17 +17,12 @@ from typing import Any, Literal
 import structlog
 
 from context_harness import __version__
-from context_harness.config.format import DEFAULT_CLIENT, get_format
 from context_harness.daemon.bridge import ServerCredentials
 from context_harness.daemon.rpc_params import CheckParams
 from context_harness.daemon.services import Services
 from context_harness.oauth.challenge import parse_www_authenticate
 from context_harness.primitives.outside_values import is_secure_endpoint
 from context_harness.primitives.result import Failure, Result, Success
-from context_harness.services.blocking_io import run_config_io
-from context_harness.services.config_service import ConfigTarget
-from context_harness.services.local_commands import registered_command, unregistered
-from context_harness.stores.bindings import Binding
 from context_harness.upstream.session import Upstream
 
 log = structlog.get_logger(__name__)
@@ -65,73 +60,20 @@ class Probe:
 
 
 async def run_check(s: Services, p: CheckParams) -> Result[dict[str, Any]]:
+    from context_harness.daemon.check_stdio import nearby_local_entries, probe_local  # they build on this module
+
     names = p.names or sorted(s.bindings.load())
-    nearby = await _nearby_local_entries(s, Path(p.cwd)) if p.cwd else {}
+    nearby = await nearby_local_entries(s, Path(p.cwd)) if p.cwd else {}
 
     async def probe(name: str) -> Probe:
         bindings = s.bindings.for_server(name)
         # A bridged entry is local too (it runs `chctl bridge`): its binding's URL is what to probe.
         if any(b.url for b in bindings):
             return await probe_server(s, name, p.timeout_s)
-        return await _probe_local(s, name, bindings, nearby.get(name), p.timeout_s)
+        return await probe_local(s, name, bindings, nearby.get(name), p.timeout_s)
 
     probes = await asyncio.gather(*(probe(name) for name in names))
     return Success({"servers": [probe.as_dict() for probe in probes]})
-
-
-async def _probe_local(
-    s: Services, name: str, bindings: list[Binding], nearby: _Nearby | None, timeout_s: float
-) -> Probe:
-    """Start the command chctl recorded when the user added `name` (`local_commands`), never one a config
-    merely holds: the nearest config's own entry (a cloned repository's) is reported, not run."""
-    from context_harness.daemon.check_stdio import probe_stdio  # it builds on this module
-
-    registered = await run_config_io(
-        lambda: registered_command(name, s.config, bindings), s.settings.config_io_timeout_s, "reading the config"
-    )
-    if isinstance(registered, Failure):
-        return Probe(name, "config", "attention", registered.error, registered.hint)
-    command = registered.value
-    if command is None:
-        if nearby is None:
-            return await probe_server(s, name, timeout_s)  # not local at all
-        refused = unregistered(name, nearby.path, get_format(DEFAULT_CLIENT))
-        return Probe(name, "config", "attention", refused.error, refused.hint)
-    probe = await probe_stdio(name, command.argv, command.environment, command.directory, timeout_s)
-    if nearby is not None and (nearby.argv, nearby.environment) != (command.argv, command.environment):
-        note = f"{nearby.path} has its own {name} entry, with a command chctl did not record: it was not run"
-        probe = replace(probe, note=note)
-    return probe
-
-
-@dataclass(frozen=True, slots=True)
-class _Nearby:
-    """A local entry of the config nearest the current directory: input, never run by itself."""
-
-    path: Path
-    argv: list[str]
-    environment: dict[str, str]
-
-
-async def _nearby_local_entries(s: Services, cwd: Path) -> dict[str, _Nearby]:
-    """The local (stdio) entries of the config nearest `cwd`."""
-    fmt = get_format(DEFAULT_CLIENT)
-
-    def read() -> Result[dict[str, _Nearby]]:
-        found = s.mcp.list_configured(ConfigTarget(cwd=cwd))
-        if isinstance(found, Failure):
-            return found
-        path, entries = found.value
-        return Success(
-            {
-                name: _Nearby(path.resolve(), fmt.entry_command(entry), fmt.entry_environment(entry))
-                for name, entry in entries.items()
-                if isinstance(entry, dict) and fmt.entry_url(entry) is None and fmt.entry_command(entry)
-            }
-        )
-
-    found = await run_config_io(read, s.settings.config_io_timeout_s, "reading the config")
-    return found.value if isinstance(found, Success) else {}
 
 
 async def probe_server(s: Services, name: str, timeout_s: float) -> Probe:
