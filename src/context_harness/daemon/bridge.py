@@ -22,14 +22,7 @@ from context_harness.oauth.http import describe_url
 from context_harness.primitives.outside_values import is_secure_endpoint
 from context_harness.primitives.result import ErrorCode, Failure, Result, Success
 from context_harness.services.oauth_service import OAuthService
-from context_harness.services.refresh_outcomes import (
-    RefreshDone,
-    RefreshImpossible,
-    RefreshNeedsReauth,
-    RefreshNotNeeded,
-    RefreshRetry,
-    needs_login,
-)
+from context_harness.services.refresh_outcomes import refresh_result
 from context_harness.services.server_state import ServerStates
 from context_harness.stores.token_store import TokenStore
 from context_harness.upstream import messages
@@ -75,29 +68,16 @@ class ServerCredentials:
     async def renew(self, rejected: str | None) -> Result[None]:
         name = self.name
         credential = self.tokens.load(name)
-        login = f"run `chctl auth {name}`"
         if credential is None or not credential.secret:
-            return Failure(f"{name} needs a login before it can be used", ErrorCode.AUTH_REQUIRED, login)
+            return Failure(
+                f"{name} needs a login before it can be used", ErrorCode.AUTH_REQUIRED, f"run `chctl auth {name}`"
+            )
         if credential.kind == "api_key":
             hint = f"set a new one: `chctl add {name} --bridge -k KEY`"
             return Failure(f"{name} refused the API key", ErrorCode.AUTH_REQUIRED, hint)
         rejected_token = rejected.split(" ", 1)[-1] if rejected else None
-        attempt = await self.oauth.refresh_rejected(name, rejected_token)
-        match attempt:
-            case RefreshDone() | RefreshNotNeeded():  # the refresh told the change channel itself
-                return Success(None)
-            case RefreshRetry(reason, _):
-                return Failure(
-                    f"{name}'s token was refused and a refresh failed for now: {reason}",
-                    ErrorCode.TOKEN_EXPIRED,
-                    "the daemon keeps retrying; try again shortly",
-                )
-            case RefreshNeedsReauth(reason, code):
-                return needs_login(name, reason, code)
-            case RefreshImpossible():
-                return Failure(
-                    f"{name} refused its token and no refresh token was issued", ErrorCode.AUTH_REQUIRED, login
-                )
+        renewed = refresh_result(name, await self.oauth.refresh_rejected(name, rejected_token), "refused")
+        return renewed if isinstance(renewed, Failure) else Success(None)  # the refresh told the change channel
 
 
 class Bridges:

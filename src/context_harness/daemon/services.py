@@ -119,6 +119,11 @@ async def _tell(notifier: Notifier, change: Change) -> None:
         notifier.token_event(change.name, change.event, change.message)
 
 
+def _registry_url(mcp: MCPService, name: str) -> str | None:
+    known = mcp.known(name)
+    return known.url if known is not None else None
+
+
 def build_services(
     settings: Settings, *, clock: Callable[[], float] = time.time, rng: random.Random | None = None
 ) -> Services:
@@ -128,7 +133,8 @@ def build_services(
     clients = ClientStore(settings.clients_dir)
     # One record per server, and the one channel that says a server changed (its listeners are wired below).
     states = ServerStates()
-    publisher = Publisher(config, tokens, bindings, settings.publishing(), states)
+    # A server's registry URL comes from `mcp` (made next; it reloads the registry on SIGHUP).
+    publisher = Publisher(config, tokens, bindings, settings.publishing(), states, lambda n: _registry_url(mcp, n))
     mcp = MCPService(config, tokens, bindings, publisher, states, settings.user_registry_file)
     notifier = Notifier(settings.notify_command, settings.event_command)
     network = settings.network()

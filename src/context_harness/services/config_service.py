@@ -45,6 +45,20 @@ class ConfigTarget:
     global_: bool = False
 
 
+def target_flags(path: Path, fmt: ConfigFormat) -> str:
+    """` --project DIR --client C` (or ` --global`) naming the config at `path` for `chctl add`/`remove`."""
+    client = "" if fmt.name == "opencode" else f" --client {fmt.name}"
+    try:
+        if fmt.global_path().resolve() == path:
+            return " --global" + client
+    except OSError:
+        pass
+    for directory in (path.parent, path.parent.parent):
+        if fmt.project_path(directory).resolve() == path:
+            return f" --project {shlex.quote(str(directory))}" + client
+    return client
+
+
 def _missing(path: Path, fmt: ConfigFormat, init_command: str = "chctl init") -> Failure:
     return Failure(f"no {fmt.label} config at {path}", ErrorCode.CONFIG_MISSING, f"run `{init_command}` to create one")
 

@@ -16,6 +16,7 @@ from context_harness.oauth import http
 from context_harness.oauth.discovery import initialize_request
 from context_harness.primitives.mcp import SecretMode
 from context_harness.primitives.result import Failure
+from context_harness.services import recorded_urls
 from context_harness.services.config_service import ConfigService
 from context_harness.services.status import ServerStatus
 from context_harness.stores.bindings import BindingStore
@@ -226,6 +227,9 @@ def server_checks(servers: list[ServerStatus], now: float | None = None) -> list
     checks = [_server_check(server, now) for server in servers]
     for server in servers:
         checks += [Check("config_url", "error", server.config_errors.get(p, p)) for p in server.url_changed]
+        if server.url_unrecorded:
+            unrecorded = recorded_urls.unrecorded(server.name)
+            checks.append(Check("credential_url", "error", unrecorded.error, unrecorded.hint))
     return checks
 
 

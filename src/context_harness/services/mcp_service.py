@@ -19,6 +19,7 @@ from context_harness.services.agent_commands import bridge_command, helper_comma
 from context_harness.services.api_keys import api_key_credential
 from context_harness.services.blocking_io import run_config_io
 from context_harness.services.config_service import ConfigService, ConfigTarget
+from context_harness.services.local_commands import environment_sha256
 from context_harness.services.publisher import Publisher
 from context_harness.services.registry import close_names, load_registry
 from context_harness.services.server_state import ServerStates
@@ -211,12 +212,15 @@ class MCPService:
             if isinstance(created, Failure):
                 return created
             config_path = config_path.resolve()  # bindings hold resolved paths
+        local = plan.url is None  # what `chctl check` may start is what the user added, nothing else
         binding = Binding(
             path=str(config_path),
             client=fmt.name,
             secret_mode=request.secret_mode,
             mode=mode,
             url=plan.url,  # recorded in every mode: a header goes only where the entry still points here
+            command=plan.command if local else None,
+            environment_sha256=environment_sha256(plan.environment) if local else None,
         )
         entry = self._entry(fmt, name, plan, mode, managed=managed)
         # Binding first: a crash before the entry is written leaves a binding without an entry, which the next

@@ -41,8 +41,8 @@ from context_harness.services.refresh_outcomes import (
     RefreshNotNeeded,
     RefreshRetry,
     env_prefix,
-    needs_login,
     no_refresh_token_note,
+    refresh_result,
 )
 from context_harness.services.revocation import revoke_all
 from context_harness.services.server_state import ServerState, ServerStates
@@ -187,23 +187,7 @@ class OAuthService:
             return Failure(f"no credential stored for {name}", ErrorCode.NOT_FOUND, "see `chctl status`")
         if credential.kind != "oauth":
             return Failure(f"{name} uses an API key: there is nothing to refresh", ErrorCode.INVALID_PARAMS)
-        match await self.refresh_once(name, force=True):
-            case RefreshDone(credential) | RefreshNotNeeded(credential):
-                return Success(credential)
-            case RefreshRetry(reason, _):
-                return Failure(
-                    f"refresh of {name} failed for now: {reason}",
-                    ErrorCode.NETWORK,
-                    "the daemon keeps retrying in the background; see `chctl status`",
-                )
-            case RefreshNeedsReauth(reason, code):
-                return needs_login(name, reason, code)
-            case RefreshImpossible(credential):
-                return Failure(
-                    f"{name}: {no_refresh_token_note(credential)}",
-                    ErrorCode.AUTH_REQUIRED,
-                    f"run `chctl auth {name}` before the token expires",
-                )
+        return refresh_result(name, await self.refresh_once(name, force=True), "asked")
 
     async def logout(self, name: str) -> Result[dict[str, Any]]:
         """Revoke at the server (RFC 7009) when it has an endpoint, then forget the tokens and headers."""
