@@ -4,7 +4,8 @@
 with the server's current credential on every request. Each live bridge's counters are kept in its server's
 `ServerState` while it is open, where `chctl status` reads them. What a bridge may hold is bounded
 (`peer_limits.py`): the bytes of an unfinished line come out of a budget all bridges share (the remote ones a
-smaller share of it), half a line that stalls closes the bridge, and a remote bridge idle too long is closed.
+smaller share of it), half a line that stalls (`CH_RPC_IDLE_TIMEOUT_S`) closes the bridge, and a remote bridge
+idle too long is closed.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ import structlog
 
 from context_harness.daemon.delegate import Delegate, DelegatedRelay
 from context_harness.daemon.peer_limits import BridgeLimits, bridge_limits
+from context_harness.daemon.rpc_server import IDLE_TIMEOUT_S
 from context_harness.daemon.throttled_log import ThrottledLog
 from context_harness.oauth.http import describe_url
 from context_harness.primitives.outside_values import is_secure_endpoint
@@ -120,6 +122,7 @@ class Bridges:
         self.states = states  # each live bridge's counters are in its server's state
         self.delegate: Delegate | None = None  # on a remote machine: the servers it carries go there
         self.local_limits, self.remote_limits = bridge_limits()
+        self.stall_s = IDLE_TIMEOUT_S  # half a message with no byte for this long closes the bridge (a setting)
         self.over_budget = ThrottledLog("bridge_buffer_budget_exhausted")
         self._ids = itertools.count(1)
 
@@ -220,7 +223,7 @@ class Relay:
         loop = asyncio.get_running_loop()
         while True:
             if mid_message:
-                wait: float | None = self.limits.stall_s
+                wait: float | None = self.bridges.stall_s
             elif self.limits.idle_s is not None:
                 wait = self._last_byte_at + self.limits.idle_s - loop.time()
             else:

@@ -38,9 +38,6 @@ BRIDGE_BUFFER_BUDGET_BYTES = 2 * MAX_MESSAGE_BYTES
 # Of that, what the remote bridges may hold together: one largest message. The other half stays the local
 # bridges'. A bridge whose line would overrun its budget is closed.
 REMOTE_BRIDGE_BUFFER_BUDGET_BYTES = MAX_MESSAGE_BYTES
-# Half a message that gets no byte for this long closes its bridge (and frees its share of the budget), as an
-# RPC connection is closed after `CH_RPC_IDLE_TIMEOUT_S` with part of a line.
-MESSAGE_STALL_S = 30.0
 # A remote bridge with no byte in either direction for this long is closed: an agent session left open overnight
 # on the dev box holds no slot. The dev box's daemon opens it again, replaying the client's `initialize`, at
 # its next request. Local bridges have no such limit: `chctl bridge` would reconnect at once, for nothing.
@@ -88,11 +85,11 @@ class ByteBudget:
 
 @dataclass(frozen=True, slots=True)
 class BridgeLimits:
-    """What one kind of bridge (local or remote) may hold: its buffer budget and how long it may sit idle."""
+    """What one kind of bridge (local or remote) may hold: its buffer budget and how long it may sit idle. (Half
+    a message that gets no byte for `CH_RPC_IDLE_TIMEOUT_S` closes any bridge, as it closes an RPC connection.)"""
 
     budget: ByteBudget
     idle_s: float | None  # None: no idle limit
-    stall_s: float = MESSAGE_STALL_S
 
 
 def bridge_limits() -> tuple[BridgeLimits, BridgeLimits]:
