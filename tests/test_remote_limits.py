@@ -20,7 +20,7 @@ import pytest
 
 from tests.peers.mcp_servers import McpOAuthServer
 from tests.support.daemon import DaemonProcess, chctl, rpc, wait_for
-from tests.support.env import UserEnv
+from tests.support.env import UserEnv, make_user_env
 from tests.support.flood import flooding, request_line
 
 KEY = "k-laptop-0123456789abcdef"
@@ -262,6 +262,30 @@ def test_a_remote_login_with_a_client_of_its_own_is_refused_and_the_laptops_clie
     assert url["client_id"] == laptop_client and url["scope"] == query(local["authorization_url"])["scope"]
     assert rpc(user_env.socket, json.loads(request_line("auth.cancel", {"flow_id": started["flow_id"]})))["result"]
     assert stored_file.read_bytes() == stored
+
+
+def test_on_the_remote_machine_chctl_auth_with_a_client_of_its_own_is_refused_before_the_laptop_hears_of_it(
+    daemon: DaemonProcess,
+    user_env: UserEnv,
+    shared_oauth: McpOAuthServer,
+    tmp_path_factory: pytest.TempPathFactory,
+) -> None:
+    remote = make_user_env(Path(tmp_path_factory.mktemp("remote")))
+    delegate = {"CH_DELEGATE_SOCKET": str(remote_socket(user_env))}
+    remote_daemon = DaemonProcess(remote, extra_env=delegate).start()
+    try:
+        assert chctl(remote, "init", extra_env=delegate).returncode == 0
+        assert chctl(remote, "add", "srv", extra_env=delegate).returncode == 0
+        for flags in (["--client-id", "dev-box-client"], ["--scope", "all"], ["--port", "8765"]):
+            done = chctl(remote, "auth", "srv", "--no-browser", *flags, extra_env=delegate)
+            assert done.returncode == 1 and "error[INVALID_PARAMS]: srv logs in on the laptop" in done.stderr, (
+                flags,
+                done.stderr,
+            )
+    finally:
+        remote_daemon.stop()
+    assert not any(e.get("event") == "authorization_started" for e in daemon.log_events())
+    assert not (user_env.ch_home / "clients" / "srv.json").exists()
 
 
 def test_a_burst_of_remote_logins_makes_one_registration_and_one_listener(

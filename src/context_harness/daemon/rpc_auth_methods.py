@@ -21,6 +21,7 @@ from context_harness.daemon.services import Services
 from context_harness.primitives.result import ErrorCode, Failure, Result, Success
 from context_harness.services import auth_guidance
 from context_harness.services.oauth_service import AuthOptions
+from context_harness.services.refresh_outcomes import env_prefix
 
 
 async def auth_start(s: Services, p: AuthStartParams) -> Result[dict[str, str]]:
@@ -30,7 +31,8 @@ async def auth_start(s: Services, p: AuthStartParams) -> Result[dict[str, str]]:
             return Failure(
                 f"{p.name} logs in on the laptop, with the laptop's client, scopes and callback port",
                 ErrorCode.INVALID_PARAMS,
-                f"run `chctl auth {p.name}` here without --client-id, --scope and --port, or on the laptop with them",
+                f"run `chctl auth {p.name}` here without --client-id, --scope and --port (and with no "
+                f"{env_prefix(p.name)}_CLIENT_ID set), or on the laptop with them",
             )
         started = await delegate.call("auth.start", {"name": p.name})  # the laptop takes nothing else
         if isinstance(started, Success):

@@ -1,7 +1,8 @@
 """What the restricted remote socket (`remote.sock`) answers, and only for the servers the user shared:
-the daemon's version, a status without paths or tokens, `bridge.open` and a login. `rpc_table.REMOTE` names
-them; every other method is refused there. Also `share.add`/`share.remove` (on `chd.sock` only) and the
-delegation of logins on a remote machine (`auth.start`/`auth.wait` sent on to `CH_DELEGATE_SOCKET`)."""
+the daemon's version, a status without paths or tokens, `bridge.open` and a login by the server's name alone.
+`rpc_table.REMOTE` names them; every other method is refused there. Also `share.add`/`share.remove` (on
+`chd.sock` only). The delegation of logins on a remote machine (`auth.start`/`auth.wait` sent on to
+`CH_DELEGATE_SOCKET`) is in `rpc_auth_methods.py`."""
 
 from __future__ import annotations
 
