@@ -1,7 +1,7 @@
-"""A remote bridge nobody uses is closed after its idle limit (15 minutes: here, a fraction of a second); a local
-one is not (`chctl bridge` would open it again at once). In process: the daemon's own services and RPC servers,
-real Unix sockets, the idle limit shortened on the remote bridges' limits object; the buffer budget is unit-tested
-here too."""
+"""The peers' bounds in process. A remote bridge nobody uses is closed after its idle limit (15 minutes: here, a
+fraction of a second); a local one is not (`chctl bridge` would open it again at once): the daemon's own services
+and RPC servers, real Unix sockets, the idle limit shortened on the remote bridges' limits object. And the two
+small parts they use: the shared byte budget, the log line that stands for a burst."""
 
 from __future__ import annotations
 
@@ -10,12 +10,15 @@ import json
 import socket
 from pathlib import Path
 
+from structlog.testing import capture_logs
+
 from context_harness.daemon.peer_limits import REMOTE_SOCKET_LIMITS, BridgeLimits, ByteBudget
 from context_harness.daemon.rpc_remote_methods import NOT_REMOTE
 from context_harness.daemon.rpc_server import RpcServer, TakeoverCount
 from context_harness.daemon.rpc_table import METHODS, REMOTE, REMOTE_STREAMS, STREAMS, bind
 from context_harness.daemon.services import build_services
 from context_harness.daemon.settings import Settings
+from context_harness.daemon.throttled_log import ThrottledLog
 
 IDLE_S = 0.3
 REGISTRY = {"servers": [{"name": "srv", "url": "http://127.0.0.1:9/mcp", "auth_type": "none"}]}
@@ -91,3 +94,20 @@ def test_a_budget_with_a_parent_takes_from_both_and_refuses_without_taking() -> 
     assert not remote.take(5) and remote.used == 50  # the parent is full
     remote.give(50)
     assert (remote.used, everyone.used) == (0, 48)
+
+
+def test_a_burst_of_one_event_is_one_line_then_one_a_minute_with_how_many_were_left_out() -> None:
+    now = [0.0]
+    throttled = ThrottledLog("connection_refused", every_s=60, clock=lambda: now[0])
+    with capture_logs() as logs:
+        for second in range(120):  # ten a second for two minutes
+            now[0] = float(second)
+            for _ in range(10):
+                throttled.note(reason="too many")
+        now[0] = 130.0
+        throttled.note(reason="too many")
+    assert [(e["event"], e.get("suppressed")) for e in logs] == [
+        ("connection_refused", None),
+        ("connection_refused", 599),
+        ("connection_refused", 599),
+    ]
