@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import argparse
 import resource
-import socket
 import threading
 import time
 from pathlib import Path
@@ -26,7 +25,7 @@ from typing import Any
 
 import bench_env
 
-from tests.support.daemon import DaemonProcess, chctl
+from tests.support.daemon import DaemonProcess, chctl, rpc
 from tests.support.flood import flooding, request_line
 
 KEY = "k-flood-0123456789"
@@ -39,18 +38,9 @@ def status_probe(path: Path, stop: threading.Event, latencies: list[float]) -> N
     while not stop.is_set():
         began = time.perf_counter()
         try:
-            with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
-                sock.settimeout(PROBE_TIMEOUT_S)
-                sock.connect(str(path))
-                sock.sendall(STATUS)
-                reply = b""
-                while not reply.endswith(b"\n"):
-                    chunk = sock.recv(65536)
-                    if not chunk:
-                        break
-                    reply += chunk
-            answered = b'"result"' in reply
-        except OSError:
+            reply = rpc(path, None, raw=STATUS, timeout=PROBE_TIMEOUT_S)
+            answered = isinstance(reply, dict) and "result" in reply
+        except (OSError, ValueError):
             answered = False
         latencies.append(time.perf_counter() - began if answered else PROBE_TIMEOUT_S)
         stop.wait(0.05)
