@@ -43,16 +43,24 @@ async def _attempt(path: Path, line: bytes) -> tuple[str, asyncio.StreamWriter |
         await writer.drain()
         reply = await asyncio.wait_for(reader.readline(), REPLY_TIMEOUT_S)
     except (OSError, TimeoutError):
-        writer.close()
+        await _close(writer)
         return "no answer", None, None
     if not reply:
-        writer.close()
+        await _close(writer)
         return "closed", None, None
     message = json.loads(reply)
     if "result" in message:
         return "held", writer, message
-    writer.close()
+    await _close(writer)
     return "refused", None, message
+
+
+async def _close(writer: asyncio.StreamWriter) -> None:
+    writer.close()
+    try:
+        await writer.wait_closed()
+    except OSError:
+        pass  # reset by the daemon: what we wanted to know is known
 
 
 async def _slot(path: Path, line: bytes, flood: Flood, stop: asyncio.Event, started: list[int], count: int) -> None:
@@ -71,7 +79,7 @@ async def _slot(path: Path, line: bytes, flood: Flood, stop: asyncio.Event, star
         if writer is not None:
             flood.held += 1
             await stop.wait()
-            writer.close()
+            await _close(writer)
             return
         await asyncio.sleep(RETRY_S)
 
