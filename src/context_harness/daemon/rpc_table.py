@@ -53,7 +53,7 @@ STREAMS: dict[str, tuple[type[p.Params], Handler]] = {
 REMOTE: dict[str, tuple[type[p.Params], Handler]] = {
     "daemon.status": (p.NoParams, remote.daemon_status),
     "status": (p.NoParams, remote.status),
-    "auth.start": (p.AuthStartParams, remote.auth_start),
+    "auth.start": (p.RemoteAuthStartParams, remote.auth_start),
     "auth.wait": (p.FlowParams, remote.auth_wait),
 }
 REMOTE_STREAMS: dict[str, tuple[type[p.Params], Handler]] = {

@@ -101,6 +101,7 @@ class Services:
         self.http.configure(settings.network())
         self.bridge_http.configure(settings.network())
         self.delegate.path = settings.delegate_socket_path
+        self.bridges.stall_s = settings.rpc_idle_timeout_s
         self.oauth.configure(settings.oauth())
         self.publisher.configure(settings.publishing())
         self.refresher.configure(settings.refreshing())
@@ -146,6 +147,7 @@ def build_services(
     flows = AuthFlows(oauth)
     bridge_http = HttpClient(network, new_bridge_session)
     bridges = Bridges(tokens, oauth, bridge_http, states)
+    bridges.stall_s = settings.rpc_idle_timeout_s
     status = StatusBoard(tokens, bindings, mcp, states)
     token_access = TokenAccess(tokens, oauth, mcp)
     services = Services(

@@ -31,6 +31,7 @@ from context_harness.oauth.flow_client import (
 from context_harness.oauth.pkce import generate_pkce, new_state
 from context_harness.oauth.preflight import CLIENT_ERRORS
 from context_harness.oauth.registration import (
+    RegistrationLimit,
     registered_loopback_port,
 )
 from context_harness.oauth.token_auth import either_way
@@ -70,6 +71,8 @@ class FlowRequest:
     # The https URL of our Client ID Metadata Document: the client id where the server advertises support
     # (before any registration).
     client_metadata_url: str | None = None
+    # The daemon's limit on new registrations per issuer, shared by every login (None: no limit).
+    registrations: RegistrationLimit | None = field(default=None, compare=False)
 
 
 @dataclass(frozen=True, slots=True)

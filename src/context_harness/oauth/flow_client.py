@@ -81,6 +81,8 @@ async def resolve_client(
     # No Client ID Metadata Document here (none configured, or the server takes none): DCR is what is left.
     if auth_server.registration_endpoint is None:
         return cannot_register(auth_server.issuer)
+    if request.registrations is not None and (refused := request.registrations.spend(auth_server.issuer)):
+        return refused
     metadata = build_registration_request([redirect_uri], scopes)
     registered = await register_client(
         session, auth_server.registration_endpoint, metadata, auth_server.issuer, request.http_timeout_s

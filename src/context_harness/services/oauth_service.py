@@ -21,6 +21,7 @@ import aiohttp
 import structlog
 
 from context_harness.oauth.flow import AuthorizationUrlHandler, FlowRequest, run_authorization_flow
+from context_harness.oauth.registration import RegistrationLimit
 from context_harness.oauth.token_auth import either_way
 from context_harness.oauth.token_client import (
     PermanentError,
@@ -102,6 +103,7 @@ class OAuthService:
         self.publisher = publisher
         self._session = session
         self.states = states
+        self.registrations = RegistrationLimit()  # new clients per issuer, every login of this daemon together
 
     def configure(self, settings: OAuthSettings) -> None:
         self.settings = settings
@@ -137,6 +139,7 @@ class OAuthService:
                 timeout_s=options.timeout_s,
                 http_timeout_s=self.settings.http_timeout_s,
                 client_metadata_url=self.settings.client_metadata_url,
+                registrations=self.registrations,
             ),
             client_store=self.clients,
             on_authorization_url=on_authorization_url,
