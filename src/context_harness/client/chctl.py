@@ -3,7 +3,7 @@
 Standard library only, so it starts about as fast as `python3`: it speaks JSON through `wire` and the socket
 through `_socket` (see rpc_client.py); what only some commands need (getpass, shlex, json for --json, the
 modules behind `auth`, `bridge`, `token` and `service`) is imported by them; and `chctl status`, `chctl bridge
-NAME` and `chctl token NAME` skip argparse (see `parse_fast`).
+NAME`, `chctl token NAME` and `chctl search TEXT` skip argparse (see `parse_fast`).
 """
 
 from __future__ import annotations
@@ -183,6 +183,7 @@ def build_parser() -> argparse.ArgumentParser:
         import_cmd,
         logs,
         remote_cmd,
+        search_cmd,
         service_args,
         token_cmd,
     )
@@ -223,6 +224,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_json_flag(p)
     p.set_defaults(func=cmd_daemon)
 
+    search_cmd.add_search_parser(sub)
     auth_cmd.add_auth_parsers(sub)
     check_cmd.add_check_parser(sub)
     token_cmd.add_token_parser(sub)
@@ -251,8 +253,8 @@ class FastArgs:
 
 
 def parse_fast(args_list: Sequence[str]) -> FastArgs | None:
-    """What argparse would make of `args_list` for `bridge NAME`, `token NAME ...` and the spellings in
-    FAST_SPELLINGS; else None."""
+    """What argparse would make of `args_list` for `bridge NAME`, `token NAME ...`, `search TEXT [--json]` and
+    the spellings in FAST_SPELLINGS; else None."""
     if len(args_list) == 2 and args_list[0] == "bridge" and not args_list[1].startswith("-"):
         return FastArgs(command="bridge", name=args_list[1], func=cmd_bridge)  # agents spawn it per session
     if args_list[:1] == ["token"]:  # agents run it at every connect
@@ -260,6 +262,11 @@ def parse_fast(args_list: Sequence[str]) -> FastArgs | None:
 
         token = token_cmd.parse_fast(args_list)
         return None if token is None else FastArgs(command="token", func=token_cmd.cmd_token, **token)
+    if args_list[:1] == ["search"]:  # as cheap as `chctl status` once the daemon's cache is warm
+        from context_harness.client import search_cmd
+
+        search = search_cmd.parse_fast(args_list)
+        return None if search is None else FastArgs(command="search", func=search_cmd.cmd_search, **search)
     as_json = FAST_SPELLINGS.get(tuple(args_list))
     if as_json is None:
         return None

@@ -23,6 +23,7 @@ from context_harness.daemon.services import Services
 from context_harness.oauth.challenge import parse_www_authenticate
 from context_harness.primitives.outside_values import is_secure_endpoint
 from context_harness.primitives.result import Failure, Result, Success
+from context_harness.services.static_headers import static_headers
 from context_harness.upstream.session import Upstream
 
 log = structlog.get_logger(__name__)
@@ -88,7 +89,8 @@ async def probe_server(s: Services, name: str, timeout_s: float) -> Probe:
     credentials = ServerCredentials(name, s.tokens, s.oauth)
     started = time.monotonic()
     conversation = _Conversation()
-    upstream = Upstream(name, url.value, s.bridge_http(), credentials, conversation.deliver)
+    headers = static_headers(name, url.value, s.bindings.for_server(name), s.tokens.load(name))
+    upstream = Upstream(name, url.value, s.bridge_http(), credentials, conversation.deliver, headers=headers)
     try:
         async with asyncio.timeout(timeout_s), upstream.carrying():
             probe = await _talk(name, upstream, conversation)

@@ -19,6 +19,7 @@ from context_harness.daemon.rpc_params import (
     NoParams,
     TargetParams,
 )
+from context_harness.daemon.rpc_registry_methods import registry_add_request
 from context_harness.daemon.services import Services
 from context_harness.primitives.result import Failure, Result, Success
 from context_harness.services import doctor, listings
@@ -107,6 +108,12 @@ async def mcp_add(s: Services, p: AddParams) -> Result[dict[str, Any]]:
         clients=tuple(p.clients or [p.client]),
         delegated_via=delegated_via(s, p),
     )
+    registry: dict[str, Any] | None = None
+    if p.registry_name is not None:  # `chctl add NAMESPACE/NAME`: the URL and headers are the registry's
+        from_registry = await registry_add_request(s, p, request)
+        if isinstance(from_registry, Failure):
+            return from_registry
+        request, registry = from_registry.value
     added = await s.mcp.add(request)
     if isinstance(added, Failure):
         return added
@@ -120,13 +127,16 @@ async def mcp_add(s: Services, p: AddParams) -> Result[dict[str, Any]]:
             "auth_type": outcome.auth_type.value,
             "needs_auth": outcome.needs_auth,
             "configs": [{"client": w.client, "path": str(w.path), "mode": w.mode} for w in outcome.written],
+            "registry": registry,
         }
     )
 
 
 def delegated_via(s: Services, p: AddParams) -> str | None:
     """On a remote machine, a server named alone that has no credential here is the laptop's to carry."""
-    if p.url is not None or p.command is not None or s.delegate.path is None or s.tokens.path(p.name).exists():
+    if p.url is not None or p.command is not None or p.registry_name is not None:
+        return None
+    if s.delegate.path is None or s.tokens.path(p.name).exists():
         return None
     return str(s.delegate.path)
 

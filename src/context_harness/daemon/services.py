@@ -27,11 +27,13 @@ from context_harness.services.import_service import ImportService
 from context_harness.services.mcp_service import MCPService
 from context_harness.services.oauth_service import OAuthService
 from context_harness.services.publisher import Publisher
+from context_harness.services.registries import MAX_CONCURRENT_REQUESTS, Registries
 from context_harness.services.server_state import Change, ServerStates
 from context_harness.services.status import StatusBoard
 from context_harness.services.token_access import TokenAccess
 from context_harness.stores.bindings import BindingStore
 from context_harness.stores.client_store import ClientStore
+from context_harness.stores.registry_cache import RegistryCache
 from context_harness.stores.shared import SharedStore
 from context_harness.stores.token_store import TokenStore
 from context_harness.upstream.limits import new_bridge_session
@@ -91,6 +93,8 @@ class Services:
     token_access: TokenAccess
     shared: SharedStore
     delegate: Delegate  # on a remote machine: the laptop's forwarded socket (`CH_DELEGATE_SOCKET`)
+    registries: Registries  # `chctl search` and `chctl add NAMESPACE/NAME`
+    registry_http: HttpClient  # the registries', apart: a hung registry holds none of the others' connections
     remote_flows: set[str] = field(default_factory=set)  # logins started through the remote socket
     stop_requested: asyncio.Event = field(default_factory=asyncio.Event)
     started_monotonic: float = field(default_factory=time.monotonic)
@@ -100,6 +104,8 @@ class Services:
         self.settings = settings
         self.http.configure(settings.network())
         self.bridge_http.configure(settings.network())
+        self.registry_http.configure(settings.network())
+        self.registries.configure(settings.registries())
         self.delegate.path = settings.delegate_socket_path
         self.bridges.stall_s = settings.rpc_idle_timeout_s
         self.oauth.configure(settings.oauth())
@@ -113,6 +119,7 @@ class Services:
         await self.notifier.drain()
         await self.http.close()
         await self.bridge_http.close()
+        await self.registry_http.close()
 
 
 async def _tell(notifier: Notifier, change: Change) -> None:
@@ -123,6 +130,17 @@ async def _tell(notifier: Notifier, change: Change) -> None:
 def _registry_url(mcp: MCPService, name: str) -> str | None:
     known = mcp.known(name)
     return known.url if known is not None else None
+
+
+def _registries(settings: Settings, network: NetworkSettings, mcp: MCPService) -> tuple[Registries, HttpClient]:
+    """The registries' client and its connection pool (no more connections than requests at once)."""
+
+    def session(network: NetworkSettings) -> aiohttp.ClientSession:
+        return new_session(network, cookies=False, limit=MAX_CONCURRENT_REQUESTS)
+
+    http = HttpClient(network, session)
+    cache = RegistryCache(settings.registry_cache_dir)
+    return Registries(settings.registries(), cache, http, lambda: mcp.registry.values(), mcp.known_at), http
 
 
 def build_services(
@@ -146,10 +164,11 @@ def build_services(
     refresher = Refresher(settings.refreshing(), oauth, tokens, bindings, clock=clock, rng=rng)
     flows = AuthFlows(oauth)
     bridge_http = HttpClient(network, new_bridge_session)
-    bridges = Bridges(tokens, oauth, bridge_http, states)
+    bridges = Bridges(tokens, oauth, bridge_http, states, bindings)
     bridges.stall_s = settings.rpc_idle_timeout_s
     status = StatusBoard(tokens, bindings, mcp, states)
     token_access = TokenAccess(tokens, oauth, mcp)
+    registries, registry_http = _registries(settings, network, mcp)
     services = Services(
         settings=settings,
         config=config,
@@ -171,6 +190,8 @@ def build_services(
         token_access=token_access,
         shared=SharedStore(settings.shared_file),
         delegate=Delegate(settings.delegate_socket_path, tokens, bindings),
+        registries=registries,
+        registry_http=registry_http,
     )
     bridges.delegate = services.delegate
     # "This server changed", awaited in this order: the publisher writes a new credential into the configs,

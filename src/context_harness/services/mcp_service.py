@@ -12,7 +12,12 @@ from context_harness.config.format import CLIENTS, DEFAULT_CLIENT, ConfigFormat,
 from context_harness.primitives.mcp import MCPAuthType, MCPServer, SecretMode, ServerType
 from context_harness.primitives.names import SERVER_NAME_HINT, valid_server_name
 from context_harness.primitives.oauth import Credential
-from context_harness.primitives.outside_values import header_name_problem, header_value_problem, url_problem
+from context_harness.primitives.outside_values import (
+    header_name_problem,
+    header_value_problem,
+    static_header_problem,
+    url_problem,
+)
 from context_harness.primitives.result import ErrorCode, Failure, Result, Success
 from context_harness.services import recorded_urls
 from context_harness.services.agent_commands import bridge_command, helper_command
@@ -38,6 +43,13 @@ class AddRequest:
     headers: dict[str, str] = field(default_factory=dict)
     api_key: str | None = None
     key_header: str | None = None  # where a key for a custom --url goes; default `Authorization: Bearer`
+    # The key's scheme as a registry's value template names it (`Bearer {token}`); None: the usual rule (Bearer
+    # for Authorization only), "": none.
+    key_scheme: str | None = None
+    # More secret headers than the key's (a registry server may declare several): stored with the key, carried
+    # by the bridge only (header mode writes one secret, the credential's).
+    secret_headers: dict[str, str] = field(default_factory=dict)
+    auth_type: MCPAuthType | None = None  # what a registry server needs, when chctl knows (else from the flags)
     command: list[str] | None = None
     environment: dict[str, str] = field(default_factory=dict)
     secret_mode: SecretMode = SecretMode.INLINE
@@ -114,6 +126,11 @@ class MCPService:
     def known(self, name: str) -> MCPServer | None:
         """`name`'s registry entry (built in, or the user's registry.json), or None."""
         return self.registry.get(name)
+
+    def known_at(self, url: str) -> MCPServer | None:
+        """The registry entry for the server at `url`, or None: what the curated list knows that an MCP
+        registry's entry for the same server may not (which header a key goes in, whether it wants a login)."""
+        return next((server for server in self.registry.values() if server.url == url), None)
 
     # --- the seed's API --------------------------------------------------------------------------------
 
@@ -219,6 +236,7 @@ class MCPService:
             secret_mode=request.secret_mode,
             mode=mode,
             url=plan.url,  # recorded in every mode: a header goes only where the entry still points here
+            headers=dict(plan.headers) or None,  # not secret; what a bridge (and `chctl check`) sends with it
             command=plan.command if local else None,
             environment_sha256=environment_sha256(plan.environment) if local else None,
         )
@@ -265,8 +283,13 @@ class MCPService:
                     f"add it without --{'mode' if request.mode else 'bridge'}",
                 )
             mode = "header"  # a local entry: nothing to carry, nothing to refresh
-        if mode == "bridge" and request.headers:
-            return Failure("--header cannot be combined with --bridge yet", ErrorCode.INVALID_PARAMS, "drop --header")
+        if mode != "bridge" and request.secret_headers:
+            return Failure(
+                f"{request.name} has more than one secret header: only the bridge carries them (the {mode} "
+                f"entry of {fmt.label} holds one secret, the key's)",
+                ErrorCode.INVALID_PARAMS,
+                f"add it with --bridge (or --mode bridge) for --client {client}",
+            )
         in_a_file = mode == "header" and request.secret_mode is SecretMode.FILE
         reference = fmt.secret_file_reference(self.tokens.secret_file(request.name))
         if in_a_file and plan.auth_type is not MCPAuthType.NONE and reference is None:
@@ -407,7 +430,7 @@ class MCPService:
         elsewhere = recorded_urls.belongs_elsewhere(request.name, stored, url) if request.api_key is None else None
         if elsewhere is not None:
             return elsewhere
-        auth_type = MCPAuthType.NONE
+        auth_type = request.auth_type or MCPAuthType.NONE
         if known is not None and request.url is None and url == known.url:
             auth_type = known.auth_type
         if request.api_key is not None or (request.url is None and stored is not None and stored.kind == "api_key"):
@@ -422,6 +445,8 @@ class MCPService:
                 key_header=request.key_header,
                 registry_header=known.api_key_header if known else None,
                 stored=stored,
+                scheme=request.key_scheme,
+                extra_headers=request.secret_headers or None,
             )
             if isinstance(made, Failure):
                 return made
@@ -447,7 +472,11 @@ def _header_problem(request: AddRequest) -> Failure | None:
             return Failure(
                 f"header {header!r} {problem}", ErrorCode.INVALID_PARAMS, "nothing was written; check the value"
             )
-    for name in [*request.headers, *([request.key_header] if request.key_header else [])]:
+    for name in request.headers:
+        problem = static_header_problem(name)
+        if problem is not None:
+            return Failure(f"{name!r} {problem}", ErrorCode.INVALID_PARAMS, "nothing was written")
+    for name in [request.key_header] if request.key_header else []:
         problem = header_name_problem(name)
         if problem is not None:
             return Failure(f"{name!r} {problem}", ErrorCode.INVALID_PARAMS, "nothing was written")
