@@ -175,14 +175,14 @@ def fill(template: str, declared: Mapping[str, Input], given: Mapping[str, str])
             return Failure(
                 f"the variable {_shown(variable)}{about} has no value",
                 ErrorCode.INVALID_PARAMS,
-                f"pass --var {_shown(variable)}=VALUE (on a terminal chctl asks for it)",
+                f"pass --var {_plain(variable)}=VALUE (on a terminal chctl asks for it)",
             )
         if spec is not None and spec.choices and value not in spec.choices:
             choices = ", ".join(printable(c, NAME_SHOWN) for c in spec.choices[:10])
             return Failure(
                 f"{_shown(variable)} must be one of: {choices}",
                 ErrorCode.INVALID_PARAMS,
-                f"pass --var {_shown(variable)}=ONE_OF_THEM",
+                f"pass --var {_plain(variable)}=ONE_OF_THEM",
             )
         parts += [template[end : match.start()], value]
         end = match.end()
@@ -228,7 +228,7 @@ def _plain_headers(name: str, remote: Remote, given: Given, markers: Markers) ->
                 return Failure(
                     f"{name} needs the header {_shown(header.name)}{about}",
                     ErrorCode.INVALID_PARAMS,
-                    f"pass --header {_shown(header.name)}=VALUE",
+                    f"pass --header {_plain(header.name)}=VALUE",
                 )
             continue
         filled = Success(mine) if mine is not None else fill(template, header.variables, given.variables)
@@ -313,9 +313,9 @@ def _missing_secrets(name: str, missing: list[Header]) -> Failure:
     first = missing[0]
     about = f" ({first.description})" if first.description else ""
     if len(missing) == 1:
-        hint = f"pass -k KEY or --api-key-env VAR (it goes in {_shown(first.name)})"
+        hint = f"pass -k KEY or --api-key-env VAR (it goes in {_plain(first.name)})"
     else:
-        hint = "pass each with --header-env HEADER=ENVVAR: " + ", ".join(_shown(h.name) for h in missing)
+        hint = "pass each with --header-env HEADER=ENVVAR: " + ", ".join(_plain(h.name) for h in missing)
     return Failure(f"{name} needs a secret in the header {_shown(first.name)}{about}", ErrorCode.AUTH_REQUIRED, hint)
 
 
@@ -365,3 +365,7 @@ def _bad(name: str, problem: str) -> Failure:
 
 def _shown(text: str) -> str:
     return repr(printable(text, NAME_SHOWN))
+
+
+def _plain(text: str) -> str:
+    return printable(text, NAME_SHOWN)
