@@ -20,7 +20,7 @@ from tests.peers.fake_browser import browser_command
 from tests.peers.mcp_registry import LocalRegistry, remote, server_json, serving
 from tests.peers.mcp_servers import McpApiKeyServerFactory, McpOAuthServer
 from tests.support.env import UserEnv
-from tests.support.registry import StartDaemon, keyed_server, run, secret, start_daemon  # noqa: F401
+from tests.support.registry import StartDaemon, keyed_server, run, secret
 from tests.support.terminal import Terminal
 from tests.test_bridge import bridged_session, call
 

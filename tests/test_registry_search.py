@@ -12,7 +12,7 @@ import pytest
 
 from tests.peers.mcp_registry import LocalRegistry, remote, server_json, serving
 from tests.support.env import UserEnv
-from tests.support.registry import StartDaemon, keyed_server, run, secret, start_daemon  # noqa: F401
+from tests.support.registry import StartDaemon, keyed_server, run
 
 URL = "https://weather.example.com/mcp"  # never asked: a search only lists
 

@@ -107,7 +107,7 @@ class Package(Wire):
 class ServerDetail(Wire):
     """server.json as a registry serves it."""
 
-    name: Annotated[str, Field(max_length=MAX_SERVER_NAME, pattern=SERVER_NAME.pattern)]
+    name: Annotated[str, Field(max_length=MAX_SERVER_NAME, pattern=rf"^{SERVER_NAME.pattern}$")]
     description: ShownText = ""
     title: ShownText | None = None
     version: Annotated[str, _shown(255)] = ""

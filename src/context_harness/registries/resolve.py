@@ -20,6 +20,7 @@ from context_harness.primitives.outside_values import (
     credential_problem,
     header_value_problem,
     static_header_problem,
+    substitution_problem,
     url_problem,
 )
 from context_harness.primitives.result import ErrorCode, Failure, Result, Success
@@ -148,6 +149,9 @@ def resolve(entry: Entry, given: Given, markers: Markers, known_at: KnownAt) -> 
 
 
 def _url(name: str, remote: Remote, variables: Mapping[str, str], markers: Markers) -> Result[str]:
+    syntax = substitution_problem(remote.url, markers)  # said as it is, before a `{...}` in it is taken for a variable
+    if syntax is not None:
+        return _bad(name, f"its URL {syntax}")
     filled = fill(remote.url, remote.variables, variables)
     if isinstance(filled, Failure):
         return Failure(f"{name}: {filled.error}", filled.code, filled.hint)
@@ -231,6 +235,9 @@ def _plain_headers(name: str, remote: Remote, given: Given, markers: Markers) ->
                     f"pass --header {_plain(header.name)}=VALUE",
                 )
             continue
+        syntax = substitution_problem(template, markers)
+        if syntax is not None:
+            return _bad(name, f"header {_shown(header.name)} {syntax}")
         filled = Success(mine) if mine is not None else fill(template, header.variables, given.variables)
         if isinstance(filled, Failure):
             return Failure(f"{name}: header {_shown(header.name)}: {filled.error}", filled.code, filled.hint)
