@@ -40,6 +40,7 @@ examples:
   chctl init                                        # opencode.json with an empty "mcp" here
   chctl add context7 --api-key-env CONTEXT7_API_KEY # an API-key server
   chctl add linear && chctl auth linear             # an OAuth server: add, then log in once
+  chctl search weather                              # servers in the MCP Registry (add one by its name)
   chctl status                                      # every server's state at a glance
 
 `chctl registry` lists the servers chctl knows; `chctl COMMAND --help` tells more about one command.
@@ -183,7 +184,6 @@ def build_parser() -> argparse.ArgumentParser:
         import_cmd,
         logs,
         remote_cmd,
-        search_cmd,
         service_args,
         token_cmd,
     )
@@ -224,7 +224,6 @@ def build_parser() -> argparse.ArgumentParser:
     add_json_flag(p)
     p.set_defaults(func=cmd_daemon)
 
-    search_cmd.add_search_parser(sub)
     auth_cmd.add_auth_parsers(sub)
     check_cmd.add_check_parser(sub)
     token_cmd.add_token_parser(sub)

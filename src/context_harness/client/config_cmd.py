@@ -50,6 +50,8 @@ MODE_NOTES = {"bridge": " (through `chctl bridge`)", "helper": " (Claude runs `c
 def add_config_parsers(sub: Any) -> None:
     import argparse
 
+    from context_harness.client import search_cmd
+
     p = sub.add_parser("init", help="create an agent's config (opencode's: $schema and an empty mcp section)")
     add_target(p)
     p.set_defaults(func=cmd_init)
@@ -57,6 +59,7 @@ def add_config_parsers(sub: Any) -> None:
     p = sub.add_parser("registry", help="list the servers chctl knows how to add")
     add_json_flag(p)
     p.set_defaults(func=cmd_registry)
+    search_cmd.add_search_parser(sub)  # and those the MCP registries know
 
     p = sub.add_parser("list", help="list the MCP servers in an opencode config")
     add_target(p)

@@ -14,7 +14,15 @@ from context_harness.primitives.result import ErrorCode, Failure, Result, Succes
 from context_harness.primitives.text import printable
 from context_harness.registries.api import Entry
 from context_harness.registries.fetch import host_of
-from context_harness.registries.resolve import TEMPLATE_VARIABLE, Given, pick_remote, resolve, transport_label
+from context_harness.registries.resolve import (
+    TEMPLATE_VARIABLE,
+    Given,
+    is_required,
+    is_secret,
+    pick_remote,
+    resolve,
+    transport_label,
+)
 from context_harness.services.mcp_service import AddRequest
 from context_harness.services.registries import Found
 
@@ -107,9 +115,9 @@ def _inputs(entry: Entry) -> dict[str, Any]:
         {
             "name": printable(header.name, 60),
             "description": header.description,
-            "secret": header.is_secret,
-            "required": header.is_required,
-            "default": None if header.is_secret else printable(header.value or header.default or "", 200) or None,
+            "secret": is_secret(header),
+            "required": is_required(header),
+            "default": None if is_secret(header) else printable(header.value or header.default or "", 200) or None,
         }
         for header in remote.headers
     ]

@@ -12,6 +12,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import partial
+from typing import TypedDict
 
 import aiohttp
 
@@ -132,7 +133,12 @@ def _registry_url(mcp: MCPService, name: str) -> str | None:
     return known.url if known is not None else None
 
 
-def _registries(settings: Settings, network: NetworkSettings, mcp: MCPService) -> tuple[Registries, HttpClient]:
+class _RegistryParts(TypedDict):
+    registries: Registries
+    registry_http: HttpClient
+
+
+def _registries(settings: Settings, network: NetworkSettings, mcp: MCPService) -> _RegistryParts:
     """The registries' client and its connection pool (no more connections than requests at once)."""
 
     def session(network: NetworkSettings) -> aiohttp.ClientSession:
@@ -140,7 +146,8 @@ def _registries(settings: Settings, network: NetworkSettings, mcp: MCPService) -
 
     http = HttpClient(network, session)
     cache = RegistryCache(settings.registry_cache_dir)
-    return Registries(settings.registries(), cache, http, lambda: mcp.registry.values(), mcp.known_at), http
+    registries = Registries(settings.registries(), cache, http, lambda: mcp.registry.values(), mcp.known_at)
+    return {"registries": registries, "registry_http": http}
 
 
 def build_services(
@@ -168,7 +175,6 @@ def build_services(
     bridges.stall_s = settings.rpc_idle_timeout_s
     status = StatusBoard(tokens, bindings, mcp, states)
     token_access = TokenAccess(tokens, oauth, mcp)
-    registries, registry_http = _registries(settings, network, mcp)
     services = Services(
         settings=settings,
         config=config,
@@ -190,8 +196,7 @@ def build_services(
         token_access=token_access,
         shared=SharedStore(settings.shared_file),
         delegate=Delegate(settings.delegate_socket_path, tokens, bindings),
-        registries=registries,
-        registry_http=registry_http,
+        **_registries(settings, network, mcp),
     )
     bridges.delegate = services.delegate
     # "This server changed", awaited in this order: the publisher writes a new credential into the configs,

@@ -72,6 +72,20 @@ def pick_remote(server: ServerDetail) -> Remote | None:
     return None
 
 
+def is_secret(header: Header) -> bool:
+    """A secret header, or one whose value template holds a secret variable (`Bearer {token}`, token secret)."""
+    return header.is_secret or any(spec.is_secret for spec in _template_variables(header))
+
+
+def is_required(header: Header) -> bool:
+    return header.is_required or any(spec.is_required and spec.is_secret for spec in _template_variables(header))
+
+
+def _template_variables(header: Header) -> list[Input]:
+    used = TEMPLATE_VARIABLE.findall(header.value or "")
+    return [header.variables[name] for name in used if name in header.variables]
+
+
 def transport_label(server: ServerDetail) -> str:
     remote = pick_remote(server)
     if remote is not None:
@@ -84,7 +98,7 @@ def auth_label(server: ServerDetail, known_at: KnownAt) -> str:
     remote = pick_remote(server)
     if remote is None:
         return "-"
-    secrets = [printable(h.name, NAME_SHOWN) for h in remote.headers if h.is_secret]
+    secrets = [printable(h.name, NAME_SHOWN) for h in remote.headers if is_secret(h)]
     if secrets:
         return "key: " + ", ".join(secrets)
     known = known_at(remote.url)
@@ -222,7 +236,7 @@ def _plain_headers(name: str, remote: Remote, given: Given, markers: Markers) ->
     """The non-secret headers: the user's --header, else the declared value (filled) or default."""
     out: dict[str, str] = {}
     for header in remote.headers:
-        if header.is_secret:
+        if is_secret(header):
             continue
         mine = _get(given.headers, header.name)
         template = mine if mine is not None else header.value if header.value is not None else header.default
@@ -260,7 +274,7 @@ def _secret_headers(
     name: str, remote: Remote, given: Given, known: MCPServer | None, markers: Markers
 ) -> Result[tuple[_Key | None, dict[str, str]]]:
     """The key (the secret header the key goes in) and any more secret headers, from what the user gave."""
-    declared = [h for h in remote.headers if h.is_secret]
+    declared = [h for h in remote.headers if is_secret(h)]
     if not declared and known is not None and known.api_key_header:  # the curated list knows the header
         declared = [Header(name=known.api_key_header, is_secret=True, is_required=True)]
     values: dict[str, str] = {}
@@ -274,7 +288,9 @@ def _secret_headers(
         return primary
     if given.api_key is not None:
         values[primary.value] = given.api_key
-    missing = [h for h in declared if h.is_required and h.name not in values]
+        if not declared:  # a key for a server that declares no header: `Authorization: Bearer KEY`
+            declared.append(Header(name=primary.value, is_secret=True))
+    missing = [h for h in declared if is_required(h) and h.name not in values]
     if missing:
         return _missing_secrets(name, missing)
     key_name = primary.value or next((h.name for h in declared if h.name in values), None)
@@ -302,10 +318,10 @@ def _key_header(name: str, declared: list[Header], values: Mapping[str, str], ap
     if api_key is None:
         return Success("")
     open_ = [h for h in declared if h.name not in values]
-    required = [h for h in open_ if h.is_required]
+    required = [h for h in open_ if is_required(h)]
     candidates = required if len(required) == 1 else open_
     if not declared:
-        return Success("Authorization")  # a server that declares none: `Authorization: Bearer KEY`, as with --url
+        return Success("Authorization")  # as with --url
     if len(candidates) == 1:
         return Success(candidates[0].name)
     headers = ", ".join(_shown(h.name) for h in open_) or "none left"
