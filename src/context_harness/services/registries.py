@@ -24,7 +24,7 @@ from context_harness.primitives.result import ErrorCode, Failure, Result, Succes
 from context_harness.primitives.text import printable
 from context_harness.registries import api, fetch
 from context_harness.registries.resolve import KnownAt, auth_label, transport_label
-from context_harness.stores.registry_cache import RegistryCache
+from context_harness.stores.registry_cache import MEMORY_ITEMS, RegistryCache
 
 log = structlog.get_logger(__name__)
 
@@ -88,6 +88,7 @@ class Registries:
         self.clock = clock
         self._slots = asyncio.Semaphore(MAX_CONCURRENT_REQUESTS)
         self._in_flight: dict[str, asyncio.Future[Result[Any]]] = {}
+        self._shown: dict[int, tuple[Any, list[dict[str, Any]]]] = {}  # an answer's rows, by the answer's identity
 
     def configure(self, settings: RegistrySettings) -> None:
         self.settings = settings
@@ -148,13 +149,20 @@ class Registries:
         return Success({"entries": dumped, "skipped": skipped, "stopped": stopped})
 
     def _rows(self, answer: Answer) -> list[dict[str, Any]]:
+        """The rows an answer makes; made once per answer (a warm search then costs no parsing at all)."""
         if not isinstance(answer.data, dict):
             return []
+        shown = self._shown.get(id(answer.data))
+        if shown is not None and shown[0] is answer.data:
+            return shown[1]
         rows = []
         for raw in answer.data.get("entries") or []:
             entry = api.parse_entry(raw)  # the cache is read as a registry is
             if isinstance(entry, api.Entry):
                 rows.append(self._row(entry, answer.registry))
+        self._shown[id(answer.data)] = (answer.data, rows)
+        while len(self._shown) > MEMORY_ITEMS:
+            self._shown.pop(next(iter(self._shown)))
         return rows
 
     def _row(self, entry: api.Entry, registry: str) -> dict[str, Any]:

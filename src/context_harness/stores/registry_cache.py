@@ -59,6 +59,7 @@ class RegistryCache:
         self._remember(key, cached)
         document = {"key": key, "fetched_at": fetched_at, "data": data}
         try:
+            ensure_private_dir(self.directory.parent)  # `cache/` too: the daemon refuses one others can write
             ensure_private_dir(self.directory)
             atomic_write_bytes(self._path(key), json.dumps(document).encode(), mode=PRIVATE_FILE_MODE)
             self._prune()
