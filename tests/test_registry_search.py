@@ -148,6 +148,9 @@ async def test_a_registry_url_that_is_plain_http_to_another_machine_is_left_out(
     assert "io.github.acme/weather" in done.stdout
     assert "warning: CH_REGISTRY_URL: http://registry.example.com is plain http to another machine" in done.stderr
     assert "warning: CH_REGISTRY_URL: ftp://x is not an http(s) URL with a host; left out" in done.stderr
+    doctor = await run(user_env, "doctor")
+    assert "! CH_REGISTRY_URL: http://registry.example.com is plain http to another machine" in doctor.stdout
+    assert "hint: set CH_REGISTRY_URL" in doctor.stdout
 
 
 async def test_search_text_with_control_characters_is_refused(

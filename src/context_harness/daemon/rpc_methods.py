@@ -32,6 +32,8 @@ from context_harness.services.status import ServerStatus
 # Reading every bound config and asking `git` about each: a hung one must not keep doctor from answering.
 DOCTOR_CONFIG_CHECKS_TIMEOUT_S = 20.0
 
+REGISTRY_URL_HINT = "set CH_REGISTRY_URL (environment or daemon.env) to https:// base URLs, comma-separated"
+
 T = TypeVar("T")
 
 
@@ -199,6 +201,8 @@ async def run_doctor(s: Services, p: DoctorParams) -> Result[dict[str, Any]]:
     checks += await doctor.unauthenticated_servers(s.http(), s.config, s.bindings, s.tokens)
     checks += doctor.server_checks(await server_statuses(s))
     checks += [doctor.Check("registry", "warn", w, "fix or remove the entry") for w in s.mcp.registry_warnings]
+    registry_urls = s.registries.settings.problems
+    checks += [doctor.Check("registries", "warn", w, REGISTRY_URL_HINT) for w in registry_urls]
     checks += network_checks(s.http.network, p.shell_network)
     return Success({"checks": [c.as_dict() for c in checks]})
 
