@@ -26,6 +26,7 @@ from typing import Any
 
 import bench_env
 from aiohttp import web
+from chctl_startup import wall_time
 from hostile_server import status_probe
 
 from tests.peers.mcp_registry import LocalRegistry, remote, server_json
@@ -97,15 +98,6 @@ def start_registry(mode: str, servers: int) -> tuple[subprocess.Popen[bytes], st
 
 
 # --- 1. warm cache ----------------------------------------------------------------------------------------------
-
-
-def wall_time(argv: list[str], env: dict[str, str], cwd: Path) -> float:
-    began = time.perf_counter()
-    done = subprocess.run(argv, env=env, cwd=cwd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, check=False)
-    took = time.perf_counter() - began
-    if done.returncode != 0:
-        raise SystemExit(f"{argv} failed: {done.stderr.decode(errors='replace')}")
-    return took
 
 
 def warm_cache(runs: int, servers: int) -> dict[str, Any]:

@@ -18,7 +18,7 @@ import pytest
 from context_harness.config.jsonc import parse_jsonc
 from tests.peers.fake_browser import browser_command
 from tests.peers.mcp_registry import LocalRegistry, remote, server_json, serving
-from tests.peers.mcp_servers import McpApiKeyServerFactory, McpOAuthServer
+from tests.peers.mcp_servers import McpApiKeyServer, McpApiKeyServerFactory, McpOAuthServer
 from tests.support.env import UserEnv
 from tests.support.registry import StartDaemon, keyed_server, run, secret
 from tests.support.terminal import Terminal
@@ -155,23 +155,28 @@ async def test_a_curated_servers_key_header_is_used_when_the_registry_declares_n
 # --- URL variables ------------------------------------------------------------------------------------------
 
 
-def templated_server(port: int) -> dict[str, Any]:
+@pytest.fixture
+async def tenant(
+    registry: LocalRegistry, start_daemon: StartDaemon, user_env: UserEnv, mcp_api_key_server: McpApiKeyServerFactory
+) -> tuple[McpApiKeyServer, str]:
+    """`com.example/tenant` at `http://{host}:{port}/mcp` (host defaults to 127.0.0.1) and the daemon; the MCP
+    server it stands for and that server's port."""
+    server = mcp_api_key_server()
     variables = {
         "host": {"description": "the tenant's host", "default": "127.0.0.1"},
         "port": {"description": "its port", "isRequired": True},
     }
     url_remote = remote("http://{host}:{port}/mcp", headers=[secret("X-API-Key")], variables=variables)
-    return server_json("com.example/tenant", "Per tenant", remotes=[url_remote])
+    registry.publish(server_json("com.example/tenant", "Per tenant", remotes=[url_remote]))
+    start_daemon(registry)
+    assert (await run(user_env, "init")).returncode == 0
+    return server, str(urlsplit(server.url).port)
 
 
 async def test_url_variables_come_from_var_and_their_defaults(
-    registry: LocalRegistry, start_daemon: StartDaemon, user_env: UserEnv, mcp_api_key_server: McpApiKeyServerFactory
+    tenant: tuple[McpApiKeyServer, str], user_env: UserEnv
 ) -> None:
-    server = mcp_api_key_server()
-    port = str(urlsplit(server.url).port)
-    registry.publish(templated_server(int(port)))
-    start_daemon(registry)
-    assert (await run(user_env, "init")).returncode == 0
+    server, port = tenant
     missing = await run(user_env, "add", "com.example/tenant", "-k", server.key)
     assert missing.returncode == 1
     assert "error[INVALID_PARAMS]: com.example/tenant: the variable 'port' (its port) has no value" in missing.stderr
@@ -188,13 +193,9 @@ async def test_url_variables_come_from_var_and_their_defaults(
 
 
 async def test_on_a_terminal_chctl_asks_for_the_variables(
-    registry: LocalRegistry, start_daemon: StartDaemon, user_env: UserEnv, mcp_api_key_server: McpApiKeyServerFactory
+    tenant: tuple[McpApiKeyServer, str], user_env: UserEnv
 ) -> None:
-    server = mcp_api_key_server()
-    port = str(urlsplit(server.url).port)
-    registry.publish(templated_server(int(port)))
-    start_daemon(registry)
-    assert (await run(user_env, "init")).returncode == 0
+    server, port = tenant
     term = Terminal(user_env, "add", "com.example/tenant", "-k", server.key)
     try:
         await asyncio.to_thread(term.read_until, "host (the tenant's host) [127.0.0.1]: ")

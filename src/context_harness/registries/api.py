@@ -15,12 +15,12 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 from typing import Annotated, Any, Literal
-from urllib.parse import quote, urlencode, urlsplit
+from urllib.parse import quote, urlencode
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, model_validator
 from pydantic.alias_generators import to_camel
 
-from context_harness.primitives.outside_values import LOOPBACK_HOSTS, VISIBLE_ASCII
+from context_harness.primitives.outside_values import is_secure_endpoint, url_problem
 from context_harness.primitives.text import SERVER_TEXT_LIMIT, printable
 
 OFFICIAL_REGISTRY = "https://registry.modelcontextprotocol.io"
@@ -176,18 +176,13 @@ def registry_bases(setting: str) -> tuple[list[str], list[str]]:
 
 
 def base_problem(base: str) -> str | None:
-    if VISIBLE_ASCII.fullmatch(base) is None or "?" in base or "#" in base:
-        return "is not a plain http(s) URL"
-    try:
-        parts = urlsplit(base)
-        host = parts.hostname
-    except ValueError:
-        return "is not a valid URL"
-    if parts.scheme not in ("http", "https") or not host:
-        return "is not an http(s) URL with a host"
-    if parts.scheme == "http" and host not in LOOPBACK_HOSTS:
+    """Why `base` cannot be a registry's base URL (the gate's URL rule, as if it carried a secret); None if it can."""
+    if "?" in base or "#" in base:
+        return "is not a plain http(s) URL (no query, no fragment)"
+    problem = url_problem(base, {}, carries_secret=True)
+    if problem is not None and is_secure_endpoint(base.replace("http://", "https://", 1)):
         return "is plain http to another machine: anyone on the way could choose the servers it lists"
-    return None
+    return problem
 
 
 def list_url(base: str, search: str, cursor: str | None) -> str:
