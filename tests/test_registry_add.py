@@ -308,3 +308,28 @@ async def test_while_the_registry_is_down_its_cached_entry_is_used_and_said_so(
     )
     assert entry(user_env, "cached-again")["url"] == server.url
     await checked(user_env, "cached-again")
+
+
+async def test_the_picker_searches_the_registries_too(
+    registry: LocalRegistry, start_daemon: StartDaemon, user_env: UserEnv, mcp_api_key_server: McpApiKeyServerFactory
+) -> None:
+    server = mcp_api_key_server()
+    registry.publish(keyed_server("io.github.acme/weather", server.url))
+    registry.publish(keyed_server("io.github.acme/weather-eu", server.url))
+    start_daemon(registry)
+    assert (await run(user_env, "init")).returncode == 0
+    term = Terminal(user_env, "add")
+    try:
+        await asyncio.to_thread(term.read_until, "or words to search the MCP registries): ")
+        term.send("weather-eu\n")
+        listing = await asyncio.to_thread(term.read_until, "server to add (1-1): ")
+        assert re.search(r"^1\s+io\.github\.acme/weather-eu\s+key: X-API-Key\s", listing, re.MULTILINE), listing
+        term.send("1\n")
+        await asyncio.to_thread(term.read_until, "API key for io.github.acme/weather-eu (hidden): ")
+        term.send(server.key + "\n")
+        assert await asyncio.to_thread(term.wait) == 0, term.output
+    finally:
+        term.close()
+    assert server.key not in term.output
+    assert entry(user_env, "weather-eu")["headers"] == {"X-API-Key": server.key}
+    await checked(user_env, "weather-eu")

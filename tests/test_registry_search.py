@@ -137,6 +137,11 @@ async def test_two_registries_are_searched_together(start_daemon: StartDaemon, u
         assert line_of(done.stdout, "io.github.acme/weather").endswith(public_host)
         assert line_of(done.stdout, "com.example/weather-internal").endswith(company_host)
         assert len(public.requests) == len(company.requests) == 1
+        assert (await run(user_env, "init")).returncode == 0
+        added = await run(user_env, "add", "com.example/weather-internal")  # the first registry has no such server
+        assert added.returncode == 0, added.stderr
+        assert f"(com.example/weather-internal 1.0.0 from {company_host})" in added.stdout
+        assert "/versions/latest" in public.requests[-1] and "/versions/latest" in company.requests[-1]
 
 
 async def test_a_registry_url_that_is_plain_http_to_another_machine_is_left_out(
