@@ -112,6 +112,11 @@ async def test_header_with_bridge_is_carried_for_a_server_of_ones_own(
     assert "eu-west-1" not in config_text(user_env)
     async with bridged_session(user_env, "regional") as client:
         assert await call(client, "echo", text="regional") == "regional"
+    # Added again for another client, without --header: the recorded URL and headers stay (the last bridge
+    # binding's headers are the ones sent).
+    await added(user_env, "regional", "--client", "cursor")
+    async with bridged_session(user_env, "regional") as client:
+        assert await call(client, "echo", text="still regional") == "still regional"
 
 
 async def test_more_than_one_secret_header_goes_by_the_bridge_only(

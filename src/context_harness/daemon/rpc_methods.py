@@ -27,12 +27,11 @@ from context_harness.services.blocking_io import StillRunning, run_blocking, run
 from context_harness.services.config_service import ConfigTarget
 from context_harness.services.mcp_service import AddRequest, client_format
 from context_harness.services.network_checks import network_checks
+from context_harness.services.registries import REGISTRY_URL_HINT
 from context_harness.services.status import ServerStatus
 
 # Reading every bound config and asking `git` about each: a hung one must not keep doctor from answering.
 DOCTOR_CONFIG_CHECKS_TIMEOUT_S = 20.0
-
-REGISTRY_URL_HINT = "set CH_REGISTRY_URL (environment or daemon.env) to https:// base URLs, comma-separated"
 
 T = TypeVar("T")
 

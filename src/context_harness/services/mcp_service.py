@@ -28,6 +28,7 @@ from context_harness.services.local_commands import environment_sha256
 from context_harness.services.publisher import Publisher
 from context_harness.services.registry import close_names, load_registry
 from context_harness.services.server_state import ServerStates
+from context_harness.services.static_headers import recorded_headers
 from context_harness.stores.bindings import Binding, BindingStore
 from context_harness.stores.crash_points import AFTER_BINDING_WRITE, crash_point
 from context_harness.stores.token_store import TokenStore
@@ -451,7 +452,10 @@ class MCPService:
             if isinstance(made, Failure):
                 return made
             credential = made.value
-        return Success(Planned(auth_type, url=url, headers=dict(request.headers), credential=credential))
+        headers = dict(request.headers)
+        if not headers and request.url is None and recorded is not None:  # added again: the static headers stay
+            headers = recorded_headers(recorded, self.bindings.for_server(request.name))
+        return Success(Planned(auth_type, url=url, headers=headers, credential=credential))
 
     def _recorded_url(self, request: AddRequest) -> str | Failure | None:
         """The URL recorded for a server added again without --url (or --command), e.g. to switch its mode."""

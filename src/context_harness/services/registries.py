@@ -37,6 +37,9 @@ SEARCH_DEADLINE_S = 30.0
 MAX_CONCURRENT_REQUESTS = 4
 DEFAULT_CACHE_TTL_S = 3600.0  # the registry changes by the day; an hour-old list is fresh enough
 CURATED = "chctl"  # the registry column of the curated list's rows
+REGISTRY_URL_HINT = (
+    f"set CH_REGISTRY_URL (environment or daemon.env) to https:// base URLs, comma-separated: {api.OFFICIAL_REGISTRY}"
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -276,8 +279,11 @@ def _not_found(name: str, version: str, urls: tuple[str, ...], errors: list[Fail
     unreachable = [error for error in errors if error.code is not ErrorCode.NOT_FOUND]
     if unreachable:
         return unreachable[0]
-    where = ", ".join(fetch.host_of(url) for url in urls) or "no registry (CH_REGISTRY_URL is empty)"
     what = name if version == "latest" else f"{name}@{version}"
+    if not urls:
+        message = f"{what} cannot be looked up: CH_REGISTRY_URL names no registry"
+        return Failure(message, ErrorCode.NOT_FOUND, REGISTRY_URL_HINT)
+    where = ", ".join(fetch.host_of(url) for url in urls)
     return Failure(f"{what} is not in {where}", ErrorCode.NOT_FOUND, "`chctl search TEXT` finds the exact name")
 
 

@@ -19,12 +19,17 @@ from context_harness.stores.bindings import Binding
 log = structlog.get_logger(__name__)
 
 
-def static_headers(name: str, url: str, bindings: list[Binding], credential: Credential | None) -> dict[str, str]:
-    """What goes with every request to `name` at `url`, beside the credential's header."""
+def recorded_headers(url: str, bindings: list[Binding]) -> dict[str, str]:
+    """The static headers `chctl add` recorded for `url`: the last bridge binding's, else the last binding's."""
     at_url = [binding for binding in bindings if binding.url == url]
     bridged = [binding for binding in at_url if binding.mode == "bridge"]
     chosen = bridged or at_url
-    headers = dict(chosen[-1].headers or {}) if chosen else {}
+    return dict(chosen[-1].headers or {}) if chosen else {}
+
+
+def static_headers(name: str, url: str, bindings: list[Binding], credential: Credential | None) -> dict[str, str]:
+    """What goes with every request to `name` at `url`, beside the credential's header."""
+    headers = recorded_headers(url, bindings)
     if credential is not None and credential.server_url == url:
         headers.update(credential.extra_headers or {})
     taken = credential.header_name.lower() if credential is not None and credential.secret else None
