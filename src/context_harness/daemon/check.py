@@ -18,7 +18,7 @@ import structlog
 
 from context_harness import __version__
 from context_harness.config.format import DEFAULT_CLIENT, get_format
-from context_harness.daemon.bridge import ServerCredentials
+from context_harness.daemon.bridge import ServerCredentials, refusal_message
 from context_harness.daemon.rpc_params import CheckParams
 from context_harness.daemon.services import Services
 from context_harness.oauth.challenge import parse_www_authenticate
@@ -33,6 +33,7 @@ log = structlog.get_logger(__name__)
 # The revision we offer; a server answers with the one it speaks (shown as the protocol version).
 OFFERED_PROTOCOL_VERSION = "2025-06-18"
 MAX_TOOL_PAGES = 20  # a server that pages forever is a broken one: count what 20 pages hold
+CHALLENGE_SHOWN_CHARS = 200  # of a refusal's WWW-Authenticate, kept for `status`: a scope list, not a novel
 
 Level = Literal["ok", "attention", "failed"]
 NEXT_ACTION = {
@@ -109,6 +110,7 @@ async def probe_server(s: Services, name: str, timeout_s: float) -> Probe:
     try:
         async with asyncio.timeout(timeout_s), upstream.carrying():
             probe = await _talk(name, upstream, conversation)
+            await _keep_refusal(s, name, upstream, credentials)
     except TimeoutError:
         probe = Probe(
             name, "timeout", "failed", f"{name} did not answer within {timeout_s:g} s", NEXT_ACTION["timeout"]
@@ -118,6 +120,20 @@ async def probe_server(s: Services, name: str, timeout_s: float) -> Probe:
     elapsed_ms = round((time.monotonic() - started) * 1000)
     log.info("server_checked", server=name, outcome=probe.outcome, elapsed_ms=elapsed_ms)
     return replace(probe, elapsed_ms=elapsed_ms, proxy=where)
+
+
+async def _keep_refusal(s: Services, name: str, upstream: Upstream, credentials: ServerCredentials) -> None:
+    """A refusal the probe met is kept (the session's auth flow did that) with what the server's challenge
+    said: `chctl status` and `doctor` show it until a request succeeds."""
+    status, challenge_text = upstream.last_answer or (None, None)
+    challenge = parse_www_authenticate(challenge_text)
+    if status not in (401, 403) or credentials.header() is None or challenge is None:
+        return
+    said = ", ".join(f"{k}={v}" for k, v in (("error", challenge.error), ("scope", challenge.scope)) if v)
+    said = said[:CHALLENGE_SHOWN_CHARS]
+    if said:
+        message = refusal_message(status, s.tokens.load(name))
+        await credentials.refused(status, f"{message} (WWW-Authenticate: {said})")
 
 
 class _Conversation:

@@ -26,7 +26,7 @@ from context_harness.services.blocking_io import StillRunning, run_blocking, run
 from context_harness.services.config_service import ConfigTarget
 from context_harness.services.mcp_service import AddRequest, client_format
 from context_harness.services.network_checks import network_checks
-from context_harness.services.status import ServerStatus
+from context_harness.services.status import NO_AUTH, ServerStatus
 
 # Reading every bound config and asking `git` about each: a hung one must not keep doctor from answering.
 DOCTOR_CONFIG_CHECKS_TIMEOUT_S = 20.0
@@ -104,7 +104,7 @@ async def mcp_add(s: Services, p: AddParams) -> Result[dict[str, Any]]:
         secret_mode=p.secret_mode,
         bridge=p.bridge,
         mode=p.mode,
-        clients=tuple(p.clients or [p.client]),
+        clients=p.named_clients(),
         delegated_via=delegated_via(s, p),
     )
     added = await s.mcp.add(request)
@@ -119,7 +119,12 @@ async def mcp_add(s: Services, p: AddParams) -> Result[dict[str, Any]]:
             "entry": first.mask(outcome.entry),
             "auth_type": outcome.auth_type.value,
             "needs_auth": outcome.needs_auth,
-            "configs": [{"client": w.client, "path": str(w.path), "mode": w.mode} for w in outcome.written],
+            "needs_key": outcome.needs_key,
+            "configs": [
+                {"client": w.client, "path": str(w.path), "mode": w.mode, "new": w.new} for w in outcome.written
+            ],
+            "changes": list(outcome.changes),
+            "not_written": outcome.not_written,
         }
     )
 
@@ -186,8 +191,10 @@ async def run_doctor(s: Services, p: DoctorParams) -> Result[dict[str, Any]]:
                 "a config may be on a hung mount; see `chctl status`",
             )
         )
-    checks += await doctor.unauthenticated_servers(s.http(), s.config, s.bindings, s.tokens)
-    checks += doctor.server_checks(await server_statuses(s))
+    servers = await server_statuses(s)
+    needing_none = {server.name for server in servers if server.state == NO_AUTH}
+    answer_401 = await doctor.unauthenticated_servers(s.http(), s.config, s.bindings, needing_none)
+    checks += doctor.server_checks(servers, answer_401=answer_401)
     checks += [doctor.Check("registry", "warn", w, "fix or remove the entry") for w in s.mcp.registry_warnings]
     checks += network_checks(s.http.network, p.shell_network)
     return Success({"checks": [c.as_dict() for c in checks]})

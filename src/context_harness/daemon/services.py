@@ -22,6 +22,7 @@ from context_harness.daemon.notifier import Notifier
 from context_harness.daemon.refresher import Refresher
 from context_harness.daemon.settings import Settings
 from context_harness.net.session import NetworkSettings, new_session
+from context_harness.oauth.auth_probe import auth_wanted
 from context_harness.services.config_service import ConfigService
 from context_harness.services.import_service import ImportService
 from context_harness.services.mcp_service import MCPService
@@ -171,6 +172,7 @@ def build_services(
     states.subscribe(publisher.on_change)
     states.subscribe(refresher.on_change)
     states.subscribe(partial(_tell, notifier))
+    mcp.ask_server = lambda url: auth_wanted(http(), url)  # a server added by URL: does it want a login?
     status.token_reads = token_access.reads_of
     status.shared = services.shared.load
     status.via = services.delegate.via

@@ -8,7 +8,9 @@ every answer's status; the flow says whether to send again. The rules, all here:
 - a refusal (401) renews the credential once, through `Credentials.renew` with the value refused (the daemon
   refreshes at most once at a time and no sooner than its minimum spacing), and the request is sent again;
 - a second refusal is final: the client is told to log in (`RelayFailure`), or, for a stream nobody waits
-  for, the stream just stops.
+  for, the stream just stops;
+- the verdict goes back to the daemon (`Credentials.answered`): a success, a 403, or a final 401, so that
+  `chctl status` shows a credential the server refuses.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from context_harness.primitives.result import ErrorCode, Failure
 from context_harness.upstream.contract import Counters, Credentials, RelayFailure
 
 REFUSED = HTTPStatus.UNAUTHORIZED
+FORBIDDEN = HTTPStatus.FORBIDDEN
 
 
 class AuthPolicy:
@@ -60,14 +63,19 @@ class AuthFlow:
     async def retry(self, status: int) -> bool:
         """Whether an answer with `status` is to be sent again, the credential renewed. A refusal after a
         renewal, or a renewal that failed, is final: RelayFailure saying what a person must do."""
+        credentials = self.policy.credentials
         if status != REFUSED:
+            if status == FORBIDDEN or HTTPStatus.OK <= status < HTTPStatus.MULTIPLE_CHOICES:
+                await credentials.answered(status, self._used)
             return False
         if self._renewed:
+            await credentials.answered(status, self._used)
             raise RelayFailure(self.policy.refused())
         self._renewed = True
         if self.counted:
             self.policy.counters.renewals += 1
-        renewed = await self.policy.credentials.renew(self._used)
+        renewed = await credentials.renew(self._used)
         if isinstance(renewed, Failure):
+            await credentials.answered(status, self._used)
             raise RelayFailure(renewed)
         return True
