@@ -78,7 +78,7 @@ class AddOutcome:
     needs_auth: bool  # an OAuth server with no token yet: run `chctl auth NAME`
     written: tuple[Written, ...] = ()
     changes: tuple[str, ...] = ()  # what this add changed of what was recorded, one short line each
-    key_stored: bool = False  # a new API key was stored
+    key_stored: bool = False  # an API key other than the stored one (or in another header, for another URL)
     needs_key: bool = False  # it answered 401 without OAuth and no key was given: `chctl add NAME -k KEY`
     not_written: dict[str, str] = field(default_factory=dict)  # header-mode configs the header is not in yet, why
 
@@ -258,7 +258,7 @@ class MCPService:
                 needs_auth=plan.auth_type is MCPAuthType.OAUTH and not has_secret,
                 written=tuple(written),
                 changes=changes,
-                key_stored=plan.credential is not None,
+                key_stored=plan.credential is not None and plan.credential != stored_before,
                 needs_key=plan.auth_type is MCPAuthType.API_KEY and not has_secret,
             )
         )
@@ -496,17 +496,7 @@ class MCPService:
         elsewhere = recorded_urls.belongs_elsewhere(request.name, stored, url) if request.api_key is None else None
         if elsewhere is not None:
             return elsewhere
-        auth_type = MCPAuthType.NONE
-        from_registry = known is not None and request.url is None and url == known.url
-        if known is not None and from_registry:
-            auth_type = known.auth_type
-        if request.api_key is not None or (request.url is None and stored is not None and stored.kind == "api_key"):
-            auth_type = MCPAuthType.API_KEY  # a new key, or the stored one kept for the recorded URL
-        elif auth_type is MCPAuthType.NONE:  # what was recorded for this URL, or a login made for it
-            logged_in = stored is not None and stored.kind == "oauth" and stored.server_url == url
-            recorded_as = recorded_auth(self.bindings.for_server(request.name), url)
-            auth_type = MCPAuthType.OAUTH if logged_in else recorded_as or MCPAuthType.NONE
-
+        auth_type, described = self._auth_type(request, known, stored, url)
         credential = None
         if auth_type is MCPAuthType.API_KEY:
             made = api_key_credential(
@@ -520,10 +510,25 @@ class MCPService:
             if isinstance(made, Failure):
                 return made
             credential = made.value
-        ask = auth_type is MCPAuthType.NONE and not from_registry  # a URL of the user's: ask the server
+        ask = not described  # a URL of the user's that nothing describes: ask the server before writing
         return Success(
             Planned(auth_type, url=url, headers=dict(request.headers), credential=credential, ask_server=ask)
         )
+
+    def _auth_type(
+        self, request: AddRequest, known: MCPServer | None, stored: Credential | None, url: str
+    ) -> tuple[MCPAuthType, bool]:
+        """How the server at `url` authenticates, and whether anything says so: a key given (or a key header,
+        which needs its key), the stored key kept, the registry, a login stored for it, or what `add` recorded."""
+        kept_key = request.url is None and stored is not None and stored.kind == "api_key"
+        if request.api_key is not None or request.key_header is not None or kept_key:
+            return MCPAuthType.API_KEY, True
+        if known is not None and request.url is None and url == known.url:
+            return known.auth_type, True
+        if stored is not None and stored.kind == "oauth" and stored.server_url == url:
+            return MCPAuthType.OAUTH, True
+        recorded = recorded_auth(self.bindings.for_server(request.name), url)
+        return (recorded, True) if recorded in (MCPAuthType.OAUTH, MCPAuthType.API_KEY) else (MCPAuthType.NONE, False)
 
     def _recorded_url(self, request: AddRequest) -> str | Failure | None:
         """The URL recorded for a server added again without --url (or --command), e.g. to switch its mode."""
