@@ -232,7 +232,7 @@ def server_checks(
 def _server_check(server: ServerStatus, now: float, answers_401: bool = False) -> Check:
     name, state, error = server.name, server.state, server.last_error
     login = f"run `chctl auth {name}`"
-    if server.refused is not None and state not in ("pending_auth", "needs_reauth"):
+    if server.refused is not None and state not in ("pending_auth", "needs_reauth", "retrying", "refreshing"):
         hint = refusal_hint(name, server.refused, server.auth_type)
         return Check("server_state", "error", f"{name}: {error or f'refused ({server.refused})'}", hint)
     match state:
