@@ -27,6 +27,7 @@ from tests.peers.fake_browser import browser_command
 from tests.peers.mcp_servers import McpApiKeyServer, McpApiKeyServerFactory, McpOAuthServer
 from tests.support.daemon import DaemonProcess, chctl
 from tests.support.env import UserEnv
+from tests.test_auth_probe import serving
 from tests.test_bridge import bridged_session, messages_of
 
 WRONG_KEY = "k-not-the-servers-key"
@@ -220,21 +221,12 @@ async def test_a_server_that_never_finishes_its_answer_costs_add_a_bounded_wait_
             await response.write(b": still here\n\n")
             await asyncio.sleep(0.5)
 
-    app = web.Application()
-    app.router.add_route("*", "/mcp", trickle)
-    runner = web.AppRunner(app)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    port = runner.addresses[0][1]
-    try:
+    async with serving({"/mcp": trickle}) as base:
         await asyncio.to_thread(ok, user_env, "init")
-        out = await asyncio.to_thread(ok, user_env, "add", "slow", "--url", f"http://127.0.0.1:{port}/mcp")
+        out = await asyncio.to_thread(ok, user_env, "add", "slow", "--url", f"{base}/mcp")
         assert "next:" not in out  # it said nothing about what it wants: nothing is recorded
         row = await asyncio.to_thread(status_of, user_env, "slow")
         assert row["state"] == "no_auth"
-    finally:
-        await runner.cleanup()
     assert seen and all("Authorization" not in headers for headers in seen)
 
 

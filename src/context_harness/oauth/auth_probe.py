@@ -18,7 +18,7 @@ import aiohttp
 
 from context_harness.oauth import http
 from context_harness.oauth.challenge import parse_www_authenticate
-from context_harness.oauth.discovery import MCP_PROTOCOL_VERSION, initialize_request, protected_resource_metadata_urls
+from context_harness.oauth.discovery import initialize_without_credentials, protected_resource_metadata_urls
 from context_harness.primitives.mcp import MCPAuthType
 from context_harness.primitives.result import Failure
 
@@ -40,14 +40,7 @@ async def auth_wanted(
     session: aiohttp.ClientSession, url: str, timeout_s: float = PROBE_TIMEOUT_S
 ) -> MCPAuthType | None:
     """Ask the server at `url` without credentials what it wants; None when it cannot be told."""
-    sent = await http.request(
-        session,
-        "POST",
-        url,
-        headers={"Accept": "application/json, text/event-stream", "MCP-Protocol-Version": MCP_PROTOCOL_VERSION},
-        json_body=initialize_request(),
-        timeout_s=timeout_s,
-    )
+    sent = await initialize_without_credentials(session, url, timeout_s)
     if isinstance(sent, Failure):
         return None
     status = sent.value.status

@@ -305,11 +305,11 @@ def initialize_request() -> dict[str, Any]:
     }
 
 
-async def probe_challenge(
+async def initialize_without_credentials(
     session: aiohttp.ClientSession, server_url: str, timeout_s: float = http.DEFAULT_TIMEOUT_S
-) -> Result[BearerChallenge | None]:
-    """Call the server without credentials; the Bearer challenge of a 401/403, or None."""
-    sent = await http.request(
+) -> Result[http.HttpResponse]:
+    """An MCP `initialize` sent with no credential, as any client's first request: what a server asks for."""
+    return await http.request(
         session,
         "POST",
         server_url,
@@ -317,6 +317,13 @@ async def probe_challenge(
         json_body=initialize_request(),
         timeout_s=timeout_s,
     )
+
+
+async def probe_challenge(
+    session: aiohttp.ClientSession, server_url: str, timeout_s: float = http.DEFAULT_TIMEOUT_S
+) -> Result[BearerChallenge | None]:
+    """Call the server without credentials; the Bearer challenge of a 401/403, or None."""
+    sent = await initialize_without_credentials(session, server_url, timeout_s)
     if isinstance(sent, Failure):
         return sent
     if sent.value.status not in (401, 403):
