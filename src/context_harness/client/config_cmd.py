@@ -9,7 +9,7 @@ import os
 import sys
 
 from context_harness.client.arguments import add_json_flag, add_target
-from context_harness.client.output import print_json, table, terminal_width
+from context_harness.client.output import home_as_tilde, print_json, table, terminal_width
 from context_harness.client.rpc_client import RpcError, call
 
 TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (~2 ms of start-up)
@@ -19,6 +19,8 @@ if TYPE_CHECKING:
     from collections.abc import Sequence
     from typing import Any
 
+# How `chctl clients` fits a narrow terminal: the server list is cut first, then FOUND leaves, then the path is cut.
+CLIENTS_FIT = (("cut", 3), ("drop", 1), ("cut", 2))
 MIN_DESCRIPTION = 30  # `chctl registry` on a terminal narrower than URLs plus this leaves the URLs out
 NAME_HELP = "a server from `chctl registry`, or a name of your choice with --url or --command"
 ADD_DESCRIPTION = (
@@ -199,7 +201,7 @@ def read_api_key(args: argparse.Namespace) -> str | None:
             raise RpcError(
                 "AUTH_REQUIRED",
                 f"environment variable {args.api_key_env} is not set or empty",
-                f"export {args.api_key_env}=... first, or pass -k KEY",
+                f"export {args.api_key_env}=... first, or `chctl add {args.name} -k KEY`",
             )
         return value
     return None
@@ -280,16 +282,24 @@ def cmd_clients(args: argparse.Namespace) -> int:
         return 0
     rows = [["CLIENT", "FOUND", "USER CONFIG", "SERVERS"]]
     for row in result["clients"]:
-        servers = [
-            name + (f" ({info['mode']})" if info["managed"] else " (not managed)")
-            for name, info in row["servers"].items()
-        ]
-        rows.append([row["client"], "yes" if row["found"] else "no", row["user_config"], ", ".join(servers) or "-"])
-    print(table(rows))
+        servers = [name + f" ({carried(info)})" for name, info in row["servers"].items()]
+        found = "yes" if row["found"] else "no"
+        rows.append([row["client"], found, home_as_tilde(row["user_config"]), ", ".join(servers) or "-"])
+    print(table(rows, width=terminal_width(), fit=CLIENTS_FIT))
     for row in result["clients"]:
         if row.get("user_config_error"):
             print(f"warning: {row['user_config_error']}", file=sys.stderr)
     return 0
+
+
+def carried(info: dict[str, Any]) -> str:
+    """How a client carries a server, for `chctl clients`: its mode, and where when not in the user config."""
+    mode = info["mode"] if info["managed"] else "not managed"
+    projects = len(info["paths"]) - (1 if info.get("in_user_config") else 0)
+    if not projects:
+        return mode
+    some = "a project" if projects == 1 else f"{projects} projects"
+    return f"{mode}, and in {some}" if info.get("in_user_config") else f"{mode}, in {some}"
 
 
 def _log_in(name: str) -> int:

@@ -71,6 +71,8 @@ async def run_check(s: Services, p: CheckParams) -> Result[dict[str, Any]]:
         # A bridged entry is local too (it runs `chctl bridge`): its binding's URL is what to probe.
         if name in local and not any(b.url for b in s.bindings.for_server(name)):
             return await probe_stdio(name, *local[name], p.timeout_s)
+        if name not in local and (unknown := s.unknown(name)) is not None:
+            return Probe(name, "config", "failed", unknown.error, unknown.hint)
         return await probe_server(s, name, p.timeout_s)
 
     probes = await asyncio.gather(*(probe(name) for name in names))

@@ -30,6 +30,8 @@ async def auth_start(s: Services, p: AuthStartParams) -> Result[dict[str, str]]:
         if isinstance(started, Success):
             delegate.flows.add(started.value["flow_id"])
         return started
+    if (unknown := s.unknown(p.name)) is not None:
+        return unknown
     config_url = await s.oauth.server_url_off_loop(p.name)
     refused = auth_guidance.no_login_needed(
         p.name,
@@ -73,6 +75,8 @@ async def auth_cancel(s: Services, p: FlowParams) -> Result[bool]:
 
 
 async def auth_status(s: Services, p: NameParams) -> Result[dict[str, Any]]:
+    if (unknown := s.unknown(p.name)) is not None:
+        return unknown
     found = await off_the_loop(s, "auth.status", lambda: s.status.lookup(p.name))
     if isinstance(found, Failure):
         return found
@@ -83,10 +87,14 @@ async def auth_status(s: Services, p: NameParams) -> Result[dict[str, Any]]:
 
 
 async def auth_logout(s: Services, p: NameParams) -> Result[dict[str, Any]]:
+    if (unknown := s.unknown(p.name)) is not None:
+        return unknown
     return await s.oauth.logout(p.name)
 
 
 async def token_refresh(s: Services, p: NameParams) -> Result[dict[str, Any]]:
+    if (unknown := s.unknown(p.name)) is not None:
+        return unknown
     known = s.mcp.known(p.name) is not None or s.bindings.for_server(p.name)
     if known and s.tokens.load(p.name) is None:
         return auth_guidance.refresh_without_login(p.name)
@@ -98,6 +106,8 @@ async def token_refresh(s: Services, p: NameParams) -> Result[dict[str, Any]]:
 
 
 async def token_get(s: Services, p: TokenParams) -> Result[dict[str, Any]]:
+    if (unknown := s.unknown(p.name)) is not None:
+        return unknown
     found = await s.token_access.valid_credential(p.name, p.min_valid_s, CALLER_PID.get(), for_url=p.for_url)
     if isinstance(found, Failure):
         return found

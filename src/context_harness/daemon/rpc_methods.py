@@ -197,4 +197,6 @@ async def run_doctor(s: Services, p: DoctorParams) -> Result[dict[str, Any]]:
 
 
 async def bridge_open(s: Services, p: BridgeOpenParams) -> Result[Any]:
+    if (unknown := s.unknown(p.name)) is not None:
+        return unknown
     return await s.bridges.open(p.name, p.replay)

@@ -47,7 +47,9 @@ class Method:
 
 class Takeover(Protocol):
     """What a stream method's handler returns on success: `reply` is sent as the JSON-RPC result, then
-    `run` owns the connection (no idle timeout, no line limit of its own) until it returns."""
+    `run` owns the connection (no idle timeout, no line limit of its own) until it returns. `run` is called
+    even when the peer left before the reply: it is what lets go of what the handler took (a bridge's row in
+    `chctl status`)."""
 
     @property
     def reply(self) -> dict[str, Any]: ...
@@ -176,7 +178,10 @@ class RpcServer:
             await _send(writer, _failure(request_id, opened))
             return
         takeover: Takeover = opened.value
-        await _send(writer, {"jsonrpc": "2.0", "id": request_id, "result": takeover.reply})
+        try:
+            await _send(writer, {"jsonrpc": "2.0", "id": request_id, "result": takeover.reply})
+        except (ConnectionError, OSError):
+            log.info("stream_peer_gone", method=request["method"])  # `run` below meets the end at once
         task = asyncio.current_task()
         if task is not None:
             self._takeovers.add(task)

@@ -49,7 +49,7 @@ def _missing(path: Path, fmt: ConfigFormat, init_command: str = "chctl init") ->
     return Failure(f"no {fmt.label} config at {path}", ErrorCode.CONFIG_MISSING, f"run `{init_command}` to create one")
 
 
-def _init_command(target: ConfigTarget, fmt: ConfigFormat) -> str:
+def init_command(target: ConfigTarget, fmt: ConfigFormat) -> str:
     """The `chctl init` that creates the config `target` names (the hint after `list --global` and the like)."""
     client = "" if fmt.name == DEFAULT_CLIENT else f" --client {fmt.name}"
     if target.project is not None:
@@ -107,17 +107,19 @@ class ConfigService:
             path = fmt.global_path()
         else:
             found = fmt.default_path(target.cwd)
-            if found is None:
-                if for_create:
-                    return Success(fmt.project_path(target.cwd.resolve()))
-                return Failure(
-                    fmt.no_default_path(target.cwd),
-                    ErrorCode.CONFIG_MISSING,
-                    "run `chctl init` here (or pass --project DIR / --global)",
-                )
+            if found is None and for_create:
+                return Success(fmt.project_path(target.cwd.resolve()))
+            if found is None:  # outside a project, reading: the user-level config, as the agent reads it too
+                found = fmt.global_path()
+                if not found.exists():
+                    return Failure(
+                        fmt.no_default_path(target.cwd) + f", and no {found}",
+                        ErrorCode.CONFIG_MISSING,
+                        "`chctl init` creates one here, `chctl init --global` your user-level one",
+                    )
             path = found
         if not for_create and not path.exists():
-            return _missing(path, fmt, _init_command(target, fmt))
+            return _missing(path, fmt, init_command(target, fmt))
         return Success(path)
 
     def init(self, target: ConfigTarget, fmt: ConfigFormat) -> Result[tuple[Path, bool]]:
