@@ -9,7 +9,7 @@ import os
 import sys
 
 from context_harness.client.arguments import add_json_flag, add_target
-from context_harness.client.output import home_as_tilde, print_json, table, terminal_width
+from context_harness.client.output import home_as_tilde, print_json, say_made_private, table, terminal_width
 from context_harness.client.rpc_client import RpcError, call
 
 TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (~2 ms of start-up)
@@ -72,6 +72,11 @@ def add_config_parsers(sub: Any) -> None:
     p = sub.add_parser("remove", help="remove a server from an agent's config")
     p.add_argument("name", help="the server's name in the config")
     add_target(p, many_clients=True)
+    p.add_argument(
+        "--forget",
+        action="store_true",
+        help="when no config carries it any more, forget its API key, or log out of it (revoking the tokens)",
+    )
     p.set_defaults(func=cmd_remove)
 
     p = sub.add_parser("clients", help="the agent clients on this machine and the servers each carries")
@@ -258,6 +263,7 @@ def cmd_add(args: argparse.Namespace) -> int:
     for config in result.get("configs") or [{"path": result["path"], "mode": "bridge" if args.bridge else "header"}]:
         through = MODE_NOTES.get(config["mode"], "")
         print(f"added {result['name']} to {config['path']}{through}")
+    say_made_private(result.get("made_private") or {})
     if result["needs_auth"]:
         if picked and picker.ask_yes(f"log in to {result['name']} now?"):
             return _log_in(result["name"])
@@ -270,10 +276,30 @@ def cmd_remove(args: argparse.Namespace) -> int:
 
     params = target(args)
     params["name"] = args.name
-    for client in clients_of(args):
-        result = call("mcp.remove", {**params, "client": client})
+    clients = clients_of(args)
+    for index, client in enumerate(clients):
+        forget = args.forget and index == len(clients) - 1  # once the last entry is gone
+        result = call("mcp.remove", {**params, "client": client, "forget": forget})
         print(f"removed {args.name}" + (f" from {result['path']}" if result.get("path") else ""))
+    print(what_stays(args.name, result))
     return 0
+
+
+def what_stays(name: str, result: dict[str, Any]) -> str:
+    """After `chctl remove`: what the daemon still holds for `name`, and how to let it go."""
+    left = result.get("configs_left") or 0
+    stored = {"key": "its API key", "login": "its login"}.get(result.get("stored") or "")
+    if result.get("forgotten"):
+        return f"forgot {name}'s " + ("API key" if result["forgotten"] == "key" else "login (logged out)")
+    if left:
+        others = "another config" if left == 1 else f"{left} other configs"
+        return f"{name} is still in {others} (`chctl status` lists them)" + (f"; {stored} stays" if stored else "")
+    if stored:
+        return (
+            f"{stored} stays stored, so `chctl status` still lists {name}; "
+            f"`chctl remove {name} --forget` forgets it (or `chctl add {name}` uses it again)"
+        )
+    return f"nothing more is kept for {name}"
 
 
 def cmd_clients(args: argparse.Namespace) -> int:

@@ -7,7 +7,7 @@ import asyncio
 from pathlib import Path
 from typing import Any
 
-from context_harness.daemon.rpc_methods import off_the_loop
+from context_harness.daemon.rpc_methods import modes_changed, off_the_loop
 from context_harness.daemon.rpc_params import (
     AuthStartParams,
     FlowParams,
@@ -63,7 +63,8 @@ async def auth_wait(s: Services, p: FlowParams) -> Result[dict[str, Any]]:
     done = await s.flows.wait(p.flow_id)
     if isinstance(done, Failure):
         return done
-    return Success(s.status.server(done.value.name, expects_login=True).as_dict())
+    row = s.status.server(done.value.name, expects_login=True).as_dict()
+    return Success({**row, "made_private": modes_changed(s.config.take_narrowed(list(row["configs"])))})
 
 
 async def auth_paste(s: Services, p: PasteParams) -> Result[bool]:

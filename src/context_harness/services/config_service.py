@@ -9,6 +9,7 @@ from __future__ import annotations
 import errno
 import os
 import shlex
+import stat
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -97,6 +98,15 @@ def _read_failure(path: Path, exc: OSError | JsoncError | TomlError | UnicodeDec
 
 
 class ConfigService:
+    def __init__(self) -> None:
+        # Configs whose mode a write narrowed (0644 → 0600: they now hold a secret), by path, until a command
+        # that wrote them says so (`take_narrowed`); the log has each one at once.
+        self.narrowed: dict[str, tuple[int, int]] = {}
+
+    def take_narrowed(self, paths: list[str]) -> dict[str, tuple[int, int]]:
+        """The mode changes (before, after) made to these configs since they were last told, forgotten now."""
+        return {path: self.narrowed.pop(path) for path in paths if path in self.narrowed}
+
     def resolve(self, target: ConfigTarget, *, fmt: ConfigFormat, for_create: bool = False) -> Result[Path]:
         if target.project is not None:
             directory = (target.cwd / target.project).resolve()
@@ -191,6 +201,8 @@ class ConfigService:
             try:
                 mode = _private_mode(real) if private else None
                 atomic_write_bytes(real, new_text.encode(), mode=mode, unchanged=unchanged)
+                if mode is not None and mode != stat.S_IMODE(seen.st_mode):
+                    self.narrowed[str(real)] = (stat.S_IMODE(seen.st_mode), mode)
             except ChangedBeforeRename:
                 log.info("config_changed_during_edit", path=str(path))
                 continue
