@@ -122,3 +122,16 @@ def test_an_unknown_name_with_stdin_closed_is_an_error_on_stderr(peer: UserEnv) 
     assert done.stdout == ""
     assert done.stderr.startswith("error[NOT_FOUND]: unknown server 'peeer'")
     assert "did you mean `peer`?" in done.stderr
+
+
+def test_a_servers_words_are_quoted_bounded_and_printable() -> None:
+    from context_harness.upstream.messages import server_words
+
+    hostile = {"jsonrpc": "2.0", "id": None, "error": {"code": -1, "message": "\x1b]0;pwned\x07" + "A" * 10_000}}
+    quoted = server_words(json.dumps(hostile).encode())
+    assert len(quoted) <= 200 and "\x1b" not in quoted and "\x07" not in quoted
+    assert server_words(b"<html><body><h1>400 Bad Request</h1><script>x()</script></body></html>") == (
+        "400 Bad Request"
+    )
+    assert server_words(b"\xff\xfe not utf-8 \x00") == "not utf-8"
+    assert server_words(b"") == ""
