@@ -47,7 +47,7 @@ examples:
 """
 
 
-# How `chctl status` fits a narrow terminal (README, "At a glance"): the note is cut first, then the counts, the
+# How `chctl status` fits a narrow terminal (docs/guide.md, "At a glance"): the note is cut first, then the counts, the
 # auth type and the next refresh leave (`--json` has them all), then the state's words are cut, then the rest.
 STATUS_FIT = (
     ("cut", 8),  # LAST ERROR / NOTE
@@ -60,7 +60,7 @@ STATUS_FIT = (
     ("drop", 8),
 )
 
-# `chctl doctor` exits with the worst level it found (documented in README).
+# `chctl doctor` exits with the worst level it found (documented in docs/guide.md).
 DOCTOR_EXIT = {"ok": 0, "warn": 1, "error": 2}
 
 

@@ -1,5 +1,5 @@
 """`chctl share NAME…`, `chctl unshare NAME…` and `chctl remote ssh-config HOST`: using this machine's logins
-from machines you SSH into, through the daemon's restricted `remote.sock` (see README, "Remote machines")."""
+from machines you SSH into, through the daemon's restricted `remote.sock` (see docs/guide.md, "Remote machines")."""
 
 from __future__ import annotations
 

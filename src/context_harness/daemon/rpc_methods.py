@@ -132,7 +132,7 @@ async def mcp_add(s: Services, p: AddParams) -> Result[dict[str, Any]]:
 
 
 def modes_changed(narrowed: dict[str, tuple[int, int]]) -> dict[str, list[str]]:
-    """{path: ["644", "600"]}: configs that lost group and other access, as it is told once (README, Secrets)."""
+    """{path: ["644", "600"]}: configs that lost group and other access, as it is told once (docs/guide.md, Secrets)."""
     return {path: [f"{before:o}", f"{after:o}"] for path, (before, after) in narrowed.items()}
 
 
