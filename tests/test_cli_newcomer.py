@@ -159,9 +159,7 @@ def test_remove_says_the_key_stays_and_forget_forgets_it(
     assert json.loads(chctl(user_env, "status", "--json").stdout)["servers"] == []
 
 
-def test_ssh_config_uses_roots_real_home_and_says_the_home_is_a_guess(
-    daemon: DaemonProcess, user_env: UserEnv
-) -> None:
+def test_ssh_config_uses_roots_real_home_and_says_the_home_is_a_guess(daemon: DaemonProcess, user_env: UserEnv) -> None:
     done = chctl(user_env, "remote", "ssh-config", "box")
     assert done.returncode == 0, done.stderr
     user = getpass.getuser()  # `ssh -G box` with no Host block for it: the local name
