@@ -70,6 +70,8 @@ async def run_check(s: Services, p: CheckParams) -> Result[dict[str, Any]]:
         # A bridged entry is local too (it runs `chctl bridge`): its binding's URL is what to probe.
         if any(b.url for b in bindings):
             return await probe_server(s, name, p.timeout_s)
+        if name not in nearby and (unknown := s.unknown(name)) is not None:
+            return Probe(name, "config", "failed", unknown.error, unknown.hint)
         return await probe_local(s, name, bindings, nearby.get(name), p.timeout_s)
 
     probes = await asyncio.gather(*(probe(name) for name in names))

@@ -150,7 +150,7 @@ class OAuthService:
                 return Failure(
                     grant.error,
                     grant.code,
-                    f"{name} needs an OAuth app you register yourself; pass --client-id "
+                    f"{name} needs an OAuth app you register yourself: `chctl auth {name} --client-id ID` "
                     f"(or set {env_prefix(name)}_CLIENT_ID)" + (f", see {known.docs_url}" if known.docs_url else ""),
                 )
             return grant
