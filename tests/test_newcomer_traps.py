@@ -241,7 +241,7 @@ def test_logout_of_an_api_key_server_keeps_the_key_and_says_how_to_change_or_rem
     done = chctl(user_env, "auth", "peer", "--logout")
     assert done.returncode != 0 and "error[INVALID_PARAMS]" in done.stderr
     assert "--logout would delete the key" in done.stderr
-    assert "`chctl add peer -k KEY`" in done.stderr and "`chctl remove peer`" in done.stderr
+    assert "`chctl add peer -k KEY`" in done.stderr and "`chctl remove peer --forget`" in done.stderr
     assert (user_env.ch_home / "tokens" / "peer.json").exists()
     row = status_of(user_env, "peer")
     assert (row["state"], row["auth_type"], row["usable"]) == ("api_key", "api-key", True)

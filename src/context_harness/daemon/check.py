@@ -17,15 +17,12 @@ from typing import Any, Literal
 import structlog
 
 from context_harness import __version__
-from context_harness.config.format import DEFAULT_CLIENT, get_format
 from context_harness.daemon.bridge import ServerCredentials, refusal_message
 from context_harness.daemon.rpc_params import CheckParams
 from context_harness.daemon.services import Services
 from context_harness.oauth.challenge import parse_www_authenticate
 from context_harness.primitives.outside_values import is_secure_endpoint
 from context_harness.primitives.result import Failure, Result, Success
-from context_harness.services.blocking_io import run_config_io
-from context_harness.services.config_service import ConfigTarget
 from context_harness.upstream.session import Upstream
 
 log = structlog.get_logger(__name__)
@@ -57,41 +54,29 @@ class Probe:
     tools: int | None = None
     elapsed_ms: int = 0
     proxy: str | None = None  # host:port of the proxy used, or None (direct)
+    note: str | None = None  # what else a person should know (a nearby entry that was not run)
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
 
 
 async def run_check(s: Services, p: CheckParams) -> Result[dict[str, Any]]:
-    from context_harness.daemon.check_stdio import probe_stdio  # it builds on this module
+    from context_harness.daemon.check_stdio import nearby_local_entries, probe_local  # they build on this module
 
     names = p.names or sorted(s.bindings.load())
-    local = await _local_entries(s, Path(p.cwd)) if p.cwd else {}
+    nearby = await nearby_local_entries(s, Path(p.cwd)) if p.cwd else {}
 
     async def probe(name: str) -> Probe:
+        bindings = s.bindings.for_server(name)
         # A bridged entry is local too (it runs `chctl bridge`): its binding's URL is what to probe.
-        if name in local and not any(b.url for b in s.bindings.for_server(name)):
-            return await probe_stdio(name, *local[name], p.timeout_s)
-        return await probe_server(s, name, p.timeout_s)
+        if any(b.url for b in bindings):
+            return await probe_server(s, name, p.timeout_s)
+        if name not in nearby and (unknown := s.unknown(name)) is not None:
+            return Probe(name, "config", "failed", unknown.error, unknown.hint)
+        return await probe_local(s, name, bindings, nearby.get(name), p.timeout_s)
 
     probes = await asyncio.gather(*(probe(name) for name in names))
     return Success({"servers": [probe.as_dict() for probe in probes]})
-
-
-async def _local_entries(s: Services, cwd: Path) -> dict[str, tuple[list[str], dict[str, str], Path]]:
-    """The local (stdio) entries of the config nearest `cwd`: command, environment and the config's directory."""
-    fmt = get_format(DEFAULT_CLIENT)
-    found = await run_config_io(
-        lambda: s.mcp.list_configured(ConfigTarget(cwd=cwd)), s.settings.config_io_timeout_s, "reading the config"
-    )
-    if isinstance(found, Failure):
-        return {}
-    path, entries = found.value
-    local = {}
-    for name, entry in entries.items():
-        if isinstance(entry, dict) and fmt.entry_url(entry) is None and fmt.entry_command(entry):
-            local[name] = (fmt.entry_command(entry), fmt.entry_environment(entry), path.parent)
-    return local
 
 
 async def probe_server(s: Services, name: str, timeout_s: float) -> Probe:

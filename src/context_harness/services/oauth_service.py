@@ -21,6 +21,7 @@ import aiohttp
 import structlog
 
 from context_harness.oauth.flow import AuthorizationUrlHandler, FlowRequest, run_authorization_flow
+from context_harness.oauth.registration import RegistrationLimit
 from context_harness.oauth.token_auth import either_way
 from context_harness.oauth.token_client import (
     PermanentError,
@@ -41,8 +42,8 @@ from context_harness.services.refresh_outcomes import (
     RefreshNotNeeded,
     RefreshRetry,
     env_prefix,
-    needs_login,
     no_refresh_token_note,
+    refresh_result,
 )
 from context_harness.services.revocation import revoke_all
 from context_harness.services.server_state import ServerState, ServerStates
@@ -102,6 +103,7 @@ class OAuthService:
         self.publisher = publisher
         self._session = session
         self.states = states
+        self.registrations = RegistrationLimit()  # new clients per issuer, every login of this daemon together
 
     def configure(self, settings: OAuthSettings) -> None:
         self.settings = settings
@@ -137,6 +139,7 @@ class OAuthService:
                 timeout_s=options.timeout_s,
                 http_timeout_s=self.settings.http_timeout_s,
                 client_metadata_url=self.settings.client_metadata_url,
+                registrations=self.registrations,
             ),
             client_store=self.clients,
             on_authorization_url=on_authorization_url,
@@ -147,7 +150,7 @@ class OAuthService:
                 return Failure(
                     grant.error,
                     grant.code,
-                    f"{name} needs an OAuth app you register yourself; pass --client-id "
+                    f"{name} needs an OAuth app you register yourself: `chctl auth {name} --client-id ID` "
                     f"(or set {env_prefix(name)}_CLIENT_ID)" + (f", see {known.docs_url}" if known.docs_url else ""),
                 )
             return grant
@@ -187,23 +190,7 @@ class OAuthService:
             return Failure(f"no credential stored for {name}", ErrorCode.NOT_FOUND, "see `chctl status`")
         if credential.kind != "oauth":
             return Failure(f"{name} uses an API key: there is nothing to refresh", ErrorCode.INVALID_PARAMS)
-        match await self.refresh_once(name, force=True):
-            case RefreshDone(credential) | RefreshNotNeeded(credential):
-                return Success(credential)
-            case RefreshRetry(reason, _):
-                return Failure(
-                    f"refresh of {name} failed for now: {reason}",
-                    ErrorCode.NETWORK,
-                    "the daemon keeps retrying in the background; see `chctl status`",
-                )
-            case RefreshNeedsReauth(reason, code):
-                return needs_login(name, reason, code)
-            case RefreshImpossible(credential):
-                return Failure(
-                    f"{name}: {no_refresh_token_note(credential)}",
-                    ErrorCode.AUTH_REQUIRED,
-                    f"run `chctl auth {name}` before the token expires",
-                )
+        return refresh_result(name, await self.refresh_once(name, force=True), "asked")
 
     async def logout(self, name: str) -> Result[dict[str, Any]]:
         """Revoke at the server (RFC 7009) when it has an endpoint, then forget the tokens and headers. An API
@@ -216,7 +203,7 @@ class OAuthService:
                 return Failure(
                     f"{name} uses an API key, not a login: --logout would delete the key, so it is left as it is",
                     ErrorCode.INVALID_PARAMS,
-                    f"to replace the key: `chctl add {name} -k KEY`; to stop using {name}: `chctl remove {name}`",
+                    f"to replace the key: `chctl add {name} -k KEY`; to let it go: `chctl remove {name} --forget`",
                 )
             outcomes = await revoke_all(self._session(), credential, self.settings.http_timeout_s)
             self.tokens.delete(name)

@@ -36,6 +36,11 @@ class Binding(BaseModel):
     # answer to a call without credentials (a 401 naming OAuth protected-resource metadata: `oauth`, a login is
     # due until one is stored). None: recorded before this was.
     auth: MCPAuthType | None = None
+    # A local (stdio) server: the command `chctl add` wrote, and a SHA-256 of the environment it wrote with it
+    # (the values may be secrets; the config keeps them). `chctl check` starts a local server only while its
+    # entry still holds exactly these (`services.local_commands`). None: not local, or bound by an older version.
+    command: list[str] | None = None
+    environment_sha256: str | None = None
 
 
 _Bindings = TypeAdapter(dict[str, list[Binding]])

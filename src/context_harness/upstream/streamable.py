@@ -12,6 +12,7 @@ import aiohttp
 import structlog
 
 from context_harness.primitives.result import ErrorCode, Failure
+from context_harness.primitives.text import printable
 from context_harness.upstream import limits, messages
 from context_harness.upstream.contract import RelayFailure
 from context_harness.upstream.core import ACCEPT_BOTH, CLOSE_TIMEOUT, STREAM_TIMEOUT, Core, post
@@ -119,15 +120,23 @@ class Streamable:
                 await self._resume(request, parser.last_event_id or last_event_id)
 
     async def _relay_error_body(self, request: dict[str, Any], response: aiohttp.ClientResponse) -> None:
-        """A 4xx/5xx: pass on a JSON-RPC error the server sent, else answer the request ourselves."""
+        """A 4xx/5xx: pass on a JSON-RPC error the server sent for this request, else answer the request
+        ourselves, with the server's own words (a JSON-RPC error without an id, the start of a page)."""
+        raw = b""
         with contextlib.suppress(ValueError, limits.TooLarge):
             raw = await limits.read_body(response, limits.MAX_ERROR_BODY_BYTES)
             reply = json.loads(raw)
             if isinstance(reply, dict) and "error" in reply and reply.get("id") is not None:
                 await self.core.incoming(reply)
                 return
+        name, words = self.core.name, messages.server_words(raw)
         raise RelayFailure(
-            Failure(f"{self.core.name} answered HTTP {response.status}", ErrorCode.NETWORK, "see `chctl logs`")
+            Failure(
+                f"{name} answered HTTP {response.status}" + (f": {words}" if words else ""),
+                ErrorCode.NETWORK,
+                f"that is the server's answer to {printable(request.get('method'), 64)}; "
+                f"`chctl check {name}` tries a whole session with it",
+            )
         )
 
     def start_listening(self) -> None:
