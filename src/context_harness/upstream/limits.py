@@ -43,6 +43,14 @@ CONNECTIONS_PER_HOST = 128
 # six times in its first 16 s, then once in a while (unbounded, it was hundreds of times a second).
 REINIT_BACKOFF_S = (0.5, 30.0)
 REINIT_PER_MINUTE = 6
+# A stream the server closed is reconnected after the wait its `retry:` field asks for (SEP-1699), at most this
+# long: the client's request waits meanwhile, and a server's `retry: 99999999999` must not hold it for ever.
+MAX_RECONNECT_DELAY_S = 30.0
+
+
+def reconnect_delay_s(retry_ms: int | None, default_s: float = 0.0) -> float:
+    """Seconds to wait before reconnecting a stream the server closed: its `retry`, capped; else `default_s`."""
+    return default_s if retry_ms is None else min(retry_ms / 1000, MAX_RECONNECT_DELAY_S)
 
 
 class TooLarge(Exception):
