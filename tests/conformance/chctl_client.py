@@ -85,7 +85,7 @@ async def run(server_url: str, context: dict[str, object]) -> int:
                 return 1
 
             async def fix(message: str) -> bool:
-                return f"chctl auth {NAME}" in message and log_in(env, context)
+                return f"`chctl auth {NAME}`" in message and log_in(env, context)
 
             bridge = StdioServerParameters(
                 command=sys.executable,

@@ -31,6 +31,7 @@ from context_harness.services.refresh_outcomes import (
     needs_login,
 )
 from context_harness.services.server_state import ServerStates
+from context_harness.services.step_up import scope_refused
 from context_harness.stores.token_store import TokenStore
 from context_harness.upstream import messages
 from context_harness.upstream.contract import Counters
@@ -98,6 +99,9 @@ class ServerCredentials:
                 return Failure(
                     f"{name} refused its token and no refresh token was issued", ErrorCode.AUTH_REQUIRED, login
                 )
+
+    async def scope_refused(self, scope: str | None) -> Failure:
+        return await scope_refused(self.oauth.states, self.tokens, self.name, scope)
 
 
 class Bridges:

@@ -26,6 +26,7 @@ from context_harness.primitives.outside_values import is_secure_endpoint
 from context_harness.primitives.result import Failure, Result, Success
 from context_harness.services.blocking_io import run_config_io
 from context_harness.services.config_service import ConfigTarget
+from context_harness.services.server_state import ServerState
 from context_harness.upstream.session import Upstream
 
 log = structlog.get_logger(__name__)
@@ -116,8 +117,20 @@ async def probe_server(s: Services, name: str, timeout_s: float) -> Probe:
     finally:
         await upstream.close()
     elapsed_ms = round((time.monotonic() - started) * 1000)
+    probe = _with_scopes_wanted(probe, s.states.peek(name))
     log.info("server_checked", server=name, outcome=probe.outcome, elapsed_ms=elapsed_ms)
     return replace(probe, elapsed_ms=elapsed_ms, proxy=where)
+
+
+def _with_scopes_wanted(probe: Probe, state: ServerState | None) -> Probe:
+    """A server that answers, but refused an agent's call for lack of scope: that needs a person too."""
+    if probe.level != "ok" or state is None or not state.scopes_wanted:
+        return probe
+    wanted = " ".join(state.scopes_wanted)
+    message = f"{probe.name} answers, but refused a call for lack of scope {wanted} (insufficient_scope)"
+    return replace(
+        probe, outcome="forbidden", level="attention", message=message, next_action=f"`chctl auth {probe.name}`"
+    )
 
 
 class _Conversation:
@@ -207,18 +220,14 @@ def _failed(name: str, upstream: Upstream, error: Any) -> Probe:
         return Probe(name, kind, "failed", message, hint or NEXT_ACTION.get(kind))
     status, challenge_text = upstream.last_answer or (None, None)
     challenge = parse_www_authenticate(challenge_text)
-    if status == 401 or data.get("code") in ("AUTH_REQUIRED", "TOKEN_EXPIRED"):
-        said = f" (WWW-Authenticate error={challenge.error})" if challenge and challenge.error else ""
-        return Probe(name, "unauthorized", "attention", f"401{said}: {message}", hint or f"`chctl auth {name}`")
     if status == 403:
         error, scope = (challenge.error, challenge.scope) if challenge else (None, None)
         said = f" ({error}{f', needs {scope}' if scope else ''})" if error else ""
-        action = (
-            f"`chctl auth {name} --scope {scope}`"
-            if scope
-            else f"log in with the scopes the server needs: `chctl auth {name} --scope ...`, or ask for access"
-        )
+        action = hint or f"log in with the scopes the server needs: `chctl auth {name} --scope ...`, or ask for access"
         return Probe(name, "forbidden", "attention", f"403{said}: {message}", action)
+    if status == 401 or data.get("code") in ("AUTH_REQUIRED", "TOKEN_EXPIRED"):
+        said = f" (WWW-Authenticate error={challenge.error})" if challenge and challenge.error else ""
+        return Probe(name, "unauthorized", "attention", f"401{said}: {message}", hint or f"`chctl auth {name}`")
     return Probe(name, "protocol", "failed", message, hint or NEXT_ACTION["protocol"])
 
 

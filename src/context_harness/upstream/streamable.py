@@ -43,7 +43,7 @@ class Streamable:
             async with post(core.http, core.url, body, headers) as response:
                 status = core.answered(response)
                 limits.not_redirected(core.name, response)
-                if await auth.retry(status):
+                if await auth.retry(status, response.headers.get("WWW-Authenticate")):
                     continue
                 if status == 404 and not is_initialize and core.session_id and not reinitialized:
                     reinitialized = True  # the session is lost: initialized again, once for this message
@@ -162,7 +162,7 @@ class Streamable:
                 async with get as response:
                     if response.status == 405 or (response.status in (400, 404) and not core.session_id):
                         return  # this server has no stream of its own (a server without sessions says 400 or 404)
-                    if await auth.retry(response.status):
+                    if await auth.retry(response.status, response.headers.get("WWW-Authenticate")):
                         continue
                     if response.status == 404:
                         core.reinitialize_soon(generation)  # which starts a new listener
