@@ -28,17 +28,19 @@ from tests.conformance.driver import exercise, log  # noqa: E402
 PEERS = Path(__file__).resolve().parents[1] / "peers" / "node_modules"
 NODE = PEERS / "node" / "bin" / "node"
 MCP_REMOTE = PEERS / "mcp-remote" / "dist" / "proxy.js"
-LOGIN_URL = re.compile(r"visiting:\s*(https?://\S+)")
+LOGIN_URL = re.compile(r"^(https?://\S+)$")  # alone on the line after "Please authorize this client by visiting:"
 
 
 def _follow_logins(stream: IO[str]) -> None:
     """Relay mcp-remote's stderr to ours; each authorization URL it prints is visited."""
+    asked = False
     for line in stream:
         sys.stderr.write(f"mcp-remote: {line}")
-        found = LOGIN_URL.search(line)
+        found = LOGIN_URL.search(line.strip()) if asked else None
+        asked = "by visiting:" in line
         if found:
             try:
-                log(f"login callback answered {follow_login(found.group(1))}")
+                log(f"login callback answered {follow_login(found.group(1), callback_wait_s=15)}")
             except OSError as error:
                 log(f"login failed: {error}")
 
