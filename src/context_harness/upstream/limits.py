@@ -82,7 +82,11 @@ async def read_body(response: aiohttp.ClientResponse, limit: int = MAX_MESSAGE_B
 
 def too_large(name: str) -> Failure:
     limit = f"{MAX_MESSAGE_BYTES // (1024 * 1024)} MiB"
-    return Failure(f"{name} sent a message larger than {limit}", ErrorCode.NETWORK, "see `chctl logs`")
+    return Failure(
+        f"{name} sent a message larger than {limit}, more than the relay carries",
+        ErrorCode.NETWORK,
+        "ask for less at a time (a smaller page, range or file)",
+    )
 
 
 def not_redirected(name: str, response: aiohttp.ClientResponse) -> None:
@@ -128,7 +132,7 @@ def lost_too_often(name: str) -> Failure:
     return Failure(
         f"{name} lost its session {REINIT_PER_MINUTE} times within a minute",
         ErrorCode.NETWORK,
-        "try again in a minute; see `chctl logs`",
+        "it keeps forgetting sessions (restarting?): try again in a minute",
     )
 
 

@@ -14,7 +14,7 @@ import structlog
 from context_harness.primitives.result import ErrorCode, Failure
 from context_harness.upstream import limits, messages
 from context_harness.upstream.contract import RelayFailure
-from context_harness.upstream.core import ACCEPT_BOTH, CLOSE_TIMEOUT, STREAM_TIMEOUT, Core, post
+from context_harness.upstream.core import ACCEPT_BOTH, CLOSE_TIMEOUT, STREAM_TIMEOUT, Core, post, refused_by
 from context_harness.upstream.sse import SseParser
 
 log = structlog.get_logger(__name__)
@@ -136,9 +136,7 @@ class Streamable:
             if isinstance(reply, dict) and "error" in reply and reply.get("id") is not None:
                 await self.core.incoming(reply)
                 return
-        raise RelayFailure(
-            Failure(f"{self.core.name} answered HTTP {response.status}", ErrorCode.NETWORK, "see `chctl logs`")
-        )
+        raise RelayFailure(refused_by(self.core.name, response.status))
 
     def start_listening(self) -> None:
         core = self.core
