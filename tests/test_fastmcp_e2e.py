@@ -16,10 +16,11 @@ from typing import Any
 
 import pytest
 from mcp.client.session import ClientSession
-from mcp.client.stdio import StdioServerParameters, stdio_client
+from mcp.client.stdio import stdio_client
 from mcp_types import TextContent
 
 from tests.peers.peer_process import PeerProcess, start_peer
+from tests.support.bridge import bridge_params
 from tests.support.daemon import DaemonProcess, chctl
 from tests.support.env import UserEnv
 
@@ -64,12 +65,7 @@ INITIALIZE = {
 
 
 async def echo_through_bridge(user_env: UserEnv) -> str:
-    params = StdioServerParameters(
-        command=sys.executable,
-        args=["-m", "context_harness.client.chctl", "bridge", "fm"],
-        env={**user_env.vars(), "CH_NO_AUTOSTART": "1"},
-        cwd=user_env.project,
-    )
+    params = bridge_params(user_env, "fm")
     async with stdio_client(params) as (read, write), ClientSession(read, write) as session:
         await session.initialize()
         result = await asyncio.wait_for(session.call_tool("echo", {"text": "hi"}), 30)

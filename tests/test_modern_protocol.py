@@ -8,19 +8,18 @@ from __future__ import annotations
 
 import asyncio
 import json
-import sys
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
 
 import pytest
 from mcp.client.client import Client
-from mcp.client.stdio import StdioServerParameters
 from mcp.client.subscriptions import ToolsListChanged
 from mcp_types import TextContent
 
 from tests.peers.fake_browser import browser_command
 from tests.peers.mcp_servers import McpApiKeyServerFactory, McpOAuthServer
+from tests.support.bridge import bridge_params
 from tests.support.daemon import DaemonProcess, chctl
 from tests.support.env import UserEnv
 
@@ -43,12 +42,7 @@ def add_keyed(user_env: UserEnv, name: str, factory: McpApiKeyServerFactory, era
 @asynccontextmanager
 async def auto_client(user_env: UserEnv, name: str) -> AsyncIterator[Client]:
     """The SDK's Client in its default mode, over the command a bridged entry runs."""
-    params = StdioServerParameters(
-        command=sys.executable,
-        args=["-m", "context_harness.client.chctl", "bridge", name],
-        env={**user_env.vars(), "CH_NO_AUTOSTART": "1"},
-        cwd=str(user_env.project),
-    )
+    params = bridge_params(user_env, name)
     async with Client(params, mode="auto", read_timeout_seconds=CALL_TIMEOUT_S) as client:
         yield client
 

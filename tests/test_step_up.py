@@ -24,10 +24,11 @@ from urllib.parse import urlencode
 import pytest
 from aiohttp import web
 from mcp.client.session import ClientSession
-from mcp.client.stdio import StdioServerParameters, stdio_client
+from mcp.client.stdio import stdio_client
 from mcp.shared.exceptions import MCPError
 
 from tests.oauth_fakes import serve
+from tests.support.bridge import bridge_params
 from tests.support.daemon import DaemonProcess, chctl, wait_for
 from tests.support.env import UserEnv
 
@@ -134,12 +135,7 @@ async def log_in(user_env: UserEnv) -> None:
 
 @asynccontextmanager
 async def bridged(user_env: UserEnv) -> AsyncIterator[ClientSession]:
-    params = StdioServerParameters(
-        command=sys.executable,
-        args=["-m", "context_harness.client.chctl", "bridge", "srv"],
-        env={**user_env.vars(), "CH_NO_AUTOSTART": "1"},
-        cwd=user_env.project,
-    )
+    params = bridge_params(user_env, "srv")
     async with stdio_client(params) as (read, write), ClientSession(read, write) as session:
         await session.initialize()
         yield session

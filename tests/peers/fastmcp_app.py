@@ -14,13 +14,12 @@ import argparse
 import asyncio
 import json
 import socket
-import sys
-import threading
 
 import uvicorn
 from fastmcp import FastMCP
 from fastmcp.server.auth.providers.in_memory import InMemoryOAuthProvider
 from mcp.server.auth.settings import ClientRegistrationOptions, RevocationOptions
+from mcp_server_app import exit_when_stdin_closes  # beside this file: run as a script, its folder is on sys.path
 
 MCP_PATH = "/mcp"
 
@@ -41,15 +40,6 @@ def build_app(base_url: str) -> object:
     return server.http_app(path=MCP_PATH)
 
 
-def _exit_when_stdin_closes(server: uvicorn.Server, loop: asyncio.AbstractEventLoop) -> None:
-    def watch() -> None:
-        while sys.stdin.buffer.read(4096):
-            pass
-        loop.call_soon_threadsafe(setattr, server, "should_exit", True)
-
-    threading.Thread(target=watch, daemon=True).start()
-
-
 async def serve(port: int) -> None:
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
@@ -59,7 +49,7 @@ async def serve(port: int) -> None:
     base_url = f"http://127.0.0.1:{port}"
     config = uvicorn.Config(build_app(base_url), log_level="warning", timeout_graceful_shutdown=2, lifespan="on")  # type: ignore[arg-type]
     server = uvicorn.Server(config)
-    _exit_when_stdin_closes(server, asyncio.get_running_loop())
+    exit_when_stdin_closes(server, asyncio.get_running_loop())
     serving = asyncio.create_task(server.serve(sockets=[sock]))
     while not server.started:
         if serving.done():

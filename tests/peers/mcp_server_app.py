@@ -277,7 +277,7 @@ def _build_app(args: argparse.Namespace, url: str) -> tuple[ASGIApp, str | None]
     return build_server(auth, verifier).streamable_http_app(streamable_http_path=MCP_PATH), resource
 
 
-def _exit_when_stdin_closes(server: uvicorn.Server, loop: asyncio.AbstractEventLoop) -> None:
+def exit_when_stdin_closes(server: uvicorn.Server, loop: asyncio.AbstractEventLoop) -> None:
     def watch() -> None:
         while sys.stdin.buffer.read(4096):
             pass
@@ -296,7 +296,7 @@ async def serve(args: argparse.Namespace) -> None:
     app, resource = build_app(args, url)
     config = uvicorn.Config(app, log_level="warning", timeout_graceful_shutdown=2, lifespan="on")
     server = uvicorn.Server(config)
-    _exit_when_stdin_closes(server, asyncio.get_running_loop())
+    exit_when_stdin_closes(server, asyncio.get_running_loop())
     serving = asyncio.create_task(server.serve(sockets=[sock]))
     while not server.started:
         if serving.done():

@@ -207,8 +207,11 @@ async def discover_modern(
         return None
     info = _object(_object(result.get("_meta")).get(SERVER_INFO_META_KEY))
     listed = await _count_tools(lambda cursor: ask("tools/list", _modern({"cursor": cursor} if cursor else {})))
-    if isinstance(listed, dict):
-        return failed(listed)
+    return failed(listed) if isinstance(listed, dict) else _answers(name, info, MODERN_PROTOCOL_VERSION, listed)
+
+
+def _answers(name: str, info: dict[str, Any], protocol: str | None, tools: int) -> Probe:
+    """A server that answered: who it says it is, the protocol it spoke, how many tools."""
     return Probe(
         name,
         "ok",
@@ -216,8 +219,8 @@ async def discover_modern(
         f"{name} answers",
         server_name=_text(info.get("name")),
         server_version=_text(info.get("version")),
-        protocol_version=MODERN_PROTOCOL_VERSION,
-        tools=listed,
+        protocol_version=protocol,
+        tools=tools,
     )
 
 
@@ -248,22 +251,11 @@ async def converse(name: str, ask: Ask, notify: Notify, failed: Callable[[Any], 
     if "error" in answer:
         return failed(answer["error"])
     result = _object(answer.get("result"))
-    info = _object(result.get("serverInfo"))
-    server_name, server_version = _text(info.get("name")), _text(info.get("version"))
     await notify("notifications/initialized")
     listed = await _count_tools(lambda cursor: ask("tools/list", {"cursor": cursor} if cursor else {}))
     if isinstance(listed, dict):
         return failed(listed)
-    return Probe(
-        name,
-        "ok",
-        "ok",
-        f"{name} answers",
-        server_name=server_name,
-        server_version=server_version,
-        protocol_version=_text(result.get("protocolVersion")),
-        tools=listed,
-    )
+    return _answers(name, _object(result.get("serverInfo")), _text(result.get("protocolVersion")), listed)
 
 
 def _failed(name: str, upstream: Upstream, error: Any) -> Probe:
