@@ -32,6 +32,14 @@ log = structlog.get_logger(__name__)
 FORM_HEADERS = {"Accept": "application/json"}
 # Errors that mean this grant or client will never work again: only a new login helps.
 PERMANENT_GRANT_ERRORS = frozenset({"invalid_grant", "invalid_client", "unauthorized_client"})
+# What a person can do about the other errors a token endpoint answers a login with (RFC 6749 §5.2).
+TOKEN_ERROR_HINTS = {
+    "unsupported_grant_type": "its authorization server takes no browser logins (the authorization-code grant) "
+    "from this client: ask the server's operator how its clients sign in",
+    "invalid_scope": "run `chctl auth` again with `--scope SCOPE`, a scope the server offers",
+    "invalid_request": "the authorization server refused the login's form: run `chctl auth` again, and if it "
+    "keeps failing, tell the server's operator",
+}
 # Statuses that say "not now" rather than "no" (RFC 9110; 5xx are added by range).
 TRANSIENT_STATUSES = frozenset({408, 425, 429})
 
@@ -95,6 +103,7 @@ def parse_token_response(status: int, body: bytes | Any, now: float) -> Result[O
         return Failure(
             f"the token endpoint refused the request (HTTP {status}{': ' + message if message else ''})",
             ErrorCode.OAUTH_ERROR,
+            TOKEN_ERROR_HINTS.get(error or ""),
         )
     if not isinstance(doc, dict):
         return Failure("the token endpoint's answer is not a JSON object", ErrorCode.OAUTH_ERROR)
