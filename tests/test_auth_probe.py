@@ -57,6 +57,8 @@ async def metadata(_request: web.Request) -> web.StreamResponse:
             MCPAuthType.OAUTH,
         ),
         ({"/mcp": answer(401), "/.well-known/oauth-protected-resource": metadata}, MCPAuthType.OAUTH),
+        # A server of the 2025-03-26 revision: no resource metadata, its origin is its authorization server.
+        ({"/mcp": answer(401, "Bearer"), "/.well-known/oauth-authorization-server": metadata}, MCPAuthType.OAUTH),
         # A 401 and no metadata anywhere: a credential no login gets (a key, most likely).
         ({"/mcp": answer(401, 'Bearer realm="api"')}, MCPAuthType.API_KEY),
         ({"/mcp": answer(200)}, MCPAuthType.NONE),
@@ -64,7 +66,7 @@ async def metadata(_request: web.Request) -> web.StreamResponse:
         ({"/mcp": answer(500)}, None),
         ({"/mcp": answer(403)}, None),
     ],
-    ids=["well-known-path", "well-known-root", "key", "open", "error", "forbidden"],
+    ids=["well-known-path", "well-known-root", "2025-03-26-origin", "key", "open", "error", "forbidden"],
 )
 async def test_what_a_server_asks_for(routes: dict[str, Handler], wanted: MCPAuthType | None) -> None:
     async with serving(routes) as base, aiohttp.ClientSession() as session:

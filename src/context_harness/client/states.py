@@ -26,6 +26,8 @@ def describe(server: dict[str, Any], now: float) -> tuple[str, str]:
         return f"needs login → chctl auth {name}", "red"
     if state == "needs_key":
         return f"needs a key → chctl add {name} -k KEY", "red"
+    if server.get("scopes_wanted"):
+        return f"needs scope {' '.join(server['scopes_wanted'])} → chctl auth {name}", "red"
     if state == "retrying":
         error = server.get("last_error") or "refresh failed"
         return f"retrying (next try {when(server.get('next_refresh_at'), now)}): {error}", "yellow"

@@ -32,6 +32,7 @@ from context_harness.primitives.result import ErrorCode, Failure, Result, Succes
 from context_harness.services.oauth_service import OAuthService
 from context_harness.services.refresh_outcomes import refresh_result
 from context_harness.services.server_state import ServerStates
+from context_harness.services.step_up import scope_refused
 from context_harness.stores.token_store import TokenStore
 from context_harness.upstream import messages
 from context_harness.upstream.contract import Counters
@@ -87,6 +88,9 @@ class ServerCredentials:
         renewed = refresh_result(name, await self.oauth.refresh_rejected(name, rejected_token), "refused")
         return renewed if isinstance(renewed, Failure) else Success(None)  # the refresh told the change channel
 
+    async def scope_refused(self, scope: str | None) -> Failure:
+        return await scope_refused(self.oauth.states, self.tokens, self.name, scope)
+
     async def answered(self, status: int, sent: str | None) -> None:
         """The server's verdict on `sent`, kept in the server's state (and announced) when it changes what
         `chctl status` says: a success clears a refusal; a 401 or 403 to the credential stored now is one."""
@@ -112,7 +116,7 @@ def refusal_message(status: int, credential: Credential | None) -> str:
     """A server's refusal of `credential` in words, for `chctl status` and `doctor`."""
     what = "API key" if credential is not None and credential.kind == "api_key" else "access token"
     if status == HTTPStatus.FORBIDDEN:
-        return f"the server answers 403 Forbidden with the {what}: it lacks a scope or access"
+        return f"the server answers 403 Forbidden to the {what}: it is not allowed what was asked"
     if what == "API key":
         return "the server refuses the API key (401 Unauthorized)"
     return "the server refuses the access token, also after a refresh (401 Unauthorized)"

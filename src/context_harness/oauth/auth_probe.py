@@ -2,8 +2,10 @@
 credentials, as any client's first request.
 
 - A 401 whose `Bearer` challenge names protected-resource metadata, or a 401 from a server that publishes that
-  metadata at its well-known URL (RFC 9728), wants an OAuth login: what `chctl auth` starts from.
-- Any other 401 wants a credential no login gets: an API key, most likely.
+  metadata at its well-known URL (RFC 9728), or, as a server of the 2025-03-26 revision does, authorization-server
+  metadata at its origin (RFC 8414), wants an OAuth login: what `chctl auth` starts from.
+- Any other 401 wants a credential that publishes nothing about a login: an API key, most likely (a 2025-03-26
+  server that relies on the default endpoints alone looks the same; `chctl auth NAME` still logs in to it).
 - An answer (2xx) wants nothing.
 
 A server that cannot be asked (down, slow, an error page) says nothing: `None`, and nothing is recorded. No
@@ -18,7 +20,12 @@ import aiohttp
 
 from context_harness.oauth import http
 from context_harness.oauth.challenge import parse_www_authenticate
-from context_harness.oauth.discovery import initialize_without_credentials, protected_resource_metadata_urls
+from context_harness.oauth.discovery import (
+    OAUTH_AS_WELL_KNOWN,
+    initialize_without_credentials,
+    origin_of,
+    protected_resource_metadata_urls,
+)
 from context_harness.primitives.mcp import MCPAuthType
 from context_harness.primitives.result import Failure
 
@@ -49,7 +56,7 @@ async def auth_wanted(
     challenge = parse_www_authenticate(sent.value.headers.get("WWW-Authenticate"))
     if challenge is not None and challenge.resource_metadata:
         return verdict(status, True, False)
-    for metadata_url in protected_resource_metadata_urls(url):
+    for metadata_url in [*protected_resource_metadata_urls(url), origin_of(url) + OAUTH_AS_WELL_KNOWN]:
         got = await http.request(session, "GET", metadata_url, headers=http.JSON_ACCEPT, timeout_s=timeout_s)
         if isinstance(got, Failure):
             return None

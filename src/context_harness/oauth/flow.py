@@ -329,5 +329,8 @@ async def _exchange(
 
 
 def _failed(server_name: str, failure: Failure) -> Failure:
+    """The failure, logged, and saying which server it is about (a person may be logging in to several)."""
     log.warning("authorization_flow_failed", server=server_name, code=failure.code.value, error=failure.error)
-    return failure
+    if failure.error.startswith(server_name):
+        return failure
+    return Failure(f"{server_name}: {failure.error}", failure.code, failure.hint)

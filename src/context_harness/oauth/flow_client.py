@@ -13,6 +13,7 @@ import aiohttp
 import structlog
 
 from context_harness.oauth.discovery import AuthServerMetadata, Discovery
+from context_harness.oauth.http import describe_url
 from context_harness.oauth.preflight import check_authorization_request
 from context_harness.oauth.registration import build_registration_request, redirect_fits, register_client
 from context_harness.primitives.oauth import ClientRegistration
@@ -88,12 +89,26 @@ async def resolve_client(
         session, auth_server.registration_endpoint, metadata, auth_server.issuer, request.http_timeout_s
     )
     if isinstance(registered, Failure):
-        return registered
+        return _not_registered(request.server_name, discovery, registered)
     saved = save_client(store, request.server_name, registered.value)
     if isinstance(saved, Failure):
         return saved
     reg = registered.value
     return Success(Client(reg.client_id, reg.client_secret, reg.token_endpoint_auth_method, "registered"))
+
+
+def _not_registered(server_name: str, discovery: Discovery, failure: Failure) -> Failure:
+    """A registration refused at the default endpoint of a server that published no OAuth metadata at all: it
+    may not use OAuth at all (an API key, say), which only a person can tell."""
+    if not discovery.default_endpoints:
+        return failure
+    return Failure(
+        f"{server_name} publishes no OAuth metadata, and registering a client at its default endpoint "
+        f"{describe_url(discovery.auth_server.registration_endpoint or '')} failed: {failure.error}",
+        failure.code,
+        f"if {server_name} takes an API key: `chctl add {server_name} -k KEY`; if you have an OAuth client for it: "
+        f"`chctl auth {server_name} --client-id ID`",
+    )
 
 
 def cannot_register(issuer: str, server_name: str) -> Failure:

@@ -67,6 +67,8 @@ class ServerStatus:
     last_token_read_at: float | None = None
     shared: bool = False  # `chctl share`: usable from other machines through the remote socket
     via: str | None = None  # on a remote machine: the forwarded socket that carries it (no credential here)
+    # Scopes the server refused a call for lack of (403 insufficient_scope): `chctl auth NAME` asks for them.
+    scopes_wanted: list[str] = field(default_factory=list)
 
     def as_dict(self) -> dict[str, Any]:
         return {**asdict(self), "auth_type": self.auth_type.value}
@@ -118,6 +120,7 @@ class StatusBoard:
             "mode": _mode(bindings),
             "bridges": [BridgeStatus(bridge_id, **asdict(c)) for bridge_id, c in sorted(live.bridges.items())],
             "shared": name in self.shared(),
+            "scopes_wanted": list(live.scopes_wanted),
         }
         if credential is None:
             via = self.via(name, bindings)
