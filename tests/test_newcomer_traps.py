@@ -301,20 +301,30 @@ def test_a_refused_key_shows_in_status_and_doctor_until_a_request_succeeds(
     assert "ok (API key)" in status_line(user_env, "peer")
 
 
-def test_a_token_without_the_scope_the_server_wants_shows_as_forbidden(
-    daemon: DaemonProcess, user_env: UserEnv, mcp_oauth_server: McpOAuthServer
+async def test_a_key_the_server_forbids_shows_as_forbidden_in_status_and_doctor(
+    daemon: DaemonProcess, user_env: UserEnv
 ) -> None:
-    ok(user_env, "init")
-    ok(user_env, "add", "srv", "--url", mcp_oauth_server.url, "--bridge")
-    ok(user_env, "auth", "srv", "--scope", "mcp:read", extra_env=BROWSER)
-    assert status_of(user_env, "srv")["state"] == "active"
-    assert check_code(user_env, "srv") == 1
-    row = status_of(user_env, "srv")
-    assert row["refused"] == 403 and "insufficient_scope" in row["last_error"]
-    assert "forbidden (403) → chctl check srv" in status_line(user_env, "srv")
-    [line] = doctor_lines(user_env, "srv")
-    assert line.startswith("✗ srv: the server answers 403 Forbidden") and "--scope" in line
-    assert chctl(user_env, "auth", "srv", "--status").returncode == 1  # a refused token is not usable
+    """A gateway that knows the key but forbids what it is asked (403, no scope challenge: a step-up login
+    cannot help): status and doctor say so, and `auth --status` calls the key unusable."""
+    seen: list[str] = []
+
+    async def forbid(request: web.Request) -> web.StreamResponse:
+        seen.append(request.headers.get("X-API-Key", ""))
+        return web.json_response({"error": "forbidden", "error_description": "this key may not use MCP"}, status=403)
+
+    async with serving({"/mcp": forbid}) as base:
+        await asyncio.to_thread(ok, user_env, "init")
+        args = ("add", "peer", "--url", f"{base}/mcp", "-k", "k-gate", "--key-header", "X-API-Key", "--bridge")
+        await asyncio.to_thread(ok, user_env, *args)
+        assert await asyncio.to_thread(check_code, user_env, "peer") == 1
+    assert seen and set(seen) == {"k-gate"}
+    row = await asyncio.to_thread(status_of, user_env, "peer")
+    assert (row["refused"], row["usable"]) == (403, False)
+    assert row["last_error"] == "the server answers 403 Forbidden to the API key: it is not allowed what was asked"
+    assert "forbidden (403) → chctl check peer" in await asyncio.to_thread(status_line, user_env, "peer")
+    [line] = await asyncio.to_thread(doctor_lines, user_env, "peer")
+    assert line.startswith("✗ peer: the server answers 403 Forbidden") and "`chctl check peer`" in line
+    assert (await asyncio.to_thread(chctl, user_env, "auth", "peer", "--status")).returncode == 1
 
 
 # --- §9: the header of an add right after a start waits for the start-up repair --------------------------------
