@@ -4,8 +4,8 @@ and API-key servers are asked end to end in tests/test_newcomer_traps.py)."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Awaitable, Callable
-from contextlib import asynccontextmanager
+from collections.abc import Awaitable, Callable
+from contextlib import AbstractAsyncContextManager
 
 import aiohttp
 import pytest
@@ -13,24 +13,17 @@ from aiohttp import web
 
 from context_harness.oauth.auth_probe import auth_wanted, verdict
 from context_harness.primitives.mcp import MCPAuthType
+from tests.oauth_fakes import serve
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
-@asynccontextmanager
-async def serving(routes: dict[str, Handler]) -> AsyncIterator[str]:
-    """A server with `routes` (path -> handler for any method); yields its base URL."""
+def serving(routes: dict[str, Handler]) -> AbstractAsyncContextManager[str]:
+    """A server with `routes` (path -> handler for any method); its base URL."""
     app = web.Application()
     for path, handler in routes.items():
         app.router.add_route("*", path, handler)
-    runner = web.AppRunner(app)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    try:
-        yield f"http://127.0.0.1:{runner.addresses[0][1]}"
-    finally:
-        await runner.cleanup()
+    return serve(app)
 
 
 def answer(status: int, challenge: str | None = None) -> Handler:

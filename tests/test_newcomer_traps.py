@@ -23,11 +23,11 @@ from aiohttp import web
 from context_harness.primitives.oauth import Credential, TokenState
 from context_harness.stores.bindings import Binding, BindingStore
 from context_harness.stores.token_store import TokenStore
+from tests.oauth_fakes import serve
 from tests.peers.fake_browser import browser_command
 from tests.peers.mcp_servers import McpApiKeyServer, McpApiKeyServerFactory, McpOAuthServer
 from tests.support.daemon import DaemonProcess, chctl
 from tests.support.env import UserEnv
-from tests.test_auth_probe import serving
 from tests.test_bridge import bridged_session, messages_of
 
 WRONG_KEY = "k-not-the-servers-key"
@@ -73,6 +73,13 @@ def add_keyed(user_env: UserEnv, server: McpApiKeyServer, key: str, *flags: str,
     if not (user_env.project / "opencode.json").exists():
         ok(user_env, "init")
     return ok(user_env, "add", name, "--url", server.url, "-k", key, "--key-header", server.header, *flags)
+
+
+def one_route(handler: Any) -> web.Application:
+    """An MCP server of our own at /mcp: `handler` answers every method."""
+    app = web.Application()
+    app.router.add_route("*", "/mcp", handler)
+    return app
 
 
 def binding_modes(user_env: UserEnv, name: str) -> list[str]:
@@ -221,7 +228,7 @@ async def test_a_server_that_never_finishes_its_answer_costs_add_a_bounded_wait_
             await response.write(b": still here\n\n")
             await asyncio.sleep(0.5)
 
-    async with serving({"/mcp": trickle}) as base:
+    async with serve(one_route(trickle)) as base:
         await asyncio.to_thread(ok, user_env, "init")
         out = await asyncio.to_thread(ok, user_env, "add", "slow", "--url", f"{base}/mcp")
         assert "next:" not in out  # it said nothing about what it wants: nothing is recorded
@@ -312,7 +319,7 @@ async def test_a_key_the_server_forbids_shows_as_forbidden_in_status_and_doctor(
         seen.append(request.headers.get("X-API-Key", ""))
         return web.json_response({"error": "forbidden", "error_description": "this key may not use MCP"}, status=403)
 
-    async with serving({"/mcp": forbid}) as base:
+    async with serve(one_route(forbid)) as base:
         await asyncio.to_thread(ok, user_env, "init")
         args = ("add", "peer", "--url", f"{base}/mcp", "-k", "k-gate", "--key-header", "X-API-Key", "--bridge")
         await asyncio.to_thread(ok, user_env, *args)
