@@ -77,6 +77,9 @@ class Daemon:
 
     async def run(self, listener: socket.socket, remote_listener: socket.socket | None = None) -> None:
         services = self.services
+        # Before the first request: a credential whose values rest in the keychain is read (with a deadline)
+        # and held, so a bridge reconnecting right after a restart finds it.
+        await services.vault.start()
         server = self.server = RpcServer(
             bind(METHODS, services), streams=bind(STREAMS, services), idle_timeout=self.settings.rpc_idle_timeout_s
         )

@@ -27,6 +27,7 @@ from context_harness.services.import_service import ImportService
 from context_harness.services.mcp_service import MCPService
 from context_harness.services.oauth_service import OAuthService
 from context_harness.services.publisher import Publisher
+from context_harness.services.secret_vault import SecretVault
 from context_harness.services.server_state import Change, ServerStates
 from context_harness.services.status import StatusBoard
 from context_harness.services.token_access import TokenAccess
@@ -74,6 +75,7 @@ class Services:
     settings: Settings
     config: ConfigService
     tokens: TokenStore
+    vault: SecretVault  # where secret values rest (CH_SECRET_STORE): the keychain or the token files
     bindings: BindingStore
     clients: ClientStore
     states: ServerStates  # one record per server; `states.changed(name)` is the one change channel
@@ -102,6 +104,7 @@ class Services:
         self.bridge_http.configure(settings.network())
         self.delegate.path = settings.delegate_socket_path
         self.oauth.configure(settings.oauth())
+        self.vault.configure(settings.secrets())
         self.publisher.configure(settings.publishing())
         self.refresher.configure(settings.refreshing())
         self.notifier.configure(settings.notify_command, settings.event_command)
@@ -124,17 +127,25 @@ def build_services(
 ) -> Services:
     config = ConfigService()
     tokens = TokenStore(settings.tokens_dir, settings.secrets_dir)
+    vault = SecretVault(settings.secrets(), tokens)
     bindings = BindingStore(settings.bindings_file)
     clients = ClientStore(settings.clients_dir)
     # One record per server, and the one channel that says a server changed (its listeners are wired below).
     states = ServerStates()
     publisher = Publisher(config, tokens, bindings, settings.publishing(), states)
-    mcp = MCPService(config, tokens, bindings, publisher, states, settings.user_registry_file)
+    mcp = MCPService(config, tokens, bindings, publisher, states, settings.user_registry_file, vault=vault)
     notifier = Notifier(settings.notify_command, settings.event_command)
     network = settings.network()
     http = HttpClient(network)
     oauth = OAuthService(
-        settings.oauth(), tokens=tokens, clients=clients, mcp=mcp, publisher=publisher, session=http, states=states
+        settings.oauth(),
+        tokens=tokens,
+        vault=vault,
+        clients=clients,
+        mcp=mcp,
+        publisher=publisher,
+        session=http,
+        states=states,
     )
     refresher = Refresher(settings.refreshing(), oauth, tokens, bindings, clock=clock, rng=rng)
     flows = AuthFlows(oauth)
@@ -146,6 +157,7 @@ def build_services(
         settings=settings,
         config=config,
         tokens=tokens,
+        vault=vault,
         bindings=bindings,
         clients=clients,
         states=states,
@@ -174,4 +186,5 @@ def build_services(
     status.token_reads = token_access.reads_of
     status.shared = services.shared.load
     status.via = services.delegate.via
+    status.secret_place = vault.place
     return services

@@ -29,6 +29,7 @@ class ErrorCode(StrEnum):
     DAEMON_UNAVAILABLE = "DAEMON_UNAVAILABLE"  # chctl cannot reach the daemon
     DAEMON_UNTRUSTED = "DAEMON_UNTRUSTED"  # the socket's listener is another user's: chctl sent it nothing
     UNSUPPORTED = "UNSUPPORTED"  # the platform lacks what is needed (e.g. no systemd user session)
+    KEYCHAIN_UNAVAILABLE = "KEYCHAIN_UNAVAILABLE"  # CH_SECRET_STORE=keyring (or a move there) and no keychain answered
     INTERNAL = "INTERNAL"  # a bug: please report it
 
 

@@ -45,10 +45,12 @@ from context_harness.services.refresh_outcomes import (
     no_refresh_token_note,
 )
 from context_harness.services.revocation import revoke_all
+from context_harness.services.secret_vault import SecretVault
 from context_harness.services.server_state import ServerState, ServerStates
 from context_harness.stores.client_store import ClientStore
 from context_harness.stores.crash_points import AFTER_TOKEN_SAVE, crash_point
 from context_harness.stores.lock_file import LockTimeout, file_lock
+from context_harness.stores.secret_store import StoreKind
 from context_harness.stores.token_store import TokenStore
 
 log = structlog.get_logger(__name__)
@@ -89,6 +91,7 @@ class OAuthService:
         settings: OAuthSettings,
         *,
         tokens: TokenStore,
+        vault: SecretVault,
         clients: ClientStore,
         mcp: MCPService,
         publisher: Publisher,
@@ -97,6 +100,7 @@ class OAuthService:
     ) -> None:
         self.settings = settings
         self.tokens = tokens
+        self.vault = vault  # new secret values go through it: the keychain, or the token file
         self.clients = clients
         self.mcp = mcp
         self.publisher = publisher
@@ -168,7 +172,9 @@ class OAuthService:
             server_url=server_url.value,  # where this credential may go, whatever a config says later
         )
         async with self._lock(name):
-            self.tokens.save(credential)
+            stored = await self.vault.store(credential)
+            if isinstance(stored, Failure):
+                return stored
             self.states.stored(name)
             log.info(
                 "token_stored",
@@ -212,7 +218,7 @@ class OAuthService:
             if credential is None:
                 return Failure(f"no credential stored for {name}", ErrorCode.NOT_FOUND, "nothing to log out of")
             outcomes = await revoke_all(self._session(), credential, self.settings.http_timeout_s)
-            self.tokens.delete(name)
+            await self.vault.delete(name)
             self.states.stored(name)
             configs = await self.publisher.forget(name, credential.header_name)
         revoked = bool(outcomes) and all(o["revoked"] for o in outcomes)
@@ -312,7 +318,9 @@ class OAuthService:
                         "token_endpoint_auth_method": auth_method,  # the way that worked, if it took two
                     }
                 )
-                self.tokens.save(fresh)  # the rotated refresh token is on disk before anything uses the new token
+                # The rotated refresh token is stored before anything uses the new token; never refused (a
+                # keychain that fails now leaves it in the 0600 token file, moved back later).
+                await self.vault.store(fresh, rotation=True)
                 if auth_method is not None and auth_method != credential.token_endpoint_auth_method:
                     self.clients.remember_auth_method(name, client_id, auth_method)
                 crash_point(AFTER_TOKEN_SAVE)
@@ -394,6 +402,7 @@ class OAuthService:
         back). A config already right is only read. A server being refreshed right now is skipped: its
         refresh writes the headers itself.
         """
+        await self.heal_secrets()
         for name in self.mcp.bound_servers():
             if self.states.get(name).lock.locked() or self.tokens.load(name) is None:
                 continue
@@ -402,6 +411,38 @@ class OAuthService:
                     await self.publisher.publish(name)
             except LockTimeout:
                 continue
+
+    async def heal_secrets(self) -> None:
+        """Values the keychain could not take or give earlier: moved back into it, or read now (then the
+        credential is announced: its headers are written and its refresh planned)."""
+        await self.vault.look_again()
+        for name in self.vault.needs_healing():
+            if self.states.get(name).lock.locked():
+                continue
+            try:
+                async with self._lock(name):
+                    readable = await self.vault.heal(name)
+            except LockTimeout:
+                continue
+            if readable:
+                self.states.stored(name)
+                await self.states.changed(name, credential=True)
+
+    async def migrate_secrets(self, to: StoreKind) -> list[dict[str, Any]]:
+        """`chctl secrets migrate --to TO`: each stored credential's values, under its server's lock (no
+        refresh runs while they move)."""
+        outcomes: list[dict[str, Any]] = []
+        for name in self.tokens.names():
+            try:
+                async with self._lock(name):
+                    moved = await self.vault.migrate(name, to)
+            except LockTimeout:
+                moved = Failure(f"{name}: another process holds its refresh lock", ErrorCode.TIMEOUT, "try again")
+            if isinstance(moved, Failure):
+                outcomes.append({"name": name, "outcome": "failed", "error": moved.error})
+            else:
+                outcomes.append({"name": name, "outcome": moved.value, "error": None})
+        return outcomes
 
 
 def _changed(planned: Credential, current: Credential) -> bool:

@@ -10,7 +10,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from context_harness.primitives.mcp import MCPAuthType
+from context_harness.primitives.mcp import MCPAuthType, SecretMode
 from context_harness.primitives.oauth import Credential, TokenState
 from context_harness.primitives.result import Failure, Result, Success
 from context_harness.services.mcp_service import MCPService
@@ -21,6 +21,8 @@ from context_harness.stores.bindings import Binding, BindingStore
 from context_harness.stores.token_store import TokenStore
 
 NO_AUTH = "no_auth"  # the state of a server that needs no credential
+# A credential whose values rest in the keychain, which has not given them (locked, gone): `last_error` says why.
+SECRET_UNREADABLE = "secret_unreadable"
 
 
 @dataclass(frozen=True, slots=True)
@@ -59,6 +61,9 @@ class ServerStatus:
     last_token_read_at: float | None = None
     shared: bool = False  # `chctl share`: usable from other machines through the remote socket
     via: str | None = None  # on a remote machine: the forwarded socket that carries it (no credential here)
+    # Where the secret rests, each place once: `keychain`, `token_file` (with `path`), `config` (a header-mode
+    # config holding it inline, `path`), `secret_file` (the `{file:}` file, `path`); `detail`, `problem`.
+    secret_at: list[dict[str, Any]] = field(default_factory=list)
 
     def as_dict(self) -> dict[str, Any]:
         return {**asdict(self), "auth_type": self.auth_type.value}
@@ -77,6 +82,8 @@ class StatusBoard:
         self.token_reads: Callable[[str], TokenReads] = lambda _name: TokenReads()
         self.shared: Callable[[], set[str]] = set
         self.via: Callable[[str, list[Binding]], Path | None] = lambda _name, _bindings: None
+        # Where a credential's values rest (SecretVault.place): the keychain or its token file.
+        self.secret_place: Callable[[str], dict[str, Any] | None] = lambda _name: None
 
     def awaiting_login(self) -> list[str]:
         """Bound servers without a credential: whether each expects a login is read from its configs."""
@@ -111,6 +118,10 @@ class StatusBoard:
             "bridges": [BridgeStatus(bridge_id, **asdict(c)) for bridge_id, c in sorted(live.bridges.items())],
             "shared": name in self.shared(),
         }
+        place = self.secret_place(name)
+        shared["secret_at"] = self._secret_at(name, place, bindings)
+        if credential is None and place is not None and place["problem"]:
+            return ServerStatus(state=SECRET_UNREADABLE, last_error=place["problem"], **shared)
         if credential is None:
             via = self.via(name, bindings)
             if via is not None:  # a remote machine's server: the laptop holds its credential
@@ -141,6 +152,23 @@ class StatusBoard:
             note=note,
             **shared,
         )
+
+    def _secret_at(self, name: str, place: dict[str, Any] | None, bindings: list[Binding]) -> list[dict[str, Any]]:
+        """Every place `name`'s secret rests: the store, then the configs that hold it inline and the `{file:}`
+        secret file (header mode only: a bridge or a headers helper holds none)."""
+        if place is None:
+            return []
+        places = [place]
+        for binding in bindings:
+            if binding.mode != "header":
+                continue
+            if binding.secret_mode is SecretMode.FILE:
+                secret_file = {"where": "secret_file", "path": str(self.tokens.secret_file(name)), "problem": None}
+                if secret_file not in places:
+                    places.append(secret_file)
+            else:
+                places.append({"where": "config", "path": binding.path, "client": binding.client, "problem": None})
+        return places
 
     def servers(self, expects_login: dict[str, bool]) -> list[ServerStatus]:
         """Every server that is configured or has a credential, by name; the bindings file is read once."""
