@@ -114,6 +114,8 @@ def _reason(exc: BaseException) -> str:
     """What went wrong, in words: the exception's type and first line (D-Bus errors name the service, never
     a value we sent)."""
     text = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
-    if isinstance(exc, KeyError):  # jeepney: no DBUS_SESSION_BUS_ADDRESS
-        return f"no D-Bus session bus ({text or 'DBUS_SESSION_BUS_ADDRESS'} is not set)"
+    if isinstance(exc, KeyError) or "DBUS_SESSION_BUS_ADDRESS" in text:  # jeepney, secretstorage: no bus set
+        return "no D-Bus session bus (DBUS_SESSION_BUS_ADDRESS is not set)"
+    if isinstance(exc, (FileNotFoundError, ConnectionRefusedError)):  # the bus's socket is gone
+        return f"the D-Bus session bus does not answer ({type(exc).__name__})"
     return f"{type(exc).__name__}: {text}"[:300] if text else type(exc).__name__
