@@ -109,7 +109,13 @@ def cmd_status(args: argparse.Namespace) -> int:
 
 
 # `chctl status`'s SECRET AT column: each place a secret rests, in a word (`--json` and doctor give the paths).
-PLACE_WORDS = {"keychain": "keychain", "token_file": "token file", "config": "config", "secret_file": "{file:}"}
+PLACE_WORDS = {
+    "keychain": "keychain",
+    "token_file": "token file",
+    "config": "config",
+    "secret_file": "{file:}",
+    "client_file": "client file",
+}
 
 
 def secret_at(places: list[dict[str, Any]]) -> str:

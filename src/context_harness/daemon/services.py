@@ -187,4 +187,5 @@ def build_services(
     status.shared = services.shared.load
     status.via = services.delegate.via
     status.secret_place = vault.place
+    status.client_secret_file = clients.secret_path
     return services

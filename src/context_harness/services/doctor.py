@@ -262,6 +262,8 @@ def secret_places(places: list[dict[str, Any]]) -> str:
                 words.append(f"inline in {place['path']} (header mode)")
             case "secret_file":
                 words.append(f"the {{file:}} secret file {place['path']}")
+            case "client_file":
+                words.append(f"the client registration {place['path']} (its client secret)")
     if [p["where"] for p in places] == ["keychain"]:
         return words[0] + " only: no file holds it"
     return ", ".join(words)

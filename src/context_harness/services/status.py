@@ -84,6 +84,8 @@ class StatusBoard:
         self.via: Callable[[str, list[Binding]], Path | None] = lambda _name, _bindings: None
         # Where a credential's values rest (SecretVault.place): the keychain or its token file.
         self.secret_place: Callable[[str], dict[str, Any] | None] = lambda _name: None
+        # The client registration file of a confidential client (its secret stays there: see README).
+        self.client_secret_file: Callable[[str], Path | None] = lambda _name: None
 
     def awaiting_login(self) -> list[str]:
         """Bound servers without a credential: whether each expects a login is read from its configs."""
@@ -156,9 +158,11 @@ class StatusBoard:
     def _secret_at(self, name: str, place: dict[str, Any] | None, bindings: list[Binding]) -> list[dict[str, Any]]:
         """Every place `name`'s secret rests: the store, then the configs that hold it inline and the `{file:}`
         secret file (header mode only: a bridge or a headers helper holds none)."""
+        registration = self.client_secret_file(name)
+        client = [{"where": "client_file", "path": str(registration), "problem": None}] if registration else []
         if place is None:
-            return []
-        places = [place]
+            return client
+        places = [place, *client]
         for binding in bindings:
             if binding.mode != "header":
                 continue
