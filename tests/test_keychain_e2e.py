@@ -132,7 +132,9 @@ def test_without_a_session_bus_auto_falls_back_with_a_warning_and_keyring_refuse
     user_env: UserEnv, mcp_api_key_server: McpApiKeyServerFactory
 ) -> None:
     api = mcp_api_key_server()
-    daemon = DaemonProcess(user_env, extra_env={"CH_SECRET_STORE": "keyring"}).start()  # no DBUS_* at all
+    # No DBUS_* at all; and keyring told to use its null backend, which stores nothing: that is no keychain either.
+    null = {"PYTHON_KEYRING_BACKEND": "keyring.backends.null.Keyring"}
+    daemon = DaemonProcess(user_env, extra_env={"CH_SECRET_STORE": "keyring", **null}).start()
     try:
         ok(user_env, "init")
         refused = chctl(user_env, "add", "keyed", "--url", api.url, "--key-header", api.header, "-k", api.key)
@@ -144,7 +146,7 @@ def test_without_a_session_bus_auto_falls_back_with_a_warning_and_keyring_refuse
     finally:
         daemon.stop()
 
-    daemon = DaemonProcess(user_env, extra_env={"CH_SECRET_STORE": "auto"}).start()
+    daemon = DaemonProcess(user_env, extra_env={"CH_SECRET_STORE": "auto", **null}).start()
     try:
         ok(user_env, "add", "keyed", "--url", api.url, "--key-header", api.header, "-k", api.key)
         assert secret_is(token_file(user_env, "keyed")["api_key"], api.key)  # the token file, 0600, as before

@@ -9,6 +9,7 @@ coming back locked through D-Bus activation. `./scripts/test` installs `dbus`, `
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import signal
@@ -17,6 +18,7 @@ import time
 from contextlib import closing
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import pytest
 from jeepney.bus_messages import message_bus
@@ -179,3 +181,30 @@ def files_holding(root: Path, values: list[str]) -> list[str]:
             continue
         found += [f"{path} holds value #{i}" for i, needle in needles if needle in data]
     return found
+
+
+@dataclass
+class StoreUnderTest:
+    """One value of CH_SECRET_STORE for a test that runs with each: the daemon's environment, and where to read
+    what it stored."""
+
+    env: dict[str, str]
+    keychain: SessionKeychain | None = None
+
+    def stored(self, ch_home: Path, name: str) -> dict[str, Any]:
+        """`name`'s token file with the secret values filled in from wherever they rest."""
+        record: dict[str, Any] = json.loads((ch_home / "tokens" / f"{name}.json").read_text())
+        ref = record.get("secret_ref")
+        if ref is None or self.keychain is None:
+            return record
+        raw = self.keychain.lookup(ref["service"], ref["key"])
+        values = json.loads(raw) if raw else {}
+        tokens = {**record.get("tokens", {}), **{k: values.get(k) for k in ("access_token", "refresh_token")}}
+        return {**record, "api_key": values.get("api_key"), "tokens": tokens}
+
+
+def store_under_test(kind: str, root: Path, home: Path) -> StoreUnderTest:
+    if kind == "file":
+        return StoreUnderTest({"CH_SECRET_STORE": "file"})
+    keychain = start_session_keychain(root, home)
+    return StoreUnderTest({**keychain.env(), "CH_SECRET_STORE": kind}, keychain)
