@@ -12,7 +12,6 @@ from typing import Any
 
 import pytest
 
-from context_harness.stores.keychain import service_name
 from tests.peers.fake_browser import browser_command
 from tests.peers.mcp_servers import McpApiKeyServer, McpApiKeyServerFactory, McpOAuthServer, McpOAuthServerFactory
 from tests.peers.oidc import OidcProvider, OidcProviderFactory
@@ -51,16 +50,21 @@ def ok(user_env: UserEnv, *args: str, **kwargs: Any) -> str:
     return done.stdout
 
 
+def key_args(api: McpApiKeyServer) -> list[str]:
+    """`chctl add`'s flags for the key server, the key read from $KEYED_KEY (never in argv, nor in test output)."""
+    return ["--url", api.url, "--key-header", api.header, "--api-key-env", "KEYED_KEY"]
+
+
 def add_bridged_servers(user_env: UserEnv, api: McpApiKeyServer, oauth: McpOAuthServer) -> None:
     ok(user_env, "init")
-    ok(user_env, "add", "keyed", "--bridge", "--url", api.url, "--key-header", api.header, "-k", api.key)
+    ok(user_env, "add", "keyed", "--bridge", *key_args(api), extra_env={"KEYED_KEY": api.key})
     ok(user_env, "add", "srv", "--bridge", "--url", oauth.url)
     ok(user_env, "auth", "srv", extra_env={"BROWSER": browser_command()})
 
 
 def item(keychain: SessionKeychain, user_env: UserEnv, name: str) -> dict[str, Any] | None:
     """Our keychain item for `name`, read with `secret-tool`."""
-    raw = keychain.lookup(service_name(str(user_env.ch_home.resolve())), name)
+    raw = keychain.lookup(f"context-harness:{user_env.ch_home.resolve()}", name)  # the service README names
     return json.loads(raw) if raw else None
 
 
@@ -137,7 +141,7 @@ def test_without_a_session_bus_auto_falls_back_with_a_warning_and_keyring_refuse
     daemon = DaemonProcess(user_env, extra_env={"CH_SECRET_STORE": "keyring", **null}).start()
     try:
         ok(user_env, "init")
-        refused = chctl(user_env, "add", "keyed", "--url", api.url, "--key-header", api.header, "-k", api.key)
+        refused = chctl(user_env, "add", "keyed", *key_args(api), extra_env={"KEYED_KEY": api.key})
         assert refused.returncode != 0
         assert "error[KEYCHAIN_UNAVAILABLE]" in refused.stderr and "no D-Bus session bus" in refused.stderr
         assert "hint:" in refused.stderr
@@ -148,7 +152,7 @@ def test_without_a_session_bus_auto_falls_back_with_a_warning_and_keyring_refuse
 
     daemon = DaemonProcess(user_env, extra_env={"CH_SECRET_STORE": "auto", **null}).start()
     try:
-        ok(user_env, "add", "keyed", "--url", api.url, "--key-header", api.header, "-k", api.key)
+        ok(user_env, "add", "keyed", *key_args(api), extra_env={"KEYED_KEY": api.key})
         assert secret_is(token_file(user_env, "keyed")["api_key"], api.key)  # the token file, 0600, as before
         status = chctl(user_env, "status")
         assert "warning: secrets (CH_SECRET_STORE=auto): no keychain answered (no D-Bus session bus" in status.stderr
