@@ -133,7 +133,7 @@ def test_bridged_servers_with_the_keychain_leave_no_secret_in_any_file_and_survi
 
 
 def test_without_a_session_bus_auto_falls_back_with_a_warning_and_keyring_refuses(
-    user_env: UserEnv, mcp_api_key_server: McpApiKeyServerFactory
+    user_env: UserEnv, mcp_api_key_server: McpApiKeyServerFactory, oauth_peer: tuple[OidcProvider, McpOAuthServer]
 ) -> None:
     api = mcp_api_key_server()
     # No DBUS_* at all; and keyring told to use its null backend, which stores nothing: that is no keychain either.
@@ -147,6 +147,10 @@ def test_without_a_session_bus_auto_falls_back_with_a_warning_and_keyring_refuse
         assert "hint:" in refused.stderr
         assert files_holding(user_env.home, [api.key]) == []  # nothing in plain text, not even the config
         assert not (user_env.ch_home / "tokens" / "keyed.json").exists()
+        ok(user_env, "add", "srv", "--bridge", "--url", oauth_peer[1].url)
+        login = chctl(user_env, "auth", "srv", extra_env={"BROWSER": browser_command()})
+        assert login.returncode != 0 and "error[KEYCHAIN_UNAVAILABLE]" in login.stderr  # before any browser
+        assert not (user_env.ch_home / "tokens" / "srv.json").exists()
     finally:
         daemon.stop()
 

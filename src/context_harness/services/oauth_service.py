@@ -122,6 +122,9 @@ class OAuthService:
         server_url = await self.server_url_off_loop(name, login=True)
         if isinstance(server_url, Failure):
             return server_url
+        storable = await self.vault.can_store_new()
+        if isinstance(storable, Failure):
+            return storable
         client_id, client_secret = options.client_id, options.client_secret
         known = self.mcp.known(name)
         token_auth_method = options.token_auth_method

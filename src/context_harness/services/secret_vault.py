@@ -161,10 +161,25 @@ class SecretVault:
         )
         return Success(None)
 
+    async def can_store_new(self) -> Result[None]:
+        """Whether a new secret (a login about to start) would be stored: with `keyring`, only when a keychain
+        answers, so a login is refused before the browser opens, not after the server issued its tokens."""
+        if self.settings.store != "keyring":
+            return Success(None)
+        try:
+            await self._keychain()
+        except SecretsUnavailable as exc:
+            return Failure(
+                f"no keychain answered ({exc}); CH_SECRET_STORE=keyring, so a login would not be stored",
+                ErrorCode.KEYCHAIN_UNAVAILABLE,
+                KEYRING_HINT,
+            )
+        return Success(None)
+
     async def delete(self, name: str) -> None:
         """Logout: the keychain item (if any, and if the keychain answers), then the token file."""
-        ref = self._reference(name)
         async with self._lock(name):
+            ref = self._reference(name)
             if ref is not None:
                 await self._remove_item(ref, "logged out")
             self.tokens.delete(name)
@@ -233,21 +248,24 @@ class SecretVault:
 
     def needs_healing(self) -> list[str]:
         """Servers whose values are pending a move into the keychain, or in it but not read yet."""
+        if self.settings.store == "file":
+            return sorted(self.unread)
         pending = [n for n in self.tokens.names() if is_pending(self.tokens.record(n) or {})]
-        return sorted(set(self.unread) | (set(pending) if self.settings.store != "file" else set()))
+        return sorted(set(self.unread) | set(pending))
 
     async def heal(self, name: str) -> bool:
         """Try once more (the caller holds the server's lock); True when `name`'s credential became readable."""
-        record = self.tokens.record(name)
-        if record is None:
-            self.unread.pop(name, None)
-            return False
-        ref = reference(record)
-        if ref is not None:
-            if name in self.unread:
+        async with self._lock(name):
+            record = self.tokens.record(name)
+            if record is None:
+                self.unread.pop(name, None)
+                return False
+            ref = reference(record)
+            if ref is not None:
+                if name not in self.unread:
+                    return False
                 await self._read(name, ref)
                 return name not in self.unread
-            return False
         if is_pending(record) and self.settings.store != "file":
             moved = await self.migrate(name, "keyring")
             if isinstance(moved, Success):
@@ -255,8 +273,9 @@ class SecretVault:
         return False
 
     async def look_again(self) -> None:
-        """No keychain answered at start (or since): ask again (the wall-clock check does, every 30 s)."""
-        if self.keychain is None and self.settings.store != "file":
+        """No keychain answered at start (or since): ask again (the wall-clock check does, every 30 s). Not
+        before `start` (services built for a test without the daemon around them never ask)."""
+        if self._loop is not None and self.keychain is None and self.settings.store != "file":
             await self._look_for_keychain()
 
     # --- what status and doctor say ----------------------------------------------------------------------
