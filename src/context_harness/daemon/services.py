@@ -138,14 +138,7 @@ def build_services(
     network = settings.network()
     http = HttpClient(network)
     oauth = OAuthService(
-        settings.oauth(),
-        tokens=tokens,
-        vault=vault,
-        clients=clients,
-        mcp=mcp,
-        publisher=publisher,
-        session=http,
-        states=states,
+        settings.oauth(), vault=vault, clients=clients, mcp=mcp, publisher=publisher, session=http, states=states
     )
     refresher = Refresher(settings.refreshing(), oauth, tokens, bindings, clock=clock, rng=rng)
     flows = AuthFlows(oauth)
@@ -183,9 +176,14 @@ def build_services(
     states.subscribe(publisher.on_change)
     states.subscribe(refresher.on_change)
     states.subscribe(partial(_tell, notifier))
-    status.token_reads = token_access.reads_of
-    status.shared = services.shared.load
-    status.via = services.delegate.via
-    status.secret_place = vault.place
-    status.client_secret_file = clients.secret_path
+    _tell_status(services)
     return services
+
+
+def _tell_status(s: Services) -> None:
+    """What the status board shows that other parts know: token reads, sharing, delegation, where secrets rest."""
+    s.status.token_reads = s.token_access.reads_of
+    s.status.shared = s.shared.load
+    s.status.via = s.delegate.via
+    s.status.secret_place = s.vault.place
+    s.status.client_secret_file = s.clients.secret_path

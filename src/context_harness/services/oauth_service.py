@@ -20,7 +20,12 @@ from typing import Any
 import aiohttp
 import structlog
 
-from context_harness.oauth.flow import AuthorizationUrlHandler, FlowRequest, run_authorization_flow
+from context_harness.oauth.flow import (
+    AuthorizationGrant,
+    AuthorizationUrlHandler,
+    FlowRequest,
+    run_authorization_flow,
+)
 from context_harness.oauth.token_auth import either_way
 from context_harness.oauth.token_client import (
     PermanentError,
@@ -51,7 +56,6 @@ from context_harness.stores.client_store import ClientStore
 from context_harness.stores.crash_points import AFTER_TOKEN_SAVE, crash_point
 from context_harness.stores.lock_file import LockTimeout, file_lock
 from context_harness.stores.secret_store import StoreKind
-from context_harness.stores.token_store import TokenStore
 
 log = structlog.get_logger(__name__)
 
@@ -90,7 +94,6 @@ class OAuthService:
         self,
         settings: OAuthSettings,
         *,
-        tokens: TokenStore,
         vault: SecretVault,
         clients: ClientStore,
         mcp: MCPService,
@@ -99,8 +102,8 @@ class OAuthService:
         states: ServerStates,
     ) -> None:
         self.settings = settings
-        self.tokens = tokens
         self.vault = vault  # new secret values go through it: the keychain, or the token file
+        self.tokens = vault.tokens
         self.clients = clients
         self.mcp = mcp
         self.publisher = publisher
@@ -119,12 +122,9 @@ class OAuthService:
         on_authorization_url: AuthorizationUrlHandler,
         paste: asyncio.Queue[str] | None = None,
     ) -> Result[Credential]:
-        server_url = await self.server_url_off_loop(name, login=True)
+        server_url = await self._ready_to_log_in(name)
         if isinstance(server_url, Failure):
             return server_url
-        storable = await self.vault.can_store_new()
-        if isinstance(storable, Failure):
-            return storable
         client_id, client_secret = options.client_id, options.client_secret
         known = self.mcp.known(name)
         token_auth_method = options.token_auth_method
@@ -158,22 +158,7 @@ class OAuthService:
                     f"(or set {env_prefix(name)}_CLIENT_ID)" + (f", see {known.docs_url}" if known.docs_url else ""),
                 )
             return grant
-        g = grant.value
-        credential = Credential(
-            name=name,
-            kind="oauth",
-            state=TokenState.ACTIVE,
-            tokens=g.tokens,
-            issuer=g.issuer,
-            token_endpoint=g.token_endpoint,
-            revocation_endpoint=g.revocation_endpoint,
-            client_id=g.client_id,
-            client_secret=g.client_secret,
-            token_endpoint_auth_method=g.token_endpoint_auth_method,
-            resource=g.resource,
-            scopes=g.scopes,
-            server_url=server_url.value,  # where this credential may go, whatever a config says later
-        )
+        credential = _logged_in(name, grant.value, server_url.value)
         async with self._lock(name):
             stored = await self.vault.store(credential)
             if isinstance(stored, Failure):
@@ -182,12 +167,18 @@ class OAuthService:
             log.info(
                 "token_stored",
                 server=name,
-                expires_at=g.tokens.expires_at,
-                has_refresh_token=g.tokens.refresh_token is not None,
+                expires_at=grant.value.tokens.expires_at,
+                has_refresh_token=grant.value.tokens.refresh_token is not None,
             )
             # Under the lock: the publisher writes the headers from it (and may record URLs in the token file).
             await self.states.changed(name, TokenEvent.NEW, f"{name}: logged in", credential=True)
         return Success(credential)
+
+    async def _ready_to_log_in(self, name: str) -> Result[str]:
+        """The recorded URL a login of `name` starts from, once the store said it can keep what the login gets
+        (`CH_SECRET_STORE=keyring` without a keychain refuses before the browser opens)."""
+        storable = await self.vault.can_store_new()
+        return storable if isinstance(storable, Failure) else await self.server_url_off_loop(name, login=True)
 
     async def refresh_tokens(self, name: str) -> Result[Credential]:
         """Refresh now (`chctl refresh`), whatever the expiry."""
@@ -321,9 +312,7 @@ class OAuthService:
                         "token_endpoint_auth_method": auth_method,  # the way that worked, if it took two
                     }
                 )
-                # The rotated refresh token is stored before anything uses the new token; never refused (a
-                # keychain that fails now leaves it in the 0600 token file, moved back later).
-                await self.vault.store(fresh, rotation=True)
+                await self.vault.store(fresh, rotation=True)  # before any use of it; never refused (SecretVault)
                 if auth_method is not None and auth_method != credential.token_endpoint_auth_method:
                     self.clients.remember_auth_method(name, client_id, auth_method)
                 crash_point(AFTER_TOKEN_SAVE)
@@ -446,6 +435,25 @@ class OAuthService:
             else:
                 outcomes.append({"name": name, "outcome": moved.value, "error": None})
         return outcomes
+
+
+def _logged_in(name: str, g: AuthorizationGrant, server_url: str) -> Credential:
+    """The credential a login made."""
+    return Credential(
+        name=name,
+        kind="oauth",
+        state=TokenState.ACTIVE,
+        tokens=g.tokens,
+        issuer=g.issuer,
+        token_endpoint=g.token_endpoint,
+        revocation_endpoint=g.revocation_endpoint,
+        client_id=g.client_id,
+        client_secret=g.client_secret,
+        token_endpoint_auth_method=g.token_endpoint_auth_method,
+        resource=g.resource,
+        scopes=g.scopes,
+        server_url=server_url,  # where this credential may go, whatever a config says later
+    )
 
 
 def _changed(planned: Credential, current: Credential) -> bool:
