@@ -96,7 +96,8 @@ class SecretVault:
         refs = self._references()
         if self.settings.store != "file" or refs:
             await self._look_for_keychain()
-        await asyncio.gather(*(self._read(name, ref) for name, ref in refs.items()))
+        items = await self._read_all(refs)
+        await asyncio.gather(*(self._read(name, ref, items) for name, ref in refs.items()))
         summary = self.summary()
         if summary["warning"]:
             log.warning("secret_store_fallback", store=summary["in_use"], reason=summary["warning"])
@@ -315,13 +316,29 @@ class SecretVault:
 
     # --- helpers -----------------------------------------------------------------------------------------
 
-    async def _read(self, name: str, ref: SecretRef) -> None:
-        """Read `name`'s values from the keychain and hold them; a newer item than the file names is a crash
-        between the two writes: its values are taken."""
+    async def _read_all(self, refs: dict[str, SecretRef]) -> dict[tuple[str, str], Secrets]:
+        """Every referenced item at once where the keychain allows (the Secret Service), by (service, key)."""
+        found: dict[tuple[str, str], Secrets] = {}
+        if self.keychain is None:
+            return found
+        for service in {ref.service for ref in refs.values()}:
+            store = KeyringSecretStore(self.keychain.backend, service)
+            try:
+                items = await self._call(store.read_all)
+            except SecretsUnavailable:
+                continue  # each is read on its own then (and says why it could not be)
+            found.update({(service, key): values for key, values in (items or {}).items()})
+        return found
+
+    async def _read(self, name: str, ref: SecretRef, items: dict[tuple[str, str], Secrets] | None = None) -> None:
+        """Read `name`'s values from the keychain (or `items`, read at once) and hold them; a newer item than
+        the file names is a crash between the two writes: its values are taken."""
         try:
-            keychain = await self._keychain()
-            item = KeyringSecretStore(keychain.backend, ref.service)
-            found = await self._call(lambda: item.read(ref.key))
+            found = (items or {}).get((ref.service, ref.key))
+            if found is None:
+                keychain = await self._keychain()
+                item = KeyringSecretStore(keychain.backend, ref.service)
+                found = await self._call(lambda: item.read(ref.key))
         except SecretsUnavailable as exc:
             self.unread[name] = f"the keychain did not answer: {exc}"
             return
