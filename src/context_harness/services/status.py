@@ -135,17 +135,7 @@ class StatusBoard:
         if credential is None and (unreadable := _keychain_problem(shared["secret_at"])):
             return ServerStatus(state=SECRET_UNREADABLE, last_error=unreadable, **shared)
         if credential is None:
-            via = self.via(name, bindings)
-            if via is not None:  # a remote machine's server: the laptop holds its credential
-                return ServerStatus(state="delegated", via=str(via), **shared)
-            auth_type = MCPAuthType.OAUTH if expects_login else MCPAuthType.NONE
-            known = self.mcp.known(name)
-            wants_key = recorded_auth(bindings) is MCPAuthType.API_KEY
-            if not expects_login and (wants_key or (known is not None and known.auth_type is MCPAuthType.API_KEY)):
-                auth_type = MCPAuthType.API_KEY
-            state = {MCPAuthType.OAUTH: TokenState.PENDING_AUTH.value, MCPAuthType.API_KEY: NEEDS_KEY}.get(auth_type)
-            last_error = _last_error(live, None)
-            return ServerStatus(state=state or NO_AUTH, auth_type=auth_type, last_error=last_error, **shared)
+            return self._without_credential(name, live, bindings, expects_login, shared)
         state_now = live.phase or credential.state
         tokens = credential.tokens
         expired = tokens is not None and tokens.is_expired(buffer_seconds=0)
@@ -174,6 +164,23 @@ class StatusBoard:
             url_unrecorded=unrecorded is not None,
             **shared,
         )
+
+    def _without_credential(
+        self, name: str, live: ServerState, bindings: list[Binding], expects_login: bool, shared: dict[str, Any]
+    ) -> ServerStatus:
+        """A server with no credential here: delegated (a remote machine's), awaiting a login or a key, or one
+        that needs none — as the registry says, or what `chctl add` recorded of its answer."""
+        via = self.via(name, bindings)
+        if via is not None:  # a remote machine's server: the laptop holds its credential
+            return ServerStatus(state="delegated", via=str(via), **shared)
+        auth_type = MCPAuthType.OAUTH if expects_login else MCPAuthType.NONE
+        known = self.mcp.known(name)
+        wants_key = recorded_auth(bindings) is MCPAuthType.API_KEY
+        if not expects_login and (wants_key or (known is not None and known.auth_type is MCPAuthType.API_KEY)):
+            auth_type = MCPAuthType.API_KEY
+        state = {MCPAuthType.OAUTH: TokenState.PENDING_AUTH.value, MCPAuthType.API_KEY: NEEDS_KEY}.get(auth_type)
+        last_error = _last_error(live, None)
+        return ServerStatus(state=state or NO_AUTH, auth_type=auth_type, last_error=last_error, **shared)
 
     def _secret_at(self, name: str, bindings: list[Binding]) -> list[dict[str, Any]]:
         """Every place `name`'s secret rests: the store, then the configs that hold it inline and the `{file:}`
