@@ -197,9 +197,10 @@ def build_services(
 
 
 def _subscribe(s: Services) -> None:
-    """The change channel's listeners ("this server changed"), awaited in this order: the publisher writes a new credential into the configs,
-    the refresher re-plans from the state, the notifier and event hook hear the event. Nobody else publishes
-    after a change (`repair_configs` mends, logout's `Publisher.forget` takes the header out)."""
+    """The change channel's listeners ("this server changed"), awaited in this order: the publisher writes a
+    new credential into the configs, the refresher re-plans from the state, the notifier and event hook hear the
+    event. Nobody else publishes after a change (`repair_configs` mends, logout's `Publisher.forget` takes the
+    header out)."""
     s.states.subscribe(s.publisher.on_change)
     s.states.subscribe(s.refresher.on_change)
     s.states.subscribe(partial(_tell, s.notifier))
