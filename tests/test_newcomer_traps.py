@@ -53,14 +53,14 @@ def status_line(user_env: UserEnv, name: str) -> str:
 
 
 def doctor_lines(user_env: UserEnv, name: str) -> list[str]:
-    """doctor's lines about `name`, each with the hint under it."""
-    lines = chctl(user_env, "doctor").stdout.splitlines()
-    found = []
-    for index, line in enumerate(lines):
-        if re.match(rf"^[✓!✗] {re.escape(name)}\b", line):
-            hint = lines[index + 1] if index + 1 < len(lines) and lines[index + 1].startswith("  hint:") else ""
-            found.append(f"{line}\n{hint}".strip())
-    return found
+    """doctor's verdicts on `name`'s state (not where its secret rests), as printed: mark, message, hint."""
+    checks = json.loads(chctl(user_env, "doctor", "--json").stdout)
+    marks = {"ok": "✓", "warn": "!", "error": "✗"}
+    return [
+        f"{marks[c['level']]} {c['message']}" + (f"\n  hint: {c['hint']}" if c["level"] != "ok" and c["hint"] else "")
+        for c in checks
+        if c["name"] in ("server_state", "server_needs_auth") and c["message"].startswith(name)
+    ]
 
 
 def check_code(user_env: UserEnv, name: str) -> int:
