@@ -26,6 +26,7 @@ from context_harness.client.output import error_tag, print_error, print_hint
 from context_harness.client.service_env import (
     ENV_FILE_MODE,
     carried_variables,
+    control_character_in,
     daemon_env_file,
     masked,
     updated_env_file,
@@ -351,6 +352,17 @@ def _dispatch(manager: ServiceManager, action: str, *, dry_run: bool, runner: Ru
 def _carry_environment(home: Path, carried: dict[str, str]) -> list[Action]:
     """Write the shell's proxy and CA variables into the service's daemon.env, keeping its other lines."""
     env_file = daemon_env_file(home)
+    broken = control_character_in(carried)
+    if broken is not None:
+        raise ServiceError(
+            Failure(
+                f"{broken} holds a control character: in daemon.env, what follows a line break would be read as "
+                "a setting of its own",
+                ErrorCode.INVALID_PARAMS,
+                f"set {broken} to a value on one line (or unset it) in this shell, then run "
+                "`chctl service install` again",
+            )
+        )
     try:
         existing = env_file.read_text(encoding="utf-8")
     except FileNotFoundError:
@@ -360,4 +372,4 @@ def _carry_environment(home: Path, carried: dict[str, str]) -> list[Action]:
             Failure(f"cannot read {env_file}: {exc}", ErrorCode.PERMISSION_DENIED, "fix or remove the file")
         ) from exc
     content = updated_env_file(existing, carried)
-    return [MakeDir(env_file.parent), Write(env_file, content, ENV_FILE_MODE, masked(content))]
+    return [MakeDir(env_file.parent, private=True), Write(env_file, content, ENV_FILE_MODE, masked(content))]

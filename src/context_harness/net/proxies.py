@@ -2,12 +2,17 @@
 `NO_PROXY`), read the way curl and Python's urllib read them: the lower-case spelling wins over the upper-case
 one, a scheme's own variable over `ALL_PROXY`, and `NO_PROXY` (host suffixes, `*`) bypasses them all.
 
+Loopback is always reached directly, as Go's `net/http` decides (its proxy-from-environment never proxies
+`localhost` or a loopback address): `localhost`, 127.0.0.0/8 and ::1 are implicitly in `NO_PROXY`. A proxy is
+another machine, and what we send to this one (plain `http://` with a key, a token, a code) must not go there.
+
 Pure functions over a mapping of variables, so the daemon can take them from its environment and from
 `daemon.env`, and the tests can give them directly.
 """
 
 from __future__ import annotations
 
+import ipaddress
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -48,6 +53,8 @@ class ProxyVariables:
         """The proxy a request to `url` goes through, or None (direct)."""
         parts = urlsplit(url)
         host = parts.hostname or ""
+        if is_loopback(host):
+            return None
         no_proxy = self.values.get("no_proxy", ("", ""))[0]
         if no_proxy and proxy_bypass_environment(parts.netloc or host, {"no": no_proxy}):
             return None
@@ -63,6 +70,21 @@ class ProxyVariables:
         for name, (value, spelling) in self.values.items():
             shown[spelling] = value if name == "no_proxy" else Proxy(_with_scheme(value), spelling).where
         return shown
+
+
+def is_loopback(host: str) -> bool:
+    """`localhost`, an address in 127.0.0.0/8 or ::1 (an IPv4-mapped one too): this machine, never a proxy's
+    business. `host` as `urlsplit` gives it (no brackets, lower case)."""
+    host = host.rstrip(".")
+    if host == "localhost":
+        return True
+    try:
+        address = ipaddress.ip_address(host)
+    except ValueError:
+        return False
+    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
+        return address.ipv4_mapped.is_loopback
+    return address.is_loopback
 
 
 def _with_scheme(value: str) -> str:
