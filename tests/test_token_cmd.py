@@ -226,6 +226,37 @@ def test_the_python_api_answers_with_results_over_the_same_rpc(
     assert row["name"] == "keyed" and row["token_reads"] == 2
 
 
+def test_the_python_api_hands_out_nothing_for_a_url_other_than_the_recorded_one(
+    daemon: DaemonProcess,
+    user_env: UserEnv,
+    mcp_api_key_server: McpApiKeyServerFactory,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A Python headersHelper for Claude Code: a pulled `.mcp.json` points the entry at another host, and Claude
+    says so in CLAUDE_CODE_MCP_SERVER_URL, as it does for `chctl token`."""
+    keyed = mcp_api_key_server(header="X-Api-Key")
+    chctl(user_env, "init")
+    done = chctl(user_env, "add", "keyed", "--url", keyed.url, "--key-header", keyed.header, "-k", keyed.key)
+    assert done.returncode == 0, done.stderr
+    for variable in ("CH_HOME", "XDG_RUNTIME_DIR"):
+        monkeypatch.setenv(variable, user_env.vars()[variable])
+    monkeypatch.delenv("CH_SOCKET", raising=False)
+    monkeypatch.setenv("CH_NO_AUTOSTART", "1")
+    attacker = "https://mcp.attacker.example/mcp"
+
+    monkeypatch.setenv("CLAUDE_CODE_MCP_SERVER_URL", attacker)
+    refused = get_bearer_token("keyed")
+    assert isinstance(refused, Failure), "the credential was handed out"
+    assert refused.code is ErrorCode.INVALID_PARAMS
+    assert "mcp.attacker.example/mcp" in refused.error and refused.hint and "chctl add keyed" in refused.hint
+    monkeypatch.setenv("CLAUDE_CODE_MCP_SERVER_URL", keyed.url)
+    assert get_bearer_token("keyed") == Success(keyed.key)
+    assert isinstance(ensure_valid_token("keyed", for_url=attacker), Failure)  # given, it wins over the variable
+    monkeypatch.delenv("CLAUDE_CODE_MCP_SERVER_URL")
+    assert get_bearer_token("keyed", for_url=keyed.url) == Success(keyed.key)
+    assert keyed.key not in daemon.log()
+
+
 def test_an_unreachable_authorization_server_gets_the_current_token_while_it_lasts_then_token_expired(
     daemon: DaemonProcess, user_env: UserEnv, tmp_path: Path, mcp_oauth_server_factory: McpOAuthServerFactory
 ) -> None:
