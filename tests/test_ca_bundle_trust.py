@@ -220,3 +220,13 @@ def test_a_file_or_a_link_of_another_user_in_a_sticky_directory_is_refused(tmp_p
     os.chown(theirs, NOBODY.pw_uid, NOBODY.pw_gid)
     with pytest.raises(ValidationError, match=f"{theirs} is owned by uid {NOBODY.pw_uid}"):
         Settings(ca_bundle=theirs)
+
+
+def test_doctor_with_no_daemon_says_why_one_would_not_start(user_env: UserEnv, tmp_path: Path) -> None:
+    bundle = company_bundle(tmp_path / "ca")
+    bundle.chmod(0o666)
+    done = chctl(user_env, "doctor", autostart=True, extra_env={"CH_CA_BUNDLE": str(bundle)})
+    assert done.returncode == 2
+    assert "✗ daemon reachable: started context-harnessd but it did not answer" in done.stdout
+    assert f"(it exited with code 1: invalid settings: refusing CH_CA_BUNDLE {bundle}: {bundle} can be" in done.stdout
+    assert f"chmod go-w {bundle}" in done.stdout

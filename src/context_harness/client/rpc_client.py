@@ -30,6 +30,8 @@ _PROTOCOL_CODES = {-32602: "INVALID_PARAMS", -32601: "NOT_FOUND", -32600: "INVAL
 POLL_INTERVAL_S = 0.05
 PRIVATE_DIR_MODE = 0o700
 NOT_ANSWERING = "the daemon is not answering on"  # nobody listens, and chctl was not to start one
+REFUSAL_PREFIX = "context-harnessd: "  # how the daemon's refusals to start begin (daemon/app.py)
+REFUSAL_TAIL_BYTES = 4096
 
 
 class RpcError(Exception):
@@ -202,12 +204,24 @@ def connect(*, autostart: bool = True, settings: bool = True) -> _socket.socket:
             print("starting the daemon…", file=sys.stderr, flush=True)
             said = True
         time.sleep(POLL_INTERVAL_S)
+    exited = f" (it exited with code {daemon.returncode}{_refusal()})" if daemon.poll() is not None else ""
     raise RpcError(
         "DAEMON_UNAVAILABLE",
-        f"started context-harnessd but it did not answer on {path}"
-        + (f" (it exited with code {daemon.returncode})" if daemon.poll() is not None else ""),
+        f"started context-harnessd but it did not answer on {path}{exited}",
         f"see {daemon_log()}, or run `chctl daemon run` to watch it start",
     )
+
+
+def _refusal() -> str:
+    """`: why`, when the daemon's log ends with its own refusal to start (an untrusted CH_HOME or CA bundle, a
+    bad setting: each names the path or setting and the fix); else nothing."""
+    try:
+        with open(daemon_log(), "rb") as log:
+            log.seek(max(0, os.fstat(log.fileno()).st_size - REFUSAL_TAIL_BYTES))
+            last = log.read().decode(errors="replace").rstrip("\n").rpartition("\n")[2]
+    except OSError:
+        return ""
+    return f": {last.removeprefix(REFUSAL_PREFIX)}" if last.startswith(REFUSAL_PREFIX) else ""
 
 
 def _read_line(sock: _socket.socket) -> bytes:
