@@ -230,3 +230,10 @@ def test_doctor_with_no_daemon_says_why_one_would_not_start(user_env: UserEnv, t
     assert "✗ daemon reachable: started context-harnessd but it did not answer" in done.stdout
     assert f"(it exited with code 1: invalid settings: refusing CH_CA_BUNDLE {bundle}: {bundle} can be" in done.stdout
     assert f"chmod go-w {bundle}" in done.stdout
+
+
+def test_a_fifo_in_place_of_the_bundle_is_refused_at_once_not_waited_on(tmp_path: Path) -> None:
+    fifo = tmp_path / "ca.pem"
+    os.mkfifo(fifo, 0o600)
+    with pytest.raises(ValidationError, match=f"CH_CA_BUNDLE {fifo}: not a regular file"):
+        Settings(ca_bundle=fifo)

@@ -47,9 +47,13 @@ def read_ca_bundle(path: Path, uid: int | None = None) -> CaBundle:
     if found is not None:
         entry, problem = found
         raise UntrustedBundle(f"refusing CH_CA_BUNDLE {path}: {problem}; {_fix(path, entry, problem)}")
-    try:
-        with open(os.path.realpath(path), "rb") as bundle:
-            if _problem(Path(bundle.name), os.fstat(bundle.fileno()), uid, leaf=True) is not None:
+    real = os.path.realpath(path)
+    try:  # O_NONBLOCK: a FIFO put there would otherwise hang the daemon's start until someone writes to it
+        with os.fdopen(os.open(real, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC), "rb") as bundle:
+            opened = os.fstat(bundle.fileno())
+            if not stat.S_ISREG(opened.st_mode):
+                raise ValueError(f"CH_CA_BUNDLE {path}: not a regular file")
+            if _problem(Path(real), opened, uid, leaf=True) is not None:
                 raise UntrustedBundle(f"refusing CH_CA_BUNDLE {path}: it changed while it was checked")
             data = bundle.read(MAX_BUNDLE_BYTES + 1)
     except OSError as exc:
