@@ -52,17 +52,17 @@ class ProxyVariables:
     def for_url(self, url: str) -> Proxy | None:
         """The proxy a request to `url` goes through, or None (direct)."""
         parts = urlsplit(url)
+        name = next((n for n in (f"{parts.scheme.lower()}_proxy", "all_proxy") if n in self.values), None)
+        if name is None:
+            return None
         host = parts.hostname or ""
         if is_loopback(host):
             return None
         no_proxy = self.values.get("no_proxy", ("", ""))[0]
         if no_proxy and proxy_bypass_environment(parts.netloc or host, {"no": no_proxy}):
             return None
-        for name in (f"{parts.scheme.lower()}_proxy", "all_proxy"):
-            if name in self.values:
-                value, spelling = self.values[name]
-                return Proxy(_with_scheme(value), spelling)
-        return None
+        value, spelling = self.values[name]
+        return Proxy(_with_scheme(value), spelling)
 
     def summary(self) -> dict[str, str]:
         """What `chctl doctor` shows: each variable by its spelling, a proxy as `host:port`, NO_PROXY as it is."""
@@ -76,8 +76,8 @@ def is_loopback(host: str) -> bool:
     """`localhost`, an address in 127.0.0.0/8 or ::1 (an IPv4-mapped one too): this machine, never a proxy's
     business. `host` as `urlsplit` gives it (no brackets, lower case)."""
     host = host.rstrip(".")
-    if host == "localhost":
-        return True
+    if not host[:1].isdigit() and ":" not in host:  # a name, not an address: spare the parse
+        return host == "localhost"
     try:
         address = ipaddress.ip_address(host)
     except ValueError:
