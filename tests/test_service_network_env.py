@@ -144,3 +144,14 @@ def test_chctl_the_api_and_the_daemon_make_the_home_private_under_umask_002(tmp_
         else:
             chctl(user_env, "daemon", "stop")
         started.wait(60)
+
+
+def test_install_refuses_a_ca_bundle_others_can_write_before_writing_anything(tmp_path: Path) -> None:
+    ca = _company_ca(tmp_path)
+    ca.chmod(0o666)
+    machine = dataclasses.replace(_machine(tmp_path), environment={"CH_CA_BUNDLE": str(ca)})
+    runner = FakeRunner()
+    code, _, err = _run("install", machine, runner)
+    assert code == 1 and runner.calls == []
+    assert err.startswith(f"error[INVALID_PARAMS]: refusing CH_CA_BUNDLE {ca}: {ca} can be written by others")
+    assert not (tmp_path / "home").exists()

@@ -43,6 +43,7 @@ from context_harness.client.service_plan import (
     describe,
     execute,
 )
+from context_harness.net.ca_bundle import untrusted_because
 from context_harness.primitives.result import ErrorCode, Failure
 
 DAEMON_EXECUTABLE = "context-harnessd"
@@ -352,17 +353,9 @@ def _dispatch(manager: ServiceManager, action: str, *, dry_run: bool, runner: Ru
 def _carry_environment(home: Path, carried: dict[str, str]) -> list[Action]:
     """Write the shell's proxy and CA variables into the service's daemon.env, keeping its other lines."""
     env_file = daemon_env_file(home)
-    broken = control_character_in(carried)
-    if broken is not None:
-        raise ServiceError(
-            Failure(
-                f"{broken} holds a control character: in daemon.env, what follows a line break would be read as "
-                "a setting of its own",
-                ErrorCode.INVALID_PARAMS,
-                f"set {broken} to a value on one line (or unset it) in this shell, then run "
-                "`chctl service install` again",
-            )
-        )
+    refused = _not_carried(carried)
+    if refused is not None:
+        raise ServiceError(refused)
     try:
         existing = env_file.read_text(encoding="utf-8")
     except FileNotFoundError:
@@ -373,3 +366,27 @@ def _carry_environment(home: Path, carried: dict[str, str]) -> list[Action]:
         ) from exc
     content = updated_env_file(existing, carried)
     return [MakeDir(env_file.parent, private=True), Write(env_file, content, ENV_FILE_MODE, masked(content))]
+
+
+def _not_carried(carried: dict[str, str]) -> Failure | None:
+    """Why these values cannot go into daemon.env: a control character (what follows a line break would be
+    read as a setting of its own), or a CA bundle others can change (the daemon would refuse to start)."""
+    broken = control_character_in(carried)
+    if broken is not None:
+        return Failure(
+            f"{broken} holds a control character: in daemon.env, what follows a line break would be read as a "
+            "setting of its own",
+            ErrorCode.INVALID_PARAMS,
+            f"set {broken} to a value on one line (or unset it) in this shell, then run `chctl service install` again",
+        )
+    bundle = carried.get("CH_CA_BUNDLE")
+    problem = untrusted_because(Path(bundle)) if bundle else None
+    if bundle and problem:
+        return Failure(
+            f"refusing CH_CA_BUNDLE {bundle}: {problem}",
+            ErrorCode.INVALID_PARAMS,
+            "whoever can change it can make the daemon trust their own CA: copy it where only you can write "
+            f"(`install -m 600 {bundle} ~/.context-harness/ca-bundle.pem`), set CH_CA_BUNDLE to the copy and run "
+            "`chctl service install` again",
+        )
+    return None
