@@ -223,6 +223,7 @@ def test_status_json_lists_servers_with_bound_configs(daemon: DaemonProcess, use
         "configs": [str((user_env.project / "opencode.json").resolve())],
         "config_errors": {},
         "url_changed": [],
+        "url_unrecorded": False,
         "mode": "header",
         "bridges": [],
         "last_error": None,

@@ -3,7 +3,7 @@
 The daemon serves every later caller, so whatever it is started with stays in force for all of them: a
 script's proxy would carry the user's next refresh, a script's event command would run at every refresh. Its
 settings therefore come from two places only: `CH_HOME/daemon.env`, and the documented settings of the command
-that starts it — the `CH_*` variables of README's Settings table, the proxy variables and the trust store's
+that starts it — the `CH_*` variables of docs/guide.md's Settings table, the proxy variables and the trust store's
 `SSL_CERT_FILE`/`SSL_CERT_DIR`. The Python API passes none of those (`settings=False`): a daemon it starts, when
 asked to, has daemon.env alone. Besides settings, the daemon gets what tells it where the user's files and
 desktop are (HOME, PATH, the XDG directories, the clients' config variables, the session bus for
@@ -20,7 +20,7 @@ TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing
 if TYPE_CHECKING:
     from collections.abc import Mapping
 
-# README's Settings table: daemon/settings.py's fields, one `CH_` variable each (a test keeps the two in step).
+# docs/guide.md's Settings table: daemon/settings.py's fields, one `CH_` variable each (a test keeps the two in step).
 DAEMON_SETTINGS = (
     "CH_HOME",
     "CH_SOCKET",

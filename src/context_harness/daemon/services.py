@@ -22,11 +22,13 @@ from context_harness.daemon.notifier import Notifier
 from context_harness.daemon.refresher import Refresher
 from context_harness.daemon.settings import Settings
 from context_harness.net.session import NetworkSettings, new_session
+from context_harness.primitives.result import Failure
 from context_harness.services.config_service import ConfigService
 from context_harness.services.import_service import ImportService
 from context_harness.services.mcp_service import MCPService
 from context_harness.services.oauth_service import OAuthService
 from context_harness.services.publisher import Publisher
+from context_harness.services.server_names import ServerNames
 from context_harness.services.server_state import Change, ServerStates
 from context_harness.services.status import StatusBoard
 from context_harness.services.token_access import TokenAccess
@@ -91,6 +93,7 @@ class Services:
     token_access: TokenAccess
     shared: SharedStore
     delegate: Delegate  # on a remote machine: the laptop's forwarded socket (`CH_DELEGATE_SOCKET`)
+    names: ServerNames
     remote_flows: set[str] = field(default_factory=set)  # logins started through the remote socket
     stop_requested: asyncio.Event = field(default_factory=asyncio.Event)
     started_monotonic: float = field(default_factory=time.monotonic)
@@ -101,11 +104,19 @@ class Services:
         self.http.configure(settings.network())
         self.bridge_http.configure(settings.network())
         self.delegate.path = settings.delegate_socket_path
+        self.bridges.stall_s = settings.rpc_idle_timeout_s
         self.oauth.configure(settings.oauth())
         self.publisher.configure(settings.publishing())
         self.refresher.configure(settings.refreshing())
         self.notifier.configure(settings.notify_command, settings.event_command)
         self.mcp.reload_registry()
+
+    def unknown(self, name: str) -> Failure | None:
+        """Why `name` is no server of ours (NOT_FOUND, with the closest names); None when it is one. On a remote
+        machine a name without a credential here is the laptop's to judge."""
+        if self.delegate.via(name) is not None:
+            return None
+        return self.names.unknown(name)
 
     async def close(self) -> None:
         """After the RPC server stopped: let hooks finish, close connections."""
@@ -119,6 +130,11 @@ async def _tell(notifier: Notifier, change: Change) -> None:
         notifier.token_event(change.name, change.event, change.message)
 
 
+def _registry_url(mcp: MCPService, name: str) -> str | None:
+    known = mcp.known(name)
+    return known.url if known is not None else None
+
+
 def build_services(
     settings: Settings, *, clock: Callable[[], float] = time.time, rng: random.Random | None = None
 ) -> Services:
@@ -128,7 +144,8 @@ def build_services(
     clients = ClientStore(settings.clients_dir)
     # One record per server, and the one channel that says a server changed (its listeners are wired below).
     states = ServerStates()
-    publisher = Publisher(config, tokens, bindings, settings.publishing(), states)
+    # A server's registry URL comes from `mcp` (made next; it reloads the registry on SIGHUP).
+    publisher = Publisher(config, tokens, bindings, settings.publishing(), states, lambda n: _registry_url(mcp, n))
     mcp = MCPService(config, tokens, bindings, publisher, states, settings.user_registry_file)
     notifier = Notifier(settings.notify_command, settings.event_command)
     network = settings.network()
@@ -140,6 +157,7 @@ def build_services(
     flows = AuthFlows(oauth)
     bridge_http = HttpClient(network, new_bridge_session)
     bridges = Bridges(tokens, oauth, bridge_http, states)
+    bridges.stall_s = settings.rpc_idle_timeout_s
     status = StatusBoard(tokens, bindings, mcp, states)
     token_access = TokenAccess(tokens, oauth, mcp)
     services = Services(
@@ -163,6 +181,7 @@ def build_services(
         token_access=token_access,
         shared=SharedStore(settings.shared_file),
         delegate=Delegate(settings.delegate_socket_path, tokens, bindings),
+        names=mcp.names,
     )
     bridges.delegate = services.delegate
     # "This server changed", awaited in this order: the publisher writes a new credential into the configs,

@@ -1,4 +1,4 @@
-"""Daemon settings, with the defaults README.md lists, from two places only: the documented `CH_*` and proxy
+"""Daemon settings, with the defaults docs/guide.md lists, from two places only: the documented `CH_*` and proxy
 variables of the command that started the daemon (`chctl` and `chctl bridge` pass exactly those, see
 `client/daemon_env.py`; a service passes what its unit sets), then `CH_HOME/daemon.env` for anything that
 environment does not set. `sources()` says which gave each one (`chctl doctor` shows it).
@@ -193,7 +193,7 @@ def load_settings() -> Settings:
 
 
 def setting_names() -> list[str]:
-    """The `CH_` variable of each setting, as README's Settings table lists them."""
+    """The `CH_` variable of each setting, as docs/guide.md's Settings table lists them."""
     return [f"CH_{field.upper()}" for field in Settings.model_fields]
 
 

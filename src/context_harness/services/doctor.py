@@ -17,6 +17,7 @@ from context_harness.oauth import http
 from context_harness.oauth.discovery import initialize_request
 from context_harness.primitives.mcp import SecretMode
 from context_harness.primitives.result import Failure
+from context_harness.services import recorded_urls
 from context_harness.services.config_service import ConfigService
 from context_harness.services.status import ServerStatus
 from context_harness.stores.bindings import BindingStore
@@ -138,7 +139,7 @@ def _inline_secret_checks(
                 "inline_secret_readable",
                 "warn",
                 f"{path} is readable by others ({readable}) and holds inline secrets for: {', '.join(sorted(inline))}",
-                f"chmod 600 {path}, or re-add them with `--secret-mode file`",
+                f"chmod 600 {path}, or re-add them with `chctl add NAME --secret-mode file`",
             )
         )
     if inline and is_tracked_by_git(path):
@@ -147,9 +148,9 @@ def _inline_secret_checks(
                 "inline_secret_in_git",
                 "warn",
                 f"{path} is tracked by git and holds inline secrets for: {', '.join(sorted(inline))}",
-                "re-add them with `--secret-mode file` (or use --global) so no secret gets committed"
+                "re-add them with `chctl add NAME --secret-mode file` (or `--global`) so no secret gets committed"
                 if fmt.name == DEFAULT_CLIENT
-                else f"re-add them with `--client {fmt.name} --mode bridge` so no secret gets committed",
+                else f"re-add them with `chctl add NAME --client {fmt.name} --mode bridge` so no secret gets committed",
             )
         )
     return checks
@@ -246,6 +247,9 @@ def server_checks(servers: list[ServerStatus], now: float | None = None) -> list
     checks = [_server_check(server, now) for server in servers]
     for server in servers:
         checks += [Check("config_url", "error", server.config_errors.get(p, p)) for p in server.url_changed]
+        if server.url_unrecorded:
+            unrecorded = recorded_urls.unrecorded(server.name)
+            checks.append(Check("credential_url", "error", unrecorded.error, unrecorded.hint))
     return checks
 
 

@@ -21,6 +21,7 @@ import aiohttp
 import structlog
 
 from context_harness.oauth.flow import AuthorizationUrlHandler, FlowRequest, run_authorization_flow
+from context_harness.oauth.registration import RegistrationLimit
 from context_harness.oauth.token_auth import either_way
 from context_harness.oauth.token_client import (
     PermanentError,
@@ -41,11 +42,12 @@ from context_harness.services.refresh_outcomes import (
     RefreshNotNeeded,
     RefreshRetry,
     env_prefix,
-    needs_login,
     no_refresh_token_note,
+    refresh_result,
 )
 from context_harness.services.revocation import revoke_all
 from context_harness.services.server_state import ServerState, ServerStates
+from context_harness.services.step_up import login_scopes
 from context_harness.stores.client_store import ClientStore
 from context_harness.stores.crash_points import AFTER_TOKEN_SAVE, crash_point
 from context_harness.stores.lock_file import LockTimeout, file_lock
@@ -102,6 +104,7 @@ class OAuthService:
         self.publisher = publisher
         self._session = session
         self.states = states
+        self.registrations = RegistrationLimit()  # new clients per issuer, every login of this daemon together
 
     def configure(self, settings: OAuthSettings) -> None:
         self.settings = settings
@@ -124,6 +127,8 @@ class OAuthService:
         if client_id is None and known is not None and known.client_id:
             client_id = known.client_id
             token_auth_method = token_auth_method or known.token_endpoint_auth_method
+        # A server that refused a call for lack of scope (step-up): this login asks for those scopes too.
+        scopes = options.scopes or login_scopes(self.tokens.load(name), self.states.get(name).scopes_wanted)
         grant = await run_authorization_flow(
             self._session(),
             FlowRequest(
@@ -132,11 +137,12 @@ class OAuthService:
                 client_id=client_id,
                 client_secret=client_secret,
                 token_auth_method=token_auth_method,
-                scopes=options.scopes,
+                scopes=scopes,
                 port=options.port,
                 timeout_s=options.timeout_s,
                 http_timeout_s=self.settings.http_timeout_s,
                 client_metadata_url=self.settings.client_metadata_url,
+                registrations=self.registrations,
             ),
             client_store=self.clients,
             on_authorization_url=on_authorization_url,
@@ -147,7 +153,7 @@ class OAuthService:
                 return Failure(
                     grant.error,
                     grant.code,
-                    f"{name} needs an OAuth app you register yourself; pass --client-id "
+                    f"{name} needs an OAuth app you register yourself: `chctl auth {name} --client-id ID` "
                     f"(or set {env_prefix(name)}_CLIENT_ID)" + (f", see {known.docs_url}" if known.docs_url else ""),
                 )
             return grant
@@ -170,6 +176,7 @@ class OAuthService:
         async with self._lock(name):
             self.tokens.save(credential)
             self.states.stored(name)
+            self.states.get(name).logged_in_or_out()
             log.info(
                 "token_stored",
                 server=name,
@@ -187,23 +194,7 @@ class OAuthService:
             return Failure(f"no credential stored for {name}", ErrorCode.NOT_FOUND, "see `chctl status`")
         if credential.kind != "oauth":
             return Failure(f"{name} uses an API key: there is nothing to refresh", ErrorCode.INVALID_PARAMS)
-        match await self.refresh_once(name, force=True):
-            case RefreshDone(credential) | RefreshNotNeeded(credential):
-                return Success(credential)
-            case RefreshRetry(reason, _):
-                return Failure(
-                    f"refresh of {name} failed for now: {reason}",
-                    ErrorCode.NETWORK,
-                    "the daemon keeps retrying in the background; see `chctl status`",
-                )
-            case RefreshNeedsReauth(reason, code):
-                return needs_login(name, reason, code)
-            case RefreshImpossible(credential):
-                return Failure(
-                    f"{name}: {no_refresh_token_note(credential)}",
-                    ErrorCode.AUTH_REQUIRED,
-                    f"run `chctl auth {name}` before the token expires",
-                )
+        return refresh_result(name, await self.refresh_once(name, force=True), "asked")
 
     async def logout(self, name: str) -> Result[dict[str, Any]]:
         """Revoke at the server (RFC 7009) when it has an endpoint, then forget the tokens and headers."""
@@ -214,6 +205,7 @@ class OAuthService:
             outcomes = await revoke_all(self._session(), credential, self.settings.http_timeout_s)
             self.tokens.delete(name)
             self.states.stored(name)
+            self.states.get(name).logged_in_or_out()
             configs = await self.publisher.forget(name, credential.header_name)
         revoked = bool(outcomes) and all(o["revoked"] for o in outcomes)
         log.info("credential_forgotten", server=name, revoked=revoked)

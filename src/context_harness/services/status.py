@@ -13,6 +13,7 @@ from typing import Any
 from context_harness.primitives.mcp import MCPAuthType
 from context_harness.primitives.oauth import Credential, TokenState
 from context_harness.primitives.result import Failure, Result, Success
+from context_harness.services import recorded_urls
 from context_harness.services.mcp_service import MCPService
 from context_harness.services.refresh_outcomes import no_refresh_token_note
 from context_harness.services.server_state import ServerState, ServerStates
@@ -51,6 +52,8 @@ class ServerStatus:
     config_errors: dict[str, str] = field(default_factory=dict)  # configs whose last write failed, and why
     # Of those, the configs whose entry points away from the recorded URL: the header was taken out.
     url_changed: list[str] = field(default_factory=list)
+    # A credential from before URLs were recorded that nothing trustworthy names a URL for: it is sent nowhere.
+    url_unrecorded: bool = False
     mode: str | None = None  # header, bridge, bridge+header; None when no config carries it
     bridges: list[BridgeStatus] = field(default_factory=list)
     last_error: str | None = None
@@ -59,6 +62,8 @@ class ServerStatus:
     last_token_read_at: float | None = None
     shared: bool = False  # `chctl share`: usable from other machines through the remote socket
     via: str | None = None  # on a remote machine: the forwarded socket that carries it (no credential here)
+    # Scopes the server refused a call for lack of (403 insufficient_scope): `chctl auth NAME` asks for them.
+    scopes_wanted: list[str] = field(default_factory=list)
 
     def as_dict(self) -> dict[str, Any]:
         return {**asdict(self), "auth_type": self.auth_type.value}
@@ -110,6 +115,7 @@ class StatusBoard:
             "mode": _mode(bindings),
             "bridges": [BridgeStatus(bridge_id, **asdict(c)) for bridge_id, c in sorted(live.bridges.items())],
             "shared": name in self.shared(),
+            "scopes_wanted": list(live.scopes_wanted),
         }
         if credential is None:
             via = self.via(name, bindings)
@@ -127,20 +133,35 @@ class StatusBoard:
         note = None
         if tokens is not None and not tokens.refresh_token and state_now is not TokenState.NEEDS_REAUTH:
             note = no_refresh_token_note(credential)
+        unrecorded = self._unrecorded(credential, bindings)
+        last_error = _last_error(live, credential)
+        if unrecorded is not None:  # the reason nothing else works
+            last_error = f"{unrecorded.error}; {unrecorded.hint}"
         return ServerStatus(
             state=state_now.value,
             auth_type=MCPAuthType.API_KEY if credential.kind == "api_key" else MCPAuthType.OAUTH,
             usable=bool(credential.secret)
             and state_now not in (TokenState.NEEDS_REAUTH, TokenState.PENDING_AUTH)
-            and not expired,
+            and not expired
+            and unrecorded is None,
             expires_at=tokens.expires_at if tokens else None,
             has_refresh_token=bool(tokens and tokens.refresh_token),
             scopes=tokens.scope.split() if tokens and tokens.scope else credential.scopes,
             issuer=credential.issuer,
-            last_error=_last_error(live, credential),
+            last_error=last_error,
             note=note,
+            url_unrecorded=unrecorded is not None,
             **shared,
         )
+
+    def _unrecorded(self, credential: Credential, bindings: list[Binding]) -> Failure | None:
+        """Why `credential` is sent nowhere, if nothing trustworthy names its URL. Configs are not read here
+        (this runs on the event loop): the user's own ones counted when the publisher migrated at start."""
+        if credential.server_url:
+            return None
+        known = self.mcp.known(credential.name)
+        found = recorded_urls.plan(credential, bindings, {}, known.url if known is not None else None)
+        return recorded_urls.unrecorded(credential.name) if found.credential_url is None else None
 
     def servers(self, expects_login: dict[str, bool]) -> list[ServerStatus]:
         """Every server that is configured or has a credential, by name; the bindings file is read once."""
