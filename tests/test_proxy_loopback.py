@@ -156,10 +156,11 @@ async def send(proxy: RecordingProxy, url: str, **kwargs: object) -> Failure | i
     [
         {"auth_header": f"Bearer {SECRET}"},
         {"headers": {"X-API-Key": SECRET}},
+        {"headers": {"Mcp-Api-Key": SECRET, "Mcp-Method": "tools/call"}},
         {"form": {"grant_type": "refresh_token", "refresh_token": SECRET}},
         {"form": {"grant_type": "authorization_code", "code": SECRET, "code_verifier": "v"}},
     ],
-    ids=["bearer", "api-key-header", "refresh-form", "code-form"],
+    ids=["bearer", "api-key-header", "mcp-named-key-header", "refresh-form", "code-form"],
 )
 async def test_a_credential_for_plain_http_that_a_proxy_would_carry_is_refused_before_anything_is_sent(
     recording_proxy: RecordingProxy, credential: dict[str, object]

@@ -25,7 +25,9 @@ from context_harness.net.tls import client_context
 # Node (oidc-provider, many MCP servers) closes idle keep-alive connections after 5 s; aiohttp keeps
 # them 15 s by default, so a pooled connection can be closed under us. Stay below Node's figure.
 KEEPALIVE_S = 4.0
-# What a request to plain http may show a proxy: the headers of HTTP and MCP themselves, none of them secret.
+# What a request to plain http may show a proxy: the headers of HTTP and MCP themselves, none of them secret (MCP's
+# by name: the version, the session, the method and name a request routes by; an API key's header may be called
+# anything, `Mcp-Api-Key` too, so no prefix is trusted). A header not listed counts as a credential.
 PUBLIC_HEADERS = frozenset(
     {
         "accept",
@@ -36,6 +38,8 @@ PUBLIC_HEADERS = frozenset(
         "content-type",
         "host",
         "last-event-id",
+        "mcp-method",
+        "mcp-name",
         "mcp-protocol-version",
         "mcp-session-id",
         "user-agent",
