@@ -28,6 +28,7 @@ from context_harness.services.import_service import ImportService
 from context_harness.services.mcp_service import MCPService
 from context_harness.services.oauth_service import OAuthService
 from context_harness.services.publisher import Publisher
+from context_harness.services.secret_vault import SecretVault
 from context_harness.services.server_names import ServerNames
 from context_harness.services.server_state import Change, ServerStates
 from context_harness.services.status import StatusBoard
@@ -76,6 +77,7 @@ class Services:
     settings: Settings
     config: ConfigService
     tokens: TokenStore
+    vault: SecretVault  # where secret values rest (CH_SECRET_STORE): the keychain or the token files
     bindings: BindingStore
     clients: ClientStore
     states: ServerStates  # one record per server; `states.changed(name)` is the one change channel
@@ -106,6 +108,7 @@ class Services:
         self.delegate.path = settings.delegate_socket_path
         self.bridges.stall_s = settings.rpc_idle_timeout_s
         self.oauth.configure(settings.oauth())
+        self.vault.configure(settings.secrets())
         self.publisher.configure(settings.publishing())
         self.refresher.configure(settings.refreshing())
         self.notifier.configure(settings.notify_command, settings.event_command)
@@ -140,18 +143,19 @@ def build_services(
 ) -> Services:
     config = ConfigService()
     tokens = TokenStore(settings.tokens_dir, settings.secrets_dir)
+    vault = SecretVault(settings.secrets(), tokens)
     bindings = BindingStore(settings.bindings_file)
     clients = ClientStore(settings.clients_dir)
     # One record per server, and the one channel that says a server changed (its listeners are wired below).
     states = ServerStates()
     # A server's registry URL comes from `mcp` (made next; it reloads the registry on SIGHUP).
     publisher = Publisher(config, tokens, bindings, settings.publishing(), states, lambda n: _registry_url(mcp, n))
-    mcp = MCPService(config, tokens, bindings, publisher, states, settings.user_registry_file)
+    mcp = MCPService(config, tokens, bindings, publisher, states, settings.user_registry_file, vault=vault)
     notifier = Notifier(settings.notify_command, settings.event_command)
     network = settings.network()
     http = HttpClient(network)
     oauth = OAuthService(
-        settings.oauth(), tokens=tokens, clients=clients, mcp=mcp, publisher=publisher, session=http, states=states
+        settings.oauth(), vault=vault, clients=clients, mcp=mcp, publisher=publisher, session=http, states=states
     )
     refresher = Refresher(settings.refreshing(), oauth, tokens, bindings, clock=clock, rng=rng)
     flows = AuthFlows(oauth)
@@ -164,6 +168,7 @@ def build_services(
         settings=settings,
         config=config,
         tokens=tokens,
+        vault=vault,
         bindings=bindings,
         clients=clients,
         states=states,
@@ -190,7 +195,14 @@ def build_services(
     states.subscribe(publisher.on_change)
     states.subscribe(refresher.on_change)
     states.subscribe(partial(_tell, notifier))
-    status.token_reads = token_access.reads_of
-    status.shared = services.shared.load
-    status.via = services.delegate.via
+    _tell_status(services)
     return services
+
+
+def _tell_status(s: Services) -> None:
+    """What the status board shows that other parts know: token reads, sharing, delegation, where secrets rest."""
+    s.status.token_reads = s.token_access.reads_of
+    s.status.shared = s.shared.load
+    s.status.via = s.delegate.via
+    s.status.secret_place = s.vault.place
+    s.status.client_secret_file = s.clients.secret_path
