@@ -118,7 +118,7 @@ def print_registry_outcome(result: dict[str, Any]) -> None:
     registry = result.get("registry") or {}
     for note in registry.get("notes") or []:
         print(f"warning: {printable(note)}", file=sys.stderr)
-    if registry.get("may_need_login"):
+    if registry.get("may_need_login") and result.get("auth_type") == "none":  # the server did not say at add
         name = result["name"]
         print(f"next: `chctl check {name}` says whether it answers; if it asks for a login, `chctl auth {name}`")
 

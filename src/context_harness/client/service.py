@@ -16,7 +16,7 @@ import shlex
 import shutil
 import subprocess
 import sys
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TextIO
@@ -26,6 +26,7 @@ from context_harness.client.output import error_tag, print_error, print_hint
 from context_harness.client.service_env import (
     ENV_FILE_MODE,
     carried_variables,
+    control_character_in,
     daemon_env_file,
     masked,
     updated_env_file,
@@ -42,6 +43,7 @@ from context_harness.client.service_plan import (
     describe,
     execute,
 )
+from context_harness.net.ca_bundle import untrusted_because
 from context_harness.primitives.result import ErrorCode, Failure
 
 DAEMON_EXECUTABLE = "context-harnessd"
@@ -288,8 +290,10 @@ def run_service(
     runner: Runner | None = None,
     out: TextIO | None = None,
     err: TextIO | None = None,
+    running_daemon: Callable[[], int | None] | None = None,
 ) -> int:
-    """Carry out `args.service_action`; returns the exit status (0 = done)."""
+    """Carry out `args.service_action`; returns the exit status (0 = done). `running_daemon`: the pid of the
+    daemon that answers on the socket, or None (asked only by `status` where there is no service manager)."""
     out = out if out is not None else sys.stdout
     err = err if err is not None else sys.stderr
     runner = runner if runner is not None else run_command
@@ -297,8 +301,38 @@ def run_service(
         manager = service_manager(machine if machine is not None else Machine.current(), runner)
         _dispatch(manager, args.service_action, dry_run=bool(args.dry_run), runner=runner, out=out, err=err)
     except ServiceError as exc:
-        return print_error(exc.failure.code, exc.failure.error, exc.failure.hint, file=err)
+        failure = exc.failure
+        if args.service_action == "status" and failure.code is ErrorCode.UNSUPPORTED and not args.dry_run:
+            pid = (running_daemon or daemon_pid)()
+            print(without_service_manager(failure.error, pid), file=out)
+            return 0
+        return print_error(failure.code, failure.error, failure.hint, file=err)
     return 0
+
+
+def daemon_pid() -> int | None:
+    """The pid of the daemon answering on this user's socket; None when none does (nothing is started)."""
+    from context_harness.client.rpc_client import RpcError, call
+
+    try:
+        return int(call("daemon.status", autostart=False)["pid"])
+    except (RpcError, OSError, KeyError, TypeError, ValueError):
+        return None
+
+
+def without_service_manager(reason: str, pid: int | None) -> str:
+    """`chctl service status` where no service can be installed: whether the daemon runs anyway, and what to do."""
+    daemon = (
+        f"running, pid {pid}: started by chctl, not as a service (`chctl daemon stop` stops it)"
+        if pid is not None
+        else "not running: the next chctl command starts it (`chctl daemon start` starts it now)"
+    )
+    return (
+        f"service:   none: {reason}\n"
+        f"daemon:    {daemon}\n"
+        "  note: `chctl service install` needs a user service manager: systemd's user session (a desktop or SSH\n"
+        "  login on a systemd machine, not a container or WSL without systemd) or macOS's launchd"
+    )
 
 
 def _warn_if_unavailable(manager: ServiceManager, action: str, err: TextIO) -> None:
@@ -351,6 +385,9 @@ def _dispatch(manager: ServiceManager, action: str, *, dry_run: bool, runner: Ru
 def _carry_environment(home: Path, carried: dict[str, str]) -> list[Action]:
     """Write the shell's proxy and CA variables into the service's daemon.env, keeping its other lines."""
     env_file = daemon_env_file(home)
+    refused = _not_carried(carried)
+    if refused is not None:
+        raise ServiceError(refused)
     try:
         existing = env_file.read_text(encoding="utf-8")
     except FileNotFoundError:
@@ -360,4 +397,28 @@ def _carry_environment(home: Path, carried: dict[str, str]) -> list[Action]:
             Failure(f"cannot read {env_file}: {exc}", ErrorCode.PERMISSION_DENIED, "fix or remove the file")
         ) from exc
     content = updated_env_file(existing, carried)
-    return [MakeDir(env_file.parent), Write(env_file, content, ENV_FILE_MODE, masked(content))]
+    return [MakeDir(env_file.parent, private=True), Write(env_file, content, ENV_FILE_MODE, masked(content))]
+
+
+def _not_carried(carried: dict[str, str]) -> Failure | None:
+    """Why these values cannot go into daemon.env: a control character (what follows a line break would be
+    read as a setting of its own), or a CA bundle others can change (the daemon would refuse to start)."""
+    broken = control_character_in(carried)
+    if broken is not None:
+        return Failure(
+            f"{broken} holds a control character: in daemon.env, what follows a line break would be read as a "
+            "setting of its own",
+            ErrorCode.INVALID_PARAMS,
+            f"set {broken} to a value on one line (or unset it) in this shell, then run `chctl service install` again",
+        )
+    bundle = carried.get("CH_CA_BUNDLE")
+    problem = untrusted_because(Path(bundle)) if bundle else None
+    if bundle and problem:
+        return Failure(
+            f"refusing CH_CA_BUNDLE {bundle}: {problem}",
+            ErrorCode.INVALID_PARAMS,
+            "whoever can change it can make the daemon trust their own CA: copy it where only you can write "
+            f"(`install -m 600 {bundle} ~/.context-harness/ca-bundle.pem`), set CH_CA_BUNDLE to the copy and run "
+            "`chctl service install` again",
+        )
+    return None

@@ -9,6 +9,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeVar
 
+import structlog
+
 from context_harness import __version__
 from context_harness.config.format import DEFAULT_CLIENT, get_format
 from context_harness.daemon.rpc_params import (
@@ -17,10 +19,13 @@ from context_harness.daemon.rpc_params import (
     DoctorParams,
     NameTargetParams,
     NoParams,
+    RemoveParams,
+    SecretsMigrateParams,
     TargetParams,
 )
 from context_harness.daemon.rpc_registry_methods import registry_add_request
 from context_harness.daemon.services import Services
+from context_harness.daemon.settings import setting_names
 from context_harness.primitives.result import Failure, Result, Success
 from context_harness.services import doctor, listings
 from context_harness.services.blocking_io import StillRunning, run_blocking, run_config_io
@@ -28,7 +33,9 @@ from context_harness.services.config_service import ConfigTarget
 from context_harness.services.mcp_service import AddRequest, client_format
 from context_harness.services.network_checks import network_checks
 from context_harness.services.registries import REGISTRY_URL_HINT
-from context_harness.services.status import ServerStatus
+from context_harness.services.status import NO_AUTH, ServerStatus
+
+log = structlog.get_logger(__name__)
 
 # Reading every bound config and asking `git` about each: a hung one must not keep doctor from answering.
 DOCTOR_CONFIG_CHECKS_TIMEOUT_S = 20.0
@@ -60,6 +67,7 @@ def daemon_summary(s: Services) -> dict[str, Any]:
         "socket": str(s.settings.socket_path),
         "remote_socket": str(remote) if (remote := s.settings.remote_socket_path) else None,
         "home": str(s.settings.home),
+        "secret_store": s.vault.summary(),  # CH_SECRET_STORE, the store in use, the keychain, a warning to repeat
     }
 
 
@@ -106,7 +114,7 @@ async def mcp_add(s: Services, p: AddParams) -> Result[dict[str, Any]]:
         secret_mode=p.secret_mode,
         bridge=p.bridge,
         mode=p.mode,
-        clients=tuple(p.clients or [p.client]),
+        clients=p.named_clients(),
         delegated_via=delegated_via(s, p),
     )
     registry: dict[str, Any] | None = None
@@ -120,6 +128,7 @@ async def mcp_add(s: Services, p: AddParams) -> Result[dict[str, Any]]:
         return added
     outcome = added.value  # `MCPService.add` announced the change: the header is written, the plan follows
     first = get_format(outcome.written[0].client)
+    narrowed = s.config.take_narrowed([str(w.path) for w in outcome.written])
     return Success(
         {
             "name": outcome.name,
@@ -127,10 +136,21 @@ async def mcp_add(s: Services, p: AddParams) -> Result[dict[str, Any]]:
             "entry": first.mask(outcome.entry),
             "auth_type": outcome.auth_type.value,
             "needs_auth": outcome.needs_auth,
-            "configs": [{"client": w.client, "path": str(w.path), "mode": w.mode} for w in outcome.written],
+            "needs_key": outcome.needs_key,
+            "configs": [
+                {"client": w.client, "path": str(w.path), "mode": w.mode, "new": w.new} for w in outcome.written
+            ],
+            "changes": list(outcome.changes),
+            "not_written": outcome.not_written,
+            "made_private": modes_changed(narrowed),
             "registry": registry,
         }
     )
+
+
+def modes_changed(narrowed: dict[str, tuple[int, int]]) -> dict[str, list[str]]:
+    """{path: ["644", "600"]}: configs that lost group and other access, as it is told once (docs/guide.md, Secrets)."""
+    return {path: [f"{before:o}", f"{after:o}"] for path, (before, after) in narrowed.items()}
 
 
 def delegated_via(s: Services, p: AddParams) -> str | None:
@@ -142,12 +162,42 @@ def delegated_via(s: Services, p: AddParams) -> str | None:
     return str(s.delegate.path)
 
 
-async def mcp_remove(s: Services, p: NameTargetParams) -> Result[dict[str, Any]]:
+async def mcp_remove(s: Services, p: RemoveParams) -> Result[dict[str, Any]]:
     removed = await off_the_loop(s, "mcp.remove", lambda: s.mcp.remove(p.name, p.target(), p.client))
     await s.states.changed(p.name)  # no config left carrying it: its refresh stops
     if isinstance(removed, Failure):
         return removed
-    return Success({"removed": True, "name": p.name, "path": str(removed.value)})
+    left = len(s.bindings.for_server(p.name))
+    stored = s.tokens.load(p.name)
+    kind = None if stored is None else ("key" if stored.kind == "api_key" else "login")
+    forgotten = None
+    if p.forget and kind is not None and not left:
+        forgotten = await forget(s, p.name, kind)
+        if isinstance(forgotten, Failure):
+            return forgotten
+    return Success(
+        {
+            "removed": True,
+            "name": p.name,
+            "path": str(removed.value),
+            "configs_left": left,  # other configs (of other clients, projects) still carrying it
+            "stored": None if forgotten else kind,  # what stays stored: "key", "login" or None
+            "forgotten": forgotten,
+        }
+    )
+
+
+async def forget(s: Services, name: str, kind: str) -> Failure | str:
+    """`chctl remove NAME --forget` once no config carries NAME: an API key is deleted, a login logged out of
+    (revoked at the server where it can be, as `chctl auth NAME --logout` does)."""
+    if kind == "login":
+        logged_out = await s.oauth.logout(name)
+        return logged_out if isinstance(logged_out, Failure) else kind
+    await s.vault.delete(name)  # the keychain item too, where the key rests there
+    s.states.stored(name)
+    log.info("credential_forgotten", server=name, kind=kind)
+    await s.states.changed(name, credential=True)
+    return kind
 
 
 async def mcp_validate(s: Services, p: NameTargetParams) -> Result[dict[str, Any]]:
@@ -197,17 +247,28 @@ async def run_doctor(s: Services, p: DoctorParams) -> Result[dict[str, Any]]:
                 "a config may be on a hung mount; see `chctl status`",
             )
         )
-    checks += await doctor.unauthenticated_servers(s.http(), s.config, s.bindings, s.tokens)
-    checks += doctor.server_checks(await server_statuses(s))
+    statuses = await server_statuses(s)
+    needing_none = {server.name for server in statuses if server.state == NO_AUTH}
+    answer_401 = await doctor.unauthenticated_servers(s.http(), s.config, s.bindings, needing_none)
+    checks += doctor.secret_checks(s.vault.summary(), statuses)
+    checks += doctor.server_checks(statuses, answer_401=answer_401)
     checks += [doctor.Check("registry", "warn", w, "fix or remove the entry") for w in s.mcp.registry_warnings]
     registry_urls = s.registries.settings.problems
     checks += [doctor.Check("registries", "warn", w, REGISTRY_URL_HINT) for w in registry_urls]
     checks += network_checks(s.http.network, p.shell_network)
+    checks += doctor.setting_checks(s.settings.sources(), setting_names())
     return Success({"checks": [c.as_dict() for c in checks]})
+
+
+async def secrets_migrate(s: Services, p: SecretsMigrateParams) -> Result[dict[str, Any]]:
+    servers = await s.oauth.migrate_secrets(p.to)
+    return Success({"to": p.to, "setting": s.vault.settings.store, "servers": servers})
 
 
 # --- the bridge (a stream method: see `RpcServer.streams`) ------------------------------------------------
 
 
 async def bridge_open(s: Services, p: BridgeOpenParams) -> Result[Any]:
+    if (unknown := s.unknown(p.name)) is not None:
+        return unknown
     return await s.bridges.open(p.name, p.replay)

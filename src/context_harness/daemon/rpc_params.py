@@ -71,7 +71,7 @@ class AddParams(TargetParams):
     key_header: str | None = None
     command: list[str] | None = Field(default=None, min_length=1)
     environment: dict[str, str] = {}
-    secret_mode: SecretMode = SecretMode.INLINE
+    secret_mode: SecretMode | None = None  # None: as recorded for the config, else inline
     bridge: bool = False
     mode: Mode | None = None
     clients: list[str] | None = Field(default=None, min_length=1)  # several at once; else `client`
@@ -80,6 +80,12 @@ class AddParams(TargetParams):
     version: Version | None = None  # None: the latest
     variables: SmallMap = {}  # the URL's (and headers') {variables}
     secret_headers: SmallMap = {}  # secret header -> value (--header-env HEADER=ENVVAR)
+
+    def named_clients(self) -> tuple[str, ...] | None:
+        """The clients the caller named (`clients`, else `client`); None: neither, so as recorded."""
+        if self.clients:
+            return tuple(self.clients)
+        return (self.client,) if "client" in self.model_fields_set else None
 
 
 class SearchParams(Params):
@@ -102,12 +108,20 @@ class NameTargetParams(TargetParams):
     name: ServerName
 
 
+class RemoveParams(NameTargetParams):
+    forget: bool = False  # once no config carries the server: forget its key, or log out (revoking the tokens)
+
+
 class DoctorParams(Params):
     cwd: AbsolutePathText | None = None
     # chctl's proxy variables (as host:port) and CH_CA_BUNDLE, to compare with the daemon's.
     shell_network: dict[Annotated[str, Field(max_length=32)], Annotated[str, Field(max_length=4096)]] | None = Field(
         default=None, max_length=16
     )
+
+
+class SecretsMigrateParams(Params):
+    to: Literal["keyring", "file"]
 
 
 class CheckParams(Params):

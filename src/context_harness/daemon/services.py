@@ -23,12 +23,16 @@ from context_harness.daemon.notifier import Notifier
 from context_harness.daemon.refresher import Refresher
 from context_harness.daemon.settings import Settings
 from context_harness.net.session import NetworkSettings, new_session
+from context_harness.oauth.auth_probe import auth_wanted
+from context_harness.primitives.result import Failure
 from context_harness.services.config_service import ConfigService
 from context_harness.services.import_service import ImportService
 from context_harness.services.mcp_service import MCPService
 from context_harness.services.oauth_service import OAuthService
 from context_harness.services.publisher import Publisher
 from context_harness.services.registries import MAX_CONCURRENT_REQUESTS, Registries
+from context_harness.services.secret_vault import SecretVault
+from context_harness.services.server_names import ServerNames
 from context_harness.services.server_state import Change, ServerStates
 from context_harness.services.status import StatusBoard
 from context_harness.services.token_access import TokenAccess
@@ -77,6 +81,7 @@ class Services:
     settings: Settings
     config: ConfigService
     tokens: TokenStore
+    vault: SecretVault  # where secret values rest (CH_SECRET_STORE): the keychain or the token files
     bindings: BindingStore
     clients: ClientStore
     states: ServerStates  # one record per server; `states.changed(name)` is the one change channel
@@ -96,6 +101,7 @@ class Services:
     delegate: Delegate  # on a remote machine: the laptop's forwarded socket (`CH_DELEGATE_SOCKET`)
     registries: Registries  # `chctl search` and `chctl add NAMESPACE/NAME`
     registry_http: HttpClient  # the registries', apart: a hung registry holds none of the others' connections
+    names: ServerNames
     remote_flows: set[str] = field(default_factory=set)  # logins started through the remote socket
     stop_requested: asyncio.Event = field(default_factory=asyncio.Event)
     started_monotonic: float = field(default_factory=time.monotonic)
@@ -110,10 +116,18 @@ class Services:
         self.delegate.path = settings.delegate_socket_path
         self.bridges.stall_s = settings.rpc_idle_timeout_s
         self.oauth.configure(settings.oauth())
+        self.vault.configure(settings.secrets())
         self.publisher.configure(settings.publishing())
         self.refresher.configure(settings.refreshing())
         self.notifier.configure(settings.notify_command, settings.event_command)
         self.mcp.reload_registry()
+
+    def unknown(self, name: str) -> Failure | None:
+        """Why `name` is no server of ours (NOT_FOUND, with the closest names); None when it is one. On a remote
+        machine a name without a credential here is the laptop's to judge."""
+        if self.delegate.via(name) is not None:
+            return None
+        return self.names.unknown(name)
 
     async def close(self) -> None:
         """After the RPC server stopped: let hooks finish, close connections."""
@@ -155,18 +169,19 @@ def build_services(
 ) -> Services:
     config = ConfigService()
     tokens = TokenStore(settings.tokens_dir, settings.secrets_dir)
+    vault = SecretVault(settings.secrets(), tokens)
     bindings = BindingStore(settings.bindings_file)
     clients = ClientStore(settings.clients_dir)
     # One record per server, and the one channel that says a server changed (its listeners are wired below).
     states = ServerStates()
     # A server's registry URL comes from `mcp` (made next; it reloads the registry on SIGHUP).
     publisher = Publisher(config, tokens, bindings, settings.publishing(), states, lambda n: _registry_url(mcp, n))
-    mcp = MCPService(config, tokens, bindings, publisher, states, settings.user_registry_file)
+    mcp = MCPService(config, tokens, bindings, publisher, states, settings.user_registry_file, vault=vault)
     notifier = Notifier(settings.notify_command, settings.event_command)
     network = settings.network()
     http = HttpClient(network)
     oauth = OAuthService(
-        settings.oauth(), tokens=tokens, clients=clients, mcp=mcp, publisher=publisher, session=http, states=states
+        settings.oauth(), vault=vault, clients=clients, mcp=mcp, publisher=publisher, session=http, states=states
     )
     refresher = Refresher(settings.refreshing(), oauth, tokens, bindings, clock=clock, rng=rng)
     flows = AuthFlows(oauth)
@@ -179,6 +194,7 @@ def build_services(
         settings=settings,
         config=config,
         tokens=tokens,
+        vault=vault,
         bindings=bindings,
         clients=clients,
         states=states,
@@ -197,15 +213,29 @@ def build_services(
         shared=SharedStore(settings.shared_file),
         delegate=Delegate(settings.delegate_socket_path, tokens, bindings),
         **_registries(settings, network, mcp),
+        names=mcp.names,
     )
     bridges.delegate = services.delegate
-    # "This server changed", awaited in this order: the publisher writes a new credential into the configs,
-    # the refresher re-plans from the state, the notifier and event hook hear the event. Nobody else publishes
-    # after a change (`repair_configs` mends, logout's `Publisher.forget` takes the header out).
-    states.subscribe(publisher.on_change)
-    states.subscribe(refresher.on_change)
-    states.subscribe(partial(_tell, notifier))
-    status.token_reads = token_access.reads_of
-    status.shared = services.shared.load
-    status.via = services.delegate.via
+    mcp.ask_server = lambda url: auth_wanted(http(), url)  # a server added by URL: does it want a login?
+    _subscribe(services)
+    _tell_status(services)
     return services
+
+
+def _subscribe(s: Services) -> None:
+    """The change channel's listeners ("this server changed"), awaited in this order: the publisher writes a
+    new credential into the configs, the refresher re-plans from the state, the notifier and event hook hear the
+    event. Nobody else publishes after a change (`repair_configs` mends, logout's `Publisher.forget` takes the
+    header out)."""
+    s.states.subscribe(s.publisher.on_change)
+    s.states.subscribe(s.refresher.on_change)
+    s.states.subscribe(partial(_tell, s.notifier))
+
+
+def _tell_status(s: Services) -> None:
+    """What the status board shows that other parts know: token reads, sharing, delegation, where secrets rest."""
+    s.status.token_reads = s.token_access.reads_of
+    s.status.shared = s.shared.load
+    s.status.via = s.delegate.via
+    s.status.secret_place = s.vault.place
+    s.status.client_secret_file = s.clients.secret_path

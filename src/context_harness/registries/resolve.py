@@ -50,7 +50,7 @@ class Given:
 class Resolved:
     url: str
     transport: Transport
-    auth_type: MCPAuthType
+    auth_type: MCPAuthType | None  # None: neither the entry nor the curated list says (`chctl add` asks the server)
     headers: dict[str, str]  # not secret: written into a header-mode entry, carried by the bridge
     key_header: str | None = None  # the secret header the key goes in
     key_scheme: str | None = None  # its scheme as the registry's template says; None: the usual rule, "": none
@@ -140,9 +140,9 @@ def resolve(entry: Entry, given: Given, markers: Markers, known_at: KnownAt) -> 
         reason = f": {entry.official.status_message}" if entry.official.status_message else ""
         notes.append(f"{server.name} is deprecated{reason}")
     if key is not None:
-        auth = MCPAuthType.API_KEY
+        auth: MCPAuthType | None = MCPAuthType.API_KEY
     else:
-        auth = known.auth_type if known is not None else MCPAuthType.NONE
+        auth = known.auth_type if known is not None else None
     return Success(
         Resolved(
             url=url.value,

@@ -34,11 +34,12 @@ def api_key_credential(
     scheme: str | None = None,
     extra_headers: dict[str, str] | None = None,
 ) -> Result[Credential]:
-    """The key to store for `name` at `url`; the stored key (sent as it was) when no new one is given.
-    `scheme`: as a registry's value template names it ("" for none; None: the usual rule). `extra_headers`:
-    more secret headers, kept with the key (checked like it)."""
-    kept = stored if new_key is None and stored is not None and stored.kind == "api_key" else None
-    key = new_key if new_key is not None else (kept.api_key if kept is not None else None)
+    """The key to store for `name` at `url`: the new one, else the stored one. Either goes in the header the
+    stored key went in unless `key_header` names another: a new key never quietly moves to `Authorization`.
+    `scheme`: as a registry's value template names it ("" for none; None: the usual rule), for a key in a new
+    header. `extra_headers`: more secret headers, kept with the key (checked like it); the stored ones when None."""
+    previous = stored if stored is not None and stored.kind == "api_key" else None
+    key = new_key if new_key is not None else (previous.api_key if previous is not None else None)
     if not key:
         return Failure(
             f"{name} needs an API key",
@@ -60,12 +61,11 @@ def api_key_credential(
             "use the server's https:// URL (plain http is accepted on loopback only)",
         )
     header_name, usual_scheme = header_for(key_header or registry_header)
-    if key_header is None and kept is not None:
-        header_name, usual_scheme = kept.header_name, kept.header_scheme
-    if scheme is None:
-        scheme = usual_scheme
-    if new_key is None and kept is not None and extra_headers is None:
-        extra_headers = kept.extra_headers
+    scheme = usual_scheme if scheme is None else scheme
+    if key_header is None and previous is not None:
+        header_name, scheme = previous.header_name, previous.header_scheme
+    if extra_headers is None and previous is not None:
+        extra_headers = previous.extra_headers
     return Success(
         Credential(
             name=name,

@@ -87,7 +87,7 @@ def read_source(source: Source, path: Path) -> Result[tuple[list[HeldLogin], lis
         return Failure(
             f"no {source} logins at {path}",
             ErrorCode.NOT_FOUND,
-            f"log in with {source} first, or pass --from PATH where its files are",
+            f"log in with {source} first, or say where its files are: `chctl import {source} --from PATH`",
         )
     except (OSError, ValueError) as exc:
         return Failure(
@@ -191,7 +191,9 @@ class ImportService:
             scopes=login.tokens.scope.split() if login.tokens.scope else None,
             server_url=url,
         )
-        self.tokens.save(credential)  # stored before any config mentions it
+        stored = await self.oauth.vault.store(credential)  # stored before any config mentions it
+        if isinstance(stored, Failure):
+            return _adoption(name, url, login, "skipped", stored.error)
         self.oauth.states.stored(name)
         placed = self._write_entry(name, url, config_path, entries)
         if isinstance(placed, Failure):
