@@ -185,7 +185,7 @@ async def test_url_variables_come_from_var_and_their_defaults(
     missing = await run(user_env, "add", "com.example/tenant", "-k", server.key)
     assert missing.returncode == 1
     assert "error[INVALID_PARAMS]: com.example/tenant: the variable 'port' (its port) has no value" in missing.stderr
-    assert "hint: pass --var port=VALUE" in missing.stderr
+    assert "hint: pass `--var port=VALUE` to `chctl add`" in missing.stderr
     unknown = await run(
         user_env, "add", "com.example/tenant", "-k", server.key, "--var", f"port={port}", "--var", "x=1"
     )
@@ -291,7 +291,8 @@ async def test_a_server_without_headers_is_added_and_logged_in_with_chctl_auth(
     registry.publish(server_json("io.test/login", "Wants OAuth", remotes=[remote(mcp_oauth_server.url)]))
     start_daemon(registry)
     said = await added(user_env, "io.test/login")
-    assert "next: `chctl check login` says whether it answers; if it asks for a login, `chctl auth login`" in said
+    # Nothing in the entry says how it authenticates: the add asked the server, which wants a login.
+    assert "next: run `chctl auth login` to log in" in said and "chctl check login" not in said
     asked = await run(user_env, "check", "login")
     assert asked.returncode == 1 and "chctl auth login" in asked.stdout + asked.stderr
     logged_in = await run(user_env, "auth", "login", extra_env={"BROWSER": browser_command()})

@@ -127,7 +127,7 @@ def test_a_key_for_a_server_that_declares_no_header_goes_in_authorization() -> N
     value = resolved(entry(remote(URL)), Given(api_key="k-1"))
     assert (value.key_header, value.key_scheme, value.may_need_login) == ("Authorization", None, False)
     bare = resolved(entry(remote(URL)), Given())
-    assert bare.auth_type is MCPAuthType.NONE and bare.may_need_login
+    assert bare.auth_type is None and bare.may_need_login  # nothing says: `chctl add` asks the server
 
 
 def test_what_the_curated_list_knows_about_the_same_url_is_used() -> None:
@@ -141,7 +141,9 @@ def test_what_the_curated_list_knows_about_the_same_url_is_used() -> None:
 
 def test_a_missing_secret_names_the_flag_that_gives_it() -> None:
     one = refused(entry(remote(URL, headers=[{"name": "X-Key", "isSecret": True, "isRequired": True}])), Given())
-    assert one.code is ErrorCode.AUTH_REQUIRED and one.hint == "pass -k KEY or --api-key-env VAR (it goes in X-Key)"
+    assert one.code is ErrorCode.AUTH_REQUIRED and one.hint == (
+        "pass -k KEY or --api-key-env VAR to `chctl add io.test/srv` (it goes in X-Key)"
+    )
 
 
 def test_deprecated_is_a_note_deleted_a_refusal() -> None:

@@ -34,7 +34,8 @@ def local_name(registry_name: str, chosen: str | None) -> str:
         raise RpcError(
             "INVALID_PARAMS",
             f"{printable(name, 80)!r} cannot name a server here",
-            "choose a name with --as NAME (letters, digits, '.', '_' and '-', at most 64)",
+            f"choose one: `chctl add {printable(registry_name, 80)} --as NAME` (letters, digits, '.', '_' and '-', "
+            "at most 64)",
         )
     return name
 

@@ -48,7 +48,8 @@ async def registry_add_request(
         return Failure(
             f"{p.registry_name} comes from a registry: its URL and headers are the registry's",
             ErrorCode.INVALID_PARAMS,
-            "drop --url, --command and --key-header (--var, --header and --header-env fill in what it asks for)",
+            f"drop --url, --command and --key-header: `chctl add {p.registry_name}` (its `--var`, `--header` and "
+            "`--header-env` fill in what it asks for)",
         )
     found = await s.registries.entry(p.registry_name, p.version or "latest")
     if isinstance(found, Failure):

@@ -193,14 +193,14 @@ def fill(template: str, declared: Mapping[str, Input], given: Mapping[str, str])
             return Failure(
                 f"the variable {_shown(variable)}{about} has no value",
                 ErrorCode.INVALID_PARAMS,
-                f"pass --var {_plain(variable)}=VALUE (on a terminal chctl asks for it)",
+                f"pass `--var {_plain(variable)}=VALUE` to `chctl add` (on a terminal chctl asks for it)",
             )
         if spec is not None and spec.choices and value not in spec.choices:
             choices = ", ".join(printable(c, NAME_SHOWN) for c in spec.choices[:10])
             return Failure(
                 f"{_shown(variable)} must be one of: {choices}",
                 ErrorCode.INVALID_PARAMS,
-                f"pass --var {_plain(variable)}=ONE_OF_THEM",
+                f"pass `--var {_plain(variable)}=ONE_OF_THEM` to `chctl add`",
             )
         parts += [template[end : match.start()], value]
         end = match.end()
@@ -218,7 +218,7 @@ def _unknown_variables(remote: Remote, given: Given) -> Failure | None:
     return Failure(
         f"no variable {', '.join(_shown(v) for v in unknown)} in this server (its variables: {declared})",
         ErrorCode.INVALID_PARAMS,
-        "drop that --var",
+        "`chctl add` without that --var",
     )
 
 
@@ -246,7 +246,7 @@ def _plain_headers(name: str, remote: Remote, given: Given, markers: Markers) ->
                 return Failure(
                     f"{name} needs the header {_shown(header.name)}{about}",
                     ErrorCode.INVALID_PARAMS,
-                    f"pass --header {_plain(header.name)}=VALUE",
+                    f"`chctl add {name} --header {_plain(header.name)}=VALUE`",
                 )
             continue
         syntax = substitution_problem(template, markers)
@@ -328,7 +328,7 @@ def _key_header(name: str, declared: list[Header], values: Mapping[str, str], ap
     return Failure(
         f"{name} has more than one secret header ({headers}): which one is the key?",
         ErrorCode.INVALID_PARAMS,
-        "pass each with --header-env HEADER=ENVVAR instead of -k/--api-key-env",
+        f"pass each with `chctl add {name} --header-env HEADER=ENVVAR` instead of -k/--api-key-env",
     )
 
 
@@ -336,9 +336,11 @@ def _missing_secrets(name: str, missing: list[Header]) -> Failure:
     first = missing[0]
     about = f" ({first.description})" if first.description else ""
     if len(missing) == 1:
-        hint = f"pass -k KEY or --api-key-env VAR (it goes in {_plain(first.name)})"
+        hint = f"pass -k KEY or --api-key-env VAR to `chctl add {name}` (it goes in {_plain(first.name)})"
     else:
-        hint = "pass each with --header-env HEADER=ENVVAR: " + ", ".join(_plain(h.name) for h in missing)
+        hint = f"pass each with `chctl add {name} --header-env HEADER=ENVVAR`: " + ", ".join(
+            _plain(h.name) for h in missing
+        )
     return Failure(f"{name} needs a secret in the header {_shown(first.name)}{about}", ErrorCode.AUTH_REQUIRED, hint)
 
 

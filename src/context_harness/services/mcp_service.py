@@ -392,7 +392,7 @@ class MCPService:
                 f"{request.name} has more than one secret header: only the bridge carries them (the {mode} "
                 f"entry of {fmt.label} holds one secret, the key's)",
                 ErrorCode.INVALID_PARAMS,
-                f"add it with --bridge (or --mode bridge) for --client {client}",
+                f"add `--bridge` (or `--mode bridge`) to the same `chctl add` for --client {client}",
             )
         in_a_file = mode == "header" and secret_mode is SecretMode.FILE
         reference = fmt.secret_file_reference(self.tokens.secret_file(request.name))
