@@ -70,3 +70,19 @@ def test_the_file_store_puts_the_values_back_inline_and_drops_reference_and_mark
     assert record["tokens"]["refresh_token"] == REFRESH and record["client_secret"] == CLIENT_SECRET
     found = files.read("srv")
     assert found is not None and found.same_values(Secrets.of(credential()))
+
+
+def test_an_api_key_s_secret_headers_move_with_it(tokens: TokenStore) -> None:
+    headers = {"X-Api-Secret": "second-secret-value-1"}
+    keyed = Credential(
+        name="srv", kind="api_key", state=TokenState.API_KEY, api_key="key-value-1", extra_headers=headers
+    )
+    tokens.write_ref(keyed, SecretRef(service="s", key="srv", stamp="s1"))
+    text = tokens.path("srv").read_text()
+    assert "second-secret-value-1" not in text and "X-Api-Secret" not in text and "key-value-1" not in text
+    assert tokens.load("srv") == keyed  # filled back from the held values
+    with pytest.raises(SecretsChanged):  # another header value is a new secret: the vault's to store
+        tokens.save(keyed.model_copy(update={"extra_headers": {"X-Api-Secret": "second-secret-value-2"}}))
+    FileSecretStore(tokens).write("srv", Secrets.of(keyed))
+    assert json.loads(tokens.path("srv").read_text())["extra_headers"] == headers
+    assert tokens.load("srv") == keyed

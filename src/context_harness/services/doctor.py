@@ -273,9 +273,9 @@ def secret_places(places: list[dict[str, Any]]) -> str:
     for place in places:
         match place["where"]:
             case "keychain":
-                words.append(f"the keychain ({place['detail']})")
+                words.append(f"the keychain ({place['detail']}{_with_headers(place)})")
             case "token_file":
-                words.append(f"the token file {place['path']}")
+                words.append(f"the token file {place['path']}{_with_headers(place)}")
             case "config":
                 words.append(f"inline in {place['path']} (header mode)")
             case "secret_file":
@@ -285,6 +285,12 @@ def secret_places(places: list[dict[str, Any]]) -> str:
     if [p["where"] for p in places] == ["keychain"]:
         return words[0] + " only: no file holds it"
     return ", ".join(words)
+
+
+def _with_headers(place: dict[str, Any]) -> str:
+    """`, with the secret headers X-Tenant-Key`: those stored with the key rest in the same place."""
+    headers = place.get("secret_headers")
+    return f", with the secret headers {', '.join(headers)}" if headers else ""
 
 
 # --- every server's credential state ------------------------------------------------------------------------

@@ -282,19 +282,26 @@ class SecretVault:
     # --- what status and doctor say ----------------------------------------------------------------------
 
     def place(self, name: str) -> dict[str, Any] | None:
-        """Where `name`'s stored values rest: `keychain` or `token_file`, with details; None without one."""
+        """Where `name`'s stored values rest: `keychain` or `token_file`, with details; None without one. The
+        names (never the values) of the secret headers stored with a key are listed too: they rest there."""
         record = self.tokens.record(name)
         if record is None:
             return None
         ref = reference(record)
+        place: dict[str, Any]
         if ref is not None:
             backend = self.keychain.label if self.keychain is not None else "keychain"
             detail = f"{backend}: service {ref.service}, user {ref.key}"
-            return {"where": "keychain", "detail": detail, "problem": self.unread.get(name)}
-        problem = None
-        if is_pending(record):
-            problem = "the keychain failed as it was stored; moved into the keychain when it answers"
-        return {"where": "token_file", "path": str(self.tokens.path(name)), "problem": problem}
+            place = {"where": "keychain", "detail": detail, "problem": self.unread.get(name)}
+        else:
+            problem = None
+            if is_pending(record):
+                problem = "the keychain failed as it was stored; moved into the keychain when it answers"
+            place = {"where": "token_file", "path": str(self.tokens.path(name)), "problem": problem}
+        credential = self.tokens.load(name)
+        if credential is not None and credential.extra_headers:
+            place["secret_headers"] = sorted(credential.extra_headers)
+        return place
 
     def summary(self) -> dict[str, Any]:
         """The setting, the store new values go to, the keychain in use, and the warning to repeat (if any)."""

@@ -1,8 +1,9 @@
 """Where a credential's secret values rest: the `SecretStore` interface, and the values that cross it.
 
-Only the secret values move between stores: the API key, the access and refresh tokens and the client
-secret (`Secrets`). Everything else about a credential — expiry, issuer, client id, the recorded URL, its
-state — stays in `tokens/<name>.json`, which remains the truth about state. That file holds either the values
+Only the secret values move between stores: the API key and the more secret headers stored with it (a registry
+server's `--header-env`), the access and refresh tokens and the client secret (`Secrets`). Everything else about
+a credential — expiry, issuer, client id, the recorded URL, its state — stays in `tokens/<name>.json`, which
+remains the truth about state. That file holds either the values
 themselves (the `file` store, the format from before there was a choice) or a `SecretRef` naming the keychain
 item that holds them, with the item's stamp: a crash between the keychain write and the file write is seen at
 the next start as a stamp that differs, and the keychain's newer values are taken (docs/design.md, "Secrets at
@@ -40,6 +41,7 @@ class Secrets(BaseModel):
     access_token: str | None = Field(default=None, repr=False)
     refresh_token: str | None = Field(default=None, repr=False)
     client_secret: str | None = Field(default=None, repr=False)
+    extra_headers: dict[str, str] | None = Field(default=None, repr=False)  # header -> whole value
     # Random per write: the token file's reference names the stamp it expects (equality only, no order).
     stamp: str = ""
 
@@ -51,18 +53,24 @@ class Secrets(BaseModel):
             access_token=tokens.access_token if tokens else None,
             refresh_token=tokens.refresh_token if tokens else None,
             client_secret=credential.client_secret,
+            extra_headers=credential.extra_headers,
             stamp=stamp,
         )
 
     def same_values(self, other: Secrets) -> bool:
         return self.values() == other.values()
 
-    def values(self) -> tuple[str | None, ...]:
-        return (self.api_key, self.access_token, self.refresh_token, self.client_secret)
+    def values(self) -> tuple[object, ...]:
+        return (self.api_key, self.access_token, self.refresh_token, self.client_secret, self.extra_headers)
 
     def fill(self, record: dict[str, object]) -> dict[str, object]:
         """`record` (a token file's JSON without its values) with these values put back in their places."""
-        filled = {**record, "api_key": self.api_key, "client_secret": self.client_secret}
+        filled = {
+            **record,
+            "api_key": self.api_key,
+            "client_secret": self.client_secret,
+            "extra_headers": self.extra_headers,
+        }
         tokens = record.get("tokens")
         if isinstance(tokens, dict):
             filled["tokens"] = {**tokens, "access_token": self.access_token, "refresh_token": self.refresh_token}

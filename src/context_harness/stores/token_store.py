@@ -130,8 +130,8 @@ class TokenStore:
     def write_ref(self, credential: Credential, ref: SecretRef) -> None:
         """The token file without the values, naming the keychain item (already written) that holds them."""
         data = _dump(credential)
-        data.pop("api_key", None)
-        data.pop("client_secret", None)
+        for secret in ("api_key", "client_secret", "extra_headers"):
+            data.pop(secret, None)
         if isinstance(data.get("tokens"), dict):
             data["tokens"] = {k: v for k, v in data["tokens"].items() if k not in ("access_token", "refresh_token")}
         data[REF_FIELD] = ref.model_dump()
