@@ -8,8 +8,9 @@ from pathlib import Path
 import pytest
 
 from context_harness.primitives.oauth import Credential, OAuthTokens, TokenState
-from context_harness.stores.secret_store import SecretRef, Secrets
-from context_harness.stores.token_store import FileSecretStore, SecretsChanged, TokenStore
+from context_harness.stores.secret_records import FileSecretStore, SecretsChanged
+from context_harness.stores.secret_store import SecretRef
+from context_harness.stores.token_store import TOKEN_FIELDS, TokenStore, dump
 
 ACCESS, REFRESH, CLIENT_SECRET = "access-value-1", "refresh-value-1", "client-secret-value-1"
 
@@ -39,7 +40,7 @@ def test_a_reference_leaves_no_value_in_the_token_file_and_keeps_the_metadata(to
 
 def test_values_not_held_or_of_another_stamp_load_as_no_credential(tokens: TokenStore) -> None:
     tokens.write_ref(credential(), SecretRef(service="s", key="srv", stamp="s1"))
-    tokens.hold("srv", Secrets.of(credential(), "s0"))  # an older write's values
+    tokens.hold("srv", TOKEN_FIELDS.take(dump(credential()), "s0"))  # an older write's values
     assert tokens.load("srv") is None
     tokens.let_go("srv")
     assert tokens.load("srv") is None
@@ -62,11 +63,11 @@ def test_the_file_store_puts_the_values_back_inline_and_drops_reference_and_mark
     tokens.save(credential())  # a metadata change keeps a pending move pending
     assert json.loads(tokens.path("srv").read_text())["keychain_pending"] is True
     tokens.write_ref(credential(), SecretRef(service="s", key="srv", stamp="s1"))
-    files = FileSecretStore(tokens)
+    files = FileSecretStore(tokens.records)
     assert files.read("srv") is None  # the values are not in the file
-    files.write("srv", Secrets.of(credential()))
+    files.write("srv", TOKEN_FIELDS.take(dump(credential())))
     record = json.loads(tokens.path("srv").read_text())
     assert "secret_ref" not in record and "keychain_pending" not in record
     assert record["tokens"]["refresh_token"] == REFRESH and record["client_secret"] == CLIENT_SECRET
     found = files.read("srv")
-    assert found is not None and found.same_values(Secrets.of(credential()))
+    assert found is not None and found.same_values(TOKEN_FIELDS.take(dump(credential())))
