@@ -69,8 +69,11 @@ def item(keychain: SessionKeychain, user_env: UserEnv, name: str) -> dict[str, A
 
 
 def secret_is(found: Any, expected: Any) -> bool:
-    """Equality that keeps both values out of pytest's assertion report (they are secrets)."""
-    return bool(found == expected)
+    """Equality that keeps both values out of pytest's assertion report (they are secrets): a mismatch fails here,
+    in words, since `assert secret_is(a, b)` failing would show `a` and `b`."""
+    if found != expected:
+        raise AssertionError("not the expected value (not shown: a secret)")
+    return True
 
 
 def token_file(user_env: UserEnv, name: str) -> dict[str, Any]:

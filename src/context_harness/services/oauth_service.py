@@ -420,6 +420,7 @@ class OAuthService:
         """`chctl secrets migrate --to TO`: each server's secret values (its credential's, its client
         registration's), under its server's lock (no refresh runs while they move)."""
         outcomes: list[dict[str, Any]] = []
+        await self.vault.before_migration()
         for name in self.vault.names():
             try:
                 async with self._lock(name):

@@ -245,6 +245,12 @@ class SecretVault:
 
     # --- moving ------------------------------------------------------------------------------------------
 
+    async def before_migration(self) -> None:
+        """A move looks for the keychain whatever the setting: to take the values out of it, or the copies a crash
+        left behind there."""
+        if self.keychain is None:
+            await self._look_for_keychain()
+
     def names(self) -> list[str]:
         """Every name some record is stored under."""
         return sorted({name for records in self.records for name in records.names()})
