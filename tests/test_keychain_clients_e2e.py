@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import signal
 from collections.abc import Iterator
 from typing import Any
 
@@ -216,12 +215,9 @@ def test_migration_both_ways_moves_the_client_secret_with_a_crash_at_each_step(
 def crash_in_login(user_env: UserEnv, keychain: SessionKeychain, client_id: str) -> None:
     """A login with `client_id` whose daemon SIGKILLs itself once the client secret's keychain item is written,
     before the registration file names it."""
-    daemon = keychain_daemon(user_env, keychain, CH_CRASH_AT="after_secret_write:srv/client")
+    command = ("auth", "srv", "--client-id", client_id)
     env = {"BROWSER": browser_command(), "SRV_CLIENT_SECRET": SECRET}
-    assert chctl(user_env, "auth", "srv", "--client-id", client_id, extra_env=env).returncode != 0
-    assert daemon.proc is not None
-    daemon.proc.wait(10)
-    assert daemon.proc.returncode == -signal.SIGKILL, daemon.log()
+    crash_at(user_env, keychain, "after_secret_write:srv/client", "keyring", *command, **env)
 
 
 def logged(daemon: DaemonProcess, event: str) -> list[dict[str, Any]]:

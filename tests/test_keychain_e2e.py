@@ -233,13 +233,18 @@ def test_a_hung_keychain_never_blocks_the_daemon(
         daemon.stop()
 
 
-def crash_at(user_env: UserEnv, keychain: SessionKeychain, point: str, store: str, *command: str) -> None:
-    """The daemon SIGKILLs itself at `point` while `chctl COMMAND` runs."""
+def crash_at(user_env: UserEnv, keychain: SessionKeychain, point: str, store: str, *command: str, **env: str) -> None:
+    """The daemon SIGKILLs itself at `point` while `chctl COMMAND` runs (with `env` besides)."""
     process = keychain_daemon(user_env, keychain, store, CH_CRASH_AT=point)
-    chctl(user_env, *command)
-    assert process.proc is not None
-    process.proc.wait(10)
-    assert process.proc.returncode == -signal.SIGKILL, process.log()
+    try:
+        chctl(user_env, *command, extra_env=env)
+        assert process.proc is not None
+        process.proc.wait(10)
+    finally:
+        killed = process.proc is not None and process.proc.poll() == -signal.SIGKILL
+        if not killed:  # it never got there: the test fails, and leaves no daemon behind
+            process.stop()
+    assert killed, process.log()
 
 
 def test_a_refresh_killed_between_the_keychain_and_the_token_file_keeps_the_rotated_token(
