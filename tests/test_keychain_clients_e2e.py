@@ -266,6 +266,44 @@ def test_a_login_killed_between_the_client_secrets_item_and_its_file_is_seen_and
         daemon.stop()
 
 
+def test_a_client_secret_the_keychain_cannot_give_stops_a_login_and_one_it_lost_drops_its_registration(
+    user_env: UserEnv, keychain: SessionKeychain, confidential_peer: tuple[OidcProvider, McpOAuthServer]
+) -> None:
+    _provider, server = confidential_peer
+    daemon = keychain_daemon(user_env, keychain)
+    try:
+        ok(user_env, "init")
+        ok(user_env, "add", "srv", "--bridge", "--url", server.url)
+        log_in(user_env)
+    finally:
+        daemon.stop()
+
+    keychain.kill_keyring()  # locked or gone: the secrets cannot be read at start
+    daemon = keychain_daemon(user_env, keychain, "auto", CH_KEYCHAIN_TIMEOUT_S="1")
+    try:
+        problems = [p["problem"] for p in status_row(user_env, "srv")["secret_at"]]
+        assert places(user_env) == [("keychain", None), ("keychain", "client")] and all(problems)
+        assert "keychain! only" not in ok(user_env, "status") and "keychain!" in ok(user_env, "status")
+        login = chctl(user_env, "auth", "srv", extra_env={"BROWSER": browser_command()})
+        assert login.returncode != 0 and "error[KEYCHAIN_UNAVAILABLE]" in login.stderr, login.stderr
+        assert "srv's stored OAuth client cannot be used" in login.stderr
+        assert "`chctl auth srv --client-id ID --client-secret -`" in login.stderr  # the hint's other way
+        assert registration(user_env)["client_id"] == "conf-post"  # kept: no client registered behind its back
+    finally:
+        daemon.stop()
+
+    keychain.start_keyring()
+    keychain.clear(f"context-harness:{user_env.ch_home.resolve()}", "srv/client")  # cleared by hand
+    daemon = keychain_daemon(user_env, keychain)
+    try:
+        assert not (user_env.ch_home / "clients" / "srv.json").exists()  # useless without its secret: dropped
+        assert logged(daemon, "secret_record_dropped")
+        log_in_with_the_stored_client(user_env)  # none stored now: oidc-provider registers a public client
+        assert places(user_env) == [("keychain", None)]
+    finally:
+        daemon.stop()
+
+
 async def test_a_registration_answered_with_a_secret_keeps_it_in_the_keychain_and_sends_it_as_registered(
     user_env: UserEnv, keychain: SessionKeychain
 ) -> None:

@@ -124,6 +124,16 @@ class SessionKeychain:
         )
         return done.stdout if done.returncode == 0 and done.stdout else None
 
+    def clear(self, service: str, key: str) -> None:
+        """Delete our item for `key`, as a person would with `secret-tool clear` (or Seahorse)."""
+        subprocess.run(
+            ["secret-tool", "clear", "service", service, "username", key],
+            env={**os.environ, **self.env()},
+            capture_output=True,
+            timeout=10,
+            check=True,
+        )
+
     def kill_keyring(self) -> None:
         if self.keyring is not None and self.keyring.poll() is None:
             self.keyring.kill()

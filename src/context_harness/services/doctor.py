@@ -245,7 +245,7 @@ def secret_checks(summary: dict[str, Any], servers: list[ServerStatus]) -> list[
 
 SECRET_STORE_HINT = (
     "unlock the keychain or start its service (on Linux a Secret Service: GNOME Keyring, KWallet); "
-    "`chctl secrets migrate --to file` moves every secret into the token files; see README, Secrets at rest"
+    "`chctl secrets migrate --to file` moves every secret into the token and client files; see README, Secrets at rest"
 )
 
 

@@ -352,9 +352,12 @@ class SecretVault:
 
     async def heal(self, name: str) -> bool:
         """Try once more for each of `name`'s records (the caller holds the server's lock); True when its
-        credential became readable."""
-        readable = [await self._heal(records, name) for records in self.records]
-        return readable[0]
+        credential became readable (then it is announced)."""
+        readable = False
+        for records in self.records:
+            healed = await self._heal(records, name)
+            readable = readable or (healed and records is self.tokens.records)
+        return readable
 
     async def _heal(self, records: SecretRecords, name: str) -> bool:
         key = records.item_key(name)
@@ -414,7 +417,8 @@ class SecretVault:
         setting, in_use = self.settings.store, self.target()
         warning = None
         if setting == "auto" and in_use == "file":
-            warning = f"no keychain answered ({self.problem or 'none found'}): new secrets are stored in token files"
+            found = self.problem or "none found"
+            warning = f"no keychain answered ({found}): new secrets are stored in token and client files"
         elif setting == "keyring" and self.keychain is None:
             warning = f"no keychain answered ({self.problem or 'none found'}): new logins and keys are refused"
         elif in_use == "keyring" and self.problem:
