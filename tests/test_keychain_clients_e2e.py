@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -23,19 +22,12 @@ from tests.peers.mcp_servers import McpOAuthServer, McpOAuthServerFactory
 from tests.peers.oidc import OidcProvider, OidcProviderFactory
 from tests.support.daemon import DaemonProcess, chctl
 from tests.support.env import UserEnv
-from tests.support.keychain import SessionKeychain, files_holding, start_session_keychain
+from tests.support.keychain import SessionKeychain, files_holding
 from tests.support.login import call, login
 from tests.test_bridge import bridged_session
 from tests.test_bridge import call as call_tool
 from tests.test_confidential_clients_e2e import SECRET, confidential_client
 from tests.test_keychain_e2e import crash_at, item, keychain_daemon, ok, secret_is, status_row
-
-
-@pytest.fixture
-def keychain(user_env: UserEnv) -> Iterator[SessionKeychain]:
-    started = start_session_keychain(user_env.root / "kc", user_env.home)
-    yield started
-    started.stop()
 
 
 @pytest.fixture(scope="module")
@@ -57,6 +49,17 @@ def log_in(user_env: UserEnv, client_id: str = "conf-post") -> None:
     """`chctl auth srv --client-id ID` with the secret in $SRV_CLIENT_SECRET, as a person would give it."""
     env = {"BROWSER": browser_command(), "SRV_CLIENT_SECRET": SECRET}
     ok(user_env, "auth", "srv", "--client-id", client_id, extra_env=env)
+
+
+def logged_in(user_env: UserEnv, keychain: SessionKeychain, server: McpOAuthServer, store: str = "keyring") -> None:
+    """`srv` added in bridge mode and logged in with conf-post and its secret; the daemon stopped again."""
+    daemon = keychain_daemon(user_env, keychain, store)
+    try:
+        ok(user_env, "init")
+        ok(user_env, "add", "srv", "--bridge", "--url", server.url)
+        log_in(user_env)
+    finally:
+        daemon.stop()
 
 
 def log_in_with_the_stored_client(user_env: UserEnv) -> None:
@@ -178,14 +181,7 @@ def migrate(user_env: UserEnv, keychain: SessionKeychain, store: str, to: str) -
 def test_migration_both_ways_moves_the_client_secret_with_a_crash_at_each_step(
     user_env: UserEnv, keychain: SessionKeychain, confidential_peer: tuple[OidcProvider, McpOAuthServer]
 ) -> None:
-    _provider, server = confidential_peer
-    daemon = keychain_daemon(user_env, keychain, "file")
-    try:
-        ok(user_env, "init")
-        ok(user_env, "add", "srv", "--bridge", "--url", server.url)
-        log_in(user_env)
-    finally:
-        daemon.stop()
+    logged_in(user_env, keychain, confidential_peer[1], "file")
     assert secret_is(registration(user_env)["client_secret"], SECRET)  # CH_SECRET_STORE=file: inline, as before
 
     for point in ("after_secret_copy:srv/client", "after_secret_readback:srv/client"):
@@ -227,14 +223,7 @@ def logged(daemon: DaemonProcess, event: str) -> list[dict[str, Any]]:
 def test_a_login_killed_between_the_client_secrets_item_and_its_file_is_seen_and_mended_at_the_next_start(
     user_env: UserEnv, keychain: SessionKeychain, confidential_peer: tuple[OidcProvider, McpOAuthServer]
 ) -> None:
-    _provider, server = confidential_peer
-    daemon = keychain_daemon(user_env, keychain)
-    try:
-        ok(user_env, "init")
-        ok(user_env, "add", "srv", "--bridge", "--url", server.url)
-        log_in(user_env)
-    finally:
-        daemon.stop()
+    logged_in(user_env, keychain, confidential_peer[1])
 
     # The same client again: the item is newer than the file's stamp, and it says it is conf-post's: taken.
     before = registration(user_env)["secret_ref"]["stamp"]
@@ -269,14 +258,7 @@ def test_a_login_killed_between_the_client_secrets_item_and_its_file_is_seen_and
 def test_a_client_secret_the_keychain_cannot_give_stops_a_login_and_one_it_lost_drops_its_registration(
     user_env: UserEnv, keychain: SessionKeychain, confidential_peer: tuple[OidcProvider, McpOAuthServer]
 ) -> None:
-    _provider, server = confidential_peer
-    daemon = keychain_daemon(user_env, keychain)
-    try:
-        ok(user_env, "init")
-        ok(user_env, "add", "srv", "--bridge", "--url", server.url)
-        log_in(user_env)
-    finally:
-        daemon.stop()
+    logged_in(user_env, keychain, confidential_peer[1])
 
     keychain.kill_keyring()  # locked or gone: the secrets cannot be read at start
     daemon = keychain_daemon(user_env, keychain, "auto", CH_KEYCHAIN_TIMEOUT_S="1")

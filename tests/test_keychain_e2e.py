@@ -7,7 +7,6 @@ import asyncio
 import json
 import signal
 import time
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -17,15 +16,8 @@ from tests.peers.mcp_servers import McpApiKeyServer, McpApiKeyServerFactory, Mcp
 from tests.peers.oidc import OidcProvider, OidcProviderFactory
 from tests.support.daemon import DaemonProcess, chctl, wait_for
 from tests.support.env import UserEnv
-from tests.support.keychain import SessionKeychain, files_holding, start_session_keychain
+from tests.support.keychain import SessionKeychain, files_holding
 from tests.test_bridge import bridged_session, call
-
-
-@pytest.fixture
-def keychain(user_env: UserEnv) -> Iterator[SessionKeychain]:
-    started = start_session_keychain(user_env.root / "kc", user_env.home)
-    yield started
-    started.stop()
 
 
 @pytest.fixture(scope="module")
