@@ -102,7 +102,6 @@ def _read_all_secret_service(backend: Any, service: str) -> dict[str, Secrets]:
     """The Secret Service's items of `service` (keyring's attributes), through secretstorage directly."""
     from contextlib import closing
 
-    import secretstorage
     from secretstorage.util import open_session
 
     found: dict[str, Secrets] = {}
@@ -110,9 +109,11 @@ def _read_all_secret_service(backend: Any, service: str) -> dict[str, Secrets]:
     with closing(collection.connection) as connection:
         session = open_session(connection)
         scheme = backend.schemes[backend.scheme]
-        for listed in collection.search_items(backend._query(service)):
-            item = secretstorage.Item(connection, listed.item_path, session)
-            backend.unlock(item)
+        for item in collection.search_items(backend._query(service)):
+            # Three round trips an item (its label, attributes, secret), not six: no unlock of each (two trips)
+            # since the collection is unlocked and so are its items (one that is not fails `get_secret`, and each
+            # key is then read on its own, `read`, unlocked there), and no second Item object (its label again).
+            item.session = session  # one session for all, not one each
             key = item.get_attributes().get(scheme["username"])
             if key is None:
                 continue
