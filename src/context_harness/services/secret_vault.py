@@ -33,7 +33,7 @@ own per-item lock keeps its two writes together against everyone else.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Callable, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, replace
 from typing import Any, Literal, TypeVar
@@ -84,12 +84,14 @@ class SecretVault:
         tokens: TokenStore,
         clients: ClientStore,
         find_keychain: Callable[[str], KeyringSecretStore] = open_keychain,
+        others: Sequence[SecretRecords] = (),
     ) -> None:
         self.settings = settings
         self.tokens = tokens
         self.clients = clients
-        # Every kind of record that holds a server's secrets: read at start, healed, moved by `migrate`.
-        self.records: tuple[SecretRecords, ...] = (tokens.records, clients.records)
+        # Every kind of record that holds secrets: read at start, healed, moved by `migrate`. `others`: more kinds
+        # (written with `keep`, forgotten with `forget`, shown with `place_of`).
+        self.records: tuple[SecretRecords, ...] = (tokens.records, clients.records, *others)
         self._find_keychain = find_keychain
         self.keychain: KeyringSecretStore | None = None
         self.problem: str | None = None  # why the keychain is not answering now (None: it is, or was not asked)
