@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import itertools
-import json
 import os
 from collections.abc import Callable
 from typing import Any
@@ -34,12 +33,18 @@ from context_harness.services.server_state import ServerStates
 from context_harness.stores.token_store import TokenStore
 from context_harness.upstream import messages
 from context_harness.upstream.contract import Counters
-from context_harness.upstream.limits import MAX_MESSAGE_BYTES
+from context_harness.upstream.json_scan import NotJson
+from context_harness.upstream.limits import MAX_MESSAGE_BYTES, WRITE_SLICE_BYTES
+from context_harness.upstream.messages import Message
 from context_harness.upstream.session import Upstream
 
 log = structlog.get_logger(__name__)
 
 READ_CHUNK_BYTES = 256 * 1024
+# JSON escapes a line break inside a string, so one in a message is whitespace between tokens: a space keeps
+# the message whole on its line.
+LINE_BREAKS_TO_SPACES = bytes.maketrans(b"\r\n", b"  ")
+PARSE_ERROR = {"jsonrpc": "2.0", "id": None, "error": {"code": -32700, "message": "parse error"}}
 
 
 class ServerCredentials:
@@ -138,7 +143,7 @@ class Bridges:
         upstream = Upstream(name, url.value, self.http(), credentials, relay.deliver, counters)
         relay.upstream = upstream
         if replay:
-            await upstream.restore(replay)  # before the bridge sends anything else
+            await upstream.restore([await Message.of(m) for m in replay])  # before the bridge sends anything else
         log.info("bridge_opened", server=name, bridge=bridge_id, restored=bool(replay))
         return Success(relay)
 
@@ -158,12 +163,11 @@ class Relay:
     def reply(self) -> dict[str, Any]:
         return {"bridge": self.id, "server": self.name}
 
-    async def deliver(self, message: dict[str, Any]) -> None:
+    async def deliver(self, message: Message) -> None:
         if self._writer is None or self._writer.is_closing():
             return
         async with self._write_lock:
-            self._writer.write(json.dumps(message, separators=(",", ":")).encode() + b"\n")
-            await self._writer.drain()
+            await write_line(self._writer, message.body)
 
     async def run(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         assert self.upstream is not None
@@ -177,32 +181,44 @@ class Relay:
             log.info("bridge_closed", server=self.name, bridge=self.id)
 
     async def _read(self, reader: asyncio.StreamReader) -> None:
-        pending: list[bytes] = []  # the start of a line still being received
-        size = 0
+        line = bytearray()  # a line is gathered in one buffer, which becomes its message: held once
         try:
             while chunk := await reader.read(READ_CHUNK_BYTES):
-                while (end := chunk.find(b"\n")) != -1:
-                    await self._from_client(b"".join([*pending, chunk[:end]]))
-                    pending, size, chunk = [], 0, chunk[end + 1 :]
-                pending.append(chunk)
-                size += len(chunk)
-                if size > MAX_MESSAGE_BYTES:
+                view, start = memoryview(chunk), 0
+                while (end := chunk.find(b"\n", start)) != -1:
+                    line += view[start:end]
+                    await self._from_client(line)
+                    line, start = bytearray(), end + 1
+                line += view[start:]
+                if len(line) > MAX_MESSAGE_BYTES:
                     log.warning("bridge_message_too_large", server=self.name, bridge=self.id)
                     return
         except (ConnectionError, OSError):
             pass
 
-    async def _from_client(self, line: bytes) -> None:
-        if not line.strip():
+    async def _from_client(self, line: bytearray) -> None:
+        if not line or line.isspace():
             return
         assert self.upstream is not None
         try:
-            message = json.loads(line)
-        except (UnicodeDecodeError, ValueError, RecursionError):
-            await self.deliver({"jsonrpc": "2.0", "id": None, "error": {"code": -32700, "message": "parse error"}})
+            message = await Message.read(line)
+        except NotJson:
+            await self.deliver(await Message.of(PARSE_ERROR))
             return
-        if not isinstance(message, dict) or message.get("jsonrpc") != "2.0":
+        if message.is_batch or message.get("jsonrpc") != "2.0":
             reply = messages.error_response(None, "not a JSON-RPC 2.0 message", ErrorCode.INVALID_PARAMS.value)
-            await self.deliver(reply)
+            await self.deliver(await Message.of(reply))
             return
-        self.upstream.submit(message, line)
+        self.upstream.submit(message)
+
+
+async def write_line(writer: asyncio.StreamWriter, body: memoryview) -> None:
+    """`body` and a LF, in slices each drained before the next (the transport would copy what the socket does
+    not take at once: a large message written whole would be held twice)."""
+    size = len(body)
+    for start in range(0, max(size, 1), WRITE_SLICE_BYTES):
+        piece = bytes(body[start : start + WRITE_SLICE_BYTES])
+        if b"\n" in piece or b"\r" in piece:
+            piece = piece.translate(LINE_BREAKS_TO_SPACES)
+        writer.write(piece + b"\n" if start + WRITE_SLICE_BYTES >= size else piece)
+        await writer.drain()

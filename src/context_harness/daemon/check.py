@@ -26,6 +26,8 @@ from context_harness.primitives.outside_values import is_secure_endpoint
 from context_harness.primitives.result import Failure, Result, Success
 from context_harness.services.blocking_io import run_config_io
 from context_harness.services.config_service import ConfigTarget
+from context_harness.upstream.json_scan import NotJson, decode, scan_async
+from context_harness.upstream.messages import MAX_ROUTED_BYTES, Message
 from context_harness.upstream.session import Upstream
 
 log = structlog.get_logger(__name__)
@@ -120,40 +122,87 @@ async def probe_server(s: Services, name: str, timeout_s: float) -> Probe:
     return replace(probe, elapsed_ms=elapsed_ms, proxy=where)
 
 
+@dataclass(frozen=True, slots=True)
+class Answer:
+    """What a check reads of an answer: its error, or its result's server, version, tools and next page."""
+
+    error: dict[str, Any] | None = None  # present (an object, or {} for anything else) when the answer is one
+    server_info: dict[str, Any] | None = None
+    protocol_version: str | None = None
+    tools: int = 0
+    next_cursor: str | None = None
+
+    @classmethod
+    def of(cls, message: dict[str, Any]) -> Answer:
+        """From a decoded message (a local server's, read line by line)."""
+        if "error" in message:
+            return cls(error=_object(message["error"]))
+        result = _object(message.get("result"))
+        tools = result.get("tools")
+        return cls(
+            server_info=_object(result.get("serverInfo")),
+            protocol_version=_text(result.get("protocolVersion")),
+            tools=len(tools) if isinstance(tools, list) else 0,
+            next_cursor=_text(result.get("nextCursor")),
+        )
+
+    @classmethod
+    async def read(cls, message: Message) -> Answer:
+        """From a relayed message, read where it lies: the tools are counted, not kept (a page may be 64 MiB)."""
+        wanted = [("error",), *(("result", key) for key in ("serverInfo", "protocolVersion", "nextCursor"))]
+        try:
+            found = await scan_async(message.raw, wanted, counted=[("result", "tools")], span=message.span)
+        except NotJson:  # the relay read it already: not reached
+            return cls(error={"message": "the answer is not JSON"})
+
+        def value(*path: str) -> Any:
+            span = found.spans.get(path)
+            return decode(message.raw, span, MAX_ROUTED_BYTES) if span is not None else None
+
+        if ("error",) in found.spans:
+            return cls(error=_object(value("error")) or {"message": "an error too long to show"})
+        return cls(
+            server_info=_object(value("result", "serverInfo")),
+            protocol_version=_text(value("result", "protocolVersion")),
+            tools=found.counts.get(("result", "tools"), 0),
+            next_cursor=_text(value("result", "nextCursor")),
+        )
+
+
 class _Conversation:
     """Our own requests and their answers: the upstream session delivers every message here."""
 
     def __init__(self) -> None:
         self._ids = itertools.count(1)
-        self._waiters: dict[str, asyncio.Future[dict[str, Any]]] = {}
+        self._waiters: dict[str, asyncio.Future[Message]] = {}
 
-    async def deliver(self, message: dict[str, Any]) -> None:
-        waiter = self._waiters.get(str(message.get("id")))
-        if waiter is not None and not waiter.done() and "method" not in message:
+    async def deliver(self, message: Message) -> None:
+        waiter = self._waiters.get(str(message.id))
+        if waiter is not None and not waiter.done() and not message.has("method"):
             waiter.set_result(message)
 
-    async def ask(self, upstream: Upstream, method: str, params: dict[str, Any]) -> dict[str, Any]:
+    async def ask(self, upstream: Upstream, method: str, params: dict[str, Any]) -> Answer:
         request_id = f"chctl-check-{next(self._ids)}"
-        waiter: asyncio.Future[dict[str, Any]] = asyncio.get_running_loop().create_future()
+        waiter: asyncio.Future[Message] = asyncio.get_running_loop().create_future()
         self._waiters[request_id] = waiter
-        upstream.submit({"jsonrpc": "2.0", "id": request_id, "method": method, "params": params})
+        upstream.submit(await Message.of({"jsonrpc": "2.0", "id": request_id, "method": method, "params": params}))
         try:
-            return await waiter
+            return await Answer.read(await waiter)
         finally:
             del self._waiters[request_id]
 
 
 async def _talk(name: str, upstream: Upstream, conversation: _Conversation) -> Probe:
-    async def ask(method: str, params: dict[str, Any]) -> dict[str, Any]:
+    async def ask(method: str, params: dict[str, Any]) -> Answer:
         return await conversation.ask(upstream, method, params)
 
     async def notify(method: str) -> None:
-        upstream.submit({"jsonrpc": "2.0", "method": method})
+        upstream.submit(await Message.of({"jsonrpc": "2.0", "method": method}))
 
     return await converse(name, ask, notify, lambda error: _failed(name, upstream, error))
 
 
-Ask = Callable[[str, dict[str, Any]], Awaitable[dict[str, Any]]]
+Ask = Callable[[str, dict[str, Any]], Awaitable[Answer]]
 Notify = Callable[[str], Awaitable[None]]
 
 
@@ -166,20 +215,18 @@ async def converse(name: str, ask: Ask, notify: Notify, failed: Callable[[Any], 
         "clientInfo": {"name": "chctl check", "version": __version__},
     }
     answer = await ask("initialize", hello)
-    if "error" in answer:
-        return failed(answer["error"])
-    result = _object(answer.get("result"))
-    info = _object(result.get("serverInfo"))
+    if answer.error is not None:
+        return failed(answer.error)
+    info = answer.server_info or {}
     server_name, server_version = _text(info.get("name")), _text(info.get("version"))
     await notify("notifications/initialized")
     tools, cursor = 0, None
     for _ in range(MAX_TOOL_PAGES):
         listed = await ask("tools/list", {"cursor": cursor} if cursor else {})
-        if "error" in listed:
-            return failed(listed["error"])
-        page = _object(listed.get("result"))
-        tools += len(page["tools"]) if isinstance(page.get("tools"), list) else 0
-        cursor = page.get("nextCursor") if isinstance(page.get("nextCursor"), str) else None
+        if listed.error is not None:
+            return failed(listed.error)
+        tools += listed.tools
+        cursor = listed.next_cursor
         if not cursor:
             break
     return Probe(
@@ -189,7 +236,7 @@ async def converse(name: str, ask: Ask, notify: Notify, failed: Callable[[Any], 
         f"{name} answers",
         server_name=server_name,
         server_version=server_version,
-        protocol_version=_text(result.get("protocolVersion")),
+        protocol_version=answer.protocol_version,
         tools=tools,
     )
 

@@ -5,8 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
-from typing import Any
 
 import aiohttp
 import structlog
@@ -15,6 +13,8 @@ from context_harness.primitives.result import ErrorCode, Failure
 from context_harness.upstream import limits, messages
 from context_harness.upstream.contract import RelayFailure
 from context_harness.upstream.core import ACCEPT_BOTH, CLOSE_TIMEOUT, STREAM_TIMEOUT, Core, post
+from context_harness.upstream.json_scan import NotJson
+from context_harness.upstream.messages import Message
 from context_harness.upstream.sse import SseParser
 
 log = structlog.get_logger(__name__)
@@ -29,10 +29,10 @@ class Streamable:
     def __init__(self, core: Core) -> None:
         self.core = core
 
-    async def post(self, message: dict[str, Any], body: bytes) -> bool:
+    async def post(self, message: Message) -> bool:
         """POST one message and relay what comes back. True: the server wants the legacy transport."""
         core = self.core
-        is_initialize = message.get("method") == "initialize"
+        is_initialize = message.method == "initialize"
         auth = core.auth.flow()
         reinitialized = False
         while True:
@@ -40,7 +40,7 @@ class Streamable:
             extra = {"Accept": ACCEPT_BOTH, "Content-Type": "application/json"}
             extra.update(messages.routing_headers(message, None if is_initialize else core.protocol_version))
             headers = core.headers(extra, auth, with_session=not is_initialize)
-            async with post(core.http, core.url, body, headers) as response:
+            async with post(core.http, core.url, message.body, headers) as response:
                 status = core.answered(response)
                 limits.not_redirected(core.name, response)
                 if await auth.retry(status):
@@ -75,13 +75,13 @@ class Streamable:
         except (aiohttp.ClientError, TimeoutError) as exc:
             log.info("upstream_session_delete_failed", server=core.name, error=type(exc).__name__)
 
-    async def _relay_body(self, request: dict[str, Any], response: aiohttp.ClientResponse) -> None:
+    async def _relay_body(self, request: Message, response: aiohttp.ClientResponse) -> None:
         core = self.core
         content_type = response.headers.get("Content-Type", "")
         if content_type.startswith("text/event-stream"):
             parser = SseParser()
             answered = await core.relay_stream(response, parser, request)
-            if answered or not messages.is_request(request):
+            if answered or not request.is_request:
                 return
             if parser.last_event_id is None:
                 raise RelayFailure(
@@ -93,17 +93,17 @@ class Streamable:
             raw = await limits.read_body(response)
         except limits.TooLarge:
             raise RelayFailure(limits.too_large(core.name)) from None
-        if not raw.strip():
+        if not raw or raw.isspace():
             return
         try:
-            reply = json.loads(raw)
-        except ValueError:
+            reply = await Message.read(raw)
+        except NotJson:
             raise RelayFailure(Failure(f"{core.name} sent a reply that is not JSON", ErrorCode.NETWORK)) from None
-        if request.get("method") == "initialize" and isinstance(reply, dict):
+        if request.method == "initialize" and not reply.is_batch:
             core.protocol_version = messages.protocol_version_of(reply)
         await core.incoming(reply)
 
-    async def _resume(self, request: dict[str, Any], last_event_id: str) -> None:
+    async def _resume(self, request: Message, last_event_id: str) -> None:
         """A POST's stream dropped before its response: pick it up where it broke (Last-Event-ID)."""
         core = self.core
         headers = core.headers({"Accept": "text/event-stream", "Last-Event-ID": last_event_id}, core.auth.flow())
@@ -118,12 +118,12 @@ class Streamable:
             if not await core.relay_stream(response, parser, request) and parser.last_event_id != last_event_id:
                 await self._resume(request, parser.last_event_id or last_event_id)
 
-    async def _relay_error_body(self, request: dict[str, Any], response: aiohttp.ClientResponse) -> None:
+    async def _relay_error_body(self, request: Message, response: aiohttp.ClientResponse) -> None:
         """A 4xx/5xx: pass on a JSON-RPC error the server sent, else answer the request ourselves."""
-        with contextlib.suppress(ValueError, limits.TooLarge):
+        with contextlib.suppress(NotJson, limits.TooLarge):
             raw = await limits.read_body(response, limits.MAX_ERROR_BODY_BYTES)
-            reply = json.loads(raw)
-            if isinstance(reply, dict) and "error" in reply and reply.get("id") is not None:
+            reply = await Message.read(raw)
+            if not reply.is_batch and reply.has("error") and reply.id is not None:
                 await self.core.incoming(reply)
                 return
         raise RelayFailure(
