@@ -13,8 +13,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from context_harness.upstream import json_scan
-from context_harness.upstream.json_scan import NotJson, Path, decode, scan, scan_async
+from context_harness.primitives import json_scan
+from context_harness.primitives.json_scan import NotJson, Path, decode, scan
+from context_harness.upstream.messages import scan_async
 
 NAMES = ["id", "method", "result", "error", "params", "name", "tools", "_meta", "a", "i", "ID", "id "]
 WANTED: list[Path] = [

@@ -18,6 +18,7 @@ import structlog
 
 from context_harness.daemon.delegate import Delegate, DelegatedRelay
 from context_harness.oauth.http import describe_url
+from context_harness.primitives.json_scan import NotJson
 from context_harness.primitives.outside_values import is_secure_endpoint
 from context_harness.primitives.result import ErrorCode, Failure, Result, Success
 from context_harness.services.oauth_service import OAuthService
@@ -33,7 +34,6 @@ from context_harness.services.server_state import ServerStates
 from context_harness.stores.token_store import TokenStore
 from context_harness.upstream import messages
 from context_harness.upstream.contract import Counters
-from context_harness.upstream.json_scan import NotJson
 from context_harness.upstream.limits import MAX_MESSAGE_BYTES, WRITE_SLICE_BYTES
 from context_harness.upstream.messages import Message
 from context_harness.upstream.session import Upstream

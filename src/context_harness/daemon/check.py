@@ -22,12 +22,12 @@ from context_harness.daemon.bridge import ServerCredentials
 from context_harness.daemon.rpc_params import CheckParams
 from context_harness.daemon.services import Services
 from context_harness.oauth.challenge import parse_www_authenticate
+from context_harness.primitives.json_scan import NotJson, decode
 from context_harness.primitives.outside_values import is_secure_endpoint
 from context_harness.primitives.result import Failure, Result, Success
 from context_harness.services.blocking_io import run_config_io
 from context_harness.services.config_service import ConfigTarget
-from context_harness.upstream.json_scan import NotJson, decode, scan_async
-from context_harness.upstream.messages import MAX_ROUTED_BYTES, Message
+from context_harness.upstream.messages import MAX_ROUTED_BYTES, Message, scan_async
 from context_harness.upstream.session import Upstream
 
 log = structlog.get_logger(__name__)

@@ -15,11 +15,11 @@ import aiohttp.payload
 import structlog
 
 from context_harness.net.failures import ReachKind
+from context_harness.primitives.json_scan import Data
 from context_harness.primitives.result import ErrorCode, Failure
 from context_harness.upstream import limits, messages
 from context_harness.upstream.auth import AuthFlow, AuthPolicy
 from context_harness.upstream.contract import Deliver, RelayFailure
-from context_harness.upstream.json_scan import Data
 from context_harness.upstream.messages import Message
 from context_harness.upstream.sse import SseParser, json_messages
 

@@ -8,11 +8,13 @@ that came from outside, nor serialises one again: a 60 MiB reply costs its 60 Mi
 
 from __future__ import annotations
 
+import asyncio
 import json
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
-from context_harness.upstream.json_scan import Data, NotJson, Path, Span, decode, scan_async
+from context_harness.primitives.json_scan import Data, NotJson, Path, Scanned, Span, decode, prepare, steps
 
 # JSON-RPC leaves -32000..-32099 to the implementation; the relay's own failures (a login is needed, the
 # server is unreachable) use this one, with our ErrorCode name in `data.code`.
@@ -37,8 +39,29 @@ ROUTED: tuple[Path, ...] = (
     ("params", "_meta", PROTOCOL_VERSION_META_KEY),
     ("result", "protocolVersion"),
 )
+prepare(ROUTED)
+
 # An id, a method, a name or a version longer than this is nobody's: it is not decoded (and so not matched).
 MAX_ROUTED_BYTES = 64 * 1024
+
+
+async def scan_async(
+    data: Data,
+    wanted: Iterable[Path] = (),
+    *,
+    counted: Iterable[Path] = (),
+    elements: bool = False,
+    span: Span | None = None,
+) -> Scanned:
+    """`json_scan.scan`, letting the event loop run between its steps (a 64 MiB message takes seconds)."""
+    scanning = steps(data, wanted, counted=counted, elements=elements, span=span)
+    while True:
+        try:
+            next(scanning)
+        except StopIteration as done:
+            found: Scanned = done.value
+            return found
+        await asyncio.sleep(0)
 
 
 @dataclass(frozen=True, slots=True)

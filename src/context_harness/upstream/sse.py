@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from context_harness.upstream.json_scan import NotJson
+from context_harness.primitives.json_scan import NotJson
 from context_harness.upstream.limits import MAX_MESSAGE_BYTES, TooLarge
 from context_harness.upstream.messages import Message
 

@@ -9,11 +9,11 @@ import contextlib
 import aiohttp
 import structlog
 
+from context_harness.primitives.json_scan import NotJson
 from context_harness.primitives.result import ErrorCode, Failure
 from context_harness.upstream import limits, messages
 from context_harness.upstream.contract import RelayFailure
 from context_harness.upstream.core import ACCEPT_BOTH, CLOSE_TIMEOUT, STREAM_TIMEOUT, Core, post
-from context_harness.upstream.json_scan import NotJson
 from context_harness.upstream.messages import Message
 from context_harness.upstream.sse import SseParser
 

@@ -9,14 +9,13 @@ a Python step per token. Here regular expressions consume whole runs of tokens i
 containers nested deeper than two levels inside their neighbours and along the paths asked for.
 
 Bounded work: every regular expression sees at most WINDOW bytes, a long string or number is read window by
-window, and `steps` yields every STEP_BYTES or STEP_TURNS, so a caller on the event loop lets others run in
-between (`scan_async`). Memory: the spans asked for, and one small frame per level of nesting (at most
-MAX_DEPTH).
+window, and `steps` yields every STEP_BYTES or STEP_TURNS, so a caller on an event loop lets others run in
+between (`upstream.messages.scan_async`). Memory: the spans asked for, and one small frame per level of
+nesting (at most MAX_DEPTH). Standard library only, and no asyncio: `chctl bridge` uses it for long lines.
 """
 
 from __future__ import annotations
 
-import asyncio
 import codecs
 import functools
 import json
@@ -30,8 +29,10 @@ Span = tuple[int, int]
 Data = bytes | bytearray
 
 WINDOW = 256 * 1024  # what one regular expression may look at: about a millisecond
-STEP_BYTES = 1024 * 1024  # a step, between two chances for others to run: a few milliseconds
-STEP_TURNS = 2000
+# A step, between two chances for others to run: a window's worth of bytes, or this many containers (a turn
+# costs 5 to 40 µs, the latter on a machine whose two cores run ten processes).
+STEP_BYTES = WINDOW
+STEP_TURNS = 200
 MAX_DEPTH = 512  # levels of nesting (json.loads gives up near 1,000; MCP messages use a few dozen)
 MAX_KEY_BYTES = 1024  # a key longer than this is nobody's member name: it is skipped, not decoded
 MAX_ELEMENTS = 4096  # top-level elements listed (a batch): a longer one is refused
@@ -417,15 +418,25 @@ class _Scanner:
         return at
 
 
-def _scanner(
+def prepare(wanted: Iterable[Path]) -> None:
+    """Compile now what scanning for `wanted` needs (a pattern is large: compiled on first use, it would hold
+    up the event loop once)."""
+    paths = frozenset(wanted)
+    for prefix in {path[:i] for path in paths for i in range(len(path))}:
+        _run_past(frozenset(p[len(prefix)] for p in paths if len(p) > len(prefix) and p[: len(prefix)] == prefix))
+
+
+def steps(
     data: Data,
-    wanted: Iterable[Path],
-    counted: Iterable[Path],
-    elements: bool,
-    span: Span | None,
-) -> _Scanner:
+    wanted: Iterable[Path] = (),
+    *,
+    counted: Iterable[Path] = (),
+    elements: bool = False,
+    span: Span | None = None,
+) -> Generator[None, None, Scanned]:
+    """`scan` in steps: each `next` does a bounded amount of work; the generator returns what `scan` does."""
     start, end = span if span is not None else (0, len(data))
-    return _Scanner(data, frozenset(wanted), frozenset(counted), elements, start, end)
+    return _Scanner(data, frozenset(wanted), frozenset(counted), elements, start, end).steps()
 
 
 def scan(
@@ -439,32 +450,17 @@ def scan(
     """The object or array that `data` (or `data[span]`) holds, with the spans of the `wanted` members, the
     element counts of the `counted` arrays and, with `elements`, the top-level array's elements. NotJson when
     it is not one JSON object or array."""
-    steps = _scanner(data, wanted, counted, elements, span).steps()
+    return finish(steps(data, wanted, counted=counted, elements=elements, span=span))
+
+
+def finish(scanning: Generator[None, None, Scanned]) -> Scanned:
+    """Run a scan's steps to the end."""
     while True:
         try:
-            next(steps)
+            next(scanning)
         except StopIteration as done:
             found: Scanned = done.value
             return found
-
-
-async def scan_async(
-    data: Data,
-    wanted: Iterable[Path] = (),
-    *,
-    counted: Iterable[Path] = (),
-    elements: bool = False,
-    span: Span | None = None,
-) -> Scanned:
-    """`scan`, letting the event loop run between steps."""
-    steps = _scanner(data, wanted, counted, elements, span).steps()
-    while True:
-        try:
-            next(steps)
-        except StopIteration as done:
-            found: Scanned = done.value
-            return found
-        await asyncio.sleep(0)
 
 
 def decode(data: Data, span: Span, limit: int) -> Any:
