@@ -189,8 +189,8 @@ async def attack_once(
         await client.stdin.drain()
     assert client.stdout is not None
     try:
-        line = await asyncio.wait_for(client.stdout.readline(), deadline_s)
-        outcome = describe(line)
+        answer = client.stdout.read() if attack == "check" else client.stdout.readline()  # check prints a document
+        outcome = describe(await asyncio.wait_for(answer, deadline_s))
     except TimeoutError:
         outcome = f"no answer within {deadline_s:g} s"
     took = time.perf_counter() - began
@@ -218,7 +218,7 @@ async def attack_once(
 def client_line(under: int) -> bytes:
     """A `tools/call` whose arguments are a tools/list page of `under` bytes."""
     head = b'{"jsonrpc":"2.0","id":2,"method":"tools/call","params":{"name":"x","arguments":{"page":'
-    return head + b"".join(tools_page(under)) + b"}}}\n"
+    return head + b"".join(tools_page(under)) + b"}}}}\n"
 
 
 def describe(line: bytes) -> str:
@@ -236,19 +236,22 @@ def describe(line: bytes) -> str:
     return f"answered ({len(line) / MIB:.1f} MiB)"
 
 
-def run_attack(attack: str, args: argparse.Namespace) -> dict[str, Any]:
+def run_attack(attack: str, args: argparse.Namespace, daemon_env: dict[str, str]) -> dict[str, Any]:
     sizes = ["--size-mib", str(args.size_mib), "--under-mib", str(args.under_mib), "--seconds", str(args.seconds)]
     server = subprocess.Popen([sys.executable, __file__, "--serve", attack, *sizes], stdout=subprocess.PIPE)
     try:
         assert server.stdout is not None
         port = int(server.stdout.readline())
-        with bench_env.user_env() as env, bench_env.running_daemon(env) as daemon:
+        with bench_env.user_env() as env, bench_env.running_daemon(env, daemon_env) as daemon:
             assert chctl(env, "init").returncode == 0
             url = f"http://127.0.0.1:{port}/mcp"
             added = chctl(env, "add", "hostile", "--bridge", "--url", url, "--key-header", "X-Key", "-k", "k-1")
             assert added.returncode == 0, added.stderr
             under = int(args.under_mib * MIB)
-            return asyncio.run(attack_once(env, daemon, attack, under, args.seconds + 120))
+            result = asyncio.run(attack_once(env, daemon, attack, under, args.seconds + 120))
+            for slow in (line for line in daemon.log().splitlines() if "seconds" in line and "took" in line):
+                print(f"{attack}: {slow}", file=sys.stderr)  # asyncio's debug mode names what held the loop
+            return result
     finally:
         server.kill()
         server.wait()
@@ -260,12 +263,14 @@ def main() -> None:
     parser.add_argument("--size-mib", type=int, default=1024, help="huge-body: how much the server sends")
     parser.add_argument("--under-mib", type=float, default=60, help="the attacks just under the limit: their size")
     parser.add_argument("--seconds", type=float, default=20.0, help="endless-*: how long the server sends")
+    parser.add_argument("--asyncio-debug", action="store_true", help="the daemon logs callbacks over 100 ms")
     parser.add_argument("--serve", choices=ATTACKS, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.serve:
         serve(args.serve, args.size_mib * MIB, int(args.under_mib * MIB), args.seconds)
         return
-    results = {attack: run_attack(attack, args) for attack in args.attacks}
+    daemon_env = {"PYTHONASYNCIODEBUG": "1"} if args.asyncio_debug else {}
+    results = {attack: run_attack(attack, args, daemon_env) for attack in args.attacks}
     rows = []
     for attack, r in results.items():
         rows.append(

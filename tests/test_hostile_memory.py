@@ -58,10 +58,13 @@ class PageServer:
     async def running(self) -> AsyncIterator[PageServer]:
         app = web.Application(client_max_size=2 * UNDER_THE_LIMIT)
         app.router.add_post("/mcp", self.post)
-        app.router.add_get("/mcp", lambda _request: web.Response(status=405))  # type: ignore[arg-type, return-value]
+        app.router.add_get("/mcp", self.get)
         async with serve(app) as base:
             self.url = base + "/mcp"
             yield self
+
+    async def get(self, request: web.Request) -> web.Response:
+        return web.Response(status=405)  # no stream of its own
 
     async def post(self, request: web.Request) -> web.StreamResponse:
         body = await request.read()

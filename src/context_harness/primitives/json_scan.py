@@ -9,7 +9,7 @@ a Python step per token. Here regular expressions consume whole runs of tokens i
 containers nested deeper than two levels inside their neighbours and along the paths asked for.
 
 Bounded work: every regular expression sees at most WINDOW bytes, a long string or number is read window by
-window, and `steps` yields every STEP_BYTES or STEP_TURNS, so a caller on an event loop lets others run in
+window, and `steps` yields every STEP_S of work, so a caller on an event loop lets others run in
 between (`upstream.messages.scan_async`). Memory: the spans asked for, and one small frame per level of
 nesting (at most MAX_DEPTH). Standard library only, and no asyncio: `chctl bridge` uses it for long lines.
 """
@@ -20,6 +20,7 @@ import codecs
 import functools
 import json
 import re
+import time
 from collections.abc import Generator, Iterable
 from dataclasses import dataclass, field
 from typing import Any, Literal
@@ -29,10 +30,9 @@ Span = tuple[int, int]
 Data = bytes | bytearray
 
 WINDOW = 256 * 1024  # what one regular expression may look at: about a millisecond
-# A step, between two chances for others to run: a window's worth of bytes, or this many containers (a turn
-# costs 5 to 40 µs, the latter on a machine whose two cores run ten processes).
-STEP_BYTES = WINDOW
-STEP_TURNS = 200
+# A step, between two chances for others to run, lasts this long (plus one window at most): a busy daemon
+# answers `daemon.status` in a few steps.
+STEP_S = 0.002
 MAX_DEPTH = 512  # levels of nesting (json.loads gives up near 1,000; MCP messages use a few dozen)
 MAX_KEY_BYTES = 1024  # a key longer than this is nobody's member name: it is skipped, not decoded
 MAX_ELEMENTS = 4096  # top-level elements listed (a batch): a longer one is refused
@@ -165,13 +165,12 @@ class _Scanner:
             if self.found.kind != "array":
                 raise NotJson("not an array")
             self.found.elements = []
-        mark, turns = self.pos, 0
+        since = time.perf_counter()
         while self.stack:
             self.turn()
-            turns += 1
-            if self.pos - mark >= STEP_BYTES or turns >= STEP_TURNS:
+            if time.perf_counter() - since >= STEP_S:
                 yield
-                mark, turns = self.pos, 0
+                since = time.perf_counter()
         if self.space(self.pos) != end:
             raise NotJson("more after the value")
         return self.found
@@ -179,14 +178,16 @@ class _Scanner:
     def check_utf8(self) -> Generator[None, None, None]:
         view = memoryview(self.data)
         try:
-            at = self.pos
+            at, since = self.pos, time.perf_counter()
             while at < self.end:
                 stop = min(self.end, at + WINDOW)
                 _text, used = codecs.utf_8_decode(view[at:stop], "strict", stop == self.end)
                 at += used
                 if used == 0:
                     raise NotJson("not UTF-8")
-                yield
+                if time.perf_counter() - since >= STEP_S:
+                    yield
+                    since = time.perf_counter()
         except UnicodeDecodeError:
             raise NotJson("not UTF-8") from None
         finally:
