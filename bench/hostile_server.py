@@ -36,6 +36,7 @@ from aiohttp import web
 
 from tests.support.daemon import chctl
 from tests.support.memory import MIB, reset_peak, resident
+from tests.support.pages import tools_page
 
 CHCTL = Path(sys.executable).parent / "chctl"
 PAST = ("huge-body", "endless-event", "endless-line")
@@ -48,24 +49,6 @@ INITIALIZE = {
     "params": {"protocolVersion": "2025-11-25", "capabilities": {}, "clientInfo": {"name": "bench", "version": "1"}},
 }
 CALL = {"jsonrpc": "2.0", "id": 2, "method": "tools/call", "params": {"name": "x", "arguments": {}}}
-
-
-def tools_page(size: int) -> list[bytes]:
-    """The pieces of a tools/list result of about `size` bytes: many small tools, as a hostile server pads it
-    (`json.loads` builds a dict per tool and per property; the id comes last, after them all)."""
-    property_ = {"type": "string", "description": "a parameter"}
-    tool = {"name": "t", "description": "does a thing", "inputSchema": {"type": "object", "properties": {}}}
-    tool["inputSchema"]["properties"] = {f"p{i}": property_ for i in range(4)}  # type: ignore[index]
-    one = json.dumps(tool, separators=(",", ":")).encode()
-    return [b'{"result":{"tools":['] + [one + b","] * (size // (len(one) + 1)) + [one + b"]}"]
-
-
-def under_the_limit_reply(size: int, request_id: Any, cursor: str | None = None) -> list[bytes]:
-    pieces = tools_page(size)
-    if cursor:
-        pieces[-1] = pieces[-1][:-1] + f',"nextCursor":"{cursor}"}}'.encode()
-    pieces[-1] += f',"jsonrpc":"2.0","id":{json.dumps(request_id)}}}'.encode()
-    return pieces
 
 
 # --- the hostile server (run as `hostile_server.py --serve ATTACK`, in a process of its own) -----------------
@@ -105,7 +88,7 @@ def serve(attack: str, size: int, under: int, seconds: float) -> None:
         if attack == "client-line":
             return web.json_response({"jsonrpc": "2.0", "id": message["id"], "result": {"content": []}})
         first_page = message.get("method") == "tools/list" and not (message.get("params") or {}).get("cursor")
-        pieces = under_the_limit_reply(under, message["id"], "page-2" if attack == "check" and first_page else None)
+        pieces = tools_page(under, message["id"], "page-2" if attack == "check" and first_page else None)
         if attack in ("json-body", "check"):
             body = b"".join(pieces)
             return web.Response(body=body, content_type="application/json")
@@ -218,7 +201,7 @@ async def attack_once(
 def client_line(under: int) -> bytes:
     """A `tools/call` whose arguments are a tools/list page of `under` bytes."""
     head = b'{"jsonrpc":"2.0","id":2,"method":"tools/call","params":{"name":"x","arguments":{"page":'
-    return head + b"".join(tools_page(under)) + b"}}}}\n"
+    return head + b"".join(tools_page(under, "inner")) + b"}}}\n"
 
 
 def describe(line: bytes) -> str:

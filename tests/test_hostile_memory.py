@@ -20,6 +20,7 @@ from tests.oauth_fakes import serve
 from tests.support.daemon import DaemonProcess, chctl
 from tests.support.env import UserEnv
 from tests.support.memory import MIB, reset_peak, resident
+from tests.support.pages import tools_in, tools_page
 from tests.test_hostile_upstream import RawBridge, add_bridged
 
 UNDER_THE_LIMIT = 60 * MIB  # a message of 60 MiB, just under the 64 MiB limit
@@ -29,21 +30,7 @@ CALL = {"jsonrpc": "2.0", "id": 2, "method": "tools/call", "params": {"name": "x
 
 
 def page_pieces(request_id: Any, cursor: str | None = None) -> list[bytes]:
-    """A `tools/list` result of about 60 MiB in pieces: many small tools, as a hostile server pads it (a dict per
-    tool and per property when decoded), the id last, as the TypeScript SDK writes it."""
-    prop = {"type": "string", "description": "a parameter"}
-    tool = {"name": "t", "description": "does a thing", "inputSchema": {"type": "object", "properties": {}}}
-    tool["inputSchema"]["properties"] = {f"p{i}": prop for i in range(4)}  # type: ignore[index]
-    one = json.dumps(tool, separators=(",", ":")).encode()
-    count = UNDER_THE_LIMIT // (len(one) + 1)
-    pieces = [b'{"result":{"tools":['] + [one + b","] * (count - 1) + [one + b"]"]
-    pieces.append((f',"nextCursor":"{cursor}"' if cursor else "").encode() + b"}")
-    pieces.append(f',"jsonrpc":"2.0","id":{json.dumps(request_id)}}}'.encode())
-    return pieces
-
-
-def tools_in(pieces: list[bytes]) -> int:
-    return sum(piece.startswith(b'{"name"') for piece in pieces)
+    return tools_page(UNDER_THE_LIMIT, request_id, cursor)
 
 
 class PageServer:

@@ -196,7 +196,7 @@ def test_a_scan_on_the_event_loop_gives_way_between_steps() -> None:
                 await asyncio.sleep(0)
 
         task = asyncio.create_task(other())
-        found = await scan_async(text, [("id",)])
+        found = await scan_async(json_scan.steps(text, [("id",)]))
         stop.set()
         await task
         assert decode(text, found.spans[("id",)], 10) == 9

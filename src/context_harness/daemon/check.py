@@ -22,7 +22,7 @@ from context_harness.daemon.bridge import ServerCredentials
 from context_harness.daemon.rpc_params import CheckParams
 from context_harness.daemon.services import Services
 from context_harness.oauth.challenge import parse_www_authenticate
-from context_harness.primitives.json_scan import NotJson, decode
+from context_harness.primitives.json_scan import NotJson, decode, steps
 from context_harness.primitives.outside_values import is_secure_endpoint
 from context_harness.primitives.result import Failure, Result, Success
 from context_harness.services.blocking_io import run_config_io
@@ -151,7 +151,7 @@ class Answer:
         """From a relayed message, read where it lies: the tools are counted, not kept (a page may be 64 MiB)."""
         wanted = [("error",), *(("result", key) for key in ("serverInfo", "protocolVersion", "nextCursor"))]
         try:
-            found = await scan_async(message.raw, wanted, counted=[("result", "tools")], span=message.span)
+            found = await scan_async(steps(message.raw, wanted, counted=[("result", "tools")], span=message.span))
         except NotJson:  # the relay read it already: not reached
             return cls(error={"message": "the answer is not JSON"})
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import Iterable
+from collections.abc import Generator
 from dataclasses import dataclass
 from typing import Any
 
@@ -45,16 +45,9 @@ prepare(ROUTED)
 MAX_ROUTED_BYTES = 64 * 1024
 
 
-async def scan_async(
-    data: Data,
-    wanted: Iterable[Path] = (),
-    *,
-    counted: Iterable[Path] = (),
-    elements: bool = False,
-    span: Span | None = None,
-) -> Scanned:
-    """`json_scan.scan`, letting the event loop run between its steps (a 64 MiB message takes seconds)."""
-    scanning = steps(data, wanted, counted=counted, elements=elements, span=span)
+async def scan_async(scanning: Generator[None, None, Scanned]) -> Scanned:
+    """Run a scan's steps (`json_scan.steps`), letting the event loop run between them: a 64 MiB message takes
+    seconds."""
     while True:
         try:
             next(scanning)
@@ -76,7 +69,7 @@ class Message:
     @classmethod
     async def read(cls, raw: Data, span: Span | None = None) -> Message:
         """The message that `raw` (or `raw[span]`) holds; NotJson when it is not one JSON object or array."""
-        found = await scan_async(raw, ROUTED, span=span)
+        found = await scan_async(steps(raw, ROUTED, span=span))
         return cls(raw, span or (0, len(raw)), found.spans, is_batch=found.kind == "array")
 
     @classmethod
@@ -128,7 +121,7 @@ class Message:
 
 async def batch_members(batch: Message) -> tuple[list[Message], int]:
     """The messages in a batch (each still a view into the batch's bytes), and how many elements were not one."""
-    found = await scan_async(batch.raw, span=batch.span, elements=True)
+    found = await scan_async(steps(batch.raw, span=batch.span, elements=True))
     items, skipped = [], 0
     for element in found.elements or []:
         try:
