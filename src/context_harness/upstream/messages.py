@@ -57,7 +57,7 @@ async def scan_async(scanning: Generator[None, None, Scanned]) -> Scanned:
         await asyncio.sleep(0)
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True, slots=True, eq=False)  # compared by identity: its bytes may be 64 MiB
 class Message:
     """One JSON-RPC message (or batch), as bytes: `raw[span]`, with where its routed members lie in `raw`."""
 
