@@ -143,7 +143,8 @@ async def attack_once(
     assert daemon.proc is not None
     pid = daemon.proc.pid
     client_env = {**env.vars(), **bench_env.QUIET_DAEMON, "CH_NO_AUTOSTART": "1"}
-    argv = [str(CHCTL), "check", "hostile", "--json"] if attack == "check" else [str(CHCTL), "bridge", "hostile"]
+    check = [str(CHCTL), "check", "hostile", "--json", "--timeout", str(deadline_s)]
+    argv = check if attack == "check" else [str(CHCTL), "bridge", "hostile"]
     if attack != "check":
         client = await asyncio.create_subprocess_exec(
             *argv,
