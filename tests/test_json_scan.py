@@ -15,6 +15,7 @@ from hypothesis import strategies as st
 
 from context_harness.primitives import json_scan
 from context_harness.primitives.json_scan import NotJson, Path, decode, scan
+from context_harness.upstream import messages
 from context_harness.upstream.messages import scan_async
 
 NAMES = ["id", "method", "result", "error", "params", "name", "tools", "_meta", "a", "i", "ID", "id "]
@@ -203,3 +204,23 @@ def test_a_scan_on_the_event_loop_gives_way_between_steps() -> None:
         return turns
 
     assert asyncio.run(scan_while_counting_turns()) > 10
+
+
+@settings(max_examples=150, deadline=None)
+@given(texts())
+def test_a_short_message_decoded_whole_routes_as_a_scanned_one(text: bytes) -> None:
+    """Short messages take json.loads (ten times faster); what the relay reads of them is the scan's answer."""
+
+    async def read(raw: bytes) -> tuple[dict[Path, Any], bool] | None:
+        try:
+            message = await messages.Message.read(raw)
+        except NotJson:
+            return None
+        return message.members, message.is_batch
+
+    async def both() -> None:
+        fast = await read(text)
+        with mock.patch.object(messages, "SMALL_MESSAGE_BYTES", 0):
+            assert await read(text) == fast
+
+    asyncio.run(both())

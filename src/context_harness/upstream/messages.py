@@ -57,20 +57,32 @@ async def scan_async(scanning: Generator[None, None, Scanned]) -> Scanned:
         await asyncio.sleep(0)
 
 
+# A message this short is decoded whole, in C: at most a few MiB of objects for a moment, and ten times faster
+# than a scan, which is what an honest server's messages cost then (`bench/bridge.py`).
+SMALL_MESSAGE_BYTES = 64 * 1024
+LONG = object()  # a member that is there, but longer than MAX_ROUTED_BYTES: not decoded
+
+
 @dataclass(frozen=True, slots=True, eq=False)  # compared by identity: its bytes may be 64 MiB
 class Message:
-    """One JSON-RPC message (or batch), as bytes: `raw[span]`, with where its routed members lie in `raw`."""
+    """One JSON-RPC message (or batch), as bytes: `raw[span]`, with its routed members' values (or LONG)."""
 
     raw: Data
     span: Span
-    members: dict[Path, Span]
+    members: dict[Path, Any]
     is_batch: bool = False
 
     @classmethod
     async def read(cls, raw: Data, span: Span | None = None) -> Message:
         """The message that `raw` (or `raw[span]`) holds; NotJson when it is not one JSON object or array."""
-        found = await scan_async(steps(raw, ROUTED, span=span))
-        return cls(raw, span or (0, len(raw)), found.spans, is_batch=found.kind == "array")
+        start, end = span or (0, len(raw))
+        if end - start <= SMALL_MESSAGE_BYTES:
+            decoded = _decoded(raw[start:end])
+            if isinstance(decoded, dict | list):
+                return cls(raw, (start, end), _routed(decoded), is_batch=isinstance(decoded, list))
+        found = await scan_async(steps(raw, ROUTED, span=(start, end)))  # the last word, and for long messages
+        members = {path: _value(raw, where) for path, where in found.spans.items()}
+        return cls(raw, (start, end), members, is_batch=found.kind == "array")
 
     @classmethod
     async def of(cls, value: dict[str, Any]) -> Message:
@@ -88,8 +100,8 @@ class Message:
 
     def get(self, *path: str) -> Any:
         """The member's value, or None when it is absent or longer than MAX_ROUTED_BYTES."""
-        span = self.members.get(path)
-        return decode(self.raw, span, MAX_ROUTED_BYTES) if span is not None else None
+        value = self.members.get(path)
+        return None if value is LONG else value
 
     @property
     def id(self) -> Any:
@@ -114,9 +126,41 @@ class Message:
 
     async def with_id(self, new_id: str) -> Message:
         """The same request under another id (a re-initialization of our own)."""
-        start, end = (at - self.span[0] for at in self.members[("id",)])
-        raw = b"".join((self.body[:start], json.dumps(new_id).encode(), self.body[end:]))
+        found = await scan_async(steps(self.raw, [("id",)], span=self.span))
+        start, end = found.spans[("id",)]
+        view = memoryview(self.raw)
+        raw = b"".join((view[self.span[0] : start], json.dumps(new_id).encode(), view[end : self.span[1]]))
         return await Message.read(raw)
+
+
+def _decoded(text: Data) -> Any:
+    """`text` decoded as JSON (RFC 8259: UTF-8, no NaN or Infinity), or None when json.loads will not: the scan
+    decides then (it reads what json.loads refuses to, such as an integer of 5,000 digits)."""
+    try:
+        return json.loads(bytes(text).decode("utf-8"), parse_constant=_no_constant)
+    except (ValueError, RecursionError):
+        return None
+
+
+def _no_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not JSON")
+
+
+def _routed(decoded: dict[str, Any] | list[Any]) -> dict[Path, Any]:
+    members: dict[Path, Any] = {}
+    for path in ROUTED:
+        value: Any = decoded
+        for key in path:
+            if not isinstance(value, dict) or key not in value:
+                break
+            value = value[key]
+        else:
+            members[path] = value
+    return members
+
+
+def _value(raw: Data, span: Span) -> Any:
+    return LONG if span[1] - span[0] > MAX_ROUTED_BYTES else decode(raw, span, MAX_ROUTED_BYTES)
 
 
 async def batch_members(batch: Message) -> tuple[list[Message], int]:
