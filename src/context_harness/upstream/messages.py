@@ -2,8 +2,9 @@
 errors the relay answers with. No I/O.
 
 A message stays the bytes it came as (`Message`): the relay reads its id, method and the few members that
-route it (`json_scan`), checks the rest is JSON, and passes the bytes on. It never decodes a whole message
-that came from outside, nor serialises one again: a 60 MiB reply costs its 60 MiB, once.
+route it (`json_scan`, or `json.loads` for a message of 64 KiB or less), checks the rest is JSON, and passes
+the bytes on. It never decodes a longer message whole, nor serialises one again: a 60 MiB reply costs its
+60 MiB, once.
 """
 
 from __future__ import annotations
