@@ -7,6 +7,7 @@ discovery -> dynamic client registration -> consent (fake_browser.complete_conse
 pages, a fresh cookie jar each time) -> code redeemed for tokens.
 - Ours: RPC `auth.start` for a fresh server name (so registration happens every run: registrations are
   kept per server), consent, the browser's GET of the daemon's callback (done here), RPC `auth.wait`.
+  After ten runs, each waits (untimed) for the daemon's limit on new registrations at one issuer.
   It ends when the tokens are stored and the header is written into opencode.json: our real work.
 - SDK: a fresh in-memory token storage per run (so it registers every run too), driven by one httpx
   request to the MCP server; the clock stops when the SDK hands its tokens to the storage, so neither
@@ -36,6 +37,7 @@ from mcp.shared._httpx_utils import create_mcp_http_client
 from mcp.shared.auth import AuthorizationCodeResult, OAuthClientInformationFull, OAuthClientMetadata, OAuthToken
 from pydantic import AnyUrl
 
+from context_harness.oauth.registration import REGISTRATION_BURST, REGISTRATION_REFILL_S
 from tests.peers.fake_browser import complete_consent
 from tests.peers.mcp_servers import APP_SCRIPT, McpOAuthServer
 from tests.peers.oidc import OidcConfig, OidcProvider, start_oidc_provider
@@ -181,6 +183,8 @@ async def compare(env: bench_env.UserEnv, server: McpOAuthServer, runs: int) -> 
         for i in range(runs + 1):  # run 0 warms both up (imports, first connections) and is not counted
             name = f"srv{i:02d}"
             await rpc(env.socket, "mcp.add", {"cwd": cwd, "name": name, "url": server.url})  # not timed
+            if i >= REGISTRATION_BURST:  # the daemon's limit on new registrations at one issuer: wait, untimed
+                await asyncio.sleep(REGISTRATION_REFILL_S)
             ours = await our_flow(env.socket, name, browser)
             if not header_written(config, name):
                 raise RuntimeError(f"no Authorization header for {name} in {config}")

@@ -137,15 +137,17 @@ def test_status_and_doctor_say_retrying_and_no_refresh_token_in_words(user_env: 
         },
         token_endpoint=f"http://127.0.0.1:{closed_port()}/token",
         client_id="client-not-real",
+        server_url="http://127.0.0.1:9/mcp",
     )
-    write_credential(user_env, "short", tokens={"access_token": "at2-not-real", "expires_at": now + 725})
+    short = {"access_token": "at2-not-real", "expires_at": now + 725}
+    write_credential(user_env, "short", tokens=short, server_url="http://127.0.0.1:9/mcp")
     # Both carried by a config: the daemon refreshes only servers some config still uses.
     config = user_env.project / "opencode.json"
     remote = {"type": "remote", "url": "http://127.0.0.1:9/mcp", "oauth": False}
     config.write_text(json.dumps({"mcp": {"flaky": remote, "short": remote}}))
     bindings = BindingStore(user_env.ch_home / "bindings.json")
     for name in ("flaky", "short"):
-        bindings.bind(name, Binding(path=str(config.resolve())))
+        bindings.bind(name, Binding(path=str(config.resolve()), url=remote["url"]))
     daemon = DaemonProcess(user_env, extra_env={"CH_BACKOFF_BASE_S": "60"}).start()
     try:
         wait_for(lambda: "retrying" in chctl(user_env, "status").stdout, 20, what="the refresh to fail and be retried")

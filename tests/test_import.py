@@ -109,6 +109,26 @@ def test_an_expired_login_is_refreshed_at_once_and_one_that_cannot_be_is_needs_r
     assert mcp_list(user_env)["srv"] == "connected"
 
 
+def test_a_login_about_to_expire_without_a_refresh_token_is_adopted_and_its_login_said_to_be_due(
+    daemon: DaemonProcess, user_env: UserEnv, opencode_login: Path
+) -> None:
+    # The refresh an import starts for a token that expires within a minute cannot happen: no refresh token.
+    document = json.loads(opencode_login.read_text())
+    tokens = document["srv"]["tokens"]
+    del tokens["refreshToken"]
+    tokens["expiresAt"] = time.time() + 50  # inside the minute a token handed out must still have
+    opencode_login.write_text(json.dumps(document, indent=2))
+
+    done = chctl(user_env, "import", "opencode", "--json")
+    assert done.returncode == 0, done.stderr
+    [row] = json.loads(done.stdout)["servers"]
+    assert (row["name"], row["outcome"], row["has_refresh_token"]) == ("srv", "adopted", False)
+    assert "no refresh token" in row["reason"] and "chctl auth srv" in row["reason"]
+    assert stored(user_env, "srv")["state"] == "active"
+    header = config_entry(user_env, "srv")["headers"]  # written, for the moment it still works
+    assert header == {"Authorization": f"Bearer {tokens['accessToken']}"}
+
+
 def test_a_login_made_by_mcp_remote_is_matched_by_url_hash_and_its_entry_becomes_remote(
     daemon: DaemonProcess, user_env: UserEnv, mcp_oauth_server: McpOAuthServer, oidc_provider: OidcProvider
 ) -> None:

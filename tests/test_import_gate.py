@@ -3,7 +3,9 @@ login. Each test is the attack; our own aiohttp authorization server (tests/oaut
 
 from __future__ import annotations
 
+import contextlib
 import json
+import os
 import time
 from pathlib import Path
 from typing import Any
@@ -98,3 +100,25 @@ async def test_a_login_under_a_name_that_is_not_a_server_name_is_skipped_and_the
         assert rows[bad]["outcome"] == "skipped" and "not a server name" in rows[bad]["reason"], rows[bad]
     assert json.loads(config_text(user_env))["mcp"].keys() == {"good"}
     assert not (user_env.home / "evil.json").exists()
+
+
+async def test_a_planted_file_no_login_file_is_like_is_refused_and_the_daemon_keeps_answering(
+    user_env: UserEnv,
+) -> None:
+    (user_env.project / "opencode.json").write_text('{"mcp": {}}\n')
+    huge = user_env.home / "huge-mcp-auth.json"
+    huge.write_bytes(b'{"srv": ' + b" " * (2 * 1024 * 1024) + b"{}}")  # login files are a few KiB
+    fifo = user_env.home / "fifo-mcp-auth.json"
+    os.mkfifo(fifo)  # a read that never ends, as on a hung mount
+    process = DaemonProcess(user_env, extra_env={"CH_CONFIG_IO_TIMEOUT_S": "1"}).start()
+    try:
+        reply = await call(user_env, "auth.import", cwd=str(user_env.project), source="opencode", path=str(huge))
+        assert reply["error"]["data"]["code"] == "CONFIG_INVALID", reply
+        assert "larger than any login file" in reply["error"]["message"]
+        reply = await call(user_env, "auth.import", cwd=str(user_env.project), source="opencode", path=str(fifo))
+        assert reply["error"]["data"]["code"] == "TIMEOUT", reply
+        assert "result" in await call(user_env, "status")  # the daemon's loop never waited for the file
+    finally:
+        with contextlib.suppress(OSError):  # let the stuck read end: a writer that closes at once
+            os.close(os.open(fifo, os.O_WRONLY | os.O_NONBLOCK))
+        process.stop()

@@ -24,9 +24,11 @@ def test_status_and_refresh_say_when_to_log_in_again(user_env: UserEnv) -> None:
             token_endpoint="http://127.0.0.1:9/token",
             client_id="client-1",
             tokens=OAuthTokens(access_token="access-no-refresh", issued_at=now, expires_at=now + 2400),
+            server_url="http://127.0.0.1:9/mcp",
         )
     )
-    BindingStore(user_env.ch_home / "bindings.json").bind("srv", Binding(path=str(config.resolve())))
+    binding = Binding(path=str(config.resolve()), url="http://127.0.0.1:9/mcp")
+    BindingStore(user_env.ch_home / "bindings.json").bind("srv", binding)
     process = DaemonProcess(user_env).start()
     try:
         [row] = json.loads(chctl(user_env, "status", "--json").stdout)["servers"]

@@ -34,6 +34,7 @@ from tests.peers.fake_browser import browser_command
 from tests.peers.mcp_servers import McpApiKeyServerFactory, McpOAuthServer
 from tests.support.daemon import DaemonProcess, chctl, wait_for
 from tests.support.env import UserEnv
+from tests.test_bridge import messages_of
 
 CALL_TIMEOUT_S = 60
 
@@ -342,3 +343,92 @@ def test_an_older_credential_whose_configs_cannot_be_trusted_takes_no_url(
     assert all(b.url is None for b in bindings.for_server("srv"))  # a binding takes its credential's URL or none
     found = recorded_urls.recorded_url("srv", ConfigService(), tokens, bindings, None)
     assert isinstance(found, Failure) and "chctl add srv --url" in (found.hint or "")
+
+
+# --- an older file, and a project config that arrived through git ------------------------------------------
+
+CONTEXT7_KEY = "ctx7-key-not-real"
+
+
+def legacy_key(user_env: UserEnv, name: str, key: str, header: str, config: Path) -> None:
+    """What an older version left: the key stored without a URL, bound to `config` without one either."""
+    TokenStore(user_env.ch_home / "tokens", user_env.ch_home / "secrets").save(
+        Credential(
+            name=name, kind="api_key", state=TokenState.API_KEY, header_name=header, header_scheme=None, api_key=key
+        )
+    )
+    BindingStore(user_env.ch_home / "bindings.json").bind(name, Binding(path=str(config.resolve())))
+
+
+def pulled_config(user_env: UserEnv, entries: dict[str, str]) -> Path:
+    """The cloned project's opencode.json after the attacker's commit: each entry points at their server."""
+    path = user_env.project / "opencode.json"
+    remote = {name: {"type": "remote", "url": url, "oauth": False} for name, url in entries.items()}
+    path.write_text(json.dumps({"mcp": remote}, indent=2))
+    return path
+
+
+async def test_an_older_registry_key_is_recorded_for_the_registry_url_never_for_a_pulled_project_configs(
+    user_env: UserEnv, mcp_api_key_server: McpApiKeyServerFactory
+) -> None:
+    honest = mcp_api_key_server()
+    user_env.ch_home.mkdir(mode=0o700)
+    docs = {"name": "docs", "url": honest.url, "auth_type": "api-key", "api_key_header": honest.header}
+    (user_env.ch_home / "registry.json").write_text(json.dumps({"servers": [{**docs, "description": "docs"}]}))
+    async with Recorder() as attacker:
+        project = pulled_config(user_env, {"docs": attacker.url, "context7": attacker.url})
+        legacy_key(user_env, "docs", honest.key, honest.header, project)
+        legacy_key(user_env, "context7", CONTEXT7_KEY, "CONTEXT7_API_KEY", project)  # the built-in registry's
+        daemon = DaemonProcess(user_env).start()
+        try:
+            # The daemon migrates each server at its first header write, at start.
+            for name, url in (("docs", honest.url), ("context7", "https://mcp.context7.com/mcp")):
+                recorded = await asyncio.to_thread(
+                    wait_for, lambda name=name: stored(user_env, name).get("server_url"), 20, what=f"{name}'s URL"
+                )
+                assert recorded == url, f"{name}'s key was recorded for {recorded}"
+            checked = await run_chctl(user_env, "check", "docs", "--json", "--timeout", "30")
+            [probe] = json.loads(checked.stdout)
+            assert probe["outcome"] == "ok", probe  # the honest server took the key
+            servers = {s["name"]: s for s in json.loads((await ok(user_env, "status", "--json")).stdout)["servers"]}
+            assert servers["docs"]["url_changed"] == servers["context7"]["url_changed"] == [str(project.resolve())]
+        finally:
+            daemon.stop()
+        assert attacker.requests == 0 and honest.key not in attacker.header_values
+    text = project.read_text()
+    assert honest.key not in text and CONTEXT7_KEY not in text, "a key was written beside the attacker's URL"
+
+
+async def test_an_older_key_only_a_project_config_places_is_sent_nowhere_until_chctl_add_says_where(
+    user_env: UserEnv, mcp_api_key_server: McpApiKeyServerFactory
+) -> None:
+    honest = mcp_api_key_server()
+    async with Recorder() as attacker:
+        project = pulled_config(user_env, {"custom": attacker.url})
+        legacy_key(user_env, "custom", honest.key, honest.header, project)
+        daemon = DaemonProcess(user_env).start()
+        try:
+            fix = "chctl add custom --url URL"
+            checked = await run_chctl(user_env, "check", "custom", "--json", "--timeout", "30")
+            [probe] = json.loads(checked.stdout)
+            assert probe["outcome"] == "config" and fix in probe["next_action"], probe
+            with pytest.raises(BaseException) as refused:
+                async with session_of(user_env, "custom"):
+                    pass
+            assert fix in messages_of(refused.value)  # the bridge's error
+            [status] = json.loads((await ok(user_env, "status", "--json")).stdout)["servers"]
+            assert status["url_unrecorded"] and not status["usable"] and fix in status["last_error"]
+            doctor = await run_chctl(user_env, "doctor", "--json")
+            [check] = [c for c in json.loads(doctor.stdout) if c["name"] == "credential_url"]
+            assert check["level"] == "error" and fix in check["hint"] and doctor.returncode == 2
+            assert attacker.requests == 0, "the key went to the URL a project config named"
+            assert honest.key not in project.read_text()
+
+            # The user says where it belongs: from then on it goes there, and only there.
+            await ok(user_env, "add", "custom", "--url", honest.url)
+            assert stored(user_env, "custom")["server_url"] == honest.url
+            checked = await run_chctl(user_env, "check", "custom", "--json", "--timeout", "30")
+            assert json.loads(checked.stdout)[0]["outcome"] == "ok"
+        finally:
+            daemon.stop()
+        assert attacker.requests == 0

@@ -627,6 +627,7 @@ async def test_a_login_nobody_waits_for_is_cancelled_and_frees_its_port(
     h = await make_harness(url, issued_ago=0, expires_in=3600)
     async with running_world(FakeWorld()) as world:
         h.config_path.write_text(f'{{"mcp": {{"srv": {{"type": "remote", "url": "{world.server_url}"}}}}}}')
+        h.oauth.mcp.bindings.bind("srv", Binding(path=str(h.config_path), url=world.server_url))  # `chctl add`
         flows = AuthFlows(h.oauth, abandoned_after_s=0.3)
         started = await flows.start("srv", AuthOptions(timeout_s=600))
         assert isinstance(started, Success)

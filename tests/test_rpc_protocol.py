@@ -181,3 +181,17 @@ def test_a_name_that_is_not_a_name_is_refused_and_nothing_is_written(
     assert not tokens.exists() or list(tokens.iterdir()) == []
     assert "rpc_method_crashed" not in daemon.log()
     still_serving(user_env)
+
+
+@pytest.mark.parametrize("through", ["chd.sock", "remote.sock"])
+def test_bridge_open_with_a_900_kib_name_is_invalid_params_on_both_sockets(
+    daemon: DaemonProcess, user_env: UserEnv, through: str
+) -> None:
+    """It was an INTERNAL error: the name went on to become a file name."""
+    raw = _request("bridge.open", {"name": "n" * (900 * 1024)}, request_id="b")
+    reply = rpc(user_env.socket.parent / through, None, raw=raw)
+    assert reply["id"] == "b" and reply["error"]["code"] == -32602, reply["error"]
+    assert reply["error"]["message"].startswith("invalid params: name: ")
+    assert "nnnn" not in reply["error"]["message"]
+    assert "rpc_method_crashed" not in daemon.log()
+    still_serving(user_env)

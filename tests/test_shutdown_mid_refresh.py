@@ -34,7 +34,8 @@ async def test_sigterm_mid_refresh_lets_the_write_finish(user_env: UserEnv) -> N
         config = user_env.project / "opencode.json"
         entry = '{"type": "remote", "url": "http://127.0.0.1:9/mcp", "oauth": false}'
         config.write_text('{\n  "mcp": {"srv": ' + entry + "}\n}\n")
-        BindingStore(user_env.ch_home / "bindings.json").bind("srv", Binding(path=str(config)))
+        binding = Binding(path=str(config), url="http://127.0.0.1:9/mcp")
+        BindingStore(user_env.ch_home / "bindings.json").bind("srv", binding)
         now = time.time()
         TokenStore(user_env.ch_home / "tokens", user_env.ch_home / "secrets").save(
             Credential(
@@ -44,6 +45,7 @@ async def test_sigterm_mid_refresh_lets_the_write_finish(user_env: UserEnv) -> N
                 token_endpoint=f"{base}/token",
                 client_id="c",
                 tokens=OAuthTokens(access_token="before", refresh_token="r0", issued_at=now - 100, expires_at=now + 30),
+                server_url="http://127.0.0.1:9/mcp",
             )
         )
         process = DaemonProcess(user_env).start()  # the token is due: the refresh starts at once

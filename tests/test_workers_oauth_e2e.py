@@ -130,7 +130,9 @@ def test_a_restarted_daemon_and_worker_keep_the_login(
     process = DaemonProcess(user_env, extra_env=FAST_REFRESH).start()  # reads the colon tokens back from disk
     try:
         status = chctl(user_env, "auth", "srv", "--status", "--json")
-        assert status.returncode == 0 and json.loads(status.stdout)["state"] == "active"
+        # A loaded machine may take long enough over the restarts that the fast plan's refresh is already under
+        # way: the login read back from disk is usable either way (exit 0), which is what this checks.
+        assert status.returncode == 0 and json.loads(status.stdout)["state"] in ("active", "refreshing")
         refreshed_by_the_daemon(user_env, before)
         assert_works(user_env, workers_oauth_worker)
     finally:

@@ -15,6 +15,7 @@ import time
 from context_harness import __version__
 from context_harness.client import rpc_client, states
 from context_harness.client.output import (
+    home_as_tilde,
     paint,
     print_error,
     print_hint,
@@ -46,7 +47,21 @@ examples:
 """
 
 
-# `chctl doctor` exits with the worst level it found (documented in README).
+# How `chctl status` fits a narrow terminal (docs/guide.md, "At a glance"): the note is cut first, then the counts, the
+# auth type and the next refresh leave (`--json` has them all), then the state's words are cut, then the rest.
+STATUS_FIT = (
+    ("cut", 9),  # LAST ERROR / NOTE
+    ("drop", 7),  # CONFIGS
+    ("drop", 8),  # BRIDGES
+    ("drop", 2),  # AUTH
+    ("drop", 4),  # NEXT REFRESH
+    ("cut", 1),  # STATE
+    ("drop", 5),  # MODE
+    ("drop", 6),  # SECRET AT (`chctl doctor` says it in words)
+    ("drop", 9),
+)
+
+# `chctl doctor` exits with the worst level it found (documented in docs/guide.md).
 DOCTOR_EXIT = {"ok": 0, "warn": 1, "error": 2}
 
 
@@ -58,17 +73,33 @@ def cmd_status(args: argparse.Namespace) -> int:
     if args.json:
         print_json(result)
         return 0
-    daemon = result["daemon"]
-    print(
-        f"daemon: pid {daemon['pid']}, up {daemon['uptime_s']:.0f}s, version {daemon['version']}, "
-        f"socket {daemon['socket']}"
-    )
+    daemon, width = result["daemon"], terminal_width()
+    line = f"daemon: pid {daemon['pid']}, up {daemon['uptime_s']:.0f}s, version {daemon['version']}"
+    socket = f", socket {home_as_tilde(daemon['socket'])}"
+    print(line + ("" if width is not None and len(line + socket) > width else socket))  # `chctl daemon status` has it
+    store = daemon.get("secret_store") or {}
+    if store.get("warning"):
+        warning = f"secrets (CH_SECRET_STORE={store['setting']}): {store['warning']}; see `chctl doctor`"
+        print(f"warning: {printable(warning)}", file=sys.stderr)
     servers = result["servers"]
     if not servers:
         print("no servers yet: `chctl registry` lists known ones, `chctl add NAME` adds one")
         return 0
     now = time.time()
-    rows = [["NAME", "STATE", "AUTH", "EXPIRES", "NEXT REFRESH", "MODE", "CONFIGS", "BRIDGES", "LAST ERROR / NOTE"]]
+    rows = [
+        [
+            "NAME",
+            "STATE",
+            "AUTH",
+            "EXPIRES",
+            "NEXT REFRESH",
+            "MODE",
+            "SECRET AT",
+            "CONFIGS",
+            "BRIDGES",
+            "LAST ERROR / NOTE",
+        ]
+    ]
     colours: list[str | None] = []
     for s in servers:
         words, colour = states.describe(s, now)
@@ -81,13 +112,31 @@ def cmd_status(args: argparse.Namespace) -> int:
                 when(s["expires_at"], now),
                 when(s["next_refresh_at"], now),
                 s.get("mode") or "-",
+                secret_at(s.get("secret_at") or []),
                 str(len(s["configs"])),
                 str(len(s.get("bridges") or [])),
                 "" if s["state"] == "retrying" else s["last_error"] or s.get("note") or "",  # retrying: in STATE
             ]
         )
-    print(table(rows, colours if use_colour() else None, colour_column=1, width=terminal_width(), cut=8))
+    print(table(rows, colours if use_colour() else None, colour_column=1, width=width, fit=STATUS_FIT))
     return 0
+
+
+# `chctl status`'s SECRET AT column: each place a secret rests, in a word (`--json` and doctor give the paths).
+PLACE_WORDS = {
+    "keychain": "keychain",
+    "token_file": "token file",
+    "config": "config",
+    "secret_file": "{file:}",
+    "client_file": "client file",
+}
+
+
+def secret_at(places: list[dict[str, Any]]) -> str:
+    if not places:
+        return "-"
+    words = [PLACE_WORDS.get(p["where"], p["where"]) + ("!" if p.get("problem") else "") for p in places]
+    return " + ".join(dict.fromkeys(words)) + (" only" if words == ["keychain"] else "")
 
 
 def cmd_bridge(args: argparse.Namespace) -> int:
@@ -183,6 +232,7 @@ def build_parser() -> argparse.ArgumentParser:
         import_cmd,
         logs,
         remote_cmd,
+        secrets_cmd,
         service_args,
         token_cmd,
     )
@@ -229,6 +279,7 @@ def build_parser() -> argparse.ArgumentParser:
     import_cmd.add_import_parser(sub)
     logs.add_logs_parser(sub)
     remote_cmd.add_remote_parsers(sub)
+    secrets_cmd.add_secrets_parser(sub)
     completion.add_completion_parser(sub, parser)
     service_args.add_service_arguments(sub, cmd_service)
     return parser

@@ -63,6 +63,8 @@ def cmd_check(args: argparse.Namespace) -> int:
             print(f"{paint(mark, name) if colour else mark} {printable(line(server))}")
             if server["level"] != "ok" and server.get("next_action"):
                 print(f"{HINT_PREFIX}{printable(server['next_action'])}")
+            if server.get("note"):
+                print(f"  note: {printable(server['note'])}")
     return max((EXIT[s["level"]] for s in servers), default=0)
 
 

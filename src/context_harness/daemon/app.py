@@ -13,10 +13,12 @@ import structlog
 from pydantic import ValidationError
 
 from context_harness.daemon import sd_notify
+from context_harness.daemon.descriptors import handle_loop_exception, raise_descriptor_limit
 from context_harness.daemon.home_trust import UntrustedHome, UntrustedSocketDir
 from context_harness.daemon.logging import configure_logging
+from context_harness.daemon.peer_limits import MAX_BRIDGES, REMOTE_SOCKET_LIMITS
 from context_harness.daemon.rpc_remote_methods import NOT_REMOTE
-from context_harness.daemon.rpc_server import RpcServer
+from context_harness.daemon.rpc_server import RpcServer, TakeoverCount
 from context_harness.daemon.rpc_table import METHODS, REMOTE, REMOTE_STREAMS, STREAMS, bind
 from context_harness.daemon.services import build_services
 from context_harness.daemon.settings import Settings, load_settings
@@ -77,8 +79,17 @@ class Daemon:
 
     async def run(self, listener: socket.socket, remote_listener: socket.socket | None = None) -> None:
         services = self.services
+        loop = asyncio.get_running_loop()
+        loop.set_exception_handler(handle_loop_exception)  # EMFILE on accept: one line a minute, not per retry
+        bridges = TakeoverCount(MAX_BRIDGES)  # both sockets' bridges together
+        # Before the first request: a credential whose values rest in the keychain is read (with a deadline)
+        # and held, so a bridge reconnecting right after a restart finds it.
+        await services.vault.start()
         server = self.server = RpcServer(
-            bind(METHODS, services), streams=bind(STREAMS, services), idle_timeout=self.settings.rpc_idle_timeout_s
+            bind(METHODS, services),
+            streams=bind(STREAMS, services),
+            idle_timeout=self.settings.rpc_idle_timeout_s,
+            all_takeovers=bridges,
         )
         await server.start(listener)
         if remote_listener is not None:  # the restricted socket for other machines: same uid rule, fewer methods
@@ -87,9 +98,10 @@ class Daemon:
                 streams=bind(REMOTE_STREAMS, services),
                 idle_timeout=self.settings.rpc_idle_timeout_s,
                 refusal=NOT_REMOTE,
+                limits=REMOTE_SOCKET_LIMITS,
+                all_takeovers=bridges,
             )
             await self.remote_server.start(remote_listener)
-        loop = asyncio.get_running_loop()
         loop.add_signal_handler(signal.SIGTERM, self.request_stop)
         loop.add_signal_handler(signal.SIGINT, self.request_stop)
         loop.add_signal_handler(signal.SIGHUP, self.reload)
@@ -128,7 +140,7 @@ def main(argv: list[str] | None = None) -> int:
     if args and args[0] in ("-h", "--help"):
         print(
             "usage: context-harnessd\n\nRuns the context-harness daemon in the foreground. Settings come from "
-            "CH_* environment variables (CH_HOME, CH_SOCKET, CH_LOG_LEVEL, CH_LOG_FORMAT); see README.md."
+            "CH_* environment variables (CH_HOME, CH_SOCKET, CH_LOG_LEVEL, CH_LOG_FORMAT); see docs/guide.md."
         )
         return 0
     signal.pthread_sigmask(signal.SIG_BLOCK, HANDLED_SIGNALS)
@@ -141,6 +153,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"context-harnessd: invalid settings: {_settings_problems(exc)}", file=sys.stderr)
         return 1
     configure_logging(settings.log_level, settings.log_format)
+    before, after = raise_descriptor_limit()
+    log.info("descriptor_limit", soft_limit=after, raised_from=before if after != before else None)
     os.umask(0o077)  # every file we create is private unless we say otherwise (configs keep their own mode)
     try:
         ensure_private_dir(settings.home)

@@ -4,6 +4,10 @@ The flow runs in the daemon (it owns the tokens); `chctl` only shows the URL, op
 forwards a pasted redirect URL, and waits. A flow nobody waits for (the `chctl` that started it was
 killed) is cancelled after a grace period, so it does not hold its callback port until its timeout; a
 result nobody collects is dropped after the same period.
+
+A start that `join`s (one from another machine) does not begin a second login for a server whose login is
+running: it gets that login's id and URL, so a burst of them makes one login, one callback listener and at
+most one client registration.
 """
 
 from __future__ import annotations
@@ -41,6 +45,7 @@ class AuthFlows:
         self.oauth = oauth
         self.abandoned_after_s = abandoned_after_s
         self._flows: dict[str, _Flow] = {}
+        self._latest: dict[str, asyncio.Task[Result[dict[str, str]]]] = {}  # per server: the last start
 
     def _record(self, name: str, task: asyncio.Task[Result[Credential]]) -> None:
         """The last failed login, until one succeeds, goes into the server's state: `chctl status` shows it
@@ -71,7 +76,26 @@ class AuthFlows:
             flow.task.cancel()  # closes its callback listener
         log.info("authorization_flow_abandoned", server=flow.name, finished=flow.task.done())
 
-    async def start(self, name: str, options: AuthOptions) -> Result[dict[str, str]]:
+    async def start(self, name: str, options: AuthOptions, *, join: bool = False) -> Result[dict[str, str]]:
+        """Begin a login and return its id and URL; with `join`, the login already running for `name`, if any."""
+        latest = self._latest.get(name)
+        if not (join and latest is not None and self._running(latest)):
+            latest = self._latest[name] = asyncio.create_task(self._start(name, options))
+        # Shielded: a caller that hangs up leaves the login registered (it is abandoned in time), not orphaned.
+        return await asyncio.shield(latest)
+
+    def _running(self, start: asyncio.Task[Result[dict[str, str]]]) -> bool:
+        """Whether this start is still under way, or gave a login that is still running."""
+        if not start.done():
+            return True
+        if start.cancelled() or start.exception() is not None or isinstance(start.result(), Failure):
+            return False
+        result = start.result()
+        assert isinstance(result, Success)
+        flow = self._flows.get(result.value["flow_id"])
+        return flow is not None and not flow.task.done()
+
+    async def _start(self, name: str, options: AuthOptions) -> Result[dict[str, str]]:
         url_ready: asyncio.Future[str] = asyncio.get_running_loop().create_future()
 
         def show(url: str) -> None:
@@ -82,7 +106,11 @@ class AuthFlows:
         task = asyncio.create_task(self.oauth.authenticate(name, options, show, paste))
         task.add_done_callback(lambda done: self._record(name, done))
         waiting: set[asyncio.Future[Any]] = {task, url_ready}
-        await asyncio.wait(waiting, return_when=asyncio.FIRST_COMPLETED)
+        try:
+            await asyncio.wait(waiting, return_when=asyncio.FIRST_COMPLETED)
+        except asyncio.CancelledError:  # the daemon is stopping
+            task.cancel()
+            raise
         if not url_ready.done():  # the flow ended before there was anything to open: discovery failed, ...
             result = task.result()
             failure = result if isinstance(result, Failure) else Failure("login ended early", ErrorCode.INTERNAL)
@@ -128,7 +156,7 @@ class AuthFlows:
         return Success(True)
 
     async def cancel_all(self) -> None:
-        tasks = [f.task for f in self._flows.values()]
+        tasks = [f.task for f in self._flows.values()] + [t for t in self._latest.values() if not t.done()]
         self._flows.clear()
         for task in tasks:
             task.cancel()

@@ -2,7 +2,10 @@
 
 `chctl bridge` is a dumb stdio relay; here each bridge gets its own upstream session (`upstream.session`),
 with the server's current credential on every request. Each live bridge's counters are kept in its server's
-`ServerState` while it is open, where `chctl status` reads them.
+`ServerState` while it is open, where `chctl status` reads them. What a bridge may hold is bounded
+(`peer_limits.py`): the bytes of an unfinished line come out of a budget all bridges share (the remote ones a
+smaller share of it), half a line that stalls (`CH_RPC_IDLE_TIMEOUT_S`) closes the bridge, and a remote bridge
+idle too long is closed.
 """
 
 from __future__ import annotations
@@ -17,20 +20,17 @@ import aiohttp
 import structlog
 
 from context_harness.daemon.delegate import Delegate, DelegatedRelay
+from context_harness.daemon.peer_limits import BridgeLimits, bridge_limits
+from context_harness.daemon.rpc_server import IDLE_TIMEOUT_S
+from context_harness.daemon.throttled_log import ThrottledLog
 from context_harness.oauth.http import describe_url
 from context_harness.primitives.json_scan import NotJson
 from context_harness.primitives.outside_values import is_secure_endpoint
 from context_harness.primitives.result import ErrorCode, Failure, Result, Success
 from context_harness.services.oauth_service import OAuthService
-from context_harness.services.refresh_outcomes import (
-    RefreshDone,
-    RefreshImpossible,
-    RefreshNeedsReauth,
-    RefreshNotNeeded,
-    RefreshRetry,
-    needs_login,
-)
+from context_harness.services.refresh_outcomes import refresh_result
 from context_harness.services.server_state import ServerStates
+from context_harness.services.step_up import scope_refused
 from context_harness.stores.token_store import TokenStore
 from context_harness.upstream import messages
 from context_harness.upstream.contract import Counters
@@ -80,29 +80,19 @@ class ServerCredentials:
     async def renew(self, rejected: str | None) -> Result[None]:
         name = self.name
         credential = self.tokens.load(name)
-        login = f"run `chctl auth {name}`"
         if credential is None or not credential.secret:
-            return Failure(f"{name} needs a login before it can be used", ErrorCode.AUTH_REQUIRED, login)
+            return Failure(
+                f"{name} needs a login before it can be used", ErrorCode.AUTH_REQUIRED, f"run `chctl auth {name}`"
+            )
         if credential.kind == "api_key":
             hint = f"set a new one: `chctl add {name} --bridge -k KEY`"
             return Failure(f"{name} refused the API key", ErrorCode.AUTH_REQUIRED, hint)
         rejected_token = rejected.split(" ", 1)[-1] if rejected else None
-        attempt = await self.oauth.refresh_rejected(name, rejected_token)
-        match attempt:
-            case RefreshDone() | RefreshNotNeeded():  # the refresh told the change channel itself
-                return Success(None)
-            case RefreshRetry(reason, _):
-                return Failure(
-                    f"{name}'s token was refused and a refresh failed for now: {reason}",
-                    ErrorCode.TOKEN_EXPIRED,
-                    "the daemon keeps retrying; try again shortly",
-                )
-            case RefreshNeedsReauth(reason, code):
-                return needs_login(name, reason, code)
-            case RefreshImpossible():
-                return Failure(
-                    f"{name} refused its token and no refresh token was issued", ErrorCode.AUTH_REQUIRED, login
-                )
+        renewed = refresh_result(name, await self.oauth.refresh_rejected(name, rejected_token), "refused")
+        return renewed if isinstance(renewed, Failure) else Success(None)  # the refresh told the change channel
+
+    async def scope_refused(self, scope: str | None) -> Failure:
+        return await scope_refused(self.oauth.states, self.tokens, self.name, scope)
 
 
 class Bridges:
@@ -120,10 +110,16 @@ class Bridges:
         self.http = http
         self.states = states  # each live bridge's counters are in its server's state
         self.delegate: Delegate | None = None  # on a remote machine: the servers it carries go there
+        self.local_limits, self.remote_limits = bridge_limits()
+        self.stall_s = IDLE_TIMEOUT_S  # half a message with no byte for this long closes the bridge (a setting)
+        self.over_budget = ThrottledLog("bridge_buffer_budget_exhausted")
         self._ids = itertools.count(1)
 
-    async def open(self, name: str, replay: list[dict[str, Any]]) -> Result[Relay | DelegatedRelay]:
-        """Check the server can be bridged; the returned relay then owns the connection."""
+    async def open(
+        self, name: str, replay: list[dict[str, Any]], *, remote: bool = False
+    ) -> Result[Relay | DelegatedRelay]:
+        """Check the server can be bridged; the returned relay then owns the connection. `remote`: asked
+        through `remote.sock`, so the remote bridges' limits apply."""
         if self.delegate is not None and self.delegate.via(name) is not None:
             delegated = await self.delegate.open_bridge(next(self._ids), name, replay)
             return delegated if isinstance(delegated, Failure) else Success(delegated.value)
@@ -138,7 +134,7 @@ class Bridges:
             )
         credentials = ServerCredentials(name, self.tokens, self.oauth)
         bridge_id = next(self._ids)
-        relay = Relay(self, bridge_id, name)
+        relay = Relay(self, bridge_id, name, self.remote_limits if remote else self.local_limits)
         counters = self.states.get(name).bridges[bridge_id] = Counters()  # `chctl status` reads it there
         upstream = Upstream(name, url.value, self.http(), credentials, relay.deliver, counters)
         relay.upstream = upstream
@@ -151,13 +147,15 @@ class Bridges:
 class Relay:
     """One bridge connection: client lines go upstream, upstream messages come back as lines."""
 
-    def __init__(self, bridges: Bridges, bridge_id: int, name: str) -> None:
+    def __init__(self, bridges: Bridges, bridge_id: int, name: str, limits: BridgeLimits) -> None:
         self.bridges = bridges
         self.id = bridge_id
         self.name = name
+        self.limits = limits
         self.upstream: Upstream | None = None
         self._writer: asyncio.StreamWriter | None = None
         self._write_lock = asyncio.Lock()
+        self._last_byte_at = 0.0  # loop time of the last byte either way (the idle limit's clock)
 
     @property
     def reply(self) -> dict[str, Any]:
@@ -167,11 +165,15 @@ class Relay:
         if self._writer is None or self._writer.is_closing():
             return
         async with self._write_lock:
+            loop = asyncio.get_running_loop()
+            self._last_byte_at = loop.time()
             await write_line(self._writer, message.body)
+            self._last_byte_at = loop.time()  # a long message is written in slices: it ends now
 
     async def run(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         assert self.upstream is not None
         self._writer = writer
+        self._last_byte_at = asyncio.get_running_loop().time()
         try:
             async with self.upstream.carrying():  # every message's task ends with the connection
                 await self._read(reader)
@@ -182,19 +184,52 @@ class Relay:
 
     async def _read(self, reader: asyncio.StreamReader) -> None:
         line = bytearray()  # a line is gathered in one buffer, which becomes its message: held once
+        held = 0  # the bytes of the unfinished line, taken from the budget
+        budget = self.limits.budget
         try:
-            while chunk := await reader.read(READ_CHUNK_BYTES):
+            while chunk := await self._next_chunk(reader, mid_message=held > 0):
                 view, start = memoryview(chunk), 0
                 while (end := chunk.find(b"\n", start)) != -1:
                     line += view[start:end]
-                    await self._from_client(line)
-                    line, start = bytearray(), end + 1
-                line += view[start:]
-                if len(line) > MAX_MESSAGE_BYTES:
+                    budget.give(held)  # a finished line is a message now, the budget's no longer
+                    finished, line, held, start = line, bytearray(), 0, end + 1
+                    await self._from_client(finished)
+                rest = len(chunk) - start
+                if not rest:
+                    continue
+                if held + rest > MAX_MESSAGE_BYTES:
                     log.warning("bridge_message_too_large", server=self.name, bridge=self.id)
                     return
+                if not budget.take(rest):
+                    self.bridges.over_budget.note(server=self.name, limit=budget.limit)
+                    return
+                held += rest
+                line += view[start:]
         except (ConnectionError, OSError):
             pass
+        finally:
+            budget.give(held)
+
+    async def _next_chunk(self, reader: asyncio.StreamReader, *, mid_message: bool) -> bytes:
+        """The next bytes from the client; b"" when it closed, stalled mid-message or (a remote bridge) sat idle."""
+        loop = asyncio.get_running_loop()
+        while True:
+            if mid_message:
+                wait: float | None = self.bridges.stall_s
+            elif self.limits.idle_s is not None:
+                wait = self._last_byte_at + self.limits.idle_s - loop.time()
+            else:
+                wait = None
+            try:
+                async with asyncio.timeout(wait):
+                    chunk = await reader.read(READ_CHUNK_BYTES)
+            except TimeoutError:
+                if not mid_message and self._last_byte_at + (self.limits.idle_s or 0) > loop.time():
+                    continue  # the server sent something meanwhile: not idle
+                log.info("bridge_idle_closed", server=self.name, bridge=self.id, mid_message=mid_message)
+                return b""
+            self._last_byte_at = loop.time()
+            return chunk
 
     async def _from_client(self, line: bytearray) -> None:
         if not line or line.isspace():

@@ -1,6 +1,7 @@
-"""`chctl check` for a local (stdio) entry: the server is started from the entry's own command and environment
-in its config's directory, as an agent starts it, asked `initialize` and `tools/list` over stdin/stdout
-(newline-delimited JSON-RPC), and stopped — all within the probe's deadline.
+"""`chctl check` for a local (stdio) entry: only a command the user added with chctl is started
+(`services.local_commands`), from the config it was bound in and in that config's directory, as an agent
+starts it, asked `initialize` and `tools/list` over stdin/stdout (newline-delimited JSON-RPC), and stopped —
+all within the probe's deadline. The nearest config's own local entries are reported, never run.
 """
 
 from __future__ import annotations
@@ -11,11 +12,18 @@ import itertools
 import json
 import os
 import time
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
-from context_harness.daemon.check import NEXT_ACTION, Answer, Probe, converse
+from context_harness.config.format import DEFAULT_CLIENT, get_format
+from context_harness.daemon.check import NEXT_ACTION, Answer, Probe, converse, probe_server
+from context_harness.daemon.services import Services
+from context_harness.primitives.result import Failure, Result, Success
+from context_harness.services.blocking_io import run_config_io
+from context_harness.services.config_service import ConfigTarget
+from context_harness.services.local_commands import registered_command, unregistered
+from context_harness.stores.bindings import Binding
 
 # A server's stdout line (a tools/list with large schemas) may be long; beyond this it is not a sane answer.
 MAX_LINE_BYTES = 16 * 1024 * 1024
@@ -26,6 +34,59 @@ START_HINT = "check the entry's command and environment (`chctl list`)"
 
 class _Exited(Exception):
     """The server closed its stdout (exited) before answering."""
+
+
+async def probe_local(
+    s: Services, name: str, bindings: list[Binding], nearby: Nearby | None, timeout_s: float
+) -> Probe:
+    """Start the command chctl recorded when the user added `name` (`local_commands`), never one a config
+    merely holds: the nearest config's own entry (a cloned repository's) is reported, not run."""
+    registered = await run_config_io(
+        lambda: registered_command(name, s.config, bindings), s.settings.config_io_timeout_s, "reading the config"
+    )
+    if isinstance(registered, Failure):
+        return Probe(name, "config", "attention", registered.error, registered.hint)
+    command = registered.value
+    if command is None:
+        if nearby is None:
+            return await probe_server(s, name, timeout_s)  # not local at all
+        refused = unregistered(name, nearby.path, get_format(DEFAULT_CLIENT))
+        return Probe(name, "config", "attention", refused.error, refused.hint)
+    probe = await probe_stdio(name, command.argv, command.environment, command.directory, timeout_s)
+    if nearby is not None and (nearby.argv, nearby.environment) != (command.argv, command.environment):
+        note = f"{nearby.path} has its own {name} entry, with a command chctl did not record: it was not run"
+        probe = replace(probe, note=note)
+    return probe
+
+
+@dataclass(frozen=True, slots=True)
+class Nearby:
+    """A local entry of the config nearest the current directory: input, never run by itself."""
+
+    path: Path
+    argv: list[str]
+    environment: dict[str, str]
+
+
+async def nearby_local_entries(s: Services, cwd: Path) -> dict[str, Nearby]:
+    """The local (stdio) entries of the config nearest `cwd`."""
+    fmt = get_format(DEFAULT_CLIENT)
+
+    def read() -> Result[dict[str, Nearby]]:
+        found = s.mcp.list_configured(ConfigTarget(cwd=cwd))
+        if isinstance(found, Failure):
+            return found
+        path, entries = found.value
+        return Success(
+            {
+                name: Nearby(path.resolve(), fmt.entry_command(entry), fmt.entry_environment(entry))
+                for name, entry in entries.items()
+                if isinstance(entry, dict) and fmt.entry_url(entry) is None and fmt.entry_command(entry)
+            }
+        )
+
+    found = await run_config_io(read, s.settings.config_io_timeout_s, "reading the config")
+    return found.value if isinstance(found, Success) else {}
 
 
 async def probe_stdio(name: str, argv: list[str], environment: dict[str, str], cwd: Path, timeout_s: float) -> Probe:

@@ -9,6 +9,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeVar
 
+import structlog
+
 from context_harness import __version__
 from context_harness.config.format import DEFAULT_CLIENT, get_format
 from context_harness.daemon.rpc_params import (
@@ -17,6 +19,8 @@ from context_harness.daemon.rpc_params import (
     DoctorParams,
     NameTargetParams,
     NoParams,
+    RemoveParams,
+    SecretsMigrateParams,
     TargetParams,
 )
 from context_harness.daemon.services import Services
@@ -27,6 +31,8 @@ from context_harness.services.config_service import ConfigTarget
 from context_harness.services.mcp_service import AddRequest, client_format
 from context_harness.services.network_checks import network_checks
 from context_harness.services.status import ServerStatus
+
+log = structlog.get_logger(__name__)
 
 # Reading every bound config and asking `git` about each: a hung one must not keep doctor from answering.
 DOCTOR_CONFIG_CHECKS_TIMEOUT_S = 20.0
@@ -58,6 +64,7 @@ def daemon_summary(s: Services) -> dict[str, Any]:
         "socket": str(s.settings.socket_path),
         "remote_socket": str(remote) if (remote := s.settings.remote_socket_path) else None,
         "home": str(s.settings.home),
+        "secret_store": s.vault.summary(),  # CH_SECRET_STORE, the store in use, the keychain, a warning to repeat
     }
 
 
@@ -112,6 +119,7 @@ async def mcp_add(s: Services, p: AddParams) -> Result[dict[str, Any]]:
         return added
     outcome = added.value  # `MCPService.add` announced the change: the header is written, the plan follows
     first = get_format(outcome.written[0].client)
+    narrowed = s.config.take_narrowed([str(w.path) for w in outcome.written])
     return Success(
         {
             "name": outcome.name,
@@ -120,8 +128,14 @@ async def mcp_add(s: Services, p: AddParams) -> Result[dict[str, Any]]:
             "auth_type": outcome.auth_type.value,
             "needs_auth": outcome.needs_auth,
             "configs": [{"client": w.client, "path": str(w.path), "mode": w.mode} for w in outcome.written],
+            "made_private": modes_changed(narrowed),
         }
     )
+
+
+def modes_changed(narrowed: dict[str, tuple[int, int]]) -> dict[str, list[str]]:
+    """{path: ["644", "600"]}: configs that lost group and other access, as it is told once (docs/guide.md, Secrets)."""
+    return {path: [f"{before:o}", f"{after:o}"] for path, (before, after) in narrowed.items()}
 
 
 def delegated_via(s: Services, p: AddParams) -> str | None:
@@ -131,12 +145,42 @@ def delegated_via(s: Services, p: AddParams) -> str | None:
     return str(s.delegate.path)
 
 
-async def mcp_remove(s: Services, p: NameTargetParams) -> Result[dict[str, Any]]:
+async def mcp_remove(s: Services, p: RemoveParams) -> Result[dict[str, Any]]:
     removed = await off_the_loop(s, "mcp.remove", lambda: s.mcp.remove(p.name, p.target(), p.client))
     await s.states.changed(p.name)  # no config left carrying it: its refresh stops
     if isinstance(removed, Failure):
         return removed
-    return Success({"removed": True, "name": p.name, "path": str(removed.value)})
+    left = len(s.bindings.for_server(p.name))
+    stored = s.tokens.load(p.name)
+    kind = None if stored is None else ("key" if stored.kind == "api_key" else "login")
+    forgotten = None
+    if p.forget and kind is not None and not left:
+        forgotten = await forget(s, p.name, kind)
+        if isinstance(forgotten, Failure):
+            return forgotten
+    return Success(
+        {
+            "removed": True,
+            "name": p.name,
+            "path": str(removed.value),
+            "configs_left": left,  # other configs (of other clients, projects) still carrying it
+            "stored": None if forgotten else kind,  # what stays stored: "key", "login" or None
+            "forgotten": forgotten,
+        }
+    )
+
+
+async def forget(s: Services, name: str, kind: str) -> Failure | str:
+    """`chctl remove NAME --forget` once no config carries NAME: an API key is deleted, a login logged out of
+    (revoked at the server where it can be, as `chctl auth NAME --logout` does)."""
+    if kind == "login":
+        logged_out = await s.oauth.logout(name)
+        return logged_out if isinstance(logged_out, Failure) else kind
+    await s.vault.delete(name)  # the keychain item too, where the key rests there
+    s.states.stored(name)
+    log.info("credential_forgotten", server=name, kind=kind)
+    await s.states.changed(name, credential=True)
+    return kind
 
 
 async def mcp_validate(s: Services, p: NameTargetParams) -> Result[dict[str, Any]]:
@@ -187,14 +231,23 @@ async def run_doctor(s: Services, p: DoctorParams) -> Result[dict[str, Any]]:
             )
         )
     checks += await doctor.unauthenticated_servers(s.http(), s.config, s.bindings, s.tokens)
-    checks += doctor.server_checks(await server_statuses(s))
+    statuses = await server_statuses(s)
+    checks += doctor.secret_checks(s.vault.summary(), statuses)
+    checks += doctor.server_checks(statuses)
     checks += [doctor.Check("registry", "warn", w, "fix or remove the entry") for w in s.mcp.registry_warnings]
     checks += network_checks(s.http.network, p.shell_network)
     return Success({"checks": [c.as_dict() for c in checks]})
+
+
+async def secrets_migrate(s: Services, p: SecretsMigrateParams) -> Result[dict[str, Any]]:
+    servers = await s.oauth.migrate_secrets(p.to)
+    return Success({"to": p.to, "setting": s.vault.settings.store, "servers": servers})
 
 
 # --- the bridge (a stream method: see `RpcServer.streams`) ------------------------------------------------
 
 
 async def bridge_open(s: Services, p: BridgeOpenParams) -> Result[Any]:
+    if (unknown := s.unknown(p.name)) is not None:
+        return unknown
     return await s.bridges.open(p.name, p.replay)

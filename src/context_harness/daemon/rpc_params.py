@@ -65,7 +65,7 @@ class AddParams(TargetParams):
 
 
 class BridgeOpenParams(Params):
-    name: str
+    name: ServerName
     # After a daemon restart: the client's own `initialize` and `notifications/initialized`, to set up a new
     # upstream session without the client noticing.
     replay: list[dict[str, Any]] = Field(default_factory=list, max_length=2)
@@ -75,12 +75,20 @@ class NameTargetParams(TargetParams):
     name: ServerName
 
 
+class RemoveParams(NameTargetParams):
+    forget: bool = False  # once no config carries the server: forget its key, or log out (revoking the tokens)
+
+
 class DoctorParams(Params):
     cwd: AbsolutePathText | None = None
     # chctl's proxy variables (as host:port) and CH_CA_BUNDLE, to compare with the daemon's.
     shell_network: dict[Annotated[str, Field(max_length=32)], Annotated[str, Field(max_length=4096)]] | None = Field(
         default=None, max_length=16
     )
+
+
+class SecretsMigrateParams(Params):
+    to: Literal["keyring", "file"]
 
 
 class CheckParams(Params):
@@ -97,6 +105,14 @@ class AuthStartParams(Params):
     token_auth_method: Literal["client_secret_basic", "client_secret_post", "none"] | None = None
     port: int = Field(default=0, ge=0, le=65535)
     timeout_s: float = Field(default=300.0, gt=0, le=3600)
+
+
+class RemoteAuthStartParams(Params):
+    """`auth.start` through `remote.sock`: the server's name, nothing else (the handler refuses anything else
+    with a reason, so the extras are kept, not refused here)."""
+
+    model_config = ConfigDict(extra="allow", populate_by_name=True)
+    name: ServerName
 
 
 class FlowParams(Params):

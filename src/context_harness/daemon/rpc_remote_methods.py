@@ -1,7 +1,8 @@
 """What the restricted remote socket (`remote.sock`) answers, and only for the servers the user shared:
-the daemon's version, a status without paths or tokens, `bridge.open` and a login. `rpc_table.REMOTE` names
-them; every other method is refused there. Also `share.add`/`share.remove` (on `chd.sock` only) and the
-delegation of logins on a remote machine (`auth.start`/`auth.wait` sent on to `CH_DELEGATE_SOCKET`)."""
+the daemon's version, a status without paths or tokens, `bridge.open` and a login by the server's name alone.
+`rpc_table.REMOTE` names them; every other method is refused there. Also `share.add`/`share.remove` (on
+`chd.sock` only). The delegation of logins on a remote machine (`auth.start`/`auth.wait` sent on to
+`CH_DELEGATE_SOCKET`) is in `rpc_auth_methods.py`."""
 
 from __future__ import annotations
 
@@ -10,9 +11,17 @@ from typing import Any
 from context_harness import __version__
 from context_harness.daemon import rpc_auth_methods as auth
 from context_harness.daemon import rpc_methods as m
-from context_harness.daemon.rpc_params import AuthStartParams, BridgeOpenParams, FlowParams, NoParams, ShareParams
+from context_harness.daemon.rpc_params import (
+    BridgeOpenParams,
+    FlowParams,
+    NoParams,
+    RemoteAuthStartParams,
+    ShareParams,
+)
 from context_harness.daemon.services import Services
 from context_harness.primitives.result import ErrorCode, Failure, Result, Success
+from context_harness.services.oauth_service import AuthOptions
+from context_harness.services.server_names import unknown_server
 
 NOT_REMOTE = "not available remotely"
 
@@ -40,13 +49,24 @@ async def status(s: Services, _: NoParams) -> Result[dict[str, Any]]:
 
 
 async def bridge_open(s: Services, p: BridgeOpenParams) -> Result[Any]:
-    return await m.bridge_open(s, p) if s.shared.is_shared(p.name) else not_shared(p.name)
-
-
-async def auth_start(s: Services, p: AuthStartParams) -> Result[dict[str, str]]:
     if not s.shared.is_shared(p.name):
         return not_shared(p.name)
-    started = await auth.auth_start(s, p)
+    return await s.bridges.open(p.name, p.replay, remote=True)  # the remote bridges' budget and idle limit
+
+
+async def auth_start(s: Services, p: RemoteAuthStartParams) -> Result[dict[str, str]]:
+    """A login for another machine takes the server's name and nothing else: this machine's client, its scopes
+    and a callback port it chooses. A login for that server already running is joined, not doubled."""
+    if p.model_extra:
+        return Failure(
+            "from another machine, auth.start takes only the server's name",
+            ErrorCode.INVALID_PARAMS,
+            f"{p.name} logs in with the laptop's client and scopes; to choose them, run "
+            f"`chctl auth {p.name} --client-id ID` on the laptop",
+        )
+    if not s.shared.is_shared(p.name):
+        return not_shared(p.name)
+    started = await auth.start_login(s, p.name, AuthOptions(), join=True)
     if isinstance(started, Success):
         s.remote_flows.add(started.value["flow_id"])
     return started
@@ -68,8 +88,15 @@ async def auth_wait(s: Services, p: FlowParams) -> Result[dict[str, Any]]:
 
 
 async def share_add(s: Services, p: ShareParams) -> Result[dict[str, Any]]:
+    for name in p.names:  # a typo shared is a name another machine could later claim: nothing is changed
+        if (unknown := s.names.unknown(name)) is not None:
+            return unknown
     return Success({"shared": sorted(s.shared.change(p.names, shared=True))})
 
 
 async def share_remove(s: Services, p: ShareParams) -> Result[dict[str, Any]]:
+    shared = s.shared.load()
+    for name in p.names:
+        if name not in shared and not s.names.is_known(name):
+            return unknown_server(name, shared, s.names.yours())
     return Success({"shared": sorted(s.shared.change(p.names, shared=False))})

@@ -1,7 +1,8 @@
 """JSON-RPC 2.0 over a Unix stream socket, one JSON object per line.
 
 Each connection is served on its own task; a bad peer (wrong uid, an over-long line, idle mid-message, garbage)
-gets an error or a closed connection and nobody else notices.
+gets an error or a closed connection and nobody else notices. A socket with `ConnectionLimits` (`remote.sock`)
+refuses a connection or a bridge past its caps, or while the descriptors left run short, with LIMIT_REACHED.
 """
 
 from __future__ import annotations
@@ -20,7 +21,10 @@ from typing import Any, Protocol
 import structlog
 from pydantic import BaseModel, ValidationError
 
+from context_harness.daemon.descriptors import descriptors_left, note_exhausted, out_of_descriptors
+from context_harness.daemon.peer_limits import REFUSAL_READ_S, REFUSALS_AT_ONCE, ConnectionLimits
 from context_harness.daemon.peercred import peer_ids
+from context_harness.daemon.throttled_log import ThrottledLog
 from context_harness.primitives.result import ErrorCode, Failure, Result, Success
 
 log = structlog.get_logger(__name__)
@@ -47,12 +51,22 @@ class Method:
 
 class Takeover(Protocol):
     """What a stream method's handler returns on success: `reply` is sent as the JSON-RPC result, then
-    `run` owns the connection (no idle timeout, no line limit of its own) until it returns."""
+    `run` owns the connection (no idle timeout, no line limit of its own) until it returns. `run` is called
+    even when the peer left before the reply: it is what lets go of what the handler took (a bridge's row in
+    `chctl status`)."""
 
     @property
     def reply(self) -> dict[str, Any]: ...
 
     async def run(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None: ...
+
+
+@dataclass(slots=True)
+class TakeoverCount:
+    """Connections taken over (bridges) through every socket of the daemon, and how many may be."""
+
+    limit: int
+    live: int = 0
 
 
 class RpcServer:
@@ -63,15 +77,23 @@ class RpcServer:
         streams: dict[str, Method] | None = None,
         idle_timeout: float = IDLE_TIMEOUT_S,
         refusal: str | None = None,
+        limits: ConnectionLimits | None = None,
+        all_takeovers: TakeoverCount | None = None,
     ) -> None:
         self.methods = methods
         # The remote socket: a method it does not serve is refused with this reason, not "not found".
         self.refusal = refusal
         self.streams = streams or {}  # methods that turn the connection into something else (the bridge relay)
         self.idle_timeout = idle_timeout
+        self.limits = limits  # None: no caps of this socket's own (the local socket)
+        self.all_takeovers = all_takeovers or TakeoverCount(sys.maxsize)  # shared with the daemon's other socket
         self._server: asyncio.AbstractServer | None = None
         self._connections: set[asyncio.Task[None]] = set()
         self._takeovers: set[asyncio.Task[None]] = set()
+        self._served = 0  # connections being served (not refused)
+        self._refusing = 0  # refused connections whose request is being read before the answer
+        self._bridges = 0  # connections taken over or being taken over through this socket
+        self._refused = ThrottledLog("connection_refused")
 
     async def start(self, listener: socket.socket) -> None:
         # Python 3.13+ unlinks a Unix server's socket file on close by default. The file is not ours to
@@ -104,8 +126,16 @@ class RpcServer:
             if uid != os.getuid():
                 log.warning("peer_refused", peer_uid=uid)
                 return
+            refused = self._over_connection_limit()
+            if refused is not None:
+                await self._refuse(reader, writer, refused)
+                return
             CALLER_PID.set(pid)
-            await self._serve_lines(reader, writer)
+            self._served += 1
+            try:
+                await self._serve_lines(reader, writer)
+            finally:
+                self._served -= 1
         except (ConnectionError, asyncio.IncompleteReadError):
             pass
         finally:
@@ -116,6 +146,46 @@ class RpcServer:
                 await writer.wait_closed()
             except (ConnectionError, OSError):
                 pass
+
+    def _over_connection_limit(self) -> Failure | None:
+        """Why this connection is refused: its socket's cap, or too few descriptors left for the local socket."""
+        limits = self.limits
+        if limits is None:
+            return None
+        if self._served >= limits.max_connections:
+            why = f"too many connections {limits.who}: {limits.max_connections} are open"
+        elif descriptors_left() < limits.descriptor_reserve:
+            why = "the daemon is short of file descriptors: what is left is kept for this machine"
+        else:
+            return None
+        self._refused.note(reason=why)
+        return Failure(why, ErrorCode.LIMIT_REACHED, "close some of them, or try again later")
+
+    async def _refuse(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, refused: Failure) -> None:
+        """Answer the connection's request with `refused`; a flood's connections past REFUSALS_AT_ONCE are
+        closed at once instead (they may see a reset rather than the reason)."""
+        request_id = None
+        if self._refusing < REFUSALS_AT_ONCE:
+            self._refusing += 1
+            try:
+                async with asyncio.timeout(REFUSAL_READ_S):
+                    request_id = _id_of(await reader.readuntil(b"\n"))
+            except (TimeoutError, asyncio.LimitOverrunError, asyncio.IncompleteReadError):
+                pass
+            finally:
+                self._refusing -= 1
+        await _send(writer, _failure(request_id, refused))
+
+    def _over_takeover_limit(self) -> Failure | None:
+        limits, everyone = self.limits, self.all_takeovers
+        if limits is not None and self._bridges >= limits.max_bridges:
+            why = f"too many bridges {limits.who}: {limits.max_bridges} are open"
+        elif everyone.live >= everyone.limit:
+            why = f"too many bridges: {everyone.limit} are open"
+        else:
+            return None
+        self._refused.note(reason=why)
+        return Failure(why, ErrorCode.LIMIT_REACHED, "close some agent sessions, or try again later")
 
     async def _serve_lines(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         while True:
@@ -159,6 +229,31 @@ class RpcServer:
         self, request: dict[str, Any], reader: asyncio.StreamReader, writer: asyncio.StreamWriter
     ) -> None:
         request_id = request.get("id")
+        refused = self._over_takeover_limit()
+        if refused is not None:
+            await _send(writer, _failure(request_id, refused))
+            return
+        self._bridges += 1
+        self.all_takeovers.live += 1
+        try:
+            takeover = await self._open_takeover(request, writer)
+            if takeover is None:
+                return
+            task = asyncio.current_task()
+            if task is not None:
+                self._takeovers.add(task)
+            try:
+                await takeover.run(reader, writer)
+            finally:
+                if task is not None:
+                    self._takeovers.discard(task)
+        finally:
+            self._bridges -= 1
+            self.all_takeovers.live -= 1
+
+    async def _open_takeover(self, request: dict[str, Any], writer: asyncio.StreamWriter) -> Takeover | None:
+        """Run the stream method's handler and send its reply: the takeover, or None when it was refused."""
+        request_id = request.get("id")
         method = self.streams[request["method"]]
         raw_params = request.get("params")
         try:
@@ -166,25 +261,19 @@ class RpcServer:
             opened = await method.handler(params)
         except ValidationError as exc:
             await _send(writer, _error(request_id, INVALID_PARAMS, f"invalid params: {_problems(exc)}"))
-            return
-        except Exception:
-            log.exception("rpc_method_crashed", method=request["method"])
-            data = {"code": ErrorCode.INTERNAL.value}
-            await _send(writer, _error(request_id, APPLICATION_ERROR, f"internal error in {request['method']}", data))
-            return
+            return None
+        except Exception as exc:
+            await _send(writer, _crashed(request_id, request["method"], exc))
+            return None
         if isinstance(opened, Failure):
             await _send(writer, _failure(request_id, opened))
-            return
+            return None
         takeover: Takeover = opened.value
-        await _send(writer, {"jsonrpc": "2.0", "id": request_id, "result": takeover.reply})
-        task = asyncio.current_task()
-        if task is not None:
-            self._takeovers.add(task)
         try:
-            await takeover.run(reader, writer)
-        finally:
-            if task is not None:
-                self._takeovers.discard(task)
+            await _send(writer, {"jsonrpc": "2.0", "id": request_id, "result": takeover.reply})
+        except (ConnectionError, OSError):
+            pass  # the peer left: `run` finds the connection closed and cleans up
+        return takeover
 
     async def handle_line(self, line: bytes) -> dict[str, Any] | list[dict[str, Any]] | None:
         try:
@@ -234,18 +323,25 @@ class RpcServer:
             result = await method.handler(params)
         except asyncio.CancelledError:
             raise
-        except Exception:
-            # No exception text in the reply: it could carry a token. The log has the type and traceback frames.
-            log.exception("rpc_method_crashed", method=name)
-            return _error(
-                request_id, APPLICATION_ERROR, f"internal error in {name}", {"code": ErrorCode.INTERNAL.value}
-            )
+        except Exception as exc:
+            return _crashed(request_id, name, exc)
         if isinstance(result, Failure):
             # Every failure leaves its reason in the log too (a Failure's text never holds a secret).
             log.info("rpc_method_failed", method=name, code=result.code.value, error=result.error)
             return _failure(request_id, result)
         assert isinstance(result, Success)
         return {"jsonrpc": "2.0", "id": request_id, "result": result.value}
+
+
+def _crashed(request_id: Any, name: str, exc: Exception) -> dict[str, Any]:
+    """The reply to a method that raised. No exception text in it: it could carry a token. The log has the
+    type and traceback frames; running out of descriptors is logged once a minute, not at every request."""
+    if out_of_descriptors(exc):
+        note_exhausted(name)
+        failure = Failure("the daemon has no file descriptor left", ErrorCode.LIMIT_REACHED, "try again shortly")
+        return _failure(request_id, failure)
+    log.exception("rpc_method_crashed", method=name)
+    return _error(request_id, APPLICATION_ERROR, f"internal error in {name}", {"code": ErrorCode.INTERNAL.value})
 
 
 def _problems(exc: ValidationError) -> str:
@@ -275,6 +371,16 @@ def _refuse_constant(name: str) -> Any:
 def parse_json(line: bytes) -> Any:
     """Strict JSON: no NaN/Infinity, no float that overflows (Python's own limits refuse huge integers)."""
     return json.loads(line, parse_float=_finite_float, parse_constant=_refuse_constant)
+
+
+def _id_of(line: bytes) -> Any:
+    """The id of the request on `line`, to echo in an answer that does not run it (None if there is none)."""
+    try:
+        message = parse_json(line)
+    except (ValueError, RecursionError):
+        return None
+    request_id = message.get("id") if isinstance(message, dict) else None
+    return request_id if _valid_id(request_id) else None
 
 
 def _valid_id(request_id: Any) -> bool:

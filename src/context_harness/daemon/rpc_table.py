@@ -24,11 +24,12 @@ METHODS: dict[str, tuple[type[p.Params], Handler]] = {
     "config.init": (p.TargetParams, m.config_init),
     "mcp.list": (p.TargetParams, m.mcp_list),
     "mcp.add": (p.AddParams, m.mcp_add),
-    "mcp.remove": (p.NameTargetParams, m.mcp_remove),
+    "mcp.remove": (p.RemoveParams, m.mcp_remove),
     "mcp.validate": (p.NameTargetParams, m.mcp_validate),
     "clients.list": (p.NoParams, m.clients_list),
     "status": (p.NoParams, m.status),
     "doctor": (p.DoctorParams, m.run_doctor),
+    "secrets.migrate": (p.SecretsMigrateParams, m.secrets_migrate),
     "check": (p.CheckParams, run_check),
     "auth.import": (p.ImportParams, auth.auth_import),
     "auth.start": (p.AuthStartParams, auth.auth_start),
@@ -53,7 +54,7 @@ STREAMS: dict[str, tuple[type[p.Params], Handler]] = {
 REMOTE: dict[str, tuple[type[p.Params], Handler]] = {
     "daemon.status": (p.NoParams, remote.daemon_status),
     "status": (p.NoParams, remote.status),
-    "auth.start": (p.AuthStartParams, remote.auth_start),
+    "auth.start": (p.RemoteAuthStartParams, remote.auth_start),
     "auth.wait": (p.FlowParams, remote.auth_wait),
 }
 REMOTE_STREAMS: dict[str, tuple[type[p.Params], Handler]] = {

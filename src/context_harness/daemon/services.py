@@ -22,11 +22,14 @@ from context_harness.daemon.notifier import Notifier
 from context_harness.daemon.refresher import Refresher
 from context_harness.daemon.settings import Settings
 from context_harness.net.session import NetworkSettings, new_session
+from context_harness.primitives.result import Failure
 from context_harness.services.config_service import ConfigService
 from context_harness.services.import_service import ImportService
 from context_harness.services.mcp_service import MCPService
 from context_harness.services.oauth_service import OAuthService
 from context_harness.services.publisher import Publisher
+from context_harness.services.secret_vault import SecretVault
+from context_harness.services.server_names import ServerNames
 from context_harness.services.server_state import Change, ServerStates
 from context_harness.services.status import StatusBoard
 from context_harness.services.token_access import TokenAccess
@@ -74,6 +77,7 @@ class Services:
     settings: Settings
     config: ConfigService
     tokens: TokenStore
+    vault: SecretVault  # where secret values rest (CH_SECRET_STORE): the keychain or the token files
     bindings: BindingStore
     clients: ClientStore
     states: ServerStates  # one record per server; `states.changed(name)` is the one change channel
@@ -91,6 +95,7 @@ class Services:
     token_access: TokenAccess
     shared: SharedStore
     delegate: Delegate  # on a remote machine: the laptop's forwarded socket (`CH_DELEGATE_SOCKET`)
+    names: ServerNames
     remote_flows: set[str] = field(default_factory=set)  # logins started through the remote socket
     stop_requested: asyncio.Event = field(default_factory=asyncio.Event)
     started_monotonic: float = field(default_factory=time.monotonic)
@@ -101,11 +106,20 @@ class Services:
         self.http.configure(settings.network())
         self.bridge_http.configure(settings.network())
         self.delegate.path = settings.delegate_socket_path
+        self.bridges.stall_s = settings.rpc_idle_timeout_s
         self.oauth.configure(settings.oauth())
+        self.vault.configure(settings.secrets())
         self.publisher.configure(settings.publishing())
         self.refresher.configure(settings.refreshing())
         self.notifier.configure(settings.notify_command, settings.event_command)
         self.mcp.reload_registry()
+
+    def unknown(self, name: str) -> Failure | None:
+        """Why `name` is no server of ours (NOT_FOUND, with the closest names); None when it is one. On a remote
+        machine a name without a credential here is the laptop's to judge."""
+        if self.delegate.via(name) is not None:
+            return None
+        return self.names.unknown(name)
 
     async def close(self) -> None:
         """After the RPC server stopped: let hooks finish, close connections."""
@@ -119,33 +133,42 @@ async def _tell(notifier: Notifier, change: Change) -> None:
         notifier.token_event(change.name, change.event, change.message)
 
 
+def _registry_url(mcp: MCPService, name: str) -> str | None:
+    known = mcp.known(name)
+    return known.url if known is not None else None
+
+
 def build_services(
     settings: Settings, *, clock: Callable[[], float] = time.time, rng: random.Random | None = None
 ) -> Services:
     config = ConfigService()
     tokens = TokenStore(settings.tokens_dir, settings.secrets_dir)
+    vault = SecretVault(settings.secrets(), tokens)
     bindings = BindingStore(settings.bindings_file)
     clients = ClientStore(settings.clients_dir)
     # One record per server, and the one channel that says a server changed (its listeners are wired below).
     states = ServerStates()
-    publisher = Publisher(config, tokens, bindings, settings.publishing(), states)
-    mcp = MCPService(config, tokens, bindings, publisher, states, settings.user_registry_file)
+    # A server's registry URL comes from `mcp` (made next; it reloads the registry on SIGHUP).
+    publisher = Publisher(config, tokens, bindings, settings.publishing(), states, lambda n: _registry_url(mcp, n))
+    mcp = MCPService(config, tokens, bindings, publisher, states, settings.user_registry_file, vault=vault)
     notifier = Notifier(settings.notify_command, settings.event_command)
     network = settings.network()
     http = HttpClient(network)
     oauth = OAuthService(
-        settings.oauth(), tokens=tokens, clients=clients, mcp=mcp, publisher=publisher, session=http, states=states
+        settings.oauth(), vault=vault, clients=clients, mcp=mcp, publisher=publisher, session=http, states=states
     )
     refresher = Refresher(settings.refreshing(), oauth, tokens, bindings, clock=clock, rng=rng)
     flows = AuthFlows(oauth)
     bridge_http = HttpClient(network, new_bridge_session)
     bridges = Bridges(tokens, oauth, bridge_http, states)
+    bridges.stall_s = settings.rpc_idle_timeout_s
     status = StatusBoard(tokens, bindings, mcp, states)
     token_access = TokenAccess(tokens, oauth, mcp)
     services = Services(
         settings=settings,
         config=config,
         tokens=tokens,
+        vault=vault,
         bindings=bindings,
         clients=clients,
         states=states,
@@ -163,6 +186,7 @@ def build_services(
         token_access=token_access,
         shared=SharedStore(settings.shared_file),
         delegate=Delegate(settings.delegate_socket_path, tokens, bindings),
+        names=mcp.names,
     )
     bridges.delegate = services.delegate
     # "This server changed", awaited in this order: the publisher writes a new credential into the configs,
@@ -171,7 +195,14 @@ def build_services(
     states.subscribe(publisher.on_change)
     states.subscribe(refresher.on_change)
     states.subscribe(partial(_tell, notifier))
-    status.token_reads = token_access.reads_of
-    status.shared = services.shared.load
-    status.via = services.delegate.via
+    _tell_status(services)
     return services
+
+
+def _tell_status(s: Services) -> None:
+    """What the status board shows that other parts know: token reads, sharing, delegation, where secrets rest."""
+    s.status.token_reads = s.token_access.reads_of
+    s.status.shared = s.shared.load
+    s.status.via = s.delegate.via
+    s.status.secret_place = s.vault.place
+    s.status.client_secret_file = s.clients.secret_path

@@ -31,6 +31,7 @@ from context_harness.oauth.flow_client import (
 from context_harness.oauth.pkce import generate_pkce, new_state
 from context_harness.oauth.preflight import CLIENT_ERRORS
 from context_harness.oauth.registration import (
+    RegistrationLimit,
     registered_loopback_port,
 )
 from context_harness.oauth.token_auth import either_way
@@ -70,6 +71,8 @@ class FlowRequest:
     # The https URL of our Client ID Metadata Document: the client id where the server advertises support
     # (before any registration).
     client_metadata_url: str | None = None
+    # The daemon's limit on new registrations per issuer, shared by every login (None: no limit).
+    registrations: RegistrationLimit | None = field(default=None, compare=False)
 
 
 @dataclass(frozen=True, slots=True)
@@ -146,7 +149,7 @@ async def run_authorization_flow(
 
     stored = None if client_id else client_store.get(server_name, auth_server.issuer)
     if client_id is None and stored is None and auth_server.registration_endpoint is None:
-        return _failed(server_name, cannot_register(auth_server.issuer))
+        return _failed(server_name, cannot_register(auth_server.issuer, server_name))
 
     explicit = None
     if client_id:
@@ -316,7 +319,7 @@ async def _exchange(
         if tokens.code is ErrorCode.INVALID_CLIENT:
             forget_client(client_store, server_name, client, "the token endpoint does not know it")
             hint = (
-                "check --client-id and --client-secret"
+                f"check the client id and secret: `chctl auth {server_name} --client-id ID --client-secret -`"
                 if client.source == "given"
                 else f"run `chctl auth {server_name}` again: it registers a new client"
             )
@@ -326,5 +329,8 @@ async def _exchange(
 
 
 def _failed(server_name: str, failure: Failure) -> Failure:
+    """The failure, logged, and saying which server it is about (a person may be logging in to several)."""
     log.warning("authorization_flow_failed", server=server_name, code=failure.code.value, error=failure.error)
-    return failure
+    if failure.error.startswith(server_name):
+        return failure
+    return Failure(f"{server_name}: {failure.error}", failure.code, failure.hint)

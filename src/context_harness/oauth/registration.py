@@ -1,9 +1,11 @@
-"""Dynamic Client Registration (RFC 7591) for a native public client, and whether a stored one still fits."""
+"""Dynamic Client Registration (RFC 7591) for a native public client, whether a stored one still fits, and how
+often new ones may be made."""
 
 from __future__ import annotations
 
+import math
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -19,6 +21,47 @@ log = structlog.get_logger(__name__)
 
 CLIENT_NAME = "context-harness"
 LOOPBACK_IPS = frozenset({"127.0.0.1", "::1"})
+# New registrations at one issuer, every login of the daemon together (whichever socket asked): ten at once,
+# so a person logging into ten servers of one provider is not slowed, then one every six seconds. Each one is
+# a client record at the authorization server and replaces the stored client of its server; 40 remote
+# `auth.start` calls in 0.2 s once made 40.
+REGISTRATION_BURST = 10
+REGISTRATION_REFILL_S = 6.0
+
+
+class RegistrationLimit:
+    """A token bucket per issuer: `spend` before each new registration."""
+
+    def __init__(
+        self,
+        burst: int = REGISTRATION_BURST,
+        refill_s: float = REGISTRATION_REFILL_S,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.burst = burst
+        self.refill_s = refill_s
+        self.clock = clock
+        self._buckets: dict[str, tuple[float, float]] = {}  # issuer -> (registrations left, as of when)
+
+    def spend(self, issuer: str) -> Failure | None:
+        """Take one registration at `issuer`, or a LIMIT_REACHED Failure saying when one is free again."""
+        now = self.clock()
+        left, since = self._buckets.get(issuer, (float(self.burst), now))
+        left = min(float(self.burst), left + (now - since) / self.refill_s)
+        # A full bucket is the same as none: forget those, so the table holds only issuers seen lately.
+        for other, (n, at) in list(self._buckets.items()):
+            if n + (now - at) / self.refill_s >= self.burst:
+                del self._buckets[other]
+        if left < 1:
+            self._buckets[issuer] = (left, now)
+            wait_s = math.ceil((1 - left) * self.refill_s)
+            return Failure(
+                f"too many new client registrations at {issuer} lately",
+                ErrorCode.LIMIT_REACHED,
+                f"try again in {wait_s} s",
+            )
+        self._buckets[issuer] = (left - 1, now)
+        return None
 
 
 def build_registration_request(
@@ -50,7 +93,7 @@ def parse_registration_response(
         return Failure(
             f"the authorization server refused to register a client (HTTP {status}{reason})",
             ErrorCode.OAUTH_ERROR,
-            "register a client with the provider yourself and pass --client-id (and --client-secret)",
+            "register a client with the provider yourself, then `chctl auth NAME --client-id ID --client-secret -`",
         )
     if not isinstance(doc, dict) or not isinstance(doc.get("client_id"), str) or not doc["client_id"]:
         return Failure("client registration response has no client_id", ErrorCode.OAUTH_ERROR)

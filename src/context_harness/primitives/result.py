@@ -28,7 +28,11 @@ class ErrorCode(StrEnum):
     INVALID_PARAMS = "INVALID_PARAMS"  # the caller sent something unusable
     DAEMON_UNAVAILABLE = "DAEMON_UNAVAILABLE"  # chctl cannot reach the daemon
     DAEMON_UNTRUSTED = "DAEMON_UNTRUSTED"  # the socket's listener is another user's: chctl sent it nothing
+    # A bound on what a peer may use at once was reached (connections, bridges, logins, client registrations):
+    # nothing is wrong with the request, try again later.
+    LIMIT_REACHED = "LIMIT_REACHED"
     UNSUPPORTED = "UNSUPPORTED"  # the platform lacks what is needed (e.g. no systemd user session)
+    KEYCHAIN_UNAVAILABLE = "KEYCHAIN_UNAVAILABLE"  # CH_SECRET_STORE=keyring (or a move there) and no keychain answered
     INTERNAL = "INTERNAL"  # a bug: please report it
 
 

@@ -27,16 +27,12 @@ from context_harness.primitives.oauth import ClientRegistration, Credential, Tok
 from context_harness.primitives.outside_values import credential_problem, url_problem
 from context_harness.primitives.result import ErrorCode, Failure, Result, Success
 from context_harness.services import login_sources
+from context_harness.services.blocking_io import run_config_io
 from context_harness.services.config_service import ConfigService, ConfigTarget
 from context_harness.services.login_sources import HeldLogin
 from context_harness.services.oauth_service import VALIDITY_MARGIN_S, OAuthService
 from context_harness.services.publisher import Publisher
-from context_harness.services.refresh_outcomes import (
-    RefreshDone,
-    RefreshNeedsReauth,
-    RefreshNotNeeded,
-    RefreshRetry,
-)
+from context_harness.services.refresh_outcomes import RefreshImpossible, RefreshRetry, refresh_result
 from context_harness.stores.bindings import Binding, BindingStore
 from context_harness.stores.client_store import ClientStore
 from context_harness.stores.token_store import TokenStore
@@ -44,6 +40,11 @@ from context_harness.stores.token_store import TokenStore
 log = structlog.get_logger(__name__)
 
 Source = Literal["opencode", "mcp-remote"]
+
+# What an import reads is input (anyone who could write the file, or the file the user names with --from):
+# login files are a few KiB; a file this large or this many files are not another tool's logins.
+MAX_IMPORT_FILE_BYTES = 1024 * 1024
+MAX_IMPORT_FILES = 1000
 
 
 @dataclass(frozen=True, slots=True)
@@ -72,12 +73,12 @@ def read_source(source: Source, path: Path) -> Result[tuple[list[HeldLogin], lis
     """The logins in `path`: opencode's mcp-auth.json, or mcp-remote's config dir (`~/.mcp-auth`)."""
     try:
         if source == "opencode":
-            return Success(login_sources.opencode_logins(json.loads(path.read_bytes())))
+            return Success(login_sources.opencode_logins(json.loads(_read_small(path))))
         store = path / login_sources.MCP_REMOTE_STORE
         files: dict[str, Any] = {}
         mtimes: dict[str, float] = {}
-        for file in sorted(store.glob("*.json")):
-            files[file.name] = json.loads(file.read_bytes())
+        for file in sorted(store.glob("*.json"))[:MAX_IMPORT_FILES]:
+            files[file.name] = json.loads(_read_small(file))
             mtimes[file.name] = file.stat().st_mtime
         if not files and not store.is_dir():
             raise FileNotFoundError(store)
@@ -86,14 +87,27 @@ def read_source(source: Source, path: Path) -> Result[tuple[list[HeldLogin], lis
         return Failure(
             f"no {source} logins at {path}",
             ErrorCode.NOT_FOUND,
-            f"log in with {source} first, or pass --from PATH where its files are",
+            f"log in with {source} first, or say where its files are: `chctl import {source} --from PATH`",
         )
     except (OSError, ValueError) as exc:
         return Failure(
-            f"cannot read {path}: {type(exc).__name__}",
+            f"cannot read {path}: {exc if isinstance(exc, _TooLarge) else type(exc).__name__}",
             ErrorCode.CONFIG_INVALID,
             "nothing was imported; the file was not changed",
         )
+
+
+def _read_small(file: Path) -> bytes:
+    """The file's bytes; one larger than any login file is refused unread."""
+    with file.open("rb") as stream:
+        data = stream.read(MAX_IMPORT_FILE_BYTES + 1)
+    if len(data) > MAX_IMPORT_FILE_BYTES:
+        raise _TooLarge(f"{file.name} is over {MAX_IMPORT_FILE_BYTES // 1024} KiB, larger than any login file")
+    return data
+
+
+class _TooLarge(ValueError):
+    """A file an import refuses to read whole: its message says which and why."""
 
 
 @dataclass
@@ -110,7 +124,9 @@ class ImportService:
     async def import_logins(
         self, source: Source, path: Path, target: ConfigTarget, *, dry_run: bool
     ) -> Result[dict[str, Any]]:
-        read = read_source(source, path)
+        # In a thread with a deadline: the path may be a FIFO or on a hung mount.
+        timeout_s = self.oauth.settings.config_io_timeout_s
+        read = await run_config_io(lambda: read_source(source, path), timeout_s, f"reading {path}")
         if isinstance(read, Failure):
             return read
         held, unusable = read.value
@@ -175,7 +191,9 @@ class ImportService:
             scopes=login.tokens.scope.split() if login.tokens.scope else None,
             server_url=url,
         )
-        self.tokens.save(credential)  # stored before any config mentions it
+        stored = await self.oauth.vault.store(credential)  # stored before any config mentions it
+        if isinstance(stored, Failure):
+            return _adoption(name, url, login, "skipped", stored.error)
         self.oauth.states.stored(name)
         placed = self._write_entry(name, url, config_path, entries)
         if isinstance(placed, Failure):
@@ -184,16 +202,21 @@ class ImportService:
         if not login.tokens.is_expired(VALIDITY_MARGIN_S):
             await self.oauth.states.changed(name, credential=True)  # the publisher writes it into the configs
             return _adoption(name, url, login, "adopted")
-        match await self.oauth.refresh_once(name, force=True):
-            case RefreshDone(fresh) | RefreshNotNeeded(fresh):
-                tokens = fresh.tokens
-                expires_at = tokens.expires_at if tokens else None
-                outcome = Adoption(name, url, "refreshed", None, expires_at, bool(tokens and tokens.refresh_token))
-            case RefreshNeedsReauth(reason):
-                outcome = _adoption(name, url, login, "needs_reauth", f"{reason}: run `chctl auth {name}`")
-            case RefreshRetry(reason, _):
-                outcome = _adoption(name, url, login, "retrying", reason)
-        return outcome  # the refresh told the change channel
+        return await self._refresh_now(name, url, login)
+
+    async def _refresh_now(self, name: str, url: str, login: HeldLogin) -> Adoption:
+        """A login about to expire, refreshed at once; the refresh tells the change channel itself."""
+        attempt = await self.oauth.refresh_once(name, force=True)
+        refreshed = refresh_result(name, attempt, "asked")
+        if isinstance(refreshed, Success):
+            tokens = refreshed.value.tokens
+            expires_at = tokens.expires_at if tokens else None
+            return Adoption(name, url, "refreshed", None, expires_at, bool(tokens and tokens.refresh_token))
+        if isinstance(attempt, RefreshImpossible):  # still valid for a moment: adopted, and the login is due
+            await self.oauth.states.changed(name, credential=True)  # the publisher writes it into the configs
+            return _adoption(name, url, login, "adopted", refreshed.error)
+        outcome = "retrying" if isinstance(attempt, RefreshRetry) else "needs_reauth"
+        return _adoption(name, url, login, outcome, f"{refreshed.error}; {refreshed.hint}")
 
     def _holds_usable_login(self, name: str) -> bool:
         """An API key, or an OAuth login that still works: an import must not replace it."""

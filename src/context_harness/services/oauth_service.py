@@ -20,7 +20,13 @@ from typing import Any
 import aiohttp
 import structlog
 
-from context_harness.oauth.flow import AuthorizationUrlHandler, FlowRequest, run_authorization_flow
+from context_harness.oauth.flow import (
+    AuthorizationGrant,
+    AuthorizationUrlHandler,
+    FlowRequest,
+    run_authorization_flow,
+)
+from context_harness.oauth.registration import RegistrationLimit
 from context_harness.oauth.token_auth import either_way
 from context_harness.oauth.token_client import (
     PermanentError,
@@ -41,15 +47,17 @@ from context_harness.services.refresh_outcomes import (
     RefreshNotNeeded,
     RefreshRetry,
     env_prefix,
-    needs_login,
     no_refresh_token_note,
+    refresh_result,
 )
 from context_harness.services.revocation import revoke_all
+from context_harness.services.secret_vault import SecretVault
 from context_harness.services.server_state import ServerState, ServerStates
+from context_harness.services.step_up import login_scopes
 from context_harness.stores.client_store import ClientStore
 from context_harness.stores.crash_points import AFTER_TOKEN_SAVE, crash_point
 from context_harness.stores.lock_file import LockTimeout, file_lock
-from context_harness.stores.token_store import TokenStore
+from context_harness.stores.secret_store import StoreKind
 
 log = structlog.get_logger(__name__)
 
@@ -88,7 +96,7 @@ class OAuthService:
         self,
         settings: OAuthSettings,
         *,
-        tokens: TokenStore,
+        vault: SecretVault,
         clients: ClientStore,
         mcp: MCPService,
         publisher: Publisher,
@@ -96,12 +104,14 @@ class OAuthService:
         states: ServerStates,
     ) -> None:
         self.settings = settings
-        self.tokens = tokens
+        self.vault = vault  # new secret values go through it: the keychain, or the token file
+        self.tokens = vault.tokens
         self.clients = clients
         self.mcp = mcp
         self.publisher = publisher
         self._session = session
         self.states = states
+        self.registrations = RegistrationLimit()  # new clients per issuer, every login of this daemon together
 
     def configure(self, settings: OAuthSettings) -> None:
         self.settings = settings
@@ -115,7 +125,7 @@ class OAuthService:
         on_authorization_url: AuthorizationUrlHandler,
         paste: asyncio.Queue[str] | None = None,
     ) -> Result[Credential]:
-        server_url = await self.server_url_off_loop(name, login=True)
+        server_url = await self._ready_to_log_in(name)
         if isinstance(server_url, Failure):
             return server_url
         client_id, client_secret = options.client_id, options.client_secret
@@ -124,6 +134,8 @@ class OAuthService:
         if client_id is None and known is not None and known.client_id:
             client_id = known.client_id
             token_auth_method = token_auth_method or known.token_endpoint_auth_method
+        # A server that refused a call for lack of scope (step-up): this login asks for those scopes too.
+        scopes = options.scopes or login_scopes(self.tokens.load(name), self.states.get(name).scopes_wanted)
         grant = await run_authorization_flow(
             self._session(),
             FlowRequest(
@@ -132,11 +144,12 @@ class OAuthService:
                 client_id=client_id,
                 client_secret=client_secret,
                 token_auth_method=token_auth_method,
-                scopes=options.scopes,
+                scopes=scopes,
                 port=options.port,
                 timeout_s=options.timeout_s,
                 http_timeout_s=self.settings.http_timeout_s,
                 client_metadata_url=self.settings.client_metadata_url,
+                registrations=self.registrations,
             ),
             client_store=self.clients,
             on_authorization_url=on_authorization_url,
@@ -147,38 +160,32 @@ class OAuthService:
                 return Failure(
                     grant.error,
                     grant.code,
-                    f"{name} needs an OAuth app you register yourself; pass --client-id "
+                    f"{name} needs an OAuth app you register yourself: `chctl auth {name} --client-id ID` "
                     f"(or set {env_prefix(name)}_CLIENT_ID)" + (f", see {known.docs_url}" if known.docs_url else ""),
                 )
             return grant
-        g = grant.value
-        credential = Credential(
-            name=name,
-            kind="oauth",
-            state=TokenState.ACTIVE,
-            tokens=g.tokens,
-            issuer=g.issuer,
-            token_endpoint=g.token_endpoint,
-            revocation_endpoint=g.revocation_endpoint,
-            client_id=g.client_id,
-            client_secret=g.client_secret,
-            token_endpoint_auth_method=g.token_endpoint_auth_method,
-            resource=g.resource,
-            scopes=g.scopes,
-            server_url=server_url.value,  # where this credential may go, whatever a config says later
-        )
+        credential = _logged_in(name, grant.value, server_url.value)
         async with self._lock(name):
-            self.tokens.save(credential)
+            stored = await self.vault.store(credential)
+            if isinstance(stored, Failure):
+                return stored
             self.states.stored(name)
+            self.states.get(name).logged_in_or_out()
             log.info(
                 "token_stored",
                 server=name,
-                expires_at=g.tokens.expires_at,
-                has_refresh_token=g.tokens.refresh_token is not None,
+                expires_at=grant.value.tokens.expires_at,
+                has_refresh_token=grant.value.tokens.refresh_token is not None,
             )
             # Under the lock: the publisher writes the headers from it (and may record URLs in the token file).
             await self.states.changed(name, TokenEvent.NEW, f"{name}: logged in", credential=True)
         return Success(credential)
+
+    async def _ready_to_log_in(self, name: str) -> Result[str]:
+        """The recorded URL a login of `name` starts from, once the store said it can keep what the login gets
+        (`CH_SECRET_STORE=keyring` without a keychain refuses before the browser opens)."""
+        storable = await self.vault.can_store_new()
+        return storable if isinstance(storable, Failure) else await self.server_url_off_loop(name, login=True)
 
     async def refresh_tokens(self, name: str) -> Result[Credential]:
         """Refresh now (`chctl refresh`), whatever the expiry."""
@@ -187,23 +194,7 @@ class OAuthService:
             return Failure(f"no credential stored for {name}", ErrorCode.NOT_FOUND, "see `chctl status`")
         if credential.kind != "oauth":
             return Failure(f"{name} uses an API key: there is nothing to refresh", ErrorCode.INVALID_PARAMS)
-        match await self.refresh_once(name, force=True):
-            case RefreshDone(credential) | RefreshNotNeeded(credential):
-                return Success(credential)
-            case RefreshRetry(reason, _):
-                return Failure(
-                    f"refresh of {name} failed for now: {reason}",
-                    ErrorCode.NETWORK,
-                    "the daemon keeps retrying in the background; see `chctl status`",
-                )
-            case RefreshNeedsReauth(reason, code):
-                return needs_login(name, reason, code)
-            case RefreshImpossible(credential):
-                return Failure(
-                    f"{name}: {no_refresh_token_note(credential)}",
-                    ErrorCode.AUTH_REQUIRED,
-                    f"run `chctl auth {name}` before the token expires",
-                )
+        return refresh_result(name, await self.refresh_once(name, force=True), "asked")
 
     async def logout(self, name: str) -> Result[dict[str, Any]]:
         """Revoke at the server (RFC 7009) when it has an endpoint, then forget the tokens and headers."""
@@ -212,8 +203,9 @@ class OAuthService:
             if credential is None:
                 return Failure(f"no credential stored for {name}", ErrorCode.NOT_FOUND, "nothing to log out of")
             outcomes = await revoke_all(self._session(), credential, self.settings.http_timeout_s)
-            self.tokens.delete(name)
+            await self.vault.delete(name)
             self.states.stored(name)
+            self.states.get(name).logged_in_or_out()
             configs = await self.publisher.forget(name, credential.header_name)
         revoked = bool(outcomes) and all(o["revoked"] for o in outcomes)
         log.info("credential_forgotten", server=name, revoked=revoked)
@@ -312,7 +304,7 @@ class OAuthService:
                         "token_endpoint_auth_method": auth_method,  # the way that worked, if it took two
                     }
                 )
-                self.tokens.save(fresh)  # the rotated refresh token is on disk before anything uses the new token
+                await self.vault.store(fresh, rotation=True)  # before any use of it; never refused (SecretVault)
                 if auth_method is not None and auth_method != credential.token_endpoint_auth_method:
                     self.clients.remember_auth_method(name, client_id, auth_method)
                 crash_point(AFTER_TOKEN_SAVE)
@@ -394,6 +386,7 @@ class OAuthService:
         back). A config already right is only read. A server being refreshed right now is skipped: its
         refresh writes the headers itself.
         """
+        await self.heal_secrets()
         for name in self.mcp.bound_servers():
             if self.states.get(name).lock.locked() or self.tokens.load(name) is None:
                 continue
@@ -402,6 +395,57 @@ class OAuthService:
                     await self.publisher.publish(name)
             except LockTimeout:
                 continue
+
+    async def heal_secrets(self) -> None:
+        """Values the keychain could not take or give earlier: moved back into it, or read now (then the
+        credential is announced: its headers are written and its refresh planned)."""
+        await self.vault.look_again()
+        for name in self.vault.needs_healing():
+            if self.states.get(name).lock.locked():
+                continue
+            try:
+                async with self._lock(name):
+                    readable = await self.vault.heal(name)
+            except LockTimeout:
+                continue
+            if readable:
+                self.states.stored(name)
+                await self.states.changed(name, credential=True)
+
+    async def migrate_secrets(self, to: StoreKind) -> list[dict[str, Any]]:
+        """`chctl secrets migrate --to TO`: each stored credential's values, under its server's lock (no
+        refresh runs while they move)."""
+        outcomes: list[dict[str, Any]] = []
+        for name in self.tokens.names():
+            try:
+                async with self._lock(name):
+                    moved = await self.vault.migrate(name, to)
+            except LockTimeout:
+                moved = Failure(f"{name}: another process holds its refresh lock", ErrorCode.TIMEOUT, "try again")
+            if isinstance(moved, Failure):
+                outcomes.append({"name": name, "outcome": "failed", "error": moved.error})
+            else:
+                outcomes.append({"name": name, "outcome": moved.value, "error": None})
+        return outcomes
+
+
+def _logged_in(name: str, g: AuthorizationGrant, server_url: str) -> Credential:
+    """The credential a login made."""
+    return Credential(
+        name=name,
+        kind="oauth",
+        state=TokenState.ACTIVE,
+        tokens=g.tokens,
+        issuer=g.issuer,
+        token_endpoint=g.token_endpoint,
+        revocation_endpoint=g.revocation_endpoint,
+        client_id=g.client_id,
+        client_secret=g.client_secret,
+        token_endpoint_auth_method=g.token_endpoint_auth_method,
+        resource=g.resource,
+        scopes=g.scopes,
+        server_url=server_url,  # where this credential may go, whatever a config says later
+    )
 
 
 def _changed(planned: Credential, current: Credential) -> bool:

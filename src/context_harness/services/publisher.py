@@ -14,7 +14,6 @@ entry whose URL was changed since loses our header in the same edit, keeps its b
 
 from __future__ import annotations
 
-import shlex
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import partial
@@ -31,7 +30,7 @@ from context_harness.primitives.outside_values import credential_problem, header
 from context_harness.primitives.result import ErrorCode, Failure, Result, Success
 from context_harness.services import recorded_urls
 from context_harness.services.blocking_io import StillRunning, run_blocking
-from context_harness.services.config_service import ConfigService, Misdirected
+from context_harness.services.config_service import ConfigService, Misdirected, target_flags
 from context_harness.services.server_state import Change, ServerStates
 from context_harness.stores.bindings import Binding, BindingStore
 from context_harness.stores.token_store import TokenStore
@@ -88,6 +87,7 @@ class Publisher:
         bindings: BindingStore,
         settings: PublishSettings,
         states: ServerStates,
+        registry_url: Callable[[str], str | None] = lambda _name: None,
     ) -> None:
         self.config = config
         self.tokens = tokens
@@ -97,6 +97,7 @@ class Publisher:
         # (of those, the entries pointing away from the recorded URL) are kept in its state.
         self.states = states
         self._blocked: set[str] = set()  # configs whose write is still stuck in its thread
+        self.registry_url = registry_url  # a server's URL in the registry: it wins when an older file is migrated
 
     def configure(self, settings: PublishSettings) -> None:
         self.settings = settings
@@ -196,7 +197,7 @@ class Publisher:
                 await self._add(report, name, binding.path, url)
             elif url.value:
                 current[binding.path] = url.value
-        migration = recorded_urls.plan(credential, bindings, current, None)
+        migration = recorded_urls.plan(credential, bindings, current, self.registry_url(name))
         if not migration.empty:
             recorded_urls.apply(name, migration, self.tokens, self.bindings)
             log.info("server_url_migrated", server=name, credential=migration.credential_url is not None)
@@ -222,13 +223,9 @@ class Publisher:
             log.info("binding_dropped", server=name, path=binding.path, reason="the config has no entry for it")
             return Success(False)
         if isinstance(written, Success) and isinstance(written.value, Misdirected):
-            if not credential.server_url:
-                return Failure(
-                    f"{binding.path}: no URL is recorded for {name}'s credential (it predates recorded URLs and "
-                    f"its configs disagree), so no header is written: say which with `chctl add {name} --url URL`, "
-                    f"then `chctl auth {name}`",
-                    ErrorCode.CONFIG_INVALID,
-                )
+            if not credential.server_url:  # (config_errors keep the message alone: it holds the fix too)
+                unrecorded = recorded_urls.unrecorded(name)
+                return Failure(f"{binding.path}: {unrecorded.error}; {unrecorded.hint}", ErrorCode.CONFIG_INVALID)
             found = written.value.found or ""
             news = binding.withheld_for != found
             if news:
@@ -291,23 +288,9 @@ def _url_in(config: ConfigService, name: str, binding: Binding) -> Result[str | 
 def _misdirected_message(name: str, binding: Binding, fmt: ConfigFormat, found: Misdirected, url: str) -> str:
     """What `chctl status` and doctor say about an entry that points away from the recorded URL, with the fix."""
     now = f"now points at {describe_url(found.found)}" if found.found else "no longer has a URL"
-    target = _target_flags(Path(binding.path), fmt)
+    target = target_flags(Path(binding.path), fmt)
     return (
         f"{binding.path}: its {name} entry {now}, not at {describe_url(url)} where {name}'s credential belongs; "
         f"the header was taken out of it. Run `chctl add {name}{target}` to point it back, or "
         f"`chctl remove {name}{target}`"
     )
-
-
-def _target_flags(path: Path, fmt: ConfigFormat) -> str:
-    """` --project DIR --client C` (or ` --global`) naming the config at `path` for `chctl add`/`remove`."""
-    client = "" if fmt.name == "opencode" else f" --client {fmt.name}"
-    try:
-        if fmt.global_path().resolve() == path:
-            return " --global" + client
-    except OSError:
-        pass
-    for directory in (path.parent, path.parent.parent):
-        if fmt.project_path(directory).resolve() == path:
-            return f" --project {shlex.quote(str(directory))}" + client
-    return client

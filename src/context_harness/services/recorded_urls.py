@@ -6,13 +6,16 @@ set at login, and with the key at `chctl add`), every binding keeps the URL `chc
 `chctl auth` use the recorded URL alone, and the publisher writes a header only into an entry that still
 points there.
 
-Files from before URLs were recorded are migrated from the current state, conservatively (`plan`):
-- a credential takes the one URL its bindings agree on (a bridge binding's recorded URL, each header entry's
-  current URL; the registry's when it has no binding), and for an OAuth login only one its `resource` covers.
-  When they disagree it takes none: nothing is written or bridged with it until `chctl add NAME --url URL`
-  or a new login says which URL is meant;
+Files from before URLs were recorded are migrated from the current state, conservatively (`plan`). A project
+config arrives through git, so its author may be anyone: it never vouches for a URL. What does:
+- for a credential: the registry's URL, which wins; for a server not in the registry, the one URL its
+  bindings recorded (`chctl add` wrote them) and the user's own (global) configs agree on. An OAuth login
+  takes only one its `resource` covers, and that `resource` (recorded at login) also lets a project config's
+  URL count. Without such a URL it takes none: nothing is written, bridged or checked with it until
+  `chctl add NAME --url URL` says which URL is meant;
 - a header binding takes its credential's URL (an entry pointing elsewhere then shows as changed), or, for a
-  server with no credential (nothing secret at stake), the URL its entry holds now.
+  server with no credential (nothing secret at stake), the URL its entry holds now if the config is the
+  user's own; a project config's binding stays without one until `chctl add` records it.
 The publisher saves what `plan` finds, under the server's lock, the first time it writes the server.
 A config on a hung mount is left out (its binding takes the credential's URL or waits for the next try).
 """
@@ -61,27 +64,47 @@ def current_urls(name: str, config: ConfigService, bindings: list[Binding]) -> d
     return {b.path: url for b in bindings if not b.url and (url := entry_url(config, name, b))}
 
 
+def users_own(binding: Binding) -> bool:
+    """Whether `binding`'s config is its client's user-level file, which only the user writes (a project
+    config may come from anyone through git)."""
+    try:
+        return get_format(binding.client).global_path().resolve() == Path(binding.path)
+    except OSError:
+        return False
+
+
 def plan(
-    credential: Credential | None, bindings: list[Binding], current: dict[str, str], fallback: str | None
+    credential: Credential | None, bindings: list[Binding], current: dict[str, str], registry_url: str | None
 ) -> Migration:
     """What to record (see the module's docstring). `current`: `current_urls`, or the part of it that could be
-    read (a config on a hung mount adds no candidate; its binding gets the credential's URL, or none)."""
+    read (a config on a hung mount adds no candidate; its binding gets the credential's URL, or none).
+    `registry_url`: the registry's URL for the server, if it has one."""
     if not needs_migration(credential, bindings):
         return Migration()
-    credential_url = credential.server_url if credential is not None else None
-    if credential is not None and not credential_url:
-        candidates = {b.url for b in bindings if b.url} | set(current.values())
-        if not candidates and fallback:
-            candidates = {fallback}
-        if credential.kind == "oauth" and credential.resource:
-            candidates = {url for url in candidates if resource_matches(credential.resource, url)}
-        credential_url = candidates.pop() if len(candidates) == 1 else None
-    if credential is not None:  # the credential's URL, or none: a binding's entry decides nothing then
-        binding_urls = {b.path: credential_url for b in bindings if not b.url and credential_url}
-    else:
-        binding_urls = current
-    fresh = credential_url if credential is not None and not credential.server_url else None
+    own = {b.path for b in bindings if users_own(b)}
+    if credential is None:  # nothing secret at stake: a binding keeps what its entry holds, in the user's files
+        return Migration(None, {path: url for path, url in current.items() if path in own})
+    credential_url = credential.server_url or _credential_url(credential, bindings, current, own, registry_url)
+    # The credential's URL, or none: a binding's entry decides nothing then.
+    binding_urls = {b.path: credential_url for b in bindings if not b.url and credential_url}
+    fresh = credential_url if not credential.server_url else None
     return Migration(fresh, binding_urls)
+
+
+def _credential_url(
+    credential: Credential, bindings: list[Binding], current: dict[str, str], own: set[str], registry_url: str | None
+) -> str | None:
+    """The registry's URL; else the one URL that the recorded bindings and the configs that may vouch agree on:
+    the user's own, and a project config only where the login's `resource` covers its URL as well."""
+    resource = credential.resource if credential.kind == "oauth" else None
+    if registry_url:
+        candidates = {registry_url}
+    else:
+        vouched = {url for path, url in current.items() if path in own or resource}
+        candidates = {b.url for b in bindings if b.url} | vouched
+    if resource:
+        candidates = {url for url in candidates if resource_matches(resource, url)}
+    return candidates.pop() if len(candidates) == 1 else None
 
 
 def apply(name: str, migration: Migration, tokens: TokenStore, bindings: BindingStore) -> None:
@@ -115,17 +138,24 @@ def recorded_url(
     if credential is not None:
         if found.credential_url:
             return Success(found.credential_url)
-        return Failure(
-            f"no URL is recorded for {name}'s credential, and its configs do not agree on one",
-            ErrorCode.CONFIG_INVALID,
-            f"say which: `chctl add {name} --url URL`, then `chctl auth {name}` to log in there",
-        )
+        return unrecorded(name)
     # No credential yet, so nothing secret is at stake: the latest `chctl add` (a login records it).
     for binding in reversed(items):
         url = binding.url or found.binding_urls.get(binding.path)
         if url:
             return Success(url)
     return Success(registry_url) if registry_url else None
+
+
+def unrecorded(name: str) -> Failure:
+    """A credential from before URLs were recorded, for which nothing trustworthy names a URL: nothing is sent."""
+    return Failure(
+        f"no URL is recorded for {name}'s credential (it predates recorded URLs, and neither the registry nor "
+        "a config of yours names one; a project config does not count): nothing is sent with it",
+        ErrorCode.CONFIG_INVALID,
+        f"say where it belongs: `chctl add {name} --url URL` (a login made for another URL then needs "
+        f"`chctl auth {name}`)",
+    )
 
 
 def belongs_elsewhere(name: str, stored: Credential | None, url: str) -> Failure | None:

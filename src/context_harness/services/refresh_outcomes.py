@@ -1,13 +1,14 @@
 """The outcomes of one refresh attempt (what the refresher plans from and callers answer with), and the
-words shared by everything that reports them."""
+words shared by everything that reports them: `refresh_result` is the one place an outcome becomes words."""
 
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
+from typing import Literal, assert_never
 
 from context_harness.primitives.oauth import Credential
-from context_harness.primitives.result import ErrorCode, Failure
+from context_harness.primitives.result import ErrorCode, Failure, Result, Success
 
 
 @dataclass(frozen=True, slots=True)
@@ -50,6 +51,69 @@ class RefreshImpossible:
 
 
 RefreshAttempt = RefreshDone | RefreshNotNeeded | RefreshRetry | RefreshNeedsReauth | RefreshImpossible
+
+# Why the caller refreshed, which decides what a failed attempt means to it: `asked`, a refresh was asked for
+# (`chctl refresh`, an import of a login about to expire); `due`, a token to hand out was about to expire
+# (`chctl token`, the Python API); `refused`, the server refused the token in use (the bridge).
+Occasion = Literal["asked", "due", "refused"]
+
+
+def refresh_result(name: str, attempt: RefreshAttempt, occasion: Occasion) -> Result[Credential]:
+    """The credential to use after `attempt`, or the failure to show for it. Exhaustive: a new kind of
+    outcome is a type error here until it is given its words."""
+    match attempt:
+        case RefreshDone(credential) | RefreshNotNeeded(credential):
+            return Success(credential)
+        case RefreshRetry(reason, _):
+            return _failed_for_now(name, reason, occasion)
+        case RefreshNeedsReauth(reason, code):
+            refused = needs_login(name, reason, code)
+            # A caller of `chctl token` or the API tells "log in" by AUTH_REQUIRED alone (documented there).
+            return replace(refused, code=ErrorCode.AUTH_REQUIRED) if occasion == "due" else refused
+        case RefreshImpossible(credential):
+            return _no_refresh_token(name, credential, occasion)
+        case _:
+            assert_never(attempt)
+
+
+def _failed_for_now(name: str, reason: str, occasion: Occasion) -> Failure:
+    """A transient failure: the daemon retries by itself."""
+    match occasion:
+        case "asked":
+            return Failure(
+                f"refresh of {name} failed for now: {reason}",
+                ErrorCode.NETWORK,
+                "the daemon keeps retrying in the background; see `chctl status`",
+            )
+        case "due":
+            return Failure(
+                f"{name}'s token expired and could not be refreshed for now: {reason}",
+                ErrorCode.TOKEN_EXPIRED,
+                "the daemon keeps retrying; `chctl status` shows the next attempt",
+            )
+        case "refused":
+            return Failure(
+                f"{name}'s token was refused and a refresh failed for now: {reason}",
+                ErrorCode.TOKEN_EXPIRED,
+                "the daemon keeps retrying; try again shortly",
+            )
+        case _:
+            assert_never(occasion)
+
+
+def _no_refresh_token(name: str, credential: Credential, occasion: Occasion) -> Failure:
+    """No refresh token was issued: only a new login gives a token that lasts longer."""
+    login = f"run `chctl auth {name}`"
+    match occasion:
+        case "asked":
+            note = no_refresh_token_note(credential)
+            return Failure(f"{name}: {note}", ErrorCode.AUTH_REQUIRED, f"{login} before the token expires")
+        case "due":
+            return Failure(f"{name}'s token expired and no refresh token was issued", ErrorCode.TOKEN_EXPIRED, login)
+        case "refused":
+            return Failure(f"{name} refused its token and no refresh token was issued", ErrorCode.AUTH_REQUIRED, login)
+        case _:
+            assert_never(occasion)
 
 
 def needs_login(name: str, reason: str, code: ErrorCode) -> Failure:

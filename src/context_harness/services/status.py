@@ -10,9 +10,10 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from context_harness.primitives.mcp import MCPAuthType
+from context_harness.primitives.mcp import MCPAuthType, SecretMode
 from context_harness.primitives.oauth import Credential, TokenState
 from context_harness.primitives.result import Failure, Result, Success
+from context_harness.services import recorded_urls
 from context_harness.services.mcp_service import MCPService
 from context_harness.services.refresh_outcomes import no_refresh_token_note
 from context_harness.services.server_state import ServerState, ServerStates
@@ -21,6 +22,8 @@ from context_harness.stores.bindings import Binding, BindingStore
 from context_harness.stores.token_store import TokenStore
 
 NO_AUTH = "no_auth"  # the state of a server that needs no credential
+# A credential whose values rest in the keychain, which has not given them (locked, gone): `last_error` says why.
+SECRET_UNREADABLE = "secret_unreadable"
 
 
 @dataclass(frozen=True, slots=True)
@@ -51,6 +54,8 @@ class ServerStatus:
     config_errors: dict[str, str] = field(default_factory=dict)  # configs whose last write failed, and why
     # Of those, the configs whose entry points away from the recorded URL: the header was taken out.
     url_changed: list[str] = field(default_factory=list)
+    # A credential from before URLs were recorded that nothing trustworthy names a URL for: it is sent nowhere.
+    url_unrecorded: bool = False
     mode: str | None = None  # header, bridge, bridge+header; None when no config carries it
     bridges: list[BridgeStatus] = field(default_factory=list)
     last_error: str | None = None
@@ -59,6 +64,11 @@ class ServerStatus:
     last_token_read_at: float | None = None
     shared: bool = False  # `chctl share`: usable from other machines through the remote socket
     via: str | None = None  # on a remote machine: the forwarded socket that carries it (no credential here)
+    # Where the secret rests, each place once: `keychain`, `token_file` (with `path`), `config` (a header-mode
+    # config holding it inline, `path`), `secret_file` (the `{file:}` file, `path`); `detail`, `problem`.
+    secret_at: list[dict[str, Any]] = field(default_factory=list)
+    # Scopes the server refused a call for lack of (403 insufficient_scope): `chctl auth NAME` asks for them.
+    scopes_wanted: list[str] = field(default_factory=list)
 
     def as_dict(self) -> dict[str, Any]:
         return {**asdict(self), "auth_type": self.auth_type.value}
@@ -77,6 +87,10 @@ class StatusBoard:
         self.token_reads: Callable[[str], TokenReads] = lambda _name: TokenReads()
         self.shared: Callable[[], set[str]] = set
         self.via: Callable[[str, list[Binding]], Path | None] = lambda _name, _bindings: None
+        # Where a credential's values rest (SecretVault.place): the keychain or its token file.
+        self.secret_place: Callable[[str], dict[str, Any] | None] = lambda _name: None
+        # The client registration file of a confidential client (its secret stays there: see README).
+        self.client_secret_file: Callable[[str], Path | None] = lambda _name: None
 
     def awaiting_login(self) -> list[str]:
         """Bound servers without a credential: whether each expects a login is read from its configs."""
@@ -110,7 +124,11 @@ class StatusBoard:
             "mode": _mode(bindings),
             "bridges": [BridgeStatus(bridge_id, **asdict(c)) for bridge_id, c in sorted(live.bridges.items())],
             "shared": name in self.shared(),
+            "scopes_wanted": list(live.scopes_wanted),
+            "secret_at": self._secret_at(name, bindings),
         }
+        if credential is None and (unreadable := _keychain_problem(shared["secret_at"])):
+            return ServerStatus(state=SECRET_UNREADABLE, last_error=unreadable, **shared)
         if credential is None:
             via = self.via(name, bindings)
             if via is not None:  # a remote machine's server: the laptop holds its credential
@@ -127,20 +145,55 @@ class StatusBoard:
         note = None
         if tokens is not None and not tokens.refresh_token and state_now is not TokenState.NEEDS_REAUTH:
             note = no_refresh_token_note(credential)
+        unrecorded = self._unrecorded(credential, bindings)
+        last_error = _last_error(live, credential)
+        if unrecorded is not None:  # the reason nothing else works
+            last_error = f"{unrecorded.error}; {unrecorded.hint}"
         return ServerStatus(
             state=state_now.value,
             auth_type=MCPAuthType.API_KEY if credential.kind == "api_key" else MCPAuthType.OAUTH,
             usable=bool(credential.secret)
             and state_now not in (TokenState.NEEDS_REAUTH, TokenState.PENDING_AUTH)
-            and not expired,
+            and not expired
+            and unrecorded is None,
             expires_at=tokens.expires_at if tokens else None,
             has_refresh_token=bool(tokens and tokens.refresh_token),
             scopes=tokens.scope.split() if tokens and tokens.scope else credential.scopes,
             issuer=credential.issuer,
-            last_error=_last_error(live, credential),
+            last_error=last_error,
             note=note,
+            url_unrecorded=unrecorded is not None,
             **shared,
         )
+
+    def _secret_at(self, name: str, bindings: list[Binding]) -> list[dict[str, Any]]:
+        """Every place `name`'s secret rests: the store, then the configs that hold it inline and the `{file:}`
+        secret file (header mode only: a bridge or a headers helper holds none)."""
+        place = self.secret_place(name)
+        registration = self.client_secret_file(name)
+        client = [{"where": "client_file", "path": str(registration), "problem": None}] if registration else []
+        if place is None:
+            return client
+        places = [place, *client]
+        for binding in bindings:
+            if binding.mode != "header":
+                continue
+            if binding.secret_mode is SecretMode.FILE:
+                secret_file = {"where": "secret_file", "path": str(self.tokens.secret_file(name)), "problem": None}
+                if secret_file not in places:
+                    places.append(secret_file)
+            else:
+                places.append({"where": "config", "path": binding.path, "client": binding.client, "problem": None})
+        return places
+
+    def _unrecorded(self, credential: Credential, bindings: list[Binding]) -> Failure | None:
+        """Why `credential` is sent nowhere, if nothing trustworthy names its URL. Configs are not read here
+        (this runs on the event loop): the user's own ones counted when the publisher migrated at start."""
+        if credential.server_url:
+            return None
+        known = self.mcp.known(credential.name)
+        found = recorded_urls.plan(credential, bindings, {}, known.url if known is not None else None)
+        return recorded_urls.unrecorded(credential.name) if found.credential_url is None else None
 
     def servers(self, expects_login: dict[str, bool]) -> list[ServerStatus]:
         """Every server that is configured or has a credential, by name; the bindings file is read once."""
@@ -154,6 +207,11 @@ def _last_error(live: ServerState, credential: Credential | None) -> str | None:
     error = (live.last_error or credential.last_error) if credential else None
     error = error or live.failed_login
     return error or ("; ".join(live.config_errors.values()) if live.config_errors else None)
+
+
+def _keychain_problem(places: list[dict[str, Any]]) -> str | None:
+    """Why the keychain did not give a credential's values (locked, gone), if that is where they rest."""
+    return next((p["problem"] for p in places if p["where"] == "keychain" and p["problem"]), None)
 
 
 def _mode(bindings: list[Binding]) -> str | None:

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import structlog
 
@@ -20,13 +20,7 @@ from context_harness.primitives.oauth import Credential, OAuthTokens, TokenState
 from context_harness.primitives.result import ErrorCode, Failure, Result, Success
 from context_harness.services.mcp_service import MCPService
 from context_harness.services.oauth_service import OAuthService
-from context_harness.services.refresh_outcomes import (
-    RefreshDone,
-    RefreshImpossible,
-    RefreshNeedsReauth,
-    RefreshNotNeeded,
-    RefreshRetry,
-)
+from context_harness.services.refresh_outcomes import RefreshDone, RefreshImpossible, RefreshRetry, refresh_result
 from context_harness.stores.token_store import TokenStore
 
 log = structlog.get_logger(__name__)
@@ -47,6 +41,8 @@ class ValidCredential:
     secret: str = field(repr=False)
     expires_at: float | None
     refreshed: bool  # this read refreshed the token first
+    # Scopes the server refused a call for lack of: this token will not do for those calls (`chctl auth NAME`).
+    scopes_wanted: tuple[str, ...] = ()
 
 
 @dataclass(slots=True)
@@ -98,7 +94,8 @@ class TokenAccess:
         reads.last_at = time.time()
         reads.last_pid = caller_pid
         log.info("token_read", server=name, caller_pid=caller_pid, refreshed=found.value.refreshed)
-        return found
+        state = self.oauth.states.peek(name)
+        return Success(replace(found.value, scopes_wanted=state.scopes_wanted)) if state is not None else found
 
     async def _elsewhere(self, name: str, for_url: str) -> Failure | None:
         """A caller about to send `name`'s credential to another URL than the recorded one (a config that
@@ -131,29 +128,13 @@ class TokenAccess:
         # Shielded: a caller that hangs up must not cancel a refresh between rotation and save.
         # Its outcome reaches the refresher's plan through the change channel, like every refresh's.
         attempt = await asyncio.shield(self.oauth.refresh_rejected(name, tokens.access_token))
-        match attempt:
-            case RefreshDone(fresh):
-                return _handed_out(fresh, refreshed=True)
-            case RefreshNotNeeded(fresh):  # replaced while we waited for the lock: the refresh in flight
-                return _handed_out(fresh, refreshed=False)
-            case RefreshNeedsReauth(reason, _code):
-                return _login_needed(name, f"{name} needs a new login: {reason}")
-            case RefreshRetry(reason, _):
-                if not tokens.is_expired(0):  # still valid, if for less than asked: the best there is
-                    return _handed_out(credential, refreshed=False)
-                return Failure(
-                    f"{name}'s token expired and could not be refreshed for now: {reason}",
-                    ErrorCode.TOKEN_EXPIRED,
-                    "the daemon keeps retrying; `chctl status` shows the next attempt",
-                )
-            case RefreshImpossible(current):
-                if current.tokens is not None and not current.tokens.is_expired(0):
-                    return _handed_out(current, refreshed=False)
-                return Failure(
-                    f"{name}'s token expired and no refresh token was issued",
-                    ErrorCode.TOKEN_EXPIRED,
-                    f"run `chctl auth {name}`",
-                )
+        if isinstance(attempt, RefreshRetry | RefreshImpossible) and not tokens.is_expired(0):
+            return _handed_out(credential, refreshed=False)  # still valid, if for less than asked: the best there is
+        fresh = refresh_result(name, attempt, "due")
+        if isinstance(fresh, Failure):
+            return fresh
+        # Not refreshed here when someone else replaced it while we waited for the lock (the refresh in flight).
+        return _handed_out(fresh.value, refreshed=isinstance(attempt, RefreshDone))
 
     def _no_credential(self, name: str) -> Failure:
         known = self.mcp.known(name)

@@ -32,6 +32,11 @@ class Binding(BaseModel):
     # The URL the entry pointed at instead when its header was last withheld ("" for none): the notify command
     # runs once per change, also across daemon restarts. None: not withheld.
     withheld_for: str | None = None
+    # A local (stdio) server: the command `chctl add` wrote, and a SHA-256 of the environment it wrote with it
+    # (the values may be secrets; the config keeps them). `chctl check` starts a local server only while its
+    # entry still holds exactly these (`services.local_commands`). None: not local, or bound by an older version.
+    command: list[str] | None = None
+    environment_sha256: str | None = None
 
 
 _Bindings = TypeAdapter(dict[str, list[Binding]])

@@ -49,6 +49,15 @@ class SseParser:
         self._event = ""
         self._retry_ms: int | None = None
         self.last_event_id: str | None = None
+        # The stream's reconnection time (its last `retry:` field, WHATWG): how long to wait before reconnecting
+        # with Last-Event-ID once the server has closed it (SEP-1699).
+        self.reconnect_ms: int | None = None
+
+    def resumed(self) -> SseParser:
+        """A parser for the next connection of the same stream: no partial line, the same id and retry."""
+        parser = SseParser(self.limit)
+        parser.last_event_id, parser.reconnect_ms = self.last_event_id, self.reconnect_ms
+        return parser
 
     def feed(self, chunk: bytes) -> list[Event]:
         """The events completed by `chunk` (an event ends at a blank line)."""
@@ -128,8 +137,8 @@ class SseParser:
             self._event = _TOO_LONG if too_long else value.decode("utf-8", errors="replace")
         elif field == b"id" and b"\0" not in value and not too_long:
             self.last_event_id = value.decode("utf-8", errors="replace")
-        elif field == b"retry" and value.isdigit() and not too_long:
-            self._retry_ms = int(value)
+        elif field == b"retry" and value.isdigit() and value.isascii() and not too_long:
+            self._retry_ms = self.reconnect_ms = int(value)
         return None
 
     def _dispatch(self) -> Event | None:
