@@ -24,6 +24,7 @@ from context_harness.daemon.rpc_params import (
     TargetParams,
 )
 from context_harness.daemon.services import Services
+from context_harness.daemon.settings import setting_names
 from context_harness.primitives.result import Failure, Result, Success
 from context_harness.services import doctor, listings
 from context_harness.services.blocking_io import StillRunning, run_blocking, run_config_io
@@ -236,6 +237,7 @@ async def run_doctor(s: Services, p: DoctorParams) -> Result[dict[str, Any]]:
     checks += doctor.server_checks(statuses)
     checks += [doctor.Check("registry", "warn", w, "fix or remove the entry") for w in s.mcp.registry_warnings]
     checks += network_checks(s.http.network, p.shell_network)
+    checks += doctor.setting_checks(s.settings.sources(), setting_names())
     return Success({"checks": [c.as_dict() for c in checks]})
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import subprocess
 import time
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -215,6 +216,25 @@ async def _probe(session: aiohttp.ClientSession, url: str, headers: dict[str, st
         timeout_s=PROBE_TIMEOUT_S,
     )
     return None if isinstance(sent, Failure) else sent.value.status
+
+
+# --- where the daemon's settings came from ---------------------------------------------------------------------
+
+SOURCE_WORDS = {
+    "environment": "the environment of the command that started the daemon",
+    "daemon.env": "daemon.env",
+}
+
+
+def setting_checks(sources: Mapping[str, str], names: Sequence[str]) -> list[Check]:
+    """One line per setting that is set, saying where from (never its value: a command may hold a secret), and
+    one for those of `names` (the `CH_` settings) that have their defaults."""
+    checks = [
+        Check("setting_source", "ok", f"{name} is set by {SOURCE_WORDS.get(origin, origin)}")
+        for name, origin in sorted(sources.items())
+    ]
+    defaults = [name for name in names if name not in sources]
+    return [*checks, Check("setting_source", "ok", f"default: {', '.join(defaults)}" if defaults else "no defaults")]
 
 
 # --- where secrets rest ------------------------------------------------------------------------------------
