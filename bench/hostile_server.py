@@ -172,14 +172,17 @@ async def attack_once(
         client.stdin.write(client_line(under) if attack == "client-line" else json.dumps(CALL).encode() + b"\n")
         await client.stdin.drain()
     assert client.stdout is not None
+    answer = client.stdout.read() if attack == "check" else client.stdout.readline()  # check prints a document
     try:
-        answer = client.stdout.read() if attack == "check" else client.stdout.readline()  # check prints a document
-        outcome = describe(await asyncio.wait_for(answer, deadline_s))
+        line: bytes | None = await asyncio.wait_for(answer, deadline_s)
     except TimeoutError:
-        outcome = f"no answer within {deadline_s:g} s"
+        line = None
     took = time.perf_counter() - began
     stop.set()
     latencies = await probe
+    # Read only now: decoding a 60 MiB answer holds this process's loop for seconds, and a probe in flight
+    # meanwhile would count that against the daemon.
+    outcome = describe(line) if line is not None else f"no answer within {deadline_s:g} s"
     peak = resident(pid)[1]
     if client.stdin is not None:
         client.stdin.close()
