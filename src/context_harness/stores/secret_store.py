@@ -5,10 +5,10 @@ state — stays in the JSON record it belongs to, which remains the truth about 
 a server's secrets today (stores/secret_records.py): its credential, `tokens/<name>.json` (the API key and the
 secret headers stored with it, the access and refresh tokens, and the client secret they are refreshed with),
 and its OAuth client registration, `clients/<name>.json` (the client secret). `SecretFields` says which fields
-of a record are secret values; a record holds either the values themselves (the `file` store, the format from before there was a choice) or a
-`SecretRef` naming the keychain item that holds them, with the item's stamp: a crash between the keychain write
-and the file write is seen at the next start as a stamp that differs, and the keychain's newer values are
-taken (docs/design.md, "Secrets at rest").
+of a record are secret values; a record holds either the values themselves (the `file` store, the format from
+before there was a choice) or a `SecretRef` naming the keychain item that holds them, with the item's stamp: a
+crash between the keychain write and the file write is seen at the next start as a stamp that differs, and the
+keychain's newer values are taken (docs/design.md, "Secrets at rest").
 
 The two implementations are `FileSecretStore` (stores/secret_records.py: the values inline in their record)
 and `KeyringSecretStore` (stores/keychain.py: one item per record in the OS keychain). Their calls block; the
