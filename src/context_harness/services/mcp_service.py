@@ -553,16 +553,7 @@ class MCPService:
         auth_type, described = self._auth_type(request, known, stored, url)
         credential = None
         if auth_type is MCPAuthType.API_KEY:
-            made = api_key_credential(
-                request.name,
-                url,
-                new_key=request.api_key,
-                key_header=request.key_header,
-                registry_header=known.api_key_header if known else None,
-                stored=stored,
-                scheme=request.key_scheme,
-                extra_headers=request.secret_headers or None,
-            )
+            made = _key_credential(request, known, stored, url)
             if isinstance(made, Failure):
                 return made
             credential = made.value
@@ -654,6 +645,23 @@ def _changes(plan: Planned, stored: Credential | None, targets: list[Target]) ->
         if before.auth is not None and before.auth is not plan.auth_type:
             changes.append(f"auth: {before.auth.value} → {plan.auth_type.value} ({target.path})")
     return tuple(dict.fromkeys(changes))
+
+
+def _key_credential(
+    request: AddRequest, known: MCPServer | None, stored: Credential | None, url: str
+) -> Result[Credential]:
+    """The API key to store for `url`: the new one (its header, scheme and secret headers as given), else the
+    stored one with what it had."""
+    return api_key_credential(
+        request.name,
+        url,
+        new_key=request.api_key,
+        key_header=request.key_header,
+        registry_header=known.api_key_header if known else None,
+        stored=stored,
+        scheme=request.key_scheme,
+        extra_headers=request.secret_headers or None,
+    )
 
 
 def _key_header(credential: Credential) -> str:
