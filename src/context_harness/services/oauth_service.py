@@ -169,8 +169,7 @@ class OAuthService:
             stored = await self.vault.store(credential)
             if isinstance(stored, Failure):
                 return stored
-            self.states.stored(name)
-            self.states.get(name).logged_in_or_out()
+            change = self.states.get(name).logged_in(f"{name}: logged in")
             log.info(
                 "token_stored",
                 server=name,
@@ -178,7 +177,7 @@ class OAuthService:
                 has_refresh_token=grant.value.tokens.refresh_token is not None,
             )
             # Under the lock: the publisher writes the headers from it (and may record URLs in the token file).
-            await self.states.changed(name, TokenEvent.NEW, f"{name}: logged in", credential=True)
+            await self.states.announce(change)
         return Success(credential)
 
     async def _ready_to_log_in(self, name: str, given_client: bool) -> Result[str]:
@@ -215,12 +214,11 @@ class OAuthService:
                 )
             outcomes = await revoke_all(self._session(), credential, self.settings.http_timeout_s)
             await self.vault.delete(name)
-            self.states.stored(name)
-            self.states.get(name).logged_in_or_out()
+            change = self.states.get(name).logged_out(f"{name}: logged out")
             configs = await self.publisher.forget(name, credential.header_name)
         revoked = bool(outcomes) and all(o["revoked"] for o in outcomes)
         log.info("credential_forgotten", server=name, revoked=revoked)
-        await self.states.changed(name, TokenEvent.REVOKED, f"{name}: logged out")
+        await self.states.announce(change)
         # `configs.failed`: configs that still hold the old header (a hung or unparsable file), to fix by hand.
         return Success({"name": name, "revoked": revoked, "tokens": outcomes, "configs": configs.as_dict()})
 
@@ -244,7 +242,7 @@ class OAuthService:
                     return RefreshRetry(reason, self.settings.min_refresh_spacing_s - since)
                 return await self._refresh_locked(state, credential, force=True)
         except LockTimeout:
-            return await self._retry_later(state, "another process holds the refresh lock")
+            return await self._lock_busy(state)
 
     # --- one refresh, safely -------------------------------------------------------------------------
 
@@ -268,7 +266,7 @@ class OAuthService:
                     return await self._not_needed(state, credential)
                 return await self._refresh_locked(state, credential, force)
         except LockTimeout:
-            return await self._retry_later(state, "another process holds the refresh lock")
+            return await self._lock_busy(state)
 
     async def _refresh_locked(self, state: ServerState, credential: Credential, force: bool) -> RefreshAttempt:
         name, tokens = credential.name, credential.tokens
@@ -276,17 +274,21 @@ class OAuthService:
         if not tokens.refresh_token or not credential.token_endpoint or not credential.client_id:
             if tokens.is_expired(0):
                 return await self._needs_reauth(state, credential, "the token expired and no refresh token was issued")
-            state.reminded = True  # the refresher looks again when it has expired
-            if force:
-                await self.states.changed(name)
-            else:  # the refresher's reminder, shortly before expiry: tell the person now
-                note = no_refresh_token_note(credential)
+            message = ""
+            if not force:  # the refresher's reminder, shortly before expiry: tell the person now
+                message = f"{name}: {no_refresh_token_note(credential)}"
                 log.info("token_expiring_without_refresh_token", server=name, expires_at=tokens.expires_at)
-                await self.states.changed(name, TokenEvent.EXPIRING, f"{name}: {note}")
+            await self.states.announce(state.reminded_of_expiry(message))  # looked at again once it has expired
             return RefreshImpossible(credential)
-        state.phase, state.refreshed_at = TokenState.REFRESHING, time.monotonic()
-        # Named here: mypy's narrowing (checked above) does not reach into the lambda.
-        endpoint, refresh_token, client_id = credential.token_endpoint, tokens.refresh_token, credential.client_id
+        with state.refreshing(time.monotonic()):  # a refresh that raises leaves the phase as it was
+            return await self._refresh_with(state, credential)
+
+    async def _refresh_with(self, state: ServerState, credential: Credential) -> RefreshAttempt:
+        """The refresh request (either way of sending the client's secret) and its outcome, in the record."""
+        name, tokens = credential.name, credential.tokens
+        endpoint, client_id = credential.token_endpoint, credential.client_id
+        assert tokens is not None and tokens.refresh_token and endpoint and client_id
+        refresh_token = tokens.refresh_token  # named here: mypy's narrowing does not reach into the lambda
         outcome, auth_method = await either_way(
             lambda method: refresh_access_token(
                 self._session(),
@@ -319,46 +321,40 @@ class OAuthService:
                 if auth_method is not None and auth_method != credential.token_endpoint_auth_method:
                     self.clients.remember_auth_method(name, client_id, auth_method)
                 crash_point(AFTER_TOKEN_SAVE)
-                self.states.stored(name)
+                change = state.stored(TokenEvent.REFRESHED, f"{name}: token refreshed")
                 log.info("token_refreshed", server=name, expires_at=new_tokens.expires_at)
-                # The channel's publisher writes the new header, then people are told.
-                await self.states.changed(name, TokenEvent.REFRESHED, f"{name}: token refreshed", credential=True)
+                await self.states.announce(change)  # the publisher writes the new header, then people are told
                 return RefreshDone(fresh)
             case TransientError(reason, retry_after):
-                state.phase, state.last_error = TokenState.RETRYING, reason
                 log.warning("token_refresh_failed_transient", server=name, reason=reason, retry_after=retry_after)
                 message = f"{name}: refresh failed, retrying ({reason})"
-                return await self._retry_later(state, reason, retry_after, message)
+                await self.states.announce(state.failed(reason, retry_after, message))
+                return RefreshRetry(reason, retry_after)
             case PermanentError(code, reason):
                 if code is ErrorCode.INVALID_CLIENT:
                     await self.forget_client(name, credential.client_id)
                 return await self._needs_reauth(state, credential, reason, code)
 
-    async def _retry_later(
-        self, state: ServerState, reason: str, retry_after: float | None = None, message: str = ""
-    ) -> RefreshRetry:
-        """One more failed attempt in a row: the refresher backs off from the count (and Retry-After)."""
-        state.attempts, state.retry_after = state.attempts + 1, retry_after
-        await self.states.changed(state.name, TokenEvent.RETRYING if message else None, message)
-        return RefreshRetry(reason, retry_after)
+    async def _lock_busy(self, state: ServerState) -> RefreshRetry:
+        """Another process holds the server's lock file: one more failed attempt, the refresher backs off."""
+        reason = "another process holds the refresh lock"
+        await self.states.announce(state.failed(None))  # not the server's error: the last one stays shown
+        return RefreshRetry(reason, None)
 
     async def _not_needed(self, state: ServerState, credential: Credential) -> RefreshNotNeeded:
         """Someone else refreshed it: the backoff of our own failures no longer applies."""
-        state.attempts, state.retry_after, state.reminded = 0, None, False
-        await self.states.changed(state.name)
+        await self.states.announce(state.refreshed_elsewhere())
         return RefreshNotNeeded(credential)
 
     async def _needs_reauth(
         self, state: ServerState, credential: Credential, reason: str, code: ErrorCode = ErrorCode.INVALID_GRANT
     ) -> RefreshNeedsReauth:
-        name = state.name
-        if credential.kind == "oauth":
+        name, saved = state.name, credential.kind == "oauth"
+        if saved:
             self.tokens.save(credential.model_copy(update={"state": TokenState.NEEDS_REAUTH, "last_error": reason}))
-            state.version += 1
-        state.phase, state.last_error = TokenState.NEEDS_REAUTH, reason
         log.warning("token_needs_reauth", server=name, reason=reason)
         message = f"{name} needs a new login: run `chctl auth {name}` ({reason})"
-        await self.states.changed(name, TokenEvent.NEEDS_REAUTH, message)
+        await self.states.announce(state.needs_login(reason, message, saved=saved))
         return RefreshNeedsReauth(reason, code)
 
     async def forget_client(self, name: str, client_id: str | None) -> None:
@@ -370,8 +366,9 @@ class OAuthService:
     # --- helpers -------------------------------------------------------------------------------------
 
     def state_of(self, credential: Credential) -> TokenState:
+        """What `status`, `token` and `check` show for `credential` (`ServerState.effective_state`)."""
         live = self.states.peek(credential.name)
-        return live.phase if live is not None and live.phase is not None else credential.state
+        return live.effective_state(credential) if live is not None else credential.state
 
     async def server_url_off_loop(self, name: str, *, login: bool = False) -> Result[str]:
         """The recorded URL (`MCPService.server_url`), in a thread: an older file's migration reads configs."""
@@ -420,8 +417,7 @@ class OAuthService:
             except LockTimeout:
                 continue
             if readable:
-                self.states.stored(name)
-                await self.states.changed(name, credential=True)
+                await self.states.announce(self.states.get(name).stored())
 
     async def migrate_secrets(self, to: StoreKind) -> list[dict[str, Any]]:
         """`chctl secrets migrate --to TO`: each server's secret values (its credential's, its client
