@@ -19,8 +19,8 @@ import stat
 from pathlib import Path
 
 # What in CH_HOME steers the daemon: settings, the registry (URLs), bindings (where tokens are written),
-# tokens, client registrations, secret files and lock files.
-STEERING_ENTRIES = ("daemon.env", "registry.json", "bindings.json", "tokens", "clients", "secrets", "locks")
+# tokens, client registrations, identity providers, secret files and lock files.
+STEERING_ENTRIES = ("daemon.env", "registry.json", "bindings.json", "tokens", "clients", "idps", "secrets", "locks")
 
 
 class UntrustedHome(Exception):

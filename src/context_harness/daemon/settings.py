@@ -107,6 +107,10 @@ class Settings(BaseSettings):
         return self.home / "clients"
 
     @property
+    def idps_dir(self) -> Path:
+        return self.home / "idps"
+
+    @property
     def secrets_dir(self) -> Path:
         return self.home / "secrets"
 

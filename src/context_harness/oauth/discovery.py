@@ -150,7 +150,7 @@ class AuthServerMetadata:
     """The fields of an RFC 8414 / OIDC discovery document that we use."""
 
     issuer: str
-    authorization_endpoint: str
+    authorization_endpoint: str  # empty for a server that offers no browser login (validated with browser=False)
     token_endpoint: str
     registration_endpoint: str | None = None
     revocation_endpoint: str | None = None
@@ -197,8 +197,12 @@ def validate_resource_metadata(doc: Any, server_url: str) -> Result[ResourceMeta
     return Success(ResourceMetadata(resource, servers, _string_list(doc, "scopes_supported")))
 
 
-def validate_authorization_server_metadata(doc: Any, issuer: str) -> Result[AuthServerMetadata]:
-    """Check an authorization-server document against the issuer we derived its URL from."""
+def validate_authorization_server_metadata(
+    doc: Any, issuer: str, *, browser: bool = True
+) -> Result[AuthServerMetadata]:
+    """Check an authorization-server document against the issuer we derived its URL from. `browser`: for a login
+    in the browser, which needs an authorization endpoint and PKCE S256; the grants without a person need the
+    token endpoint only."""
     if not isinstance(doc, dict):
         return Failure("authorization server metadata is not a JSON object", ErrorCode.OAUTH_ERROR)
     doc_issuer = doc.get("issuer")
@@ -208,8 +212,8 @@ def validate_authorization_server_metadata(doc: Any, issuer: str) -> Result[Auth
             ErrorCode.OAUTH_ERROR,
             "the authorization server is misconfigured or impersonated; not continuing",
         )
-    endpoints: dict[str, str] = {}
-    for key in ("authorization_endpoint", "token_endpoint"):
+    endpoints: dict[str, str] = {"authorization_endpoint": ""}
+    for key in ("authorization_endpoint", "token_endpoint") if browser else ("token_endpoint",):
         value = doc.get(key)
         if not isinstance(value, str) or not is_secure_endpoint(value):
             return Failure(
@@ -219,7 +223,7 @@ def validate_authorization_server_metadata(doc: Any, issuer: str) -> Result[Auth
             )
         endpoints[key] = value
     methods = _string_list(doc, "code_challenge_methods_supported") or ()
-    if "S256" not in methods:
+    if browser and "S256" not in methods:
         return Failure(
             f"authorization server {doc_issuer} does not advertise PKCE S256",
             ErrorCode.OAUTH_ERROR,
@@ -379,7 +383,7 @@ async def _first_valid_document(
 
 
 async def fetch_authorization_server_metadata(
-    session: aiohttp.ClientSession, issuer: str, timeout_s: float = http.DEFAULT_TIMEOUT_S
+    session: aiohttp.ClientSession, issuer: str, timeout_s: float = http.DEFAULT_TIMEOUT_S, *, browser: bool = True
 ) -> Result[AuthServerMetadata]:
     urls = authorization_server_metadata_urls(issuer)
     return await _first_valid_document(
@@ -387,7 +391,7 @@ async def fetch_authorization_server_metadata(
         urls,
         timeout_s,
         missed_event="auth_server_metadata_missed",
-        validate=lambda doc: validate_authorization_server_metadata(doc, issuer),
+        validate=lambda doc: validate_authorization_server_metadata(doc, issuer, browser=browser),
         not_found=Failure(
             f"no authorization server metadata found for issuer {issuer} (tried {_tried(urls)})",
             ErrorCode.OAUTH_ERROR,
@@ -397,9 +401,10 @@ async def fetch_authorization_server_metadata(
 
 
 async def discover(
-    session: aiohttp.ClientSession, server_url: str, timeout_s: float = http.DEFAULT_TIMEOUT_S
+    session: aiohttp.ClientSession, server_url: str, timeout_s: float = http.DEFAULT_TIMEOUT_S, *, browser: bool = True
 ) -> Result[Discovery]:
-    """Resource metadata, then authorization-server metadata: the first steps of a login (docs/design.md)."""
+    """Resource metadata, then authorization-server metadata: the first steps of a login (docs/design.md).
+    `browser`: see `validate_authorization_server_metadata`."""
     if not is_secure_endpoint(server_url):
         return Failure(
             f"refusing OAuth for {http.describe_url(server_url)}: its bearer token would travel in clear text "
@@ -420,7 +425,7 @@ async def discover(
             ErrorCode.OAUTH_ERROR,
             "the server is misconfigured or hostile; not continuing",
         )
-    auth_server = await fetch_authorization_server_metadata(session, issuers[0], timeout_s)
+    auth_server = await fetch_authorization_server_metadata(session, issuers[0], timeout_s, browser=browser)
     if isinstance(auth_server, Failure):
         return auth_server
     local = local_endpoints(server_url, auth_server.value)
@@ -445,3 +450,26 @@ async def discover(
             challenge=challenge.value,
         )
     )
+
+
+async def discover_issuer(
+    session: aiohttp.ClientSession, issuer: str, timeout_s: float = http.DEFAULT_TIMEOUT_S, *, browser: bool = True
+) -> Result[Discovery]:
+    """An OpenID provider signed in to for itself (a company identity provider): its metadata, no resource."""
+    if not is_secure_endpoint(issuer):
+        return Failure(
+            f"refusing {http.describe_url(issuer)}: its tokens would travel in clear text",
+            ErrorCode.INVALID_PARAMS,
+            "use the identity provider's https:// issuer URL (plain http is accepted on loopback only)",
+        )
+    auth_server = await fetch_authorization_server_metadata(session, issuer, timeout_s, browser=browser)
+    if isinstance(auth_server, Failure):
+        return auth_server
+    local = local_endpoints(issuer, auth_server.value)
+    if local:
+        return Failure(
+            f"the identity provider's metadata points {', '.join(local)} at this machine or its link",
+            ErrorCode.OAUTH_ERROR,
+            "the identity provider is misconfigured or hostile; not continuing",
+        )
+    return Success(Discovery(issuer, "", ResourceMetadata("", (issuer,)), auth_server.value))

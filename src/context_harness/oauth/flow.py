@@ -18,7 +18,7 @@ import structlog
 from context_harness.oauth import http
 from context_harness.oauth.authorization_request import build_authorization_url, parse_callback
 from context_harness.oauth.callback_server import CallbackServer, query_from_pasted_url
-from context_harness.oauth.discovery import Discovery, discover
+from context_harness.oauth.discovery import Discovery, discover, discover_issuer
 from context_harness.oauth.flow_client import (
     Client,
     accepted_client,
@@ -73,6 +73,10 @@ class FlowRequest:
     client_metadata_url: str | None = None
     # The daemon's limit on new registrations per issuer, shared by every login (None: no limit).
     registrations: RegistrationLimit | None = field(default=None, compare=False)
+    # Sign in at this OpenID provider itself (a company identity provider) instead of for an MCP server: its
+    # metadata, no `resource`; the given client is not stored as a server's (`remember_client` off).
+    issuer: str | None = None
+    remember_client: bool = True
 
 
 @dataclass(frozen=True, slots=True)
@@ -134,7 +138,10 @@ async def run_authorization_flow(
     queue are read as pasted redirect URLs (headless login); the first of browser callback and paste wins.
     """
     server_name = request.server_name
-    found = await discover(session, request.server_url, request.http_timeout_s)
+    if request.issuer is not None:
+        found = await discover_issuer(session, request.issuer, request.http_timeout_s)
+    else:
+        found = await discover(session, request.server_url, request.http_timeout_s)
     if isinstance(found, Failure):
         return _failed(server_name, found)
     discovery = found.value
@@ -172,7 +179,7 @@ async def run_authorization_flow(
             explicit=explicit,
             scopes=chosen_scopes,
             on_authorization_url=on_authorization_url,
-            remember_client=not metadata_document,
+            remember_client=request.remember_client and not metadata_document,
         )
     finally:
         if paste_task is not None:

@@ -113,6 +113,7 @@ def parse_token_response(status: int, body: bytes | Any, now: float) -> Result[O
         expires_at = min(expires_at, now + MAX_TOKEN_LIFETIME_S)
     refresh_token = doc.get("refresh_token")
     scope = doc.get("scope")
+    id_token = doc.get("id_token")
     return Success(
         OAuthTokens(
             access_token=access_token,
@@ -121,6 +122,7 @@ def parse_token_response(status: int, body: bytes | Any, now: float) -> Result[O
             expires_at=expires_at,
             issued_at=now,
             scope=scope if isinstance(scope, str) else None,
+            id_token=id_token if isinstance(id_token, str) and id_token else None,
         )
     )
 

@@ -1,0 +1,334 @@
+"""IdpService: the company identity providers (`chctl idp add|login|list`) and the user's sign-in at each.
+
+One sign-in serves every MCP server whose authorization server trusts the IdP (enterprise-managed authorization,
+SEP-990): `id_token` hands a valid ID token to a server's renewal (`MachineLogins`), renewing it first with the
+IdP's refresh token when it is about to expire, under the IdP's own lock (one refresh at a time, across processes
+too), and the refresher renews it ahead of expiry like any token (`refresh_once`).
+
+When the sign-in itself needs a person (no refresh token, or the IdP refused it), the IdP turns `needs_reauth` and
+its change channel tells the person once, naming `chctl idp login IDP`; the servers that depend on it then say the
+same without telling anyone again.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+import aiohttp
+import structlog
+
+from context_harness.oauth.discovery import discover_issuer
+from context_harness.oauth.flow import AuthorizationUrlHandler, FlowRequest, run_authorization_flow
+from context_harness.oauth.flow_client import explicit_auth_method
+from context_harness.oauth.jwts import id_token_claims
+from context_harness.oauth.token_auth import either_way
+from context_harness.oauth.token_client import PermanentError, Refreshed, TransientError, refresh_access_token
+from context_harness.primitives.idp import IdpLogin
+from context_harness.primitives.oauth import LoginKind, OAuthTokens, TokenEvent, TokenState
+from context_harness.primitives.result import ErrorCode, Failure, Result, Success
+from context_harness.services.server_state import ServerState, ServerStates
+from context_harness.stores.client_store import ClientStore
+from context_harness.stores.idp_store import IdpStore
+from context_harness.stores.lock_file import LockTimeout, file_lock
+from context_harness.stores.token_store import TokenStore
+
+log = structlog.get_logger(__name__)
+
+LOCK_TIMEOUT_S = 60.0
+OPENID = "openid"
+# An ID token with less than this left is renewed before a server's token is derived from it.
+ID_TOKEN_MARGIN_S = 30.0
+# ... but never more than this fraction of its lifetime (4 s tokens in tests, 5 min ones at some IdPs).
+MAX_MARGIN_FRACTION = 0.5
+
+
+@dataclass(frozen=True, slots=True)
+class IdpSettings:
+    locks_dir: Path  # `locks/idps/<name>.lock`
+    http_timeout_s: float
+
+
+@dataclass(frozen=True, slots=True)
+class IdToken:
+    """A valid ID token to exchange (never shown or logged)."""
+
+    token: str
+    expires_at: float | None
+
+
+@dataclass(frozen=True, slots=True)
+class SignInNeeded:
+    """Only a person can help: `chctl idp login IDP`. `told`: the person was told already (by the IdP's own
+    change), so the servers that depend on it tell nobody again."""
+
+    reason: str
+    fix: str
+    told: bool
+
+
+def login_fix(name: str) -> str:
+    return f"chctl idp login {name}"
+
+
+class IdpService:
+    def __init__(
+        self,
+        settings: IdpSettings,
+        *,
+        store: IdpStore,
+        tokens: TokenStore,
+        clients: ClientStore,
+        session: Callable[[], aiohttp.ClientSession],
+        states: ServerStates,
+    ) -> None:
+        self.settings = settings
+        self.store = store
+        self.tokens = tokens
+        self.clients = clients
+        self._session = session
+        self.states = states  # the IdPs' own: live state, locks, plans; its channel tells people once
+
+    def configure(self, settings: IdpSettings) -> None:
+        self.settings = settings
+
+    def dependents(self, name: str) -> list[str]:
+        """The servers whose token is derived from `name`'s sign-in."""
+        return [c.name for c in self.tokens.all() if c.login is LoginKind.IDP and c.idp == name]
+
+    # --- chctl idp add / login ----------------------------------------------------------------------
+
+    async def add(
+        self, name: str, issuer: str, client_id: str, secret: str | None, scopes: list[str]
+    ) -> Result[IdpLogin]:
+        """Record the IdP (its metadata is read now: a wrong issuer is said at once). A sign-in made already for
+        the same issuer and client is kept."""
+        found = await discover_issuer(self._session(), issuer, self.settings.http_timeout_s, browser=False)
+        if isinstance(found, Failure):
+            return found
+        metadata = found.value.auth_server
+        async with self.lock(name):
+            stored = self.store.load(name)
+            same = stored is not None and stored.issuer == metadata.issuer and stored.client_id == client_id
+            base = (
+                stored
+                if same and stored is not None
+                else IdpLogin(name=name, issuer=metadata.issuer, client_id=client_id)
+            )
+            login = base.model_copy(
+                update={
+                    "client_secret": secret if secret is not None else base.client_secret,
+                    "token_endpoint": metadata.token_endpoint,
+                    "token_endpoint_auth_method": explicit_auth_method(secret or base.client_secret, metadata),
+                    "revocation_endpoint": metadata.revocation_endpoint,
+                    "scopes": list(dict.fromkeys([OPENID, *scopes])),
+                }
+            )
+            self.store.save(login)
+        log.info("idp_added", idp=name, issuer=metadata.issuer, kept_sign_in=same)
+        return Success(login)
+
+    async def sign_in(
+        self, name: str, on_url: AuthorizationUrlHandler, paste: asyncio.Queue[str], port: int, timeout_s: float
+    ) -> Result[IdpLogin]:
+        """OpenID Connect in the browser (authorization code + PKCE, `openid` and `offline_access`)."""
+        login = self.store.load(name)
+        if login is None:
+            return not_added(name)
+        request = FlowRequest(
+            server_name=name,
+            server_url=login.issuer,
+            client_id=login.client_id,
+            client_secret=login.client_secret,
+            token_auth_method=login.token_endpoint_auth_method,
+            scopes=login.scopes,
+            port=port,
+            timeout_s=timeout_s,
+            http_timeout_s=self.settings.http_timeout_s,
+            issuer=login.issuer,
+            remember_client=False,
+        )
+        grant = await run_authorization_flow(
+            self._session(), request, client_store=self.clients, on_authorization_url=on_url, paste=paste
+        )
+        if isinstance(grant, Failure):
+            return grant
+        if grant.value.tokens.id_token is None:
+            return Failure(f"{login.issuer} issued no ID token", ErrorCode.OAUTH_ERROR, "is `openid` among its scopes?")
+        return await self._signed_in(name, grant.value.tokens)
+
+    async def sign_in_with_id_token(self, name: str, id_token: str) -> Result[IdpLogin]:
+        """An ID token from the user's own SSO tool: used until it expires (there is no refresh token)."""
+        return await self._signed_in(name, OAuthTokens(access_token="", id_token=id_token))
+
+    async def _signed_in(self, name: str, tokens: OAuthTokens) -> Result[IdpLogin]:
+        async with self.lock(name):
+            login = self.store.load(name)
+            if login is None:
+                return not_added(name)
+            assert tokens.id_token is not None
+            claims = id_token_claims(tokens.id_token, login.issuer, login.client_id)
+            if isinstance(claims, Failure):
+                return claims
+            signed_in = login.model_copy(
+                update={
+                    "state": TokenState.ACTIVE,
+                    "id_token": tokens.id_token,
+                    "refresh_token": tokens.refresh_token,
+                    "access_token": tokens.access_token or None,
+                    "issued_at": claims.value.issued_at,
+                    "expires_at": claims.value.expires_at,
+                    "subject": claims.value.subject,
+                    "last_error": None,
+                }
+            )
+            self.store.save(signed_in)
+            self.states.stored(name)
+        log.info("idp_signed_in", idp=name, has_refresh_token=tokens.refresh_token is not None)
+        await self.states.changed(name, TokenEvent.NEW, f"{name}: signed in", credential=True)
+        return Success(signed_in)
+
+    # --- what a server's renewal asks for ------------------------------------------------------------
+
+    async def id_token(self, name: str) -> IdToken | TransientError | SignInNeeded:
+        """A valid ID token of `name`, renewed first when it is about to expire."""
+        state = self.states.get(name)
+        try:
+            async with self.lock(name):
+                login = self.store.load(name)
+                if login is None:
+                    return SignInNeeded(f"the identity provider {name} is not added", f"chctl idp add {name}", False)
+                if login.id_token and not _due(login):
+                    return IdToken(login.id_token, login.expires_at)
+                renewed = await self._refresh_locked(state, login)
+        except LockTimeout:
+            return TransientError(f"another process holds {name}'s sign-in lock")
+        if isinstance(renewed, IdpLogin) and renewed.id_token is not None:
+            return IdToken(renewed.id_token, renewed.expires_at)
+        return renewed if not isinstance(renewed, IdpLogin) else TransientError("no ID token after the refresh")
+
+    # --- renewal, by the refresher or on demand -------------------------------------------------------
+
+    def plannable(self, name: str) -> OAuthTokens | None:
+        login = self.store.load(name)
+        if login is None or login.state is TokenState.NEEDS_REAUTH:
+            return None
+        return login.lifetime()
+
+    async def refresh_once(self, name: str, *, force: bool, due_before: float | None = None) -> object:
+        """The refresher's: renew the sign-in unless someone else did while this waited."""
+        state = self.states.get(name)
+        version = state.version
+        try:
+            async with self.lock(name):
+                login = self.store.load(name)
+                if login is None or login.state is not TokenState.ACTIVE or login.id_token is None:
+                    return None
+                if not force and state.version != version and not _due(login, due_before):
+                    return None
+                return await self._refresh_locked(state, login)
+        except LockTimeout:
+            return await self._retry_later(state, "another process holds the sign-in lock")
+
+    async def _refresh_locked(self, state: ServerState, login: IdpLogin) -> IdpLogin | TransientError | SignInNeeded:
+        name = login.name
+        if login.state is TokenState.NEEDS_REAUTH:
+            return SignInNeeded(login.last_error or "the sign-in was refused", login_fix(name), True)
+        if not login.refresh_token or not login.token_endpoint:
+            if login.id_token is None:
+                return SignInNeeded(f"nobody has signed in to {name} yet", login_fix(name), False)
+            return await self._needs_person(state, login, "the ID token expired and no refresh token was issued")
+        state.phase, state.refreshed_at = TokenState.REFRESHING, time.monotonic()
+        endpoint, refresh_token = login.token_endpoint, login.refresh_token
+        outcome, _method = await either_way(
+            lambda method: refresh_access_token(
+                self._session(),
+                endpoint,
+                refresh_token=refresh_token,
+                client_id=login.client_id,
+                client_secret=login.client_secret,
+                auth_method=method,
+                timeout_s=self.settings.http_timeout_s,
+            ),
+            login.token_endpoint_auth_method,
+            login.client_secret,
+            grant="refresh_token",
+        )
+        match outcome:
+            case Refreshed(tokens):
+                return await self._refreshed(state, login, tokens)
+            case TransientError(reason, retry_after):
+                return await self._retry_later(state, f"{name}: {reason}", retry_after)
+            case PermanentError(_code, reason):
+                return await self._needs_person(state, login, reason)
+
+    async def _refreshed(self, state: ServerState, login: IdpLogin, tokens: OAuthTokens) -> IdpLogin | SignInNeeded:
+        if tokens.id_token is None:  # an IdP that renews access tokens only: the ID token cannot be renewed
+            return await self._needs_person(state, login, "the identity provider's refresh issued no new ID token")
+        claims = id_token_claims(tokens.id_token, login.issuer, login.client_id)
+        if isinstance(claims, Failure):
+            return await self._needs_person(state, login, f"its refresh issued an unusable ID token: {claims.error}")
+        fresh = login.model_copy(
+            update={
+                "id_token": tokens.id_token,
+                "refresh_token": tokens.refresh_token or login.refresh_token,  # rotated, or the same one kept
+                "access_token": tokens.access_token,
+                "issued_at": claims.value.issued_at,
+                "expires_at": claims.value.expires_at,
+                "last_error": None,
+            }
+        )
+        self.store.save(fresh)  # the rotated refresh token is on disk before anything uses the new ID token
+        self.states.stored(login.name)
+        log.info("idp_refreshed", idp=login.name, expires_at=fresh.expires_at)
+        await self.states.changed(login.name, TokenEvent.REFRESHED, f"{login.name}: sign-in renewed", credential=True)
+        return fresh
+
+    async def _retry_later(self, state: ServerState, reason: str, retry_after: float | None = None) -> TransientError:
+        state.phase, state.last_error = TokenState.RETRYING, reason
+        state.attempts, state.retry_after = state.attempts + 1, retry_after
+        log.warning("idp_refresh_failed_transient", idp=state.name, reason=reason)
+        await self.states.changed(
+            state.name, TokenEvent.RETRYING, f"{state.name}: renewing the sign-in failed ({reason})"
+        )
+        return TransientError(reason, retry_after)
+
+    async def _needs_person(self, state: ServerState, login: IdpLogin, reason: str) -> SignInNeeded:
+        """The sign-in needs a person: say so once, with every server that waits for it."""
+        name = login.name
+        self.store.save(login.model_copy(update={"state": TokenState.NEEDS_REAUTH, "last_error": reason}))
+        state.version += 1
+        state.phase, state.last_error = TokenState.NEEDS_REAUTH, reason
+        waiting = self.dependents(name)
+        log.warning("idp_needs_sign_in", idp=name, reason=reason, servers=waiting)
+        servers = f"; {', '.join(waiting)} wait for it" if waiting else ""
+        message = f"{name} needs a new sign-in: run `{login_fix(name)}` ({reason}){servers}"
+        await self.states.changed(name, TokenEvent.NEEDS_REAUTH, message)
+        return SignInNeeded(reason, login_fix(name), True)
+
+    @asynccontextmanager
+    async def lock(self, name: str) -> AsyncIterator[None]:
+        async with self.states.get(name).lock:
+            async with file_lock(self.settings.locks_dir / "idps" / f"{name}.lock", LOCK_TIMEOUT_S):
+                yield
+
+
+def _due(login: IdpLogin, due_before: float | None = None) -> bool:
+    """Whether the ID token must be renewed before use (or by `due_before`)."""
+    if login.expires_at is None:
+        return False
+    lifetime = max(login.expires_at - (login.issued_at or login.expires_at), 0.0)
+    margin = min(ID_TOKEN_MARGIN_S, lifetime * MAX_MARGIN_FRACTION)
+    return login.expires_at <= (due_before if due_before is not None else time.time() + margin)
+
+
+def not_added(name: str) -> Failure:
+    return Failure(
+        f"no identity provider named {name}",
+        ErrorCode.NOT_FOUND,
+        f"add it first: `chctl idp add {name} --issuer URL --client-id ID`",
+    )
