@@ -184,29 +184,25 @@ def notifications(path: Path) -> list[dict[str, str]]:
 def test_refresh_is_planned_at_three_quarters_of_the_lifetime_with_a_few_percent_jitter() -> None:
     rng = random.Random(1)
     tokens = OAuthTokens(access_token="a", issued_at=1000.0, expires_at=1000.0 + 3600)
-    credential = Credential(name="s", kind="oauth", state=TokenState.ACTIVE, tokens=tokens)
-    times = [refresh_time(credential, 0.75, 0.05, rng, now=1000.0) - 1000.0 for _ in range(500)]
+    times = [refresh_time(tokens, 0.75, 0.05, rng, now=1000.0) - 1000.0 for _ in range(500)]
     assert all(2700 - 180 <= t <= 2700 + 180 for t in times)
     assert max(times) - min(times) > 200  # really jittered, not one instant for every token
 
 
 def test_a_one_second_token_is_refreshed_no_sooner_than_the_minimum_spacing() -> None:
     tokens = OAuthTokens(access_token="a", issued_at=1000.0, expires_at=1001.0)
-    credential = Credential(name="s", kind="oauth", state=TokenState.ACTIVE, tokens=tokens)
-    assert refresh_time(credential, 0.75, 0.05, random.Random(1), now=1000.0, min_spacing_s=10.0) == 1010.0
+    assert refresh_time(tokens, 0.75, 0.05, random.Random(1), now=1000.0, min_spacing_s=10.0) == 1010.0
 
 
 def test_an_absurd_expiry_counts_as_a_one_year_lifetime() -> None:
     tokens = OAuthTokens(access_token="a", issued_at=1000.0, expires_at=1e300)
-    credential = Credential(name="s", kind="oauth", state=TokenState.ACTIVE, tokens=tokens)
-    due = refresh_time(credential, 0.75, 0.0, random.Random(1), now=1000.0)
+    due = refresh_time(tokens, 0.75, 0.0, random.Random(1), now=1000.0)
     assert due == 1000.0 + 0.75 * 365 * 24 * 3600
 
 
 def test_a_token_without_expiry_is_treated_as_a_one_hour_token() -> None:
     tokens = OAuthTokens(access_token="a", issued_at=500.0, expires_at=None)
-    credential = Credential(name="s", kind="oauth", state=TokenState.ACTIVE, tokens=tokens)
-    assert refresh_time(credential, 0.75, 0.0, random.Random(1), now=500.0) == 500.0 + 2700
+    assert refresh_time(tokens, 0.75, 0.0, random.Random(1), now=500.0) == 500.0 + 2700
 
 
 def test_backoff_grows_exponentially_with_full_jitter_up_to_the_cap() -> None:

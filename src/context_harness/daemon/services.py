@@ -19,11 +19,14 @@ from context_harness.daemon.auth_flows import AuthFlows
 from context_harness.daemon.bridge import Bridges
 from context_harness.daemon.delegate import Delegate
 from context_harness.daemon.notifier import Notifier
-from context_harness.daemon.refresher import Refresher
+from context_harness.daemon.refresher import Refresher, ServerRenewals
 from context_harness.daemon.settings import Settings
 from context_harness.net.session import NetworkSettings, new_session
+from context_harness.primitives.oauth import TokenEvent, TokenState
 from context_harness.services.config_service import ConfigService
+from context_harness.services.idp_service import IdpService
 from context_harness.services.import_service import ImportService
+from context_harness.services.machine_logins import MachineLogins
 from context_harness.services.mcp_service import MCPService
 from context_harness.services.oauth_service import OAuthService
 from context_harness.services.publisher import Publisher
@@ -32,6 +35,7 @@ from context_harness.services.status import StatusBoard
 from context_harness.services.token_access import TokenAccess
 from context_harness.stores.bindings import BindingStore
 from context_harness.stores.client_store import ClientStore
+from context_harness.stores.idp_store import IdpStore
 from context_harness.stores.shared import SharedStore
 from context_harness.stores.token_store import TokenStore
 from context_harness.upstream.limits import new_bridge_session
@@ -82,6 +86,8 @@ class Services:
     oauth: OAuthService
     notifier: Notifier
     refresher: Refresher
+    idps: IdpService  # the company identity providers (`chctl idp`) and the sign-in at each
+    idp_refresher: Refresher  # keeps their sign-ins fresh, as `refresher` does the servers' tokens
     flows: AuthFlows
     bridges: Bridges
     imports: ImportService
@@ -105,6 +111,8 @@ class Services:
         self.oauth.configure(settings.oauth())
         self.publisher.configure(settings.publishing())
         self.refresher.configure(settings.refreshing())
+        self.idp_refresher.configure(settings.refreshing())
+        self.idps.configure(settings.idp())
         self.notifier.configure(settings.notify_command, settings.event_command)
         self.mcp.reload_registry()
 
@@ -117,7 +125,22 @@ class Services:
 
 async def _tell(notifier: Notifier, change: Change) -> None:
     if change.event is not None:
-        notifier.token_event(change.name, change.event, change.message)
+        notifier.token_event(change.name, change.event, change.message, person=not change.quiet)
+
+
+async def _tell_idp(notifier: Notifier, change: Change) -> None:
+    if change.event is not None:
+        notifier.token_event(f"idp:{change.name}", change.event, change.message)
+
+
+async def _derive_waiting(oauth: OAuthService, idps: IdpService, change: Change) -> None:
+    """A new sign-in at an IdP (`chctl idp login`): the servers that wait for it get a token now."""
+    if change.event is not TokenEvent.NEW:
+        return
+    for name in idps.dependents(change.name):
+        credential = oauth.tokens.load(name)
+        if credential is not None and (credential.state is not TokenState.ACTIVE or credential.tokens is None):
+            await oauth.obtain(name)
 
 
 def _registry_url(mcp: MCPService, name: str) -> str | None:
@@ -143,7 +166,18 @@ def build_services(
     oauth = OAuthService(
         settings.oauth(), tokens=tokens, clients=clients, mcp=mcp, publisher=publisher, session=http, states=states
     )
-    refresher = Refresher(settings.refreshing(), oauth, tokens, bindings, clock=clock, rng=rng)
+    refresher = Refresher(settings.refreshing(), ServerRenewals(oauth, tokens, bindings), clock=clock, rng=rng)
+    # The identity providers: their own records and change channel (a sign-in that needs a person is told once).
+    idps = IdpService(
+        settings.idp(),
+        store=IdpStore(settings.idps_dir),
+        tokens=tokens,
+        clients=clients,
+        session=http,
+        states=ServerStates(),
+    )
+    oauth.machine = MachineLogins(http, idps, lambda: oauth.settings.http_timeout_s)
+    idp_refresher = Refresher(settings.refreshing(), idps, clock=clock, rng=rng)
     flows = AuthFlows(oauth)
     bridge_http = HttpClient(network, new_bridge_session)
     bridges = Bridges(tokens, oauth, bridge_http, states)
@@ -162,6 +196,8 @@ def build_services(
         oauth=oauth,
         notifier=notifier,
         refresher=refresher,
+        idps=idps,
+        idp_refresher=idp_refresher,
         flows=flows,
         bridges=bridges,
         imports=ImportService(config, tokens, bindings, publisher, oauth, clients, http),
@@ -179,6 +215,11 @@ def build_services(
     states.subscribe(publisher.on_change)
     states.subscribe(refresher.on_change)
     states.subscribe(partial(_tell, notifier))
+    # An IdP changed: its refresher re-plans, people hear (as `idp:NAME`), and a new sign-in gets a token at once
+    # for every server that waits for one.
+    idps.states.subscribe(idp_refresher.on_change)
+    idps.states.subscribe(partial(_tell_idp, notifier))
+    idps.states.subscribe(partial(_derive_waiting, oauth, idps))
     status.token_reads = token_access.reads_of
     status.shared = services.shared.load
     status.via = services.delegate.via

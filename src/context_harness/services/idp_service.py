@@ -31,7 +31,7 @@ from context_harness.oauth.token_client import PermanentError, Refreshed, Transi
 from context_harness.primitives.idp import IdpLogin
 from context_harness.primitives.oauth import LoginKind, OAuthTokens, TokenEvent, TokenState
 from context_harness.primitives.result import ErrorCode, Failure, Result, Success
-from context_harness.services.server_state import ServerState, ServerStates
+from context_harness.services.server_state import Plannable, ServerState, ServerStates
 from context_harness.stores.client_store import ClientStore
 from context_harness.stores.idp_store import IdpStore
 from context_harness.stores.lock_file import LockTimeout, file_lock
@@ -213,11 +213,20 @@ class IdpService:
 
     # --- renewal, by the refresher or on demand -------------------------------------------------------
 
-    def plannable(self, name: str) -> OAuthTokens | None:
+    # --- what the refresher asks (see `daemon.refresher.Renewals`) ----------------------------------------
+
+    label = "idp"
+
+    def names(self) -> list[str]:
+        return self.store.names()
+
+    def plannable(self, name: str) -> Plannable | None:
         login = self.store.load(name)
-        if login is None or login.state is TokenState.NEEDS_REAUTH:
-            return None
-        return login.lifetime()
+        lifetime = login.lifetime() if login is not None and login.state is TokenState.ACTIVE else None
+        return Plannable(lifetime, lifetime.refresh_token is not None) if lifetime is not None else None
+
+    async def repair(self) -> None:
+        """Nothing to mend: an IdP's sign-in is written into no config."""
 
     async def refresh_once(self, name: str, *, force: bool, due_before: float | None = None) -> object:
         """The refresher's: renew the sign-in unless someone else did while this waited."""

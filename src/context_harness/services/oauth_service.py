@@ -21,6 +21,8 @@ import aiohttp
 import structlog
 
 from context_harness.oauth.flow import AuthorizationUrlHandler, FlowRequest, run_authorization_flow
+from context_harness.oauth.jwts import key_problem
+from context_harness.oauth.machine_grants import PRIVATE_KEY_JWT
 from context_harness.oauth.registration import RegistrationLimit
 from context_harness.oauth.token_auth import either_way
 from context_harness.oauth.token_client import (
@@ -29,9 +31,10 @@ from context_harness.oauth.token_client import (
     TransientError,
     refresh_access_token,
 )
-from context_harness.primitives.oauth import Credential, TokenEvent, TokenState
+from context_harness.primitives.oauth import Credential, LoginKind, OAuthTokens, TokenEvent, TokenState
 from context_harness.primitives.result import ErrorCode, Failure, Result, Success
 from context_harness.services.blocking_io import run_config_io
+from context_harness.services.machine_logins import MachineLogins, Refused
 from context_harness.services.mcp_service import MCPService
 from context_harness.services.publisher import Publisher
 from context_harness.services.refresh_outcomes import (
@@ -73,6 +76,20 @@ class OAuthSettings:
 
 
 @dataclass(frozen=True, slots=True)
+class MachineSetup:
+    """A login without a person, as `chctl add NAME --client-credentials | --idp IDP` sets it up, or as
+    `chctl auth NAME` changes it (None: keep what is stored)."""
+
+    login: LoginKind | None = None
+    client_id: str | None = None
+    client_secret: str | None = field(default=None, repr=False)
+    private_key: str | None = field(default=None, repr=False)
+    signing_alg: str | None = None
+    idp: str | None = None
+    scopes: list[str] | None = None
+
+
+@dataclass(frozen=True, slots=True)
 class AuthOptions:
     client_id: str | None = None
     client_secret: str | None = field(default=None, repr=False)
@@ -104,6 +121,8 @@ class OAuthService:
         self._session = session
         self.states = states
         self.registrations = RegistrationLimit()  # new clients per issuer, every login of this daemon together
+        # The logins without a person (client credentials, an identity provider's): set by `build_services`.
+        self.machine: MachineLogins | None = None
 
     def configure(self, settings: OAuthSettings) -> None:
         self.settings = settings
@@ -183,6 +202,47 @@ class OAuthService:
             await self.states.changed(name, TokenEvent.NEW, f"{name}: logged in", credential=True)
         return Success(credential)
 
+    async def set_up_machine(self, name: str, server_url: str, setup: MachineSetup) -> Result[Credential]:
+        """Store a login without a person for `name` (no token yet: `obtain` gets it). What it had stored for the
+        same URL and kind of login stays unless `setup` changes it."""
+        problem = machine_setup_problem(setup)
+        if problem is not None:
+            return problem
+        assert setup.login is not None and setup.client_id is not None
+        async with self._lock(name):
+            stored = self.tokens.load(name)
+            same = stored is not None and stored.server_url == server_url and stored.login is setup.login
+            base = Credential(
+                name=name, kind="oauth", state=TokenState.PENDING_AUTH, server_url=server_url, login=setup.login
+            )
+            credential = _with_setup(stored if same and stored is not None else base, setup)
+            self.tokens.save(credential)
+            self.states.stored(name)
+        log.info("machine_login_set_up", server=name, login=setup.login.value, key=setup.private_key is not None)
+        return Success(credential)
+
+    async def obtain(self, name: str, setup: MachineSetup | None = None) -> Result[Credential]:
+        """A token for a login without a person, now (`chctl auth NAME`, `chctl add`, an IdP's new sign-in): the
+        authorization server is found again, and a `needs_reauth` is tried again (a person asked for it)."""
+        assert self.machine is not None
+        problem = machine_setup_problem(setup)
+        if problem is not None:
+            return problem
+        state = self.states.get(name)
+        try:
+            async with self._lock(name):
+                credential = self.tokens.load(name)
+                if credential is None or credential.login is LoginKind.BROWSER:
+                    return Failure(f"{name} has no login without a browser", ErrorCode.NOT_FOUND)
+                found = await self.machine.discover(_with_setup(credential, setup) if setup else credential)
+                if isinstance(found, Failure):
+                    return found
+                self.tokens.save(found.value)  # the new secret or key too: a later `chctl auth NAME` uses it
+                attempt = await self._renew_machine(state, found.value)
+        except LockTimeout:
+            return Failure(f"another process holds {name}'s lock", ErrorCode.TIMEOUT, "try again shortly")
+        return refresh_result(name, attempt, "asked")
+
     async def refresh_tokens(self, name: str) -> Result[Credential]:
         """Refresh now (`chctl refresh`), whatever the expiry."""
         credential = self.tokens.load(name)
@@ -216,11 +276,14 @@ class OAuthService:
             async with self._lock(name):
                 credential = self.tokens.load(name)
                 if credential is None or credential.kind != "oauth" or credential.tokens is None:
-                    return RefreshNeedsReauth("no login is stored")
+                    fix = credential.fix if credential is not None else None
+                    return RefreshNeedsReauth("no login is stored", fix=fix)
                 if credential.tokens.access_token != rejected:
                     return await self._not_needed(state, credential)
                 if credential.state is TokenState.NEEDS_REAUTH:
-                    return RefreshNeedsReauth(credential.last_error or "the last refresh was refused")
+                    return RefreshNeedsReauth(
+                        credential.last_error or "the last refresh was refused", fix=credential.fix
+                    )
                 # A server that refuses every token would otherwise get a refresh per request.
                 since = time.monotonic() - state.refreshed_at
                 if since < self.settings.min_refresh_spacing_s:
@@ -241,11 +304,11 @@ class OAuthService:
                 credential = self.tokens.load(name)
                 if credential is None or credential.kind != "oauth":
                     return RefreshNeedsReauth("no OAuth credential is stored")  # forgotten meanwhile: nothing to do
-                if credential.tokens is None:
-                    return await self._needs_reauth(state, credential, "no OAuth token is stored")
                 if credential.state is TokenState.NEEDS_REAUTH:
                     # Never send a rejected refresh token again: servers with reuse detection see a replay.
-                    return RefreshNeedsReauth(credential.last_error or "a new login is needed")
+                    return RefreshNeedsReauth(credential.last_error or "a new login is needed", fix=credential.fix)
+                if credential.tokens is None and credential.login is LoginKind.BROWSER:
+                    return await self._needs_reauth(state, credential, "no OAuth token is stored")
                 # Stale work: the token was replaced while we waited (here: the version; elsewhere: the file).
                 replaced = state.version != version or (planned is not None and _changed(planned, credential))
                 if not force and replaced and not _due(credential, due_before):
@@ -255,6 +318,8 @@ class OAuthService:
             return await self._retry_later(state, "another process holds the refresh lock")
 
     async def _refresh_locked(self, state: ServerState, credential: Credential, force: bool) -> RefreshAttempt:
+        if credential.login is not LoginKind.BROWSER:
+            return await self._renew_machine(state, credential)
         name, tokens = credential.name, credential.tokens
         assert tokens is not None
         if not tokens.refresh_token or not credential.token_endpoint or not credential.client_id:
@@ -291,23 +356,11 @@ class OAuthService:
             case Refreshed(new_tokens):
                 if new_tokens.refresh_token is None:  # not rotated: keep using the one we have
                     new_tokens = new_tokens.model_copy(update={"refresh_token": tokens.refresh_token})
-                fresh = credential.model_copy(
-                    update={
-                        "tokens": new_tokens,
-                        "state": TokenState.ACTIVE,
-                        "last_error": None,
-                        "token_endpoint_auth_method": auth_method,  # the way that worked, if it took two
-                    }
-                )
-                self.tokens.save(fresh)  # the rotated refresh token is on disk before anything uses the new token
+                # The way that worked, if it took two.
+                fresh = credential.model_copy(update={"token_endpoint_auth_method": auth_method})
                 if auth_method is not None and auth_method != credential.token_endpoint_auth_method:
                     self.clients.remember_auth_method(name, client_id, auth_method)
-                crash_point(AFTER_TOKEN_SAVE)
-                self.states.stored(name)
-                log.info("token_refreshed", server=name, expires_at=new_tokens.expires_at)
-                # The channel's publisher writes the new header, then people are told.
-                await self.states.changed(name, TokenEvent.REFRESHED, f"{name}: token refreshed", credential=True)
-                return RefreshDone(fresh)
+                return await self._store_renewed(fresh, new_tokens)
             case TransientError(reason, retry_after):
                 state.phase, state.last_error = TokenState.RETRYING, reason
                 log.warning("token_refresh_failed_transient", server=name, reason=reason, retry_after=retry_after)
@@ -317,6 +370,39 @@ class OAuthService:
                 if code is ErrorCode.INVALID_CLIENT:
                     self.forget_client(name, credential.client_id)
                 return await self._needs_reauth(state, credential, reason, code)
+
+    async def _store_renewed(self, credential: Credential, tokens: OAuthTokens) -> RefreshDone:
+        """Save new tokens (a rotated refresh token is on disk before anything uses the new access token), then
+        announce them: the channel's publisher writes the new header, then people are told."""
+        name = credential.name
+        event = TokenEvent.REFRESHED if credential.tokens is not None else TokenEvent.NEW
+        fresh = credential.model_copy(
+            update={"tokens": tokens, "state": TokenState.ACTIVE, "last_error": None, "fix": None}
+        )
+        self.tokens.save(fresh)
+        crash_point(AFTER_TOKEN_SAVE)
+        self.states.stored(name)
+        log.info("token_refreshed", server=name, expires_at=tokens.expires_at, login=credential.login.value)
+        await self.states.changed(name, event, f"{name}: token {event.value}", credential=True)
+        return RefreshDone(fresh)
+
+    async def _renew_machine(self, state: ServerState, credential: Credential) -> RefreshAttempt:
+        """A login without a person has no refresh token: ask for a token again, the same way as the first."""
+        if self.machine is None or credential.token_endpoint is None:
+            reason = "the server's authorization server was never found"
+            return await self._needs_reauth(state, credential, reason, fix=f"chctl auth {credential.name}")
+        state.phase, state.refreshed_at = TokenState.REFRESHING, time.monotonic()
+        outcome, used = await self.machine.renew(credential)
+        match outcome:
+            case Refreshed(tokens):
+                return await self._store_renewed(used, tokens)
+            case TransientError(reason, retry_after):
+                state.phase, state.last_error = TokenState.RETRYING, reason
+                log.warning("token_renewal_failed_transient", server=credential.name, reason=reason)
+                message = f"{credential.name}: getting a new token failed, retrying ({reason})"
+                return await self._retry_later(state, reason, retry_after, message)
+            case Refused(code, reason, fix, told):
+                return await self._needs_reauth(state, used, reason, code, fix=fix, quiet=told)
 
     async def _retry_later(
         self, state: ServerState, reason: str, retry_after: float | None = None, message: str = ""
@@ -333,17 +419,26 @@ class OAuthService:
         return RefreshNotNeeded(credential)
 
     async def _needs_reauth(
-        self, state: ServerState, credential: Credential, reason: str, code: ErrorCode = ErrorCode.INVALID_GRANT
+        self,
+        state: ServerState,
+        credential: Credential,
+        reason: str,
+        code: ErrorCode = ErrorCode.INVALID_GRANT,
+        *,
+        fix: str | None = None,
+        quiet: bool = False,
     ) -> RefreshNeedsReauth:
+        """Only a person can help: `fix` is the command (else `chctl auth NAME`); `quiet`, they were told already."""
         name = state.name
         if credential.kind == "oauth":
-            self.tokens.save(credential.model_copy(update={"state": TokenState.NEEDS_REAUTH, "last_error": reason}))
+            update = {"state": TokenState.NEEDS_REAUTH, "last_error": reason, "fix": fix}
+            self.tokens.save(credential.model_copy(update=update))
             state.version += 1
         state.phase, state.last_error = TokenState.NEEDS_REAUTH, reason
         log.warning("token_needs_reauth", server=name, reason=reason)
-        message = f"{name} needs a new login: run `chctl auth {name}` ({reason})"
-        await self.states.changed(name, TokenEvent.NEEDS_REAUTH, message)
-        return RefreshNeedsReauth(reason, code)
+        message = f"{name} needs a new login: run `{fix or f'chctl auth {name}'}` ({reason})"
+        await self.states.changed(name, TokenEvent.NEEDS_REAUTH, message, quiet=quiet)
+        return RefreshNeedsReauth(reason, code, fix=fix)
 
     def forget_client(self, name: str, client_id: str | None) -> None:
         """The server no longer knows `client_id`: drop its stored registration, so the next
@@ -402,3 +497,35 @@ def _due(credential: Credential, due_before: float | None) -> bool:
     if tokens is None or tokens.expires_at is None:
         return False
     return tokens.expires_at <= (due_before if due_before is not None else time.time() + VALIDITY_MARGIN_S)
+
+
+def machine_setup_problem(setup: MachineSetup | None) -> Failure | None:
+    """What makes `setup` unusable, said before anything is stored."""
+    if setup is None:
+        return None
+    if setup.private_key is not None:
+        problem = key_problem(setup.private_key, setup.signing_alg or "ES256")
+        if problem is not None:
+            return Failure(problem, ErrorCode.INVALID_PARAMS, "pass --private-key FILE (PEM) and --signing-alg")
+    if setup.login is LoginKind.CLIENT_CREDENTIALS and not (setup.client_secret or setup.private_key):
+        return Failure(
+            "client credentials need the client's secret or its private key",
+            ErrorCode.AUTH_REQUIRED,
+            "set NAME_CLIENT_SECRET (or pass --client-secret - to type it), or pass --private-key FILE",
+        )
+    return None
+
+
+def _with_setup(credential: Credential, setup: MachineSetup) -> Credential:
+    """`credential` with what `setup` changes: a key replaces a secret and the other way round."""
+    update: dict[str, Any] = {k: v for k, v in (("client_id", setup.client_id), ("idp", setup.idp)) if v}
+    if setup.scopes:
+        update["scopes"] = setup.scopes
+    if setup.private_key is not None:
+        update |= {"private_key": setup.private_key, "signing_alg": setup.signing_alg or "ES256"}
+        update |= {"client_secret": None, "token_endpoint_auth_method": PRIVATE_KEY_JWT, "assertion_audience": None}
+    elif setup.client_secret is not None:
+        update |= {"client_secret": setup.client_secret, "private_key": None, "signing_alg": None}
+        if credential.token_endpoint_auth_method == PRIVATE_KEY_JWT:
+            update["token_endpoint_auth_method"] = None
+    return credential.model_copy(update=update)
