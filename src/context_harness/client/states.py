@@ -23,7 +23,7 @@ def describe(server: dict[str, Any], now: float) -> tuple[str, str]:
         words, colour = describe({**server, "via": None, "has_refresh_token": True}, now)  # the laptop refreshes
         return f"{words} via {server['via']}", colour
     if state in ("pending_auth", "needs_reauth"):
-        return f"needs login → chctl auth {name}", "red"
+        return f"needs login → {server.get('fix') or f'chctl auth {name}'}", "red"
     if state == "retrying":
         error = server.get("last_error") or "refresh failed"
         return f"retrying (next try {when(server.get('next_refresh_at'), now)}): {error}", "yellow"
@@ -33,7 +33,8 @@ def describe(server: dict[str, Any], now: float) -> tuple[str, str]:
         return "ok (API key)", "green"
     if state == "no_auth":
         return "ok (no auth)", "green"
-    if state == "active" and server.get("expires_at") and not server.get("has_refresh_token", True):
+    renewed = server.get("has_refresh_token", True) or server.get("login") in ("client_credentials", "idp")
+    if state == "active" and server.get("expires_at") and not renewed:
         return f"expires {when(server['expires_at'], now)}, no refresh token", "yellow"
     if state == "active":
         return "ok", "green"

@@ -11,6 +11,7 @@ from typing import Any, TypeVar
 
 from context_harness import __version__
 from context_harness.config.format import DEFAULT_CLIENT, get_format
+from context_harness.daemon.rpc_machine_methods import machine_setup, set_up_after_add
 from context_harness.daemon.rpc_params import (
     AddParams,
     BridgeOpenParams,
@@ -24,6 +25,7 @@ from context_harness.primitives.result import Failure, Result, Success
 from context_harness.services import doctor, listings
 from context_harness.services.blocking_io import StillRunning, run_blocking, run_config_io
 from context_harness.services.config_service import ConfigTarget
+from context_harness.services.idp_service import idp_row
 from context_harness.services.mcp_service import AddRequest, client_format
 from context_harness.services.network_checks import network_checks
 from context_harness.services.status import ServerStatus
@@ -92,6 +94,9 @@ async def mcp_list(s: Services, p: TargetParams) -> Result[dict[str, Any]]:
 
 
 async def mcp_add(s: Services, p: AddParams) -> Result[dict[str, Any]]:
+    setup = machine_setup(p)  # checked before anything is written
+    if isinstance(setup, Failure):
+        return setup
     request = AddRequest(
         name=p.name,
         target=p.target(),
@@ -106,20 +111,23 @@ async def mcp_add(s: Services, p: AddParams) -> Result[dict[str, Any]]:
         mode=p.mode,
         clients=tuple(p.clients or [p.client]),
         delegated_via=delegated_via(s, p),
+        oauth=setup.value is not None,
     )
     added = await s.mcp.add(request)
     if isinstance(added, Failure):
         return added
     outcome = added.value  # `MCPService.add` announced the change: the header is written, the plan follows
     first = get_format(outcome.written[0].client)
+    login = await set_up_after_add(s, p.name, setup.value) if setup.value is not None else {}
     return Success(
         {
             "name": outcome.name,
             "path": str(outcome.path),
             "entry": first.mask(outcome.entry),
             "auth_type": outcome.auth_type.value,
-            "needs_auth": outcome.needs_auth,
+            "needs_auth": outcome.needs_auth and "login" not in login,
             "configs": [{"client": w.client, "path": str(w.path), "mode": w.mode} for w in outcome.written],
+            **login,
         }
     )
 
@@ -157,7 +165,8 @@ async def status(s: Services, _: NoParams) -> Result[dict[str, Any]]:
     rows = [row.as_dict() for row in await server_statuses(s)]
     if any(row["via"] for row in rows):
         await s.delegate.fill_in(rows)
-    return Success({"daemon": daemon_summary(s), "servers": rows})
+    idps = [idp_row(s.idps, name) for name in s.idps.store.names()]
+    return Success({"daemon": daemon_summary(s), "servers": rows, "idps": idps})
 
 
 async def server_statuses(s: Services) -> list[ServerStatus]:

@@ -223,4 +223,5 @@ def build_services(
     status.token_reads = token_access.reads_of
     status.shared = services.shared.load
     status.via = services.delegate.via
+    status.idp_waiting = idps.waiting_for_sign_in
     return services

@@ -18,6 +18,7 @@ from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import aiohttp
 import structlog
@@ -95,6 +96,11 @@ class IdpService:
 
     def configure(self, settings: IdpSettings) -> None:
         self.settings = settings
+
+    def waiting_for_sign_in(self, name: str) -> bool:
+        """Whether `name` has no sign-in a server's token can be derived from (none yet, or refused)."""
+        login = self.store.load(name)
+        return login is None or login.state is not TokenState.ACTIVE
 
     def dependents(self, name: str) -> list[str]:
         """The servers whose token is derived from `name`'s sign-in."""
@@ -341,3 +347,26 @@ def not_added(name: str) -> Failure:
         ErrorCode.NOT_FOUND,
         f"add it first: `chctl idp add {name} --issuer URL --client-id ID`",
     )
+
+
+def idp_row(idps: IdpService, name: str) -> dict[str, Any]:
+    """`chctl idp list`'s row for `name` (and `status`'s): no token, only where the sign-in stands."""
+    login = idps.store.load(name)
+    live = idps.states.peek(name)
+    plan = live.plan if live is not None else None
+    state = (live.phase if live is not None and live.phase is not None else None) or (
+        login.state if login is not None else TokenState.PENDING_AUTH
+    )
+    return {
+        "name": name,
+        "issuer": login.issuer if login is not None else None,
+        "client_id": login.client_id if login is not None else None,
+        "state": state.value,
+        "subject": login.subject if login is not None else None,
+        "expires_at": login.expires_at if login is not None else None,
+        "has_refresh_token": bool(login is not None and login.refresh_token),
+        "next_refresh_at": plan.due if plan is not None and plan.refresh else None,
+        "last_error": (live.last_error if live is not None else None) or (login.last_error if login else None),
+        "servers": idps.dependents(name),
+        "fix": login_fix(name) if state in (TokenState.PENDING_AUTH, TokenState.NEEDS_REAUTH) else None,
+    }

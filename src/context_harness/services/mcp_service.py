@@ -46,6 +46,7 @@ class AddRequest:
     clients: tuple[str, ...] = (DEFAULT_CLIENT,)
     # On a remote machine: the forwarded socket of the laptop's daemon, which holds the credential
     delegated_via: str | None = None
+    oauth: bool = False  # an OAuth server whatever the registry says (a login without a person is set up next)
 
 
 @dataclass(frozen=True, slots=True)
@@ -410,7 +411,9 @@ class MCPService:
         auth_type = MCPAuthType.NONE
         if known is not None and request.url is None and url == known.url:
             auth_type = known.auth_type
-        if request.api_key is not None or (request.url is None and stored is not None and stored.kind == "api_key"):
+        if request.oauth:
+            auth_type = MCPAuthType.OAUTH
+        elif request.api_key is not None or (request.url is None and stored is not None and stored.kind == "api_key"):
             auth_type = MCPAuthType.API_KEY  # a new key, or the stored one kept for the recorded URL
 
         credential = None

@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from context_harness.primitives.mcp import MCPAuthType
-from context_harness.primitives.oauth import Credential, TokenState
+from context_harness.primitives.oauth import Credential, LoginKind, TokenState
 from context_harness.primitives.result import Failure, Result, Success
 from context_harness.services import recorded_urls
 from context_harness.services.mcp_service import MCPService
@@ -62,6 +62,9 @@ class ServerStatus:
     last_token_read_at: float | None = None
     shared: bool = False  # `chctl share`: usable from other machines through the remote socket
     via: str | None = None  # on a remote machine: the forwarded socket that carries it (no credential here)
+    login: str | None = None  # an OAuth server's kind of login: browser, client_credentials, idp
+    idp: str | None = None  # login `idp`: the identity provider its token is derived from
+    fix: str | None = None  # the command that mends a needed login, when it is not `chctl auth NAME`
 
     def as_dict(self) -> dict[str, Any]:
         return {**asdict(self), "auth_type": self.auth_type.value}
@@ -80,6 +83,8 @@ class StatusBoard:
         self.token_reads: Callable[[str], TokenReads] = lambda _name: TokenReads()
         self.shared: Callable[[], set[str]] = set
         self.via: Callable[[str, list[Binding]], Path | None] = lambda _name, _bindings: None
+        # Whether an identity provider has no sign-in to derive tokens from (then that sign-in is the fix).
+        self.idp_waiting: Callable[[str], bool] = lambda _name: False
 
     def awaiting_login(self) -> list[str]:
         """Bound servers without a credential: whether each expects a login is read from its configs."""
@@ -128,21 +133,29 @@ class StatusBoard:
         tokens = credential.tokens
         expired = tokens is not None and tokens.is_expired(buffer_seconds=0)
         note = None
+        asks_again = credential.login is not LoginKind.BROWSER  # no refresh token needed: a new token is asked for
         if tokens is not None and not tokens.refresh_token and state_now is not TokenState.NEEDS_REAUTH:
-            note = no_refresh_token_note(credential)
+            note = None if asks_again else no_refresh_token_note(credential)
         unrecorded = self._unrecorded(credential, bindings)
         last_error = _last_error(live, credential)
         if unrecorded is not None:  # the reason nothing else works
             last_error = f"{unrecorded.error}; {unrecorded.hint}"
+        oauth = credential.kind == "oauth"
+        fix = credential.fix
+        if credential.login is LoginKind.IDP and credential.idp and self.idp_waiting(credential.idp):
+            fix = f"chctl idp login {credential.idp}"
         return ServerStatus(
             state=state_now.value,
-            auth_type=MCPAuthType.API_KEY if credential.kind == "api_key" else MCPAuthType.OAUTH,
+            auth_type=MCPAuthType.OAUTH if oauth else MCPAuthType.API_KEY,
+            login=credential.login.value if oauth else None,
+            idp=credential.idp,
+            fix=fix,
             usable=bool(credential.secret)
             and state_now not in (TokenState.NEEDS_REAUTH, TokenState.PENDING_AUTH)
             and not expired
             and unrecorded is None,
             expires_at=tokens.expires_at if tokens else None,
-            has_refresh_token=bool(tokens and tokens.refresh_token),
+            has_refresh_token=bool(tokens and tokens.refresh_token),  # (a login without a person renews anyway)
             scopes=tokens.scope.split() if tokens and tokens.scope else credential.scopes,
             issuer=credential.issuer,
             last_error=last_error,
