@@ -77,7 +77,7 @@ def cmd_status(args: argparse.Namespace) -> int:
             [
                 s["name"] + (" (shared)" if s.get("shared") else ""),
                 words,
-                s["auth_type"],
+                _auth(s),
                 when(s["expires_at"], now),
                 when(s["next_refresh_at"], now),
                 s.get("mode") or "-",
@@ -87,7 +87,22 @@ def cmd_status(args: argparse.Namespace) -> int:
             ]
         )
     print(table(rows, colours if use_colour() else None, colour_column=1, width=terminal_width(), cut=8))
+    if result.get("idps"):
+        from context_harness.client.idp_cmd import idp_table
+
+        print()
+        print(table(idp_table(result["idps"], now), width=terminal_width(), cut=5))
     return 0
+
+
+def _auth(server: dict[str, Any]) -> str:
+    """The AUTH column: the kind of credential, and of login for OAuth (the IdP a token is derived from)."""
+    login = server.get("login")
+    if login == "client_credentials":
+        return "client credentials"
+    if login == "idp":
+        return f"idp {server.get('idp')}"
+    return str(server["auth_type"])
 
 
 def cmd_bridge(args: argparse.Namespace) -> int:
@@ -180,6 +195,7 @@ def build_parser() -> argparse.ArgumentParser:
         check_cmd,
         completion,
         config_cmd,
+        idp_cmd,
         import_cmd,
         logs,
         remote_cmd,
@@ -224,6 +240,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_daemon)
 
     auth_cmd.add_auth_parsers(sub)
+    idp_cmd.add_idp_parsers(sub)
     check_cmd.add_check_parser(sub)
     token_cmd.add_token_parser(sub)
     import_cmd.add_import_parser(sub)
