@@ -16,7 +16,7 @@ from typing import TypeAlias
 import aiohttp
 import structlog
 
-from context_harness.oauth.discovery import discover
+from context_harness.oauth.discovery import OFFLINE_ACCESS, discover
 from context_harness.oauth.flow_client import explicit_auth_method
 from context_harness.oauth.machine_grants import (
     PRIVATE_KEY_JWT,
@@ -93,6 +93,8 @@ class MachineLogins:
             method = explicit_auth_method(credential.client_secret, auth_server)
         if credential.login is LoginKind.IDP and self.idps.store.load(credential.idp or "") is None:
             return not_added(credential.idp or "")
+        # The scopes a login would ask for (the 401's, else the resource's), without offline_access: nothing to renew.
+        scopes = credential.scopes or [s for s in found.value.scopes() if s != OFFLINE_ACCESS] or None
         log.info("machine_login_discovered", server=credential.name, issuer=auth_server.issuer, auth_method=method)
         return Success(
             credential.model_copy(
@@ -102,6 +104,7 @@ class MachineLogins:
                     "revocation_endpoint": auth_server.revocation_endpoint,
                     "resource": found.value.resource,
                     "token_endpoint_auth_method": method,
+                    "scopes": scopes,
                 }
             )
         )
