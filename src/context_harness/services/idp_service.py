@@ -277,7 +277,7 @@ class IdpService:
             case Refreshed(tokens):
                 return await self._refreshed(state, login, tokens)
             case TransientError(reason, retry_after):
-                return await self._retry_later(state, f"{name}: {reason}", retry_after)
+                return await self._retry_later(state, reason, retry_after)
             case PermanentError(_code, reason):
                 return await self._needs_person(state, login, reason)
 
@@ -320,7 +320,7 @@ class IdpService:
         state.phase, state.last_error = TokenState.NEEDS_REAUTH, reason
         waiting = self.dependents(name)
         log.warning("idp_needs_sign_in", idp=name, reason=reason, servers=waiting)
-        servers = f"; {', '.join(waiting)} wait for it" if waiting else ""
+        servers = f"; the servers waiting for it: {', '.join(waiting)}" if waiting else ""
         message = f"{name} needs a new sign-in: run `{login_fix(name)}` ({reason}){servers}"
         await self.states.changed(name, TokenEvent.NEEDS_REAUTH, message)
         return SignInNeeded(reason, login_fix(name), True)
