@@ -383,7 +383,8 @@ class OAuthService:
         crash_point(AFTER_TOKEN_SAVE)
         self.states.stored(name)
         log.info("token_refreshed", server=name, expires_at=tokens.expires_at, login=credential.login.value)
-        await self.states.changed(name, event, f"{name}: token {event.value}", credential=True)
+        message = f"{name}: token refreshed" if event is TokenEvent.REFRESHED else f"{name}: got a token"
+        await self.states.changed(name, event, message, credential=True)
         return RefreshDone(fresh)
 
     async def _renew_machine(self, state: ServerState, credential: Credential) -> RefreshAttempt:
