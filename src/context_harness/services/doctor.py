@@ -235,7 +235,7 @@ def server_checks(servers: list[ServerStatus], now: float | None = None) -> list
 
 def _server_check(server: ServerStatus, now: float) -> Check:
     name, state, error = server.name, server.state, server.last_error
-    login = f"run `chctl auth {name}`"
+    login = f"run `{server.fix or f'chctl auth {name}'}`"
     match state:
         case "pending_auth":
             return Check("server_state", "warn", f"{name}: not logged in yet" + _because(error), login)
@@ -248,7 +248,7 @@ def _server_check(server: ServerStatus, now: float) -> Check:
                 f"{name}: refresh failing, retrying" + _because(error),
                 "the daemon keeps retrying with backoff; `chctl logs` has the details",
             )
-        case "active" if server.expires_at and not server.has_refresh_token:
+        case "active" if server.expires_at and not server.has_refresh_token and server.login == "browser":
             minutes = max(0, round((server.expires_at - now) / 60))
             return Check(
                 "server_state",
