@@ -141,4 +141,4 @@ def test_a_token_without_the_scope_the_server_wants_is_403_with_the_scope_to_log
     code, (server,) = check(user_env, "srv")
     assert (code, server["outcome"], server["level"]) == (1, "forbidden", "attention")
     assert server["message"].startswith("403 (insufficient_scope): ")
-    assert "`chctl auth srv --scope ...`" in server["next_action"]
+    assert "`chctl auth srv --scope SCOPE`" in server["next_action"]

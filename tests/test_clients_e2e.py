@@ -263,7 +263,7 @@ def test_one_add_writes_every_client_and_chctl_clients_lists_them(
     for client in OTHER_CLIENTS:
         assert listed[client]["servers"]["keyed"]["managed"] is True
         assert listed[client]["servers"]["keyed"]["mode"] == "bridge"
-        assert listed[client]["found"]  # its user file exists now
+        assert listed[client]["found"] != str(user_file(user_env, client))  # the file chctl made is no sign of it
     assert listed["opencode"]["servers"] == {}
     assert "keyed (bridge)" in chctl(user_env, "clients").stdout
     listing = json.loads(chctl(user_env, "list", "--client", "codex", "--json").stdout)

@@ -248,7 +248,7 @@ def test_an_unknown_name_is_not_found_with_the_names_it_resembles(harness: Harne
     added = harness.add(name)
     assert isinstance(added, Failure) and added.code is ErrorCode.NOT_FOUND
     assert f"unknown server {name!r}" in added.error
-    assert f"did you mean: {suggested}" in (added.hint or "") and "--url" in (added.hint or "")
+    assert f"did you mean `{suggested}`" in (added.hint or "") and f"`chctl add {name} --url URL`" in (added.hint or "")
     assert_nothing_written(harness, name)
 
 

@@ -10,7 +10,7 @@ import shutil
 import stat
 import subprocess
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import pytest
@@ -310,7 +310,7 @@ def test_install_honours_xdg_config_home(tmp_path: Path, monkeypatch: pytest.Mon
     assert Machine.current().config_home == Path.home() / ".config"
 
 
-@pytest.mark.parametrize("action", ["install", "status", "uninstall"])
+@pytest.mark.parametrize("action", ["install", "uninstall"])
 @pytest.mark.parametrize(
     "probe", [NO_BUS, Completed(127, "", "systemctl: command not found")], ids=["no-bus", "no-systemctl"]
 )
@@ -333,20 +333,41 @@ def test_without_systemd_user_session_says_unsupported_and_suggests_daemon_start
     assert not (tmp_path / "home/.config/systemd/user/context-harness.service").exists()
 
 
-def test_this_machine_without_a_user_session_reports_unsupported(tmp_path: Path) -> None:
+@pytest.mark.parametrize("pid", [4242, None], ids=["daemon-running", "no-daemon"])
+def test_status_without_a_service_manager_says_whether_the_daemon_runs_and_what_a_service_needs(
+    tmp_path: Path, pid: int | None
+) -> None:
+    for machine, runner in [
+        (_machine(tmp_path), FakeRunner({("systemctl", "--user", "show-environment"): NO_BUS})),
+        (_machine(tmp_path, platform="win32"), FakeRunner()),
+    ]:
+        code, out, err = _run_real("status", machine, runner, lambda: pid)
+        assert (code, err) == (0, "")
+        service, daemon, *note = out.splitlines()
+        assert service.startswith("service:   none: ")
+        if pid is None:
+            assert daemon.startswith("daemon:    not running") and "`chctl daemon start`" in daemon
+        else:
+            assert daemon.startswith("daemon:    running, pid 4242: started by chctl, not as a service")
+        assert "`chctl service install` needs a user service manager" in " ".join(note)
+
+
+def test_this_machine_without_a_user_session_reports_it_and_the_daemon(tmp_path: Path) -> None:
     """The real runner on the real machine: containers like CI's have no systemd user session."""
     if run_command(["systemctl", "--user", "show-environment"]).returncode == 0:
         pytest.skip("this machine has a systemd user session")
-    code, _, err = _run_real("status", _machine(tmp_path))
-    assert code != 0
-    assert err.startswith("error[UNSUPPORTED]: systemd user session not available\n")
-    assert "chctl daemon start" in err
+    code, out, _ = _run_real("status", _machine(tmp_path), None, lambda: None)
+    assert code == 0
+    assert out.startswith("service:   none: systemd user session not available\n")
 
 
-def _run_real(action: str, machine: Machine) -> tuple[int, str, str]:
+def _run_real(
+    action: str, machine: Machine, runner: FakeRunner | None, running_daemon: Callable[[], int | None]
+) -> tuple[int, str, str]:
     args = argparse.Namespace(service_action=action, dry_run=False)
     out, err = io.StringIO(), io.StringIO()
-    return run_service(args, machine=machine, out=out, err=err), out.getvalue(), err.getvalue()
+    code = run_service(args, machine=machine, runner=runner, out=out, err=err, running_daemon=running_daemon)
+    return code, out.getvalue(), err.getvalue()
 
 
 def test_a_failing_systemctl_command_is_reported_with_its_reason(tmp_path: Path) -> None:
@@ -366,7 +387,7 @@ def test_install_without_context_harnessd_is_not_found(tmp_path: Path) -> None:
 
 
 def test_unsupported_platform(tmp_path: Path) -> None:
-    code, _, err = _run("status", _machine(tmp_path, platform="win32"))
+    code, _, err = _run("install", _machine(tmp_path, platform="win32"))
     assert code == 1
     assert err.startswith("error[UNSUPPORTED]: no supported service manager on win32\n")
 

@@ -19,12 +19,17 @@ It exits when stdin closes, or on SIGTERM/SIGINT.
 
   --transport sse   the legacy HTTP+SSE transport (the SDK's sse_app: GET /sse, POST /messages/) instead
                     of Streamable HTTP at /mcp; the ready line's url is then the /sse URL.
+  --era legacy|modern   the SDK serves both protocol eras (the `initialize` handshake, and 2026-07-28's
+                    `server/discover` with the version in every request); `legacy` answers a 2026-07-28 request
+                    as a 2025 server does (400, no session), `modern` answers a handshake-era request as a
+                    2026-07-28-only server does (-32022, its supported versions).
 
 Tools: echo(text) -> text; whoami() -> the token's subject ("api-key" in API-key mode);
 token_id() -> a short hash of the credential this call carried (tells tokens apart without showing them);
 progress_then_wait(key) -> sends a progress notification, then waits (up to 60 s) for release(key);
 ask_name() -> elicits {"name"} from the client and greets it; sample(prompt) -> asks the client's model
-(sampling) and returns its text; live_sessions() -> how many Streamable HTTP sessions the server holds.
+(sampling) and returns its text; live_sessions() -> how many Streamable HTTP sessions the server holds;
+announce() -> tells `subscriptions/listen` streams that the tool list changed (2026-07-28).
 """
 
 from __future__ import annotations
@@ -105,6 +110,38 @@ class IntrospectionTokenVerifier:
         )
 
 
+MODERN_VERSIONS = {"2026-07-28"}
+
+
+class EraMiddleware:
+    """One protocol era only: `legacy` refuses 2026-07-28 requests as a 2025 server does (400: no session),
+    `modern` refuses handshake-era ones as a 2026-07-28-only server does (-32022 with its versions)."""
+
+    def __init__(self, app: ASGIApp, era: str) -> None:
+        self._app = app
+        self._era = era
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http" and scope["method"] == "POST":
+            version = next((v.decode() for k, v in scope["headers"] if k == b"mcp-protocol-version"), None)
+            modern = version in MODERN_VERSIONS
+            if self._era == "legacy" and modern:
+                error = {"code": -32000, "message": "Bad Request: No valid session ID provided"}
+                return await _send_json(send, 400, {"jsonrpc": "2.0", "id": None, "error": error})
+            if self._era == "modern" and not modern:
+                data = {"supported": sorted(MODERN_VERSIONS), "requested": version}
+                error = {"code": -32022, "message": "Unsupported protocol version", "data": data}
+                return await _send_json(send, 400, {"jsonrpc": "2.0", "id": None, "error": error})
+        await self._app(scope, receive, send)
+
+
+async def _send_json(send: Send, status: int, doc: dict[str, Any]) -> None:
+    body = json.dumps(doc).encode()
+    headers = [(b"content-type", b"application/json"), (b"content-length", b"%d" % len(body))]
+    await send({"type": "http.response.start", "status": status, "headers": headers})
+    await send({"type": "http.response.body", "body": body})
+
+
 class ApiKeyMiddleware:
     """Answers 401 unless the request carries the key in the configured header."""
 
@@ -180,6 +217,12 @@ def build_server(auth: AuthSettings | None, verifier: IntrospectionTokenVerifier
         return content.text if isinstance(content, TextContent) else "?"
 
     @server.tool()
+    async def announce(ctx: Context) -> str:
+        """Tell `subscriptions/listen` streams that the tool list changed."""
+        await ctx.notify_tools_changed()
+        return "announced"
+
+    @server.tool()
     def live_sessions() -> int:
         """How many Streamable HTTP sessions this server holds."""
         return len(server.session_manager._server_instances)
@@ -198,6 +241,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--scopes", default="mcp:read mcp:write", help="required scopes, also scopes_supported")
     parser.add_argument("--resource", help="resource URL to advertise and require (default: this /mcp URL)")
     parser.add_argument("--transport", choices=["streamable", "sse"], default="streamable")
+    parser.add_argument("--era", choices=["both", "legacy", "modern"], default="both")
     args = parser.parse_args(argv)
     if bool(args.api_key_header) == bool(args.introspect):
         parser.error("give exactly one of --api-key-header or --introspect")
@@ -209,6 +253,11 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
 
 
 def build_app(args: argparse.Namespace, url: str) -> tuple[ASGIApp, str | None]:
+    app, resource = _build_app(args, url)
+    return (app if args.era == "both" else EraMiddleware(app, args.era)), resource
+
+
+def _build_app(args: argparse.Namespace, url: str) -> tuple[ASGIApp, str | None]:
     if args.api_key_header:
         server = build_server(None, None)
         if args.transport == "sse":
@@ -228,7 +277,7 @@ def build_app(args: argparse.Namespace, url: str) -> tuple[ASGIApp, str | None]:
     return build_server(auth, verifier).streamable_http_app(streamable_http_path=MCP_PATH), resource
 
 
-def _exit_when_stdin_closes(server: uvicorn.Server, loop: asyncio.AbstractEventLoop) -> None:
+def exit_when_stdin_closes(server: uvicorn.Server, loop: asyncio.AbstractEventLoop) -> None:
     def watch() -> None:
         while sys.stdin.buffer.read(4096):
             pass
@@ -247,7 +296,7 @@ async def serve(args: argparse.Namespace) -> None:
     app, resource = build_app(args, url)
     config = uvicorn.Config(app, log_level="warning", timeout_graceful_shutdown=2, lifespan="on")
     server = uvicorn.Server(config)
-    _exit_when_stdin_closes(server, asyncio.get_running_loop())
+    exit_when_stdin_closes(server, asyncio.get_running_loop())
     serving = asyncio.create_task(server.serve(sockets=[sock]))
     while not server.started:
         if serving.done():

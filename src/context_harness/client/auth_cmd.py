@@ -11,8 +11,9 @@ import os
 import sys
 import time
 
+from context_harness.client import states
 from context_harness.client.arguments import add_json_flag
-from context_harness.client.output import print_hint, print_json
+from context_harness.client.output import print_hint, print_json, say_made_private
 from context_harness.client.rpc_client import RpcError, call
 from context_harness.primitives.text import printable
 
@@ -103,7 +104,9 @@ def auth_status(args: argparse.Namespace) -> int:
     if args.json:
         print_json(status)
     else:
-        print(f"{status['name']}: {status['state']}, {_expiry(status['expires_at'])}")
+        words, _colour = states.describe(status, time.time())  # as `chctl status` says it
+        expiry = f", {_expiry(status['expires_at'])}" if status["expires_at"] else ""
+        print(f"{printable(status['name'])}: {printable(words)}{expiry}")
         if status.get("issuer"):
             print(f"  issuer: {printable(status['issuer'])}")
         if status.get("scopes"):
@@ -225,6 +228,7 @@ def _print_logged_in(args: argparse.Namespace, result: dict[str, Any]) -> int:
     )
     for path in result["configs"]:
         print(f"  header written to {path}")
+    say_made_private(result.get("made_private") or {})
     for path, error in result.get("config_errors", {}).items():
         print(f"  could not write {path}: {printable(error)}", file=sys.stderr)
     if not result["configs"]:

@@ -4,12 +4,14 @@ The agent writes newline-delimited JSON-RPC on our stdin and reads the daemon's 
 knows about tokens: after `bridge.open` the daemon's connection is a plain relay for one server.
 
 What this process guarantees the agent:
-- it never exits while stdin is open (an agent marks a local server failed for good once it exits), and it
-  exits at once when stdin closes;
+- it never exits while stdin is open (an agent marks a local server failed for good once it exits); when stdin
+  closes, it answers every request it read before (a filter: `printf ... | chctl bridge NAME`), within
+  EOF_ANSWER_DEADLINE_S, then exits: 0, or 1 when the daemon refused the bridge or an answer did not come;
 - when the daemon goes away (restart, crash) it reconnects — starting the daemon as other commands do — and
   re-opens the session with the client's own `initialize`, so the agent does not notice; a request that was
   in flight at that moment gets an error (it may have run: sending it again is the client's call);
-- nothing on stderr: the daemon's log says what happened.
+- on stderr only why the daemon refused the bridge (an unknown name, with the names it resembles), once per
+  reason; the daemon's log says the rest.
 
 Standard library only, and little of it: this process lives as long as the agent's session.
 """
@@ -22,6 +24,7 @@ import select
 import time
 
 from context_harness.client import rpc_client, wire
+from context_harness.primitives.text import printable
 
 TYPE_CHECKING = False
 
@@ -31,13 +34,15 @@ if TYPE_CHECKING:
 RETRY_INTERVAL_S = 0.1  # how often a lost daemon is looked for
 OPEN_TIMEOUT_S = 10.0  # a daemon that accepts the connection but does not answer `bridge.open` in this time is hung
 GIVE_UP_S = 15.0  # a request waiting this long for a daemon is answered with an error (it keeps looking)
+# After stdin closed, the answers still owed may take this long (a tool call can be slow); then each gets an error.
+EOF_ANSWER_DEADLINE_S = 60.0
 AUTOSTART_EVERY_S = 30.0  # start the daemon at most this often while none answers
 REFUSED_BACKOFF_S = (1.0, 10.0)  # after the daemon refuses the bridge (or is refused): wait this long, doubling, capped
 READ_BYTES = 256 * 1024
 RELAY_ERROR = -32001  # the daemon's relay uses the same code for its own failures
 OPEN_ID = "chctl-bridge-open"
 
-STDIN, STDOUT = 0, 1
+STDIN, STDOUT, STDERR = 0, 1, 2
 
 
 def write_all(fd: int, data: bytes) -> None:
@@ -84,6 +89,7 @@ class Bridge:
         self.queue: list[tuple[float, bytes, Any]] = []  # (since, line, request id or None) while no daemon
         self.client_partial: list[bytes] = []
         self.daemon_partial: list[bytes] = []
+        self.stdin_closed_at: float | None = None  # then only the answers owed are waited for
 
     # --- the loop ---------------------------------------------------------------------------------------
 
@@ -95,20 +101,68 @@ class Bridge:
             if self.state == "opening" and now - self.opening_since > OPEN_TIMEOUT_S:
                 self.lost()
             self.expire_queue(now)
+            if self.stdin_closed_at is not None:
+                done = self.after_stdin(now)
+                if done is not None:
+                    return done
             for fd, _events in self.poller.poll(self.poll_timeout_ms()):
                 if fd == STDIN:
                     data = os.read(STDIN, READ_BYTES)
-                    if not data:
-                        self.close()
-                        return 0
-                    self.from_client(data)
+                    if data:
+                        self.from_client(data)
+                    else:
+                        self.stdin_closed(now)
                 elif self.sock is not None and fd == self.sock.fileno():
                     self.from_daemon()
 
     def poll_timeout_ms(self) -> int | None:
-        if self.state == "open":
+        if self.state == "open" and self.stdin_closed_at is None:
             return None
         return int(RETRY_INTERVAL_S * 1000)
+
+    # --- stdin closed: a filter's end ---------------------------------------------------------------------
+
+    def stdin_closed(self, now: float) -> None:
+        """No more requests: an unfinished last line still counts, and what was read is still answered."""
+        self.poller.unregister(STDIN)
+        self.stdin_closed_at = now
+        if self.client_partial:
+            self.from_client(b"\n")
+
+    def owed(self) -> list[Any]:
+        """The ids of the client's requests not yet answered: queued for a daemon, or in flight there."""
+        return [request_id for _since, _line, request_id in self.queue if request_id is not None] + list(
+            self.in_flight.values()
+        )
+
+    def after_stdin(self, now: float) -> int | None:
+        """Once stdin closed: the exit status when it is time to go (all answered, or the deadline), else None.
+        The bridge is opened even when nothing is owed, so an unknown name is an error here too."""
+        assert self.stdin_closed_at is not None
+        owed = self.owed()
+        if not owed:
+            if self.state == "open" or self.refusals:  # (the refusal was told on stderr)
+                self.close()
+                return 0 if self.state == "open" else 1
+            if self.state == "opening" or (self.autostart and now - self.stdin_closed_at < GIVE_UP_S):
+                return None  # the daemon is answering, or starting: it may have a refusal to tell
+            tell(f"error[DAEMON_UNAVAILABLE]: context-harnessd is not answering on {rpc_client.socket_path()}", None)
+            self.close()
+            return 1
+        if now - self.stdin_closed_at < EOF_ANSWER_DEADLINE_S:
+            return None
+        for request_id in owed:
+            write_all(
+                STDOUT,
+                error_reply(
+                    request_id,
+                    f"no answer within {EOF_ANSWER_DEADLINE_S:g} s after stdin closed",
+                    code="TIMEOUT",
+                    hint="the server may still be working on it; `chctl logs` has the relay's side",
+                ),
+            )
+        self.close()
+        return 1
 
     # --- the daemon connection --------------------------------------------------------------------------
 
@@ -179,7 +233,9 @@ class Bridge:
         first, cap = REFUSED_BACKOFF_S
         self.next_attempt = time.monotonic() + min(first * 2**self.refusals, cap)
         self.refusals += 1
-        self.refusal = (message, code, hint)
+        if self.refusal != (message, code, hint):  # a person running it by hand sees why, once per reason
+            self.refusal = (message, code, hint)
+            tell(f"error[{printable(code)}]: {printable(message)}", hint)
         for _since, _line, request_id in self.queue:
             if request_id is not None:
                 write_all(STDOUT, error_reply(request_id, message, code=code, hint=hint))
@@ -271,6 +327,15 @@ class Bridge:
                     ),
                 )
         self.queue = keep
+
+
+def tell(line: str, hint: str | None) -> None:
+    """A line (and its hint) on stderr; an agent that closed it does not stop the bridge."""
+    text = line + (f"\n  hint: {printable(hint)}" if hint else "") + "\n"
+    try:
+        write_all(STDERR, text.encode("utf-8", "replace"))
+    except OSError:
+        pass
 
 
 def split_lines(data: bytes, partial: list[bytes]) -> list[bytes]:

@@ -15,6 +15,7 @@ import time
 from context_harness import __version__
 from context_harness.client import rpc_client, states
 from context_harness.client.output import (
+    home_as_tilde,
     paint,
     print_error,
     print_hint,
@@ -46,7 +47,20 @@ examples:
 """
 
 
-# `chctl doctor` exits with the worst level it found (documented in README).
+# How `chctl status` fits a narrow terminal (docs/guide.md, "At a glance"): the note is cut first, then the counts, the
+# auth type and the next refresh leave (`--json` has them all), then the state's words are cut, then the rest.
+STATUS_FIT = (
+    ("cut", 8),  # LAST ERROR / NOTE
+    ("drop", 6),  # CONFIGS
+    ("drop", 7),  # BRIDGES
+    ("drop", 2),  # AUTH
+    ("drop", 4),  # NEXT REFRESH
+    ("cut", 1),  # STATE
+    ("drop", 5),  # MODE
+    ("drop", 8),
+)
+
+# `chctl doctor` exits with the worst level it found (documented in docs/guide.md).
 DOCTOR_EXIT = {"ok": 0, "warn": 1, "error": 2}
 
 
@@ -58,11 +72,10 @@ def cmd_status(args: argparse.Namespace) -> int:
     if args.json:
         print_json(result)
         return 0
-    daemon = result["daemon"]
-    print(
-        f"daemon: pid {daemon['pid']}, up {daemon['uptime_s']:.0f}s, version {daemon['version']}, "
-        f"socket {daemon['socket']}"
-    )
+    daemon, width = result["daemon"], terminal_width()
+    line = f"daemon: pid {daemon['pid']}, up {daemon['uptime_s']:.0f}s, version {daemon['version']}"
+    socket = f", socket {home_as_tilde(daemon['socket'])}"
+    print(line + ("" if width is not None and len(line + socket) > width else socket))  # `chctl daemon status` has it
     servers = result["servers"]
     if not servers:
         print("no servers yet: `chctl registry` lists known ones, `chctl add NAME` adds one")
@@ -86,12 +99,12 @@ def cmd_status(args: argparse.Namespace) -> int:
                 "" if s["state"] == "retrying" else s["last_error"] or s.get("note") or "",  # retrying: in STATE
             ]
         )
-    print(table(rows, colours if use_colour() else None, colour_column=1, width=terminal_width(), cut=8))
+    print(table(rows, colours if use_colour() else None, colour_column=1, width=width, fit=STATUS_FIT))
     if result.get("idps"):
-        from context_harness.client.idp_cmd import idp_table
+        from context_harness.client.idp_cmd import IDP_FIT, idp_table
 
         print()
-        print(table(idp_table(result["idps"], now), width=terminal_width(), cut=5))
+        print(table(idp_table(result["idps"], now), width=width, fit=IDP_FIT))
     return 0
 
 

@@ -9,7 +9,7 @@ import os
 import sys
 
 from context_harness.client.arguments import add_json_flag, add_target
-from context_harness.client.output import print_json, table, terminal_width
+from context_harness.client.output import home_as_tilde, print_json, say_made_private, table, terminal_width
 from context_harness.client.rpc_client import RpcError, call
 
 TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (~2 ms of start-up)
@@ -19,6 +19,8 @@ if TYPE_CHECKING:
     from collections.abc import Sequence
     from typing import Any
 
+# How `chctl clients` fits a narrow terminal: the server list is cut first, then FOUND leaves, then the path is cut.
+CLIENTS_FIT = (("cut", 3), ("drop", 1), ("cut", 2))
 MIN_DESCRIPTION = 30  # `chctl registry` on a terminal narrower than URLs plus this leaves the URLs out
 NAME_HELP = "a server from `chctl registry`, or a name of your choice with --url or --command"
 ADD_DESCRIPTION = (
@@ -70,6 +72,11 @@ def add_config_parsers(sub: Any) -> None:
     p = sub.add_parser("remove", help="remove a server from an agent's config")
     p.add_argument("name", help="the server's name in the config")
     add_target(p, many_clients=True)
+    p.add_argument(
+        "--forget",
+        action="store_true",
+        help="when no config carries it any more, forget its API key, or log out of it (revoking the tokens)",
+    )
     p.set_defaults(func=cmd_remove)
 
     p = sub.add_parser("clients", help="the agent clients on this machine and the servers each carries")
@@ -221,7 +228,7 @@ def read_api_key(args: argparse.Namespace) -> str | None:
             raise RpcError(
                 "AUTH_REQUIRED",
                 f"environment variable {args.api_key_env} is not set or empty",
-                f"export {args.api_key_env}=... first, or pass -k KEY",
+                f"export {args.api_key_env}=... first, or `chctl add {args.name} -k KEY`",
             )
         return value
     return None
@@ -279,6 +286,7 @@ def cmd_add(args: argparse.Namespace) -> int:
     for config in result.get("configs") or [{"path": result["path"], "mode": "bridge" if args.bridge else "header"}]:
         through = MODE_NOTES.get(config["mode"], "")
         print(f"added {result['name']} to {config['path']}{through}")
+    say_made_private(result.get("made_private") or {})
     if "login" in result or "login_error" in result:
         return _machine_login_result(result)
     if result["needs_auth"]:
@@ -293,10 +301,30 @@ def cmd_remove(args: argparse.Namespace) -> int:
 
     params = target(args)
     params["name"] = args.name
-    for client in clients_of(args):
-        result = call("mcp.remove", {**params, "client": client})
+    clients = clients_of(args)
+    for index, client in enumerate(clients):
+        forget = args.forget and index == len(clients) - 1  # once the last entry is gone
+        result = call("mcp.remove", {**params, "client": client, "forget": forget})
         print(f"removed {args.name}" + (f" from {result['path']}" if result.get("path") else ""))
+    print(what_stays(args.name, result))
     return 0
+
+
+def what_stays(name: str, result: dict[str, Any]) -> str:
+    """After `chctl remove`: what the daemon still holds for `name`, and how to let it go."""
+    left = result.get("configs_left") or 0
+    stored = {"key": "its API key", "login": "its login"}.get(result.get("stored") or "")
+    if result.get("forgotten"):
+        return f"forgot {name}'s " + ("API key" if result["forgotten"] == "key" else "login (logged out)")
+    if left:
+        others = "another config" if left == 1 else f"{left} other configs"
+        return f"{name} is still in {others} (`chctl status` lists them)" + (f"; {stored} stays" if stored else "")
+    if stored:
+        return (
+            f"{stored} stays stored, so `chctl status` still lists {name}; "
+            f"`chctl remove {name} --forget` forgets it (or `chctl add {name}` uses it again)"
+        )
+    return f"nothing more is kept for {name}"
 
 
 def cmd_clients(args: argparse.Namespace) -> int:
@@ -305,16 +333,24 @@ def cmd_clients(args: argparse.Namespace) -> int:
         return 0
     rows = [["CLIENT", "FOUND", "USER CONFIG", "SERVERS"]]
     for row in result["clients"]:
-        servers = [
-            name + (f" ({info['mode']})" if info["managed"] else " (not managed)")
-            for name, info in row["servers"].items()
-        ]
-        rows.append([row["client"], "yes" if row["found"] else "no", row["user_config"], ", ".join(servers) or "-"])
-    print(table(rows))
+        servers = [name + f" ({carried(info)})" for name, info in row["servers"].items()]
+        found = "yes" if row["found"] else "no"
+        rows.append([row["client"], found, home_as_tilde(row["user_config"]), ", ".join(servers) or "-"])
+    print(table(rows, width=terminal_width(), fit=CLIENTS_FIT))
     for row in result["clients"]:
         if row.get("user_config_error"):
             print(f"warning: {row['user_config_error']}", file=sys.stderr)
     return 0
+
+
+def carried(info: dict[str, Any]) -> str:
+    """How a client carries a server, for `chctl clients`: its mode, and where when not in the user config."""
+    mode = info["mode"] if info["managed"] else "not managed"
+    projects = len(info["paths"]) - (1 if info.get("in_user_config") else 0)
+    if not projects:
+        return mode
+    some = "a project" if projects == 1 else f"{projects} projects"
+    return f"{mode}, and in {some}" if info.get("in_user_config") else f"{mode}, in {some}"
 
 
 def _log_in(name: str) -> int:

@@ -11,6 +11,7 @@ from context_harness.primitives.text import printable
 TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing
 
 if TYPE_CHECKING:
+    from collections.abc import Sequence
     from typing import Any, TextIO
 
 # Every error says what to do next. The daemon's own hints name the server and the flags; these are for
@@ -48,6 +49,14 @@ def print_json(value: Any) -> None:
     print(json.dumps(value, indent=2, sort_keys=False))
 
 
+def say_made_private(made_private: dict[str, list[str]]) -> None:
+    """Once, after the write that did it: a config that now holds a secret inline lost group and other access."""
+    for path, (before, after) in made_private.items():
+        print(
+            f"  {printable(path)} is now mode {after} (was {before}): it holds a secret inline, so only you may read it"
+        )
+
+
 def when(ts: float | None, now: float | None = None) -> str:
     """A Unix time as a short relative duration: 'in 14m', '3s ago', '-'."""
     if ts is None:
@@ -79,6 +88,12 @@ def paint(text: str, colour: str) -> str:
     return COLOURS[colour] + text + RESET
 
 
+def home_as_tilde(path: str) -> str:
+    """`path` with the home directory written `~`: a shorter column."""
+    home = os.path.expanduser("~")
+    return "~" + path[len(home) :] if home != "/" and path.startswith(home + os.sep) else path
+
+
 def terminal_width() -> int | None:
     """The terminal's width when stdout is one (COLUMNS wins); None when piped: then nothing is cut."""
     if not sys.stdout.isatty():
@@ -98,25 +113,51 @@ def table(
     colour_column: int = 0,
     width: int | None = None,
     cut: int | None = None,
+    fit: Sequence[tuple[str, int]] = (),
 ) -> str:
     """Aligned columns, two spaces apart. `colours` paints one cell per row but the header (a COLOURS name,
-    or None), in `colour_column`; column `cut` is shortened with '…' so that lines fit in `width`."""
+    or None), in `colour_column`. To fit in `width`, as `gh` does, the steps of `fit` are taken in order
+    until the lines fit: ("cut", i) lets column i be shortened with '…' (down to MIN_CUT_WIDTH), ("drop", i)
+    leaves column i out. `cut=i` alone is `fit=[("cut", i)]`."""
     rows = [[printable(cell) for cell in row] for row in rows]
-    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
-    if width is not None and cut is not None:
-        excess = sum(widths) + 2 * (len(widths) - 1) - width
-        if excess > 0:
-            widths[cut] = max(MIN_CUT_WIDTH, widths[cut] - excess)
-            rows = [[_cut(c, widths[cut]) if i == cut else c for i, c in enumerate(row)] for row in rows]
+    steps = list(fit) if cut is None else [("cut", cut), *fit]
+    shown = list(range(len(rows[0])))
+    cuts: list[int] = []
+    widths = _fitted(rows, shown, cuts, width)
+    for action, column in steps:
+        if width is None or _line_width(widths, shown) <= width:
+            break
+        if action == "drop":
+            shown.remove(column)
+        else:
+            cuts.append(column)
+        widths = _fitted(rows, shown, cuts, width)
     lines = []
     for index, row in enumerate(rows):
-        cells = [cell.ljust(w) for cell, w in zip(row, widths, strict=True)]
+        cells = [_cut(row[i], widths[i]).ljust(widths[i]) for i in shown]
         colour = colours[index - 1] if colours and index > 0 else None
-        if colour:
-            text = row[colour_column]
-            cells[colour_column] = paint(text, colour) + cells[colour_column][len(text) :]
+        if colour and colour_column in shown:
+            at = shown.index(colour_column)
+            text = _cut(row[colour_column], widths[colour_column])
+            cells[at] = paint(text, colour) + cells[at][len(text) :]
         lines.append("  ".join(cells).rstrip())
     return "\n".join(lines)
+
+
+def _line_width(widths: dict[int, int], shown: list[int]) -> int:
+    return sum(widths[i] for i in shown) + 2 * (len(shown) - 1)
+
+
+def _fitted(rows: list[list[str]], shown: list[int], cuts: list[int], width: int | None) -> dict[int, int]:
+    """Each shown column's width: its widest cell, less what the `cuts` columns give up (in that order) to fit
+    in `width`; a cut column keeps its header whole and at least MIN_CUT_WIDTH."""
+    widths = {i: max(len(row[i]) for row in rows) for i in shown}
+    for column in (c for c in cuts if c in shown):
+        excess = _line_width(widths, shown) - width if width is not None else 0
+        floor = max(MIN_CUT_WIDTH, len(rows[0][column]))
+        if excess > 0 and widths[column] > floor:
+            widths[column] = max(floor, widths[column] - excess)
+    return widths
 
 
 def _cut(text: str, width: int) -> str:

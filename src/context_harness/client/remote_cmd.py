@@ -1,5 +1,5 @@
 """`chctl share NAME…`, `chctl unshare NAME…` and `chctl remote ssh-config HOST`: using this machine's logins
-from machines you SSH into, through the daemon's restricted `remote.sock` (see README, "Remote machines")."""
+from machines you SSH into, through the daemon's restricted `remote.sock` (see docs/guide.md, "Remote machines")."""
 
 from __future__ import annotations
 
@@ -18,6 +18,7 @@ if TYPE_CHECKING:
     from typing import Any
 
 REMOTE_SOCKET_NAME = "delegate.sock"
+SSH_G_TIMEOUT_S = 5.0  # `ssh -G` only reads its configuration: a hang is a broken ssh
 
 
 def cmd_share(args: argparse.Namespace) -> int:
@@ -43,13 +44,42 @@ def ssh_config(host: str, local_socket: str, remote_socket: str) -> str:
     )
 
 
+def ssh_user(host: str) -> str | None:
+    """The user `ssh HOST` logs in as (`User` in ~/.ssh/config, else the local name), from `ssh -G`, which reads
+    the configuration and connects to nothing; None without ssh."""
+    import subprocess
+
+    try:
+        shown = subprocess.run(
+            ["ssh", "-G", "--", host], capture_output=True, text=True, timeout=SSH_G_TIMEOUT_S, check=False
+        )
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    for line in shown.stdout.splitlines():
+        key, _, value = line.partition(" ")
+        if key == "user" and value:
+            return value
+    return None
+
+
+def home_of(user: str) -> str:
+    """Where a Unix system keeps `user`'s home by default: root's is /root, everyone else's under /home."""
+    return "/root" if user == "root" else f"/home/{user}"
+
+
 def cmd_remote(args: argparse.Namespace) -> int:
     summary: dict[str, Any] = call("daemon.status")
     local_socket = summary.get("remote_socket")
     if not local_socket:
         raise RpcError("INVALID_PARAMS", "the remote socket is off", "unset CH_REMOTE_SOCKET (empty turns it off)")
-    user = args.user or getpass.getuser()
-    remote_socket = args.remote_path or f"/home/{user}/.context-harness/{REMOTE_SOCKET_NAME}"
+    user = args.user or ssh_user(args.host) or getpass.getuser()
+    remote_socket = args.remote_path or f"{home_of(user)}/.context-harness/{REMOTE_SOCKET_NAME}"
+    if not args.remote_path:  # the home is a guess: the remote machine is not asked
+        print(
+            f"note: guessed {user}'s home on {args.host} to be {home_of(user)}; if it is not (`ssh {args.host} "
+            "'echo $HOME'` tells), run this again with --remote-path PATH",
+            file=sys.stderr,
+        )
     if not os.path.isabs(remote_socket):
         raise RpcError("INVALID_PARAMS", "--remote-path must be absolute", "e.g. /home/me/.context-harness/x.sock")
     if any(c.isspace() for c in args.host + remote_socket + local_socket):

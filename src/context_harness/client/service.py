@@ -16,7 +16,7 @@ import shlex
 import shutil
 import subprocess
 import sys
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TextIO
@@ -288,8 +288,10 @@ def run_service(
     runner: Runner | None = None,
     out: TextIO | None = None,
     err: TextIO | None = None,
+    running_daemon: Callable[[], int | None] | None = None,
 ) -> int:
-    """Carry out `args.service_action`; returns the exit status (0 = done)."""
+    """Carry out `args.service_action`; returns the exit status (0 = done). `running_daemon`: the pid of the
+    daemon that answers on the socket, or None (asked only by `status` where there is no service manager)."""
     out = out if out is not None else sys.stdout
     err = err if err is not None else sys.stderr
     runner = runner if runner is not None else run_command
@@ -297,8 +299,38 @@ def run_service(
         manager = service_manager(machine if machine is not None else Machine.current(), runner)
         _dispatch(manager, args.service_action, dry_run=bool(args.dry_run), runner=runner, out=out, err=err)
     except ServiceError as exc:
-        return print_error(exc.failure.code, exc.failure.error, exc.failure.hint, file=err)
+        failure = exc.failure
+        if args.service_action == "status" and failure.code is ErrorCode.UNSUPPORTED and not args.dry_run:
+            pid = (running_daemon or daemon_pid)()
+            print(without_service_manager(failure.error, pid), file=out)
+            return 0
+        return print_error(failure.code, failure.error, failure.hint, file=err)
     return 0
+
+
+def daemon_pid() -> int | None:
+    """The pid of the daemon answering on this user's socket; None when none does (nothing is started)."""
+    from context_harness.client.rpc_client import RpcError, call
+
+    try:
+        return int(call("daemon.status", autostart=False)["pid"])
+    except (RpcError, OSError, KeyError, TypeError, ValueError):
+        return None
+
+
+def without_service_manager(reason: str, pid: int | None) -> str:
+    """`chctl service status` where no service can be installed: whether the daemon runs anyway, and what to do."""
+    daemon = (
+        f"running, pid {pid}: started by chctl, not as a service (`chctl daemon stop` stops it)"
+        if pid is not None
+        else "not running: the next chctl command starts it (`chctl daemon start` starts it now)"
+    )
+    return (
+        f"service:   none: {reason}\n"
+        f"daemon:    {daemon}\n"
+        "  note: `chctl service install` needs a user service manager: systemd's user session (a desktop or SSH\n"
+        "  login on a systemd machine, not a container or WSL without systemd) or macOS's launchd"
+    )
 
 
 def _warn_if_unavailable(manager: ServiceManager, action: str, err: TextIO) -> None:

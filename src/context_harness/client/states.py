@@ -24,6 +24,8 @@ def describe(server: dict[str, Any], now: float) -> tuple[str, str]:
         return f"{words} via {server['via']}", colour
     if state in ("pending_auth", "needs_reauth"):
         return f"needs login → {server.get('fix') or f'chctl auth {name}'}", "red"
+    if server.get("scopes_wanted"):
+        return f"needs scope {' '.join(server['scopes_wanted'])} → chctl auth {name}", "red"
     if state == "retrying":
         error = server.get("last_error") or "refresh failed"
         return f"retrying (next try {when(server.get('next_refresh_at'), now)}): {error}", "yellow"

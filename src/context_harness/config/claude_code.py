@@ -39,6 +39,10 @@ class ClaudeCodeFormat(ConfigFormat):
         base = os.environ.get("CLAUDE_CONFIG_DIR")
         return Path(base) / ".claude.json" if base else Path.home() / ".claude.json"
 
+    def traces(self) -> list[Path]:
+        base = os.environ.get("CLAUDE_CONFIG_DIR")  # then `.claude.json` is in it too: look for Claude's own files
+        return [Path(base) / "projects", Path(base) / "settings.json"] if base else [Path.home() / ".claude"]
+
     def helper_entry(self, url: str, headers: dict[str, str], command: str) -> dict[str, Any]:
         entry: dict[str, Any] = {"type": self.remote_type, "url": url}
         if headers:  # the user's static headers; Claude adds the helper's to them

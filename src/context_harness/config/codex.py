@@ -57,6 +57,10 @@ class CodexFormat(ConfigFormat):
         base = os.environ.get("CODEX_HOME")
         return (Path(base) if base else Path.home() / ".codex") / "config.toml"
 
+    def traces(self) -> list[Path]:
+        home = self.global_path().parent  # beside config.toml, which chctl may have written: Codex's own files
+        return [home / "auth.json", home / "sessions", home / "log"]
+
     def bridge_entry(self, command: list[str]) -> dict[str, Any]:
         """Codex starts stdio servers with a short list of environment variables (HOME, PATH, ...): forward the
         ones `chctl bridge` finds the daemon's socket by (checked: without them it looks in the wrong place)."""

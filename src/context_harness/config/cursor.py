@@ -37,6 +37,9 @@ class CursorFormat(ConfigFormat):
     def global_path(self) -> Path:
         return Path.home() / ".cursor" / "mcp.json"
 
+    def traces(self) -> list[Path]:
+        return [Path.home() / ".cursor" / "extensions", Path("/Applications/Cursor.app")]
+
     def schema_problems(self, name: str, entry: Any) -> list[str]:
         where = self.where(name)
         problems = field_problems(where, entry, {}, FIELDS)

@@ -105,16 +105,20 @@ class ConfigFormat:
         return f"no {self.label} config for {cwd}"
 
     def may_create(self) -> bool:
-        """Whether `chctl add` creates a missing file (opencode's needs `chctl init` first)."""
+        """Whether `chctl add` creates a missing file, a project's included (opencode's: `chctl init` first)."""
         return True
 
     def found(self) -> str | None:
-        """Why we think the client is on this machine (its executable or its user file), else None."""
+        """Why we think the client is on this machine: its executable on PATH, or a file or directory it makes
+        itself (`traces`), else None. Never its user config: `chctl add --client` creates that one."""
         where = shutil.which(self.executable)
         if where:
             return where
-        path = self.global_path()
-        return str(path) if path.exists() else None
+        return next((str(path) for path in self.traces() if path.exists()), None)
+
+    def traces(self) -> list[Path]:
+        """What the client leaves on a machine where it ran, and chctl never writes."""
+        return []
 
     # --- entries -----------------------------------------------------------------------------------------
 

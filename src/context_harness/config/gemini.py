@@ -46,6 +46,10 @@ class GeminiFormat(ConfigFormat):
     def global_path(self) -> Path:
         return Path.home() / ".gemini" / "settings.json"
 
+    def traces(self) -> list[Path]:
+        home = Path.home() / ".gemini"
+        return [home / "installation_id", home / "oauth_creds.json", home / "google_accounts.json", home / "tmp"]
+
     def entry_url(self, entry: dict[str, Any]) -> str | None:
         url = entry.get("httpUrl") or entry.get("url")
         return url if isinstance(url, str) else None

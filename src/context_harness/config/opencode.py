@@ -96,6 +96,10 @@ class OpencodeFormat(ConfigFormat):
     def global_path(self) -> Path:
         return global_config_path()
 
+    def traces(self) -> list[Path]:
+        data = os.environ.get("XDG_DATA_HOME") or str(Path.home() / ".local" / "share")
+        return [Path(data) / "opencode"]  # its sessions and logins: opencode writes them, chctl never does
+
     def default_path(self, cwd: Path) -> Path | None:
         return find_nearest_config(cwd)
 
@@ -103,7 +107,7 @@ class OpencodeFormat(ConfigFormat):
         return f"no opencode.json or opencode.jsonc in {cwd} or its parents up to the git root"
 
     def may_create(self) -> bool:
-        return False  # `chctl init` writes `$schema`, without which opencode rewrites the file itself
+        return False  # a project's opencode.json is `chctl init`'s (the user-level one: see `creates_missing`)
 
     def remote_entry(self, url: str, headers: dict[str, str], managed: bool) -> dict[str, Any]:
         entry = MCPServerConfig(type=ServerType.REMOTE, url=url, headers=headers or None).to_opencode()

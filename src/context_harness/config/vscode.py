@@ -48,6 +48,10 @@ class VSCodeFormat(ConfigFormat):
             return Path(os.environ.get("APPDATA", Path.home())) / "Code" / "User" / "mcp.json"
         return xdg_config_home() / "Code" / "User" / "mcp.json"
 
+    def traces(self) -> list[Path]:
+        # VS Code keeps its extensions in ~/.vscode and its state beside the user files; chctl writes neither.
+        return [Path.home() / ".vscode", self.global_path().parent / "globalStorage"]
+
     def schema_problems(self, name: str, entry: Any) -> list[str]:
         where = self.where(name)
         kind = entry.get("type") if isinstance(entry, dict) else None

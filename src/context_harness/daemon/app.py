@@ -139,7 +139,7 @@ def main(argv: list[str] | None = None) -> int:
     if args and args[0] in ("-h", "--help"):
         print(
             "usage: context-harnessd\n\nRuns the context-harness daemon in the foreground. Settings come from "
-            "CH_* environment variables (CH_HOME, CH_SOCKET, CH_LOG_LEVEL, CH_LOG_FORMAT); see README.md."
+            "CH_* environment variables (CH_HOME, CH_SOCKET, CH_LOG_LEVEL, CH_LOG_FORMAT); see docs/guide.md."
         )
         return 0
     signal.pthread_sigmask(signal.SIG_BLOCK, HANDLED_SIGNALS)

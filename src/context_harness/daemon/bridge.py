@@ -30,6 +30,7 @@ from context_harness.primitives.result import ErrorCode, Failure, Result, Succes
 from context_harness.services.oauth_service import OAuthService
 from context_harness.services.refresh_outcomes import refresh_result
 from context_harness.services.server_state import ServerStates
+from context_harness.services.step_up import scope_refused
 from context_harness.stores.token_store import TokenStore
 from context_harness.upstream import messages
 from context_harness.upstream.contract import Counters
@@ -83,6 +84,9 @@ class ServerCredentials:
         rejected_token = rejected.split(" ", 1)[-1] if rejected else None
         renewed = refresh_result(name, await self.oauth.refresh_rejected(name, rejected_token), "refused")
         return renewed if isinstance(renewed, Failure) else Success(None)  # the refresh told the change channel
+
+    async def scope_refused(self, scope: str | None) -> Failure:
+        return await scope_refused(self.oauth.states, self.tokens, self.name, scope)
 
 
 class Bridges:

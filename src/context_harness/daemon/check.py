@@ -23,12 +23,19 @@ from context_harness.daemon.services import Services
 from context_harness.oauth.challenge import parse_www_authenticate
 from context_harness.primitives.outside_values import is_secure_endpoint
 from context_harness.primitives.result import Failure, Result, Success
+from context_harness.services.server_state import ServerState
+from context_harness.upstream.messages import PROTOCOL_VERSION_META_KEY
 from context_harness.upstream.session import Upstream
 
 log = structlog.get_logger(__name__)
 
 # The revision we offer; a server answers with the one it speaks (shown as the protocol version).
 OFFERED_PROTOCOL_VERSION = "2025-06-18"
+# Asked first, with `server/discover`, as the MCP SDKs' clients do in their default mode: no `initialize` then.
+MODERN_PROTOCOL_VERSION = "2026-07-28"
+CLIENT_INFO_META_KEY = "io.modelcontextprotocol/clientInfo"
+CLIENT_CAPABILITIES_META_KEY = "io.modelcontextprotocol/clientCapabilities"
+SERVER_INFO_META_KEY = "io.modelcontextprotocol/serverInfo"
 MAX_TOOL_PAGES = 20  # a server that pages forever is a broken one: count what 20 pages hold
 
 Level = Literal["ok", "attention", "failed"]
@@ -70,6 +77,8 @@ async def run_check(s: Services, p: CheckParams) -> Result[dict[str, Any]]:
         # A bridged entry is local too (it runs `chctl bridge`): its binding's URL is what to probe.
         if any(b.url for b in bindings):
             return await probe_server(s, name, p.timeout_s)
+        if name not in nearby and (unknown := s.unknown(name)) is not None:
+            return Probe(name, "config", "failed", unknown.error, unknown.hint)
         return await probe_local(s, name, bindings, nearby.get(name), p.timeout_s)
 
     probes = await asyncio.gather(*(probe(name) for name in names))
@@ -99,8 +108,20 @@ async def probe_server(s: Services, name: str, timeout_s: float) -> Probe:
     finally:
         await upstream.close()
     elapsed_ms = round((time.monotonic() - started) * 1000)
+    probe = _with_scopes_wanted(probe, s.states.peek(name))
     log.info("server_checked", server=name, outcome=probe.outcome, elapsed_ms=elapsed_ms)
     return replace(probe, elapsed_ms=elapsed_ms, proxy=where)
+
+
+def _with_scopes_wanted(probe: Probe, state: ServerState | None) -> Probe:
+    """A server that answers, but refused an agent's call for lack of scope: that needs a person too."""
+    if probe.level != "ok" or state is None or not state.scopes_wanted:
+        return probe
+    wanted = " ".join(state.scopes_wanted)
+    message = f"{probe.name} answers, but refused a call for lack of scope {wanted} (insufficient_scope)"
+    return replace(
+        probe, outcome="forbidden", level="attention", message=message, next_action=f"`chctl auth {probe.name}`"
+    )
 
 
 class _Conversation:
@@ -133,11 +154,74 @@ async def _talk(name: str, upstream: Upstream, conversation: _Conversation) -> P
     async def notify(method: str) -> None:
         upstream.submit({"jsonrpc": "2.0", "method": method})
 
-    return await converse(name, ask, notify, lambda error: _failed(name, upstream, error))
+    def refused(_error: Any) -> bool:
+        """The discovery failed for a reason `initialize` would meet too: unreachable, or no credential."""
+        status = upstream.last_answer[0] if upstream.last_answer else None
+        return upstream.last_reach_failure is not None or status in (401, 403)
+
+    failed = lambda error: _failed(name, upstream, error)  # noqa: E731
+    probe = await discover_modern(name, ask, failed, refused)
+    return probe or await converse(name, ask, notify, failed)
 
 
 Ask = Callable[[str, dict[str, Any]], Awaitable[dict[str, Any]]]
 Notify = Callable[[str], Awaitable[None]]
+
+
+def _modern(params: dict[str, Any]) -> dict[str, Any]:
+    """A 2026-07-28 request's params: the version (and who asks) in `_meta`, no handshake before it."""
+    meta = {
+        PROTOCOL_VERSION_META_KEY: MODERN_PROTOCOL_VERSION,
+        CLIENT_INFO_META_KEY: {"name": "chctl check", "version": __version__},
+        CLIENT_CAPABILITIES_META_KEY: {},
+    }
+    return {**params, "_meta": meta}
+
+
+async def discover_modern(
+    name: str, ask: Ask, failed: Callable[[Any], Probe], refused: Callable[[Any], bool]
+) -> Probe | None:
+    """What an agent's SDK in its default mode does first: `server/discover` at 2026-07-28, then `tools/list` in
+    that protocol. None when the server does not speak it (then `initialize`, as the SDK falls back)."""
+    answer = await ask("server/discover", _modern({}))
+    if "error" in answer:
+        return failed(answer["error"]) if refused(answer["error"]) else None
+    result = _object(answer.get("result"))
+    versions = result.get("supportedVersions")
+    if not isinstance(versions, list) or MODERN_PROTOCOL_VERSION not in versions:
+        return None
+    info = _object(_object(result.get("_meta")).get(SERVER_INFO_META_KEY))
+    listed = await _count_tools(lambda cursor: ask("tools/list", _modern({"cursor": cursor} if cursor else {})))
+    return failed(listed) if isinstance(listed, dict) else _answers(name, info, MODERN_PROTOCOL_VERSION, listed)
+
+
+def _answers(name: str, info: dict[str, Any], protocol: str | None, tools: int) -> Probe:
+    """A server that answered: who it says it is, the protocol it spoke, how many tools."""
+    return Probe(
+        name,
+        "ok",
+        "ok",
+        f"{name} answers",
+        server_name=_text(info.get("name")),
+        server_version=_text(info.get("version")),
+        protocol_version=protocol,
+        tools=tools,
+    )
+
+
+async def _count_tools(page: Callable[[str | None], Awaitable[dict[str, Any]]]) -> int | dict[str, Any]:
+    """The tools of every page (at most MAX_TOOL_PAGES), or the error of the page that failed."""
+    tools, cursor = 0, None
+    for _ in range(MAX_TOOL_PAGES):
+        listed = await page(cursor)
+        if "error" in listed:
+            return _object(listed["error"])
+        result = _object(listed.get("result"))
+        tools += len(result["tools"]) if isinstance(result.get("tools"), list) else 0
+        cursor = result.get("nextCursor") if isinstance(result.get("nextCursor"), str) else None
+        if not cursor:
+            break
+    return tools
 
 
 async def converse(name: str, ask: Ask, notify: Notify, failed: Callable[[Any], Probe]) -> Probe:
@@ -152,29 +236,11 @@ async def converse(name: str, ask: Ask, notify: Notify, failed: Callable[[Any], 
     if "error" in answer:
         return failed(answer["error"])
     result = _object(answer.get("result"))
-    info = _object(result.get("serverInfo"))
-    server_name, server_version = _text(info.get("name")), _text(info.get("version"))
     await notify("notifications/initialized")
-    tools, cursor = 0, None
-    for _ in range(MAX_TOOL_PAGES):
-        listed = await ask("tools/list", {"cursor": cursor} if cursor else {})
-        if "error" in listed:
-            return failed(listed["error"])
-        page = _object(listed.get("result"))
-        tools += len(page["tools"]) if isinstance(page.get("tools"), list) else 0
-        cursor = page.get("nextCursor") if isinstance(page.get("nextCursor"), str) else None
-        if not cursor:
-            break
-    return Probe(
-        name,
-        "ok",
-        "ok",
-        f"{name} answers",
-        server_name=server_name,
-        server_version=server_version,
-        protocol_version=_text(result.get("protocolVersion")),
-        tools=tools,
-    )
+    listed = await _count_tools(lambda cursor: ask("tools/list", {"cursor": cursor} if cursor else {}))
+    if isinstance(listed, dict):
+        return failed(listed)
+    return _answers(name, _object(result.get("serverInfo")), _text(result.get("protocolVersion")), listed)
 
 
 def _failed(name: str, upstream: Upstream, error: Any) -> Probe:
@@ -190,18 +256,14 @@ def _failed(name: str, upstream: Upstream, error: Any) -> Probe:
         return Probe(name, kind, "failed", message, hint or NEXT_ACTION.get(kind))
     status, challenge_text = upstream.last_answer or (None, None)
     challenge = parse_www_authenticate(challenge_text)
-    if status == 401 or data.get("code") in ("AUTH_REQUIRED", "TOKEN_EXPIRED"):
-        said = f" (WWW-Authenticate error={challenge.error})" if challenge and challenge.error else ""
-        return Probe(name, "unauthorized", "attention", f"401{said}: {message}", hint or f"`chctl auth {name}`")
     if status == 403:
         error, scope = (challenge.error, challenge.scope) if challenge else (None, None)
         said = f" ({error}{f', needs {scope}' if scope else ''})" if error else ""
-        action = (
-            f"`chctl auth {name} --scope {scope}`"
-            if scope
-            else f"log in with the scopes the server needs: `chctl auth {name} --scope ...`, or ask for access"
-        )
+        action = hint or f"log in with the scopes the server needs: `chctl auth {name} --scope ...`, or ask for access"
         return Probe(name, "forbidden", "attention", f"403{said}: {message}", action)
+    if status == 401 or data.get("code") in ("AUTH_REQUIRED", "TOKEN_EXPIRED"):
+        said = f" (WWW-Authenticate error={challenge.error})" if challenge and challenge.error else ""
+        return Probe(name, "unauthorized", "attention", f"401{said}: {message}", hint or f"`chctl auth {name}`")
     return Probe(name, "protocol", "failed", message, hint or NEXT_ACTION["protocol"])
 
 

@@ -4,7 +4,7 @@ The far end of `remote.sock` (whoever sits at the far end of an SSH forward, a c
 outside input: it gets a few connections and bridges, a share of the bytes the bridges may buffer, and idle
 bridges are closed. The local socket is the user's own: it has no connection cap, and the remote side's caps
 leave it room (descriptors, bridges, buffered bytes), so the user's own `chctl` always answers. Every number
-is here, with its reason; README.md and docs/security.md quote them.
+is here, with its reason; docs/guide.md and docs/security.md quote them.
 """
 
 from __future__ import annotations

@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from context_harness.daemon.rpc_machine_methods import obtain_now
-from context_harness.daemon.rpc_methods import off_the_loop
+from context_harness.daemon.rpc_methods import modes_changed, off_the_loop
 from context_harness.daemon.rpc_params import (
     AuthStartParams,
     FlowParams,
@@ -42,6 +42,8 @@ async def auth_start(s: Services, p: AuthStartParams) -> Result[dict[str, str]]:
         if isinstance(started, Success):
             delegate.flows.add(started.value["flow_id"])
         return started
+    if (unknown := s.unknown(p.name)) is not None:
+        return unknown
     credential = s.tokens.load(p.name)
     if credential is not None and credential.login is not LoginKind.BROWSER:
         return await obtain_now(s, p, credential)
@@ -86,7 +88,8 @@ async def auth_wait(s: Services, p: FlowParams) -> Result[dict[str, Any]]:
         return done
     if isinstance(done.value, IdpLogin):  # `chctl idp login`: the waiting servers got their tokens meanwhile
         return Success(idp_row(s.idps, done.value.name))
-    return Success(s.status.server(done.value.name, expects_login=True).as_dict())
+    row = s.status.server(done.value.name, expects_login=True).as_dict()
+    return Success({**row, "made_private": modes_changed(s.config.take_narrowed(list(row["configs"])))})
 
 
 async def auth_paste(s: Services, p: PasteParams) -> Result[bool]:
@@ -98,6 +101,8 @@ async def auth_cancel(s: Services, p: FlowParams) -> Result[bool]:
 
 
 async def auth_status(s: Services, p: NameParams) -> Result[dict[str, Any]]:
+    if (unknown := s.unknown(p.name)) is not None:
+        return unknown
     found = await off_the_loop(s, "auth.status", lambda: s.status.lookup(p.name))
     if isinstance(found, Failure):
         return found
@@ -108,10 +113,14 @@ async def auth_status(s: Services, p: NameParams) -> Result[dict[str, Any]]:
 
 
 async def auth_logout(s: Services, p: NameParams) -> Result[dict[str, Any]]:
+    if (unknown := s.unknown(p.name)) is not None:
+        return unknown
     return await s.oauth.logout(p.name)
 
 
 async def token_refresh(s: Services, p: NameParams) -> Result[dict[str, Any]]:
+    if (unknown := s.unknown(p.name)) is not None:
+        return unknown
     known = s.mcp.known(p.name) is not None or s.bindings.for_server(p.name)
     if known and s.tokens.load(p.name) is None:
         return auth_guidance.refresh_without_login(p.name)
@@ -123,6 +132,8 @@ async def token_refresh(s: Services, p: NameParams) -> Result[dict[str, Any]]:
 
 
 async def token_get(s: Services, p: TokenParams) -> Result[dict[str, Any]]:
+    if (unknown := s.unknown(p.name)) is not None:
+        return unknown
     found = await s.token_access.valid_credential(p.name, p.min_valid_s, CALLER_PID.get(), for_url=p.for_url)
     if isinstance(found, Failure):
         return found
@@ -134,6 +145,7 @@ async def token_get(s: Services, p: TokenParams) -> Result[dict[str, Any]]:
             "header_name": valid.header_name,
             "header_value": valid.header_value,
             "expires_at": valid.expires_at,
+            "scopes_wanted": list(valid.scopes_wanted),
         }
     )
 

@@ -9,6 +9,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeVar
 
+import structlog
+
 from context_harness import __version__
 from context_harness.config.format import DEFAULT_CLIENT, get_format
 from context_harness.daemon.rpc_machine_methods import machine_setup, set_up_after_add
@@ -18,6 +20,7 @@ from context_harness.daemon.rpc_params import (
     DoctorParams,
     NameTargetParams,
     NoParams,
+    RemoveParams,
     TargetParams,
 )
 from context_harness.daemon.services import Services
@@ -29,6 +32,8 @@ from context_harness.services.idp_service import idp_row
 from context_harness.services.mcp_service import AddRequest, client_format
 from context_harness.services.network_checks import network_checks
 from context_harness.services.status import ServerStatus
+
+log = structlog.get_logger(__name__)
 
 # Reading every bound config and asking `git` about each: a hung one must not keep doctor from answering.
 DOCTOR_CONFIG_CHECKS_TIMEOUT_S = 20.0
@@ -119,6 +124,7 @@ async def mcp_add(s: Services, p: AddParams) -> Result[dict[str, Any]]:
     outcome = added.value  # `MCPService.add` announced the change: the header is written, the plan follows
     first = get_format(outcome.written[0].client)
     login = await set_up_after_add(s, p.name, setup.value) if setup.value is not None else {}
+    narrowed = s.config.take_narrowed([str(w.path) for w in outcome.written])
     return Success(
         {
             "name": outcome.name,
@@ -128,8 +134,14 @@ async def mcp_add(s: Services, p: AddParams) -> Result[dict[str, Any]]:
             "needs_auth": outcome.needs_auth and "login" not in login,
             "configs": [{"client": w.client, "path": str(w.path), "mode": w.mode} for w in outcome.written],
             **login,
+            "made_private": modes_changed(narrowed),
         }
     )
+
+
+def modes_changed(narrowed: dict[str, tuple[int, int]]) -> dict[str, list[str]]:
+    """{path: ["644", "600"]}: configs that lost group and other access, as it is told once (docs/guide.md, Secrets)."""
+    return {path: [f"{before:o}", f"{after:o}"] for path, (before, after) in narrowed.items()}
 
 
 def delegated_via(s: Services, p: AddParams) -> str | None:
@@ -139,12 +151,42 @@ def delegated_via(s: Services, p: AddParams) -> str | None:
     return str(s.delegate.path)
 
 
-async def mcp_remove(s: Services, p: NameTargetParams) -> Result[dict[str, Any]]:
+async def mcp_remove(s: Services, p: RemoveParams) -> Result[dict[str, Any]]:
     removed = await off_the_loop(s, "mcp.remove", lambda: s.mcp.remove(p.name, p.target(), p.client))
     await s.states.changed(p.name)  # no config left carrying it: its refresh stops
     if isinstance(removed, Failure):
         return removed
-    return Success({"removed": True, "name": p.name, "path": str(removed.value)})
+    left = len(s.bindings.for_server(p.name))
+    stored = s.tokens.load(p.name)
+    kind = None if stored is None else ("key" if stored.kind == "api_key" else "login")
+    forgotten = None
+    if p.forget and kind is not None and not left:
+        forgotten = await forget(s, p.name, kind)
+        if isinstance(forgotten, Failure):
+            return forgotten
+    return Success(
+        {
+            "removed": True,
+            "name": p.name,
+            "path": str(removed.value),
+            "configs_left": left,  # other configs (of other clients, projects) still carrying it
+            "stored": None if forgotten else kind,  # what stays stored: "key", "login" or None
+            "forgotten": forgotten,
+        }
+    )
+
+
+async def forget(s: Services, name: str, kind: str) -> Failure | str:
+    """`chctl remove NAME --forget` once no config carries NAME: an API key is deleted, a login logged out of
+    (revoked at the server where it can be, as `chctl auth NAME --logout` does)."""
+    if kind == "login":
+        logged_out = await s.oauth.logout(name)
+        return logged_out if isinstance(logged_out, Failure) else kind
+    s.tokens.delete(name)
+    s.states.stored(name)
+    log.info("credential_forgotten", server=name, kind=kind)
+    await s.states.changed(name, credential=True)
+    return kind
 
 
 async def mcp_validate(s: Services, p: NameTargetParams) -> Result[dict[str, Any]]:
@@ -206,4 +248,6 @@ async def run_doctor(s: Services, p: DoctorParams) -> Result[dict[str, Any]]:
 
 
 async def bridge_open(s: Services, p: BridgeOpenParams) -> Result[Any]:
+    if (unknown := s.unknown(p.name)) is not None:
+        return unknown
     return await s.bridges.open(p.name, p.replay)

@@ -85,6 +85,10 @@ class NameTargetParams(TargetParams):
     name: ServerName
 
 
+class RemoveParams(NameTargetParams):
+    forget: bool = False  # once no config carries the server: forget its key, or log out (revoking the tokens)
+
+
 class DoctorParams(Params):
     cwd: AbsolutePathText | None = None
     # chctl's proxy variables (as host:port) and CH_CA_BUNDLE, to compare with the daemon's.

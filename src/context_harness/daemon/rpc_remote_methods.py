@@ -22,6 +22,7 @@ from context_harness.daemon.services import Services
 from context_harness.primitives.oauth import LoginKind
 from context_harness.primitives.result import ErrorCode, Failure, Result, Success
 from context_harness.services.oauth_service import AuthOptions
+from context_harness.services.server_names import unknown_server
 
 NOT_REMOTE = "not available remotely"
 
@@ -95,8 +96,15 @@ async def auth_wait(s: Services, p: FlowParams) -> Result[dict[str, Any]]:
 
 
 async def share_add(s: Services, p: ShareParams) -> Result[dict[str, Any]]:
+    for name in p.names:  # a typo shared is a name another machine could later claim: nothing is changed
+        if (unknown := s.names.unknown(name)) is not None:
+            return unknown
     return Success({"shared": sorted(s.shared.change(p.names, shared=True))})
 
 
 async def share_remove(s: Services, p: ShareParams) -> Result[dict[str, Any]]:
+    shared = s.shared.load()
+    for name in p.names:
+        if name not in shared and not s.names.is_known(name):
+            return unknown_server(name, shared, s.names.yours())
     return Success({"shared": sorted(s.shared.change(p.names, shared=False))})

@@ -51,7 +51,9 @@ class Method:
 
 class Takeover(Protocol):
     """What a stream method's handler returns on success: `reply` is sent as the JSON-RPC result, then
-    `run` owns the connection (no idle timeout, no line limit of its own) until it returns."""
+    `run` owns the connection (no idle timeout, no line limit of its own) until it returns. `run` is called
+    even when the peer left before the reply: it is what lets go of what the handler took (a bridge's row in
+    `chctl status`)."""
 
     @property
     def reply(self) -> dict[str, Any]: ...

@@ -25,7 +25,7 @@ METHODS: dict[str, tuple[type[p.Params], Handler]] = {
     "config.init": (p.TargetParams, m.config_init),
     "mcp.list": (p.TargetParams, m.mcp_list),
     "mcp.add": (p.AddParams, m.mcp_add),
-    "mcp.remove": (p.NameTargetParams, m.mcp_remove),
+    "mcp.remove": (p.RemoveParams, m.mcp_remove),
     "mcp.validate": (p.NameTargetParams, m.mcp_validate),
     "clients.list": (p.NoParams, m.clients_list),
     "status": (p.NoParams, m.status),

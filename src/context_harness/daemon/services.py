@@ -23,6 +23,7 @@ from context_harness.daemon.refresher import Refresher, ServerRenewals
 from context_harness.daemon.settings import Settings
 from context_harness.net.session import NetworkSettings, new_session
 from context_harness.primitives.oauth import TokenEvent, TokenState
+from context_harness.primitives.result import Failure
 from context_harness.services.config_service import ConfigService
 from context_harness.services.idp_service import IdpService
 from context_harness.services.import_service import ImportService
@@ -30,6 +31,7 @@ from context_harness.services.machine_logins import MachineLogins
 from context_harness.services.mcp_service import MCPService
 from context_harness.services.oauth_service import OAuthService
 from context_harness.services.publisher import Publisher
+from context_harness.services.server_names import ServerNames
 from context_harness.services.server_state import Change, ServerStates
 from context_harness.services.status import StatusBoard
 from context_harness.services.token_access import TokenAccess
@@ -97,6 +99,7 @@ class Services:
     token_access: TokenAccess
     shared: SharedStore
     delegate: Delegate  # on a remote machine: the laptop's forwarded socket (`CH_DELEGATE_SOCKET`)
+    names: ServerNames
     remote_flows: set[str] = field(default_factory=set)  # logins started through the remote socket
     stop_requested: asyncio.Event = field(default_factory=asyncio.Event)
     started_monotonic: float = field(default_factory=time.monotonic)
@@ -115,6 +118,13 @@ class Services:
         self.idps.configure(settings.idp())
         self.notifier.configure(settings.notify_command, settings.event_command)
         self.mcp.reload_registry()
+
+    def unknown(self, name: str) -> Failure | None:
+        """Why `name` is no server of ours (NOT_FOUND, with the closest names); None when it is one. On a remote
+        machine a name without a credential here is the laptop's to judge."""
+        if self.delegate.via(name) is not None:
+            return None
+        return self.names.unknown(name)
 
     async def close(self) -> None:
         """After the RPC server stopped: let hooks finish, close connections."""
@@ -207,6 +217,7 @@ def build_services(
         token_access=token_access,
         shared=SharedStore(settings.shared_file),
         delegate=Delegate(settings.delegate_socket_path, tokens, bindings),
+        names=mcp.names,
     )
     bridges.delegate = services.delegate
     # "This server changed", awaited in this order: the publisher writes a new credential into the configs,

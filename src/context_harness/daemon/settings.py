@@ -1,4 +1,4 @@
-"""Daemon settings from the environment (prefix `CH_`), with the defaults README.md lists."""
+"""Daemon settings from the environment (prefix `CH_`), with the defaults docs/guide.md lists."""
 
 from __future__ import annotations
 

@@ -113,7 +113,7 @@ class CallbackServer:
                 return Failure(
                     f"port {self.requested_port} on {LOOPBACK_HOST} is in use",
                     ErrorCode.INVALID_PARAMS,
-                    "pick another --port, or stop the program that holds it",
+                    "stop the program that holds it, or pick another port: `chctl auth NAME --port P`",
                 )
             return Failure(
                 f"cannot listen on {LOOPBACK_HOST}:{self.requested_port} ({type(exc).__name__})",

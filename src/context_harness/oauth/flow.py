@@ -156,7 +156,7 @@ async def run_authorization_flow(
 
     stored = None if client_id else client_store.get(server_name, auth_server.issuer)
     if client_id is None and stored is None and auth_server.registration_endpoint is None:
-        return _failed(server_name, cannot_register(auth_server.issuer))
+        return _failed(server_name, cannot_register(auth_server.issuer, server_name))
 
     explicit = None
     if client_id:
@@ -326,7 +326,7 @@ async def _exchange(
         if tokens.code is ErrorCode.INVALID_CLIENT:
             forget_client(client_store, server_name, client, "the token endpoint does not know it")
             hint = (
-                "check --client-id and --client-secret"
+                f"check the client id and secret: `chctl auth {server_name} --client-id ID --client-secret -`"
                 if client.source == "given"
                 else f"run `chctl auth {server_name}` again: it registers a new client"
             )
@@ -336,5 +336,8 @@ async def _exchange(
 
 
 def _failed(server_name: str, failure: Failure) -> Failure:
+    """The failure, logged, and saying which server it is about (a person may be logging in to several)."""
     log.warning("authorization_flow_failed", server=server_name, code=failure.code.value, error=failure.error)
-    return failure
+    if failure.error.startswith(server_name):
+        return failure
+    return Failure(f"{server_name}: {failure.error}", failure.code, failure.hint)

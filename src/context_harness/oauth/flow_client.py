@@ -13,6 +13,7 @@ import aiohttp
 import structlog
 
 from context_harness.oauth.discovery import AuthServerMetadata, Discovery
+from context_harness.oauth.http import describe_url
 from context_harness.oauth.preflight import check_authorization_request
 from context_harness.oauth.registration import build_registration_request, redirect_fits, register_client
 from context_harness.primitives.oauth import ClientRegistration
@@ -80,7 +81,7 @@ async def resolve_client(
         )
     # No Client ID Metadata Document here (none configured, or the server takes none): DCR is what is left.
     if auth_server.registration_endpoint is None:
-        return cannot_register(auth_server.issuer)
+        return cannot_register(auth_server.issuer, request.server_name)
     if request.registrations is not None and (refused := request.registrations.spend(auth_server.issuer)):
         return refused
     metadata = build_registration_request([redirect_uri], scopes)
@@ -88,7 +89,7 @@ async def resolve_client(
         session, auth_server.registration_endpoint, metadata, auth_server.issuer, request.http_timeout_s
     )
     if isinstance(registered, Failure):
-        return registered
+        return _not_registered(request.server_name, discovery, registered)
     saved = save_client(store, request.server_name, registered.value)
     if isinstance(saved, Failure):
         return saved
@@ -96,11 +97,32 @@ async def resolve_client(
     return Success(Client(reg.client_id, reg.client_secret, reg.token_endpoint_auth_method, "registered"))
 
 
-def cannot_register(issuer: str) -> Failure:
+def _not_registered(server_name: str, discovery: Discovery, failure: Failure) -> Failure:
+    """A registration refused at the default endpoint of a server that published no OAuth metadata at all: it
+    may not use OAuth at all (an API key, say), which only a person can tell."""
+    if not discovery.default_endpoints:
+        return failure
+    return Failure(
+        f"{server_name} publishes no OAuth metadata, and registering a client at its default endpoint "
+        f"{describe_url(discovery.auth_server.registration_endpoint or '')} failed: {failure.error}",
+        failure.code,
+        f"if {server_name} takes an API key: `chctl add {server_name} -k KEY`; if you have an OAuth client for it: "
+        f"`chctl auth {server_name} --client-id ID`",
+    )
+
+
+def cannot_register(issuer: str, server_name: str) -> Failure:
     return Failure(
         f"{issuer} offers no dynamic client registration and no client id was given",
         ErrorCode.AUTH_REQUIRED,
-        "register an OAuth app with the provider and pass --client-id (and --client-secret if issued)",
+        own_client_hint(server_name),
+    )
+
+
+def own_client_hint(server_name: str) -> str:
+    return (
+        f"register an OAuth app with the provider, then `chctl auth {server_name} --client-id ID --client-secret -` "
+        "(`-` asks for the secret, if one was issued)"
     )
 
 
@@ -132,12 +154,12 @@ def refused(server_name: str, issuer: str, client: Client, redirect_uri: str, re
     if client.source == "given" or client.preregistered:
         hint = (
             "check the client id, and that the app you registered with the provider allows the redirect URI "
-            "http://127.0.0.1/callback (any port), or the fixed one you pass with --port"
+            f"http://127.0.0.1/callback (any port), or a fixed one: `chctl auth {server_name} --port P`"
         )
         if client.preregistered:
             hint = f"the stored client was forgotten: run `chctl auth {server_name} --client-id ID`; " + hint
     else:
-        hint = "register a client with the provider yourself and pass --client-id (and --client-secret)"
+        hint = own_client_hint(server_name)
     return Failure(f"{what} ({reason})", ErrorCode.INVALID_CLIENT, hint)
 
 

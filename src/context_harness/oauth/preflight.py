@@ -34,7 +34,7 @@ CLIENT_ERRORS = frozenset({"invalid_client", "unauthorized_client"})
 PAGE_TEXT_LIMIT = 160
 
 
-def _page_text(body: bytes) -> str:
+def page_text(body: bytes) -> str:
     """The readable words of an error page or JSON error, bounded: what the person would have read."""
     text = body[:4096].decode("utf-8", "replace")
     text = re.sub(r"(?is)<(script|style)\b.*?</\1>", " ", text)
@@ -46,7 +46,7 @@ def refusal(status: int, headers: Mapping[str, str], body: bytes, redirect_uri: 
     """Why the server refused the authorization request, or None when it went on (a login page, a
     redirect to its sign-in) or when we cannot tell."""
     if status in REFUSING_STATUSES:
-        detail = _page_text(body)
+        detail = page_text(body)
         return f"HTTP {status}" + (f": {detail}" if detail else "")
     location = headers.get("Location", "")
     if 300 <= status < 400 and location.startswith(redirect_uri):

@@ -93,7 +93,7 @@ def parse_registration_response(
         return Failure(
             f"the authorization server refused to register a client (HTTP {status}{reason})",
             ErrorCode.OAUTH_ERROR,
-            "register a client with the provider yourself and pass --client-id (and --client-secret)",
+            "register a client with the provider yourself, then `chctl auth NAME --client-id ID --client-secret -`",
         )
     if not isinstance(doc, dict) or not isinstance(doc.get("client_id"), str) or not doc["client_id"]:
         return Failure("client registration response has no client_id", ErrorCode.OAUTH_ERROR)

@@ -36,10 +36,12 @@ class TokenEvent(StrEnum):
     REVOKED = "revoked"  # logged out
     # A bound config's entry now points at another URL: our header was taken out; `chctl add NAME` mends it.
     URL_CHANGED = "url_changed"
+    # The server refused a call for lack of scope (403 `insufficient_scope`): `chctl auth NAME` asks for them.
+    SCOPE_NEEDED = "scope_needed"
 
     @property
     def needs_a_person(self) -> bool:
-        return self in (TokenEvent.NEEDS_REAUTH, TokenEvent.EXPIRING, TokenEvent.URL_CHANGED)
+        return self in (TokenEvent.NEEDS_REAUTH, TokenEvent.EXPIRING, TokenEvent.URL_CHANGED, TokenEvent.SCOPE_NEEDED)
 
 
 class LoginKind(StrEnum):

@@ -9,6 +9,7 @@ from __future__ import annotations
 import errno
 import os
 import shlex
+import stat
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -63,7 +64,7 @@ def _missing(path: Path, fmt: ConfigFormat, init_command: str = "chctl init") ->
     return Failure(f"no {fmt.label} config at {path}", ErrorCode.CONFIG_MISSING, f"run `{init_command}` to create one")
 
 
-def _init_command(target: ConfigTarget, fmt: ConfigFormat) -> str:
+def init_command(target: ConfigTarget, fmt: ConfigFormat) -> str:
     """The `chctl init` that creates the config `target` names (the hint after `list --global` and the like)."""
     client = "" if fmt.name == DEFAULT_CLIENT else f" --client {fmt.name}"
     if target.project is not None:
@@ -111,6 +112,15 @@ def _read_failure(path: Path, exc: OSError | JsoncError | TomlError | UnicodeDec
 
 
 class ConfigService:
+    def __init__(self) -> None:
+        # Configs whose mode a write narrowed (0644 → 0600: they now hold a secret), by path, until a command
+        # that wrote them says so (`take_narrowed`); the log has each one at once.
+        self.narrowed: dict[str, tuple[int, int]] = {}
+
+    def take_narrowed(self, paths: list[str]) -> dict[str, tuple[int, int]]:
+        """The mode changes (before, after) made to these configs since they were last told, forgotten now."""
+        return {path: self.narrowed.pop(path) for path in paths if path in self.narrowed}
+
     def resolve(self, target: ConfigTarget, *, fmt: ConfigFormat, for_create: bool = False) -> Result[Path]:
         if target.project is not None:
             directory = (target.cwd / target.project).resolve()
@@ -121,17 +131,19 @@ class ConfigService:
             path = fmt.global_path()
         else:
             found = fmt.default_path(target.cwd)
-            if found is None:
-                if for_create:
-                    return Success(fmt.project_path(target.cwd.resolve()))
-                return Failure(
-                    fmt.no_default_path(target.cwd),
-                    ErrorCode.CONFIG_MISSING,
-                    "run `chctl init` here (or pass --project DIR / --global)",
-                )
+            if found is None and for_create:
+                return Success(fmt.project_path(target.cwd.resolve()))
+            if found is None:  # outside a project, reading: the user-level config, as the agent reads it too
+                found = fmt.global_path()
+                if not found.exists():
+                    return Failure(
+                        fmt.no_default_path(target.cwd) + f", and no {found}",
+                        ErrorCode.CONFIG_MISSING,
+                        "`chctl init` creates one here, `chctl init --global` your user-level one",
+                    )
             path = found
         if not for_create and not path.exists():
-            return _missing(path, fmt, _init_command(target, fmt))
+            return _missing(path, fmt, init_command(target, fmt))
         return Success(path)
 
     def init(self, target: ConfigTarget, fmt: ConfigFormat) -> Result[tuple[Path, bool]]:
@@ -203,6 +215,8 @@ class ConfigService:
             try:
                 mode = _private_mode(real) if private else None
                 atomic_write_bytes(real, new_text.encode(), mode=mode, unchanged=unchanged)
+                if mode is not None and mode != stat.S_IMODE(seen.st_mode):
+                    self.narrowed[str(real)] = (stat.S_IMODE(seen.st_mode), mode)
             except ChangedBeforeRename:
                 log.info("config_changed_during_edit", path=str(path))
                 continue

@@ -138,7 +138,7 @@ def _inline_secret_checks(
                 "inline_secret_readable",
                 "warn",
                 f"{path} is readable by others ({readable}) and holds inline secrets for: {', '.join(sorted(inline))}",
-                f"chmod 600 {path}, or re-add them with `--secret-mode file`",
+                f"chmod 600 {path}, or re-add them with `chctl add NAME --secret-mode file`",
             )
         )
     if inline and is_tracked_by_git(path):
@@ -147,9 +147,9 @@ def _inline_secret_checks(
                 "inline_secret_in_git",
                 "warn",
                 f"{path} is tracked by git and holds inline secrets for: {', '.join(sorted(inline))}",
-                "re-add them with `--secret-mode file` (or use --global) so no secret gets committed"
+                "re-add them with `chctl add NAME --secret-mode file` (or `--global`) so no secret gets committed"
                 if fmt.name == DEFAULT_CLIENT
-                else f"re-add them with `--client {fmt.name} --mode bridge` so no secret gets committed",
+                else f"re-add them with `chctl add NAME --client {fmt.name} --mode bridge` so no secret gets committed",
             )
         )
     return checks

@@ -87,7 +87,7 @@ def read_source(source: Source, path: Path) -> Result[tuple[list[HeldLogin], lis
         return Failure(
             f"no {source} logins at {path}",
             ErrorCode.NOT_FOUND,
-            f"log in with {source} first, or pass --from PATH where its files are",
+            f"log in with {source} first, or say where its files are: `chctl import {source} --from PATH`",
         )
     except (OSError, ValueError) as exc:
         return Failure(

@@ -37,22 +37,27 @@ def entry_summary(fmt: ConfigFormat, entry: dict[str, Any]) -> dict[str, Any]:
 
 
 def client_rows(config: ConfigService, bindings: BindingStore) -> list[dict[str, Any]]:
-    """Every client we can write for: is it on this machine, its user file, and the servers it carries."""
+    """Every client we can write for: is it on this machine, its user file, and the servers it carries (each
+    with the configs it is in, and whether the user file is one of them: a project's server is not in it)."""
     bound = bindings.load()
     rows = []
     for client in CLIENTS:
         fmt = get_format(client)
+        user_file = fmt.global_path()
+        user_path = str(user_file.resolve())
         servers: dict[str, dict[str, Any]] = {}
         for name, items in bound.items():
             for binding in items:
                 if binding.client == client:
-                    servers.setdefault(name, {"managed": True, "mode": binding.mode, "paths": []})["paths"].append(
-                        binding.path
+                    server = servers.setdefault(
+                        name, {"managed": True, "mode": binding.mode, "paths": [], "in_user_config": False}
                     )
-        user_file = fmt.global_path()
+                    server["paths"].append(binding.path)
+                    server["in_user_config"] |= binding.path == user_path
         entries = config.entries(user_file, fmt) if user_file.exists() else None
         for name in entries.value if isinstance(entries, Success) else {}:
             servers.setdefault(name, {"managed": False, "mode": None, "paths": [str(user_file)]})
+            servers[name]["in_user_config"] = True
         rows.append(
             {
                 "client": client,

@@ -18,10 +18,11 @@ from context_harness.services import recorded_urls
 from context_harness.services.agent_commands import bridge_command, helper_command
 from context_harness.services.api_keys import api_key_credential
 from context_harness.services.blocking_io import run_config_io
-from context_harness.services.config_service import ConfigService, ConfigTarget
+from context_harness.services.config_service import ConfigService, ConfigTarget, init_command
 from context_harness.services.local_commands import environment_sha256
 from context_harness.services.publisher import Publisher
 from context_harness.services.registry import close_names, load_registry
+from context_harness.services.server_names import ServerNames, unknown_server
 from context_harness.services.server_state import ServerStates
 from context_harness.stores.bindings import Binding, BindingStore
 from context_harness.stores.crash_points import AFTER_BINDING_WRITE, crash_point
@@ -81,6 +82,13 @@ class Planned:
     credential: Credential | None = None  # a new API key to store
 
 
+def creates_missing(fmt: ConfigFormat, target: ConfigTarget) -> bool:
+    """Whether `chctl add` creates a missing config: every client's user-level one (`--global` for opencode,
+    whose default is the nearest project's), and other clients' project files. A project's opencode.json is
+    `chctl init`'s to create: which directory is the project is the user's call."""
+    return fmt.may_create() or target.global_
+
+
 def client_format(client: str) -> Result[ConfigFormat]:
     if client not in CLIENTS:
         return Failure(f"unknown client {client!r}", ErrorCode.INVALID_PARAMS, f"choose one of: {', '.join(CLIENTS)}")
@@ -105,6 +113,7 @@ class MCPService:
         self.user_registry = user_registry
         self.registry: dict[str, MCPServer] = {}
         self.registry_warnings: list[str] = []
+        self.names = ServerNames(lambda: self.registry, bindings, tokens)
         self.reload_registry()
 
     def reload_registry(self) -> None:
@@ -208,7 +217,7 @@ class MCPService:
     ) -> Result[Written]:
         """Bind one client's config and write the entry into it (creating the file where the client allows)."""
         name = request.name
-        if fmt.may_create():
+        if creates_missing(fmt, request.target):
             created = self.config.create(config_path, fmt)
             if isinstance(created, Failure):
                 return created
@@ -256,7 +265,8 @@ class MCPService:
             return Failure(
                 f"--mode helper is for Claude Code only: {fmt.label} cannot run a command for its headers",
                 ErrorCode.INVALID_PARAMS,
-                f"use --mode bridge (no secret in the file) or --mode header for --client {client}",
+                f"`chctl add {request.name} --client {client} --mode bridge` (no secret in the file), "
+                "or `--mode header`",
             )
         if plan.url is None:
             if request.bridge or request.mode in ("bridge", "helper"):
@@ -267,22 +277,30 @@ class MCPService:
                 )
             mode = "header"  # a local entry: nothing to carry, nothing to refresh
         if mode == "bridge" and request.headers:
-            return Failure("--header cannot be combined with --bridge yet", ErrorCode.INVALID_PARAMS, "drop --header")
+            return Failure(
+                "--header cannot be combined with --bridge yet",
+                ErrorCode.INVALID_PARAMS,
+                f"drop --header: `chctl add {request.name} --bridge`",
+            )
         in_a_file = mode == "header" and request.secret_mode is SecretMode.FILE
         reference = fmt.secret_file_reference(self.tokens.secret_file(request.name))
         if in_a_file and plan.auth_type is not MCPAuthType.NONE and reference is None:
             return Failure(
                 f"{fmt.label} cannot read a header from a file",
                 ErrorCode.INVALID_PARAMS,
-                f"use --bridge (no secret in the file) or --secret-mode inline for --client {client}",
+                f"`chctl add {request.name} --client {client} --bridge` (no secret in the file), "
+                "or `--secret-mode inline`",
             )
         path = self.config.resolve(request.target, for_create=True, fmt=fmt)
         if isinstance(path, Failure):
             return path
-        if not path.value.exists() and not fmt.may_create():
-            return Failure(
-                f"no {fmt.label} config at {path.value}", ErrorCode.CONFIG_MISSING, "run `chctl init` to create one"
+        if not path.value.exists() and not creates_missing(fmt, request.target):
+            target = request.target
+            here = target.project is None and not target.global_  # the nearest: none up to the git root
+            hint = f"`{init_command(target, fmt)}` creates it" + (
+                f", or `chctl add {request.name} --global` writes your user-level one" if here else ""
             )
+            return Failure(f"no {fmt.label} config at {path.value}", ErrorCode.CONFIG_MISSING, hint)
         if path.value.exists():
             readable = self.config.read(path.value, fmt)  # a file we cannot parse is never written
             if isinstance(readable, Failure):
@@ -310,8 +328,11 @@ class MCPService:
         self.bindings.unbind(name, path.resolve())
         self.publisher.clear(name, str(path.resolve()))
         if not removed.value:
+            entries = self.config.entries(path, fmt)
+            close = close_names(name, entries.value if isinstance(entries, Success) else ())
+            guess = f"did you mean {' or '.join(f'`{n}`' for n in close)}? " if close else ""
             return Failure(
-                f"{path} has no {fmt.where(name)} entry", ErrorCode.NOT_FOUND, "see `chctl list` for configured servers"
+                f"{path} has no {fmt.where(name)} entry", ErrorCode.NOT_FOUND, guess + "`chctl list` shows its servers"
             )
         log.info("server_removed", server=name, path=str(path), client=client)
         return Success(path)
@@ -326,10 +347,8 @@ class MCPService:
         )
         if recorded is not None:
             return recorded
-        if known is None:
-            unknown = self.get_server_info(name)
-            assert isinstance(unknown, Failure)
-            return Failure(unknown.error, unknown.code, f"add it first: `chctl add {name} --url URL`")
+        if not self.names.is_known(name):
+            return self._unknown(name)
         return Failure(f"{name} is not a remote server", ErrorCode.INVALID_PARAMS)
 
     def expects_login(self, name: str) -> bool:
@@ -366,11 +385,9 @@ class MCPService:
     # --- helpers --------------------------------------------------------------------------------------
 
     def _unknown(self, name: str) -> Failure:
-        suggestions = close_names(name, self.registry)
-        hint = f"did you mean: {', '.join(suggestions)}?" if suggestions else "see `chctl registry`"
-        return Failure(
-            f"unknown server {name!r}: not in the registry", ErrorCode.NOT_FOUND, hint + " (or pass --url / --command)"
-        )
+        unknown = unknown_server(name, self.names.yours(), self.registry)
+        hint = f"{unknown.hint}; a server of your own: `chctl add {name} --url URL`"
+        return Failure(f"{unknown.error}: not in the registry", unknown.code, hint)
 
     def _plan_entry(self, request: AddRequest) -> Result[Planned]:
         """The server to add (URL or command), its auth type, and a new API-key credential if one was given."""
@@ -394,7 +411,11 @@ class MCPService:
         ):
             command = request.command or (known.command if known else None)
             if not command:
-                return Failure("a local server needs a command", ErrorCode.INVALID_PARAMS, 'pass --command "CMD ARGS"')
+                return Failure(
+                    "a local server needs a command",
+                    ErrorCode.INVALID_PARAMS,
+                    f'`chctl add {request.name} --command "CMD ARGS"`',
+                )
             return Success(Planned(MCPAuthType.NONE, command=command, environment=dict(request.environment)))
 
         bad_header = _header_problem(request)
@@ -403,7 +424,11 @@ class MCPService:
         url = request.url or recorded or (known.url if known else None)
         bad_url = url_problem(url, substitutions(), carries_secret=False) if url else "is missing"
         if bad_url is not None or url is None:
-            return Failure(f"the server's URL {bad_url}", ErrorCode.INVALID_PARAMS, "pass --url http(s)://host/path")
+            return Failure(
+                f"the server's URL {bad_url}",
+                ErrorCode.INVALID_PARAMS,
+                f"`chctl add {request.name} --url https://host/path`",
+            )
         stored = self.tokens.load(request.name)
         elsewhere = recorded_urls.belongs_elsewhere(request.name, stored, url) if request.api_key is None else None
         if elsewhere is not None:

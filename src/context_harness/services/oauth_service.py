@@ -50,6 +50,7 @@ from context_harness.services.refresh_outcomes import (
 )
 from context_harness.services.revocation import revoke_all
 from context_harness.services.server_state import ServerState, ServerStates
+from context_harness.services.step_up import login_scopes
 from context_harness.stores.client_store import ClientStore
 from context_harness.stores.crash_points import AFTER_TOKEN_SAVE, crash_point
 from context_harness.stores.lock_file import LockTimeout, file_lock
@@ -145,6 +146,8 @@ class OAuthService:
         if client_id is None and known is not None and known.client_id:
             client_id = known.client_id
             token_auth_method = token_auth_method or known.token_endpoint_auth_method
+        # A server that refused a call for lack of scope (step-up): this login asks for those scopes too.
+        scopes = options.scopes or login_scopes(self.tokens.load(name), self.states.get(name).scopes_wanted)
         grant = await run_authorization_flow(
             self._session(),
             FlowRequest(
@@ -153,7 +156,7 @@ class OAuthService:
                 client_id=client_id,
                 client_secret=client_secret,
                 token_auth_method=token_auth_method,
-                scopes=options.scopes,
+                scopes=scopes,
                 port=options.port,
                 timeout_s=options.timeout_s,
                 http_timeout_s=self.settings.http_timeout_s,
@@ -169,7 +172,7 @@ class OAuthService:
                 return Failure(
                     grant.error,
                     grant.code,
-                    f"{name} needs an OAuth app you register yourself; pass --client-id "
+                    f"{name} needs an OAuth app you register yourself: `chctl auth {name} --client-id ID` "
                     f"(or set {env_prefix(name)}_CLIENT_ID)" + (f", see {known.docs_url}" if known.docs_url else ""),
                 )
             return grant
@@ -192,6 +195,7 @@ class OAuthService:
         async with self._lock(name):
             self.tokens.save(credential)
             self.states.stored(name)
+            self.states.get(name).logged_in_or_out()
             log.info(
                 "token_stored",
                 server=name,
@@ -261,6 +265,7 @@ class OAuthService:
             outcomes = await revoke_all(self._session(), credential, self.settings.http_timeout_s)
             self.tokens.delete(name)
             self.states.stored(name)
+            self.states.get(name).logged_in_or_out()
             configs = await self.publisher.forget(name, credential.header_name)
         revoked = bool(outcomes) and all(o["revoked"] for o in outcomes)
         log.info("credential_forgotten", server=name, revoked=revoked)

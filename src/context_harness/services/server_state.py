@@ -72,6 +72,9 @@ class ServerState:
     failed_login: str | None = None  # the last failed login, until one succeeds
     config_errors: dict[str, str] = field(default_factory=dict)  # configs whose last write failed, and why
     misdirected: set[str] = field(default_factory=set)  # of those, entries pointing away from the recorded URL
+    # Scopes the server asked for when it refused a call (403 `insufficient_scope`) that the credential lacks:
+    # the next `chctl auth` asks for them too (services/step_up.py). Until a login or a logout.
+    scopes_wanted: tuple[str, ...] = ()
     # The live bridges carrying it, by bridge id: a relay puts its counters here when it opens and takes
     # them out when it closes; its upstream session counts into them.
     bridges: dict[int, Counters] = field(default_factory=dict)
@@ -81,6 +84,16 @@ class ServerState:
     version: int = 0
     # One refresh, login or logout at a time per server (with a lock file across processes).
     lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+
+    def want_scopes(self, scopes: list[str]) -> bool:
+        """The server refused a call for lack of `scopes`; True when that is news (a person is told once)."""
+        wanted = tuple(dict.fromkeys([*self.scopes_wanted, *scopes]))
+        news, self.scopes_wanted = wanted != self.scopes_wanted, wanted
+        return news
+
+    def logged_in_or_out(self) -> None:
+        """A login asked for the scopes wanted (or a logout dropped them): none is wanted any more."""
+        self.scopes_wanted = ()
 
     def settle(self) -> None:
         """A refresh worked or a new credential was stored: nothing live is left to report."""

@@ -65,6 +65,8 @@ class ServerStatus:
     login: str | None = None  # an OAuth server's kind of login: browser, client_credentials, idp
     idp: str | None = None  # login `idp`: the identity provider its token is derived from
     fix: str | None = None  # the command that mends a needed login, when it is not `chctl auth NAME`
+    # Scopes the server refused a call for lack of (403 insufficient_scope): `chctl auth NAME` asks for them.
+    scopes_wanted: list[str] = field(default_factory=list)
 
     def as_dict(self) -> dict[str, Any]:
         return {**asdict(self), "auth_type": self.auth_type.value}
@@ -118,6 +120,7 @@ class StatusBoard:
             "mode": _mode(bindings),
             "bridges": [BridgeStatus(bridge_id, **asdict(c)) for bridge_id, c in sorted(live.bridges.items())],
             "shared": name in self.shared(),
+            "scopes_wanted": list(live.scopes_wanted),
         }
         if credential is None:
             via = self.via(name, bindings)

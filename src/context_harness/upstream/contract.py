@@ -23,6 +23,9 @@ class Credentials(Protocol):
         """The server refused the header value `rejected`: get a better one (a refresh, at most one at a
         time across the daemon), or a Failure that says what a person must do."""
 
+    async def scope_refused(self, scope: str | None) -> Failure:
+        """The server refused a call for lack of `scope` (403 `insufficient_scope`): what a person must do."""
+
 
 class RelayFailure(Exception):
     """A client request cannot be carried; `failure` says why and what to do."""

@@ -140,7 +140,41 @@ class Core:
         return response.status
 
     def unusable(self, status: int) -> Failure:
-        return Failure(f"{self.name} answered HTTP {status} to the MCP transport", ErrorCode.NETWORK)
+        return refused_by(self.name, status)
+
+
+def refused_by(name: str, status: int, words: str | None = None) -> Failure:
+    """A server's HTTP refusal (with no JSON-RPC error of its own) in words, with what to do about it; `words`: what
+    the server itself said (bounded and printable), quoted after ours."""
+    refusal = _refusal(name, status)
+    if not words:
+        return refusal
+    return Failure(f"{refusal.error}: {words}", refusal.code, refusal.hint)
+
+
+def _refusal(name: str, status: int) -> Failure:
+    if status == 403:
+        return Failure(
+            f"{name} refused the request (HTTP 403: forbidden)",
+            ErrorCode.AUTH_REQUIRED,
+            f"the credential lacks access: log in with the scopes it needs (`chctl auth {name} --scope SCOPE`), "
+            "or ask the server's operator",
+        )
+    if status in (404, 405, 410):
+        return Failure(
+            f"{name} has no MCP endpoint at its URL (HTTP {status})",
+            ErrorCode.NETWORK,
+            f"check the URL (`chctl list`); `chctl add {name} --url URL` points it elsewhere",
+        )
+    if status == 400:
+        return Failure(
+            f"{name} refused the request as malformed (HTTP 400)",
+            ErrorCode.NETWORK,
+            f"it may speak another MCP revision: `chctl check {name}` says which it answers",
+        )
+    if status in (408, 425, 429) or status >= 500:
+        return Failure(f"{name} failed or is busy (HTTP {status})", ErrorCode.NETWORK, "try again shortly")
+    return Failure(f"{name} answered HTTP {status}", ErrorCode.NETWORK, f"`chctl check {name}` asks it afresh")
 
 
 @contextlib.asynccontextmanager

@@ -36,7 +36,7 @@ class LegacySse:
             if response.status == 200:
                 break
             response.release()
-            if await auth.retry(response.status):
+            if await auth.retry(response.status, response.headers.get("WWW-Authenticate")):
                 continue
             limits.not_redirected(core.name, response)
             raise RelayFailure(core.unusable(response.status))
@@ -86,7 +86,8 @@ class LegacySse:
             async with request as r:
                 status = core.answered(r)
                 limits.not_redirected(core.name, r)
-            if await auth.retry(status):
+                challenge = r.headers.get("WWW-Authenticate")
+            if await auth.retry(status, challenge):
                 continue
             # A 404 or 400: the session behind this endpoint is gone; initialized again, once for this message.
             if status in (404, 400) and message.get("method") != "initialize" and not reinitialized:

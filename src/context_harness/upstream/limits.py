@@ -43,6 +43,14 @@ CONNECTIONS_PER_HOST = 128
 # six times in its first 16 s, then once in a while (unbounded, it was hundreds of times a second).
 REINIT_BACKOFF_S = (0.5, 30.0)
 REINIT_PER_MINUTE = 6
+# A stream the server closed is reconnected after the wait its `retry:` field asks for (SEP-1699), at most this
+# long: the client's request waits meanwhile, and a server's `retry: 99999999999` must not hold it for ever.
+MAX_RECONNECT_DELAY_S = 30.0
+
+
+def reconnect_delay_s(retry_ms: int | None, default_s: float = 0.0) -> float:
+    """Seconds to wait before reconnecting a stream the server closed: its `retry`, capped; else `default_s`."""
+    return default_s if retry_ms is None else min(retry_ms / 1000, MAX_RECONNECT_DELAY_S)
 
 
 class TooLarge(Exception):
@@ -74,7 +82,11 @@ async def read_body(response: aiohttp.ClientResponse, limit: int = MAX_MESSAGE_B
 
 def too_large(name: str) -> Failure:
     limit = f"{MAX_MESSAGE_BYTES // (1024 * 1024)} MiB"
-    return Failure(f"{name} sent a message larger than {limit}", ErrorCode.NETWORK, "see `chctl logs`")
+    return Failure(
+        f"{name} sent a message larger than {limit}, more than the relay carries",
+        ErrorCode.NETWORK,
+        "ask for less at a time (a smaller page, range or file)",
+    )
 
 
 def not_redirected(name: str, response: aiohttp.ClientResponse) -> None:
@@ -120,7 +132,7 @@ def lost_too_often(name: str) -> Failure:
     return Failure(
         f"{name} lost its session {REINIT_PER_MINUTE} times within a minute",
         ErrorCode.NETWORK,
-        "try again in a minute; see `chctl logs`",
+        "it keeps forgetting sessions (restarting?): try again in a minute",
     )
 
 

@@ -3,7 +3,11 @@ errors the relay answers with. Pure functions, no I/O."""
 
 from __future__ import annotations
 
+import json
 from typing import Any
+
+from context_harness.oauth.preflight import page_text
+from context_harness.primitives.text import SERVER_TEXT_LIMIT, printable
 
 # JSON-RPC leaves -32000..-32099 to the implementation; the relay's own failures (a login is needed, the
 # server is unreachable) use this one, with our ErrorCode name in `data.code`.
@@ -65,3 +69,17 @@ def lookup_id(value: Any) -> str | int | None:
     """`value` if it can be an id we look up: JSON-RPC ids are strings or integers (a list or an object from a
     broken or hostile peer is not; nor is a bool)."""
     return value if isinstance(value, str | int) and not isinstance(value, bool) else None
+
+
+def server_words(body: bytes) -> str:
+    """What a server said in an error body, for one line of our error: a JSON-RPC error's message (the MCP SDKs
+    answer `Bad Request: Missing session ID` so), else the readable start of the page; printable ASCII, bounded."""
+    try:
+        reply = json.loads(body)
+    except (ValueError, RecursionError):
+        return page_text(body)
+    error = reply.get("error") if isinstance(reply, dict) else None
+    message = error.get("message") if isinstance(error, dict) else error
+    if isinstance(message, str):
+        return printable(message, SERVER_TEXT_LIMIT, ascii_only=True).strip()
+    return page_text(body)

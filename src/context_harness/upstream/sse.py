@@ -34,6 +34,15 @@ class SseParser:
         self._event = ""
         self._retry_ms: int | None = None
         self.last_event_id: str | None = None
+        # The stream's reconnection time (its last `retry:` field, WHATWG): how long to wait before reconnecting
+        # with Last-Event-ID once the server has closed it (SEP-1699).
+        self.reconnect_ms: int | None = None
+
+    def resumed(self) -> SseParser:
+        """A parser for the next connection of the same stream: no partial line, the same id and retry."""
+        parser = SseParser(self.limit)
+        parser.last_event_id, parser.reconnect_ms = self.last_event_id, self.reconnect_ms
+        return parser
 
     def feed(self, chunk: bytes) -> list[Event]:
         """The events completed by `chunk` (an event ends at a blank line)."""
@@ -75,8 +84,8 @@ class SseParser:
             self._event = value.decode("utf-8", errors="replace")
         elif field == b"id" and b"\0" not in value:
             self.last_event_id = value.decode("utf-8", errors="replace")
-        elif field == b"retry" and value.isdigit():
-            self._retry_ms = int(value)
+        elif field == b"retry" and value.isdigit() and value.isascii():
+            self._retry_ms = self.reconnect_ms = int(value)
         return None
 
     def _dispatch(self) -> Event | None:

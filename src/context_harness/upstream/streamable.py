@@ -14,7 +14,7 @@ import structlog
 from context_harness.primitives.result import ErrorCode, Failure
 from context_harness.upstream import limits, messages
 from context_harness.upstream.contract import RelayFailure
-from context_harness.upstream.core import ACCEPT_BOTH, CLOSE_TIMEOUT, STREAM_TIMEOUT, Core, post
+from context_harness.upstream.core import ACCEPT_BOTH, CLOSE_TIMEOUT, STREAM_TIMEOUT, Core, post, refused_by
 from context_harness.upstream.sse import SseParser
 
 log = structlog.get_logger(__name__)
@@ -43,7 +43,7 @@ class Streamable:
             async with post(core.http, core.url, body, headers) as response:
                 status = core.answered(response)
                 limits.not_redirected(core.name, response)
-                if await auth.retry(status):
+                if await auth.retry(status, response.headers.get("WWW-Authenticate")):
                     continue
                 if status == 404 and not is_initialize and core.session_id and not reinitialized:
                     reinitialized = True  # the session is lost: initialized again, once for this message
@@ -81,13 +81,8 @@ class Streamable:
         if content_type.startswith("text/event-stream"):
             parser = SseParser()
             answered = await core.relay_stream(response, parser, request)
-            if answered or not messages.is_request(request):
-                return
-            if parser.last_event_id is None:
-                raise RelayFailure(
-                    Failure(f"{core.name} closed the response stream before answering", ErrorCode.NETWORK, "try again")
-                )
-            await self._resume(request, parser.last_event_id)
+            if not answered and messages.is_request(request):
+                await self._resume(request, parser)
             return
         try:
             raw = await limits.read_body(response)
@@ -103,32 +98,47 @@ class Streamable:
             core.protocol_version = messages.protocol_version_of(reply)
         await core.incoming(reply)
 
-    async def _resume(self, request: dict[str, Any], last_event_id: str) -> None:
-        """A POST's stream dropped before its response: pick it up where it broke (Last-Event-ID)."""
+    async def _resume(self, request: dict[str, Any], parser: SseParser) -> None:
+        """A POST's stream ended before its response: reconnect with Last-Event-ID after the wait the stream's
+        `retry:` field asks for (SEP-1699), for as long as each connection brings new events."""
         core = self.core
-        headers = core.headers({"Accept": "text/event-stream", "Last-Event-ID": last_event_id}, core.auth.flow())
-        async with core.http.get(core.url, headers=headers, timeout=STREAM_TIMEOUT, allow_redirects=False) as response:
-            limits.not_redirected(core.name, response)
-            if response.status != 200:
-                raise RelayFailure(
-                    Failure(f"{core.name} dropped the response stream and cannot resume it", ErrorCode.NETWORK)
-                )
-            parser = SseParser()
-            parser.last_event_id = last_event_id
-            if not await core.relay_stream(response, parser, request) and parser.last_event_id != last_event_id:
-                await self._resume(request, parser.last_event_id or last_event_id)
+        while parser.last_event_id is not None:
+            seen = parser.last_event_id
+            await asyncio.sleep(limits.reconnect_delay_s(parser.reconnect_ms))
+            headers = core.headers({"Accept": "text/event-stream", "Last-Event-ID": seen}, core.auth.flow())
+            get = core.http.get(core.url, headers=headers, timeout=STREAM_TIMEOUT, allow_redirects=False)
+            async with get as response:
+                limits.not_redirected(core.name, response)
+                if response.status != 200:
+                    raise RelayFailure(
+                        Failure(
+                            f"{core.name} closed the response stream and refused to resume it (HTTP {response.status})",
+                            ErrorCode.NETWORK,
+                            "send the request again",
+                        )
+                    )
+                parser = parser.resumed()
+                if await core.relay_stream(response, parser, request):
+                    return
+            if parser.last_event_id == seen:
+                break
+        raise RelayFailure(
+            Failure(
+                f"{core.name} closed the response stream before answering", ErrorCode.NETWORK, "send the request again"
+            )
+        )
 
     async def _relay_error_body(self, request: dict[str, Any], response: aiohttp.ClientResponse) -> None:
-        """A 4xx/5xx: pass on a JSON-RPC error the server sent, else answer the request ourselves."""
+        """A 4xx/5xx: pass on a JSON-RPC error the server sent for this request, else answer the request
+        ourselves, with the server's own words (a JSON-RPC error without an id, the start of a page)."""
+        raw = b""
         with contextlib.suppress(ValueError, limits.TooLarge):
             raw = await limits.read_body(response, limits.MAX_ERROR_BODY_BYTES)
             reply = json.loads(raw)
             if isinstance(reply, dict) and "error" in reply and reply.get("id") is not None:
                 await self.core.incoming(reply)
                 return
-        raise RelayFailure(
-            Failure(f"{self.core.name} answered HTTP {response.status}", ErrorCode.NETWORK, "see `chctl logs`")
-        )
+        raise RelayFailure(refused_by(self.core.name, response.status, messages.server_words(raw)))
 
     def start_listening(self) -> None:
         core = self.core
@@ -150,9 +160,9 @@ class Streamable:
             try:
                 get = core.http.get(core.url, headers=headers, timeout=STREAM_TIMEOUT, allow_redirects=False)
                 async with get as response:
-                    if response.status == 405:
-                        return  # this server has no stream of its own
-                    if await auth.retry(response.status):
+                    if response.status == 405 or (response.status in (400, 404) and not core.session_id):
+                        return  # this server has no stream of its own (a server without sessions says 400 or 404)
+                    if await auth.retry(response.status, response.headers.get("WWW-Authenticate")):
                         continue
                     if response.status == 404:
                         core.reinitialize_soon(generation)  # which starts a new listener
@@ -160,6 +170,8 @@ class Streamable:
                     if response.status == 200:
                         delay, auth = LISTEN_BACKOFF_S[0], core.auth.flow(counted=False)
                         await core.relay_stream(response, parser, None)
+                        parser = parser.resumed()  # closed by the server: back after its `retry` (SEP-1699)
+                        await asyncio.sleep(limits.reconnect_delay_s(parser.reconnect_ms, delay))
                         continue
                     log.info("upstream_listen_refused", server=core.name, status=response.status)
             except (aiohttp.ClientError, TimeoutError) as exc:
