@@ -26,7 +26,8 @@ from tests.peers.mcp_servers import McpApiKeyServerFactory, McpOAuthServer, McpO
 from tests.peers.oidc import OidcProvider, OidcProviderFactory
 from tests.support.daemon import DaemonProcess, chctl, wait_for
 from tests.support.env import UserEnv
-from tests.test_bridge import add_api_key_server, bridged_session, call, stored_tokens
+from tests.support.long_session import tokens_seen_over
+from tests.test_bridge import add_api_key_server, stored_tokens
 
 TOKEN_LIFETIME_S = 4
 BASIC_CLIENT = "ci-basic"
@@ -102,18 +103,8 @@ def test_client_secret_basic_token_at_add_then_a_bridged_session_over_six_lifeti
     assert row["state"] == "active" and row["login"] == "client_credentials" and row["usable"]
     assert "client credentials" in chctl(user_env, "status").stdout  # the AUTH column says the kind of login
 
-    async def session() -> set[str]:
-        calls, seen = 0, set()
-        async with bridged_session(user_env, "ci") as client:
-            assert await call(client, "whoami") == BASIC_CLIENT  # the server sees the machine client
-            deadline = time.monotonic() + 6 * TOKEN_LIFETIME_S + 1
-            while time.monotonic() < deadline or calls < 30:
-                seen.add(await call(client, "token_id"))  # fails the test on any error
-                calls += 1
-                await asyncio.sleep(0.25)  # the pace of the calls, not synchronisation
-        return seen
-
-    seen = asyncio.run(session())
+    # The server sees the machine client; every call over six lifetimes is answered.
+    seen = asyncio.run(tokens_seen_over(user_env, "ci", 6, TOKEN_LIFETIME_S, whoami=BASIC_CLIENT))
     assert len(seen) >= 5, f"the server saw only {len(seen)} different tokens over six lifetimes"
     log = provider.log_path.read_text()
     assert "strict_client_auth_refused" not in log  # Basic, as the metadata and the registration say

@@ -30,7 +30,8 @@ from tests.peers.oidc import OidcProvider, OidcProviderFactory
 from tests.peers.peer_process import PeerProcess, start_peer
 from tests.support.daemon import DaemonProcess, chctl, wait_for
 from tests.support.env import UserEnv
-from tests.test_bridge import APP_SCRIPT, add_api_key_server, bridged_session, call
+from tests.support.long_session import tokens_seen_over
+from tests.test_bridge import APP_SCRIPT, add_api_key_server
 
 LIFETIME_S = 4  # the IdP's ID tokens and the MCP servers' access tokens
 IDP_CLIENT = "ch-idp-client"  # the MCP client's registration at the company IdP
@@ -165,18 +166,8 @@ def test_one_sign_in_serves_two_servers_and_a_bridged_session_outlives_six_lifet
     shown = chctl(user_env, "status").stdout
     assert "idp corp" in shown and "tickets, wiki" in shown  # which servers hang on which IdP
 
-    async def session() -> set[str]:
-        calls, seen = 0, set()
-        async with bridged_session(user_env, "wiki") as client:
-            assert await call(client, "whoami") == "alice"  # the user the IdP vouched for
-            deadline = time.monotonic() + 6 * LIFETIME_S + 1
-            while time.monotonic() < deadline or calls < 30:
-                seen.add(await call(client, "token_id"))  # fails the test on any error
-                calls += 1
-                await asyncio.sleep(0.25)  # the pace of the calls, not synchronisation
-        return seen
-
-    seen = asyncio.run(session())
+    # The server sees the user the IdP vouched for; every call over six lifetimes is answered.
+    seen = asyncio.run(tokens_seen_over(user_env, "wiki", 6, LIFETIME_S, whoami="alice"))
     assert len(seen) >= 5, f"the server saw only {len(seen)} different tokens over six lifetimes"
     renewed = [e for e in daemon.log_events() if e.get("event") == "idp_refreshed"]
     assert len(renewed) >= 4, "the IdP's sign-in was not renewed ahead of its 4-second ID tokens"
