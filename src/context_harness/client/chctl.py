@@ -50,14 +50,15 @@ examples:
 # How `chctl status` fits a narrow terminal (docs/guide.md, "At a glance"): the note is cut first, then the counts, the
 # auth type and the next refresh leave (`--json` has them all), then the state's words are cut, then the rest.
 STATUS_FIT = (
-    ("cut", 8),  # LAST ERROR / NOTE
-    ("drop", 6),  # CONFIGS
-    ("drop", 7),  # BRIDGES
+    ("cut", 9),  # LAST ERROR / NOTE
+    ("drop", 7),  # CONFIGS
+    ("drop", 8),  # BRIDGES
     ("drop", 2),  # AUTH
     ("drop", 4),  # NEXT REFRESH
     ("cut", 1),  # STATE
     ("drop", 5),  # MODE
-    ("drop", 8),
+    ("drop", 6),  # SECRET AT (`chctl doctor` says it in words)
+    ("drop", 9),
 )
 
 # `chctl doctor` exits with the worst level it found (documented in docs/guide.md).
@@ -76,12 +77,29 @@ def cmd_status(args: argparse.Namespace) -> int:
     line = f"daemon: pid {daemon['pid']}, up {daemon['uptime_s']:.0f}s, version {daemon['version']}"
     socket = f", socket {home_as_tilde(daemon['socket'])}"
     print(line + ("" if width is not None and len(line + socket) > width else socket))  # `chctl daemon status` has it
+    store = daemon.get("secret_store") or {}
+    if store.get("warning"):
+        warning = f"secrets (CH_SECRET_STORE={store['setting']}): {store['warning']}; see `chctl doctor`"
+        print(f"warning: {printable(warning)}", file=sys.stderr)
     servers = result["servers"]
     if not servers:
         print("no servers yet: `chctl registry` lists known ones, `chctl add NAME` adds one")
         return 0
     now = time.time()
-    rows = [["NAME", "STATE", "AUTH", "EXPIRES", "NEXT REFRESH", "MODE", "CONFIGS", "BRIDGES", "LAST ERROR / NOTE"]]
+    rows = [
+        [
+            "NAME",
+            "STATE",
+            "AUTH",
+            "EXPIRES",
+            "NEXT REFRESH",
+            "MODE",
+            "SECRET AT",
+            "CONFIGS",
+            "BRIDGES",
+            "LAST ERROR / NOTE",
+        ]
+    ]
     colours: list[str | None] = []
     for s in servers:
         words, colour = states.describe(s, now)
@@ -94,6 +112,7 @@ def cmd_status(args: argparse.Namespace) -> int:
                 when(s["expires_at"], now),
                 when(s["next_refresh_at"], now),
                 s.get("mode") or "-",
+                secret_at(s.get("secret_at") or []),
                 str(len(s["configs"])),
                 str(len(s.get("bridges") or [])),
                 "" if s["state"] == "retrying" else s["last_error"] or s.get("note") or "",  # retrying: in STATE
@@ -116,6 +135,23 @@ def _auth(server: dict[str, Any]) -> str:
     if login == "idp":
         return f"idp {server.get('idp')}"
     return str(server["auth_type"])
+
+
+# `chctl status`'s SECRET AT column: each place a secret rests, in a word (`--json` and doctor give the paths).
+PLACE_WORDS = {
+    "keychain": "keychain",
+    "token_file": "token file",
+    "config": "config",
+    "secret_file": "{file:}",
+    "client_file": "client file",
+}
+
+
+def secret_at(places: list[dict[str, Any]]) -> str:
+    if not places:
+        return "-"
+    words = [PLACE_WORDS.get(p["where"], p["where"]) + ("!" if p.get("problem") else "") for p in places]
+    return " + ".join(dict.fromkeys(words)) + (" only" if words == ["keychain"] else "")
 
 
 def cmd_bridge(args: argparse.Namespace) -> int:
@@ -212,6 +248,7 @@ def build_parser() -> argparse.ArgumentParser:
         import_cmd,
         logs,
         remote_cmd,
+        secrets_cmd,
         service_args,
         token_cmd,
     )
@@ -259,6 +296,7 @@ def build_parser() -> argparse.ArgumentParser:
     import_cmd.add_import_parser(sub)
     logs.add_logs_parser(sub)
     remote_cmd.add_remote_parsers(sub)
+    secrets_cmd.add_secrets_parser(sub)
     completion.add_completion_parser(sub, parser)
     service_args.add_service_arguments(sub, cmd_service)
     return parser

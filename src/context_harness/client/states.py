@@ -22,6 +22,8 @@ def describe(server: dict[str, Any], now: float) -> tuple[str, str]:
             return f"via {server['via']}", "yellow"
         words, colour = describe({**server, "via": None, "has_refresh_token": True}, now)  # the laptop refreshes
         return f"{words} via {server['via']}", colour
+    if state == "secret_unreadable":  # in the keychain, which did not give it (locked, not running)
+        return "secret unreadable: keychain → chctl doctor", "red"
     if state in ("pending_auth", "needs_reauth"):
         return f"needs login → {server.get('fix') or f'chctl auth {name}'}", "red"
     if server.get("scopes_wanted"):

@@ -82,6 +82,9 @@ class Daemon:
         loop = asyncio.get_running_loop()
         loop.set_exception_handler(handle_loop_exception)  # EMFILE on accept: one line a minute, not per retry
         bridges = TakeoverCount(MAX_BRIDGES)  # both sockets' bridges together
+        # Before the first request: a credential whose values rest in the keychain is read (with a deadline)
+        # and held, so a bridge reconnecting right after a restart finds it.
+        await services.vault.start()
         server = self.server = RpcServer(
             bind(METHODS, services),
             streams=bind(STREAMS, services),

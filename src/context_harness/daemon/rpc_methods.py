@@ -21,6 +21,7 @@ from context_harness.daemon.rpc_params import (
     NameTargetParams,
     NoParams,
     RemoveParams,
+    SecretsMigrateParams,
     TargetParams,
 )
 from context_harness.daemon.services import Services
@@ -65,6 +66,7 @@ def daemon_summary(s: Services) -> dict[str, Any]:
         "socket": str(s.settings.socket_path),
         "remote_socket": str(remote) if (remote := s.settings.remote_socket_path) else None,
         "home": str(s.settings.home),
+        "secret_store": s.vault.summary(),  # CH_SECRET_STORE, the store in use, the keychain, a warning to repeat
     }
 
 
@@ -182,7 +184,7 @@ async def forget(s: Services, name: str, kind: str) -> Failure | str:
     if kind == "login":
         logged_out = await s.oauth.logout(name)
         return logged_out if isinstance(logged_out, Failure) else kind
-    s.tokens.delete(name)
+    await s.vault.delete(name)  # the keychain item too, where the key rests there
     s.states.stored(name)
     log.info("credential_forgotten", server=name, kind=kind)
     await s.states.changed(name, credential=True)
@@ -238,10 +240,17 @@ async def run_doctor(s: Services, p: DoctorParams) -> Result[dict[str, Any]]:
             )
         )
     checks += await doctor.unauthenticated_servers(s.http(), s.config, s.bindings, s.tokens)
-    checks += doctor.server_checks(await server_statuses(s))
+    statuses = await server_statuses(s)
+    checks += doctor.secret_checks(s.vault.summary(), statuses)
+    checks += doctor.server_checks(statuses)
     checks += [doctor.Check("registry", "warn", w, "fix or remove the entry") for w in s.mcp.registry_warnings]
     checks += network_checks(s.http.network, p.shell_network)
     return Success({"checks": [c.as_dict() for c in checks]})
+
+
+async def secrets_migrate(s: Services, p: SecretsMigrateParams) -> Result[dict[str, Any]]:
+    servers = await s.oauth.migrate_secrets(p.to)
+    return Success({"to": p.to, "setting": s.vault.settings.store, "servers": servers})
 
 
 # --- the bridge (a stream method: see `RpcServer.streams`) ------------------------------------------------

@@ -97,6 +97,10 @@ class DoctorParams(Params):
     )
 
 
+class SecretsMigrateParams(Params):
+    to: Literal["keyring", "file"]
+
+
 class CheckParams(Params):
     names: list[ServerName] | None = Field(default=None, max_length=256)  # None: every bound server
     cwd: AbsolutePathText | None = None  # a named server unbound here but local in the nearest config: started

@@ -30,6 +30,7 @@ METHODS: dict[str, tuple[type[p.Params], Handler]] = {
     "clients.list": (p.NoParams, m.clients_list),
     "status": (p.NoParams, m.status),
     "doctor": (p.DoctorParams, m.run_doctor),
+    "secrets.migrate": (p.SecretsMigrateParams, m.secrets_migrate),
     "check": (p.CheckParams, run_check),
     "auth.import": (p.ImportParams, auth.auth_import),
     "auth.start": (p.AuthStartParams, auth.auth_start),

@@ -31,6 +31,7 @@ from context_harness.services.machine_logins import MachineLogins
 from context_harness.services.mcp_service import MCPService
 from context_harness.services.oauth_service import OAuthService
 from context_harness.services.publisher import Publisher
+from context_harness.services.secret_vault import SecretVault
 from context_harness.services.server_names import ServerNames
 from context_harness.services.server_state import Change, ServerStates
 from context_harness.services.status import StatusBoard
@@ -80,6 +81,7 @@ class Services:
     settings: Settings
     config: ConfigService
     tokens: TokenStore
+    vault: SecretVault  # where secret values rest (CH_SECRET_STORE): the keychain or the token files
     bindings: BindingStore
     clients: ClientStore
     states: ServerStates  # one record per server; `states.changed(name)` is the one change channel
@@ -112,6 +114,7 @@ class Services:
         self.delegate.path = settings.delegate_socket_path
         self.bridges.stall_s = settings.rpc_idle_timeout_s
         self.oauth.configure(settings.oauth())
+        self.vault.configure(settings.secrets())
         self.publisher.configure(settings.publishing())
         self.refresher.configure(settings.refreshing())
         self.idp_refresher.configure(settings.refreshing())
@@ -163,18 +166,19 @@ def build_services(
 ) -> Services:
     config = ConfigService()
     tokens = TokenStore(settings.tokens_dir, settings.secrets_dir)
+    vault = SecretVault(settings.secrets(), tokens)
     bindings = BindingStore(settings.bindings_file)
     clients = ClientStore(settings.clients_dir)
     # One record per server, and the one channel that says a server changed (its listeners are wired below).
     states = ServerStates()
     # A server's registry URL comes from `mcp` (made next; it reloads the registry on SIGHUP).
     publisher = Publisher(config, tokens, bindings, settings.publishing(), states, lambda n: _registry_url(mcp, n))
-    mcp = MCPService(config, tokens, bindings, publisher, states, settings.user_registry_file)
+    mcp = MCPService(config, tokens, bindings, publisher, states, settings.user_registry_file, vault=vault)
     notifier = Notifier(settings.notify_command, settings.event_command)
     network = settings.network()
     http = HttpClient(network)
     oauth = OAuthService(
-        settings.oauth(), tokens=tokens, clients=clients, mcp=mcp, publisher=publisher, session=http, states=states
+        settings.oauth(), vault=vault, clients=clients, mcp=mcp, publisher=publisher, session=http, states=states
     )
     refresher = Refresher(settings.refreshing(), ServerRenewals(oauth, tokens, bindings), clock=clock, rng=rng)
     # The identity providers: their own records and change channel (a sign-in that needs a person is told once).
@@ -198,6 +202,7 @@ def build_services(
         settings=settings,
         config=config,
         tokens=tokens,
+        vault=vault,
         bindings=bindings,
         clients=clients,
         states=states,
@@ -231,8 +236,15 @@ def build_services(
     idps.states.subscribe(idp_refresher.on_change)
     idps.states.subscribe(partial(_tell_idp, notifier))
     idps.states.subscribe(partial(_derive_waiting, oauth, idps))
-    status.token_reads = token_access.reads_of
-    status.shared = services.shared.load
-    status.via = services.delegate.via
-    status.idp_waiting = idps.waiting_for_sign_in
+    _tell_status(services)
     return services
+
+
+def _tell_status(s: Services) -> None:
+    """What the status board shows that other parts know: token reads, sharing, delegation, where secrets rest."""
+    s.status.token_reads = s.token_access.reads_of
+    s.status.shared = s.shared.load
+    s.status.via = s.delegate.via
+    s.status.secret_place = s.vault.place
+    s.status.client_secret_file = s.clients.secret_path
+    s.status.idp_waiting = s.idps.waiting_for_sign_in

@@ -17,11 +17,14 @@ from context_harness.net.tls import client_context
 from context_harness.services.idp_service import IdpSettings
 from context_harness.services.oauth_service import OAuthSettings
 from context_harness.services.publisher import PublishSettings
+from context_harness.services.secret_vault import SecretSettings, SecretStoreSetting
 
 # Refresh with a quarter of the lifetime left: a 1 h token is renewed 15 min early.
 REFRESH_AT_FRACTION = 0.75
 # A few percent of the lifetime, so tokens issued together do not all refresh in the same second.
 REFRESH_JITTER_FRACTION = 0.05
+# gh's deadline for a keychain call: a locked, slow or vanished keychain fails the call, it never holds the daemon.
+KEYCHAIN_TIMEOUT_S = 3.0
 # `expires_in: 1` would otherwise mean a refresh every 0.75 s; real servers issue tokens of a minute or more.
 MIN_REFRESH_SPACING_S = 10.0
 
@@ -50,6 +53,10 @@ class Settings(BaseSettings):
     remote_socket: str | None = None
     # On a remote machine: the forwarded socket; servers with no credential here are used through it.
     delegate_socket: str | None = None
+
+    # Where secret values rest: the OS keychain when one answers (auto), only there (keyring), token files (file).
+    secret_store: SecretStoreSetting = "auto"
+    keychain_timeout_s: float = Field(default=KEYCHAIN_TIMEOUT_S, gt=0)
 
     # Token lifecycle
     refresh_fraction: float = Field(default=REFRESH_AT_FRACTION, gt=0, lt=1)
@@ -149,6 +156,11 @@ class Settings(BaseSettings):
         """The proxy variables of the environment, then of daemon.env, read now (a reload reads them again)."""
         proxies = from_variables(os.environ, read_env_file(settings_file(self.home)))
         return NetworkSettings(proxies=proxies, ca_bundle=self.ca_bundle)
+
+    def secrets(self) -> SecretSettings:
+        return SecretSettings(
+            store=self.secret_store, keychain_timeout_s=self.keychain_timeout_s, home=str(self.home.resolve())
+        )
 
     def publishing(self) -> PublishSettings:
         return PublishSettings(io_timeout_s=self.config_io_timeout_s)

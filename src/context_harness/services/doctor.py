@@ -217,6 +217,59 @@ async def _probe(session: aiohttp.ClientSession, url: str, headers: dict[str, st
     return None if isinstance(sent, Failure) else sent.value.status
 
 
+# --- where secrets rest ------------------------------------------------------------------------------------
+
+
+def secret_checks(summary: dict[str, Any], servers: list[ServerStatus]) -> list[Check]:
+    """The store new secrets go to (a warning when `auto` found no keychain, or the keychain fails), then one
+    line per server saying every place its secret rests."""
+    store = f"CH_SECRET_STORE={summary['setting']}"
+    if summary["warning"]:
+        checks = [Check("secret_store", "warn", f"secrets ({store}): {summary['warning']}", SECRET_STORE_HINT)]
+    elif summary["in_use"] == "keyring":
+        checks = [Check("secret_store", "ok", f"secrets rest in the keychain ({summary['keychain']}, {store})")]
+    else:
+        checks = [Check("secret_store", "ok", f"secrets rest in token files ({store})")]
+    for server in servers:
+        if not server.secret_at:
+            continue
+        problems = [p["problem"] for p in server.secret_at if p.get("problem")]
+        where = secret_places(server.secret_at)
+        if problems:
+            message = f"{server.name}: secret in {where}: " + "; ".join(problems)
+            checks.append(Check("secret_at", "warn", message, SECRET_STORE_HINT))
+        else:
+            checks.append(Check("secret_at", "ok", f"{server.name}: secret in {where}"))
+    return checks
+
+
+SECRET_STORE_HINT = (
+    "unlock the keychain or start its service (on Linux a Secret Service: GNOME Keyring, KWallet); "
+    "`chctl secrets migrate --to file` moves every secret into the token files; see README, Secrets at rest"
+)
+
+
+def secret_places(places: list[dict[str, Any]]) -> str:
+    """`the keychain only (no file holds it)`, `the token file ~/.context-harness/tokens/x.json and inline in
+    /p/opencode.json`: every place in words."""
+    words = []
+    for place in places:
+        match place["where"]:
+            case "keychain":
+                words.append(f"the keychain ({place['detail']})")
+            case "token_file":
+                words.append(f"the token file {place['path']}")
+            case "config":
+                words.append(f"inline in {place['path']} (header mode)")
+            case "secret_file":
+                words.append(f"the {{file:}} secret file {place['path']}")
+            case "client_file":
+                words.append(f"the client registration {place['path']} (its client secret)")
+    if [p["where"] for p in places] == ["keychain"]:
+        return words[0] + " only: no file holds it"
+    return ", ".join(words)
+
+
 # --- every server's credential state ------------------------------------------------------------------------
 
 
@@ -255,6 +308,13 @@ def _server_check(server: ServerStatus, now: float) -> Check:
                 "warn",
                 f"{name}: no refresh token was issued; the token expires in {minutes} min, then a new login is due",
                 f"{login} then (the daemon notifies you)",
+            )
+        case "secret_unreadable":
+            return Check(
+                "server_state",
+                "error",
+                f"{name}: its secret is in the keychain, which did not give it" + _because(error),
+                SECRET_STORE_HINT,
             )
         case "api_key":
             return Check("server_state", "ok", f"{name}: API key stored")

@@ -191,7 +191,9 @@ class ImportService:
             scopes=login.tokens.scope.split() if login.tokens.scope else None,
             server_url=url,
         )
-        self.tokens.save(credential)  # stored before any config mentions it
+        stored = await self.oauth.vault.store(credential)  # stored before any config mentions it
+        if isinstance(stored, Failure):
+            return _adoption(name, url, login, "skipped", stored.error)
         self.oauth.states.stored(name)
         placed = self._write_entry(name, url, config_path, entries)
         if isinstance(placed, Failure):

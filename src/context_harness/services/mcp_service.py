@@ -22,6 +22,7 @@ from context_harness.services.config_service import ConfigService, ConfigTarget,
 from context_harness.services.local_commands import environment_sha256
 from context_harness.services.publisher import Publisher
 from context_harness.services.registry import close_names, load_registry
+from context_harness.services.secret_vault import SecretVault
 from context_harness.services.server_names import ServerNames, unknown_server
 from context_harness.services.server_state import ServerStates
 from context_harness.stores.bindings import Binding, BindingStore
@@ -104,9 +105,12 @@ class MCPService:
         publisher: Publisher,
         states: ServerStates,
         user_registry: Path,
+        *,
+        vault: SecretVault,
     ) -> None:
         self.config = config
         self.tokens = tokens
+        self.vault = vault  # an API key is stored through it (in the keychain when one answers)
         self.bindings = bindings
         self.publisher = publisher
         self.states = states  # the change channel: its publisher writes the header of an added server
@@ -190,7 +194,9 @@ class MCPService:
         # The key is stored before any config mentions it: a config never points at a secret we do not have.
         credential = plan.credential
         if credential is not None:
-            self.tokens.save(credential)
+            kept = self.vault.store_from_thread(credential)
+            if isinstance(kept, Failure):
+                return kept
         else:
             # A login already made (also for a custom --url server) counts, if it was made for this URL: the
             # publisher writes it into the new entry at once (one from before URLs were recorded waits until

@@ -20,7 +20,12 @@ from typing import Any
 import aiohttp
 import structlog
 
-from context_harness.oauth.flow import AuthorizationUrlHandler, FlowRequest, run_authorization_flow
+from context_harness.oauth.flow import (
+    AuthorizationGrant,
+    AuthorizationUrlHandler,
+    FlowRequest,
+    run_authorization_flow,
+)
 from context_harness.oauth.jwts import key_problem
 from context_harness.oauth.machine_grants import PRIVATE_KEY_JWT
 from context_harness.oauth.registration import RegistrationLimit
@@ -49,12 +54,13 @@ from context_harness.services.refresh_outcomes import (
     refresh_result,
 )
 from context_harness.services.revocation import revoke_all
+from context_harness.services.secret_vault import SecretVault
 from context_harness.services.server_state import ServerState, ServerStates
 from context_harness.services.step_up import login_scopes
 from context_harness.stores.client_store import ClientStore
 from context_harness.stores.crash_points import AFTER_TOKEN_SAVE, crash_point
 from context_harness.stores.lock_file import LockTimeout, file_lock
-from context_harness.stores.token_store import TokenStore
+from context_harness.stores.secret_store import StoreKind
 
 log = structlog.get_logger(__name__)
 
@@ -107,7 +113,7 @@ class OAuthService:
         self,
         settings: OAuthSettings,
         *,
-        tokens: TokenStore,
+        vault: SecretVault,
         clients: ClientStore,
         mcp: MCPService,
         publisher: Publisher,
@@ -115,7 +121,8 @@ class OAuthService:
         states: ServerStates,
     ) -> None:
         self.settings = settings
-        self.tokens = tokens
+        self.vault = vault  # new secret values go through it: the keychain, or the token file
+        self.tokens = vault.tokens
         self.clients = clients
         self.mcp = mcp
         self.publisher = publisher
@@ -137,7 +144,7 @@ class OAuthService:
         on_authorization_url: AuthorizationUrlHandler,
         paste: asyncio.Queue[str] | None = None,
     ) -> Result[Credential]:
-        server_url = await self.server_url_off_loop(name, login=True)
+        server_url = await self._ready_to_log_in(name)
         if isinstance(server_url, Failure):
             return server_url
         client_id, client_secret = options.client_id, options.client_secret
@@ -176,31 +183,18 @@ class OAuthService:
                     f"(or set {env_prefix(name)}_CLIENT_ID)" + (f", see {known.docs_url}" if known.docs_url else ""),
                 )
             return grant
-        g = grant.value
-        credential = Credential(
-            name=name,
-            kind="oauth",
-            state=TokenState.ACTIVE,
-            tokens=g.tokens,
-            issuer=g.issuer,
-            token_endpoint=g.token_endpoint,
-            revocation_endpoint=g.revocation_endpoint,
-            client_id=g.client_id,
-            client_secret=g.client_secret,
-            token_endpoint_auth_method=g.token_endpoint_auth_method,
-            resource=g.resource,
-            scopes=g.scopes,
-            server_url=server_url.value,  # where this credential may go, whatever a config says later
-        )
+        credential = _logged_in(name, grant.value, server_url.value)
         async with self._lock(name):
-            self.tokens.save(credential)
+            stored = await self.vault.store(credential)
+            if isinstance(stored, Failure):
+                return stored
             self.states.stored(name)
             self.states.get(name).logged_in_or_out()
             log.info(
                 "token_stored",
                 server=name,
-                expires_at=g.tokens.expires_at,
-                has_refresh_token=g.tokens.refresh_token is not None,
+                expires_at=grant.value.tokens.expires_at,
+                has_refresh_token=grant.value.tokens.refresh_token is not None,
             )
             # Under the lock: the publisher writes the headers from it (and may record URLs in the token file).
             await self.states.changed(name, TokenEvent.NEW, f"{name}: logged in", credential=True)
@@ -220,7 +214,9 @@ class OAuthService:
                 name=name, kind="oauth", state=TokenState.PENDING_AUTH, server_url=server_url, login=setup.login
             )
             credential = _with_setup(stored if same and stored is not None else base, setup)
-            self.tokens.save(credential)
+            kept = await self.vault.store(credential)  # the secret or key: the keychain, or the token file
+            if isinstance(kept, Failure):
+                return kept
             self.states.stored(name)
         log.info("machine_login_set_up", server=name, login=setup.login.value, key=setup.private_key is not None)
         return Success(credential)
@@ -241,11 +237,19 @@ class OAuthService:
                 found = await self.machine.discover(_with_setup(credential, setup) if setup else credential)
                 if isinstance(found, Failure):
                     return found
-                self.tokens.save(found.value)  # the new secret or key too: a later `chctl auth NAME` uses it
+                kept = await self.vault.store(found.value)  # the new secret or key: a later `chctl auth` uses it
+                if isinstance(kept, Failure):
+                    return kept
                 attempt = await self._renew_machine(state, found.value)
         except LockTimeout:
             return Failure(f"another process holds {name}'s lock", ErrorCode.TIMEOUT, "try again shortly")
         return refresh_result(name, attempt, "asked")
+
+    async def _ready_to_log_in(self, name: str) -> Result[str]:
+        """The recorded URL a login of `name` starts from, once the store said it can keep what the login gets
+        (`CH_SECRET_STORE=keyring` without a keychain refuses before the browser opens)."""
+        storable = await self.vault.can_store_new()
+        return storable if isinstance(storable, Failure) else await self.server_url_off_loop(name, login=True)
 
     async def refresh_tokens(self, name: str) -> Result[Credential]:
         """Refresh now (`chctl refresh`), whatever the expiry."""
@@ -263,7 +267,7 @@ class OAuthService:
             if credential is None:
                 return Failure(f"no credential stored for {name}", ErrorCode.NOT_FOUND, "nothing to log out of")
             outcomes = await revoke_all(self._session(), credential, self.settings.http_timeout_s)
-            self.tokens.delete(name)
+            await self.vault.delete(name)
             self.states.stored(name)
             self.states.get(name).logged_in_or_out()
             configs = await self.publisher.forget(name, credential.header_name)
@@ -384,7 +388,7 @@ class OAuthService:
         fresh = credential.model_copy(
             update={"tokens": tokens, "state": TokenState.ACTIVE, "last_error": None, "fix": None}
         )
-        self.tokens.save(fresh)
+        await self.vault.store(fresh, rotation=True)  # before any use of it; never refused (SecretVault)
         crash_point(AFTER_TOKEN_SAVE)
         self.states.stored(name)
         log.info("token_refreshed", server=name, expires_at=tokens.expires_at, login=credential.login.value)
@@ -482,6 +486,7 @@ class OAuthService:
         back). A config already right is only read. A server being refreshed right now is skipped: its
         refresh writes the headers itself.
         """
+        await self.heal_secrets()
         for name in self.mcp.bound_servers():
             if self.states.get(name).lock.locked() or self.tokens.load(name) is None:
                 continue
@@ -490,6 +495,57 @@ class OAuthService:
                     await self.publisher.publish(name)
             except LockTimeout:
                 continue
+
+    async def heal_secrets(self) -> None:
+        """Values the keychain could not take or give earlier: moved back into it, or read now (then the
+        credential is announced: its headers are written and its refresh planned)."""
+        await self.vault.look_again()
+        for name in self.vault.needs_healing():
+            if self.states.get(name).lock.locked():
+                continue
+            try:
+                async with self._lock(name):
+                    readable = await self.vault.heal(name)
+            except LockTimeout:
+                continue
+            if readable:
+                self.states.stored(name)
+                await self.states.changed(name, credential=True)
+
+    async def migrate_secrets(self, to: StoreKind) -> list[dict[str, Any]]:
+        """`chctl secrets migrate --to TO`: each stored credential's values, under its server's lock (no
+        refresh runs while they move)."""
+        outcomes: list[dict[str, Any]] = []
+        for name in self.tokens.names():
+            try:
+                async with self._lock(name):
+                    moved = await self.vault.migrate(name, to)
+            except LockTimeout:
+                moved = Failure(f"{name}: another process holds its refresh lock", ErrorCode.TIMEOUT, "try again")
+            if isinstance(moved, Failure):
+                outcomes.append({"name": name, "outcome": "failed", "error": moved.error})
+            else:
+                outcomes.append({"name": name, "outcome": moved.value, "error": None})
+        return outcomes
+
+
+def _logged_in(name: str, g: AuthorizationGrant, server_url: str) -> Credential:
+    """The credential a login made."""
+    return Credential(
+        name=name,
+        kind="oauth",
+        state=TokenState.ACTIVE,
+        tokens=g.tokens,
+        issuer=g.issuer,
+        token_endpoint=g.token_endpoint,
+        revocation_endpoint=g.revocation_endpoint,
+        client_id=g.client_id,
+        client_secret=g.client_secret,
+        token_endpoint_auth_method=g.token_endpoint_auth_method,
+        resource=g.resource,
+        scopes=g.scopes,
+        server_url=server_url,  # where this credential may go, whatever a config says later
+    )
 
 
 def _changed(planned: Credential, current: Credential) -> bool:

@@ -10,7 +10,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from context_harness.primitives.mcp import MCPAuthType
+from context_harness.primitives.mcp import MCPAuthType, SecretMode
 from context_harness.primitives.oauth import Credential, LoginKind, TokenState
 from context_harness.primitives.result import Failure, Result, Success
 from context_harness.services import recorded_urls
@@ -22,6 +22,8 @@ from context_harness.stores.bindings import Binding, BindingStore
 from context_harness.stores.token_store import TokenStore
 
 NO_AUTH = "no_auth"  # the state of a server that needs no credential
+# A credential whose values rest in the keychain, which has not given them (locked, gone): `last_error` says why.
+SECRET_UNREADABLE = "secret_unreadable"
 
 
 @dataclass(frozen=True, slots=True)
@@ -65,6 +67,9 @@ class ServerStatus:
     login: str | None = None  # an OAuth server's kind of login: browser, client_credentials, idp
     idp: str | None = None  # login `idp`: the identity provider its token is derived from
     fix: str | None = None  # the command that mends a needed login, when it is not `chctl auth NAME`
+    # Where the secret rests, each place once: `keychain`, `token_file` (with `path`), `config` (a header-mode
+    # config holding it inline, `path`), `secret_file` (the `{file:}` file, `path`); `detail`, `problem`.
+    secret_at: list[dict[str, Any]] = field(default_factory=list)
     # Scopes the server refused a call for lack of (403 insufficient_scope): `chctl auth NAME` asks for them.
     scopes_wanted: list[str] = field(default_factory=list)
 
@@ -87,6 +92,10 @@ class StatusBoard:
         self.via: Callable[[str, list[Binding]], Path | None] = lambda _name, _bindings: None
         # Whether an identity provider has no sign-in to derive tokens from (then that sign-in is the fix).
         self.idp_waiting: Callable[[str], bool] = lambda _name: False
+        # Where a credential's values rest (SecretVault.place): the keychain or its token file.
+        self.secret_place: Callable[[str], dict[str, Any] | None] = lambda _name: None
+        # The client registration file of a confidential client (its secret stays there: see README).
+        self.client_secret_file: Callable[[str], Path | None] = lambda _name: None
 
     def awaiting_login(self) -> list[str]:
         """Bound servers without a credential: whether each expects a login is read from its configs."""
@@ -121,7 +130,10 @@ class StatusBoard:
             "bridges": [BridgeStatus(bridge_id, **asdict(c)) for bridge_id, c in sorted(live.bridges.items())],
             "shared": name in self.shared(),
             "scopes_wanted": list(live.scopes_wanted),
+            "secret_at": self._secret_at(name, bindings),
         }
+        if credential is None and (unreadable := _keychain_problem(shared["secret_at"])):
+            return ServerStatus(state=SECRET_UNREADABLE, last_error=unreadable, **shared)
         if credential is None:
             via = self.via(name, bindings)
             if via is not None:  # a remote machine's server: the laptop holds its credential
@@ -167,6 +179,26 @@ class StatusBoard:
             **shared,
         )
 
+    def _secret_at(self, name: str, bindings: list[Binding]) -> list[dict[str, Any]]:
+        """Every place `name`'s secret rests: the store, then the configs that hold it inline and the `{file:}`
+        secret file (header mode only: a bridge or a headers helper holds none)."""
+        place = self.secret_place(name)
+        registration = self.client_secret_file(name)
+        client = [{"where": "client_file", "path": str(registration), "problem": None}] if registration else []
+        if place is None:
+            return client
+        places = [place, *client]
+        for binding in bindings:
+            if binding.mode != "header":
+                continue
+            if binding.secret_mode is SecretMode.FILE:
+                secret_file = {"where": "secret_file", "path": str(self.tokens.secret_file(name)), "problem": None}
+                if secret_file not in places:
+                    places.append(secret_file)
+            else:
+                places.append({"where": "config", "path": binding.path, "client": binding.client, "problem": None})
+        return places
+
     def _unrecorded(self, credential: Credential, bindings: list[Binding]) -> Failure | None:
         """Why `credential` is sent nowhere, if nothing trustworthy names its URL. Configs are not read here
         (this runs on the event loop): the user's own ones counted when the publisher migrated at start."""
@@ -188,6 +220,11 @@ def _last_error(live: ServerState, credential: Credential | None) -> str | None:
     error = (live.last_error or credential.last_error) if credential else None
     error = error or live.failed_login
     return error or ("; ".join(live.config_errors.values()) if live.config_errors else None)
+
+
+def _keychain_problem(places: list[dict[str, Any]]) -> str | None:
+    """Why the keychain did not give a credential's values (locked, gone), if that is where they rest."""
+    return next((p["problem"] for p in places if p["where"] == "keychain" and p["problem"]), None)
 
 
 def _mode(bindings: list[Binding]) -> str | None:

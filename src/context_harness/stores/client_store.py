@@ -46,6 +46,15 @@ class ClientStore:
             return None
         return registration
 
+    def secret_path(self, server: str) -> Path | None:
+        """The registration file of `server` when it holds a client secret (for `chctl status`: where secrets
+        rest); None otherwise."""
+        try:
+            stored = ClientRegistration.model_validate_json(self._path(server).read_bytes())
+        except (OSError, ValidationError, ValueError):
+            return None
+        return self._path(server) if stored.client_secret else None
+
     def save(self, server: str, registration: ClientRegistration) -> None:
         path = self._path(server)
         ensure_private_dir(self.directory)

@@ -12,6 +12,13 @@ AFTER_TOKEN_SAVE = "after_token_save"  # the new token is stored; no config has 
 # One config written; with several bound to a server, the next ones not yet (between two config writes).
 AFTER_CONFIG_WRITE = "after_config_write"
 AFTER_BINDING_WRITE = "after_binding_write"  # `chctl add` bound the config; the entry is not written yet
+# The keychain holds the new values (a rotated refresh token); the token file still names the previous stamp.
+AFTER_SECRET_WRITE = "after_secret_write"
+# `chctl secrets migrate`: the new copy is written (not read back yet); read back (the token file still names
+# the old copy); the token file names the new copy (the old one is not removed yet).
+AFTER_SECRET_COPY = "after_secret_copy"
+AFTER_SECRET_READBACK = "after_secret_readback"
+AFTER_SECRET_SWITCH = "after_secret_switch"
 
 ENV = "CH_CRASH_AT"
 
