@@ -232,3 +232,32 @@ def test_client_credentials_need_a_secret_or_a_key_and_refuse_a_key_that_is_not_
     assert refused.returncode != 0 and "not a PEM private key" in refused.stderr
     config = json.loads((user_env.project / "opencode.json").read_text())
     assert "ns" not in config["mcp"] and "nk" not in config["mcp"]  # refused before anything was written
+
+
+def test_with_a_keychain_the_private_key_rests_there_and_no_file_holds_it(
+    user_env: UserEnv, machines: tuple[OidcProvider, McpOAuthServer], tmp_path: Path
+) -> None:
+    from tests.support.keychain import start_session_keychain
+
+    _provider, server = machines
+    keychain = start_session_keychain(user_env.root / "kc", user_env.home)
+    daemon = DaemonProcess(user_env, extra_env={**keychain.env(), "CH_SECRET_STORE": "keyring"}).start()
+    try:
+        key_file = tmp_path / "ci.pem"
+        key_file.write_text(KEY_PEM)
+        added = add_machine(
+            user_env, "kk", server.url, "--bridge", "--client-id", JWT_CLIENT, "--private-key", str(key_file)
+        )
+        assert added.returncode == 0, added.stderr
+        key_body = KEY_PEM.splitlines()[1]
+        stored = json.loads(keychain.lookup(f"context-harness:{user_env.ch_home.resolve()}", "kk") or "{}")
+        assert key_body in (stored.get("private_key") or "")  # in the keychain item...
+        held = [p for p in user_env.ch_home.rglob("*") if p.is_file() and key_body in p.read_text(errors="ignore")]
+        assert held == []  # ...and in no file under CH_HOME
+        wait_for(lambda: status_of(user_env, "kk")["expires_at"] > time.time() + 1, 10, 0.2, "a token")
+        first = chctl(user_env, "token", "kk").stdout
+        # Renewed by itself (the key read back from the keychain signs each new assertion).
+        wait_for(lambda: chctl(user_env, "token", "kk").stdout != first, 3 * TOKEN_LIFETIME_S, 0.2, "a new token")
+    finally:
+        daemon.stop()
+        keychain.stop()

@@ -138,7 +138,7 @@ def open_browser(url: str) -> bool:
         return False
 
 
-def read_private_key(path: str) -> str:
+def read_private_key(path: str, name: str, *, adding: bool) -> str:
     """The PEM key in `path`, read here with the user's rights; a file that cannot be read is a clear error."""
     from context_harness.client.rpc_client import RpcError
 
@@ -147,9 +147,12 @@ def read_private_key(path: str) -> str:
             return file.read(MAX_KEY_FILE_BYTES)
     except (OSError, UnicodeError) as exc:
         reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else "not a PEM text file"
-        raise RpcError(
-            "INVALID_PARAMS", f"cannot read the key file {path}: {reason}", "pass --private-key FILE"
-        ) from None
+        hint = (
+            f"give `chctl add {name} --private-key FILE` a PEM file you can read"
+            if adding
+            else f"give `chctl auth {name} --private-key FILE` a PEM file you can read"
+        )
+        raise RpcError("INVALID_PARAMS", f"cannot read the key file {path}: {reason}", hint) from None
 
 
 def client_secret(flag: str | None, prefix: str) -> str | None:
@@ -178,7 +181,7 @@ def auth_login(args: argparse.Namespace) -> int:
     if secret:  # a login without a browser takes a new secret alone; a browser login only with --client-id
         params["client_secret"] = secret
     if args.private_key:
-        params["private_key"] = read_private_key(args.private_key)
+        params["private_key"] = read_private_key(args.private_key, args.name, adding=False)
         params["signing_alg"] = args.signing_alg or "ES256"
     if args.scope:
         params["scopes"] = args.scope

@@ -380,7 +380,7 @@ def machine_params(args: argparse.Namespace) -> dict[str, Any]:
     prefix = env_prefix(args.name)
     params["client_id"] = args.client_id or os.environ.get(f"{prefix}_CLIENT_ID")
     if args.private_key:
-        params["private_key"] = read_private_key(args.private_key)
+        params["private_key"] = read_private_key(args.private_key, args.name, adding=True)
         params["signing_alg"] = args.signing_alg or "ES256"
     else:
         secret = client_secret(args.client_secret, prefix)

@@ -24,17 +24,20 @@ def machine_setup(p: AddParams) -> Result[MachineSetup | None]:
         return Failure("--client-credentials and --idp are two kinds of login", ErrorCode.INVALID_PARAMS, "pick one")
     if p.api_key is not None or p.command is not None:
         return Failure(
-            "a login without a browser is for a remote OAuth server", ErrorCode.INVALID_PARAMS, "drop -k / --command"
+            "a login without a browser is for a remote OAuth server",
+            ErrorCode.INVALID_PARAMS,
+            f"run `chctl add {p.name} --url URL --client-id ID` with --client-credentials or --idp, without -k and "
+            "--command",
         )
     if not p.client_id:
         return Failure(
             f"{p.name}'s client id at its authorization server is needed",
             ErrorCode.INVALID_PARAMS,
-            "pass --client-id ID (the client registered for you there)",
+            f"run `chctl add {p.name} --url URL --client-id ID` again, with the client registered for you there",
         )
     login = LoginKind.IDP if p.idp is not None else LoginKind.CLIENT_CREDENTIALS
     setup = MachineSetup(login, p.client_id, p.client_secret, p.private_key, p.signing_alg, p.idp, p.scopes)
-    problem = machine_setup_problem(setup)
+    problem = machine_setup_problem(setup, p.name, adding=True)
     return problem if problem is not None else Success(setup)
 
 

@@ -286,6 +286,10 @@ def server_checks(servers: list[ServerStatus], now: float | None = None) -> list
     return checks
 
 
+# Logins without a person: no refresh token, and none needed (a new token is asked for).
+MACHINE_LOGINS = ("client_credentials", "idp")
+
+
 def _server_check(server: ServerStatus, now: float) -> Check:
     name, state, error = server.name, server.state, server.last_error
     login = f"run `{server.fix or f'chctl auth {name}'}`"
@@ -301,7 +305,7 @@ def _server_check(server: ServerStatus, now: float) -> Check:
                 f"{name}: refresh failing, retrying" + _because(error),
                 "the daemon keeps retrying with backoff; `chctl logs` has the details",
             )
-        case "active" if server.expires_at and not server.has_refresh_token and server.login == "browser":
+        case "active" if server.expires_at and not server.has_refresh_token and server.login not in MACHINE_LOGINS:
             minutes = max(0, round((server.expires_at - now) / 60))
             return Check(
                 "server_state",

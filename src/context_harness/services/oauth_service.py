@@ -203,7 +203,7 @@ class OAuthService:
     async def set_up_machine(self, name: str, server_url: str, setup: MachineSetup) -> Result[Credential]:
         """Store a login without a person for `name` (no token yet: `obtain` gets it). What it had stored for the
         same URL and kind of login stays unless `setup` changes it."""
-        problem = machine_setup_problem(setup)
+        problem = machine_setup_problem(setup, name, adding=True)
         if problem is not None:
             return problem
         assert setup.login is not None and setup.client_id is not None
@@ -225,7 +225,7 @@ class OAuthService:
         """A token for a login without a person, now (`chctl auth NAME`, `chctl add`, an IdP's new sign-in): the
         authorization server is found again, and a `needs_reauth` is tried again (a person asked for it)."""
         assert self.machine is not None
-        problem = machine_setup_problem(setup)
+        problem = machine_setup_problem(setup, name, adding=False)
         if problem is not None:
             return problem
         state = self.states.get(name)
@@ -561,19 +561,26 @@ def _due(credential: Credential, due_before: float | None) -> bool:
     return tokens.expires_at <= (due_before if due_before is not None else time.time() + VALIDITY_MARGIN_S)
 
 
-def machine_setup_problem(setup: MachineSetup | None) -> Failure | None:
-    """What makes `setup` unusable, said before anything is stored."""
+def machine_setup_problem(setup: MachineSetup | None, name: str, *, adding: bool) -> Failure | None:
+    """What makes `setup` unusable, said before anything is stored; `adding`: given to `chctl add` (else to
+    `chctl auth`), whose flags the hint names."""
     if setup is None:
         return None
     if setup.private_key is not None:
         problem = key_problem(setup.private_key, setup.signing_alg or "ES256")
         if problem is not None:
-            return Failure(problem, ErrorCode.INVALID_PARAMS, "pass --private-key FILE (PEM) and --signing-alg")
+            hint = (
+                f"run `chctl add {name} --private-key FILE --signing-alg ES256|RS256` with a key of that kind"
+                if adding
+                else f"run `chctl auth {name} --private-key FILE --signing-alg ES256|RS256` with a key of that kind"
+            )
+            return Failure(problem, ErrorCode.INVALID_PARAMS, hint)
     if setup.login is LoginKind.CLIENT_CREDENTIALS and not (setup.client_secret or setup.private_key):
         return Failure(
             "client credentials need the client's secret or its private key",
             ErrorCode.AUTH_REQUIRED,
-            "set NAME_CLIENT_SECRET (or pass --client-secret - to type it), or pass --private-key FILE",
+            f"set {env_prefix(name)}_CLIENT_SECRET, or run `chctl add {name} --client-secret -` (a hidden prompt) "
+            f"or `chctl add {name} --private-key FILE`",
         )
     return None
 
