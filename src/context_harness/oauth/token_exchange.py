@@ -53,8 +53,8 @@ ExchangeOutcome: TypeAlias = IdJag | TransientError | PermanentError
 
 
 def parse_exchange_body(doc: Any) -> str | None:
-    """The ID-JAG of a 200 answer, or why it is none (`issued_token_type` must say id-jag: RFC 8693 §2.2.1;
-    `token_type` is `N_A`, so a refresh's parser, which wants `Bearer`, does not fit)."""
+    """The ID-JAG of a 200 answer, or None when it holds none (`issued_token_type`, if given, must say id-jag:
+    RFC 8693 §2.2.1; `token_type` is `N_A`, so a refresh's parser, which wants `Bearer`, does not fit)."""
     if not isinstance(doc, dict) or not isinstance(doc.get("access_token"), str) or not doc["access_token"]:
         return None
     if doc.get("issued_token_type") not in (ID_JAG, None):
