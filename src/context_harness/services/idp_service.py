@@ -27,8 +27,8 @@ from context_harness.oauth.discovery import discover_issuer
 from context_harness.oauth.flow import AuthorizationUrlHandler, FlowRequest, run_authorization_flow
 from context_harness.oauth.flow_client import explicit_auth_method
 from context_harness.oauth.jwts import id_token_claims
-from context_harness.oauth.token_auth import either_way
-from context_harness.oauth.token_client import PermanentError, Refreshed, TransientError, refresh_access_token
+from context_harness.oauth.token_auth import refresh_either_way
+from context_harness.oauth.token_client import PermanentError, Refreshed, TransientError
 from context_harness.primitives.idp import IdpLogin
 from context_harness.primitives.oauth import LoginKind, OAuthTokens, TokenEvent, TokenState
 from context_harness.primitives.result import ErrorCode, Failure, Result, Success
@@ -259,19 +259,14 @@ class IdpService:
             return await self._needs_person(state, login, "the ID token expired and no refresh token was issued")
         state.phase, state.refreshed_at = TokenState.REFRESHING, time.monotonic()
         endpoint, refresh_token = login.token_endpoint, login.refresh_token
-        outcome, _method = await either_way(
-            lambda method: refresh_access_token(
-                self._session(),
-                endpoint,
-                refresh_token=refresh_token,
-                client_id=login.client_id,
-                client_secret=login.client_secret,
-                auth_method=method,
-                timeout_s=self.settings.http_timeout_s,
-            ),
-            login.token_endpoint_auth_method,
-            login.client_secret,
-            grant="refresh_token",
+        outcome, _method = await refresh_either_way(
+            self._session(),
+            endpoint,
+            refresh_token=refresh_token,
+            client_id=login.client_id,
+            client_secret=login.client_secret,
+            auth_method=login.token_endpoint_auth_method,
+            timeout_s=self.settings.http_timeout_s,
         )
         match outcome:
             case Refreshed(tokens):

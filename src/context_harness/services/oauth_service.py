@@ -29,12 +29,11 @@ from context_harness.oauth.flow import (
 from context_harness.oauth.jwts import key_problem
 from context_harness.oauth.machine_grants import PRIVATE_KEY_JWT
 from context_harness.oauth.registration import RegistrationLimit
-from context_harness.oauth.token_auth import either_way
+from context_harness.oauth.token_auth import refresh_either_way
 from context_harness.oauth.token_client import (
     PermanentError,
     Refreshed,
     TransientError,
-    refresh_access_token,
 )
 from context_harness.primitives.oauth import Credential, LoginKind, OAuthTokens, TokenEvent, TokenState
 from context_harness.primitives.result import ErrorCode, Failure, Result, Success
@@ -343,23 +342,17 @@ class OAuthService:
                 await self.states.changed(name, TokenEvent.EXPIRING, f"{name}: {note}")
             return RefreshImpossible(credential)
         state.phase, state.refreshed_at = TokenState.REFRESHING, time.monotonic()
-        # Named here: mypy's narrowing (checked above) does not reach into the lambda.
-        endpoint, refresh_token, client_id = credential.token_endpoint, tokens.refresh_token, credential.client_id
-        outcome, auth_method = await either_way(
-            lambda method: refresh_access_token(
-                self._session(),
-                endpoint,
-                refresh_token=refresh_token,
-                client_id=client_id,
-                client_secret=credential.client_secret,
-                auth_method=method,
-                resource=credential.resource,
-                revocation_endpoint=credential.revocation_endpoint,
-                timeout_s=self.settings.http_timeout_s,
-            ),
-            credential.token_endpoint_auth_method,
-            credential.client_secret,
-            grant="refresh_token",
+        client_id = credential.client_id
+        outcome, auth_method = await refresh_either_way(
+            self._session(),
+            credential.token_endpoint,
+            refresh_token=tokens.refresh_token,
+            client_id=client_id,
+            client_secret=credential.client_secret,
+            auth_method=credential.token_endpoint_auth_method,
+            timeout_s=self.settings.http_timeout_s,
+            resource=credential.resource,
+            revocation_endpoint=credential.revocation_endpoint,
         )
         match outcome:
             case Refreshed(new_tokens):
