@@ -27,7 +27,7 @@ from tests.peers.oidc import OidcProvider, OidcProviderFactory
 from tests.support.daemon import DaemonProcess, chctl, wait_for
 from tests.support.env import UserEnv
 from tests.support.long_session import tokens_seen_over
-from tests.test_bridge import add_api_key_server, stored_tokens
+from tests.test_bridge import add_api_key_server, bridged_session, call, stored_tokens
 
 TOKEN_LIFETIME_S = 4
 BASIC_CLIENT = "ci-basic"
@@ -261,3 +261,35 @@ def test_with_a_keychain_the_private_key_rests_there_and_no_file_holds_it(
     finally:
         daemon.stop()
         keychain.stop()
+
+
+def test_a_token_the_server_revoked_is_replaced_on_the_401_and_the_bridged_call_is_answered(
+    daemon: DaemonProcess,
+    user_env: UserEnv,
+    oidc_provider_factory: OidcProviderFactory,
+    mcp_oauth_server_factory: McpOAuthServerFactory,
+) -> None:
+    # Hour-long tokens: nothing is renewed ahead of expiry during the test, only on the 401.
+    provider = oidc_provider_factory(
+        client_credentials=True,
+        extra_clients=(
+            _client(BASIC_CLIENT, client_secret=BASIC_SECRET, token_endpoint_auth_method="client_secret_basic"),
+        ),
+    )
+    server = mcp_oauth_server_factory(provider)
+    added = add_machine(user_env, "hr", server.url, "--bridge", "--client-id", BASIC_CLIENT, secret=BASIC_SECRET)
+    assert added.returncode == 0, added.stderr
+    spacing_ends = time.monotonic() + float(user_env.vars()["CH_MIN_REFRESH_SPACING_S"]) + 0.2
+
+    async def session() -> tuple[str, str]:
+        async with bridged_session(user_env, "hr") as client:
+            before = await call(client, "token_id")
+            # A token refused within the minimum spacing of the last one is not renewed (by design): past it.
+            await asyncio.sleep(max(0.0, spacing_ends - time.monotonic()))
+            await provider.revoke(stored_tokens(user_env, "hr")["access_token"], "access_token")
+            return before, await call(client, "token_id")  # answered, with a new token asked for on the 401
+
+    before, after = asyncio.run(session())
+    assert before != after and status_of(user_env, "hr")["state"] == "active"
+    renewed = [e for e in daemon.log_events() if e.get("event") == "token_refreshed" and e.get("server") == "hr"]
+    assert len(renewed) == 2  # the first token, and the one asked for on the 401: nothing else
