@@ -227,6 +227,7 @@ def test_status_json_lists_servers_with_bound_configs(daemon: DaemonProcess, use
         "mode": "header",
         "bridges": [],
         "last_error": None,
+        "refused": None,
         "note": None,
         "token_reads": 0,
         "last_token_read_at": None,

@@ -68,6 +68,9 @@ class NoCredential:
     async def renew(self, rejected: str | None) -> Result[None]:
         return Success(None)
 
+    async def answered(self, status: int, sent: str | None) -> None:
+        pass
+
 
 @asynccontextmanager
 async def session_with(server: PollingServer) -> AsyncIterator[tuple[Upstream, list[dict[str, Any]]]]:

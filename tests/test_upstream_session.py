@@ -34,6 +34,7 @@ class Key:
         self.value = sent
         self.renewed = renewed
         self.rejected: list[str | None] = []
+        self.verdicts: list[tuple[int, str | None]] = []  # what `answered` heard: (status, the value sent)
 
     def header(self) -> tuple[str, str] | None:
         return (self.name, self.value)
@@ -44,6 +45,9 @@ class Key:
             return Failure("the key was refused", ErrorCode.AUTH_REQUIRED, "set a new one")
         self.value = self.renewed
         return Success(None)
+
+    async def answered(self, status: int, sent: str | None) -> None:
+        self.verdicts.append((status, sent))
 
 
 @asynccontextmanager
@@ -94,6 +98,8 @@ async def test_a_refused_credential_is_renewed_once_with_the_value_refused(
         assert "echo" in await list_tools(session)
     assert key.rejected == ["k-stale-key"]  # once, then the renewed key was sent
     assert session.counters.renewals == 1
+    # The daemon hears the renewed key's successes, and no refusal: the renewal cured the first 401.
+    assert key.verdicts and all(200 <= status < 300 and sent == server.key for status, sent in key.verdicts)
 
 
 @pytest.mark.parametrize("transport", ["streamable", "sse"])
@@ -108,3 +114,4 @@ async def test_a_credential_refused_after_its_renewal_is_final(
     assert refused.value.failure.code == ErrorCode.AUTH_REQUIRED
     assert refused.value.failure.hint == "run `chctl auth srv`"
     assert key.rejected == ["k-stale-key"]  # one renewal, no loop
+    assert key.verdicts == [(401, "k-still-wrong")]  # the final refusal, of the value that was refused

@@ -19,6 +19,9 @@ It exits when stdin closes, or on SIGTERM/SIGINT.
 
   --transport sse   the legacy HTTP+SSE transport (the SDK's sse_app: GET /sse, POST /messages/) instead
                     of Streamable HTTP at /mcp; the ready line's url is then the /sse URL.
+  --public-host NAME --tls-cert PEM --tls-key PEM
+                    served as https://NAME:PORT/mcp (a CH_TEST_HOSTS name: tests/peers/mapped_hosts.py, which
+                    the introspection requests resolve too), for traffic that must go through a proxy.
   --era legacy|modern   the SDK serves both protocol eras (the `initialize` handshake, and 2026-07-28's
                     `server/discover` with the version in every request); `legacy` answers a 2026-07-28 request
                     as a 2025 server does (400, no session), `modern` answers a handshake-era request as a
@@ -55,6 +58,11 @@ from mcp_types import SamplingMessage, TextContent
 from pydantic import AnyHttpUrl, BaseModel
 from starlette.types import ASGIApp, Receive, Scope, Send
 
+try:  # as a module of the test suite, or run as a script from tests/peers
+    from tests.peers.mapped_hosts import connector as mapped_connector
+except ImportError:
+    from mapped_hosts import connector as mapped_connector  # type: ignore[no-redef]
+
 MCP_PATH = "/mcp"
 SSE_PATH = "/sse"
 RELEASES: dict[str, asyncio.Event] = {}  # progress_then_wait(key) waits for release(key)
@@ -86,7 +94,7 @@ class IntrospectionTokenVerifier:
 
     async def verify_token(self, token: str) -> AccessToken | None:
         # force_close: the Node server drops idle keep-alive connections after 5 s.
-        connector = aiohttp.TCPConnector(force_close=True)
+        connector = mapped_connector(force_close=True)
         async with aiohttp.ClientSession(connector=connector, timeout=INTROSPECTION_TIMEOUT) as http:
             endpoint = await self._introspection_endpoint(http)
             async with http.post(endpoint, data={"token": token}, headers=self._auth) as response:
@@ -241,6 +249,9 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--scopes", default="mcp:read mcp:write", help="required scopes, also scopes_supported")
     parser.add_argument("--resource", help="resource URL to advertise and require (default: this /mcp URL)")
     parser.add_argument("--transport", choices=["streamable", "sse"], default="streamable")
+    parser.add_argument("--public-host", default="127.0.0.1", help="the host in its URL (a CH_TEST_HOSTS name)")
+    parser.add_argument("--tls-cert", help="PEM chain: serve https with it (and --tls-key)")
+    parser.add_argument("--tls-key")
     parser.add_argument("--era", choices=["both", "legacy", "modern"], default="both")
     args = parser.parse_args(argv)
     if bool(args.api_key_header) == bool(args.introspect):
@@ -274,7 +285,9 @@ def _build_app(args: argparse.Namespace, url: str) -> tuple[ASGIApp, str | None]
         validate_token_resource=True,
     )
     verifier = IntrospectionTokenVerifier(args.introspect, args.client_id, args.client_secret, resource)
-    return build_server(auth, verifier).streamable_http_app(streamable_http_path=MCP_PATH), resource
+    # The SDK guards against DNS rebinding for a server on 127.0.0.1; one named otherwise answers to that name.
+    app = build_server(auth, verifier).streamable_http_app(streamable_http_path=MCP_PATH, host=args.public_host)
+    return app, resource
 
 
 def exit_when_stdin_closes(server: uvicorn.Server, loop: asyncio.AbstractEventLoop) -> None:
@@ -292,9 +305,11 @@ async def serve(args: argparse.Namespace) -> None:
     sock.bind(("127.0.0.1", args.port))
     sock.listen(128)
     port = sock.getsockname()[1]
-    url = f"http://127.0.0.1:{port}{SSE_PATH if args.transport == 'sse' else MCP_PATH}"
+    scheme = "https" if args.tls_cert else "http"
+    url = f"{scheme}://{args.public_host}:{port}{SSE_PATH if args.transport == 'sse' else MCP_PATH}"
     app, resource = build_app(args, url)
-    config = uvicorn.Config(app, log_level="warning", timeout_graceful_shutdown=2, lifespan="on")
+    tls = {"ssl_certfile": args.tls_cert, "ssl_keyfile": args.tls_key} if args.tls_cert else {}
+    config = uvicorn.Config(app, log_level="warning", timeout_graceful_shutdown=2, lifespan="on", **tls)
     server = uvicorn.Server(config)
     exit_when_stdin_closes(server, asyncio.get_running_loop())
     serving = asyncio.create_task(server.serve(sockets=[sock]))

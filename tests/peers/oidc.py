@@ -58,6 +58,7 @@ class OidcConfig:
     # A company identity provider too: RFC 8693 exchange of its ID tokens for ID-JAGs (see oidc_server.mjs).
     token_exchange: bool = False
     id_jag_client_id: str | None = None  # the client_id an ID-JAG names (default: the requesting client's)
+    issuer_host: str = "127.0.0.1"  # a CH_TEST_HOSTS name: the issuer is reached by that name (through a proxy)
 
     def to_json(self, introspection_secret: str) -> str:
         return json.dumps(
@@ -84,6 +85,7 @@ class OidcConfig:
                 "registrationManagement": self.registration_management,
                 "tokenExchange": self.token_exchange,
                 "idJagClientId": self.id_jag_client_id,
+                "issuerHost": self.issuer_host,
             }
         )
 

@@ -9,8 +9,16 @@ import os
 import sys
 
 from context_harness.client.arguments import add_json_flag, add_target
-from context_harness.client.output import home_as_tilde, print_json, say_made_private, table, terminal_width
+from context_harness.client.output import (
+    home_as_tilde,
+    print_hint,
+    print_json,
+    say_made_private,
+    table,
+    terminal_width,
+)
 from context_harness.client.rpc_client import RpcError, call
+from context_harness.primitives.text import printable
 
 TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (~2 ms of start-up)
 
@@ -103,8 +111,7 @@ def _add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--secret-mode",
         choices=["inline", "file"],
-        default="inline",
-        help="inline: the header holds the secret; file: a {file:} reference to a 0600 file",
+        help="inline (the default): the header holds the secret; file: a {file:} reference to a 0600 file",
     )
     p.add_argument(
         "--bridge",
@@ -250,8 +257,10 @@ def cmd_add(args: argparse.Namespace) -> int:
         if args.name is None:
             print("nothing added")
             return 1
-    params = target(args)
-    params.update(name=args.name, secret_mode=args.secret_mode)
+    params = target(args)  # what no flag names stays as recorded for the server (clients, mode, key header, URL)
+    params["name"] = args.name
+    if args.secret_mode:
+        params["secret_mode"] = args.secret_mode
     if args.clients:
         params["clients"] = clients_of(args)
     if args.bridge:
@@ -283,17 +292,36 @@ def cmd_add(args: argparse.Namespace) -> int:
         result = call("mcp.add", params)
     if printed_as_json(args, result):
         return 0 if "login_error" not in result else 1
-    for config in result.get("configs") or [{"path": result["path"], "mode": "bridge" if args.bridge else "header"}]:
-        through = MODE_NOTES.get(config["mode"], "")
-        print(f"added {result['name']} to {config['path']}{through}")
+    _print_added(result)
     say_made_private(result.get("made_private") or {})
     if "login" in result or "login_error" in result:
         return _machine_login_result(result)
+    name = result["name"]
     if result["needs_auth"]:
-        if picked and picker.ask_yes(f"log in to {result['name']} now?"):
-            return _log_in(result["name"])
-        print(f"next: run `chctl auth {result['name']}` to log in; the token is written here automatically")
+        if picked and picker.ask_yes(f"log in to {name} now?"):
+            return _log_in(name)
+        print(f"next: run `chctl auth {name}` to log in; the token is written here automatically")
+    elif result.get("needs_key"):
+        print(f"next: {name} answers 401 and offers no OAuth login: give it its key, `chctl add {name} -k KEY`")
     return 0
+
+
+def _print_added(result: dict[str, Any]) -> None:
+    """Each config the server is now in, what the add changed of what was recorded (one line each), and the
+    configs whose header is not written yet."""
+    configs = result.get("configs") or [{"path": result["path"], "mode": "header", "new": True}]
+    for config in configs:
+        through = MODE_NOTES.get(config["mode"], "")
+        verb = "added {} to" if config.get("new", True) else "updated {} in"
+        print(f"{verb.format(result['name'])} {printable(config['path'])}{through}")
+    for change in result.get("changes") or []:
+        print(f"  {printable(change)}")
+    if not result.get("changes") and not any(c.get("new", True) for c in configs):
+        print("  nothing changed")
+    for path, reason in (result.get("not_written") or {}).items():
+        print(f"  header NOT written to {printable(path)}: {printable(reason)}", file=sys.stderr)
+    if result.get("not_written"):
+        print_hint("the daemon writes it at its next check; `chctl status` shows whether it did", file=sys.stderr)
 
 
 def cmd_remove(args: argparse.Namespace) -> int:

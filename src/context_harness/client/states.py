@@ -26,6 +26,8 @@ def describe(server: dict[str, Any], now: float) -> tuple[str, str]:
         return "secret unreadable: keychain → chctl doctor", "red"
     if state in ("pending_auth", "needs_reauth"):
         return f"needs login → {server.get('fix') or f'chctl auth {name}'}", "red"
+    if state == "needs_key":
+        return f"needs a key → chctl add {name} -k KEY", "red"
     if server.get("scopes_wanted"):
         return f"needs scope {' '.join(server['scopes_wanted'])} → chctl auth {name}", "red"
     if state == "retrying":
@@ -33,6 +35,13 @@ def describe(server: dict[str, Any], now: float) -> tuple[str, str]:
         return f"retrying (next try {when(server.get('next_refresh_at'), now)}): {error}", "yellow"
     if state == "refreshing":
         return "refreshing…", "yellow"
+    refused = server.get("refused")  # the server refuses what is stored: until a request succeeds again
+    if refused == 403:
+        return f"forbidden (403) → chctl check {name}", "red"
+    if refused and server.get("auth_type") == "api-key":
+        return f"key refused ({refused}) → chctl add {name} -k KEY", "red"
+    if refused:
+        return f"token refused ({refused}) → chctl auth {name}", "red"
     if state == "api_key":
         return "ok (API key)", "green"
     if state == "no_auth":

@@ -132,9 +132,14 @@ def prepare_listener(settings: Settings) -> tuple[socket.socket, bool]:
 
 def _settings_problems(exc: ValidationError) -> str:
     """Which settings are wrong and why, without their values (a notify command may hold a secret)."""
-    return "; ".join(
-        f"CH_{'.'.join(str(p) for p in e['loc']).upper()}: {e['msg']}" for e in exc.errors(include_input=False)
-    )
+    return "; ".join(_problem(e["loc"], e["msg"]) for e in exc.errors(include_input=False))
+
+
+def _problem(loc: tuple[int | str, ...], message: str) -> str:
+    """`CH_NAME: why`; a check of several settings together (the CA bundle's) names its variable itself."""
+    if not loc:
+        return message.removeprefix("Value error, ")
+    return f"CH_{'.'.join(str(p) for p in loc).upper()}: {message}"
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -15,6 +15,7 @@ import itertools
 import json
 import os
 from collections.abc import Callable
+from http import HTTPStatus
 from typing import Any
 
 import aiohttp
@@ -25,6 +26,7 @@ from context_harness.daemon.peer_limits import BridgeLimits, bridge_limits
 from context_harness.daemon.rpc_server import IDLE_TIMEOUT_S
 from context_harness.daemon.throttled_log import ThrottledLog
 from context_harness.oauth.http import describe_url
+from context_harness.primitives.oauth import Credential
 from context_harness.primitives.outside_values import is_secure_endpoint
 from context_harness.primitives.result import ErrorCode, Failure, Result, Success
 from context_harness.services.oauth_service import OAuthService
@@ -78,8 +80,8 @@ class ServerCredentials:
         if credential is None or not credential.secret:
             fix = (credential.fix if credential is not None else None) or f"chctl auth {name}"
             return Failure(f"{name} needs a login before it can be used", ErrorCode.AUTH_REQUIRED, f"run `{fix}`")
-        if credential.kind == "api_key":
-            hint = f"set a new one: `chctl add {name} --bridge -k KEY`"
+        if credential.kind == "api_key":  # added again with a key, the server keeps its key header and mode
+            hint = f"set a new one: `chctl add {name} -k KEY`"
             return Failure(f"{name} refused the API key", ErrorCode.AUTH_REQUIRED, hint)
         rejected_token = rejected.split(" ", 1)[-1] if rejected else None
         renewed = refresh_result(name, await self.oauth.refresh_rejected(name, rejected_token), "refused")
@@ -87,6 +89,36 @@ class ServerCredentials:
 
     async def scope_refused(self, scope: str | None) -> Failure:
         return await scope_refused(self.oauth.states, self.tokens, self.name, scope)
+
+    async def answered(self, status: int, sent: str | None) -> None:
+        """The server's verdict on `sent`, kept in the server's state (and announced) when it changes what
+        `chctl status` says: a success clears a refusal; a 401 or 403 to the credential stored now is one."""
+        if sent is None:
+            return  # no credential was sent: a 401 then means "log in", which the state says already
+        if status in (HTTPStatus.UNAUTHORIZED, HTTPStatus.FORBIDDEN):
+            current = self.header()
+            if current is None or current[1] != sent:
+                return  # refused a credential replaced meanwhile: not news about the one stored now
+            await self.refused(status, refusal_message(status, self.tokens.load(self.name)))
+            return
+        if self.oauth.states.get(self.name).accepted():
+            await self.oauth.states.changed(self.name)
+
+    async def refused(self, status: int, message: str) -> None:
+        """The server refused the stored credential (`status`, `message`): `chctl status` and `doctor` show it."""
+        if self.oauth.states.get(self.name).refused(status, message):
+            log.warning("credential_refused", server=self.name, status=status)
+            await self.oauth.states.changed(self.name)
+
+
+def refusal_message(status: int, credential: Credential | None) -> str:
+    """A server's refusal of `credential` in words, for `chctl status` and `doctor`."""
+    what = "API key" if credential is not None and credential.kind == "api_key" else "access token"
+    if status == HTTPStatus.FORBIDDEN:
+        return f"the server answers 403 Forbidden to the {what}: it is not allowed what was asked"
+    if what == "API key":
+        return "the server refuses the API key (401 Unauthorized)"
+    return "the server refuses the access token, also after a refresh (401 Unauthorized)"
 
 
 class Bridges:

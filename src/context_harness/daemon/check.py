@@ -17,7 +17,7 @@ from typing import Any, Literal
 import structlog
 
 from context_harness import __version__
-from context_harness.daemon.bridge import ServerCredentials
+from context_harness.daemon.bridge import ServerCredentials, refusal_message
 from context_harness.daemon.rpc_params import CheckParams
 from context_harness.daemon.services import Services
 from context_harness.oauth.challenge import parse_www_authenticate
@@ -37,6 +37,7 @@ CLIENT_INFO_META_KEY = "io.modelcontextprotocol/clientInfo"
 CLIENT_CAPABILITIES_META_KEY = "io.modelcontextprotocol/clientCapabilities"
 SERVER_INFO_META_KEY = "io.modelcontextprotocol/serverInfo"
 MAX_TOOL_PAGES = 20  # a server that pages forever is a broken one: count what 20 pages hold
+CHALLENGE_SHOWN_CHARS = 200  # of a refusal's WWW-Authenticate, kept for `status`: a scope list, not a novel
 
 Level = Literal["ok", "attention", "failed"]
 NEXT_ACTION = {
@@ -101,6 +102,7 @@ async def probe_server(s: Services, name: str, timeout_s: float) -> Probe:
     try:
         async with asyncio.timeout(timeout_s), upstream.carrying():
             probe = await _talk(name, upstream, conversation)
+            await _keep_refusal(s, name, upstream, credentials)
     except TimeoutError:
         probe = Probe(
             name, "timeout", "failed", f"{name} did not answer within {timeout_s:g} s", NEXT_ACTION["timeout"]
@@ -111,6 +113,22 @@ async def probe_server(s: Services, name: str, timeout_s: float) -> Probe:
     probe = _with_scopes_wanted(probe, s.states.peek(name))
     log.info("server_checked", server=name, outcome=probe.outcome, elapsed_ms=elapsed_ms)
     return replace(probe, elapsed_ms=elapsed_ms, proxy=where)
+
+
+async def _keep_refusal(s: Services, name: str, upstream: Upstream, credentials: ServerCredentials) -> None:
+    """A refusal the probe met is kept (the session's auth flow did that) with what the server's challenge
+    said: `chctl status` and `doctor` show it until a request succeeds."""
+    status, challenge_text = upstream.last_answer or (None, None)
+    challenge = parse_www_authenticate(challenge_text)
+    if status not in (401, 403) or credentials.header() is None or challenge is None:
+        return
+    if challenge.error == "insufficient_scope":
+        return  # step-up: the scopes it wants are in the state already (`step_up.scope_refused`)
+    said = ", ".join(f"{k}={v}" for k, v in (("error", challenge.error), ("scope", challenge.scope)) if v)
+    said = said[:CHALLENGE_SHOWN_CHARS]
+    if said:
+        message = refusal_message(status, s.tokens.load(name))
+        await credentials.refused(status, f"{message} (WWW-Authenticate: {said})")
 
 
 def _with_scopes_wanted(probe: Probe, state: ServerState | None) -> Probe:

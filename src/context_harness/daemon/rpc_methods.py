@@ -25,6 +25,7 @@ from context_harness.daemon.rpc_params import (
     TargetParams,
 )
 from context_harness.daemon.services import Services
+from context_harness.daemon.settings import setting_names
 from context_harness.primitives.result import Failure, Result, Success
 from context_harness.services import doctor, listings
 from context_harness.services.blocking_io import StillRunning, run_blocking, run_config_io
@@ -32,7 +33,7 @@ from context_harness.services.config_service import ConfigTarget
 from context_harness.services.idp_service import idp_row
 from context_harness.services.mcp_service import AddRequest, client_format
 from context_harness.services.network_checks import network_checks
-from context_harness.services.status import ServerStatus
+from context_harness.services.status import NO_AUTH, ServerStatus
 
 log = structlog.get_logger(__name__)
 
@@ -116,7 +117,7 @@ async def mcp_add(s: Services, p: AddParams) -> Result[dict[str, Any]]:
         secret_mode=p.secret_mode,
         bridge=p.bridge,
         mode=p.mode,
-        clients=tuple(p.clients or [p.client]),
+        clients=p.named_clients(),
         delegated_via=delegated_via(s, p),
         oauth=setup.value is not None,
     )
@@ -134,7 +135,12 @@ async def mcp_add(s: Services, p: AddParams) -> Result[dict[str, Any]]:
             "entry": first.mask(outcome.entry),
             "auth_type": outcome.auth_type.value,
             "needs_auth": outcome.needs_auth and "login" not in login,
-            "configs": [{"client": w.client, "path": str(w.path), "mode": w.mode} for w in outcome.written],
+            "needs_key": outcome.needs_key,
+            "configs": [
+                {"client": w.client, "path": str(w.path), "mode": w.mode, "new": w.new} for w in outcome.written
+            ],
+            "changes": list(outcome.changes),
+            "not_written": outcome.not_written,
             **login,
             "made_private": modes_changed(narrowed),
         }
@@ -239,12 +245,14 @@ async def run_doctor(s: Services, p: DoctorParams) -> Result[dict[str, Any]]:
                 "a config may be on a hung mount; see `chctl status`",
             )
         )
-    checks += await doctor.unauthenticated_servers(s.http(), s.config, s.bindings, s.tokens)
     statuses = await server_statuses(s)
+    needing_none = {server.name for server in statuses if server.state == NO_AUTH}
+    answer_401 = await doctor.unauthenticated_servers(s.http(), s.config, s.bindings, needing_none)
     checks += doctor.secret_checks(s.vault.summary(), statuses)
-    checks += doctor.server_checks(statuses)
+    checks += doctor.server_checks(statuses, answer_401=answer_401)
     checks += [doctor.Check("registry", "warn", w, "fix or remove the entry") for w in s.mcp.registry_warnings]
     checks += network_checks(s.http.network, p.shell_network)
+    checks += doctor.setting_checks(s.settings.sources(), setting_names())
     return Success({"checks": [c.as_dict() for c in checks]})
 
 

@@ -60,7 +60,7 @@ class AddParams(TargetParams):
     key_header: str | None = None
     command: list[str] | None = Field(default=None, min_length=1)
     environment: dict[str, str] = {}
-    secret_mode: SecretMode = SecretMode.INLINE
+    secret_mode: SecretMode | None = None  # None: as recorded for the config, else inline
     bridge: bool = False
     mode: Mode | None = None
     clients: list[str] | None = Field(default=None, min_length=1)  # several at once; else `client`
@@ -72,6 +72,12 @@ class AddParams(TargetParams):
     private_key: str | None = Field(default=None, max_length=MAX_KEY_BYTES)  # PEM, for private_key_jwt
     signing_alg: SigningAlg | None = None
     scopes: list[Annotated[str, Field(max_length=256)]] | None = Field(default=None, max_length=64)
+
+    def named_clients(self) -> tuple[str, ...] | None:
+        """The clients the caller named (`clients`, else `client`); None: neither, so as recorded."""
+        if self.clients:
+            return tuple(self.clients)
+        return (self.client,) if "client" in self.model_fields_set else None
 
 
 class BridgeOpenParams(Params):

@@ -22,6 +22,7 @@ from context_harness.daemon.notifier import Notifier
 from context_harness.daemon.refresher import Refresher, ServerRenewals
 from context_harness.daemon.settings import Settings
 from context_harness.net.session import NetworkSettings, new_session
+from context_harness.oauth.auth_probe import auth_wanted
 from context_harness.primitives.oauth import TokenEvent, TokenState
 from context_harness.primitives.result import Failure
 from context_harness.services.config_service import ConfigService
@@ -225,19 +226,25 @@ def build_services(
         names=mcp.names,
     )
     bridges.delegate = services.delegate
-    # "This server changed", awaited in this order: the publisher writes a new credential into the configs,
-    # the refresher re-plans from the state, the notifier and event hook hear the event. Nobody else publishes
-    # after a change (`repair_configs` mends, logout's `Publisher.forget` takes the header out).
-    states.subscribe(publisher.on_change)
-    states.subscribe(refresher.on_change)
-    states.subscribe(partial(_tell, notifier))
-    # An IdP changed: its refresher re-plans, people hear (as `idp:NAME`), and a new sign-in gets a token at once
-    # for every server that waits for one.
-    idps.states.subscribe(idp_refresher.on_change)
-    idps.states.subscribe(partial(_tell_idp, notifier))
-    idps.states.subscribe(partial(_derive_waiting, oauth, idps))
+    mcp.ask_server = lambda url: auth_wanted(http(), url)  # a server added by URL: does it want a login?
+    _subscribe(services)
     _tell_status(services)
     return services
+
+
+def _subscribe(s: Services) -> None:
+    """The change channel's listeners ("this server changed"), awaited in this order: the publisher writes a
+    new credential into the configs, the refresher re-plans from the state, the notifier and event hook hear the
+    event. Nobody else publishes after a change (`repair_configs` mends, logout's `Publisher.forget` takes the
+    header out)."""
+    s.states.subscribe(s.publisher.on_change)
+    s.states.subscribe(s.refresher.on_change)
+    s.states.subscribe(partial(_tell, s.notifier))
+    # An IdP changed: its refresher re-plans, people hear (as `idp:NAME`), and a new sign-in gets a token at once
+    # for every server that waits for one.
+    s.idps.states.subscribe(s.idp_refresher.on_change)
+    s.idps.states.subscribe(partial(_tell_idp, s.notifier))
+    s.idps.states.subscribe(partial(_derive_waiting, s.oauth, s.idps))
 
 
 def _tell_status(s: Services) -> None:

@@ -324,11 +324,11 @@ class ProbeAnswer:
     wants_bearer: bool = False
 
 
-async def probe_challenge(
+async def initialize_without_credentials(
     session: aiohttp.ClientSession, server_url: str, timeout_s: float = http.DEFAULT_TIMEOUT_S
-) -> Result[ProbeAnswer]:
-    """Call the server without credentials: its Bearer challenge, and whether it asks for a bearer token."""
-    sent = await http.request(
+) -> Result[http.HttpResponse]:
+    """An MCP `initialize` sent with no credential, as any client's first request: what a server asks for."""
+    return await http.request(
         session,
         "POST",
         server_url,
@@ -336,6 +336,13 @@ async def probe_challenge(
         json_body=initialize_request(),
         timeout_s=timeout_s,
     )
+
+
+async def probe_challenge(
+    session: aiohttp.ClientSession, server_url: str, timeout_s: float = http.DEFAULT_TIMEOUT_S
+) -> Result[ProbeAnswer]:
+    """Call the server without credentials: its Bearer challenge, and whether it asks for a bearer token."""
+    sent = await initialize_without_credentials(session, server_url, timeout_s)
     if isinstance(sent, Failure):
         return sent
     if sent.value.status not in (401, 403):

@@ -27,9 +27,10 @@ def api_key_credential(
     registry_header: str | None,
     stored: Credential | None,
 ) -> Result[Credential]:
-    """The key to store for `name` at `url`; the stored key (sent as it was) when no new one is given."""
-    kept = stored if new_key is None and stored is not None and stored.kind == "api_key" else None
-    key = new_key if new_key is not None else (kept.api_key if kept is not None else None)
+    """The key to store for `name` at `url`: the new one, else the stored one. Either goes in the header the
+    stored key went in unless `key_header` names another: a new key never quietly moves to `Authorization`."""
+    previous = stored if stored is not None and stored.kind == "api_key" else None
+    key = new_key if new_key is not None else (previous.api_key if previous is not None else None)
     if not key:
         return Failure(
             f"{name} needs an API key",
@@ -47,8 +48,8 @@ def api_key_credential(
             "use the server's https:// URL (plain http is accepted on loopback only)",
         )
     header_name, scheme = header_for(key_header or registry_header)
-    if key_header is None and kept is not None:
-        header_name, scheme = kept.header_name, kept.header_scheme
+    if key_header is None and previous is not None:
+        header_name, scheme = previous.header_name, previous.header_scheme
     return Success(
         Credential(
             name=name,

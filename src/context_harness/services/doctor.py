@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import subprocess
 import time
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -18,7 +19,7 @@ from context_harness.primitives.mcp import SecretMode
 from context_harness.primitives.result import Failure
 from context_harness.services import recorded_urls
 from context_harness.services.config_service import ConfigService
-from context_harness.services.status import ServerStatus
+from context_harness.services.status import ServerStatus, refusal_hint
 from context_harness.stores.bindings import BindingStore
 from context_harness.stores.token_store import TokenStore
 
@@ -174,18 +175,24 @@ PROBE_TIMEOUT_S = 5.0
 
 
 async def unauthenticated_servers(
-    session: aiohttp.ClientSession, config: ConfigService, bindings: BindingStore, tokens: TokenStore
-) -> list[Check]:
-    """Bound remote servers we hold no credential for: call each once; a 401 means `chctl auth NAME` is due."""
+    session: aiohttp.ClientSession, config: ConfigService, bindings: BindingStore, names: set[str]
+) -> set[str]:
+    """Of `names` (bound servers that hold no credential and, as far as we know, need none), those that answer
+    401 to a call without credentials: a login or a key is due after all (`server_checks` says so)."""
     targets: dict[str, tuple[str, dict[str, str]]] = {}
     for name, items in bindings.load().items():
-        if tokens.load(name) is not None:
+        if name not in names:
             continue
         for binding in items:
+            if binding.mode != "header":  # a bridge or a helper entry holds no URL: the recorded one is asked
+                if binding.url:
+                    targets[name] = (binding.url, {})
+                    break
+                continue
             fmt = get_format(binding.client)
             entries = config.entries(Path(binding.path), fmt)
             entry = entries.value.get(name) if not isinstance(entries, Failure) else None
-            url = fmt.entry_url(entry) if isinstance(entry, dict) and binding.mode == "header" else None
+            url = fmt.entry_url(entry) if isinstance(entry, dict) else None
             if isinstance(entry, dict) and url:
                 headers: dict[str, Any] = fmt.entry_headers(entry)
                 # Headers with substitutions cannot be sent as written; such entries are managed elsewhere.
@@ -193,16 +200,7 @@ async def unauthenticated_servers(
                     targets[name] = (url, {str(k): str(v) for k, v in headers.items()})
                 break
     statuses = await asyncio.gather(*(_probe(session, url, headers) for url, headers in targets.values()))
-    return [
-        Check(
-            "server_needs_auth",
-            "warn",
-            f"{name} answers 401 Unauthorized without credentials",
-            f"run `chctl auth {name}` (OAuth) or `chctl add {name} -k KEY` (API key)",
-        )
-        for name, status in zip(targets, statuses, strict=True)
-        if status == 401
-    ]
+    return {name for name, status in zip(targets, statuses, strict=True) if status == 401}
 
 
 async def _probe(session: aiohttp.ClientSession, url: str, headers: dict[str, str]) -> int | None:
@@ -215,6 +213,25 @@ async def _probe(session: aiohttp.ClientSession, url: str, headers: dict[str, st
         timeout_s=PROBE_TIMEOUT_S,
     )
     return None if isinstance(sent, Failure) else sent.value.status
+
+
+# --- where the daemon's settings came from ---------------------------------------------------------------------
+
+SOURCE_WORDS = {
+    "environment": "the environment of the command that started the daemon",
+    "daemon.env": "daemon.env",
+}
+
+
+def setting_checks(sources: Mapping[str, str], names: Sequence[str]) -> list[Check]:
+    """One line per setting that is set, saying where from (never its value: a command may hold a secret), and
+    one for those of `names` (the `CH_` settings) that have their defaults."""
+    checks = [
+        Check("setting_source", "ok", f"{name} is set by {SOURCE_WORDS.get(origin, origin)}")
+        for name, origin in sorted(sources.items())
+    ]
+    defaults = [name for name in names if name not in sources]
+    return [*checks, Check("setting_source", "ok", f"default: {', '.join(defaults)}" if defaults else "no defaults")]
 
 
 # --- where secrets rest ------------------------------------------------------------------------------------
@@ -273,11 +290,14 @@ def secret_places(places: list[dict[str, Any]]) -> str:
 # --- every server's credential state ------------------------------------------------------------------------
 
 
-def server_checks(servers: list[ServerStatus], now: float | None = None) -> list[Check]:
-    """One check per server: each state a person may have to act on, and what to do; and one per config whose
-    entry now points away from the URL recorded for the server (its message says how to mend it)."""
+def server_checks(
+    servers: list[ServerStatus], now: float | None = None, answer_401: frozenset[str] | set[str] = frozenset()
+) -> list[Check]:
+    """One check per server: each state a person may have to act on, and what to do (`answer_401`: servers
+    that need no credential as far as we know, yet answer 401 without one); and one per config whose entry
+    now points away from the URL recorded for the server (its message says how to mend it)."""
     now = time.time() if now is None else now
-    checks = [_server_check(server, now) for server in servers]
+    checks = [_server_check(server, now, server.name in answer_401) for server in servers]
     for server in servers:
         checks += [Check("config_url", "error", server.config_errors.get(p, p)) for p in server.url_changed]
         if server.url_unrecorded:
@@ -290,9 +310,12 @@ def server_checks(servers: list[ServerStatus], now: float | None = None) -> list
 MACHINE_LOGINS = ("client_credentials", "idp")
 
 
-def _server_check(server: ServerStatus, now: float) -> Check:
+def _server_check(server: ServerStatus, now: float, answers_401: bool = False) -> Check:
     name, state, error = server.name, server.state, server.last_error
     login = f"run `{server.fix or f'chctl auth {name}'}`"
+    if server.refused is not None and state not in ("pending_auth", "needs_reauth", "retrying", "refreshing"):
+        hint = refusal_hint(name, server.refused, server.auth_type)
+        return Check("server_state", "error", f"{name}: {error or f'refused ({server.refused})'}", hint)
     match state:
         case "pending_auth":
             return Check("server_state", "warn", f"{name}: not logged in yet" + _because(error), login)
@@ -322,6 +345,15 @@ def _server_check(server: ServerStatus, now: float) -> Check:
             )
         case "api_key":
             return Check("server_state", "ok", f"{name}: API key stored")
+        case "needs_key":
+            return Check("server_state", "warn", f"{name}: no API key stored", f"`chctl add {name} -k KEY`")
+        case "no_auth" if answers_401:
+            return Check(
+                "server_needs_auth",
+                "warn",
+                f"{name} answers 401 Unauthorized without credentials",
+                f"run `chctl auth {name}` (OAuth) or `chctl add {name} -k KEY` (API key)",
+            )
         case "no_auth":
             return Check("server_state", "ok", f"{name}: needs no credential")
         case _:

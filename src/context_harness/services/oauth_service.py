@@ -260,11 +260,18 @@ class OAuthService:
         return refresh_result(name, await self.refresh_once(name, force=True), "asked")
 
     async def logout(self, name: str) -> Result[dict[str, Any]]:
-        """Revoke at the server (RFC 7009) when it has an endpoint, then forget the tokens and headers."""
+        """Revoke at the server (RFC 7009) when it has an endpoint, then forget the tokens and headers. An API
+        key is refused: a key is replaced (`chctl add -k`) or its server removed, never logged out of."""
         async with self._lock(name):
             credential = self.tokens.load(name)
             if credential is None:
                 return Failure(f"no credential stored for {name}", ErrorCode.NOT_FOUND, "nothing to log out of")
+            if credential.kind == "api_key":  # a key is not a login: forgetting it would only break the server
+                return Failure(
+                    f"{name} uses an API key, not a login: --logout would delete the key, so it is left as it is",
+                    ErrorCode.INVALID_PARAMS,
+                    f"to replace the key: `chctl add {name} -k KEY`; to let it go: `chctl remove {name} --forget`",
+                )
             outcomes = await revoke_all(self._session(), credential, self.settings.http_timeout_s)
             await self.vault.delete(name)
             self.states.stored(name)

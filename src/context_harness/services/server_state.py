@@ -59,6 +59,14 @@ class Plannable:
     renewable: bool
 
 
+@dataclass(frozen=True, slots=True)
+class Refusal:
+    """The server refused the credential it was sent: what a bridged request or `chctl check` met."""
+
+    status: int  # 401: the credential itself (after any renewal); 403: not enough for what was asked
+    message: str
+
+
 @dataclass(eq=False, slots=True)
 class ServerState:
     name: str
@@ -70,6 +78,8 @@ class ServerState:
     reminded: bool = False  # a token without refresh token: the person was told it expires soon
     plan: Plan | None = None  # the refresher's next wake-up; None: nothing to do
     failed_login: str | None = None  # the last failed login, until one succeeds
+    # The server's last refusal of the stored credential, until a request succeeds or a new one is stored.
+    refusal: Refusal | None = None
     config_errors: dict[str, str] = field(default_factory=dict)  # configs whose last write failed, and why
     misdirected: set[str] = field(default_factory=set)  # of those, entries pointing away from the recorded URL
     # Scopes the server asked for when it refused a call (403 `insufficient_scope`) that the credential lacks:
@@ -96,8 +106,22 @@ class ServerState:
         self.scopes_wanted = ()
 
     def settle(self) -> None:
-        """A refresh worked or a new credential was stored: nothing live is left to report."""
+        """A refresh worked or a new credential was stored: nothing live is left to report, neither a
+        failed login nor the server's refusal of the credential it replaces."""
         self.phase, self.last_error, self.attempts, self.retry_after, self.reminded = None, None, 0, None, False
+        self.failed_login, self.refusal = None, None
+
+    def refused(self, status: int, message: str) -> bool:
+        """The server refused the stored credential (a 401 that no renewal cured, a 403). `status` and `doctor`
+        show it until a request succeeds or a new credential is stored. True when it is news."""
+        refusal = Refusal(status, message)
+        news, self.refusal = self.refusal != refusal, refusal
+        return news
+
+    def accepted(self) -> bool:
+        """A request with the credential succeeded: a refusal is history. True when there was one."""
+        news, self.refusal = self.refusal is not None, None
+        return news
 
 
 class ServerStates:

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
+from http import HTTPStatus
 from pathlib import Path
 from typing import Any
 
@@ -14,7 +15,7 @@ from context_harness.primitives.mcp import MCPAuthType, SecretMode
 from context_harness.primitives.oauth import Credential, LoginKind, TokenState
 from context_harness.primitives.result import Failure, Result, Success
 from context_harness.services import recorded_urls
-from context_harness.services.mcp_service import MCPService
+from context_harness.services.mcp_service import MCPService, recorded_auth
 from context_harness.services.refresh_outcomes import no_refresh_token_note
 from context_harness.services.server_state import ServerState, ServerStates
 from context_harness.services.token_access import TokenReads
@@ -22,6 +23,7 @@ from context_harness.stores.bindings import Binding, BindingStore
 from context_harness.stores.token_store import TokenStore
 
 NO_AUTH = "no_auth"  # the state of a server that needs no credential
+NEEDS_KEY = "needs_key"  # an API-key server (the registry's, or one that answered 401 to `chctl add`) without one
 # A credential whose values rest in the keychain, which has not given them (locked, gone): `last_error` says why.
 SECRET_UNREADABLE = "secret_unreadable"
 
@@ -59,6 +61,9 @@ class ServerStatus:
     mode: str | None = None  # header, bridge, bridge+header; None when no config carries it
     bridges: list[BridgeStatus] = field(default_factory=list)
     last_error: str | None = None
+    # The server refuses the stored credential (401 that no renewal cured, 403), seen by a bridge or `chctl check`
+    # since the last request that succeeded: its HTTP status (the words are in `last_error`).
+    refused: int | None = None
     note: str | None = None  # e.g. a token without a refresh token: when to log in again
     token_reads: int = 0  # credentials handed out by `token.get` (`chctl token`) since the daemon started
     last_token_read_at: float | None = None
@@ -135,15 +140,7 @@ class StatusBoard:
         if credential is None and (unreadable := _keychain_problem(shared["secret_at"])):
             return ServerStatus(state=SECRET_UNREADABLE, last_error=unreadable, **shared)
         if credential is None:
-            via = self.via(name, bindings)
-            if via is not None:  # a remote machine's server: the laptop holds its credential
-                return ServerStatus(state="delegated", via=str(via), **shared)
-            auth_type = MCPAuthType.OAUTH if expects_login else MCPAuthType.NONE
-            known = self.mcp.known(name)
-            if known is not None and known.auth_type is MCPAuthType.API_KEY:
-                auth_type = MCPAuthType.API_KEY
-            state = TokenState.PENDING_AUTH.value if auth_type is MCPAuthType.OAUTH else NO_AUTH
-            return ServerStatus(state=state, auth_type=auth_type, last_error=_last_error(live, None), **shared)
+            return self._without_credential(name, live, bindings, expects_login, shared)
         state_now = live.phase or credential.state
         tokens = credential.tokens
         expired = tokens is not None and tokens.is_expired(buffer_seconds=0)
@@ -168,16 +165,35 @@ class StatusBoard:
             usable=bool(credential.secret)
             and state_now not in (TokenState.NEEDS_REAUTH, TokenState.PENDING_AUTH)
             and not expired
-            and unrecorded is None,
+            and unrecorded is None
+            and live.refusal is None,
             expires_at=tokens.expires_at if tokens else None,
             has_refresh_token=bool(tokens and tokens.refresh_token),  # (a login without a person renews anyway)
             scopes=tokens.scope.split() if tokens and tokens.scope else credential.scopes,
             issuer=credential.issuer,
             last_error=last_error,
+            refused=live.refusal.status if live.refusal is not None else None,
             note=note,
             url_unrecorded=unrecorded is not None,
             **shared,
         )
+
+    def _without_credential(
+        self, name: str, live: ServerState, bindings: list[Binding], expects_login: bool, shared: dict[str, Any]
+    ) -> ServerStatus:
+        """A server with no credential here: delegated (a remote machine's), awaiting a login or a key, or one
+        that needs none — as the registry says, or what `chctl add` recorded of its answer."""
+        via = self.via(name, bindings)
+        if via is not None:  # a remote machine's server: the laptop holds its credential
+            return ServerStatus(state="delegated", via=str(via), **shared)
+        auth_type = MCPAuthType.OAUTH if expects_login else MCPAuthType.NONE
+        known = self.mcp.known(name)
+        wants_key = recorded_auth(bindings) is MCPAuthType.API_KEY
+        if not expects_login and (wants_key or (known is not None and known.auth_type is MCPAuthType.API_KEY)):
+            auth_type = MCPAuthType.API_KEY
+        state = {MCPAuthType.OAUTH: TokenState.PENDING_AUTH.value, MCPAuthType.API_KEY: NEEDS_KEY}.get(auth_type)
+        last_error = _last_error(live, None)
+        return ServerStatus(state=state or NO_AUTH, auth_type=auth_type, last_error=last_error, **shared)
 
     def _secret_at(self, name: str, bindings: list[Binding]) -> list[dict[str, Any]]:
         """Every place `name`'s secret rests: the store, then the configs that hold it inline and the `{file:}`
@@ -215,9 +231,20 @@ class StatusBoard:
         return [self.server(n, expects_login=expects_login.get(n, False), bindings=bound.get(n, [])) for n in names]
 
 
+def refusal_hint(name: str, refused: int, auth_type: MCPAuthType) -> str:
+    """What to do about a server that refuses the stored credential (`refused`: its HTTP status)."""
+    if refused == HTTPStatus.FORBIDDEN:
+        return f"`chctl check {name}` shows what the server wants (a scope: `chctl auth {name} --scope S`)"
+    if auth_type is MCPAuthType.API_KEY:
+        return f"set the right key: `chctl add {name} -k KEY` (it keeps the key header and mode)"
+    return f"run `chctl auth {name}`"
+
+
 def _last_error(live: ServerState, credential: Credential | None) -> str | None:
-    """The refresh's last error, else a failed login, else the configs that could not be written."""
+    """The refresh's last error, else the server's refusal of the credential, else a failed login, else the
+    configs that could not be written."""
     error = (live.last_error or credential.last_error) if credential else None
+    error = error or (live.refusal.message if live.refusal is not None and credential is not None else None)
     error = error or live.failed_login
     return error or ("; ".join(live.config_errors.values()) if live.config_errors else None)
 

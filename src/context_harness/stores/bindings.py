@@ -10,7 +10,7 @@ from typing import Literal
 import structlog
 from pydantic import BaseModel, TypeAdapter, ValidationError
 
-from context_harness.primitives.mcp import SecretMode
+from context_harness.primitives.mcp import MCPAuthType, SecretMode
 from context_harness.stores.atomic import PRIVATE_FILE_MODE, atomic_write_bytes, ensure_private_dir
 
 log = structlog.get_logger(__name__)
@@ -32,6 +32,10 @@ class Binding(BaseModel):
     # The URL the entry pointed at instead when its header was last withheld ("" for none): the notify command
     # runs once per change, also across daemon restarts. None: not withheld.
     withheld_for: str | None = None
+    # How the server at `url` authenticates, as `chctl add` found it: the registry, the key it was given, or its
+    # answer to a call without credentials (a 401 naming OAuth protected-resource metadata: `oauth`, a login is
+    # due until one is stored). None: recorded before this was.
+    auth: MCPAuthType | None = None
     # A local (stdio) server: the command `chctl add` wrote, and a SHA-256 of the environment it wrote with it
     # (the values may be secrets; the config keeps them). `chctl check` starts a local server only while its
     # entry still holds exactly these (`services.local_commands`). None: not local, or bound by an older version.

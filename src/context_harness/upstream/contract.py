@@ -26,6 +26,11 @@ class Credentials(Protocol):
     async def scope_refused(self, scope: str | None) -> Failure:
         """The server refused a call for lack of `scope` (403 `insufficient_scope`): what a person must do."""
 
+    async def answered(self, status: int, sent: str | None) -> None:
+        """The server's verdict on the header value `sent` (None: none was sent): a success, a 403 other than
+        `insufficient_scope`, or a 401 that no renewal cured. The daemon keeps a refusal for `chctl status` until
+        a request succeeds."""
+
 
 class RelayFailure(Exception):
     """A client request cannot be carried; `failure` says why and what to do."""
