@@ -4,7 +4,8 @@
    D-Bus session bus, through the `keyring` library, as the daemon calls it) against the token file (an atomic
    0600 write; a read and parse). Medians of `--runs`.
 2. The daemon's start with `--servers` API-key servers: from the process start to its first answer (the daemon
-   reads every referenced secret before it serves), the keychain against the token files; medians of
+   reads every referenced secret before it serves), the keychain against the token files, and the keychain with a
+   confidential OAuth client's registration beside each server (its client secret a second item); medians of
    `--starts` restarts.
 
 Needs `dbus-daemon`, `gnome-keyring-daemon` and `secret-tool` (./scripts/test installs them).
@@ -15,6 +16,7 @@ Needs `dbus-daemon`, `gnome-keyring-daemon` and `secret-tool` (./scripts/test in
 from __future__ import annotations
 
 import argparse
+import json
 import secrets
 import subprocess
 import sys
@@ -26,8 +28,7 @@ import bench_env
 
 from context_harness.primitives.oauth import Credential, OAuthTokens, TokenState
 from context_harness.stores.keychain import open_keychain
-from context_harness.stores.secret_store import Secrets
-from context_harness.stores.token_store import TokenStore
+from context_harness.stores.token_store import TOKEN_FIELDS, TokenStore, dump
 from tests.support.daemon import rpc
 from tests.support.keychain import SessionKeychain, missing_tools
 
@@ -47,7 +48,7 @@ def per_call(keychain: SessionKeychain, home: Path, runs: int) -> dict[str, floa
     samples: dict[str, list[float]] = {"keychain write": [], "keychain read": [], "file write": [], "file read": []}
     for i in range(runs):
         fresh = credential("bench")
-        values = Secrets.of(fresh, f"s{i}")
+        values = TOKEN_FIELDS.take(dump(fresh), f"s{i}")
         began = time.perf_counter()
         store.write("bench", values)
         samples["keychain write"].append(time.perf_counter() - began)
@@ -86,21 +87,36 @@ def start_ms(env: bench_env.UserEnv, extra: dict[str, str], starts: int) -> floa
 
 
 def daemon_start(keychain: SessionKeychain, servers: int, starts: int) -> dict[str, Any]:
+    """Start times with `servers` API-key servers in each store, and in the keychain with a confidential OAuth
+    client's registration beside each (two items a server: the key's and the client secret's)."""
     figures: dict[str, Any] = {}
-    for store in ("file", "keyring"):
+    for store in ("file", "keyring", "keyring+clients"):
         with bench_env.user_env() as env:
-            extra = {**keychain.env(), "CH_SECRET_STORE": store}
+            extra = {**keychain.env(), "CH_SECRET_STORE": store.split("+")[0]}
             with bench_env.running_daemon(env, extra):
                 cwd = str(env.project)
                 call(env.socket, "config.init", {"cwd": cwd})
                 for i in range(servers):
                     params = {"cwd": cwd, "name": f"srv{i:03d}", "url": f"http://127.0.0.1:9/mcp/{i}", "bridge": True}
                     call(env.socket, "mcp.add", {**params, "api_key": secrets.token_urlsafe(24)})
+                    if store == "keyring+clients":
+                        plant_registration(env.ch_home / "clients" / f"srv{i:03d}.json")
+                if store == "keyring+clients":
+                    call(env.socket, "secrets.migrate", {"to": "keyring"})  # the planted client secrets move in
                 rows = call(env.socket, "status")["servers"]
                 places = {p["where"] for r in rows for p in r["secret_at"]}
-                assert places == {"keychain" if store == "keyring" else "token_file"}, places
+                assert places == {"token_file" if store == "file" else "keychain"}, places
             figures[store] = start_ms(env, extra, starts)
     return figures
+
+
+def plant_registration(path: Path) -> None:
+    """A confidential client's registration as the `file` store keeps it (its secret inline)."""
+    path.parent.mkdir(mode=0o700, exist_ok=True)
+    registration = {"issuer": "https://as.example", "client_id": secrets.token_hex(8)}
+    registration.update(client_secret=secrets.token_urlsafe(24), token_endpoint_auth_method="client_secret_post")
+    path.write_text(json.dumps(registration))
+    path.chmod(0o600)
 
 
 def main() -> None:
@@ -131,6 +147,7 @@ def main() -> None:
         + [
             (f"daemon start, {args.servers} servers, token files", f"{starts['file']:7.1f} ms"),
             (f"daemon start, {args.servers} servers, keychain", f"{starts['keyring']:7.1f} ms"),
+            (f"daemon start, {args.servers} servers, keychain + a client each", f"{starts['keyring+clients']:7.1f} ms"),
         ],
         {"runs": args.runs, "servers": args.servers, "per_call_ms": calls, "daemon_start_ms": starts},
     )

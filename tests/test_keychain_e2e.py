@@ -7,7 +7,6 @@ import asyncio
 import json
 import signal
 import time
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -17,15 +16,8 @@ from tests.peers.mcp_servers import McpApiKeyServer, McpApiKeyServerFactory, Mcp
 from tests.peers.oidc import OidcProvider, OidcProviderFactory
 from tests.support.daemon import DaemonProcess, chctl, wait_for
 from tests.support.env import UserEnv
-from tests.support.keychain import SessionKeychain, files_holding, start_session_keychain
+from tests.support.keychain import SessionKeychain, files_holding
 from tests.test_bridge import bridged_session, call
-
-
-@pytest.fixture
-def keychain(user_env: UserEnv) -> Iterator[SessionKeychain]:
-    started = start_session_keychain(user_env.root / "kc", user_env.home)
-    yield started
-    started.stop()
 
 
 @pytest.fixture(scope="module")
@@ -69,8 +61,11 @@ def item(keychain: SessionKeychain, user_env: UserEnv, name: str) -> dict[str, A
 
 
 def secret_is(found: Any, expected: Any) -> bool:
-    """Equality that keeps both values out of pytest's assertion report (they are secrets)."""
-    return bool(found == expected)
+    """Equality that keeps both values out of pytest's assertion report (they are secrets): a mismatch fails here,
+    in words, since `assert secret_is(a, b)` failing would show `a` and `b`."""
+    if found != expected:
+        raise AssertionError("not the expected value (not shown: a secret)")
+    return True
 
 
 def token_file(user_env: UserEnv, name: str) -> dict[str, Any]:
@@ -230,13 +225,18 @@ def test_a_hung_keychain_never_blocks_the_daemon(
         daemon.stop()
 
 
-def crash_at(user_env: UserEnv, keychain: SessionKeychain, point: str, store: str, *command: str) -> None:
-    """The daemon SIGKILLs itself at `point` while `chctl COMMAND` runs."""
+def crash_at(user_env: UserEnv, keychain: SessionKeychain, point: str, store: str, *command: str, **env: str) -> None:
+    """The daemon SIGKILLs itself at `point` while `chctl COMMAND` runs (with `env` besides)."""
     process = keychain_daemon(user_env, keychain, store, CH_CRASH_AT=point)
-    chctl(user_env, *command)
-    assert process.proc is not None
-    process.proc.wait(10)
-    assert process.proc.returncode == -signal.SIGKILL, process.log()
+    try:
+        chctl(user_env, *command, extra_env=env)
+        assert process.proc is not None
+        process.proc.wait(10)
+    finally:
+        killed = process.proc is not None and process.proc.poll() == -signal.SIGKILL
+        if not killed:  # it never got there: the test fails, and leaves no daemon behind
+            process.stop()
+    assert killed, process.log()
 
 
 def test_a_refresh_killed_between_the_keychain_and_the_token_file_keeps_the_rotated_token(

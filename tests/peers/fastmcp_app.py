@@ -1,7 +1,9 @@
 """A real FastMCP server (PyPI `fastmcp`, pinned in pyproject's test extra) guarded by FastMCP's own in-memory OAuth
 provider: Dynamic Client Registration, an authorization endpoint that approves at once, rotating refresh tokens,
-and RFC 7009 revocation. FastMCP registers every client with a secret and `client_secret_post`, whatever the
-client asked for, and its revocation endpoint wants that secret.
+and RFC 7009 revocation. Its registration endpoint (the MCP Python SDK's, FastMCP 4.2.3) registers the method the
+client asks for: a request for `none`, as ours is, gets a public client and no secret; only a request that names
+no method gets a secret and `client_secret_post`. Its revocation endpoint wants a `client_secret` field even from
+a public client (an empty one will do).
 
 Run:  python tests/peers/fastmcp_app.py [--port 0]
 When serving it prints one line: {"url": "http://127.0.0.1:PORT/mcp", "port": PORT}. It exits when stdin closes,

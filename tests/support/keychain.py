@@ -15,6 +15,7 @@ import shutil
 import signal
 import subprocess
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -22,6 +23,7 @@ from typing import Any
 import pytest
 
 from tests.support.daemon import wait_for
+from tests.support.env import UserEnv
 
 KEYRING_PASSWORD = "keychain-test-password"  # the login keyring's password: its file on disk is encrypted with it
 START_DEADLINE_S = 10.0
@@ -124,6 +126,16 @@ class SessionKeychain:
         )
         return done.stdout if done.returncode == 0 and done.stdout else None
 
+    def clear(self, service: str, key: str) -> None:
+        """Delete our item for `key`, as a person would with `secret-tool clear` (or Seahorse)."""
+        subprocess.run(
+            ["secret-tool", "clear", "service", service, "username", key],
+            env={**os.environ, **self.env()},
+            capture_output=True,
+            timeout=10,
+            check=True,
+        )
+
     def kill_keyring(self) -> None:
         if self.keyring is not None and self.keyring.poll() is None:
             self.keyring.kill()
@@ -167,6 +179,14 @@ def start_session_keychain(root: Path, home: Path) -> SessionKeychain:
         keychain.stop()
         pytest.skip(f"gnome-keyring cannot run here: {exc}")
     return keychain
+
+
+@pytest.fixture
+def keychain(user_env: UserEnv) -> Iterator[SessionKeychain]:
+    """A bus and an unlocked Secret Service of the test's own (a plugin of tests/conftest.py)."""
+    started = start_session_keychain(user_env.root / "kc", user_env.home)
+    yield started
+    started.stop()
 
 
 def files_holding(root: Path, values: list[str]) -> list[str]:

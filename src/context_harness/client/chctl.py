@@ -151,7 +151,7 @@ def secret_at(places: list[dict[str, Any]]) -> str:
     if not places:
         return "-"
     words = [PLACE_WORDS.get(p["where"], p["where"]) + ("!" if p.get("problem") else "") for p in places]
-    return " + ".join(dict.fromkeys(words)) + (" only" if words == ["keychain"] else "")
+    return " + ".join(dict.fromkeys(words)) + (" only" if set(words) == {"keychain"} else "")
 
 
 def cmd_bridge(args: argparse.Namespace) -> int:

@@ -1,5 +1,5 @@
-"""`chctl secrets migrate --to keyring|file`: move every stored secret into the OS keychain or into the token
-files. The daemon writes each new copy and reads it back before it removes the old one."""
+"""`chctl secrets migrate --to keyring|file`: move every stored secret into the OS keychain or into the token and
+client registration files. The daemon writes each new copy and reads it back before it removes the old one."""
 
 from __future__ import annotations
 
@@ -16,16 +16,16 @@ if TYPE_CHECKING:
     from typing import Any
 
 OUTCOMES = {"moved": "moved", "already": "already there", "failed": "not moved"}
-WHERE = {"keyring": "the keychain", "file": "the token files"}
+WHERE = {"keyring": "the keychain", "file": "the token and client files"}
 
 
 def add_secrets_parser(sub: Any) -> None:
     p = sub.add_parser(
         "secrets",
-        help="move stored secrets into the OS keychain or into the token files",
+        help="move stored secrets into the OS keychain or into the token and client files",
         description="Move every stored secret (API keys, access and refresh tokens, client secrets) into the OS "
-        "keychain or into the 0600 token files. Each new copy is written and read back before the old one is "
-        "removed. Where new secrets go is CH_SECRET_STORE's to say (auto, keyring, file).",
+        "keychain or into the 0600 token and client registration files. Each new copy is written and read back "
+        "before the old one is removed. Where new secrets go is CH_SECRET_STORE's to say (auto, keyring, file).",
     )
     actions = p.add_subparsers(dest="action", required=True, metavar="ACTION")
     migrate = actions.add_parser("migrate", help="move every stored secret to --to")

@@ -25,6 +25,7 @@ from context_harness.net.session import NetworkSettings, new_session
 from context_harness.oauth.auth_probe import auth_wanted
 from context_harness.primitives.oauth import TokenEvent, TokenState
 from context_harness.primitives.result import Failure
+from context_harness.services.client_vault import ClientVault
 from context_harness.services.config_service import ConfigService
 from context_harness.services.idp_service import IdpService
 from context_harness.services.import_service import ImportService
@@ -84,7 +85,7 @@ class Services:
     tokens: TokenStore
     vault: SecretVault  # where secret values rest (CH_SECRET_STORE): the keychain or the token files
     bindings: BindingStore
-    clients: ClientStore
+    clients: ClientVault  # client registrations (a client secret through the vault)
     states: ServerStates  # one record per server; `states.changed(name)` is the one change channel
     publisher: Publisher
     mcp: MCPService
@@ -167,9 +168,10 @@ def build_services(
 ) -> Services:
     config = ConfigService()
     tokens = TokenStore(settings.tokens_dir, settings.secrets_dir)
-    vault = SecretVault(settings.secrets(), tokens)
+    client_store = ClientStore(settings.clients_dir)
+    vault = SecretVault(settings.secrets(), tokens, client_store)
+    clients = ClientVault(client_store, vault)
     bindings = BindingStore(settings.bindings_file)
-    clients = ClientStore(settings.clients_dir)
     # One record per server, and the one channel that says a server changed (its listeners are wired below).
     states = ServerStates()
     # A server's registry URL comes from `mcp` (made next; it reloads the registry on SIGHUP).
@@ -253,5 +255,5 @@ def _tell_status(s: Services) -> None:
     s.status.shared = s.shared.load
     s.status.via = s.delegate.via
     s.status.secret_place = s.vault.place
-    s.status.client_secret_file = s.clients.secret_path
+    s.status.client_secret_place = s.vault.client_place
     s.status.idp_waiting = s.idps.waiting_for_sign_in

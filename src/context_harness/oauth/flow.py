@@ -38,7 +38,7 @@ from context_harness.oauth.token_auth import either_way
 from context_harness.oauth.token_client import exchange_code
 from context_harness.primitives.oauth import ClientRegistration, OAuthTokens
 from context_harness.primitives.result import ErrorCode, Failure, Result, Success
-from context_harness.stores.client_store import ClientStore
+from context_harness.stores.client_store import ClientRegistrations
 
 log = structlog.get_logger(__name__)
 
@@ -128,7 +128,7 @@ async def run_authorization_flow(
     session: aiohttp.ClientSession,
     request: FlowRequest,
     *,
-    client_store: ClientStore,
+    client_store: ClientRegistrations,
     on_authorization_url: AuthorizationUrlHandler,
     paste: asyncio.Queue[str] | None = None,
 ) -> Result[AuthorizationGrant]:
@@ -198,7 +198,7 @@ async def _authorize(
     request: FlowRequest,
     discovery: Discovery,
     *,
-    client_store: ClientStore,
+    client_store: ClientRegistrations,
     stored: ClientRegistration | None,
     listener: CallbackServer,
     explicit: Client | None,
@@ -243,7 +243,7 @@ async def _authorize(
         return exchanged
     tokens, client = exchanged.value
     if remember_client and client.source == "given":
-        remember_given_client(client_store, server_name, auth_server.issuer, client, redirect_uri)
+        await remember_given_client(client_store, server_name, auth_server.issuer, client, redirect_uri)
     listener.finish("Signed in", f"context-harness is connected to {server_name}. You can close this tab.")
     return Success(
         AuthorizationGrant(
@@ -265,7 +265,7 @@ async def _callback_code(
     listener: CallbackServer,
     request: FlowRequest,
     discovery: Discovery,
-    client_store: ClientStore,
+    client_store: ClientRegistrations,
     client: Client,
     state: str,
 ) -> Result[str]:
@@ -283,7 +283,7 @@ async def _callback_code(
     if isinstance(code, Failure):
         listener.finish("Sign-in failed", code.error)
         if answered.value.get("error") in CLIENT_ERRORS and code.code is ErrorCode.OAUTH_ERROR:
-            forget_client(client_store, server_name, client, "the authorization server refused it")
+            await forget_client(client_store, server_name, client, "the authorization server refused it")
             return refused(server_name, auth_server.issuer, client, listener.redirect_uri, answered.value["error"])
     return code
 
@@ -292,7 +292,7 @@ async def _exchange(
     session: aiohttp.ClientSession,
     request: FlowRequest,
     discovery: Discovery,
-    client_store: ClientStore,
+    client_store: ClientRegistrations,
     client: Client,
     code: str,
     verifier: str,
@@ -324,7 +324,7 @@ async def _exchange(
             client_store.remember_auth_method(server_name, client.client_id, auth_method)
     if isinstance(tokens, Failure):
         if tokens.code is ErrorCode.INVALID_CLIENT:
-            forget_client(client_store, server_name, client, "the token endpoint does not know it")
+            await forget_client(client_store, server_name, client, "the token endpoint does not know it")
             hint = (
                 f"check the client id and secret: `chctl auth {server_name} --client-id ID --client-secret -`"
                 if client.source == "given"

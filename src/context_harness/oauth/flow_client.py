@@ -18,7 +18,7 @@ from context_harness.oauth.preflight import check_authorization_request
 from context_harness.oauth.registration import build_registration_request, redirect_fits, register_client
 from context_harness.primitives.oauth import ClientRegistration
 from context_harness.primitives.result import ErrorCode, Failure, Result, Success
-from context_harness.stores.client_store import ClientStore
+from context_harness.stores.client_store import ClientRegistrations
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -56,7 +56,7 @@ async def resolve_client(
     request: FlowRequest,
     discovery: Discovery,
     *,
-    store: ClientStore,
+    store: ClientRegistrations,
     stored: ClientRegistration | None,
     redirect_uri: str,
     scopes: Sequence[str],
@@ -90,7 +90,7 @@ async def resolve_client(
     )
     if isinstance(registered, Failure):
         return _not_registered(request.server_name, discovery, registered)
-    saved = save_client(store, request.server_name, registered.value)
+    saved = await save_client(store, request.server_name, registered.value)
     if isinstance(saved, Failure):
         return saved
     reg = registered.value
@@ -126,20 +126,20 @@ def own_client_hint(server_name: str) -> str:
     )
 
 
-def save_client(store: ClientStore, server_name: str, registration: ClientRegistration) -> Result[None]:
+async def save_client(store: ClientRegistrations, server_name: str, registration: ClientRegistration) -> Result[None]:
+    """Keep `registration` (its secret where secrets go: the keychain, in the daemon)."""
     try:
-        store.save(server_name, registration)
+        return await store.keep(server_name, registration)
     except OSError as exc:
         return Failure(
             f"cannot save the client registration ({type(exc).__name__})",
             ErrorCode.PERMISSION_DENIED,
-            f"check permissions of {store.directory}",
+            "check the permissions of ~/.context-harness/clients",
         )
-    return Success(None)
 
 
-def forget_client(store: ClientStore, server_name: str, client: Client, why: str) -> None:
-    if client.source != "given" and store.forget(server_name, client.client_id):
+async def forget_client(store: ClientRegistrations, server_name: str, client: Client, why: str) -> None:
+    if client.source != "given" and await store.drop(server_name, client.client_id):
         log.warning("client_registration_dropped", server=server_name, reason=why)
 
 
@@ -167,7 +167,7 @@ async def accepted_client(
     session: aiohttp.ClientSession,
     request: FlowRequest,
     discovery: Discovery,
-    client_store: ClientStore,
+    client_store: ClientRegistrations,
     stored: ClientRegistration | None,
     explicit: Client | None,
     redirect_uri: str,
@@ -194,7 +194,7 @@ async def accepted_client(
     )
     if refusal is not None and client.source == "stored":
         # The server forgot the client we registered (restart, expiry, deletion): forget it too.
-        forget_client(client_store, server_name, client, "the authorization server refused it")
+        await forget_client(client_store, server_name, client, "the authorization server refused it")
         if not client.preregistered and auth_server.registration_endpoint is not None:
             again = await resolve_client(
                 session, request, discovery, store=client_store, stored=None, redirect_uri=redirect_uri, scopes=scopes
@@ -211,7 +211,9 @@ async def accepted_client(
     return Success(client)
 
 
-def remember_given_client(store: ClientStore, server_name: str, issuer: str, client: Client, redirect_uri: str) -> None:
+async def remember_given_client(
+    store: ClientRegistrations, server_name: str, issuer: str, client: Client, redirect_uri: str
+) -> None:
     """A client the user brought is remembered like a registered one, so a plain `chctl auth NAME` works next time."""
     registration = ClientRegistration(
         issuer=issuer,
@@ -222,4 +224,4 @@ def remember_given_client(store: ClientStore, server_name: str, issuer: str, cli
         registered_at=time.time(),
         preregistered=True,
     )
-    save_client(store, server_name, registration)
+    await save_client(store, server_name, registration)

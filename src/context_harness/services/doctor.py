@@ -262,16 +262,19 @@ def secret_checks(summary: dict[str, Any], servers: list[ServerStatus]) -> list[
 
 SECRET_STORE_HINT = (
     "unlock the keychain or start its service (on Linux a Secret Service: GNOME Keyring, KWallet); "
-    "`chctl secrets migrate --to file` moves every secret into the token files; see README, Secrets at rest"
+    "`chctl secrets migrate --to file` moves every secret into the token and client files; see README, Secrets at rest"
 )
 
 
 def secret_places(places: list[dict[str, Any]]) -> str:
-    """`the keychain only (no file holds it)`, `the token file ~/.context-harness/tokens/x.json and inline in
-    /p/opencode.json`: every place in words."""
+    """`the keychain (...) only: no file holds it`, `the token file ~/.context-harness/tokens/x.json and inline in
+    /p/opencode.json`, `the keychain (...), its client secret in the keychain (...) only: ...`: every place in
+    words."""
     words = []
     for place in places:
         match place["where"]:
+            case "keychain" if place.get("of") == "client":
+                words.append(f"its client secret in the keychain ({place['detail']})")
             case "keychain":
                 words.append(f"the keychain ({place['detail']})")
             case "token_file":
@@ -282,8 +285,8 @@ def secret_places(places: list[dict[str, Any]]) -> str:
                 words.append(f"the {{file:}} secret file {place['path']}")
             case "client_file":
                 words.append(f"the client registration {place['path']} (its client secret)")
-    if [p["where"] for p in places] == ["keychain"]:
-        return words[0] + " only: no file holds it"
+    if all(p["where"] == "keychain" for p in places):
+        return ", ".join(words) + " only: no file holds it"
     return ", ".join(words)
 
 

@@ -33,7 +33,7 @@ from context_harness.primitives.idp import IdpLogin
 from context_harness.primitives.oauth import LoginKind, OAuthTokens, TokenEvent, TokenState
 from context_harness.primitives.result import ErrorCode, Failure, Result, Success
 from context_harness.services.server_state import Plannable, ServerState, ServerStates
-from context_harness.stores.client_store import ClientStore
+from context_harness.stores.client_store import ClientRegistrations
 from context_harness.stores.idp_store import IdpStore
 from context_harness.stores.lock_file import LockTimeout, file_lock
 from context_harness.stores.token_store import TokenStore
@@ -83,7 +83,7 @@ class IdpService:
         *,
         store: IdpStore,
         tokens: TokenStore,
-        clients: ClientStore,
+        clients: ClientRegistrations,
         session: Callable[[], aiohttp.ClientSession],
         states: ServerStates,
     ) -> None:

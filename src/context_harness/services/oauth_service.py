@@ -38,6 +38,7 @@ from context_harness.oauth.token_client import (
 from context_harness.primitives.oauth import Credential, LoginKind, OAuthTokens, TokenEvent, TokenState
 from context_harness.primitives.result import ErrorCode, Failure, Result, Success
 from context_harness.services.blocking_io import run_config_io
+from context_harness.services.client_vault import ClientVault
 from context_harness.services.machine_logins import MachineLogins, Refused
 from context_harness.services.mcp_service import MCPService
 from context_harness.services.publisher import Publisher
@@ -56,7 +57,6 @@ from context_harness.services.revocation import revoke_all
 from context_harness.services.secret_vault import SecretVault
 from context_harness.services.server_state import ServerState, ServerStates
 from context_harness.services.step_up import login_scopes
-from context_harness.stores.client_store import ClientStore
 from context_harness.stores.crash_points import AFTER_TOKEN_SAVE, crash_point
 from context_harness.stores.lock_file import LockTimeout, file_lock
 from context_harness.stores.secret_store import StoreKind
@@ -113,7 +113,7 @@ class OAuthService:
         settings: OAuthSettings,
         *,
         vault: SecretVault,
-        clients: ClientStore,
+        clients: ClientVault,
         mcp: MCPService,
         publisher: Publisher,
         session: Callable[[], aiohttp.ClientSession],
@@ -122,7 +122,7 @@ class OAuthService:
         self.settings = settings
         self.vault = vault  # new secret values go through it: the keychain, or the token file
         self.tokens = vault.tokens
-        self.clients = clients
+        self.clients = clients  # client registrations, their secrets through the vault too
         self.mcp = mcp
         self.publisher = publisher
         self._session = session
@@ -143,11 +143,11 @@ class OAuthService:
         on_authorization_url: AuthorizationUrlHandler,
         paste: asyncio.Queue[str] | None = None,
     ) -> Result[Credential]:
-        server_url = await self._ready_to_log_in(name)
-        if isinstance(server_url, Failure):
-            return server_url
         client_id, client_secret = options.client_id, options.client_secret
         known = self.mcp.known(name)
+        server_url = await self._ready_to_log_in(name, bool(client_id or (known is not None and known.client_id)))
+        if isinstance(server_url, Failure):
+            return server_url
         token_auth_method = options.token_auth_method
         if client_id is None and known is not None and known.client_id:
             client_id = known.client_id
@@ -244,11 +244,15 @@ class OAuthService:
             return Failure(f"another process holds {name}'s lock", ErrorCode.TIMEOUT, "try again shortly")
         return refresh_result(name, attempt, "asked")
 
-    async def _ready_to_log_in(self, name: str) -> Result[str]:
+    async def _ready_to_log_in(self, name: str, given_client: bool) -> Result[str]:
         """The recorded URL a login of `name` starts from, once the store said it can keep what the login gets
-        (`CH_SECRET_STORE=keyring` without a keychain refuses before the browser opens)."""
+        (`CH_SECRET_STORE=keyring` without a keychain refuses before the browser opens) and, unless a client is
+        given, the stored client's secret could be read."""
         storable = await self.vault.can_store_new()
-        return storable if isinstance(storable, Failure) else await self.server_url_off_loop(name, login=True)
+        if isinstance(storable, Failure):
+            return storable
+        readable = Success(None) if given_client else await self.clients.readable(name)
+        return readable if isinstance(readable, Failure) else await self.server_url_off_loop(name, login=True)
 
     async def refresh_tokens(self, name: str) -> Result[Credential]:
         """Refresh now (`chctl refresh`), whatever the expiry."""
@@ -377,7 +381,7 @@ class OAuthService:
                 return await self._retry_later(state, reason, retry_after, message)
             case PermanentError(code, reason):
                 if code is ErrorCode.INVALID_CLIENT:
-                    self.forget_client(name, credential.client_id)
+                    await self.forget_client(name, credential.client_id)
                 return await self._needs_reauth(state, credential, reason, code)
 
     async def _store_renewed(self, credential: Credential, tokens: OAuthTokens) -> RefreshDone:
@@ -450,10 +454,10 @@ class OAuthService:
         await self.states.changed(name, TokenEvent.NEEDS_REAUTH, message, quiet=quiet)
         return RefreshNeedsReauth(reason, code, fix=fix)
 
-    def forget_client(self, name: str, client_id: str | None) -> None:
-        """The server no longer knows `client_id`: drop its stored registration, so the next
-        `chctl auth` registers a new client instead of looping on the dead one."""
-        if client_id is not None and self.clients.forget(name, client_id):
+    async def forget_client(self, name: str, client_id: str | None) -> None:
+        """The server no longer knows `client_id`: drop its stored registration (and its secret's keychain item),
+        so the next `chctl auth` registers a new client instead of looping on the dead one."""
+        if client_id is not None and await self.clients.drop(name, client_id):
             log.warning("client_registration_dropped", server=name, reason="the server does not know the client")
 
     # --- helpers -------------------------------------------------------------------------------------
@@ -513,10 +517,11 @@ class OAuthService:
                 await self.states.changed(name, credential=True)
 
     async def migrate_secrets(self, to: StoreKind) -> list[dict[str, Any]]:
-        """`chctl secrets migrate --to TO`: each stored credential's values, under its server's lock (no
-        refresh runs while they move)."""
+        """`chctl secrets migrate --to TO`: each server's secret values (its credential's, its client
+        registration's), under its server's lock (no refresh runs while they move)."""
         outcomes: list[dict[str, Any]] = []
-        for name in self.tokens.names():
+        await self.vault.before_migration()
+        for name in self.vault.names():
             try:
                 async with self._lock(name):
                     moved = await self.vault.migrate(name, to)
@@ -524,7 +529,7 @@ class OAuthService:
                 moved = Failure(f"{name}: another process holds its refresh lock", ErrorCode.TIMEOUT, "try again")
             if isinstance(moved, Failure):
                 outcomes.append({"name": name, "outcome": "failed", "error": moved.error})
-            else:
+            elif moved.value != "none":  # no secret at all (a public client's registration): nothing to say
                 outcomes.append({"name": name, "outcome": moved.value, "error": None})
         return outcomes
 

@@ -73,7 +73,8 @@ class ServerStatus:
     idp: str | None = None  # login `idp`: the identity provider its token is derived from
     fix: str | None = None  # the command that mends a needed login, when it is not `chctl auth NAME`
     # Where the secret rests, each place once: `keychain`, `token_file` (with `path`), `config` (a header-mode
-    # config holding it inline, `path`), `secret_file` (the `{file:}` file, `path`); `detail`, `problem`.
+    # config holding it inline, `path`), `secret_file` (the `{file:}` file, `path`); `detail`, `problem`. A
+    # confidential client's secret adds its place, `of: client`: `keychain`, or `client_file` (its registration).
     secret_at: list[dict[str, Any]] = field(default_factory=list)
     # Scopes the server refused a call for lack of (403 insufficient_scope): `chctl auth NAME` asks for them.
     scopes_wanted: list[str] = field(default_factory=list)
@@ -99,8 +100,8 @@ class StatusBoard:
         self.idp_waiting: Callable[[str], bool] = lambda _name: False
         # Where a credential's values rest (SecretVault.place): the keychain or its token file.
         self.secret_place: Callable[[str], dict[str, Any] | None] = lambda _name: None
-        # The client registration file of a confidential client (its secret stays there: see README).
-        self.client_secret_file: Callable[[str], Path | None] = lambda _name: None
+        # Where a confidential client's secret rests (SecretVault.client_place): the keychain or its registration.
+        self.client_secret_place: Callable[[str], dict[str, Any] | None] = lambda _name: None
 
     def awaiting_login(self) -> list[str]:
         """Bound servers without a credential: whether each expects a login is read from its configs."""
@@ -196,11 +197,12 @@ class StatusBoard:
         return ServerStatus(state=state or NO_AUTH, auth_type=auth_type, last_error=last_error, **shared)
 
     def _secret_at(self, name: str, bindings: list[Binding]) -> list[dict[str, Any]]:
-        """Every place `name`'s secret rests: the store, then the configs that hold it inline and the `{file:}`
-        secret file (header mode only: a bridge or a headers helper holds none)."""
+        """Every place `name`'s secret rests: the store, its client secret's (a confidential client), then the
+        configs that hold it inline and the `{file:}` secret file (header mode only: a bridge or a headers helper
+        holds none)."""
         place = self.secret_place(name)
-        registration = self.client_secret_file(name)
-        client = [{"where": "client_file", "path": str(registration), "problem": None}] if registration else []
+        client_place = self.client_secret_place(name)
+        client = [{**client_place, "of": "client"}] if client_place is not None else []
         if place is None:
             return client
         places = [place, *client]
@@ -251,7 +253,7 @@ def _last_error(live: ServerState, credential: Credential | None) -> str | None:
 
 def _keychain_problem(places: list[dict[str, Any]]) -> str | None:
     """Why the keychain did not give a credential's values (locked, gone), if that is where they rest."""
-    return next((p["problem"] for p in places if p["where"] == "keychain" and p["problem"]), None)
+    return next((p["problem"] for p in places if p["where"] == "keychain" and p["problem"] and "of" not in p), None)
 
 
 def _mode(bindings: list[Binding]) -> str | None:

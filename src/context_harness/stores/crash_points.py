@@ -1,6 +1,8 @@
 """Named instants at which the crash test kills the daemon (SIGKILL, no cleanup), instead of hoping a
 random sleep lands there: `CH_CRASH_AT=after_token_save` (or another name below) in the daemon's
-environment. Unset, as always outside that test, a crash point costs one dictionary lookup."""
+environment. A point passed on behalf of one keychain item also takes `NAME:KEY`, the first time that item
+gets there (`after_secret_copy:linear/client`: the client secret's copy, not the credential's). Unset, as
+always outside that test, a crash point costs one dictionary lookup."""
 
 from __future__ import annotations
 
@@ -23,6 +25,7 @@ AFTER_SECRET_SWITCH = "after_secret_switch"
 ENV = "CH_CRASH_AT"
 
 
-def crash_point(name: str) -> None:
-    if os.environ.get(ENV) == name:
+def crash_point(name: str, key: str | None = None) -> None:
+    wanted = os.environ.get(ENV)
+    if wanted is not None and (wanted == name or (key is not None and wanted == f"{name}:{key}")):
         os.kill(os.getpid(), signal.SIGKILL)

@@ -14,11 +14,9 @@ from __future__ import annotations
 import sys
 from typing import Any
 
-from pydantic import ValidationError
-
 from context_harness.stores.secret_store import Secrets, SecretsUnavailable, StoreKind
 
-# The item names: `secret-tool lookup service context-harness:<CH_HOME> username <server>` reads one.
+# The item names: `secret-tool lookup service context-harness:<CH_HOME> username <key>` reads one.
 SERVICE_PREFIX = "context-harness"
 PROBE_KEY = ".probe"  # never written: a read of it says whether the keychain answers (and is unlocked)
 
@@ -41,8 +39,9 @@ def service_name(home: str) -> str:
 
 
 class KeyringSecretStore:
-    """One keychain item per server: service `context-harness:<CH_HOME>`, user name the server's name,
-    the password a JSON object of the secret values and their stamp."""
+    """One keychain item per record: service `context-harness:<CH_HOME>`, user name the record's key (a server's
+    name for its credential, `<name>/client` for its client registration), the password a JSON object of the
+    secret values and their stamp (`Secrets.to_json`)."""
 
     kind: StoreKind = "keyring"
 
@@ -63,13 +62,13 @@ class KeyringSecretStore:
         if raw is None:
             return None
         try:
-            return Secrets.model_validate_json(raw)
-        except (ValidationError, ValueError):
+            return Secrets.from_json(raw)
+        except ValueError:
             raise SecretsUnavailable(f"the keychain item for {key} is not ours (it does not parse)") from None
 
     def write(self, key: str, secrets: Secrets) -> None:
         try:
-            self.backend.set_password(self.service, key, secrets.model_dump_json(exclude_none=True))
+            self.backend.set_password(self.service, key, secrets.to_json())
         except Exception as exc:
             raise SecretsUnavailable(_reason(exc)) from None
 
@@ -103,7 +102,6 @@ def _read_all_secret_service(backend: Any, service: str) -> dict[str, Secrets]:
     """The Secret Service's items of `service` (keyring's attributes), through secretstorage directly."""
     from contextlib import closing
 
-    import secretstorage
     from secretstorage.util import open_session
 
     found: dict[str, Secrets] = {}
@@ -111,15 +109,17 @@ def _read_all_secret_service(backend: Any, service: str) -> dict[str, Secrets]:
     with closing(collection.connection) as connection:
         session = open_session(connection)
         scheme = backend.schemes[backend.scheme]
-        for listed in collection.search_items(backend._query(service)):
-            item = secretstorage.Item(connection, listed.item_path, session)
-            backend.unlock(item)
+        for item in collection.search_items(backend._query(service)):
+            # Three round trips an item (its label, attributes, secret), not six: no unlock of each (two trips)
+            # since the collection is unlocked and so are its items (one that is not fails `get_secret`, and each
+            # key is then read on its own, `read`, unlocked there), and no second Item object (its label again).
+            item.session = session  # one session for all, not one each
             key = item.get_attributes().get(scheme["username"])
             if key is None:
                 continue
             try:
-                found[key] = Secrets.model_validate_json(item.get_secret())
-            except (ValidationError, ValueError):
+                found[key] = Secrets.from_json(item.get_secret())
+            except ValueError:
                 continue  # not ours: `read` of that key says so
     return found
 

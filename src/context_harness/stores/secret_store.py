@@ -1,29 +1,34 @@
-"""Where a credential's secret values rest: the `SecretStore` interface, and the values that cross it.
+"""Where a server's secret values rest: the `SecretStore` interface, and the values that cross it.
 
-Only the secret values move between stores: the API key, the access and refresh tokens, the client secret and a
-client credentials login's private key (`Secrets`). Everything else about a credential — expiry, issuer, client
-id, the recorded URL, its state — stays in `tokens/<name>.json`, which remains the truth about state. That file
-holds either the values themselves (the `file` store, the format from before there was a choice) or a
+Only secret values move between stores. Everything else — expiry, issuer, client id, the recorded URL, a
+state — stays in the JSON record it belongs to, which remains the truth about state. Two kinds of record hold
+a server's secrets today (stores/secret_records.py): its credential, `tokens/<name>.json` (the API key, the
+access and refresh tokens, and the client secret they are refreshed with), and its OAuth client registration,
+`clients/<name>.json` (the client secret). `SecretFields` says which fields of a record are secret values; a
+record holds either the values themselves (the `file` store, the format from before there was a choice) or a
 `SecretRef` naming the keychain item that holds them, with the item's stamp: a crash between the keychain write
-and the file write is seen at the next start as a stamp that differs, and the keychain's newer values are taken
-(docs/design.md, "Secrets at rest").
+and the file write is seen at the next start as a stamp that differs, and the keychain's newer values are
+taken (docs/design.md, "Secrets at rest").
 
-The two implementations are `FileSecretStore` (stores/token_store.py: the values inline in the token file)
-and `KeyringSecretStore` (stores/keychain.py: one item per server in the OS keychain). Their calls block; the
+The two implementations are `FileSecretStore` (stores/secret_records.py: the values inline in their record)
+and `KeyringSecretStore` (stores/keychain.py: one item per record in the OS keychain). Their calls block; the
 daemon runs them off the event loop with a deadline (services/secret_vault.py).
 """
 
 from __future__ import annotations
 
+import json
 import secrets as random_source
-from typing import Literal, Protocol
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any, Literal, Protocol
 
-from pydantic import BaseModel, ConfigDict, Field
-
-from context_harness.primitives.oauth import Credential
+from pydantic import BaseModel, ConfigDict
 
 StoreKind = Literal["file", "keyring"]
 STORE_KINDS: tuple[StoreKind, ...] = ("file", "keyring")
+# The two names a keychain item's JSON reserves beside the values.
+STAMP, IDENTITY = "stamp", "identity"
 
 
 class SecretsUnavailable(Exception):
@@ -31,45 +36,92 @@ class SecretsUnavailable(Exception):
     says why in words and never holds a secret."""
 
 
-class Secrets(BaseModel):
-    """A credential's secret values, and the stamp of the write that stored them."""
+@dataclass(frozen=True, slots=True)
+class Secrets:
+    """One record's secret values by name (`api_key`, `access_token`, `client_secret` ...), the stamp of the
+    write that stored them, and whose values they are (`SecretFields.identity`: a registration's client id)."""
 
-    model_config = ConfigDict(frozen=True, extra="ignore")
-
-    api_key: str | None = Field(default=None, repr=False)
-    access_token: str | None = Field(default=None, repr=False)
-    refresh_token: str | None = Field(default=None, repr=False)
-    client_secret: str | None = Field(default=None, repr=False)
-    private_key: str | None = Field(default=None, repr=False)  # a client credentials login's PEM key
-    # Random per write: the token file's reference names the stamp it expects (equality only, no order).
+    values: Mapping[str, str] = field(default_factory=dict, repr=False)
+    # Random per write: the record's reference names the stamp it expects (equality only, no order).
     stamp: str = ""
-
-    @classmethod
-    def of(cls, credential: Credential, stamp: str = "") -> Secrets:
-        tokens = credential.tokens
-        return cls(
-            api_key=credential.api_key,
-            access_token=tokens.access_token if tokens else None,
-            refresh_token=tokens.refresh_token if tokens else None,
-            client_secret=credential.client_secret,
-            private_key=credential.private_key,
-            stamp=stamp,
-        )
+    identity: str | None = None
 
     def same_values(self, other: Secrets) -> bool:
-        return self.values() == other.values()
+        """The same values for the same record, whatever the stamps."""
+        return dict(self.values) == dict(other.values) and self.identity == other.identity
 
-    def values(self) -> tuple[str | None, ...]:
-        return (self.api_key, self.access_token, self.refresh_token, self.client_secret, self.private_key)
+    def to_json(self) -> str:
+        """The keychain item's password: `{"<name>": "<value>", ..., "stamp": "...", "identity": "..."}`."""
+        doc: dict[str, str] = {**self.values, STAMP: self.stamp}
+        if self.identity is not None:
+            doc[IDENTITY] = self.identity
+        return json.dumps(doc)
 
-    def fill(self, record: dict[str, object]) -> dict[str, object]:
-        """`record` (a token file's JSON without its values) with these values put back in their places."""
-        filled = {**record, "api_key": self.api_key, "client_secret": self.client_secret}
-        filled["private_key"] = self.private_key
-        tokens = record.get("tokens")
-        if isinstance(tokens, dict):
-            filled["tokens"] = {**tokens, "access_token": self.access_token, "refresh_token": self.refresh_token}
+    @classmethod
+    def from_json(cls, raw: str | bytes) -> Secrets:
+        """What `to_json` wrote (or an item from before `identity`); ValueError for anything else."""
+        doc = json.loads(raw)
+        if not isinstance(doc, dict) or not isinstance(doc.get(STAMP, ""), str):
+            raise ValueError("not a secrets item")
+        identity = doc.get(IDENTITY)
+        values = {k: v for k, v in doc.items() if k not in (STAMP, IDENTITY) and isinstance(v, str)}
+        return cls(values, doc.get(STAMP, ""), identity if isinstance(identity, str) else None)
+
+
+@dataclass(frozen=True, slots=True)
+class SecretFields:
+    """Which fields of a record (its JSON as stored) hold secret values: `api_key`, or `tokens.access_token` (the
+    field `access_token` of the object `tokens`). A value is named by its last part, so two paths of one record
+    never end alike.
+
+    `identity`: a top-level field naming whose values these are (a registration's `client_id`). It stays in the
+    record and a copy goes into the keychain item, so an item written for a new registration, and then a crash
+    before the record named it, is never taken for the old registration's newer values."""
+
+    paths: tuple[str, ...]
+    identity: str | None = None
+
+    def take(self, record: Mapping[str, Any], stamp: str = "") -> Secrets:
+        """The values `record` holds (absent and null ones left out)."""
+        values = {}
+        for path in self.paths:
+            parent, last = _parent(record, path)
+            value = parent.get(last) if parent is not None else None
+            if isinstance(value, str):
+                values[last] = value
+        identity = record.get(self.identity) if self.identity else None
+        return Secrets(values, stamp, identity if isinstance(identity, str) else None)
+
+    def strip(self, record: Mapping[str, Any]) -> dict[str, Any]:
+        """`record` without its values (a copy: nested objects are copied where a value leaves them)."""
+        return self.fill(record, Secrets())
+
+    def fill(self, record: Mapping[str, Any], secrets: Secrets) -> dict[str, Any]:
+        """`record` with `secrets`' values in their places (a value it lacks leaves its field out). A nested
+        value goes back only where its object is there (`tokens` of an OAuth credential, not of an API key)."""
+        filled: dict[str, Any] = dict(record)
+        for path in self.paths:
+            *parents, last = path.split(".")
+            target = filled
+            for part in parents:
+                inner = target.get(part)
+                if not isinstance(inner, dict):
+                    break
+                target[part] = dict(inner)
+                target = target[part]
+            else:
+                target.pop(last, None)
+                if last in secrets.values:
+                    target[last] = secrets.values[last]
         return filled
+
+
+def _parent(record: Mapping[str, Any], path: str) -> tuple[Mapping[str, Any] | None, str]:
+    *parents, last = path.split(".")
+    current: Any = record
+    for part in parents:
+        current = current.get(part) if isinstance(current, Mapping) else None
+    return (current if isinstance(current, Mapping) else None), last
 
 
 def new_stamp() -> str:
@@ -77,7 +129,7 @@ def new_stamp() -> str:
 
 
 class SecretRef(BaseModel):
-    """What a token file holds instead of the values when they rest in the keychain."""
+    """What a record holds instead of the values when they rest in the keychain."""
 
     model_config = ConfigDict(frozen=True, extra="ignore")
 
@@ -88,7 +140,8 @@ class SecretRef(BaseModel):
 
 
 class SecretStore(Protocol):
-    """Read, write and delete one server's secret values by its name (`key`). Calls block."""
+    """Read, write and delete one record's secret values by its key: a server's name for its credential, the
+    name and a suffix for its other records (`linear/client`: stores/secret_records.py). Calls block."""
 
     kind: StoreKind
 
