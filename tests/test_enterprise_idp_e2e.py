@@ -30,6 +30,7 @@ from tests.peers.oidc import OidcProvider, OidcProviderFactory
 from tests.peers.peer_process import PeerProcess, start_peer
 from tests.support.daemon import DaemonProcess, chctl, wait_for
 from tests.support.env import UserEnv
+from tests.support.keychain import SessionKeychain, files_holding
 from tests.support.long_session import tokens_seen_over
 from tests.test_bridge import APP_SCRIPT, add_api_key_server
 
@@ -278,3 +279,78 @@ def test_an_id_token_on_stdin_signs_in_and_a_wrong_one_is_refused_before_anythin
     assert "wiki gets its token from this sign-in" in again.stdout
     assert "refresh_token" not in idp_file(user_env)  # an ID token alone: used until it expires, then a new sign-in
     assert server_row(user_env, "wiki")["usable"]
+
+
+def idp_list(user_env: UserEnv) -> list[dict[str, Any]]:
+    return list(json.loads(chctl(user_env, "idp", "list", "--json").stdout))
+
+
+def test_with_a_keychain_the_sign_in_and_the_derived_token_rest_there_and_migrate_both_ways(
+    user_env: UserEnv, company: Company, keychain: SessionKeychain
+) -> None:
+    store = {**keychain.env(), "CH_SECRET_STORE": "keyring", "CH_HTTP_TIMEOUT_S": "2"}
+    service = f"context-harness:{user_env.ch_home.resolve()}"
+
+    def item(key: str) -> dict[str, Any]:
+        return dict(json.loads(keychain.lookup(service, key) or "{}"))
+
+    daemon = DaemonProcess(user_env, extra_env=store).start()
+    idp = company.idp._peer.process
+    try:
+        sign_in(user_env, company)
+        assert add_app(user_env, "wiki", company.servers[0], "--bridge").returncode == 0
+        first, first_wiki = item("corp/idp"), item("wiki")
+        assert first["id_token"] and first["refresh_token"] and first_wiki["access_token"]
+        assert secret_is(first_wiki["client_secret"], MCP_SECRET)
+        # Both renewed by themselves: the IdP's rotating refresh token, and the token derived from the new ID token.
+        wait_for(lambda: item("corp/idp")["refresh_token"] != first["refresh_token"], 4 * LIFETIME_S, 0.2, "IdP")
+        wait_for(lambda: item("wiki")["access_token"] != first_wiki["access_token"], 4 * LIFETIME_S, 0.2, "wiki")
+        second, second_wiki = item("corp/idp"), item("wiki")
+        values = [first[k] for k in ("id_token", "refresh_token", "access_token")]
+        values += [second[k] for k in ("id_token", "refresh_token", "access_token")]
+        values += [first_wiki["access_token"], second_wiki["access_token"], MCP_SECRET]
+        assert files_holding(user_env.home, values) == []  # not the IdP's file, a token file, a config or a log
+        assert "refresh_token" not in idp_file(user_env) and idp_file(user_env)["secret_ref"]["key"] == "corp/idp"
+        assert [p["where"] for p in idp_list(user_env)[0]["secret_at"]] == ["keychain"]
+        assert {(p["where"], p.get("of")) for p in server_row(user_env, "wiki")["secret_at"]} == {
+            ("keychain", None),
+            ("keychain", "idp"),
+        }
+        doctor = chctl(user_env, "doctor").stdout
+        assert (
+            "identity provider corp: secret in the keychain (" in doctor
+            and "its sign-in at corp in the keychain (" in doctor
+        )
+
+        daemon.stop()  # a restart: the sign-in comes back from the keychain, and goes on being renewed
+        daemon = DaemonProcess(user_env, extra_env=store).start()
+        again = item("corp/idp")["refresh_token"]
+        wait_for(lambda: item("corp/idp")["refresh_token"] != again, 4 * LIFETIME_S, 0.2, "a renewal after restart")
+        wait_for(lambda: server_row(user_env, "wiki")["usable"], 4 * LIFETIME_S, 0.2, "wiki's token")
+
+        # The IdP hangs: nothing is renewed while the secrets move (the refresh sent is awaited, not sent again).
+        os.kill(idp.pid, signal.SIGSTOP)
+        awaited = lambda: "its answer is still awaited" in (idp_list(user_env)[0]["last_error"] or "")  # noqa: E731
+        wait_for(awaited, 6 * LIFETIME_S, 0.2, "the IdP's refresh to be awaited")
+        kept = item("corp/idp")
+        moved = json.loads(chctl(user_env, "secrets", "migrate", "--to", "file", "--json").stdout)["servers"]
+        assert {(m["name"], m["outcome"]) for m in moved} == {("corp", "moved"), ("wiki", "moved")}
+        assert item("corp/idp") == {} and item("wiki") == {}
+        assert secret_is(idp_file(user_env)["refresh_token"], kept["refresh_token"]) and "secret_ref" not in idp_file(
+            user_env
+        )
+        assert [p["where"] for p in idp_list(user_env)[0]["secret_at"]] == ["idp_file"]
+        back = json.loads(chctl(user_env, "secrets", "migrate", "--to", "keyring", "--json").stdout)["servers"]
+        assert {(m["name"], m["outcome"]) for m in back} == {("corp", "moved"), ("wiki", "moved")}
+        assert secret_is(item("corp/idp")["refresh_token"], kept["refresh_token"])
+        assert "refresh_token" not in idp_file(user_env) and "secret_ref" in idp_file(user_env)
+    finally:
+        daemon.stop()
+        os.kill(idp.pid, signal.SIGCONT)
+
+
+def secret_is(found: Any, expected: Any) -> bool:
+    """Equality that keeps both values out of pytest's report (they are secrets)."""
+    if found != expected:
+        raise AssertionError("not the expected value (not shown: a secret)")
+    return True

@@ -20,6 +20,7 @@ from context_harness.client.output import (
     print_error,
     print_hint,
     print_json,
+    secret_words,
     table,
     terminal_width,
     use_colour,
@@ -112,7 +113,7 @@ def cmd_status(args: argparse.Namespace) -> int:
                 when(s["expires_at"], now),
                 when(s["next_refresh_at"], now),
                 s.get("mode") or "-",
-                secret_at(s.get("secret_at") or []),
+                secret_words(s.get("secret_at") or []),
                 str(len(s["configs"])),
                 str(len(s.get("bridges") or [])),
                 "" if s["state"] == "retrying" else s["last_error"] or s.get("note") or "",  # retrying: in STATE
@@ -135,23 +136,6 @@ def _auth(server: dict[str, Any]) -> str:
     if login == "idp":
         return f"idp {server.get('idp')}"
     return str(server["auth_type"])
-
-
-# `chctl status`'s SECRET AT column: each place a secret rests, in a word (`--json` and doctor give the paths).
-PLACE_WORDS = {
-    "keychain": "keychain",
-    "token_file": "token file",
-    "config": "config",
-    "secret_file": "{file:}",
-    "client_file": "client file",
-}
-
-
-def secret_at(places: list[dict[str, Any]]) -> str:
-    if not places:
-        return "-"
-    words = [PLACE_WORDS.get(p["where"], p["where"]) + ("!" if p.get("problem") else "") for p in places]
-    return " + ".join(dict.fromkeys(words)) + (" only" if set(words) == {"keychain"} else "")
 
 
 def cmd_bridge(args: argparse.Namespace) -> int:

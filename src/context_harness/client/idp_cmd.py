@@ -8,7 +8,7 @@ import sys
 import time
 
 from context_harness.client.arguments import add_json_flag
-from context_harness.client.output import print_json, table, terminal_width, when
+from context_harness.client.output import print_json, secret_words, table, terminal_width, when
 from context_harness.client.rpc_client import RpcError, call
 from context_harness.primitives.text import printable
 
@@ -18,9 +18,9 @@ if TYPE_CHECKING:
     import argparse
     from typing import Any
 
-# How the identity providers' table fits a narrow terminal: the servers are cut, then the issuer and the next
-# refresh leave (`--json` has them), then the state's words are cut.
-IDP_FIT = (("cut", 5), ("drop", 2), ("drop", 4), ("cut", 1))
+# How the identity providers' table fits a narrow terminal: the servers are cut, then the issuer, the next
+# refresh and where the sign-in rests leave (`--json` has them), then the state's words are cut.
+IDP_FIT = (("cut", 6), ("drop", 2), ("drop", 4), ("drop", 5), ("cut", 1))
 # An ID token is a JWT of a few KiB: more on stdin is not one.
 MAX_ID_TOKEN_BYTES = 64 * 1024
 
@@ -110,11 +110,14 @@ def cmd_idp_list(args: argparse.Namespace) -> int:
 
 
 def idp_table(rows: list[dict[str, Any]], now: float) -> list[list[str]]:
-    """NAME, STATE (with the fix), ISSUER, EXPIRES, NEXT REFRESH, SERVERS: for `idp list` and `status`."""
-    table_rows = [["IDP", "STATE", "ISSUER", "EXPIRES", "NEXT REFRESH", "SERVERS"]]
+    """NAME, STATE (with the fix), ISSUER, EXPIRES, NEXT REFRESH, SECRET AT, SERVERS: for `idp list` and
+    `status`."""
+    table_rows = [["IDP", "STATE", "ISSUER", "EXPIRES", "NEXT REFRESH", "SECRET AT", "SERVERS"]]
     for row in rows:
         state = row["state"]
-        if row.get("fix"):
+        if state == "secret_unreadable":  # in the keychain, which did not give it (locked, cleared)
+            state = f"secret unreadable: {row.get('last_error') or 'keychain'}"
+        elif row.get("fix"):
             state = f"needs sign-in → {row['fix']}"
         elif state == "retrying":
             state = f"retrying: {row.get('last_error') or ''}"
@@ -122,7 +125,8 @@ def idp_table(rows: list[dict[str, Any]], now: float) -> list[list[str]]:
             state = "ok" + (f" ({printable(row['subject'])})" if row.get("subject") else "")
         issuer = printable(row.get("issuer") or "-")
         servers = ", ".join(row["servers"]) or "-"
+        expires, refresh = when(row["expires_at"], now), when(row["next_refresh_at"], now)
         table_rows.append(
-            [row["name"], state, issuer, when(row["expires_at"], now), when(row["next_refresh_at"], now), servers]
+            [row["name"], state, issuer, expires, refresh, secret_words(row.get("secret_at") or []), servers]
         )
     return table_rows

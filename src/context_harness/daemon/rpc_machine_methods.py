@@ -12,7 +12,7 @@ from context_harness.daemon.rpc_params import AddParams, AuthStartParams, IdpAdd
 from context_harness.daemon.services import Services
 from context_harness.primitives.oauth import Credential, LoginKind
 from context_harness.primitives.result import ErrorCode, Failure, Result, Success
-from context_harness.services.idp_service import idp_row, not_added
+from context_harness.services.idp_service import idp_row
 from context_harness.services.oauth_service import MachineSetup, machine_setup_problem
 
 
@@ -84,8 +84,9 @@ async def idp_add(s: Services, p: IdpAddParams) -> Result[dict[str, Any]]:
 async def idp_login(s: Services, p: IdpLoginParams) -> Result[dict[str, Any]]:
     """With an ID token: signed in at once (the waiting servers get their tokens before this answers); else a
     sign-in in the browser, whose URL is returned and which `auth.wait` waits for."""
-    if s.idps.store.load(p.name) is None:
-        return not_added(p.name)
+    usable = await s.idps.usable(p.name)  # added, and its client secret readable (the keychain asked again)
+    if isinstance(usable, Failure):
+        return usable
     if p.id_token is not None:
         done = await asyncio.shield(s.idps.sign_in_with_id_token(p.name, p.id_token.strip()))
         if isinstance(done, Failure):

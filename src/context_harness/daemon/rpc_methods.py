@@ -248,7 +248,8 @@ async def run_doctor(s: Services, p: DoctorParams) -> Result[dict[str, Any]]:
     statuses = await server_statuses(s)
     needing_none = {server.name for server in statuses if server.state == NO_AUTH}
     answer_401 = await doctor.unauthenticated_servers(s.http(), s.config, s.bindings, needing_none)
-    checks += doctor.secret_checks(s.vault.summary(), statuses)
+    idps = [idp_row(s.idps, name) for name in s.idps.store.names()]
+    checks += doctor.secret_checks(s.vault.summary(), statuses, idps)
     checks += doctor.server_checks(statuses, answer_401=answer_401)
     checks += [doctor.Check("registry", "warn", w, "fix or remove the entry") for w in s.mcp.registry_warnings]
     checks += network_checks(s.http.network, p.shell_network)

@@ -169,7 +169,8 @@ def build_services(
     config = ConfigService()
     tokens = TokenStore(settings.tokens_dir, settings.secrets_dir)
     client_store = ClientStore(settings.clients_dir)
-    vault = SecretVault(settings.secrets(), tokens, client_store)
+    idp_store = IdpStore(settings.idps_dir)
+    vault = SecretVault(settings.secrets(), tokens, client_store, others=(idp_store.records,))
     clients = ClientVault(client_store, vault)
     bindings = BindingStore(settings.bindings_file)
     # One record per server, and the one channel that says a server changed (its listeners are wired below).
@@ -187,7 +188,8 @@ def build_services(
     # The identity providers: their own records and change channel (a sign-in that needs a person is told once).
     idps = IdpService(
         settings.idp(),
-        store=IdpStore(settings.idps_dir),
+        store=idp_store,
+        vault=vault,
         tokens=tokens,
         clients=clients,
         session=http,
@@ -257,3 +259,4 @@ def _tell_status(s: Services) -> None:
     s.status.secret_place = s.vault.place
     s.status.client_secret_place = s.vault.client_place
     s.status.idp_waiting = s.idps.waiting_for_sign_in
+    s.status.idp_secret_place = partial(s.vault.place_of, s.idps.store.records)

@@ -8,6 +8,9 @@ too), and the refresher renews it ahead of expiry like any token (`refresh_once`
 When the sign-in itself needs a person (no refresh token, or the IdP refused it), the IdP turns `needs_reauth` and
 its change channel tells the person once, naming `chctl idp login IDP`; the servers that depend on it then say the
 same without telling anyone again.
+
+The sign-in's tokens and the client secret rest where every secret does (stores/idp_store.py): new values are
+stored through the SecretVault (the keychain item first), a sign-in is used only once the keychain gave them.
 """
 
 from __future__ import annotations
@@ -32,9 +35,10 @@ from context_harness.oauth.token_client import PermanentError, Refreshed, Transi
 from context_harness.primitives.idp import IdpLogin
 from context_harness.primitives.oauth import LoginKind, OAuthTokens, TokenEvent, TokenState
 from context_harness.primitives.result import ErrorCode, Failure, Result, Success
-from context_harness.services.server_state import Plannable, ServerState, ServerStates
+from context_harness.services.secret_vault import SecretVault
+from context_harness.services.server_state import SECRET_UNREADABLE, Plannable, ServerState, ServerStates
 from context_harness.stores.client_store import ClientRegistrations
-from context_harness.stores.idp_store import IdpStore
+from context_harness.stores.idp_store import IdpStore, dump
 from context_harness.stores.lock_file import LockTimeout, file_lock
 from context_harness.stores.token_store import TokenStore
 
@@ -72,8 +76,36 @@ class SignInNeeded:
     told: bool
 
 
+@dataclass(frozen=True, slots=True)
+class Unreadable:
+    """A sign-in whose values the keychain did not give. `lost`: it answered without them (cleared, or written
+    for another registration): only adding the IdP again mends that; else it is locked or gone for now."""
+
+    name: str
+    reason: str
+    lost: bool
+
+    @property
+    def failure(self) -> Failure:
+        hint = f"run `{add_fix(self.name)}`, then `{login_fix(self.name)}`" if self.lost else UNLOCK_HINT
+        return Failure(f"{self.name}'s sign-in cannot be read: {self.reason}", ErrorCode.KEYCHAIN_UNAVAILABLE, hint)
+
+    @property
+    def outcome(self) -> TransientError | SignInNeeded:
+        """What a server's renewal makes of it: wait for the keychain, or a person."""
+        reason = f"its sign-in cannot be read: {self.reason}"
+        return SignInNeeded(reason, add_fix(self.name), False) if self.lost else TransientError(reason)
+
+
+UNLOCK_HINT = "unlock the keychain (or start its service), then try again"
+
+
 def login_fix(name: str) -> str:
     return f"chctl idp login {name}"
+
+
+def add_fix(name: str) -> str:
+    return f"chctl idp add {name} --issuer URL --client-id ID"
 
 
 class IdpService:
@@ -82,6 +114,7 @@ class IdpService:
         settings: IdpSettings,
         *,
         store: IdpStore,
+        vault: SecretVault,
         tokens: TokenStore,
         clients: ClientRegistrations,
         session: Callable[[], aiohttp.ClientSession],
@@ -89,18 +122,35 @@ class IdpService:
     ) -> None:
         self.settings = settings
         self.store = store
+        self.vault = vault
         self.tokens = tokens
         self.clients = clients
         self._session = session
         self.states = states  # the IdPs' own: live state, locks, plans; its channel tells people once
+        self._unread: set[str] = set()  # sign-ins the keychain did not give: announced once it does (`repair`)
 
     def configure(self, settings: IdpSettings) -> None:
         self.settings = settings
 
     def waiting_for_sign_in(self, name: str) -> bool:
         """Whether `name` has no sign-in a server's token can be derived from (none yet, or refused)."""
-        login = self.store.load(name)
+        login = self.store.metadata(name)
         return login is None or login.state is not TokenState.ACTIVE
+
+    async def usable(self, name: str) -> Result[IdpLogin]:
+        """`name`'s IdP with its sign-in's values, once the keychain gave them (asked again if it did not)."""
+        unreadable = await self._unreadable(name)
+        if unreadable is not None:
+            return unreadable.failure
+        login = self.store.load(name)
+        return Success(login) if login is not None else not_added(name)
+
+    async def _unreadable(self, name: str) -> Unreadable | None:
+        reason = await self.vault.unreadable(self.store.records, name)
+        if reason is None:
+            return None
+        answered = self.vault.keychain is not None and self.vault.problem is None
+        return Unreadable(name, reason, lost=answered)
 
     def dependents(self, name: str) -> list[str]:
         """The servers whose token is derived from `name`'s sign-in."""
@@ -118,6 +168,9 @@ class IdpService:
             return found
         metadata = found.value.auth_server
         async with self.lock(name):
+            unreadable = await self._unreadable(name)
+            if unreadable is not None and not unreadable.lost:
+                return unreadable.failure  # a locked keychain: what it holds is kept, not written over
             stored = self.store.load(name)
             same = stored is not None and stored.issuer == metadata.issuer and stored.client_id == client_id
             base = (
@@ -134,7 +187,9 @@ class IdpService:
                     "scopes": list(dict.fromkeys([OPENID, *scopes])),
                 }
             )
-            self.store.save(login)
+            kept = await self.vault.keep(self.store.records, name, dump(login))
+            if isinstance(kept, Failure):
+                return kept
         log.info("idp_added", idp=name, issuer=metadata.issuer, kept_sign_in=same)
         return Success(login)
 
@@ -142,9 +197,10 @@ class IdpService:
         self, name: str, on_url: AuthorizationUrlHandler, paste: asyncio.Queue[str], port: int, timeout_s: float
     ) -> Result[IdpLogin]:
         """OpenID Connect in the browser (authorization code + PKCE, `openid` and `offline_access`)."""
-        login = self.store.load(name)
-        if login is None:
-            return not_added(name)
+        usable = await self.usable(name)
+        if isinstance(usable, Failure):
+            return usable
+        login = usable.value
         request = FlowRequest(
             server_name=name,
             server_url=login.issuer,
@@ -173,9 +229,10 @@ class IdpService:
 
     async def _signed_in(self, name: str, tokens: OAuthTokens) -> Result[IdpLogin]:
         async with self.lock(name):
-            login = self.store.load(name)
-            if login is None:
-                return not_added(name)
+            usable = await self.usable(name)
+            if isinstance(usable, Failure):
+                return usable
+            login = usable.value
             assert tokens.id_token is not None
             claims = id_token_claims(tokens.id_token, login.issuer, login.client_id)
             if isinstance(claims, Failure):
@@ -192,7 +249,9 @@ class IdpService:
                     "last_error": None,
                 }
             )
-            self.store.save(signed_in)
+            kept = await self.vault.keep(self.store.records, name, dump(signed_in))
+            if isinstance(kept, Failure):
+                return kept
             self.states.stored(name)
         log.info("idp_signed_in", idp=name, has_refresh_token=tokens.refresh_token is not None)
         await self.states.changed(name, TokenEvent.NEW, f"{name}: signed in", credential=True)
@@ -205,6 +264,9 @@ class IdpService:
         state = self.states.get(name)
         try:
             async with self.lock(name):
+                unreadable = await self._unreadable(name)
+                if unreadable is not None:
+                    return unreadable.outcome
                 login = self.store.load(name)
                 if login is None:
                     return SignInNeeded(f"the identity provider {name} is not added", f"chctl idp add {name}", False)
@@ -228,11 +290,19 @@ class IdpService:
 
     def plannable(self, name: str) -> Plannable | None:
         login = self.store.load(name)
+        if login is None and self.store.metadata(name) is not None:
+            self._unread.add(name)  # its values rest in a keychain that has not given them: `repair` asks again
         lifetime = login.lifetime() if login is not None and login.state is TokenState.ACTIVE else None
         return Plannable(lifetime, lifetime.refresh_token is not None) if lifetime is not None else None
 
     async def repair(self) -> None:
-        """Nothing to mend: an IdP's sign-in is written into no config."""
+        """A sign-in the keychain did not give (at start, or since) is asked for again; once given, it is
+        announced, so the refresher plans it. (No config to mend: an IdP's sign-in is written into none.)"""
+        for name in sorted(self._unread):
+            if await self.vault.unreadable(self.store.records, name) is None and self.store.load(name) is not None:
+                self._unread.discard(name)
+                self.states.stored(name)
+                await self.states.changed(name, credential=True)
 
     async def refresh_once(self, name: str, *, force: bool, due_before: float | None = None) -> object:
         """The refresher's: renew the sign-in unless someone else did while this waited."""
@@ -292,7 +362,8 @@ class IdpService:
                 "last_error": None,
             }
         )
-        self.store.save(fresh)  # the rotated refresh token is on disk before anything uses the new ID token
+        # The rotated refresh token is stored before anything uses the new ID token; never refused (SecretVault).
+        await self.vault.keep(self.store.records, login.name, dump(fresh), rotation=True)
         self.states.stored(login.name)
         log.info("idp_refreshed", idp=login.name, expires_at=fresh.expires_at)
         await self.states.changed(login.name, TokenEvent.REFRESHED, f"{login.name}: sign-in renewed", credential=True)
@@ -345,23 +416,30 @@ def not_added(name: str) -> Failure:
 
 
 def idp_row(idps: IdpService, name: str) -> dict[str, Any]:
-    """`chctl idp list`'s row for `name` (and `status`'s): no token, only where the sign-in stands."""
-    login = idps.store.load(name)
+    """`chctl idp list`'s row for `name` (and `status`'s): no token, only where the sign-in stands and rests."""
+    login = idps.store.metadata(name)
+    values = idps.store.load(name)
+    place = idps.vault.place_of(idps.store.records, name)
     live = idps.states.peek(name)
     plan = live.plan if live is not None else None
     state = (live.phase if live is not None and live.phase is not None else None) or (
         login.state if login is not None else TokenState.PENDING_AUTH
     )
+    last_error = (live.last_error if live is not None else None) or (login.last_error if login else None)
+    unreadable = place is not None and place["where"] == "keychain" and values is None and place["problem"]
     return {
         "name": name,
         "issuer": login.issuer if login is not None else None,
         "client_id": login.client_id if login is not None else None,
-        "state": state.value,
+        "state": SECRET_UNREADABLE if unreadable else state.value,
         "subject": login.subject if login is not None else None,
         "expires_at": login.expires_at if login is not None else None,
-        "has_refresh_token": bool(login is not None and login.refresh_token),
+        "has_refresh_token": bool(values is not None and values.refresh_token),
         "next_refresh_at": plan.due if plan is not None and plan.refresh else None,
-        "last_error": (live.last_error if live is not None else None) or (login.last_error if login else None),
+        "last_error": place["problem"] if unreadable and place is not None else last_error,
         "servers": idps.dependents(name),
-        "fix": login_fix(name) if state in (TokenState.PENDING_AUTH, TokenState.NEEDS_REAUTH) else None,
+        "secret_at": [place] if place is not None else [],
+        "fix": login_fix(name)
+        if not unreadable and state in (TokenState.PENDING_AUTH, TokenState.NEEDS_REAUTH)
+        else None,
     }

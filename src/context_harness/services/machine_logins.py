@@ -91,7 +91,7 @@ class MachineLogins:
             method = PRIVATE_KEY_JWT
         elif method not in ("client_secret_basic", "client_secret_post"):
             method = explicit_auth_method(credential.client_secret, auth_server)
-        if credential.login is LoginKind.IDP and self.idps.store.load(credential.idp or "") is None:
+        if credential.login is LoginKind.IDP and self.idps.store.metadata(credential.idp or "") is None:
             return not_added(credential.idp or "")
         # The scopes a login would ask for (the 401's, else the resource's), without offline_access: nothing to renew.
         scopes = credential.scopes or [s for s in found.value.scopes() if s != OFFLINE_ACCESS] or None

@@ -23,6 +23,10 @@ from dataclasses import dataclass, field
 from context_harness.primitives.oauth import OAuthTokens, TokenEvent, TokenState
 from context_harness.upstream.contract import Counters
 
+# The state shown for a credential or an IdP's sign-in whose values rest in the keychain, which has not given
+# them (locked, gone): `last_error` says why.
+SECRET_UNREADABLE = "secret_unreadable"
+
 
 @dataclass(frozen=True, slots=True)
 class Change:

@@ -17,15 +17,13 @@ from context_harness.primitives.result import Failure, Result, Success
 from context_harness.services import recorded_urls
 from context_harness.services.mcp_service import MCPService, recorded_auth
 from context_harness.services.refresh_outcomes import no_refresh_token_note
-from context_harness.services.server_state import ServerState, ServerStates
+from context_harness.services.server_state import SECRET_UNREADABLE, ServerState, ServerStates
 from context_harness.services.token_access import TokenReads
 from context_harness.stores.bindings import Binding, BindingStore
 from context_harness.stores.token_store import TokenStore
 
 NO_AUTH = "no_auth"  # the state of a server that needs no credential
 NEEDS_KEY = "needs_key"  # an API-key server (the registry's, or one that answered 401 to `chctl add`) without one
-# A credential whose values rest in the keychain, which has not given them (locked, gone): `last_error` says why.
-SECRET_UNREADABLE = "secret_unreadable"
 
 
 @dataclass(frozen=True, slots=True)
@@ -102,6 +100,8 @@ class StatusBoard:
         self.secret_place: Callable[[str], dict[str, Any] | None] = lambda _name: None
         # Where a confidential client's secret rests (SecretVault.client_place): the keychain or its registration.
         self.client_secret_place: Callable[[str], dict[str, Any] | None] = lambda _name: None
+        # Where an identity provider's sign-in rests (SecretVault.place_of): the keychain or its IdP file.
+        self.idp_secret_place: Callable[[str], dict[str, Any] | None] = lambda _name: None
 
     def awaiting_login(self) -> list[str]:
         """Bound servers without a credential: whether each expects a login is read from its configs."""
@@ -136,7 +136,7 @@ class StatusBoard:
             "bridges": [BridgeStatus(bridge_id, **asdict(c)) for bridge_id, c in sorted(live.bridges.items())],
             "shared": name in self.shared(),
             "scopes_wanted": list(live.scopes_wanted),
-            "secret_at": self._secret_at(name, bindings),
+            "secret_at": self._secret_at(name, bindings, credential),
         }
         if credential is None and (unreadable := _keychain_problem(shared["secret_at"])):
             return ServerStatus(state=SECRET_UNREADABLE, last_error=unreadable, **shared)
@@ -196,16 +196,20 @@ class StatusBoard:
         last_error = _last_error(live, None)
         return ServerStatus(state=state or NO_AUTH, auth_type=auth_type, last_error=last_error, **shared)
 
-    def _secret_at(self, name: str, bindings: list[Binding]) -> list[dict[str, Any]]:
-        """Every place `name`'s secret rests: the store, its client secret's (a confidential client), then the
-        configs that hold it inline and the `{file:}` secret file (header mode only: a bridge or a headers helper
-        holds none)."""
+    def _secret_at(self, name: str, bindings: list[Binding], credential: Credential | None) -> list[dict[str, Any]]:
+        """Every place `name`'s secret rests: the store, its client secret's (a confidential client), the sign-in
+        at its identity provider its token is derived from, then the configs that hold it inline and the `{file:}`
+        secret file (header mode only: a bridge or a headers helper holds none)."""
         place = self.secret_place(name)
         client_place = self.client_secret_place(name)
-        client = [{**client_place, "of": "client"}] if client_place is not None else []
+        others = [{**client_place, "of": "client"}] if client_place is not None else []
+        idp = credential.idp if credential is not None and credential.login is LoginKind.IDP else None
+        idp_place = self.idp_secret_place(idp) if idp else None
+        if idp_place is not None:
+            others.append({**idp_place, "of": "idp", "idp": idp})
         if place is None:
-            return client
-        places = [place, *client]
+            return others
+        places = [place, *others]
         for binding in bindings:
             if binding.mode != "header":
                 continue
