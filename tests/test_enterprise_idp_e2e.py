@@ -281,6 +281,48 @@ def test_an_id_token_on_stdin_signs_in_and_a_wrong_one_is_refused_before_anythin
     assert server_row(user_env, "wiki")["usable"]
 
 
+def test_an_idp_that_hangs_past_the_deadline_then_answers_keeps_the_sign_in_its_refresh_token_sent_once(
+    user_env: UserEnv, company: Company
+) -> None:
+    """The IdP rotates refresh tokens with reuse detection. While it hangs, the refresh past its deadline waits in
+    its socket: the same refresh token sent again would be handled too once it runs again, and revoke the grant."""
+    daemon = DaemonProcess(
+        user_env, extra_env={"CH_HTTP_TIMEOUT_S": "1", "CH_BACKOFF_BASE_S": "1", "CH_BACKOFF_MAX_S": "2"}
+    ).start()
+    idp = company.idp._peer.process
+    try:
+        sign_in(user_env, company)
+        assert add_app(user_env, "wiki", company.servers[0]).returncode == 0
+        os.kill(idp.pid, signal.SIGSTOP)
+        waiting = wait_for(
+            lambda: "its answer is still awaited" in ((r := idp_list(user_env)[0])["last_error"] or "") and r,
+            6 * LIFETIME_S,
+            0.2,
+            "the IdP's refresh to be awaited",
+        )
+        assert waiting["state"] == "retrying"
+        unanswered = daemon.log().count("token_refresh_unanswered")
+        retries = lambda: daemon.log().count("idp_refresh_failed_transient")  # noqa: E731
+        before = retries()
+        wait_for(lambda: retries() >= before + 2, 6 * LIFETIME_S, 0.2, "more attempts while the IdP hangs")
+        assert daemon.log().count("token_refresh_unanswered") == unanswered  # none of them sent the token again
+        idp_log_at = company.idp.log_path.stat().st_size
+        renewed = daemon.log().count('"idp_refreshed"')
+        os.kill(idp.pid, signal.SIGCONT)
+        # The late answer is taken (its rotated refresh token stored), and the sign-in goes on being renewed.
+        wait_for(lambda: daemon.log().count('"idp_refreshed"') >= renewed + 2, 6 * LIFETIME_S, 0.2, "renewals")
+        assert "token_refresh_answered_late" in daemon.log()
+        with company.idp.log_path.open("rb") as idp_log:
+            idp_log.seek(idp_log_at)
+            assert b"invalid_grant" not in idp_log.read()  # no refresh token was replayed: the grant stands
+        assert asyncio.run(company.idp.is_active(idp_file(user_env)["refresh_token"]))
+        assert idp_list(user_env)[0]["state"] == "active"
+        wait_for(lambda: server_row(user_env, "wiki")["usable"], 6 * LIFETIME_S, 0.2, "wiki's token")
+    finally:
+        os.kill(idp.pid, signal.SIGCONT)
+        daemon.stop()
+
+
 def idp_list(user_env: UserEnv) -> list[dict[str, Any]]:
     return list(json.loads(chctl(user_env, "idp", "list", "--json").stdout))
 

@@ -296,6 +296,30 @@ async def test_a_timeout_is_transient(make_harness: Callable[..., Any], endpoint
     assert len(scripted.forms) == 2
 
 
+async def test_a_refresh_answered_after_its_deadline_is_taken_and_its_refresh_token_is_never_sent_twice(
+    make_harness: Callable[..., Any], endpoint: Callable[..., Any]
+) -> None:
+    holder: list[ScriptedTokenEndpoint] = []
+
+    async def hung_then_answers(request: web.Request) -> web.StreamResponse:
+        await holder[0].release.wait()  # a server that hangs, then handles what it was sent: the token rotates
+        return web.json_response(issued(1))
+
+    # What a server with reuse detection answers the same refresh token sent again: the grant is revoked.
+    replayed = respond(400, {"error": "invalid_grant", "error_description": "refresh token reused, grant revoked"})
+    url, scripted = await endpoint(hung_then_answers, replayed)
+    holder.append(scripted)
+    h = await make_harness(url)  # due now; a 0.5 s deadline, backoff from 0.2 s
+    state = h.oauth.states.get("srv")
+    await eventually(lambda: state.attempts >= 3, what="several attempts while the server hangs")
+    assert len(scripted.forms) == 1  # the refresh token was sent once
+    assert h.state() is TokenState.RETRYING and "its answer is still awaited" in (state.last_error or "")
+    scripted.release.set()  # the server answers the request it kept
+    await eventually(lambda: h.credential().tokens.refresh_token == "new-refresh-1", what="the late answer stored")
+    assert h.credential().tokens.access_token == "new-access-1" and h.state() is TokenState.ACTIVE
+    assert len(scripted.forms) == 1
+
+
 async def test_connection_closed_mid_response_is_transient_and_the_token_file_stays_whole(
     make_harness: Callable[..., Any],
 ) -> None:

@@ -70,6 +70,7 @@ async def refresh_either_way(
     client_secret: str | None,
     auth_method: str | None,
     timeout_s: float,
+    connect_timeout_s: float | None = None,
     resource: str | None = None,
     revocation_endpoint: str | None = None,
 ) -> tuple[RefreshOutcome, str | None]:
@@ -86,6 +87,7 @@ async def refresh_either_way(
             resource=resource,
             revocation_endpoint=revocation_endpoint,
             timeout_s=timeout_s,
+            connect_timeout_s=connect_timeout_s,
         ),
         auth_method,
         client_secret,

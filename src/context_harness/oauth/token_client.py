@@ -243,6 +243,7 @@ async def _post_form(
     client_secret: str | None,
     auth_method: str | None,
     timeout_s: float,
+    connect_timeout_s: float | None = None,
 ) -> Result[http.HttpResponse]:
     auth_form, auth_header = client_authentication(client_id, client_secret, auth_method)
     return await http.request(
@@ -253,6 +254,7 @@ async def _post_form(
         form={**form, **auth_form},
         auth_header=auth_header,
         timeout_s=timeout_s,
+        connect_timeout_s=connect_timeout_s,
     )
 
 
@@ -304,6 +306,7 @@ async def refresh_access_token(
     scope: str | None = None,
     revocation_endpoint: str | None = None,
     timeout_s: float = http.DEFAULT_TIMEOUT_S,
+    connect_timeout_s: float | None = None,
 ) -> RefreshOutcome:
     """One `grant_type=refresh_token` request, classified for the scheduler. Never raises. New tokens we
     cannot use are revoked at `revocation_endpoint` and make a PermanentError."""
@@ -312,7 +315,8 @@ async def refresh_access_token(
         form["resource"] = resource
     if scope:
         form["scope"] = scope
-    sent = await _post_form(session, token_endpoint, form, client_id, client_secret, auth_method, timeout_s)
+    client = (client_id, client_secret, auth_method)
+    sent = await _post_form(session, token_endpoint, form, *client, timeout_s, connect_timeout_s)
     if isinstance(sent, Failure):
         if sent.code is ErrorCode.INVALID_PARAMS:
             return PermanentError(sent.code, sent.error)
@@ -322,7 +326,6 @@ async def refresh_access_token(
     problem = issued_token_problem(outcome.tokens) if isinstance(outcome, Refreshed) else None
     if isinstance(outcome, Refreshed) and problem is not None:
         # The same server will issue the same kind of token next time: only a person can sort this out.
-        client = (client_id, client_secret, auth_method)
         fate = await _revoke_unusable(session, revocation_endpoint, outcome.tokens, client, timeout_s)
         return PermanentError(ErrorCode.OAUTH_ERROR, f"{problem}; {fate}")
     return outcome

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Coroutine
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -31,7 +31,8 @@ from context_harness.oauth.flow import AuthorizationUrlHandler, FlowRequest, run
 from context_harness.oauth.flow_client import explicit_auth_method
 from context_harness.oauth.jwts import id_token_claims
 from context_harness.oauth.token_auth import refresh_either_way
-from context_harness.oauth.token_client import PermanentError, Refreshed, TransientError
+from context_harness.oauth.token_client import PermanentError, Refreshed, RefreshOutcome, TransientError
+from context_harness.oauth.unanswered import UnansweredRefreshes
 from context_harness.primitives.idp import IdpLogin
 from context_harness.primitives.oauth import LoginKind, OAuthTokens, TokenEvent, TokenState
 from context_harness.primitives.result import ErrorCode, Failure, Result, Success
@@ -128,6 +129,8 @@ class IdpService:
         self._session = session
         self.states = states  # the IdPs' own: live state, locks, plans; its channel tells people once
         self._unread: set[str] = set()  # sign-ins the keychain did not give: announced once it does (`repair`)
+        # Refreshes past their deadline whose answer is awaited: a late one is taken at once.
+        self.unanswered = UnansweredRefreshes(lambda name: self.refresh_once(name, force=True))
 
     def configure(self, settings: IdpSettings) -> None:
         self.settings = settings
@@ -329,15 +332,21 @@ class IdpService:
             return await self._needs_person(state, login, "the ID token expired and no refresh token was issued")
         state.phase, state.refreshed_at = TokenState.REFRESHING, time.monotonic()
         endpoint, refresh_token = login.token_endpoint, login.refresh_token
-        outcome, _method = await refresh_either_way(
-            self._session(),
-            endpoint,
-            refresh_token=refresh_token,
-            client_id=login.client_id,
-            client_secret=login.client_secret,
-            auth_method=login.token_endpoint_auth_method,
-            timeout_s=self.settings.http_timeout_s,
-        )
+
+        def send(total_s: float, connect_s: float) -> Coroutine[Any, Any, tuple[RefreshOutcome, str | None]]:
+            return refresh_either_way(
+                self._session(),
+                endpoint,
+                refresh_token=refresh_token,
+                client_id=login.client_id,
+                client_secret=login.client_secret,
+                auth_method=login.token_endpoint_auth_method,
+                timeout_s=total_s,
+                connect_timeout_s=connect_s,
+            )
+
+        # The late answer to the last refresh if it was not answered in time (a rotated token is never replayed).
+        outcome, _method = await self.unanswered.refresh(name, refresh_token, send, self.settings.http_timeout_s)
         match outcome:
             case Refreshed(tokens):
                 return await self._refreshed(state, login, tokens)

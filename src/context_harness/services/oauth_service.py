@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Coroutine
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -33,8 +33,10 @@ from context_harness.oauth.token_auth import refresh_either_way
 from context_harness.oauth.token_client import (
     PermanentError,
     Refreshed,
+    RefreshOutcome,
     TransientError,
 )
+from context_harness.oauth.unanswered import UnansweredRefreshes
 from context_harness.primitives.oauth import Credential, LoginKind, OAuthTokens, TokenEvent, TokenState
 from context_harness.primitives.result import ErrorCode, Failure, Result, Success
 from context_harness.services.blocking_io import run_config_io
@@ -130,6 +132,8 @@ class OAuthService:
         self.registrations = RegistrationLimit()  # new clients per issuer, every login of this daemon together
         # The logins without a person (client credentials, an identity provider's): set by `build_services`.
         self.machine: MachineLogins | None = None
+        # Refreshes past their deadline whose answer is awaited: a late one is taken at once.
+        self.unanswered = UnansweredRefreshes(lambda name: self.refresh_once(name, force=True))
 
     def configure(self, settings: OAuthSettings) -> None:
         self.settings = settings
@@ -354,17 +358,7 @@ class OAuthService:
             return RefreshImpossible(credential)
         state.phase, state.refreshed_at = TokenState.REFRESHING, time.monotonic()
         client_id = credential.client_id
-        outcome, auth_method = await refresh_either_way(
-            self._session(),
-            credential.token_endpoint,
-            refresh_token=tokens.refresh_token,
-            client_id=client_id,
-            client_secret=credential.client_secret,
-            auth_method=credential.token_endpoint_auth_method,
-            timeout_s=self.settings.http_timeout_s,
-            resource=credential.resource,
-            revocation_endpoint=credential.revocation_endpoint,
-        )
+        outcome, auth_method = await self._send_refresh(credential, tokens.refresh_token)
         match outcome:
             case Refreshed(new_tokens):
                 if new_tokens.refresh_token is None:  # not rotated: keep using the one we have
@@ -383,6 +377,28 @@ class OAuthService:
                 if code is ErrorCode.INVALID_CLIENT:
                     await self.forget_client(name, credential.client_id)
                 return await self._needs_reauth(state, credential, reason, code)
+
+    async def _send_refresh(self, credential: Credential, refresh_token: str) -> tuple[RefreshOutcome, str | None]:
+        """The refresh request, or the late answer to the last one (oauth/unanswered.py: a refresh token the
+        server may have spent already is never sent again)."""
+        assert credential.token_endpoint is not None and credential.client_id is not None
+        endpoint, client_id = credential.token_endpoint, credential.client_id
+
+        def send(total_s: float, connect_s: float) -> Coroutine[Any, Any, tuple[RefreshOutcome, str | None]]:
+            return refresh_either_way(
+                self._session(),
+                endpoint,
+                refresh_token=refresh_token,
+                client_id=client_id,
+                client_secret=credential.client_secret,
+                auth_method=credential.token_endpoint_auth_method,
+                timeout_s=total_s,
+                connect_timeout_s=connect_s,
+                resource=credential.resource,
+                revocation_endpoint=credential.revocation_endpoint,
+            )
+
+        return await self.unanswered.refresh(credential.name, refresh_token, send, self.settings.http_timeout_s)
 
     async def _store_renewed(self, credential: Credential, tokens: OAuthTokens) -> RefreshDone:
         """Save new tokens (a rotated refresh token is on disk before anything uses the new access token), then
