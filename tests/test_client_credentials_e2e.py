@@ -293,3 +293,31 @@ def test_a_token_the_server_revoked_is_replaced_on_the_401_and_the_bridged_call_
     assert before != after and status_of(user_env, "hr")["state"] == "active"
     renewed = [e for e in daemon.log_events() if e.get("event") == "token_refreshed" and e.get("server") == "hr"]
     assert len(renewed) == 2  # the first token, and the one asked for on the 401: nothing else
+
+
+def test_logout_of_a_private_key_jwt_login_signs_the_revocation_and_the_token_is_inactive(
+    daemon: DaemonProcess,
+    user_env: UserEnv,
+    oidc_provider_factory: OidcProviderFactory,
+    mcp_oauth_server_factory: McpOAuthServerFactory,
+    tmp_path: Path,
+) -> None:
+    # Hour-long tokens: the one revoked is the one stored before logout (nothing renews it meanwhile).
+    jwt_client = _client(
+        JWT_CLIENT,
+        token_endpoint_auth_method="private_key_jwt",
+        token_endpoint_auth_signing_alg="ES256",
+        jwks={"keys": [PUBLIC_JWK]},
+    )
+    provider = oidc_provider_factory(client_credentials=True, extra_clients=(jwt_client,))
+    server = mcp_oauth_server_factory(provider)
+    key_file = tmp_path / "ci.pem"
+    key_file.write_text(KEY_PEM)
+    added = add_machine(user_env, "lo", server.url, "--client-id", JWT_CLIENT, "--private-key", str(key_file))
+    assert added.returncode == 0, added.stderr
+    token = stored_tokens(user_env, "lo")["access_token"]
+    assert asyncio.run(provider.is_active(token))
+    done = chctl(user_env, "auth", "lo", "--logout")
+    assert done.returncode == 0, done.stderr
+    assert "(revoked at the server)" in done.stdout and "NOT revoked" not in done.stderr, done.stderr
+    assert not asyncio.run(provider.is_active(token))  # the server took the signed revocation

@@ -20,6 +20,7 @@ from context_harness.oauth.machine_grants import (
     classify_token_answer,
     client_credentials_form,
     request_token,
+    revoke_signed,
 )
 from context_harness.oauth.token_client import Refreshed
 from context_harness.oauth.token_exchange import ID_JAG, exchange_form, parse_exchange_body
@@ -115,6 +116,7 @@ async def okta_like(aiohttp_server: Any) -> tuple[str, list[str]]:
 
     app = web.Application()
     app.router.add_post("/oauth2/v1/token", token)
+    app.router.add_post("/oauth2/v1/revoke", token)  # the same rule: its own URL
     server = await aiohttp_server(app)
     return str(server.make_url("/oauth2/v1/token")), seen
 
@@ -132,3 +134,17 @@ async def test_an_assertion_refused_for_the_issuer_is_sent_once_more_for_the_tok
         assert granted.client.audience == endpoint
         again = await request_token(session, granted.client, form, 5, classify_token_answer)
         assert isinstance(again.outcome, Refreshed) and seen[2:] == [endpoint]  # one request: the way that worked
+
+
+async def test_a_revocation_is_signed_by_the_token_endpoints_rule_its_own_url_when_that_is_what_worked(
+    okta_like: tuple[str, list[str]],
+) -> None:
+    endpoint, seen = okta_like
+    issuer, revoke = endpoint.rsplit("/oauth2", 1)[0], endpoint.replace("/token", "/revoke")
+    learned = MachineClient("my-ci", None, "private_key_jwt", pem(EC_KEY), "ES256", issuer, endpoint, endpoint)
+    async with aiohttp.ClientSession() as session:
+        done = await revoke_signed(session, learned, revoke, "t1", "access_token", 5)
+        assert done == Success(True) and seen == [revoke]  # the endpoint called, as the token endpoint took its own
+        fresh = MachineClient("my-ci", None, "private_key_jwt", pem(EC_KEY), "ES256", issuer, endpoint)
+        done = await revoke_signed(session, fresh, revoke, "t1", "access_token", 5)
+        assert done == Success(True) and seen[1:] == [issuer, revoke]  # the issuer first, then the fallback

@@ -10,6 +10,10 @@ checks the client before the grant, so nothing was spent): a secret goes the oth
 and an assertion's audience, the authorization server's issuer at first (RFC 7523bis, the MCP SDKs, the
 conformance suite), becomes the token endpoint's URL (what Okta and Entra ID document). The way that worked is
 returned, to be stored with the credential.
+
+Revocation (RFC 7009 §2.1) authenticates the client as the token endpoint does: `revoke_signed` sends a fresh
+assertion, its audience by the same rule — the issuer, or the URL of the endpoint called (here the revocation
+endpoint's), whichever the token endpoint took, then the other, then the token endpoint's URL.
 """
 
 from __future__ import annotations
@@ -34,8 +38,9 @@ from context_harness.oauth.token_client import (
     classify_refresh_response,
     client_authentication,
     issued_token_problem,
+    revocation_outcome,
 )
-from context_harness.primitives.result import ErrorCode, Failure
+from context_harness.primitives.result import ErrorCode, Failure, Result
 
 log = structlog.get_logger(__name__)
 
@@ -145,6 +150,37 @@ async def request_token(
 
     outcome, method = await either_way(attempt, client.auth_method, client.client_secret, grant=form["grant_type"])
     return Granted(outcome, replace(client, auth_method=method))
+
+
+def revocation_audiences(client: MachineClient, endpoint: str) -> list[str]:
+    """The token endpoint's rule for the assertion's `aud`, at the revocation endpoint `endpoint`."""
+    called = [endpoint, client.token_endpoint]
+    first = [client.issuer] if client.audience in (None, client.issuer) else called
+    return list(dict.fromkeys(a for a in (*first, client.issuer, *called) if a))
+
+
+async def revoke_signed(
+    session: aiohttp.ClientSession,
+    client: MachineClient,
+    endpoint: str,
+    token: str,
+    token_type_hint: str,
+    timeout_s: float,
+) -> Result[bool]:
+    """RFC 7009 revocation by a `private_key_jwt` client: as `token_client.revoke_token`, the client proved by a
+    fresh assertion per request; another audience tried when the endpoint refuses the client."""
+    outcome: Result[bool] = Failure("no audience to sign for", ErrorCode.INVALID_PARAMS)
+    for audience in revocation_audiences(client, endpoint):
+        auth_form, _ = _authentication(client, audience)
+        form = {"token": token, "token_type_hint": token_type_hint, **auth_form}
+        sent = await http.request(session, "POST", endpoint, headers=FORM_HEADERS, form=form, timeout_s=timeout_s)
+        if isinstance(sent, Failure):
+            return sent
+        outcome = revocation_outcome(sent.value, token_type_hint)
+        if not client_refused(outcome):
+            return outcome
+        log.info("assertion_audience_retried", grant="revocation")
+    return outcome
 
 
 def client_credentials_form(resource: str | None, scopes: list[str] | None) -> dict[str, str]:

@@ -393,10 +393,12 @@ async def revoke_token(
         sent = await _post_form(session, endpoint, form, client_id, None, "none", timeout_s)
         if isinstance(sent, Failure):
             return sent
-    return _revocation_outcome(sent.value, token_type_hint)
+    return revocation_outcome(sent.value, token_type_hint)
 
 
-def _revocation_outcome(answer: http.HttpResponse, token_type_hint: str | None) -> Result[bool]:
+def revocation_outcome(answer: http.HttpResponse, token_type_hint: str | None) -> Result[bool]:
+    """A revocation endpoint's answer (RFC 7009 §2.2): revoked, a kind of token it does not revoke, or why not
+    (INVALID_CLIENT: it refused the client's authentication)."""
     status = answer.status
     if status == 200:
         log.info("token_revoked", hint=token_type_hint)
@@ -404,6 +406,8 @@ def _revocation_outcome(answer: http.HttpResponse, token_type_hint: str | None) 
     error, message = _oauth_error(answer.json())
     if error == "unsupported_token_type":
         return Success(False)
+    if error == "invalid_client":
+        return Failure(f"the revocation endpoint refused the client: {message}", ErrorCode.INVALID_CLIENT)
     if status >= 500 or status in TRANSIENT_STATUSES:
         return Failure(f"the revocation endpoint failed (HTTP {status})", ErrorCode.NETWORK, "try again shortly")
     return Failure(
