@@ -294,12 +294,21 @@ def cmd_add(args: argparse.Namespace) -> int:
         return 0 if "login_error" not in result else 1
     _print_added(result)
     say_made_private(result.get("made_private") or {})
+    return _next_step(result, picked)
+
+
+def _next_step(result: dict[str, Any], picked: bool) -> int:
+    """After `chctl add`: how its login without a person went, or what to run next (offered at once to a person
+    who picked the server)."""
     if "login" in result or "login_error" in result:
         return _machine_login_result(result)
     name = result["name"]
     if result["needs_auth"]:
-        if picked and picker.ask_yes(f"log in to {name} now?"):
-            return _log_in(name)
+        if picked:
+            from context_harness.client import picker
+
+            if picker.ask_yes(f"log in to {name} now?"):
+                return _log_in(name)
         print(f"next: run `chctl auth {name}` to log in; the token is written here automatically")
     elif result.get("needs_key"):
         print(f"next: {name} answers 401 and offers no OAuth login: give it its key, `chctl add {name} -k KEY`")

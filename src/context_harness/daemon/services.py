@@ -185,24 +185,11 @@ def build_services(
         settings.oauth(), vault=vault, clients=clients, mcp=mcp, publisher=publisher, session=http, states=states
     )
     refresher = Refresher(settings.refreshing(), ServerRenewals(oauth, tokens, bindings), clock=clock, rng=rng)
-    # The identity providers: their own records and change channel (a sign-in that needs a person is told once).
-    idps = IdpService(
-        settings.idp(),
-        store=idp_store,
-        vault=vault,
-        tokens=tokens,
-        clients=clients,
-        session=http,
-        states=ServerStates(),
-    )
+    idps = _identity_providers(settings, idp_store, vault, tokens, clients, http)
     oauth.machine = MachineLogins(http, idps, lambda: oauth.settings.http_timeout_s)
-    idp_refresher = Refresher(settings.refreshing(), idps, clock=clock, rng=rng)
-    flows = AuthFlows(oauth)
     bridge_http = HttpClient(network, new_bridge_session)
     bridges = Bridges(tokens, oauth, bridge_http, states)
     bridges.stall_s = settings.rpc_idle_timeout_s
-    status = StatusBoard(tokens, bindings, mcp, states)
-    token_access = TokenAccess(tokens, oauth, mcp)
     services = Services(
         settings=settings,
         config=config,
@@ -217,14 +204,14 @@ def build_services(
         notifier=notifier,
         refresher=refresher,
         idps=idps,
-        idp_refresher=idp_refresher,
-        flows=flows,
+        idp_refresher=Refresher(settings.refreshing(), idps, clock=clock, rng=rng),
+        flows=AuthFlows(oauth),
         bridges=bridges,
         imports=ImportService(config, tokens, bindings, publisher, oauth, clients, http),
-        status=status,
+        status=StatusBoard(tokens, bindings, mcp, states),
         http=http,
         bridge_http=bridge_http,
-        token_access=token_access,
+        token_access=TokenAccess(tokens, oauth, mcp),
         shared=SharedStore(settings.shared_file),
         delegate=Delegate(settings.delegate_socket_path, tokens, bindings),
         names=mcp.names,
@@ -234,6 +221,17 @@ def build_services(
     _subscribe(services)
     _tell_status(services)
     return services
+
+
+def _identity_providers(
+    settings: Settings, store: IdpStore, vault: SecretVault, tokens: TokenStore, clients: ClientVault, http: HttpClient
+) -> IdpService:
+    """The identity providers: their own records, and their own change channel (a sign-in that needs a person is
+    told once, not once per server)."""
+    states = ServerStates()
+    return IdpService(
+        settings.idp(), store=store, vault=vault, tokens=tokens, clients=clients, session=http, states=states
+    )
 
 
 def _subscribe(s: Services) -> None:

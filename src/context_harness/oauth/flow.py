@@ -124,6 +124,13 @@ async def _feed_pastes(paste: asyncio.Queue[str], listener: CallbackServer) -> N
         log.info("pasted_redirect_ignored", reason="not this login's answer (state mismatch)")
 
 
+async def _discover(session: aiohttp.ClientSession, request: FlowRequest) -> Result[Discovery]:
+    """The server's authorization server, or the OpenID provider signed in to itself (`request.issuer`)."""
+    if request.issuer is not None:
+        return await discover_issuer(session, request.issuer, request.http_timeout_s)
+    return await discover(session, request.server_url, request.http_timeout_s)
+
+
 async def run_authorization_flow(
     session: aiohttp.ClientSession,
     request: FlowRequest,
@@ -138,10 +145,7 @@ async def run_authorization_flow(
     queue are read as pasted redirect URLs (headless login); the first of browser callback and paste wins.
     """
     server_name = request.server_name
-    if request.issuer is not None:
-        found = await discover_issuer(session, request.issuer, request.http_timeout_s)
-    else:
-        found = await discover(session, request.server_url, request.http_timeout_s)
+    found = await _discover(session, request)
     if isinstance(found, Failure):
         return _failed(server_name, found)
     discovery = found.value

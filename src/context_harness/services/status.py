@@ -145,24 +145,17 @@ class StatusBoard:
         state_now = live.phase or credential.state
         tokens = credential.tokens
         expired = tokens is not None and tokens.is_expired(buffer_seconds=0)
-        note = None
-        asks_again = credential.login is not LoginKind.BROWSER  # no refresh token needed: a new token is asked for
-        if tokens is not None and not tokens.refresh_token and state_now is not TokenState.NEEDS_REAUTH:
-            note = None if asks_again else no_refresh_token_note(credential)
         unrecorded = self._unrecorded(credential, bindings)
         last_error = _last_error(live, credential)
         if unrecorded is not None:  # the reason nothing else works
             last_error = f"{unrecorded.error}; {unrecorded.hint}"
         oauth = credential.kind == "oauth"
-        fix = credential.fix
-        if credential.login is LoginKind.IDP and credential.idp and self.idp_waiting(credential.idp):
-            fix = f"chctl idp login {credential.idp}"
         return ServerStatus(
             state=state_now.value,
             auth_type=MCPAuthType.OAUTH if oauth else MCPAuthType.API_KEY,
             login=credential.login.value if oauth else None,
             idp=credential.idp,
-            fix=fix,
+            fix=self._fix(credential),
             usable=bool(credential.secret)
             and state_now not in (TokenState.NEEDS_REAUTH, TokenState.PENDING_AUTH)
             and not expired
@@ -174,10 +167,17 @@ class StatusBoard:
             issuer=credential.issuer,
             last_error=last_error,
             refused=live.refusal.status if live.refusal is not None else None,
-            note=note,
+            note=_note(credential, state_now),
             url_unrecorded=unrecorded is not None,
             **shared,
         )
+
+    def _fix(self, credential: Credential) -> str | None:
+        """The command that mends a needed login when it is not `chctl auth NAME`: first of all, a sign-in at the
+        identity provider the token is derived from."""
+        if credential.login is LoginKind.IDP and credential.idp and self.idp_waiting(credential.idp):
+            return f"chctl idp login {credential.idp}"
+        return credential.fix
 
     def _without_credential(
         self, name: str, live: ServerState, bindings: list[Binding], expects_login: bool, shared: dict[str, Any]
@@ -253,6 +253,14 @@ def _last_error(live: ServerState, credential: Credential | None) -> str | None:
     error = error or (live.refusal.message if live.refusal is not None and credential is not None else None)
     error = error or live.failed_login
     return error or ("; ".join(live.config_errors.values()) if live.config_errors else None)
+
+
+def _note(credential: Credential, state_now: TokenState) -> str | None:
+    """A browser login without a refresh token is used until it expires (one without a person asks again)."""
+    tokens = credential.tokens
+    if tokens is None or tokens.refresh_token or state_now is TokenState.NEEDS_REAUTH:
+        return None
+    return no_refresh_token_note(credential) if credential.login is LoginKind.BROWSER else None
 
 
 def _keychain_problem(places: list[dict[str, Any]]) -> str | None:
