@@ -65,6 +65,18 @@ def is_secure_endpoint(url: str) -> bool:
     return parts.scheme == "http" and (parts.hostname or "") in LOOPBACK_HOSTS
 
 
+USER_INFO_PROBLEM = "holds a user name or password (`user:password@`): a credential goes in a header, never in a URL"
+
+
+def has_user_info(url: str) -> bool:
+    """`user:password@` before the host: a credential aiohttp would send as Basic auth along with ours (or refuse
+    to combine with ours), and that would show wherever the URL is shown."""
+    try:
+        return "@" in urlsplit(url).netloc
+    except ValueError:
+        return False
+
+
 def url_problem(url: str, markers: Markers, *, carries_secret: bool) -> str | None:
     """Why `url` cannot be written as a server's URL (or, with `carries_secret`, be sent a credential)."""
     if VISIBLE_ASCII.fullmatch(url) is None:
@@ -76,6 +88,8 @@ def url_problem(url: str, markers: Markers, *, carries_secret: bool) -> str | No
         return "is not a valid URL"
     if parts.scheme not in ("http", "https") or not host:
         return "is not an http(s) URL with a host"
+    if has_user_info(url):
+        return USER_INFO_PROBLEM
     substituted = substitution_problem(url, markers)
     if substituted is not None:
         return substituted

@@ -21,7 +21,13 @@ from context_harness.oauth.http import describe_url
 from context_harness.primitives.mcp import MCPAuthType, MCPServer, SecretMode, ServerType
 from context_harness.primitives.names import SERVER_NAME_HINT, valid_server_name
 from context_harness.primitives.oauth import Credential
-from context_harness.primitives.outside_values import header_name_problem, header_value_problem, url_problem
+from context_harness.primitives.outside_values import (
+    USER_INFO_PROBLEM,
+    has_user_info,
+    header_name_problem,
+    header_value_problem,
+    url_problem,
+)
 from context_harness.primitives.result import ErrorCode, Failure, Result, Success
 from context_harness.services import recorded_urls
 from context_harness.services.agent_commands import bridge_command, helper_command
@@ -432,6 +438,12 @@ class MCPService:
         recorded = recorded_urls.recorded_url(
             name, self.config, self.tokens, self.bindings, known.url if known is not None else None, login=login
         )
+        if isinstance(recorded, Success) and has_user_info(recorded.value):  # recorded before the gate refused it
+            return Failure(
+                f"{name}'s recorded URL holds a user name or password, and chctl never sends one in a URL",
+                ErrorCode.INVALID_PARAMS,
+                f"record its URL without `user:password@`: `chctl add {name} --url https://HOST/PATH`",
+            )
         if recorded is not None:
             return recorded
         if not self.names.is_known(name):
@@ -516,11 +528,10 @@ class MCPService:
         url = request.url or recorded or (known.url if known else None)
         bad_url = url_problem(url, substitutions(), carries_secret=False) if url else "is missing"
         if bad_url is not None or url is None:
-            return Failure(
-                f"the server's URL {bad_url}",
-                ErrorCode.INVALID_PARAMS,
-                f"`chctl add {request.name} --url https://host/path`",
-            )
+            hint = f"`chctl add {request.name} --url https://host/path`"
+            if bad_url == USER_INFO_PROBLEM:
+                hint += " without `user:password@`, and a key with --api-key-env VAR (or --header K=V)"
+            return Failure(f"the server's URL {bad_url}", ErrorCode.INVALID_PARAMS, hint)
         stored = self.tokens.load(request.name)
         elsewhere = recorded_urls.belongs_elsewhere(request.name, stored, url) if request.api_key is None else None
         if elsewhere is not None:
