@@ -32,7 +32,9 @@ from context_harness.primitives.result import ErrorCode, Failure, Result, Succes
 from context_harness.services.oauth_service import OAuthService
 from context_harness.services.refresh_outcomes import refresh_result
 from context_harness.services.server_state import ServerStates
+from context_harness.services.static_headers import static_headers
 from context_harness.services.step_up import scope_refused
+from context_harness.stores.bindings import BindingStore
 from context_harness.stores.token_store import TokenStore
 from context_harness.upstream import messages
 from context_harness.upstream.contract import Counters
@@ -135,8 +137,10 @@ class Bridges:
         oauth: OAuthService,
         http: Callable[[], aiohttp.ClientSession],
         states: ServerStates,
+        bindings: BindingStore,
     ) -> None:
         self.tokens = tokens
+        self.bindings = bindings  # the static headers recorded with them go with every request
         self.oauth = oauth
         self.http = http
         self.states = states  # each live bridge's counters are in its server's state
@@ -164,10 +168,11 @@ class Bridges:
                 f"use the server's https:// URL: `chctl add {name} --bridge --url https://...`",
             )
         credentials = ServerCredentials(name, self.tokens, self.oauth)
+        headers = static_headers(name, url.value, self.bindings.for_server(name), self.tokens.load(name))
         bridge_id = next(self._ids)
         relay = Relay(self, bridge_id, name, self.remote_limits if remote else self.local_limits)
         counters = self.states.get(name).bridges[bridge_id] = Counters()  # `chctl status` reads it there
-        upstream = Upstream(name, url.value, self.http(), credentials, relay.deliver, counters)
+        upstream = Upstream(name, url.value, self.http(), credentials, relay.deliver, counters, headers)
         relay.upstream = upstream
         if replay:
             await upstream.restore([await Message.of(m) for m in replay])  # before the bridge sends anything else

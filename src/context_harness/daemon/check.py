@@ -25,6 +25,7 @@ from context_harness.primitives.json_scan import NotJson, decode, steps
 from context_harness.primitives.outside_values import is_secure_endpoint
 from context_harness.primitives.result import Failure, Result, Success
 from context_harness.services.server_state import ServerState
+from context_harness.services.static_headers import static_headers
 from context_harness.upstream.messages import MAX_ROUTED_BYTES, PROTOCOL_VERSION_META_KEY, Message, scan_async
 from context_harness.upstream.session import Upstream
 
@@ -99,7 +100,8 @@ async def probe_server(s: Services, name: str, timeout_s: float) -> Probe:
     credentials = ServerCredentials(name, s.tokens, s.oauth)
     started = time.monotonic()
     conversation = _Conversation()
-    upstream = Upstream(name, url.value, s.bridge_http(), credentials, conversation.deliver)
+    headers = static_headers(name, url.value, s.bindings.for_server(name), s.tokens.load(name))
+    upstream = Upstream(name, url.value, s.bridge_http(), credentials, conversation.deliver, headers=headers)
     try:
         async with asyncio.timeout(timeout_s), upstream.carrying():
             probe = await _talk(name, upstream, conversation)

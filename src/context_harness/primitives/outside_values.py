@@ -56,6 +56,38 @@ def header_name_problem(name: str) -> str | None:
     return None
 
 
+# Headers the daemon sets itself on a request to an MCP server, or that frame the request: a static header
+# (`--header`, one a registry declares) does not choose them.
+RESERVED_HEADERS = frozenset(
+    {
+        "accept",
+        "connection",
+        "content-length",
+        "content-type",
+        "cookie",
+        "expect",
+        "host",
+        "keep-alive",
+        "last-event-id",
+        "mcp-method",
+        "mcp-name",
+        "mcp-protocol-version",
+        "mcp-session-id",
+        "proxy-authorization",
+        "te",
+        "transfer-encoding",
+        "upgrade",
+    }
+)
+
+
+def static_header_problem(name: str) -> str | None:
+    """Why `name` cannot be a static header sent with every request (beside the credential's); None if it can."""
+    if name.lower() in RESERVED_HEADERS:
+        return "is a header the daemon sets itself"
+    return header_name_problem(name)
+
+
 def is_secure_endpoint(url: str) -> bool:
     """The cleartext rule: a credential travels over TLS, or over plain http to loopback only (OAuth 2.1
     requires TLS for every endpoint; RFC 6750 §5.3)."""

@@ -23,10 +23,19 @@ from context_harness.stores.secret_store import SecretFields, SecretRef, Secrets
 
 log = structlog.get_logger(__name__)
 
-# A credential's secret values: the key, the tokens (an OpenID Connect login's ID token too), and what the client
-# authenticates with at refreshes, renewals and revocation: its secret, or a client credentials login's private key.
+# A credential's secret values: the key and the secret headers that go with it (a registry server's
+# `--header-env`), the tokens (an OpenID Connect login's ID token too), and what the client authenticates with at
+# refreshes, renewals and revocation: its secret, or a client credentials login's private key.
 TOKEN_FIELDS = SecretFields(
-    ("api_key", "client_secret", "private_key", "tokens.access_token", "tokens.refresh_token", "tokens.id_token")
+    (
+        "api_key",
+        "extra_headers",
+        "client_secret",
+        "private_key",
+        "tokens.access_token",
+        "tokens.refresh_token",
+        "tokens.id_token",
+    )
 )
 
 

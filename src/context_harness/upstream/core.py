@@ -40,6 +40,7 @@ class Core:
         self.auth = auth
         self.deliver = deliver
         self.counters = auth.counters
+        self.static_headers: dict[str, str] = {}  # sent with every request (`services.static_headers`)
         self.session_id: str | None = None
         self.protocol_version: str | None = None
         self.generation = 0  # bumped by every re-initialization: requests that saw an older one retry
@@ -86,8 +87,8 @@ class Core:
         self.listener = asyncio.get_running_loop().create_task(work)
 
     def headers(self, extra: dict[str, str], flow: AuthFlow, *, with_session: bool = True) -> dict[str, str]:
-        """The request's headers, the session's and the credential current now."""
-        headers = dict(extra)
+        """The request's headers: the static ones, the request's own, the session's, the credential current now."""
+        headers = {**self.static_headers, **extra}
         if with_session and self.session_id:
             headers["Mcp-Session-Id"] = self.session_id
         if with_session and self.protocol_version and "MCP-Protocol-Version" not in headers:

@@ -55,8 +55,10 @@ class Upstream(Core):
         credentials: Credentials,
         deliver: Deliver,
         counters: Counters | None = None,  # the bridge's, kept in the server's state for `chctl status`
+        headers: dict[str, str] | None = None,  # static headers for every request (not the credential)
     ):
         super().__init__(name, url, http, AuthPolicy(name, credentials, counters or Counters()), deliver)
+        self.static_headers = dict(headers or {})
         self.streamable = Streamable(self)
         self.legacy = LegacySse(self)
         self._init_request: Message | None = None
