@@ -22,7 +22,7 @@ import structlog
 from context_harness import __version__
 from context_harness.oauth import http
 from context_harness.oauth.challenge import BearerChallenge, parse_www_authenticate
-from context_harness.primitives.outside_values import is_secure_endpoint
+from context_harness.primitives.outside_values import USER_INFO_PROBLEM, has_user_info, is_secure_endpoint
 from context_harness.primitives.result import ErrorCode, Failure, Result, Success
 
 log = structlog.get_logger(__name__)
@@ -550,6 +550,12 @@ async def discover_issuer(
     session: aiohttp.ClientSession, issuer: str, timeout_s: float = http.DEFAULT_TIMEOUT_S, *, browser: bool = True
 ) -> Result[Discovery]:
     """An OpenID provider signed in to for itself (a company identity provider): its metadata, no resource."""
+    if has_user_info(issuer):  # aiohttp would send it as Basic auth, and messages show the URL
+        return Failure(
+            f"the identity provider's issuer URL {USER_INFO_PROBLEM}",
+            ErrorCode.INVALID_PARAMS,
+            "use its issuer URL without `user:password@`; the client secret goes in with --client-secret -",
+        )
     if not is_secure_endpoint(issuer):
         return Failure(
             f"refusing {http.describe_url(issuer)}: its tokens would travel in clear text",
