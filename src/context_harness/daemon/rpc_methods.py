@@ -13,6 +13,7 @@ import structlog
 
 from context_harness import __version__
 from context_harness.config.format import DEFAULT_CLIENT, get_format
+from context_harness.daemon.rpc_machine_methods import machine_setup, set_up_after_add
 from context_harness.daemon.rpc_params import (
     AddParams,
     BridgeOpenParams,
@@ -30,6 +31,7 @@ from context_harness.primitives.result import Failure, Result, Success
 from context_harness.services import doctor, listings
 from context_harness.services.blocking_io import StillRunning, run_blocking, run_config_io
 from context_harness.services.config_service import ConfigTarget
+from context_harness.services.idp_service import idp_row
 from context_harness.services.mcp_service import AddRequest, client_format
 from context_harness.services.network_checks import network_checks
 from context_harness.services.registries import REGISTRY_URL_HINT
@@ -102,6 +104,9 @@ async def mcp_list(s: Services, p: TargetParams) -> Result[dict[str, Any]]:
 
 
 async def mcp_add(s: Services, p: AddParams) -> Result[dict[str, Any]]:
+    setup = machine_setup(p)  # checked before anything is written
+    if isinstance(setup, Failure):
+        return setup
     request = AddRequest(
         name=p.name,
         target=p.target(),
@@ -116,6 +121,7 @@ async def mcp_add(s: Services, p: AddParams) -> Result[dict[str, Any]]:
         mode=p.mode,
         clients=p.named_clients(),
         delegated_via=delegated_via(s, p),
+        oauth=setup.value is not None,
     )
     registry: dict[str, Any] | None = None
     if p.registry_name is not None:  # `chctl add NAMESPACE/NAME`: the URL and headers are the registry's
@@ -128,6 +134,7 @@ async def mcp_add(s: Services, p: AddParams) -> Result[dict[str, Any]]:
         return added
     outcome = added.value  # `MCPService.add` announced the change: the header is written, the plan follows
     first = get_format(outcome.written[0].client)
+    login = await set_up_after_add(s, p.name, setup.value) if setup.value is not None else {}
     narrowed = s.config.take_narrowed([str(w.path) for w in outcome.written])
     return Success(
         {
@@ -135,13 +142,14 @@ async def mcp_add(s: Services, p: AddParams) -> Result[dict[str, Any]]:
             "path": str(outcome.path),
             "entry": first.mask(outcome.entry),
             "auth_type": outcome.auth_type.value,
-            "needs_auth": outcome.needs_auth,
+            "needs_auth": outcome.needs_auth and "login" not in login,
             "needs_key": outcome.needs_key,
             "configs": [
                 {"client": w.client, "path": str(w.path), "mode": w.mode, "new": w.new} for w in outcome.written
             ],
             "changes": list(outcome.changes),
             "not_written": outcome.not_written,
+            **login,
             "made_private": modes_changed(narrowed),
             "registry": registry,
         }
@@ -218,7 +226,8 @@ async def status(s: Services, _: NoParams) -> Result[dict[str, Any]]:
     rows = [row.as_dict() for row in await server_statuses(s)]
     if any(row["via"] for row in rows):
         await s.delegate.fill_in(rows)
-    return Success({"daemon": daemon_summary(s), "servers": rows})
+    idps = [idp_row(s.idps, name) for name in s.idps.store.names()]
+    return Success({"daemon": daemon_summary(s), "servers": rows, "idps": idps})
 
 
 async def server_statuses(s: Services) -> list[ServerStatus]:
@@ -250,7 +259,8 @@ async def run_doctor(s: Services, p: DoctorParams) -> Result[dict[str, Any]]:
     statuses = await server_statuses(s)
     needing_none = {server.name for server in statuses if server.state == NO_AUTH}
     answer_401 = await doctor.unauthenticated_servers(s.http(), s.config, s.bindings, needing_none)
-    checks += doctor.secret_checks(s.vault.summary(), statuses)
+    idps = [idp_row(s.idps, name) for name in s.idps.store.names()]
+    checks += doctor.secret_checks(s.vault.summary(), statuses, idps)
     checks += doctor.server_checks(statuses, answer_401=answer_401)
     checks += [doctor.Check("registry", "warn", w, "fix or remove the entry") for w in s.mcp.registry_warnings]
     registry_urls = s.registries.settings.problems

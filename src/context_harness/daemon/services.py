@@ -20,14 +20,17 @@ from context_harness.daemon.auth_flows import AuthFlows
 from context_harness.daemon.bridge import Bridges
 from context_harness.daemon.delegate import Delegate
 from context_harness.daemon.notifier import Notifier
-from context_harness.daemon.refresher import Refresher
+from context_harness.daemon.refresher import Refresher, ServerRenewals
 from context_harness.daemon.settings import Settings
 from context_harness.net.session import NetworkSettings, new_session
 from context_harness.oauth.auth_probe import auth_wanted
+from context_harness.primitives.oauth import TokenEvent, TokenState
 from context_harness.primitives.result import Failure
 from context_harness.services.client_vault import ClientVault
 from context_harness.services.config_service import ConfigService
+from context_harness.services.idp_service import IdpService
 from context_harness.services.import_service import ImportService
+from context_harness.services.machine_logins import MachineLogins
 from context_harness.services.mcp_service import MCPService
 from context_harness.services.oauth_service import OAuthService
 from context_harness.services.publisher import Publisher
@@ -39,6 +42,7 @@ from context_harness.services.status import StatusBoard
 from context_harness.services.token_access import TokenAccess
 from context_harness.stores.bindings import BindingStore
 from context_harness.stores.client_store import ClientStore
+from context_harness.stores.idp_store import IdpStore
 from context_harness.stores.registry_cache import RegistryCache
 from context_harness.stores.shared import SharedStore
 from context_harness.stores.token_store import TokenStore
@@ -85,12 +89,14 @@ class Services:
     vault: SecretVault  # where secret values rest (CH_SECRET_STORE): the keychain or the token files
     bindings: BindingStore
     clients: ClientVault  # client registrations (a client secret through the vault)
-    states: ServerStates  # one record per server; `states.changed(name)` is the one change channel
+    states: ServerStates  # one record per server; `states.announce(change)` is the one change channel
     publisher: Publisher
     mcp: MCPService
     oauth: OAuthService
     notifier: Notifier
     refresher: Refresher
+    idps: IdpService  # the company identity providers (`chctl idp`) and the sign-in at each
+    idp_refresher: Refresher  # keeps their sign-ins fresh, as `refresher` does the servers' tokens
     flows: AuthFlows
     bridges: Bridges
     imports: ImportService
@@ -120,6 +126,8 @@ class Services:
         self.vault.configure(settings.secrets())
         self.publisher.configure(settings.publishing())
         self.refresher.configure(settings.refreshing())
+        self.idp_refresher.configure(settings.refreshing())
+        self.idps.configure(settings.idp())
         self.notifier.configure(settings.notify_command, settings.event_command)
         self.mcp.reload_registry()
 
@@ -140,7 +148,22 @@ class Services:
 
 async def _tell(notifier: Notifier, change: Change) -> None:
     if change.event is not None:
-        notifier.token_event(change.name, change.event, change.message)
+        notifier.token_event(change.name, change.event, change.message, person=not change.quiet)
+
+
+async def _tell_idp(notifier: Notifier, change: Change) -> None:
+    if change.event is not None:
+        notifier.token_event(f"idp:{change.name}", change.event, change.message)
+
+
+async def _derive_waiting(oauth: OAuthService, idps: IdpService, change: Change) -> None:
+    """A new sign-in at an IdP (`chctl idp login`): the servers that wait for it get a token now."""
+    if change.event is not TokenEvent.NEW:
+        return
+    for name in idps.dependents(change.name):
+        credential = oauth.tokens.load(name)
+        if credential is not None and (credential.state is not TokenState.ACTIVE or credential.tokens is None):
+            await oauth.obtain(name)
 
 
 def _registry_url(mcp: MCPService, name: str) -> str | None:
@@ -171,7 +194,8 @@ def build_services(
     config = ConfigService()
     tokens = TokenStore(settings.tokens_dir, settings.secrets_dir)
     client_store = ClientStore(settings.clients_dir)
-    vault = SecretVault(settings.secrets(), tokens, client_store)
+    idp_store = IdpStore(settings.idps_dir)
+    vault = SecretVault(settings.secrets(), tokens, client_store, others=(idp_store.records,))
     clients = ClientVault(client_store, vault)
     bindings = BindingStore(settings.bindings_file)
     # One record per server, and the one channel that says a server changed (its listeners are wired below).
@@ -185,13 +209,12 @@ def build_services(
     oauth = OAuthService(
         settings.oauth(), vault=vault, clients=clients, mcp=mcp, publisher=publisher, session=http, states=states
     )
-    refresher = Refresher(settings.refreshing(), oauth, tokens, bindings, clock=clock, rng=rng)
-    flows = AuthFlows(oauth)
+    refresher = Refresher(settings.refreshing(), ServerRenewals(oauth, tokens, bindings), clock=clock, rng=rng)
+    idps = _identity_providers(settings, idp_store, vault, tokens, clients, http)
+    oauth.machine = MachineLogins(http, idps, lambda: oauth.settings.http_timeout_s)
     bridge_http = HttpClient(network, new_bridge_session)
     bridges = Bridges(tokens, oauth, bridge_http, states, bindings)
     bridges.stall_s = settings.rpc_idle_timeout_s
-    status = StatusBoard(tokens, bindings, mcp, states)
-    token_access = TokenAccess(tokens, oauth, mcp)
     services = Services(
         settings=settings,
         config=config,
@@ -205,13 +228,15 @@ def build_services(
         oauth=oauth,
         notifier=notifier,
         refresher=refresher,
-        flows=flows,
+        idps=idps,
+        idp_refresher=Refresher(settings.refreshing(), idps, clock=clock, rng=rng),
+        flows=AuthFlows(oauth),
         bridges=bridges,
         imports=ImportService(config, tokens, bindings, publisher, oauth, clients, http),
-        status=status,
+        status=StatusBoard(tokens, bindings, mcp, states),
         http=http,
         bridge_http=bridge_http,
-        token_access=token_access,
+        token_access=TokenAccess(tokens, oauth, mcp),
         shared=SharedStore(settings.shared_file),
         delegate=Delegate(settings.delegate_socket_path, tokens, bindings),
         **_registries(settings, network, mcp),
@@ -224,6 +249,17 @@ def build_services(
     return services
 
 
+def _identity_providers(
+    settings: Settings, store: IdpStore, vault: SecretVault, tokens: TokenStore, clients: ClientVault, http: HttpClient
+) -> IdpService:
+    """The identity providers: their own records, and their own change channel (a sign-in that needs a person is
+    told once, not once per server)."""
+    states = ServerStates()
+    return IdpService(
+        settings.idp(), store=store, vault=vault, tokens=tokens, clients=clients, session=http, states=states
+    )
+
+
 def _subscribe(s: Services) -> None:
     """The change channel's listeners ("this server changed"), awaited in this order: the publisher writes a
     new credential into the configs, the refresher re-plans from the state, the notifier and event hook hear the
@@ -232,6 +268,11 @@ def _subscribe(s: Services) -> None:
     s.states.subscribe(s.publisher.on_change)
     s.states.subscribe(s.refresher.on_change)
     s.states.subscribe(partial(_tell, s.notifier))
+    # An IdP changed: its refresher re-plans, people hear (as `idp:NAME`), and a new sign-in gets a token at once
+    # for every server that waits for one.
+    s.idps.states.subscribe(s.idp_refresher.on_change)
+    s.idps.states.subscribe(partial(_tell_idp, s.notifier))
+    s.idps.states.subscribe(partial(_derive_waiting, s.oauth, s.idps))
 
 
 def _tell_status(s: Services) -> None:
@@ -241,3 +282,5 @@ def _tell_status(s: Services) -> None:
     s.status.via = s.delegate.via
     s.status.secret_place = s.vault.place
     s.status.client_secret_place = s.vault.client_place
+    s.status.idp_waiting = s.idps.waiting_for_sign_in
+    s.status.idp_secret_place = partial(s.vault.place_of, s.idps.store.records)

@@ -24,10 +24,14 @@ from collections.abc import Awaitable, Callable, Iterator, Mapping
 from collections.abc import Set as AbstractSet
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import assert_never
+from typing import Protocol, assert_never
 
-from context_harness.primitives.oauth import Credential, TokenEvent, TokenState
+from context_harness.primitives.oauth import OAuthTokens, TokenEvent, TokenState
 from context_harness.upstream.contract import Counters
+
+# The state shown for a credential or an IdP's sign-in whose values rest in the keychain, which has not given
+# them (locked, gone): `last_error` says why.
+SECRET_UNREADABLE = "secret_unreadable"
 
 
 @dataclass(frozen=True, slots=True)
@@ -38,6 +42,9 @@ class Change:
     event: TokenEvent | None = None  # when it is one to tell people and scripts, with its message
     message: str = ""
     credential: bool = False  # a new credential was stored: its header goes into the configs
+    # The person was told already (an identity provider's sign-in that its servers wait for): the event hook hears
+    # the event, the notify command does not run again.
+    quiet: bool = False
 
 
 Listener = Callable[[Change], Awaitable[None]]
@@ -51,6 +58,15 @@ class Plan:
     due: float
     refresh: bool = True  # False: not a refresh, a look at a token that has no refresh token
     basis: tuple[object, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class Plannable:
+    """What a renewal is planned from: the tokens, and whether they can be renewed without a person (a refresh
+    token, or a login without a person, which asks again)."""
+
+    tokens: OAuthTokens
+    renewable: bool
 
 
 @dataclass(frozen=True, slots=True)
@@ -92,6 +108,17 @@ class NeedsLogin:
 
 Phase = Idle | Refreshing | Retrying | NeedsLogin
 IDLE = Idle()
+
+
+class Stored(Protocol):
+    """What is stored of a server's credential (or an identity provider's sign-in) that the live state
+    answers together with: its state and the error it was saved with."""
+
+    @property
+    def state(self) -> TokenState: ...
+
+    @property
+    def last_error(self) -> str | None: ...
 
 
 class ServerState:
@@ -221,7 +248,7 @@ class ServerState:
     def version(self) -> int:
         return self._version
 
-    def effective_state(self, credential: Credential) -> TokenState:
+    def effective_state(self, credential: Stored) -> TokenState:
         """What `status`, `token` and `check` show for `credential`: a login needed, said by the stored
         credential (it survives restarts) or by this daemon's last refresh, wins; else the refresh under way
         or the backoff; else what the stored credential says."""
@@ -239,7 +266,7 @@ class ServerState:
             case _:
                 assert_never(self._phase)
 
-    def login_reason(self, credential: Credential) -> str | None:
+    def login_reason(self, credential: Stored) -> str | None:
         """Why `credential` needs a new login, when it does and someone said why."""
         if isinstance(self._phase, NeedsLogin):
             return self._phase.reason
@@ -271,12 +298,12 @@ class ServerState:
         self._phase = Retrying(attempt, retry_after, error or (last.error if last is not None else None))
         return Change(self.name, TokenEvent.RETRYING if message else None, message)
 
-    def needs_login(self, reason: str, message: str, *, saved: bool) -> Change:
-        """The refresh was refused for good (`saved`: and the token file now says so)."""
+    def needs_login(self, reason: str, message: str, *, saved: bool, quiet: bool = False) -> Change:
+        """The refresh was refused for good (`saved`: and the token file now says so; `quiet`: see `Change`)."""
         if saved:
             self._version += 1
         self._phase = NeedsLogin(reason)
-        return Change(self.name, TokenEvent.NEEDS_REAUTH, message)
+        return Change(self.name, TokenEvent.NEEDS_REAUTH, message, quiet=quiet)
 
     def refreshed_elsewhere(self) -> Change:
         """Someone else refreshed it: the backoff of our own failures no longer applies."""
@@ -389,10 +416,17 @@ class ServerStates:
         self._listeners.append(listener)
 
     async def changed(
-        self, name: str, event: TokenEvent | None = None, message: str = "", *, credential: bool = False
+        self,
+        name: str,
+        event: TokenEvent | None = None,
+        message: str = "",
+        *,
+        credential: bool = False,
+        quiet: bool = False,
     ) -> None:
-        """Something about `name` outside its record changed (its configs): the listeners look again."""
-        await self.announce(Change(name, event, message, credential))
+        """Something about `name` outside its record changed (its configs, the sign-in it waits for; `quiet`: see
+        `Change`): the listeners look again."""
+        await self.announce(Change(name, event, message, credential, quiet))
 
     async def announce(self, change: Change | None) -> None:
         """A change a record's transition decided (None: nothing to tell). Each listener is awaited in turn,
