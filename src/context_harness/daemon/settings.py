@@ -10,12 +10,12 @@ from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from context_harness.daemon.home_trust import check_home
-from context_harness.daemon.refresher import RefreshSettings
 from context_harness.net.proxies import from_variables, read_env_file
 from context_harness.net.session import NetworkSettings
 from context_harness.net.tls import client_context
 from context_harness.services.oauth_service import OAuthSettings
 from context_harness.services.publisher import PublishSettings
+from context_harness.workers.refresher import RefreshSettings
 
 # Refresh with a quarter of the lifetime left: a 1 h token is renewed 15 min early.
 REFRESH_AT_FRACTION = 0.75
