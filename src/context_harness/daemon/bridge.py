@@ -20,7 +20,6 @@ from typing import Any
 import aiohttp
 import structlog
 
-from context_harness.daemon.delegate import Delegate, DelegatedRelay
 from context_harness.daemon.peer_limits import BridgeLimits, bridge_limits
 from context_harness.daemon.rpc_server import IDLE_TIMEOUT_S
 from context_harness.daemon.throttled_log import ThrottledLog
@@ -35,6 +34,7 @@ from context_harness.upstream import messages
 from context_harness.upstream.contract import Counters
 from context_harness.upstream.limits import MAX_MESSAGE_BYTES
 from context_harness.upstream.session import Upstream
+from context_harness.workers.delegate import Delegate, DelegatedRelay
 
 log = structlog.get_logger(__name__)
 
