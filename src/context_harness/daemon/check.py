@@ -17,13 +17,13 @@ from typing import Any, Literal
 import structlog
 
 from context_harness import __version__
-from context_harness.daemon.bridge import ServerCredentials
 from context_harness.daemon.rpc_params import CheckParams
 from context_harness.daemon.services import Services
 from context_harness.oauth.challenge import parse_www_authenticate
 from context_harness.primitives.outside_values import is_secure_endpoint
 from context_harness.primitives.result import Failure, Result, Success
 from context_harness.upstream.session import Upstream
+from context_harness.workers.bridge import ServerCredentials
 
 log = structlog.get_logger(__name__)
 

@@ -15,7 +15,6 @@ from functools import partial
 
 import aiohttp
 
-from context_harness.daemon.bridge import Bridges
 from context_harness.daemon.settings import Settings
 from context_harness.net.session import NetworkSettings, new_session
 from context_harness.primitives.result import Failure
@@ -34,6 +33,7 @@ from context_harness.stores.shared import SharedStore
 from context_harness.stores.token_store import TokenStore
 from context_harness.upstream.limits import new_bridge_session
 from context_harness.workers.auth_flows import AuthFlows
+from context_harness.workers.bridge import Bridges
 from context_harness.workers.delegate import Delegate
 from context_harness.workers.notifier import Notifier
 from context_harness.workers.refresher import Refresher
