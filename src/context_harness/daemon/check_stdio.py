@@ -17,13 +17,13 @@ from pathlib import Path
 from typing import Any
 
 from context_harness.config.format import DEFAULT_CLIENT, get_format
-from context_harness.daemon.check import NEXT_ACTION, Probe, converse, probe_server
 from context_harness.daemon.services import Services
 from context_harness.primitives.result import Failure, Result, Success
 from context_harness.services.blocking_io import run_config_io
 from context_harness.services.config_service import ConfigTarget
 from context_harness.services.local_commands import registered_command, unregistered
 from context_harness.stores.bindings import Binding
+from context_harness.workers.check import NEXT_ACTION, Probe, converse, probe_server
 
 # A server's stdout line (a tools/list with large schemas) may be long; beyond this it is not a sane answer.
 MAX_LINE_BYTES = 16 * 1024 * 1024

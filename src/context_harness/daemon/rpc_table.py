@@ -10,10 +10,10 @@ from context_harness.daemon import rpc_auth_methods as auth
 from context_harness.daemon import rpc_methods as m
 from context_harness.daemon import rpc_params as p
 from context_harness.daemon import rpc_remote_methods as remote
-from context_harness.daemon.check import run_check
 from context_harness.daemon.rpc_server import Method
 from context_harness.daemon.services import Services
 from context_harness.primitives.result import Result
+from context_harness.workers.check import run_check
 
 Handler = Callable[[Services, Any], Awaitable[Result[Any]]]
 
