@@ -60,7 +60,7 @@ class Probe:
 
 
 async def run_check(s: Services, p: CheckParams) -> Result[dict[str, Any]]:
-    from context_harness.daemon.check_stdio import nearby_local_entries, probe_local  # they build on this module
+    from context_harness.workers.check_stdio import nearby_local_entries, probe_local  # they build on this module
 
     names = p.names or sorted(s.bindings.load())
     nearby = await nearby_local_entries(s, Path(p.cwd)) if p.cwd else {}
