@@ -18,7 +18,7 @@ from context_harness.daemon.rpc_server import RpcServer, TakeoverCount
 from context_harness.daemon.rpc_table import METHODS, REMOTE, REMOTE_STREAMS, STREAMS, bind
 from context_harness.daemon.services import build_services
 from context_harness.daemon.settings import Settings
-from context_harness.daemon.throttled_log import ThrottledLog
+from context_harness.primitives.throttled_log import ThrottledLog
 
 IDLE_S = 0.3
 REGISTRY = {"servers": [{"name": "srv", "url": "http://127.0.0.1:9/mcp", "auth_type": "none"}]}

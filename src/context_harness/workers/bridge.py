@@ -22,10 +22,10 @@ import structlog
 
 from context_harness.daemon.peer_limits import BridgeLimits, bridge_limits
 from context_harness.daemon.rpc_server import IDLE_TIMEOUT_S
-from context_harness.daemon.throttled_log import ThrottledLog
 from context_harness.oauth.http import describe_url
 from context_harness.primitives.outside_values import is_secure_endpoint
 from context_harness.primitives.result import ErrorCode, Failure, Result, Success
+from context_harness.primitives.throttled_log import ThrottledLog
 from context_harness.services.oauth_service import OAuthService
 from context_harness.services.refresh_outcomes import refresh_result
 from context_harness.services.server_state import ServerStates
