@@ -12,7 +12,7 @@ import structlog
 
 from context_harness.upstream import limits
 from context_harness.upstream.contract import RelayFailure
-from context_harness.upstream.core import STREAM_TIMEOUT, Core, same_origin
+from context_harness.upstream.session_base import STREAM_TIMEOUT, Core, same_origin
 from context_harness.upstream.sse import SseParser
 
 log = structlog.get_logger(__name__)

@@ -36,8 +36,8 @@ from context_harness.primitives.result import ErrorCode, Failure
 from context_harness.upstream import limits, messages
 from context_harness.upstream.auth import AuthPolicy
 from context_harness.upstream.contract import Counters, Credentials, Deliver, RelayFailure
-from context_harness.upstream.core import Core
 from context_harness.upstream.legacy_sse import LegacySse
+from context_harness.upstream.session_base import Core
 from context_harness.upstream.streamable import Streamable
 
 log = structlog.get_logger(__name__)

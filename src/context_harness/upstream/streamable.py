@@ -15,7 +15,7 @@ from context_harness.primitives.result import ErrorCode, Failure
 from context_harness.primitives.text import printable
 from context_harness.upstream import limits, messages
 from context_harness.upstream.contract import RelayFailure
-from context_harness.upstream.core import ACCEPT_BOTH, CLOSE_TIMEOUT, STREAM_TIMEOUT, Core, post
+from context_harness.upstream.session_base import ACCEPT_BOTH, CLOSE_TIMEOUT, STREAM_TIMEOUT, Core, post
 from context_harness.upstream.sse import SseParser
 
 log = structlog.get_logger(__name__)
