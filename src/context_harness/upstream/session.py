@@ -32,6 +32,7 @@ import anyio.abc
 import structlog
 
 from context_harness.net.failures import reach_kind, unreachable
+from context_harness.primitives.relay_errors import relay_error
 from context_harness.primitives.result import ErrorCode, Failure
 from context_harness.upstream import limits, messages
 from context_harness.upstream.auth import AuthPolicy
@@ -169,7 +170,7 @@ class Upstream(Core):
         self.counters.last_error = failure.error
         log.warning("relay_request_failed", server=self.name, method=message.get("method"), reason=failure.error)
         if messages.is_request(message) and not self.closing:
-            reply = messages.error_response(message["id"], failure.error, failure.code.value, hint=failure.hint)
+            reply = relay_error(message["id"], failure.error, failure.code.value, failure.hint)
             with contextlib.suppress(ConnectionError, OSError):  # the client is gone: nobody to tell
                 await self.deliver(reply)
 

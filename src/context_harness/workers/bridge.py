@@ -24,13 +24,13 @@ from context_harness.daemon.peer_limits import BridgeLimits, bridge_limits
 from context_harness.daemon.rpc_server import IDLE_TIMEOUT_S
 from context_harness.oauth.http import describe_url
 from context_harness.primitives.outside_values import is_secure_endpoint
+from context_harness.primitives.relay_errors import relay_error
 from context_harness.primitives.result import ErrorCode, Failure, Result, Success
 from context_harness.primitives.throttled_log import ThrottledLog
 from context_harness.services.oauth_service import OAuthService
 from context_harness.services.refresh_outcomes import refresh_result
 from context_harness.services.server_state import ServerStates
 from context_harness.stores.token_store import TokenStore
-from context_harness.upstream import messages
 from context_harness.upstream.contract import Counters
 from context_harness.upstream.limits import MAX_MESSAGE_BYTES
 from context_harness.upstream.session import Upstream
@@ -229,7 +229,7 @@ class Relay:
             await self.deliver({"jsonrpc": "2.0", "id": None, "error": {"code": -32700, "message": "parse error"}})
             return
         if not isinstance(message, dict) or message.get("jsonrpc") != "2.0":
-            reply = messages.error_response(None, "not a JSON-RPC 2.0 message", ErrorCode.INVALID_PARAMS.value)
+            reply = relay_error(None, "not a JSON-RPC 2.0 message", ErrorCode.INVALID_PARAMS.value)
             await self.deliver(reply)
             return
         self.upstream.submit(message, line)
