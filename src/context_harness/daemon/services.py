@@ -13,10 +13,9 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import partial
 
-import aiohttp
-
 from context_harness.daemon.settings import Settings
-from context_harness.net.session import NetworkSettings, new_session
+from context_harness.net.http_client import HttpClient
+from context_harness.net.session import new_session
 from context_harness.primitives.result import Failure
 from context_harness.services.config_service import ConfigService
 from context_harness.services.import_service import ImportService
@@ -31,44 +30,12 @@ from context_harness.stores.bindings import BindingStore
 from context_harness.stores.client_store import ClientStore
 from context_harness.stores.shared import SharedStore
 from context_harness.stores.token_store import TokenStore
-from context_harness.upstream.limits import new_bridge_session
+from context_harness.upstream.limits import CONNECTIONS_PER_HOST
 from context_harness.workers.auth_flows import AuthFlows
 from context_harness.workers.bridge import Bridges
 from context_harness.workers.delegate import Delegate
 from context_harness.workers.notifier import Notifier
 from context_harness.workers.refresher import Refresher
-
-
-class HttpClient:
-    """One client session (a connection pool) for outgoing requests, made on first use inside the running loop.
-
-    New network settings (a reload) mean a new session for what starts from then on; the bridges open at the
-    time keep the old one (closed at shutdown) until they reconnect."""
-
-    def __init__(
-        self, network: NetworkSettings, make: Callable[[NetworkSettings], aiohttp.ClientSession] = new_session
-    ) -> None:
-        self.network = network
-        self._make = make
-        self._session: aiohttp.ClientSession | None = None
-        self._retired: list[aiohttp.ClientSession] = []
-
-    def __call__(self) -> aiohttp.ClientSession:
-        if self._session is None or self._session.closed:
-            self._session = self._make(self.network)
-        return self._session
-
-    def configure(self, network: NetworkSettings) -> None:
-        if network == self.network:
-            return
-        self.network = network
-        if self._session is not None:
-            self._retired.append(self._session)
-            self._session = None
-
-    async def close(self) -> None:
-        for session in [*self._retired, *([self._session] if self._session else [])]:
-            await session.close()
 
 
 @dataclass(eq=False)
@@ -155,7 +122,8 @@ def build_services(
     )
     refresher = Refresher(settings.refreshing(), oauth, tokens, bindings, clock=clock, rng=rng)
     flows = AuthFlows(oauth)
-    bridge_http = HttpClient(network, new_bridge_session)
+    # The bridged servers' pool, apart from the authorization servers', with a limit per server.
+    bridge_http = HttpClient(network, partial(new_session, limit=0, limit_per_host=CONNECTIONS_PER_HOST))
     bridges = Bridges(tokens, oauth, bridge_http, states)
     bridges.stall_s = settings.rpc_idle_timeout_s
     status = StatusBoard(tokens, bindings, mcp, states)

@@ -17,7 +17,6 @@ from urllib.parse import urlsplit
 import aiohttp
 import anyio
 
-from context_harness.net.session import NetworkSettings, new_session
 from context_harness.primitives.result import ErrorCode, Failure
 from context_harness.upstream.contract import RelayFailure
 from context_harness.upstream.messages import lookup_id
@@ -47,11 +46,6 @@ REINIT_PER_MINUTE = 6
 
 class TooLarge(Exception):
     """A server sent more than one message may hold."""
-
-
-def new_bridge_session(network: NetworkSettings | None = None) -> aiohttp.ClientSession:
-    """The bridges' client session: a pool apart from the authorization servers', a limit per server."""
-    return new_session(network, limit=0, limit_per_host=CONNECTIONS_PER_HOST)
 
 
 async def read_body(response: aiohttp.ClientResponse, limit: int = MAX_MESSAGE_BYTES) -> bytes:
