@@ -36,6 +36,7 @@ from context_harness.primitives.relay_errors import relay_error
 from context_harness.primitives.result import ErrorCode, Failure
 from context_harness.upstream import limits, messages
 from context_harness.upstream.auth import AuthPolicy
+from context_harness.upstream.carried import CarriedRequests
 from context_harness.upstream.contract import Counters, Credentials, Deliver, RelayFailure
 from context_harness.upstream.legacy_sse import LegacySse
 from context_harness.upstream.session_base import Core
@@ -64,7 +65,7 @@ class Upstream(Core):
         self._initialized_note: dict[str, Any] | None = None
         self._reinit_lock = asyncio.Lock()
         self._internal_ids = itertools.count(1)
-        self._carrying = limits.Cancellable()  # the client's requests, by id
+        self._carrying = CarriedRequests()  # the client's requests, by id
         self._reinit_budget = limits.ReinitBudget()
         self._ready = asyncio.Event()  # cleared while the session is being initialized again
         self._ready.set()
