@@ -12,14 +12,14 @@ import structlog
 
 from context_harness.upstream import limits
 from context_harness.upstream.contract import RelayFailure
-from context_harness.upstream.session_base import STREAM_TIMEOUT, Core, same_origin
+from context_harness.upstream.session_base import STREAM_TIMEOUT, SessionBase, same_origin
 from context_harness.upstream.sse import SseParser
 
 log = structlog.get_logger(__name__)
 
 
 class LegacySse:
-    def __init__(self, core: Core) -> None:
+    def __init__(self, core: SessionBase) -> None:
         self.core = core
         self.endpoint: str | None = None  # where messages are POSTed
 

@@ -39,7 +39,7 @@ from context_harness.upstream.auth import AuthPolicy
 from context_harness.upstream.carried import CarriedRequests
 from context_harness.upstream.contract import Counters, Credentials, Deliver, RelayFailure
 from context_harness.upstream.legacy_sse import LegacySse
-from context_harness.upstream.session_base import Core
+from context_harness.upstream.session_base import SessionBase
 from context_harness.upstream.streamable import Streamable
 
 log = structlog.get_logger(__name__)
@@ -48,7 +48,7 @@ log = structlog.get_logger(__name__)
 OWN_REQUEST_TIMEOUT_S = 60
 
 
-class Upstream(Core):
+class Upstream(SessionBase):
     def __init__(
         self,
         name: str,

@@ -27,7 +27,9 @@ STREAM_TIMEOUT = aiohttp.ClientTimeout(total=None, sock_connect=30, sock_read=No
 CLOSE_TIMEOUT = aiohttp.ClientTimeout(total=5)
 
 
-class Core:
+class SessionBase:
+    """The upstream session as both transports see it (`Upstream` is the whole of it); the transports' `core`."""
+
     def __init__(self, name: str, url: str, http: aiohttp.ClientSession, auth: AuthPolicy, deliver: Deliver):
         self.name = name
         self.url = url

@@ -15,7 +15,7 @@ from context_harness.primitives.result import ErrorCode, Failure
 from context_harness.primitives.text import printable
 from context_harness.upstream import limits, messages
 from context_harness.upstream.contract import RelayFailure
-from context_harness.upstream.session_base import ACCEPT_BOTH, CLOSE_TIMEOUT, STREAM_TIMEOUT, Core, post
+from context_harness.upstream.session_base import ACCEPT_BOTH, CLOSE_TIMEOUT, STREAM_TIMEOUT, SessionBase, post
 from context_harness.upstream.sse import SseParser
 
 log = structlog.get_logger(__name__)
@@ -27,7 +27,7 @@ LEGACY_HINT_STATUSES = {400, 404, 405}
 
 
 class Streamable:
-    def __init__(self, core: Core) -> None:
+    def __init__(self, core: SessionBase) -> None:
         self.core = core
 
     async def post(self, message: dict[str, Any], body: bytes) -> bool:
