@@ -20,7 +20,6 @@ from typing import Any
 import aiohttp
 import structlog
 
-from context_harness.daemon.peer_limits import BridgeLimits, bridge_limits
 from context_harness.daemon.rpc_server import IDLE_TIMEOUT_S
 from context_harness.oauth.http import describe_url
 from context_harness.primitives.outside_values import is_secure_endpoint
@@ -35,6 +34,7 @@ from context_harness.upstream.contract import Counters
 from context_harness.upstream.limits import MAX_MESSAGE_BYTES
 from context_harness.upstream.session import Upstream
 from context_harness.workers.delegate import Delegate, DelegatedRelay
+from context_harness.workers.peer_limits import BridgeLimits, bridge_limits
 
 log = structlog.get_logger(__name__)
 
