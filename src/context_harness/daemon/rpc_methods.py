@@ -16,6 +16,7 @@ from context_harness.config.format import DEFAULT_CLIENT, get_format
 from context_harness.daemon.rpc_params import (
     AddParams,
     BridgeOpenParams,
+    CheckParams,
     DoctorParams,
     NameTargetParams,
     NoParams,
@@ -110,7 +111,7 @@ async def mcp_add(s: Services, p: AddParams) -> Result[dict[str, Any]]:
         bridge=p.bridge,
         mode=p.mode,
         clients=tuple(p.clients or [p.client]),
-        delegated_via=delegated_via(s, p),
+        delegated_via=s.carrier.entry_via(p.name, url=p.url, command=p.command),
     )
     added = await s.mcp.add(request)
     if isinstance(added, Failure):
@@ -134,13 +135,6 @@ async def mcp_add(s: Services, p: AddParams) -> Result[dict[str, Any]]:
 def modes_changed(narrowed: dict[str, tuple[int, int]]) -> dict[str, list[str]]:
     """{path: ["644", "600"]}: configs that lost group and other access, as it is told once (docs/guide.md, Secrets)."""
     return {path: [f"{before:o}", f"{after:o}"] for path, (before, after) in narrowed.items()}
-
-
-def delegated_via(s: Services, p: AddParams) -> str | None:
-    """On a remote machine, a server named alone that has no credential here is the laptop's to carry."""
-    if p.url is not None or p.command is not None or s.delegate.path is None or s.tokens.path(p.name).exists():
-        return None
-    return str(s.delegate.path)
 
 
 async def mcp_remove(s: Services, p: RemoveParams) -> Result[dict[str, Any]]:
@@ -197,9 +191,14 @@ async def clients_list(s: Services, _: NoParams) -> Result[dict[str, Any]]:
 
 async def status(s: Services, _: NoParams) -> Result[dict[str, Any]]:
     rows = [row.as_dict() for row in await server_statuses(s)]
-    if any(row["via"] for row in rows):
-        await s.delegate.fill_in(rows)
+    await s.carrier.fill_in(rows)
     return Success({"daemon": daemon_summary(s), "servers": rows})
+
+
+async def check(s: Services, p: CheckParams) -> Result[dict[str, Any]]:
+    names = p.names or sorted(s.bindings.load())
+    probes = await s.checker.run(names, Path(p.cwd) if p.cwd else None, p.timeout_s)
+    return Success({"servers": [probe.as_dict() for probe in probes]})
 
 
 async def server_statuses(s: Services) -> list[ServerStatus]:
@@ -239,6 +238,6 @@ async def run_doctor(s: Services, p: DoctorParams) -> Result[dict[str, Any]]:
 
 
 async def bridge_open(s: Services, p: BridgeOpenParams) -> Result[Any]:
-    if (unknown := s.unknown(p.name)) is not None:
+    if (unknown := s.carrier.unknown(p.name)) is not None:
         return unknown
-    return await s.bridges.open(p.name, p.replay)
+    return await s.carrier.open_bridge(p.name, p.replay)

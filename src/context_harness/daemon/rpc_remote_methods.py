@@ -1,8 +1,7 @@
 """What the restricted remote socket (`remote.sock`) answers, and only for the servers the user shared:
 the daemon's version, a status without paths or tokens, `bridge.open` and a login by the server's name alone.
 `rpc_table.REMOTE` names them; every other method is refused there. Also `share.add`/`share.remove` (on
-`chd.sock` only). The delegation of logins on a remote machine (`auth.start`/`auth.wait` sent on to
-`CH_DELEGATE_SOCKET`) is in `rpc_auth_methods.py`."""
+`chd.sock` only). What a remote machine sends on to `CH_DELEGATE_SOCKET` is `workers/carrier.py`'s to say."""
 
 from __future__ import annotations
 
@@ -51,7 +50,7 @@ async def status(s: Services, _: NoParams) -> Result[dict[str, Any]]:
 async def bridge_open(s: Services, p: BridgeOpenParams) -> Result[Any]:
     if not s.shared.is_shared(p.name):
         return not_shared(p.name)
-    return await s.bridges.open(p.name, p.replay, remote=True)  # the remote bridges' budget and idle limit
+    return await s.carrier.open_bridge(p.name, p.replay, remote=True)  # the remote bridges' budget and idle limit
 
 
 async def auth_start(s: Services, p: RemoteAuthStartParams) -> Result[dict[str, str]]:
@@ -66,7 +65,7 @@ async def auth_start(s: Services, p: RemoteAuthStartParams) -> Result[dict[str, 
         )
     if not s.shared.is_shared(p.name):
         return not_shared(p.name)
-    started = await auth.start_login(s, p.name, AuthOptions(), join=True)
+    started = await s.carrier.start_login(p.name, AuthOptions(), join=True)
     if isinstance(started, Success):
         s.remote_flows.add(started.value["flow_id"])
     return started

@@ -13,7 +13,6 @@ from context_harness.daemon import rpc_remote_methods as remote
 from context_harness.daemon.rpc_server import Method
 from context_harness.daemon.services import Services
 from context_harness.primitives.result import Result
-from context_harness.workers.check import run_check
 
 Handler = Callable[[Services, Any], Awaitable[Result[Any]]]
 
@@ -29,7 +28,7 @@ METHODS: dict[str, tuple[type[p.Params], Handler]] = {
     "clients.list": (p.NoParams, m.clients_list),
     "status": (p.NoParams, m.status),
     "doctor": (p.DoctorParams, m.run_doctor),
-    "check": (p.CheckParams, run_check),
+    "check": (p.CheckParams, m.check),
     "auth.import": (p.ImportParams, auth.auth_import),
     "auth.start": (p.AuthStartParams, auth.auth_start),
     "auth.wait": (p.FlowParams, auth.auth_wait),

@@ -1,4 +1,4 @@
-"""The daemon's parts, built and wired in one place (`build_services`), for the daemon and the tests alike.
+"""The daemon's parts, built whole and wired in one place (`build_services`), for the daemon and the tests alike.
 
 RPC handlers get this object and nothing else; a reload hands new settings to `configure`, which passes
 each part the few settings it uses.
@@ -16,7 +16,6 @@ from functools import partial
 from context_harness.daemon.settings import Settings
 from context_harness.net.http_client import HttpClient
 from context_harness.net.session import new_session
-from context_harness.primitives.result import Failure
 from context_harness.services.config_service import ConfigService
 from context_harness.services.import_service import ImportService
 from context_harness.services.mcp_service import MCPService
@@ -33,6 +32,8 @@ from context_harness.stores.token_store import TokenStore
 from context_harness.upstream.limits import CONNECTIONS_PER_HOST
 from context_harness.workers.auth_flows import AuthFlows
 from context_harness.workers.bridge import Bridges
+from context_harness.workers.carrier import Carrier
+from context_harness.workers.check import Checker
 from context_harness.workers.delegate import Delegate
 from context_harness.workers.notifier import Notifier
 from context_harness.workers.refresher import Refresher
@@ -44,23 +45,24 @@ class Services:
     config: ConfigService
     tokens: TokenStore
     bindings: BindingStore
-    clients: ClientStore
     states: ServerStates  # one record per server; `states.changed(name)` is the one change channel
     publisher: Publisher
     mcp: MCPService
     oauth: OAuthService
+    imports: ImportService
+    status: StatusBoard
+    token_access: TokenAccess
+    shared: SharedStore
+    names: ServerNames
+    http: HttpClient  # the authorization servers'
+    bridge_http: HttpClient  # the bridged servers', apart: a hostile one cannot take the refreshes' connections
+    # The workers (`workers/`).
     notifier: Notifier
     refresher: Refresher
     flows: AuthFlows
     bridges: Bridges
-    imports: ImportService
-    status: StatusBoard
-    http: HttpClient  # the authorization servers'
-    bridge_http: HttpClient  # the bridged servers', apart: a hostile one cannot take the refreshes' connections
-    token_access: TokenAccess
-    shared: SharedStore
-    delegate: Delegate  # on a remote machine: the laptop's forwarded socket (`CH_DELEGATE_SOCKET`)
-    names: ServerNames
+    carrier: Carrier  # this daemon, or on a remote machine the laptop's: the one place that tells
+    checker: Checker
     remote_flows: set[str] = field(default_factory=set)  # logins started through the remote socket
     stop_requested: asyncio.Event = field(default_factory=asyncio.Event)
     started_monotonic: float = field(default_factory=time.monotonic)
@@ -70,20 +72,14 @@ class Services:
         self.settings = settings
         self.http.configure(settings.network())
         self.bridge_http.configure(settings.network())
-        self.delegate.path = settings.delegate_socket_path
-        self.bridges.stall_s = settings.rpc_idle_timeout_s
+        self.carrier.configure(settings.delegate_socket_path)
+        self.bridges.configure(settings.rpc_idle_timeout_s)
+        self.checker.configure(settings.config_io_timeout_s)
         self.oauth.configure(settings.oauth())
         self.publisher.configure(settings.publishing())
         self.refresher.configure(settings.refreshing())
         self.notifier.configure(settings.notify_command, settings.event_command)
         self.mcp.reload_registry()
-
-    def unknown(self, name: str) -> Failure | None:
-        """Why `name` is no server of ours (NOT_FOUND, with the closest names); None when it is one. On a remote
-        machine a name without a credential here is the laptop's to judge."""
-        if self.delegate.via(name) is not None:
-            return None
-        return self.names.unknown(name)
 
     async def close(self) -> None:
         """After the RPC server stopped: let hooks finish, close connections."""
@@ -105,6 +101,8 @@ def _registry_url(mcp: MCPService, name: str) -> str | None:
 def build_services(
     settings: Settings, *, clock: Callable[[], float] = time.time, rng: random.Random | None = None
 ) -> Services:
+    """Every part made whole: the stores and services here, the workers in `_with_workers`, then the change
+    channel's listeners."""
     config = ConfigService()
     tokens = TokenStore(settings.tokens_dir, settings.secrets_dir)
     bindings = BindingStore(settings.bindings_file)
@@ -114,51 +112,66 @@ def build_services(
     # A server's registry URL comes from `mcp` (made next; it reloads the registry on SIGHUP).
     publisher = Publisher(config, tokens, bindings, settings.publishing(), states, lambda n: _registry_url(mcp, n))
     mcp = MCPService(config, tokens, bindings, publisher, states, settings.user_registry_file)
-    notifier = Notifier(settings.notify_command, settings.event_command)
-    network = settings.network()
-    http = HttpClient(network)
+    http = HttpClient(settings.network())
     oauth = OAuthService(
         settings.oauth(), tokens=tokens, clients=clients, mcp=mcp, publisher=publisher, session=http, states=states
     )
-    refresher = Refresher(settings.refreshing(), oauth, tokens, bindings, clock=clock, rng=rng)
-    flows = AuthFlows(oauth)
-    # The bridged servers' pool, apart from the authorization servers', with a limit per server.
-    bridge_http = HttpClient(network, partial(new_session, limit=0, limit_per_host=CONNECTIONS_PER_HOST))
-    bridges = Bridges(tokens, oauth, bridge_http, states)
-    bridges.stall_s = settings.rpc_idle_timeout_s
-    status = StatusBoard(tokens, bindings, mcp, states)
+    imports = ImportService(config, tokens, bindings, publisher, oauth, clients, http)
+    services = _with_workers(settings, config, tokens, bindings, publisher, mcp, oauth, imports, http, clock, rng)
+    # The one channel's listeners (`server_state.py` tells what each does), awaited in this order.
+    states.subscribe(publisher.on_change)
+    states.subscribe(services.refresher.on_change)
+    states.subscribe(partial(_tell, services.notifier))
+    return services
+
+
+def _with_workers(
+    settings: Settings,
+    config: ConfigService,
+    tokens: TokenStore,
+    bindings: BindingStore,
+    publisher: Publisher,
+    mcp: MCPService,
+    oauth: OAuthService,
+    imports: ImportService,
+    http: HttpClient,
+    clock: Callable[[], float],
+    rng: random.Random | None,
+) -> Services:
+    """The workers, made around the services; and the `Services` that holds them all."""
+    states = oauth.states
     token_access = TokenAccess(tokens, oauth, mcp)
-    services = Services(
+    shared = SharedStore(settings.shared_file)
+    delegate = Delegate(settings.delegate_socket_path, tokens, bindings)
+    status = StatusBoard(
+        tokens, bindings, mcp, states, token_reads=token_access.reads_of, shared=shared.load, via=delegate.via
+    )
+    # The bridged servers' pool, apart from the authorization servers', with a limit per server.
+    bridge_http = HttpClient(settings.network(), partial(new_session, limit=0, limit_per_host=CONNECTIONS_PER_HOST))
+    bridges = Bridges(tokens, oauth, bridge_http, states, settings.rpc_idle_timeout_s)
+    flows = AuthFlows(oauth)
+    carrier = Carrier(delegate, mcp.names, bridges, flows, status)
+    checker = Checker(tokens, bindings, config, mcp, oauth, bridge_http, carrier.unknown, settings.config_io_timeout_s)
+    return Services(
         settings=settings,
         config=config,
         tokens=tokens,
         bindings=bindings,
-        clients=clients,
         states=states,
         publisher=publisher,
         mcp=mcp,
         oauth=oauth,
-        notifier=notifier,
-        refresher=refresher,
-        flows=flows,
-        bridges=bridges,
-        imports=ImportService(config, tokens, bindings, publisher, oauth, clients, http),
+        imports=imports,
         status=status,
+        token_access=token_access,
+        shared=shared,
+        names=mcp.names,
         http=http,
         bridge_http=bridge_http,
-        token_access=token_access,
-        shared=SharedStore(settings.shared_file),
-        delegate=Delegate(settings.delegate_socket_path, tokens, bindings),
-        names=mcp.names,
+        notifier=Notifier(settings.notify_command, settings.event_command),
+        refresher=Refresher(settings.refreshing(), oauth, tokens, bindings, clock=clock, rng=rng),
+        flows=flows,
+        bridges=bridges,
+        carrier=carrier,
+        checker=checker,
     )
-    bridges.delegate = services.delegate
-    # "This server changed", awaited in this order: the publisher writes a new credential into the configs,
-    # the refresher re-plans from the state, the notifier and event hook hear the event. Nobody else publishes
-    # after a change (`repair_configs` mends, logout's `Publisher.forget` takes the header out).
-    states.subscribe(publisher.on_change)
-    states.subscribe(refresher.on_change)
-    states.subscribe(partial(_tell, notifier))
-    status.token_reads = token_access.reads_of
-    status.shared = services.shared.load
-    status.via = services.delegate.via
-    return services

@@ -69,17 +69,28 @@ class ServerStatus:
 
 class StatusBoard:
     """Builds `ServerStatus`es: a read of the stored credential and the server's `ServerState` (phase, last
-    error, planned refresh, failed login, config errors, live bridges). What lives elsewhere (token reads,
-    sharing, delegation) comes through callables the daemon sets when it wires its parts together."""
+    error, planned refresh, failed login, config errors, live bridges). What lives elsewhere comes through the
+    callables it is built with: `token_reads` (`TokenAccess.reads_of`), `shared` (`SharedStore.load`) and `via`
+    (`Delegate.via`: the socket that carries a server on a remote machine)."""
 
-    def __init__(self, tokens: TokenStore, bindings: BindingStore, mcp: MCPService, states: ServerStates) -> None:
+    def __init__(
+        self,
+        tokens: TokenStore,
+        bindings: BindingStore,
+        mcp: MCPService,
+        states: ServerStates,
+        *,
+        token_reads: Callable[[str], TokenReads],
+        shared: Callable[[], set[str]],
+        via: Callable[[str, list[Binding]], Path | None],
+    ) -> None:
         self.tokens = tokens
         self.bindings = bindings
         self.mcp = mcp
         self.states = states
-        self.token_reads: Callable[[str], TokenReads] = lambda _name: TokenReads()
-        self.shared: Callable[[], set[str]] = set
-        self.via: Callable[[str, list[Binding]], Path | None] = lambda _name, _bindings: None
+        self.token_reads = token_reads
+        self.shared = shared
+        self.via = via
 
     def awaiting_login(self) -> list[str]:
         """Bound servers without a credential: whether each expects a login is read from its configs."""

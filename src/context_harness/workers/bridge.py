@@ -20,7 +20,6 @@ from typing import Any
 import aiohttp
 import structlog
 
-from context_harness.daemon.rpc_server import IDLE_TIMEOUT_S
 from context_harness.oauth.http import describe_url
 from context_harness.primitives.outside_values import is_secure_endpoint
 from context_harness.primitives.relay_errors import relay_error
@@ -33,7 +32,6 @@ from context_harness.stores.token_store import TokenStore
 from context_harness.upstream.contract import Counters
 from context_harness.upstream.limits import MAX_MESSAGE_BYTES
 from context_harness.upstream.session import Upstream
-from context_harness.workers.delegate import Delegate, DelegatedRelay
 from context_harness.workers.peer_limits import BridgeLimits, bridge_limits
 
 log = structlog.get_logger(__name__)
@@ -95,25 +93,27 @@ class Bridges:
         oauth: OAuthService,
         http: Callable[[], aiohttp.ClientSession],
         states: ServerStates,
+        stall_s: float,  # half a message with no byte for this long closes the bridge (`CH_RPC_IDLE_TIMEOUT_S`)
     ) -> None:
         self.tokens = tokens
         self.oauth = oauth
         self.http = http
         self.states = states  # each live bridge's counters are in its server's state
-        self.delegate: Delegate | None = None  # on a remote machine: the servers it carries go there
         self.local_limits, self.remote_limits = bridge_limits()
-        self.stall_s = IDLE_TIMEOUT_S  # half a message with no byte for this long closes the bridge (a setting)
+        self.stall_s = stall_s
         self.over_budget = ThrottledLog("bridge_buffer_budget_exhausted")
         self._ids = itertools.count(1)
 
-    async def open(
-        self, name: str, replay: list[dict[str, Any]], *, remote: bool = False
-    ) -> Result[Relay | DelegatedRelay]:
+    def configure(self, stall_s: float) -> None:
+        self.stall_s = stall_s
+
+    def new_id(self) -> int:
+        """A bridge id no other bridge of this daemon has (a delegated one's too)."""
+        return next(self._ids)
+
+    async def open(self, name: str, replay: list[dict[str, Any]], *, remote: bool = False) -> Result[Relay]:
         """Check the server can be bridged; the returned relay then owns the connection. `remote`: asked
         through `remote.sock`, so the remote bridges' limits apply."""
-        if self.delegate is not None and self.delegate.via(name) is not None:
-            delegated = await self.delegate.open_bridge(next(self._ids), name, replay)
-            return delegated if isinstance(delegated, Failure) else Success(delegated.value)
         url = await self.oauth.server_url_off_loop(name)
         if isinstance(url, Failure):
             return url
@@ -124,7 +124,7 @@ class Bridges:
                 f"use the server's https:// URL: `chctl add {name} --bridge --url https://...`",
             )
         credentials = ServerCredentials(name, self.tokens, self.oauth)
-        bridge_id = next(self._ids)
+        bridge_id = self.new_id()
         relay = Relay(self, bridge_id, name, self.remote_limits if remote else self.local_limits)
         counters = self.states.get(name).bridges[bridge_id] = Counters()  # `chctl status` reads it there
         upstream = Upstream(name, url.value, self.http(), credentials, relay.deliver, counters)

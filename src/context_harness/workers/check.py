@@ -1,7 +1,8 @@
 """`chctl check`: a live probe of each server on exactly the path an agent's traffic takes — the bridge's
 upstream session (`upstream.session.Upstream`) with the current credential, through the daemon's proxy and
-trust store: `initialize`, `tools/list`, then the session ends. Each server gets one `Probe`: what happened in
-words, what the server said about itself, and on failure the next thing to do.
+trust store: `initialize`, `tools/list`, then the session ends. Each server gets one `Probe` (`probe.py`): what
+happened in words, what the server said about itself, and on failure the next thing to do. A local entry is
+started from its own command (`check_stdio.py`). `chctl doctor` asks a server without a credential here too.
 """
 
 from __future__ import annotations
@@ -9,100 +10,101 @@ from __future__ import annotations
 import asyncio
 import itertools
 import time
-from collections.abc import Awaitable, Callable
-from dataclasses import asdict, dataclass, replace
+from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import structlog
 
-from context_harness import __version__
-from context_harness.daemon.rpc_params import CheckParams
-from context_harness.daemon.services import Services
+from context_harness.net.http_client import HttpClient
 from context_harness.oauth.challenge import parse_www_authenticate
 from context_harness.primitives.outside_values import is_secure_endpoint
-from context_harness.primitives.result import Failure, Result, Success
+from context_harness.primitives.result import Failure
+from context_harness.services.config_service import ConfigService
+from context_harness.services.mcp_service import MCPService
+from context_harness.services.oauth_service import OAuthService
+from context_harness.stores.bindings import BindingStore
+from context_harness.stores.token_store import TokenStore
 from context_harness.upstream.session import Upstream
 from context_harness.workers.bridge import ServerCredentials
+from context_harness.workers.check_stdio import nearby_local_entries, probe_local
+from context_harness.workers.probe import NEXT_ACTION, Probe, converse, object_or_empty, text_or_none
 
 log = structlog.get_logger(__name__)
 
-# The revision we offer; a server answers with the one it speaks (shown as the protocol version).
-OFFERED_PROTOCOL_VERSION = "2025-06-18"
-MAX_TOOL_PAGES = 20  # a server that pages forever is a broken one: count what 20 pages hold
 
-Level = Literal["ok", "attention", "failed"]
-NEXT_ACTION = {
-    "dns": "check the server's URL (`chctl list`) and this machine's DNS",
-    "connect": "is the server up? check its URL and port (`chctl list`)",
-    "timeout": "the server or the proxy is slow or drops the connection: try again, see `chctl logs`",
-    "protocol": "the server does not answer as an MCP server should: check its URL, see `chctl logs`",
-}
+class Checker:
+    """Probes servers for `chctl check` and `chctl doctor`."""
 
+    def __init__(
+        self,
+        tokens: TokenStore,
+        bindings: BindingStore,
+        config: ConfigService,
+        mcp: MCPService,
+        oauth: OAuthService,
+        http: HttpClient,  # the bridged servers' pool: a probe goes the bridge's way
+        unknown: Callable[[str], Failure | None],  # why a name is no server of ours (`Carrier.unknown`)
+        config_io_timeout_s: float,
+    ) -> None:
+        self.tokens = tokens
+        self.bindings = bindings
+        self.config = config
+        self.mcp = mcp
+        self.oauth = oauth
+        self.http = http
+        self.unknown = unknown
+        self.config_io_timeout_s = config_io_timeout_s
 
-@dataclass(frozen=True, slots=True)
-class Probe:
-    name: str
-    outcome: str  # ok, dns, connect, proxy, certificate, timeout, unauthorized, forbidden, protocol, config
-    level: Level  # attention: a person fixes it with chctl (a login, a scope); failed: the network or the server
-    message: str
-    next_action: str | None = None
-    server_name: str | None = None
-    server_version: str | None = None
-    protocol_version: str | None = None
-    tools: int | None = None
-    elapsed_ms: int = 0
-    proxy: str | None = None  # host:port of the proxy used, or None (direct)
-    note: str | None = None  # what else a person should know (a nearby entry that was not run)
+    def configure(self, config_io_timeout_s: float) -> None:
+        self.config_io_timeout_s = config_io_timeout_s
 
-    def as_dict(self) -> dict[str, Any]:
-        return asdict(self)
+    async def run(self, names: list[str], cwd: Path | None, timeout_s: float) -> list[Probe]:
+        """One probe per server, all at once. `cwd`: where `chctl check` runs (its nearest config's local
+        entries are reported, never run)."""
+        nearby = await nearby_local_entries(self.mcp, cwd, self.config_io_timeout_s) if cwd else {}
 
+        async def probe(name: str) -> Probe:
+            bindings = self.bindings.for_server(name)
+            # A bridged entry is local too (it runs `chctl bridge`): its binding's URL is what to probe.
+            if any(b.url for b in bindings):
+                return await self.probe_server(name, timeout_s)
+            if name not in nearby and (unknown := self.unknown(name)) is not None:
+                return Probe(name, "config", "failed", unknown.error, unknown.hint)
+            local = await probe_local(
+                self.config, name, bindings, nearby.get(name), timeout_s, self.config_io_timeout_s
+            )
+            return local if local is not None else await self.probe_server(name, timeout_s)  # not local at all
 
-async def run_check(s: Services, p: CheckParams) -> Result[dict[str, Any]]:
-    from context_harness.workers.check_stdio import nearby_local_entries, probe_local  # they build on this module
+        return list(await asyncio.gather(*(probe(name) for name in names)))
 
-    names = p.names or sorted(s.bindings.load())
-    nearby = await nearby_local_entries(s, Path(p.cwd)) if p.cwd else {}
-
-    async def probe(name: str) -> Probe:
-        bindings = s.bindings.for_server(name)
-        # A bridged entry is local too (it runs `chctl bridge`): its binding's URL is what to probe.
-        if any(b.url for b in bindings):
-            return await probe_server(s, name, p.timeout_s)
-        if name not in nearby and (unknown := s.unknown(name)) is not None:
-            return Probe(name, "config", "failed", unknown.error, unknown.hint)
-        return await probe_local(s, name, bindings, nearby.get(name), p.timeout_s)
-
-    probes = await asyncio.gather(*(probe(name) for name in names))
-    return Success({"servers": [probe.as_dict() for probe in probes]})
-
-
-async def probe_server(s: Services, name: str, timeout_s: float) -> Probe:
-    url = await s.oauth.server_url_off_loop(name)
-    if isinstance(url, Failure):
-        return Probe(name, "config", "failed", url.error, url.hint)
-    proxy = s.http.network.proxies.for_url(url.value)
-    where = proxy.where if proxy is not None else None
-    if not is_secure_endpoint(url.value) and s.tokens.load(name) is not None:
-        hint = f"use the server's https:// URL: `chctl add {name} --bridge --url https://...`"
-        return Probe(name, "config", "failed", f"refusing to send {name}'s credential in clear text", hint)
-    credentials = ServerCredentials(name, s.tokens, s.oauth)
-    started = time.monotonic()
-    conversation = _Conversation()
-    upstream = Upstream(name, url.value, s.bridge_http(), credentials, conversation.deliver)
-    try:
-        async with asyncio.timeout(timeout_s), upstream.carrying():
-            probe = await _talk(name, upstream, conversation)
-    except TimeoutError:
-        probe = Probe(
-            name, "timeout", "failed", f"{name} did not answer within {timeout_s:g} s", NEXT_ACTION["timeout"]
-        )
-    finally:
-        await upstream.close()
-    elapsed_ms = round((time.monotonic() - started) * 1000)
-    log.info("server_checked", server=name, outcome=probe.outcome, elapsed_ms=elapsed_ms)
-    return replace(probe, elapsed_ms=elapsed_ms, proxy=where)
+    async def probe_server(self, name: str, timeout_s: float) -> Probe:
+        """A remote server, through the bridge's upstream session with the stored credential (if any)."""
+        url = await self.oauth.server_url_off_loop(name)
+        if isinstance(url, Failure):
+            return Probe(name, "config", "failed", url.error, url.hint)
+        proxy = self.http.network.proxies.for_url(url.value)
+        where = proxy.where if proxy is not None else None
+        if not is_secure_endpoint(url.value) and self.tokens.load(name) is not None:
+            hint = f"use the server's https:// URL: `chctl add {name} --bridge --url https://...`"
+            return Probe(name, "config", "failed", f"refusing to send {name}'s credential in clear text", hint)
+        credentials = ServerCredentials(name, self.tokens, self.oauth)
+        started = time.monotonic()
+        conversation = _Conversation()
+        upstream = Upstream(name, url.value, self.http(), credentials, conversation.deliver)
+        try:
+            async with asyncio.timeout(timeout_s), upstream.carrying():
+                probe = await _talk(name, upstream, conversation)
+        except TimeoutError:
+            probe = Probe(
+                name, "timeout", "failed", f"{name} did not answer within {timeout_s:g} s", NEXT_ACTION["timeout"]
+            )
+        finally:
+            await upstream.close()
+        elapsed_ms = round((time.monotonic() - started) * 1000)
+        log.info("server_checked", server=name, outcome=probe.outcome, elapsed_ms=elapsed_ms)
+        return replace(probe, elapsed_ms=elapsed_ms, proxy=where)
 
 
 class _Conversation:
@@ -138,53 +140,12 @@ async def _talk(name: str, upstream: Upstream, conversation: _Conversation) -> P
     return await converse(name, ask, notify, lambda error: _failed(name, upstream, error))
 
 
-Ask = Callable[[str, dict[str, Any]], Awaitable[dict[str, Any]]]
-Notify = Callable[[str], Awaitable[None]]
-
-
-async def converse(name: str, ask: Ask, notify: Notify, failed: Callable[[Any], Probe]) -> Probe:
-    """`initialize`, `notifications/initialized`, `tools/list` (every page): what a client does first, over
-    whichever transport `ask` and `notify` speak; `failed` says what a JSON-RPC error means there."""
-    hello = {
-        "protocolVersion": OFFERED_PROTOCOL_VERSION,
-        "capabilities": {},
-        "clientInfo": {"name": "chctl check", "version": __version__},
-    }
-    answer = await ask("initialize", hello)
-    if "error" in answer:
-        return failed(answer["error"])
-    result = _object(answer.get("result"))
-    info = _object(result.get("serverInfo"))
-    server_name, server_version = _text(info.get("name")), _text(info.get("version"))
-    await notify("notifications/initialized")
-    tools, cursor = 0, None
-    for _ in range(MAX_TOOL_PAGES):
-        listed = await ask("tools/list", {"cursor": cursor} if cursor else {})
-        if "error" in listed:
-            return failed(listed["error"])
-        page = _object(listed.get("result"))
-        tools += len(page["tools"]) if isinstance(page.get("tools"), list) else 0
-        cursor = page.get("nextCursor") if isinstance(page.get("nextCursor"), str) else None
-        if not cursor:
-            break
-    return Probe(
-        name,
-        "ok",
-        "ok",
-        f"{name} answers",
-        server_name=server_name,
-        server_version=server_version,
-        protocol_version=_text(result.get("protocolVersion")),
-        tools=tools,
-    )
-
-
 def _failed(name: str, upstream: Upstream, error: Any) -> Probe:
     """What a JSON-RPC error (the relay's own, or the server's) means, from what the session saw."""
-    error = _object(error)
-    data = _object(error.get("data"))
-    message = _text(data.get("message")) or _text(error.get("message")) or "no message"
-    hint = _text(data.get("hint"))
+    error = object_or_empty(error)
+    data = object_or_empty(error.get("data"))
+    message = text_or_none(data.get("message")) or text_or_none(error.get("message")) or "no message"
+    hint = text_or_none(data.get("hint"))
     if hint and message.endswith(f" ({hint})"):
         message = message.removesuffix(f" ({hint})")
     if upstream.last_reach_failure is not None:
@@ -205,11 +166,3 @@ def _failed(name: str, upstream: Upstream, error: Any) -> Probe:
         )
         return Probe(name, "forbidden", "attention", f"403{said}: {message}", action)
     return Probe(name, "protocol", "failed", message, hint or NEXT_ACTION["protocol"])
-
-
-def _text(value: Any) -> str | None:
-    return value if isinstance(value, str) else None
-
-
-def _object(value: Any) -> dict[str, Any]:
-    return value if isinstance(value, dict) else {}
