@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 import time
 from collections.abc import Callable
@@ -212,12 +213,17 @@ async def run_doctor(s: Services, p: DoctorParams) -> Result[dict[str, Any]]:
         nearest = s.config.resolve(ConfigTarget(cwd=Path(p.cwd)), fmt=get_format(DEFAULT_CLIENT))
         if isinstance(nearest, Success):
             extra.append(nearest.value)
+    probe: list[str] = []
     try:  # reads every bound config and runs `git`: in a thread, so a hung file or repository stalls only this
-        checks += await run_blocking(
-            lambda: doctor.config_checks(s.config, s.bindings, s.tokens, extra),
+        config_checks, probe = await run_blocking(
+            lambda: (
+                doctor.config_checks(s.config, s.bindings, s.tokens, extra),
+                doctor.probe_targets(s.config, s.bindings, s.tokens),
+            ),
             DOCTOR_CONFIG_CHECKS_TIMEOUT_S,
             name="doctor",
         )
+        checks += config_checks
     except StillRunning:
         checks.append(
             doctor.Check(
@@ -227,7 +233,8 @@ async def run_doctor(s: Services, p: DoctorParams) -> Result[dict[str, Any]]:
                 "a config may be on a hung mount; see `chctl status`",
             )
         )
-    checks += await doctor.unauthenticated_servers(s.http(), s.config, s.bindings, s.tokens)
+    probes = await asyncio.gather(*(s.checker.probe_server(name, doctor.PROBE_TIMEOUT_S) for name in probe))
+    checks += doctor.needs_auth_checks([found.name for found in probes if found.outcome == "unauthorized"])
     checks += doctor.server_checks(await server_statuses(s))
     checks += [doctor.Check("registry", "warn", w, "fix or remove the entry") for w in s.mcp.registry_warnings]
     checks += network_checks(s.http.network, p.shell_network)

@@ -2,18 +2,13 @@
 
 from __future__ import annotations
 
-import asyncio
 import subprocess
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Literal
 
-import aiohttp
-
 from context_harness.config.format import DEFAULT_CLIENT, ConfigFormat, get_format
-from context_harness.oauth import http
-from context_harness.oauth.discovery import initialize_request
 from context_harness.primitives.mcp import SecretMode
 from context_harness.primitives.result import Failure
 from context_harness.services import recorded_urls
@@ -173,26 +168,29 @@ def _has_secret(tokens: TokenStore, name: str) -> bool:
 PROBE_TIMEOUT_S = 5.0
 
 
-async def unauthenticated_servers(
-    session: aiohttp.ClientSession, config: ConfigService, bindings: BindingStore, tokens: TokenStore
-) -> list[Check]:
-    """Bound remote servers we hold no credential for: call each once; a 401 means `chctl auth NAME` is due."""
-    targets: dict[str, tuple[str, dict[str, str]]] = {}
+def probe_targets(config: ConfigService, bindings: BindingStore, tokens: TokenStore) -> list[str]:
+    """Bound remote servers we hold no credential for, whose header entry sends no header of its own: a probe
+    without credentials (`chctl check`'s) tells whether they need one after all. Reads configs: call it off
+    the event loop."""
+    targets = []
     for name, items in bindings.load().items():
         if tokens.load(name) is not None:
             continue
         for binding in items:
+            if binding.mode != "header":
+                continue
             fmt = get_format(binding.client)
             entries = config.entries(Path(binding.path), fmt)
             entry = entries.value.get(name) if not isinstance(entries, Failure) else None
-            url = fmt.entry_url(entry) if isinstance(entry, dict) and binding.mode == "header" else None
-            if isinstance(entry, dict) and url:
-                headers: dict[str, Any] = fmt.entry_headers(entry)
-                # Headers with substitutions cannot be sent as written; such entries are managed elsewhere.
-                if not any("{" in str(v) or "$" in str(v) for v in headers.values()):
-                    targets[name] = (url, {str(k): str(v) for k, v in headers.items()})
+            if isinstance(entry, dict) and fmt.entry_url(entry):
+                if not fmt.entry_headers(entry):  # one with headers of its own is answered as its client is
+                    targets.append(name)
                 break
-    statuses = await asyncio.gather(*(_probe(session, url, headers) for url, headers in targets.values()))
+    return targets
+
+
+def needs_auth_checks(names: list[str]) -> list[Check]:
+    """The servers (of `probe_targets`) that a probe found answering 401 without credentials."""
     return [
         Check(
             "server_needs_auth",
@@ -200,21 +198,8 @@ async def unauthenticated_servers(
             f"{name} answers 401 Unauthorized without credentials",
             f"run `chctl auth {name}` (OAuth) or `chctl add {name} -k KEY` (API key)",
         )
-        for name, status in zip(targets, statuses, strict=True)
-        if status == 401
+        for name in names
     ]
-
-
-async def _probe(session: aiohttp.ClientSession, url: str, headers: dict[str, str]) -> int | None:
-    sent = await http.request(
-        session,
-        "POST",
-        url,
-        headers={"Accept": "application/json, text/event-stream", **headers},
-        json_body=initialize_request(),
-        timeout_s=PROBE_TIMEOUT_S,
-    )
-    return None if isinstance(sent, Failure) else sent.value.status
 
 
 # --- every server's credential state ------------------------------------------------------------------------
