@@ -1,7 +1,7 @@
 """What the restricted remote socket (`remote.sock`) answers, and only for the servers the user shared:
 the daemon's version, a status without paths or tokens, `bridge.open` and a login by the server's name alone.
-`rpc_table.REMOTE` names them; every other method is refused there. Also `share.add`/`share.remove` (on
-`chd.sock` only). What a remote machine sends on to `CH_DELEGATE_SOCKET` is `workers/carrier.py`'s to say."""
+`rpc_table.REMOTE` names them; every other method is refused there. What is shared is set on `chd.sock`
+(`rpc_share_methods.py`). What a remote machine sends on to `CH_DELEGATE_SOCKET` is `workers/carrier.py`'s to say."""
 
 from __future__ import annotations
 
@@ -15,12 +15,10 @@ from context_harness.daemon.rpc_params import (
     FlowParams,
     NoParams,
     RemoteAuthStartParams,
-    ShareParams,
 )
 from context_harness.daemon.services import Services
 from context_harness.primitives.result import ErrorCode, Failure, Result, Success
 from context_harness.services.oauth_service import AuthOptions
-from context_harness.services.server_names import unknown_server
 
 NOT_REMOTE = "not available remotely"
 
@@ -81,21 +79,3 @@ async def auth_wait(s: Services, p: FlowParams) -> Result[dict[str, Any]]:
         return waited
     row = waited.value
     return Success({key: row[key] for key in ("name", "state", "expires_at", "has_refresh_token")})
-
-
-# --- on chd.sock: what is shared ----------------------------------------------------------------------------
-
-
-async def share_add(s: Services, p: ShareParams) -> Result[dict[str, Any]]:
-    for name in p.names:  # a typo shared is a name another machine could later claim: nothing is changed
-        if (unknown := s.names.unknown(name)) is not None:
-            return unknown
-    return Success({"shared": sorted(s.shared.change(p.names, shared=True))})
-
-
-async def share_remove(s: Services, p: ShareParams) -> Result[dict[str, Any]]:
-    shared = s.shared.load()
-    for name in p.names:
-        if name not in shared and not s.names.is_known(name):
-            return unknown_server(name, shared, s.names.yours())
-    return Success({"shared": sorted(s.shared.change(p.names, shared=False))})

@@ -10,6 +10,7 @@ from context_harness.daemon import rpc_auth_methods as auth
 from context_harness.daemon import rpc_methods as m
 from context_harness.daemon import rpc_params as p
 from context_harness.daemon import rpc_remote_methods as remote
+from context_harness.daemon import rpc_share_methods as share
 from context_harness.daemon.rpc_server import Method
 from context_harness.daemon.services import Services
 from context_harness.primitives.result import Result
@@ -38,8 +39,8 @@ METHODS: dict[str, tuple[type[p.Params], Handler]] = {
     "auth.logout": (p.NameParams, auth.auth_logout),
     "token.refresh": (p.NameParams, auth.token_refresh),
     "token.get": (p.TokenParams, auth.token_get),
-    "share.add": (p.ShareParams, remote.share_add),
-    "share.remove": (p.ShareParams, remote.share_remove),
+    "share.add": (p.ShareParams, share.share_add),
+    "share.remove": (p.ShareParams, share.share_remove),
 }
 
 # Methods that turn the connection into something else; see `RpcServer.streams`.
