@@ -21,6 +21,7 @@ from context_harness.oauth.callback_server import CallbackServer, query_from_pas
 from context_harness.oauth.discovery import Discovery, discover
 from context_harness.oauth.flow_client import (
     Client,
+    RegisteredClients,
     accepted_client,
     cannot_register,
     explicit_auth_method,
@@ -38,7 +39,6 @@ from context_harness.oauth.token_auth import either_way
 from context_harness.oauth.token_client import exchange_code
 from context_harness.primitives.oauth import ClientRegistration, OAuthTokens
 from context_harness.primitives.result import ErrorCode, Failure, Result, Success
-from context_harness.stores.client_store import ClientStore
 
 log = structlog.get_logger(__name__)
 
@@ -124,7 +124,7 @@ async def run_authorization_flow(
     session: aiohttp.ClientSession,
     request: FlowRequest,
     *,
-    client_store: ClientStore,
+    client_store: RegisteredClients,
     on_authorization_url: AuthorizationUrlHandler,
     paste: asyncio.Queue[str] | None = None,
 ) -> Result[AuthorizationGrant]:
@@ -191,7 +191,7 @@ async def _authorize(
     request: FlowRequest,
     discovery: Discovery,
     *,
-    client_store: ClientStore,
+    client_store: RegisteredClients,
     stored: ClientRegistration | None,
     listener: CallbackServer,
     explicit: Client | None,
@@ -214,7 +214,17 @@ async def _authorize(
         )
 
     checked = await accepted_client(
-        session, request, discovery, client_store, stored, explicit, redirect_uri, scopes, authorization_url
+        session,
+        request.server_name,
+        discovery,
+        client_store,
+        stored,
+        explicit,
+        redirect_uri,
+        scopes,
+        authorization_url,
+        http_timeout_s=request.http_timeout_s,
+        registrations=request.registrations,
     )
     if isinstance(checked, Failure):
         return checked
@@ -258,7 +268,7 @@ async def _callback_code(
     listener: CallbackServer,
     request: FlowRequest,
     discovery: Discovery,
-    client_store: ClientStore,
+    client_store: RegisteredClients,
     client: Client,
     state: str,
 ) -> Result[str]:
@@ -285,7 +295,7 @@ async def _exchange(
     session: aiohttp.ClientSession,
     request: FlowRequest,
     discovery: Discovery,
-    client_store: ClientStore,
+    client_store: RegisteredClients,
     client: Client,
     code: str,
     verifier: str,
