@@ -38,6 +38,7 @@ from context_harness.oauth.registration import (
 from context_harness.oauth.token_auth import either_way
 from context_harness.oauth.token_client import exchange_code
 from context_harness.primitives.oauth import ClientRegistration, OAuthTokens
+from context_harness.primitives.outside_values import Markers
 from context_harness.primitives.result import ErrorCode, Failure, Result, Success
 
 log = structlog.get_logger(__name__)
@@ -53,6 +54,8 @@ class FlowRequest:
 
     server_name: str
     server_url: str
+    # Every agent's substitution markers (`config.format.substitutions()`): an issued token holding one is refused.
+    markers: Markers
     # A pre-registered client, already resolved by the caller from flags, env vars or the registry; without
     # one a stored registration for this issuer is reused, else one is made by Dynamic Client Registration.
     client_id: str | None = None
@@ -316,6 +319,7 @@ async def _exchange(
             resource=discovery.resource,
             revocation_endpoint=auth_server.revocation_endpoint,
             timeout_s=request.http_timeout_s,
+            markers=request.markers,
         ),
         client.auth_method,
         client.client_secret,

@@ -20,6 +20,7 @@ from typing import Any
 import aiohttp
 import structlog
 
+from context_harness.config.format import substitutions
 from context_harness.oauth.flow import AuthorizationUrlHandler, FlowRequest, run_authorization_flow
 from context_harness.oauth.registration import RegistrationLimit
 from context_harness.oauth.token_auth import either_way
@@ -131,6 +132,7 @@ class OAuthService:
             FlowRequest(
                 server_name=name,
                 server_url=server_url.value,
+                markers=substitutions(),
                 client_id=client_id,
                 client_secret=client_secret,
                 token_auth_method=token_auth_method,
@@ -282,6 +284,7 @@ class OAuthService:
                 resource=credential.resource,
                 revocation_endpoint=credential.revocation_endpoint,
                 timeout_s=self.settings.http_timeout_s,
+                markers=substitutions(),
             ),
             credential.token_endpoint_auth_method,
             credential.client_secret,
