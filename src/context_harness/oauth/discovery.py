@@ -19,7 +19,7 @@ import structlog
 from context_harness import __version__
 from context_harness.oauth import http
 from context_harness.oauth.challenge import BearerChallenge, parse_www_authenticate
-from context_harness.primitives.outside_values import is_secure_endpoint
+from context_harness.primitives.outside_values import describe_url, is_secure_endpoint
 from context_harness.primitives.result import ErrorCode, Failure, Result, Success
 
 log = structlog.get_logger(__name__)
@@ -320,7 +320,7 @@ async def probe_challenge(
     if isinstance(sent, Failure):
         return sent
     if sent.value.status not in (401, 403):
-        log.info("probe_not_challenged", url=http.describe_url(server_url), status=sent.value.status)
+        log.info("probe_not_challenged", url=describe_url(server_url), status=sent.value.status)
         return Success(None)
     return Success(parse_www_authenticate(sent.value.headers.get("WWW-Authenticate")))
 
@@ -343,7 +343,7 @@ async def fetch_resource_metadata(
         missed_event="resource_metadata_missed",
         validate=lambda doc: validate_resource_metadata(doc, server_url),
         not_found=Failure(
-            f"{http.describe_url(server_url)} publishes no OAuth protected resource metadata (tried {_tried(urls)})",
+            f"{describe_url(server_url)} publishes no OAuth protected resource metadata (tried {_tried(urls)})",
             ErrorCode.OAUTH_ERROR,
             "the server may not use OAuth; add it with an API key, or check the URL",
         ),
@@ -352,7 +352,7 @@ async def fetch_resource_metadata(
 
 def _tried(urls: list[str]) -> str:
     """The URLs looked at, in order, for the error: a server publishing elsewhere is then easy to spot."""
-    return ", ".join(http.describe_url(u) for u in dict.fromkeys(urls))
+    return ", ".join(describe_url(u) for u in dict.fromkeys(urls))
 
 
 async def _first_valid_document(
@@ -374,7 +374,7 @@ async def _first_valid_document(
             return got
         if got.value.status == 200:
             return validate(got.value.json())
-        log.info(missed_event, url=http.describe_url(url), status=got.value.status)
+        log.info(missed_event, url=describe_url(url), status=got.value.status)
     return not_found
 
 
@@ -402,7 +402,7 @@ async def discover(
     """Resource metadata, then authorization-server metadata: the first steps of a login (docs/design.md)."""
     if not is_secure_endpoint(server_url):
         return Failure(
-            f"refusing OAuth for {http.describe_url(server_url)}: its bearer token would travel in clear text "
+            f"refusing OAuth for {describe_url(server_url)}: its bearer token would travel in clear text "
             "(RFC 6750 §5.3)",
             ErrorCode.OAUTH_ERROR,
             "use the server's https:// URL (plain http is accepted on loopback only)",
@@ -432,7 +432,7 @@ async def discover(
         )
     log.info(
         "discovery_completed",
-        url=http.describe_url(server_url),
+        url=describe_url(server_url),
         issuer=auth_server.value.issuer,
         registration=auth_server.value.registration_endpoint is not None,
     )

@@ -22,7 +22,7 @@ import structlog
 
 from context_harness.oauth import http
 from context_harness.primitives.oauth import MAX_TOKEN_LIFETIME_S, OAuthTokens
-from context_harness.primitives.outside_values import Markers, credential_problem
+from context_harness.primitives.outside_values import Markers, credential_problem, describe_url
 from context_harness.primitives.result import ErrorCode, Failure, Result, Success
 from context_harness.primitives.text import SERVER_TEXT_LIMIT, printable
 
@@ -214,7 +214,7 @@ def _describe_body(headers: Mapping[str, str], body: bytes) -> str:
     """What a non-OAuth answer was, without echoing it: 'no body', 'an HTML page', 'a redirect to host/path'."""
     location = headers.get("Location")
     if location:
-        return f"a redirect to {http.describe_url(location)}"
+        return f"a redirect to {describe_url(location)}"
     if not body:
         return "no body"
     content_type = headers.get("Content-Type", "").split(";")[0].strip()

@@ -3,9 +3,8 @@
 from __future__ import annotations
 
 from context_harness.config.format import substitutions
-from context_harness.oauth.http import describe_url
 from context_harness.primitives.oauth import Credential, TokenState
-from context_harness.primitives.outside_values import credential_problem, is_secure_endpoint
+from context_harness.primitives.outside_values import credential_problem, describe_url, is_secure_endpoint
 from context_harness.primitives.result import ErrorCode, Failure, Result, Success
 
 BEARER = "Bearer"

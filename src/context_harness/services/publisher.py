@@ -23,10 +23,9 @@ from typing import Any
 import structlog
 
 from context_harness.config.format import ConfigFormat, get_format, substitutions
-from context_harness.oauth.http import describe_url
 from context_harness.primitives.mcp import SecretMode
 from context_harness.primitives.oauth import Credential, TokenEvent
-from context_harness.primitives.outside_values import credential_problem, header_name_problem
+from context_harness.primitives.outside_values import credential_problem, describe_url, header_name_problem
 from context_harness.primitives.result import ErrorCode, Failure, Result, Success
 from context_harness.services import recorded_urls
 from context_harness.services.blocking_io import StillRunning, run_blocking

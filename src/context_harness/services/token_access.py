@@ -14,9 +14,9 @@ from dataclasses import dataclass, field
 
 import structlog
 
-from context_harness.oauth.http import describe_url
 from context_harness.primitives.mcp import MCPAuthType
 from context_harness.primitives.oauth import Credential, OAuthTokens, TokenState
+from context_harness.primitives.outside_values import describe_url
 from context_harness.primitives.result import ErrorCode, Failure, Result, Success
 from context_harness.services.mcp_service import MCPService
 from context_harness.services.oauth_service import OAuthService

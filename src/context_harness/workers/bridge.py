@@ -20,8 +20,7 @@ from typing import Any
 import aiohttp
 import structlog
 
-from context_harness.oauth.http import describe_url
-from context_harness.primitives.outside_values import is_secure_endpoint
+from context_harness.primitives.outside_values import describe_url, is_secure_endpoint
 from context_harness.primitives.relay_errors import relay_error
 from context_harness.primitives.result import ErrorCode, Failure, Result, Success
 from context_harness.primitives.throttled_log import ThrottledLog
