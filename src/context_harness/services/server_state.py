@@ -59,7 +59,7 @@ class ServerState:
     plan: Plan | None = None  # the refresher's next wake-up; None: nothing to do
     failed_login: str | None = None  # the last failed login, until one succeeds
     config_errors: dict[str, str] = field(default_factory=dict)  # configs whose last write failed, and why
-    misdirected: set[str] = field(default_factory=set)  # of those, entries pointing away from the recorded URL
+    url_changed: set[str] = field(default_factory=set)  # of those, entries pointing away from the recorded URL
     # The live bridges carrying it, by bridge id: a relay puts its counters here when it opens and takes
     # them out when it closes; its upstream session counts into them.
     bridges: dict[int, Counters] = field(default_factory=dict)

@@ -120,7 +120,7 @@ class StatusBoard:
             "next_refresh_at": plan.due if plan is not None and plan.refresh else None,
             "configs": [b.path for b in bindings],
             "config_errors": dict(live.config_errors),
-            "url_changed": sorted(live.misdirected),
+            "url_changed": sorted(live.url_changed),
             "mode": _mode(bindings),
             "bridges": [BridgeStatus(bridge_id, **asdict(c)) for bridge_id, c in sorted(live.bridges.items())],
             "shared": name in self.shared(),

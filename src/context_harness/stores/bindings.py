@@ -29,8 +29,8 @@ class Binding(BaseModel):
     # only into an entry that still points there; None: a binding from before URLs were recorded in header
     # mode, given one by `services.recorded_urls.migrate` at its first use.
     url: str | None = None
-    # The URL the entry pointed at instead when its header was last withheld ("" for none): the notify command
-    # runs once per change, also across daemon restarts. None: not withheld.
+    # The URL the entry pointed at instead when its URL last changed from `url` and the header was withheld ("" for
+    # none): the notify command runs once per change, also across daemon restarts. None: it points at `url`.
     withheld_for: str | None = None
     # A local (stdio) server: the command `chctl add` wrote, and a SHA-256 of the environment it wrote with it
     # (the values may be secrets; the config keeps them). `chctl check` starts a local server only while its
@@ -83,8 +83,8 @@ class BindingStore:
             ]
             self._save(bindings)
 
-    def note_withheld(self, name: str, path: str, found: str | None) -> None:
-        """Remember (or, with None, forget) where `path`'s entry pointed when its header was withheld."""
+    def note_url_changed(self, name: str, path: str, found: str | None) -> None:
+        """Remember (or, with None, forget) where `path`'s entry pointed when its URL changed (`withheld_for`)."""
         with self._changing:
             bindings = self.load()
             items = bindings.get(name, [])
