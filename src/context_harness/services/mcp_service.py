@@ -1,4 +1,4 @@
-"""MCPService: the seed's server operations — registry, add/remove in agents' configs, auth headers."""
+"""MCPService: the server operations — the registry, adding and removing servers in agents' configs, their URLs."""
 
 from __future__ import annotations
 
@@ -124,7 +124,7 @@ class MCPService:
         """`name`'s registry entry (built in, or the user's registry.json), or None."""
         return self.registry.get(name)
 
-    # --- the seed's API --------------------------------------------------------------------------------
+    # --- the registry and the configs' servers -------------------------------------------------------
 
     def list_available(self) -> Result[list[MCPServer]]:
         return Success(sorted(self.registry.values(), key=lambda s: s.name))

@@ -1,10 +1,10 @@
-"""OAuthService: the seed's OAuth operations — log in, refresh, hand out a valid token, log out.
+"""OAuthService: the OAuth operations — log in, refresh, log out.
 
 It owns the order that keeps rotating refresh tokens safe: a new refresh token is saved to disk before
 the new access token is published anywhere, and only one refresh per server runs at a time, across
 processes too (the server's lock in its `ServerState` plus a lock file). Each attempt's outcome goes into
-the server's `ServerState` and out through `ServerStates.changed`: a new credential is announced there with
-the lock still held, and the channel's listeners write the headers, re-plan and tell people, in that order.
+the server's `ServerState` and out through the change channel (`server_state.py`), a new credential with the
+lock still held.
 """
 
 from __future__ import annotations
@@ -109,7 +109,7 @@ class OAuthService:
     def configure(self, settings: OAuthSettings) -> None:
         self.settings = settings
 
-    # --- the seed's API --------------------------------------------------------------------------------
+    # --- log in, refresh, log out --------------------------------------------------------------------
 
     async def authenticate(
         self,

@@ -27,7 +27,7 @@ class Binding(BaseModel):
     mode: Literal["header", "bridge", "helper"] = "header"
     # The server's URL as `chctl add` wrote it (a bridged entry holds only a command). A header is written
     # only into an entry that still points there; None: a binding from before URLs were recorded in header
-    # mode, given one by `services.recorded_urls.migrate` at its first use.
+    # mode, given one at its first publish (`Publisher._migrate`, with `services.recorded_urls.plan`).
     url: str | None = None
     # The URL the entry pointed at instead when its URL last changed from `url` and the header was withheld ("" for
     # none): the notify command runs once per change, also across daemon restarts. None: it points at `url`.
