@@ -8,8 +8,8 @@ from typing import Any
 
 import structlog
 
-from context_harness.config.format import CLIENTS, DEFAULT_CLIENT, ConfigFormat, Mode, get_format, substitutions
-from context_harness.primitives.mcp import MCPAuthType, MCPServer, SecretMode, ServerType
+from context_harness.config.format import CLIENTS, DEFAULT_CLIENT, ConfigFormat, get_format, substitutions
+from context_harness.primitives.mcp import MCPAuthType, MCPServer, Mode, SecretMode, ServerType
 from context_harness.primitives.names import SERVER_NAME_HINT, valid_server_name
 from context_harness.primitives.oauth import Credential
 from context_harness.primitives.outside_values import header_name_problem, header_value_problem, url_problem

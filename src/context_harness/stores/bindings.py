@@ -5,12 +5,11 @@ from __future__ import annotations
 import json
 import threading
 from pathlib import Path
-from typing import Literal
 
 import structlog
 from pydantic import BaseModel, TypeAdapter, ValidationError
 
-from context_harness.primitives.mcp import SecretMode
+from context_harness.primitives.mcp import Mode, SecretMode
 from context_harness.stores.atomic import PRIVATE_FILE_MODE, atomic_write_bytes, ensure_private_dir
 
 log = structlog.get_logger(__name__)
@@ -20,11 +19,7 @@ class Binding(BaseModel):
     path: str  # absolute, resolved path of an agent's config file
     client: str = "opencode"  # whose format the file is in: a key of config.format.CLIENTS
     secret_mode: SecretMode = SecretMode.INLINE
-    # header: the entry holds the credential (inline or `{file:}`) and we rewrite it on every refresh;
-    # bridge: the entry runs `chctl bridge NAME` and the daemon carries the traffic to `url`, adding the
-    # credential itself (nothing secret in the file, nothing to rewrite); helper: the client runs
-    # `chctl token NAME` for its headers at each connect (nothing secret in the file either).
-    mode: Literal["header", "bridge", "helper"] = "header"
+    mode: Mode = "header"  # how the entry gets the credential (`primitives.mcp.Mode`); a bridge's goes to `url`
     # The server's URL as `chctl add` wrote it (a bridged entry holds only a command). A header is written
     # only into an entry that still points there; None: a binding from before URLs were recorded in header
     # mode, given one at its first publish (`Publisher._migrate`, with `services.recorded_urls.plan`).
