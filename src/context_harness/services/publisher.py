@@ -104,11 +104,10 @@ class Publisher:
     def header_value(self, credential: Credential, binding: Binding) -> str:
         """The header's value as `binding`'s config holds it: the secret, or the client's reference to the
         secret file when the binding keeps the secret in a file."""
-        secret = credential.secret or ""
+        reference = None
         if binding.secret_mode is SecretMode.FILE:
             reference = get_format(binding.client).secret_file_reference(self.tokens.secret_file(credential.name))
-            secret = reference or secret
-        return f"{credential.header_scheme} {secret}" if credential.header_scheme else secret
+        return credential.header_value(reference)
 
     async def publish(self, name: str) -> PublishReport:
         """Write `name`'s stored credential into every config bound to it in header mode."""

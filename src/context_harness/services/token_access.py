@@ -156,12 +156,11 @@ def _handed_out(credential: Credential, *, refreshed: bool) -> Result[ValidCrede
     secret = credential.secret
     if not secret:
         return _login_needed(credential.name, f"{credential.name} has no credential stored")
-    scheme = credential.header_scheme
     return Success(
         ValidCredential(
             name=credential.name,
             header_name=credential.header_name,
-            header_value=f"{scheme} {secret}" if scheme else secret,
+            header_value=credential.header_value(),
             secret=secret,
             expires_at=credential.tokens.expires_at if credential.tokens else None,
             refreshed=refreshed,

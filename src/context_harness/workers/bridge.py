@@ -60,11 +60,7 @@ class ServerCredentials:
         credential = self.tokens.load(self.name)
         header = None
         if credential is not None and credential.secret:
-            secret = credential.secret
-            header = (
-                credential.header_name,
-                f"{credential.header_scheme} {secret}" if credential.header_scheme else secret,
-            )
+            header = (credential.header_name, credential.header_value())
         self._cached = (version, header)
         return header
 
