@@ -210,16 +210,17 @@ class OAuthService:
         # `configs.failed`: configs that still hold the old header (a hung or unparsable file), to fix by hand.
         return Success({"name": name, "revoked": revoked, "tokens": outcomes, "configs": configs.as_dict()})
 
-    async def refresh_rejected(self, name: str, rejected: str | None) -> RefreshAttempt:
-        """A server refused the access token `rejected` (a 401 to the bridge): refresh, unless someone
-        already did — the same lock as the refresher's, so a rotating refresh token is never sent twice."""
+    async def refresh_unless_replaced(self, name: str, seen: str | None) -> RefreshAttempt:
+        """Refresh `name`, unless its access token `seen` was replaced meanwhile: a server refused it (a 401 to
+        the bridge), or it is about to expire (`chctl token`). The same lock as the refresher's, so concurrent
+        callers wait for one refresh and a rotating refresh token is never sent twice."""
         state = self.states.get(name)
         try:
             async with self._lock(name):
                 credential = self.tokens.load(name)
                 if credential is None or credential.kind != "oauth" or credential.tokens is None:
                     return RefreshNeedsReauth("no login is stored")
-                if credential.tokens.access_token != rejected:
+                if credential.tokens.access_token != seen:
                     return await self._not_needed(state, credential)
                 if credential.state is TokenState.NEEDS_REAUTH:
                     return RefreshNeedsReauth(credential.last_error or "the last refresh was refused")

@@ -124,7 +124,7 @@ class TokenAccess:
             return _handed_out(credential, refreshed=False)
         # Shielded: a caller that hangs up must not cancel a refresh between rotation and save.
         # Its outcome reaches the refresher's plan through the change channel, like every refresh's.
-        attempt = await asyncio.shield(self.oauth.refresh_rejected(name, tokens.access_token))
+        attempt = await asyncio.shield(self.oauth.refresh_unless_replaced(name, tokens.access_token))
         if isinstance(attempt, RefreshRetry | RefreshImpossible) and not tokens.is_expired(0):
             return _handed_out(credential, refreshed=False)  # still valid, if for less than asked: the best there is
         fresh = refresh_result(name, attempt, "due")

@@ -75,7 +75,7 @@ class ServerCredentials:
             hint = f"set a new one: `chctl add {name} --bridge -k KEY`"
             return Failure(f"{name} refused the API key", ErrorCode.AUTH_REQUIRED, hint)
         rejected_token = rejected.split(" ", 1)[-1] if rejected else None
-        renewed = refresh_result(name, await self.oauth.refresh_rejected(name, rejected_token), "refused")
+        renewed = refresh_result(name, await self.oauth.refresh_unless_replaced(name, rejected_token), "refused")
         return renewed if isinstance(renewed, Failure) else Success(None)  # the refresh told the change channel
 
 
