@@ -15,7 +15,7 @@ from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, assert_never
 
 import aiohttp
 import structlog
@@ -30,7 +30,7 @@ from context_harness.oauth.token_client import (
     TransientError,
     refresh_access_token,
 )
-from context_harness.primitives.oauth import Credential, TokenEvent, TokenState
+from context_harness.primitives.oauth import Credential, OAuthTokens, TokenEvent, TokenState
 from context_harness.primitives.result import ErrorCode, Failure, Result, Success
 from context_harness.services.blocking_io import run_config_io
 from context_harness.services.mcp_service import MCPService
@@ -261,16 +261,7 @@ class OAuthService:
         name, tokens = credential.name, credential.tokens
         assert tokens is not None
         if not tokens.refresh_token or not credential.token_endpoint or not credential.client_id:
-            if tokens.is_expired(0):
-                return await self._needs_reauth(state, credential, "the token expired and no refresh token was issued")
-            state.reminded = True  # the refresher looks again when it has expired
-            if force:
-                await self.states.changed(name)
-            else:  # the refresher's reminder, shortly before expiry: tell the person now
-                note = no_refresh_token_note(credential)
-                log.info("token_expiring_without_refresh_token", server=name, expires_at=tokens.expires_at)
-                await self.states.changed(name, TokenEvent.EXPIRING, f"{name}: {note}")
-            return RefreshImpossible(credential)
+            return await self._without_refresh_token(state, credential, force)
         state.phase, state.refreshed_at = TokenState.REFRESHING, time.monotonic()
         # Named here: mypy's narrowing (checked above) does not reach into the lambda.
         endpoint, refresh_token, client_id = credential.token_endpoint, tokens.refresh_token, credential.client_id
@@ -293,25 +284,7 @@ class OAuthService:
         )
         match outcome:
             case Refreshed(new_tokens):
-                if new_tokens.refresh_token is None:  # not rotated: keep using the one we have
-                    new_tokens = new_tokens.model_copy(update={"refresh_token": tokens.refresh_token})
-                fresh = credential.model_copy(
-                    update={
-                        "tokens": new_tokens,
-                        "state": TokenState.ACTIVE,
-                        "last_error": None,
-                        "token_endpoint_auth_method": auth_method,  # the way that worked, if it took two
-                    }
-                )
-                self.tokens.save(fresh)  # the rotated refresh token is on disk before anything uses the new token
-                if auth_method is not None and auth_method != credential.token_endpoint_auth_method:
-                    self.clients.remember_auth_method(name, client_id, auth_method)
-                crash_point(AFTER_TOKEN_SAVE)
-                self.states.stored(name)
-                log.info("token_refreshed", server=name, expires_at=new_tokens.expires_at)
-                # The channel's publisher writes the new header, then people are told.
-                await self.states.changed(name, TokenEvent.REFRESHED, f"{name}: token refreshed", credential=True)
-                return RefreshDone(fresh)
+                return await self._refreshed(credential, new_tokens, auth_method)
             case TransientError(reason, retry_after):
                 state.phase, state.last_error = TokenState.RETRYING, reason
                 log.warning("token_refresh_failed_transient", server=name, reason=reason, retry_after=retry_after)
@@ -321,6 +294,50 @@ class OAuthService:
                 if code is ErrorCode.INVALID_CLIENT:
                     self.forget_client(name, credential.client_id)
                 return await self._needs_reauth(state, credential, reason, code)
+            case _:
+                assert_never(outcome)
+
+    async def _refreshed(self, credential: Credential, new_tokens: OAuthTokens, auth_method: str | None) -> RefreshDone:
+        """Store the new tokens (the rotated refresh token on disk before anything uses the new access token),
+        then announce them: the channel's publisher writes the new header, then people are told."""
+        name, tokens = credential.name, credential.tokens
+        assert tokens is not None and credential.client_id is not None
+        if new_tokens.refresh_token is None:  # not rotated: keep using the one we have
+            new_tokens = new_tokens.model_copy(update={"refresh_token": tokens.refresh_token})
+        fresh = credential.model_copy(
+            update={
+                "tokens": new_tokens,
+                "state": TokenState.ACTIVE,
+                "last_error": None,
+                "token_endpoint_auth_method": auth_method,  # the way that worked, if it took two
+            }
+        )
+        self.tokens.save(fresh)
+        if auth_method is not None and auth_method != credential.token_endpoint_auth_method:
+            self.clients.remember_auth_method(name, credential.client_id, auth_method)
+        crash_point(AFTER_TOKEN_SAVE)
+        self.states.stored(name)
+        log.info("token_refreshed", server=name, expires_at=new_tokens.expires_at)
+        await self.states.changed(name, TokenEvent.REFRESHED, f"{name}: token refreshed", credential=True)
+        return RefreshDone(fresh)
+
+    async def _without_refresh_token(
+        self, state: ServerState, credential: Credential, force: bool
+    ) -> RefreshNeedsReauth | RefreshImpossible:
+        """No refresh token was issued: an expired token needs a login; one still valid is used, and the person
+        is reminded (by the refresher's look shortly before expiry)."""
+        name, tokens = credential.name, credential.tokens
+        assert tokens is not None
+        if tokens.is_expired(0):
+            return await self._needs_reauth(state, credential, "the token expired and no refresh token was issued")
+        state.reminded = True  # the refresher looks again when it has expired
+        if force:
+            await self.states.changed(name)
+        else:  # the refresher's reminder, shortly before expiry: tell the person now
+            note = no_refresh_token_note(credential)
+            log.info("token_expiring_without_refresh_token", server=name, expires_at=tokens.expires_at)
+            await self.states.changed(name, TokenEvent.EXPIRING, f"{name}: {note}")
+        return RefreshImpossible(credential)
 
     async def _retry_later(
         self, state: ServerState, reason: str, retry_after: float | None = None, message: str = ""
