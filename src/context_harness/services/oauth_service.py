@@ -21,7 +21,12 @@ import aiohttp
 import structlog
 
 from context_harness.config.format import substitutions
-from context_harness.oauth.flow import AuthorizationUrlHandler, FlowRequest, run_authorization_flow
+from context_harness.oauth.flow import (
+    AuthorizationGrant,
+    AuthorizationUrlHandler,
+    FlowRequest,
+    run_authorization_flow,
+)
 from context_harness.oauth.registration import RegistrationLimit
 from context_harness.oauth.token_auth import either_way
 from context_harness.oauth.token_client import (
@@ -30,6 +35,7 @@ from context_harness.oauth.token_client import (
     TransientError,
     refresh_access_token,
 )
+from context_harness.primitives.mcp import MCPServer
 from context_harness.primitives.oauth import Credential, OAuthTokens, TokenEvent, TokenState
 from context_harness.primitives.result import ErrorCode, Failure, Result, Success
 from context_harness.services.blocking_io import run_config_io
@@ -118,31 +124,14 @@ class OAuthService:
         on_authorization_url: AuthorizationUrlHandler,
         paste: asyncio.Queue[str] | None = None,
     ) -> Result[Credential]:
+        """Log in to `name` (`oauth/flow.py`), from its recorded URL; store the credential and announce it."""
         server_url = await self.server_url_off_loop(name, login=True)
         if isinstance(server_url, Failure):
             return server_url
-        client_id, client_secret = options.client_id, options.client_secret
         known = self.mcp.known(name)
-        token_auth_method = options.token_auth_method
-        if client_id is None and known is not None and known.client_id:
-            client_id = known.client_id
-            token_auth_method = token_auth_method or known.token_endpoint_auth_method
         grant = await run_authorization_flow(
             self._session(),
-            FlowRequest(
-                server_name=name,
-                server_url=server_url.value,
-                markers=substitutions(),
-                client_id=client_id,
-                client_secret=client_secret,
-                token_auth_method=token_auth_method,
-                scopes=options.scopes,
-                port=options.port,
-                timeout_s=options.timeout_s,
-                http_timeout_s=self.settings.http_timeout_s,
-                client_metadata_url=self.settings.client_metadata_url,
-                registrations=self.registrations,
-            ),
+            self._flow_request(name, server_url.value, options, known),
             client_store=self.clients,
             on_authorization_url=on_authorization_url,
             paste=paste,
@@ -156,21 +145,44 @@ class OAuthService:
                     f"(or set {env_prefix(name)}_CLIENT_ID)" + (f", see {known.docs_url}" if known.docs_url else ""),
                 )
             return grant
-        g = grant.value
+        return Success(await self._store_login(name, server_url.value, grant.value))
+
+    def _flow_request(self, name: str, server_url: str, options: AuthOptions, known: MCPServer | None) -> FlowRequest:
+        """The login asked for: the options' client, else the registry's, else one found or registered then."""
+        client_id, token_auth_method = options.client_id, options.token_auth_method
+        if client_id is None and known is not None and known.client_id:
+            client_id = known.client_id
+            token_auth_method = token_auth_method or known.token_endpoint_auth_method
+        return FlowRequest(
+            server_name=name,
+            server_url=server_url,
+            markers=substitutions(),
+            client_id=client_id,
+            client_secret=options.client_secret,
+            token_auth_method=token_auth_method,
+            scopes=options.scopes,
+            port=options.port,
+            timeout_s=options.timeout_s,
+            http_timeout_s=self.settings.http_timeout_s,
+            client_metadata_url=self.settings.client_metadata_url,
+            registrations=self.registrations,
+        )
+
+    async def _store_login(self, name: str, server_url: str, grant: AuthorizationGrant) -> Credential:
         credential = Credential(
             name=name,
             kind="oauth",
             state=TokenState.ACTIVE,
-            tokens=g.tokens,
-            issuer=g.issuer,
-            token_endpoint=g.token_endpoint,
-            revocation_endpoint=g.revocation_endpoint,
-            client_id=g.client_id,
-            client_secret=g.client_secret,
-            token_endpoint_auth_method=g.token_endpoint_auth_method,
-            resource=g.resource,
-            scopes=g.scopes,
-            server_url=server_url.value,  # where this credential may go, whatever a config says later
+            tokens=grant.tokens,
+            issuer=grant.issuer,
+            token_endpoint=grant.token_endpoint,
+            revocation_endpoint=grant.revocation_endpoint,
+            client_id=grant.client_id,
+            client_secret=grant.client_secret,
+            token_endpoint_auth_method=grant.token_endpoint_auth_method,
+            resource=grant.resource,
+            scopes=grant.scopes,
+            server_url=server_url,  # where this credential may go, whatever a config says later
         )
         async with self._lock(name):
             self.tokens.save(credential)
@@ -178,12 +190,12 @@ class OAuthService:
             log.info(
                 "token_stored",
                 server=name,
-                expires_at=g.tokens.expires_at,
-                has_refresh_token=g.tokens.refresh_token is not None,
+                expires_at=grant.tokens.expires_at,
+                has_refresh_token=grant.tokens.refresh_token is not None,
             )
             # Under the lock: the publisher writes the headers from it (and may record URLs in the token file).
             await self.states.changed(name, TokenEvent.NEW, f"{name}: logged in", credential=True)
-        return Success(credential)
+        return credential
 
     async def refresh_tokens(self, name: str) -> Result[Credential]:
         """Refresh now (`chctl refresh`), whatever the expiry."""
