@@ -18,7 +18,7 @@ import structlog
 from context_harness.oauth import http
 from context_harness.oauth.authorization_request import build_authorization_url, parse_callback
 from context_harness.oauth.callback_server import CallbackServer, query_from_pasted_url
-from context_harness.oauth.discovery import Discovery, discover
+from context_harness.oauth.discovery import AuthServerMetadata, Discovery, discover
 from context_harness.oauth.flow_client import (
     Client,
     RegisteredClients,
@@ -143,21 +143,10 @@ async def run_authorization_flow(
     discovery = found.value
     auth_server = discovery.auth_server
     chosen_scopes = discovery.scopes(request.scopes)
-    client_id, client_secret = request.client_id, request.client_secret
-    metadata_document = False
-    if client_id is None and request.client_metadata_url and auth_server.client_id_metadata_document_supported:
-        metadata_document = True
-        client_id, client_secret = request.client_metadata_url, None  # the URL is the client id: nothing to register
-        log.info("client_id_metadata_document_used", server=server_name, issuer=auth_server.issuer)
-
-    stored = None if client_id else client_store.get(server_name, auth_server.issuer)
-    if client_id is None and stored is None and auth_server.registration_endpoint is None:
+    explicit, metadata_document = _given_client(request, auth_server)
+    stored = None if explicit else client_store.get(server_name, auth_server.issuer)
+    if explicit is None and stored is None and auth_server.registration_endpoint is None:
         return _failed(server_name, cannot_register(auth_server.issuer, server_name))
-
-    explicit = None
-    if client_id:
-        auth_method = explicit_auth_method(client_secret, auth_server, request.token_auth_method)
-        explicit = Client(client_id, client_secret, auth_method)
 
     opened = await _open_listener(request.port, stored)
     if isinstance(opened, Failure):
@@ -189,6 +178,20 @@ async def run_authorization_flow(
     return result
 
 
+def _given_client(request: FlowRequest, auth_server: AuthServerMetadata) -> tuple[Client | None, bool]:
+    """The client given for this login (flags, environment, registry), else our Client ID Metadata Document's
+    URL where the server takes one (True: nothing to register or remember); None: find or register one."""
+    client_id, client_secret, metadata_document = request.client_id, request.client_secret, False
+    if client_id is None and request.client_metadata_url and auth_server.client_id_metadata_document_supported:
+        metadata_document = True
+        client_id, client_secret = request.client_metadata_url, None  # the URL is the client id: nothing to register
+        log.info("client_id_metadata_document_used", server=request.server_name, issuer=auth_server.issuer)
+    if not client_id:
+        return None, metadata_document
+    auth_method = explicit_auth_method(client_secret, auth_server, request.token_auth_method)
+    return Client(client_id, client_secret, auth_method), metadata_document
+
+
 async def _authorize(
     session: aiohttp.ClientSession,
     request: FlowRequest,
@@ -206,15 +209,8 @@ async def _authorize(
     pkce, state = generate_pkce(), new_state()
 
     def authorization_url(client_id: str) -> str:
-        return build_authorization_url(
-            auth_server.authorization_endpoint,
-            client_id,
-            redirect_uri,
-            scopes,
-            state,
-            pkce.challenge,
-            discovery.resource,
-        )
+        endpoint, resource = auth_server.authorization_endpoint, discovery.resource
+        return build_authorization_url(endpoint, client_id, redirect_uri, scopes, state, pkce.challenge, resource)
 
     checked = await accepted_client(
         session,
@@ -251,19 +247,24 @@ async def _authorize(
     if remember_client and client.source == "given":
         remember_given_client(client_store, server_name, auth_server.issuer, client, redirect_uri)
     listener.finish("Signed in", f"context-harness is connected to {server_name}. You can close this tab.")
-    return Success(
-        AuthorizationGrant(
-            tokens=tokens,
-            issuer=auth_server.issuer,
-            token_endpoint=auth_server.token_endpoint,
-            revocation_endpoint=auth_server.revocation_endpoint,
-            client_id=client.client_id,
-            client_secret=client.client_secret,
-            token_endpoint_auth_method=client.auth_method,
-            resource=discovery.resource,
-            scopes=scopes,
-            redirect_uri=redirect_uri,
-        )
+    return Success(_grant(discovery, client, tokens, scopes, redirect_uri))
+
+
+def _grant(
+    discovery: Discovery, client: Client, tokens: OAuthTokens, scopes: list[str], redirect_uri: str
+) -> AuthorizationGrant:
+    auth_server = discovery.auth_server
+    return AuthorizationGrant(
+        tokens=tokens,
+        issuer=auth_server.issuer,
+        token_endpoint=auth_server.token_endpoint,
+        revocation_endpoint=auth_server.revocation_endpoint,
+        client_id=client.client_id,
+        client_secret=client.client_secret,
+        token_endpoint_auth_method=client.auth_method,
+        resource=discovery.resource,
+        scopes=scopes,
+        redirect_uri=redirect_uri,
     )
 
 
