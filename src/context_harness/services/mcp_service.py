@@ -390,14 +390,8 @@ class MCPService:
 
     def _plan_entry(self, request: AddRequest) -> Result[Planned]:
         """The server to add (URL or command), its auth type, and a new API-key credential if one was given."""
-        if request.delegated_via is not None:  # a bridge entry only: no token may land on this machine
-            if request.mode == "header" or request.api_key is not None or request.headers:
-                return Failure(
-                    f"{request.name} is used through the laptop's daemon: no header or key can be written here",
-                    ErrorCode.INVALID_PARAMS,
-                    f"drop --mode header / -k / --header: `chctl add {request.name}` writes a bridge entry",
-                )
-            return Success(Planned(MCPAuthType.NONE, url=request.delegated_via))
+        if request.delegated_via is not None:
+            return _planned_through_laptop(request, request.delegated_via)
         known = self.known(request.name)
         recorded = self._recorded_url(request)
         if isinstance(recorded, Failure):
@@ -462,6 +456,17 @@ class MCPService:
         if isinstance(recorded, Failure):
             return None if recorded.code is ErrorCode.NOT_FOUND else recorded  # nothing recorded: unknown
         return recorded.value
+
+
+def _planned_through_laptop(request: AddRequest, via: str) -> Result[Planned]:
+    """A server the laptop's daemon carries (`via`): a bridge entry only, since no token may land on this machine."""
+    if request.mode == "header" or request.api_key is not None or request.headers:
+        return Failure(
+            f"{request.name} is used through the laptop's daemon: no header or key can be written here",
+            ErrorCode.INVALID_PARAMS,
+            f"drop --mode header / -k / --header: `chctl add {request.name}` writes a bridge entry",
+        )
+    return Success(Planned(MCPAuthType.NONE, url=via))
 
 
 def _header_problem(request: AddRequest) -> Failure | None:
