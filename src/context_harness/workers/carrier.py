@@ -5,6 +5,12 @@ The one place that asks "is this server the laptop's?" (`Delegate.via`: a delega
 is stored here and no entry here reaches the server directly). The RPC handlers open a bridge, start and wait for
 a login, fill in a status and check a name through the `Carrier`, the same whether this daemon carries the
 server or hands it on; a status row says which (`via`).
+
+How a request reaches a server: `chctl bridge NAME` sends `bridge.open` to this daemon, and `open_bridge` makes
+the relay that carries the connection from then on. Here, that is a `Relay` whose upstream session sends each
+message with the current credential (`bridge.py`, `upstream/session.py`). On a remote machine, for a server the
+laptop carries, it is a `DelegatedRelay` that pipes the lines to the laptop's `remote.sock`; there the remote
+handlers (`daemon/rpc_remote_methods.py`: shared servers only) hand the request to the laptop's own `Carrier`.
 """
 
 from __future__ import annotations
