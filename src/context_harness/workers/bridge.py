@@ -80,7 +80,8 @@ class ServerCredentials:
 
 
 class Bridges:
-    """Every live bridge in this daemon."""
+    """Every live bridge this daemon carries itself (one the laptop carries is `delegate.py`'s, chosen by
+    `carrier.py`)."""
 
     def __init__(
         self,
