@@ -8,7 +8,13 @@ import pytest
 from tests.support.daemon import DaemonProcess
 from tests.support.env import UserEnv, make_user_env
 
-pytest_plugins = ["tests.peers.oidc", "tests.peers.mcp_servers", "tests.peers.workers_oauth"]
+pytest_plugins = [
+    "tests.peers.oidc",
+    "tests.peers.mcp_servers",
+    "tests.peers.workers_oauth",
+    "tests.support.keychain",  # the `keychain` fixture
+    "tests.support.registry",  # `start_daemon` with local MCP registries
+]
 
 
 @pytest.fixture

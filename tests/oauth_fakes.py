@@ -60,6 +60,10 @@ class FakeWorld:
     # "client_secret_basic" (the secret in the form is invalid_client); None: takes anything.
     secret_method: str | None = None
     token_error: str | None = None  # /token answers this OAuth error (400) to every authenticated request
+    # Dynamic registration answers every client with a secret and this method, whatever the client asked for
+    # (RFC 7591 §3.2.1: the response is what is registered); /token and /revoke then refuse (401 invalid_client)
+    # a registered client that does not send that secret exactly that way.
+    registered_secret_method: str | None = None
     forgotten: set[str] = field(default_factory=set)  # registered clients the server lost (a restart)
 
     # What happened (secrets included, so tests can look for them in logs).
@@ -74,6 +78,9 @@ class FakeWorld:
     issued_tokens: list[str] = field(default_factory=list)
     client_secrets: list[str] = field(default_factory=list)
     revoked: list[str] = field(default_factory=list)  # tokens sent to /revoke
+    revocation_forms: list[dict[str, str]] = field(default_factory=list)
+    revocation_auth_headers: list[str | None] = field(default_factory=list)
+    registered_secrets: dict[str, str] = field(default_factory=dict)  # client id -> the secret registration gave
     release: asyncio.Event = field(default_factory=asyncio.Event)
 
     @property
@@ -100,6 +107,19 @@ class FakeWorld:
 
     def secrets(self) -> list[str]:
         return [*self.issued_codes, *self.verifiers, *self.issued_tokens, *self.client_secrets]
+
+    def client_authenticated(self, form: dict[str, str], basic: str | None) -> bool:
+        """Whether a request of a client registered with a secret carries that secret, the registered way (a
+        client registered without one passes)."""
+        if basic is not None and basic.startswith("Basic "):
+            client_id, _, secret = base64.b64decode(basic[6:]).decode().partition(":")
+            used = "client_secret_basic"
+        else:
+            client_id, secret, used = form.get("client_id", ""), form.get("client_secret", ""), "client_secret_post"
+        wanted = self.registered_secrets.get(client_id)
+        if wanted is None:
+            return True
+        return used == self.registered_secret_method and secrets.compare_digest(secret, wanted)
 
 
 def build_world_app(world: FakeWorld) -> web.Application:
@@ -148,9 +168,17 @@ def build_world_app(world: FakeWorld) -> web.Application:
                 {"error": "invalid_redirect_uri", "error_description": "redirect not allowed"},
                 status=world.registration_status,
             )
-        return web.json_response(
-            {**body, "client_id": f"client-{len(world.registrations)}", "client_id_issued_at": 0}, status=201
-        )
+        answer = {**body, "client_id": f"client-{len(world.registrations)}", "client_id_issued_at": 0}
+        if world.registered_secret_method is not None:
+            secret = secrets.token_urlsafe(24)
+            world.client_secrets.append(secret)
+            world.registered_secrets[answer["client_id"]] = secret
+            answer.update(
+                client_secret=secret,
+                client_secret_expires_at=0,
+                token_endpoint_auth_method=world.registered_secret_method,
+            )
+        return web.json_response(answer, status=201)
 
     async def authorize(request: web.Request) -> web.Response:
         params = dict(request.query)
@@ -178,8 +206,10 @@ def build_world_app(world: FakeWorld) -> web.Application:
         world.token_forms.append(form)
         basic = request.headers.get("Authorization")
         world.token_auth_headers.append(basic)
-        if (world.secret_method == "client_secret_post" and (basic or "client_secret" not in form)) or (
-            world.secret_method == "client_secret_basic" and (not basic or "client_secret" in form)
+        if (
+            (world.secret_method == "client_secret_post" and (basic or "client_secret" not in form))
+            or (world.secret_method == "client_secret_basic" and (not basic or "client_secret" in form))
+            or not world.client_authenticated(form, basic)
         ):
             return web.json_response({"error": "invalid_client", "error_description": "wrong client auth"}, status=401)
         if world.token_error:
@@ -216,7 +246,12 @@ def build_world_app(world: FakeWorld) -> web.Application:
         return web.json_response(doc)
 
     async def revoke(request: web.Request) -> web.Response:
-        world.revoked.append(str((await request.post()).get("token", "")))
+        form = {k: str(v) for k, v in (await request.post()).items()}
+        world.revocation_forms.append(form)
+        world.revocation_auth_headers.append(request.headers.get("Authorization"))
+        if not world.client_authenticated(form, request.headers.get("Authorization")):
+            return web.json_response({"error": "invalid_client"}, status=401)
+        world.revoked.append(form.get("token", ""))
         return web.Response(status=200)
 
     app = web.Application()

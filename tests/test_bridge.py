@@ -151,9 +151,13 @@ def test_add_bridge_writes_a_local_entry_with_no_secret_and_switches_back(
     status = json.loads(chctl(user_env, "status", "--json").stdout)["servers"][0]
     assert status["mode"] == "bridge"
 
-    # The same server without --bridge: a header entry again, and back.
+    # Added again without --bridge, it stays bridged (as recorded); --mode header switches it, and back.
     done = chctl(user_env, "add", "keyed", "--url", server.url, "--key-header", server.header, "-k", server.key)
     assert done.returncode == 0, done.stderr
+    assert entry(user_env, "keyed")["type"] == "local" and "nothing changed" in done.stdout
+    done = chctl(user_env, "add", "keyed", "--mode", "header")
+    assert done.returncode == 0, done.stderr
+    assert "mode: bridge → header" in done.stdout
     assert entry(user_env, "keyed")["headers"] == {server.header: server.key}
     assert json.loads(chctl(user_env, "status", "--json").stdout)["servers"][0]["mode"] == "header"
     add_api_key_server(user_env, server)

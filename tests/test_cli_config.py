@@ -227,11 +227,29 @@ def test_status_json_lists_servers_with_bound_configs(daemon: DaemonProcess, use
         "mode": "header",
         "bridges": [],
         "last_error": None,
+        "refused": None,
         "note": None,
         "token_reads": 0,
         "last_token_read_at": None,
         "shared": False,
         "via": None,
+        "scopes_wanted": [],
+        # CH_SECRET_STORE=file (the tests' default): the token file, and the config or the `{file:}` file.
+        "secret_at": [
+            {"where": "token_file", "path": str(user_env.ch_home / "tokens" / "context7.json"), "problem": None},
+            {
+                "where": "config",
+                "path": str((user_env.project / "opencode.json").resolve()),
+                "client": "opencode",
+                "problem": None,
+            }
+            if mode == "inline"
+            else {
+                "where": "secret_file",
+                "path": str(user_env.ch_home / "secrets" / "context7.token"),
+                "problem": None,
+            },
+        ],
     }
     table = chctl(user_env, "status").stdout
     assert "context7" in table and "ok (API key)" in table

@@ -121,7 +121,10 @@ def test_status_and_clients_fit_80_columns_and_show_every_column_at_200(
         wide = on_terminal(user_env, command, columns=200)
         assert max(len(line) for line in wide) > 80  # nothing had to go
     header = next(line for line in on_terminal(user_env, "status", columns=200) if line.startswith("NAME"))
-    assert header.split() == "NAME STATE AUTH EXPIRES NEXT REFRESH MODE CONFIGS BRIDGES LAST ERROR / NOTE".split()
+    assert (
+        header.split()
+        == "NAME STATE AUTH EXPIRES NEXT REFRESH MODE SECRET AT CONFIGS BRIDGES LAST ERROR / NOTE".split()
+    )
     narrow_rows = on_terminal(user_env, "status", columns=80)
     assert any(line.startswith("unreachable") and "login failed" in line for line in narrow_rows)
 

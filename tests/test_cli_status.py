@@ -11,6 +11,7 @@ import time
 import pytest
 
 from context_harness.client import states
+from context_harness.primitives.mcp import MCPAuthType
 from context_harness.services.doctor import server_checks
 from context_harness.services.status import ServerStatus
 from context_harness.stores.bindings import Binding, BindingStore
@@ -76,9 +77,17 @@ def test_status_words_for_every_state() -> None:
         "active": ("ok", "green"),
         "api_key": ("ok (API key)", "green"),
         "no_auth": ("ok (no auth)", "green"),
+        "needs_key": ("needs a key → chctl add linear -k KEY", "red"),
     }
     for state, expected in cases.items():
         assert states.describe({**row, "state": state}, now) == expected
+    # A credential the server refuses is red whatever its stored state says, with what mends it.
+    refused_key = {**row, "state": "api_key", "auth_type": "api-key", "refused": 401}
+    assert states.describe(refused_key, now) == ("key refused (401) → chctl add linear -k KEY", "red")
+    refused_token = {**row, "state": "active", "auth_type": "oauth", "refused": 401}
+    assert states.describe(refused_token, now) == ("token refused (401) → chctl auth linear", "red")
+    forbidden = {**row, "state": "active", "auth_type": "oauth", "refused": 403}
+    assert states.describe(forbidden, now) == ("forbidden (403) → chctl check linear", "red")
     retrying = {**row, "state": "retrying", "last_error": "HTTP 503"}
     assert states.describe(retrying, now) == ("retrying (next try in 40s): HTTP 503", "yellow")
     no_refresh = {**row, "state": "active", "has_refresh_token": False}
@@ -94,8 +103,13 @@ def test_doctor_has_a_verdict_for_every_server_state() -> None:
         ServerStatus(name="d", state="active", expires_at=now + 600, has_refresh_token=False),
         ServerStatus(name="e", state="active", expires_at=now + 600, has_refresh_token=True),
         ServerStatus(name="f", state="api_key"),
+        ServerStatus(name="g", state="api_key", auth_type=MCPAuthType.API_KEY, refused=401, last_error="refused"),
+        ServerStatus(name="h", state="needs_key", auth_type=MCPAuthType.API_KEY),
+        ServerStatus(name="i", state="no_auth"),
+        ServerStatus(name="j", state="no_auth"),
     ]
-    found = {c.message.split(":")[0].split(" ")[0]: c for c in server_checks(rows, now)}
+    checks = server_checks(rows, now, answer_401={"j"})
+    found = {c.message.split(":")[0].split(" ")[0]: c for c in checks}
     assert {n: c.level for n, c in found.items()} == {
         "a": "warn",
         "b": "error",
@@ -103,7 +117,14 @@ def test_doctor_has_a_verdict_for_every_server_state() -> None:
         "d": "warn",
         "e": "ok",
         "f": "ok",
+        "g": "error",
+        "h": "warn",
+        "i": "ok",
+        "j": "warn",  # one verdict: it answers 401, not also "needs no credential"
     }
+    assert len(checks) == len(rows)
+    assert found["g"].hint is not None and "`chctl add g -k KEY`" in found["g"].hint
+    assert "answers 401" in found["j"].message
     assert found["a"].hint == "run `chctl auth a`" and "invalid_grant" in found["b"].message
     assert "expires in 10 min" in found["d"].message
 

@@ -1,7 +1,8 @@
 """Behind a company proxy that intercepts TLS: the real daemon and chctl, mitmproxy's `mitmdump` re-signing
 every connection with its own CA, MCP SDK servers behind an HTTPS front whose certificate comes from a
-`trustme` CA, oidc-provider for a login and a refresh. All on 127.0.0.1; mitmdump's flow log shows that each
-request went through it (nothing bypasses loopback by default: only NO_PROXY does)."""
+`trustme` CA, oidc-provider for a login and a refresh. All on 127.0.0.1, but named `mcp.test` for the daemon:
+loopback is never proxied, so the servers go by a name the proxy resolves (to 127.0.0.1: tests/support/
+mitm_hosts.py); mitmdump's flow log shows that each request went through it."""
 
 from __future__ import annotations
 
@@ -13,18 +14,18 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit
 
 import pytest
 import trustme
 
 from tests.peers.fake_browser import browser_command
-from tests.peers.mcp_servers import McpApiKeyServer, McpApiKeyServerFactory, McpOAuthServer, McpOAuthServerFactory
+from tests.peers.mapped_hosts import VARIABLE as TEST_HOSTS
+from tests.peers.mcp_servers import APP_SCRIPT, McpApiKeyServer, McpApiKeyServerFactory
 from tests.peers.oidc import OidcProvider, OidcProviderFactory
 from tests.peers.peer_process import PeerProcess, start_peer
 from tests.support.daemon import DaemonProcess, chctl, wait_for
 from tests.support.env import UserEnv
-from tests.support.mitm import MitmProxy, wait_for_flow
+from tests.support.mitm import TEST_HOST, MitmProxy, wait_for_flow
 from tests.test_bridge import add_bridged, bridged_session, call, free_port, messages_of
 
 TLS_FRONT = Path(__file__).resolve().parent / "peers" / "tls_front.py"
@@ -37,7 +38,7 @@ def server_ca(tmp_path_factory: pytest.TempPathFactory) -> Path:
     directory = tmp_path_factory.mktemp("server-ca")
     ca = trustme.CA()
     ca.cert_pem.write_to_path(str(directory / "ca.pem"))
-    leaf = ca.issue_cert("127.0.0.1")
+    leaf = ca.issue_cert("127.0.0.1", TEST_HOST)
     leaf.private_key_and_cert_chain_pem.write_to_path(str(directory / "leaf.pem"))
     leaf.private_key_pem.write_to_path(str(directory / "leaf-key.pem"))
     leaf.cert_chain_pems[0].write_to_path(str(directory / "leaf-cert.pem"))
@@ -48,7 +49,7 @@ def server_ca(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def https_mcp(
     server_ca: Path, mcp_api_key_server: McpApiKeyServerFactory, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[tuple[str, McpApiKeyServer]]:
-    """An API-key MCP SDK server reached as https://127.0.0.1:PORT/mcp."""
+    """An API-key MCP SDK server reached as https://mcp.test:PORT/mcp (through the proxy: 127.0.0.1)."""
     server = mcp_api_key_server()
     upstream = server.url.rsplit("/", 1)[0]
     leaf = str(server_ca / "leaf.pem")
@@ -56,7 +57,7 @@ def https_mcp(
     front: PeerProcess = start_peer(
         [sys.executable, str(TLS_FRONT), "--cert", leaf, "--key", leaf, "--upstream", upstream], log_path=log_path
     )
-    yield f"{front.ready['url']}/mcp", server
+    yield f"https://{TEST_HOST}:{front.ready['port']}/mcp", server
     front.stop()
 
 
@@ -126,10 +127,10 @@ def test_the_legacy_sse_transport_s_long_lived_stream_goes_through_the_proxy(
     front = start_peer(argv, log_path=tmp_path / "front.log")
     daemon = start_daemon(user_env, HTTPS_PROXY=mitm.url, CH_CA_BUNDLE=str(mitm.ca_pem))
     try:
-        url = f"{front.ready['url']}/sse"
+        url = f"https://{TEST_HOST}:{front.ready['port']}/sse"
         add_bridged(user_env, "corp", "--url", url, "--key-header", server.header, "-k", server.key)
         assert echo_through_bridge(user_env) == "through the proxy"
-        wait_for_flow(mitm, f"POST {front.ready['url']}/messages/")  # the messages, posted through the proxy
+        wait_for_flow(mitm, f"POST https://{TEST_HOST}:{front.ready['port']}/messages/")  # posted through the proxy
         wait_for_flow(mitm, f"GET {url}")  # the stream, logged once it ends with the session
     finally:
         daemon.stop()
@@ -147,7 +148,7 @@ def test_without_the_company_ca_the_bridge_says_which_certificate_and_the_daemon
         assert time.monotonic() - started < 30  # within the HTTP timeout, not a hang
         port = https_mcp[0].split(":")[2].split("/")[0]
         proxy_port = mitm.url.rsplit(":", 1)[1]
-        expected = f"the certificate of 127.0.0.1:{port} does not verify (through the proxy 127.0.0.1:{proxy_port})"
+        expected = f"the certificate of {TEST_HOST}:{port} does not verify (through the proxy 127.0.0.1:{proxy_port})"
         assert f"{expected}: certificate not trusted" in error and "CH_CA_BUNDLE" in error
         assert chctl(user_env, "status").returncode in (0, 1)  # the daemon still answers
         assert daemon.proc is not None and daemon.proc.poll() is None
@@ -163,14 +164,20 @@ def test_without_the_company_ca_the_bridge_says_which_certificate_and_the_daemon
         daemon.stop()
 
 
-def test_no_proxy_reaches_a_listed_host_directly(
+def test_no_proxy_reaches_a_listed_host_directly_and_loopback_always(
     user_env: UserEnv, https_mcp: tuple[str, McpApiKeyServer], server_ca: Path
 ) -> None:
     nobody = f"http://127.0.0.1:{free_port()}"  # a proxy that is not there
-    daemon = start_daemon(user_env, HTTPS_PROXY=nobody, NO_PROXY="127.0.0.1", CH_CA_BUNDLE=str(server_ca / "ca.pem"))
+    daemon = start_daemon(user_env, HTTPS_PROXY=nobody, NO_PROXY=TEST_HOST, CH_CA_BUNDLE=str(server_ca / "ca.pem"))
     try:
+        url, server = https_mcp
+        loopback = url.replace(TEST_HOST, "127.0.0.1")
+        add_bridged(user_env, "local", "--url", loopback, "--key-header", server.header, "-k", server.key)
+        assert echo_through_bridge(user_env, "local") == "through the proxy"  # direct: the proxy is not there
+        # Listed in NO_PROXY: the daemon resolves the name itself (and cannot: so it did not ask the proxy).
         add_https_server(user_env, https_mcp)
-        assert echo_through_bridge(user_env) == "through the proxy"
+        error = bridge_error(user_env)
+        assert f"cannot resolve {TEST_HOST}" in error and "proxy" not in error, error
     finally:
         daemon.stop()
 
@@ -206,52 +213,6 @@ def test_a_proxy_that_wants_credentials_works_with_them_in_the_url_and_says_407_
     finally:
         daemon.stop()
     assert PROXY_PASSWORD not in bare.log() + daemon.log()
-
-
-def test_a_login_a_refresh_and_a_bridged_session_go_through_the_proxy(
-    user_env: UserEnv, oidc_provider: OidcProvider, mcp_oauth_server: McpOAuthServer, mitm: MitmProxy
-) -> None:
-    daemon = start_daemon(user_env, HTTP_PROXY=mitm.url, HTTPS_PROXY=mitm.url, CH_CA_BUNDLE=str(mitm.ca_pem))
-    try:
-        add_bridged(user_env, "srv", "--url", mcp_oauth_server.url)
-        login = chctl(user_env, "auth", "srv", extra_env={"BROWSER": browser_command()})
-        assert login.returncode == 0, login.stderr
-        refreshed = chctl(user_env, "refresh", "srv")
-        assert refreshed.returncode == 0, refreshed.stderr
-
-        async def scenario() -> str:
-            async with bridged_session(user_env, "srv") as session:
-                return await call(session, "whoami")
-
-        assert asyncio.run(scenario())
-        # mitmdump shortens long URLs in its log: compare the start of each line.
-        issuer = f"http://{urlsplit(oidc_provider.issuer).netloc}"
-        for request in (
-            f"GET {mcp_oauth_server.resource_metadata_url[:45]}",  # discovery at the resource server
-            f"GET {issuer}/.well-known/",  # and at the authorization server
-            f"POST {issuer}/reg",  # registration
-            f"POST {mcp_oauth_server.url}",  # the bridged session
-        ):
-            wait_for_flow(mitm, request)
-        assert mitm.flows().count(f"POST {issuer}/token") >= 2  # the code exchange and the refresh
-    finally:
-        daemon.stop()
-
-    # The proxy goes away: the refresh fails naming it, the stored tokens stay, and the daemon retries.
-    token_file = user_env.ch_home / "tokens" / "srv.json"
-    before = token_file.read_bytes()
-    port = free_port()
-    daemon = start_daemon(user_env, HTTP_PROXY=f"http://127.0.0.1:{port}")
-    try:
-        failed = chctl(user_env, "refresh", "srv")
-        assert failed.returncode != 0
-        assert f"cannot reach the proxy 127.0.0.1:{port} (from HTTP_PROXY)" in failed.stderr
-        assert token_file.read_bytes() == before
-        (server,) = json.loads(chctl(user_env, "status", "--json").stdout)["servers"]
-        assert server["state"] == "retrying" and server["usable"] and server["next_refresh_at"]
-        assert server["last_error"] == f"cannot reach the proxy 127.0.0.1:{port} (from HTTP_PROXY)"
-    finally:
-        daemon.stop()
 
 
 def test_doctor_shows_the_daemon_s_proxy_and_ca_and_warns_where_the_shell_differs(
@@ -322,30 +283,73 @@ def test_chctl_check_names_the_certificate_the_proxy_and_the_407_and_says_ok_thr
         daemon.stop()
 
 
-def test_a_login_and_a_refresh_at_an_https_authorization_server_go_through_the_intercepting_proxy(
-    user_env: UserEnv,
-    server_ca: Path,
-    oidc_provider_factory: OidcProviderFactory,
-    mcp_oauth_server_factory: McpOAuthServerFactory,
-    mitm: MitmProxy,
-    monkeypatch: pytest.MonkeyPatch,
+@pytest.fixture(scope="module")
+def tls_oauth(
+    server_ca: Path, oidc_provider_factory: OidcProviderFactory, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[tuple[OidcProvider, str]]:
+    """oidc-provider at https://mcp.test:PORT and an MCP resource server at https://mcp.test:PORT/mcp that
+    introspects there (resolving mcp.test to 127.0.0.1 itself, trusting the test CA)."""
+    leaf = str(server_ca / "leaf.pem")
+    provider = oidc_provider_factory(
+        tls_cert=str(server_ca / "leaf-cert.pem"),
+        tls_key=str(server_ca / "leaf-key.pem"),
+        issuer_host=TEST_HOST,
+        resource_prefix=f"https://{TEST_HOST}:",
+    )
+    client_id, secret = provider.introspection_client
+    argv = [sys.executable, str(APP_SCRIPT), "--introspect", provider.issuer, "--client-id", client_id]
+    argv += ["--public-host", TEST_HOST, "--tls-cert", leaf, "--tls-key", leaf]
+    env = {"MCP_PEER_CLIENT_SECRET": secret, TEST_HOSTS: TEST_HOST, "SSL_CERT_FILE": str(server_ca / "ca.pem")}
+    resource = start_peer(argv, log_path=tmp_path_factory.mktemp("tls-resource") / "mcp.log", env=env)
+    yield provider, str(resource.ready["url"])
+    resource.stop()
+
+
+def test_a_login_a_refresh_and_a_bridged_session_at_https_servers_go_through_the_intercepting_proxy(
+    user_env: UserEnv, server_ca: Path, tls_oauth: tuple[OidcProvider, str], mitm: MitmProxy
 ) -> None:
-    provider = oidc_provider_factory(tls_cert=str(server_ca / "leaf-cert.pem"), tls_key=str(server_ca / "leaf-key.pem"))
-    assert provider.issuer.startswith("https://")
-    # The resource server introspects at the https issuer directly, and the browser logs in there: both trust
-    # the test CA. Only the daemon goes through the proxy, trusting the proxy's CA.
-    monkeypatch.setenv("SSL_CERT_FILE", str(server_ca / "ca.pem"))
-    resource = mcp_oauth_server_factory(provider)
-    daemon = start_daemon(user_env, HTTPS_PROXY=mitm.url, HTTP_PROXY=mitm.url, CH_CA_BUNDLE=str(mitm.ca_pem))
+    provider, resource = tls_oauth
+    assert provider.issuer.startswith(f"https://{TEST_HOST}:") and resource.startswith(f"https://{TEST_HOST}:")
+    daemon = start_daemon(user_env, HTTPS_PROXY=mitm.url, CH_CA_BUNDLE=str(mitm.ca_pem))
     try:
-        add_bridged(user_env, "tls", "--url", resource.url)
-        browser = {"BROWSER": browser_command(), "SSL_CERT_FILE": str(server_ca / "ca.pem")}
+        add_bridged(user_env, "tls", "--url", resource)
+        # The browser logs in at the issuer directly, trusting the test CA.
+        browser = {"BROWSER": browser_command(), "SSL_CERT_FILE": str(server_ca / "ca.pem"), TEST_HOSTS: TEST_HOST}
         login = chctl(user_env, "auth", "tls", extra_env=browser)
         assert login.returncode == 0, login.stderr
         refreshed = chctl(user_env, "refresh", "tls")
         assert refreshed.returncode == 0, refreshed.stderr
-        for request in (f"GET {provider.issuer}/.well-known/", f"POST {provider.issuer}/reg"):
+
+        async def scenario() -> str:
+            async with bridged_session(user_env, "tls") as session:
+                return await call(session, "whoami")
+
+        assert asyncio.run(asyncio.wait_for(scenario(), 90))
+        # mitmdump shortens long URLs in its log: compare the start of each line.
+        origin = resource.rsplit("/", 1)[0]
+        for request in (
+            f"GET {origin}/.well-known/oauth-prot",  # discovery at the resource server
+            f"GET {provider.issuer}/.well-known/",  # and at the authorization server
+            f"POST {provider.issuer}/reg",  # registration
+            f"POST {resource}",  # the bridged session
+        ):
             wait_for_flow(mitm, request)
         assert mitm.flows().count(f"POST {provider.issuer}/token") >= 2  # the code exchange and the refresh
+    finally:
+        daemon.stop()
+
+    # The proxy goes away: the refresh fails naming it, the stored tokens stay, and the daemon retries.
+    token_file = user_env.ch_home / "tokens" / "tls.json"
+    before = token_file.read_bytes()
+    port = free_port()
+    daemon = start_daemon(user_env, HTTPS_PROXY=f"http://127.0.0.1:{port}", CH_CA_BUNDLE=str(mitm.ca_pem))
+    try:
+        failed = chctl(user_env, "refresh", "tls")
+        assert failed.returncode != 0
+        assert f"cannot reach the proxy 127.0.0.1:{port} (from HTTPS_PROXY)" in failed.stderr
+        assert token_file.read_bytes() == before
+        (server,) = json.loads(chctl(user_env, "status", "--json").stdout)["servers"]
+        assert server["state"] == "retrying" and server["usable"] and server["next_refresh_at"]
+        assert server["last_error"] == f"cannot reach the proxy 127.0.0.1:{port} (from HTTPS_PROXY)"
     finally:
         daemon.stop()

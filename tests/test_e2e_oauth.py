@@ -211,13 +211,14 @@ def test_headless_login_accepts_a_pasted_redirect_url(
     assert header_of(user_env).startswith("Bearer ")
 
 
-def test_doctor_flags_a_server_that_answers_401(
+def test_doctor_flags_a_server_that_wants_a_login(
     daemon: DaemonProcess, user_env: UserEnv, added: McpOAuthServer
 ) -> None:
     done = chctl(user_env, "doctor")
-    assert "srv answers 401" in done.stdout and "chctl auth srv" in done.stdout
+    assert "srv: not logged in yet" in done.stdout and "chctl auth srv" in done.stdout  # `add` asked it
+    assert "needs no credential" not in done.stdout
     assert chctl(user_env, "auth", "srv", extra_env=browser_env()).returncode == 0
-    assert "srv answers 401" not in chctl(user_env, "doctor").stdout
+    assert "srv: not logged in yet" not in chctl(user_env, "doctor").stdout
 
 
 def test_auth_for_an_unknown_server_is_not_found(daemon: DaemonProcess, user_env: UserEnv) -> None:

@@ -98,7 +98,13 @@ def test_a_registry_oauth_server_is_added_to_opencode_and_waits_for_a_login(harn
     assert outcome.path == harness.opencode_json.resolve()
     assert "// mine" in harness.opencode_json.read_text()
     assert harness.bindings.for_server("team-wiki") == [
-        Binding(path=str(harness.opencode_json.resolve()), client="opencode", mode="header", url=WIKI_URL)
+        Binding(
+            path=str(harness.opencode_json.resolve()),
+            client="opencode",
+            mode="header",
+            url=WIKI_URL,
+            auth=MCPAuthType.OAUTH,  # recorded: `needs login` until a login is stored, and after a logout
+        )
     ]
     assert harness.tokens.load("team-wiki") is None  # nothing to store before the login
     assert mode_of(harness.opencode_json) == 0o644  # no secret in it yet
@@ -151,7 +157,11 @@ def test_an_api_key_for_a_custom_url_is_stored_0600_before_the_config_names_it(
     assert added.value.auth_type is MCPAuthType.API_KEY and added.value.needs_auth is False
     assert harness.bindings.for_server("docs") == [
         Binding(
-            path=str(harness.opencode_json.resolve()), client="opencode", secret_mode=SecretMode.INLINE, url=DOCS_URL
+            path=str(harness.opencode_json.resolve()),
+            client="opencode",
+            secret_mode=SecretMode.INLINE,
+            url=DOCS_URL,
+            auth=MCPAuthType.API_KEY,
         )
     ]
 
@@ -185,7 +195,13 @@ def test_a_bridged_server_runs_chctl_bridge_and_keeps_the_key_out_of_the_file(ha
     assert KEY not in harness.opencode_json.read_text()
     assert mode_of(harness.opencode_json) == 0o644  # nothing secret in it
     assert harness.bindings.for_server("docs") == [
-        Binding(path=str(harness.opencode_json.resolve()), client="opencode", mode="bridge", url=DOCS_URL)
+        Binding(
+            path=str(harness.opencode_json.resolve()),
+            client="opencode",
+            mode="bridge",
+            url=DOCS_URL,
+            auth=MCPAuthType.API_KEY,
+        )
     ]
     stored = harness.tokens.load("docs")  # the daemon adds the key to the bridged traffic
     assert stored is not None and stored.api_key == KEY

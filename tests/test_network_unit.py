@@ -13,6 +13,7 @@ import pytest
 import trustme
 from aiohttp import web
 
+from context_harness.net.ca_bundle import read_ca_bundle
 from context_harness.net.proxies import from_variables
 from context_harness.net.session import NetworkSettings, new_session
 from context_harness.oauth import http
@@ -98,7 +99,7 @@ async def _get(url: str, network: NetworkSettings) -> Failure | int:
 async def test_the_company_ca_in_ch_ca_bundle_is_trusted_in_addition_to_the_system_store(
     good_server: str, ca_file: Path
 ) -> None:
-    assert await _get(good_server, NetworkSettings(ca_bundle=ca_file)) == 200
+    assert await _get(good_server, NetworkSettings(ca_bundle=read_ca_bundle(ca_file))) == 200
 
 
 async def test_an_unknown_ca_is_certificate_not_trusted_naming_the_host_and_ch_ca_bundle(good_server: str) -> None:
@@ -112,19 +113,20 @@ async def test_an_unknown_ca_is_certificate_not_trusted_naming_the_host_and_ch_c
 async def test_an_expired_certificate_is_called_expired(ca: trustme.CA, ca_file: Path) -> None:
     expired = ca.issue_cert("127.0.0.1", not_after=datetime.datetime.now(datetime.UTC) - datetime.timedelta(days=1))
     async for url in _https_server(expired):
-        failed = await _get(url, NetworkSettings(ca_bundle=ca_file))
+        failed = await _get(url, NetworkSettings(ca_bundle=read_ca_bundle(ca_file)))
         assert isinstance(failed, Failure) and failed.error.endswith("does not verify: expired")
 
 
 async def test_a_certificate_for_another_name_is_a_hostname_mismatch(ca: trustme.CA, ca_file: Path) -> None:
     async for url in _https_server(ca.issue_cert("mcp.example.com")):
-        failed = await _get(url, NetworkSettings(ca_bundle=ca_file))
+        failed = await _get(url, NetworkSettings(ca_bundle=read_ca_bundle(ca_file)))
         assert isinstance(failed, Failure) and failed.error.endswith("does not verify: hostname mismatch")
 
 
 async def test_a_socks_proxy_is_refused_naming_its_variable(good_server: str, ca_file: Path) -> None:
-    network = NetworkSettings(from_variables({"ALL_PROXY": "socks5://user:pw@127.0.0.1:1080"}), ca_file)
-    failed = await _get(good_server, network)
+    proxies = from_variables({"ALL_PROXY": "socks5://user:pw@127.0.0.1:1080"})
+    network = NetworkSettings(proxies, read_ca_bundle(ca_file))
+    failed = await _get(good_server.replace("127.0.0.1", "mcp.test"), network)  # loopback is never proxied
     assert isinstance(failed, Failure) and "ALL_PROXY names a proxy context-harness cannot use" in failed.error
     assert "pw" not in failed.error + (failed.hint or "")
 

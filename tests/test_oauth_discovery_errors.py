@@ -11,8 +11,9 @@ from tests.oauth_fakes import serve
 
 
 async def test_missing_resource_metadata_lists_the_urls_tried() -> None:
+    # No 401 either: not an OAuth server of any revision (one that asks for a token is a 2025-03-26 server).
     async def mcp(request: web.Request) -> web.Response:
-        return web.json_response({"error": "unauthorized"}, status=401)
+        return web.json_response({"jsonrpc": "2.0", "id": 1, "result": {}})
 
     app = web.Application()
     app.router.add_post("/api/mcp", mcp)
@@ -22,6 +23,7 @@ async def test_missing_resource_metadata_lists_the_urls_tried() -> None:
     assert isinstance(result, Failure) and result.code is ErrorCode.OAUTH_ERROR
     assert f"{host}/.well-known/oauth-protected-resource/api/mcp" in result.error
     assert f"{host}/.well-known/oauth-protected-resource)" in result.error
+    assert "does not ask for a bearer token" in result.error
 
 
 async def test_missing_authorization_server_metadata_lists_the_urls_tried() -> None:

@@ -251,7 +251,8 @@ def test_a_server_added_with_url_switches_modes_and_clients_without_it(
         (["--bridge"], "local"),
         (["--mode", "header"], "remote"),
         (["--mode", "bridge"], "local"),
-        ([], "remote"),
+        ([], "local"),  # added again without a flag: the mode stays as recorded
+        (["--mode", "header"], "remote"),
     ):
         done = chctl(user_env, "add", "srv", *flags)
         assert done.returncode == 0, (flags, done.stderr)
@@ -284,7 +285,7 @@ def test_an_api_key_server_keeps_its_key_and_header_across_modes(
     project = user_env.project / "opencode.json"
     added = chctl(user_env, "add", "keyed", "--url", server.url, "--key-header", server.header, "-k", server.key)
     assert added.returncode == 0, added.stderr
-    for flags in (["--bridge"], []):
+    for flags in (["--bridge"], [], ["--mode", "header"]):
         done = chctl(user_env, "add", "keyed", *flags)
         assert done.returncode == 0, done.stderr
     assert entry_in(project, "keyed")["headers"] == {server.header: server.key}

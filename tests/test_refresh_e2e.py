@@ -6,6 +6,7 @@ import asyncio
 import json
 import signal
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import aiohttp
@@ -18,6 +19,9 @@ from tests.peers.mcp_servers import McpOAuthServer, McpOAuthServerFactory
 from tests.peers.oidc import OidcProvider, OidcProviderFactory
 from tests.support.daemon import DaemonProcess, chctl, wait_for
 from tests.support.env import UserEnv
+from tests.support.keychain import StoreUnderTest, store_under_test
+
+FILES = StoreUnderTest({"CH_SECRET_STORE": "file"})  # the token files, as in every other test of this module
 
 
 @pytest.fixture(scope="module")
@@ -127,25 +131,34 @@ def test_global_and_project_configs_both_get_every_token_and_a_broken_one_is_lef
     assert "does not parse" in row["last_error"]
 
 
-def bound_headers_match_the_stored_credential(user_env: UserEnv) -> bool:
+@pytest.fixture(params=["file", "keyring"])
+def store(request: pytest.FixtureRequest, user_env: UserEnv) -> Iterator[StoreUnderTest]:
+    """Each test using it runs with the token files and with a real keychain (tests/support/keychain.py)."""
+    chosen = store_under_test(request.param, user_env.root / "kc", user_env.home)
+    yield chosen
+    if chosen.keychain is not None:
+        chosen.keychain.stop()
+
+
+def bound_headers_match_the_stored_credential(user_env: UserEnv, store: StoreUnderTest = FILES) -> bool:
     """Every config bound to srv carries exactly the stored token, and every binding's config has the entry."""
-    credential = json.loads((user_env.ch_home / "tokens" / "srv.json").read_text())
+    credential = store.stored(user_env.ch_home, "srv")
     bindings = json.loads((user_env.ch_home / "bindings.json").read_text()).get("srv", [])
     expected = "Bearer " + credential["tokens"]["access_token"]
     return bool(bindings) and all(header_in(Path(b["path"])) == expected for b in bindings)
 
 
-def files_are_whole(user_env: UserEnv, *configs: Path) -> None:
-    saved = json.loads((user_env.ch_home / "tokens" / "srv.json").read_text())  # parses: never torn
+def files_are_whole(user_env: UserEnv, *configs: Path, store: StoreUnderTest = FILES) -> None:
+    saved = store.stored(user_env.ch_home, "srv")  # the token file parses: never torn
     assert saved["tokens"]["access_token"] and saved["tokens"]["refresh_token"]
     json.loads((user_env.ch_home / "bindings.json").read_text())
     for config in configs:
         parse_jsonc(config.read_text())
 
 
-def crash_at(user_env: UserEnv, point: str, *command: str) -> None:
+def crash_at(user_env: UserEnv, point: str, *command: str, store: StoreUnderTest = FILES) -> None:
     """Start the daemon set to SIGKILL itself at `point`, make it get there with `chctl COMMAND`, see it die."""
-    process = DaemonProcess(user_env, extra_env={"CH_CRASH_AT": point}).start()
+    process = DaemonProcess(user_env, extra_env={**store.env, "CH_CRASH_AT": point}).start()
     chctl(user_env, *command)  # its connection breaks when the daemon dies
     assert process.proc is not None
     process.proc.wait(10)
@@ -154,50 +167,58 @@ def crash_at(user_env: UserEnv, point: str, *command: str) -> None:
 
 @pytest.mark.slow
 def test_sigkill_at_each_write_boundary_is_repaired_at_restart_without_a_login(
-    user_env: UserEnv, oidc_provider_factory: OidcProviderFactory, mcp_oauth_server_factory: McpOAuthServerFactory
+    user_env: UserEnv,
+    store: StoreUnderTest,
+    oidc_provider_factory: OidcProviderFactory,
+    mcp_oauth_server_factory: McpOAuthServerFactory,
 ) -> None:
     # Long-lived tokens: nothing refreshes on its own, so only the restart's repair can make configs right.
     provider = oidc_provider_factory(access_token_ttl=120)
     server = mcp_oauth_server_factory(provider)
     project = user_env.project / "opencode.json"
     global_ = user_env.global_config_dir / "opencode.json"
-    process = DaemonProcess(user_env).start()
+    process = DaemonProcess(user_env, extra_env=store.env).start()
     chctl(user_env, "init")
     chctl(user_env, "init", "--global")
     log_in(user_env, server, "", "--global")
     process.stop()
-    token_file = user_env.ch_home / "tokens" / "srv.json"
 
-    for point in ("after_token_save", "after_config_write"):  # the second: one of the two configs written
-        before = json.loads(token_file.read_text())["tokens"]["access_token"]
-        crash_at(user_env, point, "refresh", "srv")
-        files_are_whole(user_env, project, global_)
-        assert json.loads(token_file.read_text())["tokens"]["access_token"] != before  # the new token was saved
-        assert not bound_headers_match_the_stored_credential(user_env)  # ...and a config was left behind
-        process = DaemonProcess(user_env).start()
+    # The second: one of the two configs written. With the keychain, also between its write and the token file's.
+    points = ["after_token_save", "after_config_write"] + (["after_secret_write"] if store.keychain else [])
+    for point in points:
+        before = store.stored(user_env.ch_home, "srv")["tokens"]["access_token"]
+        crash_at(user_env, point, "refresh", "srv", store=store)
+        files_are_whole(user_env, project, global_, store=store)
+        assert store.stored(user_env.ch_home, "srv")["tokens"]["access_token"] != before  # the new token was saved
+        assert not bound_headers_match_the_stored_credential(user_env, store)  # ...and a config was left behind
+        process = DaemonProcess(user_env, extra_env=store.env).start()
         try:
-            wait_for(lambda: bound_headers_match_the_stored_credential(user_env), 10, what=f"repair after {point}")
+            wait_for(
+                lambda: bound_headers_match_the_stored_credential(user_env, store), 10, what=f"repair after {point}"
+            )
         finally:
             process.stop()
 
     # `chctl add` dies after binding the global config again, before writing its entry.
-    process = DaemonProcess(user_env).start()
+    process = DaemonProcess(user_env, extra_env=store.env).start()
     assert chctl(user_env, "remove", "srv", "--global").returncode == 0
     process.stop()
-    crash_at(user_env, "after_binding_write", "add", "srv", "--url", server.url, "--global")
-    files_are_whole(user_env, project, global_)
-    process = DaemonProcess(user_env).start()
+    crash_at(user_env, "after_binding_write", "add", "srv", "--url", server.url, "--global", store=store)
+    files_are_whole(user_env, project, global_, store=store)
+    process = DaemonProcess(user_env, extra_env=store.env).start()
     try:
-        wait_for(lambda: bound_headers_match_the_stored_credential(user_env), 10, what="repair after the binding")
+        wait_for(
+            lambda: bound_headers_match_the_stored_credential(user_env, store), 10, what="repair after the binding"
+        )
         bound = [b["path"] for b in json.loads((user_env.ch_home / "bindings.json").read_text())["srv"]]
         assert bound == [str(project.resolve())]  # the binding without an entry was dropped
         added = chctl(user_env, "add", "srv", "--url", server.url, "--global")
         assert added.returncode == 0, added.stderr  # adding it again just works
-        assert bound_headers_match_the_stored_credential(user_env)
+        assert bound_headers_match_the_stored_credential(user_env, store)
         # No new login was needed: the rotated refresh token saved before each crash still refreshes.
         assert chctl(user_env, "refresh", "srv").returncode == 0
         header = header_in(project)
         assert header is not None and asyncio.run(provider.is_active(header.removeprefix("Bearer ")))
-        assert bound_headers_match_the_stored_credential(user_env)
+        assert bound_headers_match_the_stored_credential(user_env, store)
     finally:
         process.stop()

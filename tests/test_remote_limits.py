@@ -343,7 +343,7 @@ def test_new_client_registrations_are_rate_limited_per_issuer_whichever_socket_a
     assert len(registered) <= REGISTRATION_BURST + 1 + int(took / REGISTRATION_REFILL_S), (len(registered), took)
     assert len(refused) + len(registered) == len(names)
     assert refused and all(e["data"]["code"] == "LIMIT_REACHED" for e in refused), refused
-    assert refused[0]["message"].startswith("too many new client registrations at ")
+    assert "too many new client registrations at " in refused[0]["message"]  # after the server's name
     assert refused[0]["data"]["hint"].startswith("try again in ")
     for reply in replies:
         if "result" in reply:

@@ -18,7 +18,7 @@ from context_harness.api import ensure_valid_token, get_bearer_token
 from context_harness.oauth.discovery import initialize_request
 from context_harness.primitives.result import ErrorCode, Failure, Success
 from tests.peers.fake_browser import browser_command
-from tests.peers.mcp_servers import McpApiKeyServerFactory, McpOAuthServer, McpOAuthServerFactory
+from tests.peers.mcp_servers import McpApiKeyServer, McpApiKeyServerFactory, McpOAuthServer, McpOAuthServerFactory
 from tests.peers.oidc import OidcConfig, OidcProvider, OidcProviderFactory, start_oidc_provider
 from tests.support.daemon import DaemonProcess, chctl, wait_for
 from tests.support.env import UserEnv
@@ -200,12 +200,10 @@ def test_a_server_that_needs_a_login_prints_nothing_on_stdout_and_exits_non_zero
     assert json.loads(chctl(user_env, "status", "--json").stdout)["servers"][0]["token_reads"] == 0
 
 
-def test_the_python_api_answers_with_results_over_the_same_rpc(
-    daemon: DaemonProcess,
-    user_env: UserEnv,
-    mcp_api_key_server: McpApiKeyServerFactory,
-    monkeypatch: pytest.MonkeyPatch,
-) -> None:
+def keyed_for_the_api(
+    user_env: UserEnv, mcp_api_key_server: McpApiKeyServerFactory, monkeypatch: pytest.MonkeyPatch
+) -> McpApiKeyServer:
+    """An API-key server added as `keyed`, and this process's environment pointed at the test daemon."""
     keyed = mcp_api_key_server(header="X-Api-Key")
     chctl(user_env, "init")
     done = chctl(user_env, "add", "keyed", "--url", keyed.url, "--key-header", keyed.header, "-k", keyed.key)
@@ -214,6 +212,16 @@ def test_the_python_api_answers_with_results_over_the_same_rpc(
         monkeypatch.setenv(variable, user_env.vars()[variable])
     monkeypatch.delenv("CH_SOCKET", raising=False)
     monkeypatch.setenv("CH_NO_AUTOSTART", "1")
+    return keyed
+
+
+def test_the_python_api_answers_with_results_over_the_same_rpc(
+    daemon: DaemonProcess,
+    user_env: UserEnv,
+    mcp_api_key_server: McpApiKeyServerFactory,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    keyed = keyed_for_the_api(user_env, mcp_api_key_server, monkeypatch)
 
     assert get_bearer_token("keyed") == Success(keyed.key)
     valid = ensure_valid_token("keyed", min_valid_s=0)
@@ -224,6 +232,30 @@ def test_the_python_api_answers_with_results_over_the_same_rpc(
     assert isinstance(missing, Failure) and missing.code is ErrorCode.NOT_FOUND and missing.hint
     row = json.loads(chctl(user_env, "status", "--json").stdout)["servers"][0]
     assert row["name"] == "keyed" and row["token_reads"] == 2
+
+
+def test_the_python_api_hands_out_nothing_for_a_url_other_than_the_recorded_one(
+    daemon: DaemonProcess,
+    user_env: UserEnv,
+    mcp_api_key_server: McpApiKeyServerFactory,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A Python headersHelper for Claude Code: a pulled `.mcp.json` points the entry at another host, and Claude
+    says so in CLAUDE_CODE_MCP_SERVER_URL, as it does for `chctl token`."""
+    keyed = keyed_for_the_api(user_env, mcp_api_key_server, monkeypatch)
+    attacker = "https://mcp.attacker.example/mcp"
+
+    monkeypatch.setenv("CLAUDE_CODE_MCP_SERVER_URL", attacker)
+    refused = get_bearer_token("keyed")
+    assert isinstance(refused, Failure), "the credential was handed out"
+    assert refused.code is ErrorCode.INVALID_PARAMS
+    assert "mcp.attacker.example/mcp" in refused.error and refused.hint and "chctl add keyed" in refused.hint
+    monkeypatch.setenv("CLAUDE_CODE_MCP_SERVER_URL", keyed.url)
+    assert get_bearer_token("keyed") == Success(keyed.key)
+    assert isinstance(ensure_valid_token("keyed", for_url=attacker), Failure)  # given, it wins over the variable
+    monkeypatch.delenv("CLAUDE_CODE_MCP_SERVER_URL")
+    assert get_bearer_token("keyed", for_url=keyed.url) == Success(keyed.key)
+    assert keyed.key not in daemon.log()
 
 
 def test_an_unreachable_authorization_server_gets_the_current_token_while_it_lasts_then_token_expired(

@@ -4,15 +4,16 @@ current at send time, renewed once with the value refused, then final."""
 
 from __future__ import annotations
 
+import json
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from typing import Any
 
 import aiohttp
 import pytest
 
 from context_harness.primitives.result import ErrorCode, Failure, Result, Success
 from context_harness.upstream.contract import RelayFailure
+from context_harness.upstream.messages import Message
 from context_harness.upstream.session import Upstream
 from tests.peers.mcp_servers import McpApiKeyServer, McpApiKeyServerFactory
 
@@ -34,6 +35,7 @@ class Key:
         self.value = sent
         self.renewed = renewed
         self.rejected: list[str | None] = []
+        self.verdicts: list[tuple[int, str | None]] = []  # what `answered` heard: (status, the value sent)
 
     def header(self) -> tuple[str, str] | None:
         return (self.name, self.value)
@@ -45,12 +47,15 @@ class Key:
         self.value = self.renewed
         return Success(None)
 
+    async def answered(self, status: int, sent: str | None) -> None:
+        self.verdicts.append((status, sent))
+
 
 @asynccontextmanager
 async def upstream(server: McpApiKeyServer, key: Key) -> AsyncIterator[Upstream]:
-    delivered: list[dict[str, Any]] = []
+    delivered: list[Message] = []
 
-    async def deliver(message: dict[str, Any]) -> None:
+    async def deliver(message: Message) -> None:
         delivered.append(message)
 
     async with aiohttp.ClientSession() as http:
@@ -64,12 +69,12 @@ async def upstream(server: McpApiKeyServer, key: Key) -> AsyncIterator[Upstream]
 
 async def list_tools(session: Upstream) -> list[str]:
     """What `chctl check` does: open a session, send one request, close (the caller closes)."""
-    reply = await session.request(INITIALIZE)
-    assert reply is not None and "result" in reply
-    await session.request(INITIALIZED)
-    reply = await session.request(TOOLS_LIST)
-    assert reply is not None and reply["id"] == "tools"
-    return [tool["name"] for tool in reply["result"]["tools"]]
+    reply = await session.request(await Message.of(INITIALIZE))
+    assert reply is not None and reply.has("result")
+    await session.request(await Message.of(INITIALIZED))
+    reply = await session.request(await Message.of(TOOLS_LIST))
+    assert reply is not None and reply.id == "tools"
+    return [tool["name"] for tool in json.loads(bytes(reply.body))["result"]["tools"]]
 
 
 @pytest.mark.parametrize("transport", ["streamable", "sse"])
@@ -94,6 +99,8 @@ async def test_a_refused_credential_is_renewed_once_with_the_value_refused(
         assert "echo" in await list_tools(session)
     assert key.rejected == ["k-stale-key"]  # once, then the renewed key was sent
     assert session.counters.renewals == 1
+    # The daemon hears the renewed key's successes, and no refusal: the renewal cured the first 401.
+    assert key.verdicts and all(200 <= status < 300 and sent == server.key for status, sent in key.verdicts)
 
 
 @pytest.mark.parametrize("transport", ["streamable", "sse"])
@@ -104,7 +111,8 @@ async def test_a_credential_refused_after_its_renewal_is_final(
     key = Key(server, "k-stale-key", renewed="k-still-wrong")
     async with upstream(server, key) as session:
         with pytest.raises(RelayFailure) as refused:
-            await session.request(INITIALIZE)
+            await session.request(await Message.of(INITIALIZE))
     assert refused.value.failure.code == ErrorCode.AUTH_REQUIRED
     assert refused.value.failure.hint == "run `chctl auth srv`"
     assert key.rejected == ["k-stale-key"]  # one renewal, no loop
+    assert key.verdicts == [(401, "k-still-wrong")]  # the final refusal, of the value that was refused

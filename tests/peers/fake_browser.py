@@ -38,6 +38,11 @@ from urllib.parse import parse_qs, urljoin, urlsplit
 
 import aiohttp
 
+try:  # as a module of the test suite, or run as a script from tests/peers
+    from tests.peers.mapped_hosts import connector as mapped_connector
+except ImportError:
+    from mapped_hosts import connector as mapped_connector  # type: ignore[no-redef]
+
 MAX_STEPS = 12  # authorize -> login -> resume -> consent -> resume -> redirect is 6 hops
 REDIRECT_STATUSES = {301, 302, 303, 307, 308}
 HTTP_TIMEOUT = aiohttp.ClientTimeout(total=15)
@@ -99,7 +104,7 @@ async def complete_consent(
     """
     server_origin = _origin(authorization_url)
     jar = aiohttp.CookieJar(unsafe=True)  # unsafe: keep cookies for an IP-address host
-    connector = aiohttp.TCPConnector(force_close=True)  # Node drops idle keep-alives after 5 s
+    connector = mapped_connector(force_close=True)  # Node drops idle keep-alives after 5 s
     async with aiohttp.ClientSession(cookie_jar=jar, connector=connector, timeout=HTTP_TIMEOUT) as http:
         url, form = authorization_url, None
         for _ in range(MAX_STEPS):
@@ -173,7 +178,7 @@ async def _main(url: str) -> int:
         _log(record | {"status": None, "skipped": True})
         return 0
     times = int(os.environ.get("FAKE_BROWSER_CALLBACK_TIMES", "1"))
-    connector = aiohttp.TCPConnector(force_close=True)
+    connector = mapped_connector(force_close=True)
     async with aiohttp.ClientSession(connector=connector, timeout=HTTP_TIMEOUT) as http:
         answered = False
         for attempt in range(times):

@@ -17,14 +17,24 @@ real port (no bind-close-rebind race); --resource overrides it (to test a resour
 When serving it prints one line: {"url": ".../mcp", "port": N, "resource": ... | null}.
 It exits when stdin closes, or on SIGTERM/SIGINT.
 
+  --require-header NAME=VALUE   also answer 400 without this header (repeatable): a non-secret header the
+                    server needs beside its key (a region, a tenant)
   --transport sse   the legacy HTTP+SSE transport (the SDK's sse_app: GET /sse, POST /messages/) instead
                     of Streamable HTTP at /mcp; the ready line's url is then the /sse URL.
+  --public-host NAME --tls-cert PEM --tls-key PEM
+                    served as https://NAME:PORT/mcp (a CH_TEST_HOSTS name: tests/peers/mapped_hosts.py, which
+                    the introspection requests resolve too), for traffic that must go through a proxy.
+  --era legacy|modern   the SDK serves both protocol eras (the `initialize` handshake, and 2026-07-28's
+                    `server/discover` with the version in every request); `legacy` answers a 2026-07-28 request
+                    as a 2025 server does (400, no session), `modern` answers a handshake-era request as a
+                    2026-07-28-only server does (-32022, its supported versions).
 
 Tools: echo(text) -> text; whoami() -> the token's subject ("api-key" in API-key mode);
 token_id() -> a short hash of the credential this call carried (tells tokens apart without showing them);
 progress_then_wait(key) -> sends a progress notification, then waits (up to 60 s) for release(key);
 ask_name() -> elicits {"name"} from the client and greets it; sample(prompt) -> asks the client's model
-(sampling) and returns its text; live_sessions() -> how many Streamable HTTP sessions the server holds.
+(sampling) and returns its text; live_sessions() -> how many Streamable HTTP sessions the server holds;
+announce() -> tells `subscriptions/listen` streams that the tool list changed (2026-07-28).
 """
 
 from __future__ import annotations
@@ -49,6 +59,11 @@ from mcp.server.mcpserver import Context, MCPServer
 from mcp_types import SamplingMessage, TextContent
 from pydantic import AnyHttpUrl, BaseModel
 from starlette.types import ASGIApp, Receive, Scope, Send
+
+try:  # as a module of the test suite, or run as a script from tests/peers
+    from tests.peers.mapped_hosts import connector as mapped_connector
+except ImportError:
+    from mapped_hosts import connector as mapped_connector  # type: ignore[no-redef]
 
 MCP_PATH = "/mcp"
 SSE_PATH = "/sse"
@@ -81,7 +96,7 @@ class IntrospectionTokenVerifier:
 
     async def verify_token(self, token: str) -> AccessToken | None:
         # force_close: the Node server drops idle keep-alive connections after 5 s.
-        connector = aiohttp.TCPConnector(force_close=True)
+        connector = mapped_connector(force_close=True)
         async with aiohttp.ClientSession(connector=connector, timeout=INTROSPECTION_TIMEOUT) as http:
             endpoint = await self._introspection_endpoint(http)
             async with http.post(endpoint, data={"token": token}, headers=self._auth) as response:
@@ -103,6 +118,55 @@ class IntrospectionTokenVerifier:
             subject=claims.get("sub"),
             claims={"iss": claims.get("iss")},
         )
+
+
+MODERN_VERSIONS = {"2026-07-28"}
+
+
+class EraMiddleware:
+    """One protocol era only: `legacy` refuses 2026-07-28 requests as a 2025 server does (400: no session),
+    `modern` refuses handshake-era ones as a 2026-07-28-only server does (-32022 with its versions)."""
+
+    def __init__(self, app: ASGIApp, era: str) -> None:
+        self._app = app
+        self._era = era
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http" and scope["method"] == "POST":
+            version = next((v.decode() for k, v in scope["headers"] if k == b"mcp-protocol-version"), None)
+            modern = version in MODERN_VERSIONS
+            if self._era == "legacy" and modern:
+                error = {"code": -32000, "message": "Bad Request: No valid session ID provided"}
+                return await _send_json(send, 400, {"jsonrpc": "2.0", "id": None, "error": error})
+            if self._era == "modern" and not modern:
+                data = {"supported": sorted(MODERN_VERSIONS), "requested": version}
+                error = {"code": -32022, "message": "Unsupported protocol version", "data": data}
+                return await _send_json(send, 400, {"jsonrpc": "2.0", "id": None, "error": error})
+        await self._app(scope, receive, send)
+
+
+async def _send_json(send: Send, status: int, doc: dict[str, Any]) -> None:
+    body = json.dumps(doc).encode()
+    headers = [(b"content-type", b"application/json"), (b"content-length", b"%d" % len(body))]
+    await send({"type": "http.response.start", "status": status, "headers": headers})
+    await send({"type": "http.response.body", "body": body})
+
+
+class RequiredHeadersMiddleware:
+    """Answers 400 unless the request carries each of `required` (name -> value): a server that needs a
+    non-secret header (a region, a tenant) as well as its key."""
+
+    def __init__(self, app: ASGIApp, required: dict[str, str]) -> None:
+        self._app = app
+        self._required = {name.lower().encode(): value.encode() for name, value in required.items()}
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http":
+            presented = dict(scope["headers"])
+            if any(presented.get(name) != value for name, value in self._required.items()):
+                error = {"error": "invalid_request", "error_description": "a required header is missing"}
+                return await _send_json(send, 400, error)
+        await self._app(scope, receive, send)
 
 
 class ApiKeyMiddleware:
@@ -180,6 +244,12 @@ def build_server(auth: AuthSettings | None, verifier: IntrospectionTokenVerifier
         return content.text if isinstance(content, TextContent) else "?"
 
     @server.tool()
+    async def announce(ctx: Context) -> str:
+        """Tell `subscriptions/listen` streams that the tool list changed."""
+        await ctx.notify_tools_changed()
+        return "announced"
+
+    @server.tool()
     def live_sessions() -> int:
         """How many Streamable HTTP sessions this server holds."""
         return len(server.session_manager._server_instances)
@@ -198,6 +268,13 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--scopes", default="mcp:read mcp:write", help="required scopes, also scopes_supported")
     parser.add_argument("--resource", help="resource URL to advertise and require (default: this /mcp URL)")
     parser.add_argument("--transport", choices=["streamable", "sse"], default="streamable")
+    parser.add_argument(
+        "--require-header", action="append", default=[], metavar="NAME=VALUE", help="400 without it (repeatable)"
+    )
+    parser.add_argument("--public-host", default="127.0.0.1", help="the host in its URL (a CH_TEST_HOSTS name)")
+    parser.add_argument("--tls-cert", help="PEM chain: serve https with it (and --tls-key)")
+    parser.add_argument("--tls-key")
+    parser.add_argument("--era", choices=["both", "legacy", "modern"], default="both")
     args = parser.parse_args(argv)
     if bool(args.api_key_header) == bool(args.introspect):
         parser.error("give exactly one of --api-key-header or --introspect")
@@ -209,13 +286,19 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
 
 
 def build_app(args: argparse.Namespace, url: str) -> tuple[ASGIApp, str | None]:
+    app, resource = _build_app(args, url)
+    return (app if args.era == "both" else EraMiddleware(app, args.era)), resource
+
+
+def _build_app(args: argparse.Namespace, url: str) -> tuple[ASGIApp, str | None]:
     if args.api_key_header:
         server = build_server(None, None)
         if args.transport == "sse":
             app = server.sse_app(sse_path=SSE_PATH)
         else:
             app = server.streamable_http_app(streamable_http_path=MCP_PATH)
-        return ApiKeyMiddleware(app, args.api_key_header, args.api_key), None
+        required = dict(item.split("=", 1) for item in args.require_header)
+        return RequiredHeadersMiddleware(ApiKeyMiddleware(app, args.api_key_header, args.api_key), required), None
     resource = args.resource or url
     scopes = args.scopes.split()
     auth = AuthSettings(
@@ -225,10 +308,12 @@ def build_app(args: argparse.Namespace, url: str) -> tuple[ASGIApp, str | None]:
         validate_token_resource=True,
     )
     verifier = IntrospectionTokenVerifier(args.introspect, args.client_id, args.client_secret, resource)
-    return build_server(auth, verifier).streamable_http_app(streamable_http_path=MCP_PATH), resource
+    # The SDK guards against DNS rebinding for a server on 127.0.0.1; one named otherwise answers to that name.
+    app = build_server(auth, verifier).streamable_http_app(streamable_http_path=MCP_PATH, host=args.public_host)
+    return app, resource
 
 
-def _exit_when_stdin_closes(server: uvicorn.Server, loop: asyncio.AbstractEventLoop) -> None:
+def exit_when_stdin_closes(server: uvicorn.Server, loop: asyncio.AbstractEventLoop) -> None:
     def watch() -> None:
         while sys.stdin.buffer.read(4096):
             pass
@@ -243,11 +328,13 @@ async def serve(args: argparse.Namespace) -> None:
     sock.bind(("127.0.0.1", args.port))
     sock.listen(128)
     port = sock.getsockname()[1]
-    url = f"http://127.0.0.1:{port}{SSE_PATH if args.transport == 'sse' else MCP_PATH}"
+    scheme = "https" if args.tls_cert else "http"
+    url = f"{scheme}://{args.public_host}:{port}{SSE_PATH if args.transport == 'sse' else MCP_PATH}"
     app, resource = build_app(args, url)
-    config = uvicorn.Config(app, log_level="warning", timeout_graceful_shutdown=2, lifespan="on")
+    tls = {"ssl_certfile": args.tls_cert, "ssl_keyfile": args.tls_key} if args.tls_cert else {}
+    config = uvicorn.Config(app, log_level="warning", timeout_graceful_shutdown=2, lifespan="on", **tls)
     server = uvicorn.Server(config)
-    _exit_when_stdin_closes(server, asyncio.get_running_loop())
+    exit_when_stdin_closes(server, asyncio.get_running_loop())
     serving = asyncio.create_task(server.serve(sockets=[sock]))
     while not server.started:
         if serving.done():

@@ -52,6 +52,7 @@ class OidcConfig:
     token_delay_ms: int = 0  # the token endpoint answers this much later: a refresh stays in flight a while
     tls_cert: str | None = None  # PEM files: serve HTTPS (the issuer is then https://)
     tls_key: str | None = None
+    issuer_host: str = "127.0.0.1"  # a CH_TEST_HOSTS name: the issuer is reached by that name (through a proxy)
 
     def to_json(self, introspection_secret: str) -> str:
         return json.dumps(
@@ -73,6 +74,7 @@ class OidcConfig:
                 "introspectionClientSecret": introspection_secret,
                 "tlsCert": self.tls_cert,
                 "tlsKey": self.tls_key,
+                "issuerHost": self.issuer_host,
             }
         )
 

@@ -47,6 +47,8 @@
 //                         says, as FastMCP does (stock oidc-provider takes Basic and the form alike).
 //                         (default false)
 //   tlsCert / tlsKey      PEM files: serve HTTPS with them, and the issuer is https://127.0.0.1:<port>.
+//   issuerHost            the host in the issuer (default 127.0.0.1), e.g. a name the tests map to
+//                         127.0.0.1 (tests/peers/mapped_hosts.py) so that a client's traffic goes through a proxy.
 //
 // Access tokens are opaque (resource servers must introspect). PKCE is required for every client,
 // S256 only. Authorization responses carry `iss` (RFC 9207; oidc-provider adds it to every query/
@@ -178,7 +180,7 @@ const tls = config.tlsCert && config.tlsKey
   ? { cert: fs.readFileSync(config.tlsCert), key: fs.readFileSync(config.tlsKey) } : null;
 const server = tls ? https.createServer(tls) : http.createServer();
 const port = await listen(server, settings.port);
-const issuer = `${tls ? 'https' : 'http'}://127.0.0.1:${port}`;
+const issuer = `${tls ? 'https' : 'http'}://${config.issuerHost ?? '127.0.0.1'}:${port}`;
 const provider = new Provider(issuer, providerConfiguration());
 if (!settings.offlineAccessNeedsPromptConsent) {
   provider.use(async (ctx, next) => {

@@ -32,7 +32,7 @@ class UserEnv:
         env = {
             k: v
             for k, v in os.environ.items()
-            if not k.startswith(("CH_", "XDG_", "OPENCODE_")) and not k.lower().endswith("_proxy")
+            if not k.startswith(("CH_", "XDG_", "OPENCODE_", "DBUS_")) and not k.lower().endswith("_proxy")
         }
         env.update(
             HOME=str(self.home),
@@ -46,6 +46,9 @@ class UserEnv:
             CH_LOG_FORMAT="json",
             # The peers issue 2-4 s tokens on purpose; the default spacing (10 s) is tested on its own.
             CH_MIN_REFRESH_SPACING_S="1",
+            # Token files, as the tests reading them expect; tests/test_keychain*.py choose the keychain (and
+            # auto) themselves, with a session bus and a Secret Service of their own.
+            CH_SECRET_STORE="file",
             PATH=f"{VENV_BIN}{os.pathsep}{os.environ.get('PATH', '')}",
         )
         return env

@@ -19,12 +19,13 @@ async def call(user_env: UserEnv, method: str, **params: Any) -> dict[str, Any]:
     return reply
 
 
-async def login(user_env: UserEnv, world: FakeWorld, name: str = "srv") -> dict[str, Any]:
-    """`chctl add` + `chctl auth` through the daemon, with a browser that approves at once."""
+async def login(user_env: UserEnv, world: FakeWorld, name: str = "srv", **add: Any) -> dict[str, Any]:
+    """`chctl add` (`add`: more of its params, e.g. `bridge=True`) + `chctl auth` through the daemon, with a browser
+    that approves at once."""
     config = user_env.project / "opencode.json"
     if not config.exists():
         config.write_text('{"mcp": {}}\n')
-    added = await call(user_env, "mcp.add", cwd=str(user_env.project), name=name, url=world.server_url)
+    added = await call(user_env, "mcp.add", cwd=str(user_env.project), name=name, url=world.server_url, **add)
     assert "result" in added, added
     started = await call(user_env, "auth.start", name=name, timeout_s=30)
     assert "result" in started, started

@@ -1,6 +1,9 @@
 """mitmproxy's `mitmdump` as the company's TLS-intercepting proxy: regular proxy mode on 127.0.0.1, re-signing
 every HTTPS connection with its own CA (made fresh in a temporary confdir), trusting the test CA upstream.
 
+The daemon never sends loopback traffic through a proxy, so the tests name their servers `mcp.test` (TEST_HOST),
+and mitmdump, like a company proxy, resolves that name: to 127.0.0.1, by the addon in mitm_hosts.py.
+
 mitmproxy's dependencies clash with ours, so it lives in a venv of its own: `scripts/test` makes `.venv-mitm`
 (pinned version below); `CH_TEST_MITMDUMP` may name another `mitmdump`. Tests that need it are skipped, saying
 so, when there is none.
@@ -22,6 +25,8 @@ from tests.support.daemon import wait_for
 MITMPROXY_VERSION = "11.0.2"
 REPO = Path(__file__).resolve().parents[2]
 START_DEADLINE_S = 60.0  # mitmdump imports a lot; two loaded cores are slow
+TEST_HOST = "mcp.test"  # RFC 6761's .test: never a real host; the proxy maps it to 127.0.0.1
+HOSTS_ADDON = Path(__file__).resolve().parent / "mitm_hosts.py"
 
 
 def mitmdump_path() -> str:
@@ -79,10 +84,12 @@ class MitmProxy:
             # Pass bodies on as they arrive, as the companies' proxies do for event streams (mitmproxy would
             # otherwise hold an SSE stream until it ends).
             "--set", "stream_large_bodies=1",
+            "-s", str(HOSTS_ADDON),
+            "--set", "showhost=true",  # the log shows the name the client asked for, not the address it maps to
         ]  # fmt: skip
         if self.proxyauth:
             argv += ["--proxyauth", self.proxyauth]
-        env = {k: v for k, v in os.environ.items() if not k.lower().endswith("_proxy")}
+        env = {k: v for k, v in os.environ.items() if not k.lower().endswith("_proxy")} | {"CH_TEST_HOSTS": TEST_HOST}
         with open(self.log_path, "wb") as log:
             self.proc = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env)
         wait_for(

@@ -3,7 +3,7 @@
 Standard library only, so it starts about as fast as `python3`: it speaks JSON through `wire` and the socket
 through `_socket` (see rpc_client.py); what only some commands need (getpass, shlex, json for --json, the
 modules behind `auth`, `bridge`, `token` and `service`) is imported by them; and `chctl status`, `chctl bridge
-NAME` and `chctl token NAME` skip argparse (see `parse_fast`).
+NAME`, `chctl token NAME` and `chctl search TEXT` skip argparse (see `parse_fast`).
 """
 
 from __future__ import annotations
@@ -41,6 +41,7 @@ examples:
   chctl init                                        # opencode.json with an empty "mcp" here
   chctl add context7 --api-key-env CONTEXT7_API_KEY # an API-key server
   chctl add linear && chctl auth linear             # an OAuth server: add, then log in once
+  chctl search weather                              # servers in the MCP Registry (add one by its name)
   chctl status                                      # every server's state at a glance
 
 `chctl registry` lists the servers chctl knows; `chctl COMMAND --help` tells more about one command.
@@ -50,14 +51,15 @@ examples:
 # How `chctl status` fits a narrow terminal (docs/guide.md, "At a glance"): the note is cut first, then the counts, the
 # auth type and the next refresh leave (`--json` has them all), then the state's words are cut, then the rest.
 STATUS_FIT = (
-    ("cut", 8),  # LAST ERROR / NOTE
-    ("drop", 6),  # CONFIGS
-    ("drop", 7),  # BRIDGES
+    ("cut", 9),  # LAST ERROR / NOTE
+    ("drop", 7),  # CONFIGS
+    ("drop", 8),  # BRIDGES
     ("drop", 2),  # AUTH
     ("drop", 4),  # NEXT REFRESH
     ("cut", 1),  # STATE
     ("drop", 5),  # MODE
-    ("drop", 8),
+    ("drop", 6),  # SECRET AT (`chctl doctor` says it in words)
+    ("drop", 9),
 )
 
 # `chctl doctor` exits with the worst level it found (documented in docs/guide.md).
@@ -76,12 +78,29 @@ def cmd_status(args: argparse.Namespace) -> int:
     line = f"daemon: pid {daemon['pid']}, up {daemon['uptime_s']:.0f}s, version {daemon['version']}"
     socket = f", socket {home_as_tilde(daemon['socket'])}"
     print(line + ("" if width is not None and len(line + socket) > width else socket))  # `chctl daemon status` has it
+    store = daemon.get("secret_store") or {}
+    if store.get("warning"):
+        warning = f"secrets (CH_SECRET_STORE={store['setting']}): {store['warning']}; see `chctl doctor`"
+        print(f"warning: {printable(warning)}", file=sys.stderr)
     servers = result["servers"]
     if not servers:
         print("no servers yet: `chctl registry` lists known ones, `chctl add NAME` adds one")
         return 0
     now = time.time()
-    rows = [["NAME", "STATE", "AUTH", "EXPIRES", "NEXT REFRESH", "MODE", "CONFIGS", "BRIDGES", "LAST ERROR / NOTE"]]
+    rows = [
+        [
+            "NAME",
+            "STATE",
+            "AUTH",
+            "EXPIRES",
+            "NEXT REFRESH",
+            "MODE",
+            "SECRET AT",
+            "CONFIGS",
+            "BRIDGES",
+            "LAST ERROR / NOTE",
+        ]
+    ]
     colours: list[str | None] = []
     for s in servers:
         words, colour = states.describe(s, now)
@@ -94,6 +113,7 @@ def cmd_status(args: argparse.Namespace) -> int:
                 when(s["expires_at"], now),
                 when(s["next_refresh_at"], now),
                 s.get("mode") or "-",
+                secret_at(s.get("secret_at") or []),
                 str(len(s["configs"])),
                 str(len(s.get("bridges") or [])),
                 "" if s["state"] == "retrying" else s["last_error"] or s.get("note") or "",  # retrying: in STATE
@@ -101,6 +121,23 @@ def cmd_status(args: argparse.Namespace) -> int:
         )
     print(table(rows, colours if use_colour() else None, colour_column=1, width=width, fit=STATUS_FIT))
     return 0
+
+
+# `chctl status`'s SECRET AT column: each place a secret rests, in a word (`--json` and doctor give the paths).
+PLACE_WORDS = {
+    "keychain": "keychain",
+    "token_file": "token file",
+    "config": "config",
+    "secret_file": "{file:}",
+    "client_file": "client file",
+}
+
+
+def secret_at(places: list[dict[str, Any]]) -> str:
+    if not places:
+        return "-"
+    words = [PLACE_WORDS.get(p["where"], p["where"]) + ("!" if p.get("problem") else "") for p in places]
+    return " + ".join(dict.fromkeys(words)) + (" only" if set(words) == {"keychain"} else "")
 
 
 def cmd_bridge(args: argparse.Namespace) -> int:
@@ -226,6 +263,7 @@ def build_parser() -> argparse.ArgumentParser:
         import_cmd,
         logs,
         remote_cmd,
+        secrets_cmd,
         service_args,
         token_cmd,
     )
@@ -247,6 +285,7 @@ def build_parser() -> argparse.ArgumentParser:
     import_cmd.add_import_parser(sub)
     logs.add_logs_parser(sub)
     remote_cmd.add_remote_parsers(sub)
+    secrets_cmd.add_secrets_parser(sub)
     completion.add_completion_parser(sub, parser)
     service_args.add_service_arguments(sub, cmd_service)
     return parser
@@ -269,8 +308,8 @@ class FastArgs:
 
 
 def parse_fast(args_list: Sequence[str]) -> FastArgs | None:
-    """What argparse would make of `args_list` for `bridge NAME`, `token NAME ...` and the spellings in
-    FAST_SPELLINGS; else None."""
+    """What argparse would make of `args_list` for `bridge NAME`, `token NAME ...`, `search TEXT [--json]` and
+    the spellings in FAST_SPELLINGS; else None."""
     if len(args_list) == 2 and args_list[0] == "bridge" and not args_list[1].startswith("-"):
         return FastArgs(command="bridge", name=args_list[1], func=cmd_bridge)  # agents spawn it per session
     if args_list[:1] == ["token"]:  # agents run it at every connect
@@ -278,6 +317,11 @@ def parse_fast(args_list: Sequence[str]) -> FastArgs | None:
 
         token = token_cmd.parse_fast(args_list)
         return None if token is None else FastArgs(command="token", func=token_cmd.cmd_token, **token)
+    if args_list[:1] == ["search"]:  # as cheap as `chctl status` once the daemon's cache is warm
+        from context_harness.client import search_cmd
+
+        search = search_cmd.parse_fast(args_list)
+        return None if search is None else FastArgs(command="search", func=search_cmd.cmd_search, **search)
     as_json = FAST_SPELLINGS.get(tuple(args_list))
     if as_json is None:
         return None

@@ -28,6 +28,10 @@ AFTER_EXIT_WAIT_S = 3.0
 AUTOSTART_NOTICE_S = 0.5  # a pause longer than this gets explained: "starting the daemon…"
 _PROTOCOL_CODES = {-32602: "INVALID_PARAMS", -32601: "NOT_FOUND", -32600: "INVALID_PARAMS", -32700: "INVALID_PARAMS"}
 POLL_INTERVAL_S = 0.05
+PRIVATE_DIR_MODE = 0o700
+NOT_ANSWERING = "the daemon is not answering on"  # nobody listens, and chctl was not to start one
+REFUSAL_PREFIX = "context-harnessd: "  # how the daemon's refusals to start begin (daemon/app.py)
+REFUSAL_TAIL_BYTES = 4096
 
 
 class RpcError(Exception):
@@ -132,22 +136,32 @@ DAEMON_ARGV = ("-I", "-m", "context_harness.daemon")
 DAEMON_CWD = "/"
 
 
-def daemon_command() -> tuple[list[str], dict[str, str]]:
-    """argv and environment that start the daemon; relative CH_HOME/CH_SOCKET mean what they meant here."""
-    env = dict(os.environ)
-    for name in ("CH_HOME", "CH_SOCKET"):
-        if env.get(name):
-            env[name] = os.path.abspath(env[name])
-    return [sys.executable, *DAEMON_ARGV], env
+def daemon_command(*, settings: bool = True) -> tuple[list[str], dict[str, str]]:
+    """argv and environment that start the daemon: this environment's documented settings (with `settings`) and
+    the variables that say where the user's files are, nothing else (see daemon_env.py)."""
+    from context_harness.client.daemon_env import daemon_environment
+
+    return [sys.executable, *DAEMON_ARGV], daemon_environment(os.environ, settings=settings)
 
 
-def start_daemon() -> subprocess.Popen[bytes]:
-    """Start context-harnessd in the background, detached from this terminal; its log goes to CH_HOME/daemon.log."""
+def make_state_home() -> None:
+    """CH_HOME, made 0700 whatever the umask (the daemon refuses a home others can write)."""
+    home = state_home()
+    try:
+        os.makedirs(home, mode=PRIVATE_DIR_MODE)
+    except FileExistsError:
+        return
+    os.chmod(home, PRIVATE_DIR_MODE)  # makedirs' mode passes through the umask
+
+
+def start_daemon(*, settings: bool = True) -> subprocess.Popen[bytes]:
+    """Start context-harnessd in the background, detached from this terminal; its log goes to CH_HOME/daemon.log.
+    Without `settings` it takes none from this environment: daemon.env alone (the Python API's way)."""
     import subprocess
 
-    os.makedirs(state_home(), mode=0o700, exist_ok=True)
+    make_state_home()
     log_fd = os.open(daemon_log(), os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
-    argv, env = daemon_command()
+    argv, env = daemon_command(settings=settings)
     try:
         return subprocess.Popen(
             argv,
@@ -163,7 +177,9 @@ def start_daemon() -> subprocess.Popen[bytes]:
         os.close(log_fd)
 
 
-def connect(*, autostart: bool = True) -> _socket.socket:
+def connect(*, autostart: bool = True, settings: bool = True) -> _socket.socket:
+    """A connection to the user's daemon, started first if none answers and `autostart` (with this environment's
+    settings, or daemon.env alone: `settings`)."""
     path = socket_path()
     sock = connect_trusted(path)
     if sock is not None:
@@ -171,10 +187,10 @@ def connect(*, autostart: bool = True) -> _socket.socket:
     if not autostart or os.environ.get("CH_NO_AUTOSTART") == "1":
         raise RpcError(
             "DAEMON_UNAVAILABLE",
-            f"the daemon is not answering on {path}",
+            f"{NOT_ANSWERING} {path}",
             "start it with `chctl daemon start` (or `context-harnessd` in a terminal)",
         )
-    daemon = start_daemon()
+    daemon = start_daemon(settings=settings)
     started = time.monotonic()
     deadline = started + AUTOSTART_WAIT_S
     said = False
@@ -188,12 +204,24 @@ def connect(*, autostart: bool = True) -> _socket.socket:
             print("starting the daemon…", file=sys.stderr, flush=True)
             said = True
         time.sleep(POLL_INTERVAL_S)
+    exited = f" (it exited with code {daemon.returncode}{_refusal()})" if daemon.poll() is not None else ""
     raise RpcError(
         "DAEMON_UNAVAILABLE",
-        f"started context-harnessd but it did not answer on {path}"
-        + (f" (it exited with code {daemon.returncode})" if daemon.poll() is not None else ""),
+        f"started context-harnessd but it did not answer on {path}{exited}",
         f"see {daemon_log()}, or run `chctl daemon run` to watch it start",
     )
+
+
+def _refusal() -> str:
+    """`: why`, when the daemon's log ends with its own refusal to start (an untrusted CH_HOME or CA bundle, a
+    bad setting: each names the path or setting and the fix); else nothing."""
+    try:
+        with open(daemon_log(), "rb") as log:
+            log.seek(max(0, os.fstat(log.fileno()).st_size - REFUSAL_TAIL_BYTES))
+            last = log.read().decode(errors="replace").rstrip("\n").rpartition("\n")[2]
+    except OSError:
+        return ""
+    return f": {last.removeprefix(REFUSAL_PREFIX)}" if last.startswith(REFUSAL_PREFIX) else ""
 
 
 def _read_line(sock: _socket.socket) -> bytes:
@@ -208,8 +236,8 @@ def _read_line(sock: _socket.socket) -> bytes:
     return b"".join(chunks)
 
 
-def call(method: str, params: dict[str, Any] | None = None, *, autostart: bool = True) -> Any:
-    sock = connect(autostart=autostart)
+def call(method: str, params: dict[str, Any] | None = None, *, autostart: bool = True, settings: bool = True) -> Any:
+    sock = connect(autostart=autostart, settings=settings)
     try:
         request = {"jsonrpc": "2.0", "id": 1, "method": method, "params": params or {}}
         sock.sendall(wire.dumps(request).encode() + b"\n")

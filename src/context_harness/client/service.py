@@ -26,6 +26,7 @@ from context_harness.client.output import error_tag, print_error, print_hint
 from context_harness.client.service_env import (
     ENV_FILE_MODE,
     carried_variables,
+    control_character_in,
     daemon_env_file,
     masked,
     updated_env_file,
@@ -42,6 +43,7 @@ from context_harness.client.service_plan import (
     describe,
     execute,
 )
+from context_harness.net.ca_bundle import untrusted_because
 from context_harness.primitives.result import ErrorCode, Failure
 
 DAEMON_EXECUTABLE = "context-harnessd"
@@ -383,6 +385,9 @@ def _dispatch(manager: ServiceManager, action: str, *, dry_run: bool, runner: Ru
 def _carry_environment(home: Path, carried: dict[str, str]) -> list[Action]:
     """Write the shell's proxy and CA variables into the service's daemon.env, keeping its other lines."""
     env_file = daemon_env_file(home)
+    refused = _not_carried(carried)
+    if refused is not None:
+        raise ServiceError(refused)
     try:
         existing = env_file.read_text(encoding="utf-8")
     except FileNotFoundError:
@@ -392,4 +397,28 @@ def _carry_environment(home: Path, carried: dict[str, str]) -> list[Action]:
             Failure(f"cannot read {env_file}: {exc}", ErrorCode.PERMISSION_DENIED, "fix or remove the file")
         ) from exc
     content = updated_env_file(existing, carried)
-    return [MakeDir(env_file.parent), Write(env_file, content, ENV_FILE_MODE, masked(content))]
+    return [MakeDir(env_file.parent, private=True), Write(env_file, content, ENV_FILE_MODE, masked(content))]
+
+
+def _not_carried(carried: dict[str, str]) -> Failure | None:
+    """Why these values cannot go into daemon.env: a control character (what follows a line break would be
+    read as a setting of its own), or a CA bundle others can change (the daemon would refuse to start)."""
+    broken = control_character_in(carried)
+    if broken is not None:
+        return Failure(
+            f"{broken} holds a control character: in daemon.env, what follows a line break would be read as a "
+            "setting of its own",
+            ErrorCode.INVALID_PARAMS,
+            f"set {broken} to a value on one line (or unset it) in this shell, then run `chctl service install` again",
+        )
+    bundle = carried.get("CH_CA_BUNDLE")
+    problem = untrusted_because(Path(bundle)) if bundle else None
+    if bundle and problem:
+        return Failure(
+            f"refusing CH_CA_BUNDLE {bundle}: {problem}",
+            ErrorCode.INVALID_PARAMS,
+            "whoever can change it can make the daemon trust their own CA: copy it where only you can write "
+            f"(`install -m 600 {bundle} ~/.context-harness/ca-bundle.pem`), set CH_CA_BUNDLE to the copy and run "
+            "`chctl service install` again",
+        )
+    return None

@@ -19,8 +19,10 @@ CARRIED = (
     "CH_CA_BUNDLE",
 )
 ENV_FILE_MODE = 0o600  # a proxy URL may carry a password
-_KEY = re.compile(r"^\s*(?:export\s+)?([A-Za-z_][A-Za-z0-9_]*)\s*=")
-_URL_PASSWORD = re.compile(r"(://[^:/@\s]*):[^@\s]*@")
+_KEY = re.compile(r"^\s*(?:export\s+)?([A-Za-z_][A-Za-z0-9_]*)\s*=\s*(.*)$")
+_URL_PASSWORD = re.compile(r"(://[^:/@\s\"']*):[^\s\"']*@")
+# A line break in a value would end its line in daemon.env, and what follows would be read as a setting of its own.
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 
 
 def carried_variables(environ: Mapping[str, str]) -> dict[str, str]:
@@ -52,9 +54,48 @@ def updated_env_file(existing: str, values: Mapping[str, str]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def control_character_in(values: Mapping[str, str]) -> str | None:
+    """The first variable whose value holds a control character (it cannot be written as one line); None."""
+    return next((name for name, value in values.items() if _CONTROL.search(value)), None)
+
+
 def masked(text: str) -> str:
-    """`text` with the password of every URL in it replaced by `***`: what a dry run may print."""
-    return _URL_PASSWORD.sub(r"\1:***@", text)
+    """`text` (daemon.env's lines) with every password replaced by `***`: what a dry run may print. A proxy
+    variable's value is read as the URL the daemon reads (`masked_url`); any other line loses the password of
+    a `scheme://user:password@` it holds."""
+    lines = []
+    for line in text.splitlines():
+        match = _KEY.match(line)
+        if match and match.group(1).lower().endswith("_proxy"):
+            value = _unquoted(match.group(2))
+            shown = masked_url(value)
+            lines.append(line if shown == value else _assignment(match.group(1), shown))
+        else:
+            lines.append(_URL_PASSWORD.sub(r"\1:***@", line))
+    return "\n".join(lines) + ("\n" if text.endswith("\n") else "")
+
+
+def masked_url(url: str) -> str:
+    """`url` with the password of its user info as `***`. The user info runs to the last `@` (a raw `@` in a
+    password stays part of it, as urlsplit and yarl read it), and a scheme-less `user:pw@proxy:3128` is a URL
+    too (curl and the daemon read it as http://)."""
+    scheme, separator, rest = url.partition("://")
+    if not separator:
+        scheme, rest = "", url
+    user_info, at, host = rest.rpartition("@")
+    user, colon, _password = user_info.partition(":")
+    if not at or not colon:
+        return url
+    return f"{scheme}{separator}{user}:***@{host}"
+
+
+def _unquoted(value: str) -> str:
+    """A value as `_assignment` writes it (double quotes, backslash escapes), or as a person wrote it."""
+    value = value.strip()
+    if len(value) >= 2 and value[0] == value[-1] and value[0] in "\"'":
+        inner = value[1:-1]
+        return re.sub(r"\\(.)", r"\1", inner) if value[0] == '"' else inner
+    return value
 
 
 def _assignment(name: str, value: str) -> str:

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import TextIO
 
 from context_harness.primitives.result import ErrorCode, Failure
-from context_harness.stores.atomic import atomic_write_bytes
+from context_harness.stores.atomic import atomic_write_bytes, ensure_private_dir
 
 UNIT_FILE_MODE = 0o644  # unit files hold no secret; systemd and launchd expect them readable
 
@@ -40,6 +40,7 @@ class Write:
 @dataclass(frozen=True)
 class MakeDir:
     path: Path
+    private: bool = False  # created 0700 whatever the umask (CH_HOME); one that exists is left as it is
 
 
 @dataclass(frozen=True)
@@ -71,7 +72,7 @@ def describe(actions: Sequence[Action]) -> str:
         match action:
             case Write(path, content, _, shown):
                 parts.append(f"would write {path}:\n{content if shown is None else shown}")
-            case MakeDir(path):
+            case MakeDir(path, _):
                 parts.append(f"would create directory {path}\n")
             case Remove(path):
                 parts.append(f"would remove {path}\n")
@@ -89,9 +90,12 @@ def execute(actions: Sequence[Action], runner: Runner, *, out: TextIO, err: Text
                 except OSError as exc:
                     raise _cannot_write(path, exc) from exc
                 print(f"wrote {path}", file=out)
-            case MakeDir(path):
+            case MakeDir(path, private):
                 try:
-                    path.mkdir(parents=True, exist_ok=True)
+                    if private:
+                        ensure_private_dir(path)
+                    else:
+                        path.mkdir(parents=True, exist_ok=True)
                 except OSError as exc:
                     raise _cannot_write(path, exc) from exc
             case Remove(path):

@@ -22,13 +22,26 @@ def describe(server: dict[str, Any], now: float) -> tuple[str, str]:
             return f"via {server['via']}", "yellow"
         words, colour = describe({**server, "via": None, "has_refresh_token": True}, now)  # the laptop refreshes
         return f"{words} via {server['via']}", colour
+    if state == "secret_unreadable":  # in the keychain, which did not give it (locked, not running)
+        return "secret unreadable: keychain → chctl doctor", "red"
     if state in ("pending_auth", "needs_reauth"):
         return f"needs login → chctl auth {name}", "red"
+    if state == "needs_key":
+        return f"needs a key → chctl add {name} -k KEY", "red"
+    if server.get("scopes_wanted"):
+        return f"needs scope {' '.join(server['scopes_wanted'])} → chctl auth {name}", "red"
     if state == "retrying":
         error = server.get("last_error") or "refresh failed"
         return f"retrying (next try {when(server.get('next_refresh_at'), now)}): {error}", "yellow"
     if state == "refreshing":
         return "refreshing…", "yellow"
+    refused = server.get("refused")  # the server refuses what is stored: until a request succeeds again
+    if refused == 403:
+        return f"forbidden (403) → chctl check {name}", "red"
+    if refused and server.get("auth_type") == "api-key":
+        return f"key refused ({refused}) → chctl add {name} -k KEY", "red"
+    if refused:
+        return f"token refused ({refused}) → chctl auth {name}", "red"
     if state == "api_key":
         return "ok (API key)", "green"
     if state == "no_auth":

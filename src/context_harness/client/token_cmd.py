@@ -70,6 +70,9 @@ def print_credential(name: str, min_valid: float, form: str | None) -> int:
     else:
         text = found["token"]
     sys.stdout.write(text + "\n")
+    if found.get("scopes_wanted"):  # valid, but not for every call: say so where a person reads it
+        wanted = " ".join(found["scopes_wanted"])
+        sys.stderr.write(f"note: {name} refused a call for lack of scope {wanted}\n  hint: run `chctl auth {name}`\n")
     return 0
 
 

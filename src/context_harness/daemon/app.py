@@ -82,6 +82,9 @@ class Daemon:
         loop = asyncio.get_running_loop()
         loop.set_exception_handler(handle_loop_exception)  # EMFILE on accept: one line a minute, not per retry
         bridges = TakeoverCount(MAX_BRIDGES)  # both sockets' bridges together
+        # Before the first request: a credential whose values rest in the keychain is read (with a deadline)
+        # and held, so a bridge reconnecting right after a restart finds it.
+        await services.vault.start()
         server = self.server = RpcServer(
             bind(METHODS, services),
             streams=bind(STREAMS, services),
@@ -127,9 +130,14 @@ def prepare_listener(settings: Settings) -> tuple[socket.socket, bool]:
 
 def _settings_problems(exc: ValidationError) -> str:
     """Which settings are wrong and why, without their values (a notify command may hold a secret)."""
-    return "; ".join(
-        f"CH_{'.'.join(str(p) for p in e['loc']).upper()}: {e['msg']}" for e in exc.errors(include_input=False)
-    )
+    return "; ".join(_problem(e["loc"], e["msg"]) for e in exc.errors(include_input=False))
+
+
+def _problem(loc: tuple[int | str, ...], message: str) -> str:
+    """`CH_NAME: why`; a check of several settings together (the CA bundle's) names its variable itself."""
+    if not loc:
+        return message.removeprefix("Value error, ")
+    return f"CH_{'.'.join(str(p) for p in loc).upper()}: {message}"
 
 
 def main(argv: list[str] | None = None) -> int:

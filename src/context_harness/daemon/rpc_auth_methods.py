@@ -97,6 +97,7 @@ async def token_get(s: Services, p: TokenParams) -> Result[dict[str, Any]]:
             "header_name": valid.header_name,
             "header_value": valid.header_value,
             "expires_at": valid.expires_at,
+            "scopes_wanted": list(valid.scopes_wanted),
         }
     )
 

@@ -22,16 +22,20 @@ from context_harness.daemon.rpc_params import (
     NameTargetParams,
     NoParams,
     RemoveParams,
+    SecretsMigrateParams,
     TargetParams,
 )
+from context_harness.daemon.rpc_registry_methods import registry_add_request
 from context_harness.daemon.services import Services
+from context_harness.daemon.settings import setting_names
 from context_harness.primitives.result import Failure, Result, Success
 from context_harness.services import doctor, listings
 from context_harness.services.blocking_io import StillRunning, run_blocking, run_config_io
 from context_harness.services.config_service import ConfigTarget
 from context_harness.services.mcp_service import AddRequest, client_format
 from context_harness.services.network_checks import network_checks
-from context_harness.services.status import ServerStatus
+from context_harness.services.registries import REGISTRY_URL_HINT
+from context_harness.services.status import NO_AUTH, ServerStatus
 
 log = structlog.get_logger(__name__)
 
@@ -65,6 +69,7 @@ def daemon_summary(s: Services) -> dict[str, Any]:
         "socket": str(s.settings.socket_path),
         "remote_socket": str(remote) if (remote := s.settings.remote_socket_path) else None,
         "home": str(s.settings.home),
+        "secret_store": s.vault.summary(),  # CH_SECRET_STORE, the store in use, the keychain, a warning to repeat
     }
 
 
@@ -111,9 +116,15 @@ async def mcp_add(s: Services, p: AddParams) -> Result[dict[str, Any]]:
         secret_mode=p.secret_mode,
         bridge=p.bridge,
         mode=p.mode,
-        clients=tuple(p.clients or [p.client]),
-        delegated_via=s.carrier.entry_via(p.name, url=p.url, command=p.command),
+        clients=p.named_clients(),
+        delegated_via=s.carrier.entry_via(p.name, url=p.url, command=p.command, registry_name=p.registry_name),
     )
+    registry: dict[str, Any] | None = None
+    if p.registry_name is not None:  # `chctl add NAMESPACE/NAME`: the URL and headers are the registry's
+        from_registry = await registry_add_request(s, p, request)
+        if isinstance(from_registry, Failure):
+            return from_registry
+        request, registry = from_registry.value
     added = await s.mcp.add(request)
     if isinstance(added, Failure):
         return added
@@ -127,8 +138,14 @@ async def mcp_add(s: Services, p: AddParams) -> Result[dict[str, Any]]:
             "entry": first.mask(outcome.entry),
             "auth_type": outcome.auth_type.value,
             "needs_auth": outcome.needs_auth,
-            "configs": [{"client": w.client, "path": str(w.path), "mode": w.mode} for w in outcome.written],
+            "needs_key": outcome.needs_key,
+            "configs": [
+                {"client": w.client, "path": str(w.path), "mode": w.mode, "new": w.new} for w in outcome.written
+            ],
+            "changes": list(outcome.changes),
+            "not_written": outcome.not_written,
             "made_private": modes_changed(narrowed),
+            "registry": registry,
         }
     )
 
@@ -169,7 +186,7 @@ async def forget(s: Services, name: str, kind: str) -> Failure | str:
     if kind == "login":
         logged_out = await s.oauth.logout(name)
         return logged_out if isinstance(logged_out, Failure) else kind
-    s.tokens.delete(name)
+    await s.vault.delete(name)  # the keychain item too, where the key rests there
     s.states.stored(name)
     log.info("credential_forgotten", server=name, kind=kind)
     await s.states.changed(name, credential=True)
@@ -213,12 +230,14 @@ async def run_doctor(s: Services, p: DoctorParams) -> Result[dict[str, Any]]:
         nearest = s.config.resolve(ConfigTarget(cwd=Path(p.cwd)), fmt=get_format(DEFAULT_CLIENT))
         if isinstance(nearest, Success):
             extra.append(nearest.value)
-    probe: list[str] = []
+    statuses = await server_statuses(s)
+    needing_none = {server.name for server in statuses if server.state == NO_AUTH}
+    targets: dict[str, tuple[str, dict[str, str]]] = {}
     try:  # reads every bound config and runs `git`: in a thread, so a hung file or repository stalls only this
-        config_checks, probe = await run_blocking(
+        config_checks, targets = await run_blocking(
             lambda: (
                 doctor.config_checks(s.config, s.bindings, s.tokens, extra),
-                doctor.probe_targets(s.config, s.bindings, s.tokens),
+                doctor.probe_targets(s.config, s.bindings, needing_none),
             ),
             DOCTOR_CONFIG_CHECKS_TIMEOUT_S,
             name="doctor",
@@ -233,12 +252,23 @@ async def run_doctor(s: Services, p: DoctorParams) -> Result[dict[str, Any]]:
                 "a config may be on a hung mount; see `chctl status`",
             )
         )
-    probes = await asyncio.gather(*(s.checker.probe_server(name, doctor.PROBE_TIMEOUT_S) for name in probe))
-    checks += doctor.needs_auth_checks([found.name for found in probes if found.outcome == "unauthorized"])
-    checks += doctor.server_checks(await server_statuses(s))
+    probes = await asyncio.gather(
+        *(s.checker.probe_server(name, doctor.PROBE_TIMEOUT_S, at=target) for name, target in targets.items())
+    )
+    answer_401 = {found.name for found in probes if found.outcome == "unauthorized"}
+    checks += doctor.secret_checks(s.vault.summary(), statuses)
+    checks += doctor.server_checks(statuses, answer_401=answer_401)
     checks += [doctor.Check("registry", "warn", w, "fix or remove the entry") for w in s.mcp.registry_warnings]
+    registry_urls = s.registries.settings.problems
+    checks += [doctor.Check("registries", "warn", w, REGISTRY_URL_HINT) for w in registry_urls]
     checks += network_checks(s.http.network, p.shell_network)
+    checks += doctor.setting_checks(s.settings.sources(), setting_names())
     return Success({"checks": [c.as_dict() for c in checks]})
+
+
+async def secrets_migrate(s: Services, p: SecretsMigrateParams) -> Result[dict[str, Any]]:
+    servers = await s.oauth.migrate_secrets(p.to)
+    return Success({"to": p.to, "setting": s.vault.settings.store, "servers": servers})
 
 
 # --- the bridge (a stream method: see `RpcServer.streams`) ------------------------------------------------

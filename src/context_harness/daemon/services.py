@@ -12,21 +12,30 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import partial
+from typing import TypedDict
+
+import aiohttp
 
 from context_harness.daemon.settings import Settings
 from context_harness.net.http_client import HttpClient
-from context_harness.net.session import new_session
+from context_harness.net.session import NetworkSettings, new_session
+from context_harness.oauth.auth_probe import auth_wanted
+from context_harness.primitives.mcp import MCPAuthType
+from context_harness.services.client_vault import ClientVault
 from context_harness.services.config_service import ConfigService
 from context_harness.services.import_service import ImportService
 from context_harness.services.mcp_service import MCPService
 from context_harness.services.oauth_service import OAuthService
 from context_harness.services.publisher import Publisher
+from context_harness.services.registries import MAX_CONCURRENT_REQUESTS, Registries
+from context_harness.services.secret_vault import SecretVault
 from context_harness.services.server_names import ServerNames
 from context_harness.services.server_state import Change, ServerStates
 from context_harness.services.status import StatusBoard
 from context_harness.services.token_access import TokenAccess
 from context_harness.stores.bindings import BindingStore
 from context_harness.stores.client_store import ClientStore
+from context_harness.stores.registry_cache import RegistryCache
 from context_harness.stores.shared import SharedStore
 from context_harness.stores.token_store import TokenStore
 from context_harness.upstream.limits import CONNECTIONS_PER_HOST
@@ -44,6 +53,7 @@ class Services:
     settings: Settings
     config: ConfigService
     tokens: TokenStore
+    vault: SecretVault  # where secret values rest (CH_SECRET_STORE): the keychain or the token files
     bindings: BindingStore
     states: ServerStates  # one record per server; `states.changed(name)` is the one change channel
     publisher: Publisher
@@ -53,6 +63,8 @@ class Services:
     status: StatusBoard
     token_access: TokenAccess
     shared: SharedStore
+    registries: Registries  # `chctl search` and `chctl add NAMESPACE/NAME`
+    registry_http: HttpClient  # the registries', apart: a hung registry holds none of the others' connections
     names: ServerNames
     http: HttpClient  # the authorization servers'
     bridge_http: HttpClient  # the bridged servers', apart: a hostile one cannot take the refreshes' connections
@@ -72,10 +84,13 @@ class Services:
         self.settings = settings
         self.http.configure(settings.network())
         self.bridge_http.configure(settings.network())
+        self.registry_http.configure(settings.network())
+        self.registries.configure(settings.registries())
         self.carrier.configure(settings.delegate_socket_path)
         self.bridges.configure(settings.rpc_idle_timeout_s)
         self.checker.configure(settings.config_io_timeout_s)
         self.oauth.configure(settings.oauth())
+        self.vault.configure(settings.secrets())
         self.publisher.configure(settings.publishing())
         self.refresher.configure(settings.refreshing())
         self.notifier.configure(settings.notify_command, settings.event_command)
@@ -86,6 +101,7 @@ class Services:
         await self.notifier.drain()
         await self.http.close()
         await self.bridge_http.close()
+        await self.registry_http.close()
 
 
 async def _tell(notifier: Notifier, change: Change) -> None:
@@ -98,6 +114,23 @@ def _registry_url(mcp: MCPService, name: str) -> str | None:
     return known.url if known is not None else None
 
 
+class _RegistryParts(TypedDict):
+    registries: Registries
+    registry_http: HttpClient
+
+
+def _registries(settings: Settings, network: NetworkSettings, mcp: MCPService) -> _RegistryParts:
+    """The registries' client and its connection pool (no more connections than requests at once)."""
+
+    def session(network: NetworkSettings) -> aiohttp.ClientSession:
+        return new_session(network, cookies=False, limit=MAX_CONCURRENT_REQUESTS)
+
+    http = HttpClient(network, session)
+    cache = RegistryCache(settings.registry_cache_dir)
+    registries = Registries(settings.registries(), cache, http, lambda: mcp.registry.values(), mcp.known_at)
+    return {"registries": registries, "registry_http": http}
+
+
 def build_services(
     settings: Settings, *, clock: Callable[[], float] = time.time, rng: random.Random | None = None
 ) -> Services:
@@ -105,19 +138,28 @@ def build_services(
     channel's listeners."""
     config = ConfigService()
     tokens = TokenStore(settings.tokens_dir, settings.secrets_dir)
+    client_store = ClientStore(settings.clients_dir)
+    vault = SecretVault(settings.secrets(), tokens, client_store)
+    clients = ClientVault(client_store, vault)
     bindings = BindingStore(settings.bindings_file)
-    clients = ClientStore(settings.clients_dir)
     # One record per server, and the one channel that says a server changed (its listeners are wired below).
     states = ServerStates()
     # A server's registry URL comes from `mcp` (made next; it reloads the registry on SIGHUP).
     publisher = Publisher(config, tokens, bindings, settings.publishing(), states, lambda n: _registry_url(mcp, n))
-    mcp = MCPService(config, tokens, bindings, publisher, states, settings.user_registry_file)
-    http = HttpClient(settings.network())
+    network = settings.network()
+    http = HttpClient(network)
+    # A server added by URL that nothing describes is asked whether it wants a login (`oauth.auth_probe`).
+    ask_server = partial(_auth_wanted, http)
+    mcp = MCPService(
+        config, tokens, bindings, publisher, states, settings.user_registry_file, vault=vault, ask_server=ask_server
+    )
     oauth = OAuthService(
-        settings.oauth(), tokens=tokens, clients=clients, mcp=mcp, publisher=publisher, session=http, states=states
+        settings.oauth(), vault=vault, clients=clients, mcp=mcp, publisher=publisher, session=http, states=states
     )
     imports = ImportService(config, tokens, bindings, publisher, oauth, clients, http)
-    services = _with_workers(settings, config, tokens, bindings, publisher, mcp, oauth, imports, http, clock, rng)
+    services = _with_workers(
+        settings, network, config, tokens, vault, bindings, publisher, mcp, oauth, imports, http, clock, rng
+    )
     # The one channel's listeners (`server_state.py` tells what each does), awaited in this order.
     states.subscribe(publisher.on_change)
     states.subscribe(services.refresher.on_change)
@@ -127,8 +169,10 @@ def build_services(
 
 def _with_workers(
     settings: Settings,
+    network: NetworkSettings,
     config: ConfigService,
     tokens: TokenStore,
+    vault: SecretVault,
     bindings: BindingStore,
     publisher: Publisher,
     mcp: MCPService,
@@ -143,12 +187,10 @@ def _with_workers(
     token_access = TokenAccess(tokens, oauth, mcp)
     shared = SharedStore(settings.shared_file)
     delegate = Delegate(settings.delegate_socket_path, tokens, bindings)
-    status = StatusBoard(
-        tokens, bindings, mcp, states, token_reads=token_access.reads_of, shared=shared.load, via=delegate.via
-    )
+    status = _status_board(tokens, bindings, mcp, states, token_access, shared, delegate, vault)
     # The bridged servers' pool, apart from the authorization servers', with a limit per server.
-    bridge_http = HttpClient(settings.network(), partial(new_session, limit=0, limit_per_host=CONNECTIONS_PER_HOST))
-    bridges = Bridges(tokens, oauth, bridge_http, states, settings.rpc_idle_timeout_s)
+    bridge_http = HttpClient(network, partial(new_session, limit=0, limit_per_host=CONNECTIONS_PER_HOST))
+    bridges = Bridges(tokens, oauth, bridge_http, states, bindings, settings.rpc_idle_timeout_s)
     flows = AuthFlows(oauth)
     carrier = Carrier(delegate, mcp.names, bridges, flows, status)
     checker = Checker(tokens, bindings, config, mcp, oauth, bridge_http, carrier.unknown, settings.config_io_timeout_s)
@@ -156,6 +198,7 @@ def _with_workers(
         settings=settings,
         config=config,
         tokens=tokens,
+        vault=vault,
         bindings=bindings,
         states=states,
         publisher=publisher,
@@ -165,6 +208,7 @@ def _with_workers(
         status=status,
         token_access=token_access,
         shared=shared,
+        **_registries(settings, network, mcp),
         names=mcp.names,
         http=http,
         bridge_http=bridge_http,
@@ -175,3 +219,32 @@ def _with_workers(
         carrier=carrier,
         checker=checker,
     )
+
+
+def _status_board(
+    tokens: TokenStore,
+    bindings: BindingStore,
+    mcp: MCPService,
+    states: ServerStates,
+    token_access: TokenAccess,
+    shared: SharedStore,
+    delegate: Delegate,
+    vault: SecretVault,
+) -> StatusBoard:
+    """The status board, with what other parts know: token reads, sharing, delegation, where secrets rest."""
+    return StatusBoard(
+        tokens,
+        bindings,
+        mcp,
+        states,
+        token_reads=token_access.reads_of,
+        shared=shared.load,
+        via=delegate.via,
+        secret_place=vault.place,
+        client_secret_place=vault.client_place,
+    )
+
+
+async def _auth_wanted(http: HttpClient, url: str) -> MCPAuthType | None:
+    """What the server at `url` asks for when called without credentials (`oauth.auth_probe`)."""
+    return await auth_wanted(http(), url)

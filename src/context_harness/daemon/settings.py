@@ -1,28 +1,41 @@
-"""Daemon settings from the environment (prefix `CH_`), with the defaults docs/guide.md lists."""
+"""Daemon settings, with the defaults docs/guide.md lists, from two places only: the documented `CH_*` and proxy
+variables of the command that started the daemon (`chctl` and `chctl bridge` pass exactly those, see
+`client/daemon_env.py`; a service passes what its unit sets), then `CH_HOME/daemon.env` for anything that
+environment does not set. `sources()` says which gave each one (`chctl doctor` shows it).
+"""
 
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Literal
+from typing import Literal, Self
 
-from pydantic import Field, field_validator
+from pydantic import Field, PrivateAttr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from context_harness.daemon.home_trust import check_home
+from context_harness.net.ca_bundle import CaBundle, read_ca_bundle
+from context_harness.net.proxies import VARIABLES as PROXY_VARIABLES
 from context_harness.net.proxies import from_variables, read_env_file
 from context_harness.net.session import NetworkSettings
 from context_harness.net.tls import client_context
+from context_harness.registries.api import OFFICIAL_REGISTRY, registry_bases
 from context_harness.services.oauth_service import OAuthSettings
 from context_harness.services.publisher import PublishSettings
+from context_harness.services.registries import DEFAULT_CACHE_TTL_S, RegistrySettings
+from context_harness.services.secret_vault import SecretSettings, SecretStoreSetting
 from context_harness.workers.refresher import RefreshSettings
 
 # Refresh with a quarter of the lifetime left: a 1 h token is renewed 15 min early.
 REFRESH_AT_FRACTION = 0.75
 # A few percent of the lifetime, so tokens issued together do not all refresh in the same second.
 REFRESH_JITTER_FRACTION = 0.05
+# gh's deadline for a keychain call: a locked, slow or vanished keychain fails the call, it never holds the daemon.
+KEYCHAIN_TIMEOUT_S = 3.0
 # `expires_in: 1` would otherwise mean a refresh every 0.75 s; real servers issue tokens of a minute or more.
 MIN_REFRESH_SPACING_S = 10.0
+TRUST_STORE_VARIABLES = ("SSL_CERT_FILE", "SSL_CERT_DIR")  # the system store truststore uses, on Linux
 
 
 def default_home() -> Path:
@@ -50,6 +63,10 @@ class Settings(BaseSettings):
     # On a remote machine: the forwarded socket; servers with no credential here are used through it.
     delegate_socket: str | None = None
 
+    # Where secret values rest: the OS keychain when one answers (auto), only there (keyring), token files (file).
+    secret_store: SecretStoreSetting = "auto"
+    keychain_timeout_s: float = Field(default=KEYCHAIN_TIMEOUT_S, gt=0)
+
     # Token lifecycle
     refresh_fraction: float = Field(default=REFRESH_AT_FRACTION, gt=0, lt=1)
     refresh_jitter: float = Field(default=REFRESH_JITTER_FRACTION, ge=0, lt=0.5)
@@ -72,13 +89,26 @@ class Settings(BaseSettings):
     # PEM certificates trusted in addition to the operating system's (a company CA); proxies come from the
     # usual HTTPS_PROXY/HTTP_PROXY/ALL_PROXY/NO_PROXY variables, in the environment or daemon.env.
     ca_bundle: Path | None = None
+    # MCP registries searched by `chctl search` and `chctl add NAMESPACE/NAME`: base URLs, comma-separated
+    # (empty: none, the curated list only); their answers are cached this long (and shown older when down).
+    registry_url: str = OFFICIAL_REGISTRY
+    registry_cache_ttl_s: float = Field(default=DEFAULT_CACHE_TTL_S, ge=0)
+    _ca: CaBundle | None = PrivateAttr(default=None)  # the bundle's certificates, read once and checked
+    _sources: dict[str, str] = PrivateAttr(default_factory=dict)  # filled in by load_settings
 
-    @field_validator("ca_bundle")
-    @classmethod
-    def _readable_bundle(cls, value: Path | None) -> Path | None:
-        if value is not None:
-            client_context(value)  # ValueError naming the file: the daemon does not start (or reload) with it
-        return value
+    @model_validator(mode="after")
+    def _read_bundle(self) -> Self:
+        """Read CH_CA_BUNDLE now: a file others can change, or one without certificates, is a ValueError naming
+        it, and the daemon does not start (a reload keeps the trust store it had)."""
+        if self.ca_bundle is not None:
+            self._ca = read_ca_bundle(self.ca_bundle)
+            client_context(self._ca)
+        return self
+
+    def sources(self) -> dict[str, str]:
+        """Where each setting that is set came from: `environment` (of the command that started the daemon) or
+        `daemon.env`, by variable name; a setting not listed has its default."""
+        return dict(self._sources)
 
     @property
     def socket_path(self) -> Path:
@@ -123,6 +153,10 @@ class Settings(BaseSettings):
         return self.home / "registry.json"
 
     @property
+    def registry_cache_dir(self) -> Path:
+        return self.home / "cache" / "registries"
+
+    @property
     def lock_file(self) -> Path:
         return self.home / "daemon.lock"
 
@@ -140,7 +174,16 @@ class Settings(BaseSettings):
     def network(self) -> NetworkSettings:
         """The proxy variables of the environment, then of daemon.env, read now (a reload reads them again)."""
         proxies = from_variables(os.environ, read_env_file(settings_file(self.home)))
-        return NetworkSettings(proxies=proxies, ca_bundle=self.ca_bundle)
+        return NetworkSettings(proxies=proxies, ca_bundle=self._ca)
+
+    def secrets(self) -> SecretSettings:
+        return SecretSettings(
+            store=self.secret_store, keychain_timeout_s=self.keychain_timeout_s, home=str(self.home.resolve())
+        )
+
+    def registries(self) -> RegistrySettings:
+        urls, problems = registry_bases(self.registry_url)
+        return RegistrySettings(tuple(urls), tuple(problems), self.registry_cache_ttl_s)
 
     def publishing(self) -> PublishSettings:
         return PublishSettings(io_timeout_s=self.config_io_timeout_s)
@@ -170,4 +213,30 @@ def load_settings() -> Settings:
     from_env = Settings()
     check_home(from_env.home)
     extra = settings_file(from_env.home)
-    return Settings(_env_file=extra) if extra.is_file() else from_env  # type: ignore[call-arg]
+    settings = Settings(_env_file=extra) if extra.is_file() else from_env  # type: ignore[call-arg]
+    settings._sources = setting_sources(os.environ, read_env_file(extra))
+    return settings
+
+
+def setting_names() -> list[str]:
+    """The `CH_` variable of each setting, as docs/guide.md's Settings table lists them."""
+    return [f"CH_{field.upper()}" for field in Settings.model_fields]
+
+
+def setting_sources(environ: Mapping[str, str], env_file: Mapping[str, str | None]) -> dict[str, str]:
+    """`environment` or `daemon.env` for each setting variable set in either, the environment first (as for the
+    values): `CH_<FIELD>` in any case (as pydantic-settings reads them), the proxy variables by their spelling."""
+    origins = (("environment", environ), ("daemon.env", env_file))
+    sources: dict[str, str] = {}
+    for name in setting_names():
+        found = next((o for o, values in origins if any(k.upper() == name and v for k, v in values.items())), None)
+        if found is not None:
+            sources[name] = found
+    for spelling in (s for upper in PROXY_VARIABLES for s in (upper, upper.lower())):
+        found = next((o for o, values in origins if values.get(spelling)), None)
+        if found is not None:
+            sources[spelling] = found
+    for name in TRUST_STORE_VARIABLES:  # OpenSSL reads them from the environment only
+        if environ.get(name):
+            sources[name] = "environment"
+    return sources

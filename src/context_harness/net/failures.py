@@ -74,14 +74,29 @@ def certificate_failure(exc: aiohttp.ClientConnectorCertificateError, proxy: Pro
     return Failure(f"the certificate of {exc.host}{port} does not verify{through}: {reason}", ErrorCode.NETWORK, hint)
 
 
+def proxy_wants_credentials(proxy: Proxy) -> Failure:
+    """A 407: from the proxy's CONNECT for an https target, or as the answer itself for an http one."""
+    return Failure(
+        f"the proxy {proxy.where} (from {proxy.variable}) wants credentials (HTTP 407)",
+        ErrorCode.NETWORK,
+        f"put them in the proxy URL: {proxy.variable}=http://USER:PASSWORD@{proxy.where}",
+    )
+
+
+def cleartext_through_proxy(proxy: Proxy, host: str) -> Failure:
+    """A credential for plain http:// that the proxy would read: refused before anything is sent."""
+    return Failure(
+        f"refusing to send a credential to {host} in clear text through the proxy {proxy.where} "
+        f"(from {proxy.variable}): nothing was sent",
+        ErrorCode.NETWORK,
+        f"use the server's https:// URL, or list {host} in NO_PROXY if it is to be reached directly",
+    )
+
+
 def proxy_failure(exc: aiohttp.ClientError, proxy: Proxy, host: str) -> Failure:
     if isinstance(exc, aiohttp.ClientHttpProxyError):
         if exc.status == 407:
-            return Failure(
-                f"the proxy {proxy.where} (from {proxy.variable}) wants credentials (HTTP 407)",
-                ErrorCode.NETWORK,
-                f"put them in the proxy URL: {proxy.variable}=http://USER:PASSWORD@{proxy.where}",
-            )
+            return proxy_wants_credentials(proxy)
         return Failure(
             f"the proxy {proxy.where} (from {proxy.variable}) refused to connect to {host}: HTTP {exc.status}",
             ErrorCode.NETWORK,

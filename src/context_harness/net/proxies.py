@@ -2,12 +2,17 @@
 `NO_PROXY`), read the way curl and Python's urllib read them: the lower-case spelling wins over the upper-case
 one, a scheme's own variable over `ALL_PROXY`, and `NO_PROXY` (host suffixes, `*`) bypasses them all.
 
+Loopback is always reached directly, as Go's `net/http` decides (its proxy-from-environment never proxies
+`localhost` or a loopback address): `localhost`, 127.0.0.0/8 and ::1 are implicitly in `NO_PROXY`. A proxy is
+another machine, and what we send to this one (plain `http://` with a key, a token, a code) must not go there.
+
 Pure functions over a mapping of variables, so the daemon can take them from its environment and from
 `daemon.env`, and the tests can give them directly.
 """
 
 from __future__ import annotations
 
+import ipaddress
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -47,15 +52,17 @@ class ProxyVariables:
     def for_url(self, url: str) -> Proxy | None:
         """The proxy a request to `url` goes through, or None (direct)."""
         parts = urlsplit(url)
+        name = next((n for n in (f"{parts.scheme.lower()}_proxy", "all_proxy") if n in self.values), None)
+        if name is None:
+            return None
         host = parts.hostname or ""
+        if is_loopback(host):
+            return None
         no_proxy = self.values.get("no_proxy", ("", ""))[0]
         if no_proxy and proxy_bypass_environment(parts.netloc or host, {"no": no_proxy}):
             return None
-        for name in (f"{parts.scheme.lower()}_proxy", "all_proxy"):
-            if name in self.values:
-                value, spelling = self.values[name]
-                return Proxy(_with_scheme(value), spelling)
-        return None
+        value, spelling = self.values[name]
+        return Proxy(_with_scheme(value), spelling)
 
     def summary(self) -> dict[str, str]:
         """What `chctl doctor` shows: each variable by its spelling, a proxy as `host:port`, NO_PROXY as it is."""
@@ -63,6 +70,21 @@ class ProxyVariables:
         for name, (value, spelling) in self.values.items():
             shown[spelling] = value if name == "no_proxy" else Proxy(_with_scheme(value), spelling).where
         return shown
+
+
+def is_loopback(host: str) -> bool:
+    """`localhost`, an address in 127.0.0.0/8 or ::1 (an IPv4-mapped one too): this machine, never a proxy's
+    business. `host` as `urlsplit` gives it (no brackets, lower case)."""
+    host = host.rstrip(".")
+    if not host[:1].isdigit() and ":" not in host:  # a name, not an address: spare the parse
+        return host == "localhost"
+    try:
+        address = ipaddress.ip_address(host)
+    except ValueError:
+        return False
+    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
+        return address.ipv4_mapped.is_loopback
+    return address.is_loopback
 
 
 def _with_scheme(value: str) -> str:

@@ -1,4 +1,7 @@
-"""Finding who issues tokens for an MCP server: RFC 9728, RFC 8414 / OIDC discovery, MCP 2026-07-28.
+"""Finding who issues tokens for an MCP server: RFC 9728, RFC 8414 / OIDC discovery, MCP 2026-07-28, and the
+servers of the 2025-03-26 revision, which publish no protected-resource metadata: their own origin is the
+authorization server, with RFC 8414 metadata there or else the default endpoints `/authorize`, `/token` and
+`/register`.
 
 Pure functions parse headers, build well-known URLs and validate documents; `discover` is the thin
 I/O layer that strings them together.
@@ -8,9 +11,9 @@ from __future__ import annotations
 
 import ipaddress
 import socket
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, TypeVar
+from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
 import aiohttp
@@ -29,9 +32,6 @@ OAUTH_AS_WELL_KNOWN = "/.well-known/oauth-authorization-server"
 OIDC_WELL_KNOWN = "/.well-known/openid-configuration"
 OFFLINE_ACCESS = "offline_access"
 MCP_PROTOCOL_VERSION = "2025-11-25"
-
-_Document = TypeVar("_Document")
-
 
 # --- URLs ------------------------------------------------------------------------------------------
 
@@ -197,12 +197,18 @@ def validate_resource_metadata(doc: Any, server_url: str) -> Result[ResourceMeta
     return Success(ResourceMetadata(resource, servers, _string_list(doc, "scopes_supported")))
 
 
-def validate_authorization_server_metadata(doc: Any, issuer: str) -> Result[AuthServerMetadata]:
-    """Check an authorization-server document against the issuer we derived its URL from."""
+def validate_authorization_server_metadata(
+    doc: Any, issuer: str, *, issuer_on_origin: bool = False
+) -> Result[AuthServerMetadata]:
+    """Check an authorization-server document against the issuer we derived its URL from. `issuer_on_origin`:
+    the URL was derived from an origin (2025-03-26), and any issuer on that origin may publish there."""
     if not isinstance(doc, dict):
         return Failure("authorization server metadata is not a JSON object", ErrorCode.OAUTH_ERROR)
     doc_issuer = doc.get("issuer")
-    if not isinstance(doc_issuer, str) or not issuers_match(doc_issuer, issuer):
+    matches = isinstance(doc_issuer, str) and (
+        issuers_match(doc_issuer, issuer) or (issuer_on_origin and origin_of(doc_issuer) == origin_of(issuer))
+    )
+    if not isinstance(doc_issuer, str) or not matches:
         return Failure(
             f"authorization server metadata names issuer {doc_issuer!r}, expected {issuer!r}",
             ErrorCode.OAUTH_ERROR,
@@ -281,6 +287,8 @@ class Discovery:
     resource_metadata: ResourceMetadata
     auth_server: AuthServerMetadata
     challenge: BearerChallenge | None = None
+    # The 2025-03-26 default endpoints, assumed because the server published no metadata at all.
+    default_endpoints: bool = False
 
     def scopes(self, requested: Sequence[str] | None = None) -> list[str]:
         return choose_scopes(
@@ -305,11 +313,20 @@ def initialize_request() -> dict[str, Any]:
     }
 
 
-async def probe_challenge(
+@dataclass(frozen=True, slots=True)
+class ProbeAnswer:
+    """How the server answered a call without credentials."""
+
+    challenge: BearerChallenge | None  # the Bearer challenge of a 401/403
+    # A 401 that is a Bearer challenge or none at all (not Basic, say): an OAuth server of any revision.
+    wants_bearer: bool = False
+
+
+async def initialize_without_credentials(
     session: aiohttp.ClientSession, server_url: str, timeout_s: float = http.DEFAULT_TIMEOUT_S
-) -> Result[BearerChallenge | None]:
-    """Call the server without credentials; the Bearer challenge of a 401/403, or None."""
-    sent = await http.request(
+) -> Result[http.HttpResponse]:
+    """An MCP `initialize` sent with no credential, as any client's first request: what a server asks for."""
+    return await http.request(
         session,
         "POST",
         server_url,
@@ -317,12 +334,21 @@ async def probe_challenge(
         json_body=initialize_request(),
         timeout_s=timeout_s,
     )
+
+
+async def probe_challenge(
+    session: aiohttp.ClientSession, server_url: str, timeout_s: float = http.DEFAULT_TIMEOUT_S
+) -> Result[ProbeAnswer]:
+    """Call the server without credentials: its Bearer challenge, and whether it asks for a bearer token."""
+    sent = await initialize_without_credentials(session, server_url, timeout_s)
     if isinstance(sent, Failure):
         return sent
     if sent.value.status not in (401, 403):
         log.info("probe_not_challenged", url=describe_url(server_url), status=sent.value.status)
-        return Success(None)
-    return Success(parse_www_authenticate(sent.value.headers.get("WWW-Authenticate")))
+        return Success(ProbeAnswer(None))
+    header = sent.value.headers.get("WWW-Authenticate")
+    challenge = parse_www_authenticate(header)
+    return Success(ProbeAnswer(challenge, sent.value.status == 401 and (challenge is not None or not header)))
 
 
 async def fetch_resource_metadata(
@@ -330,24 +356,25 @@ async def fetch_resource_metadata(
     server_url: str,
     challenge: BearerChallenge | None,
     timeout_s: float = http.DEFAULT_TIMEOUT_S,
-) -> Result[ResourceMetadata]:
-    """The challenge's `resource_metadata` URL first, then the well-known URLs; a 4xx means try the next."""
+) -> Result[ResourceMetadata | None]:
+    """The challenge's `resource_metadata` URL first, then the well-known URLs; a 4xx means try the next.
+    None: the server publishes none (a server of the 2025-03-26 revision, or no OAuth server at all)."""
+    found = await _first_document(
+        session, resource_metadata_urls(server_url, challenge), timeout_s, missed_event="resource_metadata_missed"
+    )
+    if isinstance(found, Failure):
+        return found
+    if found.value is None:
+        return Success(None)
+    validated = validate_resource_metadata(found.value.doc, server_url)
+    return validated if isinstance(validated, Failure) else Success(validated.value)
+
+
+def resource_metadata_urls(server_url: str, challenge: BearerChallenge | None) -> list[str]:
     urls = protected_resource_metadata_urls(server_url)
     if challenge and challenge.resource_metadata and endpoint_allowed(challenge.resource_metadata, server_url):
         urls.insert(0, challenge.resource_metadata)
-    urls = list(dict.fromkeys(urls))
-    return await _first_valid_document(
-        session,
-        urls,
-        timeout_s,
-        missed_event="resource_metadata_missed",
-        validate=lambda doc: validate_resource_metadata(doc, server_url),
-        not_found=Failure(
-            f"{describe_url(server_url)} publishes no OAuth protected resource metadata (tried {_tried(urls)})",
-            ErrorCode.OAUTH_ERROR,
-            "the server may not use OAuth; add it with an API key, or check the URL",
-        ),
-    )
+    return list(dict.fromkeys(urls))
 
 
 def _tried(urls: list[str]) -> str:
@@ -355,16 +382,15 @@ def _tried(urls: list[str]) -> str:
     return ", ".join(describe_url(u) for u in dict.fromkeys(urls))
 
 
-async def _first_valid_document(
-    session: aiohttp.ClientSession,
-    urls: list[str],
-    timeout_s: float,
-    *,
-    missed_event: str,
-    validate: Callable[[Any], Result[_Document]],
-    not_found: Failure,
-) -> Result[_Document]:
-    """The first response with status 200 (URLs in order), validated; `not_found` if none answers 200.
+@dataclass(frozen=True, slots=True)
+class _Found:
+    doc: Any
+
+
+async def _first_document(
+    session: aiohttp.ClientSession, urls: list[str], timeout_s: float, *, missed_event: str
+) -> Result[_Found | None]:
+    """The body of the first response with status 200 (URLs in order), or None when none answers 200.
 
     A transport failure stops the search: a server we cannot reach is not a server without metadata.
     """
@@ -373,33 +399,32 @@ async def _first_valid_document(
         if isinstance(got, Failure):
             return got
         if got.value.status == 200:
-            return validate(got.value.json())
+            return Success(_Found(got.value.json()))
         log.info(missed_event, url=describe_url(url), status=got.value.status)
-    return not_found
+    return Success(None)
 
 
 async def fetch_authorization_server_metadata(
     session: aiohttp.ClientSession, issuer: str, timeout_s: float = http.DEFAULT_TIMEOUT_S
 ) -> Result[AuthServerMetadata]:
     urls = authorization_server_metadata_urls(issuer)
-    return await _first_valid_document(
-        session,
-        urls,
-        timeout_s,
-        missed_event="auth_server_metadata_missed",
-        validate=lambda doc: validate_authorization_server_metadata(doc, issuer),
-        not_found=Failure(
+    found = await _first_document(session, urls, timeout_s, missed_event="auth_server_metadata_missed")
+    if isinstance(found, Failure):
+        return found
+    if found.value is None:
+        return Failure(
             f"no authorization server metadata found for issuer {issuer} (tried {_tried(urls)})",
             ErrorCode.OAUTH_ERROR,
             "the authorization server publishes neither RFC 8414 nor OpenID discovery metadata",
-        ),
-    )
+        )
+    return validate_authorization_server_metadata(found.value.doc, issuer)
 
 
 async def discover(
     session: aiohttp.ClientSession, server_url: str, timeout_s: float = http.DEFAULT_TIMEOUT_S
 ) -> Result[Discovery]:
-    """Resource metadata, then authorization-server metadata: the first steps of a login (docs/design.md)."""
+    """Resource metadata, then authorization-server metadata: the first steps of a login (docs/design.md).
+    A server that publishes no resource metadata but asks for a bearer token is of the 2025-03-26 revision."""
     if not is_secure_endpoint(server_url):
         return Failure(
             f"refusing OAuth for {describe_url(server_url)}: its bearer token would travel in clear text "
@@ -407,12 +432,22 @@ async def discover(
             ErrorCode.OAUTH_ERROR,
             "use the server's https:// URL (plain http is accepted on loopback only)",
         )
-    challenge = await probe_challenge(session, server_url, timeout_s)
-    if isinstance(challenge, Failure):
-        return challenge
-    resource = await fetch_resource_metadata(session, server_url, challenge.value, timeout_s)
+    probed = await probe_challenge(session, server_url, timeout_s)
+    if isinstance(probed, Failure):
+        return probed
+    challenge = probed.value.challenge
+    resource = await fetch_resource_metadata(session, server_url, challenge, timeout_s)
     if isinstance(resource, Failure):
         return resource
+    if resource.value is None:
+        if probed.value.wants_bearer:
+            return await discover_at_origin(session, server_url, challenge, timeout_s)
+        return Failure(
+            f"{describe_url(server_url)} publishes no OAuth protected resource metadata "
+            f"(tried {_tried(resource_metadata_urls(server_url, challenge))}) and does not ask for a bearer token",
+            ErrorCode.OAUTH_ERROR,
+            "the server may not use OAuth; add it with an API key, or check the URL",
+        )
     issuers = [s for s in resource.value.authorization_servers if endpoint_allowed(s, server_url)]
     if not issuers:
         return Failure(
@@ -423,7 +458,19 @@ async def discover(
     auth_server = await fetch_authorization_server_metadata(session, issuers[0], timeout_s)
     if isinstance(auth_server, Failure):
         return auth_server
-    local = local_endpoints(server_url, auth_server.value)
+    return _discovered(server_url, resource.value.resource, resource.value, auth_server.value, challenge)
+
+
+def _discovered(
+    server_url: str,
+    resource: str,
+    resource_metadata: ResourceMetadata,
+    auth_server: AuthServerMetadata,
+    challenge: BearerChallenge | None,
+    *,
+    assumed: bool = False,
+) -> Result[Discovery]:
+    local = local_endpoints(server_url, auth_server)
     if local:
         return Failure(
             f"the remote server's authorization metadata points {', '.join(local)} at this machine or its link",
@@ -433,15 +480,57 @@ async def discover(
     log.info(
         "discovery_completed",
         url=describe_url(server_url),
-        issuer=auth_server.value.issuer,
-        registration=auth_server.value.registration_endpoint is not None,
+        issuer=auth_server.issuer,
+        registration=auth_server.registration_endpoint is not None,
+        default_endpoints=assumed,
     )
-    return Success(
-        Discovery(
-            server_url=server_url,
-            resource=resource.value.resource,
-            resource_metadata=resource.value,
-            auth_server=auth_server.value,
-            challenge=challenge.value,
-        )
+    return Success(Discovery(server_url, resource, resource_metadata, auth_server, challenge, assumed))
+
+
+# --- servers of the 2025-03-26 revision ----------------------------------------------------------
+
+
+def origin_of(url: str) -> str:
+    """`scheme://host[:port]`: the 2025-03-26 revision's "authorization base URL" (the path is discarded)."""
+    parts = urlsplit(canonical_resource(url))
+    return urlunsplit((parts.scheme, parts.netloc, "", "", ""))
+
+
+def default_endpoints(origin: str) -> AuthServerMetadata:
+    """The endpoints the 2025-03-26 revision assigns a server that publishes no metadata: on its own origin."""
+    return AuthServerMetadata(
+        issuer=origin,
+        authorization_endpoint=origin + "/authorize",
+        token_endpoint=origin + "/token",
+        registration_endpoint=origin + "/register",
+    )
+
+
+async def discover_at_origin(
+    session: aiohttp.ClientSession, server_url: str, challenge: BearerChallenge | None, timeout_s: float
+) -> Result[Discovery]:
+    """A server of the 2025-03-26 revision: its origin is its authorization server, described by RFC 8414
+    metadata at the origin's `/.well-known/oauth-authorization-server`, or else at the default endpoints.
+
+    Everything stays on the server's own origin, the one recorded for it: the metadata is fetched there, its
+    `issuer` must be there too, and the default endpoints are there. The cleartext and loopback rules hold
+    for the endpoints a document names, as for any authorization server.
+    """
+    origin = origin_of(server_url)
+    url = origin + OAUTH_AS_WELL_KNOWN
+    found = await _first_document(session, [url], timeout_s, missed_event="auth_server_metadata_missed")
+    if isinstance(found, Failure):
+        return found
+    assumed = found.value is None
+    log.info("resource_metadata_absent", url=describe_url(server_url), origin_metadata=not assumed)
+    if found.value is None:
+        auth_server: AuthServerMetadata = default_endpoints(origin)
+    else:
+        validated = validate_authorization_server_metadata(found.value.doc, origin, issuer_on_origin=True)
+        if isinstance(validated, Failure):
+            return validated
+        auth_server = validated.value
+    resource = canonical_resource(server_url)
+    return _discovered(
+        server_url, resource, ResourceMetadata(resource, (origin,)), auth_server, challenge, assumed=assumed
     )

@@ -245,7 +245,7 @@ async def _authorize(
         return exchanged
     tokens, client = exchanged.value
     if remember_client and client.source == "given":
-        remember_given_client(client_store, server_name, auth_server.issuer, client, redirect_uri)
+        await remember_given_client(client_store, server_name, auth_server.issuer, client, redirect_uri)
     listener.finish("Signed in", f"context-harness is connected to {server_name}. You can close this tab.")
     return Success(_grant(discovery, client, tokens, scopes, redirect_uri))
 
@@ -290,7 +290,7 @@ async def _callback_code(
     if isinstance(code, Failure):
         listener.finish("Sign-in failed", code.error)
         if answered.value.get("error") in CLIENT_ERRORS and code.code is ErrorCode.OAUTH_ERROR:
-            forget_client(client_store, server_name, client, "the authorization server refused it")
+            await forget_client(client_store, server_name, client, "the authorization server refused it")
             return refused(server_name, auth_server.issuer, client, listener.redirect_uri, answered.value["error"])
     return code
 
@@ -332,7 +332,7 @@ async def _exchange(
             client_store.remember_auth_method(server_name, client.client_id, auth_method)
     if isinstance(tokens, Failure):
         if tokens.code is ErrorCode.INVALID_CLIENT:
-            forget_client(client_store, server_name, client, "the token endpoint does not know it")
+            await forget_client(client_store, server_name, client, "the token endpoint does not know it")
             hint = (
                 f"check the client id and secret: `chctl auth {server_name} --client-id ID --client-secret -`"
                 if client.source == "given"
@@ -344,5 +344,8 @@ async def _exchange(
 
 
 def _failed(server_name: str, failure: Failure) -> Failure:
+    """The failure, logged, and saying which server it is about (a person may be logging in to several)."""
     log.warning("authorization_flow_failed", server=server_name, code=failure.code.value, error=failure.error)
-    return failure
+    if failure.error.startswith(server_name):
+        return failure
+    return Failure(f"{server_name}: {failure.error}", failure.code, failure.hint)

@@ -9,7 +9,6 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from functools import partial
-from pathlib import Path
 from typing import Protocol
 
 import aiohttp
@@ -24,20 +23,25 @@ from context_harness.oauth.registration import (
     register_client,
 )
 from context_harness.primitives.oauth import ClientRegistration
+from context_harness.primitives.outside_values import describe_url
 from context_harness.primitives.result import ErrorCode, Failure, Result, Success
 
 log = structlog.get_logger(__name__)
 
 
 class RegisteredClients(Protocol):
-    """Where the clients registered for a server are kept (`stores.client_store.ClientStore`, 0600 files)."""
-
-    directory: Path
+    """What a login does with client registrations: find the one for an issuer, keep a new one (its secret
+    where secrets go), drop one the server no longer knows, learn how it authenticates.
+    (`stores.client_store.ClientStore` is one on its own, the `file` store; the daemon's is
+    `services.client_vault.ClientVault`.)"""
 
     def get(self, server: str, issuer: str) -> ClientRegistration | None: ...
-    def save(self, server: str, registration: ClientRegistration) -> None: ...
+
+    async def keep(self, server: str, registration: ClientRegistration) -> Result[None]: ...
+
+    async def drop(self, server: str, client_id: str) -> bool: ...
+
     def remember_auth_method(self, server: str, client_id: str, auth_method: str) -> None: ...
-    def forget(self, server: str, client_id: str) -> bool: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -104,12 +108,26 @@ async def resolve_client(
         session, auth_server.registration_endpoint, metadata, auth_server.issuer, http_timeout_s
     )
     if isinstance(registered, Failure):
-        return registered
-    saved = save_client(store, server_name, registered.value)
+        return _not_registered(server_name, discovery, registered)
+    saved = await save_client(store, server_name, registered.value)
     if isinstance(saved, Failure):
         return saved
     reg = registered.value
     return Success(Client(reg.client_id, reg.client_secret, reg.token_endpoint_auth_method, "registered"))
+
+
+def _not_registered(server_name: str, discovery: Discovery, failure: Failure) -> Failure:
+    """A registration refused at the default endpoint of a server that published no OAuth metadata at all: it
+    may not use OAuth at all (an API key, say), which only a person can tell."""
+    if not discovery.default_endpoints:
+        return failure
+    return Failure(
+        f"{server_name} publishes no OAuth metadata, and registering a client at its default endpoint "
+        f"{describe_url(discovery.auth_server.registration_endpoint or '')} failed: {failure.error}",
+        failure.code,
+        f"if {server_name} takes an API key: `chctl add {server_name} -k KEY`; if you have an OAuth client for it: "
+        f"`chctl auth {server_name} --client-id ID`",
+    )
 
 
 def cannot_register(issuer: str, server_name: str) -> Failure:
@@ -127,20 +145,20 @@ def own_client_hint(server_name: str) -> str:
     )
 
 
-def save_client(store: RegisteredClients, server_name: str, registration: ClientRegistration) -> Result[None]:
+async def save_client(store: RegisteredClients, server_name: str, registration: ClientRegistration) -> Result[None]:
+    """Keep `registration` (its secret where secrets go: the keychain, in the daemon)."""
     try:
-        store.save(server_name, registration)
+        return await store.keep(server_name, registration)
     except OSError as exc:
         return Failure(
             f"cannot save the client registration ({type(exc).__name__})",
             ErrorCode.PERMISSION_DENIED,
-            f"check permissions of {store.directory}",
+            "check the permissions of ~/.context-harness/clients",
         )
-    return Success(None)
 
 
-def forget_client(store: RegisteredClients, server_name: str, client: Client, why: str) -> None:
-    if client.source != "given" and store.forget(server_name, client.client_id):
+async def forget_client(store: RegisteredClients, server_name: str, client: Client, why: str) -> None:
+    if client.source != "given" and await store.drop(server_name, client.client_id):
         log.warning("client_registration_dropped", server=server_name, reason=why)
 
 
@@ -207,7 +225,7 @@ async def accepted_client(
     )
     if refusal is not None and client.source == "stored":
         # The server forgot the client we registered (restart, expiry, deletion): forget it too.
-        forget_client(client_store, server_name, client, "the authorization server refused it")
+        await forget_client(client_store, server_name, client, "the authorization server refused it")
         if not client.preregistered and auth_server.registration_endpoint is not None:
             again = await resolve(stored=None)
             if isinstance(again, Failure):
@@ -222,7 +240,7 @@ async def accepted_client(
     return Success(client)
 
 
-def remember_given_client(
+async def remember_given_client(
     store: RegisteredClients, server_name: str, issuer: str, client: Client, redirect_uri: str
 ) -> None:
     """A client the user brought is remembered like a registered one, so a plain `chctl auth NAME` works next time."""
@@ -235,4 +253,4 @@ def remember_given_client(
         registered_at=time.time(),
         preregistered=True,
     )
-    save_client(store, server_name, registration)
+    await save_client(store, server_name, registration)

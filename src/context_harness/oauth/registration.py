@@ -134,7 +134,11 @@ async def register_client(
         sent.value.status, sent.value.json(), issuer, request["redirect_uris"], time.time()
     )
     if isinstance(result, Success):
-        log.info("client_registered", issuer=issuer, auth_method=result.value.token_endpoint_auth_method)
+        # What the response says is what is registered (RFC 7591 §3.2.1): a server may give a secret and another
+        # method than we asked for, and the secret then travels the way it says.
+        registered, asked = result.value.token_endpoint_auth_method, request.get("token_endpoint_auth_method")
+        differs = {"asked_auth_method": asked} if asked != registered else {}
+        log.info("client_registered", issuer=issuer, auth_method=registered, **differs)
     else:
         log.warning("client_registration_refused", issuer=issuer, status=sent.value.status)
     return result

@@ -31,6 +31,14 @@ log = structlog.get_logger(__name__)
 FORM_HEADERS = {"Accept": "application/json"}
 # Errors that mean this grant or client will never work again: only a new login helps.
 PERMANENT_GRANT_ERRORS = frozenset({"invalid_grant", "invalid_client", "unauthorized_client"})
+# What a person can do about the other errors a token endpoint answers a login with (RFC 6749 §5.2).
+TOKEN_ERROR_HINTS = {
+    "unsupported_grant_type": "its authorization server takes no browser logins (the authorization-code grant) "
+    "from this client: ask the server's operator how its clients sign in",
+    "invalid_scope": "run `chctl auth` again with `--scope SCOPE`, a scope the server offers",
+    "invalid_request": "the authorization server refused the login's form: run `chctl auth` again, and if it "
+    "keeps failing, tell the server's operator",
+}
 # Statuses that say "not now" rather than "no" (RFC 9110; 5xx are added by range).
 TRANSIENT_STATUSES = frozenset({408, 425, 429})
 
@@ -94,6 +102,7 @@ def parse_token_response(status: int, body: bytes | Any, now: float) -> Result[O
         return Failure(
             f"the token endpoint refused the request (HTTP {status}{': ' + message if message else ''})",
             ErrorCode.OAUTH_ERROR,
+            TOKEN_ERROR_HINTS.get(error or ""),
         )
     if not isinstance(doc, dict):
         return Failure("the token endpoint's answer is not a JSON object", ErrorCode.OAUTH_ERROR)
@@ -363,18 +372,34 @@ async def revoke_token(
     timeout_s: float = http.DEFAULT_TIMEOUT_S,
 ) -> Result[bool]:
     """RFC 7009 revocation. Success(True): revoked (or already invalid — the server says 200 either
-    way); Success(False): the server does not revoke this token type."""
+    way); Success(False): the server does not revoke this token type.
+
+    A public client refused with `invalid_request` asks once more with an empty `client_secret`: the MCP Python
+    SDK's revocation endpoint (FastMCP's) requires the field even from a client registered without a secret,
+    and RFC 6749 §2.3.1 lets a client whose secret is empty send it so. Only after that refusal, since another
+    server may read an empty secret as a failed authentication; revoking twice is harmless."""
     form = {"token": token}
     if token_type_hint:
         form["token_type_hint"] = token_type_hint
     sent = await _post_form(session, endpoint, form, client_id, client_secret, auth_method, timeout_s)
     if isinstance(sent, Failure):
         return sent
-    status = sent.value.status
+    error, _message = _oauth_error(sent.value.json())
+    if sent.value.status == 400 and error == "invalid_request" and not client_secret:
+        log.info("revocation_retried_with_empty_secret", hint=token_type_hint)
+        form["client_secret"] = ""
+        sent = await _post_form(session, endpoint, form, client_id, None, "none", timeout_s)
+        if isinstance(sent, Failure):
+            return sent
+    return _revocation_outcome(sent.value, token_type_hint)
+
+
+def _revocation_outcome(answer: http.HttpResponse, token_type_hint: str | None) -> Result[bool]:
+    status = answer.status
     if status == 200:
         log.info("token_revoked", hint=token_type_hint)
         return Success(True)
-    error, message = _oauth_error(sent.value.json())
+    error, message = _oauth_error(answer.json())
     if error == "unsupported_token_type":
         return Success(False)
     if status >= 500 or status in TRANSIENT_STATUSES:

@@ -32,6 +32,7 @@ class ErrorCode(StrEnum):
     # nothing is wrong with the request, try again later.
     LIMIT_REACHED = "LIMIT_REACHED"
     UNSUPPORTED = "UNSUPPORTED"  # the platform lacks what is needed (e.g. no systemd user session)
+    KEYCHAIN_UNAVAILABLE = "KEYCHAIN_UNAVAILABLE"  # CH_SECRET_STORE=keyring (or a move there) and no keychain answered
     INTERNAL = "INTERNAL"  # a bug: please report it
 
 

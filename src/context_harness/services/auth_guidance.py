@@ -25,7 +25,8 @@ def no_login_needed(
         return Failure(
             f"{name} uses an API key: there is no login",
             ErrorCode.INVALID_PARAMS,
-            f"to change the key: `chctl add {name} --api-key-env VAR` (or -k KEY)",
+            f"to change the key: `chctl add {name} --api-key-env VAR` (or -k KEY); its key header, mode and "
+            "configs stay as they are",
         )
     if credential is not None or known is None or (config_url is not None and config_url != known.url):
         return None

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import subprocess
 import time
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -13,7 +14,7 @@ from context_harness.primitives.mcp import SecretMode
 from context_harness.primitives.result import Failure
 from context_harness.services import recorded_urls
 from context_harness.services.config_service import ConfigService
-from context_harness.services.status import ServerStatus
+from context_harness.services.status import ServerStatus, refusal_hint
 from context_harness.stores.bindings import BindingStore
 from context_harness.stores.token_store import TokenStore
 
@@ -168,48 +169,128 @@ def _has_secret(tokens: TokenStore, name: str) -> bool:
 PROBE_TIMEOUT_S = 5.0
 
 
-def probe_targets(config: ConfigService, bindings: BindingStore, tokens: TokenStore) -> list[str]:
-    """Bound remote servers we hold no credential for, whose header entry sends no header of its own: a probe
-    without credentials (`chctl check`'s) tells whether they need one after all. Reads configs: call it off
-    the event loop."""
-    targets = []
+def probe_targets(
+    config: ConfigService, bindings: BindingStore, names: set[str]
+) -> dict[str, tuple[str, dict[str, str]]]:
+    """Of `names` (bound servers that hold no credential and, as far as we know, need none), where to ask each
+    without credentials (its URL and the headers its entry sends) whether it needs one after all: a probe
+    (`chctl check`'s) answering 401 means a login or a key is due (`server_checks` says so). Reads configs:
+    call it off the event loop."""
+    targets: dict[str, tuple[str, dict[str, str]]] = {}
     for name, items in bindings.load().items():
-        if tokens.load(name) is not None:
+        if name not in names:
             continue
         for binding in items:
-            if binding.mode != "header":
+            if binding.mode != "header":  # a bridge or a helper entry holds no URL: the recorded one is asked
+                if binding.url:
+                    targets[name] = (binding.url, {})
+                    break
                 continue
             fmt = get_format(binding.client)
             entries = config.entries(Path(binding.path), fmt)
             entry = entries.value.get(name) if not isinstance(entries, Failure) else None
-            if isinstance(entry, dict) and fmt.entry_url(entry):
-                if not fmt.entry_headers(entry):  # one with headers of its own is answered as its client is
-                    targets.append(name)
+            url = fmt.entry_url(entry) if isinstance(entry, dict) else None
+            if isinstance(entry, dict) and url:
+                headers: dict[str, Any] = fmt.entry_headers(entry)
+                # Headers with substitutions cannot be sent as written; such entries are managed elsewhere.
+                if not any("{" in str(v) or "$" in str(v) for v in headers.values()):
+                    targets[name] = (url, {str(k): str(v) for k, v in headers.items()})
                 break
     return targets
 
 
-def needs_auth_checks(names: list[str]) -> list[Check]:
-    """The servers (of `probe_targets`) that a probe found answering 401 without credentials."""
-    return [
-        Check(
-            "server_needs_auth",
-            "warn",
-            f"{name} answers 401 Unauthorized without credentials",
-            f"run `chctl auth {name}` (OAuth) or `chctl add {name} -k KEY` (API key)",
-        )
-        for name in names
+# --- where the daemon's settings came from ---------------------------------------------------------------------
+
+SOURCE_WORDS = {
+    "environment": "the environment of the command that started the daemon",
+    "daemon.env": "daemon.env",
+}
+
+
+def setting_checks(sources: Mapping[str, str], names: Sequence[str]) -> list[Check]:
+    """One line per setting that is set, saying where from (never its value: a command may hold a secret), and
+    one for those of `names` (the `CH_` settings) that have their defaults."""
+    checks = [
+        Check("setting_source", "ok", f"{name} is set by {SOURCE_WORDS.get(origin, origin)}")
+        for name, origin in sorted(sources.items())
     ]
+    defaults = [name for name in names if name not in sources]
+    return [*checks, Check("setting_source", "ok", f"default: {', '.join(defaults)}" if defaults else "no defaults")]
+
+
+# --- where secrets rest ------------------------------------------------------------------------------------
+
+
+def secret_checks(summary: dict[str, Any], servers: list[ServerStatus]) -> list[Check]:
+    """The store new secrets go to (a warning when `auto` found no keychain, or the keychain fails), then one
+    line per server saying every place its secret rests."""
+    store = f"CH_SECRET_STORE={summary['setting']}"
+    if summary["warning"]:
+        checks = [Check("secret_store", "warn", f"secrets ({store}): {summary['warning']}", SECRET_STORE_HINT)]
+    elif summary["in_use"] == "keyring":
+        checks = [Check("secret_store", "ok", f"secrets rest in the keychain ({summary['keychain']}, {store})")]
+    else:
+        checks = [Check("secret_store", "ok", f"secrets rest in token files ({store})")]
+    for server in servers:
+        if not server.secret_at:
+            continue
+        problems = [p["problem"] for p in server.secret_at if p.get("problem")]
+        where = secret_places(server.secret_at)
+        if problems:
+            message = f"{server.name}: secret in {where}: " + "; ".join(problems)
+            checks.append(Check("secret_at", "warn", message, SECRET_STORE_HINT))
+        else:
+            checks.append(Check("secret_at", "ok", f"{server.name}: secret in {where}"))
+    return checks
+
+
+SECRET_STORE_HINT = (
+    "unlock the keychain or start its service (on Linux a Secret Service: GNOME Keyring, KWallet); "
+    "`chctl secrets migrate --to file` moves every secret into the token and client files; see README, Secrets at rest"
+)
+
+
+def secret_places(places: list[dict[str, Any]]) -> str:
+    """`the keychain (...) only: no file holds it`, `the token file ~/.context-harness/tokens/x.json and inline in
+    /p/opencode.json`, `the keychain (...), its client secret in the keychain (...) only: ...`: every place in
+    words."""
+    words = []
+    for place in places:
+        match place["where"]:
+            case "keychain" if place.get("of") == "client":
+                words.append(f"its client secret in the keychain ({place['detail']})")
+            case "keychain":
+                words.append(f"the keychain ({place['detail']}{_with_headers(place)})")
+            case "token_file":
+                words.append(f"the token file {place['path']}{_with_headers(place)}")
+            case "config":
+                words.append(f"inline in {place['path']} (header mode)")
+            case "secret_file":
+                words.append(f"the {{file:}} secret file {place['path']}")
+            case "client_file":
+                words.append(f"the client registration {place['path']} (its client secret)")
+    if all(p["where"] == "keychain" for p in places):
+        return ", ".join(words) + " only: no file holds it"
+    return ", ".join(words)
+
+
+def _with_headers(place: dict[str, Any]) -> str:
+    """`, with the secret headers X-Tenant-Key`: those stored with the key rest in the same place."""
+    headers = place.get("secret_headers")
+    return f", with the secret headers {', '.join(headers)}" if headers else ""
 
 
 # --- every server's credential state ------------------------------------------------------------------------
 
 
-def server_checks(servers: list[ServerStatus], now: float | None = None) -> list[Check]:
-    """One check per server: each state a person may have to act on, and what to do; and one per config whose
-    entry now points away from the URL recorded for the server (its message says how to mend it)."""
+def server_checks(
+    servers: list[ServerStatus], now: float | None = None, answer_401: frozenset[str] | set[str] = frozenset()
+) -> list[Check]:
+    """One check per server: each state a person may have to act on, and what to do (`answer_401`: servers
+    that need no credential as far as we know, yet answer 401 without one); and one per config whose entry
+    now points away from the URL recorded for the server (its message says how to mend it)."""
     now = time.time() if now is None else now
-    checks = [_server_check(server, now) for server in servers]
+    checks = [_server_check(server, now, server.name in answer_401) for server in servers]
     for server in servers:
         checks += [Check("config_url", "error", server.config_errors.get(p, p)) for p in server.url_changed]
         if server.url_unrecorded:
@@ -218,9 +299,12 @@ def server_checks(servers: list[ServerStatus], now: float | None = None) -> list
     return checks
 
 
-def _server_check(server: ServerStatus, now: float) -> Check:
+def _server_check(server: ServerStatus, now: float, answers_401: bool = False) -> Check:
     name, state, error = server.name, server.state, server.last_error
     login = f"run `chctl auth {name}`"
+    if server.refused is not None and state not in ("pending_auth", "needs_reauth", "retrying", "refreshing"):
+        hint = refusal_hint(name, server.refused, server.auth_type)
+        return Check("server_state", "error", f"{name}: {error or f'refused ({server.refused})'}", hint)
     match state:
         case "pending_auth":
             return Check("server_state", "warn", f"{name}: not logged in yet" + _because(error), login)
@@ -241,8 +325,24 @@ def _server_check(server: ServerStatus, now: float) -> Check:
                 f"{name}: no refresh token was issued; the token expires in {minutes} min, then a new login is due",
                 f"{login} then (the daemon notifies you)",
             )
+        case "secret_unreadable":
+            return Check(
+                "server_state",
+                "error",
+                f"{name}: its secret is in the keychain, which did not give it" + _because(error),
+                SECRET_STORE_HINT,
+            )
         case "api_key":
             return Check("server_state", "ok", f"{name}: API key stored")
+        case "needs_key":
+            return Check("server_state", "warn", f"{name}: no API key stored", f"`chctl add {name} -k KEY`")
+        case "no_auth" if answers_401:
+            return Check(
+                "server_needs_auth",
+                "warn",
+                f"{name} answers 401 Unauthorized without credentials",
+                f"run `chctl auth {name}` (OAuth) or `chctl add {name} -k KEY` (API key)",
+            )
         case "no_auth":
             return Check("server_state", "ok", f"{name}: needs no credential")
         case _:

@@ -28,13 +28,13 @@ from context_harness.primitives.outside_values import credential_problem, url_pr
 from context_harness.primitives.result import ErrorCode, Failure, Result, Success
 from context_harness.services import login_sources
 from context_harness.services.blocking_io import run_config_io
+from context_harness.services.client_vault import ClientVault
 from context_harness.services.config_service import ConfigService, ConfigTarget
 from context_harness.services.login_sources import HeldLogin
 from context_harness.services.oauth_service import VALIDITY_MARGIN_S, OAuthService
 from context_harness.services.publisher import Publisher
 from context_harness.services.refresh_outcomes import RefreshImpossible, RefreshRetry, refresh_result
 from context_harness.stores.bindings import Binding, BindingStore
-from context_harness.stores.client_store import ClientStore
 from context_harness.stores.token_store import TokenStore
 
 log = structlog.get_logger(__name__)
@@ -117,7 +117,7 @@ class ImportService:
     bindings: BindingStore
     publisher: Publisher
     oauth: OAuthService
-    clients: ClientStore
+    clients: ClientVault
     session: Callable[[], aiohttp.ClientSession]
     fmt: ConfigFormat = field(default_factory=lambda: get_format(DEFAULT_CLIENT))  # logins go into opencode's config
 
@@ -166,16 +166,16 @@ class ImportService:
             return _adoption(name, url, login, "skipped", reason)
         method = login.token_endpoint_auth_method or ("client_secret_post" if login.client_secret else "none")
         if login.client_id:
-            self.clients.save(
-                name,
-                ClientRegistration(
-                    issuer=auth_server.issuer,
-                    client_id=login.client_id,
-                    client_secret=login.client_secret,
-                    token_endpoint_auth_method=method,
-                    client_secret_expires_at=login.client_secret_expires_at,
-                ),
+            registration = ClientRegistration(
+                issuer=auth_server.issuer,
+                client_id=login.client_id,
+                client_secret=login.client_secret,
+                token_endpoint_auth_method=method,
+                client_secret_expires_at=login.client_secret_expires_at,
             )
+            kept = await self.clients.keep(name, registration)  # its secret where secrets go, like the tokens'
+            if isinstance(kept, Failure):
+                return _adoption(name, url, login, "skipped", kept.error)
         credential = Credential(
             name=name,
             kind="oauth",
@@ -191,7 +191,9 @@ class ImportService:
             scopes=login.tokens.scope.split() if login.tokens.scope else None,
             server_url=url,
         )
-        self.tokens.save(credential)  # stored before any config mentions it
+        stored = await self.oauth.vault.store(credential)  # stored before any config mentions it
+        if isinstance(stored, Failure):
+            return _adoption(name, url, login, "skipped", stored.error)
         self.oauth.states.stored(name)
         placed = self._write_entry(name, url, config_path, entries)
         if isinstance(placed, Failure):

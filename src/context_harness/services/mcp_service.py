@@ -1,8 +1,16 @@
-"""MCPService: the server operations — the registry, adding and removing servers in agents' configs, their URLs."""
+"""MCPService: the server operations — the registry, adding and removing servers in agents' configs, their URLs.
+
+A server added again keeps what was recorded for it — its configs (clients and files), each config's mode and
+secret mode, its URL, its key header and how it authenticates — unless a flag names another; `add` says what
+changed. How a server authenticates is the registry's word, the key it is given, or, for a URL of the user's,
+its answer to a call without credentials (`oauth.auth_probe`), recorded in its bindings: a server that wants an
+OAuth login shows `needs login` until one is stored, and again after a logout.
+"""
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -12,7 +20,15 @@ from context_harness.config.format import CLIENTS, DEFAULT_CLIENT, ConfigFormat,
 from context_harness.primitives.mcp import MCPAuthType, MCPServer, Mode, SecretMode, ServerType
 from context_harness.primitives.names import SERVER_NAME_HINT, valid_server_name
 from context_harness.primitives.oauth import Credential
-from context_harness.primitives.outside_values import header_name_problem, header_value_problem, url_problem
+from context_harness.primitives.outside_values import (
+    USER_INFO_PROBLEM,
+    describe_url,
+    has_user_info,
+    header_name_problem,
+    header_value_problem,
+    static_header_problem,
+    url_problem,
+)
 from context_harness.primitives.result import ErrorCode, Failure, Result, Success
 from context_harness.services import recorded_urls
 from context_harness.services.agent_commands import bridge_command, helper_command
@@ -22,8 +38,10 @@ from context_harness.services.config_service import ConfigService, ConfigTarget,
 from context_harness.services.local_commands import environment_sha256
 from context_harness.services.publisher import Publisher
 from context_harness.services.registry import close_names, load_registry
+from context_harness.services.secret_vault import SecretVault
 from context_harness.services.server_names import ServerNames, unknown_server
 from context_harness.services.server_state import ServerStates
+from context_harness.services.static_headers import recorded_headers
 from context_harness.stores.bindings import Binding, BindingStore
 from context_harness.stores.crash_points import AFTER_BINDING_WRITE, crash_point
 from context_harness.stores.token_store import TokenStore
@@ -39,12 +57,21 @@ class AddRequest:
     headers: dict[str, str] = field(default_factory=dict)
     api_key: str | None = None
     key_header: str | None = None  # where a key for a custom --url goes; default `Authorization: Bearer`
+    # The key's scheme as a registry's value template names it (`Bearer {token}`); None: the usual rule (Bearer
+    # for Authorization only), "": none.
+    key_scheme: str | None = None
+    # More secret headers than the key's (a registry server may declare several): stored with the key, carried
+    # by the bridge only (header mode writes one secret, the credential's).
+    secret_headers: dict[str, str] = field(default_factory=dict)
+    auth_type: MCPAuthType | None = None  # what a registry server needs, when chctl knows (else from the flags)
     command: list[str] | None = None
     environment: dict[str, str] = field(default_factory=dict)
-    secret_mode: SecretMode = SecretMode.INLINE
+    secret_mode: SecretMode | None = None  # None: as recorded for the config, else inline
     bridge: bool = False  # the entry runs `chctl bridge NAME`; the daemon carries the traffic
-    mode: Mode | None = None  # header, bridge or helper; None: `bridge` if set, else each client's default
-    clients: tuple[str, ...] = (DEFAULT_CLIENT,)
+    # header, bridge or helper; None: `bridge` if set, else as recorded for the config, else the client's default
+    mode: Mode | None = None
+    # None: the configs recorded for the server (with --project/--global: the clients recorded), else opencode's
+    clients: tuple[str, ...] | None = None
     # On a remote machine: the forwarded socket of the laptop's daemon, which holds the credential
     delegated_via: str | None = None
 
@@ -57,6 +84,7 @@ class Written:
     path: Path
     entry: dict[str, Any]
     mode: Mode
+    new: bool = True  # False: the config carried the server already (its entry was rewritten)
 
 
 @dataclass(frozen=True, slots=True)
@@ -67,6 +95,10 @@ class AddOutcome:
     auth_type: MCPAuthType
     needs_auth: bool  # an OAuth server with no token yet: run `chctl auth NAME`
     written: tuple[Written, ...] = ()
+    changes: tuple[str, ...] = ()  # what this add changed of what was recorded, one short line each
+    key_stored: bool = False  # an API key other than the stored one (or in another header, for another URL)
+    needs_key: bool = False  # it answered 401 without OAuth and no key was given: `chctl add NAME -k KEY`
+    not_written: dict[str, str] = field(default_factory=dict)  # header-mode configs the header is not in yet, why
 
 
 @dataclass(frozen=True, slots=True)
@@ -79,6 +111,19 @@ class Planned:
     command: list[str] | None = None
     environment: dict[str, str] = field(default_factory=dict)
     credential: Credential | None = None  # a new API key to store
+    ask_server: bool = False  # nothing says how it authenticates: ask it (`oauth.auth_probe`) before writing
+
+
+@dataclass(frozen=True, slots=True)
+class Target:
+    """One config to write, checked: its client's format, its path, the entry's mode and secret mode, and the
+    binding it had (None: a config new to the server)."""
+
+    fmt: ConfigFormat
+    path: Path
+    mode: Mode
+    secret_mode: SecretMode
+    before: Binding | None
 
 
 def creates_missing(fmt: ConfigFormat, target: ConfigTarget) -> bool:
@@ -103,9 +148,13 @@ class MCPService:
         publisher: Publisher,
         states: ServerStates,
         user_registry: Path,
+        *,
+        vault: SecretVault,
+        ask_server: Callable[[str], Awaitable[MCPAuthType | None]] | None = None,
     ) -> None:
         self.config = config
         self.tokens = tokens
+        self.vault = vault  # an API key is stored through it (in the keychain when one answers)
         self.bindings = bindings
         self.publisher = publisher
         self.states = states  # the change channel: its publisher writes the header of an added server
@@ -113,6 +162,8 @@ class MCPService:
         self.registry: dict[str, MCPServer] = {}
         self.registry_warnings: list[str] = []
         self.names = ServerNames(lambda: self.registry, bindings, tokens)
+        # Asks a server added by URL what it wants (`oauth.auth_probe.auth_wanted`); None: nothing is asked.
+        self.ask_server = ask_server
         self.reload_registry()
 
     def reload_registry(self) -> None:
@@ -123,6 +174,11 @@ class MCPService:
     def known(self, name: str) -> MCPServer | None:
         """`name`'s registry entry (built in, or the user's registry.json), or None."""
         return self.registry.get(name)
+
+    def known_at(self, url: str) -> MCPServer | None:
+        """The registry entry for the server at `url`, or None: what the curated list knows that an MCP
+        registry's entry for the same server may not (which header a key goes in, whether it wants a login)."""
+        return next((server for server in self.registry.values() if server.url == url), None)
 
     # --- the registry and the configs' servers -------------------------------------------------------
 
@@ -157,39 +213,60 @@ class MCPService:
         """Write the server's entries (in a thread with a deadline: a config may be on a hung mount), then
         announce the change: the channel's publisher writes the header into those in header mode, as at every
         refresh (it is the one writer of secrets into configs), and the refresh plan follows. A header it
-        cannot write is remembered there (status shows it) and written at the next check."""
-        timeout_s = self.publisher.settings.io_timeout_s
-        added = await run_config_io(lambda: self.write_entries(request), timeout_s, "mcp.add")
-        if isinstance(added, Success):
-            await self.states.changed(request.name, credential=True)
-        return added
+        cannot write is remembered there (status shows it) and written at the next check.
 
-    def write_entries(self, request: AddRequest) -> Result[AddOutcome]:
-        """Bind and write the entries `request` asks for, with every header but the credential's."""
-        name = request.name
-        if not valid_server_name(name):
-            return Failure(
-                f"invalid server name {name!r}",
-                ErrorCode.INVALID_PARAMS,
-                SERVER_NAME_HINT,
-            )
-        planned = self._plan_entry(request)
+        The add returns when the header is written (after a write to the same file in flight, such as the
+        start-up repair's), or says in `not_written` which configs it is not in yet, and why."""
+        if not valid_server_name(request.name):
+            return Failure(f"invalid server name {request.name!r}", ErrorCode.INVALID_PARAMS, SERVER_NAME_HINT)
+        timeout_s = self.publisher.settings.io_timeout_s
+        planned = await run_config_io(lambda: self._plan_entry(request), timeout_s, "mcp.add")
         if isinstance(planned, Failure):
             return planned
-        plan = planned.value
+        plan = await self._asked(planned.value)
+        added = await run_config_io(lambda: self.write_entries(request, plan), timeout_s, "mcp.add")
+        if isinstance(added, Failure):
+            return added
+        if added.value.key_stored:
+            self.states.stored(request.name)  # a new key: what was said of the old one (refused, ...) is history
+        await self.states.changed(request.name, credential=True)
+        errors = self.states.get(request.name).config_errors
+        headers = [str(w.path) for w in added.value.written if w.mode == "header"]
+        return Success(replace(added.value, not_written={p: errors[p] for p in headers if p in errors}))
 
+    async def _asked(self, plan: Planned) -> Planned:
+        """`plan`, with the auth the server asks for when nothing else says (a URL of the user's)."""
+        if not plan.ask_server or plan.url is None or self.ask_server is None:
+            return plan
+        wanted = await self.ask_server(plan.url)
+        if wanted in (MCPAuthType.OAUTH, MCPAuthType.API_KEY):
+            log.info("server_wants_credential", url=describe_url(plan.url), auth_type=wanted.value)
+            return replace(plan, auth_type=wanted)
+        return plan
+
+    def write_entries(self, request: AddRequest, plan: Planned) -> Result[AddOutcome]:
+        """Bind and write the entries `request` asks for, planned as `plan`, with every header but the
+        credential's."""
+        name = request.name
+        if not valid_server_name(name):
+            return Failure(f"invalid server name {name!r}", ErrorCode.INVALID_PARAMS, SERVER_NAME_HINT)
+        recorded = {b.path: b for b in self.bindings.for_server(name)}
         # Every client's file is found and checked before any is written: one bad target changes nothing.
-        targets: list[tuple[ConfigFormat, Path, Mode]] = []
-        for client in dict.fromkeys(request.clients):
-            target = self._add_target(request, plan, client)
-            if isinstance(target, Failure):
-                return target
-            targets.append(target.value)
+        targets: list[Target] = []
+        for client, path in self._targets(request, recorded):
+            checked = self._add_target(request, plan, client, path, recorded)
+            if isinstance(checked, Failure):
+                return checked
+            targets.append(checked.value)
 
         # The key is stored before any config mentions it: a config never points at a secret we do not have.
+        stored_before = self.tokens.load(name)
+        changes = _changes(plan, stored_before, targets)
         credential = plan.credential
         if credential is not None:
-            self.tokens.save(credential)
+            kept = self.vault.store_from_thread(credential)
+            if isinstance(kept, Failure):
+                return kept
         else:
             # A login already made (also for a custom --url server) counts, if it was made for this URL: the
             # publisher writes it into the new entry at once (one from before URLs were recorded waits until
@@ -202,20 +279,31 @@ class MCPService:
             credential is not None and credential.secret
         )
         written: list[Written] = []
-        for fmt, config_path, mode in targets:
-            one = self._write_entry(request, plan, fmt, config_path, mode, managed=managed)
+        for target in targets:
+            one = self._write_entry(request, plan, target, managed=managed)
             if isinstance(one, Failure):
                 return one
             written.append(one.value)
-        needs_auth = plan.auth_type is MCPAuthType.OAUTH and (credential is None or not credential.secret)
+        has_secret = credential is not None and bool(credential.secret)
         first = written[0]
-        return Success(AddOutcome(name, first.path, first.entry, plan.auth_type, needs_auth, tuple(written)))
+        return Success(
+            AddOutcome(
+                name,
+                first.path,
+                first.entry,
+                plan.auth_type,
+                needs_auth=plan.auth_type is MCPAuthType.OAUTH and not has_secret,
+                written=tuple(written),
+                changes=changes,
+                key_stored=plan.credential is not None and plan.credential != stored_before,
+                needs_key=plan.auth_type is MCPAuthType.API_KEY and not has_secret,
+            )
+        )
 
-    def _write_entry(
-        self, request: AddRequest, plan: Planned, fmt: ConfigFormat, config_path: Path, mode: Mode, *, managed: bool
-    ) -> Result[Written]:
+    def _write_entry(self, request: AddRequest, plan: Planned, target: Target, *, managed: bool) -> Result[Written]:
         """Bind one client's config and write the entry into it (creating the file where the client allows)."""
         name = request.name
+        fmt, config_path, mode = target.fmt, target.path, target.mode
         if creates_missing(fmt, request.target):
             created = self.config.create(config_path, fmt)
             if isinstance(created, Failure):
@@ -225,9 +313,11 @@ class MCPService:
         binding = Binding(
             path=str(config_path),
             client=fmt.name,
-            secret_mode=request.secret_mode,
+            secret_mode=target.secret_mode,
             mode=mode,
             url=plan.url,  # recorded in every mode: a header goes only where the entry still points here
+            headers=dict(plan.headers) or None,  # not secret; what a bridge (and `chctl check`) sends with it
+            auth=plan.auth_type,  # a server that wants a login shows `needs login` until it has one
             command=plan.command if local else None,
             environment_sha256=environment_sha256(plan.environment) if local else None,
         )
@@ -250,16 +340,40 @@ class MCPService:
             mode=mode,
             auth_type=plan.auth_type.value,
         )
-        return Success(Written(fmt.name, config_path, entry, mode))
+        return Success(Written(fmt.name, config_path, entry, mode, new=target.before is None))
 
-    def _add_target(self, request: AddRequest, plan: Planned, client: str) -> Result[tuple[ConfigFormat, Path, Mode]]:
+    @staticmethod
+    def _targets(request: AddRequest, recorded: dict[str, Binding]) -> list[tuple[str, Path | None]]:
+        """The clients to write for, each with the config recorded for it, or None: the one the request's
+        target names. Added again without --client, a server goes where it was recorded."""
+        if request.clients is not None:
+            return [(client, None) for client in dict.fromkeys(request.clients)]
+        if not recorded:
+            return [(DEFAULT_CLIENT, None)]
+        if request.target.project is not None or request.target.global_:
+            return [(client, None) for client in dict.fromkeys(b.client for b in recorded.values())]
+        return [(b.client, Path(b.path)) for b in recorded.values()]
+
+    def _add_target(
+        self, request: AddRequest, plan: Planned, client: str, recorded_path: Path | None, recorded: dict[str, Binding]
+    ) -> Result[Target]:
         """Where `client` keeps the server, and in which mode; a Failure says why it cannot."""
         found = client_format(client)
         if isinstance(found, Failure):
             return found
         fmt = found.value
+        where = recorded_path
+        if where is None:
+            resolved = self.config.resolve(request.target, fmt=fmt, for_create=True)
+            if isinstance(resolved, Failure):
+                return resolved
+            where = resolved.value
+        before = recorded.get(str(where.resolve()))
+        before = before if before is not None and before.client == fmt.name else None
         delegated = request.delegated_via is not None
-        mode: Mode = request.mode or ("bridge" if request.bridge or delegated else fmt.default_mode)
+        kept: Mode | None = before.mode if before is not None else None
+        mode: Mode = request.mode or ("bridge" if request.bridge or delegated else kept or fmt.default_mode)
+        secret_mode = request.secret_mode or (before.secret_mode if before is not None else SecretMode.INLINE)
         if mode == "helper" and not fmt.runs_headers_helper:
             return Failure(
                 f"--mode helper is for Claude Code only: {fmt.label} cannot run a command for its headers",
@@ -275,13 +389,15 @@ class MCPService:
                     f"add it without --{'mode' if request.mode else 'bridge'}",
                 )
             mode = "header"  # a local entry: nothing to carry, nothing to refresh
-        if mode == "bridge" and request.headers:
+        secret_headers = plan.credential.extra_headers if plan.credential is not None else None
+        if mode != "bridge" and secret_headers:
             return Failure(
-                "--header cannot be combined with --bridge yet",
+                f"{request.name} has more than one secret header: only the bridge carries them (the {mode} "
+                f"entry of {fmt.label} holds one secret, the key's)",
                 ErrorCode.INVALID_PARAMS,
-                f"drop --header: `chctl add {request.name} --bridge`",
+                f"add `--bridge` (or `--mode bridge`) to the same `chctl add` for --client {client}",
             )
-        in_a_file = mode == "header" and request.secret_mode is SecretMode.FILE
+        in_a_file = mode == "header" and secret_mode is SecretMode.FILE
         reference = fmt.secret_file_reference(self.tokens.secret_file(request.name))
         if in_a_file and plan.auth_type is not MCPAuthType.NONE and reference is None:
             return Failure(
@@ -290,21 +406,14 @@ class MCPService:
                 f"`chctl add {request.name} --client {client} --bridge` (no secret in the file), "
                 "or `--secret-mode inline`",
             )
-        path = self.config.resolve(request.target, for_create=True, fmt=fmt)
-        if isinstance(path, Failure):
-            return path
-        if not path.value.exists() and not creates_missing(fmt, request.target):
-            target = request.target
-            here = target.project is None and not target.global_  # the nearest: none up to the git root
-            hint = f"`{init_command(target, fmt)}` creates it" + (
-                f", or `chctl add {request.name} --global` writes your user-level one" if here else ""
-            )
-            return Failure(f"no {fmt.label} config at {path.value}", ErrorCode.CONFIG_MISSING, hint)
-        if path.value.exists():
-            readable = self.config.read(path.value, fmt)  # a file we cannot parse is never written
+        if not where.exists() and not creates_missing(fmt, request.target):
+            return _missing_config(request, fmt, where)
+        if where.exists():
+            readable = self.config.read(where, fmt)  # a file we cannot parse is never written
             if isinstance(readable, Failure):
                 return readable
-        return Success((fmt, path.value.resolve() if path.value.exists() else path.value, mode))  # not yet made
+        # Not yet made: resolved once it is.
+        return Success(Target(fmt, where.resolve() if where.exists() else where, mode, secret_mode, before))
 
     def _entry(self, fmt: ConfigFormat, name: str, plan: Planned, mode: Mode, *, managed: bool) -> dict[str, Any]:
         if plan.url is None:
@@ -344,6 +453,12 @@ class MCPService:
         recorded = recorded_urls.recorded_url(
             name, self.config, self.tokens, self.bindings, known.url if known is not None else None, login=login
         )
+        if isinstance(recorded, Success) and has_user_info(recorded.value):  # recorded before the gate refused it
+            return Failure(
+                f"{name}'s recorded URL holds a user name or password, and chctl never sends one in a URL",
+                ErrorCode.INVALID_PARAMS,
+                f"record its URL without `user:password@`: `chctl add {name} --url https://HOST/PATH`",
+            )
         if recorded is not None:
             return recorded
         if not self.names.is_known(name):
@@ -351,12 +466,17 @@ class MCPService:
         return Failure(f"{name} is not a remote server", ErrorCode.INVALID_PARAMS)
 
     def expects_login(self, name: str) -> bool:
-        """Whether `name` uses OAuth: the registry says so, or a bound entry hands its header to us
-        (`"oauth": false`, written at login) although no API key is stored for it."""
+        """Whether `name` uses OAuth: the registry says so, `chctl add` recorded it (the server asked for a
+        login), or, for a binding from before that was recorded, a bound entry hands its header to us
+        (`"oauth": false`) although no API key is stored for it."""
         known = self.known(name)
         if known is not None and known.auth_type is MCPAuthType.OAUTH:
             return True
-        for binding in self.bindings.for_server(name):
+        bindings = self.bindings.for_server(name)
+        recorded = recorded_auth(bindings)
+        if recorded is not None or all(b.auth is not None for b in bindings):
+            return recorded is MCPAuthType.OAUTH
+        for binding in bindings:
             fmt = get_format(binding.client)
             entries = self.config.entries(Path(binding.path), fmt)
             entry = entries.value.get(name) if isinstance(entries, Success) else None
@@ -417,35 +537,44 @@ class MCPService:
         url = request.url or recorded or (known.url if known else None)
         bad_url = url_problem(url, substitutions(), carries_secret=False) if url else "is missing"
         if bad_url is not None or url is None:
-            return Failure(
-                f"the server's URL {bad_url}",
-                ErrorCode.INVALID_PARAMS,
-                f"`chctl add {request.name} --url https://host/path`",
-            )
+            hint = f"`chctl add {request.name} --url https://host/path`"
+            if bad_url == USER_INFO_PROBLEM:
+                hint += " without `user:password@`, and a key with --api-key-env VAR (or --header K=V)"
+            return Failure(f"the server's URL {bad_url}", ErrorCode.INVALID_PARAMS, hint)
         stored = self.tokens.load(request.name)
         elsewhere = recorded_urls.belongs_elsewhere(request.name, stored, url) if request.api_key is None else None
         if elsewhere is not None:
             return elsewhere
-        auth_type = MCPAuthType.NONE
-        if known is not None and request.url is None and url == known.url:
-            auth_type = known.auth_type
-        if request.api_key is not None or (request.url is None and stored is not None and stored.kind == "api_key"):
-            auth_type = MCPAuthType.API_KEY  # a new key, or the stored one kept for the recorded URL
-
+        auth_type, described = self._auth_type(request, known, stored, url)
         credential = None
         if auth_type is MCPAuthType.API_KEY:
-            made = api_key_credential(
-                request.name,
-                url,
-                new_key=request.api_key,
-                key_header=request.key_header,
-                registry_header=known.api_key_header if known else None,
-                stored=stored,
-            )
+            made = _key_credential(request, known, stored, url)
             if isinstance(made, Failure):
                 return made
             credential = made.value
-        return Success(Planned(auth_type, url=url, headers=dict(request.headers), credential=credential))
+        headers = dict(request.headers)
+        if not headers and request.url is None and recorded is not None:  # added again: the static headers stay
+            headers = recorded_headers(recorded, self.bindings.for_server(request.name))
+        ask = not described  # a URL of the user's that nothing describes: ask the server before writing
+        return Success(Planned(auth_type, url=url, headers=headers, credential=credential, ask_server=ask))
+
+    def _auth_type(
+        self, request: AddRequest, known: MCPServer | None, stored: Credential | None, url: str
+    ) -> tuple[MCPAuthType, bool]:
+        """How the server at `url` authenticates, and whether anything says so: a key given (or a key header,
+        which needs its key), the stored key kept, what an MCP registry's entry says, the curated list, a login
+        stored for it, or what `add` recorded."""
+        kept_key = request.url is None and stored is not None and stored.kind == "api_key"
+        if request.api_key is not None or request.key_header is not None or kept_key:
+            return MCPAuthType.API_KEY, True
+        if request.auth_type is not None:
+            return request.auth_type, True
+        if known is not None and request.url is None and url == known.url:
+            return known.auth_type, True
+        if stored is not None and stored.kind == "oauth" and stored.server_url == url:
+            return MCPAuthType.OAUTH, True
+        recorded = recorded_auth(self.bindings.for_server(request.name), url)
+        return (recorded, True) if recorded in (MCPAuthType.OAUTH, MCPAuthType.API_KEY) else (MCPAuthType.NONE, False)
 
     def _recorded_url(self, request: AddRequest) -> str | Failure | None:
         """The URL recorded for a server added again without --url (or --command), e.g. to switch its mode."""
@@ -469,6 +598,84 @@ def _planned_through_laptop(request: AddRequest, via: str) -> Result[Planned]:
     return Success(Planned(MCPAuthType.NONE, url=via))
 
 
+def _missing_config(request: AddRequest, fmt: ConfigFormat, where: Path) -> Failure:
+    """No config at `where` and `chctl add` does not create it: the `chctl init` that does."""
+    target = request.target
+    here = target.project is None and not target.global_  # the nearest: none up to the git root
+    hint = f"`{init_command(target, fmt)}` creates it" + (
+        f", or `chctl add {request.name} --global` writes your user-level one" if here else ""
+    )
+    return Failure(f"no {fmt.label} config at {where}", ErrorCode.CONFIG_MISSING, hint)
+
+
+def recorded_auth(bindings: list[Binding], url: str | None = None) -> MCPAuthType | None:
+    """How the server authenticates as `chctl add` recorded it (for `url` only, when given): a login or a key
+    wins over none; None when nothing was recorded."""
+    found = {b.auth for b in bindings if b.auth is not None and (url is None or b.url == url)}
+    for auth in (MCPAuthType.OAUTH, MCPAuthType.API_KEY, MCPAuthType.NONE):
+        if auth in found:
+            return auth
+    return None
+
+
+def _changes(plan: Planned, stored: Credential | None, targets: list[Target]) -> tuple[str, ...]:
+    """What an add changes of what was recorded for the server, one short line each (`chctl add` prints them)."""
+    changes: list[str] = []
+    key = plan.credential
+    old_key = stored if stored is not None and stored.kind == "api_key" else None
+    if key is not None and old_key is None:
+        changes.append("API key stored")
+    elif key is not None and old_key is not None:
+        if key.api_key != old_key.api_key:
+            changes.append("API key replaced")
+        if _key_header(key) != _key_header(old_key):
+            changes.append(f"key header: {_key_header(old_key)} → {_key_header(key)}")
+    if key is not None and key.extra_headers != (old_key.extra_headers if old_key is not None else None):
+        changes.append(f"secret headers: {', '.join(sorted(key.extra_headers or {})) or 'none'}")
+    urls = {t.before.url for t in targets if t.before is not None and t.before.url} or (
+        {stored.server_url} if stored is not None and stored.server_url else set()
+    )
+    if plan.url is not None and urls and plan.url not in urls:
+        was = ", ".join(describe_url(u) for u in sorted(urls))
+        changes.append(f"URL: {was} → {describe_url(plan.url)}")
+    for target in targets:
+        before = target.before
+        if before is None:
+            continue
+        if before.mode != target.mode:
+            changes.append(f"mode: {before.mode} → {target.mode} ({target.path})")
+        if before.secret_mode is not target.secret_mode and target.mode == "header":
+            changes.append(f"secret mode: {before.secret_mode.value} → {target.secret_mode.value} ({target.path})")
+        if (before.headers or {}) != plan.headers and plan.url is not None:
+            changes.append(f"static headers: {', '.join(sorted(plan.headers)) or 'none'} ({target.path})")
+        if before.auth is not None and before.auth is not plan.auth_type:
+            changes.append(f"auth: {before.auth.value} → {plan.auth_type.value} ({target.path})")
+    return tuple(dict.fromkeys(changes))
+
+
+def _key_credential(
+    request: AddRequest, known: MCPServer | None, stored: Credential | None, url: str
+) -> Result[Credential]:
+    """The API key to store for `url`: the new one (its header, scheme and secret headers as given), else the
+    stored one with what it had."""
+    return api_key_credential(
+        request.name,
+        url,
+        new_key=request.api_key,
+        key_header=request.key_header,
+        registry_header=known.api_key_header if known else None,
+        stored=stored,
+        scheme=request.key_scheme,
+        extra_headers=request.secret_headers or None,
+    )
+
+
+def _key_header(credential: Credential) -> str:
+    """`Authorization: Bearer` or `X-API-Key`: where a key goes, as `chctl add` says it."""
+    scheme = credential.header_scheme
+    return f"{credential.header_name}: {scheme}" if scheme else credential.header_name
+
+
 def _header_problem(request: AddRequest) -> Failure | None:
     """A `--header` that a client would read as config syntax or that would break its request."""
     for header, value in request.headers.items():
@@ -477,7 +684,11 @@ def _header_problem(request: AddRequest) -> Failure | None:
             return Failure(
                 f"header {header!r} {problem}", ErrorCode.INVALID_PARAMS, "nothing was written; check the value"
             )
-    for name in [*request.headers, *([request.key_header] if request.key_header else [])]:
+    for name in request.headers:
+        problem = static_header_problem(name)
+        if problem is not None:
+            return Failure(f"{name!r} {problem}", ErrorCode.INVALID_PARAMS, "nothing was written")
+    for name in [request.key_header] if request.key_header else []:
         problem = header_name_problem(name)
         if problem is not None:
             return Failure(f"{name!r} {problem}", ErrorCode.INVALID_PARAMS, "nothing was written")

@@ -39,6 +39,7 @@ from context_harness.primitives.mcp import MCPServer
 from context_harness.primitives.oauth import Credential, OAuthTokens, TokenEvent, TokenState
 from context_harness.primitives.result import ErrorCode, Failure, Result, Success
 from context_harness.services.blocking_io import run_config_io
+from context_harness.services.client_vault import ClientVault
 from context_harness.services.mcp_service import MCPService
 from context_harness.services.publisher import Publisher
 from context_harness.services.refresh_outcomes import (
@@ -53,11 +54,12 @@ from context_harness.services.refresh_outcomes import (
     refresh_result,
 )
 from context_harness.services.revocation import revoke_all
+from context_harness.services.secret_vault import SecretVault
 from context_harness.services.server_state import ServerState, ServerStates
-from context_harness.stores.client_store import ClientStore
+from context_harness.services.step_up import login_scopes
 from context_harness.stores.crash_points import AFTER_TOKEN_SAVE, crash_point
 from context_harness.stores.lock_file import LockTimeout, file_lock
-from context_harness.stores.token_store import TokenStore
+from context_harness.stores.secret_store import StoreKind
 
 log = structlog.get_logger(__name__)
 
@@ -96,16 +98,17 @@ class OAuthService:
         self,
         settings: OAuthSettings,
         *,
-        tokens: TokenStore,
-        clients: ClientStore,
+        vault: SecretVault,
+        clients: ClientVault,
         mcp: MCPService,
         publisher: Publisher,
         session: Callable[[], aiohttp.ClientSession],
         states: ServerStates,
     ) -> None:
         self.settings = settings
-        self.tokens = tokens
-        self.clients = clients
+        self.vault = vault  # new secret values go through it: the keychain, or the token file
+        self.tokens = vault.tokens
+        self.clients = clients  # client registrations, their secrets through the vault too
         self.mcp = mcp
         self.publisher = publisher
         self._session = session
@@ -125,10 +128,11 @@ class OAuthService:
         paste: asyncio.Queue[str] | None = None,
     ) -> Result[Credential]:
         """Log in to `name` (`oauth/flow.py`), from its recorded URL; store the credential and announce it."""
-        server_url = await self.server_url_off_loop(name, login=True)
+        known = self.mcp.known(name)
+        given_client = bool(options.client_id or (known is not None and known.client_id))
+        server_url = await self._ready_to_log_in(name, given_client)
         if isinstance(server_url, Failure):
             return server_url
-        known = self.mcp.known(name)
         grant = await run_authorization_flow(
             self._session(),
             self._flow_request(name, server_url.value, options, known),
@@ -145,7 +149,7 @@ class OAuthService:
                     f"(or set {env_prefix(name)}_CLIENT_ID)" + (f", see {known.docs_url}" if known.docs_url else ""),
                 )
             return grant
-        return Success(await self._store_login(name, server_url.value, grant.value))
+        return await self._store_login(name, server_url.value, grant.value)
 
     def _flow_request(self, name: str, server_url: str, options: AuthOptions, known: MCPServer | None) -> FlowRequest:
         """The login asked for: the options' client, else the registry's, else one found or registered then."""
@@ -160,7 +164,8 @@ class OAuthService:
             client_id=client_id,
             client_secret=options.client_secret,
             token_auth_method=token_auth_method,
-            scopes=options.scopes,
+            # A server that refused a call for lack of scope (step-up): this login asks for those scopes too.
+            scopes=options.scopes or login_scopes(self.tokens.load(name), self.states.get(name).scopes_wanted),
             port=options.port,
             timeout_s=options.timeout_s,
             http_timeout_s=self.settings.http_timeout_s,
@@ -168,25 +173,14 @@ class OAuthService:
             registrations=self.registrations,
         )
 
-    async def _store_login(self, name: str, server_url: str, grant: AuthorizationGrant) -> Credential:
-        credential = Credential(
-            name=name,
-            kind="oauth",
-            state=TokenState.ACTIVE,
-            tokens=grant.tokens,
-            issuer=grant.issuer,
-            token_endpoint=grant.token_endpoint,
-            revocation_endpoint=grant.revocation_endpoint,
-            client_id=grant.client_id,
-            client_secret=grant.client_secret,
-            token_endpoint_auth_method=grant.token_endpoint_auth_method,
-            resource=grant.resource,
-            scopes=grant.scopes,
-            server_url=server_url,  # where this credential may go, whatever a config says later
-        )
+    async def _store_login(self, name: str, server_url: str, grant: AuthorizationGrant) -> Result[Credential]:
+        credential = _logged_in(name, grant, server_url)
         async with self._lock(name):
-            self.tokens.save(credential)
+            stored = await self.vault.store(credential)
+            if isinstance(stored, Failure):
+                return stored
             self.states.stored(name)
+            self.states.get(name).logged_in_or_out()
             log.info(
                 "token_stored",
                 server=name,
@@ -195,7 +189,17 @@ class OAuthService:
             )
             # Under the lock: the publisher writes the headers from it (and may record URLs in the token file).
             await self.states.changed(name, TokenEvent.NEW, f"{name}: logged in", credential=True)
-        return credential
+        return Success(credential)
+
+    async def _ready_to_log_in(self, name: str, given_client: bool) -> Result[str]:
+        """The recorded URL a login of `name` starts from, once the store said it can keep what the login gets
+        (`CH_SECRET_STORE=keyring` without a keychain refuses before the browser opens) and, unless a client is
+        given, the stored client's secret could be read."""
+        storable = await self.vault.can_store_new()
+        if isinstance(storable, Failure):
+            return storable
+        readable = Success(None) if given_client else await self.clients.readable(name)
+        return readable if isinstance(readable, Failure) else await self.server_url_off_loop(name, login=True)
 
     async def refresh_tokens(self, name: str) -> Result[Credential]:
         """Refresh now (`chctl refresh`), whatever the expiry."""
@@ -207,14 +211,22 @@ class OAuthService:
         return refresh_result(name, await self.refresh_once(name, force=True), "asked")
 
     async def logout(self, name: str) -> Result[dict[str, Any]]:
-        """Revoke at the server (RFC 7009) when it has an endpoint, then forget the tokens and headers."""
+        """Revoke at the server (RFC 7009) when it has an endpoint, then forget the tokens and headers. An API
+        key is refused: a key is replaced (`chctl add -k`) or its server removed, never logged out of."""
         async with self._lock(name):
             credential = self.tokens.load(name)
             if credential is None:
                 return Failure(f"no credential stored for {name}", ErrorCode.NOT_FOUND, "nothing to log out of")
+            if credential.kind == "api_key":  # a key is not a login: forgetting it would only break the server
+                return Failure(
+                    f"{name} uses an API key, not a login: --logout would delete the key, so it is left as it is",
+                    ErrorCode.INVALID_PARAMS,
+                    f"to replace the key: `chctl add {name} -k KEY`; to let it go: `chctl remove {name} --forget`",
+                )
             outcomes = await revoke_all(self._session(), credential, self.settings.http_timeout_s)
-            self.tokens.delete(name)
+            await self.vault.delete(name)
             self.states.stored(name)
+            self.states.get(name).logged_in_or_out()
             configs = await self.publisher.forget(name, credential.header_name)
         revoked = bool(outcomes) and all(o["revoked"] for o in outcomes)
         log.info("credential_forgotten", server=name, revoked=revoked)
@@ -304,7 +316,7 @@ class OAuthService:
                 return await self._retry_later(state, reason, retry_after, message)
             case PermanentError(code, reason):
                 if code is ErrorCode.INVALID_CLIENT:
-                    self.forget_client(name, credential.client_id)
+                    await self.forget_client(name, credential.client_id)
                 return await self._needs_reauth(state, credential, reason, code)
             case _:
                 assert_never(outcome)
@@ -324,7 +336,7 @@ class OAuthService:
                 "token_endpoint_auth_method": auth_method,  # the way that worked, if it took two
             }
         )
-        self.tokens.save(fresh)
+        await self.vault.store(fresh, rotation=True)  # before any use of it; never refused (SecretVault)
         if auth_method is not None and auth_method != credential.token_endpoint_auth_method:
             self.clients.remember_auth_method(name, credential.client_id, auth_method)
         crash_point(AFTER_TOKEN_SAVE)
@@ -378,10 +390,10 @@ class OAuthService:
         await self.states.changed(name, TokenEvent.NEEDS_REAUTH, message)
         return RefreshNeedsReauth(reason, code)
 
-    def forget_client(self, name: str, client_id: str | None) -> None:
-        """The server no longer knows `client_id`: drop its stored registration, so the next
-        `chctl auth` registers a new client instead of looping on the dead one."""
-        if client_id is not None and self.clients.forget(name, client_id):
+    async def forget_client(self, name: str, client_id: str | None) -> None:
+        """The server no longer knows `client_id`: drop its stored registration (and its secret's keychain item),
+        so the next `chctl auth` registers a new client instead of looping on the dead one."""
+        if client_id is not None and await self.clients.drop(name, client_id):
             log.warning("client_registration_dropped", server=name, reason="the server does not know the client")
 
     # --- helpers -------------------------------------------------------------------------------------
@@ -414,6 +426,7 @@ class OAuthService:
         back). A config already right is only read. A server being refreshed right now is skipped: its
         refresh writes the headers itself.
         """
+        await self.heal_secrets()
         for name in self.mcp.bound_servers():
             if self.states.get(name).lock.locked() or self.tokens.load(name) is None:
                 continue
@@ -422,6 +435,58 @@ class OAuthService:
                     await self.publisher.publish(name)
             except LockTimeout:
                 continue
+
+    async def heal_secrets(self) -> None:
+        """Values the keychain could not take or give earlier: moved back into it, or read now (then the
+        credential is announced: its headers are written and its refresh planned)."""
+        await self.vault.look_again()
+        for name in self.vault.needs_healing():
+            if self.states.get(name).lock.locked():
+                continue
+            try:
+                async with self._lock(name):
+                    readable = await self.vault.heal(name)
+            except LockTimeout:
+                continue
+            if readable:
+                self.states.stored(name)
+                await self.states.changed(name, credential=True)
+
+    async def migrate_secrets(self, to: StoreKind) -> list[dict[str, Any]]:
+        """`chctl secrets migrate --to TO`: each server's secret values (its credential's, its client
+        registration's), under its server's lock (no refresh runs while they move)."""
+        outcomes: list[dict[str, Any]] = []
+        await self.vault.before_migration()
+        for name in self.vault.names():
+            try:
+                async with self._lock(name):
+                    moved = await self.vault.migrate(name, to)
+            except LockTimeout:
+                moved = Failure(f"{name}: another process holds its refresh lock", ErrorCode.TIMEOUT, "try again")
+            if isinstance(moved, Failure):
+                outcomes.append({"name": name, "outcome": "failed", "error": moved.error})
+            elif moved.value != "none":  # no secret at all (a public client's registration): nothing to say
+                outcomes.append({"name": name, "outcome": moved.value, "error": None})
+        return outcomes
+
+
+def _logged_in(name: str, g: AuthorizationGrant, server_url: str) -> Credential:
+    """The credential a login made."""
+    return Credential(
+        name=name,
+        kind="oauth",
+        state=TokenState.ACTIVE,
+        tokens=g.tokens,
+        issuer=g.issuer,
+        token_endpoint=g.token_endpoint,
+        revocation_endpoint=g.revocation_endpoint,
+        client_id=g.client_id,
+        client_secret=g.client_secret,
+        token_endpoint_auth_method=g.token_endpoint_auth_method,
+        resource=g.resource,
+        scopes=g.scopes,
+        server_url=server_url,  # where this credential may go, whatever a config says later
+    )
 
 
 def _changed(planned: Credential, current: Credential) -> bool:

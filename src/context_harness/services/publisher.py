@@ -4,7 +4,9 @@ Everything it writes comes from disk (the token store and the bindings), never f
 again after a crash or a failed write mends what was left behind: the daemon does at start and at every
 wall-clock check. After a new credential is stored it publishes from the change channel (`on_change`).
 Each config is written in a thread with a deadline, so one on a hung mount fails alone and is retried;
-what failed, and why, is remembered for `chctl status` and returned to the caller.
+what failed, and why, is remembered for `chctl status` and returned to the caller. Writes to one file queue
+behind each other (the start-up repair's and a `chctl add` right after it, say); only a write still stuck past
+its deadline turns the next ones away.
 
 A header goes only into an entry that points at the URL recorded with the credential (`recorded_urls`): an
 entry whose URL was changed since loses our header in the same edit, keeps its binding, and is reported
@@ -14,6 +16,7 @@ entry whose URL was changed since loses our header in the same edit, keeps its b
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import partial
@@ -95,7 +98,8 @@ class Publisher:
         # Each server's `config_errors` (the bound configs whose last write failed, and why) and `url_changed`
         # (of those, the entries pointing away from the recorded URL) are kept in its state.
         self.states = states
-        self._blocked: set[str] = set()  # configs whose write is still stuck in its thread
+        # One write per config file at a time: the next waits for the one in flight (at most its deadline).
+        self._writing: dict[str, asyncio.Lock] = {}
         self.registry_url = registry_url  # a server's URL in the registry: it wins when an older file is migrated
 
     def configure(self, settings: PublishSettings) -> None:
@@ -237,24 +241,16 @@ class Publisher:
         return written if isinstance(written, Failure) else Success(True)
 
     async def _off_loop(self, path: str, work: Callable[[], Result[Any]]) -> Result[Any]:
-        """`work()` in a thread with a deadline; a config whose earlier write is still stuck is not tried."""
-        if path in self._blocked:
-            return Failure(f"{path}: an earlier write is still blocked", ErrorCode.TIMEOUT)
-
-        def guarded() -> Result[Any]:
-            try:
-                return work()
-            finally:
-                self._blocked.discard(path)  # it came back, even if late
-
-        self._blocked.add(path)
+        """`work()` in a thread with a deadline, after the write to `path` in flight if there is one; a config
+        whose earlier write is stuck past its deadline is not tried (its thread has not come back)."""
         timeout_s = self.settings.io_timeout_s
-        try:
-            return await run_blocking(guarded, timeout_s, name="config-write")
-        except StillRunning:
-            return Failure(
-                f"{path} did not answer within {timeout_s:g} s (a hung mount?); retried later", ErrorCode.TIMEOUT
-            )
+        async with self._writing.setdefault(path, asyncio.Lock()):
+            try:
+                return await run_blocking(work, timeout_s, name="config-write", key=f"config-write {path}")
+            except StillRunning:  # this write, or an earlier one still stuck in its thread
+                return Failure(
+                    f"{path} did not answer within {timeout_s:g} s (a hung mount?); retried later", ErrorCode.TIMEOUT
+                )
 
     async def _report_and_announce(
         self, report: PublishReport, name: str, path: str, outcome: Result[bool | UrlChangedNotice]

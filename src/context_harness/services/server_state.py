@@ -47,6 +47,14 @@ class Plan:
     basis: tuple[object, ...] = ()
 
 
+@dataclass(frozen=True, slots=True)
+class Refusal:
+    """The server refused the credential it was sent: what a bridged request or `chctl check` met."""
+
+    status: int  # 401: the credential itself (after any renewal); 403: not enough for what was asked
+    message: str
+
+
 @dataclass(eq=False, slots=True)
 class ServerState:
     name: str
@@ -58,8 +66,13 @@ class ServerState:
     reminded: bool = False  # a token without refresh token: the person was told it expires soon
     plan: Plan | None = None  # the refresher's next wake-up; None: nothing to do
     failed_login: str | None = None  # the last failed login, until one succeeds
+    # The server's last refusal of the stored credential, until a request succeeds or a new one is stored.
+    refusal: Refusal | None = None
     config_errors: dict[str, str] = field(default_factory=dict)  # configs whose last write failed, and why
     url_changed: set[str] = field(default_factory=set)  # of those, entries pointing away from the recorded URL
+    # Scopes the server asked for when it refused a call (403 `insufficient_scope`) that the credential lacks:
+    # the next `chctl auth` asks for them too (services/step_up.py). Until a login or a logout.
+    scopes_wanted: tuple[str, ...] = ()
     # The live bridges carrying it, by bridge id: a relay puts its counters here when it opens and takes
     # them out when it closes; its upstream session counts into them.
     bridges: dict[int, Counters] = field(default_factory=dict)
@@ -70,9 +83,33 @@ class ServerState:
     # One refresh, login or logout at a time per server (with a lock file across processes).
     lock: asyncio.Lock = field(default_factory=asyncio.Lock)
 
+    def want_scopes(self, scopes: list[str]) -> bool:
+        """The server refused a call for lack of `scopes`; True when that is news (a person is told once)."""
+        wanted = tuple(dict.fromkeys([*self.scopes_wanted, *scopes]))
+        news, self.scopes_wanted = wanted != self.scopes_wanted, wanted
+        return news
+
+    def logged_in_or_out(self) -> None:
+        """A login asked for the scopes wanted (or a logout dropped them): none is wanted any more."""
+        self.scopes_wanted = ()
+
     def settle(self) -> None:
-        """A refresh worked or a new credential was stored: nothing live is left to report."""
+        """A refresh worked or a new credential was stored: nothing live is left to report, neither a
+        failed login nor the server's refusal of the credential it replaces."""
         self.phase, self.last_error, self.attempts, self.retry_after, self.reminded = None, None, 0, None, False
+        self.failed_login, self.refusal = None, None
+
+    def refused(self, status: int, message: str) -> bool:
+        """The server refused the stored credential (a 401 that no renewal cured, a 403). `status` and `doctor`
+        show it until a request succeeds or a new credential is stored. True when it is news."""
+        refusal = Refusal(status, message)
+        news, self.refusal = self.refusal != refusal, refusal
+        return news
+
+    def accepted(self) -> bool:
+        """A request with the credential succeeded: a refusal is history. True when there was one."""
+        news, self.refusal = self.refusal is not None, None
+        return news
 
 
 class ServerStates:

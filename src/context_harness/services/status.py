@@ -7,14 +7,15 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
+from http import HTTPStatus
 from pathlib import Path
 from typing import Any
 
-from context_harness.primitives.mcp import MCPAuthType
+from context_harness.primitives.mcp import MCPAuthType, SecretMode
 from context_harness.primitives.oauth import Credential, TokenState
 from context_harness.primitives.result import Failure, Result, Success
 from context_harness.services import recorded_urls
-from context_harness.services.mcp_service import MCPService
+from context_harness.services.mcp_service import MCPService, recorded_auth
 from context_harness.services.refresh_outcomes import no_refresh_token_note
 from context_harness.services.server_state import ServerState, ServerStates
 from context_harness.services.token_access import TokenReads
@@ -22,6 +23,9 @@ from context_harness.stores.bindings import Binding, BindingStore
 from context_harness.stores.token_store import TokenStore
 
 NO_AUTH = "no_auth"  # the state of a server that needs no credential
+NEEDS_KEY = "needs_key"  # an API-key server (the registry's, or one that answered 401 to `chctl add`) without one
+# A credential whose values rest in the keychain, which has not given them (locked, gone): `last_error` says why.
+SECRET_UNREADABLE = "secret_unreadable"
 
 
 @dataclass(frozen=True, slots=True)
@@ -57,11 +61,20 @@ class ServerStatus:
     mode: str | None = None  # header, bridge, bridge+header; None when no config carries it
     bridges: list[BridgeStatus] = field(default_factory=list)
     last_error: str | None = None
+    # The server refuses the stored credential (401 that no renewal cured, 403), seen by a bridge or `chctl check`
+    # since the last request that succeeded: its HTTP status (the words are in `last_error`).
+    refused: int | None = None
     note: str | None = None  # e.g. a token without a refresh token: when to log in again
     token_reads: int = 0  # credentials handed out by `token.get` (`chctl token`) since the daemon started
     last_token_read_at: float | None = None
     shared: bool = False  # `chctl share`: usable from other machines through the remote socket
     via: str | None = None  # on a remote machine: the forwarded socket that carries it (no credential here)
+    # Where the secret rests, each place once: `keychain`, `token_file` (with `path`), `config` (a header-mode
+    # config holding it inline, `path`), `secret_file` (the `{file:}` file, `path`); `detail`, `problem`. A
+    # confidential client's secret adds its place, `of: client`: `keychain`, or `client_file` (its registration).
+    secret_at: list[dict[str, Any]] = field(default_factory=list)
+    # Scopes the server refused a call for lack of (403 insufficient_scope): `chctl auth NAME` asks for them.
+    scopes_wanted: list[str] = field(default_factory=list)
 
     def as_dict(self) -> dict[str, Any]:
         return {**asdict(self), "auth_type": self.auth_type.value}
@@ -70,8 +83,9 @@ class ServerStatus:
 class StatusBoard:
     """Builds `ServerStatus`es: a read of the stored credential and the server's `ServerState` (phase, last
     error, planned refresh, failed login, config errors, live bridges). What lives elsewhere comes through the
-    callables it is built with: `token_reads` (`TokenAccess.reads_of`), `shared` (`SharedStore.load`) and `via`
-    (`Delegate.via`: the socket that carries a server on a remote machine)."""
+    callables it is built with: `token_reads` (`TokenAccess.reads_of`), `shared` (`SharedStore.load`), `via`
+    (`Delegate.via`: the socket that carries a server on a remote machine), and `secret_place` and
+    `client_secret_place` (`SecretVault.place` and `.client_place`: where secret values rest)."""
 
     def __init__(
         self,
@@ -83,6 +97,8 @@ class StatusBoard:
         token_reads: Callable[[str], TokenReads],
         shared: Callable[[], set[str]],
         via: Callable[[str, list[Binding]], Path | None],
+        secret_place: Callable[[str], dict[str, Any] | None],
+        client_secret_place: Callable[[str], dict[str, Any] | None],
     ) -> None:
         self.tokens = tokens
         self.bindings = bindings
@@ -91,6 +107,9 @@ class StatusBoard:
         self.token_reads = token_reads
         self.shared = shared
         self.via = via
+        self.secret_place = secret_place  # where a credential's values rest: the keychain or its token file
+        # Where a confidential client's secret rests: the keychain or its registration.
+        self.client_secret_place = client_secret_place
 
     def awaiting_login(self) -> list[str]:
         """Bound servers without a credential: whether each expects a login is read from its configs."""
@@ -124,17 +143,13 @@ class StatusBoard:
             "mode": _mode(bindings),
             "bridges": [BridgeStatus(bridge_id, **asdict(c)) for bridge_id, c in sorted(live.bridges.items())],
             "shared": name in self.shared(),
+            "scopes_wanted": list(live.scopes_wanted),
+            "secret_at": self._secret_at(name, bindings),
         }
+        if credential is None and (unreadable := _keychain_problem(shared["secret_at"])):
+            return ServerStatus(state=SECRET_UNREADABLE, last_error=unreadable, **shared)
         if credential is None:
-            via = self.via(name, bindings)
-            if via is not None:  # a remote machine's server: the laptop holds its credential
-                return ServerStatus(state="delegated", via=str(via), **shared)
-            auth_type = MCPAuthType.OAUTH if expects_login else MCPAuthType.NONE
-            known = self.mcp.known(name)
-            if known is not None and known.auth_type is MCPAuthType.API_KEY:
-                auth_type = MCPAuthType.API_KEY
-            state = TokenState.PENDING_AUTH.value if auth_type is MCPAuthType.OAUTH else NO_AUTH
-            return ServerStatus(state=state, auth_type=auth_type, last_error=_last_error(live, None), **shared)
+            return self._without_credential(name, live, bindings, expects_login, shared)
         state_now = live.phase or credential.state
         tokens = credential.tokens
         expired = tokens is not None and tokens.is_expired(buffer_seconds=0)
@@ -151,16 +166,56 @@ class StatusBoard:
             usable=bool(credential.secret)
             and state_now not in (TokenState.NEEDS_REAUTH, TokenState.PENDING_AUTH)
             and not expired
-            and unrecorded is None,
+            and unrecorded is None
+            and live.refusal is None,
             expires_at=tokens.expires_at if tokens else None,
             has_refresh_token=bool(tokens and tokens.refresh_token),
             scopes=tokens.scope.split() if tokens and tokens.scope else credential.scopes,
             issuer=credential.issuer,
             last_error=last_error,
+            refused=live.refusal.status if live.refusal is not None else None,
             note=note,
             url_unrecorded=unrecorded is not None,
             **shared,
         )
+
+    def _without_credential(
+        self, name: str, live: ServerState, bindings: list[Binding], expects_login: bool, shared: dict[str, Any]
+    ) -> ServerStatus:
+        """A server with no credential here: delegated (a remote machine's), awaiting a login or a key, or one
+        that needs none — as the registry says, or what `chctl add` recorded of its answer."""
+        via = self.via(name, bindings)
+        if via is not None:  # a remote machine's server: the laptop holds its credential
+            return ServerStatus(state="delegated", via=str(via), **shared)
+        auth_type = MCPAuthType.OAUTH if expects_login else MCPAuthType.NONE
+        known = self.mcp.known(name)
+        wants_key = recorded_auth(bindings) is MCPAuthType.API_KEY
+        if not expects_login and (wants_key or (known is not None and known.auth_type is MCPAuthType.API_KEY)):
+            auth_type = MCPAuthType.API_KEY
+        state = {MCPAuthType.OAUTH: TokenState.PENDING_AUTH.value, MCPAuthType.API_KEY: NEEDS_KEY}.get(auth_type)
+        last_error = _last_error(live, None)
+        return ServerStatus(state=state or NO_AUTH, auth_type=auth_type, last_error=last_error, **shared)
+
+    def _secret_at(self, name: str, bindings: list[Binding]) -> list[dict[str, Any]]:
+        """Every place `name`'s secret rests: the store, its client secret's (a confidential client), then the
+        configs that hold it inline and the `{file:}` secret file (header mode only: a bridge or a headers helper
+        holds none)."""
+        place = self.secret_place(name)
+        client_place = self.client_secret_place(name)
+        client = [{**client_place, "of": "client"}] if client_place is not None else []
+        if place is None:
+            return client
+        places = [place, *client]
+        for binding in bindings:
+            if binding.mode != "header":
+                continue
+            if binding.secret_mode is SecretMode.FILE:
+                secret_file = {"where": "secret_file", "path": str(self.tokens.secret_file(name)), "problem": None}
+                if secret_file not in places:
+                    places.append(secret_file)
+            else:
+                places.append({"where": "config", "path": binding.path, "client": binding.client, "problem": None})
+        return places
 
     def _unrecorded(self, credential: Credential, bindings: list[Binding]) -> Failure | None:
         """Why `credential` is sent nowhere, if nothing trustworthy names its URL. Configs are not read here
@@ -178,11 +233,27 @@ class StatusBoard:
         return [self.server(n, expects_login=expects_login.get(n, False), bindings=bound.get(n, [])) for n in names]
 
 
+def refusal_hint(name: str, refused: int, auth_type: MCPAuthType) -> str:
+    """What to do about a server that refuses the stored credential (`refused`: its HTTP status)."""
+    if refused == HTTPStatus.FORBIDDEN:
+        return f"`chctl check {name}` shows what the server wants (a scope: `chctl auth {name} --scope S`)"
+    if auth_type is MCPAuthType.API_KEY:
+        return f"set the right key: `chctl add {name} -k KEY` (it keeps the key header and mode)"
+    return f"run `chctl auth {name}`"
+
+
 def _last_error(live: ServerState, credential: Credential | None) -> str | None:
-    """The refresh's last error, else a failed login, else the configs that could not be written."""
+    """The refresh's last error, else the server's refusal of the credential, else a failed login, else the
+    configs that could not be written."""
     error = (live.last_error or credential.last_error) if credential else None
+    error = error or (live.refusal.message if live.refusal is not None and credential is not None else None)
     error = error or live.failed_login
     return error or ("; ".join(live.config_errors.values()) if live.config_errors else None)
+
+
+def _keychain_problem(places: list[dict[str, Any]]) -> str | None:
+    """Why the keychain did not give a credential's values (locked, gone), if that is where they rest."""
+    return next((p["problem"] for p in places if p["where"] == "keychain" and p["problem"] and "of" not in p), None)
 
 
 def _mode(bindings: list[Binding]) -> str | None:

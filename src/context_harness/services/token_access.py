@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import structlog
 
@@ -41,6 +41,8 @@ class ValidCredential:
     secret: str = field(repr=False)
     expires_at: float | None
     refreshed: bool  # this read refreshed the token first
+    # Scopes the server refused a call for lack of: this token will not do for those calls (`chctl auth NAME`).
+    scopes_wanted: tuple[str, ...] = ()
 
 
 @dataclass(slots=True)
@@ -92,7 +94,8 @@ class TokenAccess:
         reads.last_at = time.time()
         reads.last_pid = caller_pid
         log.info("token_read", server=name, caller_pid=caller_pid, refreshed=found.value.refreshed)
-        return found
+        state = self.oauth.states.peek(name)
+        return Success(replace(found.value, scopes_wanted=state.scopes_wanted)) if state is not None else found
 
     async def _elsewhere(self, name: str, for_url: str) -> Failure | None:
         """A caller about to send `name`'s credential to another URL than the recorded one (a config that

@@ -13,9 +13,11 @@ PRIVATE_DIR_MODE = 0o700
 
 
 def ensure_private_dir(path: Path) -> Path:
-    """Create `path` (and parents) with the leaf 0700. A directory that already exists is left as it is: an
-    unsafe CH_HOME, or socket directory, is refused by the daemon (daemon/home_trust.py), never quietly fixed."""
-    path.parent.mkdir(parents=True, exist_ok=True)
+    """Create `path`, and any missing directory above it, 0700 whatever the umask. A directory that already
+    exists is left as it is: an unsafe CH_HOME, or socket directory, is refused by the daemon
+    (daemon/home_trust.py), never quietly fixed."""
+    if not path.parent.is_dir():
+        ensure_private_dir(path.parent)
     try:
         path.mkdir(mode=PRIVATE_DIR_MODE)
     except FileExistsError:

@@ -9,7 +9,7 @@ from pathlib import Path
 import structlog
 from pydantic import BaseModel, TypeAdapter, ValidationError
 
-from context_harness.primitives.mcp import Mode, SecretMode
+from context_harness.primitives.mcp import MCPAuthType, Mode, SecretMode
 from context_harness.stores.atomic import PRIVATE_FILE_MODE, atomic_write_bytes, ensure_private_dir
 
 log = structlog.get_logger(__name__)
@@ -24,9 +24,16 @@ class Binding(BaseModel):
     # only into an entry that still points there; None: a binding from before URLs were recorded in header
     # mode, given one at its first publish (`Publisher._migrate`, with `services.recorded_urls.plan`).
     url: str | None = None
+    # The static headers `chctl add` wrote with it (`--header`, a registry's declared ones; never a secret):
+    # a header-mode entry holds them itself, a bridge (and `chctl check`) sends them. None: none.
+    headers: dict[str, str] | None = None
     # The URL the entry pointed at instead when its URL last changed from `url` and the header was withheld ("" for
     # none): the notify command runs once per change, also across daemon restarts. None: it points at `url`.
     withheld_for: str | None = None
+    # How the server at `url` authenticates, as `chctl add` found it: the registry, the key it was given, or its
+    # answer to a call without credentials (a 401 naming OAuth protected-resource metadata: `oauth`, a login is
+    # due until one is stored). None: recorded before this was.
+    auth: MCPAuthType | None = None
     # A local (stdio) server: the command `chctl add` wrote, and a SHA-256 of the environment it wrote with it
     # (the values may be secrets; the config keeps them). `chctl check` starts a local server only while its
     # entry still holds exactly these (`services.local_commands`). None: not local, or bound by an older version.

@@ -1,65 +1,101 @@
-"""Credentials on disk: `tokens/<name>.json` (0600, atomic) and the `{file:}` secret files opencode reads."""
+"""Credentials on disk: `tokens/<name>.json` (0600, atomic) and the `{file:}` secret files opencode reads.
+
+A token file holds the credential's secret values (`TOKEN_FIELDS`) inline (the `file` store) or a `secret_ref`
+naming the keychain item that holds them (stores/secret_records.py, which keeps the keychain's values in memory
+once read: `load` never waits for the keychain). A referenced credential whose values are not held (the
+keychain did not answer at start) loads as None, like no credential: nothing is written or sent with it, and
+`chctl status` says why (services/secret_vault.py).
+"""
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
+from typing import Any
 
 import structlog
 from pydantic import ValidationError
 
 from context_harness.primitives.names import valid_server_name
-from context_harness.primitives.oauth import Credential
+from context_harness.primitives.oauth import Credential, TokenState
 from context_harness.stores.atomic import PRIVATE_FILE_MODE, atomic_write_bytes, ensure_private_dir
+from context_harness.stores.secret_records import SecretRecords
+from context_harness.stores.secret_store import SecretFields, SecretRef, Secrets
 
 log = structlog.get_logger(__name__)
+
+# A credential's secret values: the key and the secret headers that go with it (a registry server's
+# `--header-env`), both tokens, and the client secret refreshes and revocation send.
+TOKEN_FIELDS = SecretFields(
+    ("api_key", "extra_headers", "client_secret", "tokens.access_token", "tokens.refresh_token")
+)
 
 
 class TokenStore:
     def __init__(self, tokens_dir: Path, secrets_dir: Path) -> None:
         self.tokens_dir = tokens_dir
         self.secrets_dir = secrets_dir
+        self.records = SecretRecords(tokens_dir, TOKEN_FIELDS, "token", recovered=recovered)
 
     def path(self, name: str) -> Path:
         """The token file of `name` (ValueError for a name that is not one)."""
-        if not valid_server_name(name):
-            raise ValueError(f"invalid server name: {name!r}")
-        return self.tokens_dir / f"{name}.json"
+        return self.records.path(name)
+
+    # --- reading -------------------------------------------------------------------------------------------
+
+    def record(self, name: str) -> dict[str, Any] | None:
+        """The token file as stored (values or reference); None when absent or unreadable."""
+        return self.records.record(name)
 
     def load(self, name: str) -> Credential | None:
-        path = self.path(name)
+        filled = self.records.filled(name)
+        if filled is None:
+            return None
         try:
-            return Credential.model_validate_json(path.read_bytes())
-        except FileNotFoundError:
-            return None
+            return Credential.model_validate(filled)
         except (ValidationError, ValueError) as exc:
-            # Atomic writes make this unlikely; report it without the content, which may hold a token.
-            log.error("token_file_unreadable", server=name, path=str(path), error_type=type(exc).__name__)
+            log.error("token_file_unreadable", server=name, path=str(self.path(name)), error_type=type(exc).__name__)
             return None
-
-    def save(self, credential: Credential) -> None:
-        ensure_private_dir(self.tokens_dir)
-        data = credential.model_dump(mode="json", exclude_none=True)
-        data["header_scheme"] = credential.header_scheme  # None (a bare key) must survive the round trip
-        atomic_write_bytes(self.path(credential.name), json.dumps(data, indent=2).encode(), mode=PRIVATE_FILE_MODE)
-
-    def delete(self, name: str) -> bool:
-        removed = False
-        for path in (self.path(name), self.secret_file(name)):
-            try:
-                path.unlink()
-                removed = True
-            except FileNotFoundError:
-                pass
-        return removed
 
     def names(self) -> list[str]:
-        if not self.tokens_dir.is_dir():
-            return []
-        return sorted(p.stem for p in self.tokens_dir.glob("*.json") if valid_server_name(p.stem))
+        return self.records.names()
 
     def all(self) -> list[Credential]:
         return [c for c in (self.load(n) for n in self.names()) if c is not None]
+
+    # --- the keychain's values, held in memory ------------------------------------------------------------
+
+    def held(self, name: str) -> Secrets | None:
+        return self.records.held(name)
+
+    def hold(self, name: str, secrets: Secrets) -> None:
+        self.records.hold(name, secrets)
+
+    def let_go(self, name: str) -> None:
+        self.records.let_go(name)
+
+    # --- writing -------------------------------------------------------------------------------------------
+
+    def save(self, credential: Credential) -> None:
+        """Store a change that keeps the secret values where they are (`SecretRecords.update`): new values for a
+        credential whose values are in the keychain raise SecretsChanged: they go through the SecretVault."""
+        self.records.update(credential.name, dump(credential))
+
+    def write_inline(self, credential: Credential, *, pending: bool = False) -> None:
+        """The `file` store: the values in the token file itself, in one atomic write."""
+        self.records.write_inline(credential.name, dump(credential), pending=pending)
+
+    def write_ref(self, credential: Credential, ref: SecretRef) -> None:
+        """The token file without the values, naming the keychain item (already written) that holds them."""
+        self.records.write_ref(credential.name, dump(credential), ref)
+
+    def delete(self, name: str) -> bool:
+        removed = self.records.delete(name)
+        try:
+            self.secret_file(name).unlink()
+            removed = True
+        except FileNotFoundError:
+            pass
+        return removed
 
     # --- secret files for `--secret-mode file` -------------------------------------------------------------
 
@@ -88,3 +124,19 @@ class TokenStore:
             ensure_private_dir(self.secrets_dir)
             atomic_write_bytes(path, b"", mode=PRIVATE_FILE_MODE)
         return path
+
+
+def dump(credential: Credential) -> dict[str, Any]:
+    """The token file's JSON of `credential`, values included."""
+    data = credential.model_dump(mode="json", exclude_none=True)
+    data["header_scheme"] = credential.header_scheme  # None (a bare key) must survive the round trip
+    return data
+
+
+def recovered(record: dict[str, Any]) -> dict[str, Any]:
+    """A token file whose keychain item turned out newer (a crash between the two writes): only a login or a
+    refresh that worked writes new values, so the credential is active again."""
+    update: dict[str, Any] = {"last_error": None}
+    if record.get("kind") == "oauth":
+        update["state"] = TokenState.ACTIVE.value
+    return {**record, **update}

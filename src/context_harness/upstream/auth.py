@@ -8,17 +8,24 @@ every answer's status; the flow says whether to send again. The rules, all here:
 - a refusal (401) renews the credential once, through `Credentials.renew` with the value refused (the daemon
   refreshes at most once at a time and no sooner than its minimum spacing), and the request is sent again;
 - a second refusal is final: the client is told to log in (`RelayFailure`), or, for a stream nobody waits
-  for, the stream just stops.
+  for, the stream just stops;
+- a 403 whose Bearer challenge says `insufficient_scope` (step-up authorization) is final at once: no renewal
+  brings a scope the login did not ask for; `Credentials.scope_refused` records what the server wants and
+  says what a person must do;
+- every other verdict goes back to the daemon (`Credentials.answered`): a success, another 403, or a final 401,
+  so that `chctl status` shows a credential the server refuses until a request succeeds.
 """
 
 from __future__ import annotations
 
 from http import HTTPStatus
 
+from context_harness.oauth.challenge import parse_www_authenticate
 from context_harness.primitives.result import ErrorCode, Failure
 from context_harness.upstream.contract import Counters, Credentials, RelayFailure
 
 REFUSED = HTTPStatus.UNAUTHORIZED
+FORBIDDEN = HTTPStatus.FORBIDDEN
 
 
 class AuthPolicy:
@@ -57,17 +64,29 @@ class AuthFlow:
         self._used = current[1] if current is not None else None
         return headers if current is None else {**headers, current[0]: current[1]}
 
-    async def retry(self, status: int) -> bool:
-        """Whether an answer with `status` is to be sent again, the credential renewed. A refusal after a
-        renewal, or a renewal that failed, is final: RelayFailure saying what a person must do."""
+    async def retry(self, status: int, challenge: str | None = None) -> bool:
+        """Whether an answer with `status` (and WWW-Authenticate `challenge`) is to be sent again, the credential
+        renewed. A refusal after a renewal, a renewal that failed, or a lack of scope is final: RelayFailure
+        saying what a person must do."""
+        credentials = self.policy.credentials
+        if status == FORBIDDEN:
+            bearer = parse_www_authenticate(challenge)
+            if bearer is not None and bearer.error == "insufficient_scope":
+                raise RelayFailure(await credentials.scope_refused(bearer.scope))
+            await credentials.answered(status, self._used)
+            return False
         if status != REFUSED:
+            if HTTPStatus.OK <= status < HTTPStatus.MULTIPLE_CHOICES:
+                await credentials.answered(status, self._used)
             return False
         if self._renewed:
+            await credentials.answered(status, self._used)
             raise RelayFailure(self.policy.refused())
         self._renewed = True
         if self.counted:
             self.policy.counters.renewals += 1
-        renewed = await self.policy.credentials.renew(self._used)
+        renewed = await credentials.renew(self._used)
         if isinstance(renewed, Failure):
+            await credentials.answered(status, self._used)
             raise RelayFailure(renewed)
         return True

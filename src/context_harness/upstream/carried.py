@@ -26,8 +26,8 @@ class CarriedRequests:
         if key is not None and self._scopes.get(key) is scope:
             del self._scopes[key]
 
-    def cancel(self, params: Any) -> None:
-        key = lookup_id(params.get("requestId")) if isinstance(params, dict) else None
+    def cancel(self, request_id: Any) -> None:
+        key = lookup_id(request_id)
         scope = self._scopes.pop(key, None) if key is not None else None
         if scope is not None:
             scope.cancel()

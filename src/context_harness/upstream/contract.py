@@ -9,8 +9,9 @@ from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol
 
 from context_harness.primitives.result import Failure, Result
+from context_harness.upstream.messages import Message
 
-Deliver = Callable[[dict[str, Any]], Coroutine[Any, Any, None]]
+Deliver = Callable[[Message], Coroutine[Any, Any, None]]
 
 
 class Credentials(Protocol):
@@ -22,6 +23,14 @@ class Credentials(Protocol):
     async def renew(self, rejected: str | None) -> Result[None]:
         """The server refused the header value `rejected`: get a better one (a refresh, at most one at a
         time across the daemon), or a Failure that says what a person must do."""
+
+    async def scope_refused(self, scope: str | None) -> Failure:
+        """The server refused a call for lack of `scope` (403 `insufficient_scope`): what a person must do."""
+
+    async def answered(self, status: int, sent: str | None) -> None:
+        """The server's verdict on the header value `sent` (None: none was sent): a success, a 403 other than
+        `insufficient_scope`, or a 401 that no renewal cured. The daemon keeps a refusal for `chctl status` until
+        a request succeeds."""
 
 
 class RelayFailure(Exception):

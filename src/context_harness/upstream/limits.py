@@ -21,6 +21,9 @@ from context_harness.upstream.contract import RelayFailure
 # MCP messages can be large (a tool returning a file): one message — a relay line, a JSON reply, an SSE
 # event or line — may be this long, and nothing from a server is buffered beyond it.
 MAX_MESSAGE_BYTES = 64 * 1024 * 1024
+# A message goes out (to the server, to the client) in slices of this size, each drained before the next: the
+# transport copies what the socket does not take at once, and a message written whole would be held twice.
+WRITE_SLICE_BYTES = 256 * 1024
 # An HTTP error's body is only looked at for a JSON-RPC error: small.
 MAX_ERROR_BODY_BYTES = 1024 * 1024
 # A reply that has begun keeps coming: this long without a byte is a stalled server (the wait for the
@@ -39,13 +42,21 @@ CONNECTIONS_PER_HOST = 128
 # six times in its first 16 s, then once in a while (unbounded, it was hundreds of times a second).
 REINIT_BACKOFF_S = (0.5, 30.0)
 REINIT_PER_MINUTE = 6
+# A stream the server closed is reconnected after the wait its `retry:` field asks for (SEP-1699), at most this
+# long: the client's request waits meanwhile, and a server's `retry: 99999999999` must not hold it for ever.
+MAX_RECONNECT_DELAY_S = 30.0
+
+
+def reconnect_delay_s(retry_ms: int | None, default_s: float = 0.0) -> float:
+    """Seconds to wait before reconnecting a stream the server closed: its `retry`, capped; else `default_s`."""
+    return default_s if retry_ms is None else min(retry_ms / 1000, MAX_RECONNECT_DELAY_S)
 
 
 class TooLarge(Exception):
     """A server sent more than one message may hold."""
 
 
-async def read_body(response: aiohttp.ClientResponse, limit: int = MAX_MESSAGE_BYTES) -> bytes:
+async def read_body(response: aiohttp.ClientResponse, limit: int = MAX_MESSAGE_BYTES) -> bytearray:
     """The whole body, read as it comes: TooLarge past `limit` (before reading, when its length says so),
     TimeoutError when it stalls for BODY_IDLE_S."""
     if response.content_length is not None and response.content_length > limit:
@@ -57,7 +68,7 @@ async def read_body(response: aiohttp.ClientResponse, limit: int = MAX_MESSAGE_B
             idle.reschedule(loop.time() + BODY_IDLE_S)
             chunk = await response.content.readany()
             if not chunk:
-                return bytes(body)
+                return body
             if len(body) + len(chunk) > limit:
                 raise TooLarge
             body += chunk
@@ -65,7 +76,11 @@ async def read_body(response: aiohttp.ClientResponse, limit: int = MAX_MESSAGE_B
 
 def too_large(name: str) -> Failure:
     limit = f"{MAX_MESSAGE_BYTES // (1024 * 1024)} MiB"
-    return Failure(f"{name} sent a message larger than {limit}", ErrorCode.NETWORK, "see `chctl logs`")
+    return Failure(
+        f"{name} sent a message larger than {limit}, more than the relay carries",
+        ErrorCode.NETWORK,
+        "ask for less at a time (a smaller page, range or file)",
+    )
 
 
 def not_redirected(name: str, response: aiohttp.ClientResponse) -> None:
@@ -87,7 +102,7 @@ def lost_too_often(name: str) -> Failure:
     return Failure(
         f"{name} lost its session {REINIT_PER_MINUTE} times within a minute",
         ErrorCode.NETWORK,
-        "try again in a minute; see `chctl logs`",
+        "it keeps forgetting sessions (restarting?): try again in a minute",
     )
 
 

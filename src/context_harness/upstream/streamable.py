@@ -5,17 +5,23 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
-from typing import Any
 
 import aiohttp
 import structlog
 
+from context_harness.primitives.json_scan import NotJson
 from context_harness.primitives.result import ErrorCode, Failure
-from context_harness.primitives.text import printable
 from context_harness.upstream import limits, messages
 from context_harness.upstream.contract import RelayFailure
-from context_harness.upstream.session_base import ACCEPT_BOTH, CLOSE_TIMEOUT, STREAM_TIMEOUT, SessionBase, post
+from context_harness.upstream.messages import Message
+from context_harness.upstream.session_base import (
+    ACCEPT_BOTH,
+    CLOSE_TIMEOUT,
+    STREAM_TIMEOUT,
+    SessionBase,
+    post,
+    refused_by,
+)
 from context_harness.upstream.sse import SseParser
 
 log = structlog.get_logger(__name__)
@@ -30,10 +36,10 @@ class Streamable:
     def __init__(self, core: SessionBase) -> None:
         self.core = core
 
-    async def post(self, message: dict[str, Any], body: bytes) -> bool:
+    async def post(self, message: Message) -> bool:
         """POST one message and relay what comes back. True: the server wants the legacy transport."""
         core = self.core
-        is_initialize = message.get("method") == "initialize"
+        is_initialize = message.method == "initialize"
         auth = core.auth.flow()
         reinitialized = False
         while True:
@@ -41,10 +47,10 @@ class Streamable:
             extra = {"Accept": ACCEPT_BOTH, "Content-Type": "application/json"}
             extra.update(messages.routing_headers(message, None if is_initialize else core.protocol_version))
             headers = core.headers(extra, auth, with_session=not is_initialize)
-            async with post(core.http, core.url, body, headers) as response:
+            async with post(core.http, core.url, message.body, headers) as response:
                 status = core.answered(response)
                 limits.not_redirected(core.name, response)
-                if await auth.retry(status):
+                if await auth.retry(status, response.headers.get("WWW-Authenticate")):
                     continue
                 if status == 404 and not is_initialize and core.session_id and not reinitialized:
                     reinitialized = True  # the session is lost: initialized again, once for this message
@@ -76,68 +82,70 @@ class Streamable:
         except (aiohttp.ClientError, TimeoutError) as exc:
             log.info("upstream_session_delete_failed", server=core.name, error=type(exc).__name__)
 
-    async def _relay_body(self, request: dict[str, Any], response: aiohttp.ClientResponse) -> None:
+    async def _relay_body(self, request: Message, response: aiohttp.ClientResponse) -> None:
         core = self.core
         content_type = response.headers.get("Content-Type", "")
         if content_type.startswith("text/event-stream"):
             parser = SseParser()
             answered = await core.relay_stream(response, parser, request)
-            if answered or not messages.is_request(request):
-                return
-            if parser.last_event_id is None:
-                raise RelayFailure(
-                    Failure(f"{core.name} closed the response stream before answering", ErrorCode.NETWORK, "try again")
-                )
-            await self._resume(request, parser.last_event_id)
+            if not answered and request.is_request:
+                await self._resume(request, parser)
             return
         try:
             raw = await limits.read_body(response)
         except limits.TooLarge:
             raise RelayFailure(limits.too_large(core.name)) from None
-        if not raw.strip():
+        if not raw or raw.isspace():
             return
         try:
-            reply = json.loads(raw)
-        except ValueError:
+            reply = await Message.read(raw)
+        except NotJson:
             raise RelayFailure(Failure(f"{core.name} sent a reply that is not JSON", ErrorCode.NETWORK)) from None
-        if request.get("method") == "initialize" and isinstance(reply, dict):
+        if request.method == "initialize" and not reply.is_batch:
             core.protocol_version = messages.protocol_version_of(reply)
         await core.incoming(reply)
 
-    async def _resume(self, request: dict[str, Any], last_event_id: str) -> None:
-        """A POST's stream dropped before its response: pick it up where it broke (Last-Event-ID)."""
+    async def _resume(self, request: Message, parser: SseParser) -> None:
+        """A POST's stream ended before its response: reconnect with Last-Event-ID after the wait the stream's
+        `retry:` field asks for (SEP-1699), for as long as each connection brings new events."""
         core = self.core
-        headers = core.headers({"Accept": "text/event-stream", "Last-Event-ID": last_event_id}, core.auth.flow())
-        async with core.http.get(core.url, headers=headers, timeout=STREAM_TIMEOUT, allow_redirects=False) as response:
-            limits.not_redirected(core.name, response)
-            if response.status != 200:
-                raise RelayFailure(
-                    Failure(f"{core.name} dropped the response stream and cannot resume it", ErrorCode.NETWORK)
-                )
-            parser = SseParser()
-            parser.last_event_id = last_event_id
-            if not await core.relay_stream(response, parser, request) and parser.last_event_id != last_event_id:
-                await self._resume(request, parser.last_event_id or last_event_id)
-
-    async def _relay_error_body(self, request: dict[str, Any], response: aiohttp.ClientResponse) -> None:
-        """A 4xx/5xx: pass on a JSON-RPC error the server sent for this request, else answer the request
-        ourselves, with the server's own words (a JSON-RPC error without an id, the start of a page)."""
-        raw = b""
-        with contextlib.suppress(ValueError, limits.TooLarge):
-            raw = await limits.read_body(response, limits.MAX_ERROR_BODY_BYTES)
-            reply = json.loads(raw)
-            if isinstance(reply, dict) and "error" in reply and reply.get("id") is not None:
-                await self.core.incoming(reply)
-                return
-        name, words = self.core.name, messages.server_words(raw)
+        while parser.last_event_id is not None:
+            seen = parser.last_event_id
+            await asyncio.sleep(limits.reconnect_delay_s(parser.reconnect_ms))
+            headers = core.headers({"Accept": "text/event-stream", "Last-Event-ID": seen}, core.auth.flow())
+            get = core.http.get(core.url, headers=headers, timeout=STREAM_TIMEOUT, allow_redirects=False)
+            async with get as response:
+                limits.not_redirected(core.name, response)
+                if response.status != 200:
+                    raise RelayFailure(
+                        Failure(
+                            f"{core.name} closed the response stream and refused to resume it (HTTP {response.status})",
+                            ErrorCode.NETWORK,
+                            "send the request again",
+                        )
+                    )
+                parser = parser.resumed()
+                if await core.relay_stream(response, parser, request):
+                    return
+            if parser.last_event_id == seen:
+                break
         raise RelayFailure(
             Failure(
-                f"{name} answered HTTP {response.status}" + (f": {words}" if words else ""),
-                ErrorCode.NETWORK,
-                f"that is the server's answer to {printable(request.get('method'), 64)}; "
-                f"`chctl check {name}` tries a whole session with it",
+                f"{core.name} closed the response stream before answering", ErrorCode.NETWORK, "send the request again"
             )
         )
+
+    async def _relay_error_body(self, request: Message, response: aiohttp.ClientResponse) -> None:
+        """A 4xx/5xx: pass on a JSON-RPC error the server sent for this request, else answer the request
+        ourselves, with the server's own words (a JSON-RPC error without an id, the start of a page)."""
+        raw: bytes | bytearray = b""
+        with contextlib.suppress(NotJson, limits.TooLarge):
+            raw = await limits.read_body(response, limits.MAX_ERROR_BODY_BYTES)
+            reply = await Message.read(raw)
+            if not reply.is_batch and reply.has("error") and reply.id is not None:
+                await self.core.incoming(reply)
+                return
+        raise RelayFailure(refused_by(self.core.name, response.status, messages.server_words(bytes(raw))))
 
     def start_listening(self) -> None:
         core = self.core
@@ -159,9 +167,9 @@ class Streamable:
             try:
                 get = core.http.get(core.url, headers=headers, timeout=STREAM_TIMEOUT, allow_redirects=False)
                 async with get as response:
-                    if response.status == 405:
-                        return  # this server has no stream of its own
-                    if await auth.retry(response.status):
+                    if response.status == 405 or (response.status in (400, 404) and not core.session_id):
+                        return  # this server has no stream of its own (a server without sessions says 400 or 404)
+                    if await auth.retry(response.status, response.headers.get("WWW-Authenticate")):
                         continue
                     if response.status == 404:
                         core.reinitialize_soon(generation)  # which starts a new listener
@@ -169,6 +177,8 @@ class Streamable:
                     if response.status == 200:
                         delay, auth = LISTEN_BACKOFF_S[0], core.auth.flow(counted=False)
                         await core.relay_stream(response, parser, None)
+                        parser = parser.resumed()  # closed by the server: back after its `retry` (SEP-1699)
+                        await asyncio.sleep(limits.reconnect_delay_s(parser.reconnect_ms, delay))
                         continue
                     log.info("upstream_listen_refused", server=core.name, status=response.status)
             except (aiohttp.ClientError, TimeoutError) as exc:

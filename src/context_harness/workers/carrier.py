@@ -49,11 +49,16 @@ class Carrier:
             return None
         return self.names.unknown(name)
 
-    def entry_via(self, name: str, *, url: str | None, command: list[str] | None) -> str | None:
+    def entry_via(
+        self, name: str, *, url: str | None, command: list[str] | None, registry_name: str | None
+    ) -> str | None:
         """The socket a new entry for `name` (`chctl add`) is bridged through: on a remote machine, a server
-        named alone (no URL, no command) that has no credential here is the laptop's to carry."""
+        named alone (no URL, no command, no MCP registry's entry) that has no credential here is the laptop's
+        to carry."""
+        if url is not None or command is not None or registry_name is not None:
+            return None
         path = self.delegate.path
-        if url is not None or command is not None or path is None or self.delegate.tokens.path(name).exists():
+        if path is None or self.delegate.tokens.path(name).exists():
             return None
         return str(path)
 

@@ -1,8 +1,9 @@
 """`chctl check`: a live probe of each server on exactly the path an agent's traffic takes — the bridge's
 upstream session (`upstream.session.Upstream`) with the current credential, through the daemon's proxy and
-trust store: `initialize`, `tools/list`, then the session ends. Each server gets one `Probe` (`probe.py`): what
-happened in words, what the server said about itself, and on failure the next thing to do. A local entry is
-started from its own command (`check_stdio.py`). `chctl doctor` asks a server without a credential here too.
+trust store: `server/discover` or `initialize`, `tools/list`, then the session ends. Each server gets one
+`Probe` (`probe.py`): what happened in words, what the server said about itself, and on failure the next thing
+to do. A local entry is started from its own command (`check_stdio.py`). `chctl doctor` asks a server without a
+credential here too.
 """
 
 from __future__ import annotations
@@ -20,18 +21,31 @@ import structlog
 from context_harness.net.http_client import HttpClient
 from context_harness.oauth.challenge import parse_www_authenticate
 from context_harness.primitives.outside_values import is_secure_endpoint
-from context_harness.primitives.result import Failure
+from context_harness.primitives.result import Failure, Success
 from context_harness.services.config_service import ConfigService
 from context_harness.services.mcp_service import MCPService
 from context_harness.services.oauth_service import OAuthService
+from context_harness.services.server_state import ServerState
+from context_harness.services.static_headers import static_headers
 from context_harness.stores.bindings import BindingStore
 from context_harness.stores.token_store import TokenStore
+from context_harness.upstream.messages import Message
 from context_harness.upstream.session import Upstream
-from context_harness.workers.bridge import ServerCredentials
+from context_harness.workers.bridge import ServerCredentials, refusal_message
 from context_harness.workers.check_stdio import nearby_local_entries, probe_local
-from context_harness.workers.probe import NEXT_ACTION, Probe, converse, object_or_empty, text_or_none
+from context_harness.workers.probe import (
+    NEXT_ACTION,
+    Answer,
+    Probe,
+    converse,
+    discover_modern,
+    object_or_empty,
+    text_or_none,
+)
 
 log = structlog.get_logger(__name__)
+
+CHALLENGE_SHOWN_CHARS = 200  # of a refusal's WWW-Authenticate, kept for `status`: a scope list, not a novel
 
 
 class Checker:
@@ -79,9 +93,11 @@ class Checker:
 
         return list(await asyncio.gather(*(probe(name) for name in names)))
 
-    async def probe_server(self, name: str, timeout_s: float) -> Probe:
-        """A remote server, through the bridge's upstream session with the stored credential (if any)."""
-        url = await self.oauth.server_url_off_loop(name)
+    async def probe_server(self, name: str, timeout_s: float, at: tuple[str, dict[str, str]] | None = None) -> Probe:
+        """A remote server, through the bridge's upstream session with the stored credential (if any) and the
+        static headers recorded for it; `at`: another URL and headers to ask it at (`chctl doctor`'s, from a
+        config entry)."""
+        url = Success(at[0]) if at is not None else await self.oauth.server_url_off_loop(name)
         if isinstance(url, Failure):
             return Probe(name, "config", "failed", url.error, url.hint)
         proxy = self.http.network.proxies.for_url(url.value)
@@ -92,10 +108,12 @@ class Checker:
         credentials = ServerCredentials(name, self.tokens, self.oauth)
         started = time.monotonic()
         conversation = _Conversation()
-        upstream = Upstream(name, url.value, self.http(), credentials, conversation.deliver)
+        headers = at[1] if at is not None else self._static_headers(name, url.value)
+        upstream = Upstream(name, url.value, self.http(), credentials, conversation.deliver, headers=headers)
         try:
             async with asyncio.timeout(timeout_s), upstream.carrying():
                 probe = await _talk(name, upstream, conversation)
+                await self._keep_refusal(name, upstream, credentials)
         except TimeoutError:
             probe = Probe(
                 name, "timeout", "failed", f"{name} did not answer within {timeout_s:g} s", NEXT_ACTION["timeout"]
@@ -103,8 +121,38 @@ class Checker:
         finally:
             await upstream.close()
         elapsed_ms = round((time.monotonic() - started) * 1000)
+        probe = _with_scopes_wanted(probe, self.oauth.states.peek(name))
         log.info("server_checked", server=name, outcome=probe.outcome, elapsed_ms=elapsed_ms)
         return replace(probe, elapsed_ms=elapsed_ms, proxy=where)
+
+    def _static_headers(self, name: str, url: str) -> dict[str, str]:
+        return static_headers(name, url, self.bindings.for_server(name), self.tokens.load(name))
+
+    async def _keep_refusal(self, name: str, upstream: Upstream, credentials: ServerCredentials) -> None:
+        """A refusal the probe met is kept (the session's auth flow did that) with what the server's challenge
+        said: `chctl status` and `doctor` show it until a request succeeds."""
+        status, challenge_text = upstream.last_answer or (None, None)
+        challenge = parse_www_authenticate(challenge_text)
+        if status not in (401, 403) or credentials.header() is None or challenge is None:
+            return
+        if challenge.error == "insufficient_scope":
+            return  # step-up: the scopes it wants are in the state already (`step_up.scope_refused`)
+        said = ", ".join(f"{k}={v}" for k, v in (("error", challenge.error), ("scope", challenge.scope)) if v)
+        said = said[:CHALLENGE_SHOWN_CHARS]
+        if said:
+            message = refusal_message(status, self.tokens.load(name))
+            await credentials.refused(status, f"{message} (WWW-Authenticate: {said})")
+
+
+def _with_scopes_wanted(probe: Probe, state: ServerState | None) -> Probe:
+    """A server that answers, but refused an agent's call for lack of scope: that needs a person too."""
+    if probe.level != "ok" or state is None or not state.scopes_wanted:
+        return probe
+    wanted = " ".join(state.scopes_wanted)
+    message = f"{probe.name} answers, but refused a call for lack of scope {wanted} (insufficient_scope)"
+    return replace(
+        probe, outcome="forbidden", level="attention", message=message, next_action=f"`chctl auth {probe.name}`"
+    )
 
 
 class _Conversation:
@@ -112,32 +160,39 @@ class _Conversation:
 
     def __init__(self) -> None:
         self._ids = itertools.count(1)
-        self._waiters: dict[str, asyncio.Future[dict[str, Any]]] = {}
+        self._waiters: dict[str, asyncio.Future[Message]] = {}
 
-    async def deliver(self, message: dict[str, Any]) -> None:
-        waiter = self._waiters.get(str(message.get("id")))
-        if waiter is not None and not waiter.done() and "method" not in message:
+    async def deliver(self, message: Message) -> None:
+        waiter = self._waiters.get(str(message.id))
+        if waiter is not None and not waiter.done() and not message.has("method"):
             waiter.set_result(message)
 
-    async def ask(self, upstream: Upstream, method: str, params: dict[str, Any]) -> dict[str, Any]:
+    async def ask(self, upstream: Upstream, method: str, params: dict[str, Any]) -> Answer:
         request_id = f"chctl-check-{next(self._ids)}"
-        waiter: asyncio.Future[dict[str, Any]] = asyncio.get_running_loop().create_future()
+        waiter: asyncio.Future[Message] = asyncio.get_running_loop().create_future()
         self._waiters[request_id] = waiter
-        upstream.submit({"jsonrpc": "2.0", "id": request_id, "method": method, "params": params})
+        upstream.submit(await Message.of({"jsonrpc": "2.0", "id": request_id, "method": method, "params": params}))
         try:
-            return await waiter
+            return await Answer.read(await waiter)
         finally:
             del self._waiters[request_id]
 
 
 async def _talk(name: str, upstream: Upstream, conversation: _Conversation) -> Probe:
-    async def ask(method: str, params: dict[str, Any]) -> dict[str, Any]:
+    async def ask(method: str, params: dict[str, Any]) -> Answer:
         return await conversation.ask(upstream, method, params)
 
     async def notify(method: str) -> None:
-        upstream.submit({"jsonrpc": "2.0", "method": method})
+        upstream.submit(await Message.of({"jsonrpc": "2.0", "method": method}))
 
-    return await converse(name, ask, notify, lambda error: _failed(name, upstream, error))
+    def refused(_error: Any) -> bool:
+        """The discovery failed for a reason `initialize` would meet too: unreachable, or no credential."""
+        status = upstream.last_answer[0] if upstream.last_answer else None
+        return upstream.last_reach_failure is not None or status in (401, 403)
+
+    failed = lambda error: _failed(name, upstream, error)  # noqa: E731
+    probe = await discover_modern(name, ask, failed, refused)
+    return probe or await converse(name, ask, notify, failed)
 
 
 def _failed(name: str, upstream: Upstream, error: Any) -> Probe:
@@ -153,16 +208,12 @@ def _failed(name: str, upstream: Upstream, error: Any) -> Probe:
         return Probe(name, kind, "failed", message, hint or NEXT_ACTION.get(kind))
     status, challenge_text = upstream.last_answer or (None, None)
     challenge = parse_www_authenticate(challenge_text)
-    if status == 401 or data.get("code") in ("AUTH_REQUIRED", "TOKEN_EXPIRED"):
-        said = f" (WWW-Authenticate error={challenge.error})" if challenge and challenge.error else ""
-        return Probe(name, "unauthorized", "attention", f"401{said}: {message}", hint or f"`chctl auth {name}`")
     if status == 403:
         error, scope = (challenge.error, challenge.scope) if challenge else (None, None)
         said = f" ({error}{f', needs {scope}' if scope else ''})" if error else ""
-        action = (
-            f"`chctl auth {name} --scope {scope}`"
-            if scope
-            else f"log in with the scopes the server needs: `chctl auth {name} --scope ...`, or ask for access"
-        )
+        action = hint or f"log in with the scopes the server needs: `chctl auth {name} --scope ...`, or ask for access"
         return Probe(name, "forbidden", "attention", f"403{said}: {message}", action)
+    if status == 401 or data.get("code") in ("AUTH_REQUIRED", "TOKEN_EXPIRED"):
+        said = f" (WWW-Authenticate error={challenge.error})" if challenge and challenge.error else ""
+        return Probe(name, "unauthorized", "attention", f"401{said}: {message}", hint or f"`chctl auth {name}`")
     return Probe(name, "protocol", "failed", message, hint or NEXT_ACTION["protocol"])

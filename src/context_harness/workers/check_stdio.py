@@ -23,7 +23,7 @@ from context_harness.services.config_service import ConfigService, ConfigTarget
 from context_harness.services.local_commands import registered_command, unregistered
 from context_harness.services.mcp_service import MCPService
 from context_harness.stores.bindings import Binding
-from context_harness.workers.probe import NEXT_ACTION, Probe, converse
+from context_harness.workers.probe import NEXT_ACTION, Answer, Probe, converse
 
 # A server's stdout line (a tools/list with large schemas) may be long; beyond this it is not a sane answer.
 MAX_LINE_BYTES = 16 * 1024 * 1024
@@ -133,7 +133,7 @@ async def _talk(name: str, process: asyncio.subprocess.Process) -> Probe:
         stdin.write(json.dumps(message, separators=(",", ":")).encode() + b"\n")
         await stdin.drain()
 
-    async def ask(method: str, params: dict[str, Any]) -> dict[str, Any]:
+    async def ask(method: str, params: dict[str, Any]) -> Answer:
         request_id = f"chctl-check-{next(ids)}"
         await send({"jsonrpc": "2.0", "id": request_id, "method": method, "params": params})
         while line := await stdout.readline():
@@ -142,7 +142,7 @@ async def _talk(name: str, process: asyncio.subprocess.Process) -> Probe:
             except ValueError:
                 continue  # not JSON-RPC (a stray print): an agent's SDK skips it too
             if isinstance(message, dict) and message.get("id") == request_id and "method" not in message:
-                return message
+                return Answer.of(message)
         raise _Exited
 
     async def notify(method: str) -> None:

@@ -11,11 +11,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import os
 from pathlib import Path
 from typing import Any
 
 import structlog
 
+from context_harness.primitives.peercred import listener_uid
 from context_harness.primitives.relay_errors import relay_error
 from context_harness.primitives.result import ErrorCode, Failure, Result, Success
 from context_harness.stores.bindings import Binding, BindingStore
@@ -34,6 +36,23 @@ def _unreachable(path: Path) -> Failure:
         f"the laptop's daemon is not reachable through {path}",
         ErrorCode.DAEMON_UNAVAILABLE,
         "reconnect the SSH session that forwards it (`chctl remote ssh-config HOST` on the laptop shows how)",
+    )
+
+
+def _foreign(writer: asyncio.StreamWriter, path: Path) -> Failure | None:
+    """Why the listener on `path` is not to be talked to (another uid's, or one the kernel cannot name); None
+    when it is the user's own."""
+    sock = writer.get_extra_info("socket")
+    uid, mine = (listener_uid(sock, path) if sock is not None else None), os.getuid()
+    if uid == mine:
+        return None
+    who = "an unknown user" if uid is None else f"uid {uid}"
+    return Failure(
+        f"refusing the delegate socket {path}: it is served by {who}, not by you (uid {mine}); nothing was sent to it",
+        ErrorCode.DAEMON_UNTRUSTED,
+        "another user may be listening there for your sessions: set CH_DELEGATE_SOCKET to the path your own SSH "
+        "forward creates, in a directory only you can write (`chctl remote ssh-config HOST` on the laptop shows "
+        "it), and have the other socket removed",
     )
 
 
@@ -56,6 +75,10 @@ async def _request(
     try:
         async with asyncio.timeout(wait_s):
             reader, writer = await asyncio.open_unix_connection(str(path), limit=MAX_LINE_BYTES)
+            foreign = _foreign(writer, path)
+            if foreign is not None:
+                writer.close()
+                return foreign, None
             request = {"jsonrpc": "2.0", "id": 1, "method": method, "params": params}
             writer.write(json.dumps(request, separators=(",", ":")).encode() + b"\n")
             await writer.drain()

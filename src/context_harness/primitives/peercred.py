@@ -5,6 +5,7 @@ from __future__ import annotations
 import socket
 import struct
 import sys
+from pathlib import Path
 
 _LINUX_UCRED = struct.Struct("3i")  # pid, uid, gid
 _MACOS_SOL_LOCAL = 0
@@ -34,3 +35,14 @@ def peer_ids(sock: socket.socket) -> tuple[int | None, int | None]:
     except OSError:
         return None, None
     return None, None
+
+
+def listener_uid(sock: socket.socket, path: Path) -> int | None:
+    """The uid of whoever listens on `path`, `sock` being our connection to it: the kernel's word where it gives
+    one, else the socket file's owner (its listener bound it); None when neither can be had."""
+    if sys.platform.startswith("linux") or sys.platform == "darwin":
+        return peer_uid(sock)
+    try:
+        return path.stat().st_uid
+    except OSError:
+        return None
