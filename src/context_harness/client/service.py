@@ -43,7 +43,7 @@ from context_harness.client.service_plan import (
     describe,
     execute,
 )
-from context_harness.net.ca_bundle import untrusted_because
+from context_harness.primitives.path_trust import untrusted_because
 from context_harness.primitives.result import ErrorCode, Failure
 
 DAEMON_EXECUTABLE = "context-harnessd"
