@@ -233,6 +233,9 @@ def test_status_json_lists_servers_with_bound_configs(daemon: DaemonProcess, use
         "last_token_read_at": None,
         "shared": False,
         "via": None,
+        "login": None,  # an API key: no kind of login
+        "idp": None,
+        "fix": None,
         "scopes_wanted": [],
         # CH_SECRET_STORE=file (the tests' default): the token file, and the config or the `{file:}` file.
         "secret_at": [

@@ -182,7 +182,8 @@ async def test_revoke_outcomes(session: aiohttp.ClientSession) -> None:
             client_secret=CLIENT_SECRET,
             auth_method="client_secret_post",
         )
-        assert isinstance(fourth, Failure) and fourth.code is ErrorCode.OAUTH_ERROR
+        # INVALID_CLIENT: a signed revocation tries its other audience on it (machine_grants.revoke_signed)
+        assert isinstance(fourth, Failure) and fourth.code is ErrorCode.INVALID_CLIENT
     assert endpoint.forms[0] == {"token": "tok", "token_type_hint": "refresh_token", "client_id": "client-1"}
     assert endpoint.forms[3]["client_secret"] == CLIENT_SECRET
 

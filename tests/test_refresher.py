@@ -184,29 +184,25 @@ def notifications(path: Path) -> list[dict[str, str]]:
 def test_refresh_is_planned_at_three_quarters_of_the_lifetime_with_a_few_percent_jitter() -> None:
     rng = random.Random(1)
     tokens = OAuthTokens(access_token="a", issued_at=1000.0, expires_at=1000.0 + 3600)
-    credential = Credential(name="s", kind="oauth", state=TokenState.ACTIVE, tokens=tokens)
-    times = [refresh_time(credential, 0.75, 0.05, rng, now=1000.0) - 1000.0 for _ in range(500)]
+    times = [refresh_time(tokens, 0.75, 0.05, rng, now=1000.0) - 1000.0 for _ in range(500)]
     assert all(2700 - 180 <= t <= 2700 + 180 for t in times)
     assert max(times) - min(times) > 200  # really jittered, not one instant for every token
 
 
 def test_a_one_second_token_is_refreshed_no_sooner_than_the_minimum_spacing() -> None:
     tokens = OAuthTokens(access_token="a", issued_at=1000.0, expires_at=1001.0)
-    credential = Credential(name="s", kind="oauth", state=TokenState.ACTIVE, tokens=tokens)
-    assert refresh_time(credential, 0.75, 0.05, random.Random(1), now=1000.0, min_spacing_s=10.0) == 1010.0
+    assert refresh_time(tokens, 0.75, 0.05, random.Random(1), now=1000.0, min_spacing_s=10.0) == 1010.0
 
 
 def test_an_absurd_expiry_counts_as_a_one_year_lifetime() -> None:
     tokens = OAuthTokens(access_token="a", issued_at=1000.0, expires_at=1e300)
-    credential = Credential(name="s", kind="oauth", state=TokenState.ACTIVE, tokens=tokens)
-    due = refresh_time(credential, 0.75, 0.0, random.Random(1), now=1000.0)
+    due = refresh_time(tokens, 0.75, 0.0, random.Random(1), now=1000.0)
     assert due == 1000.0 + 0.75 * 365 * 24 * 3600
 
 
 def test_a_token_without_expiry_is_treated_as_a_one_hour_token() -> None:
     tokens = OAuthTokens(access_token="a", issued_at=500.0, expires_at=None)
-    credential = Credential(name="s", kind="oauth", state=TokenState.ACTIVE, tokens=tokens)
-    assert refresh_time(credential, 0.75, 0.0, random.Random(1), now=500.0) == 500.0 + 2700
+    assert refresh_time(tokens, 0.75, 0.0, random.Random(1), now=500.0) == 500.0 + 2700
 
 
 def test_backoff_grows_exponentially_with_full_jitter_up_to_the_cap() -> None:
@@ -298,6 +294,30 @@ async def test_a_timeout_is_transient(make_harness: Callable[..., Any], endpoint
     h = await make_harness(url)
     await eventually(lambda: h.credential().tokens.access_token == "new-access-1", what="refreshed after timeout")
     assert len(scripted.forms) == 2
+
+
+async def test_a_refresh_answered_after_its_deadline_is_taken_and_its_refresh_token_is_never_sent_twice(
+    make_harness: Callable[..., Any], endpoint: Callable[..., Any]
+) -> None:
+    holder: list[ScriptedTokenEndpoint] = []
+
+    async def hung_then_answers(request: web.Request) -> web.StreamResponse:
+        await holder[0].release.wait()  # a server that hangs, then handles what it was sent: the token rotates
+        return web.json_response(issued(1))
+
+    # What a server with reuse detection answers the same refresh token sent again: the grant is revoked.
+    replayed = respond(400, {"error": "invalid_grant", "error_description": "refresh token reused, grant revoked"})
+    url, scripted = await endpoint(hung_then_answers, replayed)
+    holder.append(scripted)
+    h = await make_harness(url)  # due now; a 0.5 s deadline, backoff from 0.2 s
+    state = h.oauth.states.get("srv")
+    await eventually(lambda: state.attempts >= 3, what="several attempts while the server hangs")
+    assert len(scripted.forms) == 1  # the refresh token was sent once
+    assert h.state() is TokenState.RETRYING and "its answer is still awaited" in (state.last_error or "")
+    scripted.release.set()  # the server answers the request it kept
+    await eventually(lambda: h.credential().tokens.refresh_token == "new-refresh-1", what="the late answer stored")
+    assert h.credential().tokens.access_token == "new-access-1" and h.state() is TokenState.ACTIVE
+    assert len(scripted.forms) == 1
 
 
 async def test_connection_closed_mid_response_is_transient_and_the_token_file_stays_whole(
@@ -625,9 +645,13 @@ async def test_a_login_nobody_waits_for_is_cancelled_and_frees_its_port(
 ) -> None:
     url, _ = await endpoint(respond(200, issued(1)))
     h = await make_harness(url, issued_ago=0, expires_in=3600)
+    # The refresher's first repair records the harness's URL for the credential; then the server moves to the
+    # world's (as `chctl add --url` records it), with no repair left to race.
+    await eventually(lambda: h.credential().server_url is not None, timeout_s=5, what="URL recorded")
     async with running_world(FakeWorld()) as world:
         h.config_path.write_text(f'{{"mcp": {{"srv": {{"type": "remote", "url": "{world.server_url}"}}}}}}')
         h.oauth.mcp.bindings.bind("srv", Binding(path=str(h.config_path), url=world.server_url))  # `chctl add`
+        h.tokens.save(h.credential().model_copy(update={"server_url": world.server_url}))
         flows = AuthFlows(h.oauth, abandoned_after_s=0.3)
         started = await flows.start("srv", AuthOptions(timeout_s=600))
         assert isinstance(started, Success)

@@ -4,9 +4,12 @@ password shows nowhere."""
 
 from __future__ import annotations
 
+import asyncio
 import json
+from typing import Any
 
 import pytest
+from aiohttp import web
 
 from context_harness.primitives.outside_values import url_problem
 from tests.support.daemon import DaemonProcess, chctl
@@ -54,3 +57,23 @@ async def test_a_recorded_url_with_user_info_is_a_clear_error_for_the_bridge_and
     assert (probe["outcome"], probe["level"]) == ("config", "failed") and "user name or password" in probe["message"]
     assert server.seen_headers == []  # nothing was sent, least of all the key
     assert PASSWORD not in json.dumps(reply) + checked.stdout + checked.stderr + daemon.log()
+
+
+async def test_an_identity_provider_with_user_info_is_refused_and_sent_nothing(
+    daemon: DaemonProcess, user_env: UserEnv, aiohttp_server: Any
+) -> None:
+    seen: list[str] = []
+
+    async def record(request: web.Request) -> web.Response:
+        seen.append(request.headers.get("Authorization", "no authorization"))
+        return web.Response(status=404)
+
+    app = web.Application()
+    app.router.add_route("*", "/{tail:.*}", record)
+    idp = await aiohttp_server(app)
+    issuer = f"http://user:{PASSWORD}@127.0.0.1:{idp.port}"
+    added = await asyncio.to_thread(chctl, user_env, "idp", "add", "corp", "--issuer", issuer, "--client-id", "c")
+    assert added.returncode != 0
+    assert "user name or password" in added.stderr and "--client-secret" in added.stderr
+    assert seen == []  # not even its metadata was asked for, with the password as Basic auth
+    assert PASSWORD not in added.stdout + added.stderr + daemon.log()

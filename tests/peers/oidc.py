@@ -52,6 +52,12 @@ class OidcConfig:
     token_delay_ms: int = 0  # the token endpoint answers this much later: a refresh stays in flight a while
     tls_cert: str | None = None  # PEM files: serve HTTPS (the issuer is then https://)
     tls_key: str | None = None
+    client_credentials: bool = False  # the client credentials grant, for extra_clients that list it
+    id_token_ttl: int = 3600
+    registration_management: bool = False  # RFC 7592: DELETE /reg/<id> removes a registered client
+    # A company identity provider too: RFC 8693 exchange of its ID tokens for ID-JAGs (see oidc_server.mjs).
+    token_exchange: bool = False
+    id_jag_client_id: str | None = None  # the client_id an ID-JAG names (default: the requesting client's)
     issuer_host: str = "127.0.0.1"  # a CH_TEST_HOSTS name: the issuer is reached by that name (through a proxy)
 
     def to_json(self, introspection_secret: str) -> str:
@@ -74,6 +80,11 @@ class OidcConfig:
                 "introspectionClientSecret": introspection_secret,
                 "tlsCert": self.tls_cert,
                 "tlsKey": self.tls_key,
+                "clientCredentials": self.client_credentials,
+                "idTokenTTL": self.id_token_ttl,
+                "registrationManagement": self.registration_management,
+                "tokenExchange": self.token_exchange,
+                "idJagClientId": self.id_jag_client_id,
                 "issuerHost": self.issuer_host,
             }
         )

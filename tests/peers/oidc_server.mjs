@@ -47,6 +47,18 @@
 //                         says, as FastMCP does (stock oidc-provider takes Basic and the form alike).
 //                         (default false)
 //   tlsCert / tlsKey      PEM files: serve HTTPS with them, and the issuer is https://127.0.0.1:<port>.
+//   clientCredentials     true: the client credentials grant (SEP-1046) for clients that list it (default false).
+//   idTokenTTL            seconds an ID token lasts (default 3600).
+//   registrationManagement  true: RFC 7592 for dynamically registered clients (DELETE /reg/<id> with the
+//                         registration access token removes the client: its secret is revoked). Default false.
+//   tokenExchange         true: this provider is also a company identity provider for enterprise-managed
+//                         authorization (SEP-990): an RFC 8693 token exchange of one of its own ID tokens
+//                         (subject_token_type id_token, requested_token_type id-jag, audience, resource) for an
+//                         ID-JAG signed with its key (header typ oauth-id-jag+jwt; claims iss, sub, aud = the
+//                         audience, resource, client_id, jti, iat, exp), through oidc-provider's extension point
+//                         registerGrantType. The ID token must be of the requesting client, signed here, unexpired.
+//   idJagClientId         the `client_id` the ID-JAG names (the MCP client's id at the MCP authorization server;
+//                         an IdP is told it out of band, SEP-990 §6.1). Default: the requesting client's id.
 //   issuerHost            the host in the issuer (default 127.0.0.1), e.g. a name the tests map to
 //                         127.0.0.1 (tests/peers/mapped_hosts.py) so that a client's traffic goes through a proxy.
 //
@@ -60,6 +72,7 @@ import * as fs from 'node:fs';
 import * as http from 'node:http';
 import * as https from 'node:https';
 
+import { SignJWT } from 'jose';
 import Provider, { errors } from 'oidc-provider';
 
 function readConfig() {
@@ -86,17 +99,26 @@ const settings = {
   offlineAccessNeedsPromptConsent: config.offlineAccessNeedsPromptConsent ?? false,
   strictClientAuthMethod: config.strictClientAuthMethod ?? false,
   tokenDelayMs: config.tokenDelayMs ?? 0,
+  clientCredentials: config.clientCredentials ?? false,
+  idTokenTTL: config.idTokenTTL ?? 3600,
+  registrationManagement: config.registrationManagement ?? false,
+  tokenExchange: config.tokenExchange ?? false,
+  idJagClientId: config.idJagClientId ?? null,
 };
+const ID_TOKEN_TYPE = 'urn:ietf:params:oauth:token-type:id_token';
+const ID_JAG_TYPE = 'urn:ietf:params:oauth:token-type:id-jag';
+const TOKEN_EXCHANGE = 'urn:ietf:params:oauth:grant-type:token-exchange';
 
 function resourceAccepted(indicator) {
   if (settings.resources) return settings.resources.includes(indicator);
   return typeof indicator === 'string' && indicator.startsWith(settings.resourcePrefix);
 }
 
+// A fresh RS256 key per process instead of oidc-provider's shared development keys; it signs ID-JAGs too.
+const { privateKey: signingKey } = crypto.generateKeyPairSync('rsa', { modulusLength: 2048 });
+
 function signingKeys() {
-  // A fresh RS256 key per process instead of oidc-provider's shared development keys.
-  const { privateKey } = crypto.generateKeyPairSync('rsa', { modulusLength: 2048 });
-  return { keys: [{ ...privateKey.export({ format: 'jwk' }), use: 'sig', alg: 'RS256', kid: 'peer-rs256' }] };
+  return { keys: [{ ...signingKey.export({ format: 'jwk' }), use: 'sig', alg: 'RS256', kid: 'peer-rs256' }] };
 }
 
 function providerConfiguration() {
@@ -127,7 +149,9 @@ function providerConfiguration() {
     pkce: { required: () => true },
     features: {
       devInteractions: { enabled: true },
+      clientCredentials: { enabled: settings.clientCredentials },
       registration: { enabled: settings.registration, initialAccessToken: false },
+      registrationManagement: { enabled: settings.registrationManagement },
       introspection: {
         enabled: true,
         // Confidential clients (resource servers) may introspect any token; public clients only their own.
@@ -163,6 +187,7 @@ function providerConfiguration() {
       RefreshToken: () => settings.refreshTokenTTL,
       Grant: () => Math.max(settings.refreshTokenTTL, 14 * 24 * 60 * 60),
       Session: () => 14 * 24 * 60 * 60,
+      IdToken: () => settings.idTokenTTL,
       Interaction: () => 60 * 60,
     },
   };
@@ -230,6 +255,37 @@ if (settings.tokenDelayMs > 0) {
     }
     await next();
   });
+}
+if (settings.tokenExchange) {
+  // RFC 8693 at the identity provider (SEP-990 §4): one of our own ID tokens in, an ID-JAG out.
+  provider.registerGrantType(TOKEN_EXCHANGE, async (ctx) => {
+    const { params, client } = ctx.oidc;
+    if (params.subject_token_type !== ID_TOKEN_TYPE || params.requested_token_type !== ID_JAG_TYPE) {
+      throw new errors.InvalidRequest('subject_token_type id_token and requested_token_type id-jag are required');
+    }
+    if (!params.subject_token || !params.audience || !params.resource) {
+      throw new errors.InvalidRequest('subject_token, audience and resource are required');
+    }
+    let payload;
+    try {
+      ({ payload } = await provider.IdToken.validate(params.subject_token, client));
+    } catch {
+      throw new errors.InvalidGrant('the subject token is not an ID token this provider issued to this client');
+    }
+    const now = Math.floor(Date.now() / 1000);
+    if (payload.exp <= now) {
+      throw new errors.InvalidGrant('the ID token has expired');
+    }
+    const claims = { sub: payload.sub, resource: params.resource, client_id: settings.idJagClientId ?? client.clientId };
+    if (params.scope) claims.scope = params.scope;
+    const idJag = await new SignJWT(claims)
+      .setProtectedHeader({ alg: 'RS256', kid: 'peer-rs256', typ: 'oauth-id-jag+jwt' })
+      .setIssuer(issuer).setAudience(params.audience).setIssuedAt(now).setExpirationTime(now + 300)
+      .setJti(crypto.randomUUID())
+      .sign(signingKey);
+    console.error('token_exchange_granted', params.audience);
+    ctx.body = { access_token: idJag, issued_token_type: ID_JAG_TYPE, token_type: 'N_A', expires_in: 300 };
+  }, ['subject_token', 'subject_token_type', 'requested_token_type', 'audience', 'resource', 'scope']);
 }
 // Outcomes go to stderr (the fixture's log file) for debugging; error codes only, never token values.
 provider.on('server_error', (ctx, error) => console.error('server_error', ctx.path, error));

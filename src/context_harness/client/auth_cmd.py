@@ -24,6 +24,7 @@ if TYPE_CHECKING:  # chctl imports this module to build its parser, for most com
     from typing import Any
 
 CANCEL_ON = (KeyboardInterrupt,)
+MAX_KEY_FILE_BYTES = 64 * 1024  # a PEM private key is a few KiB; the daemon refuses a larger one anyway
 LIVE_INTERVAL_S = 1.0  # the waiting line on a terminal shows seconds
 PLAIN_INTERVAL_S = 60.0  # ... elsewhere (a log, a pipe), one line a minute is enough
 
@@ -47,6 +48,12 @@ def add_auth_parsers(sub: Any) -> None:
         help="how the client authenticates at the token endpoint (else what the server and registration say)",
     )
     p.add_argument("--scope", action="append", metavar="S", help="scope to ask for (repeatable)")
+    p.add_argument(
+        "--private-key",
+        metavar="FILE",
+        help="a server added with --client-credentials: a new PEM key (private_key_jwt)",
+    )
+    p.add_argument("--signing-alg", choices=["ES256", "RS256"], help="the key's algorithm (default ES256)")
     p.add_argument("--port", type=int, default=0, help="fixed callback port (exact redirect matching, ssh -L)")
     p.add_argument("--no-browser", action="store_true", help="print the URL; accept the pasted redirect URL")
     p.add_argument("--timeout", type=float, default=300.0, metavar="SECONDS", help="how long to wait (300)")
@@ -131,7 +138,24 @@ def open_browser(url: str) -> bool:
         return False
 
 
-def _client_secret(flag: str | None, prefix: str) -> str | None:
+def read_private_key(path: str, name: str, *, adding: bool) -> str:
+    """The PEM key in `path`, read here with the user's rights; a file that cannot be read is a clear error."""
+    from context_harness.client.rpc_client import RpcError
+
+    try:
+        with open(path, encoding="ascii") as file:
+            return file.read(MAX_KEY_FILE_BYTES)
+    except (OSError, UnicodeError) as exc:
+        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else "not a PEM text file"
+        hint = (
+            f"give `chctl add {name} --private-key FILE` a PEM file you can read"
+            if adding
+            else f"give `chctl auth {name} --private-key FILE` a PEM file you can read"
+        )
+        raise RpcError("INVALID_PARAMS", f"cannot read the key file {path}: {reason}", hint) from None
+
+
+def client_secret(flag: str | None, prefix: str) -> str | None:
     """From `--client-secret -` (a hidden prompt), the env var, or the flag itself (with a warning: argv is public)."""
     if flag == "-":
         import getpass
@@ -151,17 +175,22 @@ def auth_login(args: argparse.Namespace) -> int:
     prefix = env_prefix(args.name)
     params: dict[str, Any] = {"name": args.name, "port": args.port, "timeout_s": args.timeout}
     client_id = args.client_id or os.environ.get(f"{prefix}_CLIENT_ID")
-    client_secret = _client_secret(args.client_secret, prefix)
+    secret = client_secret(args.client_secret, prefix)
     if client_id:
         params["client_id"] = client_id
-        if client_secret:
-            params["client_secret"] = client_secret
+    if secret:  # a login without a browser takes a new secret alone; a browser login only with --client-id
+        params["client_secret"] = secret
+    if args.private_key:
+        params["private_key"] = read_private_key(args.private_key, args.name, adding=False)
+        params["signing_alg"] = args.signing_alg or "ES256"
     if args.scope:
         params["scopes"] = args.scope
     if args.token_auth_method:
         params["token_auth_method"] = args.token_auth_method
     deadline = time.monotonic() + args.timeout  # the daemon's clock starts during auth.start
     started = call("auth.start", params)
+    if started.get("result") is not None:  # a login without a browser: done already
+        return _print_logged_in(args, started["result"])
     flow_id, url = started["flow_id"], started["authorization_url"]
     print(printable(url), flush=True)
     opened = False if args.no_browser else open_browser(url)
@@ -188,12 +217,17 @@ def auth_login(args: argparse.Namespace) -> int:
             pass
         print(("\n" if live else "") + f"cancelled the login to {args.name}", file=sys.stderr)
         raise
+    return _print_logged_in(args, result)
+
+
+def _print_logged_in(args: argparse.Namespace, result: dict[str, Any]) -> int:
     if args.json:
         print_json(result)
         return 0
+    renewed = result["has_refresh_token"] or result.get("login") in ("client_credentials", "idp")
     print(
         f"logged in to {args.name}: {_expiry(result['expires_at'])}"
-        + ("" if result["has_refresh_token"] else "; no refresh token was issued, so a new login is due then")
+        + ("" if renewed else "; no refresh token was issued, so a new login is due then")
     )
     for path in result["configs"]:
         print(f"  header written to {path}")

@@ -20,6 +20,7 @@ from context_harness.client.output import (
     print_error,
     print_hint,
     print_json,
+    secret_words,
     table,
     terminal_width,
     use_colour,
@@ -109,35 +110,33 @@ def cmd_status(args: argparse.Namespace) -> int:
             [
                 s["name"] + (" (shared)" if s.get("shared") else ""),
                 words,
-                s["auth_type"],
+                _auth(s),
                 when(s["expires_at"], now),
                 when(s["next_refresh_at"], now),
                 s.get("mode") or "-",
-                secret_at(s.get("secret_at") or []),
+                secret_words(s.get("secret_at") or []),
                 str(len(s["configs"])),
                 str(len(s.get("bridges") or [])),
                 "" if s["state"] == "retrying" else s["last_error"] or s.get("note") or "",  # retrying: in STATE
             ]
         )
     print(table(rows, colours if use_colour() else None, colour_column=1, width=width, fit=STATUS_FIT))
+    if result.get("idps"):
+        from context_harness.client.idp_cmd import IDP_FIT, idp_table
+
+        print()
+        print(table(idp_table(result["idps"], now), width=width, fit=IDP_FIT))
     return 0
 
 
-# `chctl status`'s SECRET AT column: each place a secret rests, in a word (`--json` and doctor give the paths).
-PLACE_WORDS = {
-    "keychain": "keychain",
-    "token_file": "token file",
-    "config": "config",
-    "secret_file": "{file:}",
-    "client_file": "client file",
-}
-
-
-def secret_at(places: list[dict[str, Any]]) -> str:
-    if not places:
-        return "-"
-    words = [PLACE_WORDS.get(p["where"], p["where"]) + ("!" if p.get("problem") else "") for p in places]
-    return " + ".join(dict.fromkeys(words)) + (" only" if set(words) == {"keychain"} else "")
+def _auth(server: dict[str, Any]) -> str:
+    """The AUTH column: the kind of credential, and of login for OAuth (the IdP a token is derived from)."""
+    login = server.get("login")
+    if login == "client_credentials":
+        return "client credentials"
+    if login == "idp":
+        return f"idp {server.get('idp')}"
+    return str(server["auth_type"])
 
 
 def cmd_bridge(args: argparse.Namespace) -> int:
@@ -260,6 +259,7 @@ def build_parser() -> argparse.ArgumentParser:
         check_cmd,
         completion,
         config_cmd,
+        idp_cmd,
         import_cmd,
         logs,
         remote_cmd,
@@ -280,6 +280,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     _add_own_parsers(sub)
     auth_cmd.add_auth_parsers(sub)
+    idp_cmd.add_idp_parsers(sub)
     check_cmd.add_check_parser(sub)
     token_cmd.add_token_parser(sub)
     import_cmd.add_import_parser(sub)

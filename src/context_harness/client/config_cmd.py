@@ -151,8 +151,30 @@ def _add_arguments(p: argparse.ArgumentParser) -> None:
         help="bridge or header, for every --client (default: header for opencode, bridge for the others); "
         "helper, for claude-code only: Claude runs `chctl token NAME --json` at each connect",
     )
+    _machine_arguments(p)
     add_json_flag(p)
     p.set_defaults(func=cmd_add, usage_error=p.error)
+
+
+def _machine_arguments(p: argparse.ArgumentParser) -> None:
+    """`chctl add`'s logins without a browser: client credentials, or a token from the company's IdP."""
+    login = p.add_mutually_exclusive_group()
+    login.add_argument(
+        "--client-credentials",
+        action="store_true",
+        help="log in as a machine (OAuth client credentials): the client's secret ($NAME_CLIENT_SECRET or "
+        "--client-secret -) or --private-key; no browser, the token is fetched now and renewed by the daemon",
+    )
+    login.add_argument(
+        "--idp", metavar="IDP", help="derive the token from your sign-in at this identity provider (`chctl idp add`)"
+    )
+    p.add_argument("--client-id", metavar="ID", help="with --client-credentials / --idp: your client id at the server")
+    p.add_argument(
+        "--client-secret", metavar="-", help="`-` asks for the client secret without echo (or set $NAME_CLIENT_SECRET)"
+    )
+    p.add_argument("--private-key", metavar="FILE", help="a PEM private key: authenticate with private_key_jwt")
+    p.add_argument("--signing-alg", choices=["ES256", "RS256"], help="the key's algorithm (default ES256)")
+    p.add_argument("--scope", action="append", metavar="S", help="scope to ask for (repeatable)")
 
 
 # --- argument helpers -----------------------------------------------------------------------------------
@@ -260,22 +282,16 @@ def cmd_add(args: argparse.Namespace) -> int:
     key = read_api_key(args)
     if key is not None:
         params["api_key"] = key
+    params.update(machine_params(args))
     result = _add_asking_for_a_key(args, params, key)
     if printed_as_json(args, result):
-        return 0
+        return 0 if "login_error" not in result else 1
     from context_harness.client.registry_add import print_registry_outcome
 
     _print_added(result)
     say_made_private(result.get("made_private") or {})
     print_registry_outcome(result)
-    name = result["name"]
-    if result["needs_auth"]:
-        if picked and picker.ask_yes(f"log in to {name} now?"):
-            return _log_in(name)
-        print(f"next: run `chctl auth {name}` to log in; the token is written here automatically")
-    elif result.get("needs_key"):
-        print(f"next: {name} answers 401 and offers no OAuth login: give it its key, `chctl add {name} -k KEY`")
-    return 0
+    return _next_step(result, picked)
 
 
 def _add_params(args: argparse.Namespace) -> dict[str, Any]:
@@ -330,6 +346,24 @@ def _add_asking_for_a_key(args: argparse.Namespace, params: dict[str, Any], key:
         if not params["api_key"]:
             raise
         return call("mcp.add", params)
+
+
+def _next_step(result: dict[str, Any], picked: bool) -> int:
+    """After `chctl add`: how its login without a person went, or what to run next (offered at once to a person
+    who picked the server)."""
+    if "login" in result or "login_error" in result:
+        return _machine_login_result(result)
+    name = result["name"]
+    if result["needs_auth"]:
+        if picked:
+            from context_harness.client import picker
+
+            if picker.ask_yes(f"log in to {name} now?"):
+                return _log_in(name)
+        print(f"next: run `chctl auth {name}` to log in; the token is written here automatically")
+    elif result.get("needs_key"):
+        print(f"next: {name} answers 401 and offers no OAuth login: give it its key, `chctl add {name} -k KEY`")
+    return 0
 
 
 def _print_added(result: dict[str, Any]) -> None:
@@ -418,3 +452,44 @@ def _log_in(name: str) -> int:
     parser = argparse.ArgumentParser(prog="chctl")
     add_auth_parsers(parser.add_subparsers(dest="command"))
     return auth_login(parser.parse_args(["auth", name]))
+
+
+def machine_params(args: argparse.Namespace) -> dict[str, Any]:
+    """The RPC params of `chctl add`'s login without a browser: the secret from the hidden prompt or the env, the
+    key read from its file here (it travels over the uid-checked socket, never on a command line)."""
+    from context_harness.client.auth_cmd import client_secret, env_prefix, read_private_key
+
+    machine = args.client_credentials or args.idp
+    if not machine:
+        if args.client_id or args.client_secret or args.private_key or args.signing_alg or args.scope:
+            args.usage_error(
+                "--client-id, --client-secret, --private-key and --scope need --client-credentials or --idp"
+            )
+        return {}
+    params: dict[str, Any] = {"client_credentials": True} if args.client_credentials else {"idp": args.idp}
+    prefix = env_prefix(args.name)
+    params["client_id"] = args.client_id or os.environ.get(f"{prefix}_CLIENT_ID")
+    if args.private_key:
+        params["private_key"] = read_private_key(args.private_key, args.name, adding=True)
+        params["signing_alg"] = args.signing_alg or "ES256"
+    else:
+        secret = client_secret(args.client_secret, prefix)
+        if secret:
+            params["client_secret"] = secret
+    if args.scope:
+        params["scopes"] = args.scope
+    return {k: v for k, v in params.items() if v is not None}
+
+
+def _machine_login_result(result: dict[str, Any]) -> int:
+    """What `chctl add` says of the first token of a login without a browser."""
+    from context_harness.client.output import print_error
+
+    if "login_error" in result:
+        error = result["login_error"]
+        print_error(error["code"], f"no token yet: {error['error']}", error.get("hint"))
+        return 1
+    login = result["login"]
+    kind = "client credentials" if login.get("login") == "client_credentials" else f"identity provider {login['idp']}"
+    print(f"got a token for {result['name']} ({kind}); the daemon renews it before it expires")
+    return 0

@@ -162,3 +162,22 @@ def _fitted(rows: list[list[str]], shown: list[int], cuts: list[int], width: int
 
 def _cut(text: str, width: int) -> str:
     return text if len(text) <= width else text[: width - 1] + "…"
+
+
+# `chctl status`'s and `chctl idp list`'s SECRET AT column: each place a secret rests, in a word (`--json` and
+# doctor give the paths).
+PLACE_WORDS = {
+    "keychain": "keychain",
+    "token_file": "token file",
+    "config": "config",
+    "secret_file": "{file:}",
+    "client_file": "client file",
+    "idp_file": "idp file",
+}
+
+
+def secret_words(places: list[dict[str, Any]]) -> str:
+    if not places:
+        return "-"
+    words = [PLACE_WORDS.get(p["where"], p["where"]) + ("!" if p.get("problem") else "") for p in places]
+    return " + ".join(dict.fromkeys(words)) + (" only" if set(words) == {"keychain"} else "")

@@ -23,8 +23,9 @@ def add_secrets_parser(sub: Any) -> None:
     p = sub.add_parser(
         "secrets",
         help="move stored secrets into the OS keychain or into the token and client files",
-        description="Move every stored secret (API keys, access and refresh tokens, client secrets) into the OS "
-        "keychain or into the 0600 token and client registration files. Each new copy is written and read back "
+        description="Move every stored secret (API keys, access and refresh tokens, client secrets and private "
+        "keys, identity provider sign-ins) into the OS keychain or into the 0600 token, client registration and "
+        "identity provider files. Each new copy is written and read back "
         "before the old one is removed. Where new secrets go is CH_SECRET_STORE's to say (auto, keyring, file).",
     )
     actions = p.add_subparsers(dest="action", required=True, metavar="ACTION")

@@ -25,7 +25,7 @@ def describe(server: dict[str, Any], now: float) -> tuple[str, str]:
     if state == "secret_unreadable":  # in the keychain, which did not give it (locked, not running)
         return "secret unreadable: keychain → chctl doctor", "red"
     if state in ("pending_auth", "needs_reauth"):
-        return f"needs login → chctl auth {name}", "red"
+        return f"needs login → {server.get('fix') or f'chctl auth {name}'}", "red"
     if state == "needs_key":
         return f"needs a key → chctl add {name} -k KEY", "red"
     if server.get("scopes_wanted"):
@@ -46,7 +46,8 @@ def describe(server: dict[str, Any], now: float) -> tuple[str, str]:
         return "ok (API key)", "green"
     if state == "no_auth":
         return "ok (no auth)", "green"
-    if state == "active" and server.get("expires_at") and not server.get("has_refresh_token", True):
+    renewed = server.get("has_refresh_token", True) or server.get("login") in ("client_credentials", "idp")
+    if state == "active" and server.get("expires_at") and not renewed:
         return f"expires {when(server['expires_at'], now)}, no refresh token", "yellow"
     if state == "active":
         return "ok", "green"

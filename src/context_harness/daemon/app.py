@@ -108,12 +108,14 @@ class Daemon:
         signal.pthread_sigmask(signal.SIG_UNBLOCK, HANDLED_SIGNALS)  # what arrived during start-up runs now
         log.info("daemon_started", pid=os.getpid(), socket=str(self.settings.socket_path), home=str(self.settings.home))
         services.refresher.start()
+        services.idp_refresher.start()
         sd_notify.notify("READY=1")
         await services.stop_requested.wait()
         sd_notify.notify("STOPPING=1")
         log.info("daemon_stopping")
         await services.flows.cancel_all()
         await services.refresher.stop()  # refreshes in flight finish their writes first
+        await services.idp_refresher.stop()
         if self.remote_server is not None:
             await self.remote_server.stop()
         await server.stop()

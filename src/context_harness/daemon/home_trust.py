@@ -19,13 +19,15 @@ import stat
 from pathlib import Path
 
 # What in CH_HOME steers the daemon: settings, the registry (URLs), bindings (where tokens are written),
-# tokens, client registrations, secret files, lock files and the registries' cached answers (URLs, again).
+# tokens, client registrations, identity providers, secret files, lock files and the registries' cached answers
+# (URLs, again).
 STEERING_ENTRIES = (
     "daemon.env",
     "registry.json",
     "bindings.json",
     "tokens",
     "clients",
+    "idps",
     "secrets",
     "locks",
     "cache",

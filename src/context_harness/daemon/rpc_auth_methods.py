@@ -7,6 +7,7 @@ import asyncio
 from pathlib import Path
 from typing import Any
 
+from context_harness.daemon.rpc_machine_methods import obtain_now
 from context_harness.daemon.rpc_methods import modes_changed, off_the_loop
 from context_harness.daemon.rpc_params import (
     AuthStartParams,
@@ -18,7 +19,8 @@ from context_harness.daemon.rpc_params import (
 )
 from context_harness.daemon.rpc_server import CALLER_PID
 from context_harness.daemon.services import Services
-from context_harness.primitives.result import Failure, Result, Success
+from context_harness.primitives.oauth import LoginKind
+from context_harness.primitives.result import ErrorCode, Failure, Result, Success
 from context_harness.services import auth_guidance
 from context_harness.services.oauth_service import AuthOptions
 
@@ -26,9 +28,18 @@ from context_harness.services.oauth_service import AuthOptions
 async def auth_start(s: Services, p: AuthStartParams) -> Result[dict[str, str]]:
     if (unknown := s.carrier.unknown(p.name)) is not None:
         return unknown
+    credential = s.tokens.load(p.name)
+    if credential is not None and credential.login is not LoginKind.BROWSER:
+        return await obtain_now(s, p, credential)
+    if p.private_key is not None:
+        return Failure(
+            f"{p.name} logs in in the browser: --private-key is for a server added with --client-credentials",
+            ErrorCode.INVALID_PARAMS,
+            f"`chctl add {p.name} --url URL --client-credentials --client-id ID --private-key FILE` sets one up",
+        )
     options = AuthOptions(
         client_id=p.client_id,
-        client_secret=p.client_secret,
+        client_secret=p.client_secret if p.client_id else None,
         scopes=p.scopes,
         port=p.port,
         timeout_s=p.timeout_s,
@@ -42,6 +53,8 @@ async def auth_wait(s: Services, p: FlowParams) -> Result[dict[str, Any]]:
     if isinstance(waited, Failure):
         return waited
     row = waited.value
+    if "made_private" in row or "configs" not in row:
+        return waited  # the laptop's answer says its own; an identity provider's sign-in writes no config
     return Success({**row, "made_private": modes_changed(s.config.take_narrowed(list(row["configs"])))})
 
 

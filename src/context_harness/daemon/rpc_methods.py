@@ -14,6 +14,7 @@ import structlog
 
 from context_harness import __version__
 from context_harness.config.format import DEFAULT_CLIENT, get_format
+from context_harness.daemon.rpc_machine_methods import machine_setup, set_up_after_add
 from context_harness.daemon.rpc_params import (
     AddParams,
     BridgeOpenParams,
@@ -32,6 +33,7 @@ from context_harness.primitives.result import Failure, Result, Success
 from context_harness.services import doctor, listings
 from context_harness.services.blocking_io import StillRunning, run_blocking, run_config_io
 from context_harness.services.config_service import ConfigTarget
+from context_harness.services.idp_service import idp_row
 from context_harness.services.mcp_service import AddRequest, client_format
 from context_harness.services.network_checks import network_checks
 from context_harness.services.registries import REGISTRY_URL_HINT
@@ -104,6 +106,9 @@ async def mcp_list(s: Services, p: TargetParams) -> Result[dict[str, Any]]:
 
 
 async def mcp_add(s: Services, p: AddParams) -> Result[dict[str, Any]]:
+    setup = machine_setup(p)  # checked before anything is written
+    if isinstance(setup, Failure):
+        return setup
     request = AddRequest(
         name=p.name,
         target=p.target(),
@@ -118,6 +123,7 @@ async def mcp_add(s: Services, p: AddParams) -> Result[dict[str, Any]]:
         mode=p.mode,
         clients=p.named_clients(),
         delegated_via=s.carrier.entry_via(p.name, url=p.url, command=p.command, registry_name=p.registry_name),
+        oauth=setup.value is not None,
     )
     registry: dict[str, Any] | None = None
     if p.registry_name is not None:  # `chctl add NAMESPACE/NAME`: the URL and headers are the registry's
@@ -130,6 +136,7 @@ async def mcp_add(s: Services, p: AddParams) -> Result[dict[str, Any]]:
         return added
     outcome = added.value  # `MCPService.add` announced the change: the header is written, the plan follows
     first = get_format(outcome.written[0].client)
+    login = await set_up_after_add(s, p.name, setup.value) if setup.value is not None else {}
     narrowed = s.config.take_narrowed([str(w.path) for w in outcome.written])
     return Success(
         {
@@ -137,13 +144,14 @@ async def mcp_add(s: Services, p: AddParams) -> Result[dict[str, Any]]:
             "path": str(outcome.path),
             "entry": first.mask(outcome.entry),
             "auth_type": outcome.auth_type.value,
-            "needs_auth": outcome.needs_auth,
+            "needs_auth": outcome.needs_auth and "login" not in login,
             "needs_key": outcome.needs_key,
             "configs": [
                 {"client": w.client, "path": str(w.path), "mode": w.mode, "new": w.new} for w in outcome.written
             ],
             "changes": list(outcome.changes),
             "not_written": outcome.not_written,
+            **login,
             "made_private": modes_changed(narrowed),
             "registry": registry,
         }
@@ -210,7 +218,8 @@ async def clients_list(s: Services, _: NoParams) -> Result[dict[str, Any]]:
 async def status(s: Services, _: NoParams) -> Result[dict[str, Any]]:
     rows = [row.as_dict() for row in await server_statuses(s)]
     await s.carrier.fill_in(rows)
-    return Success({"daemon": daemon_summary(s), "servers": rows})
+    idps = [idp_row(s.idps, name) for name in s.idps.store.names()]
+    return Success({"daemon": daemon_summary(s), "servers": rows, "idps": idps})
 
 
 async def check(s: Services, p: CheckParams) -> Result[dict[str, Any]]:
@@ -256,7 +265,8 @@ async def run_doctor(s: Services, p: DoctorParams) -> Result[dict[str, Any]]:
         *(s.checker.probe_server(name, doctor.PROBE_TIMEOUT_S, at=target) for name, target in targets.items())
     )
     answer_401 = {found.name for found in probes if found.outcome == "unauthorized"}
-    checks += doctor.secret_checks(s.vault.summary(), statuses)
+    idps = [idp_row(s.idps, name) for name in s.idps.store.names()]
+    checks += doctor.secret_checks(s.vault.summary(), statuses, idps)
     checks += doctor.server_checks(statuses, answer_401=answer_401)
     checks += [doctor.Check("registry", "warn", w, "fix or remove the entry") for w in s.mcp.registry_warnings]
     registry_urls = s.registries.settings.problems

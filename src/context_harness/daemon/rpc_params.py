@@ -9,6 +9,7 @@ from typing import Annotated, Any, Literal
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 
 from context_harness.config.format import DEFAULT_CLIENT
+from context_harness.oauth.jwts import MAX_KEY_BYTES
 from context_harness.primitives.mcp import Mode, SecretMode
 from context_harness.primitives.names import ServerName
 from context_harness.primitives.text import printable
@@ -26,6 +27,9 @@ def _absolute_path_text(value: str) -> str:
     if not os.path.isabs(_path_text(value)):
         raise ValueError("must be an absolute path")
     return value
+
+
+SigningAlg = Literal["ES256", "RS256"]
 
 
 def _one_line(value: str) -> str:
@@ -75,6 +79,14 @@ class AddParams(TargetParams):
     bridge: bool = False
     mode: Mode | None = None
     clients: list[str] | None = Field(default=None, min_length=1)  # several at once; else `client`
+    # A login without a person: OAuth client credentials, or a token derived from an identity provider's sign-in.
+    client_credentials: bool = False
+    idp: ServerName | None = None
+    client_id: str | None = Field(default=None, max_length=4096)
+    client_secret: str | None = Field(default=None, max_length=4096)
+    private_key: str | None = Field(default=None, max_length=MAX_KEY_BYTES)  # PEM, for private_key_jwt
+    signing_alg: SigningAlg | None = None
+    scopes: list[Annotated[str, Field(max_length=256)]] | None = Field(default=None, max_length=64)
     # A server from an MCP registry (`chctl add NAMESPACE/NAME[@VERSION]`): `name` is then the local name.
     registry_name: RegistryName | None = None
     version: Version | None = None  # None: the latest
@@ -136,6 +148,24 @@ class AuthStartParams(Params):
     client_secret: str | None = None
     scopes: list[str] | None = None
     token_auth_method: Literal["client_secret_basic", "client_secret_post", "none"] | None = None
+    port: int = Field(default=0, ge=0, le=65535)
+    timeout_s: float = Field(default=300.0, gt=0, le=3600)
+    # A login without a person: a new key (PEM) in place of the stored secret or key.
+    private_key: str | None = Field(default=None, max_length=MAX_KEY_BYTES)
+    signing_alg: SigningAlg | None = None
+
+
+class IdpAddParams(Params):
+    name: ServerName
+    issuer: str = Field(max_length=4096)
+    client_id: str = Field(max_length=4096)
+    client_secret: str | None = Field(default=None, max_length=4096)
+    scopes: list[Annotated[str, Field(max_length=256)]] = Field(default_factory=list, max_length=64)
+
+
+class IdpLoginParams(Params):
+    name: ServerName
+    id_token: str | None = Field(default=None, max_length=MAX_KEY_BYTES)  # from the user's SSO tool, on stdin
     port: int = Field(default=0, ge=0, le=65535)
     timeout_s: float = Field(default=300.0, gt=0, le=3600)
 

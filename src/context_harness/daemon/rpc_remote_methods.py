@@ -17,6 +17,7 @@ from context_harness.daemon.rpc_params import (
     RemoteAuthStartParams,
 )
 from context_harness.daemon.services import Services
+from context_harness.primitives.oauth import LoginKind
 from context_harness.primitives.result import ErrorCode, Failure, Result, Success
 from context_harness.services.oauth_service import AuthOptions
 
@@ -63,6 +64,13 @@ async def auth_start(s: Services, p: RemoteAuthStartParams) -> Result[dict[str, 
         )
     if not s.shared.is_shared(p.name):
         return not_shared(p.name)
+    stored = s.tokens.load(p.name)
+    if stored is not None and stored.login is not LoginKind.BROWSER:
+        return Failure(
+            f"{p.name} gets its tokens without a browser, on the laptop, by itself",
+            ErrorCode.INVALID_PARAMS,
+            f"if it says it needs a login, run `chctl auth {p.name}` (or what `chctl status` says) on the laptop",
+        )
     started = await s.carrier.start_login(p.name, AuthOptions(), join=True)
     if isinstance(started, Success):
         s.remote_flows.add(started.value["flow_id"])

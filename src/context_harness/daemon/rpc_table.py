@@ -7,6 +7,7 @@ from functools import partial
 from typing import Any
 
 from context_harness.daemon import rpc_auth_methods as auth
+from context_harness.daemon import rpc_machine_methods as machine
 from context_harness.daemon import rpc_methods as m
 from context_harness.daemon import rpc_params as p
 from context_harness.daemon import rpc_registry_methods as registries
@@ -43,6 +44,9 @@ METHODS: dict[str, tuple[type[p.Params], Handler]] = {
     "auth.logout": (p.NameParams, auth.auth_logout),
     "token.refresh": (p.NameParams, auth.token_refresh),
     "token.get": (p.TokenParams, auth.token_get),
+    "idp.add": (p.IdpAddParams, machine.idp_add),
+    "idp.login": (p.IdpLoginParams, machine.idp_login),
+    "idp.list": (p.NoParams, machine.idp_list),
     "share.add": (p.ShareParams, share.share_add),
     "share.remove": (p.ShareParams, share.share_remove),
 }

@@ -21,9 +21,12 @@ from context_harness.net.http_client import HttpClient
 from context_harness.net.session import NetworkSettings, new_session
 from context_harness.oauth.auth_probe import auth_wanted
 from context_harness.primitives.mcp import MCPAuthType
+from context_harness.primitives.oauth import TokenEvent, TokenState
 from context_harness.services.client_vault import ClientVault
 from context_harness.services.config_service import ConfigService
+from context_harness.services.idp_service import IdpService
 from context_harness.services.import_service import ImportService
+from context_harness.services.machine_logins import MachineLogins
 from context_harness.services.mcp_service import MCPService
 from context_harness.services.oauth_service import OAuthService
 from context_harness.services.publisher import Publisher
@@ -35,6 +38,7 @@ from context_harness.services.status import StatusBoard
 from context_harness.services.token_access import TokenAccess
 from context_harness.stores.bindings import BindingStore
 from context_harness.stores.client_store import ClientStore
+from context_harness.stores.idp_store import IdpStore
 from context_harness.stores.registry_cache import RegistryCache
 from context_harness.stores.shared import SharedStore
 from context_harness.stores.token_store import TokenStore
@@ -45,7 +49,7 @@ from context_harness.workers.carrier import Carrier
 from context_harness.workers.check import Checker
 from context_harness.workers.delegate import Delegate
 from context_harness.workers.notifier import Notifier
-from context_harness.workers.refresher import Refresher
+from context_harness.workers.refresher import Refresher, ServerRenewals
 
 
 @dataclass(eq=False)
@@ -59,6 +63,7 @@ class Services:
     publisher: Publisher
     mcp: MCPService
     oauth: OAuthService
+    idps: IdpService  # the company identity providers (`chctl idp`) and the sign-in at each
     imports: ImportService
     status: StatusBoard
     token_access: TokenAccess
@@ -71,6 +76,7 @@ class Services:
     # The workers (`workers/`).
     notifier: Notifier
     refresher: Refresher
+    idp_refresher: Refresher  # keeps the IdPs' sign-ins fresh, as `refresher` does the servers' tokens
     flows: AuthFlows
     bridges: Bridges
     carrier: Carrier  # this daemon, or on a remote machine the laptop's: the one place that tells
@@ -93,6 +99,8 @@ class Services:
         self.vault.configure(settings.secrets())
         self.publisher.configure(settings.publishing())
         self.refresher.configure(settings.refreshing())
+        self.idp_refresher.configure(settings.refreshing())
+        self.idps.configure(settings.idp())
         self.notifier.configure(settings.notify_command, settings.event_command)
         self.mcp.reload_registry()
 
@@ -106,7 +114,22 @@ class Services:
 
 async def _tell(notifier: Notifier, change: Change) -> None:
     if change.event is not None:
-        notifier.token_event(change.name, change.event, change.message)
+        notifier.token_event(change.name, change.event, change.message, person=not change.quiet)
+
+
+async def _tell_idp(notifier: Notifier, change: Change) -> None:
+    if change.event is not None:
+        notifier.token_event(f"idp:{change.name}", change.event, change.message)
+
+
+async def _derive_waiting(oauth: OAuthService, idps: IdpService, change: Change) -> None:
+    """A new sign-in at an IdP (`chctl idp login`): the servers that wait for it get a token now."""
+    if change.event is not TokenEvent.NEW:
+        return
+    for name in idps.dependents(change.name):
+        credential = oauth.tokens.load(name)
+        if credential is not None and (credential.state is not TokenState.ACTIVE or credential.tokens is None):
+            await oauth.obtain(name)
 
 
 def _registry_url(mcp: MCPService, name: str) -> str | None:
@@ -135,11 +158,12 @@ def build_services(
     settings: Settings, *, clock: Callable[[], float] = time.time, rng: random.Random | None = None
 ) -> Services:
     """Every part made whole: the stores and services here, the workers in `_with_workers`, then the change
-    channel's listeners."""
+    channels' listeners."""
     config = ConfigService()
     tokens = TokenStore(settings.tokens_dir, settings.secrets_dir)
     client_store = ClientStore(settings.clients_dir)
-    vault = SecretVault(settings.secrets(), tokens, client_store)
+    idp_store = IdpStore(settings.idps_dir)
+    vault = SecretVault(settings.secrets(), tokens, client_store, others=(idp_store.records,))
     clients = ClientVault(client_store, vault)
     bindings = BindingStore(settings.bindings_file)
     # One record per server, and the one channel that says a server changed (its listeners are wired below).
@@ -153,17 +177,24 @@ def build_services(
     mcp = MCPService(
         config, tokens, bindings, publisher, states, settings.user_registry_file, vault=vault, ask_server=ask_server
     )
+    idps = _identity_providers(settings, idp_store, vault, tokens, clients, http)
+    # The logins without a person; their timeout is the OAuth service's (made next; a reload changes it).
+    machine = MachineLogins(http, idps, lambda: oauth.settings.http_timeout_s)
     oauth = OAuthService(
-        settings.oauth(), vault=vault, clients=clients, mcp=mcp, publisher=publisher, session=http, states=states
+        settings.oauth(),
+        vault=vault,
+        clients=clients,
+        mcp=mcp,
+        publisher=publisher,
+        session=http,
+        states=states,
+        machine=machine,
     )
     imports = ImportService(config, tokens, bindings, publisher, oauth, clients, http)
     services = _with_workers(
-        settings, network, config, tokens, vault, bindings, publisher, mcp, oauth, imports, http, clock, rng
+        settings, network, config, tokens, vault, bindings, publisher, mcp, oauth, idps, imports, http, clock, rng
     )
-    # The one channel's listeners (`server_state.py` tells what each does), awaited in this order.
-    states.subscribe(publisher.on_change)
-    states.subscribe(services.refresher.on_change)
-    states.subscribe(partial(_tell, services.notifier))
+    _subscribe(services)
     return services
 
 
@@ -177,6 +208,7 @@ def _with_workers(
     publisher: Publisher,
     mcp: MCPService,
     oauth: OAuthService,
+    idps: IdpService,
     imports: ImportService,
     http: HttpClient,
     clock: Callable[[], float],
@@ -187,12 +219,12 @@ def _with_workers(
     token_access = TokenAccess(tokens, oauth, mcp)
     shared = SharedStore(settings.shared_file)
     delegate = Delegate(settings.delegate_socket_path, tokens, bindings)
-    status = _status_board(tokens, bindings, mcp, states, token_access, shared, delegate, vault)
+    status = _status_board(tokens, bindings, mcp, states, token_access, shared, delegate, vault, idps)
     # The bridged servers' pool, apart from the authorization servers', with a limit per server.
     bridge_http = HttpClient(network, partial(new_session, limit=0, limit_per_host=CONNECTIONS_PER_HOST))
     bridges = Bridges(tokens, oauth, bridge_http, states, bindings, settings.rpc_idle_timeout_s)
     flows = AuthFlows(oauth)
-    carrier = Carrier(delegate, mcp.names, bridges, flows, status)
+    carrier = Carrier(delegate, mcp.names, bridges, flows, status, idps)
     checker = Checker(tokens, bindings, config, mcp, oauth, bridge_http, carrier.unknown, settings.config_io_timeout_s)
     return Services(
         settings=settings,
@@ -204,6 +236,7 @@ def _with_workers(
         publisher=publisher,
         mcp=mcp,
         oauth=oauth,
+        idps=idps,
         imports=imports,
         status=status,
         token_access=token_access,
@@ -213,12 +246,36 @@ def _with_workers(
         http=http,
         bridge_http=bridge_http,
         notifier=Notifier(settings.notify_command, settings.event_command),
-        refresher=Refresher(settings.refreshing(), oauth, tokens, bindings, clock=clock, rng=rng),
+        refresher=Refresher(settings.refreshing(), ServerRenewals(oauth, tokens, bindings), clock=clock, rng=rng),
+        idp_refresher=Refresher(settings.refreshing(), idps, clock=clock, rng=rng),
         flows=flows,
         bridges=bridges,
         carrier=carrier,
         checker=checker,
     )
+
+
+def _identity_providers(
+    settings: Settings, store: IdpStore, vault: SecretVault, tokens: TokenStore, clients: ClientVault, http: HttpClient
+) -> IdpService:
+    """The identity providers: their own records, and their own change channel (a sign-in that needs a person is
+    told once, not once per server)."""
+    states = ServerStates()
+    return IdpService(
+        settings.idp(), store=store, vault=vault, tokens=tokens, clients=clients, session=http, states=states
+    )
+
+
+def _subscribe(s: Services) -> None:
+    """The change channels' listeners (`server_state.py` tells what each does), awaited in this order."""
+    s.states.subscribe(s.publisher.on_change)
+    s.states.subscribe(s.refresher.on_change)
+    s.states.subscribe(partial(_tell, s.notifier))
+    # An IdP changed: its refresher re-plans, people hear (as `idp:NAME`), and a new sign-in gets a token at once
+    # for every server that waits for one.
+    s.idps.states.subscribe(s.idp_refresher.on_change)
+    s.idps.states.subscribe(partial(_tell_idp, s.notifier))
+    s.idps.states.subscribe(partial(_derive_waiting, s.oauth, s.idps))
 
 
 def _status_board(
@@ -230,8 +287,10 @@ def _status_board(
     shared: SharedStore,
     delegate: Delegate,
     vault: SecretVault,
+    idps: IdpService,
 ) -> StatusBoard:
-    """The status board, with what other parts know: token reads, sharing, delegation, where secrets rest."""
+    """The status board, with what other parts know: token reads, sharing, delegation, where secrets rest, the
+    identity providers waiting for a sign-in."""
     return StatusBoard(
         tokens,
         bindings,
@@ -242,6 +301,8 @@ def _status_board(
         via=delegate.via,
         secret_place=vault.place,
         client_secret_place=vault.client_place,
+        idp_waiting=idps.waiting_for_sign_in,
+        idp_secret_place=partial(vault.place_of, idps.store.records),
     )
 
 

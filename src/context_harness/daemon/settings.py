@@ -21,6 +21,7 @@ from context_harness.net.proxies import from_variables, read_env_file
 from context_harness.net.session import NetworkSettings
 from context_harness.net.tls import client_context
 from context_harness.registries.api import OFFICIAL_REGISTRY, registry_bases
+from context_harness.services.idp_service import IdpSettings
 from context_harness.services.oauth_service import OAuthSettings
 from context_harness.services.publisher import PublishSettings
 from context_harness.services.registries import DEFAULT_CACHE_TTL_S, RegistrySettings
@@ -137,6 +138,10 @@ class Settings(BaseSettings):
         return self.home / "clients"
 
     @property
+    def idps_dir(self) -> Path:
+        return self.home / "idps"
+
+    @property
     def secrets_dir(self) -> Path:
         return self.home / "secrets"
 
@@ -170,6 +175,9 @@ class Settings(BaseSettings):
             min_refresh_spacing_s=self.min_refresh_spacing_s,
             client_metadata_url=self.client_metadata_url,
         )
+
+    def idp(self) -> IdpSettings:
+        return IdpSettings(locks_dir=self.locks_dir, http_timeout_s=self.http_timeout_s)
 
     def network(self) -> NetworkSettings:
         """The proxy variables of the environment, then of daemon.env, read now (a reload reads them again)."""

@@ -22,7 +22,7 @@ import structlog
 from context_harness import __version__
 from context_harness.oauth import http
 from context_harness.oauth.challenge import BearerChallenge, parse_www_authenticate
-from context_harness.primitives.outside_values import describe_url, is_secure_endpoint
+from context_harness.primitives.outside_values import USER_INFO_PROBLEM, describe_url, has_user_info, is_secure_endpoint
 from context_harness.primitives.result import ErrorCode, Failure, Result, Success
 
 log = structlog.get_logger(__name__)
@@ -150,7 +150,7 @@ class AuthServerMetadata:
     """The fields of an RFC 8414 / OIDC discovery document that we use."""
 
     issuer: str
-    authorization_endpoint: str
+    authorization_endpoint: str  # empty for a server that offers no browser login (validated with browser=False)
     token_endpoint: str
     registration_endpoint: str | None = None
     revocation_endpoint: str | None = None
@@ -198,10 +198,12 @@ def validate_resource_metadata(doc: Any, server_url: str) -> Result[ResourceMeta
 
 
 def validate_authorization_server_metadata(
-    doc: Any, issuer: str, *, issuer_on_origin: bool = False
+    doc: Any, issuer: str, *, issuer_on_origin: bool = False, browser: bool = True
 ) -> Result[AuthServerMetadata]:
     """Check an authorization-server document against the issuer we derived its URL from. `issuer_on_origin`:
-    the URL was derived from an origin (2025-03-26), and any issuer on that origin may publish there."""
+    the URL was derived from an origin (2025-03-26), and any issuer on that origin may publish there. `browser`:
+    for a login in the browser, which needs an authorization endpoint and PKCE S256; the grants without a person
+    need the token endpoint only."""
     if not isinstance(doc, dict):
         return Failure("authorization server metadata is not a JSON object", ErrorCode.OAUTH_ERROR)
     doc_issuer = doc.get("issuer")
@@ -214,8 +216,8 @@ def validate_authorization_server_metadata(
             ErrorCode.OAUTH_ERROR,
             "the authorization server is misconfigured or impersonated; not continuing",
         )
-    endpoints: dict[str, str] = {}
-    for key in ("authorization_endpoint", "token_endpoint"):
+    endpoints: dict[str, str] = {"authorization_endpoint": ""}
+    for key in ("authorization_endpoint", "token_endpoint") if browser else ("token_endpoint",):
         value = doc.get(key)
         if not isinstance(value, str) or not is_secure_endpoint(value):
             return Failure(
@@ -225,7 +227,7 @@ def validate_authorization_server_metadata(
             )
         endpoints[key] = value
     methods = _string_list(doc, "code_challenge_methods_supported") or ()
-    if "S256" not in methods:
+    if browser and "S256" not in methods:
         return Failure(
             f"authorization server {doc_issuer} does not advertise PKCE S256",
             ErrorCode.OAUTH_ERROR,
@@ -405,7 +407,7 @@ async def _first_document(
 
 
 async def fetch_authorization_server_metadata(
-    session: aiohttp.ClientSession, issuer: str, timeout_s: float = http.DEFAULT_TIMEOUT_S
+    session: aiohttp.ClientSession, issuer: str, timeout_s: float = http.DEFAULT_TIMEOUT_S, *, browser: bool = True
 ) -> Result[AuthServerMetadata]:
     urls = authorization_server_metadata_urls(issuer)
     found = await _first_document(session, urls, timeout_s, missed_event="auth_server_metadata_missed")
@@ -417,14 +419,15 @@ async def fetch_authorization_server_metadata(
             ErrorCode.OAUTH_ERROR,
             "the authorization server publishes neither RFC 8414 nor OpenID discovery metadata",
         )
-    return validate_authorization_server_metadata(found.value.doc, issuer)
+    return validate_authorization_server_metadata(found.value.doc, issuer, browser=browser)
 
 
 async def discover(
-    session: aiohttp.ClientSession, server_url: str, timeout_s: float = http.DEFAULT_TIMEOUT_S
+    session: aiohttp.ClientSession, server_url: str, timeout_s: float = http.DEFAULT_TIMEOUT_S, *, browser: bool = True
 ) -> Result[Discovery]:
     """Resource metadata, then authorization-server metadata: the first steps of a login (docs/design.md).
-    A server that publishes no resource metadata but asks for a bearer token is of the 2025-03-26 revision."""
+    A server that publishes no resource metadata but asks for a bearer token is of the 2025-03-26 revision.
+    `browser`: see `validate_authorization_server_metadata`."""
     if not is_secure_endpoint(server_url):
         return Failure(
             f"refusing OAuth for {describe_url(server_url)}: its bearer token would travel in clear text "
@@ -441,7 +444,7 @@ async def discover(
         return resource
     if resource.value is None:
         if probed.value.wants_bearer:
-            return await discover_at_origin(session, server_url, challenge, timeout_s)
+            return await discover_at_origin(session, server_url, challenge, timeout_s, browser=browser)
         return Failure(
             f"{describe_url(server_url)} publishes no OAuth protected resource metadata "
             f"(tried {_tried(resource_metadata_urls(server_url, challenge))}) and does not ask for a bearer token",
@@ -455,7 +458,7 @@ async def discover(
             ErrorCode.OAUTH_ERROR,
             "the server is misconfigured or hostile; not continuing",
         )
-    auth_server = await fetch_authorization_server_metadata(session, issuers[0], timeout_s)
+    auth_server = await fetch_authorization_server_metadata(session, issuers[0], timeout_s, browser=browser)
     if isinstance(auth_server, Failure):
         return auth_server
     return _discovered(server_url, resource.value.resource, resource.value, auth_server.value, challenge)
@@ -507,7 +510,12 @@ def default_endpoints(origin: str) -> AuthServerMetadata:
 
 
 async def discover_at_origin(
-    session: aiohttp.ClientSession, server_url: str, challenge: BearerChallenge | None, timeout_s: float
+    session: aiohttp.ClientSession,
+    server_url: str,
+    challenge: BearerChallenge | None,
+    timeout_s: float,
+    *,
+    browser: bool = True,
 ) -> Result[Discovery]:
     """A server of the 2025-03-26 revision: its origin is its authorization server, described by RFC 8414
     metadata at the origin's `/.well-known/oauth-authorization-server`, or else at the default endpoints.
@@ -526,7 +534,9 @@ async def discover_at_origin(
     if found.value is None:
         auth_server: AuthServerMetadata = default_endpoints(origin)
     else:
-        validated = validate_authorization_server_metadata(found.value.doc, origin, issuer_on_origin=True)
+        validated = validate_authorization_server_metadata(
+            found.value.doc, origin, issuer_on_origin=True, browser=browser
+        )
         if isinstance(validated, Failure):
             return validated
         auth_server = validated.value
@@ -534,3 +544,32 @@ async def discover_at_origin(
     return _discovered(
         server_url, resource, ResourceMetadata(resource, (origin,)), auth_server, challenge, assumed=assumed
     )
+
+
+async def discover_issuer(
+    session: aiohttp.ClientSession, issuer: str, timeout_s: float = http.DEFAULT_TIMEOUT_S, *, browser: bool = True
+) -> Result[Discovery]:
+    """An OpenID provider signed in to for itself (a company identity provider): its metadata, no resource."""
+    if has_user_info(issuer):  # aiohttp would send it as Basic auth, and messages show the URL
+        return Failure(
+            f"the identity provider's issuer URL {USER_INFO_PROBLEM}",
+            ErrorCode.INVALID_PARAMS,
+            "use its issuer URL without `user:password@`; the client secret goes in with --client-secret -",
+        )
+    if not is_secure_endpoint(issuer):
+        return Failure(
+            f"refusing {describe_url(issuer)}: its tokens would travel in clear text",
+            ErrorCode.INVALID_PARAMS,
+            "use the identity provider's https:// issuer URL (plain http is accepted on loopback only)",
+        )
+    auth_server = await fetch_authorization_server_metadata(session, issuer, timeout_s, browser=browser)
+    if isinstance(auth_server, Failure):
+        return auth_server
+    local = local_endpoints(issuer, auth_server.value)
+    if local:
+        return Failure(
+            f"the identity provider's metadata points {', '.join(local)} at this machine or its link",
+            ErrorCode.OAUTH_ERROR,
+            "the identity provider is misconfigured or hostile; not continuing",
+        )
+    return Success(Discovery(issuer, "", ResourceMetadata("", (issuer,)), auth_server.value))

@@ -18,7 +18,7 @@ import structlog
 from context_harness.oauth import http
 from context_harness.oauth.authorization_request import build_authorization_url, parse_callback
 from context_harness.oauth.callback_server import CallbackServer, query_from_pasted_url
-from context_harness.oauth.discovery import AuthServerMetadata, Discovery, discover
+from context_harness.oauth.discovery import AuthServerMetadata, Discovery, discover, discover_issuer
 from context_harness.oauth.flow_client import (
     Client,
     RegisteredClients,
@@ -76,6 +76,10 @@ class FlowRequest:
     client_metadata_url: str | None = None
     # The daemon's limit on new registrations per issuer, shared by every login (None: no limit).
     registrations: RegistrationLimit | None = field(default=None, compare=False)
+    # Sign in at this OpenID provider itself (a company identity provider) instead of for an MCP server: its
+    # metadata, no `resource`; the given client is not stored as a server's (`remember_client` off).
+    issuer: str | None = None
+    remember_client: bool = True
 
 
 @dataclass(frozen=True, slots=True)
@@ -123,6 +127,13 @@ async def _feed_pastes(paste: asyncio.Queue[str], listener: CallbackServer) -> N
         log.info("pasted_redirect_ignored", reason="not this login's answer (state mismatch)")
 
 
+async def _discover(session: aiohttp.ClientSession, request: FlowRequest) -> Result[Discovery]:
+    """The server's authorization server, or the OpenID provider signed in to itself (`request.issuer`)."""
+    if request.issuer is not None:
+        return await discover_issuer(session, request.issuer, request.http_timeout_s)
+    return await discover(session, request.server_url, request.http_timeout_s)
+
+
 async def run_authorization_flow(
     session: aiohttp.ClientSession,
     request: FlowRequest,
@@ -137,7 +148,7 @@ async def run_authorization_flow(
     queue are read as pasted redirect URLs (headless login); the first of browser callback and paste wins.
     """
     server_name = request.server_name
-    found = await discover(session, request.server_url, request.http_timeout_s)
+    found = await _discover(session, request)
     if isinstance(found, Failure):
         return _failed(server_name, found)
     discovery = found.value
@@ -164,7 +175,7 @@ async def run_authorization_flow(
             explicit=explicit,
             scopes=chosen_scopes,
             on_authorization_url=on_authorization_url,
-            remember_client=not metadata_document,
+            remember_client=request.remember_client and not metadata_document,
         )
     finally:
         if paste_task is not None:

@@ -55,8 +55,10 @@ async def request(
     json_body: Any | None = None,
     auth_header: str | None = None,
     timeout_s: float = DEFAULT_TIMEOUT_S,
+    connect_timeout_s: float | None = None,
 ) -> Result[HttpResponse]:
-    """Send one request and read the whole response (redirects are not followed).
+    """Send one request and read the whole response (redirects are not followed), all within `timeout_s`; the
+    connection (TLS included) within `connect_timeout_s` if given: a request that never left is told apart.
 
     A connection the peer closed before answering is retried once on a fresh connection: that is how
     a pooled keep-alive connection that the server already closed shows up. A second close is a
@@ -67,7 +69,8 @@ async def request(
     if auth_header is not None:
         all_headers["Authorization"] = auth_header
     for attempt in (1, 2):
-        outcome = await _attempt(session, method, url, all_headers, form, json_body, timeout_s)
+        deadlines = aiohttp.ClientTimeout(total=timeout_s, sock_connect=connect_timeout_s)
+        outcome = await _attempt(session, method, url, all_headers, form, json_body, deadlines)
         if not isinstance(outcome, str):
             return outcome
         log.info("http_connection_closed_by_peer", url=describe_url(url), attempt=attempt)
@@ -85,7 +88,7 @@ async def _attempt(
     headers: dict[str, str],
     form: Mapping[str, str] | None,
     json_body: Any | None,
-    timeout_s: float,
+    deadlines: aiohttp.ClientTimeout,
 ) -> Result[HttpResponse] | str:
     where = describe_url(url)
     try:
@@ -96,7 +99,7 @@ async def _attempt(
             data=dict(form) if form is not None else None,
             json=json_body,
             allow_redirects=False,
-            timeout=aiohttp.ClientTimeout(total=timeout_s),
+            timeout=deadlines,
         ) as resp:
             body = bytearray()
             # Read to the end: a body cut short raises ClientPayloadError only at its last read.
@@ -107,8 +110,10 @@ async def _attempt(
             return Success(HttpResponse(resp.status, dict(resp.headers), bytes(body)))
     except (aiohttp.ServerDisconnectedError, aiohttp.ClientPayloadError):
         return "disconnected"
-    except TimeoutError:
-        return Failure(f"{where} did not answer within {timeout_s:g} s", ErrorCode.TIMEOUT)
+    except TimeoutError as exc:
+        if isinstance(exc, aiohttp.ConnectionTimeoutError) and deadlines.sock_connect is not None:
+            return Failure(f"{where} took no connection within {deadlines.sock_connect:g} s", ErrorCode.NETWORK)
+        return Failure(f"{where} did not answer within {deadlines.total:g} s", ErrorCode.TIMEOUT)
     except ReachFailure as exc:
         return exc.failure
     except aiohttp.InvalidURL:

@@ -18,9 +18,11 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable
 from typing import TypeVar
 
+import aiohttp
 import structlog
 
-from context_harness.oauth.token_client import PermanentError
+from context_harness.oauth.token_client import PermanentError, RefreshOutcome, refresh_access_token
+from context_harness.primitives.outside_values import Markers
 from context_harness.primitives.result import ErrorCode, Failure
 
 log = structlog.get_logger(__name__)
@@ -58,3 +60,39 @@ async def either_way(
         return outcome, auth_method
     log.info("token_auth_method_retried", refused=auth_method or BASIC, retried_with=other, grant=grant)
     return await attempt(other), other
+
+
+async def refresh_either_way(
+    session: aiohttp.ClientSession,
+    endpoint: str,
+    *,
+    refresh_token: str,
+    client_id: str,
+    client_secret: str | None,
+    auth_method: str | None,
+    timeout_s: float,
+    connect_timeout_s: float | None = None,
+    resource: str | None = None,
+    revocation_endpoint: str | None = None,
+    markers: Markers,
+) -> tuple[RefreshOutcome, str | None]:
+    """One refresh (`refresh_access_token`), its secret sent the other way once if the client is refused; the
+    outcome and the way of sending that was used last (to store when it worked)."""
+    return await either_way(
+        lambda method: refresh_access_token(
+            session,
+            endpoint,
+            refresh_token=refresh_token,
+            client_id=client_id,
+            client_secret=client_secret,
+            auth_method=method,
+            resource=resource,
+            revocation_endpoint=revocation_endpoint,
+            timeout_s=timeout_s,
+            connect_timeout_s=connect_timeout_s,
+            markers=markers,
+        ),
+        auth_method,
+        client_secret,
+        grant="refresh_token",
+    )

@@ -121,6 +121,7 @@ def parse_token_response(status: int, body: bytes | Any, now: float) -> Result[O
         expires_at = min(expires_at, now + MAX_TOKEN_LIFETIME_S)
     refresh_token = doc.get("refresh_token")
     scope = doc.get("scope")
+    id_token = doc.get("id_token")
     return Success(
         OAuthTokens(
             access_token=access_token,
@@ -129,6 +130,7 @@ def parse_token_response(status: int, body: bytes | Any, now: float) -> Result[O
             expires_at=expires_at,
             issued_at=now,
             scope=scope if isinstance(scope, str) else None,
+            id_token=id_token if isinstance(id_token, str) and id_token else None,
         )
     )
 
@@ -241,6 +243,7 @@ async def _post_form(
     client_secret: str | None,
     auth_method: str | None,
     timeout_s: float,
+    connect_timeout_s: float | None = None,
 ) -> Result[http.HttpResponse]:
     auth_form, auth_header = client_authentication(client_id, client_secret, auth_method)
     return await http.request(
@@ -251,6 +254,7 @@ async def _post_form(
         form={**form, **auth_form},
         auth_header=auth_header,
         timeout_s=timeout_s,
+        connect_timeout_s=connect_timeout_s,
     )
 
 
@@ -303,6 +307,7 @@ async def refresh_access_token(
     scope: str | None = None,
     revocation_endpoint: str | None = None,
     timeout_s: float = http.DEFAULT_TIMEOUT_S,
+    connect_timeout_s: float | None = None,
     markers: Markers,
 ) -> RefreshOutcome:
     """One `grant_type=refresh_token` request, classified for the scheduler. Never raises. New tokens we
@@ -313,7 +318,8 @@ async def refresh_access_token(
         form["resource"] = resource
     if scope:
         form["scope"] = scope
-    sent = await _post_form(session, token_endpoint, form, client_id, client_secret, auth_method, timeout_s)
+    client = (client_id, client_secret, auth_method)
+    sent = await _post_form(session, token_endpoint, form, *client, timeout_s, connect_timeout_s)
     if isinstance(sent, Failure):
         if sent.code is ErrorCode.INVALID_PARAMS:
             return PermanentError(sent.code, sent.error)
@@ -323,7 +329,6 @@ async def refresh_access_token(
     problem = issued_token_problem(outcome.tokens, markers) if isinstance(outcome, Refreshed) else None
     if isinstance(outcome, Refreshed) and problem is not None:
         # The same server will issue the same kind of token next time: only a person can sort this out.
-        client = (client_id, client_secret, auth_method)
         fate = await _revoke_unusable(session, revocation_endpoint, outcome.tokens, client, timeout_s)
         return PermanentError(ErrorCode.OAUTH_ERROR, f"{problem}; {fate}")
     return outcome
@@ -391,10 +396,12 @@ async def revoke_token(
         sent = await _post_form(session, endpoint, form, client_id, None, "none", timeout_s)
         if isinstance(sent, Failure):
             return sent
-    return _revocation_outcome(sent.value, token_type_hint)
+    return revocation_outcome(sent.value, token_type_hint)
 
 
-def _revocation_outcome(answer: http.HttpResponse, token_type_hint: str | None) -> Result[bool]:
+def revocation_outcome(answer: http.HttpResponse, token_type_hint: str | None) -> Result[bool]:
+    """A revocation endpoint's answer (RFC 7009 §2.2): revoked, a kind of token it does not revoke, or why not
+    (INVALID_CLIENT: it refused the client's authentication)."""
     status = answer.status
     if status == 200:
         log.info("token_revoked", hint=token_type_hint)
@@ -402,6 +409,8 @@ def _revocation_outcome(answer: http.HttpResponse, token_type_hint: str | None) 
     error, message = _oauth_error(answer.json())
     if error == "unsupported_token_type":
         return Success(False)
+    if error == "invalid_client":
+        return Failure(f"the revocation endpoint refused the client: {message}", ErrorCode.INVALID_CLIENT)
     if status >= 500 or status in TRANSIENT_STATUSES:
         return Failure(f"the revocation endpoint failed (HTTP {status})", ErrorCode.NETWORK, "try again shortly")
     return Failure(

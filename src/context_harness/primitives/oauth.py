@@ -44,6 +44,16 @@ class TokenEvent(StrEnum):
         return self in (TokenEvent.NEEDS_REAUTH, TokenEvent.EXPIRING, TokenEvent.URL_CHANGED, TokenEvent.SCOPE_NEEDED)
 
 
+class LoginKind(StrEnum):
+    """How a server's OAuth token is obtained, and so how it is renewed."""
+
+    BROWSER = "browser"  # authorization code + PKCE, a person in the browser; renewed with the refresh token
+    # OAuth client credentials (SEP-1046): the client's own secret or signed assertion; renewed by asking again
+    CLIENT_CREDENTIALS = "client_credentials"
+    # Enterprise-managed (SEP-990): an ID-JAG from the company identity provider, then the JWT-bearer grant
+    IDP = "idp"
+
+
 class OAuthTokens(BaseModel):
     """What a token endpoint gave us, with an absolute expiry (wall clock, Unix seconds)."""
 
@@ -55,6 +65,7 @@ class OAuthTokens(BaseModel):
     expires_at: float | None = None
     issued_at: float = 0.0
     scope: str | None = None
+    id_token: str | None = Field(default=None, repr=False)  # an OpenID Connect login's (the identity provider's)
 
     def is_expired(self, buffer_seconds: float = 60, now: float | None = None) -> bool:
         if self.expires_at is None:
@@ -86,11 +97,20 @@ class Credential(BaseModel):
     token_endpoint: str | None = None
     revocation_endpoint: str | None = None
     client_id: str | None = None
-    client_secret: str | None = None
+    client_secret: str | None = Field(default=None, repr=False)
     token_endpoint_auth_method: str | None = None
     resource: str | None = None
     scopes: list[str] | None = None
     last_error: str | None = None
+    login: LoginKind = LoginKind.BROWSER
+    # Client credentials with `private_key_jwt` (RFC 7523 §2.2): the PEM key and its algorithm (ES256, RS256),
+    # and the assertion's audience that the token endpoint took (its issuer, else the endpoint's URL).
+    private_key: str | None = Field(default=None, repr=False)
+    signing_alg: str | None = None
+    assertion_audience: str | None = None
+    idp: str | None = None  # LoginKind.IDP: the identity provider (`chctl idp add`) that vouches for the user
+    # The command that mends `needs_reauth` (or a login not made yet), when it is not `chctl auth NAME`.
+    fix: str | None = None
 
     @property
     def secret(self) -> str | None:

@@ -221,9 +221,11 @@ def setting_checks(sources: Mapping[str, str], names: Sequence[str]) -> list[Che
 # --- where secrets rest ------------------------------------------------------------------------------------
 
 
-def secret_checks(summary: dict[str, Any], servers: list[ServerStatus]) -> list[Check]:
+def secret_checks(
+    summary: dict[str, Any], servers: list[ServerStatus], idps: Sequence[dict[str, Any]] = ()
+) -> list[Check]:
     """The store new secrets go to (a warning when `auto` found no keychain, or the keychain fails), then one
-    line per server saying every place its secret rests."""
+    line per server and per identity provider (`idp.list`'s rows) saying every place its secret rests."""
     store = f"CH_SECRET_STORE={summary['setting']}"
     if summary["warning"]:
         checks = [Check("secret_store", "warn", f"secrets ({store}): {summary['warning']}", SECRET_STORE_HINT)]
@@ -231,16 +233,18 @@ def secret_checks(summary: dict[str, Any], servers: list[ServerStatus]) -> list[
         checks = [Check("secret_store", "ok", f"secrets rest in the keychain ({summary['keychain']}, {store})")]
     else:
         checks = [Check("secret_store", "ok", f"secrets rest in token files ({store})")]
-    for server in servers:
-        if not server.secret_at:
+    owners = [(server.name, server.secret_at) for server in servers]
+    owners += [(f"identity provider {idp['name']}", idp["secret_at"]) for idp in idps]
+    for owner, places in owners:
+        if not places:
             continue
-        problems = [p["problem"] for p in server.secret_at if p.get("problem")]
-        where = secret_places(server.secret_at)
+        problems = [p["problem"] for p in places if p.get("problem")]
+        where = secret_places(places)
         if problems:
-            message = f"{server.name}: secret in {where}: " + "; ".join(problems)
+            message = f"{owner}: secret in {where}: " + "; ".join(problems)
             checks.append(Check("secret_at", "warn", message, SECRET_STORE_HINT))
         else:
-            checks.append(Check("secret_at", "ok", f"{server.name}: secret in {where}"))
+            checks.append(Check("secret_at", "ok", f"{owner}: secret in {where}"))
     return checks
 
 
@@ -259,6 +263,8 @@ def secret_places(places: list[dict[str, Any]]) -> str:
         match place["where"]:
             case "keychain" if place.get("of") == "client":
                 words.append(f"its client secret in the keychain ({place['detail']})")
+            case "keychain" if place.get("of") == "idp":
+                words.append(f"its sign-in at {place['idp']} in the keychain ({place['detail']})")
             case "keychain":
                 words.append(f"the keychain ({place['detail']}{_with_headers(place)})")
             case "token_file":
@@ -269,6 +275,10 @@ def secret_places(places: list[dict[str, Any]]) -> str:
                 words.append(f"the {{file:}} secret file {place['path']}")
             case "client_file":
                 words.append(f"the client registration {place['path']} (its client secret)")
+            case "idp_file" if place.get("of") == "idp":
+                words.append(f"its sign-in at {place['idp']} in {place['path']}")
+            case "idp_file":
+                words.append(f"the IdP file {place['path']}")
     if all(p["where"] == "keychain" for p in places):
         return ", ".join(words) + " only: no file holds it"
     return ", ".join(words)
@@ -299,9 +309,13 @@ def server_checks(
     return checks
 
 
+# Logins without a person: no refresh token, and none needed (a new token is asked for).
+MACHINE_LOGINS = ("client_credentials", "idp")
+
+
 def _server_check(server: ServerStatus, now: float, answers_401: bool = False) -> Check:
     name, state, error = server.name, server.state, server.last_error
-    login = f"run `chctl auth {name}`"
+    login = f"run `{server.fix or f'chctl auth {name}'}`"
     if server.refused is not None and state not in ("pending_auth", "needs_reauth", "retrying", "refreshing"):
         hint = refusal_hint(name, server.refused, server.auth_type)
         return Check("server_state", "error", f"{name}: {error or f'refused ({server.refused})'}", hint)
@@ -317,7 +331,7 @@ def _server_check(server: ServerStatus, now: float, answers_401: bool = False) -
                 f"{name}: refresh failing, retrying" + _because(error),
                 "the daemon keeps retrying with backoff; `chctl logs` has the details",
             )
-        case "active" if server.expires_at and not server.has_refresh_token:
+        case "active" if server.expires_at and not server.has_refresh_token and server.login not in MACHINE_LOGINS:
             minutes = max(0, round((server.expires_at - now) / 60))
             return Check(
                 "server_state",

@@ -74,6 +74,7 @@ class AddRequest:
     clients: tuple[str, ...] | None = None
     # On a remote machine: the forwarded socket of the laptop's daemon, which holds the credential
     delegated_via: str | None = None
+    oauth: bool = False  # an OAuth server whatever the registry says (a login without a person is set up next)
 
 
 @dataclass(frozen=True, slots=True)
@@ -564,6 +565,8 @@ class MCPService:
         """How the server at `url` authenticates, and whether anything says so: a key given (or a key header,
         which needs its key), the stored key kept, what an MCP registry's entry says, the curated list, a login
         stored for it, or what `add` recorded."""
+        if request.oauth:  # a login without a person is set up next
+            return MCPAuthType.OAUTH, True
         kept_key = request.url is None and stored is not None and stored.kind == "api_key"
         if request.api_key is not None or request.key_header is not None or kept_key:
             return MCPAuthType.API_KEY, True

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Coroutine
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -27,19 +27,23 @@ from context_harness.oauth.flow import (
     FlowRequest,
     run_authorization_flow,
 )
+from context_harness.oauth.jwts import key_problem
+from context_harness.oauth.machine_grants import PRIVATE_KEY_JWT
 from context_harness.oauth.registration import RegistrationLimit
-from context_harness.oauth.token_auth import either_way
+from context_harness.oauth.token_auth import refresh_either_way
 from context_harness.oauth.token_client import (
     PermanentError,
     Refreshed,
+    RefreshOutcome,
     TransientError,
-    refresh_access_token,
 )
+from context_harness.oauth.unanswered import UnansweredRefreshes
 from context_harness.primitives.mcp import MCPServer
-from context_harness.primitives.oauth import Credential, OAuthTokens, TokenEvent, TokenState
+from context_harness.primitives.oauth import Credential, LoginKind, OAuthTokens, TokenEvent, TokenState
 from context_harness.primitives.result import ErrorCode, Failure, Result, Success
 from context_harness.services.blocking_io import run_config_io
 from context_harness.services.client_vault import ClientVault
+from context_harness.services.machine_logins import MachineLogins, Refused
 from context_harness.services.mcp_service import MCPService
 from context_harness.services.publisher import Publisher
 from context_harness.services.refresh_outcomes import (
@@ -82,6 +86,20 @@ class OAuthSettings:
 
 
 @dataclass(frozen=True, slots=True)
+class MachineSetup:
+    """A login without a person, as `chctl add NAME --client-credentials | --idp IDP` sets it up, or as
+    `chctl auth NAME` changes it (None: keep what is stored)."""
+
+    login: LoginKind | None = None
+    client_id: str | None = None
+    client_secret: str | None = field(default=None, repr=False)
+    private_key: str | None = field(default=None, repr=False)
+    signing_alg: str | None = None
+    idp: str | None = None
+    scopes: list[str] | None = None
+
+
+@dataclass(frozen=True, slots=True)
 class AuthOptions:
     client_id: str | None = None
     client_secret: str | None = field(default=None, repr=False)
@@ -104,6 +122,7 @@ class OAuthService:
         publisher: Publisher,
         session: Callable[[], aiohttp.ClientSession],
         states: ServerStates,
+        machine: MachineLogins | None = None,
     ) -> None:
         self.settings = settings
         self.vault = vault  # new secret values go through it: the keychain, or the token file
@@ -114,6 +133,10 @@ class OAuthService:
         self._session = session
         self.states = states
         self.registrations = RegistrationLimit()  # new clients per issuer, every login of this daemon together
+        # The logins without a person (client credentials, an identity provider's); None: none can be renewed.
+        self.machine = machine
+        # Refreshes past their deadline whose answer is awaited: a late one is taken at once.
+        self.unanswered = UnansweredRefreshes(lambda name: self.refresh_once(name, force=True))
 
     def configure(self, settings: OAuthSettings) -> None:
         self.settings = settings
@@ -191,6 +214,51 @@ class OAuthService:
             await self.states.changed(name, TokenEvent.NEW, f"{name}: logged in", credential=True)
         return Success(credential)
 
+    async def set_up_machine(self, name: str, server_url: str, setup: MachineSetup) -> Result[Credential]:
+        """Store a login without a person for `name` (no token yet: `obtain` gets it). What it had stored for the
+        same URL and kind of login stays unless `setup` changes it."""
+        problem = machine_setup_problem(setup, name, adding=True)
+        if problem is not None:
+            return problem
+        assert setup.login is not None and setup.client_id is not None
+        async with self._lock(name):
+            stored = self.tokens.load(name)
+            same = stored is not None and stored.server_url == server_url and stored.login is setup.login
+            base = Credential(
+                name=name, kind="oauth", state=TokenState.PENDING_AUTH, server_url=server_url, login=setup.login
+            )
+            credential = _with_setup(stored if same and stored is not None else base, setup)
+            kept = await self.vault.store(credential)  # the secret or key: the keychain, or the token file
+            if isinstance(kept, Failure):
+                return kept
+            self.states.stored(name)
+        log.info("machine_login_set_up", server=name, login=setup.login.value, key=setup.private_key is not None)
+        return Success(credential)
+
+    async def obtain(self, name: str, setup: MachineSetup | None = None) -> Result[Credential]:
+        """A token for a login without a person, now (`chctl auth NAME`, `chctl add`, an IdP's new sign-in): the
+        authorization server is found again, and a `needs_reauth` is tried again (a person asked for it)."""
+        assert self.machine is not None
+        problem = machine_setup_problem(setup, name, adding=False)
+        if problem is not None:
+            return problem
+        state = self.states.get(name)
+        try:
+            async with self._lock(name):
+                credential = self.tokens.load(name)
+                if credential is None or credential.login is LoginKind.BROWSER:
+                    return Failure(f"{name} has no login without a browser", ErrorCode.NOT_FOUND)
+                found = await self.machine.discover(_with_setup(credential, setup) if setup else credential)
+                if isinstance(found, Failure):
+                    return found
+                kept = await self.vault.store(found.value)  # the new secret or key: a later `chctl auth` uses it
+                if isinstance(kept, Failure):
+                    return kept
+                attempt = await self._renew_machine(state, found.value)
+        except LockTimeout:
+            return Failure(f"another process holds {name}'s lock", ErrorCode.TIMEOUT, "try again shortly")
+        return refresh_result(name, attempt, "asked")
+
     async def _ready_to_log_in(self, name: str, given_client: bool) -> Result[str]:
         """The recorded URL a login of `name` starts from, once the store said it can keep what the login gets
         (`CH_SECRET_STORE=keyring` without a keychain refuses before the browser opens) and, unless a client is
@@ -243,11 +311,14 @@ class OAuthService:
             async with self._lock(name):
                 credential = self.tokens.load(name)
                 if credential is None or credential.kind != "oauth" or credential.tokens is None:
-                    return RefreshNeedsReauth("no login is stored")
+                    fix = credential.fix if credential is not None else None
+                    return RefreshNeedsReauth("no login is stored", fix=fix)
                 if credential.tokens.access_token != seen:
                     return await self._not_needed(state, credential)
                 if credential.state is TokenState.NEEDS_REAUTH:
-                    return RefreshNeedsReauth(credential.last_error or "the last refresh was refused")
+                    return RefreshNeedsReauth(
+                        credential.last_error or "the last refresh was refused", fix=credential.fix
+                    )
                 # A server that refuses every token would otherwise get a refresh per request.
                 since = time.monotonic() - state.refreshed_at
                 if since < self.settings.min_refresh_spacing_s:
@@ -268,11 +339,11 @@ class OAuthService:
                 credential = self.tokens.load(name)
                 if credential is None or credential.kind != "oauth":
                     return RefreshNeedsReauth("no OAuth credential is stored")  # forgotten meanwhile: nothing to do
-                if credential.tokens is None:
-                    return await self._needs_reauth(state, credential, "no OAuth token is stored")
                 if credential.state is TokenState.NEEDS_REAUTH:
                     # Never send a rejected refresh token again: servers with reuse detection see a replay.
-                    return RefreshNeedsReauth(credential.last_error or "a new login is needed")
+                    return RefreshNeedsReauth(credential.last_error or "a new login is needed", fix=credential.fix)
+                if credential.tokens is None and credential.login is LoginKind.BROWSER:
+                    return await self._needs_reauth(state, credential, "no OAuth token is stored")
                 # Stale work: the token was replaced while we waited (here: the version; elsewhere: the file).
                 replaced = state.version != version or (planned is not None and _changed(planned, credential))
                 if not force and replaced and not _due(credential, due_before):
@@ -282,33 +353,24 @@ class OAuthService:
             return await self._retry_later(state, "another process holds the refresh lock")
 
     async def _refresh_locked(self, state: ServerState, credential: Credential, force: bool) -> RefreshAttempt:
+        if credential.login is not LoginKind.BROWSER:
+            return await self._renew_machine(state, credential)
         name, tokens = credential.name, credential.tokens
         assert tokens is not None
         if not tokens.refresh_token or not credential.token_endpoint or not credential.client_id:
             return await self._without_refresh_token(state, credential, force)
         state.phase, state.refreshed_at = TokenState.REFRESHING, time.monotonic()
-        # Named here: mypy's narrowing (checked above) does not reach into the lambda.
-        endpoint, refresh_token, client_id = credential.token_endpoint, tokens.refresh_token, credential.client_id
-        outcome, auth_method = await either_way(
-            lambda method: refresh_access_token(
-                self._session(),
-                endpoint,
-                refresh_token=refresh_token,
-                client_id=client_id,
-                client_secret=credential.client_secret,
-                auth_method=method,
-                resource=credential.resource,
-                revocation_endpoint=credential.revocation_endpoint,
-                timeout_s=self.settings.http_timeout_s,
-                markers=substitutions(),
-            ),
-            credential.token_endpoint_auth_method,
-            credential.client_secret,
-            grant="refresh_token",
-        )
+        client_id = credential.client_id
+        outcome, auth_method = await self._send_refresh(credential, tokens.refresh_token)
         match outcome:
             case Refreshed(new_tokens):
-                return await self._refreshed(credential, new_tokens, auth_method)
+                if new_tokens.refresh_token is None:  # not rotated: keep using the one we have
+                    new_tokens = new_tokens.model_copy(update={"refresh_token": tokens.refresh_token})
+                # The way that worked, if it took two.
+                fresh = credential.model_copy(update={"token_endpoint_auth_method": auth_method})
+                if auth_method is not None and auth_method != credential.token_endpoint_auth_method:
+                    self.clients.remember_auth_method(name, client_id, auth_method)
+                return await self._store_renewed(fresh, new_tokens)
             case TransientError(reason, retry_after):
                 state.phase, state.last_error = TokenState.RETRYING, reason
                 log.warning("token_refresh_failed_transient", server=name, reason=reason, retry_after=retry_after)
@@ -320,30 +382,6 @@ class OAuthService:
                 return await self._needs_reauth(state, credential, reason, code)
             case _:
                 assert_never(outcome)
-
-    async def _refreshed(self, credential: Credential, new_tokens: OAuthTokens, auth_method: str | None) -> RefreshDone:
-        """Store the new tokens (the rotated refresh token on disk before anything uses the new access token),
-        then announce them: the channel's publisher writes the new header, then people are told."""
-        name, tokens = credential.name, credential.tokens
-        assert tokens is not None and credential.client_id is not None
-        if new_tokens.refresh_token is None:  # not rotated: keep using the one we have
-            new_tokens = new_tokens.model_copy(update={"refresh_token": tokens.refresh_token})
-        fresh = credential.model_copy(
-            update={
-                "tokens": new_tokens,
-                "state": TokenState.ACTIVE,
-                "last_error": None,
-                "token_endpoint_auth_method": auth_method,  # the way that worked, if it took two
-            }
-        )
-        await self.vault.store(fresh, rotation=True)  # before any use of it; never refused (SecretVault)
-        if auth_method is not None and auth_method != credential.token_endpoint_auth_method:
-            self.clients.remember_auth_method(name, credential.client_id, auth_method)
-        crash_point(AFTER_TOKEN_SAVE)
-        self.states.stored(name)
-        log.info("token_refreshed", server=name, expires_at=new_tokens.expires_at)
-        await self.states.changed(name, TokenEvent.REFRESHED, f"{name}: token refreshed", credential=True)
-        return RefreshDone(fresh)
 
     async def _without_refresh_token(
         self, state: ServerState, credential: Credential, force: bool
@@ -363,6 +401,63 @@ class OAuthService:
             await self.states.changed(name, TokenEvent.EXPIRING, f"{name}: {note}")
         return RefreshImpossible(credential)
 
+    async def _send_refresh(self, credential: Credential, refresh_token: str) -> tuple[RefreshOutcome, str | None]:
+        """The refresh request, or the late answer to the last one (oauth/unanswered.py: a refresh token the
+        server may have spent already is never sent again)."""
+        assert credential.token_endpoint is not None and credential.client_id is not None
+        endpoint, client_id = credential.token_endpoint, credential.client_id
+
+        def send(total_s: float, connect_s: float) -> Coroutine[Any, Any, tuple[RefreshOutcome, str | None]]:
+            return refresh_either_way(
+                self._session(),
+                endpoint,
+                refresh_token=refresh_token,
+                client_id=client_id,
+                client_secret=credential.client_secret,
+                auth_method=credential.token_endpoint_auth_method,
+                timeout_s=total_s,
+                connect_timeout_s=connect_s,
+                resource=credential.resource,
+                revocation_endpoint=credential.revocation_endpoint,
+                markers=substitutions(),
+            )
+
+        return await self.unanswered.refresh(credential.name, refresh_token, send, self.settings.http_timeout_s)
+
+    async def _store_renewed(self, credential: Credential, tokens: OAuthTokens) -> RefreshDone:
+        """Save new tokens (a rotated refresh token is on disk before anything uses the new access token), then
+        announce them: the channel's publisher writes the new header, then people are told."""
+        name = credential.name
+        event = TokenEvent.REFRESHED if credential.tokens is not None else TokenEvent.NEW
+        fresh = credential.model_copy(
+            update={"tokens": tokens, "state": TokenState.ACTIVE, "last_error": None, "fix": None}
+        )
+        await self.vault.store(fresh, rotation=True)  # before any use of it; never refused (SecretVault)
+        crash_point(AFTER_TOKEN_SAVE)
+        self.states.stored(name)
+        log.info("token_refreshed", server=name, expires_at=tokens.expires_at, login=credential.login.value)
+        message = f"{name}: token refreshed" if event is TokenEvent.REFRESHED else f"{name}: got a token"
+        await self.states.changed(name, event, message, credential=True)
+        return RefreshDone(fresh)
+
+    async def _renew_machine(self, state: ServerState, credential: Credential) -> RefreshAttempt:
+        """A login without a person has no refresh token: ask for a token again, the same way as the first."""
+        if self.machine is None or credential.token_endpoint is None:
+            reason = "the server's authorization server was never found"
+            return await self._needs_reauth(state, credential, reason, fix=f"chctl auth {credential.name}")
+        state.phase, state.refreshed_at = TokenState.REFRESHING, time.monotonic()
+        outcome, used = await self.machine.renew(credential)
+        match outcome:
+            case Refreshed(tokens):
+                return await self._store_renewed(used, tokens)
+            case TransientError(reason, retry_after):
+                state.phase, state.last_error = TokenState.RETRYING, reason
+                log.warning("token_renewal_failed_transient", server=credential.name, reason=reason)
+                message = f"{credential.name}: getting a new token failed, retrying ({reason})"
+                return await self._retry_later(state, reason, retry_after, message)
+            case Refused(code, reason, fix, told):
+                return await self._needs_reauth(state, used, reason, code, fix=fix, quiet=told)
+
     async def _retry_later(
         self, state: ServerState, reason: str, retry_after: float | None = None, message: str = ""
     ) -> RefreshRetry:
@@ -378,17 +473,26 @@ class OAuthService:
         return RefreshNotNeeded(credential)
 
     async def _needs_reauth(
-        self, state: ServerState, credential: Credential, reason: str, code: ErrorCode = ErrorCode.INVALID_GRANT
+        self,
+        state: ServerState,
+        credential: Credential,
+        reason: str,
+        code: ErrorCode = ErrorCode.INVALID_GRANT,
+        *,
+        fix: str | None = None,
+        quiet: bool = False,
     ) -> RefreshNeedsReauth:
+        """Only a person can help: `fix` is the command (else `chctl auth NAME`); `quiet`, they were told already."""
         name = state.name
         if credential.kind == "oauth":
-            self.tokens.save(credential.model_copy(update={"state": TokenState.NEEDS_REAUTH, "last_error": reason}))
+            update = {"state": TokenState.NEEDS_REAUTH, "last_error": reason, "fix": fix}
+            self.tokens.save(credential.model_copy(update=update))
             state.version += 1
         state.phase, state.last_error = TokenState.NEEDS_REAUTH, reason
         log.warning("token_needs_reauth", server=name, reason=reason)
-        message = f"{name} needs a new login: run `chctl auth {name}` ({reason})"
-        await self.states.changed(name, TokenEvent.NEEDS_REAUTH, message)
-        return RefreshNeedsReauth(reason, code)
+        message = f"{name} needs a new login: run `{fix or f'chctl auth {name}'}` ({reason})"
+        await self.states.changed(name, TokenEvent.NEEDS_REAUTH, message, quiet=quiet)
+        return RefreshNeedsReauth(reason, code, fix=fix)
 
     async def forget_client(self, name: str, client_id: str | None) -> None:
         """The server no longer knows `client_id`: drop its stored registration (and its secret's keychain item),
@@ -500,3 +604,42 @@ def _due(credential: Credential, due_before: float | None) -> bool:
     if tokens is None or tokens.expires_at is None:
         return False
     return tokens.expires_at <= (due_before if due_before is not None else time.time() + VALIDITY_MARGIN_S)
+
+
+def machine_setup_problem(setup: MachineSetup | None, name: str, *, adding: bool) -> Failure | None:
+    """What makes `setup` unusable, said before anything is stored; `adding`: given to `chctl add` (else to
+    `chctl auth`), whose flags the hint names."""
+    if setup is None:
+        return None
+    if setup.private_key is not None:
+        problem = key_problem(setup.private_key, setup.signing_alg or "ES256")
+        if problem is not None:
+            hint = (
+                f"run `chctl add {name} --private-key FILE --signing-alg ES256|RS256` with a key of that kind"
+                if adding
+                else f"run `chctl auth {name} --private-key FILE --signing-alg ES256|RS256` with a key of that kind"
+            )
+            return Failure(problem, ErrorCode.INVALID_PARAMS, hint)
+    if setup.login is LoginKind.CLIENT_CREDENTIALS and not (setup.client_secret or setup.private_key):
+        return Failure(
+            "client credentials need the client's secret or its private key",
+            ErrorCode.AUTH_REQUIRED,
+            f"set {env_prefix(name)}_CLIENT_SECRET, or run `chctl add {name} --client-secret -` (a hidden prompt) "
+            f"or `chctl add {name} --private-key FILE`",
+        )
+    return None
+
+
+def _with_setup(credential: Credential, setup: MachineSetup) -> Credential:
+    """`credential` with what `setup` changes: a key replaces a secret and the other way round."""
+    update: dict[str, Any] = {k: v for k, v in (("client_id", setup.client_id), ("idp", setup.idp)) if v}
+    if setup.scopes:
+        update["scopes"] = setup.scopes
+    if setup.private_key is not None:
+        update |= {"private_key": setup.private_key, "signing_alg": setup.signing_alg or "ES256"}
+        update |= {"client_secret": None, "token_endpoint_auth_method": PRIVATE_KEY_JWT, "assertion_audience": None}
+    elif setup.client_secret is not None:
+        update |= {"client_secret": setup.client_secret, "private_key": None, "signing_alg": None}
+        if credential.token_endpoint_auth_method == PRIVATE_KEY_JWT:
+            update["token_endpoint_auth_method"] = None
+    return credential.model_copy(update=update)

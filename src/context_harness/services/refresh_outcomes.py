@@ -40,6 +40,7 @@ class RefreshNeedsReauth:
 
     reason: str
     code: ErrorCode = ErrorCode.INVALID_GRANT
+    fix: str | None = None  # the command that mends it, when it is not `chctl auth NAME`
 
 
 @dataclass(frozen=True, slots=True)
@@ -66,8 +67,8 @@ def refresh_result(name: str, attempt: RefreshAttempt, occasion: Occasion) -> Re
             return Success(credential)
         case RefreshRetry(reason, _):
             return _failed_for_now(name, reason, occasion)
-        case RefreshNeedsReauth(reason, code):
-            refused = needs_login(name, reason, code)
+        case RefreshNeedsReauth(reason, code, fix):
+            refused = needs_login(name, reason, code, fix)
             # A caller of `chctl token` or the API tells "log in" by AUTH_REQUIRED alone (documented there).
             return replace(refused, code=ErrorCode.AUTH_REQUIRED) if occasion == "due" else refused
         case RefreshImpossible(credential):
@@ -116,8 +117,11 @@ def _no_refresh_token(name: str, credential: Credential, occasion: Occasion) -> 
             assert_never(occasion)
 
 
-def needs_login(name: str, reason: str, code: ErrorCode) -> Failure:
-    """The error for a credential only a new login can mend (the refresh was refused)."""
+def needs_login(name: str, reason: str, code: ErrorCode, fix: str | None = None) -> Failure:
+    """The error for a credential only a new login can mend (the refresh was refused); `fix`: the command that
+    mends it, when it is not `chctl auth NAME` (a login without a person, an identity provider's sign-in)."""
+    if fix is not None:
+        return Failure(f"{name} needs a new login: {reason}", code, f"run `{fix}`")
     hint = f"run `chctl auth {name}`"
     if code is ErrorCode.INVALID_CLIENT:
         hint += " (it registers a new client; pass --client-id if you registered yours by hand)"

@@ -1,4 +1,5 @@
-"""Logout's revocation at the authorization server (RFC 7009): what was revoked, and what stays valid."""
+"""Logout's revocation at the authorization server (RFC 7009): what was revoked, and what stays valid. The client
+authenticates as at the token endpoint: with its secret, or with a signed assertion (`private_key_jwt`)."""
 
 from __future__ import annotations
 
@@ -7,9 +8,11 @@ from typing import Any
 import aiohttp
 import structlog
 
+from context_harness.oauth.machine_grants import PRIVATE_KEY_JWT, revoke_signed
 from context_harness.oauth.token_client import revoke_token
 from context_harness.primitives.oauth import Credential
-from context_harness.primitives.result import Failure
+from context_harness.primitives.result import Failure, Result
+from context_harness.services.machine_logins import machine_client
 
 log = structlog.get_logger(__name__)
 
@@ -31,16 +34,7 @@ async def revoke_all(session: aiohttp.ClientSession, credential: Credential, tim
         elif not credential.client_id:
             reason = "no client id is stored to revoke with"
         else:
-            result = await revoke_token(
-                session,
-                credential.revocation_endpoint,
-                token=token,
-                token_type_hint=hint,
-                client_id=credential.client_id,
-                client_secret=credential.client_secret,
-                auth_method=credential.token_endpoint_auth_method,
-                timeout_s=timeout_s,
-            )
+            result = await _revoke(session, credential, credential.revocation_endpoint, token, hint, timeout_s)
             if isinstance(result, Failure):
                 reason = result.error
             elif not result.value:
@@ -56,3 +50,25 @@ async def revoke_all(session: aiohttp.ClientSession, credential: Credential, tim
             }
         )
     return outcomes
+
+
+async def _revoke(
+    session: aiohttp.ClientSession, credential: Credential, endpoint: str, token: str, hint: str, timeout_s: float
+) -> Result[bool]:
+    if (
+        credential.token_endpoint_auth_method == PRIVATE_KEY_JWT
+        and credential.private_key
+        and credential.token_endpoint
+    ):
+        return await revoke_signed(session, machine_client(credential), endpoint, token, hint, timeout_s)
+    assert credential.client_id is not None
+    return await revoke_token(
+        session,
+        endpoint,
+        token=token,
+        token_type_hint=hint,
+        client_id=credential.client_id,
+        client_secret=credential.client_secret,
+        auth_method=credential.token_endpoint_auth_method,
+        timeout_s=timeout_s,
+    )

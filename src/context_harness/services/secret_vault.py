@@ -478,7 +478,7 @@ class SecretVault:
                 await self._drop(records, name, None, "its keychain item is gone")
                 return
             cleared = f"the keychain holds no {records.what} for {name} (was it cleared?)"
-            self.unread[key] = f"{cleared}: run `chctl auth {name}`"
+            self.unread[key] = f"{cleared}: run {records.fix(name)}"
             log.error("secret_missing_in_keychain", server=name, record=records.kind, service=ref.service)
             return
         self.unread.pop(key, None)
@@ -497,7 +497,7 @@ class SecretVault:
                 await self._drop(records, name, ref, "a write was interrupted: its keychain item is another's")
             else:
                 another = f"the keychain item of {name} was written for another record"
-                self.unread[records.item_key(name)] = f"{another}: run `chctl auth {name}`"
+                self.unread[records.item_key(name)] = f"{another}: run {records.fix(name)}"
             return
         filled = records.recovered(records.fields.fill(record, found))
         records.write_ref(name, filled, ref.model_copy(update={"stamp": found.stamp}))

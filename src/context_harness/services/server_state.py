@@ -20,8 +20,12 @@ import asyncio
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
-from context_harness.primitives.oauth import TokenEvent, TokenState
+from context_harness.primitives.oauth import OAuthTokens, TokenEvent, TokenState
 from context_harness.upstream.contract import Counters
+
+# The state shown for a credential or an IdP's sign-in whose values rest in the keychain, which has not given
+# them (locked, gone): `last_error` says why.
+SECRET_UNREADABLE = "secret_unreadable"
 
 
 @dataclass(frozen=True, slots=True)
@@ -32,6 +36,9 @@ class Change:
     event: TokenEvent | None = None  # when it is one to tell people and scripts, with its message
     message: str = ""
     credential: bool = False  # a new credential was stored: its header goes into the configs
+    # The person was told already (an identity provider's sign-in that its servers wait for): the event hook hears
+    # the event, the notify command does not run again.
+    quiet: bool = False
 
 
 Listener = Callable[[Change], Awaitable[None]]
@@ -45,6 +52,15 @@ class Plan:
     due: float
     refresh: bool = True  # False: not a refresh, a look at a token that has no refresh token
     basis: tuple[object, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class Plannable:
+    """What a renewal is planned from: the tokens, and whether they can be renewed without a person (a refresh
+    token, or a login without a person, which asks again)."""
+
+    tokens: OAuthTokens
+    renewable: bool
 
 
 @dataclass(frozen=True, slots=True)
@@ -136,11 +152,18 @@ class ServerStates:
         self._listeners.append(listener)
 
     async def changed(
-        self, name: str, event: TokenEvent | None = None, message: str = "", *, credential: bool = False
+        self,
+        name: str,
+        event: TokenEvent | None = None,
+        message: str = "",
+        *,
+        credential: bool = False,
+        quiet: bool = False,
     ) -> None:
         """`name`'s credential or state changed (with `event` when it is one to tell people and scripts;
-        `credential`: a new one was stored). Each listener is awaited in turn, in the order subscribed."""
-        change = Change(name, event, message, credential)
+        `credential`: a new one was stored; `quiet`: see `Change`). Each listener is awaited in turn, in the order
+        subscribed."""
+        change = Change(name, event, message, credential, quiet)
         for listener in self._listeners:
             await listener(change)
 

@@ -12,20 +12,18 @@ from pathlib import Path
 from typing import Any
 
 from context_harness.primitives.mcp import MCPAuthType, SecretMode
-from context_harness.primitives.oauth import Credential, TokenState
+from context_harness.primitives.oauth import Credential, LoginKind, TokenState
 from context_harness.primitives.result import Failure, Result, Success
 from context_harness.services import recorded_urls
 from context_harness.services.mcp_service import MCPService, recorded_auth
 from context_harness.services.refresh_outcomes import no_refresh_token_note
-from context_harness.services.server_state import ServerState, ServerStates
+from context_harness.services.server_state import SECRET_UNREADABLE, ServerState, ServerStates
 from context_harness.services.token_access import TokenReads
 from context_harness.stores.bindings import Binding, BindingStore
 from context_harness.stores.token_store import TokenStore
 
 NO_AUTH = "no_auth"  # the state of a server that needs no credential
 NEEDS_KEY = "needs_key"  # an API-key server (the registry's, or one that answered 401 to `chctl add`) without one
-# A credential whose values rest in the keychain, which has not given them (locked, gone): `last_error` says why.
-SECRET_UNREADABLE = "secret_unreadable"
 
 
 @dataclass(frozen=True, slots=True)
@@ -69,6 +67,9 @@ class ServerStatus:
     last_token_read_at: float | None = None
     shared: bool = False  # `chctl share`: usable from other machines through the remote socket
     via: str | None = None  # on a remote machine: the forwarded socket that carries it (no credential here)
+    login: str | None = None  # an OAuth server's kind of login: browser, client_credentials, idp
+    idp: str | None = None  # login `idp`: the identity provider its token is derived from
+    fix: str | None = None  # the command that mends a needed login, when it is not `chctl auth NAME`
     # Where the secret rests, each place once: `keychain`, `token_file` (with `path`), `config` (a header-mode
     # config holding it inline, `path`), `secret_file` (the `{file:}` file, `path`); `detail`, `problem`. A
     # confidential client's secret adds its place, `of: client`: `keychain`, or `client_file` (its registration).
@@ -84,8 +85,9 @@ class StatusBoard:
     """Builds `ServerStatus`es: a read of the stored credential and the server's `ServerState` (phase, last
     error, planned refresh, failed login, config errors, live bridges). What lives elsewhere comes through the
     callables it is built with: `token_reads` (`TokenAccess.reads_of`), `shared` (`SharedStore.load`), `via`
-    (`Delegate.via`: the socket that carries a server on a remote machine), and `secret_place` and
-    `client_secret_place` (`SecretVault.place` and `.client_place`: where secret values rest)."""
+    (`Delegate.via`: the socket that carries a server on a remote machine), `secret_place`, `client_secret_place`
+    and `idp_secret_place` (`SecretVault.place`, `.client_place`, `.place_of`: where secret values rest) and
+    `idp_waiting` (`IdpService.waiting_for_sign_in`)."""
 
     def __init__(
         self,
@@ -99,6 +101,8 @@ class StatusBoard:
         via: Callable[[str, list[Binding]], Path | None],
         secret_place: Callable[[str], dict[str, Any] | None],
         client_secret_place: Callable[[str], dict[str, Any] | None],
+        idp_waiting: Callable[[str], bool],
+        idp_secret_place: Callable[[str], dict[str, Any] | None],
     ) -> None:
         self.tokens = tokens
         self.bindings = bindings
@@ -110,6 +114,9 @@ class StatusBoard:
         self.secret_place = secret_place  # where a credential's values rest: the keychain or its token file
         # Where a confidential client's secret rests: the keychain or its registration.
         self.client_secret_place = client_secret_place
+        # Whether an identity provider has no sign-in to derive tokens from (then that sign-in is the fix).
+        self.idp_waiting = idp_waiting
+        self.idp_secret_place = idp_secret_place  # where an identity provider's sign-in rests: keychain or IdP file
 
     def awaiting_login(self) -> list[str]:
         """Bound servers without a credential: whether each expects a login is read from its configs."""
@@ -144,7 +151,7 @@ class StatusBoard:
             "bridges": [BridgeStatus(bridge_id, **asdict(c)) for bridge_id, c in sorted(live.bridges.items())],
             "shared": name in self.shared(),
             "scopes_wanted": list(live.scopes_wanted),
-            "secret_at": self._secret_at(name, bindings),
+            "secret_at": self._secret_at(name, bindings, credential),
         }
         if credential is None and (unreadable := _keychain_problem(shared["secret_at"])):
             return ServerStatus(state=SECRET_UNREADABLE, last_error=unreadable, **shared)
@@ -153,31 +160,39 @@ class StatusBoard:
         state_now = live.phase or credential.state
         tokens = credential.tokens
         expired = tokens is not None and tokens.is_expired(buffer_seconds=0)
-        note = None
-        if tokens is not None and not tokens.refresh_token and state_now is not TokenState.NEEDS_REAUTH:
-            note = no_refresh_token_note(credential)
         unrecorded = self._unrecorded(credential, bindings)
         last_error = _last_error(live, credential)
         if unrecorded is not None:  # the reason nothing else works
             last_error = f"{unrecorded.error}; {unrecorded.hint}"
+        oauth = credential.kind == "oauth"
         return ServerStatus(
             state=state_now.value,
-            auth_type=MCPAuthType.API_KEY if credential.kind == "api_key" else MCPAuthType.OAUTH,
+            auth_type=MCPAuthType.OAUTH if oauth else MCPAuthType.API_KEY,
+            login=credential.login.value if oauth else None,
+            idp=credential.idp,
+            fix=self._fix(credential),
             usable=bool(credential.secret)
             and state_now not in (TokenState.NEEDS_REAUTH, TokenState.PENDING_AUTH)
             and not expired
             and unrecorded is None
             and live.refusal is None,
             expires_at=tokens.expires_at if tokens else None,
-            has_refresh_token=bool(tokens and tokens.refresh_token),
+            has_refresh_token=bool(tokens and tokens.refresh_token),  # (a login without a person renews anyway)
             scopes=tokens.scope.split() if tokens and tokens.scope else credential.scopes,
             issuer=credential.issuer,
             last_error=last_error,
             refused=live.refusal.status if live.refusal is not None else None,
-            note=note,
+            note=_note(credential, state_now),
             url_unrecorded=unrecorded is not None,
             **shared,
         )
+
+    def _fix(self, credential: Credential) -> str | None:
+        """The command that mends a needed login when it is not `chctl auth NAME`: first of all, a sign-in at the
+        identity provider the token is derived from."""
+        if credential.login is LoginKind.IDP and credential.idp and self.idp_waiting(credential.idp):
+            return f"chctl idp login {credential.idp}"
+        return credential.fix
 
     def _without_credential(
         self, name: str, live: ServerState, bindings: list[Binding], expects_login: bool, shared: dict[str, Any]
@@ -196,16 +211,20 @@ class StatusBoard:
         last_error = _last_error(live, None)
         return ServerStatus(state=state or NO_AUTH, auth_type=auth_type, last_error=last_error, **shared)
 
-    def _secret_at(self, name: str, bindings: list[Binding]) -> list[dict[str, Any]]:
-        """Every place `name`'s secret rests: the store, its client secret's (a confidential client), then the
-        configs that hold it inline and the `{file:}` secret file (header mode only: a bridge or a headers helper
-        holds none)."""
+    def _secret_at(self, name: str, bindings: list[Binding], credential: Credential | None) -> list[dict[str, Any]]:
+        """Every place `name`'s secret rests: the store, its client secret's (a confidential client), the sign-in
+        at its identity provider its token is derived from, then the configs that hold it inline and the `{file:}`
+        secret file (header mode only: a bridge or a headers helper holds none)."""
         place = self.secret_place(name)
         client_place = self.client_secret_place(name)
-        client = [{**client_place, "of": "client"}] if client_place is not None else []
+        others = [{**client_place, "of": "client"}] if client_place is not None else []
+        idp = credential.idp if credential is not None and credential.login is LoginKind.IDP else None
+        idp_place = self.idp_secret_place(idp) if idp else None
+        if idp_place is not None:
+            others.append({**idp_place, "of": "idp", "idp": idp})
         if place is None:
-            return client
-        places = [place, *client]
+            return others
+        places = [place, *others]
         for binding in bindings:
             if binding.mode != "header":
                 continue
@@ -249,6 +268,14 @@ def _last_error(live: ServerState, credential: Credential | None) -> str | None:
     error = error or (live.refusal.message if live.refusal is not None and credential is not None else None)
     error = error or live.failed_login
     return error or ("; ".join(live.config_errors.values()) if live.config_errors else None)
+
+
+def _note(credential: Credential, state_now: TokenState) -> str | None:
+    """A browser login without a refresh token is used until it expires (one without a person asks again)."""
+    tokens = credential.tokens
+    if tokens is None or tokens.refresh_token or state_now is TokenState.NEEDS_REAUTH:
+        return None
+    return no_refresh_token_note(credential) if credential.login is LoginKind.BROWSER else None
 
 
 def _keychain_problem(places: list[dict[str, Any]]) -> str | None:

@@ -120,9 +120,10 @@ class TokenAccess:
             return _handed_out(credential, refreshed=False)
         tokens = credential.tokens
         if tokens is None or credential.state is TokenState.PENDING_AUTH:
-            return _login_needed(name, f"{name} has not logged in yet")
+            return _login_needed(name, f"{name} has not logged in yet", credential.fix)
         if credential.state is TokenState.NEEDS_REAUTH:
-            return _login_needed(name, f"{name} needs a new login: {credential.last_error or 'refresh refused'}")
+            why = credential.last_error or "refresh refused"
+            return _login_needed(name, f"{name} needs a new login: {why}", credential.fix)
         if not tokens.is_expired(margin_for(tokens, min_valid_s)):
             return _handed_out(credential, refreshed=False)
         # Shielded: a caller that hangs up must not cancel a refresh between rotation and save.
@@ -151,8 +152,8 @@ class TokenAccess:
         return _login_needed(name, f"{name} has no credential: it has not logged in yet")
 
 
-def _login_needed(name: str, message: str) -> Failure:
-    return Failure(message, ErrorCode.AUTH_REQUIRED, f"run `chctl auth {name}`")
+def _login_needed(name: str, message: str, fix: str | None = None) -> Failure:
+    return Failure(message, ErrorCode.AUTH_REQUIRED, f"run `{fix or f'chctl auth {name}'}`")
 
 
 def _handed_out(credential: Credential, *, refreshed: bool) -> Result[ValidCredential]:

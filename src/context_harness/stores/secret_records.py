@@ -45,7 +45,8 @@ class SecretRecords:
     `/` is in no name). `recovered`: what else changes in a record whose keychain item turned out newer than it
     (a crash between the two writes), e.g. a credential's state. `disposable`: a record that is cheaply made
     again (a client registration: the next login registers one) is dropped whole when its keychain item is gone
-    or was written for another record, instead of staying unreadable."""
+    or was written for another record, instead of staying unreadable. `relogin`: the command (with `{name}`) that
+    stores new values when the keychain lost them."""
 
     def __init__(
         self,
@@ -56,6 +57,7 @@ class SecretRecords:
         key_suffix: str = "",
         recovered: Callable[[dict[str, Any]], dict[str, Any]] = dict,
         disposable: bool = False,
+        relogin: str = "chctl auth {name}",
     ) -> None:
         self.directory = directory
         self.fields = fields
@@ -64,6 +66,7 @@ class SecretRecords:
         self.key_suffix = key_suffix
         self.recovered = recovered
         self.disposable = disposable
+        self.relogin = relogin
         self._held: dict[str, Secrets] = {}  # keychain values read or written by this process, by name
         self._holding = threading.Lock()  # status and config work read records in threads
 
@@ -75,6 +78,10 @@ class SecretRecords:
 
     def item_key(self, name: str) -> str:
         return name + self.key_suffix
+
+    def fix(self, name: str) -> str:
+        """What stores `name`'s values anew, in backquotes."""
+        return f"`{self.relogin.format(name=name)}`"
 
     # --- reading -------------------------------------------------------------------------------------------
 

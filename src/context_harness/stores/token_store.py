@@ -24,9 +24,18 @@ from context_harness.stores.secret_store import SecretFields, SecretRef, Secrets
 log = structlog.get_logger(__name__)
 
 # A credential's secret values: the key and the secret headers that go with it (a registry server's
-# `--header-env`), both tokens, and the client secret refreshes and revocation send.
+# `--header-env`), the tokens (an OpenID Connect login's ID token too), and what the client authenticates with at
+# refreshes, renewals and revocation: its secret, or a client credentials login's private key.
 TOKEN_FIELDS = SecretFields(
-    ("api_key", "extra_headers", "client_secret", "tokens.access_token", "tokens.refresh_token")
+    (
+        "api_key",
+        "extra_headers",
+        "client_secret",
+        "private_key",
+        "tokens.access_token",
+        "tokens.refresh_token",
+        "tokens.id_token",
+    )
 )
 
 

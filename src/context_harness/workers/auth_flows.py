@@ -14,15 +14,16 @@ from __future__ import annotations
 
 import asyncio
 import secrets
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
 from typing import Any
 
 import structlog
 
-from context_harness.primitives.oauth import Credential
 from context_harness.primitives.result import ErrorCode, Failure, Result, Success
 from context_harness.services.auth_guidance import login_failure_hint, no_login_needed
 from context_harness.services.oauth_service import AuthOptions, OAuthService
+from context_harness.services.server_state import ServerStates
 
 log = structlog.get_logger(__name__)
 
@@ -31,10 +32,15 @@ log = structlog.get_logger(__name__)
 ABANDONED_AFTER_S = 30.0
 
 
+# One login in the browser: given the handler that shows its URL and the queue of pasted redirect URLs, it ends
+# with the stored result (a server's credential, an identity provider's sign-in).
+Login = Callable[[Callable[[str], None], asyncio.Queue[str]], Coroutine[Any, Any, Result[Any]]]
+
+
 @dataclass
 class _Flow:
     name: str
-    task: asyncio.Task[Result[Credential]]
+    task: asyncio.Task[Result[Any]]
     paste: asyncio.Queue[str] = field(default_factory=asyncio.Queue)
     waiters: int = 0
     expiry: asyncio.TimerHandle | None = None
@@ -47,12 +53,12 @@ class AuthFlows:
         self._flows: dict[str, _Flow] = {}
         self._latest: dict[str, asyncio.Task[Result[dict[str, str]]]] = {}  # per server: the last start
 
-    def _record(self, name: str, task: asyncio.Task[Result[Credential]]) -> None:
-        """The last failed login, until one succeeds, goes into the server's state: `chctl status` shows it
-        as LAST ERROR."""
+    def _record(self, states: ServerStates, name: str, task: asyncio.Task[Result[Any]]) -> None:
+        """The last failed login, until one succeeds, goes into the server's (or IdP's) state: `chctl status`
+        shows it as LAST ERROR."""
         if task.cancelled():
             return
-        state = self.oauth.states.get(name)
+        state = states.get(name)
         if task.exception() is not None:  # a bug; the flow's waiter reports it
             state.failed_login = "login failed: internal error (see `chctl logs`)"
             return
@@ -87,9 +93,18 @@ class AuthFlows:
             return refused
         latest = self._latest.get(name)
         if not (join and latest is not None and self._running(latest)):
-            latest = self._latest[name] = asyncio.create_task(self._start(name, options))
+
+            async def login(show: Callable[[str], None], paste: asyncio.Queue[str]) -> Result[Any]:
+                return await self.oauth.authenticate(name, options, show, paste)
+
+            latest = self._latest[name] = asyncio.create_task(self._start(name, login, self.oauth.states))
         # Shielded: a caller that hangs up leaves the login registered (it is abandoned in time), not orphaned.
         return await asyncio.shield(latest)
+
+    async def start_sign_in(self, idp: str, login: Login, states: ServerStates) -> Result[dict[str, str]]:
+        """Begin an identity provider's sign-in (`chctl idp login`); `auth.wait` waits for it like any login."""
+        task = self._latest[f"idp:{idp}"] = asyncio.create_task(self._start(idp, login, states))
+        return await asyncio.shield(task)
 
     def _running(self, start: asyncio.Task[Result[dict[str, str]]]) -> bool:
         """Whether this start is still under way, or gave a login that is still running."""
@@ -102,7 +117,7 @@ class AuthFlows:
         flow = self._flows.get(result.value["flow_id"])
         return flow is not None and not flow.task.done()
 
-    async def _start(self, name: str, options: AuthOptions) -> Result[dict[str, str]]:
+    async def _start(self, name: str, login: Login, states: ServerStates) -> Result[dict[str, str]]:
         url_ready: asyncio.Future[str] = asyncio.get_running_loop().create_future()
 
         def show(url: str) -> None:
@@ -110,8 +125,8 @@ class AuthFlows:
                 url_ready.set_result(url)
 
         paste: asyncio.Queue[str] = asyncio.Queue()
-        task = asyncio.create_task(self.oauth.authenticate(name, options, show, paste))
-        task.add_done_callback(lambda done: self._record(name, done))
+        task = asyncio.create_task(login(show, paste))
+        task.add_done_callback(lambda done: self._record(states, name, done))
         waiting: set[asyncio.Future[Any]] = {task, url_ready}
         try:
             await asyncio.wait(waiting, return_when=asyncio.FIRST_COMPLETED)
@@ -128,7 +143,7 @@ class AuthFlows:
         task.add_done_callback(lambda _t: self._expire_later(flow_id))  # a result nobody collects goes too
         return Success({"flow_id": flow_id, "authorization_url": url_ready.result()})
 
-    async def wait(self, flow_id: str) -> Result[Credential]:
+    async def wait(self, flow_id: str) -> Result[Any]:
         flow = self._flows.get(flow_id)
         if flow is None:
             return Failure("no such login in progress", ErrorCode.NOT_FOUND, "start one with `chctl auth NAME`")

@@ -78,9 +78,8 @@ class ServerCredentials:
         name = self.name
         credential = self.tokens.load(name)
         if credential is None or not credential.secret:
-            return Failure(
-                f"{name} needs a login before it can be used", ErrorCode.AUTH_REQUIRED, f"run `chctl auth {name}`"
-            )
+            fix = (credential.fix if credential is not None else None) or f"chctl auth {name}"
+            return Failure(f"{name} needs a login before it can be used", ErrorCode.AUTH_REQUIRED, f"run `{fix}`")
         if credential.kind == "api_key":  # added again with a key, the server keeps its key header and mode
             hint = f"set a new one: `chctl add {name} -k KEY`"
             return Failure(f"{name} refused the API key", ErrorCode.AUTH_REQUIRED, hint)

@@ -18,7 +18,9 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from context_harness.primitives.idp import IdpLogin
 from context_harness.primitives.result import ErrorCode, Failure, Result, Success
+from context_harness.services.idp_service import IdpService, idp_row
 from context_harness.services.oauth_service import AuthOptions
 from context_harness.services.refresh_outcomes import env_prefix
 from context_harness.services.server_names import ServerNames
@@ -30,13 +32,20 @@ from context_harness.workers.delegate import Delegate, DelegatedRelay
 
 class Carrier:
     def __init__(
-        self, delegate: Delegate, names: ServerNames, bridges: Bridges, flows: AuthFlows, status: StatusBoard
+        self,
+        delegate: Delegate,
+        names: ServerNames,
+        bridges: Bridges,
+        flows: AuthFlows,
+        status: StatusBoard,
+        idps: IdpService,  # a login may be a sign-in at an identity provider (`chctl idp login`): its row is theirs
     ) -> None:
         self.delegate = delegate
         self.names = names
         self.bridges = bridges
         self.flows = flows
         self.status = status
+        self.idps = idps
 
     def configure(self, delegate_socket: Path | None) -> None:
         """New settings (a reload): the delegate socket may have been set, changed or unset."""
@@ -101,6 +110,8 @@ class Carrier:
         done = await self.flows.wait(flow_id)
         if isinstance(done, Failure):
             return done
+        if isinstance(done.value, IdpLogin):  # `chctl idp login`: the waiting servers got their tokens meanwhile
+            return Success(idp_row(self.idps, done.value.name))
         return Success(self.status.server(done.value.name, expects_login=True).as_dict())
 
     async def fill_in(self, rows: list[dict[str, Any]]) -> None:

@@ -56,9 +56,12 @@ class Notifier:
         self.notify_command = notify_command if notify_command is not None else default_notify_command()
         self.event_command = event_command
 
-    def token_event(self, server: str, event: TokenEvent, message: str) -> None:
+    def token_event(self, server: str, event: TokenEvent, message: str, *, person: bool = True) -> None:
+        """`person` off: the person was told already (through the identity provider the server waits for)."""
         if self.event_command:
             self._spawn(self.event_command, server, event, message)
+        if not person:
+            return
         # `expiring` then `needs_reauth` within the interval is one problem: the person is told once.
         if not event.needs_a_person:
             self._last_notified.pop(server, None)  # the state ended: the next problem is news again

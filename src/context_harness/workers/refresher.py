@@ -16,6 +16,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from typing import Protocol
 
 import structlog
 from apscheduler.jobstores.base import JobLookupError
@@ -24,11 +25,12 @@ from apscheduler.schedulers.asyncio import AsyncIOScheduler
 from context_harness.primitives.oauth import (
     DEFAULT_TOKEN_LIFETIME_S,
     MAX_TOKEN_LIFETIME_S,
-    Credential,
+    LoginKind,
+    OAuthTokens,
     TokenState,
 )
 from context_harness.services.oauth_service import OAuthService
-from context_harness.services.server_state import Change, Plan, ServerState
+from context_harness.services.server_state import Change, Plan, Plannable, ServerState, ServerStates
 from context_harness.stores.bindings import BindingStore
 from context_harness.stores.token_store import TokenStore
 
@@ -44,7 +46,7 @@ WALLCLOCK_JOB_ID = "__wallclock_check__"
 
 
 def refresh_time(
-    credential: Credential,
+    tokens: OAuthTokens,
     fraction: float,
     jitter: float,
     rng: random.Random,
@@ -54,8 +56,6 @@ def refresh_time(
     """When to refresh: at `fraction` of the token's lifetime, ± `jitter` of it; a token without
     `expires_in` counts as a 1-hour token. Never sooner than `min_spacing_s` after it was issued, and the
     lifetime counts as at most a year (a token file written before lifetimes were clamped)."""
-    tokens = credential.tokens
-    assert tokens is not None
     issued = tokens.issued_at or now
     expires = tokens.expires_at if tokens.expires_at is not None else issued + DEFAULT_TOKEN_LIFETIME_S
     lifetime = min(max(expires - issued, 0.0), MAX_TOKEN_LIFETIME_S)
@@ -65,10 +65,8 @@ def refresh_time(
     return max(planned, issued + min_spacing_s)
 
 
-def reminder_time(credential: Credential, fraction: float, now: float) -> float:
+def reminder_time(tokens: OAuthTokens, fraction: float, now: float) -> float:
     """When to remind a person that a token without refresh token expires: a few minutes before."""
-    tokens = credential.tokens
-    assert tokens is not None
     issued = tokens.issued_at or now
     expires = tokens.expires_at if tokens.expires_at is not None else issued + DEFAULT_TOKEN_LIFETIME_S
     return max(issued + (expires - issued) * fraction, expires - NO_REFRESH_REMINDER_S)
@@ -99,21 +97,68 @@ class RefreshSettings:
         return (self.refresh_fraction, self.refresh_jitter, self.min_refresh_spacing_s)
 
 
+class Renewals(Protocol):
+    """What one refresher keeps fresh: the servers' credentials, or the identity providers' sign-ins."""
+
+    states: ServerStates
+    label: str  # the log field naming one of them: `server`, `idp`
+
+    def names(self) -> list[str]: ...
+
+    def plannable(self, name: str) -> Plannable | str | None:
+        """What to plan from; None: nothing (no login); a string: nothing, and why, worth a log line."""
+        ...
+
+    async def refresh_once(self, name: str, *, force: bool, due_before: float | None = None) -> object: ...
+
+    async def repair(self) -> None:
+        """At start and at every wall-clock check: mend what a crash or a failed write left behind."""
+        ...
+
+
+class ServerRenewals:
+    """The servers' credentials (OAuthService), planned while a config carries them."""
+
+    label = "server"
+
+    def __init__(self, oauth: OAuthService, tokens: TokenStore, bindings: BindingStore) -> None:
+        self.oauth, self.tokens, self.bindings = oauth, tokens, bindings
+        self.states = oauth.states
+
+    def names(self) -> list[str]:
+        return self.tokens.names()
+
+    def plannable(self, name: str) -> Plannable | str | None:
+        credential = self.tokens.load(name)
+        if credential is None or credential.kind != "oauth" or credential.state is TokenState.NEEDS_REAUTH:
+            return None
+        if not self.bindings.for_server(name):
+            # No config carries it (removed): keep the credential, stop refreshing; `chctl add` resumes it.
+            return "no config carries the server"
+        machine = credential.login is not LoginKind.BROWSER
+        if credential.tokens is None:  # a login without a person whose first token failed for now: retried
+            pending = machine and self.states.get(name).attempts > 0
+            return Plannable(OAuthTokens(access_token=""), True) if pending else None
+        return Plannable(credential.tokens, machine or credential.tokens.refresh_token is not None)
+
+    async def refresh_once(self, name: str, *, force: bool, due_before: float | None = None) -> object:
+        return await self.oauth.refresh_once(name, force=force, due_before=due_before)
+
+    async def repair(self) -> None:
+        await self.oauth.repair_configs()  # a crash or a failed write left a config behind the stored token
+
+
 class Refresher:
     def __init__(
         self,
         settings: RefreshSettings,
-        oauth: OAuthService,
-        tokens: TokenStore,
-        bindings: BindingStore,
+        renewals: Renewals,
         clock: Callable[[], float] = time.time,
         rng: random.Random | None = None,
     ) -> None:
         self.settings = settings
-        self.oauth = oauth
-        self.states = oauth.states
-        self.tokens = tokens
-        self.bindings = bindings
+        self.renewals = renewals
+        self.states = renewals.states
         self.clock = clock
         self.rng = rng or random.Random()
         self.scheduler = AsyncIOScheduler(timezone=UTC)
@@ -134,9 +179,9 @@ class Refresher:
             max_instances=1,
             next_run_time=datetime.now(UTC),  # at start too: configs are repaired before anything else
         )
-        for credential in self.tokens.all():
-            self.schedule(credential.name, credential)
-        log.info("refresher_started", servers=len(self._planned()))
+        for name in self.renewals.names():
+            self.schedule(name)
+        log.info("refresher_started", kind=self.renewals.label, planned=len(self._planned()))
 
     def configure(self, settings: RefreshSettings) -> None:
         """New settings (a reload): the concurrency limit, the wall-clock check and the plans follow them.
@@ -177,33 +222,24 @@ class Refresher:
         if self.scheduler.running:
             self.replan(change.name)
 
-    def schedule(self, name: str, credential: Credential | None = None) -> None:
+    def schedule(self, name: str) -> None:
         """Plan `name` afresh from its stored token and state (at start, and when told to)."""
-        self.replan(name, credential, force=True)
+        self.replan(name, force=True)
 
-    def replan(self, name: str, credential: Credential | None = None, *, force: bool = False) -> None:
+    def replan(self, name: str, *, force: bool = False) -> None:
         """Recompute `name`'s next wake-up; unless `force`, a plan whose basis did not move is kept."""
         state = self.states.get(name)
-        credential = credential or self.tokens.load(name)
-        if (
-            credential is None
-            or credential.kind != "oauth"
-            or credential.tokens is None
-            or credential.state is TokenState.NEEDS_REAUTH
-        ):
+        found = self.renewals.plannable(name)
+        if not isinstance(found, Plannable):
+            if found is not None and state.plan is not None:
+                log.info("refresh_paused", reason=found, **{self.renewals.label: name})
             self._unplan(state)
             return
-        if not self.bindings.for_server(name):
-            # No config carries it (removed): keep the credential, stop refreshing; `chctl add` resumes it.
-            if state.plan is not None:
-                log.info("refresh_paused", server=name, reason="no config carries the server")
-            self._unplan(state)
-            return
-        tokens = credential.tokens
+        tokens, renewable = found.tokens, found.renewable
         if state.attempts:  # failed attempts in a row: back off (at least as long as the server asked)
             basis: tuple[object, ...] = ("retry", state.attempts, state.retry_after)
         else:
-            token = hash((tokens.access_token, tokens.issued_at, tokens.expires_at, bool(tokens.refresh_token)))
+            token = hash((tokens.access_token, tokens.issued_at, tokens.expires_at, renewable))
             basis = ("token", token, state.reminded, self.settings.timing)
         if not force and state.plan is not None and state.plan.basis == basis:
             return
@@ -212,17 +248,20 @@ class Refresher:
             delay = backoff_delay(state.attempts, self.settings.backoff_base_s, self.settings.backoff_max_s, self.rng)
             delay = max(delay, state.retry_after or 0.0)
             self._plan(state, Plan(now + delay, True, basis))
-            log.info("refresh_retry_planned", server=name, attempt=state.attempts, delay_s=round(delay, 2))
-        elif tokens.refresh_token is None and not state.reminded:
-            self._plan(state, Plan(reminder_time(credential, self.settings.refresh_fraction, now), False, basis))
-        elif tokens.refresh_token is None:  # reminded: look again just after it expired, to flag needs_reauth
+            log.info("refresh_retry_planned", attempt=state.attempts, delay_s=round(delay, 2), **self._who(name))
+        elif not renewable and not state.reminded:
+            self._plan(state, Plan(reminder_time(tokens, self.settings.refresh_fraction, now), False, basis))
+        elif not renewable:  # reminded: look again just after it expired, to flag needs_reauth
             if tokens.expires_at is None:  # never expires as far as we know: nothing to look at
                 self._unplan(state)
             else:
                 self._plan(state, Plan(max(tokens.expires_at, now) + EXPIRY_CHECK_DELAY_S, False, basis))
         else:
             fraction, jitter, spacing = self.settings.timing
-            self._plan(state, Plan(refresh_time(credential, fraction, jitter, self.rng, now, spacing), True, basis))
+            self._plan(state, Plan(refresh_time(tokens, fraction, jitter, self.rng, now, spacing), True, basis))
+
+    def _who(self, name: str) -> dict[str, str]:
+        return {self.renewals.label: name}
 
     def _planned(self) -> list[str]:
         return [n for n in self.states.names() if self.states.get(n).plan is not None]
@@ -248,7 +287,7 @@ class Refresher:
                 max_instances=1,
             )
         except Exception:  # one server's bad numbers must never stop the daemon or the other servers
-            log.exception("refresh_schedule_failed", server=state.name)
+            log.exception("refresh_schedule_failed", **self._who(state.name))
 
     def _unplan(self, state: ServerState) -> None:
         state.plan = None
@@ -260,17 +299,17 @@ class Refresher:
     # --- running -------------------------------------------------------------------------------------
 
     async def _check_wall_clock(self) -> None:
-        await self.oauth.repair_configs()  # a crash or a failed write left a config behind the stored token
+        await self.renewals.repair()
         now = self.clock()
         for name in self._planned():
             plan = self.states.get(name).plan
             if plan is None:
                 continue
-            if not self.bindings.for_server(name):  # its last binding went with its entry
+            if not isinstance(self.renewals.plannable(name), Plannable):  # e.g. its last binding went
                 self.replan(name)
                 continue
             if plan.due <= now and name not in self._running:
-                log.info("refresh_caught_up", server=name, late_s=round(now - plan.due, 1))
+                log.info("refresh_caught_up", late_s=round(now - plan.due, 1), **self._who(name))
                 self.trigger(name)
 
     async def _fire(self, name: str) -> None:
@@ -294,13 +333,14 @@ class Refresher:
         plan = state.plan
         try:
             async with self._limit:
-                await self.oauth.refresh_once(name, force=False, due_before=plan.due + 1 if plan else None)
+                await self.renewals.refresh_once(name, force=False, due_before=plan.due + 1 if plan else None)
         except Exception:
             # A bug of ours: back off like a transient failure instead of hammering the server every few seconds.
             state.attempts, state.retry_after = state.attempts + 1, None
             self.replan(name, force=True)
             delay = state.plan.due - self.clock() if state.plan is not None else None
-            log.exception("refresh_job_crashed", server=name, attempt=state.attempts, delay_s=delay and round(delay, 2))
+            delay_s = delay and round(delay, 2)
+            log.exception("refresh_job_crashed", attempt=state.attempts, delay_s=delay_s, **self._who(name))
             return
         # The outcome went through the change channel; a run that changed nothing must not keep its past plan.
         self.replan(name, force=state.plan is plan)
