@@ -21,7 +21,7 @@ from collections.abc import AsyncIterator, Callable, Coroutine
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, assert_never
 
 import aiohttp
 import structlog
@@ -356,6 +356,8 @@ class IdpService:
                 return await self._retry_later(state, reason, retry_after)
             case PermanentError(_code, reason):
                 return await self._needs_person(state, login, reason)
+            case _:
+                assert_never(outcome)
 
     async def _refreshed(self, state: ServerState, login: IdpLogin, tokens: OAuthTokens) -> IdpLogin | SignInNeeded:
         if tokens.id_token is None:  # an IdP that renews access tokens only: the ID token cannot be renewed

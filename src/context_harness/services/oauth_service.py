@@ -457,6 +457,8 @@ class OAuthService:
                 return await self._retry_later(state, reason, retry_after, message)
             case Refused(code, reason, fix, told):
                 return await self._needs_reauth(state, used, reason, code, fix=fix, quiet=told)
+            case _:
+                assert_never(outcome)
 
     async def _retry_later(
         self, state: ServerState, reason: str, retry_after: float | None = None, message: str = ""
