@@ -554,7 +554,8 @@ async def discover_issuer(
         return Failure(
             f"the identity provider's issuer URL {USER_INFO_PROBLEM}",
             ErrorCode.INVALID_PARAMS,
-            "use its issuer URL without `user:password@`; the client secret goes in with --client-secret -",
+            "use its issuer URL without `user:password@`, the client secret apart: "
+            "`chctl idp add NAME --issuer URL --client-id ID --client-secret -`",
         )
     if not is_secure_endpoint(issuer):
         return Failure(
