@@ -23,6 +23,7 @@ if str(REPO) not in sys.path:
 
 from tests.support.daemon import DaemonProcess  # noqa: E402
 from tests.support.env import UserEnv, make_user_env  # noqa: E402
+from tests.support.memory import resident  # noqa: E402
 
 __all__ = [
     "DaemonProcess",
@@ -59,12 +60,8 @@ def running_daemon(env: UserEnv, extra_env: dict[str, str] | None = None) -> Ite
 
 def proc_status(pid: int) -> dict[str, int]:
     """VmRSS and VmHWM (peak RSS) of `pid`, in bytes."""
-    figures = {}
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        key, _, value = line.partition(":")
-        if key in ("VmRSS", "VmHWM"):
-            figures[key] = int(value.split()[0]) * 1024
-    return figures
+    rss, peak = resident(pid)
+    return {"VmRSS": rss, "VmHWM": peak}
 
 
 def cpu_seconds(pid: int) -> float:

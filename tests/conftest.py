@@ -13,6 +13,7 @@ pytest_plugins = [
     "tests.peers.mcp_servers",
     "tests.peers.workers_oauth",
     "tests.support.keychain",  # the `keychain` fixture
+    "tests.support.registry",  # `start_daemon` with local MCP registries
 ]
 
 

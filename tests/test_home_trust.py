@@ -61,6 +61,12 @@ def _registry_of_another_user(home: Path) -> Path:
     return home / "registry.json"
 
 
+def _registry_cache_open_to_others(home: Path) -> Path:
+    (home / "cache" / "registries").mkdir(mode=0o700, parents=True)
+    (home / "cache" / "registries").chmod(0o777)  # a planted answer would choose where `chctl add` points
+    return home / "cache" / "registries"
+
+
 def _home_of_another_user(home: Path) -> Path:
     os.chown(home, NOBODY, NOBODY)
     return home
@@ -80,6 +86,7 @@ def _world_writable_clients(home: Path) -> Path:
         _group_writable_settings,
         _tokens_of_another_user,
         _registry_of_another_user,
+        _registry_cache_open_to_others,
         _home_of_another_user,
         _world_writable_clients,
     ],

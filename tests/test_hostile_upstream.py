@@ -105,9 +105,10 @@ class HostileMcp:
 class RawBridge:
     """`chctl bridge NAME`, run as the agent runs it (the config entry's command), spoken to line by line."""
 
-    def __init__(self, user_env: UserEnv, name: str) -> None:
+    def __init__(self, user_env: UserEnv, name: str, line_limit: int = 1 << 20) -> None:
         self.user_env = user_env
         self.command = bridge_command(name)
+        self.line_limit = line_limit
         self.proc: asyncio.subprocess.Process | None = None
         self.replies: dict[str, dict[str, Any]] = {}
 
@@ -118,7 +119,7 @@ class RawBridge:
             stdout=asyncio.subprocess.PIPE,
             stderr=asyncio.subprocess.DEVNULL,
             env={**self.user_env.vars(), "CH_NO_AUTOSTART": "1"},
-            limit=1 << 20,
+            limit=self.line_limit,
         )
         return self
 

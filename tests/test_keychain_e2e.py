@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import secrets
 import signal
 import time
 from typing import Any
@@ -12,11 +13,13 @@ from typing import Any
 import pytest
 
 from tests.peers.fake_browser import browser_command
+from tests.peers.mcp_registry import LocalRegistry, remote, server_json, serving
 from tests.peers.mcp_servers import McpApiKeyServer, McpApiKeyServerFactory, McpOAuthServer, McpOAuthServerFactory
 from tests.peers.oidc import OidcProvider, OidcProviderFactory
 from tests.support.daemon import DaemonProcess, chctl, wait_for
 from tests.support.env import UserEnv
 from tests.support.keychain import SessionKeychain, files_holding
+from tests.support.registry import run, secret
 from tests.test_bridge import bridged_session, call
 
 
@@ -338,5 +341,53 @@ def test_a_keychain_that_no_longer_holds_the_secret_says_so(user_env: UserEnv, k
         token = chctl(user_env, "token", "keyed")
         assert token.returncode == 1 and token.stdout == ""
         assert chctl(user_env, "doctor").returncode == 2
+    finally:
+        daemon.stop()
+
+
+async def test_a_registry_server_s_secret_headers_rest_in_the_keychain_and_no_file_holds_them(
+    user_env: UserEnv, keychain: SessionKeychain, mcp_api_key_server: McpApiKeyServerFactory
+) -> None:
+    second = "s" + secrets.token_urlsafe(24)  # the second secret header's value: the server refuses without it
+    api = mcp_api_key_server(require=(("X-Api-Secret", second),))
+    headers = [secret("X-API-Key", "your key"), secret("X-Api-Secret", "your secret")]
+    values = [api.key, second]
+    async with serving(LocalRegistry()) as registry:
+        registry.publish(server_json("io.test/paired", "Two secrets", remotes=[remote(api.url, headers=headers)]))
+        daemon = keychain_daemon(user_env, keychain, CH_REGISTRY_URL=registry.base)
+        try:
+            ok(user_env, "init")
+            both = ["--header-env", "X-API-Key=K1", "--header-env", "X-Api-Secret=K2"]
+            added = await run(
+                user_env, "add", "io.test/paired", *both, "--bridge", extra_env={"K1": api.key, "K2": second}
+            )
+            assert added.returncode == 0, added.stderr
+        finally:
+            daemon.stop()
+    record = token_file(user_env, "paired")
+    assert {"extra_headers", "api_key"} & set(record) == set()  # the keys only: the values stay out of reports
+    held = item(keychain, user_env, "paired")
+    stamp = record["secret_ref"]["stamp"]
+    assert secret_is(held, {"api_key": api.key, "extra_headers": {"X-Api-Secret": second}, "stamp": stamp})
+    assert files_holding(user_env.home, values) == []
+
+    daemon = keychain_daemon(user_env, keychain)  # the values come back from the keychain alone
+    try:
+        (place,) = status_row(user_env, "paired")["secret_at"]
+        assert place["where"] == "keychain" and place["secret_headers"] == ["X-Api-Secret"]
+        doctor = chctl(user_env, "doctor").stdout
+        assert "paired: secret in the keychain (SecretService Keyring" in doctor
+        assert "with the secret headers X-Api-Secret) only: no file holds it" in doctor
+        checked = chctl(user_env, "check", "paired")  # the bridge's way: both secret headers sent
+        assert checked.returncode == 0 and "✓ paired: ok" in checked.stdout, checked.stdout + checked.stderr
+
+        ok(user_env, "secrets", "migrate", "--to", "file")
+        assert secret_is(token_file(user_env, "paired").get("extra_headers"), {"X-Api-Secret": second})
+        assert item(keychain, user_env, "paired") is None
+        ok(user_env, "secrets", "migrate", "--to", "keyring")
+        assert "extra_headers" not in set(token_file(user_env, "paired"))
+        assert secret_is((item(keychain, user_env, "paired") or {}).get("extra_headers"), {"X-Api-Secret": second})
+        assert files_holding(user_env.home, values) == []
+        assert chctl(user_env, "check", "paired").returncode == 0
     finally:
         daemon.stop()

@@ -159,8 +159,10 @@ async def send(proxy: RecordingProxy, url: str, **kwargs: object) -> Failure | i
         {"headers": {"Mcp-Api-Key": SECRET, "Mcp-Method": "tools/call"}},
         {"form": {"grant_type": "refresh_token", "refresh_token": SECRET}},
         {"form": {"grant_type": "authorization_code", "code": SECRET, "code_verifier": "v"}},
+        # A static header (`--header`, a registry's): not the protocol's own, so a credential as far as we can tell.
+        {"headers": {"X-Region": "eu-west-1"}},
     ],
-    ids=["bearer", "api-key-header", "mcp-named-key-header", "refresh-form", "code-form"],
+    ids=["bearer", "api-key-header", "mcp-named-key-header", "refresh-form", "code-form", "static-header"],
 )
 async def test_a_credential_for_plain_http_that_a_proxy_would_carry_is_refused_before_anything_is_sent(
     recording_proxy: RecordingProxy, credential: dict[str, object]

@@ -143,3 +143,21 @@ async def test_without_the_daemon_a_registration_keeps_its_secret_inline_as_befo
     assert json.loads((tmp_path / "clients" / "srv.json").read_text())["client_secret"] == "client-secret-value-2"
     assert await clients.drop("srv", "c-2") is False and await clients.drop("srv", "c-1") is True
     assert clients.get("srv", "https://as.example") is None
+
+
+def test_an_api_key_s_secret_headers_move_with_it(tokens: TokenStore) -> None:
+    headers = {"X-Api-Secret": "second-secret-value-1"}
+    keyed = Credential(
+        name="srv", kind="api_key", state=TokenState.API_KEY, api_key="key-value-1", extra_headers=headers
+    )
+    tokens.write_ref(keyed, SecretRef(service="s", key="srv", stamp="s1"))
+    text = tokens.path("srv").read_text()
+    assert "second-secret-value-1" not in text and "X-Api-Secret" not in text and "key-value-1" not in text
+    assert tokens.load("srv") == keyed  # filled back from the held values
+    with pytest.raises(SecretsChanged):  # another header value is a new secret: the vault's to store
+        tokens.save(keyed.model_copy(update={"extra_headers": {"X-Api-Secret": "second-secret-value-2"}}))
+    item = TOKEN_FIELDS.take(dump(keyed), "s2")
+    assert Secrets.from_json(item.to_json()) == item  # the keychain item's JSON holds the headers as an object
+    FileSecretStore(tokens.records).write("srv", item)
+    assert json.loads(tokens.path("srv").read_text())["extra_headers"] == headers
+    assert tokens.load("srv") == keyed

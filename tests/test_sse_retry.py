@@ -9,7 +9,6 @@ import json
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from typing import Any
 
 import aiohttp
 import pytest
@@ -18,6 +17,7 @@ from aiohttp import web
 from context_harness.primitives.result import Result, Success
 from context_harness.upstream import limits
 from context_harness.upstream.contract import RelayFailure
+from context_harness.upstream.messages import Message
 from context_harness.upstream.session import Upstream
 from context_harness.upstream.sse import SseParser
 from tests.oauth_fakes import serve
@@ -73,10 +73,10 @@ class NoCredential:
 
 
 @asynccontextmanager
-async def session_with(server: PollingServer) -> AsyncIterator[tuple[Upstream, list[dict[str, Any]]]]:
-    delivered: list[dict[str, Any]] = []
+async def session_with(server: PollingServer) -> AsyncIterator[tuple[Upstream, list[Message]]]:
+    delivered: list[Message] = []
 
-    async def deliver(message: dict[str, Any]) -> None:
+    async def deliver(message: Message) -> None:
         delivered.append(message)
 
     async with serve(server.app()) as base, aiohttp.ClientSession() as http:
@@ -91,8 +91,8 @@ async def session_with(server: PollingServer) -> AsyncIterator[tuple[Upstream, l
 async def test_a_gracefully_closed_stream_is_resumed_after_its_retry_with_last_event_id() -> None:
     server = PollingServer()
     async with session_with(server) as (upstream, delivered):
-        await asyncio.wait_for(upstream.streamable.post(CALL, json.dumps(CALL).encode()), 20)
-    assert [reply["id"] for reply in delivered] == [CALL["id"]]
+        await asyncio.wait_for(upstream.streamable.post(await Message.of(CALL)), 20)
+    assert [reply.id for reply in delivered] == [CALL["id"]]
     [(resumed_at, last_event_id)] = server.resumes
     assert last_event_id == "e1"
     assert resumed_at - server.closed_at >= RETRY_MS / 1000 - 0.05  # it waited (it was 1 ms before SEP-1699)
@@ -102,7 +102,7 @@ async def test_a_resumed_stream_that_brings_nothing_ends_in_an_error_not_a_hang(
     server = PollingServer(answer=False)
     async with session_with(server) as (upstream, _delivered):
         with pytest.raises(RelayFailure) as failed:
-            await asyncio.wait_for(upstream.streamable.post(CALL, json.dumps(CALL).encode()), 20)
+            await asyncio.wait_for(upstream.streamable.post(await Message.of(CALL)), 20)
     assert "polling closed the response stream before answering" in failed.value.failure.error
     assert len(server.resumes) == 1
 

@@ -4,15 +4,16 @@ current at send time, renewed once with the value refused, then final."""
 
 from __future__ import annotations
 
+import json
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from typing import Any
 
 import aiohttp
 import pytest
 
 from context_harness.primitives.result import ErrorCode, Failure, Result, Success
 from context_harness.upstream.contract import RelayFailure
+from context_harness.upstream.messages import Message
 from context_harness.upstream.session import Upstream
 from tests.peers.mcp_servers import McpApiKeyServer, McpApiKeyServerFactory
 
@@ -52,9 +53,9 @@ class Key:
 
 @asynccontextmanager
 async def upstream(server: McpApiKeyServer, key: Key) -> AsyncIterator[Upstream]:
-    delivered: list[dict[str, Any]] = []
+    delivered: list[Message] = []
 
-    async def deliver(message: dict[str, Any]) -> None:
+    async def deliver(message: Message) -> None:
         delivered.append(message)
 
     async with aiohttp.ClientSession() as http:
@@ -68,12 +69,12 @@ async def upstream(server: McpApiKeyServer, key: Key) -> AsyncIterator[Upstream]
 
 async def list_tools(session: Upstream) -> list[str]:
     """What `chctl check` does: open a session, send one request, close (the caller closes)."""
-    reply = await session.request(INITIALIZE)
-    assert reply is not None and "result" in reply
-    await session.request(INITIALIZED)
-    reply = await session.request(TOOLS_LIST)
-    assert reply is not None and reply["id"] == "tools"
-    return [tool["name"] for tool in reply["result"]["tools"]]
+    reply = await session.request(await Message.of(INITIALIZE))
+    assert reply is not None and reply.has("result")
+    await session.request(await Message.of(INITIALIZED))
+    reply = await session.request(await Message.of(TOOLS_LIST))
+    assert reply is not None and reply.id == "tools"
+    return [tool["name"] for tool in json.loads(bytes(reply.body))["result"]["tools"]]
 
 
 @pytest.mark.parametrize("transport", ["streamable", "sse"])
@@ -110,7 +111,7 @@ async def test_a_credential_refused_after_its_renewal_is_final(
     key = Key(server, "k-stale-key", renewed="k-still-wrong")
     async with upstream(server, key) as session:
         with pytest.raises(RelayFailure) as refused:
-            await session.request(INITIALIZE)
+            await session.request(await Message.of(INITIALIZE))
     assert refused.value.failure.code == ErrorCode.AUTH_REQUIRED
     assert refused.value.failure.hint == "run `chctl auth srv`"
     assert key.rejected == ["k-stale-key"]  # one renewal, no loop

@@ -7,7 +7,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from context_harness.upstream.limits import REINIT_PER_MINUTE, ReinitBudget, TooLarge
-from context_harness.upstream.messages import error_response, lookup_id, routing_headers
+from context_harness.upstream.messages import Message, error_response, lookup_id, routing_headers
 from context_harness.upstream.sse import Event, SseParser
 
 STREAM = (
@@ -18,10 +18,10 @@ STREAM = (
     b"data\n\n"
 )
 EXPECTED = [
-    Event(data="/messages/?session_id=1", event="endpoint"),
-    Event(data='{"a":\n1}', id="7"),
-    Event(data="x", id="7", retry_ms=3000),
-    Event(data="", id="7"),
+    Event(data=b"/messages/?session_id=1", event="endpoint"),
+    Event(data=b'{"a":\n1}', id="7"),
+    Event(data=b"x", id="7", retry_ms=3000),
+    Event(data=b"", id="7"),
 ]
 
 
@@ -46,7 +46,7 @@ def test_an_unfinished_event_is_held_until_its_blank_line() -> None:
     parser = SseParser()
     assert parser.feed(b"data: half") == []
     assert parser.feed(b"\n") == []
-    assert parser.feed(b"\n") == [Event(data="half")]
+    assert parser.feed(b"\n") == [Event(data=b"half")]
 
 
 def test_a_line_or_an_event_past_the_limit_is_refused_as_it_grows() -> None:
@@ -59,7 +59,7 @@ def test_a_line_or_an_event_past_the_limit_is_refused_as_it_grows() -> None:
         for _ in range(20):
             endless_event.feed(b"data: " + b"x" * 99 + b"\n")  # lines, but never the blank one
     just_fits = SseParser(limit=1000)
-    assert just_fits.feed(b"data: " + b"x" * 990 + b"\n\n") == [Event(data="x" * 990)]
+    assert just_fits.feed(b"data: " + b"x" * 990 + b"\n\n") == [Event(data=b"x" * 990)]
 
 
 def test_a_long_line_cut_in_many_chunks_is_parsed_whole() -> None:
@@ -69,7 +69,7 @@ def test_a_long_line_cut_in_many_chunks_is_parsed_whole() -> None:
         events += parser.feed(b"y" * 1000)
     events += parser.feed(b"\r")
     events += parser.feed(b"\n\r\n")
-    assert events == [Event(data="y" * 1_000_000)]
+    assert events == [Event(data=b"y" * 1_000_000)]
 
 
 def test_only_string_and_integer_ids_are_looked_up() -> None:
@@ -92,22 +92,22 @@ def test_reinitializations_back_off_and_stop_for_the_rest_of_the_minute() -> Non
     assert budget.delay() is not None
 
 
-def test_handshake_sessions_carry_the_negotiated_version() -> None:
-    request = {"jsonrpc": "2.0", "id": 1, "method": "tools/call", "params": {"name": "echo"}}
+async def test_handshake_sessions_carry_the_negotiated_version() -> None:
+    request = await Message.of({"jsonrpc": "2.0", "id": 1, "method": "tools/call", "params": {"name": "echo"}})
     assert routing_headers(request, "2025-11-25") == {"MCP-Protocol-Version": "2025-11-25"}
     assert routing_headers(request, None) == {}
 
 
-def test_per_request_versions_mirror_method_and_name_in_headers() -> None:
+async def test_per_request_versions_mirror_method_and_name_in_headers() -> None:
     meta = {"io.modelcontextprotocol/protocolVersion": "2026-07-28"}
     request = {"jsonrpc": "2.0", "id": 1, "method": "tools/call", "params": {"name": "echo", "_meta": meta}}
-    assert routing_headers(request, "2025-11-25") == {
+    assert routing_headers(await Message.of(request), "2025-11-25") == {
         "MCP-Protocol-Version": "2026-07-28",
         "Mcp-Method": "tools/call",
         "Mcp-Name": "echo",
     }
     odd = {**request, "params": {"name": "é\n", "_meta": meta}}
-    assert "Mcp-Name" not in routing_headers(odd, None)  # not a safe header value: left out
+    assert "Mcp-Name" not in routing_headers(await Message.of(odd), None)  # not a safe header value: left out
 
 
 def test_relay_errors_say_what_to_do() -> None:

@@ -17,6 +17,8 @@ real port (no bind-close-rebind race); --resource overrides it (to test a resour
 When serving it prints one line: {"url": ".../mcp", "port": N, "resource": ... | null}.
 It exits when stdin closes, or on SIGTERM/SIGINT.
 
+  --require-header NAME=VALUE   also answer 400 without this header (repeatable): a non-secret header the
+                    server needs beside its key (a region, a tenant)
   --transport sse   the legacy HTTP+SSE transport (the SDK's sse_app: GET /sse, POST /messages/) instead
                     of Streamable HTTP at /mcp; the ready line's url is then the /sse URL.
   --public-host NAME --tls-cert PEM --tls-key PEM
@@ -150,6 +152,23 @@ async def _send_json(send: Send, status: int, doc: dict[str, Any]) -> None:
     await send({"type": "http.response.body", "body": body})
 
 
+class RequiredHeadersMiddleware:
+    """Answers 400 unless the request carries each of `required` (name -> value): a server that needs a
+    non-secret header (a region, a tenant) as well as its key."""
+
+    def __init__(self, app: ASGIApp, required: dict[str, str]) -> None:
+        self._app = app
+        self._required = {name.lower().encode(): value.encode() for name, value in required.items()}
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http":
+            presented = dict(scope["headers"])
+            if any(presented.get(name) != value for name, value in self._required.items()):
+                error = {"error": "invalid_request", "error_description": "a required header is missing"}
+                return await _send_json(send, 400, error)
+        await self._app(scope, receive, send)
+
+
 class ApiKeyMiddleware:
     """Answers 401 unless the request carries the key in the configured header."""
 
@@ -249,6 +268,9 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--scopes", default="mcp:read mcp:write", help="required scopes, also scopes_supported")
     parser.add_argument("--resource", help="resource URL to advertise and require (default: this /mcp URL)")
     parser.add_argument("--transport", choices=["streamable", "sse"], default="streamable")
+    parser.add_argument(
+        "--require-header", action="append", default=[], metavar="NAME=VALUE", help="400 without it (repeatable)"
+    )
     parser.add_argument("--public-host", default="127.0.0.1", help="the host in its URL (a CH_TEST_HOSTS name)")
     parser.add_argument("--tls-cert", help="PEM chain: serve https with it (and --tls-key)")
     parser.add_argument("--tls-key")
@@ -275,7 +297,8 @@ def _build_app(args: argparse.Namespace, url: str) -> tuple[ASGIApp, str | None]
             app = server.sse_app(sse_path=SSE_PATH)
         else:
             app = server.streamable_http_app(streamable_http_path=MCP_PATH)
-        return ApiKeyMiddleware(app, args.api_key_header, args.api_key), None
+        required = dict(item.split("=", 1) for item in args.require_header)
+        return RequiredHeadersMiddleware(ApiKeyMiddleware(app, args.api_key_header, args.api_key), required), None
     resource = args.resource or url
     scopes = args.scopes.split()
     auth = AuthSettings(

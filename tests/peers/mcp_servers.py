@@ -79,25 +79,32 @@ McpOAuthServerFactory = Callable[..., McpOAuthServer]
 
 @pytest.fixture(scope="session")
 def mcp_api_key_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[McpApiKeyServerFactory]:
-    """`mcp_api_key_server(header="X-API-Key", key=None, transport="streamable", era="both")`: a running API-key
-    MCP server, reused per (header, key, transport, era). A None key gets a random one, reused for the same header.
-    transport="sse" serves the legacy HTTP+SSE transport (url ends in /sse); era="legacy" or "modern" serves one
-    protocol era only (mcp_server_app.py's --era)."""
-    running: dict[tuple[str, str | None, str, str], McpApiKeyServer] = {}
+    """`mcp_api_key_server(header="X-API-Key", key=None, transport="streamable", require=(), era="both")`: a
+    running API-key MCP server, reused per (header, key, transport, require, era). A None key gets a random one,
+    reused for the same header. transport="sse" serves the legacy HTTP+SSE transport (url ends in /sse);
+    `require`: more (name, value) headers it answers 400 without (a secret or not: the server cannot tell);
+    era="legacy" or "modern" serves one protocol era only (mcp_server_app.py's --era)."""
+    running: dict[tuple[str, str | None, str, tuple[tuple[str, str], ...], str], McpApiKeyServer] = {}
 
     def factory(
-        header: str = "X-API-Key", key: str | None = None, transport: str = "streamable", era: str = "both"
+        header: str = "X-API-Key",
+        key: str | None = None,
+        transport: str = "streamable",
+        require: tuple[tuple[str, str], ...] = (),
+        era: str = "both",
     ) -> McpApiKeyServer:
-        if (header, key, transport, era) not in running:
+        if (header, key, transport, require, era) not in running:
             # "k" first: a key starting with "-" would read as an option after `chctl add -k`.
             actual_key = key or "k" + secrets.token_urlsafe(24)
             log_path = tmp_path_factory.mktemp("mcp-api-key") / "mcp-server.log"
             args = ["--api-key-header", header, "--transport", transport, "--era", era]
+            for name, value in require:
+                args += ["--require-header", f"{name}={value}"]
             peer = _start_app(args, {"MCP_PEER_API_KEY": actual_key}, log_path)
-            running[(header, key, transport, era)] = McpApiKeyServer(
+            running[(header, key, transport, require, era)] = McpApiKeyServer(
                 url=str(peer.ready["url"]), header=header, key=actual_key, log_path=log_path, _peer=peer
             )
-        return running[(header, key, transport, era)]
+        return running[(header, key, transport, require, era)]
 
     yield factory
     for server in running.values():

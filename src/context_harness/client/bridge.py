@@ -40,6 +40,9 @@ AUTOSTART_EVERY_S = 30.0  # start the daemon at most this often while none answe
 REFUSED_BACKOFF_S = (1.0, 10.0)  # after the daemon refuses the bridge (or is refused): wait this long, doubling, capped
 READ_BYTES = 256 * 1024
 RELAY_ERROR = -32001  # the daemon's relay uses the same code for its own failures
+# A longer line (a tool's 60 MiB answer) is read for its id and method only, never decoded whole: decoding
+# costs ten times its size.
+LARGE_LINE_BYTES = 1024 * 1024
 OPEN_ID = "chctl-bridge-open"
 
 STDIN, STDOUT, STDERR = 0, 1, 2
@@ -66,6 +69,27 @@ def parse(line: bytes) -> dict[str, Any] | None:
     except (ValueError, UnicodeDecodeError, RecursionError):
         return None
     return message if isinstance(message, dict) else None
+
+
+def routing(line: bytes) -> dict[str, Any] | None:
+    """What the bridge looks at in a line: all of a short one; of a long one, its id and method, and `result`
+    (True) when it has one."""
+    if len(line) <= LARGE_LINE_BYTES:
+        return parse(line)
+    from context_harness.primitives import json_scan  # only now: chctl starts without `re`
+
+    try:
+        found = json_scan.scan(line, [("id",), ("method",), ("result",)])
+    except json_scan.NotJson:
+        return None
+    if found.kind != "object":
+        return None
+    summary: dict[str, Any] = {"result": True} if ("result",) in found.spans else {}
+    for key in ("id", "method"):
+        span = found.spans.get((key,))
+        if span is not None:
+            summary[key] = json_scan.decode(line, span, LARGE_LINE_BYTES)
+    return summary
 
 
 class Bridge:
@@ -274,8 +298,10 @@ class Bridge:
         for line in split_lines(data, self.client_partial):
             if not line.strip():
                 continue
-            message = parse(line) or {}
+            message = routing(line) or {}
             method = message.get("method")
+            if method in ("initialize", "notifications/initialized") and len(line) > LARGE_LINE_BYTES:
+                message = parse(line) or {}  # kept whole, to be replayed
             request_id = message.get("id") if method is not None else None
             if method == "initialize":
                 self.initialize, self.initialized, self.established = message, None, False
@@ -301,7 +327,7 @@ class Bridge:
             self.lost()
 
     def to_client(self, line: bytes) -> None:
-        message = parse(line)
+        message = routing(line)
         if message is not None and "method" not in message and "id" in message:
             request_id = message["id"]
             self.in_flight.pop(wire.dumps(request_id), None)

@@ -3,7 +3,7 @@
 Standard library only, so it starts about as fast as `python3`: it speaks JSON through `wire` and the socket
 through `_socket` (see rpc_client.py); what only some commands need (getpass, shlex, json for --json, the
 modules behind `auth`, `bridge`, `token` and `service`) is imported by them; and `chctl status`, `chctl bridge
-NAME` and `chctl token NAME` skip argparse (see `parse_fast`).
+NAME`, `chctl token NAME` and `chctl search TEXT` skip argparse (see `parse_fast`).
 """
 
 from __future__ import annotations
@@ -41,6 +41,7 @@ examples:
   chctl init                                        # opencode.json with an empty "mcp" here
   chctl add context7 --api-key-env CONTEXT7_API_KEY # an API-key server
   chctl add linear && chctl auth linear             # an OAuth server: add, then log in once
+  chctl search weather                              # servers in the MCP Registry (add one by its name)
   chctl status                                      # every server's state at a glance
 
 `chctl registry` lists the servers chctl knows; `chctl COMMAND --help` tells more about one command.
@@ -302,8 +303,8 @@ class FastArgs:
 
 
 def parse_fast(args_list: Sequence[str]) -> FastArgs | None:
-    """What argparse would make of `args_list` for `bridge NAME`, `token NAME ...` and the spellings in
-    FAST_SPELLINGS; else None."""
+    """What argparse would make of `args_list` for `bridge NAME`, `token NAME ...`, `search TEXT [--json]` and
+    the spellings in FAST_SPELLINGS; else None."""
     if len(args_list) == 2 and args_list[0] == "bridge" and not args_list[1].startswith("-"):
         return FastArgs(command="bridge", name=args_list[1], func=cmd_bridge)  # agents spawn it per session
     if args_list[:1] == ["token"]:  # agents run it at every connect
@@ -311,6 +312,11 @@ def parse_fast(args_list: Sequence[str]) -> FastArgs | None:
 
         token = token_cmd.parse_fast(args_list)
         return None if token is None else FastArgs(command="token", func=token_cmd.cmd_token, **token)
+    if args_list[:1] == ["search"]:  # as cheap as `chctl status` once the daemon's cache is warm
+        from context_harness.client import search_cmd
+
+        search = search_cmd.parse_fast(args_list)
+        return None if search is None else FastArgs(command="search", func=search_cmd.cmd_search, **search)
     as_json = FAST_SPELLINGS.get(tuple(args_list))
     if as_json is None:
         return None

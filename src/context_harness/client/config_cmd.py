@@ -30,7 +30,10 @@ if TYPE_CHECKING:
 # How `chctl clients` fits a narrow terminal: the server list is cut first, then FOUND leaves, then the path is cut.
 CLIENTS_FIT = (("cut", 3), ("drop", 1), ("cut", 2))
 MIN_DESCRIPTION = 30  # `chctl registry` on a terminal narrower than URLs plus this leaves the URLs out
-NAME_HELP = "a server from `chctl registry`, or a name of your choice with --url or --command"
+NAME_HELP = (
+    "a server from `chctl registry`, one from an MCP registry as NAMESPACE/NAME[@VERSION] (`chctl search`), "
+    "or a name of your choice with --url or --command"
+)
 ADD_DESCRIPTION = (
     "Add a server to an agent's config (opencode's by default): one from `chctl registry` by name, or any with --url."
 )
@@ -42,7 +45,9 @@ examples:
   chctl add files --command "npx -y @modelcontextprotocol/server-filesystem ~/docs"
   chctl add linear --client claude-code --client codex  # other agents' configs (through `chctl bridge`)
   chctl add linear --client cursor --mode header      # the header in the file instead of the bridge
-  chctl add                                           # on a terminal: pick from the registry
+  chctl add io.github.acme/weather --api-key-env KEY  # from an MCP registry (`chctl search weather`)
+  chctl add com.example/crm@1.2.0 --var tenant=acme   # a version, and its URL's {tenant}
+  chctl add                                           # on a terminal: pick from the registry, or search
 
 `chctl registry` lists the servers you can add by name.
 """
@@ -55,6 +60,8 @@ MODE_NOTES = {"bridge": " (through `chctl bridge`)", "helper": " (Claude runs `c
 def add_config_parsers(sub: Any) -> None:
     import argparse
 
+    from context_harness.client import search_cmd
+
     p = sub.add_parser("init", help="create an agent's config (opencode's: $schema and an empty mcp section)")
     add_target(p)
     p.set_defaults(func=cmd_init)
@@ -62,6 +69,7 @@ def add_config_parsers(sub: Any) -> None:
     p = sub.add_parser("registry", help="list the servers chctl knows how to add")
     add_json_flag(p)
     p.set_defaults(func=cmd_registry)
+    search_cmd.add_search_parser(sub)  # and those the MCP registries know
 
     p = sub.add_parser("list", help="list the MCP servers in an opencode config")
     add_target(p)
@@ -107,6 +115,24 @@ def _add_arguments(p: argparse.ArgumentParser) -> None:
         help="header that carries the key for a custom --url (default: Authorization: Bearer)",
     )
     p.add_argument("--command", metavar='"CMD ARGS..."', help="a local (stdio) server's command line")
+    p.add_argument(
+        "--as",
+        dest="as_name",
+        metavar="NAME",
+        help="a registry server's name here (default: weather for io.github.acme/weather)",
+    )
+    p.add_argument(
+        "--var",
+        action="append",
+        metavar="K=V",
+        help="a registry server's URL variable (repeatable; asked on a terminal)",
+    )
+    p.add_argument(
+        "--header-env",
+        action="append",
+        metavar="HEADER=VAR",
+        help="a registry server's secret header, read from the environment variable VAR (repeatable)",
+    )
     p.add_argument("--env", action="append", metavar="K=V", help="environment for a local server (repeatable)")
     p.add_argument(
         "--secret-mode",
@@ -220,11 +246,6 @@ def read_api_key(args: argparse.Namespace) -> str | None:
 
 
 def cmd_add(args: argparse.Namespace) -> int:
-    import getpass
-    import shlex
-
-    from context_harness.client.arguments import clients_of, target
-
     picked = args.name is None  # `chctl add` alone: pick from the registry, on a terminal only
     if picked:
         from context_harness.client import picker
@@ -235,7 +256,37 @@ def cmd_add(args: argparse.Namespace) -> int:
         if args.name is None:
             print("nothing added")
             return 1
-    params = target(args)  # what no flag names stays as recorded for the server (clients, mode, key header, URL)
+    params = _add_params(args)
+    key = read_api_key(args)
+    if key is not None:
+        params["api_key"] = key
+    result = _add_asking_for_a_key(args, params, key)
+    if printed_as_json(args, result):
+        return 0
+    from context_harness.client.registry_add import print_registry_outcome
+
+    _print_added(result)
+    say_made_private(result.get("made_private") or {})
+    print_registry_outcome(result)
+    name = result["name"]
+    if result["needs_auth"]:
+        if picked and picker.ask_yes(f"log in to {name} now?"):
+            return _log_in(name)
+        print(f"next: run `chctl auth {name}` to log in; the token is written here automatically")
+    elif result.get("needs_key"):
+        print(f"next: {name} answers 401 and offers no OAuth login: give it its key, `chctl add {name} -k KEY`")
+    return 0
+
+
+def _add_params(args: argparse.Namespace) -> dict[str, Any]:
+    """mcp.add's parameters from `chctl add`'s flags (a registry server's: see registry_add); what no flag names
+    stays as recorded for the server (clients, mode, key header, URL)."""
+    import shlex
+
+    from context_harness.client import registry_add
+    from context_harness.client.arguments import clients_of, target
+
+    params = target(args)
     params["name"] = args.name
     if args.secret_mode:
         params["secret_mode"] = args.secret_mode
@@ -255,40 +306,42 @@ def cmd_add(args: argparse.Namespace) -> int:
         params["environment"] = key_values(args.env, "--env")
     if args.key_header:
         params["key_header"] = args.key_header
-    key = read_api_key(args)
-    if key is not None:
-        params["api_key"] = key
+    if registry_add.is_registry_name(args.name):
+        registry_add.registry_params(args, params, key_values(args.var, "--var"))
+    elif args.as_name or args.var or args.header_env:
+        raise RpcError(
+            "INVALID_PARAMS",
+            "--as, --var and --header-env are for a server from a registry (NAMESPACE/NAME)",
+            "`chctl search TEXT` finds one",
+        )
+    return params
+
+
+def _add_asking_for_a_key(args: argparse.Namespace, params: dict[str, Any], key: str | None) -> Any:
+    """mcp.add; on a terminal, a server that needs a key not given is asked for it (hidden) and added again."""
+    import getpass
+
     try:
-        result = call("mcp.add", params)
+        return call("mcp.add", params)
     except RpcError as exc:
         if exc.code != "AUTH_REQUIRED" or key is not None or not sys.stdin.isatty():
             raise
         params["api_key"] = getpass.getpass(f"API key for {args.name} (hidden): ").strip()
         if not params["api_key"]:
             raise
-        result = call("mcp.add", params)
-    if printed_as_json(args, result):
-        return 0
-    _print_added(result)
-    say_made_private(result.get("made_private") or {})
-    name = result["name"]
-    if result["needs_auth"]:
-        if picked and picker.ask_yes(f"log in to {name} now?"):
-            return _log_in(name)
-        print(f"next: run `chctl auth {name}` to log in; the token is written here automatically")
-    elif result.get("needs_key"):
-        print(f"next: {name} answers 401 and offers no OAuth login: give it its key, `chctl add {name} -k KEY`")
-    return 0
+        return call("mcp.add", params)
 
 
 def _print_added(result: dict[str, Any]) -> None:
     """Each config the server is now in, what the add changed of what was recorded (one line each), and the
     configs whose header is not written yet."""
+    from context_harness.client.registry_add import origin
+
     configs = result.get("configs") or [{"path": result["path"], "mode": "header", "new": True}]
     for config in configs:
         through = MODE_NOTES.get(config["mode"], "")
         verb = "added {} to" if config.get("new", True) else "updated {} in"
-        print(f"{verb.format(result['name'])} {printable(config['path'])}{through}")
+        print(f"{verb.format(result['name'] + origin(result))} {printable(config['path'])}{through}")
     for change in result.get("changes") or []:
         print(f"  {printable(change)}")
     if not result.get("changes") and not any(c.get("new", True) for c in configs):

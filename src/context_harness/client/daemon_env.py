@@ -44,6 +44,8 @@ DAEMON_SETTINGS = (
     "CH_NOTIFY_COMMAND",
     "CH_EVENT_COMMAND",
     "CH_CA_BUNDLE",
+    "CH_REGISTRY_URL",
+    "CH_REGISTRY_CACHE_TTL_S",
 )
 NETWORK_VARIABLES = (
     *(f"{name}_PROXY" for name in ("HTTPS", "HTTP", "ALL", "NO")),

@@ -24,7 +24,8 @@ def interactive() -> bool:
 
 
 def pick_server() -> str | None:
-    """Show the registry, read a number or a name; the chosen name, or None (nothing chosen, EOF)."""
+    """Show the registry, read a number, a name, or words to search the MCP registries with; the chosen name
+    (NAMESPACE/NAME for a registry's server), or None (nothing chosen, EOF)."""
     servers: list[dict[str, Any]] = call("registry.list")["servers"]
     rows = [["#", "NAME", "AUTH", "DESCRIPTION"]]
     for number, server in enumerate(servers, start=1):
@@ -32,19 +33,42 @@ def pick_server() -> str | None:
     print(table(rows, width=terminal_width(), cut=3))
     names: list[str] = [str(s["name"]) for s in servers]
     for _ in range(MAX_TRIES):
-        try:
-            answer = input(f"server to add (1-{len(servers)} or a name): ").strip()
-        except EOFError:
-            print()
-            return None
+        answer = _read(f"server to add (1-{len(servers)}, a name, or words to search the MCP registries): ")
         if not answer:
             return None
         if answer.isdigit() and 1 <= int(answer) <= len(servers):
             return names[int(answer) - 1]
         if answer in names:
             return answer
-        print(f"no server {answer!r} in the list; `chctl add {answer} --url URL` adds one of your own")
+        found = _search(answer)
+        if found is not None:
+            return found or None
     return None
+
+
+def _search(text: str) -> str | None:
+    """`chctl search TEXT` as a numbered list; the name picked, "" for none, None when nothing matched."""
+    result = call("registry.search", {"text": text})
+    matches = [s for s in result["servers"] if s["status"] != "deleted"]
+    if not matches:
+        print(f"no server's name holds {text!r}; `chctl add NAME --url URL` adds one of your own")
+        return None
+    rows = [["#", "NAME", "AUTH", "DESCRIPTION"]]
+    for number, server in enumerate(matches, start=1):
+        rows.append([str(number), server["name"], server["auth"], server.get("description") or ""])
+    print(table(rows, width=terminal_width(), cut=3))
+    answer = _read(f"server to add (1-{len(matches)}): ")
+    if answer.isdigit() and 1 <= int(answer) <= len(matches):
+        return str(matches[int(answer) - 1]["name"])
+    return ""
+
+
+def _read(prompt: str) -> str:
+    try:
+        return input(prompt).strip()
+    except EOFError:
+        print()
+        return ""
 
 
 def ask_yes(question: str) -> bool:

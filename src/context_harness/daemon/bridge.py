@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import asyncio
 import itertools
-import json
 import os
 from collections.abc import Callable
 from http import HTTPStatus
@@ -26,22 +25,30 @@ from context_harness.daemon.peer_limits import BridgeLimits, bridge_limits
 from context_harness.daemon.rpc_server import IDLE_TIMEOUT_S
 from context_harness.daemon.throttled_log import ThrottledLog
 from context_harness.oauth.http import describe_url
+from context_harness.primitives.json_scan import NotJson
 from context_harness.primitives.oauth import Credential
 from context_harness.primitives.outside_values import is_secure_endpoint
 from context_harness.primitives.result import ErrorCode, Failure, Result, Success
 from context_harness.services.oauth_service import OAuthService
 from context_harness.services.refresh_outcomes import refresh_result
 from context_harness.services.server_state import ServerStates
+from context_harness.services.static_headers import static_headers
 from context_harness.services.step_up import scope_refused
+from context_harness.stores.bindings import BindingStore
 from context_harness.stores.token_store import TokenStore
 from context_harness.upstream import messages
 from context_harness.upstream.contract import Counters
-from context_harness.upstream.limits import MAX_MESSAGE_BYTES
+from context_harness.upstream.limits import MAX_MESSAGE_BYTES, WRITE_SLICE_BYTES
+from context_harness.upstream.messages import Message
 from context_harness.upstream.session import Upstream
 
 log = structlog.get_logger(__name__)
 
 READ_CHUNK_BYTES = 256 * 1024
+# JSON escapes a line break inside a string, so one in a message is whitespace between tokens: a space keeps
+# the message whole on its line.
+LINE_BREAKS_TO_SPACES = bytes.maketrans(b"\r\n", b"  ")
+PARSE_ERROR = {"jsonrpc": "2.0", "id": None, "error": {"code": -32700, "message": "parse error"}}
 
 
 class ServerCredentials:
@@ -131,8 +138,10 @@ class Bridges:
         oauth: OAuthService,
         http: Callable[[], aiohttp.ClientSession],
         states: ServerStates,
+        bindings: BindingStore,
     ) -> None:
         self.tokens = tokens
+        self.bindings = bindings  # the static headers recorded with them go with every request
         self.oauth = oauth
         self.http = http
         self.states = states  # each live bridge's counters are in its server's state
@@ -160,13 +169,14 @@ class Bridges:
                 f"use the server's https:// URL: `chctl add {name} --bridge --url https://...`",
             )
         credentials = ServerCredentials(name, self.tokens, self.oauth)
+        headers = static_headers(name, url.value, self.bindings.for_server(name), self.tokens.load(name))
         bridge_id = next(self._ids)
         relay = Relay(self, bridge_id, name, self.remote_limits if remote else self.local_limits)
         counters = self.states.get(name).bridges[bridge_id] = Counters()  # `chctl status` reads it there
-        upstream = Upstream(name, url.value, self.http(), credentials, relay.deliver, counters)
+        upstream = Upstream(name, url.value, self.http(), credentials, relay.deliver, counters, headers)
         relay.upstream = upstream
         if replay:
-            await upstream.restore(replay)  # before the bridge sends anything else
+            await upstream.restore([await Message.of(m) for m in replay])  # before the bridge sends anything else
         log.info("bridge_opened", server=name, bridge=bridge_id, restored=bool(replay))
         return Success(relay)
 
@@ -188,13 +198,14 @@ class Relay:
     def reply(self) -> dict[str, Any]:
         return {"bridge": self.id, "server": self.name}
 
-    async def deliver(self, message: dict[str, Any]) -> None:
+    async def deliver(self, message: Message) -> None:
         if self._writer is None or self._writer.is_closing():
             return
         async with self._write_lock:
-            self._writer.write(json.dumps(message, separators=(",", ":")).encode() + b"\n")
-            self._last_byte_at = asyncio.get_running_loop().time()
-            await self._writer.drain()
+            loop = asyncio.get_running_loop()
+            self._last_byte_at = loop.time()
+            await write_line(self._writer, message.body)
+            self._last_byte_at = loop.time()  # a long message is written in slices: it ends now
 
     async def run(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         assert self.upstream is not None
@@ -209,30 +220,32 @@ class Relay:
             log.info("bridge_closed", server=self.name, bridge=self.id)
 
     async def _read(self, reader: asyncio.StreamReader) -> None:
-        pending: list[bytes] = []  # the start of a line still being received, its bytes taken from the budget
-        size = 0
+        line = bytearray()  # a line is gathered in one buffer, which becomes its message: held once
+        held = 0  # the bytes of the unfinished line, taken from the budget
         budget = self.limits.budget
         try:
-            while chunk := await self._next_chunk(reader, mid_message=size > 0):
-                while (end := chunk.find(b"\n")) != -1:
-                    line = b"".join([*pending, chunk[:end]])
-                    budget.give(size)
-                    pending, size, chunk = [], 0, chunk[end + 1 :]
-                    await self._from_client(line)
-                if not chunk:
+            while chunk := await self._next_chunk(reader, mid_message=held > 0):
+                view, start = memoryview(chunk), 0
+                while (end := chunk.find(b"\n", start)) != -1:
+                    line += view[start:end]
+                    budget.give(held)  # a finished line is a message now, the budget's no longer
+                    finished, line, held, start = line, bytearray(), 0, end + 1
+                    await self._from_client(finished)
+                rest = len(chunk) - start
+                if not rest:
                     continue
-                if size + len(chunk) > MAX_MESSAGE_BYTES:
+                if held + rest > MAX_MESSAGE_BYTES:
                     log.warning("bridge_message_too_large", server=self.name, bridge=self.id)
                     return
-                if not budget.take(len(chunk)):
+                if not budget.take(rest):
                     self.bridges.over_budget.note(server=self.name, limit=budget.limit)
                     return
-                pending.append(chunk)
-                size += len(chunk)
+                held += rest
+                line += view[start:]
         except (ConnectionError, OSError):
             pass
         finally:
-            budget.give(size)
+            budget.give(held)
 
     async def _next_chunk(self, reader: asyncio.StreamReader, *, mid_message: bool) -> bytes:
         """The next bytes from the client; b"" when it closed, stalled mid-message or (a remote bridge) sat idle."""
@@ -255,17 +268,29 @@ class Relay:
             self._last_byte_at = loop.time()
             return chunk
 
-    async def _from_client(self, line: bytes) -> None:
-        if not line.strip():
+    async def _from_client(self, line: bytearray) -> None:
+        if not line or line.isspace():
             return
         assert self.upstream is not None
         try:
-            message = json.loads(line)
-        except (UnicodeDecodeError, ValueError, RecursionError):
-            await self.deliver({"jsonrpc": "2.0", "id": None, "error": {"code": -32700, "message": "parse error"}})
+            message = await Message.read(line)
+        except NotJson:
+            await self.deliver(await Message.of(PARSE_ERROR))
             return
-        if not isinstance(message, dict) or message.get("jsonrpc") != "2.0":
+        if message.is_batch or message.get("jsonrpc") != "2.0":
             reply = messages.error_response(None, "not a JSON-RPC 2.0 message", ErrorCode.INVALID_PARAMS.value)
-            await self.deliver(reply)
+            await self.deliver(await Message.of(reply))
             return
-        self.upstream.submit(message, line)
+        self.upstream.submit(message)
+
+
+async def write_line(writer: asyncio.StreamWriter, body: memoryview) -> None:
+    """`body` and a LF, in slices each drained before the next (the transport would copy what the socket does
+    not take at once: a large message written whole would be held twice)."""
+    size = len(body)
+    for start in range(0, max(size, 1), WRITE_SLICE_BYTES):
+        piece = bytes(body[start : start + WRITE_SLICE_BYTES])
+        if b"\n" in piece or b"\r" in piece:
+            piece = piece.translate(LINE_BREAKS_TO_SPACES)
+        writer.write(piece + b"\n" if start + WRITE_SLICE_BYTES >= size else piece)
+        await writer.drain()

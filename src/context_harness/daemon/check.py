@@ -21,10 +21,12 @@ from context_harness.daemon.bridge import ServerCredentials, refusal_message
 from context_harness.daemon.rpc_params import CheckParams
 from context_harness.daemon.services import Services
 from context_harness.oauth.challenge import parse_www_authenticate
+from context_harness.primitives.json_scan import NotJson, decode, steps
 from context_harness.primitives.outside_values import is_secure_endpoint
 from context_harness.primitives.result import Failure, Result, Success
 from context_harness.services.server_state import ServerState
-from context_harness.upstream.messages import PROTOCOL_VERSION_META_KEY
+from context_harness.services.static_headers import static_headers
+from context_harness.upstream.messages import MAX_ROUTED_BYTES, PROTOCOL_VERSION_META_KEY, Message, scan_async
 from context_harness.upstream.session import Upstream
 
 log = structlog.get_logger(__name__)
@@ -98,7 +100,8 @@ async def probe_server(s: Services, name: str, timeout_s: float) -> Probe:
     credentials = ServerCredentials(name, s.tokens, s.oauth)
     started = time.monotonic()
     conversation = _Conversation()
-    upstream = Upstream(name, url.value, s.bridge_http(), credentials, conversation.deliver)
+    headers = static_headers(name, url.value, s.bindings.for_server(name), s.tokens.load(name))
+    upstream = Upstream(name, url.value, s.bridge_http(), credentials, conversation.deliver, headers=headers)
     try:
         async with asyncio.timeout(timeout_s), upstream.carrying():
             probe = await _talk(name, upstream, conversation)
@@ -142,35 +145,102 @@ def _with_scopes_wanted(probe: Probe, state: ServerState | None) -> Probe:
     )
 
 
+@dataclass(frozen=True, slots=True)
+class Answer:
+    """What a check reads of an answer: its error, or its result's server, versions, tools and next page."""
+
+    error: dict[str, Any] | None = None  # present (an object, or {} for anything else) when the answer is one
+    server_info: dict[str, Any] | None = None  # `initialize`'s serverInfo
+    stamped_info: dict[str, Any] | None = None  # a 2026-07-28 result's serverInfo, in its `_meta`
+    protocol_version: str | None = None
+    supported_versions: tuple[str, ...] = ()  # `server/discover`'s
+    tools: int = 0
+    next_cursor: str | None = None
+
+    @classmethod
+    def of(cls, message: dict[str, Any]) -> Answer:
+        """From a decoded message (a local server's, read line by line)."""
+        if "error" in message:
+            return cls(error=_object(message["error"]))
+
+        def value(*path: str) -> Any:
+            found: Any = message
+            for key in path:
+                found = _object(found).get(key)
+            return found
+
+        tools = value("result", "tools")
+        return cls._result(value, len(tools) if isinstance(tools, list) else 0)
+
+    @classmethod
+    async def read(cls, message: Message) -> Answer:
+        """From a relayed message, read where it lies: the tools are counted, not kept (a page may be 64 MiB)."""
+        try:
+            found = await scan_async(steps(message.raw, _READ, counted=[("result", "tools")], span=message.span))
+        except NotJson:  # the relay read it already: not reached
+            return cls(error={"message": "the answer is not JSON"})
+
+        def value(*path: str) -> Any:
+            span = found.spans.get(path)
+            return decode(message.raw, span, MAX_ROUTED_BYTES) if span is not None else None
+
+        if ("error",) in found.spans:
+            return cls(error=_object(value("error")) or {"message": "an error too long to show"})
+        return cls._result(value, found.counts.get(("result", "tools"), 0))
+
+    @classmethod
+    def _result(cls, value: Callable[..., Any], tools: int) -> Answer:
+        versions = value("result", "supportedVersions")
+        return cls(
+            server_info=_object(value("result", "serverInfo")),
+            stamped_info=_object(value("result", "_meta", SERVER_INFO_META_KEY)),
+            protocol_version=_text(value("result", "protocolVersion")),
+            supported_versions=tuple(v for v in versions if isinstance(v, str)) if isinstance(versions, list) else (),
+            tools=tools,
+            next_cursor=_text(value("result", "nextCursor")),
+        )
+
+
+# What `Answer.read` decodes: each small (at most MAX_ROUTED_BYTES), the tools only counted.
+_READ = (
+    ("error",),
+    ("result", "serverInfo"),
+    ("result", "_meta", SERVER_INFO_META_KEY),
+    ("result", "protocolVersion"),
+    ("result", "supportedVersions"),
+    ("result", "nextCursor"),
+)
+
+
 class _Conversation:
     """Our own requests and their answers: the upstream session delivers every message here."""
 
     def __init__(self) -> None:
         self._ids = itertools.count(1)
-        self._waiters: dict[str, asyncio.Future[dict[str, Any]]] = {}
+        self._waiters: dict[str, asyncio.Future[Message]] = {}
 
-    async def deliver(self, message: dict[str, Any]) -> None:
-        waiter = self._waiters.get(str(message.get("id")))
-        if waiter is not None and not waiter.done() and "method" not in message:
+    async def deliver(self, message: Message) -> None:
+        waiter = self._waiters.get(str(message.id))
+        if waiter is not None and not waiter.done() and not message.has("method"):
             waiter.set_result(message)
 
-    async def ask(self, upstream: Upstream, method: str, params: dict[str, Any]) -> dict[str, Any]:
+    async def ask(self, upstream: Upstream, method: str, params: dict[str, Any]) -> Answer:
         request_id = f"chctl-check-{next(self._ids)}"
-        waiter: asyncio.Future[dict[str, Any]] = asyncio.get_running_loop().create_future()
+        waiter: asyncio.Future[Message] = asyncio.get_running_loop().create_future()
         self._waiters[request_id] = waiter
-        upstream.submit({"jsonrpc": "2.0", "id": request_id, "method": method, "params": params})
+        upstream.submit(await Message.of({"jsonrpc": "2.0", "id": request_id, "method": method, "params": params}))
         try:
-            return await waiter
+            return await Answer.read(await waiter)
         finally:
             del self._waiters[request_id]
 
 
 async def _talk(name: str, upstream: Upstream, conversation: _Conversation) -> Probe:
-    async def ask(method: str, params: dict[str, Any]) -> dict[str, Any]:
+    async def ask(method: str, params: dict[str, Any]) -> Answer:
         return await conversation.ask(upstream, method, params)
 
     async def notify(method: str) -> None:
-        upstream.submit({"jsonrpc": "2.0", "method": method})
+        upstream.submit(await Message.of({"jsonrpc": "2.0", "method": method}))
 
     def refused(_error: Any) -> bool:
         """The discovery failed for a reason `initialize` would meet too: unreachable, or no credential."""
@@ -182,7 +252,7 @@ async def _talk(name: str, upstream: Upstream, conversation: _Conversation) -> P
     return probe or await converse(name, ask, notify, failed)
 
 
-Ask = Callable[[str, dict[str, Any]], Awaitable[dict[str, Any]]]
+Ask = Callable[[str, dict[str, Any]], Awaitable[Answer]]
 Notify = Callable[[str], Awaitable[None]]
 
 
@@ -202,13 +272,11 @@ async def discover_modern(
     """What an agent's SDK in its default mode does first: `server/discover` at 2026-07-28, then `tools/list` in
     that protocol. None when the server does not speak it (then `initialize`, as the SDK falls back)."""
     answer = await ask("server/discover", _modern({}))
-    if "error" in answer:
-        return failed(answer["error"]) if refused(answer["error"]) else None
-    result = _object(answer.get("result"))
-    versions = result.get("supportedVersions")
-    if not isinstance(versions, list) or MODERN_PROTOCOL_VERSION not in versions:
+    if answer.error is not None:
+        return failed(answer.error) if refused(answer.error) else None
+    if MODERN_PROTOCOL_VERSION not in answer.supported_versions:
         return None
-    info = _object(_object(result.get("_meta")).get(SERVER_INFO_META_KEY))
+    info = answer.stamped_info or {}
     listed = await _count_tools(lambda cursor: ask("tools/list", _modern({"cursor": cursor} if cursor else {})))
     return failed(listed) if isinstance(listed, dict) else _answers(name, info, MODERN_PROTOCOL_VERSION, listed)
 
@@ -227,16 +295,15 @@ def _answers(name: str, info: dict[str, Any], protocol: str | None, tools: int) 
     )
 
 
-async def _count_tools(page: Callable[[str | None], Awaitable[dict[str, Any]]]) -> int | dict[str, Any]:
+async def _count_tools(page: Callable[[str | None], Awaitable[Answer]]) -> int | dict[str, Any]:
     """The tools of every page (at most MAX_TOOL_PAGES), or the error of the page that failed."""
     tools, cursor = 0, None
     for _ in range(MAX_TOOL_PAGES):
         listed = await page(cursor)
-        if "error" in listed:
-            return _object(listed["error"])
-        result = _object(listed.get("result"))
-        tools += len(result["tools"]) if isinstance(result.get("tools"), list) else 0
-        cursor = result.get("nextCursor") if isinstance(result.get("nextCursor"), str) else None
+        if listed.error is not None:
+            return listed.error
+        tools += listed.tools
+        cursor = listed.next_cursor
         if not cursor:
             break
     return tools
@@ -251,14 +318,13 @@ async def converse(name: str, ask: Ask, notify: Notify, failed: Callable[[Any], 
         "clientInfo": {"name": "chctl check", "version": __version__},
     }
     answer = await ask("initialize", hello)
-    if "error" in answer:
-        return failed(answer["error"])
-    result = _object(answer.get("result"))
+    if answer.error is not None:
+        return failed(answer.error)
     await notify("notifications/initialized")
     listed = await _count_tools(lambda cursor: ask("tools/list", {"cursor": cursor} if cursor else {}))
     if isinstance(listed, dict):
         return failed(listed)
-    return _answers(name, _object(result.get("serverInfo")), _text(result.get("protocolVersion")), listed)
+    return _answers(name, answer.server_info or {}, answer.protocol_version, listed)
 
 
 def _failed(name: str, upstream: Upstream, error: Any) -> Probe:

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from context_harness.config.format import DEFAULT_CLIENT, get_format
-from context_harness.daemon.check import NEXT_ACTION, Probe, converse, probe_server
+from context_harness.daemon.check import NEXT_ACTION, Answer, Probe, converse, probe_server
 from context_harness.daemon.services import Services
 from context_harness.primitives.result import Failure, Result, Success
 from context_harness.services.blocking_io import run_config_io
@@ -127,7 +127,7 @@ async def _talk(name: str, process: asyncio.subprocess.Process) -> Probe:
         stdin.write(json.dumps(message, separators=(",", ":")).encode() + b"\n")
         await stdin.drain()
 
-    async def ask(method: str, params: dict[str, Any]) -> dict[str, Any]:
+    async def ask(method: str, params: dict[str, Any]) -> Answer:
         request_id = f"chctl-check-{next(ids)}"
         await send({"jsonrpc": "2.0", "id": request_id, "method": method, "params": params})
         while line := await stdout.readline():
@@ -136,7 +136,7 @@ async def _talk(name: str, process: asyncio.subprocess.Process) -> Probe:
             except ValueError:
                 continue  # not JSON-RPC (a stray print): an agent's SDK skips it too
             if isinstance(message, dict) and message.get("id") == request_id and "method" not in message:
-                return message
+                return Answer.of(message)
         raise _Exited
 
     async def notify(method: str) -> None:

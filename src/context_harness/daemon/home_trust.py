@@ -19,8 +19,18 @@ import stat
 from pathlib import Path
 
 # What in CH_HOME steers the daemon: settings, the registry (URLs), bindings (where tokens are written),
-# tokens, client registrations, secret files and lock files.
-STEERING_ENTRIES = ("daemon.env", "registry.json", "bindings.json", "tokens", "clients", "secrets", "locks")
+# tokens, client registrations, secret files, lock files and the registries' cached answers (URLs, again).
+STEERING_ENTRIES = (
+    "daemon.env",
+    "registry.json",
+    "bindings.json",
+    "tokens",
+    "clients",
+    "secrets",
+    "locks",
+    "cache",
+    "cache/registries",
+)
 
 
 class UntrustedHome(Exception):

@@ -23,6 +23,7 @@ from context_harness.daemon.rpc_params import (
     SecretsMigrateParams,
     TargetParams,
 )
+from context_harness.daemon.rpc_registry_methods import registry_add_request
 from context_harness.daemon.services import Services
 from context_harness.daemon.settings import setting_names
 from context_harness.primitives.result import Failure, Result, Success
@@ -31,6 +32,7 @@ from context_harness.services.blocking_io import StillRunning, run_blocking, run
 from context_harness.services.config_service import ConfigTarget
 from context_harness.services.mcp_service import AddRequest, client_format
 from context_harness.services.network_checks import network_checks
+from context_harness.services.registries import REGISTRY_URL_HINT
 from context_harness.services.status import NO_AUTH, ServerStatus
 
 log = structlog.get_logger(__name__)
@@ -115,6 +117,12 @@ async def mcp_add(s: Services, p: AddParams) -> Result[dict[str, Any]]:
         clients=p.named_clients(),
         delegated_via=delegated_via(s, p),
     )
+    registry: dict[str, Any] | None = None
+    if p.registry_name is not None:  # `chctl add NAMESPACE/NAME`: the URL and headers are the registry's
+        from_registry = await registry_add_request(s, p, request)
+        if isinstance(from_registry, Failure):
+            return from_registry
+        request, registry = from_registry.value
     added = await s.mcp.add(request)
     if isinstance(added, Failure):
         return added
@@ -135,6 +143,7 @@ async def mcp_add(s: Services, p: AddParams) -> Result[dict[str, Any]]:
             "changes": list(outcome.changes),
             "not_written": outcome.not_written,
             "made_private": modes_changed(narrowed),
+            "registry": registry,
         }
     )
 
@@ -146,7 +155,9 @@ def modes_changed(narrowed: dict[str, tuple[int, int]]) -> dict[str, list[str]]:
 
 def delegated_via(s: Services, p: AddParams) -> str | None:
     """On a remote machine, a server named alone that has no credential here is the laptop's to carry."""
-    if p.url is not None or p.command is not None or s.delegate.path is None or s.tokens.path(p.name).exists():
+    if p.url is not None or p.command is not None or p.registry_name is not None:
+        return None
+    if s.delegate.path is None or s.tokens.path(p.name).exists():
         return None
     return str(s.delegate.path)
 
@@ -242,6 +253,8 @@ async def run_doctor(s: Services, p: DoctorParams) -> Result[dict[str, Any]]:
     checks += doctor.secret_checks(s.vault.summary(), statuses)
     checks += doctor.server_checks(statuses, answer_401=answer_401)
     checks += [doctor.Check("registry", "warn", w, "fix or remove the entry") for w in s.mcp.registry_warnings]
+    registry_urls = s.registries.settings.problems
+    checks += [doctor.Check("registries", "warn", w, REGISTRY_URL_HINT) for w in registry_urls]
     checks += network_checks(s.http.network, p.shell_network)
     checks += doctor.setting_checks(s.settings.sources(), setting_names())
     return Success({"checks": [c.as_dict() for c in checks]})

@@ -11,6 +11,8 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 from context_harness.config.format import DEFAULT_CLIENT, Mode
 from context_harness.primitives.mcp import SecretMode
 from context_harness.primitives.names import ServerName
+from context_harness.primitives.text import printable
+from context_harness.registries.api import MAX_SERVER_NAME, SERVER_NAME
 from context_harness.services.config_service import ConfigTarget
 
 
@@ -26,8 +28,19 @@ def _absolute_path_text(value: str) -> str:
     return value
 
 
+def _one_line(value: str) -> str:
+    if printable(value) != value:
+        raise ValueError("must be plain text (no control or format characters)")
+    return value
+
+
 PathText = Annotated[str, AfterValidator(_path_text)]
 AbsolutePathText = Annotated[str, AfterValidator(_absolute_path_text)]
+# A server's name in an MCP registry: reverse-DNS namespace, a slash, the name (server.json's own rule).
+RegistryName = Annotated[str, Field(max_length=MAX_SERVER_NAME, pattern=rf"^{SERVER_NAME.pattern}$")]
+Version = Annotated[str, Field(min_length=1, max_length=255), AfterValidator(_one_line)]
+# What a person passes with --var, --header-env: a few short values.
+SmallMap = Annotated[dict[str, Annotated[str, Field(max_length=4096)]], Field(max_length=32)]
 
 
 class Params(BaseModel):
@@ -62,12 +75,26 @@ class AddParams(TargetParams):
     bridge: bool = False
     mode: Mode | None = None
     clients: list[str] | None = Field(default=None, min_length=1)  # several at once; else `client`
+    # A server from an MCP registry (`chctl add NAMESPACE/NAME[@VERSION]`): `name` is then the local name.
+    registry_name: RegistryName | None = None
+    version: Version | None = None  # None: the latest
+    variables: SmallMap = {}  # the URL's (and headers') {variables}
+    secret_headers: SmallMap = {}  # secret header -> value (--header-env HEADER=ENVVAR)
 
     def named_clients(self) -> tuple[str, ...] | None:
         """The clients the caller named (`clients`, else `client`); None: neither, so as recorded."""
         if self.clients:
             return tuple(self.clients)
         return (self.client,) if "client" in self.model_fields_set else None
+
+
+class SearchParams(Params):
+    text: Annotated[str, Field(max_length=200), AfterValidator(_one_line)]
+
+
+class RegistryShowParams(Params):
+    name: RegistryName
+    version: Version = "latest"
 
 
 class BridgeOpenParams(Params):

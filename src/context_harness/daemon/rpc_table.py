@@ -9,6 +9,7 @@ from typing import Any
 from context_harness.daemon import rpc_auth_methods as auth
 from context_harness.daemon import rpc_methods as m
 from context_harness.daemon import rpc_params as p
+from context_harness.daemon import rpc_registry_methods as registries
 from context_harness.daemon import rpc_remote_methods as remote
 from context_harness.daemon.check import run_check
 from context_harness.daemon.rpc_server import Method
@@ -21,6 +22,8 @@ METHODS: dict[str, tuple[type[p.Params], Handler]] = {
     "daemon.status": (p.NoParams, m.daemon_status),
     "daemon.shutdown": (p.NoParams, m.shutdown),
     "registry.list": (p.NoParams, m.registry_list),
+    "registry.search": (p.SearchParams, registries.registry_search),
+    "registry.show": (p.RegistryShowParams, registries.registry_show),
     "config.init": (p.TargetParams, m.config_init),
     "mcp.list": (p.TargetParams, m.mcp_list),
     "mcp.add": (p.AddParams, m.mcp_add),

@@ -12,6 +12,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import partial
+from typing import TypedDict
 
 import aiohttp
 
@@ -30,6 +31,7 @@ from context_harness.services.import_service import ImportService
 from context_harness.services.mcp_service import MCPService
 from context_harness.services.oauth_service import OAuthService
 from context_harness.services.publisher import Publisher
+from context_harness.services.registries import MAX_CONCURRENT_REQUESTS, Registries
 from context_harness.services.secret_vault import SecretVault
 from context_harness.services.server_names import ServerNames
 from context_harness.services.server_state import Change, ServerStates
@@ -37,6 +39,7 @@ from context_harness.services.status import StatusBoard
 from context_harness.services.token_access import TokenAccess
 from context_harness.stores.bindings import BindingStore
 from context_harness.stores.client_store import ClientStore
+from context_harness.stores.registry_cache import RegistryCache
 from context_harness.stores.shared import SharedStore
 from context_harness.stores.token_store import TokenStore
 from context_harness.upstream.limits import new_bridge_session
@@ -97,6 +100,8 @@ class Services:
     token_access: TokenAccess
     shared: SharedStore
     delegate: Delegate  # on a remote machine: the laptop's forwarded socket (`CH_DELEGATE_SOCKET`)
+    registries: Registries  # `chctl search` and `chctl add NAMESPACE/NAME`
+    registry_http: HttpClient  # the registries', apart: a hung registry holds none of the others' connections
     names: ServerNames
     remote_flows: set[str] = field(default_factory=set)  # logins started through the remote socket
     stop_requested: asyncio.Event = field(default_factory=asyncio.Event)
@@ -107,6 +112,8 @@ class Services:
         self.settings = settings
         self.http.configure(settings.network())
         self.bridge_http.configure(settings.network())
+        self.registry_http.configure(settings.network())
+        self.registries.configure(settings.registries())
         self.delegate.path = settings.delegate_socket_path
         self.bridges.stall_s = settings.rpc_idle_timeout_s
         self.oauth.configure(settings.oauth())
@@ -128,6 +135,7 @@ class Services:
         await self.notifier.drain()
         await self.http.close()
         await self.bridge_http.close()
+        await self.registry_http.close()
 
 
 async def _tell(notifier: Notifier, change: Change) -> None:
@@ -138,6 +146,23 @@ async def _tell(notifier: Notifier, change: Change) -> None:
 def _registry_url(mcp: MCPService, name: str) -> str | None:
     known = mcp.known(name)
     return known.url if known is not None else None
+
+
+class _RegistryParts(TypedDict):
+    registries: Registries
+    registry_http: HttpClient
+
+
+def _registries(settings: Settings, network: NetworkSettings, mcp: MCPService) -> _RegistryParts:
+    """The registries' client and its connection pool (no more connections than requests at once)."""
+
+    def session(network: NetworkSettings) -> aiohttp.ClientSession:
+        return new_session(network, cookies=False, limit=MAX_CONCURRENT_REQUESTS)
+
+    http = HttpClient(network, session)
+    cache = RegistryCache(settings.registry_cache_dir)
+    registries = Registries(settings.registries(), cache, http, lambda: mcp.registry.values(), mcp.known_at)
+    return {"registries": registries, "registry_http": http}
 
 
 def build_services(
@@ -163,7 +188,7 @@ def build_services(
     refresher = Refresher(settings.refreshing(), oauth, tokens, bindings, clock=clock, rng=rng)
     flows = AuthFlows(oauth)
     bridge_http = HttpClient(network, new_bridge_session)
-    bridges = Bridges(tokens, oauth, bridge_http, states)
+    bridges = Bridges(tokens, oauth, bridge_http, states, bindings)
     bridges.stall_s = settings.rpc_idle_timeout_s
     status = StatusBoard(tokens, bindings, mcp, states)
     token_access = TokenAccess(tokens, oauth, mcp)
@@ -189,6 +214,7 @@ def build_services(
         token_access=token_access,
         shared=SharedStore(settings.shared_file),
         delegate=Delegate(settings.delegate_socket_path, tokens, bindings),
+        **_registries(settings, network, mcp),
         names=mcp.names,
     )
     bridges.delegate = services.delegate

@@ -21,8 +21,10 @@ from context_harness.net.proxies import VARIABLES as PROXY_VARIABLES
 from context_harness.net.proxies import from_variables, read_env_file
 from context_harness.net.session import NetworkSettings
 from context_harness.net.tls import client_context
+from context_harness.registries.api import OFFICIAL_REGISTRY, registry_bases
 from context_harness.services.oauth_service import OAuthSettings
 from context_harness.services.publisher import PublishSettings
+from context_harness.services.registries import DEFAULT_CACHE_TTL_S, RegistrySettings
 from context_harness.services.secret_vault import SecretSettings, SecretStoreSetting
 
 # Refresh with a quarter of the lifetime left: a 1 h token is renewed 15 min early.
@@ -87,6 +89,10 @@ class Settings(BaseSettings):
     # PEM certificates trusted in addition to the operating system's (a company CA); proxies come from the
     # usual HTTPS_PROXY/HTTP_PROXY/ALL_PROXY/NO_PROXY variables, in the environment or daemon.env.
     ca_bundle: Path | None = None
+    # MCP registries searched by `chctl search` and `chctl add NAMESPACE/NAME`: base URLs, comma-separated
+    # (empty: none, the curated list only); their answers are cached this long (and shown older when down).
+    registry_url: str = OFFICIAL_REGISTRY
+    registry_cache_ttl_s: float = Field(default=DEFAULT_CACHE_TTL_S, ge=0)
     _ca: CaBundle | None = PrivateAttr(default=None)  # the bundle's certificates, read once and checked
     _sources: dict[str, str] = PrivateAttr(default_factory=dict)  # filled in by load_settings
 
@@ -147,6 +153,10 @@ class Settings(BaseSettings):
         return self.home / "registry.json"
 
     @property
+    def registry_cache_dir(self) -> Path:
+        return self.home / "cache" / "registries"
+
+    @property
     def lock_file(self) -> Path:
         return self.home / "daemon.lock"
 
@@ -170,6 +180,10 @@ class Settings(BaseSettings):
         return SecretSettings(
             store=self.secret_store, keychain_timeout_s=self.keychain_timeout_s, home=str(self.home.resolve())
         )
+
+    def registries(self) -> RegistrySettings:
+        urls, problems = registry_bases(self.registry_url)
+        return RegistrySettings(tuple(urls), tuple(problems), self.registry_cache_ttl_s)
 
     def publishing(self) -> PublishSettings:
         return PublishSettings(io_timeout_s=self.config_io_timeout_s)

@@ -74,6 +74,9 @@ class Credential(BaseModel):
     header_name: str = "Authorization"
     header_scheme: str | None = "Bearer"
     api_key: str | None = None
+    # More secret headers that go with an API key (a registry server may declare several), whole values:
+    # carried by the bridge only, never written into a config; they rest where the key rests (the keychain).
+    extra_headers: dict[str, str] | None = None
     tokens: OAuthTokens | None = None
     # The server this credential belongs to, recorded at login (or with the key at `chctl add`): the bridge,
     # a new login and every header write go there and nowhere else, whatever a config says later.

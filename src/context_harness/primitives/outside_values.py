@@ -56,6 +56,38 @@ def header_name_problem(name: str) -> str | None:
     return None
 
 
+# Headers the daemon sets itself on a request to an MCP server, or that frame the request: a static header
+# (`--header`, one a registry declares) does not choose them.
+RESERVED_HEADERS = frozenset(
+    {
+        "accept",
+        "connection",
+        "content-length",
+        "content-type",
+        "cookie",
+        "expect",
+        "host",
+        "keep-alive",
+        "last-event-id",
+        "mcp-method",
+        "mcp-name",
+        "mcp-protocol-version",
+        "mcp-session-id",
+        "proxy-authorization",
+        "te",
+        "transfer-encoding",
+        "upgrade",
+    }
+)
+
+
+def static_header_problem(name: str) -> str | None:
+    """Why `name` cannot be a static header sent with every request (beside the credential's); None if it can."""
+    if name.lower() in RESERVED_HEADERS:
+        return "is a header the daemon sets itself"
+    return header_name_problem(name)
+
+
 def is_secure_endpoint(url: str) -> bool:
     """The cleartext rule: a credential travels over TLS, or over plain http to loopback only (OAuth 2.1
     requires TLS for every endpoint; RFC 6750 §5.3)."""
@@ -63,6 +95,18 @@ def is_secure_endpoint(url: str) -> bool:
     if parts.scheme == "https" and parts.netloc:
         return True
     return parts.scheme == "http" and (parts.hostname or "") in LOOPBACK_HOSTS
+
+
+USER_INFO_PROBLEM = "holds a user name or password (`user:password@`): a credential goes in a header, never in a URL"
+
+
+def has_user_info(url: str) -> bool:
+    """`user:password@` before the host: a credential aiohttp would send as Basic auth along with ours (or refuse
+    to combine with ours), and that would show wherever the URL is shown."""
+    try:
+        return "@" in urlsplit(url).netloc
+    except ValueError:
+        return False
 
 
 def url_problem(url: str, markers: Markers, *, carries_secret: bool) -> str | None:
@@ -76,6 +120,8 @@ def url_problem(url: str, markers: Markers, *, carries_secret: bool) -> str | No
         return "is not a valid URL"
     if parts.scheme not in ("http", "https") or not host:
         return "is not an http(s) URL with a host"
+    if has_user_info(url):
+        return USER_INFO_PROBLEM
     substituted = substitution_problem(url, markers)
     if substituted is not None:
         return substituted

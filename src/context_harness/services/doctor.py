@@ -276,9 +276,9 @@ def secret_places(places: list[dict[str, Any]]) -> str:
             case "keychain" if place.get("of") == "client":
                 words.append(f"its client secret in the keychain ({place['detail']})")
             case "keychain":
-                words.append(f"the keychain ({place['detail']})")
+                words.append(f"the keychain ({place['detail']}{_with_headers(place)})")
             case "token_file":
-                words.append(f"the token file {place['path']}")
+                words.append(f"the token file {place['path']}{_with_headers(place)}")
             case "config":
                 words.append(f"inline in {place['path']} (header mode)")
             case "secret_file":
@@ -288,6 +288,12 @@ def secret_places(places: list[dict[str, Any]]) -> str:
     if all(p["where"] == "keychain" for p in places):
         return ", ".join(words) + " only: no file holds it"
     return ", ".join(words)
+
+
+def _with_headers(place: dict[str, Any]) -> str:
+    """`, with the secret headers X-Tenant-Key`: those stored with the key rest in the same place."""
+    headers = place.get("secret_headers")
+    return f", with the secret headers {', '.join(headers)}" if headers else ""
 
 
 # --- every server's credential state ------------------------------------------------------------------------

@@ -21,7 +21,14 @@ from context_harness.oauth.http import describe_url
 from context_harness.primitives.mcp import MCPAuthType, MCPServer, SecretMode, ServerType
 from context_harness.primitives.names import SERVER_NAME_HINT, valid_server_name
 from context_harness.primitives.oauth import Credential
-from context_harness.primitives.outside_values import header_name_problem, header_value_problem, url_problem
+from context_harness.primitives.outside_values import (
+    USER_INFO_PROBLEM,
+    has_user_info,
+    header_name_problem,
+    header_value_problem,
+    static_header_problem,
+    url_problem,
+)
 from context_harness.primitives.result import ErrorCode, Failure, Result, Success
 from context_harness.services import recorded_urls
 from context_harness.services.agent_commands import bridge_command, helper_command
@@ -34,6 +41,7 @@ from context_harness.services.registry import close_names, load_registry
 from context_harness.services.secret_vault import SecretVault
 from context_harness.services.server_names import ServerNames, unknown_server
 from context_harness.services.server_state import ServerStates
+from context_harness.services.static_headers import recorded_headers
 from context_harness.stores.bindings import Binding, BindingStore
 from context_harness.stores.crash_points import AFTER_BINDING_WRITE, crash_point
 from context_harness.stores.token_store import TokenStore
@@ -49,6 +57,13 @@ class AddRequest:
     headers: dict[str, str] = field(default_factory=dict)
     api_key: str | None = None
     key_header: str | None = None  # where a key for a custom --url goes; default `Authorization: Bearer`
+    # The key's scheme as a registry's value template names it (`Bearer {token}`); None: the usual rule (Bearer
+    # for Authorization only), "": none.
+    key_scheme: str | None = None
+    # More secret headers than the key's (a registry server may declare several): stored with the key, carried
+    # by the bridge only (header mode writes one secret, the credential's).
+    secret_headers: dict[str, str] = field(default_factory=dict)
+    auth_type: MCPAuthType | None = None  # what a registry server needs, when chctl knows (else from the flags)
     command: list[str] | None = None
     environment: dict[str, str] = field(default_factory=dict)
     secret_mode: SecretMode | None = None  # None: as recorded for the config, else inline
@@ -158,6 +173,11 @@ class MCPService:
     def known(self, name: str) -> MCPServer | None:
         """`name`'s registry entry (built in, or the user's registry.json), or None."""
         return self.registry.get(name)
+
+    def known_at(self, url: str) -> MCPServer | None:
+        """The registry entry for the server at `url`, or None: what the curated list knows that an MCP
+        registry's entry for the same server may not (which header a key goes in, whether it wants a login)."""
+        return next((server for server in self.registry.values() if server.url == url), None)
 
     # --- the seed's API --------------------------------------------------------------------------------
 
@@ -295,6 +315,7 @@ class MCPService:
             secret_mode=target.secret_mode,
             mode=mode,
             url=plan.url,  # recorded in every mode: a header goes only where the entry still points here
+            headers=dict(plan.headers) or None,  # not secret; what a bridge (and `chctl check`) sends with it
             auth=plan.auth_type,  # a server that wants a login shows `needs login` until it has one
             command=plan.command if local else None,
             environment_sha256=environment_sha256(plan.environment) if local else None,
@@ -367,13 +388,13 @@ class MCPService:
                     f"add it without --{'mode' if request.mode else 'bridge'}",
                 )
             mode = "header"  # a local entry: nothing to carry, nothing to refresh
-        if mode == "bridge" and request.headers:
+        secret_headers = plan.credential.extra_headers if plan.credential is not None else None
+        if mode != "bridge" and secret_headers:
             return Failure(
-                "--header cannot be combined with --bridge yet",
+                f"{request.name} has more than one secret header: only the bridge carries them (the {mode} "
+                f"entry of {fmt.label} holds one secret, the key's)",
                 ErrorCode.INVALID_PARAMS,
-                f"drop --header: `chctl add {request.name} --bridge`"
-                if request.bridge or request.mode
-                else f"drop --header, or `chctl add {request.name} --mode header` (it is bridged now)",
+                f"add `--bridge` (or `--mode bridge`) to the same `chctl add` for --client {client}",
             )
         in_a_file = mode == "header" and secret_mode is SecretMode.FILE
         reference = fmt.secret_file_reference(self.tokens.secret_file(request.name))
@@ -431,6 +452,12 @@ class MCPService:
         recorded = recorded_urls.recorded_url(
             name, self.config, self.tokens, self.bindings, known.url if known is not None else None, login=login
         )
+        if isinstance(recorded, Success) and has_user_info(recorded.value):  # recorded before the gate refused it
+            return Failure(
+                f"{name}'s recorded URL holds a user name or password, and chctl never sends one in a URL",
+                ErrorCode.INVALID_PARAMS,
+                f"record its URL without `user:password@`: `chctl add {name} --url https://HOST/PATH`",
+            )
         if recorded is not None:
             return recorded
         if not self.names.is_known(name):
@@ -515,11 +542,10 @@ class MCPService:
         url = request.url or recorded or (known.url if known else None)
         bad_url = url_problem(url, substitutions(), carries_secret=False) if url else "is missing"
         if bad_url is not None or url is None:
-            return Failure(
-                f"the server's URL {bad_url}",
-                ErrorCode.INVALID_PARAMS,
-                f"`chctl add {request.name} --url https://host/path`",
-            )
+            hint = f"`chctl add {request.name} --url https://host/path`"
+            if bad_url == USER_INFO_PROBLEM:
+                hint += " without `user:password@`, and a key with --api-key-env VAR (or --header K=V)"
+            return Failure(f"the server's URL {bad_url}", ErrorCode.INVALID_PARAMS, hint)
         stored = self.tokens.load(request.name)
         elsewhere = recorded_urls.belongs_elsewhere(request.name, stored, url) if request.api_key is None else None
         if elsewhere is not None:
@@ -527,30 +553,27 @@ class MCPService:
         auth_type, described = self._auth_type(request, known, stored, url)
         credential = None
         if auth_type is MCPAuthType.API_KEY:
-            made = api_key_credential(
-                request.name,
-                url,
-                new_key=request.api_key,
-                key_header=request.key_header,
-                registry_header=known.api_key_header if known else None,
-                stored=stored,
-            )
+            made = _key_credential(request, known, stored, url)
             if isinstance(made, Failure):
                 return made
             credential = made.value
+        headers = dict(request.headers)
+        if not headers and request.url is None and recorded is not None:  # added again: the static headers stay
+            headers = recorded_headers(recorded, self.bindings.for_server(request.name))
         ask = not described  # a URL of the user's that nothing describes: ask the server before writing
-        return Success(
-            Planned(auth_type, url=url, headers=dict(request.headers), credential=credential, ask_server=ask)
-        )
+        return Success(Planned(auth_type, url=url, headers=headers, credential=credential, ask_server=ask))
 
     def _auth_type(
         self, request: AddRequest, known: MCPServer | None, stored: Credential | None, url: str
     ) -> tuple[MCPAuthType, bool]:
         """How the server at `url` authenticates, and whether anything says so: a key given (or a key header,
-        which needs its key), the stored key kept, the registry, a login stored for it, or what `add` recorded."""
+        which needs its key), the stored key kept, what an MCP registry's entry says, the curated list, a login
+        stored for it, or what `add` recorded."""
         kept_key = request.url is None and stored is not None and stored.kind == "api_key"
         if request.api_key is not None or request.key_header is not None or kept_key:
             return MCPAuthType.API_KEY, True
+        if request.auth_type is not None:
+            return request.auth_type, True
         if known is not None and request.url is None and url == known.url:
             return known.auth_type, True
         if stored is not None and stored.kind == "oauth" and stored.server_url == url:
@@ -601,6 +624,8 @@ def _changes(plan: Planned, stored: Credential | None, targets: list[Target]) ->
             changes.append("API key replaced")
         if _key_header(key) != _key_header(old_key):
             changes.append(f"key header: {_key_header(old_key)} → {_key_header(key)}")
+    if key is not None and key.extra_headers != (old_key.extra_headers if old_key is not None else None):
+        changes.append(f"secret headers: {', '.join(sorted(key.extra_headers or {})) or 'none'}")
     urls = {t.before.url for t in targets if t.before is not None and t.before.url} or (
         {stored.server_url} if stored is not None and stored.server_url else set()
     )
@@ -615,9 +640,28 @@ def _changes(plan: Planned, stored: Credential | None, targets: list[Target]) ->
             changes.append(f"mode: {before.mode} → {target.mode} ({target.path})")
         if before.secret_mode is not target.secret_mode and target.mode == "header":
             changes.append(f"secret mode: {before.secret_mode.value} → {target.secret_mode.value} ({target.path})")
+        if (before.headers or {}) != plan.headers and plan.url is not None:
+            changes.append(f"static headers: {', '.join(sorted(plan.headers)) or 'none'} ({target.path})")
         if before.auth is not None and before.auth is not plan.auth_type:
             changes.append(f"auth: {before.auth.value} → {plan.auth_type.value} ({target.path})")
     return tuple(dict.fromkeys(changes))
+
+
+def _key_credential(
+    request: AddRequest, known: MCPServer | None, stored: Credential | None, url: str
+) -> Result[Credential]:
+    """The API key to store for `url`: the new one (its header, scheme and secret headers as given), else the
+    stored one with what it had."""
+    return api_key_credential(
+        request.name,
+        url,
+        new_key=request.api_key,
+        key_header=request.key_header,
+        registry_header=known.api_key_header if known else None,
+        stored=stored,
+        scheme=request.key_scheme,
+        extra_headers=request.secret_headers or None,
+    )
 
 
 def _key_header(credential: Credential) -> str:
@@ -634,7 +678,11 @@ def _header_problem(request: AddRequest) -> Failure | None:
             return Failure(
                 f"header {header!r} {problem}", ErrorCode.INVALID_PARAMS, "nothing was written; check the value"
             )
-    for name in [*request.headers, *([request.key_header] if request.key_header else [])]:
+    for name in request.headers:
+        problem = static_header_problem(name)
+        if problem is not None:
+            return Failure(f"{name!r} {problem}", ErrorCode.INVALID_PARAMS, "nothing was written")
+    for name in [request.key_header] if request.key_header else []:
         problem = header_name_problem(name)
         if problem is not None:
             return Failure(f"{name!r} {problem}", ErrorCode.INVALID_PARAMS, "nothing was written")

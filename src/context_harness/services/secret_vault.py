@@ -389,8 +389,13 @@ class SecretVault:
     # --- what status and doctor say ----------------------------------------------------------------------
 
     def place(self, name: str) -> dict[str, Any] | None:
-        """Where `name`'s credential's values rest: `keychain` or `token_file`, with details; None without one."""
-        return self.place_of(self.tokens.records, name)
+        """Where `name`'s credential's values rest: `keychain` or `token_file`, with details; None without one.
+        The names (never the values) of the secret headers stored with a key are listed too: they rest there."""
+        place = self.place_of(self.tokens.records, name)
+        credential = self.tokens.load(name) if place is not None else None
+        if place is not None and credential is not None and credential.extra_headers:
+            place["secret_headers"] = sorted(credential.extra_headers)
+        return place
 
     def client_place(self, name: str) -> dict[str, Any] | None:
         """Where `name`'s client secret rests: `keychain` or `client_file`; None without one."""

@@ -29,6 +29,9 @@ class Binding(BaseModel):
     # only into an entry that still points there; None: a binding from before URLs were recorded in header
     # mode, given one by `services.recorded_urls.migrate` at its first use.
     url: str | None = None
+    # The static headers `chctl add` wrote with it (`--header`, a registry's declared ones; never a secret):
+    # a header-mode entry holds them itself, a bridge (and `chctl check`) sends them. None: none.
+    headers: dict[str, str] | None = None
     # The URL the entry pointed at instead when its header was last withheld ("" for none): the notify command
     # runs once per change, also across daemon restarts. None: not withheld.
     withheld_for: str | None = None

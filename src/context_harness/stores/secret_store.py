@@ -2,13 +2,13 @@
 
 Only secret values move between stores. Everything else — expiry, issuer, client id, the recorded URL, a
 state — stays in the JSON record it belongs to, which remains the truth about state. Two kinds of record hold
-a server's secrets today (stores/secret_records.py): its credential, `tokens/<name>.json` (the API key, the
-access and refresh tokens, and the client secret they are refreshed with), and its OAuth client registration,
-`clients/<name>.json` (the client secret). `SecretFields` says which fields of a record are secret values; a
-record holds either the values themselves (the `file` store, the format from before there was a choice) or a
-`SecretRef` naming the keychain item that holds them, with the item's stamp: a crash between the keychain write
-and the file write is seen at the next start as a stamp that differs, and the keychain's newer values are
-taken (docs/design.md, "Secrets at rest").
+a server's secrets today (stores/secret_records.py): its credential, `tokens/<name>.json` (the API key and the
+secret headers stored with it, the access and refresh tokens, and the client secret they are refreshed with),
+and its OAuth client registration, `clients/<name>.json` (the client secret). `SecretFields` says which fields
+of a record are secret values; a record holds either the values themselves (the `file` store, the format from
+before there was a choice) or a `SecretRef` naming the keychain item that holds them, with the item's stamp: a
+crash between the keychain write and the file write is seen at the next start as a stamp that differs, and the
+keychain's newer values are taken (docs/design.md, "Secrets at rest").
 
 The two implementations are `FileSecretStore` (stores/secret_records.py: the values inline in their record)
 and `KeyringSecretStore` (stores/keychain.py: one item per record in the OS keychain). Their calls block; the
@@ -21,7 +21,7 @@ import json
 import secrets as random_source
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any, Literal, Protocol
+from typing import Any, Literal, Protocol, TypeGuard
 
 from pydantic import BaseModel, ConfigDict
 
@@ -29,6 +29,8 @@ StoreKind = Literal["file", "keyring"]
 STORE_KINDS: tuple[StoreKind, ...] = ("file", "keyring")
 # The two names a keychain item's JSON reserves beside the values.
 STAMP, IDENTITY = "stamp", "identity"
+# A secret value: a string, or an object of strings (an API key's secret headers, by header name).
+SecretValue = str | Mapping[str, str]
 
 
 class SecretsUnavailable(Exception):
@@ -41,7 +43,7 @@ class Secrets:
     """One record's secret values by name (`api_key`, `access_token`, `client_secret` ...), the stamp of the
     write that stored them, and whose values they are (`SecretFields.identity`: a registration's client id)."""
 
-    values: Mapping[str, str] = field(default_factory=dict, repr=False)
+    values: Mapping[str, SecretValue] = field(default_factory=dict, repr=False)
     # Random per write: the record's reference names the stamp it expects (equality only, no order).
     stamp: str = ""
     identity: str | None = None
@@ -52,7 +54,7 @@ class Secrets:
 
     def to_json(self) -> str:
         """The keychain item's password: `{"<name>": "<value>", ..., "stamp": "...", "identity": "..."}`."""
-        doc: dict[str, str] = {**self.values, STAMP: self.stamp}
+        doc: dict[str, Any] = {**self.values, STAMP: self.stamp}
         if self.identity is not None:
             doc[IDENTITY] = self.identity
         return json.dumps(doc)
@@ -64,7 +66,7 @@ class Secrets:
         if not isinstance(doc, dict) or not isinstance(doc.get(STAMP, ""), str):
             raise ValueError("not a secrets item")
         identity = doc.get(IDENTITY)
-        values = {k: v for k, v in doc.items() if k not in (STAMP, IDENTITY) and isinstance(v, str)}
+        values = {k: v for k, v in doc.items() if k not in (STAMP, IDENTITY) and is_secret_value(v)}
         return cls(values, doc.get(STAMP, ""), identity if isinstance(identity, str) else None)
 
 
@@ -83,12 +85,12 @@ class SecretFields:
 
     def take(self, record: Mapping[str, Any], stamp: str = "") -> Secrets:
         """The values `record` holds (absent and null ones left out)."""
-        values = {}
+        values: dict[str, SecretValue] = {}
         for path in self.paths:
             parent, last = _parent(record, path)
             value = parent.get(last) if parent is not None else None
-            if isinstance(value, str):
-                values[last] = value
+            if is_secret_value(value):
+                values[last] = dict(value) if isinstance(value, Mapping) else value
         identity = record.get(self.identity) if self.identity else None
         return Secrets(values, stamp, identity if isinstance(identity, str) else None)
 
@@ -114,6 +116,13 @@ class SecretFields:
                 if last in secrets.values:
                     target[last] = secrets.values[last]
         return filled
+
+
+def is_secret_value(value: Any) -> TypeGuard[SecretValue]:
+    """A string, or an object of strings (not empty: an empty one is no value)."""
+    if isinstance(value, Mapping):
+        return bool(value) and all(isinstance(k, str) and isinstance(v, str) for k, v in value.items())
+    return isinstance(value, str)
 
 
 def _parent(record: Mapping[str, Any], path: str) -> tuple[Mapping[str, Any] | None, str]:

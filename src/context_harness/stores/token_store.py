@@ -23,8 +23,11 @@ from context_harness.stores.secret_store import SecretFields, SecretRef, Secrets
 
 log = structlog.get_logger(__name__)
 
-# A credential's secret values: the key, both tokens, and the client secret refreshes and revocation send.
-TOKEN_FIELDS = SecretFields(("api_key", "client_secret", "tokens.access_token", "tokens.refresh_token"))
+# A credential's secret values: the key and the secret headers that go with it (a registry server's
+# `--header-env`), both tokens, and the client secret refreshes and revocation send.
+TOKEN_FIELDS = SecretFields(
+    ("api_key", "extra_headers", "client_secret", "tokens.access_token", "tokens.refresh_token")
+)
 
 
 class TokenStore:

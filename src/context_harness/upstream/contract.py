@@ -9,8 +9,9 @@ from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol
 
 from context_harness.primitives.result import Failure, Result
+from context_harness.upstream.messages import Message
 
-Deliver = Callable[[dict[str, Any]], Coroutine[Any, Any, None]]
+Deliver = Callable[[Message], Coroutine[Any, Any, None]]
 
 
 class Credentials(Protocol):

@@ -10,13 +10,17 @@ from typing import Any, Literal
 from urllib.parse import urlsplit
 
 import aiohttp
+import aiohttp.abc
+import aiohttp.payload
 import structlog
 
 from context_harness.net.failures import ReachKind
+from context_harness.primitives.json_scan import Data
 from context_harness.primitives.result import ErrorCode, Failure
 from context_harness.upstream import limits, messages
 from context_harness.upstream.auth import AuthFlow, AuthPolicy
 from context_harness.upstream.contract import Deliver, RelayFailure
+from context_harness.upstream.messages import Message
 from context_harness.upstream.sse import SseParser, json_messages
 
 log = structlog.get_logger(__name__)
@@ -25,6 +29,7 @@ ACCEPT_BOTH = "application/json, text/event-stream"
 # A tool may run for minutes and a stream stays open for hours: only connecting is bounded.
 STREAM_TIMEOUT = aiohttp.ClientTimeout(total=None, sock_connect=30, sock_read=None)
 CLOSE_TIMEOUT = aiohttp.ClientTimeout(total=5)
+_STREAMED: dict[str, Any] = {"timeout": STREAM_TIMEOUT, "allow_redirects": False}
 
 
 class Core:
@@ -35,11 +40,12 @@ class Core:
         self.auth = auth
         self.deliver = deliver
         self.counters = auth.counters
+        self.static_headers: dict[str, str] = {}  # sent with every request (`services.static_headers`)
         self.session_id: str | None = None
         self.protocol_version: str | None = None
         self.generation = 0  # bumped by every re-initialization: requests that saw an older one retry
         self.closing = False
-        self.waiters: dict[Any, asyncio.Future[dict[str, Any]]] = {}  # responses to our own requests
+        self.waiters: dict[Any, asyncio.Future[Message]] = {}  # responses to our own requests
         self.tasks: set[asyncio.Task[None]] = set()
         self.listener: asyncio.Task[None] | None = None  # the server's own stream (both transports)
         self.listener_generation = -1
@@ -81,24 +87,24 @@ class Core:
         self.listener = asyncio.get_running_loop().create_task(work)
 
     def headers(self, extra: dict[str, str], flow: AuthFlow, *, with_session: bool = True) -> dict[str, str]:
-        """The request's headers, the session's and the credential current now."""
-        headers = dict(extra)
+        """The request's headers: the static ones, the request's own, the session's, the credential current now."""
+        headers = {**self.static_headers, **extra}
         if with_session and self.session_id:
             headers["Mcp-Session-Id"] = self.session_id
         if with_session and self.protocol_version and "MCP-Protocol-Version" not in headers:
             headers["MCP-Protocol-Version"] = self.protocol_version
         return flow.sign(headers)
 
-    async def incoming(self, message: Any) -> None:
+    async def incoming(self, message: Message) -> None:
         """A message from the server: to its waiter if it answers one of ours, else to the client."""
-        if isinstance(message, list):  # a JSON-RPC batch
-            for item in message:
+        if message.is_batch:  # a JSON-RPC batch
+            items, skipped = await messages.batch_members(message)
+            if skipped:
+                log.warning("upstream_sent_non_message", server=self.name, count=skipped)
+            for item in items:
                 await self.incoming(item)
             return
-        if not isinstance(message, dict):
-            log.warning("upstream_sent_non_message", server=self.name)
-            return
-        key = messages.lookup_id(message.get("id")) if messages.is_response(message) else None
+        key = messages.lookup_id(message.id) if message.is_response else None
         waiter = self.waiters.get(key) if key is not None else None
         if waiter is not None:
             if not waiter.done():
@@ -106,22 +112,20 @@ class Core:
             return
         await self.deliver(message)
 
-    async def relay_stream(
-        self, response: aiohttp.ClientResponse, parser: SseParser, request: dict[str, Any] | None
-    ) -> bool:
+    async def relay_stream(self, response: aiohttp.ClientResponse, parser: SseParser, request: Message | None) -> bool:
         """Relay an SSE stream's messages as they arrive; True once `request`'s response has come."""
         answered = False
-        want = request.get("id") if request is not None and messages.is_request(request) else None
+        want = request.id if request is not None and request.is_request else None
         try:
             async with asyncio.timeout(None) as grace:
                 async for chunk in response.content.iter_any():
-                    found, unreadable = json_messages(parser.feed(chunk))
+                    found, unreadable = await json_messages(parser.feed(chunk))
                     if unreadable:
                         log.warning("upstream_sent_non_json_event", server=self.name, count=unreadable)
                     for message in found:
-                        if want is not None and isinstance(message, dict) and message.get("id") == want:
-                            answered = messages.is_response(message)
-                            if request is not None and request.get("method") == "initialize":
+                        if want is not None and not message.is_batch and message.id == want:
+                            answered = message.is_response
+                            if request is not None and request.method == "initialize":
                                 self.protocol_version = messages.protocol_version_of(message)
                         await self.incoming(message)
                     if answered and grace.when() is None:  # the server may close the stream now, not hold it
@@ -177,15 +181,35 @@ def _refusal(name: str, status: int) -> Failure:
     return Failure(f"{name} answered HTTP {status}", ErrorCode.NETWORK, f"`chctl check {name}` asks it afresh")
 
 
+class MessageBody(aiohttp.payload.Payload):
+    """A message as a request body, written in slices: the transport copies whatever the socket does not take
+    at once, so a large message written whole would be held twice."""
+
+    def __init__(self, body: Data | memoryview) -> None:
+        super().__init__(memoryview(body), content_type="application/json")
+        self._size = len(self._value)
+
+    def decode(self, encoding: str = "utf-8", errors: str = "strict") -> str:
+        return bytes(self._value).decode(encoding, errors)
+
+    async def write(self, writer: aiohttp.abc.AbstractStreamWriter) -> None:
+        await self.write_with_length(writer, None)
+
+    async def write_with_length(self, writer: aiohttp.abc.AbstractStreamWriter, content_length: int | None) -> None:
+        view: memoryview = self._value if content_length is None else self._value[:content_length]
+        for start in range(0, len(view), limits.WRITE_SLICE_BYTES):
+            await writer.write(view[start : start + limits.WRITE_SLICE_BYTES])  # it drains past 64 KiB
+
+
 @contextlib.asynccontextmanager
 async def post(
-    http: aiohttp.ClientSession, url: str, body: bytes, headers: dict[str, str]
+    http: aiohttp.ClientSession, url: str, body: Data | memoryview, headers: dict[str, str]
 ) -> AsyncIterator[aiohttp.ClientResponse]:
     """POST, once more if the server had closed the pooled connection before it read our request."""
     try:
-        response = await http.post(url, data=body, headers=headers, timeout=STREAM_TIMEOUT, allow_redirects=False)
+        response = await http.post(url, data=MessageBody(body), headers=headers, **_STREAMED)
     except aiohttp.ServerDisconnectedError:
-        response = await http.post(url, data=body, headers=headers, timeout=STREAM_TIMEOUT, allow_redirects=False)
+        response = await http.post(url, data=MessageBody(body), headers=headers, **_STREAMED)
     try:
         yield response
     finally:

@@ -4,7 +4,6 @@ authentication rule (`upstream.auth`)."""
 
 from __future__ import annotations
 
-from typing import Any
 from urllib.parse import urljoin
 
 import aiohttp
@@ -12,7 +11,8 @@ import structlog
 
 from context_harness.upstream import limits
 from context_harness.upstream.contract import RelayFailure
-from context_harness.upstream.core import STREAM_TIMEOUT, Core, same_origin
+from context_harness.upstream.core import STREAM_TIMEOUT, Core, MessageBody, same_origin
+from context_harness.upstream.messages import MAX_ROUTED_BYTES, Message
 from context_harness.upstream.sse import SseParser
 
 log = structlog.get_logger(__name__)
@@ -45,8 +45,8 @@ class LegacySse:
         try:
             async for chunk in response.content.iter_any():
                 for event in parser.feed(chunk):
-                    if event.event == "endpoint":
-                        endpoint = urljoin(core.url, event.data.strip())
+                    if event.event == "endpoint" and len(event.data) <= MAX_ROUTED_BYTES:
+                        endpoint = urljoin(core.url, bytes(event.data).decode("utf-8", errors="replace").strip())
                 if endpoint:
                     break
         except limits.TooLarge:
@@ -70,7 +70,7 @@ class LegacySse:
             log.info("upstream_legacy_stream_ended", server=core.name)
             core.reinitialize_soon(generation)
 
-    async def post(self, message: dict[str, Any], body: bytes) -> None:
+    async def post(self, message: Message) -> None:
         core = self.core
         auth = core.auth.flow()
         reinitialized = False
@@ -80,6 +80,7 @@ class LegacySse:
                 await core.reinitialize(generation)
                 continue
             headers = core.headers({"Content-Type": "application/json"}, auth, with_session=False)
+            body = MessageBody(message.body)
             request = core.http.post(
                 self.endpoint, data=body, headers=headers, timeout=limits.REQUEST_TIMEOUT, allow_redirects=False
             )
@@ -90,7 +91,7 @@ class LegacySse:
             if await auth.retry(status, challenge):
                 continue
             # A 404 or 400: the session behind this endpoint is gone; initialized again, once for this message.
-            if status in (404, 400) and message.get("method") != "initialize" and not reinitialized:
+            if status in (404, 400) and message.method != "initialize" and not reinitialized:
                 reinitialized = True
                 await core.reinitialize(generation)
                 continue

@@ -25,6 +25,9 @@ from context_harness.upstream.messages import lookup_id
 # MCP messages can be large (a tool returning a file): one message — a relay line, a JSON reply, an SSE
 # event or line — may be this long, and nothing from a server is buffered beyond it.
 MAX_MESSAGE_BYTES = 64 * 1024 * 1024
+# A message goes out (to the server, to the client) in slices of this size, each drained before the next: the
+# transport copies what the socket does not take at once, and a message written whole would be held twice.
+WRITE_SLICE_BYTES = 256 * 1024
 # An HTTP error's body is only looked at for a JSON-RPC error: small.
 MAX_ERROR_BODY_BYTES = 1024 * 1024
 # A reply that has begun keeps coming: this long without a byte is a stalled server (the wait for the
@@ -62,7 +65,7 @@ def new_bridge_session(network: NetworkSettings | None = None) -> aiohttp.Client
     return new_session(network, limit=0, limit_per_host=CONNECTIONS_PER_HOST)
 
 
-async def read_body(response: aiohttp.ClientResponse, limit: int = MAX_MESSAGE_BYTES) -> bytes:
+async def read_body(response: aiohttp.ClientResponse, limit: int = MAX_MESSAGE_BYTES) -> bytearray:
     """The whole body, read as it comes: TooLarge past `limit` (before reading, when its length says so),
     TimeoutError when it stalls for BODY_IDLE_S."""
     if response.content_length is not None and response.content_length > limit:
@@ -74,7 +77,7 @@ async def read_body(response: aiohttp.ClientResponse, limit: int = MAX_MESSAGE_B
             idle.reschedule(loop.time() + BODY_IDLE_S)
             chunk = await response.content.readany()
             if not chunk:
-                return bytes(body)
+                return body
             if len(body) + len(chunk) > limit:
                 raise TooLarge
             body += chunk
@@ -121,8 +124,8 @@ class Cancellable:
         if key is not None and self._scopes.get(key) is scope:
             del self._scopes[key]
 
-    def cancel(self, params: Any) -> None:
-        key = lookup_id(params.get("requestId")) if isinstance(params, dict) else None
+    def cancel(self, request_id: Any) -> None:
+        key = lookup_id(request_id)
         scope = self._scopes.pop(key, None) if key is not None else None
         if scope is not None:
             scope.cancel()

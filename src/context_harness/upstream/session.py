@@ -22,9 +22,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import itertools
-import json
 from collections.abc import AsyncIterator
-from typing import Any
 
 import aiohttp
 import anyio
@@ -38,12 +36,14 @@ from context_harness.upstream.auth import AuthPolicy
 from context_harness.upstream.contract import Counters, Credentials, Deliver, RelayFailure
 from context_harness.upstream.core import Core
 from context_harness.upstream.legacy_sse import LegacySse
+from context_harness.upstream.messages import Message
 from context_harness.upstream.streamable import Streamable
 
 log = structlog.get_logger(__name__)
 
 # How long a request of our own waits for its answer.
 OWN_REQUEST_TIMEOUT_S = 60
+INITIALIZED = {"jsonrpc": "2.0", "method": "notifications/initialized"}
 
 
 class Upstream(Core):
@@ -55,12 +55,14 @@ class Upstream(Core):
         credentials: Credentials,
         deliver: Deliver,
         counters: Counters | None = None,  # the bridge's, kept in the server's state for `chctl status`
+        headers: dict[str, str] | None = None,  # static headers for every request (not the credential)
     ):
         super().__init__(name, url, http, AuthPolicy(name, credentials, counters or Counters()), deliver)
+        self.static_headers = dict(headers or {})
         self.streamable = Streamable(self)
         self.legacy = LegacySse(self)
-        self._init_request: dict[str, Any] | None = None
-        self._initialized_note: dict[str, Any] | None = None
+        self._init_request: Message | None = None
+        self._initialized_note: Message | None = None
         self._reinit_lock = asyncio.Lock()
         self._internal_ids = itertools.count(1)
         self._carrying = limits.Cancellable()  # the client's requests, by id
@@ -71,20 +73,20 @@ class Upstream(Core):
 
     # --- the bridge's side -----------------------------------------------------------------------------
 
-    def submit(self, message: dict[str, Any], raw: bytes | None = None) -> None:
-        """Carry one client message upstream, concurrently with the others (a long tool call blocks nothing).
-        `raw` is the message as the client wrote it: sent as it is."""
+    def submit(self, message: Message) -> None:
+        """Carry one client message upstream, as the client wrote it, concurrently with the others (a long tool
+        call blocks nothing)."""
         if self._group is None:
             raise RuntimeError("Upstream.submit is for inside `async with upstream.carrying()`")
         self._remember(message)
-        if messages.is_request(message):
+        if message.is_request:
             self.counters.requests += 1
-        elif message.get("method") == "notifications/cancelled":
-            self._carrying.cancel(message.get("params"))  # and the server is told, too
+        elif message.method == "notifications/cancelled":
+            self._carrying.cancel(message.get("params", "requestId"))  # and the server is told, too
         scope = anyio.CancelScope()  # registered now: a cancel in the same read as its request finds it
-        if messages.is_request(message):
-            self._carrying.add(message.get("id"), scope)
-        self._group.start_soon(self._carry_within, scope, message, raw)
+        if message.is_request:
+            self._carrying.add(message.id, scope)
+        self._group.start_soon(self._carry_within, scope, message)
 
     @contextlib.asynccontextmanager
     async def carrying(self) -> AsyncIterator[None]:
@@ -99,7 +101,7 @@ class Upstream(Core):
                 self._group = None
                 group.cancel_scope.cancel()
 
-    async def restore(self, replay: list[dict[str, Any]]) -> None:
+    async def restore(self, replay: list[Message]) -> None:
         """A bridge whose session began before a daemon restart: initialize upstream again from the client's
         own `initialize` and `notifications/initialized`, answering nothing to the client."""
         for message in replay:
@@ -116,18 +118,18 @@ class Upstream(Core):
             self.counters.last_error = exc.failure.error
             log.warning("bridge_restore_failed", server=self.name, reason=exc.failure.error)
 
-    async def request(self, message: dict[str, Any]) -> dict[str, Any] | None:
+    async def request(self, message: Message) -> Message | None:
         """Send a message of our own, not the client's: for a request, its answer (None for a notification).
         With `close`, this is a whole session for a check: `initialize`, `notifications/initialized`, one
         request, close. An `initialize` sent here is what a lost session is initialized again with."""
         self._remember(message)
         return await self._internal(message)
 
-    def _remember(self, message: dict[str, Any]) -> None:
+    def _remember(self, message: Message) -> None:
         """Keep the handshake: a lost session is initialized again with it."""
-        if message.get("method") == "initialize" and messages.is_request(message):
+        if message.method == "initialize" and message.is_request:
             self._init_request = message
-        elif message.get("method") == "notifications/initialized":
+        elif message.method == "notifications/initialized":
             self._initialized_note = message
 
     async def close(self) -> None:
@@ -143,17 +145,17 @@ class Upstream(Core):
 
     # --- carrying one message --------------------------------------------------------------------------
 
-    async def _carry_within(self, scope: anyio.CancelScope, message: dict[str, Any], raw: bytes | None) -> None:
+    async def _carry_within(self, scope: anyio.CancelScope, message: Message) -> None:
         with scope:
             try:
-                await self._carry(message, raw)
+                await self._carry(message)
             finally:
-                if messages.is_request(message):
-                    self._carrying.done(message.get("id"), scope)
+                if message.is_request:
+                    self._carrying.done(message.id, scope)
 
-    async def _carry(self, message: dict[str, Any], raw: bytes | None) -> None:
+    async def _carry(self, message: Message) -> None:
         try:
-            await self._send(message, raw=raw)
+            await self._send(message)
         except RelayFailure as exc:
             await self._fail(message, exc.failure)
         except (aiohttp.ClientError, TimeoutError) as exc:
@@ -165,42 +167,42 @@ class Upstream(Core):
             log.exception("relay_message_crashed", server=self.name)
             await self._fail(message, Failure("internal error in context-harnessd's relay", ErrorCode.INTERNAL))
 
-    async def _fail(self, message: dict[str, Any], failure: Failure) -> None:
+    async def _fail(self, message: Message, failure: Failure) -> None:
         self.counters.last_error = failure.error
-        log.warning("relay_request_failed", server=self.name, method=message.get("method"), reason=failure.error)
-        if messages.is_request(message) and not self.closing:
-            reply = messages.error_response(message["id"], failure.error, failure.code.value, hint=failure.hint)
+        log.warning("relay_request_failed", server=self.name, method=message.method, reason=failure.error)
+        if message.is_request and not self.closing:
+            reply = messages.error_response(message.id, failure.error, failure.code.value, hint=failure.hint)
             with contextlib.suppress(ConnectionError, OSError):  # the client is gone: nobody to tell
-                await self.deliver(reply)
+                await self.deliver(await Message.of(reply))
 
-    async def _send(self, message: dict[str, Any], *, raw: bytes | None = None, internal: bool = False) -> None:
+    async def _send(self, message: Message, *, internal: bool = False) -> None:
         if not internal:
             await self._ready.wait()
-            if self.transport is None and self._init_request not in (None, message):
+            if self.transport is None and self._init_request is not None and self._init_request is not message:
                 # A session restored after a daemon restart that could not be initialized then: now.
                 await self.reinitialize(self.generation)
-        body = raw if raw is not None else json.dumps(message, separators=(",", ":")).encode()
         if self.transport == "sse":
-            await self.legacy.post(message, body)
+            await self.legacy.post(message)
             return
-        if await self.streamable.post(message, body):
+        if await self.streamable.post(message):
             await self._switch_to_legacy()
-            await self.legacy.post(message, body)
-        elif message.get("method") == "notifications/initialized":
+            await self.legacy.post(message)
+        elif message.method == "notifications/initialized":
             self.streamable.start_listening()
 
-    async def _internal(self, message: dict[str, Any]) -> dict[str, Any] | None:
+    async def _internal(self, message: Message) -> Message | None:
         """Send a message of our own; for a request, wait for its response (kept from the client)."""
-        if not messages.is_request(message):
+        if not message.is_request:
             await self._send(message, internal=True)
             return None
-        waiter: asyncio.Future[dict[str, Any]] = asyncio.get_running_loop().create_future()
-        self.waiters[message["id"]] = waiter
+        waiter: asyncio.Future[Message] = asyncio.get_running_loop().create_future()
+        key = message.id
+        self.waiters[key] = waiter
         try:
             await self._send(message, internal=True)
             return await asyncio.wait_for(waiter, timeout=OWN_REQUEST_TIMEOUT_S)
         finally:
-            self.waiters.pop(message["id"], None)
+            self.waiters.pop(key, None)
 
     async def _switch_to_legacy(self) -> None:
         if self.transport != "sse":
@@ -230,12 +232,12 @@ class Upstream(Core):
                 self._reinit_budget.spend()
                 if self.transport == "sse":
                     await self.legacy.connect()
-                request = {**self._init_request, "id": f"context-harness-{next(self._internal_ids)}"}
+                request = await self._init_request.with_id(f"context-harness-{next(self._internal_ids)}")
                 reply = await self._internal(request)
-                if reply is None or "error" in reply:
+                if reply is None or reply.has("error"):
                     raise RelayFailure(Failure(f"{self.name} refused to initialize a new session", ErrorCode.NETWORK))
                 self.protocol_version = messages.protocol_version_of(reply) or self.protocol_version
-                note = self._initialized_note or {"jsonrpc": "2.0", "method": "notifications/initialized"}
+                note = self._initialized_note or await Message.of(INITIALIZED)
                 await self._internal(note)
             finally:
                 self._ready.set()

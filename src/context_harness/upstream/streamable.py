@@ -5,16 +5,16 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
-from typing import Any
 
 import aiohttp
 import structlog
 
+from context_harness.primitives.json_scan import NotJson
 from context_harness.primitives.result import ErrorCode, Failure
 from context_harness.upstream import limits, messages
 from context_harness.upstream.contract import RelayFailure
 from context_harness.upstream.core import ACCEPT_BOTH, CLOSE_TIMEOUT, STREAM_TIMEOUT, Core, post, refused_by
+from context_harness.upstream.messages import Message
 from context_harness.upstream.sse import SseParser
 
 log = structlog.get_logger(__name__)
@@ -29,10 +29,10 @@ class Streamable:
     def __init__(self, core: Core) -> None:
         self.core = core
 
-    async def post(self, message: dict[str, Any], body: bytes) -> bool:
+    async def post(self, message: Message) -> bool:
         """POST one message and relay what comes back. True: the server wants the legacy transport."""
         core = self.core
-        is_initialize = message.get("method") == "initialize"
+        is_initialize = message.method == "initialize"
         auth = core.auth.flow()
         reinitialized = False
         while True:
@@ -43,7 +43,7 @@ class Streamable:
             # begun meanwhile (by the listener) leaves no session id until it ends.
             in_session = not is_initialize and core.session_id is not None
             headers = core.headers(extra, auth, with_session=not is_initialize)
-            async with post(core.http, core.url, body, headers) as response:
+            async with post(core.http, core.url, message.body, headers) as response:
                 status = core.answered(response)
                 limits.not_redirected(core.name, response)
                 if await auth.retry(status, response.headers.get("WWW-Authenticate")):
@@ -78,30 +78,30 @@ class Streamable:
         except (aiohttp.ClientError, TimeoutError) as exc:
             log.info("upstream_session_delete_failed", server=core.name, error=type(exc).__name__)
 
-    async def _relay_body(self, request: dict[str, Any], response: aiohttp.ClientResponse) -> None:
+    async def _relay_body(self, request: Message, response: aiohttp.ClientResponse) -> None:
         core = self.core
         content_type = response.headers.get("Content-Type", "")
         if content_type.startswith("text/event-stream"):
             parser = SseParser()
             answered = await core.relay_stream(response, parser, request)
-            if not answered and messages.is_request(request):
+            if not answered and request.is_request:
                 await self._resume(request, parser)
             return
         try:
             raw = await limits.read_body(response)
         except limits.TooLarge:
             raise RelayFailure(limits.too_large(core.name)) from None
-        if not raw.strip():
+        if not raw or raw.isspace():
             return
         try:
-            reply = json.loads(raw)
-        except ValueError:
+            reply = await Message.read(raw)
+        except NotJson:
             raise RelayFailure(Failure(f"{core.name} sent a reply that is not JSON", ErrorCode.NETWORK)) from None
-        if request.get("method") == "initialize" and isinstance(reply, dict):
+        if request.method == "initialize" and not reply.is_batch:
             core.protocol_version = messages.protocol_version_of(reply)
         await core.incoming(reply)
 
-    async def _resume(self, request: dict[str, Any], parser: SseParser) -> None:
+    async def _resume(self, request: Message, parser: SseParser) -> None:
         """A POST's stream ended before its response: reconnect with Last-Event-ID after the wait the stream's
         `retry:` field asks for (SEP-1699), for as long as each connection brings new events."""
         core = self.core
@@ -131,17 +131,17 @@ class Streamable:
             )
         )
 
-    async def _relay_error_body(self, request: dict[str, Any], response: aiohttp.ClientResponse) -> None:
+    async def _relay_error_body(self, request: Message, response: aiohttp.ClientResponse) -> None:
         """A 4xx/5xx: pass on a JSON-RPC error the server sent for this request, else answer the request
         ourselves, with the server's own words (a JSON-RPC error without an id, the start of a page)."""
-        raw = b""
-        with contextlib.suppress(ValueError, limits.TooLarge):
+        raw: bytes | bytearray = b""
+        with contextlib.suppress(NotJson, limits.TooLarge):
             raw = await limits.read_body(response, limits.MAX_ERROR_BODY_BYTES)
-            reply = json.loads(raw)
-            if isinstance(reply, dict) and "error" in reply and reply.get("id") is not None:
+            reply = await Message.read(raw)
+            if not reply.is_batch and reply.has("error") and reply.id is not None:
                 await self.core.incoming(reply)
                 return
-        raise RelayFailure(refused_by(self.core.name, response.status, messages.server_words(raw)))
+        raise RelayFailure(refused_by(self.core.name, response.status, messages.server_words(bytes(raw))))
 
     def start_listening(self) -> None:
         core = self.core
