@@ -19,10 +19,14 @@ OFFLINE = {
     "OPENCODE_DISABLE_LSP_DOWNLOAD": "1",
 }
 _ANSI = re.compile(r"\x1b\[[0-9;]*m")
+# opencode is a 177 MB bun binary: `mcp list` takes 2 s alone, 12 s at a load of 8 on two cores (most of it
+# before its first log line; no network: nothing is installed), and once more than 60 s. A server it cannot
+# reach does not hold it: it lists that server as failed after a timeout of its own.
+OPENCODE_DEADLINE_S = 240.0
 
 
 def run_opencode(
-    env: UserEnv, *args: str, cwd: Path | None = None, timeout: float = 60
+    env: UserEnv, *args: str, cwd: Path | None = None, timeout: float = OPENCODE_DEADLINE_S
 ) -> subprocess.CompletedProcess[str]:
     done = subprocess.run(
         [str(OPENCODE_BIN), *args],
@@ -64,5 +68,6 @@ def mcp_auth(env: UserEnv, name: str) -> Path:
     from tests.support.headless_login import log_in_headless
 
     argv = [str(OPENCODE_BIN), "mcp", "auth", name]
-    log_in_headless(argv, {**env.vars(), **OFFLINE}, env.project, rb"(https?://\S+/auth\?\S+)")
+    pattern = rb"(https?://\S+/auth\?\S+)"
+    log_in_headless(argv, {**env.vars(), **OFFLINE}, env.project, pattern, deadline_s=OPENCODE_DEADLINE_S)
     return env.home / ".local/share/opencode/mcp-auth.json"
