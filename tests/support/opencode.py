@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import fcntl
 import json
 import re
 import subprocess
+import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +25,7 @@ _ANSI = re.compile(r"\x1b\[[0-9;]*m")
 # before its first log line; no network: nothing is installed), and once more than 60 s. A server it cannot
 # reach does not hold it: it lists that server as failed after a timeout of its own.
 OPENCODE_DEADLINE_S = 240.0
+CALLBACK_LOCK = Path(tempfile.gettempdir()) / "context-harness-tests-opencode-callback.lock"
 
 
 def run_opencode(
@@ -69,5 +72,9 @@ def mcp_auth(env: UserEnv, name: str) -> Path:
 
     argv = [str(OPENCODE_BIN), "mcp", "auth", name]
     pattern = rb"(https?://\S+/auth\?\S+)"
-    log_in_headless(argv, {**env.vars(), **OFFLINE}, env.project, pattern, deadline_s=OPENCODE_DEADLINE_S)
+    # Its callback port is fixed: a second login at once on this machine (another test run) would take it, and
+    # one of the two browsers' redirects would find nobody listening. One at a time, across processes.
+    with CALLBACK_LOCK.open("a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        log_in_headless(argv, {**env.vars(), **OFFLINE}, env.project, pattern, deadline_s=OPENCODE_DEADLINE_S)
     return env.home / ".local/share/opencode/mcp-auth.json"
