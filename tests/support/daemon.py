@@ -58,11 +58,15 @@ class DaemonProcess:
                 stderr=log,
                 stdin=subprocess.DEVNULL,
             )
-        wait_for(
-            lambda: socket_answers(self.env.socket) or self.proc.poll() is not None,
-            START_DEADLINE_S,
-            what="daemon socket",
-        )
+        try:
+            wait_for(
+                lambda: socket_answers(self.env.socket) or self.proc.poll() is not None,
+                START_DEADLINE_S,
+                what="daemon socket",
+            )
+        except AssertionError:
+            self.stop(signal.SIGKILL)  # no fixture stops a daemon whose start failed
+            raise
         assert self.proc.poll() is None, f"daemon exited early: {self.log()}"
         return self
 
