@@ -39,13 +39,16 @@ class Streamable:
             generation = core.generation
             extra = {"Accept": ACCEPT_BOTH, "Content-Type": "application/json"}
             extra.update(messages.routing_headers(message, None if is_initialize else core.protocol_version))
+            # The session this request is sent in, not the one held when its answer comes: a re-initialization
+            # begun meanwhile (by the listener) leaves no session id until it ends.
+            in_session = not is_initialize and core.session_id is not None
             headers = core.headers(extra, auth, with_session=not is_initialize)
             async with post(core.http, core.url, message.body, headers) as response:
                 status = core.answered(response)
                 limits.not_redirected(core.name, response)
                 if await auth.retry(status, response.headers.get("WWW-Authenticate")):
                     continue
-                if status == 404 and not is_initialize and core.session_id and not reinitialized:
+                if status == 404 and in_session and not reinitialized:
                     reinitialized = True  # the session is lost: initialized again, once for this message
                     await core.reinitialize(generation)
                     continue
