@@ -42,7 +42,7 @@ from context_harness.stores.client_store import ClientStore
 from context_harness.stores.registry_cache import RegistryCache
 from context_harness.stores.shared import SharedStore
 from context_harness.stores.token_store import TokenStore
-from context_harness.upstream.limits import new_bridge_session
+from context_harness.upstream.limits import CONNECTIONS_PER_HOST
 
 
 class HttpClient:
@@ -187,7 +187,7 @@ def build_services(
     )
     refresher = Refresher(settings.refreshing(), oauth, tokens, bindings, clock=clock, rng=rng)
     flows = AuthFlows(oauth)
-    bridge_http = HttpClient(network, new_bridge_session)
+    bridge_http = HttpClient(network, partial(new_session, limit=0, limit_per_host=CONNECTIONS_PER_HOST))
     bridges = Bridges(tokens, oauth, bridge_http, states, bindings)
     bridges.stall_s = settings.rpc_idle_timeout_s
     status = StatusBoard(tokens, bindings, mcp, states)
