@@ -46,7 +46,7 @@ from context_harness.stores.idp_store import IdpStore
 from context_harness.stores.registry_cache import RegistryCache
 from context_harness.stores.shared import SharedStore
 from context_harness.stores.token_store import TokenStore
-from context_harness.upstream.limits import new_bridge_session
+from context_harness.upstream.limits import CONNECTIONS_PER_HOST
 
 
 class HttpClient:
@@ -212,7 +212,7 @@ def build_services(
     refresher = Refresher(settings.refreshing(), ServerRenewals(oauth, tokens, bindings), clock=clock, rng=rng)
     idps = _identity_providers(settings, idp_store, vault, tokens, clients, http)
     oauth.machine = MachineLogins(http, idps, lambda: oauth.settings.http_timeout_s)
-    bridge_http = HttpClient(network, new_bridge_session)
+    bridge_http = HttpClient(network, partial(new_session, limit=0, limit_per_host=CONNECTIONS_PER_HOST))
     bridges = Bridges(tokens, oauth, bridge_http, states, bindings)
     bridges.stall_s = settings.rpc_idle_timeout_s
     services = Services(
