@@ -1,4 +1,6 @@
-"""What an upstream session keeps of each client request in flight: its cancel scope (`Upstream.carrying`)."""
+"""What an upstream session keeps of each client request in flight: its cancel scope (`Upstream.carrying`).
+
+Concurrency: anyio, as the session's."""
 
 from __future__ import annotations
 

@@ -3,6 +3,8 @@
 A bridged server is input like any other: it may be broken or hostile. Whatever it does, it costs at most
 one message's worth of memory, its own share of connections, and a re-initialization now and then; the
 other servers and the daemon's RPCs never wait for it.
+
+Concurrency: asyncio, as aiohttp's is (a body is read under `asyncio.timeout`).
 """
 
 from __future__ import annotations

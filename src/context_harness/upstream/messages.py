@@ -5,6 +5,8 @@ A message stays the bytes it came as (`Message`): the relay reads its id, method
 route it (`json_scan`, or `json.loads` for a message of 64 KiB or less), checks the rest is JSON, and passes
 the bytes on. It never decodes a longer message whole, nor serialises one again: a 60 MiB reply costs its
 60 MiB, once.
+
+Concurrency: asyncio (a long scan lets the loop run with `asyncio.sleep(0)`).
 """
 
 from __future__ import annotations
