@@ -20,8 +20,6 @@ from aiohttp import web
 from structlog.testing import capture_logs
 
 from context_harness.config.jsonc import parse_jsonc
-from context_harness.daemon.auth_flows import AuthFlows
-from context_harness.daemon.refresher import WALLCLOCK_JOB_ID, Refresher, backoff_delay, refresh_time
 from context_harness.daemon.services import Services, build_services
 from context_harness.daemon.settings import Settings
 from context_harness.primitives.oauth import ClientRegistration, Credential, OAuthTokens, TokenState
@@ -32,6 +30,8 @@ from context_harness.stores.bindings import Binding
 from context_harness.stores.client_store import ClientStore
 from context_harness.stores.lock_file import file_lock
 from context_harness.stores.token_store import TokenStore
+from context_harness.workers.auth_flows import AuthFlows
+from context_harness.workers.refresher import WALLCLOCK_JOB_ID, Refresher, backoff_delay, refresh_time
 from tests.oauth_fakes import (
     FakeWorld,
     ScriptedTokenEndpoint,

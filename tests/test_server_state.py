@@ -38,7 +38,7 @@ async def test_a_bridge_renewal_that_failed_for_now_puts_the_server_on_the_backo
     far = h.refresher.next_refresh_at("srv")
     assert far is not None and far > time.time() + 1000
     # A bridge's upstream refused the token: the renewal fails for now.
-    attempt = await h.oauth.refresh_rejected("srv", OLD_ACCESS)
+    attempt = await h.oauth.refresh_unless_replaced("srv", OLD_ACCESS)
     assert isinstance(attempt, RefreshRetry)
     state = h.services.states.get("srv")
     assert state.phase is TokenState.RETRYING and state.attempts == 1

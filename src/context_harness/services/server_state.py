@@ -85,7 +85,7 @@ class ServerState:
     # The server's last refusal of the stored credential, until a request succeeds or a new one is stored.
     refusal: Refusal | None = None
     config_errors: dict[str, str] = field(default_factory=dict)  # configs whose last write failed, and why
-    misdirected: set[str] = field(default_factory=set)  # of those, entries pointing away from the recorded URL
+    url_changed: set[str] = field(default_factory=set)  # of those, entries pointing away from the recorded URL
     # Scopes the server asked for when it refused a call (403 `insufficient_scope`) that the credential lacks:
     # the next `chctl auth` asks for them too (services/step_up.py). Until a login or a logout.
     scopes_wanted: tuple[str, ...] = ()

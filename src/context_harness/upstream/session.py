@@ -35,6 +35,7 @@ import anyio.abc
 import structlog
 
 from context_harness.net.failures import ReachKind, reach_kind, unreachable
+from context_harness.primitives.relay_errors import relay_error
 from context_harness.primitives.result import ErrorCode, Failure
 from context_harness.upstream import legacy_sse, limits, messages, streamable
 from context_harness.upstream.auth import AuthFlow, AuthPolicy
@@ -190,7 +191,7 @@ class Upstream:
         self.counters.last_error = failure.error
         log.warning("relay_request_failed", server=self.name, method=message.method, reason=failure.error)
         if message.is_request and not self.state.closing:
-            reply = messages.error_response(message.id, failure.error, failure.code.value, hint=failure.hint)
+            reply = relay_error(message.id, failure.error, failure.code.value, failure.hint)
             with contextlib.suppress(ConnectionError, OSError):  # the client is gone: nobody to tell
                 await self.deliver(await Message.of(reply))
 
