@@ -7,7 +7,7 @@ HTTP, API-key guarded) on 127.0.0.1:
 - mcp-remote: mcp-remote 0.15.1 (npm, pinned in tests/peers), the stdio bridge people use today, with the
               key in `--header`.
 
-Figures: per `tools/call` (echo) p50/p99 latency and the overhead over direct (rounds alternate between the
+Figures: per `tools/call` (echo) p50/p95/p99 latency and the overhead over direct (rounds alternate between the
 three so drift hits all alike); the bridge process's and mcp-remote's RSS after the calls; time from spawn to
 the `initialize` result; calls/s with 32 sessions at once. The stdio clients are raw JSON-RPC line clients, so
 the figures are the transports', not an SDK client's.
@@ -192,6 +192,7 @@ async def measure(args: argparse.Namespace, env: bench_env.UserEnv, url: str, ke
                 latencies[name].append(await client.call())
         for name, samples in latencies.items():
             figures[f"{name}_p50_ms"] = percentile(samples, 0.5)
+            figures[f"{name}_p95_ms"] = percentile(samples, 0.95)
             figures[f"{name}_p99_ms"] = percentile(samples, 0.99)
         for name in ("bridge", "mcp_remote"):
             figures[f"{name}_overhead_p50_ms"] = round(figures[f"{name}_p50_ms"] - figures["direct_p50_ms"], 2)
@@ -255,9 +256,18 @@ def main() -> None:
         finally:
             server.stop()
     rows = [
-        ("tools/call p50 / p99, direct", f"{figures['direct_p50_ms']} / {figures['direct_p99_ms']} ms"),
-        ("tools/call p50 / p99, chctl bridge", f"{figures['bridge_p50_ms']} / {figures['bridge_p99_ms']} ms"),
-        ("tools/call p50 / p99, mcp-remote", f"{figures['mcp_remote_p50_ms']} / {figures['mcp_remote_p99_ms']} ms"),
+        (
+            "tools/call p50 / p95 / p99, direct",
+            f"{figures['direct_p50_ms']} / {figures['direct_p95_ms']} / {figures['direct_p99_ms']} ms",
+        ),
+        (
+            "tools/call p50 / p95 / p99, chctl bridge",
+            f"{figures['bridge_p50_ms']} / {figures['bridge_p95_ms']} / {figures['bridge_p99_ms']} ms",
+        ),
+        (
+            "tools/call p50 / p95 / p99, mcp-remote",
+            f"{figures['mcp_remote_p50_ms']} / {figures['mcp_remote_p95_ms']} / {figures['mcp_remote_p99_ms']} ms",
+        ),
         (
             "overhead over direct (p50): bridge / mcp-remote",
             f"{figures['bridge_overhead_p50_ms']} / {figures['mcp_remote_overhead_p50_ms']} ms "

@@ -8,7 +8,8 @@ import subprocess
 import sys
 from pathlib import Path
 
-from context_harness import api, units
+from context_harness import api
+from context_harness import service_units as units
 from context_harness.client import arguments, logs, token_cmd
 from context_harness.config.format import CLIENTS, DEFAULT_CLIENT
 from context_harness.daemon.rpc_params import TokenParams

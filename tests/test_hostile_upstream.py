@@ -335,6 +335,74 @@ async def test_a_session_lost_again_and_again_is_reinitialized_with_backoff(
             assert "result" in await bridge.ask(tool_call(2))  # requests are still carried
 
 
+class SessionLoser:
+    """A server that forgets the session a tool call comes in: the listener's GET finds it gone first, and the
+    call's 404 is sent once the listener's re-initialization has reached the server, so it arrives while the
+    bridge has no session id at all. The re-initialization's answer waits for `go_on`."""
+
+    def __init__(self) -> None:
+        self.sessions = 0
+        self.lost: str | None = None  # the session the first tool call came in
+        self.reinitializations = 0
+        self.call_arrived, self.reinit_arrived, self.lost_sent, self.go_on = (asyncio.Event() for _ in range(4))
+
+    async def post(self, request: web.Request) -> web.StreamResponse:
+        message = await request.json()
+        if message.get("method") == "initialize":
+            self.sessions += 1
+            if self.call_arrived.is_set():
+                self.reinitializations += 1
+                self.reinit_arrived.set()
+                await self.go_on.wait()
+            result = {"protocolVersion": "2025-11-25", "capabilities": {"tools": {}}, "serverInfo": SERVER_INFO}
+            reply = {"jsonrpc": "2.0", "id": message["id"], "result": result}
+            return web.json_response(reply, headers={"Mcp-Session-Id": f"s-{self.sessions}"})
+        if "id" not in message:
+            return web.Response(status=202)
+        session = request.headers.get("Mcp-Session-Id")
+        if self.lost is None and message.get("method") == "tools/call":
+            self.lost = session
+            self.call_arrived.set()
+            await self.reinit_arrived.wait()
+        if session == self.lost:
+            lost = web.Response(status=404)
+            await lost.prepare(request)
+            await lost.write_eof()
+            self.lost_sent.set()
+            return lost
+        return web.json_response(text_result(message["id"], "sent again"))
+
+    async def get(self, request: web.Request) -> web.StreamResponse:
+        await self.call_arrived.wait()
+        if request.headers.get("Mcp-Session-Id") == self.lost:
+            return web.Response(status=404)
+        return web.Response(status=405)  # the new session has no stream of its own
+
+
+async def test_a_request_whose_session_is_lost_during_a_reinitialization_is_sent_again(
+    daemon: DaemonProcess, user_env: UserEnv
+) -> None:
+    server = SessionLoser()
+    app = web.Application()
+    app.router.add_post("/mcp", server.post)
+    app.router.add_get("/mcp", server.get)
+    async with serve(app) as base:
+        add_bridged(user_env, "loser", base + "/mcp")
+        async with RawBridge(user_env, "loser") as bridge:
+            await bridge.start_session()
+            await bridge.send(tool_call(2))
+            await asyncio.wait_for(server.lost_sent.wait(), REPLY_DEADLINE_S)
+            # A bridge that takes that 404 for an answer replies at once; one that waits for the
+            # re-initialization cannot reply before it ends. Either way the answer is let through after a
+            # while, and only the request sent again in the new session gets "sent again".
+            early = asyncio.ensure_future(bridge.reply(2))
+            await asyncio.wait([early], timeout=2)
+            server.go_on.set()
+            reply = await early
+        assert reply.get("result", {}).get("content") == [{"type": "text", "text": "sent again"}], reply
+        assert server.reinitializations == 1  # one, shared by the listener and the request
+
+
 # --- ids ------------------------------------------------------------------------------------------------------
 
 

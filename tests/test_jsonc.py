@@ -13,7 +13,6 @@ from hypothesis import strategies as st
 from context_harness.config.jsonc import (
     JsoncEditError,
     JsoncError,
-    get_member,
     parse_jsonc,
     remove_member,
     set_member,
@@ -370,14 +369,6 @@ def test_remove_missing_member_returns_text_unchanged() -> None:
     assert remove_member(OPENCODE, ["mcp", "nope"]) is OPENCODE
     assert remove_member(OPENCODE, ["nope", "x"]) is OPENCODE
     assert remove_member(OPENCODE, ["theme", "x"]) is OPENCODE
-
-
-def test_get_member() -> None:
-    assert get_member(OPENCODE, ["mcp", "linear", "url"]) == "https://mcp.linear.app/mcp"
-    with pytest.raises(KeyError):
-        get_member(OPENCODE, ["mcp", "nope"])
-    with pytest.raises(KeyError):
-        get_member(OPENCODE, ["theme", "x"])
 
 
 # --- property: an edit touches its member's span and nothing else ---------------------------------

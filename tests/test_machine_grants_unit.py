@@ -4,6 +4,7 @@ of our own that takes only its own URL as `aud` (as Okta and Entra ID document).
 from __future__ import annotations
 
 import time
+from functools import partial
 from typing import Any
 
 import aiohttp
@@ -13,6 +14,7 @@ from aiohttp import web
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
+from context_harness.config.format import substitutions
 from context_harness.oauth.discovery import validate_authorization_server_metadata
 from context_harness.oauth.jwts import ASSERTION_LIFETIME_S, client_assertion, id_token_claims, key_problem
 from context_harness.oauth.machine_grants import (
@@ -129,10 +131,11 @@ async def test_an_assertion_refused_for_the_issuer_is_sent_once_more_for_the_tok
     client = MachineClient("my-ci", None, "private_key_jwt", pem(EC_KEY), "ES256", issuer, endpoint)
     async with aiohttp.ClientSession() as session:
         form = client_credentials_form(None, None)
-        granted = await request_token(session, client, form, 5, classify_token_answer)
+        classify = partial(classify_token_answer, markers=substitutions())
+        granted = await request_token(session, client, form, 5, classify)
         assert isinstance(granted.outcome, Refreshed) and seen == [issuer, endpoint]
         assert granted.client.audience == endpoint
-        again = await request_token(session, granted.client, form, 5, classify_token_answer)
+        again = await request_token(session, granted.client, form, 5, classify)
         assert isinstance(again.outcome, Refreshed) and seen[2:] == [endpoint]  # one request: the way that worked
 
 

@@ -10,6 +10,7 @@ import aiohttp
 import pytest
 from structlog.testing import capture_logs
 
+from context_harness.config.format import substitutions
 from context_harness.oauth.flow import AuthorizationGrant, FlowRequest, run_authorization_flow
 from context_harness.primitives.oauth import ClientRegistration
 from context_harness.primitives.result import ErrorCode, Failure, Result, Success
@@ -49,7 +50,7 @@ async def run(
     with capture_logs() as logs:
         result = await run_authorization_flow(
             session,
-            FlowRequest(server_name="fake", server_url=world.server_url, **request),
+            FlowRequest(server_name="fake", server_url=world.server_url, markers=substitutions(), **request),
             client_store=store,
             on_authorization_url=show if on_authorization_url is None else on_authorization_url,
             paste=paste,
@@ -367,7 +368,7 @@ async def test_network_failure_on_probe_is_network(session: aiohttp.ClientSessio
     with capture_logs():
         result = await run_authorization_flow(
             session,
-            FlowRequest(server_name="fake", server_url=f"http://127.0.0.1:{free_port()}/mcp"),
+            FlowRequest(server_name="fake", server_url=f"http://127.0.0.1:{free_port()}/mcp", markers=substitutions()),
             client_store=store,
             on_authorization_url=lambda url: None,
         )
@@ -500,7 +501,11 @@ async def test_the_chosen_token_auth_method_is_used_and_remembered(
 
 def test_a_flow_request_never_shows_its_client_secret() -> None:
     request = FlowRequest(
-        server_name="fake", server_url="https://mcp.example/mcp", client_id="my-app", client_secret="s3cret"
+        server_name="fake",
+        server_url="https://mcp.example/mcp",
+        markers=substitutions(),
+        client_id="my-app",
+        client_secret="s3cret",
     )
     assert "s3cret" not in repr(request) and "my-app" in repr(request)
 

@@ -10,6 +10,7 @@ import aiohttp
 import pytest
 from structlog.testing import capture_logs
 
+from context_harness.config.format import substitutions
 from context_harness.oauth.discovery import initialize_request
 from context_harness.oauth.flow import FlowRequest, run_authorization_flow
 from context_harness.oauth.http import new_session
@@ -56,7 +57,7 @@ async def test_login_refresh_and_revoke_against_real_peers(
         with capture_logs() as logs:
             result = await run_authorization_flow(
                 session,
-                FlowRequest(server_name="e2e", server_url=mcp_oauth_server.url, timeout_s=60),
+                FlowRequest(server_name="e2e", server_url=mcp_oauth_server.url, markers=substitutions(), timeout_s=60),
                 client_store=store,
                 on_authorization_url=lambda url: browser_tasks.append(asyncio.create_task(user_consents(url))),
             )
@@ -81,6 +82,7 @@ async def test_login_refresh_and_revoke_against_real_peers(
             refresh_token=tokens.refresh_token,
             client_id=grant.client_id,
             resource=grant.resource,
+            markers=substitutions(),
         )
         assert isinstance(outcome, Refreshed)
         new = outcome.tokens

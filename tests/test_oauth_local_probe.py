@@ -19,6 +19,7 @@ import pytest
 from aiohttp import web
 from aiohttp.abc import AbstractResolver, ResolveResult
 
+from context_harness.config.format import substitutions
 from context_harness.oauth.discovery import endpoint_allowed, is_local_host
 from context_harness.oauth.flow import FlowRequest, run_authorization_flow
 from context_harness.primitives.result import ErrorCode, Failure
@@ -117,7 +118,7 @@ async def internal() -> AsyncIterator[tuple[str, list[str]]]:
 async def login(world: FakeWorld, session: aiohttp.ClientSession, tmp_path: Path) -> Any:
     return await run_authorization_flow(
         session,
-        FlowRequest(server_name="remote", server_url=world.server_url, timeout_s=0.5),
+        FlowRequest(server_name="remote", server_url=world.server_url, markers=substitutions(), timeout_s=0.5),
         client_store=ClientStore(tmp_path / "clients"),
         on_authorization_url=lambda url: None,  # nobody answers: a flow that gets this far times out
     )

@@ -7,6 +7,7 @@ import aiohttp
 import pytest
 from structlog.testing import capture_logs
 
+from context_harness.config.format import substitutions
 from context_harness.oauth.http import new_session
 from context_harness.oauth.token_client import (
     PermanentError,
@@ -43,6 +44,7 @@ async def refresh(session: aiohttp.ClientSession, base: str, **kw: object) -> ob
             refresh_token=OLD_REFRESH,
             client_id="client-1",
             resource="https://mcp.example/mcp",
+            markers=substitutions(),
             **kw,  # type: ignore[arg-type]
         )
     assert OLD_REFRESH not in repr(logs) and CLIENT_SECRET not in repr(logs)

@@ -10,6 +10,7 @@ import aiohttp
 import pytest
 from aiohttp import web
 
+from context_harness.config.format import substitutions
 from context_harness.daemon.services import build_services
 from context_harness.daemon.settings import Settings
 from context_harness.oauth.http import new_session
@@ -41,6 +42,7 @@ async def refresh(
                 client_id="client-1",
                 client_secret=CLIENT_SECRET,
                 auth_method=chosen,
+                markers=substitutions(),
             ),
             method,
             CLIENT_SECRET,

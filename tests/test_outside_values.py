@@ -36,7 +36,7 @@ def tokens(access: str) -> OAuthTokens:
 
 @pytest.mark.parametrize("issuer", sorted(REAL_TOKENS))
 def test_real_token_shapes_are_accepted(issuer: str) -> None:
-    assert issued_token_problem(tokens(REAL_TOKENS[issuer])) is None
+    assert issued_token_problem(tokens(REAL_TOKENS[issuer]), MARKERS) is None
 
 
 def test_the_refusal_set_is_every_clients_substitutions() -> None:
@@ -56,7 +56,7 @@ def test_the_refusal_set_is_every_clients_substitutions() -> None:
     ],
 )
 def test_a_marker_names_the_client_that_would_substitute_it(value: str, named: str) -> None:
-    problem = issued_token_problem(tokens(value))
+    problem = issued_token_problem(tokens(value), MARKERS)
     assert problem is not None and named in problem and value not in problem
 
 

@@ -12,13 +12,13 @@ from pathlib import Path
 
 from structlog.testing import capture_logs
 
-from context_harness.daemon.peer_limits import REMOTE_SOCKET_LIMITS, BridgeLimits, ByteBudget
 from context_harness.daemon.rpc_remote_methods import NOT_REMOTE
 from context_harness.daemon.rpc_server import RpcServer, TakeoverCount
 from context_harness.daemon.rpc_table import METHODS, REMOTE, REMOTE_STREAMS, STREAMS, bind
 from context_harness.daemon.services import build_services
 from context_harness.daemon.settings import Settings
-from context_harness.daemon.throttled_log import ThrottledLog
+from context_harness.primitives.throttled_log import ThrottledLog
+from context_harness.workers.peer_limits import REMOTE_SOCKET_LIMITS, BridgeLimits, ByteBudget
 
 IDLE_S = 0.3
 REGISTRY = {"servers": [{"name": "srv", "url": "http://127.0.0.1:9/mcp", "auth_type": "none"}]}

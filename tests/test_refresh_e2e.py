@@ -22,6 +22,7 @@ from tests.support.env import UserEnv
 from tests.support.keychain import StoreUnderTest, store_under_test
 
 FILES = StoreUnderTest({"CH_SECRET_STORE": "file"})  # the token files, as in every other test of this module
+WATCH_S, WATCH_LOOKS = 30, 60  # how long, and at least how often, the 4 s token test looks at the config
 
 
 @pytest.fixture(scope="module")
@@ -50,40 +51,50 @@ def log_in(user_env: UserEnv, server: McpOAuthServer, *targets: str) -> None:
 
 
 def test_a_4_second_token_is_kept_valid_for_30_seconds(
-    daemon: DaemonProcess, user_env: UserEnv, short_lived: tuple[OidcProvider, McpOAuthServer]
+    user_env: UserEnv, short_lived: tuple[OidcProvider, McpOAuthServer]
 ) -> None:
     provider, server = short_lived
+    # The default plan (75 % of the lifetime, at most 2 s early) leaves a 4 s token ~0.5 s: the server's `exp`
+    # is in whole seconds, so the token dies up to 1 s before `expires_in` says. Half a second is a refresh a
+    # loaded machine runs late. A quarter of the lifetime leaves ~2 s, and still 25+ refreshes in 30 s.
+    daemon = DaemonProcess(user_env, extra_env={"CH_REFRESH_FRACTION": "0.25"}).start()
+    try:
+        kept_valid_for_30_seconds(user_env, provider, server)
+    finally:
+        daemon.stop()
+
+
+def kept_valid_for_30_seconds(user_env: UserEnv, provider: OidcProvider, server: McpOAuthServer) -> None:
     chctl(user_env, "init")
     log_in(user_env, server)
     first_refresh = json.loads((user_env.ch_home / "tokens" / "srv.json").read_text())["tokens"]["refresh_token"]
     config = user_env.project / "opencode.json"
 
-    async def watch() -> tuple[int, set[str], list[str]]:
+    async def watch() -> tuple[set[str], list[str]]:
         observations, seen, inactive = 0, set(), []
-        deadline = time.monotonic() + 30
-        while time.monotonic() < deadline:
+        started = time.monotonic()
+        # 30 s, and at least 60 looks however slowly a loaded machine answers them.
+        while time.monotonic() - started < WATCH_S or observations < WATCH_LOOKS:
             header = header_in(config)
             assert header is not None and header.startswith("Bearer ")
             token = header.removeprefix("Bearer ")
             # A dead answer counts only if the config still holds that token afterwards: a refresh landing
             # between our read and the introspection is not the config holding a dead token.
             if not await provider.is_active(token) and header_in(config) == header:
-                inactive.append(f"at {30 - (deadline - time.monotonic()):.2f}s")
+                inactive.append(f"at {time.monotonic() - started:.2f}s")
             observations += 1
             seen.add(token)
             await asyncio.sleep(0.25)
-        return observations, seen, inactive
+        return seen, inactive
 
-    observations, seen, inactive = asyncio.run(watch())
-    assert observations >= 60
+    seen, inactive = asyncio.run(watch())
     assert inactive == [], f"the config held a dead token {len(inactive)} times: {inactive}"
     assert len(seen) >= 6  # the header changed at least 5 times
     status = json.loads(chctl(user_env, "status", "--json").stdout)["servers"][0]
     assert status["state"] == "active" and status["next_refresh_at"] < status["expires_at"]
     # Rotation: the first refresh token is dead at the server, ours works.
-    current = json.loads((user_env.ch_home / "tokens" / "srv.json").read_text())["tokens"]["refresh_token"]
     assert not asyncio.run(provider.introspect(first_refresh))["active"]
-    assert asyncio.run(provider.introspect(current))["active"]
+    wait_for(lambda: stored_refresh_token_is_active(user_env, provider), 30, what="a live refresh token stored")
     # The MCP server accepts the header the refresher wrote. Asked right after a refresh, with the token's
     # whole 4 s ahead: `opencode mcp list` needs several seconds to start on a loaded machine, longer than
     # a 4 s token lives, so opencode itself is checked with long-lived tokens in test_e2e_oauth.py.
@@ -91,6 +102,15 @@ def test_a_4_second_token_is_kept_valid_for_30_seconds(
     wait_for(lambda: header_in(config) != just_written, 10, interval_s=0.01, what="the next refresh")
     assert asyncio.run(initialize_status(server.url, header_in(config))) == 200
     assert asyncio.run(initialize_status(server.url, "Bearer not-a-token")) == 401  # the server does check
+
+
+def stored_refresh_token_is_active(user_env: UserEnv, provider: OidcProvider) -> bool:
+    """The refresh token stored is live at the server. A refresh that rotates it while we ask makes the answer
+    about a token no longer stored: that answer does not count (False, to ask again)."""
+    token_file = user_env.ch_home / "tokens" / "srv.json"
+    stored = json.loads(token_file.read_text())["tokens"]["refresh_token"]
+    active = asyncio.run(provider.introspect(stored))["active"]
+    return bool(active) and json.loads(token_file.read_text())["tokens"]["refresh_token"] == stored
 
 
 async def initialize_status(url: str, authorization: str | None) -> int:

@@ -20,8 +20,6 @@ from aiohttp import web
 from structlog.testing import capture_logs
 
 from context_harness.config.jsonc import parse_jsonc
-from context_harness.daemon.auth_flows import AuthFlows
-from context_harness.daemon.refresher import WALLCLOCK_JOB_ID, Refresher, backoff_delay, refresh_time
 from context_harness.daemon.services import Services, build_services
 from context_harness.daemon.settings import Settings
 from context_harness.primitives.oauth import ClientRegistration, Credential, OAuthTokens, TokenState
@@ -32,6 +30,8 @@ from context_harness.stores.bindings import Binding
 from context_harness.stores.client_store import ClientStore
 from context_harness.stores.lock_file import file_lock
 from context_harness.stores.token_store import TokenStore
+from context_harness.workers.auth_flows import AuthFlows
+from context_harness.workers.refresher import WALLCLOCK_JOB_ID, Refresher, backoff_delay, refresh_time
 from tests.oauth_fakes import (
     FakeWorld,
     ScriptedTokenEndpoint,
@@ -645,15 +645,15 @@ async def test_a_login_nobody_waits_for_is_cancelled_and_frees_its_port(
 ) -> None:
     url, _ = await endpoint(respond(200, issued(1)))
     h = await make_harness(url, issued_ago=0, expires_in=3600)
-    # The refresher's first repair records the harness's URL for the credential; then the server moves to the
-    # world's (as `chctl add --url` records it), with no repair left to race.
-    await eventually(lambda: h.credential().server_url is not None, timeout_s=5, what="URL recorded")
     async with running_world(FakeWorld()) as world:
-        h.config_path.write_text(f'{{"mcp": {{"srv": {{"type": "remote", "url": "{world.server_url}"}}}}}}')
-        h.oauth.mcp.bindings.bind("srv", Binding(path=str(h.config_path), url=world.server_url))  # `chctl add`
-        h.tokens.save(h.credential().model_copy(update={"server_url": world.server_url}))
+        # A server of its own, with no credential: the harness's `srv` has a stored login from before URLs were
+        # recorded, and the repair at start records the URL its `resource` covers (127.0.0.1:9) in the
+        # background; a login of `srv` then goes there, so re-pointing `srv` here raced that repair.
+        config = h.config_path.with_name("other.json")
+        config.write_text(f'{{"mcp": {{"fresh": {{"type": "remote", "url": "{world.server_url}"}}}}}}')
+        h.oauth.mcp.bindings.bind("fresh", Binding(path=str(config), url=world.server_url))  # `chctl add`
         flows = AuthFlows(h.oauth, abandoned_after_s=0.3)
-        started = await flows.start("srv", AuthOptions(timeout_s=600))
+        started = await flows.start("fresh", AuthOptions(timeout_s=600))
         assert isinstance(started, Success)
         port = int(query_of(started.value["authorization_url"])["redirect_uri"].split(":")[2].split("/")[0])
         # The `chctl auth` that started it was killed: nobody calls auth.wait.

@@ -1,7 +1,7 @@
 """The far end of `remote.sock` (a compromised dev box) is outside input, and each test here is its attack:
 a flood of connections and bridges, unfinished lines, stalled and idle bridges, logins with a client of its
 own or by the dozen. The laptop's own `chctl` keeps answering, the daemon's memory and log stay small, the
-stored client stays the laptop's. The bounds are in `daemon/peer_limits.py` (README, docs/security.md)."""
+stored client stays the laptop's. The bounds are in `workers/peer_limits.py` (README, docs/security.md)."""
 
 from __future__ import annotations
 
@@ -26,7 +26,7 @@ from tests.support.flood import flooding, request_line
 KEY = "k-laptop-0123456789abcdef"
 DEAD_URL = "http://127.0.0.1:9/mcp"  # nothing is sent upstream in these tests
 MIB = 1024 * 1024
-# The documented bounds (README, docs/security.md; `daemon/peer_limits.py`), written out: a test of them must
+# The documented bounds (README, docs/security.md; `workers/peer_limits.py`), written out: a test of them must
 # not read them from the code it tests.
 REMOTE_MAX_CONNECTIONS = 48
 REMOTE_MAX_BRIDGES = 32

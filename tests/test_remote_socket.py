@@ -13,7 +13,7 @@ import pytest
 from mcp.shared.exceptions import MCPError
 
 from tests.peers.mcp_servers import McpApiKeyServerFactory
-from tests.support.daemon import DaemonProcess, chctl, rpc, socket_answers
+from tests.support.daemon import DaemonProcess, chctl, rpc, socket_answers, wait_for
 from tests.support.env import UserEnv, make_user_env
 from tests.test_bridge import bridged_session
 from tests.test_bridge import call as call_tool
@@ -119,6 +119,11 @@ def remote_status(remote: UserEnv, delegate: dict[str, str]) -> dict[str, dict[s
     return {r["name"]: r for r in json.loads(done.stdout)["servers"]}
 
 
+def laptop_answered(remote: UserEnv, delegate: dict[str, str]) -> dict[str, dict[str, Any]] | None:
+    rows = remote_status(remote, delegate)
+    return rows if rows["keyed"]["state"] != "delegated" else None
+
+
 def test_a_delegating_daemon_carries_shared_servers_and_survives_the_laptop_going_away(
     daemon: DaemonProcess,
     user_env: UserEnv,
@@ -140,7 +145,8 @@ def test_a_delegating_daemon_carries_shared_servers_and_survives_the_laptop_goin
         assert chctl(remote, "add", "keyed", extra_env=delegate).returncode == 0  # by its name alone
         # A server added with its URL on the remote itself stays local: it is not the laptop's.
         assert chctl(remote, "add", "own", "--bridge", "--url", server.url, extra_env=delegate).returncode == 0
-        rows = remote_status(remote, delegate)
+        # The remote waits 3 s for the laptop's part of a status: a loaded laptop may answer a later one.
+        rows = wait_for(lambda: laptop_answered(remote, delegate), 60, what="the laptop's part of the status")
         assert rows["keyed"]["via"] == delegate["CH_DELEGATE_SOCKET"] and rows["keyed"]["state"] == "api_key"
         assert rows["own"]["via"] is None
         assert chctl(remote, "auth", "keyed", "--status", extra_env=delegate).returncode == 0  # usable there

@@ -123,12 +123,13 @@ def test_the_servers_answers_are_news_once() -> None:
 
 def test_configs_and_bridges_are_kept_through_the_record() -> None:
     state = ServerState("srv")
-    assert state.header_withheld("/a", "points away", news=True) == Change("srv", TokenEvent.URL_CHANGED, "points away")
-    assert state.header_withheld("/a", "points away", news=False) is None
+    told = Change("srv", TokenEvent.URL_CHANGED, "points away")
+    assert state.entry_url_changed("/a", "points away", news=True) == told
+    assert state.entry_url_changed("/a", "points away", news=False) is None
     state.configs_written({"/a": "points away", "/b": "read-only"})
-    assert dict(state.config_errors) == {"/a": "points away", "/b": "read-only"} and set(state.misdirected) == {"/a"}
+    assert dict(state.config_errors) == {"/a": "points away", "/b": "read-only"} and set(state.url_changed) == {"/a"}
     state.configs_written({"/b": "read-only"})  # /a pointed back by hand
-    assert set(state.misdirected) == set()
+    assert set(state.url_changed) == set()
     state.config_cleared("/b")
     assert dict(state.config_errors) == {}
     counters = state.bridge_opened(7)
@@ -161,7 +162,7 @@ async def test_a_renewal_cancelled_while_the_token_endpoint_hangs_leaves_no_refr
     scripted.script.append(hang(scripted, 60.0))
     h = await make_harness(url, issued_ago=0, expires_in=3600, http_timeout_s=60.0)
     # A bridged request's 401 renews the token; the bridge closes (its task cancelled) while the server hangs.
-    renewal = asyncio.ensure_future(h.oauth.refresh_rejected("srv", OLD_ACCESS))
+    renewal = asyncio.ensure_future(h.oauth.refresh_unless_replaced("srv", OLD_ACCESS))
     await eventually(lambda: scripted.forms, what="the refresh request at the token endpoint")
     assert h.state() is TokenState.REFRESHING
     renewal.cancel()
@@ -215,7 +216,7 @@ async def test_a_bridge_renewal_that_failed_for_now_puts_the_server_on_the_backo
     far = h.refresher.next_refresh_at("srv")
     assert far is not None and far > time.time() + 1000
     # A bridge's upstream refused the token: the renewal fails for now.
-    attempt = await h.oauth.refresh_rejected("srv", OLD_ACCESS)
+    attempt = await h.oauth.refresh_unless_replaced("srv", OLD_ACCESS)
     assert isinstance(attempt, RefreshRetry)
     state = h.services.states.get("srv")
     assert isinstance(state.phase, Retrying) and state.attempts == 1

@@ -22,7 +22,7 @@ from typing import Any
 
 import pytest
 
-from context_harness import units
+from context_harness import service_units as units
 from context_harness.primitives.oauth import Credential, OAuthTokens, TokenState
 from context_harness.stores.token_store import TokenStore
 from tests.support.daemon import DaemonProcess, chctl, rpc, wait_for

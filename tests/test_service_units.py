@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from context_harness import units
+from context_harness import service_units as units
 from context_harness.client.service import (
     Completed,
     Machine,

@@ -15,7 +15,7 @@ import pytest
 from aiohttp import web
 
 from context_harness.primitives.result import Result, Success
-from context_harness.upstream import limits
+from context_harness.upstream import limits, streamable
 from context_harness.upstream.contract import RelayFailure
 from context_harness.upstream.messages import Message
 from context_harness.upstream.session import Upstream
@@ -81,17 +81,21 @@ async def session_with(server: PollingServer) -> AsyncIterator[tuple[Upstream, l
 
     async with serve(server.app()) as base, aiohttp.ClientSession() as http:
         upstream = Upstream("polling", base + "/mcp", http, NoCredential(), deliver)
-        upstream.transport = "streamable-http"
+        upstream.state.transport = "streamable-http"
         try:
             yield upstream, delivered
         finally:
             await upstream.close()
 
 
+async def post(upstream: Upstream, message: Message) -> None:
+    await streamable.post(upstream.state, message, upstream.state.auth.flow(), may_reinitialize=True)
+
+
 async def test_a_gracefully_closed_stream_is_resumed_after_its_retry_with_last_event_id() -> None:
     server = PollingServer()
     async with session_with(server) as (upstream, delivered):
-        await asyncio.wait_for(upstream.streamable.post(await Message.of(CALL)), 20)
+        await asyncio.wait_for(post(upstream, await Message.of(CALL)), 20)
     assert [reply.id for reply in delivered] == [CALL["id"]]
     [(resumed_at, last_event_id)] = server.resumes
     assert last_event_id == "e1"
@@ -102,7 +106,7 @@ async def test_a_resumed_stream_that_brings_nothing_ends_in_an_error_not_a_hang(
     server = PollingServer(answer=False)
     async with session_with(server) as (upstream, _delivered):
         with pytest.raises(RelayFailure) as failed:
-            await asyncio.wait_for(upstream.streamable.post(await Message.of(CALL)), 20)
+            await asyncio.wait_for(post(upstream, await Message.of(CALL)), 20)
     assert "polling closed the response stream before answering" in failed.value.failure.error
     assert len(server.resumes) == 1
 

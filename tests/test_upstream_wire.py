@@ -6,8 +6,9 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from context_harness.primitives.relay_errors import relay_error
 from context_harness.upstream.limits import REINIT_PER_MINUTE, ReinitBudget, TooLarge
-from context_harness.upstream.messages import Message, error_response, lookup_id, routing_headers
+from context_harness.upstream.messages import Message, lookup_id, routing_headers
 from context_harness.upstream.sse import Event, SseParser
 
 STREAM = (
@@ -111,7 +112,7 @@ async def test_per_request_versions_mirror_method_and_name_in_headers() -> None:
 
 
 def test_relay_errors_say_what_to_do() -> None:
-    reply = error_response(4, "srv needs a new login", "INVALID_GRANT", hint="run `chctl auth srv`")
+    reply = relay_error(4, "srv needs a new login", "INVALID_GRANT", hint="run `chctl auth srv`")
     assert reply["id"] == 4
     assert reply["error"]["message"] == "srv needs a new login (run `chctl auth srv`)"
     assert reply["error"]["data"] == {"code": "INVALID_GRANT", "hint": "run `chctl auth srv`"}

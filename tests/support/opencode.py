@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import fcntl
 import json
 import re
 import subprocess
+import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -19,10 +21,15 @@ OFFLINE = {
     "OPENCODE_DISABLE_LSP_DOWNLOAD": "1",
 }
 _ANSI = re.compile(r"\x1b\[[0-9;]*m")
+# opencode is a 177 MB bun binary: `mcp list` takes 2 s alone, 12 s at a load of 8 on two cores (most of it
+# before its first log line; no network: nothing is installed), and once more than 60 s. A server it cannot
+# reach does not hold it: it lists that server as failed after a timeout of its own.
+OPENCODE_DEADLINE_S = 240.0
+CALLBACK_LOCK = Path(tempfile.gettempdir()) / "context-harness-tests-opencode-callback.lock"
 
 
 def run_opencode(
-    env: UserEnv, *args: str, cwd: Path | None = None, timeout: float = 60
+    env: UserEnv, *args: str, cwd: Path | None = None, timeout: float = OPENCODE_DEADLINE_S
 ) -> subprocess.CompletedProcess[str]:
     done = subprocess.run(
         [str(OPENCODE_BIN), *args],
@@ -64,5 +71,10 @@ def mcp_auth(env: UserEnv, name: str) -> Path:
     from tests.support.headless_login import log_in_headless
 
     argv = [str(OPENCODE_BIN), "mcp", "auth", name]
-    log_in_headless(argv, {**env.vars(), **OFFLINE}, env.project, rb"(https?://\S+/auth\?\S+)")
+    pattern = rb"(https?://\S+/auth\?\S+)"
+    # Its callback port is fixed: a second login at once on this machine (another test run) would take it, and
+    # one of the two browsers' redirects would find nobody listening. One at a time, across processes.
+    with CALLBACK_LOCK.open("a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        log_in_headless(argv, {**env.vars(), **OFFLINE}, env.project, pattern, deadline_s=OPENCODE_DEADLINE_S)
     return env.home / ".local/share/opencode/mcp-auth.json"

@@ -24,6 +24,7 @@ import select
 import time
 
 from context_harness.client import rpc_client, wire
+from context_harness.primitives.relay_errors import relay_error
 from context_harness.primitives.text import printable
 
 TYPE_CHECKING = False
@@ -39,7 +40,6 @@ EOF_ANSWER_DEADLINE_S = 60.0
 AUTOSTART_EVERY_S = 30.0  # start the daemon at most this often while none answers
 REFUSED_BACKOFF_S = (1.0, 10.0)  # after the daemon refuses the bridge (or is refused): wait this long, doubling, capped
 READ_BYTES = 256 * 1024
-RELAY_ERROR = -32001  # the daemon's relay uses the same code for its own failures
 # A longer line (a tool's 60 MiB answer) is read for its id and method only, never decoded whole: decoding
 # costs ten times its size.
 LARGE_LINE_BYTES = 1024 * 1024
@@ -55,12 +55,7 @@ def write_all(fd: int, data: bytes) -> None:
 
 
 def error_reply(request_id: Any, message: str, *, code: str, hint: str | None = None) -> bytes:
-    data: dict[str, Any] = {"code": code}
-    if hint:
-        data["hint"] = hint
-    text = f"{message} ({hint})" if hint else message
-    reply = {"jsonrpc": "2.0", "id": request_id, "error": {"code": RELAY_ERROR, "message": text, "data": data}}
-    return wire.dumps(reply).encode() + b"\n"
+    return wire.dumps(relay_error(request_id, message, code, hint)).encode() + b"\n"
 
 
 def parse(line: bytes) -> dict[str, Any] | None:

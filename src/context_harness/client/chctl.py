@@ -220,34 +220,9 @@ def cmd_daemon(args: argparse.Namespace) -> int:
 # --- parser ---------------------------------------------------------------------------------------------
 
 
-def build_parser() -> argparse.ArgumentParser:
-    import argparse
-
-    # The commands that live in modules of their own; imported here, so `chctl status` does not load them.
-    from context_harness.client import (
-        auth_cmd,
-        check_cmd,
-        completion,
-        config_cmd,
-        idp_cmd,
-        import_cmd,
-        logs,
-        remote_cmd,
-        secrets_cmd,
-        service_args,
-        token_cmd,
-    )
+def _add_own_parsers(sub: Any) -> None:
+    """The commands whose handlers are in this module: bridge, status, doctor, daemon."""
     from context_harness.client.arguments import add_json_flag
-
-    parser = argparse.ArgumentParser(
-        prog="chctl",
-        description="Keep MCP server credentials valid and written into opencode's config.",
-        epilog=EXAMPLES,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
-    parser.add_argument("--version", action="version", version=f"chctl {__version__}")
-    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    config_cmd.add_config_parsers(sub)
 
     p = sub.add_parser(
         "bridge",
@@ -274,6 +249,36 @@ def build_parser() -> argparse.ArgumentParser:
     add_json_flag(p)
     p.set_defaults(func=cmd_daemon)
 
+
+def build_parser() -> argparse.ArgumentParser:
+    import argparse
+
+    # The commands that live in modules of their own; imported here, so `chctl status` does not load them.
+    from context_harness.client import (
+        auth_cmd,
+        check_cmd,
+        completion,
+        config_cmd,
+        idp_cmd,
+        import_cmd,
+        logs,
+        remote_cmd,
+        secrets_cmd,
+        service_args,
+        token_cmd,
+    )
+
+    parser = argparse.ArgumentParser(
+        prog="chctl",
+        description="Keep MCP server credentials valid and written into opencode's config.",
+        epilog=EXAMPLES,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--version", action="version", version=f"chctl {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    config_cmd.add_config_parsers(sub)
+
+    _add_own_parsers(sub)
     auth_cmd.add_auth_parsers(sub)
     idp_cmd.add_idp_parsers(sub)
     check_cmd.add_check_parser(sub)

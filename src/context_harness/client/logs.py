@@ -23,7 +23,7 @@ if TYPE_CHECKING:
     from collections.abc import Iterable, Iterator
     from typing import Any
 
-SYSTEMD_UNIT = "context-harness.service"  # as context_harness.units names it (not imported: it pulls in re, pathlib)
+SYSTEMD_UNIT = "context-harness.service"  # as service_units names it (not imported: it pulls in re, pathlib)
 LAUNCHD_LOG = ("Library", "Logs", "context-harness", "daemon.log")
 LAUNCHD_PLIST = ("Library", "LaunchAgents", "ai.context-harness.daemon.plist")
 FOLLOW_POLL_S = 0.2  # how often `-f` looks for new lines in a file

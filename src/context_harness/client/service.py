@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TextIO
 
-from context_harness import units
+from context_harness import service_units as units
 from context_harness.client.output import error_tag, print_error, print_hint
 from context_harness.client.service_env import (
     ENV_FILE_MODE,
@@ -43,7 +43,7 @@ from context_harness.client.service_plan import (
     describe,
     execute,
 )
-from context_harness.net.ca_bundle import untrusted_because
+from context_harness.primitives.path_trust import untrusted_because
 from context_harness.primitives.result import ErrorCode, Failure
 
 DAEMON_EXECUTABLE = "context-harnessd"

@@ -15,13 +15,10 @@ import os
 import shutil
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Literal, Protocol
+from typing import Any, Protocol
 
 from context_harness.config import jsonc, toml_edit
-
-# header: the file holds the credential; bridge: the entry runs `chctl bridge NAME`; helper: the client runs
-# `chctl token NAME` itself at each connect (Claude Code's `headersHelper`: see `helper_entry`).
-Mode = Literal["header", "bridge", "helper"]
+from context_harness.primitives.mcp import Mode
 
 
 class Syntax(Protocol):

@@ -22,23 +22,13 @@ from typing import Any
 
 from context_harness.config.jsonc_parser import LINE_END, JsoncError, Member, Node, parse_jsonc, parse_tree
 
-__all__ = ["JsoncEditError", "JsoncError", "get_member", "parse_jsonc", "remove_member", "set_member"]
+__all__ = ["JsoncEditError", "JsoncError", "parse_jsonc", "remove_member", "set_member"]
 
 DEFAULT_INDENT_UNIT = "  "  # what `chctl init` writes and what most opencode.json files use
 
 
 class JsoncEditError(ValueError):
     """The edit cannot be made: the root or an intermediate member is not an object, or a value not JSON."""
-
-
-def get_member(text: str, path: Sequence[str]) -> Any:
-    """Return the parsed value at ``path`` (object keys from the root); KeyError if it is not there."""
-    node = parse_jsonc(text)
-    for key in _check_path(path):
-        if not isinstance(node, dict) or key not in node:
-            raise KeyError(key)
-        node = node[key]
-    return node
 
 
 # --- layout of the existing file -------------------------------------------------------------------

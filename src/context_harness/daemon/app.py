@@ -16,7 +16,6 @@ from context_harness.daemon import sd_notify
 from context_harness.daemon.descriptors import handle_loop_exception, raise_descriptor_limit
 from context_harness.daemon.home_trust import UntrustedHome, UntrustedSocketDir
 from context_harness.daemon.logging import configure_logging
-from context_harness.daemon.peer_limits import MAX_BRIDGES, REMOTE_SOCKET_LIMITS
 from context_harness.daemon.rpc_remote_methods import NOT_REMOTE
 from context_harness.daemon.rpc_server import RpcServer, TakeoverCount
 from context_harness.daemon.rpc_table import METHODS, REMOTE, REMOTE_STREAMS, STREAMS, bind
@@ -31,6 +30,7 @@ from context_harness.daemon.single_instance import (
 )
 from context_harness.daemon.socket_activation import inherited_listener
 from context_harness.stores.atomic import ensure_private_dir
+from context_harness.workers.peer_limits import MAX_BRIDGES, REMOTE_SOCKET_LIMITS
 
 log = structlog.get_logger(__name__)
 

@@ -11,7 +11,7 @@ import resource
 import sys
 from typing import Any
 
-from context_harness.daemon.throttled_log import ThrottledLog
+from context_harness.primitives.throttled_log import ThrottledLog
 
 # macOS refuses RLIM_INFINITY (launchd's usual hard limit) as a soft limit: OPEN_MAX is the most it takes.
 MACOS_OPEN_MAX = 10240

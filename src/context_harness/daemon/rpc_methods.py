@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 import time
 from collections.abc import Callable
@@ -17,6 +18,7 @@ from context_harness.daemon.rpc_machine_methods import machine_setup, set_up_aft
 from context_harness.daemon.rpc_params import (
     AddParams,
     BridgeOpenParams,
+    CheckParams,
     DoctorParams,
     NameTargetParams,
     NoParams,
@@ -120,7 +122,7 @@ async def mcp_add(s: Services, p: AddParams) -> Result[dict[str, Any]]:
         bridge=p.bridge,
         mode=p.mode,
         clients=p.named_clients(),
-        delegated_via=delegated_via(s, p),
+        delegated_via=s.carrier.entry_via(p.name, url=p.url, command=p.command, registry_name=p.registry_name),
         oauth=setup.value is not None,
     )
     registry: dict[str, Any] | None = None
@@ -159,15 +161,6 @@ async def mcp_add(s: Services, p: AddParams) -> Result[dict[str, Any]]:
 def modes_changed(narrowed: dict[str, tuple[int, int]]) -> dict[str, list[str]]:
     """{path: ["644", "600"]}: configs that lost group and other access, as it is told once (docs/guide.md, Secrets)."""
     return {path: [f"{before:o}", f"{after:o}"] for path, (before, after) in narrowed.items()}
-
-
-def delegated_via(s: Services, p: AddParams) -> str | None:
-    """On a remote machine, a server named alone that has no credential here is the laptop's to carry."""
-    if p.url is not None or p.command is not None or p.registry_name is not None:
-        return None
-    if s.delegate.path is None or s.tokens.path(p.name).exists():
-        return None
-    return str(s.delegate.path)
 
 
 async def mcp_remove(s: Services, p: RemoveParams) -> Result[dict[str, Any]]:
@@ -224,10 +217,15 @@ async def clients_list(s: Services, _: NoParams) -> Result[dict[str, Any]]:
 
 async def status(s: Services, _: NoParams) -> Result[dict[str, Any]]:
     rows = [row.as_dict() for row in await server_statuses(s)]
-    if any(row["via"] for row in rows):
-        await s.delegate.fill_in(rows)
+    await s.carrier.fill_in(rows)
     idps = [idp_row(s.idps, name) for name in s.idps.store.names()]
     return Success({"daemon": daemon_summary(s), "servers": rows, "idps": idps})
+
+
+async def check(s: Services, p: CheckParams) -> Result[dict[str, Any]]:
+    names = p.names or sorted(s.bindings.load())
+    probes = await s.checker.run(names, Path(p.cwd) if p.cwd else None, p.timeout_s)
+    return Success({"servers": [probe.as_dict() for probe in probes]})
 
 
 async def server_statuses(s: Services) -> list[ServerStatus]:
@@ -241,12 +239,19 @@ async def run_doctor(s: Services, p: DoctorParams) -> Result[dict[str, Any]]:
         nearest = s.config.resolve(ConfigTarget(cwd=Path(p.cwd)), fmt=get_format(DEFAULT_CLIENT))
         if isinstance(nearest, Success):
             extra.append(nearest.value)
+    statuses = await server_statuses(s)
+    needing_none = {server.name for server in statuses if server.state == NO_AUTH}
+    targets: dict[str, tuple[str, dict[str, str]]] = {}
     try:  # reads every bound config and runs `git`: in a thread, so a hung file or repository stalls only this
-        checks += await run_blocking(
-            lambda: doctor.config_checks(s.config, s.bindings, s.tokens, extra),
+        config_checks, targets = await run_blocking(
+            lambda: (
+                doctor.config_checks(s.config, s.bindings, s.tokens, extra),
+                doctor.probe_targets(s.config, s.bindings, needing_none),
+            ),
             DOCTOR_CONFIG_CHECKS_TIMEOUT_S,
             name="doctor",
         )
+        checks += config_checks
     except StillRunning:
         checks.append(
             doctor.Check(
@@ -256,9 +261,10 @@ async def run_doctor(s: Services, p: DoctorParams) -> Result[dict[str, Any]]:
                 "a config may be on a hung mount; see `chctl status`",
             )
         )
-    statuses = await server_statuses(s)
-    needing_none = {server.name for server in statuses if server.state == NO_AUTH}
-    answer_401 = await doctor.unauthenticated_servers(s.http(), s.config, s.bindings, needing_none)
+    probes = await asyncio.gather(
+        *(s.checker.probe_server(name, doctor.PROBE_TIMEOUT_S, at=target) for name, target in targets.items())
+    )
+    answer_401 = {found.name for found in probes if found.outcome == "unauthorized"}
     idps = [idp_row(s.idps, name) for name in s.idps.store.names()]
     checks += doctor.secret_checks(s.vault.summary(), statuses, idps)
     checks += doctor.server_checks(statuses, answer_401=answer_401)
@@ -279,6 +285,6 @@ async def secrets_migrate(s: Services, p: SecretsMigrateParams) -> Result[dict[s
 
 
 async def bridge_open(s: Services, p: BridgeOpenParams) -> Result[Any]:
-    if (unknown := s.unknown(p.name)) is not None:
+    if (unknown := s.carrier.unknown(p.name)) is not None:
         return unknown
-    return await s.bridges.open(p.name, p.replay)
+    return await s.carrier.open_bridge(p.name, p.replay)

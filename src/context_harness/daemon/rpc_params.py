@@ -8,9 +8,9 @@ from typing import Annotated, Any, Literal
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 
-from context_harness.config.format import DEFAULT_CLIENT, Mode
+from context_harness.config.format import DEFAULT_CLIENT
 from context_harness.oauth.jwts import MAX_KEY_BYTES
-from context_harness.primitives.mcp import SecretMode
+from context_harness.primitives.mcp import Mode, SecretMode
 from context_harness.primitives.names import ServerName
 from context_harness.primitives.text import printable
 from context_harness.registries.api import MAX_SERVER_NAME, SERVER_NAME

@@ -1,8 +1,7 @@
 """What the restricted remote socket (`remote.sock`) answers, and only for the servers the user shared:
 the daemon's version, a status without paths or tokens, `bridge.open` and a login by the server's name alone.
-`rpc_table.REMOTE` names them; every other method is refused there. Also `share.add`/`share.remove` (on
-`chd.sock` only). The delegation of logins on a remote machine (`auth.start`/`auth.wait` sent on to
-`CH_DELEGATE_SOCKET`) is in `rpc_auth_methods.py`."""
+`rpc_table.REMOTE` names them; every other method is refused there. What is shared is set on `chd.sock`
+(`rpc_share_methods.py`). What a remote machine sends on to `CH_DELEGATE_SOCKET` is `workers/carrier.py`'s to say."""
 
 from __future__ import annotations
 
@@ -16,13 +15,11 @@ from context_harness.daemon.rpc_params import (
     FlowParams,
     NoParams,
     RemoteAuthStartParams,
-    ShareParams,
 )
 from context_harness.daemon.services import Services
 from context_harness.primitives.oauth import LoginKind
 from context_harness.primitives.result import ErrorCode, Failure, Result, Success
 from context_harness.services.oauth_service import AuthOptions
-from context_harness.services.server_names import unknown_server
 
 NOT_REMOTE = "not available remotely"
 
@@ -52,7 +49,7 @@ async def status(s: Services, _: NoParams) -> Result[dict[str, Any]]:
 async def bridge_open(s: Services, p: BridgeOpenParams) -> Result[Any]:
     if not s.shared.is_shared(p.name):
         return not_shared(p.name)
-    return await s.bridges.open(p.name, p.replay, remote=True)  # the remote bridges' budget and idle limit
+    return await s.carrier.open_bridge(p.name, p.replay, remote=True)  # the remote bridges' budget and idle limit
 
 
 async def auth_start(s: Services, p: RemoteAuthStartParams) -> Result[dict[str, str]]:
@@ -74,7 +71,7 @@ async def auth_start(s: Services, p: RemoteAuthStartParams) -> Result[dict[str, 
             ErrorCode.INVALID_PARAMS,
             f"if it says it needs a login, run `chctl auth {p.name}` (or what `chctl status` says) on the laptop",
         )
-    started = await auth.start_login(s, p.name, AuthOptions(), join=True)
+    started = await s.carrier.start_login(p.name, AuthOptions(), join=True)
     if isinstance(started, Success):
         s.remote_flows.add(started.value["flow_id"])
     return started
@@ -90,21 +87,3 @@ async def auth_wait(s: Services, p: FlowParams) -> Result[dict[str, Any]]:
         return waited
     row = waited.value
     return Success({key: row[key] for key in ("name", "state", "expires_at", "has_refresh_token")})
-
-
-# --- on chd.sock: what is shared ----------------------------------------------------------------------------
-
-
-async def share_add(s: Services, p: ShareParams) -> Result[dict[str, Any]]:
-    for name in p.names:  # a typo shared is a name another machine could later claim: nothing is changed
-        if (unknown := s.names.unknown(name)) is not None:
-            return unknown
-    return Success({"shared": sorted(s.shared.change(p.names, shared=True))})
-
-
-async def share_remove(s: Services, p: ShareParams) -> Result[dict[str, Any]]:
-    shared = s.shared.load()
-    for name in p.names:
-        if name not in shared and not s.names.is_known(name):
-            return unknown_server(name, shared, s.names.yours())
-    return Success({"shared": sorted(s.shared.change(p.names, shared=False))})

@@ -22,10 +22,10 @@ import structlog
 from pydantic import BaseModel, ValidationError
 
 from context_harness.daemon.descriptors import descriptors_left, note_exhausted, out_of_descriptors
-from context_harness.daemon.peer_limits import REFUSAL_READ_S, REFUSALS_AT_ONCE, ConnectionLimits
-from context_harness.daemon.peercred import peer_ids
-from context_harness.daemon.throttled_log import ThrottledLog
+from context_harness.primitives.peercred import peer_ids
 from context_harness.primitives.result import ErrorCode, Failure, Result, Success
+from context_harness.primitives.throttled_log import ThrottledLog
+from context_harness.workers.peer_limits import REFUSAL_READ_S, REFUSALS_AT_ONCE, ConnectionLimits
 
 log = structlog.get_logger(__name__)
 

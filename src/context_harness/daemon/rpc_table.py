@@ -12,7 +12,7 @@ from context_harness.daemon import rpc_methods as m
 from context_harness.daemon import rpc_params as p
 from context_harness.daemon import rpc_registry_methods as registries
 from context_harness.daemon import rpc_remote_methods as remote
-from context_harness.daemon.check import run_check
+from context_harness.daemon import rpc_share_methods as share
 from context_harness.daemon.rpc_server import Method
 from context_harness.daemon.services import Services
 from context_harness.primitives.result import Result
@@ -34,7 +34,7 @@ METHODS: dict[str, tuple[type[p.Params], Handler]] = {
     "status": (p.NoParams, m.status),
     "doctor": (p.DoctorParams, m.run_doctor),
     "secrets.migrate": (p.SecretsMigrateParams, m.secrets_migrate),
-    "check": (p.CheckParams, run_check),
+    "check": (p.CheckParams, m.check),
     "auth.import": (p.ImportParams, auth.auth_import),
     "auth.start": (p.AuthStartParams, auth.auth_start),
     "auth.wait": (p.FlowParams, auth.auth_wait),
@@ -47,8 +47,8 @@ METHODS: dict[str, tuple[type[p.Params], Handler]] = {
     "idp.add": (p.IdpAddParams, machine.idp_add),
     "idp.login": (p.IdpLoginParams, machine.idp_login),
     "idp.list": (p.NoParams, machine.idp_list),
-    "share.add": (p.ShareParams, remote.share_add),
-    "share.remove": (p.ShareParams, remote.share_remove),
+    "share.add": (p.ShareParams, share.share_add),
+    "share.remove": (p.ShareParams, share.share_remove),
 }
 
 # Methods that turn the connection into something else; see `RpcServer.streams`.

@@ -1,4 +1,4 @@
-"""The daemon's parts, built and wired in one place (`build_services`), for the daemon and the tests alike.
+"""The daemon's parts, built whole and wired in one place (`build_services`), for the daemon and the tests alike.
 
 RPC handlers get this object and nothing else; a reload hands new settings to `configure`, which passes
 each part the few settings it uses.
@@ -16,16 +16,12 @@ from typing import TypedDict
 
 import aiohttp
 
-from context_harness.daemon.auth_flows import AuthFlows
-from context_harness.daemon.bridge import Bridges
-from context_harness.daemon.delegate import Delegate
-from context_harness.daemon.notifier import Notifier
-from context_harness.daemon.refresher import Refresher, ServerRenewals
 from context_harness.daemon.settings import Settings
+from context_harness.net.http_client import HttpClient
 from context_harness.net.session import NetworkSettings, new_session
 from context_harness.oauth.auth_probe import auth_wanted
+from context_harness.primitives.mcp import MCPAuthType
 from context_harness.primitives.oauth import TokenEvent, TokenState
-from context_harness.primitives.result import Failure
 from context_harness.services.client_vault import ClientVault
 from context_harness.services.config_service import ConfigService
 from context_harness.services.idp_service import IdpService
@@ -46,39 +42,14 @@ from context_harness.stores.idp_store import IdpStore
 from context_harness.stores.registry_cache import RegistryCache
 from context_harness.stores.shared import SharedStore
 from context_harness.stores.token_store import TokenStore
-from context_harness.upstream.limits import new_bridge_session
-
-
-class HttpClient:
-    """One client session (a connection pool) for outgoing requests, made on first use inside the running loop.
-
-    New network settings (a reload) mean a new session for what starts from then on; the bridges open at the
-    time keep the old one (closed at shutdown) until they reconnect."""
-
-    def __init__(
-        self, network: NetworkSettings, make: Callable[[NetworkSettings], aiohttp.ClientSession] = new_session
-    ) -> None:
-        self.network = network
-        self._make = make
-        self._session: aiohttp.ClientSession | None = None
-        self._retired: list[aiohttp.ClientSession] = []
-
-    def __call__(self) -> aiohttp.ClientSession:
-        if self._session is None or self._session.closed:
-            self._session = self._make(self.network)
-        return self._session
-
-    def configure(self, network: NetworkSettings) -> None:
-        if network == self.network:
-            return
-        self.network = network
-        if self._session is not None:
-            self._retired.append(self._session)
-            self._session = None
-
-    async def close(self) -> None:
-        for session in [*self._retired, *([self._session] if self._session else [])]:
-            await session.close()
+from context_harness.upstream.limits import CONNECTIONS_PER_HOST
+from context_harness.workers.auth_flows import AuthFlows
+from context_harness.workers.bridge import Bridges
+from context_harness.workers.carrier import Carrier
+from context_harness.workers.check import Checker
+from context_harness.workers.delegate import Delegate
+from context_harness.workers.notifier import Notifier
+from context_harness.workers.refresher import Refresher, ServerRenewals
 
 
 @dataclass(eq=False)
@@ -88,27 +59,28 @@ class Services:
     tokens: TokenStore
     vault: SecretVault  # where secret values rest (CH_SECRET_STORE): the keychain or the token files
     bindings: BindingStore
-    clients: ClientVault  # client registrations (a client secret through the vault)
     states: ServerStates  # one record per server; `states.announce(change)` is the one change channel
     publisher: Publisher
     mcp: MCPService
     oauth: OAuthService
-    notifier: Notifier
-    refresher: Refresher
     idps: IdpService  # the company identity providers (`chctl idp`) and the sign-in at each
-    idp_refresher: Refresher  # keeps their sign-ins fresh, as `refresher` does the servers' tokens
-    flows: AuthFlows
-    bridges: Bridges
     imports: ImportService
     status: StatusBoard
-    http: HttpClient  # the authorization servers'
-    bridge_http: HttpClient  # the bridged servers', apart: a hostile one cannot take the refreshes' connections
     token_access: TokenAccess
     shared: SharedStore
-    delegate: Delegate  # on a remote machine: the laptop's forwarded socket (`CH_DELEGATE_SOCKET`)
     registries: Registries  # `chctl search` and `chctl add NAMESPACE/NAME`
     registry_http: HttpClient  # the registries', apart: a hung registry holds none of the others' connections
     names: ServerNames
+    http: HttpClient  # the authorization servers'
+    bridge_http: HttpClient  # the bridged servers', apart: a hostile one cannot take the refreshes' connections
+    # The workers (`workers/`).
+    notifier: Notifier
+    refresher: Refresher
+    idp_refresher: Refresher  # keeps the IdPs' sign-ins fresh, as `refresher` does the servers' tokens
+    flows: AuthFlows
+    bridges: Bridges
+    carrier: Carrier  # this daemon, or on a remote machine the laptop's: the one place that tells
+    checker: Checker
     remote_flows: set[str] = field(default_factory=set)  # logins started through the remote socket
     stop_requested: asyncio.Event = field(default_factory=asyncio.Event)
     started_monotonic: float = field(default_factory=time.monotonic)
@@ -120,8 +92,9 @@ class Services:
         self.bridge_http.configure(settings.network())
         self.registry_http.configure(settings.network())
         self.registries.configure(settings.registries())
-        self.delegate.path = settings.delegate_socket_path
-        self.bridges.stall_s = settings.rpc_idle_timeout_s
+        self.carrier.configure(settings.delegate_socket_path)
+        self.bridges.configure(settings.rpc_idle_timeout_s)
+        self.checker.configure(settings.config_io_timeout_s)
         self.oauth.configure(settings.oauth())
         self.vault.configure(settings.secrets())
         self.publisher.configure(settings.publishing())
@@ -130,13 +103,6 @@ class Services:
         self.idps.configure(settings.idp())
         self.notifier.configure(settings.notify_command, settings.event_command)
         self.mcp.reload_registry()
-
-    def unknown(self, name: str) -> Failure | None:
-        """Why `name` is no server of ours (NOT_FOUND, with the closest names); None when it is one. On a remote
-        machine a name without a credential here is the laptop's to judge."""
-        if self.delegate.via(name) is not None:
-            return None
-        return self.names.unknown(name)
 
     async def close(self) -> None:
         """After the RPC server stopped: let hooks finish, close connections."""
@@ -191,6 +157,8 @@ def _registries(settings: Settings, network: NetworkSettings, mcp: MCPService) -
 def build_services(
     settings: Settings, *, clock: Callable[[], float] = time.time, rng: random.Random | None = None
 ) -> Services:
+    """Every part made whole: the stores and services here, the workers in `_with_workers`, then the change
+    channels' listeners."""
     config = ConfigService()
     tokens = TokenStore(settings.tokens_dir, settings.secrets_dir)
     client_store = ClientStore(settings.clients_dir)
@@ -202,51 +170,89 @@ def build_services(
     states = ServerStates()
     # A server's registry URL comes from `mcp` (made next; it reloads the registry on SIGHUP).
     publisher = Publisher(config, tokens, bindings, settings.publishing(), states, lambda n: _registry_url(mcp, n))
-    mcp = MCPService(config, tokens, bindings, publisher, states, settings.user_registry_file, vault=vault)
-    notifier = Notifier(settings.notify_command, settings.event_command)
     network = settings.network()
     http = HttpClient(network)
-    oauth = OAuthService(
-        settings.oauth(), vault=vault, clients=clients, mcp=mcp, publisher=publisher, session=http, states=states
+    # A server added by URL that nothing describes is asked whether it wants a login (`oauth.auth_probe`).
+    ask_server = partial(_auth_wanted, http)
+    mcp = MCPService(
+        config, tokens, bindings, publisher, states, settings.user_registry_file, vault=vault, ask_server=ask_server
     )
-    refresher = Refresher(settings.refreshing(), ServerRenewals(oauth, tokens, bindings), clock=clock, rng=rng)
     idps = _identity_providers(settings, idp_store, vault, tokens, clients, http)
-    oauth.machine = MachineLogins(http, idps, lambda: oauth.settings.http_timeout_s)
-    bridge_http = HttpClient(network, new_bridge_session)
-    bridges = Bridges(tokens, oauth, bridge_http, states, bindings)
-    bridges.stall_s = settings.rpc_idle_timeout_s
-    services = Services(
+    # The logins without a person; their timeout is the OAuth service's (made next; a reload changes it).
+    machine = MachineLogins(http, idps, lambda: oauth.settings.http_timeout_s)
+    oauth = OAuthService(
+        settings.oauth(),
+        vault=vault,
+        clients=clients,
+        mcp=mcp,
+        publisher=publisher,
+        session=http,
+        states=states,
+        machine=machine,
+    )
+    imports = ImportService(config, tokens, bindings, publisher, oauth, clients, http)
+    services = _with_workers(
+        settings, network, config, tokens, vault, bindings, publisher, mcp, oauth, idps, imports, http, clock, rng
+    )
+    _subscribe(services)
+    return services
+
+
+def _with_workers(
+    settings: Settings,
+    network: NetworkSettings,
+    config: ConfigService,
+    tokens: TokenStore,
+    vault: SecretVault,
+    bindings: BindingStore,
+    publisher: Publisher,
+    mcp: MCPService,
+    oauth: OAuthService,
+    idps: IdpService,
+    imports: ImportService,
+    http: HttpClient,
+    clock: Callable[[], float],
+    rng: random.Random | None,
+) -> Services:
+    """The workers, made around the services; and the `Services` that holds them all."""
+    states = oauth.states
+    token_access = TokenAccess(tokens, oauth, mcp)
+    shared = SharedStore(settings.shared_file)
+    delegate = Delegate(settings.delegate_socket_path, tokens, bindings)
+    status = _status_board(tokens, bindings, mcp, states, token_access, shared, delegate, vault, idps)
+    # The bridged servers' pool, apart from the authorization servers', with a limit per server.
+    bridge_http = HttpClient(network, partial(new_session, limit=0, limit_per_host=CONNECTIONS_PER_HOST))
+    bridges = Bridges(tokens, oauth, bridge_http, states, bindings, settings.rpc_idle_timeout_s)
+    flows = AuthFlows(oauth)
+    carrier = Carrier(delegate, mcp.names, bridges, flows, status, idps)
+    checker = Checker(tokens, bindings, config, mcp, oauth, bridge_http, carrier.unknown, settings.config_io_timeout_s)
+    return Services(
         settings=settings,
         config=config,
         tokens=tokens,
         vault=vault,
         bindings=bindings,
-        clients=clients,
         states=states,
         publisher=publisher,
         mcp=mcp,
         oauth=oauth,
-        notifier=notifier,
-        refresher=refresher,
         idps=idps,
-        idp_refresher=Refresher(settings.refreshing(), idps, clock=clock, rng=rng),
-        flows=AuthFlows(oauth),
-        bridges=bridges,
-        imports=ImportService(config, tokens, bindings, publisher, oauth, clients, http),
-        status=StatusBoard(tokens, bindings, mcp, states),
-        http=http,
-        bridge_http=bridge_http,
-        token_access=TokenAccess(tokens, oauth, mcp),
-        shared=SharedStore(settings.shared_file),
-        delegate=Delegate(settings.delegate_socket_path, tokens, bindings),
+        imports=imports,
+        status=status,
+        token_access=token_access,
+        shared=shared,
         **_registries(settings, network, mcp),
         names=mcp.names,
+        http=http,
+        bridge_http=bridge_http,
+        notifier=Notifier(settings.notify_command, settings.event_command),
+        refresher=Refresher(settings.refreshing(), ServerRenewals(oauth, tokens, bindings), clock=clock, rng=rng),
+        idp_refresher=Refresher(settings.refreshing(), idps, clock=clock, rng=rng),
+        flows=flows,
+        bridges=bridges,
+        carrier=carrier,
+        checker=checker,
     )
-    bridges.delegate = services.delegate
-    mcp.ask_server = lambda url: auth_wanted(http(), url)  # a server added by URL: does it want a login?
-    _subscribe(services)
-    _tell_status(services)
-    return services
 
 
 def _identity_providers(
@@ -261,10 +267,7 @@ def _identity_providers(
 
 
 def _subscribe(s: Services) -> None:
-    """The change channel's listeners ("this server changed"), awaited in this order: the publisher writes a
-    new credential into the configs, the refresher re-plans from the state, the notifier and event hook hear the
-    event. Nobody else publishes after a change (`repair_configs` mends, logout's `Publisher.forget` takes the
-    header out)."""
+    """The change channels' listeners (`server_state.py` tells what each does), awaited in this order."""
     s.states.subscribe(s.publisher.on_change)
     s.states.subscribe(s.refresher.on_change)
     s.states.subscribe(partial(_tell, s.notifier))
@@ -275,12 +278,34 @@ def _subscribe(s: Services) -> None:
     s.idps.states.subscribe(partial(_derive_waiting, s.oauth, s.idps))
 
 
-def _tell_status(s: Services) -> None:
-    """What the status board shows that other parts know: token reads, sharing, delegation, where secrets rest."""
-    s.status.token_reads = s.token_access.reads_of
-    s.status.shared = s.shared.load
-    s.status.via = s.delegate.via
-    s.status.secret_place = s.vault.place
-    s.status.client_secret_place = s.vault.client_place
-    s.status.idp_waiting = s.idps.waiting_for_sign_in
-    s.status.idp_secret_place = partial(s.vault.place_of, s.idps.store.records)
+def _status_board(
+    tokens: TokenStore,
+    bindings: BindingStore,
+    mcp: MCPService,
+    states: ServerStates,
+    token_access: TokenAccess,
+    shared: SharedStore,
+    delegate: Delegate,
+    vault: SecretVault,
+    idps: IdpService,
+) -> StatusBoard:
+    """The status board, with what other parts know: token reads, sharing, delegation, where secrets rest, the
+    identity providers waiting for a sign-in."""
+    return StatusBoard(
+        tokens,
+        bindings,
+        mcp,
+        states,
+        token_reads=token_access.reads_of,
+        shared=shared.load,
+        via=delegate.via,
+        secret_place=vault.place,
+        client_secret_place=vault.client_place,
+        idp_waiting=idps.waiting_for_sign_in,
+        idp_secret_place=partial(vault.place_of, idps.store.records),
+    )
+
+
+async def _auth_wanted(http: HttpClient, url: str) -> MCPAuthType | None:
+    """What the server at `url` asks for when called without credentials (`oauth.auth_probe`)."""
+    return await auth_wanted(http(), url)

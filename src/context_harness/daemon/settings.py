@@ -15,7 +15,6 @@ from pydantic import Field, PrivateAttr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from context_harness.daemon.home_trust import check_home
-from context_harness.daemon.refresher import RefreshSettings
 from context_harness.net.ca_bundle import CaBundle, read_ca_bundle
 from context_harness.net.proxies import VARIABLES as PROXY_VARIABLES
 from context_harness.net.proxies import from_variables, read_env_file
@@ -27,6 +26,7 @@ from context_harness.services.oauth_service import OAuthSettings
 from context_harness.services.publisher import PublishSettings
 from context_harness.services.registries import DEFAULT_CACHE_TTL_S, RegistrySettings
 from context_harness.services.secret_vault import SecretSettings, SecretStoreSetting
+from context_harness.workers.refresher import RefreshSettings
 
 # Refresh with a quarter of the lifetime left: a 1 h token is renewed 15 min early.
 REFRESH_AT_FRACTION = 0.75

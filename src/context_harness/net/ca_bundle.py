@@ -21,10 +21,11 @@ import stat
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from context_harness.primitives.path_trust import entry_problem, first_problem
+
 # The full Mozilla bundle is about 220 KB; a file far larger is not a CA bundle.
 MAX_BUNDLE_BYTES = 16 * 1024 * 1024
 PEM_CERTIFICATE = re.compile(rb"-----BEGIN CERTIFICATE-----\r?\n[A-Za-z0-9+/=\r\n]+-----END CERTIFICATE-----")
-ROOT_UID = 0
 
 
 class UntrustedBundle(ValueError):
@@ -43,7 +44,7 @@ def read_ca_bundle(path: Path, uid: int | None = None) -> CaBundle:
     """The certificates of `path`: UntrustedBundle when others can change it, ValueError (naming the file) when
     it cannot be read or holds no PEM certificate."""
     uid = os.getuid() if uid is None else uid
-    found = _first_problem(path, uid)
+    found = first_problem(path, uid)
     if found is not None:
         entry, problem = found
         raise UntrustedBundle(f"refusing CH_CA_BUNDLE {path}: {problem}; {_fix(path, entry, problem)}")
@@ -53,7 +54,7 @@ def read_ca_bundle(path: Path, uid: int | None = None) -> CaBundle:
             opened = os.fstat(bundle.fileno())
             if not stat.S_ISREG(opened.st_mode):
                 raise ValueError(f"CH_CA_BUNDLE {path}: not a regular file")
-            if _problem(Path(real), opened, uid, leaf=True) is not None:
+            if entry_problem(Path(real), opened, uid, leaf=True) is not None:
                 raise UntrustedBundle(f"refusing CH_CA_BUNDLE {path}: it changed while it was checked")
             data = bundle.read(MAX_BUNDLE_BYTES + 1)
     except OSError as exc:
@@ -62,42 +63,6 @@ def read_ca_bundle(path: Path, uid: int | None = None) -> CaBundle:
     if len(data) > MAX_BUNDLE_BYTES or not certificates:
         raise ValueError(f"CH_CA_BUNDLE {path}: no PEM certificates could be read")
     return CaBundle(path, b"\n".join(certificates).decode("ascii") + "\n")
-
-
-def untrusted_because(path: Path, uid: int | None = None) -> str | None:
-    """Why someone other than the user (`uid`) or root could change what `path` holds; None when nobody can."""
-    found = _first_problem(path, os.getuid() if uid is None else uid)
-    return None if found is None else found[1]
-
-
-def _first_problem(path: Path, uid: int) -> tuple[Path, str] | None:
-    """The first entry someone else could change, and how: along the path as given (its links), then along the
-    path resolved (the file and its directories)."""
-    given = Path(os.path.abspath(path))
-    try:
-        return _along(given, uid, follow=False) or _along(Path(os.path.realpath(given)), uid, follow=True)
-    except OSError as exc:
-        return Path(exc.filename or path), f"{exc.filename or path} cannot be checked ({exc.strerror})"
-
-
-def _along(path: Path, uid: int, *, follow: bool) -> tuple[Path, str] | None:
-    """From `path` up to `/`, the first entry someone else could change (the entry below a sticky directory is
-    checked before it: that is what makes the sticky directory safe)."""
-    for entry in (path, *path.parents):
-        problem = _problem(entry, entry.stat() if follow else entry.lstat(), uid, leaf=entry == path)
-        if problem is not None:
-            return entry, problem
-    return None
-
-
-def _problem(entry: Path, info: os.stat_result, uid: int, *, leaf: bool) -> str | None:
-    if info.st_uid not in (uid, ROOT_UID):
-        return f"{entry} is owned by uid {info.st_uid}, not by you (uid {uid}) or root"
-    if stat.S_ISLNK(info.st_mode) or not info.st_mode & (stat.S_IWGRP | stat.S_IWOTH):
-        return None
-    if not leaf and stat.S_ISDIR(info.st_mode) and info.st_mode & stat.S_ISVTX:
-        return None  # sticky: others cannot rename or remove the entry below, which is the user's or root's
-    return f"{entry} can be written by others (mode {stat.S_IMODE(info.st_mode):o})"
 
 
 def _fix(path: Path, entry: Path, problem: str) -> str:

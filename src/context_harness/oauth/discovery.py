@@ -22,7 +22,7 @@ import structlog
 from context_harness import __version__
 from context_harness.oauth import http
 from context_harness.oauth.challenge import BearerChallenge, parse_www_authenticate
-from context_harness.primitives.outside_values import USER_INFO_PROBLEM, has_user_info, is_secure_endpoint
+from context_harness.primitives.outside_values import USER_INFO_PROBLEM, describe_url, has_user_info, is_secure_endpoint
 from context_harness.primitives.result import ErrorCode, Failure, Result, Success
 
 log = structlog.get_logger(__name__)
@@ -346,7 +346,7 @@ async def probe_challenge(
     if isinstance(sent, Failure):
         return sent
     if sent.value.status not in (401, 403):
-        log.info("probe_not_challenged", url=http.describe_url(server_url), status=sent.value.status)
+        log.info("probe_not_challenged", url=describe_url(server_url), status=sent.value.status)
         return Success(ProbeAnswer(None))
     header = sent.value.headers.get("WWW-Authenticate")
     challenge = parse_www_authenticate(header)
@@ -381,7 +381,7 @@ def resource_metadata_urls(server_url: str, challenge: BearerChallenge | None) -
 
 def _tried(urls: list[str]) -> str:
     """The URLs looked at, in order, for the error: a server publishing elsewhere is then easy to spot."""
-    return ", ".join(http.describe_url(u) for u in dict.fromkeys(urls))
+    return ", ".join(describe_url(u) for u in dict.fromkeys(urls))
 
 
 @dataclass(frozen=True, slots=True)
@@ -402,7 +402,7 @@ async def _first_document(
             return got
         if got.value.status == 200:
             return Success(_Found(got.value.json()))
-        log.info(missed_event, url=http.describe_url(url), status=got.value.status)
+        log.info(missed_event, url=describe_url(url), status=got.value.status)
     return Success(None)
 
 
@@ -430,7 +430,7 @@ async def discover(
     `browser`: see `validate_authorization_server_metadata`."""
     if not is_secure_endpoint(server_url):
         return Failure(
-            f"refusing OAuth for {http.describe_url(server_url)}: its bearer token would travel in clear text "
+            f"refusing OAuth for {describe_url(server_url)}: its bearer token would travel in clear text "
             "(RFC 6750 §5.3)",
             ErrorCode.OAUTH_ERROR,
             "use the server's https:// URL (plain http is accepted on loopback only)",
@@ -446,7 +446,7 @@ async def discover(
         if probed.value.wants_bearer:
             return await discover_at_origin(session, server_url, challenge, timeout_s, browser=browser)
         return Failure(
-            f"{http.describe_url(server_url)} publishes no OAuth protected resource metadata "
+            f"{describe_url(server_url)} publishes no OAuth protected resource metadata "
             f"(tried {_tried(resource_metadata_urls(server_url, challenge))}) and does not ask for a bearer token",
             ErrorCode.OAUTH_ERROR,
             "the server may not use OAuth; add it with an API key, or check the URL",
@@ -482,7 +482,7 @@ def _discovered(
         )
     log.info(
         "discovery_completed",
-        url=http.describe_url(server_url),
+        url=describe_url(server_url),
         issuer=auth_server.issuer,
         registration=auth_server.registration_endpoint is not None,
         default_endpoints=assumed,
@@ -530,7 +530,7 @@ async def discover_at_origin(
     if isinstance(found, Failure):
         return found
     assumed = found.value is None
-    log.info("resource_metadata_absent", url=http.describe_url(server_url), origin_metadata=not assumed)
+    log.info("resource_metadata_absent", url=describe_url(server_url), origin_metadata=not assumed)
     if found.value is None:
         auth_server: AuthServerMetadata = default_endpoints(origin)
     else:
@@ -554,11 +554,12 @@ async def discover_issuer(
         return Failure(
             f"the identity provider's issuer URL {USER_INFO_PROBLEM}",
             ErrorCode.INVALID_PARAMS,
-            "use its issuer URL without `user:password@`; the client secret goes in with --client-secret -",
+            "use its issuer URL without `user:password@`, the client secret apart: "
+            "`chctl idp add NAME --issuer URL --client-id ID --client-secret -`",
         )
     if not is_secure_endpoint(issuer):
         return Failure(
-            f"refusing {http.describe_url(issuer)}: its tokens would travel in clear text",
+            f"refusing {describe_url(issuer)}: its tokens would travel in clear text",
             ErrorCode.INVALID_PARAMS,
             "use the identity provider's https:// issuer URL (plain http is accepted on loopback only)",
         )

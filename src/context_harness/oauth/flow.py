@@ -18,9 +18,10 @@ import structlog
 from context_harness.oauth import http
 from context_harness.oauth.authorization_request import build_authorization_url, parse_callback
 from context_harness.oauth.callback_server import CallbackServer, query_from_pasted_url
-from context_harness.oauth.discovery import Discovery, discover, discover_issuer
+from context_harness.oauth.discovery import AuthServerMetadata, Discovery, discover, discover_issuer
 from context_harness.oauth.flow_client import (
     Client,
+    RegisteredClients,
     accepted_client,
     cannot_register,
     explicit_auth_method,
@@ -37,8 +38,8 @@ from context_harness.oauth.registration import (
 from context_harness.oauth.token_auth import either_way
 from context_harness.oauth.token_client import exchange_code
 from context_harness.primitives.oauth import ClientRegistration, OAuthTokens
+from context_harness.primitives.outside_values import Markers
 from context_harness.primitives.result import ErrorCode, Failure, Result, Success
-from context_harness.stores.client_store import ClientRegistrations
 
 log = structlog.get_logger(__name__)
 
@@ -53,6 +54,8 @@ class FlowRequest:
 
     server_name: str
     server_url: str
+    # Every agent's substitution markers (`config.format.substitutions()`): an issued token holding one is refused.
+    markers: Markers
     # A pre-registered client, already resolved by the caller from flags, env vars or the registry; without
     # one a stored registration for this issuer is reused, else one is made by Dynamic Client Registration.
     client_id: str | None = None
@@ -135,7 +138,7 @@ async def run_authorization_flow(
     session: aiohttp.ClientSession,
     request: FlowRequest,
     *,
-    client_store: ClientRegistrations,
+    client_store: RegisteredClients,
     on_authorization_url: AuthorizationUrlHandler,
     paste: asyncio.Queue[str] | None = None,
 ) -> Result[AuthorizationGrant]:
@@ -151,21 +154,10 @@ async def run_authorization_flow(
     discovery = found.value
     auth_server = discovery.auth_server
     chosen_scopes = discovery.scopes(request.scopes)
-    client_id, client_secret = request.client_id, request.client_secret
-    metadata_document = False
-    if client_id is None and request.client_metadata_url and auth_server.client_id_metadata_document_supported:
-        metadata_document = True
-        client_id, client_secret = request.client_metadata_url, None  # the URL is the client id: nothing to register
-        log.info("client_id_metadata_document_used", server=server_name, issuer=auth_server.issuer)
-
-    stored = None if client_id else client_store.get(server_name, auth_server.issuer)
-    if client_id is None and stored is None and auth_server.registration_endpoint is None:
+    explicit, metadata_document = _given_client(request, auth_server)
+    stored = None if explicit else client_store.get(server_name, auth_server.issuer)
+    if explicit is None and stored is None and auth_server.registration_endpoint is None:
         return _failed(server_name, cannot_register(auth_server.issuer, server_name))
-
-    explicit = None
-    if client_id:
-        auth_method = explicit_auth_method(client_secret, auth_server, request.token_auth_method)
-        explicit = Client(client_id, client_secret, auth_method)
 
     opened = await _open_listener(request.port, stored)
     if isinstance(opened, Failure):
@@ -197,12 +189,26 @@ async def run_authorization_flow(
     return result
 
 
+def _given_client(request: FlowRequest, auth_server: AuthServerMetadata) -> tuple[Client | None, bool]:
+    """The client given for this login (flags, environment, registry), else our Client ID Metadata Document's
+    URL where the server takes one (True: nothing to register or remember); None: find or register one."""
+    client_id, client_secret, metadata_document = request.client_id, request.client_secret, False
+    if client_id is None and request.client_metadata_url and auth_server.client_id_metadata_document_supported:
+        metadata_document = True
+        client_id, client_secret = request.client_metadata_url, None  # the URL is the client id: nothing to register
+        log.info("client_id_metadata_document_used", server=request.server_name, issuer=auth_server.issuer)
+    if not client_id:
+        return None, metadata_document
+    auth_method = explicit_auth_method(client_secret, auth_server, request.token_auth_method)
+    return Client(client_id, client_secret, auth_method), metadata_document
+
+
 async def _authorize(
     session: aiohttp.ClientSession,
     request: FlowRequest,
     discovery: Discovery,
     *,
-    client_store: ClientRegistrations,
+    client_store: RegisteredClients,
     stored: ClientRegistration | None,
     listener: CallbackServer,
     explicit: Client | None,
@@ -214,18 +220,21 @@ async def _authorize(
     pkce, state = generate_pkce(), new_state()
 
     def authorization_url(client_id: str) -> str:
-        return build_authorization_url(
-            auth_server.authorization_endpoint,
-            client_id,
-            redirect_uri,
-            scopes,
-            state,
-            pkce.challenge,
-            discovery.resource,
-        )
+        endpoint, resource = auth_server.authorization_endpoint, discovery.resource
+        return build_authorization_url(endpoint, client_id, redirect_uri, scopes, state, pkce.challenge, resource)
 
     checked = await accepted_client(
-        session, request, discovery, client_store, stored, explicit, redirect_uri, scopes, authorization_url
+        session,
+        request.server_name,
+        discovery,
+        client_store,
+        stored,
+        explicit,
+        redirect_uri,
+        scopes,
+        authorization_url,
+        http_timeout_s=request.http_timeout_s,
+        registrations=request.registrations,
     )
     if isinstance(checked, Failure):
         return checked
@@ -249,19 +258,24 @@ async def _authorize(
     if remember_client and client.source == "given":
         await remember_given_client(client_store, server_name, auth_server.issuer, client, redirect_uri)
     listener.finish("Signed in", f"context-harness is connected to {server_name}. You can close this tab.")
-    return Success(
-        AuthorizationGrant(
-            tokens=tokens,
-            issuer=auth_server.issuer,
-            token_endpoint=auth_server.token_endpoint,
-            revocation_endpoint=auth_server.revocation_endpoint,
-            client_id=client.client_id,
-            client_secret=client.client_secret,
-            token_endpoint_auth_method=client.auth_method,
-            resource=discovery.resource,
-            scopes=scopes,
-            redirect_uri=redirect_uri,
-        )
+    return Success(_grant(discovery, client, tokens, scopes, redirect_uri))
+
+
+def _grant(
+    discovery: Discovery, client: Client, tokens: OAuthTokens, scopes: list[str], redirect_uri: str
+) -> AuthorizationGrant:
+    auth_server = discovery.auth_server
+    return AuthorizationGrant(
+        tokens=tokens,
+        issuer=auth_server.issuer,
+        token_endpoint=auth_server.token_endpoint,
+        revocation_endpoint=auth_server.revocation_endpoint,
+        client_id=client.client_id,
+        client_secret=client.client_secret,
+        token_endpoint_auth_method=client.auth_method,
+        resource=discovery.resource,
+        scopes=scopes,
+        redirect_uri=redirect_uri,
     )
 
 
@@ -269,7 +283,7 @@ async def _callback_code(
     listener: CallbackServer,
     request: FlowRequest,
     discovery: Discovery,
-    client_store: ClientRegistrations,
+    client_store: RegisteredClients,
     client: Client,
     state: str,
 ) -> Result[str]:
@@ -296,7 +310,7 @@ async def _exchange(
     session: aiohttp.ClientSession,
     request: FlowRequest,
     discovery: Discovery,
-    client_store: ClientRegistrations,
+    client_store: RegisteredClients,
     client: Client,
     code: str,
     verifier: str,
@@ -317,6 +331,7 @@ async def _exchange(
             resource=discovery.resource,
             revocation_endpoint=auth_server.revocation_endpoint,
             timeout_s=request.http_timeout_s,
+            markers=request.markers,
         ),
         client.auth_method,
         client.client_secret,

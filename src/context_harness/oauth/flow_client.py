@@ -8,23 +8,40 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from functools import partial
+from typing import Protocol
 
 import aiohttp
 import structlog
 
 from context_harness.oauth.discovery import AuthServerMetadata, Discovery
-from context_harness.oauth.http import describe_url
 from context_harness.oauth.preflight import check_authorization_request
-from context_harness.oauth.registration import build_registration_request, redirect_fits, register_client
+from context_harness.oauth.registration import (
+    RegistrationLimit,
+    build_registration_request,
+    redirect_fits,
+    register_client,
+)
 from context_harness.primitives.oauth import ClientRegistration
+from context_harness.primitives.outside_values import describe_url
 from context_harness.primitives.result import ErrorCode, Failure, Result, Success
-from context_harness.stores.client_store import ClientRegistrations
-
-TYPE_CHECKING = False
-if TYPE_CHECKING:
-    from context_harness.oauth.flow import FlowRequest
 
 log = structlog.get_logger(__name__)
+
+
+class RegisteredClients(Protocol):
+    """What a login does with client registrations: find the one for an issuer, keep a new one (its secret
+    where secrets go), drop one the server no longer knows, learn how it authenticates.
+    (`stores.client_store.ClientStore` is one on its own, the `file` store; the daemon's is
+    `services.client_vault.ClientVault`.)"""
+
+    def get(self, server: str, issuer: str) -> ClientRegistration | None: ...
+
+    async def keep(self, server: str, registration: ClientRegistration) -> Result[None]: ...
+
+    async def drop(self, server: str, client_id: str) -> bool: ...
+
+    def remember_auth_method(self, server: str, client_id: str, auth_method: str) -> None: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -53,13 +70,15 @@ def explicit_auth_method(secret: str | None, auth_server: AuthServerMetadata, ch
 
 async def resolve_client(
     session: aiohttp.ClientSession,
-    request: FlowRequest,
+    server_name: str,
     discovery: Discovery,
     *,
-    store: ClientRegistrations,
+    store: RegisteredClients,
     stored: ClientRegistration | None,
     redirect_uri: str,
     scopes: Sequence[str],
+    http_timeout_s: float,
+    registrations: RegistrationLimit | None,
 ) -> Result[Client]:
     """The client when none was given (flag, registry or metadata document): the stored registration if it
     fits, else one registered now (DCR).
@@ -81,16 +100,16 @@ async def resolve_client(
         )
     # No Client ID Metadata Document here (none configured, or the server takes none): DCR is what is left.
     if auth_server.registration_endpoint is None:
-        return cannot_register(auth_server.issuer, request.server_name)
-    if request.registrations is not None and (refused := request.registrations.spend(auth_server.issuer)):
+        return cannot_register(auth_server.issuer, server_name)
+    if registrations is not None and (refused := registrations.spend(auth_server.issuer)):
         return refused
     metadata = build_registration_request([redirect_uri], scopes)
     registered = await register_client(
-        session, auth_server.registration_endpoint, metadata, auth_server.issuer, request.http_timeout_s
+        session, auth_server.registration_endpoint, metadata, auth_server.issuer, http_timeout_s
     )
     if isinstance(registered, Failure):
-        return _not_registered(request.server_name, discovery, registered)
-    saved = await save_client(store, request.server_name, registered.value)
+        return _not_registered(server_name, discovery, registered)
+    saved = await save_client(store, server_name, registered.value)
     if isinstance(saved, Failure):
         return saved
     reg = registered.value
@@ -126,7 +145,7 @@ def own_client_hint(server_name: str) -> str:
     )
 
 
-async def save_client(store: ClientRegistrations, server_name: str, registration: ClientRegistration) -> Result[None]:
+async def save_client(store: RegisteredClients, server_name: str, registration: ClientRegistration) -> Result[None]:
     """Keep `registration` (its secret where secrets go: the keychain, in the daemon)."""
     try:
         return await store.keep(server_name, registration)
@@ -138,7 +157,7 @@ async def save_client(store: ClientRegistrations, server_name: str, registration
         )
 
 
-async def forget_client(store: ClientRegistrations, server_name: str, client: Client, why: str) -> None:
+async def forget_client(store: RegisteredClients, server_name: str, client: Client, why: str) -> None:
     if client.source != "given" and await store.drop(server_name, client.client_id):
         log.warning("client_registration_dropped", server=server_name, reason=why)
 
@@ -165,23 +184,35 @@ def refused(server_name: str, issuer: str, client: Client, redirect_uri: str, re
 
 async def accepted_client(
     session: aiohttp.ClientSession,
-    request: FlowRequest,
+    server_name: str,
     discovery: Discovery,
-    client_store: ClientRegistrations,
+    client_store: RegisteredClients,
     stored: ClientRegistration | None,
     explicit: Client | None,
     redirect_uri: str,
     scopes: list[str],
     authorization_url: Callable[[str], str],
+    *,
+    http_timeout_s: float,
+    registrations: RegistrationLimit | None,
 ) -> Result[Client]:
     """The client to send the person with, once the authorization server is seen to accept it."""
-    server_name, auth_server = request.server_name, discovery.auth_server
+    auth_server = discovery.auth_server
+    resolve = partial(
+        resolve_client,
+        session,
+        server_name,
+        discovery,
+        store=client_store,
+        redirect_uri=redirect_uri,
+        scopes=scopes,
+        http_timeout_s=http_timeout_s,
+        registrations=registrations,
+    )
     if explicit is not None:
         client = explicit
     else:
-        resolved = await resolve_client(
-            session, request, discovery, store=client_store, stored=stored, redirect_uri=redirect_uri, scopes=scopes
-        )
+        resolved = await resolve(stored=stored)
         if isinstance(resolved, Failure):
             return resolved
         client = resolved.value
@@ -190,20 +221,18 @@ async def accepted_client(
     if client.source == "registered":
         return Success(client)
     refusal = await check_authorization_request(
-        session, authorization_url(client.client_id), redirect_uri, request.http_timeout_s
+        session, authorization_url(client.client_id), redirect_uri, http_timeout_s
     )
     if refusal is not None and client.source == "stored":
         # The server forgot the client we registered (restart, expiry, deletion): forget it too.
         await forget_client(client_store, server_name, client, "the authorization server refused it")
         if not client.preregistered and auth_server.registration_endpoint is not None:
-            again = await resolve_client(
-                session, request, discovery, store=client_store, stored=None, redirect_uri=redirect_uri, scopes=scopes
-            )
+            again = await resolve(stored=None)
             if isinstance(again, Failure):
                 return again
             stale, client = client, again.value
             url = authorization_url(client.client_id)
-            refusal = await check_authorization_request(session, url, redirect_uri, request.http_timeout_s)
+            refusal = await check_authorization_request(session, url, redirect_uri, http_timeout_s)
             if refusal is None:
                 log.info("client_registered_again", server=server_name, dropped_client=stale.client_id)
     if refusal is not None:
@@ -212,7 +241,7 @@ async def accepted_client(
 
 
 async def remember_given_client(
-    store: ClientRegistrations, server_name: str, issuer: str, client: Client, redirect_uri: str
+    store: RegisteredClients, server_name: str, issuer: str, client: Client, redirect_uri: str
 ) -> None:
     """A client the user brought is remembered like a registered one, so a plain `chctl auth NAME` works next time."""
     registration = ClientRegistration(

@@ -10,18 +10,18 @@ import json
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
-from urllib.parse import urlsplit
 
 import aiohttp
 import structlog
 
 from context_harness.net.failures import ReachFailure
 from context_harness.net.session import new_session
+from context_harness.primitives.outside_values import describe_url
 from context_harness.primitives.result import ErrorCode, Failure, Result, Success
 
 log = structlog.get_logger(__name__)
 
-__all__ = ["HttpResponse", "describe_url", "new_session", "request"]
+__all__ = ["HttpResponse", "new_session", "request"]
 
 DEFAULT_TIMEOUT_S = 30.0
 # Metadata, registration and token responses are small; a larger body is a broken or hostile server.
@@ -43,12 +43,6 @@ class HttpResponse:
             return json.loads(self.body)
         except ValueError:
             return None
-
-
-def describe_url(url: str) -> str:
-    """`host[:port]/path` for messages: the query can carry state, codes or challenges."""
-    parts = urlsplit(url)
-    return f"{parts.netloc}{parts.path}"
 
 
 async def request(

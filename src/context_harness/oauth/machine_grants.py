@@ -40,6 +40,7 @@ from context_harness.oauth.token_client import (
     issued_token_problem,
     revocation_outcome,
 )
+from context_harness.primitives.outside_values import Markers
 from context_harness.primitives.result import ErrorCode, Failure, Result
 
 log = structlog.get_logger(__name__)
@@ -91,10 +92,13 @@ def _authentication(client: MachineClient, audience: str) -> tuple[dict[str, str
     return client_authentication(client.client_id, client.client_secret, client.auth_method)
 
 
-def classify_token_answer(status: int, headers: Mapping[str, str], body: bytes, now: float) -> RefreshOutcome:
-    """A grant's answer, as a refresh's; an access token no config may hold is refused like a grant."""
+def classify_token_answer(
+    status: int, headers: Mapping[str, str], body: bytes, now: float, *, markers: Markers
+) -> RefreshOutcome:
+    """A grant's answer, as a refresh's; an access token no config may hold (`markers`: the agents' substitution
+    syntax) is refused like a grant. A `Classifier` once its markers are given (`functools.partial`)."""
     outcome = classify_refresh_response(status, headers, body, now)
-    problem = issued_token_problem(outcome.tokens) if isinstance(outcome, Refreshed) else None
+    problem = issued_token_problem(outcome.tokens, markers) if isinstance(outcome, Refreshed) else None
     if problem is not None:  # the same server would issue the same kind of token again
         return PermanentError(ErrorCode.OAUTH_ERROR, f"{problem}; it was not stored and expires by itself")
     return outcome

@@ -22,6 +22,7 @@ import aiohttp
 import structlog
 
 from context_harness.oauth.token_client import PermanentError, RefreshOutcome, refresh_access_token
+from context_harness.primitives.outside_values import Markers
 from context_harness.primitives.result import ErrorCode, Failure
 
 log = structlog.get_logger(__name__)
@@ -73,6 +74,7 @@ async def refresh_either_way(
     connect_timeout_s: float | None = None,
     resource: str | None = None,
     revocation_endpoint: str | None = None,
+    markers: Markers,
 ) -> tuple[RefreshOutcome, str | None]:
     """One refresh (`refresh_access_token`), its secret sent the other way once if the client is refused; the
     outcome and the way of sending that was used last (to store when it worked)."""
@@ -88,6 +90,7 @@ async def refresh_either_way(
             revocation_endpoint=revocation_endpoint,
             timeout_s=timeout_s,
             connect_timeout_s=connect_timeout_s,
+            markers=markers,
         ),
         auth_method,
         client_secret,

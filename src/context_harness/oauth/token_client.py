@@ -20,10 +20,9 @@ from urllib.parse import quote
 import aiohttp
 import structlog
 
-from context_harness.config.format import substitutions
 from context_harness.oauth import http
 from context_harness.primitives.oauth import MAX_TOKEN_LIFETIME_S, OAuthTokens
-from context_harness.primitives.outside_values import credential_problem
+from context_harness.primitives.outside_values import Markers, credential_problem, describe_url
 from context_harness.primitives.result import ErrorCode, Failure, Result, Success
 from context_harness.primitives.text import SERVER_TEXT_LIMIT, printable
 
@@ -136,10 +135,11 @@ def parse_token_response(status: int, body: bytes | Any, now: float) -> Result[O
     )
 
 
-def issued_token_problem(tokens: OAuthTokens) -> str | None:
-    """Why an issued access token cannot go into an agent's config (it would be read as config syntax or split
-    the request); None when it can. Any visible ASCII passes (RFC 6749 §A.12: `userId:grantId:secret` too)."""
-    problem = credential_problem(tokens.access_token, substitutions())
+def issued_token_problem(tokens: OAuthTokens, markers: Markers) -> str | None:
+    """Why an issued access token cannot go into an agent's config (it would be read as config syntax, holding
+    one of `markers`, or split the request); None when it can. Any visible ASCII passes (RFC 6749 §A.12:
+    `userId:grantId:secret` too)."""
+    problem = credential_problem(tokens.access_token, markers)
     return f"the token endpoint issued an access token that {problem}" if problem else None
 
 
@@ -225,7 +225,7 @@ def _describe_body(headers: Mapping[str, str], body: bytes) -> str:
     """What a non-OAuth answer was, without echoing it: 'no body', 'an HTML page', 'a redirect to host/path'."""
     location = headers.get("Location")
     if location:
-        return f"a redirect to {http.describe_url(location)}"
+        return f"a redirect to {describe_url(location)}"
     if not body:
         return "no body"
     content_type = headers.get("Content-Type", "").split(";")[0].strip()
@@ -271,9 +271,10 @@ async def exchange_code(
     resource: str | None = None,
     revocation_endpoint: str | None = None,
     timeout_s: float = http.DEFAULT_TIMEOUT_S,
+    markers: Markers,
 ) -> Result[OAuthTokens]:
-    """Redeem an authorization code (once) for tokens. Tokens we cannot use are revoked at
-    `revocation_endpoint` before the Failure is returned."""
+    """Redeem an authorization code (once) for tokens. Tokens we cannot use (`issued_token_problem`, with the
+    agents' substitution `markers`) are revoked at `revocation_endpoint` before the Failure is returned."""
     form = {"grant_type": "authorization_code", "code": code, "code_verifier": verifier, "redirect_uri": redirect_uri}
     if resource:
         form["resource"] = resource
@@ -284,7 +285,7 @@ async def exchange_code(
     if isinstance(result, Failure):
         log.warning("code_exchange_failed", status=sent.value.status, code=result.code.value)
         return result
-    problem = issued_token_problem(result.value)
+    problem = issued_token_problem(result.value, markers)
     if problem is not None:
         client = (client_id, client_secret, auth_method)
         fate = await _revoke_unusable(session, revocation_endpoint, result.value, client, timeout_s)
@@ -307,9 +308,11 @@ async def refresh_access_token(
     revocation_endpoint: str | None = None,
     timeout_s: float = http.DEFAULT_TIMEOUT_S,
     connect_timeout_s: float | None = None,
+    markers: Markers,
 ) -> RefreshOutcome:
     """One `grant_type=refresh_token` request, classified for the scheduler. Never raises. New tokens we
-    cannot use are revoked at `revocation_endpoint` and make a PermanentError."""
+    cannot use (`issued_token_problem`, with `markers`) are revoked at `revocation_endpoint` and make a
+    PermanentError."""
     form = {"grant_type": "refresh_token", "refresh_token": refresh_token}
     if resource:
         form["resource"] = resource
@@ -323,7 +326,7 @@ async def refresh_access_token(
         return TransientError(sent.error)
     outcome = classify_refresh_response(sent.value.status, sent.value.headers, sent.value.body, time.time())
     log.info("token_refresh_answered", status=sent.value.status, outcome=type(outcome).__name__)
-    problem = issued_token_problem(outcome.tokens) if isinstance(outcome, Refreshed) else None
+    problem = issued_token_problem(outcome.tokens, markers) if isinstance(outcome, Refreshed) else None
     if isinstance(outcome, Refreshed) and problem is not None:
         # The same server will issue the same kind of token next time: only a person can sort this out.
         fate = await _revoke_unusable(session, revocation_endpoint, outcome.tokens, client, timeout_s)

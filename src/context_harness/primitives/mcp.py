@@ -21,6 +21,13 @@ class ServerType(StrEnum):
     LOCAL = "local"
 
 
+# How an entry gets its credential. header: the entry holds it (inline or `{file:}`) and we rewrite it on every
+# refresh; bridge: the entry runs `chctl bridge NAME` and the daemon carries the traffic, adding the credential
+# itself; helper: the client runs `chctl token NAME` for its headers at each connect (Claude Code's
+# `headersHelper`). Nothing secret is in the file in the last two.
+Mode = Literal["header", "bridge", "helper"]
+
+
 class SecretMode(StrEnum):
     """Where a header's secret lives: in the config itself, or in a 0600 file opencode reads via `{file:}`."""
 

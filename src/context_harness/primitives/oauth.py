@@ -119,6 +119,12 @@ class Credential(BaseModel):
             return self.api_key
         return self.tokens.access_token if self.tokens else None
 
+    def header_value(self, secret: str | None = None) -> str:
+        """`<header_scheme> <secret>`, or the bare secret without a scheme; `secret` stands in for the stored one
+        (a config's reference to the secret file)."""
+        secret = (self.secret or "") if secret is None else secret
+        return f"{self.header_scheme} {secret}" if self.header_scheme else secret
+
 
 class ClientRegistration(BaseModel):
     """A client we registered (or were given) at one authorization server: `clients/<server>.json`."""

@@ -5,7 +5,8 @@ Each client substitutes parts of its config text before it uses it (opencode `{e
 Claude Code `${VAR}`, Gemini CLI `$VAR`): a value holding such a marker is config syntax, not data, and a token
 `{env:ANTHROPIC_API_KEY}` would send the user's other secrets to whoever issued it. Which markers count is the
 caller's to say (`config.format.substitutions()`, from the client table): this layer knows no client. Control
-characters (CR/LF) would split the client's request. Every check answers why, never echoing the value.
+characters (CR/LF) would split the client's request. Every check answers why, never echoing the value; a URL
+appears in a message as `describe_url` shows it.
 """
 
 from __future__ import annotations
@@ -54,6 +55,12 @@ def header_name_problem(name: str) -> str | None:
     if HEADER_NAME.fullmatch(name) is None:
         return "is not a valid header name (letters, digits and !#$%&'*+.^_`|~-)"
     return None
+
+
+def describe_url(url: str) -> str:
+    """`host[:port]/path`, how a URL appears in our messages: the query can carry state, codes or challenges."""
+    parts = urlsplit(url)
+    return f"{parts.netloc}{parts.path}"
 
 
 # Headers the daemon sets itself on a request to an MCP server, or that frame the request: a static header

@@ -1,4 +1,4 @@
-"""The seed's `Result`: every expected failure is a value, not an exception."""
+"""`Result`: every expected failure is a value (`Failure` with an `ErrorCode` and a hint), not an exception."""
 
 from __future__ import annotations
 

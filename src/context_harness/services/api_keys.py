@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 from context_harness.config.format import substitutions
-from context_harness.oauth.http import describe_url
 from context_harness.primitives.oauth import Credential, TokenState
 from context_harness.primitives.outside_values import (
     credential_problem,
+    describe_url,
     header_name_problem,
     header_value_problem,
     is_secure_endpoint,

@@ -1,5 +1,6 @@
-"""The daemon's client registrations: a login's `ClientRegistrations` whose secrets go through the SecretVault
-(a confidential client's secret in the keychain item `<server>/client`, written before the file names it)."""
+"""The daemon's client registrations: a login's `RegisteredClients` (oauth/flow_client.py) whose secrets go
+through the SecretVault (a confidential client's secret in the keychain item `<server>/client`, written before
+the file names it)."""
 
 from __future__ import annotations
 

@@ -31,7 +31,7 @@ MAX_EDIT_ATTEMPTS = 5
 
 
 @dataclass(frozen=True, slots=True)
-class Misdirected:
+class UrlChanged:
     """An entry whose URL is not the one its credential belongs to (changed by hand or by a pull)."""
 
     found: str | None  # the URL the entry holds now; None: it holds none
@@ -250,15 +250,15 @@ class ConfigService:
         *,
         url: str | None,
         private: bool = False,
-    ) -> Result[Misdirected | None]:
+    ) -> Result[UrlChanged | None]:
         """Write one header of an existing entry (and whatever else the format needs beside it), if the entry
         points at `url`, the server the credential belongs to. An entry that points elsewhere (or any entry,
         when no URL is recorded) loses the header instead, in the same read-modify-write (a check before the
         edit could be raced by a `git pull`), and the answer says where it points."""
-        misdirected: list[Misdirected] = []
+        url_changed: list[UrlChanged] = []
 
         def change(text: str) -> str:
-            misdirected.clear()  # `edit` may run this again on a file that changed under it
+            url_changed.clear()  # `edit` may run this again on a file that changed under it
             document = fmt.syntax.parse(text)
             problem = fmt.shape_problem(document)
             if problem is not None:  # not "the entry is gone": that would drop the binding
@@ -267,7 +267,7 @@ class ConfigService:
             if not isinstance(entry, dict):
                 raise _EntryGone(name)
             if url is None or fmt.entry_url(entry) != url:
-                misdirected.append(Misdirected(fmt.entry_url(entry)))
+                url_changed.append(UrlChanged(fmt.entry_url(entry)))
                 return fmt.remove_header(text, name, header)
             return fmt.set_header(text, name, header, value)
 
@@ -281,7 +281,7 @@ class ConfigService:
             )
         if isinstance(edited, Failure):
             return edited
-        return Success(misdirected[0] if misdirected else None)
+        return Success(url_changed[0] if url_changed else None)
 
     def remove_header(self, path: Path, name: str, header: str, fmt: ConfigFormat) -> Result[None]:
         return self.edit(path, lambda text: fmt.remove_header(text, name, header), fmt)

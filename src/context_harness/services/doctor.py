@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import subprocess
 import time
 from collections.abc import Mapping, Sequence
@@ -10,11 +9,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Literal
 
-import aiohttp
-
 from context_harness.config.format import DEFAULT_CLIENT, ConfigFormat, get_format
-from context_harness.oauth import http
-from context_harness.oauth.discovery import initialize_request
 from context_harness.primitives.mcp import SecretMode
 from context_harness.primitives.result import Failure
 from context_harness.services import recorded_urls
@@ -174,11 +169,13 @@ def _has_secret(tokens: TokenStore, name: str) -> bool:
 PROBE_TIMEOUT_S = 5.0
 
 
-async def unauthenticated_servers(
-    session: aiohttp.ClientSession, config: ConfigService, bindings: BindingStore, names: set[str]
-) -> set[str]:
-    """Of `names` (bound servers that hold no credential and, as far as we know, need none), those that answer
-    401 to a call without credentials: a login or a key is due after all (`server_checks` says so)."""
+def probe_targets(
+    config: ConfigService, bindings: BindingStore, names: set[str]
+) -> dict[str, tuple[str, dict[str, str]]]:
+    """Of `names` (bound servers that hold no credential and, as far as we know, need none), where to ask each
+    without credentials (its URL and the headers its entry sends) whether it needs one after all: a probe
+    (`chctl check`'s) answering 401 means a login or a key is due (`server_checks` says so). Reads configs:
+    call it off the event loop."""
     targets: dict[str, tuple[str, dict[str, str]]] = {}
     for name, items in bindings.load().items():
         if name not in names:
@@ -199,20 +196,7 @@ async def unauthenticated_servers(
                 if not any("{" in str(v) or "$" in str(v) for v in headers.values()):
                     targets[name] = (url, {str(k): str(v) for k, v in headers.items()})
                 break
-    statuses = await asyncio.gather(*(_probe(session, url, headers) for url, headers in targets.values()))
-    return {name for name, status in zip(targets, statuses, strict=True) if status == 401}
-
-
-async def _probe(session: aiohttp.ClientSession, url: str, headers: dict[str, str]) -> int | None:
-    sent = await http.request(
-        session,
-        "POST",
-        url,
-        headers={"Accept": "application/json, text/event-stream", **headers},
-        json_body=initialize_request(),
-        timeout_s=PROBE_TIMEOUT_S,
-    )
-    return None if isinstance(sent, Failure) else sent.value.status
+    return targets
 
 
 # --- where the daemon's settings came from ---------------------------------------------------------------------

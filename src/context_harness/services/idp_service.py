@@ -21,14 +21,15 @@ from collections.abc import AsyncIterator, Callable, Coroutine
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, assert_never
 
 import aiohttp
 import structlog
 
+from context_harness.config.format import substitutions
 from context_harness.oauth.discovery import discover_issuer
 from context_harness.oauth.flow import AuthorizationUrlHandler, FlowRequest, run_authorization_flow
-from context_harness.oauth.flow_client import explicit_auth_method
+from context_harness.oauth.flow_client import RegisteredClients, explicit_auth_method
 from context_harness.oauth.jwts import id_token_claims
 from context_harness.oauth.token_auth import refresh_either_way
 from context_harness.oauth.token_client import PermanentError, Refreshed, RefreshOutcome, TransientError
@@ -38,7 +39,6 @@ from context_harness.primitives.oauth import LoginKind, OAuthTokens, TokenEvent,
 from context_harness.primitives.result import ErrorCode, Failure, Result, Success
 from context_harness.services.secret_vault import SecretVault
 from context_harness.services.server_state import SECRET_UNREADABLE, Plannable, ServerState, ServerStates
-from context_harness.stores.client_store import ClientRegistrations
 from context_harness.stores.idp_store import IdpStore, dump
 from context_harness.stores.lock_file import LockTimeout, file_lock
 from context_harness.stores.token_store import TokenStore
@@ -117,7 +117,7 @@ class IdpService:
         store: IdpStore,
         vault: SecretVault,
         tokens: TokenStore,
-        clients: ClientRegistrations,
+        clients: RegisteredClients,
         session: Callable[[], aiohttp.ClientSession],
         states: ServerStates,
     ) -> None:
@@ -207,6 +207,7 @@ class IdpService:
         request = FlowRequest(
             server_name=name,
             server_url=login.issuer,
+            markers=substitutions(),
             client_id=login.client_id,
             client_secret=login.client_secret,
             token_auth_method=login.token_endpoint_auth_method,
@@ -284,7 +285,7 @@ class IdpService:
 
     # --- renewal, by the refresher or on demand -------------------------------------------------------
 
-    # --- what the refresher asks (see `daemon.refresher.Renewals`) ----------------------------------------
+    # --- what the refresher asks (see `workers.refresher.Renewals`) ----------------------------------------
 
     label = "idp"
 
@@ -347,6 +348,7 @@ class IdpService:
                 auth_method=login.token_endpoint_auth_method,
                 timeout_s=total_s,
                 connect_timeout_s=connect_s,
+                markers=substitutions(),
             )
 
         # The late answer to the last refresh if it was not answered in time (a rotated token is never replayed).
@@ -358,6 +360,8 @@ class IdpService:
                 return await self._retry_later(state, reason, retry_after)
             case PermanentError(_code, reason):
                 return await self._needs_person(state, login, reason)
+            case _:
+                assert_never(outcome)
 
     async def _refreshed(self, state: ServerState, login: IdpLogin, tokens: OAuthTokens) -> IdpLogin | SignInNeeded:
         if tokens.id_token is None:  # an IdP that renews access tokens only: the ID token cannot be renewed

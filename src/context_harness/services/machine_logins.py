@@ -11,11 +11,13 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import partial
 from typing import TypeAlias
 
 import aiohttp
 import structlog
 
+from context_harness.config.format import substitutions
 from context_harness.oauth.discovery import OFFLINE_ACCESS, discover
 from context_harness.oauth.flow_client import explicit_auth_method
 from context_harness.oauth.machine_grants import (
@@ -118,9 +120,8 @@ class MachineLogins:
             form = jwt_bearer_form(assertion.assertion, credential.resource, credential.scopes)
         else:
             form = client_credentials_form(credential.resource, credential.scopes)
-        granted = await request_token(
-            self._session(), machine_client(credential), form, self._timeout(), classify_token_answer
-        )
+        classify = partial(classify_token_answer, markers=substitutions())
+        granted = await request_token(self._session(), machine_client(credential), form, self._timeout(), classify)
         used = credential.model_copy(
             update={
                 "token_endpoint_auth_method": granted.client.auth_method,

@@ -1,4 +1,4 @@
-"""MCPService: the seed's server operations — registry, add/remove in agents' configs, auth headers.
+"""MCPService: the server operations — the registry, adding and removing servers in agents' configs, their URLs.
 
 A server added again keeps what was recorded for it — its configs (clients and files), each config's mode and
 secret mode, its URL, its key header and how it authenticates — unless a flag names another; `add` says what
@@ -16,13 +16,13 @@ from typing import Any
 
 import structlog
 
-from context_harness.config.format import CLIENTS, DEFAULT_CLIENT, ConfigFormat, Mode, get_format, substitutions
-from context_harness.oauth.http import describe_url
-from context_harness.primitives.mcp import MCPAuthType, MCPServer, SecretMode, ServerType
+from context_harness.config.format import CLIENTS, DEFAULT_CLIENT, ConfigFormat, get_format, substitutions
+from context_harness.primitives.mcp import MCPAuthType, MCPServer, Mode, SecretMode, ServerType
 from context_harness.primitives.names import SERVER_NAME_HINT, valid_server_name
 from context_harness.primitives.oauth import Credential
 from context_harness.primitives.outside_values import (
     USER_INFO_PROBLEM,
+    describe_url,
     has_user_info,
     header_name_problem,
     header_value_problem,
@@ -151,6 +151,7 @@ class MCPService:
         user_registry: Path,
         *,
         vault: SecretVault,
+        ask_server: Callable[[str], Awaitable[MCPAuthType | None]] | None = None,
     ) -> None:
         self.config = config
         self.tokens = tokens
@@ -162,8 +163,8 @@ class MCPService:
         self.registry: dict[str, MCPServer] = {}
         self.registry_warnings: list[str] = []
         self.names = ServerNames(lambda: self.registry, bindings, tokens)
-        # Asks a server added by URL what it wants (`oauth.auth_probe.auth_wanted`); set by `build_services`.
-        self.ask_server: Callable[[str], Awaitable[MCPAuthType | None]] | None = None
+        # Asks a server added by URL what it wants (`oauth.auth_probe.auth_wanted`); None: nothing is asked.
+        self.ask_server = ask_server
         self.reload_registry()
 
     def reload_registry(self) -> None:
@@ -180,7 +181,7 @@ class MCPService:
         registry's entry for the same server may not (which header a key goes in, whether it wants a login)."""
         return next((server for server in self.registry.values() if server.url == url), None)
 
-    # --- the seed's API --------------------------------------------------------------------------------
+    # --- the registry and the configs' servers -------------------------------------------------------
 
     def list_available(self) -> Result[list[MCPServer]]:
         return Success(sorted(self.registry.values(), key=lambda s: s.name))
@@ -511,14 +512,8 @@ class MCPService:
 
     def _plan_entry(self, request: AddRequest) -> Result[Planned]:
         """The server to add (URL or command), its auth type, and a new API-key credential if one was given."""
-        if request.delegated_via is not None:  # a bridge entry only: no token may land on this machine
-            if request.mode == "header" or request.api_key is not None or request.headers:
-                return Failure(
-                    f"{request.name} is used through the laptop's daemon: no header or key can be written here",
-                    ErrorCode.INVALID_PARAMS,
-                    f"drop --mode header / -k / --header: `chctl add {request.name}` writes a bridge entry",
-                )
-            return Success(Planned(MCPAuthType.NONE, url=request.delegated_via))
+        if request.delegated_via is not None:
+            return _planned_through_laptop(request, request.delegated_via)
         known = self.known(request.name)
         recorded = self._recorded_url(request)
         if isinstance(recorded, Failure):
@@ -594,6 +589,17 @@ class MCPService:
         if isinstance(recorded, Failure):
             return None if recorded.code is ErrorCode.NOT_FOUND else recorded  # nothing recorded: unknown
         return recorded.value
+
+
+def _planned_through_laptop(request: AddRequest, via: str) -> Result[Planned]:
+    """A server the laptop's daemon carries (`via`): a bridge entry only, since no token may land on this machine."""
+    if request.mode == "header" or request.api_key is not None or request.headers:
+        return Failure(
+            f"{request.name} is used through the laptop's daemon: no header or key can be written here",
+            ErrorCode.INVALID_PARAMS,
+            f"drop --mode header / -k / --header: `chctl add {request.name}` writes a bridge entry",
+        )
+    return Success(Planned(MCPAuthType.NONE, url=via))
 
 
 def _missing_config(request: AddRequest, fmt: ConfigFormat, where: Path) -> Failure:

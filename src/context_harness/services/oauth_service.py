@@ -1,10 +1,10 @@
-"""OAuthService: the seed's OAuth operations — log in, refresh, hand out a valid token, log out.
+"""OAuthService: the OAuth operations — log in, refresh, log out.
 
 It owns the order that keeps rotating refresh tokens safe: a new refresh token is saved to disk before
 the new access token is published anywhere, and only one refresh per server runs at a time, across
 processes too (the server's lock in its `ServerState` plus a lock file). Each attempt's outcome goes into
-the server's `ServerState` and out through `ServerStates.changed`: a new credential is announced there with
-the lock still held, and the channel's listeners write the headers, re-plan and tell people, in that order.
+the server's `ServerState` and out through the change channel (`server_state.py`), a new credential with the
+lock still held.
 """
 
 from __future__ import annotations
@@ -15,11 +15,12 @@ from collections.abc import AsyncIterator, Callable, Coroutine
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, assert_never
 
 import aiohttp
 import structlog
 
+from context_harness.config.format import substitutions
 from context_harness.oauth.flow import (
     AuthorizationGrant,
     AuthorizationUrlHandler,
@@ -37,6 +38,7 @@ from context_harness.oauth.token_client import (
     TransientError,
 )
 from context_harness.oauth.unanswered import UnansweredRefreshes
+from context_harness.primitives.mcp import MCPServer
 from context_harness.primitives.oauth import Credential, LoginKind, OAuthTokens, TokenEvent, TokenState
 from context_harness.primitives.result import ErrorCode, Failure, Result, Success
 from context_harness.services.blocking_io import run_config_io
@@ -120,6 +122,7 @@ class OAuthService:
         publisher: Publisher,
         session: Callable[[], aiohttp.ClientSession],
         states: ServerStates,
+        machine: MachineLogins | None = None,
     ) -> None:
         self.settings = settings
         self.vault = vault  # new secret values go through it: the keychain, or the token file
@@ -130,15 +133,15 @@ class OAuthService:
         self._session = session
         self.states = states
         self.registrations = RegistrationLimit()  # new clients per issuer, every login of this daemon together
-        # The logins without a person (client credentials, an identity provider's): set by `build_services`.
-        self.machine: MachineLogins | None = None
+        # The logins without a person (client credentials, an identity provider's); None: none can be renewed.
+        self.machine = machine
         # Refreshes past their deadline whose answer is awaited: a late one is taken at once.
         self.unanswered = UnansweredRefreshes(lambda name: self.refresh_once(name, force=True))
 
     def configure(self, settings: OAuthSettings) -> None:
         self.settings = settings
 
-    # --- the seed's API --------------------------------------------------------------------------------
+    # --- log in, refresh, log out --------------------------------------------------------------------
 
     async def authenticate(
         self,
@@ -147,32 +150,15 @@ class OAuthService:
         on_authorization_url: AuthorizationUrlHandler,
         paste: asyncio.Queue[str] | None = None,
     ) -> Result[Credential]:
-        client_id, client_secret = options.client_id, options.client_secret
+        """Log in to `name` (`oauth/flow.py`), from its recorded URL; store the credential and announce it."""
         known = self.mcp.known(name)
-        server_url = await self._ready_to_log_in(name, bool(client_id or (known is not None and known.client_id)))
+        given_client = bool(options.client_id or (known is not None and known.client_id))
+        server_url = await self._ready_to_log_in(name, given_client)
         if isinstance(server_url, Failure):
             return server_url
-        token_auth_method = options.token_auth_method
-        if client_id is None and known is not None and known.client_id:
-            client_id = known.client_id
-            token_auth_method = token_auth_method or known.token_endpoint_auth_method
-        # A server that refused a call for lack of scope (step-up): this login asks for those scopes too.
-        scopes = options.scopes or login_scopes(self.tokens.load(name), self.states.get(name).scopes_wanted)
         grant = await run_authorization_flow(
             self._session(),
-            FlowRequest(
-                server_name=name,
-                server_url=server_url.value,
-                client_id=client_id,
-                client_secret=client_secret,
-                token_auth_method=token_auth_method,
-                scopes=scopes,
-                port=options.port,
-                timeout_s=options.timeout_s,
-                http_timeout_s=self.settings.http_timeout_s,
-                client_metadata_url=self.settings.client_metadata_url,
-                registrations=self.registrations,
-            ),
+            self._flow_request(name, server_url.value, options, known),
             client_store=self.clients,
             on_authorization_url=on_authorization_url,
             paste=paste,
@@ -186,13 +172,32 @@ class OAuthService:
                     f"(or set {env_prefix(name)}_CLIENT_ID)" + (f", see {known.docs_url}" if known.docs_url else ""),
                 )
             return grant
-        return await self._store_login(_logged_in(name, grant.value, server_url.value))
+        return await self._store_login(name, server_url.value, grant.value)
 
-    async def _store_login(self, credential: Credential) -> Result[Credential]:
-        """Keep what a login got and announce it, under the lock: the publisher writes the headers from it (and
-        may record URLs in the token file)."""
-        name, tokens = credential.name, credential.tokens
-        assert tokens is not None
+    def _flow_request(self, name: str, server_url: str, options: AuthOptions, known: MCPServer | None) -> FlowRequest:
+        """The login asked for: the options' client, else the registry's, else one found or registered then."""
+        client_id, token_auth_method = options.client_id, options.token_auth_method
+        if client_id is None and known is not None and known.client_id:
+            client_id = known.client_id
+            token_auth_method = token_auth_method or known.token_endpoint_auth_method
+        return FlowRequest(
+            server_name=name,
+            server_url=server_url,
+            markers=substitutions(),
+            client_id=client_id,
+            client_secret=options.client_secret,
+            token_auth_method=token_auth_method,
+            # A server that refused a call for lack of scope (step-up): this login asks for those scopes too.
+            scopes=options.scopes or login_scopes(self.tokens.load(name), self.states.get(name).scopes_wanted),
+            port=options.port,
+            timeout_s=options.timeout_s,
+            http_timeout_s=self.settings.http_timeout_s,
+            client_metadata_url=self.settings.client_metadata_url,
+            registrations=self.registrations,
+        )
+
+    async def _store_login(self, name: str, server_url: str, grant: AuthorizationGrant) -> Result[Credential]:
+        credential = _logged_in(name, grant, server_url)
         async with self._lock(name):
             stored = await self.vault.store(credential)
             if isinstance(stored, Failure):
@@ -201,8 +206,8 @@ class OAuthService:
             log.info(
                 "token_stored",
                 server=name,
-                expires_at=tokens.expires_at,
-                has_refresh_token=tokens.refresh_token is not None,
+                expires_at=grant.tokens.expires_at,
+                has_refresh_token=grant.tokens.refresh_token is not None,
             )
             await self.states.announce(change)
         return Success(credential)
@@ -294,9 +299,10 @@ class OAuthService:
         # `configs.failed`: configs that still hold the old header (a hung or unparsable file), to fix by hand.
         return Success({"name": name, "revoked": revoked, "tokens": outcomes, "configs": configs.as_dict()})
 
-    async def refresh_rejected(self, name: str, rejected: str | None) -> RefreshAttempt:
-        """A server refused the access token `rejected` (a 401 to the bridge): refresh, unless someone
-        already did — the same lock as the refresher's, so a rotating refresh token is never sent twice."""
+    async def refresh_unless_replaced(self, name: str, seen: str | None) -> RefreshAttempt:
+        """Refresh `name`, unless its access token `seen` was replaced meanwhile: a server refused it (a 401 to
+        the bridge), or it is about to expire (`chctl token`). The same lock as the refresher's, so concurrent
+        callers wait for one refresh and a rotating refresh token is never sent twice."""
         state = self.states.get(name)
         try:
             async with self._lock(name):
@@ -304,7 +310,7 @@ class OAuthService:
                 if credential is None or credential.kind != "oauth" or credential.tokens is None:
                     fix = credential.fix if credential is not None else None
                     return RefreshNeedsReauth("no login is stored", fix=fix)
-                if credential.tokens.access_token != rejected:
+                if credential.tokens.access_token != seen:
                     return await self._not_needed(state, credential)
                 if credential.state is TokenState.NEEDS_REAUTH:
                     return RefreshNeedsReauth(
@@ -346,17 +352,10 @@ class OAuthService:
     async def _refresh_locked(self, state: ServerState, credential: Credential, force: bool) -> RefreshAttempt:
         if credential.login is not LoginKind.BROWSER:
             return await self._renew_machine(state, credential)
-        name, tokens = credential.name, credential.tokens
+        tokens = credential.tokens
         assert tokens is not None
         if not tokens.refresh_token or not credential.token_endpoint or not credential.client_id:
-            if tokens.is_expired(0):
-                return await self._needs_reauth(state, credential, "the token expired and no refresh token was issued")
-            message = ""
-            if not force:  # the refresher's reminder, shortly before expiry: tell the person now
-                message = f"{name}: {no_refresh_token_note(credential)}"
-                log.info("token_expiring_without_refresh_token", server=name, expires_at=tokens.expires_at)
-            await self.states.announce(state.reminded_of_expiry(message))  # looked at again once it has expired
-            return RefreshImpossible(credential)
+            return await self._without_refresh_token(state, credential, force)
         with state.refreshing(time.monotonic()):  # a refresh that raises leaves the phase as it was
             return await self._refresh_with(state, credential)
 
@@ -383,6 +382,24 @@ class OAuthService:
                 if code is ErrorCode.INVALID_CLIENT:
                     await self.forget_client(name, credential.client_id)
                 return await self._needs_reauth(state, credential, reason, code)
+            case _:
+                assert_never(outcome)
+
+    async def _without_refresh_token(
+        self, state: ServerState, credential: Credential, force: bool
+    ) -> RefreshNeedsReauth | RefreshImpossible:
+        """No refresh token was issued: an expired token needs a login; one still valid is used, and the person
+        is reminded (by the refresher's look shortly before expiry)."""
+        name, tokens = credential.name, credential.tokens
+        assert tokens is not None
+        if tokens.is_expired(0):
+            return await self._needs_reauth(state, credential, "the token expired and no refresh token was issued")
+        message = ""
+        if not force:  # the refresher's reminder, shortly before expiry: tell the person now
+            message = f"{name}: {no_refresh_token_note(credential)}"
+            log.info("token_expiring_without_refresh_token", server=name, expires_at=tokens.expires_at)
+        await self.states.announce(state.reminded_of_expiry(message))  # looked at again once it has expired
+        return RefreshImpossible(credential)
 
     async def _send_refresh(self, credential: Credential, refresh_token: str) -> tuple[RefreshOutcome, str | None]:
         """The refresh request, or the late answer to the last one (oauth/unanswered.py: a refresh token the
@@ -402,6 +419,7 @@ class OAuthService:
                 connect_timeout_s=connect_s,
                 resource=credential.resource,
                 revocation_endpoint=credential.revocation_endpoint,
+                markers=substitutions(),
             )
 
         return await self.unanswered.refresh(credential.name, refresh_token, send, self.settings.http_timeout_s)
@@ -439,6 +457,8 @@ class OAuthService:
                     return RefreshRetry(reason, retry_after)
                 case Refused(code, reason, fix, told):
                     return await self._needs_reauth(state, used, reason, code, fix=fix, quiet=told)
+                case _:
+                    assert_never(outcome)
 
     async def _lock_busy(self, state: ServerState) -> RefreshRetry:
         """Another process holds the server's lock file: one more failed attempt, the refresher backs off."""

@@ -26,14 +26,13 @@ from typing import Any
 import structlog
 
 from context_harness.config.format import ConfigFormat, get_format, substitutions
-from context_harness.oauth.http import describe_url
 from context_harness.primitives.mcp import SecretMode
 from context_harness.primitives.oauth import Credential
-from context_harness.primitives.outside_values import credential_problem, header_name_problem
+from context_harness.primitives.outside_values import credential_problem, describe_url, header_name_problem
 from context_harness.primitives.result import ErrorCode, Failure, Result, Success
 from context_harness.services import recorded_urls
 from context_harness.services.blocking_io import StillRunning, run_blocking
-from context_harness.services.config_service import ConfigService, Misdirected, target_flags
+from context_harness.services.config_service import ConfigService, UrlChanged, target_flags
 from context_harness.services.server_state import Change, ServerStates
 from context_harness.stores.bindings import Binding, BindingStore
 from context_harness.stores.token_store import TokenStore
@@ -50,7 +49,7 @@ class PublishSettings:
 
 
 @dataclass(frozen=True, slots=True)
-class Withheld:
+class UrlChangedNotice:
     """No header was written: the entry points away from the recorded URL (and lost the header it had)."""
 
     message: str  # what is wrong and how to mend it, for `config_errors`, status, doctor and the notify command
@@ -96,7 +95,7 @@ class Publisher:
         self.tokens = tokens
         self.bindings = bindings
         self.settings = settings
-        # Each server's `config_errors` (the bound configs whose last write failed, and why) and `misdirected`
+        # Each server's `config_errors` (the bound configs whose last write failed, and why) and `url_changed`
         # (of those, the entries pointing away from the recorded URL) are kept in its state.
         self.states = states
         # One write per config file at a time: the next waits for the one in flight (at most its deadline).
@@ -109,11 +108,10 @@ class Publisher:
     def header_value(self, credential: Credential, binding: Binding) -> str:
         """The header's value as `binding`'s config holds it: the secret, or the client's reference to the
         secret file when the binding keeps the secret in a file."""
-        secret = credential.secret or ""
+        reference = None
         if binding.secret_mode is SecretMode.FILE:
             reference = get_format(binding.client).secret_file_reference(self.tokens.secret_file(credential.name))
-            secret = reference or secret
-        return f"{credential.header_scheme} {secret}" if credential.header_scheme else secret
+        return credential.header_value(reference)
 
     async def publish(self, name: str) -> PublishReport:
         """Write `name`'s stored credential into every config bound to it in header mode."""
@@ -126,14 +124,16 @@ class Publisher:
         if unwritable is not None:  # stored before the gate existed, or planted: never written, say so
             for binding in self.bindings.for_server(name):
                 if binding.mode == "header":
-                    await self._add(report, name, binding.path, Failure(unwritable, ErrorCode.INVALID_PARAMS))
+                    await self._report_and_announce(
+                        report, name, binding.path, Failure(unwritable, ErrorCode.INVALID_PARAMS)
+                    )
             self.states.get(name).configs_written(report.failed)
             return report
         for binding in self._header_bindings(credential):
             if binding.path in report.failed:
                 continue  # it did not answer even a read
             outcome = await self._off_loop(binding.path, partial(self._write, credential, binding))
-            await self._add(report, name, binding.path, outcome)
+            await self._report_and_announce(report, name, binding.path, outcome)
         self.states.get(name).configs_written(report.failed)
         return report
 
@@ -195,7 +195,7 @@ class Publisher:
                 continue
             url = await self._off_loop(binding.path, partial(_url_in, self.config, name, binding))
             if isinstance(url, Failure):
-                await self._add(report, name, binding.path, url)
+                await self._report_and_announce(report, name, binding.path, url)
             elif url.value:
                 current[binding.path] = url.value
         migration = recorded_urls.plan(credential, bindings, current, self.registry_url(name))
@@ -204,9 +204,9 @@ class Publisher:
             log.info("server_url_migrated", server=name, credential=migration.credential_url is not None)
         return self.tokens.load(name) or credential
 
-    def _write(self, credential: Credential, binding: Binding) -> Result[bool | Withheld]:
+    def _write(self, credential: Credential, binding: Binding) -> Result[bool | UrlChangedNotice]:
         """True when written (or already right), False when the binding was dropped because the config no
-        longer has the entry, Withheld when the entry points away from the recorded URL."""
+        longer has the entry, UrlChangedNotice when the entry points away from the recorded URL."""
         name = credential.name
         fmt = get_format(binding.client)
         written = self.config.set_header(
@@ -223,18 +223,18 @@ class Publisher:
             self.bindings.unbind(name, Path(binding.path))
             log.info("binding_dropped", server=name, path=binding.path, reason="the config has no entry for it")
             return Success(False)
-        if isinstance(written, Success) and isinstance(written.value, Misdirected):
+        if isinstance(written, Success) and isinstance(written.value, UrlChanged):
             if not credential.server_url:  # (config_errors keep the message alone: it holds the fix too)
                 unrecorded = recorded_urls.unrecorded(name)
                 return Failure(f"{binding.path}: {unrecorded.error}; {unrecorded.hint}", ErrorCode.CONFIG_INVALID)
             found = written.value.found or ""
             news = binding.withheld_for != found
             if news:
-                self.bindings.note_withheld(name, binding.path, found)
-            message = _misdirected_message(name, binding, fmt, written.value, credential.server_url)
-            return Success(Withheld(message, news))
+                self.bindings.note_url_changed(name, binding.path, found)
+            message = _url_changed_message(name, binding, fmt, written.value, credential.server_url)
+            return Success(UrlChangedNotice(message, news))
         if isinstance(written, Success) and binding.withheld_for is not None:
-            self.bindings.note_withheld(name, binding.path, None)  # pointed back by hand
+            self.bindings.note_url_changed(name, binding.path, None)  # pointed back by hand
         return written if isinstance(written, Failure) else Success(True)
 
     async def _off_loop(self, path: str, work: Callable[[], Result[Any]]) -> Result[Any]:
@@ -249,11 +249,15 @@ class Publisher:
                     f"{path} did not answer within {timeout_s:g} s (a hung mount?); retried later", ErrorCode.TIMEOUT
                 )
 
-    async def _add(self, report: PublishReport, name: str, path: str, outcome: Result[bool | Withheld]) -> None:
-        if isinstance(outcome, Success) and isinstance(outcome.value, Withheld):
+    async def _report_and_announce(
+        self, report: PublishReport, name: str, path: str, outcome: Result[bool | UrlChangedNotice]
+    ) -> None:
+        """`outcome` of one config into `report`; an entry whose URL changed is told on the change channel (once
+        per change)."""
+        if isinstance(outcome, Success) and isinstance(outcome.value, UrlChangedNotice):
             report.failed[path] = outcome.value.message
             # Told once per change (kept in the binding), not at every refresh or restart.
-            change = self.states.get(name).header_withheld(path, outcome.value.message, news=outcome.value.news)
+            change = self.states.get(name).entry_url_changed(path, outcome.value.message, news=outcome.value.news)
             if change is not None:
                 log.warning("header_withheld_url_changed", server=name, path=path)
             await self.states.announce(change)
@@ -273,7 +277,7 @@ def _url_in(config: ConfigService, name: str, binding: Binding) -> Result[str | 
     return Success(recorded_urls.entry_url(config, name, binding))
 
 
-def _misdirected_message(name: str, binding: Binding, fmt: ConfigFormat, found: Misdirected, url: str) -> str:
+def _url_changed_message(name: str, binding: Binding, fmt: ConfigFormat, found: UrlChanged, url: str) -> str:
     """What `chctl status` and doctor say about an entry that points away from the recorded URL, with the fix."""
     now = f"now points at {describe_url(found.found)}" if found.found else "no longer has a URL"
     target = target_flags(Path(binding.path), fmt)

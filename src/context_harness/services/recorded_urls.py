@@ -27,8 +27,8 @@ from pathlib import Path
 
 from context_harness.config.format import get_format
 from context_harness.oauth.discovery import resource_matches
-from context_harness.oauth.http import describe_url
 from context_harness.primitives.oauth import Credential
+from context_harness.primitives.outside_values import describe_url
 from context_harness.primitives.result import ErrorCode, Failure, Result, Success
 from context_harness.services.config_service import ConfigService
 from context_harness.stores.bindings import Binding, BindingStore

@@ -129,7 +129,7 @@ class ServerState:
         "_bridges",
         "_config_errors",
         "_failed_login",
-        "_misdirected",
+        "_url_changed",
         "_phase",
         "_plan",
         "_refreshed_at",
@@ -150,7 +150,7 @@ class ServerState:
         # The server's last refusal of the stored credential, until a request succeeds or a new one is stored.
         self._refusal: Refusal | None = None
         self._config_errors: dict[str, str] = {}  # configs whose last write failed, and why
-        self._misdirected: set[str] = set()  # of those, entries pointing away from the recorded URL
+        self._url_changed: set[str] = set()  # of those, entries pointing away from the recorded URL
         # Scopes the server asked for when it refused a call (403 `insufficient_scope`) that the credential
         # lacks: the next `chctl auth` asks for them too (services/step_up.py). Until a login or a logout.
         self._scopes_wanted: tuple[str, ...] = ()
@@ -229,8 +229,8 @@ class ServerState:
         return self._config_errors
 
     @property
-    def misdirected(self) -> AbstractSet[str]:
-        return self._misdirected
+    def url_changed(self) -> AbstractSet[str]:
+        return self._url_changed
 
     @property
     def scopes_wanted(self) -> tuple[str, ...]:
@@ -364,24 +364,24 @@ class ServerState:
         news, self._refusal = self._refusal is not None, None
         return Change(self.name) if news else None
 
-    def header_withheld(self, path: str, message: str, *, news: bool) -> Change | None:
+    def entry_url_changed(self, path: str, message: str, *, news: bool) -> Change | None:
         """`path`'s entry points away from the recorded URL: its header was taken out (`news`: tell people)."""
-        self._misdirected.add(path)
+        self._url_changed.add(path)
         return Change(self.name, TokenEvent.URL_CHANGED, message) if news else None
 
     def configs_written(self, failed: Mapping[str, str]) -> None:
         """A publish ended: the configs it could not write (`failed`), and why, replace the last ones. An entry
         pointed back (by hand) is no longer reported; the next change is news again."""
         self._config_errors = dict(failed)
-        self._misdirected &= set(failed)
+        self._url_changed &= set(failed)
 
     def config_cleared(self, path: str | None = None) -> None:
         """`chctl add`, `remove` or a logout dealt with `path` (None: every config): what went wrong is history."""
         if path is None:
-            self._config_errors, self._misdirected = {}, set()
+            self._config_errors, self._url_changed = {}, set()
         else:
             self._config_errors.pop(path, None)
-            self._misdirected.discard(path)
+            self._url_changed.discard(path)
 
     def bridge_opened(self, bridge_id: int) -> Counters:
         """A live bridge: its counters, which `chctl status` reads here until `bridge_closed`."""

@@ -83,25 +83,40 @@ class ServerStatus:
 
 class StatusBoard:
     """Builds `ServerStatus`es: a read of the stored credential and the server's `ServerState` (phase, last
-    error, planned refresh, failed login, config errors, live bridges). What lives elsewhere (token reads,
-    sharing, delegation) comes through callables the daemon sets when it wires its parts together."""
+    error, planned refresh, failed login, config errors, live bridges). What lives elsewhere comes through the
+    callables it is built with: `token_reads` (`TokenAccess.reads_of`), `shared` (`SharedStore.load`), `via`
+    (`Delegate.via`: the socket that carries a server on a remote machine), `secret_place`, `client_secret_place`
+    and `idp_secret_place` (`SecretVault.place`, `.client_place`, `.place_of`: where secret values rest) and
+    `idp_waiting` (`IdpService.waiting_for_sign_in`)."""
 
-    def __init__(self, tokens: TokenStore, bindings: BindingStore, mcp: MCPService, states: ServerStates) -> None:
+    def __init__(
+        self,
+        tokens: TokenStore,
+        bindings: BindingStore,
+        mcp: MCPService,
+        states: ServerStates,
+        *,
+        token_reads: Callable[[str], TokenReads],
+        shared: Callable[[], set[str]],
+        via: Callable[[str, list[Binding]], Path | None],
+        secret_place: Callable[[str], dict[str, Any] | None],
+        client_secret_place: Callable[[str], dict[str, Any] | None],
+        idp_waiting: Callable[[str], bool],
+        idp_secret_place: Callable[[str], dict[str, Any] | None],
+    ) -> None:
         self.tokens = tokens
         self.bindings = bindings
         self.mcp = mcp
         self.states = states
-        self.token_reads: Callable[[str], TokenReads] = lambda _name: TokenReads()
-        self.shared: Callable[[], set[str]] = set
-        self.via: Callable[[str, list[Binding]], Path | None] = lambda _name, _bindings: None
+        self.token_reads = token_reads
+        self.shared = shared
+        self.via = via
+        self.secret_place = secret_place  # where a credential's values rest: the keychain or its token file
+        # Where a confidential client's secret rests: the keychain or its registration.
+        self.client_secret_place = client_secret_place
         # Whether an identity provider has no sign-in to derive tokens from (then that sign-in is the fix).
-        self.idp_waiting: Callable[[str], bool] = lambda _name: False
-        # Where a credential's values rest (SecretVault.place): the keychain or its token file.
-        self.secret_place: Callable[[str], dict[str, Any] | None] = lambda _name: None
-        # Where a confidential client's secret rests (SecretVault.client_place): the keychain or its registration.
-        self.client_secret_place: Callable[[str], dict[str, Any] | None] = lambda _name: None
-        # Where an identity provider's sign-in rests (SecretVault.place_of): the keychain or its IdP file.
-        self.idp_secret_place: Callable[[str], dict[str, Any] | None] = lambda _name: None
+        self.idp_waiting = idp_waiting
+        self.idp_secret_place = idp_secret_place  # where an identity provider's sign-in rests: keychain or IdP file
 
     def awaiting_login(self) -> list[str]:
         """Bound servers without a credential: whether each expects a login is read from its configs."""
@@ -131,7 +146,7 @@ class StatusBoard:
             "next_refresh_at": plan.due if plan is not None and plan.refresh else None,
             "configs": [b.path for b in bindings],
             "config_errors": dict(live.config_errors),
-            "url_changed": sorted(live.misdirected),
+            "url_changed": sorted(live.url_changed),
             "mode": _mode(bindings),
             "bridges": [BridgeStatus(bridge_id, **asdict(c)) for bridge_id, c in sorted(live.bridges.items())],
             "shared": name in self.shared(),

@@ -14,9 +14,9 @@ from dataclasses import dataclass, field, replace
 
 import structlog
 
-from context_harness.oauth.http import describe_url
 from context_harness.primitives.mcp import MCPAuthType
 from context_harness.primitives.oauth import Credential, OAuthTokens, TokenState
+from context_harness.primitives.outside_values import describe_url
 from context_harness.primitives.result import ErrorCode, Failure, Result, Success
 from context_harness.services.mcp_service import MCPService
 from context_harness.services.oauth_service import OAuthService
@@ -129,7 +129,7 @@ class TokenAccess:
             return _handed_out(credential, refreshed=False)
         # Shielded: a caller that hangs up must not cancel a refresh between rotation and save.
         # Its outcome reaches the refresher's plan through the change channel, like every refresh's.
-        attempt = await asyncio.shield(self.oauth.refresh_rejected(name, tokens.access_token))
+        attempt = await asyncio.shield(self.oauth.refresh_unless_replaced(name, tokens.access_token))
         if isinstance(attempt, RefreshRetry | RefreshImpossible) and not tokens.is_expired(0):
             return _handed_out(credential, refreshed=False)  # still valid, if for less than asked: the best there is
         fresh = refresh_result(name, attempt, "due")
@@ -161,12 +161,11 @@ def _handed_out(credential: Credential, *, refreshed: bool) -> Result[ValidCrede
     secret = credential.secret
     if not secret:
         return _login_needed(credential.name, f"{credential.name} has no credential stored")
-    scheme = credential.header_scheme
     return Success(
         ValidCredential(
             name=credential.name,
             header_name=credential.header_name,
-            header_value=f"{scheme} {secret}" if scheme else secret,
+            header_value=credential.header_value(),
             secret=secret,
             expires_at=credential.tokens.expires_at if credential.tokens else None,
             refreshed=refreshed,

@@ -5,12 +5,11 @@ from __future__ import annotations
 import json
 import threading
 from pathlib import Path
-from typing import Literal
 
 import structlog
 from pydantic import BaseModel, TypeAdapter, ValidationError
 
-from context_harness.primitives.mcp import MCPAuthType, SecretMode
+from context_harness.primitives.mcp import MCPAuthType, Mode, SecretMode
 from context_harness.stores.atomic import PRIVATE_FILE_MODE, atomic_write_bytes, ensure_private_dir
 
 log = structlog.get_logger(__name__)
@@ -20,20 +19,16 @@ class Binding(BaseModel):
     path: str  # absolute, resolved path of an agent's config file
     client: str = "opencode"  # whose format the file is in: a key of config.format.CLIENTS
     secret_mode: SecretMode = SecretMode.INLINE
-    # header: the entry holds the credential (inline or `{file:}`) and we rewrite it on every refresh;
-    # bridge: the entry runs `chctl bridge NAME` and the daemon carries the traffic to `url`, adding the
-    # credential itself (nothing secret in the file, nothing to rewrite); helper: the client runs
-    # `chctl token NAME` for its headers at each connect (nothing secret in the file either).
-    mode: Literal["header", "bridge", "helper"] = "header"
+    mode: Mode = "header"  # how the entry gets the credential (`primitives.mcp.Mode`); a bridge's goes to `url`
     # The server's URL as `chctl add` wrote it (a bridged entry holds only a command). A header is written
     # only into an entry that still points there; None: a binding from before URLs were recorded in header
-    # mode, given one by `services.recorded_urls.migrate` at its first use.
+    # mode, given one at its first publish (`Publisher._migrate`, with `services.recorded_urls.plan`).
     url: str | None = None
     # The static headers `chctl add` wrote with it (`--header`, a registry's declared ones; never a secret):
     # a header-mode entry holds them itself, a bridge (and `chctl check`) sends them. None: none.
     headers: dict[str, str] | None = None
-    # The URL the entry pointed at instead when its header was last withheld ("" for none): the notify command
-    # runs once per change, also across daemon restarts. None: not withheld.
+    # The URL the entry pointed at instead when its URL last changed from `url` and the header was withheld ("" for
+    # none): the notify command runs once per change, also across daemon restarts. None: it points at `url`.
     withheld_for: str | None = None
     # How the server at `url` authenticates, as `chctl add` found it: the registry, the key it was given, or its
     # answer to a call without credentials (a 401 naming OAuth protected-resource metadata: `oauth`, a login is
@@ -90,8 +85,8 @@ class BindingStore:
             ]
             self._save(bindings)
 
-    def note_withheld(self, name: str, path: str, found: str | None) -> None:
-        """Remember (or, with None, forget) where `path`'s entry pointed when its header was withheld."""
+    def note_url_changed(self, name: str, path: str, found: str | None) -> None:
+        """Remember (or, with None, forget) where `path`'s entry pointed when its URL changed (`withheld_for`)."""
         with self._changing:
             bindings = self.load()
             items = bindings.get(name, [])

@@ -3,13 +3,13 @@
 A registration is bound to the issuer that made it: `get` never hands one to another issuer. Its client id,
 issuer, method, redirect URIs and expiry stay in the file; its client secret, if it has one, rests inline or in
 the keychain like a credential's values (stores/secret_records.py: item `<server>/client`). New registrations
-go through `ClientRegistrations.keep`: the daemon's (services/client_vault.py) writes the keychain item first.
+go through `keep` (a login's `RegisteredClients`, oauth/flow_client.py): the daemon's (services/client_vault.py)
+writes the keychain item first.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Protocol
 
 import structlog
 from pydantic import ValidationError
@@ -26,22 +26,9 @@ CLIENT_FIELDS = SecretFields(("client_secret",), identity="client_id")
 CLIENT_KEY_SUFFIX = "/client"
 
 
-class ClientRegistrations(Protocol):
-    """What a login does with client registrations: find the one for an issuer, keep a new one (its secret
-    where secrets go), drop one the server no longer knows, learn how it authenticates."""
-
-    def get(self, server: str, issuer: str) -> ClientRegistration | None: ...
-
-    async def keep(self, server: str, registration: ClientRegistration) -> Result[None]: ...
-
-    async def drop(self, server: str, client_id: str) -> bool: ...
-
-    def remember_auth_method(self, server: str, client_id: str, auth_method: str) -> None: ...
-
-
 class ClientStore:
-    """The registrations' files. As a `ClientRegistrations` on its own it is the `file` store (secrets inline):
-    what a login outside the daemon uses."""
+    """The registrations' files. As a login's `RegisteredClients` on its own it is the `file` store (secrets
+    inline): what a login outside the daemon uses."""
 
     def __init__(self, directory: Path) -> None:
         self.directory = directory

@@ -1,8 +1,9 @@
-"""Who retries a 401: this module, and only this module.
+"""Whether a 401 is sent again: this module's rules, and only this module's.
 
 The transports know no authentication rule (the shape of httpx's auth flow): each request they send gets an
-`AuthFlow` from the session's `AuthPolicy`, asks it to `sign` the headers before every send, and hands it
-every answer's status; the flow says whether to send again. The rules, all here:
+`AuthFlow` from the session's `AuthPolicy`, and the one signed send (`session_base.send_signed`) asks it to
+`sign` the headers before every send and hands it every answer's status; the flow says whether to send again.
+The rules, all here:
 
 - every send carries the credential current at that moment (read from the daemon at each `sign`);
 - a refusal (401) renews the credential once, through `Credentials.renew` with the value refused (the daemon

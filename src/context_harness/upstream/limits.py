@@ -3,6 +3,8 @@
 A bridged server is input like any other: it may be broken or hostile. Whatever it does, it costs at most
 one message's worth of memory, its own share of connections, and a re-initialization now and then; the
 other servers and the daemon's RPCs never wait for it.
+
+Concurrency: asyncio, as aiohttp's is (a body is read under `asyncio.timeout`).
 """
 
 from __future__ import annotations
@@ -11,16 +13,12 @@ import asyncio
 import time
 from collections import deque
 from collections.abc import Callable
-from typing import Any
 from urllib.parse import urlsplit
 
 import aiohttp
-import anyio
 
-from context_harness.net.session import NetworkSettings, new_session
 from context_harness.primitives.result import ErrorCode, Failure
 from context_harness.upstream.contract import RelayFailure
-from context_harness.upstream.messages import lookup_id
 
 # MCP messages can be large (a tool returning a file): one message — a relay line, a JSON reply, an SSE
 # event or line — may be this long, and nothing from a server is buffered beyond it.
@@ -58,11 +56,6 @@ def reconnect_delay_s(retry_ms: int | None, default_s: float = 0.0) -> float:
 
 class TooLarge(Exception):
     """A server sent more than one message may hold."""
-
-
-def new_bridge_session(network: NetworkSettings | None = None) -> aiohttp.ClientSession:
-    """The bridges' client session: a pool apart from the authorization servers', a limit per server."""
-    return new_session(network, limit=0, limit_per_host=CONNECTIONS_PER_HOST)
 
 
 async def read_body(response: aiohttp.ClientResponse, limit: int = MAX_MESSAGE_BYTES) -> bytearray:
@@ -105,30 +98,6 @@ def not_redirected(name: str, response: aiohttp.ClientResponse) -> None:
             f"if the server moved, point chctl at its new URL: `chctl add {name} --url NEW_URL`",
         )
     )
-
-
-class Cancellable:
-    """The client's requests being carried, by id: one the client cancels (`notifications/cancelled`) is
-    stopped, which closes its connection to the server; a server never holds a connection for nobody."""
-
-    def __init__(self) -> None:
-        self._scopes: dict[str | int, anyio.CancelScope] = {}
-
-    def add(self, request_id: Any, scope: anyio.CancelScope) -> None:
-        key = lookup_id(request_id)
-        if key is not None:
-            self._scopes[key] = scope
-
-    def done(self, request_id: Any, scope: anyio.CancelScope) -> None:
-        key = lookup_id(request_id)
-        if key is not None and self._scopes.get(key) is scope:
-            del self._scopes[key]
-
-    def cancel(self, request_id: Any) -> None:
-        key = lookup_id(request_id)
-        scope = self._scopes.pop(key, None) if key is not None else None
-        if scope is not None:
-            scope.cancel()
 
 
 def lost_too_often(name: str) -> Failure:

@@ -1,10 +1,12 @@
-"""JSON-RPC messages as the relay sees them: what kind a message is, the HTTP headers that route it, and the
-errors the relay answers with. No I/O.
+"""JSON-RPC messages as the relay sees them: what kind a message is, the HTTP headers that route it, and what a
+server said in an error body. No I/O. The relay's own error replies are `primitives.relay_errors`.
 
 A message stays the bytes it came as (`Message`): the relay reads its id, method and the few members that
 route it (`json_scan`, or `json.loads` for a message of 64 KiB or less), checks the rest is JSON, and passes
 the bytes on. It never decodes a longer message whole, nor serialises one again: a 60 MiB reply costs its
 60 MiB, once.
+
+Concurrency: asyncio (a long scan lets the loop run with `asyncio.sleep(0)`).
 """
 
 from __future__ import annotations
@@ -18,10 +20,6 @@ from typing import Any
 from context_harness.oauth.preflight import page_text
 from context_harness.primitives.json_scan import Data, NotJson, Path, Scanned, Span, decode, prepare, steps
 from context_harness.primitives.text import SERVER_TEXT_LIMIT, printable
-
-# JSON-RPC leaves -32000..-32099 to the implementation; the relay's own failures (a login is needed, the
-# server is unreachable) use this one, with our ErrorCode name in `data.code`.
-RELAY_ERROR = -32001
 
 # Protocol revisions negotiated by `initialize`; a later revision carries its version in every request's
 # `_meta` and wants it, the method and the name mirrored in headers.
@@ -192,15 +190,6 @@ def routing_headers(message: Message, negotiated_version: str | None) -> dict[st
         if isinstance(name, str) and name.isascii() and name.isprintable() and name == name.strip():
             headers["Mcp-Name"] = name
     return headers
-
-
-def error_response(request_id: Any, message: str, code: str, *, hint: str | None = None) -> dict[str, Any]:
-    """The relay's answer to a request it could not deliver: readable by a person and by the model."""
-    data: dict[str, Any] = {"code": code}
-    if hint:
-        data["hint"] = hint
-    text = f"{message} ({hint})" if hint else message
-    return {"jsonrpc": "2.0", "id": request_id, "error": {"code": RELAY_ERROR, "message": text, "data": data}}
 
 
 def protocol_version_of(result_message: Message) -> str | None:

@@ -63,6 +63,8 @@ class SseParser:
         """The events completed by `chunk` (an event ends at a blank line)."""
         events: list[Event] = []
         size = len(chunk)
+        if not size:
+            return events  # nothing read: a CR that ended the last chunk still waits for its LF
         pos = 1 if self._after_cr and chunk[:1] == b"\n" else 0
         self._after_cr = False
         lf = -1

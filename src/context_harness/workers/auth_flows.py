@@ -21,7 +21,7 @@ from typing import Any
 import structlog
 
 from context_harness.primitives.result import ErrorCode, Failure, Result, Success
-from context_harness.services.auth_guidance import login_failure_hint
+from context_harness.services.auth_guidance import login_failure_hint, no_login_needed
 from context_harness.services.oauth_service import AuthOptions, OAuthService
 from context_harness.services.server_state import ServerStates
 
@@ -83,7 +83,14 @@ class AuthFlows:
         log.info("authorization_flow_abandoned", server=flow.name, finished=flow.task.done())
 
     async def start(self, name: str, options: AuthOptions, *, join: bool = False) -> Result[dict[str, str]]:
-        """Begin a login and return its id and URL; with `join`, the login already running for `name`, if any."""
+        """Begin a login and return its id and URL, unless `name` needs none; with `join`, the login already
+        running for `name`, if any."""
+        oauth = self.oauth
+        config_url = await oauth.server_url_off_loop(name)
+        known_url = config_url.value if isinstance(config_url, Success) else None
+        refused = no_login_needed(name, oauth.tokens.load(name), oauth.mcp.known(name), known_url)
+        if refused is not None:
+            return refused
         latest = self._latest.get(name)
         if not (join and latest is not None and self._running(latest)):
 

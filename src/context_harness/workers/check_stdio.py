@@ -17,13 +17,13 @@ from pathlib import Path
 from typing import Any
 
 from context_harness.config.format import DEFAULT_CLIENT, get_format
-from context_harness.daemon.check import NEXT_ACTION, Answer, Probe, converse, probe_server
-from context_harness.daemon.services import Services
 from context_harness.primitives.result import Failure, Result, Success
 from context_harness.services.blocking_io import run_config_io
-from context_harness.services.config_service import ConfigTarget
+from context_harness.services.config_service import ConfigService, ConfigTarget
 from context_harness.services.local_commands import registered_command, unregistered
+from context_harness.services.mcp_service import MCPService
 from context_harness.stores.bindings import Binding
+from context_harness.workers.probe import NEXT_ACTION, Answer, Probe, converse
 
 # A server's stdout line (a tools/list with large schemas) may be long; beyond this it is not a sane answer.
 MAX_LINE_BYTES = 16 * 1024 * 1024
@@ -37,19 +37,25 @@ class _Exited(Exception):
 
 
 async def probe_local(
-    s: Services, name: str, bindings: list[Binding], nearby: Nearby | None, timeout_s: float
-) -> Probe:
+    config: ConfigService,
+    name: str,
+    bindings: list[Binding],
+    nearby: Nearby | None,
+    timeout_s: float,
+    io_timeout_s: float,
+) -> Probe | None:
     """Start the command chctl recorded when the user added `name` (`local_commands`), never one a config
-    merely holds: the nearest config's own entry (a cloned repository's) is reported, not run."""
+    merely holds: the nearest config's own entry (a cloned repository's) is reported, not run. None: `name`
+    is not local at all."""
     registered = await run_config_io(
-        lambda: registered_command(name, s.config, bindings), s.settings.config_io_timeout_s, "reading the config"
+        lambda: registered_command(name, config, bindings), io_timeout_s, "reading the config"
     )
     if isinstance(registered, Failure):
         return Probe(name, "config", "attention", registered.error, registered.hint)
     command = registered.value
     if command is None:
         if nearby is None:
-            return await probe_server(s, name, timeout_s)  # not local at all
+            return None
         refused = unregistered(name, nearby.path, get_format(DEFAULT_CLIENT))
         return Probe(name, "config", "attention", refused.error, refused.hint)
     probe = await probe_stdio(name, command.argv, command.environment, command.directory, timeout_s)
@@ -68,12 +74,12 @@ class Nearby:
     environment: dict[str, str]
 
 
-async def nearby_local_entries(s: Services, cwd: Path) -> dict[str, Nearby]:
+async def nearby_local_entries(mcp: MCPService, cwd: Path, io_timeout_s: float) -> dict[str, Nearby]:
     """The local (stdio) entries of the config nearest `cwd`."""
     fmt = get_format(DEFAULT_CLIENT)
 
     def read() -> Result[dict[str, Nearby]]:
-        found = s.mcp.list_configured(ConfigTarget(cwd=cwd))
+        found = mcp.list_configured(ConfigTarget(cwd=cwd))
         if isinstance(found, Failure):
             return found
         path, entries = found.value
@@ -85,7 +91,7 @@ async def nearby_local_entries(s: Services, cwd: Path) -> dict[str, Nearby]:
             }
         )
 
-    found = await run_config_io(read, s.settings.config_io_timeout_s, "reading the config")
+    found = await run_config_io(read, io_timeout_s, "reading the config")
     return found.value if isinstance(found, Success) else {}
 
 

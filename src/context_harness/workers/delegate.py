@@ -17,7 +17,8 @@ from typing import Any
 
 import structlog
 
-from context_harness.daemon.peercred import listener_uid
+from context_harness.primitives.peercred import listener_uid
+from context_harness.primitives.relay_errors import relay_error
 from context_harness.primitives.result import ErrorCode, Failure, Result, Success
 from context_harness.stores.bindings import Binding, BindingStore
 from context_harness.stores.token_store import TokenStore
@@ -28,7 +29,6 @@ CALL_TIMEOUT_S = 30.0  # a delegate that accepts but does not answer in this tim
 STATUS_TIMEOUT_S = 3.0  # `chctl status` on the remote does not wait long for the laptop's part of the answer
 USABLE_STATES = ("active", "api_key", "no_auth")
 MAX_LINE_BYTES = 64 * 1024 * 1024  # as the daemon's own relay: MCP messages can be large
-RELAY_ERROR = -32001  # the code `chctl bridge` and the daemon's relay use for their own failures
 
 
 def _unreachable(path: Path) -> Failure:
@@ -248,7 +248,5 @@ def _parse(line: bytes) -> dict[str, Any] | None:
 
 
 def _error_line(request_id: Any, failure: Failure) -> bytes:
-    text = f"{failure.error} ({failure.hint})" if failure.hint else failure.error
-    data = {"code": failure.code.value, **({"hint": failure.hint} if failure.hint else {})}
-    reply = {"jsonrpc": "2.0", "id": request_id, "error": {"code": RELAY_ERROR, "message": text, "data": data}}
+    reply = relay_error(request_id, failure.error, failure.code.value, failure.hint)
     return json.dumps(reply, separators=(",", ":")).encode() + b"\n"

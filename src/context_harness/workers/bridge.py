@@ -20,15 +20,12 @@ from typing import Any
 import aiohttp
 import structlog
 
-from context_harness.daemon.delegate import Delegate, DelegatedRelay
-from context_harness.daemon.peer_limits import BridgeLimits, bridge_limits
-from context_harness.daemon.rpc_server import IDLE_TIMEOUT_S
-from context_harness.daemon.throttled_log import ThrottledLog
-from context_harness.oauth.http import describe_url
 from context_harness.primitives.json_scan import NotJson
 from context_harness.primitives.oauth import Credential
-from context_harness.primitives.outside_values import is_secure_endpoint
+from context_harness.primitives.outside_values import describe_url, is_secure_endpoint
+from context_harness.primitives.relay_errors import relay_error
 from context_harness.primitives.result import ErrorCode, Failure, Result, Success
+from context_harness.primitives.throttled_log import ThrottledLog
 from context_harness.services.oauth_service import OAuthService
 from context_harness.services.refresh_outcomes import refresh_result
 from context_harness.services.server_state import ServerStates
@@ -36,10 +33,10 @@ from context_harness.services.static_headers import static_headers
 from context_harness.services.step_up import scope_refused
 from context_harness.stores.bindings import BindingStore
 from context_harness.stores.token_store import TokenStore
-from context_harness.upstream import messages
 from context_harness.upstream.limits import MAX_MESSAGE_BYTES, WRITE_SLICE_BYTES
 from context_harness.upstream.messages import Message
 from context_harness.upstream.session import Upstream
+from context_harness.workers.peer_limits import BridgeLimits, bridge_limits
 
 log = structlog.get_logger(__name__)
 
@@ -72,11 +69,7 @@ class ServerCredentials:
         credential = self.tokens.load(self.name)
         header = None
         if credential is not None and credential.secret:
-            secret = credential.secret
-            header = (
-                credential.header_name,
-                f"{credential.header_scheme} {secret}" if credential.header_scheme else secret,
-            )
+            header = (credential.header_name, credential.header_value())
         self._cached = (version, header)
         return header
 
@@ -90,7 +83,7 @@ class ServerCredentials:
             hint = f"set a new one: `chctl add {name} -k KEY`"
             return Failure(f"{name} refused the API key", ErrorCode.AUTH_REQUIRED, hint)
         rejected_token = rejected.split(" ", 1)[-1] if rejected else None
-        renewed = refresh_result(name, await self.oauth.refresh_rejected(name, rejected_token), "refused")
+        renewed = refresh_result(name, await self.oauth.refresh_unless_replaced(name, rejected_token), "refused")
         return renewed if isinstance(renewed, Failure) else Success(None)  # the refresh told the change channel
 
     async def scope_refused(self, scope: str | None) -> Failure:
@@ -128,7 +121,8 @@ def refusal_message(status: int, credential: Credential | None) -> str:
 
 
 class Bridges:
-    """Every live bridge in this daemon."""
+    """Every live bridge this daemon carries itself (one the laptop carries is `delegate.py`'s, chosen by
+    `carrier.py`)."""
 
     def __init__(
         self,
@@ -137,26 +131,28 @@ class Bridges:
         http: Callable[[], aiohttp.ClientSession],
         states: ServerStates,
         bindings: BindingStore,
+        stall_s: float,  # half a message with no byte for this long closes the bridge (`CH_RPC_IDLE_TIMEOUT_S`)
     ) -> None:
         self.tokens = tokens
         self.bindings = bindings  # the static headers recorded with them go with every request
         self.oauth = oauth
         self.http = http
         self.states = states  # each live bridge's counters are in its server's state
-        self.delegate: Delegate | None = None  # on a remote machine: the servers it carries go there
         self.local_limits, self.remote_limits = bridge_limits()
-        self.stall_s = IDLE_TIMEOUT_S  # half a message with no byte for this long closes the bridge (a setting)
+        self.stall_s = stall_s
         self.over_budget = ThrottledLog("bridge_buffer_budget_exhausted")
         self._ids = itertools.count(1)
 
-    async def open(
-        self, name: str, replay: list[dict[str, Any]], *, remote: bool = False
-    ) -> Result[Relay | DelegatedRelay]:
+    def configure(self, stall_s: float) -> None:
+        self.stall_s = stall_s
+
+    def new_id(self) -> int:
+        """A bridge id no other bridge of this daemon has (a delegated one's too)."""
+        return next(self._ids)
+
+    async def open(self, name: str, replay: list[dict[str, Any]], *, remote: bool = False) -> Result[Relay]:
         """Check the server can be bridged; the returned relay then owns the connection. `remote`: asked
         through `remote.sock`, so the remote bridges' limits apply."""
-        if self.delegate is not None and self.delegate.via(name) is not None:
-            delegated = await self.delegate.open_bridge(next(self._ids), name, replay)
-            return delegated if isinstance(delegated, Failure) else Success(delegated.value)
         url = await self.oauth.server_url_off_loop(name)
         if isinstance(url, Failure):
             return url
@@ -168,7 +164,7 @@ class Bridges:
             )
         credentials = ServerCredentials(name, self.tokens, self.oauth)
         headers = static_headers(name, url.value, self.bindings.for_server(name), self.tokens.load(name))
-        bridge_id = next(self._ids)
+        bridge_id = self.new_id()
         relay = Relay(self, bridge_id, name, self.remote_limits if remote else self.local_limits)
         counters = self.states.get(name).bridge_opened(bridge_id)  # `chctl status` reads it there
         upstream = Upstream(name, url.value, self.http(), credentials, relay.deliver, counters, headers)
@@ -276,7 +272,7 @@ class Relay:
             await self.deliver(await Message.of(PARSE_ERROR))
             return
         if message.is_batch or message.get("jsonrpc") != "2.0":
-            reply = messages.error_response(None, "not a JSON-RPC 2.0 message", ErrorCode.INVALID_PARAMS.value)
+            reply = relay_error(None, "not a JSON-RPC 2.0 message", ErrorCode.INVALID_PARAMS.value)
             await self.deliver(await Message.of(reply))
             return
         self.upstream.submit(message)
