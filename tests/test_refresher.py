@@ -313,7 +313,7 @@ async def test_a_refresh_answered_after_its_deadline_is_taken_and_its_refresh_to
     state = h.oauth.states.get("srv")
     await eventually(lambda: state.attempts >= 3, what="several attempts while the server hangs")
     assert len(scripted.forms) == 1  # the refresh token was sent once
-    assert h.state() is TokenState.RETRYING and "its answer is still awaited" in (state.last_error or "")
+    assert h.state() is TokenState.RETRYING and "its answer is still awaited" in (state.error or "")
     scripted.release.set()  # the server answers the request it kept
     await eventually(lambda: h.credential().tokens.refresh_token == "new-refresh-1", what="the late answer stored")
     assert h.credential().tokens.access_token == "new-access-1" and h.state() is TokenState.ACTIVE

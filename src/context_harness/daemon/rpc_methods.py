@@ -195,9 +195,9 @@ async def forget(s: Services, name: str, kind: str) -> Failure | str:
         logged_out = await s.oauth.logout(name)
         return logged_out if isinstance(logged_out, Failure) else kind
     await s.vault.delete(name)  # the keychain item too, where the key rests there
-    s.states.stored(name)
+    change = s.states.get(name).stored()
     log.info("credential_forgotten", server=name, kind=kind)
-    await s.states.changed(name, credential=True)
+    await s.states.announce(change)
     return kind
 
 

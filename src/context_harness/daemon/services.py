@@ -59,7 +59,7 @@ class Services:
     tokens: TokenStore
     vault: SecretVault  # where secret values rest (CH_SECRET_STORE): the keychain or the token files
     bindings: BindingStore
-    states: ServerStates  # one record per server; `states.changed(name)` is the one change channel
+    states: ServerStates  # one record per server; `states.announce(change)` is the one change channel
     publisher: Publisher
     mcp: MCPService
     oauth: OAuthService

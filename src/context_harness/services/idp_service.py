@@ -256,9 +256,9 @@ class IdpService:
             kept = await self.vault.keep(self.store.records, name, dump(signed_in))
             if isinstance(kept, Failure):
                 return kept
-            self.states.stored(name)
+            change = self.states.get(name).stored(TokenEvent.NEW, f"{name}: signed in")
         log.info("idp_signed_in", idp=name, has_refresh_token=tokens.refresh_token is not None)
-        await self.states.changed(name, TokenEvent.NEW, f"{name}: signed in", credential=True)
+        await self.states.announce(change)
         return Success(signed_in)
 
     # --- what a server's renewal asks for ------------------------------------------------------------
@@ -305,8 +305,7 @@ class IdpService:
         for name in sorted(self._unread):
             if await self.vault.unreadable(self.store.records, name) is None and self.store.load(name) is not None:
                 self._unread.discard(name)
-                self.states.stored(name)
-                await self.states.changed(name, credential=True)
+                await self.states.announce(self.states.get(name).stored())
 
     async def refresh_once(self, name: str, *, force: bool, due_before: float | None = None) -> object:
         """The refresher's: renew the sign-in unless someone else did while this waited."""
@@ -331,8 +330,13 @@ class IdpService:
             if login.id_token is None:
                 return SignInNeeded(f"nobody has signed in to {name} yet", login_fix(name), False)
             return await self._needs_person(state, login, "the ID token expired and no refresh token was issued")
-        state.phase, state.refreshed_at = TokenState.REFRESHING, time.monotonic()
-        endpoint, refresh_token = login.token_endpoint, login.refresh_token
+        with state.refreshing(time.monotonic()):  # a renewal that raises leaves the phase as it was
+            return await self._renew(state, login)
+
+    async def _renew(self, state: ServerState, login: IdpLogin) -> IdpLogin | TransientError | SignInNeeded:
+        """The refresh request (or the late answer to the last one) and its outcome, in the record."""
+        name, endpoint, refresh_token = login.name, login.token_endpoint, login.refresh_token
+        assert endpoint is not None and refresh_token is not None
 
         def send(total_s: float, connect_s: float) -> Coroutine[Any, Any, tuple[RefreshOutcome, str | None]]:
             return refresh_either_way(
@@ -377,31 +381,26 @@ class IdpService:
         )
         # The rotated refresh token is stored before anything uses the new ID token; never refused (SecretVault).
         await self.vault.keep(self.store.records, login.name, dump(fresh), rotation=True)
-        self.states.stored(login.name)
+        change = self.states.get(login.name).stored(TokenEvent.REFRESHED, f"{login.name}: sign-in renewed")
         log.info("idp_refreshed", idp=login.name, expires_at=fresh.expires_at)
-        await self.states.changed(login.name, TokenEvent.REFRESHED, f"{login.name}: sign-in renewed", credential=True)
+        await self.states.announce(change)
         return fresh
 
     async def _retry_later(self, state: ServerState, reason: str, retry_after: float | None = None) -> TransientError:
-        state.phase, state.last_error = TokenState.RETRYING, reason
-        state.attempts, state.retry_after = state.attempts + 1, retry_after
         log.warning("idp_refresh_failed_transient", idp=state.name, reason=reason)
-        await self.states.changed(
-            state.name, TokenEvent.RETRYING, f"{state.name}: renewing the sign-in failed ({reason})"
-        )
+        message = f"{state.name}: renewing the sign-in failed ({reason})"
+        await self.states.announce(state.failed(reason, retry_after, message))
         return TransientError(reason, retry_after)
 
     async def _needs_person(self, state: ServerState, login: IdpLogin, reason: str) -> SignInNeeded:
         """The sign-in needs a person: say so once, with every server that waits for it."""
         name = login.name
         self.store.save(login.model_copy(update={"state": TokenState.NEEDS_REAUTH, "last_error": reason}))
-        state.version += 1
-        state.phase, state.last_error = TokenState.NEEDS_REAUTH, reason
         waiting = self.dependents(name)
         log.warning("idp_needs_sign_in", idp=name, reason=reason, servers=waiting)
         servers = f"; the servers waiting for it: {', '.join(waiting)}" if waiting else ""
         message = f"{name} needs a new sign-in: run `{login_fix(name)}` ({reason}){servers}"
-        await self.states.changed(name, TokenEvent.NEEDS_REAUTH, message)
+        await self.states.announce(state.needs_login(reason, message, saved=True))
         return SignInNeeded(reason, login_fix(name), True)
 
     @asynccontextmanager
@@ -435,10 +434,9 @@ def idp_row(idps: IdpService, name: str) -> dict[str, Any]:
     place = idps.vault.place_of(idps.store.records, name)
     live = idps.states.peek(name)
     plan = live.plan if live is not None else None
-    state = (live.phase if live is not None and live.phase is not None else None) or (
-        login.state if login is not None else TokenState.PENDING_AUTH
-    )
-    last_error = (live.last_error if live is not None else None) or (login.last_error if login else None)
+    state = login.state if login is not None else TokenState.PENDING_AUTH
+    state = live.effective_state(login) if live is not None and login is not None else state
+    last_error = (live.error if live is not None else None) or (login.last_error if login else None)
     unreadable = place is not None and place["where"] == "keychain" and values is None and place["problem"]
     return {
         "name": name,

@@ -194,13 +194,13 @@ class ImportService:
         stored = await self.oauth.vault.store(credential)  # stored before any config mentions it
         if isinstance(stored, Failure):
             return _adoption(name, url, login, "skipped", stored.error)
-        self.oauth.states.stored(name)
+        change = self.oauth.states.get(name).stored()
         placed = self._write_entry(name, url, config_path, entries)
         if isinstance(placed, Failure):
             return _adoption(name, url, login, "skipped", placed.error)
         log.info("login_imported", server=name, issuer=auth_server.issuer)
         if not login.tokens.is_expired(VALIDITY_MARGIN_S):
-            await self.oauth.states.changed(name, credential=True)  # the publisher writes it into the configs
+            await self.oauth.states.announce(change)  # the publisher writes it into the configs
             return _adoption(name, url, login, "adopted")
         return await self._refresh_now(name, url, login)
 

@@ -228,9 +228,10 @@ class MCPService:
         added = await run_config_io(lambda: self.write_entries(request, plan), timeout_s, "mcp.add")
         if isinstance(added, Failure):
             return added
-        if added.value.key_stored:
-            self.states.stored(request.name)  # a new key: what was said of the old one (refused, ...) is history
-        await self.states.changed(request.name, credential=True)
+        if added.value.key_stored:  # a new key: what was said of the old one (refused, ...) is history
+            await self.states.announce(self.states.get(request.name).stored())
+        else:
+            await self.states.changed(request.name, credential=True)
         errors = self.states.get(request.name).config_errors
         headers = [str(w.path) for w in added.value.written if w.mode == "header"]
         return Success(replace(added.value, not_written={p: errors[p] for p in headers if p in errors}))

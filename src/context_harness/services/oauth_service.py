@@ -202,16 +202,14 @@ class OAuthService:
             stored = await self.vault.store(credential)
             if isinstance(stored, Failure):
                 return stored
-            self.states.stored(name)
-            self.states.get(name).logged_in_or_out()
+            change = self.states.get(name).logged_in(f"{name}: logged in")
             log.info(
                 "token_stored",
                 server=name,
                 expires_at=grant.tokens.expires_at,
                 has_refresh_token=grant.tokens.refresh_token is not None,
             )
-            # Under the lock: the publisher writes the headers from it (and may record URLs in the token file).
-            await self.states.changed(name, TokenEvent.NEW, f"{name}: logged in", credential=True)
+            await self.states.announce(change)
         return Success(credential)
 
     async def set_up_machine(self, name: str, server_url: str, setup: MachineSetup) -> Result[Credential]:
@@ -231,7 +229,7 @@ class OAuthService:
             kept = await self.vault.store(credential)  # the secret or key: the keychain, or the token file
             if isinstance(kept, Failure):
                 return kept
-            self.states.stored(name)
+            self.states.get(name).stored()  # not announced: it has no token yet, `obtain` gets and announces it
         log.info("machine_login_set_up", server=name, login=setup.login.value, key=setup.private_key is not None)
         return Success(credential)
 
@@ -293,12 +291,11 @@ class OAuthService:
                 )
             outcomes = await revoke_all(self._session(), credential, self.settings.http_timeout_s)
             await self.vault.delete(name)
-            self.states.stored(name)
-            self.states.get(name).logged_in_or_out()
+            change = self.states.get(name).logged_out(f"{name}: logged out")
             configs = await self.publisher.forget(name, credential.header_name)
         revoked = bool(outcomes) and all(o["revoked"] for o in outcomes)
         log.info("credential_forgotten", server=name, revoked=revoked)
-        await self.states.changed(name, TokenEvent.REVOKED, f"{name}: logged out")
+        await self.states.announce(change)
         # `configs.failed`: configs that still hold the old header (a hung or unparsable file), to fix by hand.
         return Success({"name": name, "revoked": revoked, "tokens": outcomes, "configs": configs.as_dict()})
 
@@ -326,7 +323,7 @@ class OAuthService:
                     return RefreshRetry(reason, self.settings.min_refresh_spacing_s - since)
                 return await self._refresh_locked(state, credential, force=True)
         except LockTimeout:
-            return await self._retry_later(state, "another process holds the refresh lock")
+            return await self._lock_busy(state)
 
     # --- one refresh, safely -------------------------------------------------------------------------
 
@@ -350,17 +347,22 @@ class OAuthService:
                     return await self._not_needed(state, credential)
                 return await self._refresh_locked(state, credential, force)
         except LockTimeout:
-            return await self._retry_later(state, "another process holds the refresh lock")
+            return await self._lock_busy(state)
 
     async def _refresh_locked(self, state: ServerState, credential: Credential, force: bool) -> RefreshAttempt:
         if credential.login is not LoginKind.BROWSER:
             return await self._renew_machine(state, credential)
-        name, tokens = credential.name, credential.tokens
+        tokens = credential.tokens
         assert tokens is not None
         if not tokens.refresh_token or not credential.token_endpoint or not credential.client_id:
             return await self._without_refresh_token(state, credential, force)
-        state.phase, state.refreshed_at = TokenState.REFRESHING, time.monotonic()
-        client_id = credential.client_id
+        with state.refreshing(time.monotonic()):  # a refresh that raises leaves the phase as it was
+            return await self._refresh_with(state, credential)
+
+    async def _refresh_with(self, state: ServerState, credential: Credential) -> RefreshAttempt:
+        """The refresh request (or the late answer to the last one) and its outcome, in the record."""
+        name, tokens, client_id = credential.name, credential.tokens, credential.client_id
+        assert tokens is not None and tokens.refresh_token and client_id
         outcome, auth_method = await self._send_refresh(credential, tokens.refresh_token)
         match outcome:
             case Refreshed(new_tokens):
@@ -372,10 +374,10 @@ class OAuthService:
                     self.clients.remember_auth_method(name, client_id, auth_method)
                 return await self._store_renewed(fresh, new_tokens)
             case TransientError(reason, retry_after):
-                state.phase, state.last_error = TokenState.RETRYING, reason
                 log.warning("token_refresh_failed_transient", server=name, reason=reason, retry_after=retry_after)
                 message = f"{name}: refresh failed, retrying ({reason})"
-                return await self._retry_later(state, reason, retry_after, message)
+                await self.states.announce(state.failed(reason, retry_after, message))
+                return RefreshRetry(reason, retry_after)
             case PermanentError(code, reason):
                 if code is ErrorCode.INVALID_CLIENT:
                     await self.forget_client(name, credential.client_id)
@@ -392,13 +394,11 @@ class OAuthService:
         assert tokens is not None
         if tokens.is_expired(0):
             return await self._needs_reauth(state, credential, "the token expired and no refresh token was issued")
-        state.reminded = True  # the refresher looks again when it has expired
-        if force:
-            await self.states.changed(name)
-        else:  # the refresher's reminder, shortly before expiry: tell the person now
-            note = no_refresh_token_note(credential)
+        message = ""
+        if not force:  # the refresher's reminder, shortly before expiry: tell the person now
+            message = f"{name}: {no_refresh_token_note(credential)}"
             log.info("token_expiring_without_refresh_token", server=name, expires_at=tokens.expires_at)
-            await self.states.changed(name, TokenEvent.EXPIRING, f"{name}: {note}")
+        await self.states.announce(state.reminded_of_expiry(message))  # looked at again once it has expired
         return RefreshImpossible(credential)
 
     async def _send_refresh(self, credential: Credential, refresh_token: str) -> tuple[RefreshOutcome, str | None]:
@@ -434,10 +434,10 @@ class OAuthService:
         )
         await self.vault.store(fresh, rotation=True)  # before any use of it; never refused (SecretVault)
         crash_point(AFTER_TOKEN_SAVE)
-        self.states.stored(name)
-        log.info("token_refreshed", server=name, expires_at=tokens.expires_at, login=credential.login.value)
         message = f"{name}: token refreshed" if event is TokenEvent.REFRESHED else f"{name}: got a token"
-        await self.states.changed(name, event, message, credential=True)
+        change = self.states.get(name).stored(event, message)
+        log.info("token_refreshed", server=name, expires_at=tokens.expires_at, login=credential.login.value)
+        await self.states.announce(change)
         return RefreshDone(fresh)
 
     async def _renew_machine(self, state: ServerState, credential: Credential) -> RefreshAttempt:
@@ -445,33 +445,30 @@ class OAuthService:
         if self.machine is None or credential.token_endpoint is None:
             reason = "the server's authorization server was never found"
             return await self._needs_reauth(state, credential, reason, fix=f"chctl auth {credential.name}")
-        state.phase, state.refreshed_at = TokenState.REFRESHING, time.monotonic()
-        outcome, used = await self.machine.renew(credential)
-        match outcome:
-            case Refreshed(tokens):
-                return await self._store_renewed(used, tokens)
-            case TransientError(reason, retry_after):
-                state.phase, state.last_error = TokenState.RETRYING, reason
-                log.warning("token_renewal_failed_transient", server=credential.name, reason=reason)
-                message = f"{credential.name}: getting a new token failed, retrying ({reason})"
-                return await self._retry_later(state, reason, retry_after, message)
-            case Refused(code, reason, fix, told):
-                return await self._needs_reauth(state, used, reason, code, fix=fix, quiet=told)
-            case _:
-                assert_never(outcome)
+        with state.refreshing(time.monotonic()):  # a renewal that raises leaves the phase as it was
+            outcome, used = await self.machine.renew(credential)
+            match outcome:
+                case Refreshed(tokens):
+                    return await self._store_renewed(used, tokens)
+                case TransientError(reason, retry_after):
+                    log.warning("token_renewal_failed_transient", server=credential.name, reason=reason)
+                    message = f"{credential.name}: getting a new token failed, retrying ({reason})"
+                    await self.states.announce(state.failed(reason, retry_after, message))
+                    return RefreshRetry(reason, retry_after)
+                case Refused(code, reason, fix, told):
+                    return await self._needs_reauth(state, used, reason, code, fix=fix, quiet=told)
+                case _:
+                    assert_never(outcome)
 
-    async def _retry_later(
-        self, state: ServerState, reason: str, retry_after: float | None = None, message: str = ""
-    ) -> RefreshRetry:
-        """One more failed attempt in a row: the refresher backs off from the count (and Retry-After)."""
-        state.attempts, state.retry_after = state.attempts + 1, retry_after
-        await self.states.changed(state.name, TokenEvent.RETRYING if message else None, message)
-        return RefreshRetry(reason, retry_after)
+    async def _lock_busy(self, state: ServerState) -> RefreshRetry:
+        """Another process holds the server's lock file: one more failed attempt, the refresher backs off."""
+        reason = "another process holds the refresh lock"
+        await self.states.announce(state.failed(None))  # not the server's error: the last one stays shown
+        return RefreshRetry(reason, None)
 
     async def _not_needed(self, state: ServerState, credential: Credential) -> RefreshNotNeeded:
         """Someone else refreshed it: the backoff of our own failures no longer applies."""
-        state.attempts, state.retry_after, state.reminded = 0, None, False
-        await self.states.changed(state.name)
+        await self.states.announce(state.refreshed_elsewhere())
         return RefreshNotNeeded(credential)
 
     async def _needs_reauth(
@@ -485,15 +482,13 @@ class OAuthService:
         quiet: bool = False,
     ) -> RefreshNeedsReauth:
         """Only a person can help: `fix` is the command (else `chctl auth NAME`); `quiet`, they were told already."""
-        name = state.name
-        if credential.kind == "oauth":
+        name, saved = state.name, credential.kind == "oauth"
+        if saved:
             update = {"state": TokenState.NEEDS_REAUTH, "last_error": reason, "fix": fix}
             self.tokens.save(credential.model_copy(update=update))
-            state.version += 1
-        state.phase, state.last_error = TokenState.NEEDS_REAUTH, reason
         log.warning("token_needs_reauth", server=name, reason=reason)
         message = f"{name} needs a new login: run `{fix or f'chctl auth {name}'}` ({reason})"
-        await self.states.changed(name, TokenEvent.NEEDS_REAUTH, message, quiet=quiet)
+        await self.states.announce(state.needs_login(reason, message, saved=saved, quiet=quiet))
         return RefreshNeedsReauth(reason, code, fix=fix)
 
     async def forget_client(self, name: str, client_id: str | None) -> None:
@@ -505,8 +500,9 @@ class OAuthService:
     # --- helpers -------------------------------------------------------------------------------------
 
     def state_of(self, credential: Credential) -> TokenState:
+        """What `status`, `token` and `check` show for `credential` (`ServerState.effective_state`)."""
         live = self.states.peek(credential.name)
-        return live.phase if live is not None and live.phase is not None else credential.state
+        return live.effective_state(credential) if live is not None else credential.state
 
     async def server_url_off_loop(self, name: str, *, login: bool = False) -> Result[str]:
         """The recorded URL (`MCPService.server_url`), in a thread: an older file's migration reads configs."""
@@ -555,8 +551,7 @@ class OAuthService:
             except LockTimeout:
                 continue
             if readable:
-                self.states.stored(name)
-                await self.states.changed(name, credential=True)
+                await self.states.announce(self.states.get(name).stored())
 
     async def migrate_secrets(self, to: StoreKind) -> list[dict[str, Any]]:
         """`chctl secrets migrate --to TO`: each server's secret values (its credential's, its client

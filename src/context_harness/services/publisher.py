@@ -27,7 +27,7 @@ import structlog
 
 from context_harness.config.format import ConfigFormat, get_format, substitutions
 from context_harness.primitives.mcp import SecretMode
-from context_harness.primitives.oauth import Credential, TokenEvent
+from context_harness.primitives.oauth import Credential
 from context_harness.primitives.outside_values import credential_problem, describe_url, header_name_problem
 from context_harness.primitives.result import ErrorCode, Failure, Result, Success
 from context_harness.services import recorded_urls
@@ -127,14 +127,14 @@ class Publisher:
                     await self._report_and_announce(
                         report, name, binding.path, Failure(unwritable, ErrorCode.INVALID_PARAMS)
                     )
-            self._remember(name, report)
+            self.states.get(name).configs_written(report.failed)
             return report
         for binding in self._header_bindings(credential):
             if binding.path in report.failed:
                 continue  # it did not answer even a read
             outcome = await self._off_loop(binding.path, partial(self._write, credential, binding))
             await self._report_and_announce(report, name, binding.path, outcome)
-        self._remember(name, report)
+        self.states.get(name).configs_written(report.failed)
         return report
 
     async def forget(self, name: str, header: str) -> PublishReport:
@@ -154,8 +154,7 @@ class Publisher:
                 log.warning("header_not_removed", server=name, path=binding.path, reason=outcome.error)
             else:
                 report.written.append(binding.path)
-        state = self.states.get(name)
-        state.config_errors, state.url_changed = {}, set()
+        self.states.get(name).config_cleared()
         return report
 
     async def on_change(self, change: Change) -> None:
@@ -166,9 +165,7 @@ class Publisher:
 
     def clear(self, name: str, path: str) -> None:
         """`chctl add` or `chctl remove` dealt with this config: what went wrong there is history."""
-        state = self.states.get(name)
-        state.config_errors.pop(path, None)
-        state.url_changed.discard(path)
+        self.states.get(name).config_cleared(path)
 
     # --- helpers -------------------------------------------------------------------------------------
 
@@ -259,10 +256,11 @@ class Publisher:
         per change)."""
         if isinstance(outcome, Success) and isinstance(outcome.value, UrlChangedNotice):
             report.failed[path] = outcome.value.message
-            self.states.get(name).url_changed.add(path)
-            if outcome.value.news:  # once per change (kept in the binding), not at every refresh or restart
+            # Told once per change (kept in the binding), not at every refresh or restart.
+            change = self.states.get(name).entry_url_changed(path, outcome.value.message, news=outcome.value.news)
+            if change is not None:
                 log.warning("header_withheld_url_changed", server=name, path=path)
-                await self.states.changed(name, TokenEvent.URL_CHANGED, outcome.value.message)
+            await self.states.announce(change)
             return
         if isinstance(outcome, Success):
             (report.written if outcome.value else report.dropped).append(path)
@@ -273,12 +271,6 @@ class Publisher:
         (log.debug if again else log.warning)(
             "config_write_failed", server=name, path=path, code=outcome.code.value, error=outcome.error
         )
-
-    def _remember(self, name: str, report: PublishReport) -> None:
-        state = self.states.get(name)
-        state.config_errors = dict(report.failed)
-        # An entry pointed back (by hand) is no longer reported; the next change is news again.
-        state.url_changed &= set(report.failed)
 
 
 def _url_in(config: ConfigService, name: str, binding: Binding) -> Result[str | None]:

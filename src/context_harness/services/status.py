@@ -157,7 +157,7 @@ class StatusBoard:
             return ServerStatus(state=SECRET_UNREADABLE, last_error=unreadable, **shared)
         if credential is None:
             return self._without_credential(name, live, bindings, expects_login, shared)
-        state_now = live.phase or credential.state
+        state_now = live.effective_state(credential)
         tokens = credential.tokens
         expired = tokens is not None and tokens.is_expired(buffer_seconds=0)
         unrecorded = self._unrecorded(credential, bindings)
@@ -264,7 +264,7 @@ def refusal_hint(name: str, refused: int, auth_type: MCPAuthType) -> str:
 def _last_error(live: ServerState, credential: Credential | None) -> str | None:
     """The refresh's last error, else the server's refusal of the credential, else a failed login, else the
     configs that could not be written."""
-    error = (live.last_error or credential.last_error) if credential else None
+    error = (live.error or credential.last_error) if credential else None
     error = error or (live.refusal.message if live.refusal is not None and credential is not None else None)
     error = error or live.failed_login
     return error or ("; ".join(live.config_errors.values()) if live.config_errors else None)

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import structlog
 
-from context_harness.primitives.oauth import Credential, TokenEvent
+from context_harness.primitives.oauth import Credential
 from context_harness.primitives.result import ErrorCode, Failure
 from context_harness.primitives.text import SERVER_TEXT_LIMIT, printable
 from context_harness.services.server_state import ServerStates
@@ -72,9 +72,10 @@ async def scope_refused(states: ServerStates, tokens: TokenStore, name: str, sco
     state = states.get(name)
     union = login_scopes(credential, (*state.scopes_wanted, *new)) or []
     message = f"{name} refused the call for lack of scope {' '.join(new)} (insufficient_scope)"
-    if state.want_scopes(new):
+    change = state.want_scopes(new, f"{message}. Run `chctl auth {name}` to grant it.")
+    if change is not None:
         log.info("scope_wanted", server=name, wanted=list(state.scopes_wanted))
-        await states.changed(name, TokenEvent.SCOPE_NEEDED, f"{message}. Run `chctl auth {name}` to grant it.")
+    await states.announce(change)
     return Failure(
         message,
         ErrorCode.AUTH_REQUIRED,

@@ -121,8 +121,9 @@ class TokenAccess:
         tokens = credential.tokens
         if tokens is None or credential.state is TokenState.PENDING_AUTH:
             return _login_needed(name, f"{name} has not logged in yet", credential.fix)
-        if credential.state is TokenState.NEEDS_REAUTH:
-            why = credential.last_error or "refresh refused"
+        live = self.oauth.states.get(name)
+        if live.effective_state(credential) is TokenState.NEEDS_REAUTH:
+            why = live.login_reason(credential) or "refresh refused"
             return _login_needed(name, f"{name} needs a new login: {why}", credential.fix)
         if not tokens.is_expired(margin_for(tokens, min_valid_s)):
             return _handed_out(credential, refreshed=False)

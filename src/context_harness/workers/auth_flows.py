@@ -60,10 +60,10 @@ class AuthFlows:
             return
         state = states.get(name)
         if task.exception() is not None:  # a bug; the flow's waiter reports it
-            state.failed_login = "login failed: internal error (see `chctl logs`)"
+            state.login_ended("login failed: internal error (see `chctl logs`)")
             return
         result = task.result()
-        state.failed_login = f"login failed: {result.error}" if isinstance(result, Failure) else None
+        state.login_ended(f"login failed: {result.error}" if isinstance(result, Failure) else None)
 
     def _expire_later(self, flow_id: str) -> None:
         flow = self._flows.get(flow_id)

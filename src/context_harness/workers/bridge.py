@@ -33,7 +33,6 @@ from context_harness.services.static_headers import static_headers
 from context_harness.services.step_up import scope_refused
 from context_harness.stores.bindings import BindingStore
 from context_harness.stores.token_store import TokenStore
-from context_harness.upstream.contract import Counters
 from context_harness.upstream.limits import MAX_MESSAGE_BYTES, WRITE_SLICE_BYTES
 from context_harness.upstream.messages import Message
 from context_harness.upstream.session import Upstream
@@ -101,14 +100,14 @@ class ServerCredentials:
                 return  # refused a credential replaced meanwhile: not news about the one stored now
             await self.refused(status, refusal_message(status, self.tokens.load(self.name)))
             return
-        if self.oauth.states.get(self.name).accepted():
-            await self.oauth.states.changed(self.name)
+        await self.oauth.states.announce(self.oauth.states.get(self.name).accepted())
 
     async def refused(self, status: int, message: str) -> None:
         """The server refused the stored credential (`status`, `message`): `chctl status` and `doctor` show it."""
-        if self.oauth.states.get(self.name).refused(status, message):
+        change = self.oauth.states.get(self.name).refused(status, message)
+        if change is not None:
             log.warning("credential_refused", server=self.name, status=status)
-            await self.oauth.states.changed(self.name)
+        await self.oauth.states.announce(change)
 
 
 def refusal_message(status: int, credential: Credential | None) -> str:
@@ -167,7 +166,7 @@ class Bridges:
         headers = static_headers(name, url.value, self.bindings.for_server(name), self.tokens.load(name))
         bridge_id = self.new_id()
         relay = Relay(self, bridge_id, name, self.remote_limits if remote else self.local_limits)
-        counters = self.states.get(name).bridges[bridge_id] = Counters()  # `chctl status` reads it there
+        counters = self.states.get(name).bridge_opened(bridge_id)  # `chctl status` reads it there
         upstream = Upstream(name, url.value, self.http(), credentials, relay.deliver, counters, headers)
         relay.upstream = upstream
         if replay:
@@ -210,7 +209,7 @@ class Relay:
             async with self.upstream.carrying():  # every message's task ends with the connection
                 await self._read(reader)
         finally:
-            self.bridges.states.get(self.name).bridges.pop(self.id, None)
+            self.bridges.states.get(self.name).bridge_closed(self.id)
             await self.upstream.close()
             log.info("bridge_closed", server=self.name, bridge=self.id)
 

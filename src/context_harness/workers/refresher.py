@@ -269,7 +269,7 @@ class Refresher:
     def _plan(self, state: ServerState, plan: Plan) -> None:
         if self._stopping:
             return
-        state.plan = plan
+        state.planned(plan)
         # The scheduler's own clock is real time; translate our (maybe injected) clock's due time into it.
         # Capped: a far-off date is re-planned by the wall-clock check long before it matters.
         delay = min(max(plan.due - self.clock(), 0.0), MAX_TOKEN_LIFETIME_S)
@@ -290,7 +290,7 @@ class Refresher:
             log.exception("refresh_schedule_failed", **self._who(state.name))
 
     def _unplan(self, state: ServerState) -> None:
-        state.plan = None
+        state.planned(None)
         try:
             self.scheduler.remove_job(state.name)
         except JobLookupError:
@@ -336,8 +336,9 @@ class Refresher:
                 await self.renewals.refresh_once(name, force=False, due_before=plan.due + 1 if plan else None)
         except Exception:
             # A bug of ours: back off like a transient failure instead of hammering the server every few seconds.
-            state.attempts, state.retry_after = state.attempts + 1, None
-            self.replan(name, force=True)
+            # The refresh left its phase as it was; the failure counts for the backoff, and the plan follows.
+            await self.states.announce(state.failed(None))
+            self.replan(name)
             delay = state.plan.due - self.clock() if state.plan is not None else None
             delay_s = delay and round(delay, 2)
             log.exception("refresh_job_crashed", attempt=state.attempts, delay_s=delay_s, **self._who(name))
