@@ -7,6 +7,7 @@ on sys.path so `tests.support` and `tests.peers` import as they do under pytest.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import statistics
@@ -16,6 +17,8 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
+
+from aiohttp import web
 
 REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:
@@ -32,6 +35,7 @@ __all__ = [
     "median_ms",
     "proc_status",
     "report",
+    "serve_on_loopback",
     "running_daemon",
     "user_env",
 ]
@@ -82,3 +86,17 @@ def report(title: str, rows: list[tuple[str, Any]], figures: dict[str, Any]) -> 
     for label, value in rows:
         print(f"  {label.ljust(width)}  {value}")
     print(json.dumps({"bench": Path(sys.argv[0]).stem, **figures}))
+
+
+def serve_on_loopback(app: web.Application) -> None:
+    """Serve `app` on 127.0.0.1 until killed, after printing its port (a peer run as a process of its own)."""
+
+    async def run() -> None:
+        runner = web.AppRunner(app, access_log=None)
+        await runner.setup()
+        site = web.TCPSite(runner, "127.0.0.1", 0)
+        await site.start()
+        print(runner.addresses[0][1], flush=True)
+        await asyncio.Event().wait()
+
+    asyncio.run(run())

@@ -107,15 +107,7 @@ def serve(attack: str, size: int, under: int, seconds: float) -> None:
     app.router.add_post("/mcp", post)
     app.router.add_get("/mcp", get)
 
-    async def run() -> None:
-        runner = web.AppRunner(app, access_log=None)
-        await runner.setup()
-        site = web.TCPSite(runner, "127.0.0.1", 0)
-        await site.start()
-        print(runner.addresses[0][1], flush=True)
-        await asyncio.Event().wait()
-
-    asyncio.run(run())
+    bench_env.serve_on_loopback(app)
 
 
 # --- the measurement ------------------------------------------------------------------------------------------

@@ -52,15 +52,7 @@ def serve(mode: str, servers: int) -> None:
         app = web.Application()
         app.router.add_get("/{tail:.*}", gigabyte if mode == "gigabyte" else endless)
 
-    async def run() -> None:
-        runner = web.AppRunner(app, access_log=None)
-        await runner.setup()
-        site = web.TCPSite(runner, "127.0.0.1", 0)
-        await site.start()
-        print(runner.addresses[0][1], flush=True)
-        await asyncio.Event().wait()
-
-    asyncio.run(run())
+    bench_env.serve_on_loopback(app)
 
 
 async def gigabyte(request: web.Request) -> web.StreamResponse:
