@@ -1,9 +1,9 @@
 """The official MCP conformance suite's client scenarios, each run once through an adapter: which pass, and the
-tally (`Passed N of 26`). Re-makes the figures quoted for issue 24.
+tally (`Passed N of 26`).
 
     python bench/conformance_tally.py                       # chctl (tests/conformance/chctl_client.py)
     python bench/conformance_tally.py --client mcp-remote   # mcp-remote 0.15.1, driven the same way
-    /work/other/.venv/bin/python bench/conformance_tally.py # chctl as another checkout's venv installs it
+    ../other/.venv/bin/python bench/conformance_tally.py    # chctl as another checkout's venv installs it
 
 The adapter runs under this Python, so the chctl measured is the one this interpreter imports. Scenarios run
 one at a time (their servers and our daemon are timing-sensitive on a loaded machine); the suite's own
